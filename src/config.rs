@@ -1,0 +1,579 @@
+//! Configuration: one TOML file, every key optional, CLI flags on top.
+//!
+//! Two layers, as in sozu and rpxy: [`FileConfig`] mirrors the TOML exactly
+//! (`deny_unknown_fields` everywhere, so a typo such as `expire_afer` is an error naming
+//! the key, never a silent default), and [`Config`] is the validated, immutable value the
+//! rest of the relay reads. Defaults are the embedded ones of DESIGN.md: pavise runs in
+//! front of a stock Mastodon with no file at all.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::units::{Size, Span};
+
+/// Why a configuration could not be loaded. Each message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, message: message.into() }
+}
+
+// ---------------------------------------------------------------------------------------
+// The file layer: exactly what an admin may write.
+// ---------------------------------------------------------------------------------------
+
+/// The TOML file, as written. Every field has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// Where durable state lives: the embedded store, the admin token, temp files.
+    pub data_dir: PathBuf,
+    /// Directory of `*.toml` policy files (expiry rules, limits, wave shield).
+    pub policies: PathBuf,
+    /// The instance's own domain, when it differs from the `Host` deliveries arrive with.
+    pub local_domain: Option<String>,
+    pub public: PublicConfig,
+    pub upstream: UpstreamConfig,
+    pub client_ip: ClientIpConfig,
+    pub response_headers: ResponseHeadersConfig,
+    pub egress: EgressConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            data_dir: PathBuf::from("./data"),
+            policies: PathBuf::from("./policies"),
+            local_domain: None,
+            public: PublicConfig::default(),
+            upstream: UpstreamConfig::default(),
+            client_ip: ClientIpConfig::default(),
+            response_headers: ResponseHeadersConfig::default(),
+            egress: EgressConfig::default(),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// The public listener that browsers, apps and remote servers talk to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublicConfig {
+    pub listen: SocketAddr,
+    /// PEM certificate chain; with `tls_key`, the listener speaks TLS (h2 + http/1.1).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Connections beyond this wait in the kernel backlog instead of costing memory.
+    pub max_connections: usize,
+    /// Largest request head (request line + headers) accepted.
+    pub max_header_bytes: Size,
+    /// Slowloris guard: the whole request head must arrive within this.
+    pub header_read_timeout: Span,
+    /// A connection with no bytes either way for this long is closed.
+    pub idle_timeout: Span,
+    /// How long in-flight requests and open streams may take to finish on shutdown.
+    pub shutdown_grace: Span,
+    /// Request body caps by route class (`inbox`, `media_upload`, ...); `default` for the rest.
+    pub body_limits: BTreeMap<String, Size>,
+}
+
+impl Default for PublicConfig {
+    fn default() -> Self {
+        PublicConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            max_connections: 10_000,
+            max_header_bytes: Size(64 * 1024),
+            header_read_timeout: Span::secs(10),
+            idle_timeout: Span::secs(120),
+            shutdown_grace: Span::secs(10),
+            body_limits: BTreeMap::new(),
+        }
+    }
+}
+
+/// The instance behind pavise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Mastodon's web process (puma).
+    pub url: String,
+    /// Mastodon's streaming server; `/api/v1/streaming` goes here.
+    pub streaming_url: String,
+    pub connect_timeout: Span,
+    /// Pooled keep-alive connections idle longer than this are closed.
+    pub pool_idle_timeout: Span,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            url: "http://127.0.0.1:3000".into(),
+            streaming_url: "http://127.0.0.1:4000".into(),
+            connect_timeout: Span::secs(5),
+            pool_idle_timeout: Span::secs(90),
+        }
+    }
+}
+
+/// What the instance learns instead of a member's IP address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientIpMode {
+    /// HMAC of the address under a rotating in-memory key, inside 2001:db8::/32.
+    Pseudonym,
+    /// One constant address for everybody (the instance's per-IP limits become global).
+    Drop,
+    /// The real address cut to /24 (IPv4) or /48 (IPv6): coarse, but real.
+    Truncate,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientIpConfig {
+    pub mode: ClientIpMode,
+    /// How long one pseudonym key lives. Same client, same period → same pseudonym.
+    pub rotate: Span,
+    /// Load balancers or CDNs in front of pavise whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for ClientIpConfig {
+    fn default() -> Self {
+        ClientIpConfig { mode: ClientIpMode::Pseudonym, rotate: Span::secs(86_400), trusted_proxies: vec![] }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseHeadersConfig {
+    /// Response headers that fingerprint the server, removed before the client sees them.
+    pub strip: Vec<String>,
+    /// Added as `Onion-Location` to HTML responses when set (the instance's .onion address).
+    pub onion_location: Option<String>,
+}
+
+impl Default for ResponseHeadersConfig {
+    fn default() -> Self {
+        ResponseHeadersConfig {
+            strip: ["Server", "X-Powered-By", "X-Runtime", "Via"].map(String::from).to_vec(),
+            onion_location: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressMode {
+    /// Every outbound connection through Tor (arti-client).
+    Tor,
+    /// Straight to the destination. For development only: it reveals the server's address.
+    Direct,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Streams to different hosts never share a circuit.
+    PerHost,
+    /// Every request gets its own circuit.
+    PerRequest,
+    /// arti's default sharing.
+    None,
+}
+
+/// The forward proxy the instance's outbound federation goes through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressConfig {
+    /// privoxy's port, so Mastodon's existing `http_proxy` setting works unchanged.
+    pub listen: SocketAddr,
+    /// Optional SOCKS5 listener (remote DNS) for software that prefers it.
+    pub socks_listen: Option<SocketAddr>,
+    pub mode: EgressMode,
+    pub allow_ports: Vec<u16>,
+    /// `"host:port"` exceptions to the private-address guard.
+    pub allow_hosts: Vec<String>,
+    /// Domains never connected to (a suffix match: `"example.com"` covers subdomains).
+    pub deny_domains: Vec<String>,
+    /// `"user:password"` required as `Proxy-Authorization: Basic` when set.
+    pub proxy_auth: Option<String>,
+    pub tor: TorConfig,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        EgressConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8118)),
+            socks_listen: None,
+            mode: EgressMode::Tor,
+            allow_ports: vec![443, 80],
+            allow_hosts: vec![],
+            deny_domains: vec![],
+            proxy_auth: None,
+            tor: TorConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TorConfig {
+    pub isolation: Isolation,
+    /// Extra arti configuration, in arti's own TOML, layered over pavise's defaults.
+    pub arti_config: Option<PathBuf>,
+    /// How long to wait for bootstrap before `/readyz` reports the failure.
+    pub bootstrap_timeout: Span,
+}
+
+impl Default for TorConfig {
+    fn default() -> Self {
+        TorConfig { isolation: Isolation::PerHost, arti_config: None, bootstrap_timeout: Span::secs(120) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Bearer token file; created (0600, random) on first run. Default: `<data_dir>/admin.token`.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9180)), token_file: None }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// One structured line per request (pseudonym, route class, status, latency).
+    pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, access_log: true }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// CLI overrides: the `pavise run` flags of DESIGN.md's contract.
+// ---------------------------------------------------------------------------------------
+
+/// Flags that override the file, one for one.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub upstream: Option<String>,
+    pub streaming_upstream: Option<String>,
+    pub egress_listen: Option<SocketAddr>,
+    pub egress_mode: Option<EgressMode>,
+    pub admin_listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub policies: Option<PathBuf>,
+    pub arti_config: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------------------
+// The validated layer.
+// ---------------------------------------------------------------------------------------
+
+/// An upstream address, checked to be plain `http://host:port` (the instance is local).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// `host:port`, as the URI authority the pooled client connects to.
+    pub authority: http::uri::Authority,
+}
+
+impl UpstreamUrl {
+    fn parse(key: &'static str, raw: &str) -> Result<Self, ConfigError> {
+        let uri: http::Uri = raw.parse().map_err(|e| invalid(key, format!("{raw:?} is not a URL: {e}")))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(invalid(
+                key,
+                format!("{raw:?}: only http:// upstreams are supported (the instance runs beside pavise)"),
+            ));
+        }
+        if uri.path() != "/" && !uri.path().is_empty() {
+            return Err(invalid(key, format!("{raw:?}: give scheme, host and port only, no path")));
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| invalid(key, format!("{raw:?} has no host")))?;
+        let authority = if authority.port_u16().is_some() {
+            authority
+        } else {
+            format!("{}:80", authority.host()).parse().map_err(|_| invalid(key, "bad host"))?
+        };
+        Ok(UpstreamUrl { authority })
+    }
+}
+
+/// Everything the relay reads at run time, validated once.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: FileConfig,
+    pub upstream: UpstreamUrl,
+    pub streaming_upstream: UpstreamUrl,
+    /// Whether a config file was read (for `pavise check`'s summary).
+    pub source: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads `path` (if any), applies the CLI overrides and validates the result.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                Self::parse_file(path, &text)?
+            }
+            None => FileConfig::default(),
+        };
+        Self::validate(file, overrides, path.map(Path::to_owned))
+    }
+
+    /// Parses TOML text; errors name the file, line and key.
+    pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })
+    }
+
+    pub fn validate(mut file: FileConfig, o: &Overrides, source: Option<PathBuf>) -> Result<Config, ConfigError> {
+        macro_rules! apply {
+            ($($flag:ident => $($field:ident).+;)*) => { $( if let Some(v) = o.$flag.clone() { file.$($field).+ = v; } )* };
+        }
+        apply! {
+            listen => public.listen;
+            upstream => upstream.url;
+            streaming_upstream => upstream.streaming_url;
+            egress_listen => egress.listen;
+            egress_mode => egress.mode;
+            admin_listen => admin.listen;
+            data_dir => data_dir;
+            policies => policies;
+        }
+        if let Some(path) = &o.arti_config {
+            file.egress.tor.arti_config = Some(path.clone());
+        }
+
+        let upstream = UpstreamUrl::parse("upstream.url", &file.upstream.url)?;
+        let streaming_upstream = UpstreamUrl::parse("upstream.streaming_url", &file.upstream.streaming_url)?;
+
+        match (&file.public.tls_cert, &file.public.tls_key) {
+            (Some(_), None) => return Err(invalid("public.tls_key", "tls_cert is set but tls_key is not")),
+            (None, Some(_)) => return Err(invalid("public.tls_cert", "tls_key is set but tls_cert is not")),
+            (Some(cert), Some(key)) => {
+                for (k, p) in [("public.tls_cert", cert), ("public.tls_key", key)] {
+                    if !p.is_file() {
+                        return Err(invalid(
+                            k,
+                            format!("{} does not exist (see certs/README.md to make a pair)", p.display()),
+                        ));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        if file.public.max_connections == 0 {
+            return Err(invalid("public.max_connections", "must be at least 1"));
+        }
+        if file.public.max_header_bytes.0 < 8192 {
+            return Err(invalid("public.max_header_bytes", "must be at least 8KiB (hyper's minimum buffer)"));
+        }
+        for key in file.public.body_limits.keys() {
+            if key != "default" && crate::proxy::RouteClass::from_config_name(key).is_none() {
+                return Err(invalid(
+                    "public.body_limits",
+                    format!(
+                        "unknown route class {key:?}; use default or one of {}",
+                        crate::proxy::RouteClass::CONFIG_NAMES.join(", ")
+                    ),
+                ));
+            }
+        }
+        if file.client_ip.rotate.get().as_secs() == 0 {
+            return Err(invalid("client_ip.rotate", "must be at least 1s"));
+        }
+        for name in &file.response_headers.strip {
+            http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid("response_headers.strip", format!("{name:?} is not a header name")))?;
+        }
+        if let Some(onion) = &file.response_headers.onion_location {
+            let uri: http::Uri = onion
+                .parse()
+                .map_err(|_| invalid("response_headers.onion_location", format!("{onion:?} is not a URL")))?;
+            if !uri.host().is_some_and(|h| h.ends_with(".onion")) {
+                return Err(invalid("response_headers.onion_location", format!("{onion:?} is not an .onion URL")));
+            }
+        }
+        if file.egress.allow_ports.is_empty() {
+            return Err(invalid("egress.allow_ports", "empty: the egress proxy could reach nothing"));
+        }
+        for host in &file.egress.allow_hosts {
+            let ok = host.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(invalid("egress.allow_hosts", format!("{host:?}: write \"host:port\"")));
+            }
+        }
+        if let Some(auth) = &file.egress.proxy_auth
+            && !auth.contains(':')
+        {
+            return Err(invalid("egress.proxy_auth", "write \"user:password\""));
+        }
+        if let Some(path) = &file.egress.tor.arti_config
+            && !path.is_file()
+        {
+            return Err(invalid("egress.tor.arti_config", format!("{} does not exist", path.display())));
+        }
+        let listeners = [
+            ("public.listen", Some(file.public.listen)),
+            ("egress.listen", Some(file.egress.listen)),
+            ("egress.socks_listen", file.egress.socks_listen),
+            ("admin.listen", Some(file.admin.listen)),
+        ];
+        for (i, (key, addr)) in listeners.iter().enumerate() {
+            let Some(addr) = addr else { continue };
+            if addr.port() != 0 && listeners[..i].iter().any(|(_, other)| *other == Some(*addr)) {
+                return Err(invalid(key, format!("{addr} is already used by another listener")));
+            }
+        }
+        if !is_loopback(file.admin.listen.ip()) {
+            return Err(invalid(
+                "admin.listen",
+                format!("{} is not a loopback address; the admin API stays on this host", file.admin.listen),
+            ));
+        }
+        if !is_loopback(file.egress.listen.ip()) {
+            return Err(invalid(
+                "egress.listen",
+                "must be a loopback address: an open forward proxy would let anyone use the instance's Tor",
+            ));
+        }
+        if let Some(domain) = &file.local_domain
+            && (domain.is_empty() || domain.contains('/') || domain.contains(' '))
+        {
+            return Err(invalid("local_domain", format!("{domain:?} is not a domain name")));
+        }
+        Ok(Config { file, upstream, streaming_upstream, source })
+    }
+
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.file.admin.token_file.clone().unwrap_or_else(|| self.file.data_dir.join("admin.token"))
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        self.file.public.tls_cert.is_some()
+    }
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let file = Config::parse_file(Path::new("test.toml"), text)?;
+        Config::validate(file, &Overrides::default(), None)
+    }
+
+    #[test]
+    fn no_file_gives_the_documented_defaults() {
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.file.public.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.upstream.authority.as_str(), "127.0.0.1:3000");
+        assert_eq!(c.streaming_upstream.authority.as_str(), "127.0.0.1:4000");
+        assert_eq!(c.file.egress.listen.to_string(), "127.0.0.1:8118");
+        assert_eq!(c.file.egress.mode, EgressMode::Tor);
+        assert_eq!(c.file.admin.listen.to_string(), "127.0.0.1:9180");
+        assert_eq!(c.file.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.file.policies, PathBuf::from("./policies"));
+        assert_eq!(c.file.client_ip.mode, ClientIpMode::Pseudonym);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let e = parse("[public]\nlisen = \"127.0.0.1:1\"\n").unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+        let e = parse("expire_afer = \"7d\"\n").unwrap_err().to_string();
+        assert!(e.contains("expire_afer"), "{e}");
+    }
+
+    #[test]
+    fn design_egress_example_parses() {
+        let c = parse(
+            "[egress]\nlisten = \"127.0.0.1:8118\"\nmode = \"tor\"\nallow_ports = [443, 80]\nallow_hosts = []\n[egress.tor]\nisolation = \"per-host\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.file.egress.tor.isolation, Isolation::PerHost);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = Config::parse_file(Path::new("t.toml"), "[public]\nlisten = \"127.0.0.1:1111\"\n").unwrap();
+        let o = Overrides {
+            listen: Some("127.0.0.1:2222".parse().unwrap()),
+            egress_mode: Some(EgressMode::Direct),
+            ..Default::default()
+        };
+        let c = Config::validate(file, &o, None).unwrap();
+        assert_eq!(c.file.public.listen.port(), 2222);
+        assert_eq!(c.file.egress.mode, EgressMode::Direct);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (text, key) in [
+            ("[upstream]\nurl = \"https://x:3000\"\n", "upstream.url"),
+            ("[upstream]\nurl = \"http://x:3000/path\"\n", "upstream.url"),
+            ("[public]\ntls_cert = \"/nonexistent.pem\"\n", "public.tls_key"),
+            ("[admin]\nlisten = \"0.0.0.0:9180\"\n", "admin.listen"),
+            ("[egress]\nallow_ports = []\n", "egress.allow_ports"),
+            ("[egress]\nallow_hosts = [\"nohost\"]\n", "egress.allow_hosts"),
+            ("[public.body_limits]\ninbux = \"1MiB\"\n", "public.body_limits"),
+            ("[response_headers]\nonion_location = \"http://example.com\"\n", "response_headers.onion_location"),
+            ("[egress]\nlisten = \"127.0.0.1:9180\"\n", "admin.listen"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text} → {e}");
+        }
+    }
+
+    #[test]
+    fn bad_units_are_reported() {
+        let e = parse("[client_ip]\nrotate = \"1day\"\n").unwrap_err().to_string();
+        assert!(e.contains("rotate") && e.contains("unknown unit"), "{e}");
+        let e = parse("[client_ip]\nmode = \"hash\"\n").unwrap_err().to_string();
+        assert!(e.contains("mode"), "{e}");
+    }
+}

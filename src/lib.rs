@@ -1,0 +1,36 @@
+//! # Pavise
+//!
+//! A privacy relay in front of a fediverse instance (Mastodon first). The instance never
+//! learns a member's IP address or the location inside their photos; its outbound
+//! federation leaves over Tor; old posts expire by policy; harassment waves are deferred
+//! without losing legitimate mail.
+//!
+//! ```text
+//!  browsers, apps ──► public listener ──► pipeline ──► instance web (:3000)
+//!  remote servers ──►  (TLS or plain)        │          instance streaming (:4000)
+//!                                            ▼
+//!                                     durable store
+//!  instance outbound ──► egress listener (127.0.0.1:8118) ──► Tor ──► other servers
+//!  admin ──► admin listener (loopback + token): health, metrics, expiry, shield
+//! ```
+//!
+//! # Layout
+//! - [`config`]: the TOML file and CLI overrides, validated once.
+//! - [`server`]: listeners, TLS, connection limits, graceful shutdown; wires the relay.
+//! - [`proxy`]: route classification, the [`proxy::Stage`] pipeline, the upstream client.
+//! - [`privacy`]: client-IP pseudonyms, the header strip table, response hygiene.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and each feature's `/admin/...`.
+//! - [`metrics`], [`telemetry`], [`shutdown`], [`units`]: the small shared pieces.
+//!
+//! Dependencies point one way: `server` → `proxy` → stage modules → `store`, `config`.
+
+pub mod admin;
+pub mod check;
+pub mod config;
+pub mod metrics;
+pub mod privacy;
+pub mod proxy;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+pub mod units;

@@ -1,0 +1,137 @@
+//! The `pavise` command line: parse, load config, run. Everything else is in the library.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use pavise::config::{Config, EgressMode, Overrides};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "pavise", version, about = "A privacy relay in front of a fediverse instance")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay in front of the instance.
+    Run {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        flags: RunFlags,
+    },
+    /// Validate the config and policies, print a summary; exit 1 with a clear error.
+    Check {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        flags: RunFlags,
+    },
+}
+
+#[derive(clap::Args)]
+struct CommonArgs {
+    /// TOML config file (every key optional; defaults run in front of a stock Mastodon).
+    #[arg(long, short = 'c', env = "PAVISE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct RunFlags {
+    /// Public listener address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// The instance's web process [default: http://127.0.0.1:3000].
+    #[arg(long)]
+    upstream: Option<String>,
+    /// The instance's streaming server [default: http://127.0.0.1:4000].
+    #[arg(long)]
+    streaming_upstream: Option<String>,
+    /// Egress (forward proxy) listener for the instance's outbound federation [default: 127.0.0.1:8118].
+    #[arg(long)]
+    egress_listen: Option<std::net::SocketAddr>,
+    /// `tor` (default) or `direct` (development only: reveals the server's address).
+    #[arg(long, value_parser = parse_egress_mode)]
+    egress_mode: Option<EgressMode>,
+    /// Admin listener (loopback) [default: 127.0.0.1:9180].
+    #[arg(long)]
+    admin_listen: Option<std::net::SocketAddr>,
+    /// Durable state: store, admin token, temp files [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Policy directory [default: ./policies].
+    #[arg(long)]
+    policies: Option<PathBuf>,
+    /// Extra arti configuration in arti's own TOML format.
+    #[arg(long)]
+    arti_config: Option<PathBuf>,
+}
+
+fn parse_egress_mode(s: &str) -> Result<EgressMode, String> {
+    match s {
+        "tor" => Ok(EgressMode::Tor),
+        "direct" => Ok(EgressMode::Direct),
+        other => Err(format!("{other:?}: use tor or direct")),
+    }
+}
+
+impl RunFlags {
+    fn overrides(self) -> Overrides {
+        Overrides {
+            listen: self.listen,
+            upstream: self.upstream,
+            streaming_upstream: self.streaming_upstream,
+            egress_listen: self.egress_listen,
+            egress_mode: self.egress_mode,
+            admin_listen: self.admin_listen,
+            data_dir: self.data_dir,
+            policies: self.policies,
+            arti_config: self.arti_config,
+        }
+    }
+}
+
+// The CLI prints its summaries and results to stdout by design.
+#[allow(clippy::print_stdout)]
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pavise: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn real_main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    // arti and our TLS listener both use rustls; pick its crypto once, for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Command::Run { common, flags } => {
+            let config = Config::load(common.config.as_deref(), &flags.overrides())?;
+            pavise::telemetry::init(config.file.log.format);
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { common, flags } => {
+            let config = Config::load(common.config.as_deref(), &flags.overrides())?;
+            print!("{}", pavise::check::summary(&config)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    pavise::shutdown::cancel_on_signal(shutdown.clone());
+    let (_bound, done) = pavise::server::start(config, shutdown).await?;
+    done.await.context("the relay task failed")?;
+    tracing::info!("pavise stopped");
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! The client's address, and the pseudonym the instance sees instead.
+//!
+//! [`ClientAddr`] is the only place a raw client IP lives. It has no accessor outside
+//! this module and prints as `[scrubbed]`, so it cannot reach a log line, a metric label,
+//! a file or the upstream by accident. [`Pseudonymizer`] turns it into what Mastodon
+//! stores: by default an HMAC-SHA256 of the address under a key that exists only in
+//! memory and is replaced every `rotate` period, placed in `2001:db8::/32`:
+//!
+//! - same client, same period → same pseudonym, so Mastodon's per-IP rate limits,
+//!   IP-keyed sign-up rules and suspicious-sign-in checks keep working;
+//! - across a rotation or a restart → unlinkable: the key is gone;
+//! - the hash fills the first 64 bits after the prefix because Rack::Attack and the
+//!   suspicious-sign-in detector group IPv6 by /64;
+//! - not `fc00::/7`: Rails treats unique-local addresses as proxies and skips them.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::RwLock,
+    time::{Duration, Instant},
+};
+
+use http::HeaderMap;
+use ipnet::IpNet;
+use ring::{hmac, rand::SecureRandom};
+
+use crate::config::{ClientIpConfig, ClientIpMode};
+
+/// A client's real address. Deliberately opaque: see the module docs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientAddr(IpAddr);
+
+impl fmt::Debug for ClientAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientAddr([scrubbed])")
+    }
+}
+
+impl fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[scrubbed]")
+    }
+}
+
+impl ClientAddr {
+    /// The client behind this connection. When the connecting peer is a trusted proxy (a
+    /// load balancer or CDN in front of pavise), the client is the right-most address in
+    /// its `X-Forwarded-For` chain that is not itself trusted.
+    pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientAddr {
+        let peer = peer.to_canonical();
+        if !trusted.iter().any(|net| net.contains(&peer)) {
+            return ClientAddr(peer);
+        }
+        let chain = headers
+            .get_all(http::header::HeaderName::from_static("x-forwarded-for"))
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        for hop in chain.iter().rev() {
+            let Some(ip) = parse_hop(hop) else {
+                // An unparsable hop means we cannot trust anything to its left.
+                break;
+            };
+            if !trusted.iter().any(|net| net.contains(&ip)) {
+                return ClientAddr(ip);
+            }
+        }
+        ClientAddr(peer)
+    }
+
+    /// For tests and the rare caller that already holds a resolved address.
+    pub fn from_ip(ip: IpAddr) -> ClientAddr {
+        ClientAddr(ip.to_canonical())
+    }
+}
+
+/// One `X-Forwarded-For` hop: `1.2.3.4`, `1.2.3.4:567`, `2001:db8::1`, `[2001:db8::1]:567`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Ok(sock) = hop.parse::<std::net::SocketAddr>() {
+        return Some(sock.ip().to_canonical());
+    }
+    None
+}
+
+/// One HMAC key and when it was made.
+struct Epoch {
+    key: hmac::Key,
+    born: Instant,
+}
+
+/// Maps client addresses to what the instance is told. Shared by all connections.
+pub struct Pseudonymizer {
+    mode: ClientIpMode,
+    rotate: Duration,
+    epoch: RwLock<Epoch>,
+}
+
+impl fmt::Debug for Pseudonymizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pseudonymizer").field("mode", &self.mode).field("rotate", &self.rotate).finish_non_exhaustive()
+    }
+}
+
+/// The address every client gets in `drop` mode.
+pub const DROP_ADDRESS: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+
+impl Pseudonymizer {
+    pub fn new(cfg: &ClientIpConfig) -> Pseudonymizer {
+        Pseudonymizer { mode: cfg.mode, rotate: cfg.rotate.get(), epoch: RwLock::new(fresh_epoch()) }
+    }
+
+    pub fn mode(&self) -> ClientIpMode {
+        self.mode
+    }
+
+    /// What the instance sees for this client, now.
+    pub fn pseudonym(&self, addr: &ClientAddr) -> IpAddr {
+        match self.mode {
+            ClientIpMode::Drop => IpAddr::V6(DROP_ADDRESS),
+            ClientIpMode::Truncate => truncate(addr.0),
+            ClientIpMode::Pseudonym => IpAddr::V6(self.hash(addr.0)),
+        }
+    }
+
+    /// Replaces the key at once: every client gets a new, unlinkable pseudonym.
+    pub fn rotate_now(&self) {
+        let mut epoch = self.epoch.write().unwrap_or_else(|e| e.into_inner());
+        *epoch = fresh_epoch();
+    }
+
+    fn hash(&self, ip: IpAddr) -> Ipv6Addr {
+        let input = hash_input(ip);
+        {
+            let epoch = self.epoch.read().unwrap_or_else(|e| e.into_inner());
+            if epoch.born.elapsed() < self.rotate {
+                return to_documentation_range(&hmac::sign(&epoch.key, &input));
+            }
+        }
+        // Rotation is lazy: the first request after the period ends replaces the key.
+        let mut epoch = self.epoch.write().unwrap_or_else(|e| e.into_inner());
+        if epoch.born.elapsed() >= self.rotate {
+            *epoch = fresh_epoch();
+        }
+        to_documentation_range(&hmac::sign(&epoch.key, &input))
+    }
+}
+
+fn fresh_epoch() -> Epoch {
+    let mut secret = [0u8; 32];
+    // SystemRandom only fails when the OS has no entropy source at all; a relay that
+    // cannot make a secret key must not run with a guessable one.
+    #[allow(clippy::expect_used)]
+    ring::rand::SystemRandom::new().fill(&mut secret).expect("the OS random source failed");
+    Epoch { key: hmac::Key::new(hmac::HMAC_SHA256, &secret), born: Instant::now() }
+}
+
+/// IPv4: the whole address. IPv6: the /64 a device's privacy addresses rotate inside.
+fn hash_input(ip: IpAddr) -> Vec<u8> {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => [&[4u8][..], &v4.octets()].concat(),
+        IpAddr::V6(v6) => [&[6u8][..], &v6.octets()[..8]].concat(),
+    }
+}
+
+fn to_documentation_range(tag: &hmac::Tag) -> Ipv6Addr {
+    let h = tag.as_ref();
+    let mut octets = [0u8; 16];
+    octets[0..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    octets[4..16].copy_from_slice(&h[..12]);
+    Ipv6Addr::from(octets)
+}
+
+fn truncate(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::V4(Ipv4Addr::new(a, b, c, 0))
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::units::Span;
+
+    fn cfg(mode: ClientIpMode) -> ClientIpConfig {
+        ClientIpConfig { mode, rotate: Span::secs(3600), trusted_proxies: vec![] }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn raw_address_never_prints() {
+        let a = ClientAddr::from_ip(ip("203.0.113.9"));
+        assert_eq!(format!("{a}"), "[scrubbed]");
+        assert!(!format!("{a:?}").contains("203"));
+    }
+
+    #[test]
+    fn pseudonyms_are_stable_distinct_and_in_the_documentation_range() {
+        let p = Pseudonymizer::new(&cfg(ClientIpMode::Pseudonym));
+        let a = p.pseudonym(&ClientAddr::from_ip(ip("203.0.113.9")));
+        let a2 = p.pseudonym(&ClientAddr::from_ip(ip("203.0.113.9")));
+        let b = p.pseudonym(&ClientAddr::from_ip(ip("203.0.113.10")));
+        assert_eq!(a, a2);
+        assert_ne!(a, b);
+        let doc: IpNet = "2001:db8::/32".parse().unwrap();
+        assert!(doc.contains(&a) && doc.contains(&b));
+        // Distinct clients differ inside the first 64 bits (Rack::Attack groups by /64).
+        let (IpAddr::V6(a), IpAddr::V6(b)) = (a, b) else { panic!() };
+        assert_ne!(a.segments()[..4], b.segments()[..4]);
+    }
+
+    #[test]
+    fn rotation_unlinks() {
+        let p = Pseudonymizer::new(&cfg(ClientIpMode::Pseudonym));
+        let c = ClientAddr::from_ip(ip("198.51.100.7"));
+        let before = p.pseudonym(&c);
+        p.rotate_now();
+        assert_ne!(before, p.pseudonym(&c));
+    }
+
+    #[test]
+    fn rotation_happens_when_the_period_ends() {
+        let p = Pseudonymizer::new(&ClientIpConfig {
+            rotate: Span(Duration::from_millis(20)),
+            ..cfg(ClientIpMode::Pseudonym)
+        });
+        let c = ClientAddr::from_ip(ip("198.51.100.7"));
+        let before = p.pseudonym(&c);
+        std::thread::sleep(Duration::from_millis(40));
+        assert_ne!(before, p.pseudonym(&c));
+    }
+
+    #[test]
+    fn ipv6_privacy_addresses_of_one_prefix_share_a_pseudonym() {
+        let p = Pseudonymizer::new(&cfg(ClientIpMode::Pseudonym));
+        let a = p.pseudonym(&ClientAddr::from_ip(ip("2a01:4f8:1:2::aaaa")));
+        let b = p.pseudonym(&ClientAddr::from_ip(ip("2a01:4f8:1:2::bbbb")));
+        let c = p.pseudonym(&ClientAddr::from_ip(ip("2a01:4f8:1:3::aaaa")));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn drop_and_truncate_modes() {
+        let d = Pseudonymizer::new(&cfg(ClientIpMode::Drop));
+        assert_eq!(d.pseudonym(&ClientAddr::from_ip(ip("1.2.3.4"))), IpAddr::V6(DROP_ADDRESS));
+        let t = Pseudonymizer::new(&cfg(ClientIpMode::Truncate));
+        assert_eq!(t.pseudonym(&ClientAddr::from_ip(ip("1.2.3.4"))), ip("1.2.3.0"));
+        assert_eq!(t.pseudonym(&ClientAddr::from_ip(ip("2a01:4f8:1:2::aaaa"))), ip("2a01:4f8:1::"));
+        assert_eq!(t.pseudonym(&ClientAddr::from_ip(ip("::ffff:1.2.3.4"))), ip("1.2.3.0"));
+    }
+
+    #[test]
+    fn trusted_proxy_chain_is_walked_from_the_right() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.2".parse().unwrap());
+        // Behind the trusted LB the client is 203.0.113.9; 6.6.6.6 is a spoof it appended to.
+        assert_eq!(ClientAddr::resolve(ip("10.0.0.1"), &h, &trusted), ClientAddr::from_ip(ip("203.0.113.9")));
+        // From an untrusted peer the header is ignored.
+        assert_eq!(ClientAddr::resolve(ip("192.0.2.1"), &h, &trusted), ClientAddr::from_ip(ip("192.0.2.1")));
+        h.insert("x-forwarded-for", "[2001:db8::5]:443".parse().unwrap());
+        assert_eq!(ClientAddr::resolve(ip("10.0.0.1"), &h, &trusted), ClientAddr::from_ip(ip("2001:db8::5")));
+        h.insert("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(ClientAddr::resolve(ip("10.0.0.1"), &h, &trusted), ClientAddr::from_ip(ip("10.0.0.1")));
+    }
+}

@@ -1,0 +1,367 @@
+//! Listeners, TLS, the accept loop and graceful shutdown; and [`run`], which wires the
+//! relay together from a [`Config`].
+//!
+//! Limits live here because they are about connections, not requests: at most
+//! `max_connections` at once (a semaphore; the rest wait in the kernel backlog), the
+//! request head within `header_read_timeout` (slowloris), `max_header_bytes` of head,
+//! and no connection silent for longer than `idle_timeout`.
+
+use std::{
+    io,
+    net::SocketAddr,
+    path::Path,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    admin::Admin,
+    config::Config,
+    metrics::Metrics,
+    privacy::{ClientIpStage, Pseudonymizer, hygiene::ResponseHygiene},
+    proxy::{Stage, pipeline::Pipeline, upstream::Upstream},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("TLS: cannot read {path}: {source}")]
+    TlsRead { path: String, source: io::Error },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("admin token file {path}: {source}")]
+    Token { path: String, source: io::Error },
+    #[error("data dir {path}: {source}")]
+    DataDir { path: String, source: io::Error },
+}
+
+/// Addresses actually bound (port 0 in config → the port the OS chose).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Starts every listener and background task, returns once they are accepting.
+/// The returned handle resolves when shutdown has finished draining.
+pub async fn start(
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(Bound, tokio::task::JoinHandle<()>), ServerError> {
+    let data_dir = &config.file.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|source| ServerError::DataDir { path: data_dir.display().to_string(), source })?;
+
+    let metrics = Arc::new(Metrics::default());
+    let pseudonymizer = Arc::new(Pseudonymizer::new(&config.file.client_ip));
+    let tunnels = TaskTracker::new();
+    let tunnel_cut = CancellationToken::new();
+    let upstream = Upstream::new(&config, metrics.clone(), tunnels.clone(), tunnel_cut.clone());
+
+    // The stage order, and why:
+    let stages: Vec<Arc<dyn Stage>> = vec![
+        // First, so its response phase runs last and sees every response, synthetic ones too.
+        Arc::new(ResponseHygiene::new(&config.file.response_headers)),
+        // Before any stage spends work on a body (the shield stage goes here).
+        // Before anything could forward a header: the instance must never see a client address.
+        Arc::new(ClientIpStage),
+        // Media scrubbing and expiry follow (later issues).
+    ];
+    let pipeline = Arc::new(Pipeline::new(&config, stages, upstream, pseudonymizer.clone(), metrics.clone()));
+
+    let public = TcpListener::bind(config.file.public.listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: config.file.public.listen, source })?;
+    let admin_listener = TcpListener::bind(config.file.admin.listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: config.file.admin.listen, source })?;
+    let bound = Bound {
+        public: public.local_addr().map_err(|source| ServerError::Bind { addr: config.file.public.listen, source })?,
+        admin: admin_listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr: config.file.admin.listen, source })?,
+    };
+
+    let tls = match (&config.file.public.tls_cert, &config.file.public.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
+
+    let token = crate::admin::load_or_create_token(&config.admin_token_file())
+        .map_err(|source| ServerError::Token { path: config.admin_token_file().display().to_string(), source })?;
+    let admin = Arc::new(Admin::new(token, metrics.clone(), &config));
+
+    tracing::info!(
+        public = %bound.public,
+        tls = tls.is_some(),
+        admin = %bound.admin,
+        web = %config.upstream.authority,
+        streaming = %config.streaming_upstream.authority,
+        client_ip = ?config.file.client_ip.mode,
+        stages = ?pipeline.stage_names(),
+        "pavise is listening"
+    );
+
+    let limits = ConnLimits::from_config(&config);
+    let grace = config.file.public.shutdown_grace.get();
+    let admin_task = tokio::spawn(crate::admin::serve(admin_listener, admin, shutdown.clone()));
+    let handle = tokio::spawn(async move {
+        accept_loop(public, tls, pipeline, metrics, limits, shutdown).await;
+        // Listener closed and every plain connection drained (or cut); now the tunnels.
+        tunnels.close();
+        if tokio::time::timeout(grace, tunnels.wait()).await.is_err() {
+            tracing::warn!("websocket tunnels still open after the grace period; closing them");
+            tunnel_cut.cancel();
+            tunnels.wait().await;
+        }
+        let _ = admin_task.await;
+    });
+    Ok((bound, handle))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    max_connections: usize,
+    max_header_bytes: usize,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    grace: Duration,
+}
+
+impl ConnLimits {
+    fn from_config(config: &Config) -> ConnLimits {
+        let p = &config.file.public;
+        ConnLimits {
+            max_connections: p.max_connections,
+            max_header_bytes: p.max_header_bytes.0 as usize,
+            header_read_timeout: p.header_read_timeout.get(),
+            idle_timeout: p.idle_timeout.get(),
+            grace: p.shutdown_grace.get(),
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+    limits: ConnLimits,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
+    let builder = Arc::new(builder);
+
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
+        let io = Watched { inner: stream, activity: activity.clone() };
+        let (pipeline, metrics, builder, tls) = (pipeline.clone(), metrics.clone(), builder.clone(), tls.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            metrics.connection_opened();
+            serve_connection(io, peer, tls, pipeline, builder, activity, limits, watcher).await;
+            metrics.connection_closed();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace = ?limits.grace, "connections still open after the grace period; closing them");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection(
+    io: Watched<TcpStream>,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    pipeline: Arc<Pipeline>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    activity: Activity,
+    limits: ConnLimits,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let https = tls.is_some();
+    let peer_ip = peer.ip();
+    let service = service_fn(move |req| {
+        let pipeline = pipeline.clone();
+        async move { Ok::<_, std::convert::Infallible>(pipeline.handle(peer_ip, https, req).await) }
+    });
+    match tls {
+        Some(acceptor) => {
+            let stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!("TLS handshake timed out"),
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            run_until_idle(watcher.watch(conn.into_owned()), activity, limits.idle_timeout).await;
+        }
+        None => {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            run_until_idle(watcher.watch(conn.into_owned()), activity, limits.idle_timeout).await;
+        }
+    }
+}
+
+async fn run_until_idle<F, E>(conn: F, activity: Activity, idle: Duration)
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::select! {
+        result = conn => if let Err(e) = result { tracing::debug!(error = %e, "connection ended with an error") },
+        _ = activity.idle_for(idle) => tracing::debug!("idle connection closed"),
+    }
+}
+
+/// When a connection last moved a byte, shared between its IO and its idle watchdog.
+#[derive(Clone)]
+struct Activity {
+    epoch: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { epoch: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_ms.load(Relaxed));
+            let quiet = self.epoch.elapsed().saturating_sub(last);
+            if quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - quiet).await;
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream that records activity on every read and write.
+    struct Watched<IO> {
+        #[pin]
+        inner: IO,
+        activity: Activity,
+    }
+}
+
+impl<IO: AsyncRead> AsyncRead for Watched<IO> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let result = this.inner.poll_read(cx, buf);
+        if result.is_ready() {
+            this.activity.touch();
+        }
+        result
+    }
+}
+
+impl<IO: AsyncWrite> AsyncWrite for Watched<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let result = this.inner.poll_write(cx, buf);
+        if result.is_ready() {
+            this.activity.touch();
+        }
+        result
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let result = this.inner.poll_write_vectored(cx, bufs);
+        if result.is_ready() {
+            this.activity.touch();
+        }
+        result
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// A rustls acceptor from PEM files, offering h2 and http/1.1.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServerError> {
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|source| ServerError::TlsRead { path: p.display().to_string(), source });
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls(format!("{}: no certificate in the file", cert.display())));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", key.display())))?
+        .ok_or_else(|| ServerError::Tls(format!("{}: no private key in the file", key.display())))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
