@@ -36,7 +36,7 @@ pub struct Recorded {
     pub peer: SocketAddr,
 }
 
-type Handler = Arc<dyn Fn(&Recorded) -> http::Response<TestBody> + Send + Sync>;
+type Handler = Arc<dyn Fn(Recorded) -> BoxFut<http::Response<TestBody>> + Send + Sync>;
 
 /// An upstream that records every request and answers with `handler`.
 pub struct RecordingUpstream {
@@ -57,7 +57,20 @@ impl RecordingUpstream {
         Self::with_handler(|_| text(200, "ok")).await
     }
 
-    pub async fn with_handler(handler: impl Fn(&Recorded) -> http::Response<TestBody> + Send + Sync + 'static) -> RecordingUpstream {
+    pub async fn with_handler(
+        handler: impl Fn(&Recorded) -> http::Response<TestBody> + Send + Sync + 'static,
+    ) -> RecordingUpstream {
+        Self::with_async_handler(move |rec| {
+            let resp = handler(&rec);
+            Box::pin(async move { resp })
+        })
+        .await
+    }
+
+    /// The handler may wait (to hold a response open) without blocking the runtime.
+    pub async fn with_async_handler(
+        handler: impl Fn(Recorded) -> BoxFut<http::Response<TestBody>> + Send + Sync + 'static,
+    ) -> RecordingUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -77,13 +90,15 @@ impl RecordingUpstream {
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                            let rec = Recorded { method: parts.method, uri: parts.uri, headers: parts.headers, body, peer };
-                            let resp = handler(&rec);
-                            reqs.lock().unwrap().push(rec);
-                            Ok::<_, Infallible>(resp)
+                            let rec =
+                                Recorded { method: parts.method, uri: parts.uri, headers: parts.headers, body, peer };
+                            reqs.lock().unwrap().push(rec.clone());
+                            Ok::<_, Infallible>(handler(rec).await)
                         }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
@@ -133,6 +148,7 @@ impl Pavise {
         file.upstream.url = upstream.to_owned();
         file.upstream.streaming_url = upstream.to_owned();
         tweak(&mut file);
+        capture_logs();
         let config = Config::validate(file, &Overrides::default(), None).unwrap();
         let token_file = config.admin_token_file();
         let shutdown = CancellationToken::new();
@@ -166,7 +182,11 @@ impl Drop for Pavise {
 
 /// A plain HTTP/1.1 client whose socket is bound to `source` (a distinctive loopback
 /// address such as 127.13.37.42), so tests can look for that address in what leaked.
-pub async fn send_from(source: std::net::IpAddr, to: SocketAddr, req: http::Request<Full<Bytes>>) -> (http::response::Parts, Bytes) {
+pub async fn send_from(
+    source: std::net::IpAddr,
+    to: SocketAddr,
+    req: http::Request<Full<Bytes>>,
+) -> (http::response::Parts, Bytes) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(source, 0)).unwrap();
     let stream = socket.connect(to).await.unwrap();
@@ -207,3 +227,47 @@ pub fn shared_dir() -> Option<PathBuf> {
 
 /// Boxes a future (for handler tables in tests).
 pub type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Everything pavise logged in this test process (all levels from info, access log included).
+static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+
+#[derive(Clone)]
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogSink {
+    type Writer = LogSink;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Routes pavise's tracing output (debug level, so nothing hides) into a buffer tests can search.
+pub fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = LogSink(buf.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,h2=info,hyper=info,hyper_util=info,rustls=info,tor_=info,arti_=info",
+            ))
+            .with_writer(sink)
+            .with_ansi(false)
+            .try_init();
+        buf
+    });
+}
+
+/// The captured log text so far.
+pub fn logs() -> String {
+    LOGS.get().map(|b| String::from_utf8_lossy(&b.lock().unwrap()).into_owned()).unwrap_or_default()
+}
