@@ -3,6 +3,8 @@
 
 // Test helpers are `pub` for sibling modules; this binary exports nothing.
 #![allow(unreachable_pub)]
+// A failing unwrap in a test is a failing test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
