@@ -267,6 +267,7 @@ async fn websocket_streaming_is_spliced_both_ways() {
     let seen = handshake_headers.clone();
     tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
+        #[allow(clippy::result_large_err)] // the callback signature tungstenite asks for
         let callback = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
             *seen.lock().unwrap() = req.headers().iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
             Ok(resp)
