@@ -114,7 +114,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { common, flags } => {
             let config = Config::load(common.config.as_deref(), &flags.overrides())?;
-            pavise::telemetry::init(config.file.log.format);
+            let _log_guard = pavise::telemetry::init(config.file.log.format);
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(run(config))?;
             Ok(ExitCode::SUCCESS)

@@ -42,15 +42,15 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind { addr: SocketAddr, source: io::Error },
-    #[error("TLS: cannot read {path}: {source}")]
+    #[error("TLS: cannot read {path}")]
     TlsRead { path: String, source: io::Error },
     #[error("TLS: {0}")]
     Tls(String),
-    #[error("admin token file {path}: {source}")]
+    #[error("admin token file {path}")]
     Token { path: String, source: io::Error },
-    #[error("data dir {path}: {source}")]
+    #[error("data dir {path}")]
     DataDir { path: String, source: io::Error },
 }
 
