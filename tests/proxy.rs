@@ -476,3 +476,34 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
     assert_eq!(&body[..], b"done");
     pavise.stop().await;
 }
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = RecordingUpstream::start().await;
+    let pavise = Pavise::start(&upstream.url(), |c| {
+        c.public.header_read_timeout = "1s".parse().unwrap();
+        c.public.idle_timeout = "2s".parse().unwrap();
+    })
+    .await;
+
+    // Slowloris: half a request head, then silence.
+    let mut slow = tokio::net::TcpStream::connect(pavise.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "a connection that never finishes its head is closed");
+
+    // Idle keep-alive: one request, then nothing either way.
+    let mut idle = tokio::net::TcpStream::connect(pavise.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(8), idle.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "an idle connection is closed");
+    assert!(started.elapsed() >= Duration::from_millis(900), "not before it was idle: {:?}", started.elapsed());
+    pavise.stop().await;
+}

@@ -67,6 +67,9 @@ impl Upstream {
 
         let upgrade = hop::wants_upgrade(req.headers());
         hop::strip_hop_by_hop(req.headers_mut(), upgrade);
+        // The client's `Expect: 100-continue` was answered by our own server when we began
+        // reading its body; the instance gets the body at once.
+        req.headers_mut().remove(header::EXPECT);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let started = Instant::now();
