@@ -45,7 +45,7 @@ class RecordRequests:
                 "path": scope.get("path", ""),
                 "query": scope.get("query_string", b"").decode("latin-1"),
                 "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope.get("headers", [])],
-                "client": (scope.get("client") or ["", 0])[0],
+                "client": (scope.get("client") or ["", 0])[0],  # after uvicorn read X-Forwarded-For
             }
             with self.lock, self.path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(line) + "\n")
@@ -71,8 +71,10 @@ def main() -> None:
         host="127.0.0.1",
         port=args.port,
         server_header=False,
-        # Record what pavise sent, not uvicorn's reading of X-Forwarded-For.
-        proxy_headers=False,
+        # pavise is the instance's trusted proxy (TRUSTED_PROXY_IP): believe its
+        # X-Forwarded-Proto/-For as Mastodon does. The recorder sees the raw headers anyway.
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
         log_level="warning",
     )
 
