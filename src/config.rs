@@ -53,6 +53,7 @@ pub struct FileConfig {
     pub egress: EgressConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub media: crate::privacy::media::MediaConfig,
 }
 
 impl Default for FileConfig {
@@ -68,6 +69,7 @@ impl Default for FileConfig {
             egress: EgressConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            media: crate::privacy::media::MediaConfig::default(),
         }
     }
 }

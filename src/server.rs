@@ -36,7 +36,7 @@ use crate::{
     admin::Admin,
     config::Config,
     metrics::Metrics,
-    privacy::{ClientIpStage, Pseudonymizer, hygiene::ResponseHygiene},
+    privacy::{ClientIpStage, Pseudonymizer, hygiene::ResponseHygiene, media::MediaStage},
     proxy::{Stage, pipeline::Pipeline, upstream::Upstream},
 };
 
@@ -77,6 +77,14 @@ pub async fn start(
     let tunnel_cut = CancellationToken::new();
     let upstream = Upstream::new(&config, metrics.clone(), tunnels.clone(), tunnel_cut.clone());
 
+    let media_stage =
+        Arc::new(MediaStage::new(&config).map_err(|source| ServerError::DataDir {
+            path: data_dir.join("media-tmp").display().to_string(),
+            source,
+        })?);
+    metrics.register(media_stage.metrics());
+    let media: Arc<dyn Stage> = media_stage;
+
     // The stage order, and why:
     let stages: Vec<Arc<dyn Stage>> = vec![
         // First, so its response phase runs last and sees every response, synthetic ones too.
@@ -84,6 +92,9 @@ pub async fn start(
         // Before any stage spends work on a body (the shield stage goes here).
         // Before anything could forward a header: the instance must never see a client address.
         Arc::new(ClientIpStage),
+        // After the headers are clean and before anything is forwarded: every uploaded
+        // file is scrubbed (or refused) before the instance sees a byte of the body.
+        media,
         // Media scrubbing and expiry follow (later issues).
     ];
     let pipeline = Arc::new(Pipeline::new(&config, stages, upstream, pseudonymizer.clone(), metrics.clone()));

@@ -2,11 +2,13 @@
 //!
 //! - [`client_ip`]: the raw address ([`ClientAddr`]) and the pseudonym that replaces it;
 //! - [`headers`]: the table of client-IP and geolocation headers removed from requests;
-//! - [`hygiene`]: response headers that fingerprint the server.
+//! - [`hygiene`]: response headers that fingerprint the server;
+//! - [`media`]: location and identifying metadata scrubbed out of every uploaded file.
 
 pub mod client_ip;
 pub mod headers;
 pub mod hygiene;
+pub mod media;
 
 pub use client_ip::{ClientAddr, Pseudonymizer};
 

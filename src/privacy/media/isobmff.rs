@@ -1,0 +1,682 @@
+//! ISOBMFF (HEIC, HEIF, AVIF, MP4, MOV, 3GP, M4A), scrubbed **in place**: the file keeps
+//! its length and every byte offset, so `stco`/`co64`/`iloc` need no fix-ups and a 90 MB
+//! video is patched with only its `moov` (or HEIF `meta`) in memory.
+//!
+//! What is neutralised (renamed to `free` and zeroed, or zeroed where it lies):
+//! - every `udta`, `meta` and `uuid` box under `moov` or a `trak` (`©xyz`, `loci`,
+//!   Apple `keys`/`ilst` ISO6709, GoPro `GPMF`, XMP), and unknown boxes at those levels;
+//! - top-level `uuid` (XMP), a non-image top-level `meta`, and unknown top-level boxes;
+//! - timed-metadata and other non-audio/video tracks (GoPro `gpmd`, Apple `mebx`
+//!   location, `camm`, subtitles, timecode): their samples are zeroed where `stsz`,
+//!   `stsc` and `stco`/`co64` say they are, then the `trak` is freed. Freeing only the
+//!   `trak` would leave the GPS samples orphaned but present in `mdat`;
+//! - HEIF/AVIF items that are not images (`Exif`, `mime` XMP, `uri `): their `iloc`
+//!   extents are zeroed and their `infe` type renamed, so no reader looks for them.
+//!
+//! A truncated top-level box (`moov`, `meta`, even `mdat`) is refused, not guessed at.
+//! Planning only reads; the same plan run on the output must find nothing to change,
+//! which is how [`audit`] proves the result clean.
+
+use std::{fs::File, io};
+
+use super::{Format, MediaError, Report, be16, be32, be64, fourcc};
+
+/// Random access to the file being scrubbed: a buffer, or a spooled temp file.
+#[allow(clippy::len_without_is_empty)]
+pub trait Store {
+    fn len(&self) -> u64;
+    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()>;
+    fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()>;
+}
+
+pub struct MemStore<'a>(pub &'a mut Vec<u8>);
+
+fn out_of_range() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "range outside the file")
+}
+
+impl Store for MemStore<'_> {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        let start = usize::try_from(off).map_err(|_| out_of_range())?;
+        let src = self.0.get(start..start + buf.len()).ok_or_else(out_of_range)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
+        let start = usize::try_from(off).map_err(|_| out_of_range())?;
+        let dst = self.0.get_mut(start..start + buf.len()).ok_or_else(out_of_range)?;
+        dst.copy_from_slice(buf);
+        Ok(())
+    }
+}
+
+pub struct FileStore {
+    file: File,
+    len: u64,
+}
+
+impl FileStore {
+    pub fn new(file: File) -> io::Result<FileStore> {
+        let len = file.metadata()?.len();
+        Ok(FileStore { file, len })
+    }
+}
+
+impl Store for FileStore {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        self.file.read_exact_at(buf, off)
+    }
+    fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        if off.checked_add(buf.len() as u64).is_none_or(|end| end > self.len) {
+            return Err(out_of_range());
+        }
+        self.file.write_all_at(buf, off)
+    }
+}
+
+/// Largest `moov` or `meta` read into memory; real ones are kilobytes to a few MB.
+const MAX_HEADER_BOX: u64 = 64 << 20;
+
+const HEIF_BRANDS: &[&[u8; 4]] = &[
+    b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1", b"avif", b"avis", b"mif2",
+];
+const AUDIO_BRANDS: &[&[u8; 4]] = &[b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "];
+const VIDEO_BRANDS: &[&[u8; 4]] = &[
+    b"isom", b"iso2", b"iso3", b"iso4", b"iso5", b"iso6", b"iso7", b"iso8", b"iso9", b"mp41", b"mp42", b"mp71",
+    b"avc1", b"qt  ", b"M4V ", b"M4VH", b"M4VP", b"MSNV", b"XAVC", b"dash", b"f4v ", b"mmp4", b"kddi", b"3gp4",
+    b"3gp5", b"3gp6", b"3gp7", b"3gp8", b"3gp9", b"3g2a", b"3g2b", b"3g2c", b"3ge6", b"3ge7", b"3gg6",
+];
+
+/// Recognises ISOBMFF by its first box. `None`: not ISOBMFF at all.
+pub fn sniff(b: &[u8]) -> Option<Result<Format, MediaError>> {
+    let kind = b.get(4..8)?;
+    if kind != b"ftyp" {
+        // Old QuickTime files may start without ftyp.
+        let qt = matches!(kind, b"moov" | b"mdat" | b"wide" | b"free" | b"skip" | b"pnot");
+        return (qt && be32(b, 0).is_some_and(|s| s == 1 || s >= 8)).then_some(Ok(Format::Video));
+    }
+    let size = (be32(b, 0)? as usize).clamp(8, b.len());
+    let major = b.get(8..12)?;
+    let compatible: Vec<&[u8]> = b.get(16..size).unwrap_or_default().chunks_exact(4).collect();
+    let brands = || std::iter::once(major).chain(compatible.iter().copied());
+    let has = |set: &[&[u8; 4]]| brands().any(|br| set.iter().any(|s| s.as_slice() == br));
+    if brands().any(|br| br == b"crx ") {
+        return Some(Err(MediaError::Unsupported("Canon CR3 raw")));
+    }
+    if brands().any(|br| br == b"jxl ") {
+        return Some(Err(MediaError::Unsupported("JPEG XL")));
+    }
+    let is = |set: &[&[u8; 4]]| set.iter().any(|s| s.as_slice() == major);
+    Some(if is(HEIF_BRANDS) {
+        Ok(Format::Heif)
+    } else if is(AUDIO_BRANDS) {
+        Ok(Format::M4a)
+    } else if is(VIDEO_BRANDS) || major.starts_with(b"3g") || has(VIDEO_BRANDS) {
+        Ok(Format::Video)
+    } else if has(HEIF_BRANDS) {
+        Ok(Format::Heif)
+    } else {
+        Err(MediaError::Unsupported("this ISOBMFF brand"))
+    })
+}
+
+/// One change the plan asks for.
+#[derive(Debug)]
+enum Action {
+    /// Rename the box at `at` to `free` and zero everything after its size field(s).
+    Free { at: u64, zero_from: u64, end: u64, what: String },
+    /// Rename an `infe` item type (at this file offset) so no reader looks for the item.
+    ItemType { at: u64, what: String },
+    /// Zero bytes where they lie (item extents, metadata samples).
+    Zero { off: u64, len: u64, what: String },
+}
+
+/// Neutralises every metadata carrier; see the module docs.
+pub fn scrub(store: &mut impl Store, format: Format, report: &mut Report) -> Result<(), MediaError> {
+    let plan = plan(store, format)?;
+    for action in plan {
+        apply(store, action, report)?;
+    }
+    Ok(())
+}
+
+/// The same plan, applied to nothing: what would still change. Empty means clean.
+pub fn audit(store: &mut impl Store, format: Format, report: &mut Report) -> Result<(), MediaError> {
+    for action in plan(store, format)? {
+        match action {
+            Action::Free { what, at, end, .. } => report.remove(what, end - at),
+            Action::ItemType { what, .. } => report.remove(what, 0),
+            Action::Zero { off, len, what } => {
+                if !is_zero(store, off, len)? {
+                    report.remove(what, len);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+const ITEM_GONE: &[u8; 4] = b"free";
+
+fn apply(store: &mut impl Store, action: Action, report: &mut Report) -> Result<(), MediaError> {
+    match action {
+        Action::Free { at, zero_from, end, what } => {
+            store.write_at(at + 4, b"free")?;
+            zero(store, zero_from, end - zero_from)?;
+            report.remove(what, end - at);
+        }
+        Action::ItemType { at, what } => {
+            store.write_at(at, ITEM_GONE)?;
+            report.kept.push(what);
+        }
+        Action::Zero { off, len, what } => {
+            if !is_zero(store, off, len)? {
+                zero(store, off, len)?;
+                report.remove(what, len);
+            }
+        }
+    }
+    Ok(())
+}
+
+const CHUNK: usize = 64 * 1024;
+
+fn zero(store: &mut impl Store, mut off: u64, mut len: u64) -> io::Result<()> {
+    let zeros = [0u8; CHUNK];
+    while len > 0 {
+        let n = len.min(CHUNK as u64) as usize;
+        store.write_at(off, &zeros[..n])?;
+        off += n as u64;
+        len -= n as u64;
+    }
+    Ok(())
+}
+
+fn is_zero(store: &mut impl Store, mut off: u64, mut len: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; CHUNK.min(len as usize)];
+    while len > 0 {
+        let n = len.min(CHUNK as u64) as usize;
+        store.read_at(off, &mut buf[..n])?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        off += n as u64;
+        len -= n as u64;
+    }
+    Ok(true)
+}
+
+/// A box header: where it starts, where its payload starts, where it ends.
+#[derive(Debug, Clone, Copy)]
+struct BoxAt {
+    kind: [u8; 4],
+    start: u64,
+    /// After size, type, largesize and (for `uuid`) the user type.
+    payload: u64,
+    /// After size, type and largesize: where a renamed `free` box's zeroing starts.
+    body: u64,
+    end: u64,
+}
+
+/// Parses the header at `start` given up to 32 bytes `h` read there; `limit` bounds the box.
+fn parse_header(h: &[u8], start: u64, limit: u64, format: Format) -> Result<BoxAt, MediaError> {
+    let short = || MediaError::truncated(format, format!("a box header at byte {start} is incomplete"));
+    let size32 = be32(h, 0).ok_or_else(short)?;
+    let mut kind = [0u8; 4];
+    kind.copy_from_slice(h.get(4..8).ok_or_else(short)?);
+    let (size, mut hdr) = match size32 {
+        0 => (limit - start, 8),
+        1 => (be64(h, 8).ok_or_else(short)?, 16),
+        s => (u64::from(s), 8),
+    };
+    let body = start + hdr;
+    if &kind == b"uuid" {
+        hdr += 16;
+    }
+    if size < hdr {
+        return Err(MediaError::malformed(format, format!("box {} at byte {start} has size {size}", fourcc(&kind))));
+    }
+    let end = start.checked_add(size).ok_or_else(|| MediaError::malformed(format, "box size overflows"))?;
+    if end > limit {
+        return Err(MediaError::truncated(format, format!("box {} runs past the end of its container", fourcc(&kind))));
+    }
+    Ok(BoxAt { kind, start, payload: start + hdr, body, end })
+}
+
+/// The children of `buf[from..to]`, where `buf` starts at file offset `base`.
+fn children(buf: &[u8], base: u64, from: usize, to: usize, format: Format) -> Result<Vec<BoxAt>, MediaError> {
+    let mut out = Vec::new();
+    let mut pos = from;
+    while pos < to {
+        // A QuickTime container may end with a 4-byte zero terminator.
+        if to - pos < 8 && buf.get(pos..to).is_some_and(|t| t.iter().all(|&b| b == 0)) {
+            break;
+        }
+        let h = buf.get(pos..to.min(pos + 32)).unwrap_or_default();
+        let b = parse_header(h, base + pos as u64, base + to as u64, format)?;
+        pos = (b.end - base) as usize;
+        out.push(b);
+    }
+    Ok(out)
+}
+
+fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaError> {
+    let len = store.len();
+    let mut actions = Vec::new();
+    let mut pos = 0u64;
+    let mut saw_moov = false;
+    let mut saw_image_meta = false;
+    while pos < len {
+        let mut h = [0u8; 32];
+        let n = (len - pos).min(32) as usize;
+        store.read_at(pos, &mut h[..n])?;
+        let b = parse_header(&h[..n], pos, len, format)?;
+        match &b.kind {
+            b"ftyp" | b"mdat" | b"free" | b"skip" | b"wide" | b"pdin" | b"moof" | b"mfra" | b"sidx" | b"styp"
+            | b"ssix" | b"prft" | b"emsg" => {}
+            b"moov" => {
+                saw_moov = true;
+                let buf = read_box(store, &b, format)?;
+                plan_moov(&buf, &b, format, &mut actions)?;
+            }
+            b"meta" => {
+                let buf = read_box(store, &b, format)?;
+                if plan_heif_meta(&buf, &b, len, format, &mut actions)? {
+                    saw_image_meta = true;
+                } else {
+                    actions.push(free(&b, "top-level meta"));
+                }
+            }
+            b"uuid" => actions.push(free(&b, "top-level uuid box (XMP or vendor data)")),
+            other => actions.push(free(&b, &format!("unknown top-level box '{}'", fourcc(other)))),
+        }
+        pos = b.end;
+    }
+    match format {
+        Format::Heif if !saw_image_meta => Err(MediaError::malformed(format, "no image item information (meta)")),
+        Format::Video | Format::M4a if !saw_moov => Err(MediaError::malformed(format, "no movie header (moov)")),
+        _ => Ok(actions),
+    }
+}
+
+fn read_box(store: &mut impl Store, b: &BoxAt, format: Format) -> Result<Vec<u8>, MediaError> {
+    let size = b.end - b.start;
+    if size > MAX_HEADER_BOX {
+        return Err(MediaError::malformed(
+            format,
+            format!("{} box of {size} bytes is implausibly large", fourcc(&b.kind)),
+        ));
+    }
+    let mut buf = vec![0u8; size as usize];
+    store.read_at(b.start, &mut buf)?;
+    Ok(buf)
+}
+
+fn free(b: &BoxAt, what: &str) -> Action {
+    Action::Free { at: b.start, zero_from: b.body, end: b.end, what: what.to_owned() }
+}
+
+/// Slice of `buf` (which starts at file offset `base`) for a child box's payload.
+fn payload<'a>(buf: &'a [u8], base: u64, b: &BoxAt) -> &'a [u8] {
+    buf.get((b.payload - base) as usize..(b.end - base) as usize).unwrap_or_default()
+}
+
+fn plan_moov(buf: &[u8], moov: &BoxAt, format: Format, actions: &mut Vec<Action>) -> Result<(), MediaError> {
+    let base = moov.start;
+    let kids = children(buf, base, (moov.payload - base) as usize, buf.len(), format)?;
+    let fragmented = kids.iter().any(|k| &k.kind == b"mvex");
+    for k in &kids {
+        match &k.kind {
+            b"mvhd" | b"mvex" | b"iods" | b"free" | b"skip" | b"wide" | b"pssh" | b"prfl" | b"clip" | b"ctab"
+            | b"rmra" => {}
+            b"trak" => plan_trak(buf, base, k, fragmented, format, actions)?,
+            b"udta" => actions.push(free(k, "moov/udta (user data: ©xyz, loci, GPMF, ...)")),
+            b"meta" => actions.push(free(k, "moov/meta (keys/ilst, e.g. ISO6709 location)")),
+            b"uuid" => actions.push(free(k, "moov/uuid")),
+            b"cmov" => return Err(MediaError::Unsupported("compressed QuickTime movie headers (cmov)")),
+            other => actions.push(free(k, &format!("unknown moov/{} box", fourcc(other)))),
+        }
+    }
+    Ok(())
+}
+
+fn plan_trak(
+    buf: &[u8],
+    base: u64,
+    trak: &BoxAt,
+    fragmented: bool,
+    format: Format,
+    actions: &mut Vec<Action>,
+) -> Result<(), MediaError> {
+    let kids = children(buf, base, (trak.payload - base) as usize, (trak.end - base) as usize, format)?;
+    let mdia = kids
+        .iter()
+        .find(|k| &k.kind == b"mdia")
+        .ok_or_else(|| MediaError::malformed(format, "a track has no media box (mdia)"))?;
+    let mdia_kids = children(buf, base, (mdia.payload - base) as usize, (mdia.end - base) as usize, format)?;
+    let handler = mdia_kids
+        .iter()
+        .find(|k| &k.kind == b"hdlr")
+        .and_then(|h| payload(buf, base, h).get(8..12))
+        .ok_or_else(|| MediaError::malformed(format, "a track has no handler (hdlr)"))?;
+    // Mastodon plays one video and one audio stream; everything else is data about the
+    // recording (GPS telemetry, ISO6709 samples, camera motion, timecode, subtitles).
+    if !matches!(handler, b"vide" | b"soun" | b"auxv" | b"pict") {
+        let what = format!("'{}' track (timed metadata)", fourcc(handler));
+        if fragmented {
+            return Err(MediaError::Unsupported("fragmented videos with a timed-metadata track"));
+        }
+        if let Some(minf) = mdia_kids.iter().find(|k| &k.kind == b"minf") {
+            let minf_kids = children(buf, base, (minf.payload - base) as usize, (minf.end - base) as usize, format)?;
+            if let Some(stbl) = minf_kids.iter().find(|k| &k.kind == b"stbl") {
+                for (off, len) in sample_ranges(buf, base, stbl, format)? {
+                    actions.push(Action::Zero { off, len, what: format!("samples of the {what}") });
+                }
+            }
+        }
+        actions.push(free(trak, &what));
+        return Ok(());
+    }
+    for k in &kids {
+        match &k.kind {
+            b"tkhd" | b"tref" | b"edts" | b"mdia" | b"tapt" | b"load" | b"imap" | b"matt" | b"clip" | b"txas"
+            | b"free" | b"skip" | b"kmat" | b"ssrc" | b"meco" => {}
+            b"udta" => actions.push(free(k, "trak/udta")),
+            b"meta" => actions.push(free(k, "trak/meta")),
+            other => actions.push(free(k, &format!("trak/{} box", fourcc(other)))),
+        }
+    }
+    Ok(())
+}
+
+/// Byte ranges of every sample of a track, merged where adjacent.
+fn sample_ranges(buf: &[u8], base: u64, stbl: &BoxAt, format: Format) -> Result<Vec<(u64, u64)>, MediaError> {
+    let bad = |what: &str| MediaError::malformed(format, format!("metadata track sample table: {what}"));
+    let kids = children(buf, base, (stbl.payload - base) as usize, (stbl.end - base) as usize, format)?;
+    let find = |t: &[u8; 4]| kids.iter().find(|k| &k.kind == t).map(|k| payload(buf, base, k));
+    // Sample sizes: uniform, a u32 table (stsz) or a compact table (stz2).
+    let (uniform, count, table, field_bits): (u32, u32, &[u8], u32) = if let Some(p) = find(b"stsz") {
+        (
+            be32(p, 4).ok_or_else(|| bad("stsz"))?,
+            be32(p, 8).ok_or_else(|| bad("stsz"))?,
+            p.get(12..).unwrap_or_default(),
+            32,
+        )
+    } else if let Some(p) = find(b"stz2") {
+        let bits = u32::from(*p.get(7).ok_or_else(|| bad("stz2"))?);
+        if !matches!(bits, 4 | 8 | 16) {
+            return Err(bad("stz2 field size"));
+        }
+        (0, be32(p, 8).ok_or_else(|| bad("stz2"))?, p.get(12..).unwrap_or_default(), bits)
+    } else {
+        return Ok(Vec::new());
+    };
+    let size_of = |i: u32| -> Option<u64> {
+        if uniform != 0 {
+            return Some(u64::from(uniform));
+        }
+        let i = i as usize;
+        match field_bits {
+            32 => be32(table, i * 4).map(u64::from),
+            16 => be16(table, i * 2).map(u64::from),
+            8 => table.get(i).map(|&v| u64::from(v)),
+            _ => table.get(i / 2).map(|&v| u64::from(if i.is_multiple_of(2) { v >> 4 } else { v & 0x0F })),
+        }
+    };
+    let stsc = find(b"stsc").ok_or_else(|| bad("no stsc"))?;
+    let stsc_n = be32(stsc, 4).ok_or_else(|| bad("stsc"))? as usize;
+    let stsc_entries: Vec<(u32, u32)> = (0..stsc_n)
+        .map(|i| Some((be32(stsc, 8 + i * 12)?, be32(stsc, 12 + i * 12)?)))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("stsc runs past its box"))?;
+    let offsets: Vec<u64> = if let Some(p) = find(b"stco") {
+        let n = be32(p, 4).ok_or_else(|| bad("stco"))? as usize;
+        (0..n).map(|i| be32(p, 8 + i * 4).map(u64::from)).collect::<Option<_>>().ok_or_else(|| bad("stco"))?
+    } else if let Some(p) = find(b"co64") {
+        let n = be32(p, 4).ok_or_else(|| bad("co64"))? as usize;
+        (0..n).map(|i| be64(p, 8 + i * 8)).collect::<Option<_>>().ok_or_else(|| bad("co64"))?
+    } else {
+        return Err(bad("no chunk offsets"));
+    };
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let mut sample = 0u32;
+    let mut entry = 0usize;
+    for (ci, &chunk_off) in offsets.iter().enumerate() {
+        let chunk_no = ci as u64 + 1;
+        while entry + 1 < stsc_entries.len() && u64::from(stsc_entries[entry + 1].0) <= chunk_no {
+            entry += 1;
+        }
+        let per_chunk = stsc_entries.get(entry).map_or(0, |e| e.1);
+        let n = per_chunk.min(count - sample);
+        let bytes = if uniform != 0 {
+            u64::from(uniform) * u64::from(n)
+        } else {
+            (sample..sample + n).map(size_of).sum::<Option<u64>>().ok_or_else(|| bad("sample size table too short"))?
+        };
+        sample += n;
+        if bytes > 0 {
+            match ranges.last_mut() {
+                Some(last) if last.0 + last.1 == chunk_off => last.1 += bytes,
+                _ => ranges.push((chunk_off, bytes)),
+            }
+        }
+        if sample >= count {
+            break;
+        }
+    }
+    Ok(ranges)
+}
+
+/// Plans a top-level `meta`. Returns false when it is not an image `meta` (`pict`).
+fn plan_heif_meta(
+    buf: &[u8],
+    meta: &BoxAt,
+    file_len: u64,
+    format: Format,
+    actions: &mut Vec<Action>,
+) -> Result<bool, MediaError> {
+    let base = meta.start;
+    let bad = |what: &str| MediaError::malformed(format, format!("image metadata: {what}"));
+    // The ISO `meta` is a FullBox: 4 bytes of version and flags before its children.
+    let from = (meta.payload - base) as usize + 4;
+    if from > buf.len() {
+        return Err(bad("meta box too short"));
+    }
+    let kids = children(buf, base, from, buf.len(), format)?;
+    let handler = kids.iter().find(|k| &k.kind == b"hdlr").and_then(|h| payload(buf, base, h).get(8..12));
+    if handler != Some(b"pict") {
+        return Ok(false);
+    }
+    let mut items: Vec<(u32, u64, [u8; 4])> = Vec::new(); // id, file offset of type, type
+    let mut locations: Vec<Location> = Vec::new();
+    let mut idat: Option<(u64, u64)> = None;
+    for k in &kids {
+        match &k.kind {
+            b"hdlr" | b"pitm" | b"iref" | b"iprp" | b"dinf" | b"grpl" | b"ipro" | b"free" | b"skip" => {}
+            b"iinf" => items = parse_iinf(buf, base, k, format)?,
+            b"iloc" => locations = parse_iloc(payload(buf, base, k)).ok_or_else(|| bad("unreadable iloc"))?,
+            b"idat" => idat = Some((k.payload, k.end - k.payload)),
+            other => actions.push(free(k, &format!("meta/{} box (XML/XMP or vendor data)", fourcc(other)))),
+        }
+    }
+    const IMAGE_ITEMS: &[&[u8; 4]] = &[
+        b"hvc1", b"hev1", b"av01", b"grid", b"iovl", b"iden", b"jpeg", b"avc1", b"hvt1", b"lhv1", b"unci", b"j2k1",
+        b"tmap", b"vvc1", b"vvi1", b"mski",
+    ];
+    for (id, type_at, kind) in items {
+        if IMAGE_ITEMS.contains(&&kind) {
+            continue;
+        }
+        let what = if &kind == ITEM_GONE {
+            "an item pavise already neutralised".to_owned()
+        } else {
+            format!("'{}' item {id} (Exif/XMP)", fourcc(&kind))
+        };
+        for loc in locations.iter().filter(|l| l.id == id) {
+            for &(off, len) in &loc.extents {
+                let (start, limit) = match loc.method {
+                    0 => (0, file_len),
+                    1 => idat.ok_or_else(|| bad("an item in idat without an idat box"))?,
+                    _ => continue,
+                };
+                let off = start
+                    .checked_add(loc.base)
+                    .and_then(|o| o.checked_add(off))
+                    .filter(|&o| o <= start + limit)
+                    .ok_or_else(|| bad("an item extent lies outside the file"))?;
+                let len = if len == 0 { start + limit - off } else { len };
+                if off.checked_add(len).is_none_or(|end| end > start + limit) {
+                    return Err(MediaError::truncated(format, format!("{what} extends past the end of the file")));
+                }
+                actions.push(Action::Zero { off, len, what: what.clone() });
+            }
+        }
+        if type_at != 0 && &kind != ITEM_GONE {
+            actions.push(Action::ItemType { at: type_at, what: format!("{what}: type renamed to 'free'") });
+        }
+    }
+    Ok(true)
+}
+
+/// Item id, file offset of its 4CC type (0 when the infe has none), and the type.
+fn parse_iinf(buf: &[u8], base: u64, iinf: &BoxAt, format: Format) -> Result<Vec<(u32, u64, [u8; 4])>, MediaError> {
+    let p = payload(buf, base, iinf);
+    let version = *p.first().ok_or_else(|| MediaError::malformed(format, "empty iinf"))?;
+    let skip = if version == 0 { 6 } else { 8 };
+    let from = (iinf.payload - base) as usize + skip;
+    let mut out = Vec::new();
+    for infe in children(buf, base, from, (iinf.end - base) as usize, format)? {
+        if &infe.kind != b"infe" {
+            continue;
+        }
+        let q = payload(buf, base, &infe);
+        let short = || MediaError::malformed(format, "short infe box");
+        let v = *q.first().ok_or_else(short)?;
+        let (id, type_off) = match v {
+            0 | 1 => (u32::from(be16(q, 4).ok_or_else(short)?), None),
+            2 => (u32::from(be16(q, 4).ok_or_else(short)?), Some(8)),
+            _ => (be32(q, 4).ok_or_else(short)?, Some(10)),
+        };
+        match type_off {
+            Some(t) => {
+                let kind: [u8; 4] = q.get(t..t + 4).and_then(|s| s.try_into().ok()).ok_or_else(short)?;
+                out.push((id, infe.payload + t as u64, kind));
+            }
+            // Version 0/1 entries name no type; treat the item as data to zero.
+            None => out.push((id, 0, *b"mime")),
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct Location {
+    id: u32,
+    method: u8,
+    base: u64,
+    /// (offset, length) pairs; length 0 means "to the end".
+    extents: Vec<(u64, u64)>,
+}
+
+fn parse_iloc(p: &[u8]) -> Option<Vec<Location>> {
+    let version = *p.first()?;
+    let sizes = be16(p, 4)?;
+    let offset_size = usize::from(sizes >> 12);
+    let length_size = usize::from((sizes >> 8) & 0xF);
+    let base_size = usize::from((sizes >> 4) & 0xF);
+    let index_size = if version >= 1 { usize::from(sizes & 0xF) } else { 0 };
+    let mut pos = 6;
+    let read = |pos: &mut usize, n: usize| -> Option<u64> {
+        let v = match n {
+            0 => 0,
+            4 => u64::from(be32(p, *pos)?),
+            8 => be64(p, *pos)?,
+            _ => return None,
+        };
+        *pos += n;
+        Some(v)
+    };
+    let count: u64 = if version < 2 { be16(p, 6)?.into() } else { be32(p, 6)?.into() };
+    pos += if version < 2 { 2 } else { 4 };
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let id = if version < 2 {
+            let v = be16(p, pos)?;
+            pos += 2;
+            u32::from(v)
+        } else {
+            let v = be32(p, pos)?;
+            pos += 4;
+            v
+        };
+        let method = if version >= 1 {
+            let v = be16(p, pos)?;
+            pos += 2;
+            (v & 0xF) as u8
+        } else {
+            0
+        };
+        pos += 2; // data_reference_index
+        let base = read(&mut pos, base_size)?;
+        let n = be16(p, pos)?;
+        pos += 2;
+        let mut extents = Vec::new();
+        for _ in 0..n {
+            read(&mut pos, index_size)?;
+            let off = read(&mut pos, offset_size)?;
+            let len = read(&mut pos, length_size)?;
+            extents.push((off, len));
+        }
+        out.push(Location { id, method, base, extents });
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bx(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut v = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(kind);
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn frees_udta_and_meta_in_place() {
+        let mut file = bx(b"ftyp", b"isom\0\0\0\0isom");
+        let moov =
+            [bx(b"mvhd", &[0; 20]), bx(b"udta", &bx(b"\xa9xyz", b"+51.4-000.1/")), bx(b"meta", b"ISO6709")].concat();
+        file.extend(bx(b"moov", &moov));
+        file.extend(bx(b"mdat", b"frames"));
+        let before = file.len();
+        let mut report = Report::default();
+        scrub(&mut MemStore(&mut file), Format::Video, &mut report).unwrap();
+        assert_eq!(file.len(), before);
+        assert!(!file.windows(4).any(|w| w == b"+51."));
+        assert!(!file.windows(7).any(|w| w == b"ISO6709"));
+        assert!(file.windows(6).any(|w| w == b"frames"));
+        assert_eq!(report.removed.len(), 2);
+        let mut again = Report::default();
+        audit(&mut MemStore(&mut file), Format::Video, &mut again).unwrap();
+        assert!(again.removed.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn refuses_truncated_moov() {
+        let mut file = bx(b"ftyp", b"isom\0\0\0\0isom");
+        file.extend(bx(b"moov", &bx(b"mvhd", &[0; 20])));
+        file.truncate(file.len() - 4);
+        let err = scrub(&mut MemStore(&mut file), Format::Video, &mut Report::default()).unwrap_err();
+        assert_eq!(err.reason(), "truncated");
+    }
+}

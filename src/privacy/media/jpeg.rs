@@ -1,0 +1,295 @@
+//! JPEG: a segment walk that rebuilds the file from the segments worth keeping.
+//!
+//! Segment lengths are local, so dropping one moves no offset. Kept: the frame and scan
+//! (SOFn, DHT, DQT, DRI, SOS and its entropy-coded data), APP0 JFIF (without its
+//! thumbnail: a thumbnail can show what a crop removed), APP2 `ICC_PROFILE` and APP14
+//! `Adobe` (CMYK/YCCK decoders need it). Dropped: every APP1 (Exif, XMP, extended XMP,
+//! FLIR), APP13 (IPTC), every other APPn, COM, and everything after EOI (MPF images,
+//! Samsung/Google trailers, Motion Photo MP4s, UltraHDR gain maps). If the Exif said
+//! Orientation ≠ 1, a minimal Exif with only that tag is written back so the photo is
+//! not shown sideways. A file that ends before EOI is refused.
+
+use super::{Format, MediaError, Report, be16};
+
+const F: Format = Format::Jpeg;
+
+/// The Exif APP1 pavise writes itself: IFD0 with one entry, Orientation.
+fn minimal_exif(orientation: u16) -> Vec<u8> {
+    let mut seg = Vec::with_capacity(36);
+    seg.extend_from_slice(&[0xFF, 0xE1, 0x00, 34]);
+    seg.extend_from_slice(b"Exif\0\0");
+    // Big-endian TIFF header, IFD0 at offset 8.
+    seg.extend_from_slice(b"MM\0\x2a\0\0\0\x08");
+    seg.extend_from_slice(&[0, 1]);
+    // Tag 0x0112 Orientation, type SHORT, count 1, value left-justified.
+    seg.extend_from_slice(&[0x01, 0x12, 0x00, 0x03, 0, 0, 0, 1]);
+    seg.extend_from_slice(&orientation.to_be_bytes());
+    seg.extend_from_slice(&[0, 0]);
+    // No next IFD.
+    seg.extend_from_slice(&[0, 0, 0, 0]);
+    seg
+}
+
+/// Orientation (IFD0 tag 0x0112) from an Exif APP1 payload (after the length).
+pub(crate) fn exif_orientation(payload: &[u8]) -> Option<u16> {
+    let tiff = payload.strip_prefix(b"Exif\0\0")?;
+    tiff_orientation(tiff)
+}
+
+/// Orientation from a TIFF-structured Exif block (also HEIF's Exif item body).
+pub(crate) fn tiff_orientation(tiff: &[u8]) -> Option<u16> {
+    let le = match tiff.get(..2)? {
+        b"II" => true,
+        b"MM" => false,
+        _ => return None,
+    };
+    let r16 = |at: usize| -> Option<u16> {
+        let s = tiff.get(at..at.checked_add(2)?)?;
+        Some(if le { u16::from_le_bytes([s[0], s[1]]) } else { u16::from_be_bytes([s[0], s[1]]) })
+    };
+    let r32 = |at: usize| -> Option<u32> {
+        let s = tiff.get(at..at.checked_add(4)?)?;
+        let a = [s[0], s[1], s[2], s[3]];
+        Some(if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) })
+    };
+    if r16(2)? != 42 {
+        return None;
+    }
+    let ifd = r32(4)? as usize;
+    let count = r16(ifd)? as usize;
+    for i in 0..count.min(512) {
+        let e = ifd.checked_add(2 + 12 * i)?;
+        if r16(e)? == 0x0112 && r16(e + 2)? == 3 {
+            let v = r16(e + 8)?;
+            return (1..=8).contains(&v).then_some(v);
+        }
+    }
+    None
+}
+
+pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
+    if !input.starts_with(&[0xFF, 0xD8]) {
+        return Err(MediaError::malformed(F, "no start-of-image marker"));
+    }
+    let mut out = Vec::with_capacity(input.len());
+    out.extend_from_slice(&[0xFF, 0xD8]);
+    let mut pos = 2;
+    let mut orientation: Option<u16> = None;
+    let mut saw_exif = false;
+    let mut wrote_orientation = false;
+    let mut saw_frame = false;
+    let mut saw_scan = false;
+
+    loop {
+        // Markers may be preceded by any number of 0xFF fill bytes.
+        if input.get(pos) != Some(&0xFF) {
+            return match input.get(pos) {
+                None => Err(MediaError::truncated(F, "the file ends before the end-of-image marker")),
+                Some(_) => Err(MediaError::malformed(F, format!("expected a marker at byte {pos}"))),
+            };
+        }
+        while input.get(pos) == Some(&0xFF) {
+            pos += 1;
+        }
+        let Some(&marker) = input.get(pos) else {
+            return Err(MediaError::truncated(F, "the file ends inside a marker"));
+        };
+        pos += 1;
+        match marker {
+            0xD9 => {
+                if !saw_frame || !saw_scan {
+                    return Err(MediaError::malformed(F, "end-of-image before any image data"));
+                }
+                out.extend_from_slice(&[0xFF, 0xD9]);
+                let trailer = input.len() - pos;
+                if trailer > 0 {
+                    report.remove("data after the end-of-image marker (trailer)", trailer as u64);
+                }
+                break;
+            }
+            0xD8 => return Err(MediaError::malformed(F, "a second start-of-image marker")),
+            0x00 => return Err(MediaError::malformed(F, format!("stray 0xFF00 at byte {}", pos - 2))),
+            // Standalone markers (TEM, RSTn) carry no length.
+            0x01 | 0xD0..=0xD7 => out.extend_from_slice(&[0xFF, marker]),
+            _ => {
+                let len = be16(input, pos)
+                    .ok_or_else(|| MediaError::truncated(F, "the file ends inside a segment header"))?
+                    as usize;
+                if len < 2 {
+                    return Err(MediaError::malformed(F, format!("segment length {len} at byte {pos}")));
+                }
+                let end = pos + len;
+                let Some(payload) = input.get(pos + 2..end) else {
+                    return Err(MediaError::truncated(F, format!("segment 0x{marker:02X} runs past the end")));
+                };
+                let whole = &input[pos - 2..end];
+                let is_app = (0xE0..=0xEF).contains(&marker) || marker == 0xFE;
+                if !is_app && (0xF0..=0xFD).contains(&marker) && !matches!(marker, 0xF7 | 0xF8) {
+                    report.remove(format!("JPG{} extension segment", marker - 0xF0), whole.len() as u64);
+                    pos = end;
+                    continue;
+                }
+                // The minimal Exif goes after the APPn block, before the frame tables.
+                if !is_app && !wrote_orientation {
+                    if let Some(o) = orientation.filter(|&o| o != 1) {
+                        out.extend_from_slice(&minimal_exif(o));
+                        report.kept.push(format!("Orientation {o}, as a minimal Exif"));
+                    }
+                    wrote_orientation = true;
+                }
+                match marker {
+                    0xE0 if payload.starts_with(b"JFIF\0") && payload.len() >= 14 => {
+                        keep_jfif(payload, &mut out, report);
+                    }
+                    0xE1 if payload.starts_with(b"Exif\0\0") && !saw_exif => {
+                        saw_exif = true;
+                        orientation = exif_orientation(payload);
+                        // Our own minimal Exif reads as kept on the verification pass.
+                        if orientation.is_none_or(|o| whole != minimal_exif(o).as_slice()) {
+                            report.remove("APP1 Exif", whole.len() as u64);
+                        }
+                    }
+                    0xE2 if payload.starts_with(b"ICC_PROFILE\0") => out.extend_from_slice(whole),
+                    0xEE if payload.starts_with(b"Adobe") => out.extend_from_slice(whole),
+                    0xE0..=0xEF | 0xFE => report.remove(app_name(marker, payload), whole.len() as u64),
+                    0xC8 => return Err(MediaError::malformed(F, "reserved JPG marker 0xFFC8")),
+                    0xDA => {
+                        if !saw_frame {
+                            return Err(MediaError::malformed(F, "scan before any frame header"));
+                        }
+                        saw_scan = true;
+                        out.extend_from_slice(whole);
+                        let data_end = scan_end(input, end)?;
+                        out.extend_from_slice(&input[end..data_end]);
+                        pos = data_end;
+                        continue;
+                    }
+                    0xC0..=0xCF if !matches!(marker, 0xC4 | 0xCC) => {
+                        saw_frame = true;
+                        out.extend_from_slice(whole);
+                    }
+                    0xF7 => {
+                        // JPEG-LS frame header.
+                        saw_frame = true;
+                        out.extend_from_slice(whole);
+                    }
+                    0xC4 | 0xCC | 0xDB..=0xDF | 0xF8 => out.extend_from_slice(whole),
+                    other => {
+                        return Err(MediaError::malformed(F, format!("unknown marker 0xFF{other:02X}")));
+                    }
+                }
+                pos = end;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// APP0 JFIF without its thumbnail (X/Y thumbnail sizes set to 0).
+fn keep_jfif(payload: &[u8], out: &mut Vec<u8>, report: &mut Report) {
+    let (tx, ty) = (payload[12] as usize, payload[13] as usize);
+    if tx == 0 && ty == 0 && payload.len() == 14 {
+        out.extend_from_slice(&[0xFF, 0xE0, 0, 16]);
+        out.extend_from_slice(payload);
+        return;
+    }
+    out.extend_from_slice(&[0xFF, 0xE0, 0, 16]);
+    out.extend_from_slice(&payload[..12]);
+    out.extend_from_slice(&[0, 0]);
+    report.remove("JFIF thumbnail", (payload.len() - 14) as u64);
+}
+
+fn app_name(marker: u8, payload: &[u8]) -> String {
+    if marker == 0xFE {
+        return "COM comment".into();
+    }
+    let id: String = payload
+        .iter()
+        .take(16)
+        .take_while(|&&c| c != 0)
+        .map(|&c| if c.is_ascii_graphic() || c == b' ' { c as char } else { '?' })
+        .collect();
+    let n = marker - 0xE0;
+    if id.is_empty() { format!("APP{n}") } else { format!("APP{n} {id}") }
+}
+
+/// End of the entropy-coded data that starts at `pos`: the next marker that is neither
+/// stuffing (FF00) nor a restart (FFD0-D7). Refuses when the data runs off the end.
+fn scan_end(input: &[u8], mut pos: usize) -> Result<usize, MediaError> {
+    loop {
+        let rest = input.get(pos..).unwrap_or_default();
+        let Some(i) = rest.iter().position(|&b| b == 0xFF) else {
+            return Err(MediaError::truncated(F, "the image data ends before the end-of-image marker"));
+        };
+        let at = pos + i;
+        let mut next = at + 1;
+        while input.get(next) == Some(&0xFF) {
+            next += 1;
+        }
+        match input.get(next) {
+            None => return Err(MediaError::truncated(F, "the image data ends before the end-of-image marker")),
+            Some(0x00) | Some(0xD0..=0xD7) => pos = next + 1,
+            Some(_) => return Ok(next - 1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(segments: &[&[u8]], trailer: &[u8]) -> Vec<u8> {
+        let mut v = vec![0xFF, 0xD8];
+        for s in segments {
+            v.extend_from_slice(s);
+        }
+        // SOF0 (length 11, 1 component), SOS (length 8), 3 bytes of scan data, EOI.
+        v.extend_from_slice(&[0xFF, 0xC0, 0, 11, 8, 0, 1, 0, 1, 1, 1, 0x11, 0]);
+        v.extend_from_slice(&[0xFF, 0xDA, 0, 8, 1, 1, 0, 0, 63, 0, 0x12, 0xFF, 0x00, 0x34]);
+        v.extend_from_slice(&[0xFF, 0xD9]);
+        v.extend_from_slice(trailer);
+        v
+    }
+
+    fn seg(marker: u8, payload: &[u8]) -> Vec<u8> {
+        let mut s = vec![0xFF, marker];
+        s.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+        s.extend_from_slice(payload);
+        s
+    }
+
+    #[test]
+    fn drops_app1_app13_com_and_trailer_keeps_icc_and_orientation() {
+        let exif = {
+            let mut p = b"Exif\0\0II*\0\x08\0\0\0".to_vec();
+            p.extend_from_slice(&[2, 0]);
+            p.extend_from_slice(&[0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0]);
+            p.extend_from_slice(&[0x25, 0x88, 4, 0, 1, 0, 0, 0, 0x40, 0, 0, 0]);
+            p.extend_from_slice(&[0, 0, 0, 0]);
+            p
+        };
+        let icc = seg(0xE2, b"ICC_PROFILE\0\x01\x01abc");
+        let input = tiny(
+            &[&seg(0xE1, &exif), &seg(0xED, b"Photoshop 3.0\0IPTC City"), &seg(0xFE, b"hello"), &icc],
+            b"SamsungLocationName",
+        );
+        let mut r = Report::default();
+        let out = scrub(&input, &mut r).unwrap();
+        assert!(out.windows(icc.len()).any(|w| w == icc.as_slice()));
+        assert!(out.windows(minimal_exif(6).len()).any(|w| w == minimal_exif(6).as_slice()));
+        assert!(!out.windows(4).any(|w| w == b"IPTC"));
+        assert!(!out.ends_with(b"SamsungLocationName"));
+        assert_eq!(r.removed.len(), 4, "{r:?}");
+        let mut again = Report::default();
+        assert_eq!(scrub(&out, &mut again).unwrap(), out);
+        assert!(again.removed.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn refuses_truncation() {
+        let input = tiny(&[], b"");
+        for cut in [3, 10, input.len() - 2, input.len() - 6] {
+            assert!(scrub(&input[..cut], &mut Report::default()).is_err(), "cut at {cut}");
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! Media scrubbing: no location leaves a member's device through pavise.
+//!
+//! A phone photo carries where it was taken (EXIF GPS, XMP, IPTC place names); a phone
+//! video carries it in `©xyz`, Apple's ISO6709 keys or a GPS telemetry track. Mastodon
+//! re-encodes images, but the original bytes still reach the instance (logs, temp files,
+//! other server software) and its audio path copies video location into ID3 tags. So
+//! pavise removes every metadata carrier *before* the instance sees the file.
+//!
+//! How, and why this way (see ../shared/METADATA.md §1.7 and §5.1):
+//! - **Sniff by magic bytes** ([`sniff`]), never by name or Content-Type: a JPEG named
+//!   `.png` is still a JPEG, and a file that is none of the formats below is refused.
+//! - **Structural removal only**: one hand-written walker per format drops or zeroes the
+//!   metadata containers and copies everything else byte for byte. No decode, no
+//!   re-encode, so pixels and samples are untouched and a 90 MB video costs milliseconds.
+//!   Orientation (JPEG: a minimal EXIF of one tag) and ICC profiles survive, because
+//!   Mastodon keeps them and a sideways photo is a bug.
+//! - **Fail closed**: a walker that meets anything it cannot parse with certainty
+//!   (truncation, a length past the end, an unknown critical structure) refuses the file
+//!   with a [`MediaError`] that says why. The output is then parsed again by the same
+//!   walker, which must find nothing left to remove ([`scrub`] checks this); a stripper
+//!   that cannot prove its output clean refuses.
+//!
+//! Formats: [`jpeg`], [`png`], [`webp`], [`gif`], [`isobmff`] (HEIC/HEIF/AVIF/MP4/MOV/3GP/
+//! M4A, patched in place so no offset moves), and audio: [`mp3`] (ID3v1/v2, APE,
+//! Lyrics3), [`ogg`] (Vorbis/Opus comments), [`flac`], [`wav`] (RIFF `LIST`, `id3 `).
+//! [`multipart`] rewrites `multipart/form-data` bodies; [`stage`] is the pipeline stage.
+
+pub mod flac;
+pub mod gif;
+pub mod isobmff;
+pub mod jpeg;
+pub mod metrics;
+pub mod mp3;
+pub mod multipart;
+pub mod ogg;
+pub mod png;
+pub mod stage;
+pub mod wav;
+pub mod webp;
+
+use std::{fmt, path::Path};
+
+use serde::Deserialize;
+
+pub use metrics::MediaMetrics;
+pub use stage::MediaStage;
+
+use crate::units::Size;
+
+/// A format pavise can scrub, recognised by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Jpeg,
+    Png,
+    Webp,
+    Gif,
+    /// HEIC, HEIF, AVIF: still images in the ISO base media file format.
+    Heif,
+    /// MP4, MOV, 3GP, M4V: video (and anything else ISOBMFF that is not audio-only).
+    Video,
+    /// M4A and other audio-only ISOBMFF.
+    M4a,
+    Mp3,
+    Ogg,
+    Flac,
+    Wav,
+}
+
+impl Format {
+    pub const ALL: [Format; 11] = [
+        Format::Jpeg,
+        Format::Png,
+        Format::Webp,
+        Format::Gif,
+        Format::Heif,
+        Format::Video,
+        Format::M4a,
+        Format::Mp3,
+        Format::Ogg,
+        Format::Flac,
+        Format::Wav,
+    ];
+
+    /// Short lowercase name, for metrics labels and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Jpeg => "jpeg",
+            Format::Png => "png",
+            Format::Webp => "webp",
+            Format::Gif => "gif",
+            Format::Heif => "heif",
+            Format::Video => "mp4",
+            Format::M4a => "m4a",
+            Format::Mp3 => "mp3",
+            Format::Ogg => "ogg",
+            Format::Flac => "flac",
+            Format::Wav => "wav",
+        }
+    }
+
+    /// Still images have the (smaller) image size limit; the rest the video one.
+    pub fn is_image(self) -> bool {
+        matches!(self, Format::Jpeg | Format::Png | Format::Webp | Format::Gif | Format::Heif)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let upper = match self {
+            Format::Jpeg => "JPEG",
+            Format::Png => "PNG",
+            Format::Webp => "WebP",
+            Format::Gif => "GIF",
+            Format::Heif => "HEIF",
+            Format::Video => "MP4/MOV",
+            Format::M4a => "M4A",
+            Format::Mp3 => "MP3",
+            Format::Ogg => "Ogg",
+            Format::Flac => "FLAC",
+            Format::Wav => "WAV",
+        };
+        f.write_str(upper)
+    }
+}
+
+/// Why a file is refused. Every message is shown to the member (422), so it says what
+/// was wrong in words they can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("not a supported image, video or audio file (its first bytes match no known format)")]
+    UnknownFormat,
+    #[error("{0} files are not accepted")]
+    Unsupported(&'static str),
+    #[error("truncated {format} file: {what}")]
+    Truncated { format: Format, what: String },
+    #[error("malformed {format} file: {what}")]
+    Malformed { format: Format, what: String },
+    #[error("{kind} is larger than the {limit} limit")]
+    TooLarge { kind: &'static str, limit: Size },
+    #[error("the scrubbed {format} file could not be proven free of metadata: {what}")]
+    NotClean { format: Format, what: String },
+    #[error("temporary file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl MediaError {
+    pub(crate) fn truncated(format: Format, what: impl Into<String>) -> MediaError {
+        MediaError::Truncated { format, what: what.into() }
+    }
+
+    pub(crate) fn malformed(format: Format, what: impl Into<String>) -> MediaError {
+        MediaError::Malformed { format, what: what.into() }
+    }
+
+    /// The metrics label for this refusal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            MediaError::UnknownFormat => "unknown_format",
+            MediaError::Unsupported(_) => "unsupported",
+            MediaError::Truncated { .. } => "truncated",
+            MediaError::Malformed { .. } => "malformed",
+            MediaError::TooLarge { .. } => "too_large",
+            MediaError::NotClean { .. } => "not_clean",
+            MediaError::Io(_) => "io",
+        }
+    }
+
+    pub const REASONS: [&'static str; 7] =
+        ["unknown_format", "unsupported", "truncated", "malformed", "too_large", "not_clean", "io"];
+}
+
+/// One metadata carrier a walker removed (or zeroed in place).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// What it was, in the format's own words: `APP1 Exif`, `iTXt`, `moov/udta`.
+    pub what: String,
+    /// Bytes dropped or zeroed.
+    pub bytes: u64,
+}
+
+/// What a walker did, collected for `-v` and the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub removed: Vec<Removal>,
+    /// Notes that are not removals: `kept Orientation 6 as a minimal EXIF`.
+    pub kept: Vec<String>,
+}
+
+impl Report {
+    pub(crate) fn remove(&mut self, what: impl Into<String>, bytes: u64) {
+        self.removed.push(Removal { what: what.into(), bytes });
+    }
+
+    pub fn bytes_removed(&self) -> u64 {
+        self.removed.iter().map(|r| r.bytes).sum()
+    }
+}
+
+/// A scrubbed file.
+#[derive(Debug)]
+pub struct Scrubbed {
+    pub bytes: Vec<u8>,
+    pub format: Format,
+    pub report: Report,
+}
+
+/// `[media]` in the config file. Defaults match Mastodon's own limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Largest still image accepted (Mastodon's `MAX_IMAGE_SIZE`, 16 MB).
+    pub max_image: Size,
+    /// Largest video or audio file accepted (Mastodon's `MAX_VIDEO_SIZE`, 99 MB).
+    pub max_video: Size,
+    /// A file part larger than this is spooled to a temp file in the data dir instead
+    /// of memory, so many concurrent uploads do not cost many times their size in RAM.
+    pub spill_threshold: Size,
+    /// Memory all concurrent scrubs may use together; beyond it, uploads wait their turn.
+    pub memory_budget: Size,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            max_image: Size(16_000_000),
+            max_video: Size(99_000_000),
+            spill_threshold: Size(1 << 20),
+            memory_budget: Size(256 << 20),
+        }
+    }
+}
+
+/// Recognises a format by its first bytes. `None` means pavise will not forward it.
+///
+/// ISOBMFF files that are not media Mastodon takes (Canon CR3, JPEG XL) are `Err`, so
+/// the refusal can say what they are.
+pub fn sniff(b: &[u8]) -> Result<Format, MediaError> {
+    let starts = |magic: &[u8]| b.starts_with(magic);
+    if starts(&[0xFF, 0xD8, 0xFF]) {
+        return Ok(Format::Jpeg);
+    }
+    if starts(b"\x89PNG\r\n\x1a\n") {
+        return Ok(Format::Png);
+    }
+    if starts(b"GIF87a") || starts(b"GIF89a") {
+        return Ok(Format::Gif);
+    }
+    if starts(b"RIFF") && b.get(8..12) == Some(b"WEBP") {
+        return Ok(Format::Webp);
+    }
+    if starts(b"RIFF") && b.get(8..12) == Some(b"WAVE") {
+        return Ok(Format::Wav);
+    }
+    if starts(b"OggS") {
+        return Ok(Format::Ogg);
+    }
+    if starts(b"fLaC") {
+        return Ok(Format::Flac);
+    }
+    if starts(b"II*\0") || starts(b"MM\0*") {
+        return Err(MediaError::Unsupported("TIFF (and camera raw)"));
+    }
+    if starts(&[0xFF, 0x0A]) || starts(b"\0\0\0\x0cJXL ") {
+        return Err(MediaError::Unsupported("JPEG XL"));
+    }
+    if let Some(kind) = isobmff::sniff(b) {
+        return kind;
+    }
+    if starts(b"ID3") || mp3::is_frame_start(b) {
+        // ID3v2 is also put in front of FLAC by some taggers.
+        if starts(b"ID3") && mp3::after_id3(b).is_some_and(|rest| rest.starts_with(b"fLaC")) {
+            return Ok(Format::Flac);
+        }
+        return Ok(Format::Mp3);
+    }
+    Err(MediaError::UnknownFormat)
+}
+
+/// Scrubs one file held in memory; the output is verified before it is returned.
+pub fn scrub(input: &[u8]) -> Result<Scrubbed, MediaError> {
+    let format = sniff(input)?;
+    let (bytes, report) = run(format, input)?;
+    verify(format, &bytes)?;
+    Ok(Scrubbed { bytes, format, report })
+}
+
+fn run(format: Format, input: &[u8]) -> Result<(Vec<u8>, Report), MediaError> {
+    let mut report = Report::default();
+    let out = match format {
+        Format::Jpeg => jpeg::scrub(input, &mut report)?,
+        Format::Png => png::scrub(input, &mut report)?,
+        Format::Webp => webp::scrub(input, &mut report)?,
+        Format::Gif => gif::scrub(input, &mut report)?,
+        Format::Heif | Format::Video | Format::M4a => {
+            let mut out = input.to_vec();
+            isobmff::scrub(&mut isobmff::MemStore(&mut out), format, &mut report)?;
+            out
+        }
+        Format::Mp3 => mp3::scrub(input, &mut report)?,
+        Format::Ogg => ogg::scrub(input, &mut report)?,
+        Format::Flac => flac::scrub(input, &mut report)?,
+        Format::Wav => wav::scrub(input, &mut report)?,
+    };
+    Ok((out, report))
+}
+
+/// Parses the output again with the same walker: it must find nothing to remove and
+/// change nothing. A walker bug that left a carrier behind becomes a refusal, not a leak.
+fn verify(format: Format, output: &[u8]) -> Result<(), MediaError> {
+    let not_clean = |what: String| MediaError::NotClean { format, what };
+    match sniff(output) {
+        Ok(f) if f == format => {}
+        Ok(f) => return Err(not_clean(format!("the output reads as {f}"))),
+        Err(e) => return Err(not_clean(format!("the output no longer parses: {e}"))),
+    }
+    let (again, report) = run(format, output).map_err(|e| not_clean(format!("the output no longer parses: {e}")))?;
+    if let Some(first) = report.removed.first() {
+        return Err(not_clean(format!("{} is still present", first.what)));
+    }
+    if again != output {
+        return Err(not_clean("a second pass changed the output".into()));
+    }
+    Ok(())
+}
+
+/// Scrubs a file on disk in place, for uploads spooled to a temp file: ISOBMFF (the
+/// large videos) is patched in the file itself with only its `moov`/`meta` in memory;
+/// other formats are read, rewritten and written back.
+pub fn scrub_file(path: &Path) -> Result<(Format, Report), MediaError> {
+    use std::io::Read as _;
+    let mut head = [0u8; 64];
+    let n = {
+        let mut f = std::fs::File::open(path)?;
+        read_up_to(&mut f, &mut head)?
+    };
+    let format = sniff(head.get(..n).unwrap_or_default())?;
+    match format {
+        Format::Heif | Format::Video | Format::M4a => {
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+            let mut store = isobmff::FileStore::new(file)?;
+            let mut report = Report::default();
+            isobmff::scrub(&mut store, format, &mut report)?;
+            let mut check = Report::default();
+            isobmff::audit(&mut store, format, &mut check)
+                .map_err(|e| MediaError::NotClean { format, what: format!("the output no longer parses: {e}") })?;
+            if let Some(first) = check.removed.first() {
+                return Err(MediaError::NotClean { format, what: format!("{} is still present", first.what) });
+            }
+            Ok((format, report))
+        }
+        _ => {
+            let mut input = Vec::new();
+            std::fs::File::open(path)?.read_to_end(&mut input)?;
+            let scrubbed = scrub(&input)?;
+            drop(input);
+            std::fs::write(path, &scrubbed.bytes)?;
+            Ok((scrubbed.format, scrubbed.report))
+        }
+    }
+}
+
+fn read_up_to(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// A human-readable account of a report, for `pavise scrub -v`.
+pub fn describe(format: Format, report: &Report) -> String {
+    use fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "format: {format}");
+    if report.removed.is_empty() {
+        let _ = writeln!(out, "removed: nothing (no metadata found)");
+    }
+    for r in &report.removed {
+        let _ = writeln!(out, "removed: {} ({} bytes)", r.what, r.bytes);
+    }
+    for k in &report.kept {
+        let _ = writeln!(out, "kept: {k}");
+    }
+    out
+}
+
+// Small big/little-endian readers shared by the walkers; `None` past the end, never a panic.
+
+pub(crate) fn be16(b: &[u8], at: usize) -> Option<u16> {
+    let s = b.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes([s[0], s[1]]))
+}
+
+pub(crate) fn be32(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+pub(crate) fn be64(b: &[u8], at: usize) -> Option<u64> {
+    let s = b.get(at..at.checked_add(8)?)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(s);
+    Some(u64::from_be_bytes(a))
+}
+
+pub(crate) fn le32(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Printable form of a four-character code, for messages.
+pub(crate) fn fourcc(t: &[u8]) -> String {
+    t.iter().map(|&c| if c.is_ascii_graphic() || c == b' ' { c as char } else { '?' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_by_content_not_name() {
+        assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0]).unwrap(), Format::Jpeg);
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\nxxxx").unwrap(), Format::Png);
+        assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 ").unwrap(), Format::Webp);
+        assert_eq!(sniff(b"RIFF\0\0\0\0WAVEfmt ").unwrap(), Format::Wav);
+        assert_eq!(sniff(b"GIF89a").unwrap(), Format::Gif);
+        assert!(matches!(sniff(b"II*\0abcd"), Err(MediaError::Unsupported(_))));
+        assert!(matches!(sniff(b"{\"json\": 1}"), Err(MediaError::UnknownFormat)));
+        assert!(matches!(sniff(b""), Err(MediaError::UnknownFormat)));
+    }
+
+    #[test]
+    fn config_defaults_and_unknown_keys() {
+        let c: MediaConfig = toml::from_str("max_image = \"8MiB\"").unwrap();
+        assert_eq!(c.max_image, Size(8 << 20));
+        assert_eq!(c.max_video, Size(99_000_000));
+        assert!(toml::from_str::<MediaConfig>("max_imgae = \"8MiB\"").is_err());
+    }
+}
