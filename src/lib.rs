@@ -18,6 +18,8 @@
 //! - [`config`]: the TOML file and CLI overrides, validated once.
 //! - [`server`]: listeners, TLS, connection limits, graceful shutdown; wires the relay.
 //! - [`proxy`]: route classification, the [`proxy::Stage`] pipeline, the upstream client.
+//! - [`egress`]: the forward proxy for the instance's own outbound federation, over Tor
+//!   (arti-client); destination policy; fail closed.
 //! - [`privacy`]: client-IP pseudonyms, the header strip table, response hygiene.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and each feature's `/admin/...`.
 //! - [`metrics`], [`telemetry`], [`shutdown`], [`units`]: the small shared pieces.
@@ -27,6 +29,7 @@
 pub mod admin;
 pub mod check;
 pub mod config;
+pub mod egress;
 pub mod metrics;
 pub mod privacy;
 pub mod proxy;

@@ -52,6 +52,8 @@ pub enum ServerError {
     Token { path: String, source: io::Error },
     #[error("data dir {path}")]
     DataDir { path: String, source: io::Error },
+    #[error("egress: {0}")]
+    Egress(#[from] crate::egress::EgressError),
 }
 
 /// Addresses actually bound (port 0 in config → the port the OS chose).
@@ -59,6 +61,7 @@ pub enum ServerError {
 pub struct Bound {
     pub public: SocketAddr,
     pub admin: SocketAddr,
+    pub egress: SocketAddr,
 }
 
 /// Starts every listener and background task, returns once they are accepting.
@@ -105,11 +108,19 @@ pub async fn start(
     let admin_listener = TcpListener::bind(config.file.admin.listen)
         .await
         .map_err(|source| ServerError::Bind { addr: config.file.admin.listen, source })?;
+    let egress_listen = config.file.egress.listen;
+    let egress_listener =
+        TcpListener::bind(egress_listen).await.map_err(|source| ServerError::Bind { addr: egress_listen, source })?;
+    let socks_listener = match config.file.egress.socks_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?),
+        None => None,
+    };
     let bound = Bound {
         public: public.local_addr().map_err(|source| ServerError::Bind { addr: config.file.public.listen, source })?,
         admin: admin_listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr: config.file.admin.listen, source })?,
+        egress: egress_listener.local_addr().map_err(|source| ServerError::Bind { addr: egress_listen, source })?,
     };
 
     let tls = match (&config.file.public.tls_cert, &config.file.public.tls_key) {
@@ -121,10 +132,24 @@ pub async fn start(
         .map_err(|source| ServerError::Token { path: config.admin_token_file().display().to_string(), source })?;
     let admin = Arc::new(Admin::new(token, metrics.clone(), &config));
 
+    // Egress: the instance's own outbound federation, over Tor (bootstraps in the background).
+    let egress = crate::egress::Egress::start(&config, shutdown.clone())?;
+    admin.add_check(egress.readiness());
+    metrics.register(egress.metrics_source());
+    let egress_task = tokio::spawn(crate::egress::serve(
+        egress,
+        egress_listener,
+        socks_listener,
+        config.file.public.shutdown_grace.get(),
+        shutdown.clone(),
+    ));
+
     tracing::info!(
         public = %bound.public,
         tls = tls.is_some(),
         admin = %bound.admin,
+        egress = %bound.egress,
+        egress_mode = ?config.file.egress.mode,
         web = %config.upstream.authority,
         streaming = %config.streaming_upstream.authority,
         client_ip = ?config.file.client_ip.mode,
@@ -145,6 +170,7 @@ pub async fn start(
             tunnels.wait().await;
         }
         let _ = admin_task.await;
+        let _ = egress_task.await;
     });
     Ok((bound, handle))
 }

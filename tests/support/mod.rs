@@ -128,6 +128,7 @@ impl Drop for RecordingUpstream {
 pub struct Pavise {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    pub egress: SocketAddr,
     pub token: String,
     pub data_dir: tempfile::TempDir,
     pub shutdown: CancellationToken,
@@ -143,6 +144,9 @@ impl Pavise {
         file.public.listen = "127.0.0.1:0".parse().unwrap();
         file.admin.listen = "127.0.0.1:0".parse().unwrap();
         file.egress.listen = "127.0.0.1:0".parse().unwrap();
+        // Tor mode with arti's defaults would bootstrap against the public Tor network:
+        // tests that want Tor point it at scripts/tornet (tests/egress.rs) in `tweak`.
+        file.egress.mode = pavise::config::EgressMode::Direct;
         file.data_dir = data_dir.path().to_owned();
         file.policies = data_dir.path().join("policies");
         file.upstream.url = upstream.to_owned();
@@ -154,7 +158,7 @@ impl Pavise {
         let shutdown = CancellationToken::new();
         let (bound, done) = pavise::server::start(config, shutdown.clone()).await.unwrap();
         let token = std::fs::read_to_string(token_file).unwrap().trim().to_owned();
-        Pavise { addr: bound.public, admin: bound.admin, token, data_dir, shutdown, done: Some(done) }
+        Pavise { addr: bound.public, admin: bound.admin, egress: bound.egress, token, data_dir, shutdown, done: Some(done) }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,249 @@
+//! The HTTP forward proxy on `egress.listen` (default 127.0.0.1:8118, privoxy's port,
+//! so Mastodon's `http_proxy` setting works unchanged).
+//!
+//! Two request shapes, as Mastodon (and any `http_proxy`-aware client) sends them:
+//! - `CONNECT host:443`: the stream through Tor is opened *first*, and only then is
+//!   the client told `200`; the two are spliced (hyper's `http_proxy` example). A
+//!   failure is therefore a real status (403/502/503) the client can log and retry on.
+//! - absolute-form `GET http://host/path` (plain http, e.g. .onion peers): forwarded
+//!   over one fresh stream in origin form, hop-by-hop headers removed.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{Egress, EgressError, policy::Destination};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BoxError>;
+
+/// Connections from the instance at once; the rest wait in the kernel backlog.
+const MAX_CONNECTIONS: usize = 4096;
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts until `shutdown`, then drains requests and tunnels for up to `grace`.
+pub async fn serve(egress: Arc<Egress>, listener: TcpListener, grace: Duration, shutdown: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    let tunnels = TaskTracker::new();
+    let cut = CancellationToken::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "egress accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (egress, tunnels, cut, builder) = (egress.clone(), tunnels.clone(), cut.clone(), builder.clone());
+        let service = service_fn(move |req| {
+            let (egress, tunnels, cut) = (egress.clone(), tunnels.clone(), cut.clone());
+            async move { Ok::<_, std::convert::Infallible>(handle(egress, req, tunnels, cut).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "egress connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+    tunnels.close();
+    if tokio::time::timeout(grace, tunnels.wait()).await.is_err() {
+        tracing::warn!("egress tunnels still open after the grace period; closing them");
+        cut.cancel();
+        tunnels.wait().await;
+    }
+}
+
+async fn handle(egress: Arc<Egress>, req: Request<Incoming>, tunnels: TaskTracker, cut: CancellationToken) -> Response<Body> {
+    if !egress.authorized(req.headers().get(header::PROXY_AUTHORIZATION).map(HeaderValue::as_bytes)) {
+        let mut resp = error_response(&egress.failed(EgressError::AuthRequired));
+        resp.headers_mut().insert(header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"pavise egress\""));
+        return resp;
+    }
+    let result = if req.method() == Method::CONNECT {
+        connect(&egress, req, tunnels, cut).await
+    } else {
+        forward(&egress, req).await
+    };
+    result.unwrap_or_else(|e| error_response(&e))
+}
+
+async fn connect(
+    egress: &Egress,
+    req: Request<Incoming>,
+    tunnels: TaskTracker,
+    cut: CancellationToken,
+) -> Result<Response<Body>, EgressError> {
+    let authority = req
+        .uri()
+        .authority()
+        .ok_or_else(|| egress.failed(EgressError::BadRequest("CONNECT needs host:port".into())))?;
+    let dest = parse_authority(egress, authority.as_str(), None)?;
+    let mut upstream = egress.open(&dest).await?;
+    tunnels.spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let mut client = TokioIo::new(upgraded);
+                tokio::select! {
+                    r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                        if let Err(e) = r { tracing::debug!(error = %e, "egress tunnel ended with an error") }
+                    }
+                    _ = cut.cancelled() => {}
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "egress CONNECT upgrade failed"),
+        }
+    });
+    Ok(Response::new(empty()))
+}
+
+async fn forward(egress: &Egress, req: Request<Incoming>) -> Result<Response<Body>, EgressError> {
+    let uri = req.uri().clone();
+    let authority = match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(a)) => a.clone(),
+        (Some(_), Some(_)) => {
+            return Err(egress.failed(EgressError::BadRequest(
+                "only http:// in absolute form; send CONNECT host:443 for https".into(),
+            )));
+        }
+        _ => {
+            return Err(egress.failed(EgressError::BadRequest(
+                "this is a forward proxy: send CONNECT host:port or an absolute-form http:// URI".into(),
+            )));
+        }
+    };
+    let dest = parse_authority(egress, authority.as_str(), Some(80))?;
+    let stream = egress.open(&dest).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| egress.failed(EgressError::Direct(format!("HTTP to {dest}: {e}"))))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "egress forwarded connection ended with an error");
+        }
+    });
+
+    let (mut parts, body) = req.into_parts();
+    let origin = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    parts.uri = Uri::try_from(origin).map_err(|e| egress.failed(EgressError::BadRequest(e.to_string())))?;
+    strip_hop_by_hop(&mut parts.headers);
+    if !parts.headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    let resp = sender
+        .send_request(Request::from_parts(parts, body))
+        .await
+        .map_err(|e| egress.failed(EgressError::Direct(format!("HTTP to {dest}: {e}"))))?;
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()))
+}
+
+/// `host[:port]` → a destination; rejects userinfo and anything unparsable with a 400.
+fn parse_authority(egress: &Egress, authority: &str, default_port: Option<u16>) -> Result<Destination, EgressError> {
+    let bad = |msg: String| egress.failed(EgressError::BadRequest(msg));
+    if authority.contains('@') {
+        return Err(bad("credentials in the target are not accepted".into()));
+    }
+    let has_port = authority.rsplit_once(':').is_some_and(|(h, p)| !p.is_empty() && !h.ends_with(':') && !p.contains(']'));
+    let full = match (has_port, default_port) {
+        (true, _) => authority.to_owned(),
+        (false, Some(port)) => format!("{authority}:{port}"),
+        (false, None) => return Err(bad(format!("{authority:?}: CONNECT needs host:port"))),
+    };
+    Destination::parse(&full).map_err(bad)
+}
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// RFC 9110 §7.6.1: headers about this connection, including those `Connection` names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A plain-text answer with the reason, and `X-Pavise-Egress: <label>` for machines.
+fn error_response(e: &EgressError) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(format!("pavise egress: {e}\n"))).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = e.status();
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(HeaderName::from_static("x-pavise-egress"), HeaderValue::from_static(e.label()));
+    if e.status() == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic eDp5"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("accept"));
+    }
+}
