@@ -20,6 +20,7 @@
 //! - [`proxy`]: route classification, the [`proxy::Stage`] pipeline, the upstream client.
 //! - [`privacy`]: client-IP pseudonyms, the header strip table, response hygiene.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and each feature's `/admin/...`.
+//! - [`store`]: durable state (the expiry schedule, sealed credentials) behind one trait.
 //! - [`metrics`], [`telemetry`], [`shutdown`], [`units`]: the small shared pieces.
 //!
 //! Dependencies point one way: `server` → `proxy` → stage modules → `store`, `config`.
@@ -32,5 +33,6 @@ pub mod privacy;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod units;
