@@ -53,6 +53,8 @@ pub struct FileConfig {
     pub egress: EgressConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// Post expiry: the key file, pacing, retries (rules are in the policies dir).
+    pub expiry: crate::expiry::ExpiryConfig,
 }
 
 impl Default for FileConfig {
@@ -68,6 +70,7 @@ impl Default for FileConfig {
             egress: EgressConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            expiry: crate::expiry::ExpiryConfig::default(),
         }
     }
 }

@@ -20,6 +20,7 @@
 //! - [`proxy`]: route classification, the [`proxy::Stage`] pipeline, the upstream client.
 //! - [`privacy`]: client-IP pseudonyms, the header strip table, response hygiene.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and each feature's `/admin/...`.
+//! - [`expiry`]: expiring posts: policies, `expires_in`, the deletion scheduler.
 //! - [`store`]: durable state (the expiry schedule, sealed credentials) behind one trait.
 //! - [`metrics`], [`telemetry`], [`shutdown`], [`units`]: the small shared pieces.
 //!
@@ -28,6 +29,7 @@
 pub mod admin;
 pub mod check;
 pub mod config;
+pub mod expiry;
 pub mod metrics;
 pub mod privacy;
 pub mod proxy;

@@ -35,6 +35,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     admin::Admin,
     config::Config,
+    expiry::{
+        Expiry, ExpiryAdmin, ExpiryStage, PolicyReload, instance::Instance, scheduler::Scheduler, seal::Sealer,
+    },
+    store::{EmbeddedStore, Store},
     metrics::Metrics,
     privacy::{ClientIpStage, Pseudonymizer, hygiene::ResponseHygiene},
     proxy::{Stage, pipeline::Pipeline, upstream::Upstream},
@@ -52,6 +56,10 @@ pub enum ServerError {
     Token { path: String, source: io::Error },
     #[error("data dir {path}: {source}")]
     DataDir { path: String, source: io::Error },
+    #[error("expiry: {0}")]
+    Expiry(#[from] crate::expiry::ExpiryError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Addresses actually bound (port 0 in config → the port the OS chose).
@@ -75,7 +83,25 @@ pub async fn start(
     let pseudonymizer = Arc::new(Pseudonymizer::new(&config.file.client_ip));
     let tunnels = TaskTracker::new();
     let tunnel_cut = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let upstream = Upstream::new(&config, metrics.clone(), tunnels.clone(), tunnel_cut.clone());
+
+    // One durable store for every feature (the expiry schedule, the shield's senders).
+    let store: Arc<dyn Store> = {
+        let (dir, cache) = (data_dir.clone(), config.file.expiry.store_cache.0 as usize);
+        Arc::new(
+            tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, cache))
+                .await
+                .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??,
+        )
+    };
+    let expiry = if config.file.expiry.enabled {
+        let key_file = config.file.expiry.key_file(data_dir);
+        let sealer = Sealer::load_or_create(&key_file).map_err(crate::expiry::ExpiryError::from)?;
+        Some(Arc::new(Expiry::new(store.clone(), config.file.policies.clone(), sealer, config.file.expiry.clone())?))
+    } else {
+        None
+    };
 
     // The stage order, and why:
     let stages: Vec<Arc<dyn Stage>> = vec![
@@ -84,8 +110,15 @@ pub async fn start(
         // Before any stage spends work on a body (the shield stage goes here).
         // Before anything could forward a header: the instance must never see a client address.
         Arc::new(ClientIpStage),
-        // Media scrubbing and expiry follow (later issues).
+        // Media scrubbing follows here (later issue), then expiry.
     ];
+    let mut stages = stages;
+    if let Some(expiry) = &expiry {
+        // After client_ip (and media): a hidden post is answered before the instance is
+        // asked, and its response phase runs first on the way back, so the Status JSON it
+        // reads is the instance's own; `expires_in` is stripped last, just before upstream.
+        stages.push(Arc::new(ExpiryStage::new(expiry.clone())));
+    }
     let pipeline = Arc::new(Pipeline::new(&config, stages, upstream, pseudonymizer.clone(), metrics.clone()));
 
     let public = TcpListener::bind(config.file.public.listen)
@@ -109,6 +142,14 @@ pub async fn start(
     let token = crate::admin::load_or_create_token(&config.admin_token_file())
         .map_err(|source| ServerError::Token { path: config.admin_token_file().display().to_string(), source })?;
     let admin = Arc::new(Admin::new(token, metrics.clone(), &config));
+    if let Some(expiry) = &expiry {
+        admin.add_handler(Arc::new(ExpiryAdmin(expiry.clone())));
+        admin.add_reload(Arc::new(PolicyReload(expiry.clone())));
+        metrics.register(expiry.clone());
+        let instance = Instance::new(config.upstream.authority.clone(), config.file.expiry.request_timeout.get());
+        let scheduler = Scheduler::new(expiry.clone(), instance);
+        tasks.spawn(scheduler.run(shutdown.clone()));
+    }
 
     tracing::info!(
         public = %bound.public,
@@ -134,6 +175,10 @@ pub async fn start(
             tunnels.wait().await;
         }
         let _ = admin_task.await;
+        // The scheduler stops between items; an unfinished claim lapses and is retried.
+        tasks.close();
+        let _ = tokio::time::timeout(grace, tasks.wait()).await;
+        drop(store);
     });
     Ok((bound, handle))
 }

@@ -298,6 +298,7 @@ fn schedule_in(txn: &WriteTransaction, items: &[(Scheduled, Option<SealedCredent
                 flags: o.flags,
                 credential: item.credential.clone().or_else(|| o.credential.clone()),
                 created_at: o.created_at,
+                host: item.host.clone().or_else(|| o.host.clone()),
                 ..item.clone()
             },
             None => item.clone(),

@@ -147,6 +147,9 @@ pub struct Scheduled {
     pub flags: KeepFlags,
     /// When the state last changed.
     pub updated_at: UnixMs,
+    /// The `Host` the post was created through: the instance answers only to its own name.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 impl Scheduled {
@@ -171,6 +174,7 @@ impl Scheduled {
             reason: None,
             flags: KeepFlags::default(),
             updated_at: created_at,
+            host: None,
         }
     }
 }
