@@ -143,10 +143,11 @@ pub async fn start(
         .map_err(|source| ServerError::Token { path: config.admin_token_file().display().to_string(), source })?;
     let admin = Arc::new(Admin::new(token, metrics.clone(), &config));
     if let Some(expiry) = &expiry {
-        admin.add_handler(Arc::new(ExpiryAdmin(expiry.clone())));
+        let instance = Instance::new(config.upstream.authority.clone(), config.file.expiry.request_timeout.get());
+        let sweeper = (instance.clone(), config.file.local_domain.clone());
+        admin.add_handler(Arc::new(ExpiryAdmin::new(expiry.clone(), Some(sweeper))));
         admin.add_reload(Arc::new(PolicyReload(expiry.clone())));
         metrics.register(expiry.clone());
-        let instance = Instance::new(config.upstream.authority.clone(), config.file.expiry.request_timeout.get());
         let scheduler = Scheduler::new(expiry.clone(), instance);
         tasks.spawn(scheduler.run(shutdown.clone()));
     }

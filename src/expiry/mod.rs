@@ -15,6 +15,7 @@
 //! The author's token is sealed ([`seal`]) and stored once per token; the schedule lives in
 //! the [`crate::store::Store`], so a restart (or `kill -9`) resumes where it stopped.
 
+pub mod cli;
 pub mod edge;
 pub mod instance;
 pub mod observe;
@@ -47,6 +48,7 @@ use crate::{
 
 use observe::StatusAction;
 use policy::{Policies, PolicyError, PostFacts};
+use instance::Instance;
 use seal::{SealError, Sealer, Token};
 
 /// The rule name recorded for a per-post `expires_in`.
@@ -474,8 +476,12 @@ impl crate::admin::Reload for PolicyReload {
 }
 
 /// `GET /admin/expiry`: counts by state, next due, failures with reasons;
-/// `?state=pending&limit=50` lists items.
-pub struct ExpiryAdmin(pub Arc<Expiry>);
+/// `?state=pending&limit=50` lists items. `POST /admin/expiry/sweep` runs a sweep
+/// (`pavise expiry sweep` uses it while the relay holds the store).
+pub struct ExpiryAdmin {
+    core: Arc<Expiry>,
+    instance: Option<(Instance, Option<String>)>,
+}
 
 fn rfc3339(ms: UnixMs) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
@@ -490,8 +496,36 @@ fn item_json(s: &Scheduled) -> serde_json::Value {
 }
 
 impl ExpiryAdmin {
+    /// `instance` (with the instance's domain, if configured) enables the sweep endpoint.
+    pub fn new(core: Arc<Expiry>, instance: Option<(Instance, Option<String>)>) -> ExpiryAdmin {
+        ExpiryAdmin { core, instance }
+    }
+
+    async fn sweep(&self, body: &Bytes) -> Response {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct SweepRequest {
+            account: String,
+            token: String,
+            #[serde(default)]
+            dry_run: bool,
+        }
+        let Some((instance, host)) = &self.instance else {
+            return json_error(StatusCode::NOT_FOUND, "sweep is not available here");
+        };
+        let req: SweepRequest = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("sweep request: {e}")),
+        };
+        let token = Token::new(req.token);
+        match cli::run_sweep(&self.core, instance, host.as_deref(), &req.account, &token, req.dry_run).await {
+            Ok(report) => crate::admin::json(StatusCode::OK, serde_json::to_value(report).unwrap_or_default()),
+            Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        }
+    }
+
     pub async fn report(&self, state: Option<ExpiryState>, limit: usize) -> Result<serde_json::Value, StoreError> {
-        let store = &self.0.store;
+        let store = &self.core.store;
         let counts = store.counts().await?;
         let failures = store.list(Some(ExpiryState::Failed), 100).await?;
         let mut out = serde_json::json!({
@@ -499,7 +533,7 @@ impl ExpiryAdmin {
             "next_due": counts.next_due.map(rfc3339),
             "failures": failures.iter().map(item_json).collect::<Vec<_>>(),
             "credentials": store.credential_count().await?,
-            "rules": self.0.policies().rules.iter().map(|r| serde_json::json!({"name": r.name, "after": r.after.to_string()})).collect::<Vec<_>>(),
+            "rules": self.core.policies().rules.iter().map(|r| serde_json::json!({"name": r.name, "after": r.after.to_string()})).collect::<Vec<_>>(),
         });
         if let Some(state) = state {
             let items = store.list(Some(state), limit).await?;
@@ -517,12 +551,15 @@ impl crate::admin::AdminHandler for ExpiryAdmin {
     fn handle<'a>(
         &'a self,
         method: &'a Method,
-        _path: &'a str,
+        path: &'a str,
         query: Option<&'a str>,
-        _body: Bytes,
+        body: Bytes,
     ) -> StageFuture<'a, Response> {
         Box::pin(async move {
-            if method != Method::GET {
+            if method == Method::POST && path == "/admin/expiry/sweep" {
+                return self.sweep(&body).await;
+            }
+            if method != Method::GET || path != "/admin/expiry" {
                 return json_error(StatusCode::METHOD_NOT_ALLOWED, "GET only");
             }
             let mut state = None;
