@@ -54,6 +54,8 @@ pub struct FileConfig {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub media: crate::privacy::media::MediaConfig,
+    /// Post expiry: the key file, pacing, retries (rules are in the policies dir).
+    pub expiry: crate::expiry::ExpiryConfig,
 }
 
 impl Default for FileConfig {
@@ -70,6 +72,7 @@ impl Default for FileConfig {
             admin: AdminConfig::default(),
             log: LogConfig::default(),
             media: crate::privacy::media::MediaConfig::default(),
+            expiry: crate::expiry::ExpiryConfig::default(),
         }
     }
 }

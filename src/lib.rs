@@ -22,6 +22,8 @@
 //!   (arti-client); destination policy; fail closed.
 //! - [`privacy`]: client-IP pseudonyms, the header strip table, response hygiene.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and each feature's `/admin/...`.
+//! - [`expiry`]: expiring posts: policies, `expires_in`, the deletion scheduler.
+//! - [`store`]: durable state (the expiry schedule, sealed credentials) behind one trait.
 //! - [`metrics`], [`telemetry`], [`shutdown`], [`units`]: the small shared pieces.
 //!
 //! Dependencies point one way: `server` → `proxy` → stage modules → `store`, `config`.
@@ -30,10 +32,12 @@ pub mod admin;
 pub mod check;
 pub mod config;
 pub mod egress;
+pub mod expiry;
 pub mod metrics;
 pub mod privacy;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod units;

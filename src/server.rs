@@ -35,9 +35,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     admin::Admin,
     config::Config,
+    expiry::{Expiry, ExpiryAdmin, ExpiryStage, PolicyReload, instance::Instance, scheduler::Scheduler, seal::Sealer},
     metrics::Metrics,
     privacy::{ClientIpStage, Pseudonymizer, hygiene::ResponseHygiene, media::MediaStage},
     proxy::{Stage, pipeline::Pipeline, upstream::Upstream},
+    store::{EmbeddedStore, Store},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,10 @@ pub enum ServerError {
     DataDir { path: String, source: io::Error },
     #[error("egress: {0}")]
     Egress(#[from] crate::egress::EgressError),
+    #[error("expiry: {0}")]
+    Expiry(#[from] crate::expiry::ExpiryError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Addresses actually bound (port 0 in config → the port the OS chose).
@@ -78,6 +84,7 @@ pub async fn start(
     let pseudonymizer = Arc::new(Pseudonymizer::new(&config.file.client_ip));
     let tunnels = TaskTracker::new();
     let tunnel_cut = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let upstream = Upstream::new(&config, metrics.clone(), tunnels.clone(), tunnel_cut.clone());
 
     let media_stage =
@@ -87,6 +94,22 @@ pub async fn start(
         })?);
     metrics.register(media_stage.metrics());
     let media: Arc<dyn Stage> = media_stage;
+    // One durable store for every feature (the expiry schedule, the shield's senders).
+    let store: Arc<dyn Store> = {
+        let (dir, cache) = (data_dir.clone(), config.file.expiry.store_cache.0 as usize);
+        Arc::new(
+            tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, cache))
+                .await
+                .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??,
+        )
+    };
+    let expiry = if config.file.expiry.enabled {
+        let key_file = config.file.expiry.key_file(data_dir);
+        let sealer = Sealer::load_or_create(&key_file).map_err(crate::expiry::ExpiryError::from)?;
+        Some(Arc::new(Expiry::new(store.clone(), config.file.policies.clone(), sealer, config.file.expiry.clone())?))
+    } else {
+        None
+    };
 
     // The stage order, and why:
     let stages: Vec<Arc<dyn Stage>> = vec![
@@ -98,8 +121,14 @@ pub async fn start(
         // After the headers are clean and before anything is forwarded: every uploaded
         // file is scrubbed (or refused) before the instance sees a byte of the body.
         media,
-        // Media scrubbing and expiry follow (later issues).
     ];
+    let mut stages = stages;
+    if let Some(expiry) = &expiry {
+        // After client_ip (and media): a hidden post is answered before the instance is
+        // asked, and its response phase runs first on the way back, so the Status JSON it
+        // reads is the instance's own; `expires_in` is stripped last, just before upstream.
+        stages.push(Arc::new(ExpiryStage::new(expiry.clone())));
+    }
     let pipeline = Arc::new(Pipeline::new(&config, stages, upstream, pseudonymizer.clone(), metrics.clone()));
 
     let public = TcpListener::bind(config.file.public.listen)
@@ -131,6 +160,15 @@ pub async fn start(
     let token = crate::admin::load_or_create_token(&config.admin_token_file())
         .map_err(|source| ServerError::Token { path: config.admin_token_file().display().to_string(), source })?;
     let admin = Arc::new(Admin::new(token, metrics.clone(), &config));
+    if let Some(expiry) = &expiry {
+        let instance = Instance::new(config.upstream.authority.clone(), config.file.expiry.request_timeout.get());
+        let sweeper = (instance.clone(), config.file.local_domain.clone());
+        admin.add_handler(Arc::new(ExpiryAdmin::new(expiry.clone(), Some(sweeper))));
+        admin.add_reload(Arc::new(PolicyReload(expiry.clone())));
+        metrics.register(expiry.clone());
+        let scheduler = Scheduler::new(expiry.clone(), instance);
+        tasks.spawn(scheduler.run(shutdown.clone()));
+    }
 
     // Egress: the instance's own outbound federation, over Tor (bootstraps in the background).
     let egress = crate::egress::Egress::start(&config, shutdown.clone())?;
@@ -171,6 +209,10 @@ pub async fn start(
         }
         let _ = admin_task.await;
         let _ = egress_task.await;
+        // The scheduler stops between items; an unfinished claim lapses and is retried.
+        tasks.close();
+        let _ = tokio::time::timeout(grace, tasks.wait()).await;
+        drop(store);
     });
     Ok((bound, handle))
 }

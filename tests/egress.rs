@@ -210,9 +210,8 @@ fn socket_owner(local: SocketAddr, remote: SocketAddr) -> Option<(u32, String)> 
 fn parse_proc_addr(s: &str) -> Option<SocketAddr> {
     let (ip, port) = s.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
-    let words: Option<Vec<[u8; 4]>> = (0..ip.len() / 8)
-        .map(|i| u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16).ok().map(u32::to_le_bytes))
-        .collect();
+    let words: Option<Vec<[u8; 4]>> =
+        (0..ip.len() / 8).map(|i| u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16).ok().map(u32::to_le_bytes)).collect();
     let bytes: Vec<u8> = words?.concat();
     let ip: std::net::IpAddr = match bytes.len() {
         4 => <[u8; 4]>::try_from(bytes).ok()?.into(),
@@ -274,7 +273,11 @@ async fn wait_bootstrapped(p: &Pavise) {
         if metrics.contains("pavise_egress_tor_bootstrapped{mode=\"tor\"} 1") {
             return;
         }
-        assert!(Instant::now() < deadline, "arti did not bootstrap within 120 s; readyz: {:?}", admin_get(p, "/readyz").await);
+        assert!(
+            Instant::now() < deadline,
+            "arti did not bootstrap within 120 s; readyz: {:?}",
+            admin_get(p, "/readyz").await
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -312,7 +315,8 @@ async fn https_connect_reaches_the_destination_through_a_tor_exit() {
     let dest = tls_dest("dest.test").await;
     let port = dest.dest.port;
     let p = pavise_over_tor(&up, |f| f.egress.allow_ports.push(port)).await;
-    let (status, body) = get_retrying(&client(&p, Some(&dest.ca_pem)), &format!("https://dest.test:{port}/hello")).await;
+    let (status, body) =
+        get_retrying(&client(&p, Some(&dest.ca_pem)), &format!("https://dest.test:{port}/hello")).await;
     assert_eq!((status, body.as_str()), (200, "dest ok /hello\n"));
     dest.dest.assert_all_from_exits(tornet());
 

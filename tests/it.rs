@@ -9,4 +9,5 @@
 mod support;
 
 mod egress;
+mod expiry;
 mod proxy;

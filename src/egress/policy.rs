@@ -63,7 +63,10 @@ impl Host {
     /// Parses a host as it appears in an authority or a SOCKS request.
     pub fn parse(raw: &str) -> Result<Host, String> {
         if let Some(inner) = raw.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-            return inner.parse::<Ipv6Addr>().map(|ip| Host::Ip(IpAddr::V6(ip))).map_err(|_| format!("bad IPv6 literal {raw:?}"));
+            return inner
+                .parse::<Ipv6Addr>()
+                .map(|ip| Host::Ip(IpAddr::V6(ip)))
+                .map_err(|_| format!("bad IPv6 literal {raw:?}"));
         }
         if let Ok(ip) = raw.parse::<IpAddr>() {
             return Ok(Host::Ip(ip));
