@@ -53,6 +53,8 @@ pub struct FileConfig {
     pub egress: EgressConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// Rate limits and the wave shield: machinery here, rules in `policies/`.
+    pub shield: crate::shield::ShieldConfig,
 }
 
 impl Default for FileConfig {
@@ -68,6 +70,7 @@ impl Default for FileConfig {
             egress: EgressConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            shield: crate::shield::ShieldConfig::default(),
         }
     }
 }

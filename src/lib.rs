@@ -19,6 +19,7 @@
 //! - [`server`]: listeners, TLS, connection limits, graceful shutdown; wires the relay.
 //! - [`proxy`]: route classification, the [`proxy::Stage`] pipeline, the upstream client.
 //! - [`privacy`]: client-IP pseudonyms, the header strip table, response hygiene.
+//! - [`shield`]: keyed rate limits, the harassment-wave detector, the quarantine.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and each feature's `/admin/...`.
 //! - [`metrics`], [`telemetry`], [`shutdown`], [`units`]: the small shared pieces.
 //!
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod privacy;
 pub mod proxy;
 pub mod server;
+pub mod shield;
 pub mod shutdown;
 pub mod telemetry;
 pub mod units;

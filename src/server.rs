@@ -52,6 +52,8 @@ pub enum ServerError {
     Token { path: String, source: io::Error },
     #[error("data dir {path}: {source}")]
     DataDir { path: String, source: io::Error },
+    #[error(transparent)]
+    Shield(#[from] crate::shield::ShieldError),
 }
 
 /// Addresses actually bound (port 0 in config → the port the OS chose).
@@ -77,15 +79,27 @@ pub async fn start(
     let tunnel_cut = CancellationToken::new();
     let upstream = Upstream::new(&config, metrics.clone(), tunnels.clone(), tunnel_cut.clone());
 
+    // The shield's durable state (first-seen senders, the quarantine).
+    let shield_durable: Arc<dyn crate::shield::durable::ShieldDurable> =
+        Arc::new(crate::shield::durable::MemoryDurable::default());
+    let shield = if config.file.shield.enabled {
+        Some(crate::shield::Shield::new(&config, shield_durable, None)?)
+    } else {
+        None
+    };
+
     // The stage order, and why:
-    let stages: Vec<Arc<dyn Stage>> = vec![
+    let mut stages: Vec<Arc<dyn Stage>> = vec![
         // First, so its response phase runs last and sees every response, synthetic ones too.
         Arc::new(ResponseHygiene::new(&config.file.response_headers)),
-        // Before any stage spends work on a body (the shield stage goes here).
-        // Before anything could forward a header: the instance must never see a client address.
-        Arc::new(ClientIpStage),
-        // Media scrubbing and expiry follow (later issues).
     ];
+    // Before any stage spends work on a body: limits and the wave shield decide first.
+    if let Some(shield) = &shield {
+        stages.push(Arc::new(crate::shield::ShieldStage(shield.clone())));
+    }
+    // Before anything could forward a header: the instance must never see a client address.
+    stages.push(Arc::new(ClientIpStage));
+    // Media scrubbing and expiry follow (later issues).
     let pipeline = Arc::new(Pipeline::new(&config, stages, upstream, pseudonymizer.clone(), metrics.clone()));
 
     let public = TcpListener::bind(config.file.public.listen)
@@ -109,6 +123,12 @@ pub async fn start(
     let token = crate::admin::load_or_create_token(&config.admin_token_file())
         .map_err(|source| ServerError::Token { path: config.admin_token_file().display().to_string(), source })?;
     let admin = Arc::new(Admin::new(token, metrics.clone(), &config));
+    let shield_task = shield.map(|shield| {
+        admin.add_handler(Arc::new(crate::shield::ShieldAdmin(shield.clone())));
+        admin.add_reload(shield.clone());
+        metrics.register(shield.clone());
+        tokio::spawn(shield.run_housekeeping(shutdown.clone()))
+    });
 
     tracing::info!(
         public = %bound.public,
@@ -134,6 +154,9 @@ pub async fn start(
             tunnels.wait().await;
         }
         let _ = admin_task.await;
+        if let Some(task) = shield_task {
+            let _ = task.await;
+        }
     });
     Ok((bound, handle))
 }
