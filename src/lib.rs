@@ -21,6 +21,7 @@
 //! - [`privacy`]: client-IP pseudonyms, the header strip table, response hygiene.
 //! - [`shield`]: keyed rate limits, the harassment-wave detector, the quarantine.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and each feature's `/admin/...`.
+//! - [`store`]: durable state (the expiry schedule, sealed credentials) behind one trait.
 //! - [`metrics`], [`telemetry`], [`shutdown`], [`units`]: the small shared pieces.
 //!
 //! Dependencies point one way: `server` → `proxy` → stage modules → `store`, `config`.
@@ -34,5 +35,6 @@ pub mod proxy;
 pub mod server;
 pub mod shield;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod units;

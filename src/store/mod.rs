@@ -1,0 +1,260 @@
+//! Durable state: everything that must survive a restart or a `kill -9` goes through the
+//! [`Store`] trait — the expiry schedule and the sealed credentials it needs today, the
+//! shield's first-seen senders and quarantine later.
+//!
+//! Why a trait: one pavise node keeps its state in an embedded redb file in the data dir
+//! ([`embedded`], nothing to install); several nodes behind one load balancer will share
+//! a PostgreSQL database instead. So the trait speaks in pavise's own terms (status ids,
+//! deadlines, claims with leases), never in a backend's types, and its semantics are the
+//! ones PostgreSQL can give honestly:
+//! - every write is durable (fsync'd, or committed in PostgreSQL) when its future resolves:
+//!   the relay answers the client only after that;
+//! - work is *claimed* with a lease ([`ScheduleStore::claim_due`]): a node that dies while
+//!   holding a claim loses it when the lease runs out, and another node (or the same one,
+//!   restarted) claims the item again (`FOR UPDATE SKIP LOCKED` in PostgreSQL);
+//! - the methods are async (boxed futures, so the trait stays object-safe): the embedded
+//!   backend runs its blocking file I/O off the async workers.
+//!
+//! The trait is split by concern, one sub-trait per feature, and [`Store`] is their sum.
+//! A feature adds its own sub-trait here (and its tables in each backend) without touching
+//! the others' methods.
+
+pub mod embedded;
+
+use std::{future::Future, pin::Pin};
+
+use serde::{Deserialize, Serialize};
+
+pub use embedded::EmbeddedStore;
+
+/// Milliseconds since the Unix epoch: the one time unit stored (portable across nodes,
+/// unlike `Instant`).
+pub type UnixMs = u64;
+
+/// The current wall-clock time in [`UnixMs`].
+pub fn now_ms() -> UnixMs {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What the store could not do. Cloneable: one failed batch commit answers every waiter.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("store backend: {0}")]
+    Backend(String),
+    #[error("store record {key:?} is unreadable: {message}")]
+    Corrupt { key: String, message: String },
+    #[error("the store is shut down")]
+    Closed,
+}
+
+/// A boxed future of a store result, for the object-safe traits below.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The whole durable state. Sections: [`ScheduleStore`] + [`CredentialStore`] (expiry).
+/// The shield adds its own sub-trait (first-seen senders, quarantine) to this list.
+pub trait Store: ScheduleStore + CredentialStore + Send + Sync + 'static {}
+
+impl<T: ScheduleStore + CredentialStore + Send + Sync + 'static> Store for T {}
+
+// ---------------------------------------------------------------------------------------
+// Expiry: the deletion schedule.
+// ---------------------------------------------------------------------------------------
+
+/// Where one scheduled deletion stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpiryState {
+    /// Waiting for its deadline (or for its next attempt after a retryable failure).
+    Pending,
+    /// A scheduler holds it until `lease_until`; then it is due again.
+    Claimed,
+    /// Deleted through the instance's API (or the instance said it was already gone).
+    Deleted,
+    /// A keep rule held at the deadline (pinned, favourited, ...). Re-checked when the
+    /// author undoes what kept it.
+    Kept,
+    /// Cannot go on without a person: e.g. the author's token was revoked. Retried when a
+    /// new token for the account appears.
+    Failed,
+    /// No longer scheduled: the author deleted the post, or an edit matched no rule.
+    Cancelled,
+}
+
+impl ExpiryState {
+    pub const ALL: [ExpiryState; 6] = [
+        ExpiryState::Pending,
+        ExpiryState::Claimed,
+        ExpiryState::Deleted,
+        ExpiryState::Kept,
+        ExpiryState::Failed,
+        ExpiryState::Cancelled,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ExpiryState::Pending => "pending",
+            ExpiryState::Claimed => "claimed",
+            ExpiryState::Deleted => "deleted",
+            ExpiryState::Kept => "kept",
+            ExpiryState::Failed => "failed",
+            ExpiryState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ExpiryState> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Whether the item still needs the author's credential.
+    pub fn needs_credential(self) -> bool {
+        matches!(self, ExpiryState::Pending | ExpiryState::Claimed | ExpiryState::Failed | ExpiryState::Kept)
+    }
+}
+
+/// Keep conditions the author set through pavise (pin, favourite, bookmark of their own
+/// post). The scheduler re-reads the real values from the instance before deleting; these
+/// let the edge and the admin view know without asking.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeepFlags {
+    pub pinned: bool,
+    pub favourited: bool,
+    pub bookmarked: bool,
+}
+
+/// One scheduled deletion, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scheduled {
+    /// The instance's status id (a string: snowflakes in Mastodon, ULIDs elsewhere).
+    pub status_id: String,
+    /// The author's local username.
+    pub account: String,
+    /// The policy rule that scheduled it, or `expires_in` for a per-post expiry.
+    pub rule: String,
+    pub created_at: UnixMs,
+    /// When the post stops being served and becomes due for deletion.
+    pub deadline: UnixMs,
+    pub state: ExpiryState,
+    /// When it is next due (pending), or when the current claim runs out (claimed).
+    pub next_attempt: UnixMs,
+    /// Failed attempts so far (rate-limit waits do not count).
+    pub attempts: u32,
+    /// The sealed credential that can delete it.
+    pub credential: Option<String>,
+    /// Why it is failed, kept, cancelled, or why the last attempt did not work.
+    pub reason: Option<String>,
+    pub flags: KeepFlags,
+    /// When the state last changed.
+    pub updated_at: UnixMs,
+}
+
+impl Scheduled {
+    /// A fresh pending item.
+    pub fn pending(
+        status_id: impl Into<String>,
+        account: impl Into<String>,
+        rule: impl Into<String>,
+        created_at: UnixMs,
+        deadline: UnixMs,
+    ) -> Scheduled {
+        Scheduled {
+            status_id: status_id.into(),
+            account: account.into(),
+            rule: rule.into(),
+            created_at,
+            deadline,
+            state: ExpiryState::Pending,
+            next_attempt: deadline,
+            attempts: 0,
+            credential: None,
+            reason: None,
+            flags: KeepFlags::default(),
+            updated_at: created_at,
+        }
+    }
+}
+
+/// An author's bearer token, sealed (see `expiry::seal`): the store never holds it in
+/// clear. One copy per token, shared by every item that needs it, dropped with the last.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedCredential {
+    /// A keyed fingerprint of the token (not the token; not reversible).
+    pub id: String,
+    pub account: String,
+    /// Nonce and ciphertext.
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedCredential").field("id", &self.id).field("account", &self.account).finish_non_exhaustive()
+    }
+}
+
+/// How one claimed item ended (or why it goes back to waiting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Deleted, or already gone (404).
+    Deleted,
+    /// A keep rule held.
+    Kept(String),
+    /// A retryable failure (5xx, timeout): try again at `at`; counts as an attempt.
+    Retry { at: UnixMs, reason: String },
+    /// Not an attempt: wait for the account's rate-limit window (or a pause) until `at`.
+    Defer { at: UnixMs },
+    /// Needs a person (revoked token, ...): parked until a new credential appears.
+    Failed(String),
+    /// Not to be deleted any more (the author deleted it; an edit matched no rule).
+    Cancelled(String),
+}
+
+/// Counts by state plus the earliest pending deadline, for `/admin/expiry` and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ScheduleCounts {
+    pub by_state: std::collections::BTreeMap<String, u64>,
+    pub next_due: Option<UnixMs>,
+}
+
+/// The expiry schedule. Every write is durable when its future resolves.
+pub trait ScheduleStore: Send + Sync {
+    /// Inserts (or re-times) items together with the credentials they need, in one durable
+    /// commit. An existing item in a final state (deleted, cancelled) is left alone; a live
+    /// one takes the new rule, deadline and credential. When a credential is new for its
+    /// account, the account's failed items are re-queued with it. Returns how many
+    /// failed items were re-queued that way.
+    fn schedule(&self, items: Vec<(Scheduled, Option<SealedCredential>)>) -> StoreFuture<'_, u64>;
+
+    /// The item for one status, in any state.
+    fn lookup<'a>(&'a self, status_id: &'a str) -> StoreFuture<'a, Option<Scheduled>>;
+
+    /// Claims up to `limit` items due at `now` (pending, or claimed with a lapsed lease)
+    /// until `now + lease_ms`, oldest due first.
+    fn claim_due(&self, now: UnixMs, limit: usize, lease_ms: u64) -> StoreFuture<'_, Vec<Scheduled>>;
+
+    /// When the next pending or claimed item falls due, if any.
+    fn next_due(&self) -> StoreFuture<'_, Option<UnixMs>>;
+
+    /// Records how a claimed (or any live) item ended. Final outcomes drop the item's
+    /// credential when nothing else needs it. Returns false when there is no such item.
+    fn settle<'a>(&'a self, status_id: &'a str, outcome: Outcome) -> StoreFuture<'a, bool>;
+
+    /// Records keep flags the author changed through pavise. A kept item whose flags
+    /// changed goes back to pending (due now) so the scheduler re-checks it.
+    fn set_flags<'a>(&'a self, status_id: &'a str, flags: KeepFlags) -> StoreFuture<'a, bool>;
+
+    /// Counts by state and the next due time.
+    fn counts(&self) -> StoreFuture<'_, ScheduleCounts>;
+
+    /// Up to `limit` items, optionally in one state, ordered by status id.
+    fn list(&self, state: Option<ExpiryState>, limit: usize) -> StoreFuture<'_, Vec<Scheduled>>;
+}
+
+/// Sealed bearer tokens (expiry's deletion credentials).
+pub trait CredentialStore: Send + Sync {
+    fn credential<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SealedCredential>>;
+    /// The most recent credential seen for an account.
+    fn account_credential<'a>(&'a self, account: &'a str) -> StoreFuture<'a, Option<SealedCredential>>;
+    /// How many sealed credentials are stored (each is one distinct token).
+    fn credential_count(&self) -> StoreFuture<'_, u64>;
+}
