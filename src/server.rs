@@ -79,11 +79,15 @@ pub async fn start(
     let tunnel_cut = CancellationToken::new();
     let upstream = Upstream::new(&config, metrics.clone(), tunnels.clone(), tunnel_cut.clone());
 
-    // The shield's durable state (first-seen senders, the quarantine).
-    let shield_durable: Arc<dyn crate::shield::durable::ShieldDurable> =
-        Arc::new(crate::shield::durable::MemoryDurable::default());
+    // The durable store (shield section: first-seen senders, the quarantine). When the
+    // expiry wiring lands, both features take their `Arc` from this one handle: redb
+    // allows one open per file and process.
+    let store = Arc::new(
+        crate::store::EmbeddedStore::open(data_dir, 16 << 20)
+            .map_err(|e| ServerError::DataDir { path: data_dir.display().to_string(), source: io::Error::other(e) })?,
+    );
     let shield = if config.file.shield.enabled {
-        Some(crate::shield::Shield::new(&config, shield_durable, None)?)
+        Some(crate::shield::Shield::new(&config, store.clone(), None)?)
     } else {
         None
     };

@@ -6,7 +6,7 @@
 //! - [`signature`]: who signed a federation delivery, verified against the actor's key;
 //! - [`wave`]: mentions of local accounts, the per-account wave detector;
 //! - [`quarantine`]: store-and-forward for senders that give up quickly;
-//! - [`durable`]: first-seen senders and held deliveries, through the store.
+//! Durable state (first-seen senders, held deliveries) goes through [`crate::store::ShieldStore`].
 //!
 //! What a request gets:
 //! - over a `[[limit]]`: 429 with `Retry-After` and Mastodon's `X-RateLimit-*` headers;
@@ -18,7 +18,6 @@
 //!   allocation; only inbox deliveries are buffered (≤ 1 MB, Mastodon's own cap) and
 //!   forwarded as the very same bytes.
 
-pub mod durable;
 pub mod limiter;
 pub mod policy;
 pub mod quarantine;
@@ -42,10 +41,9 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use self::{
-    durable::{HeldState, ShieldDurable},
     limiter::{Denied, KeyHasher, Limiter},
     policy::{KeyKind, ShieldPolicy, WaveAction},
-    quarantine::{Quarantine, Replay, unix_now},
+    quarantine::{Quarantine, Replay},
     signature::{KeyFetcher, Signed, Verdict, Verifier},
     wave::WaveDetector,
 };
@@ -54,6 +52,7 @@ use crate::{
     config::Config,
     metrics::MetricsSource,
     proxy::{Flow, ProxyError, Request, RequestCtx, Response, RouteClass, Stage, StageFuture, error::json_error},
+    store::{HeldState, ShieldStore, now_ms},
     units::Span,
 };
 
@@ -109,7 +108,7 @@ impl Default for ShieldConfig {
             key_fetch_timeout: Span::secs(10),
             key_cache_ttl: Span::secs(3600),
             key_cache_entries: 10_000,
-            wave_accounts: 100_000,
+            wave_accounts: 10_000,
             familiar_cache: 100_000,
             housekeeping: Span::secs(10),
         }
@@ -167,16 +166,22 @@ struct Stats {
 struct Familiarity {
     cache: moka::sync::Cache<String, u64>,
     pending: std::sync::Mutex<Vec<(String, u64)>>,
-    durable: Arc<dyn ShieldDurable>,
+    durable: Arc<dyn ShieldStore>,
 }
 
 impl Familiarity {
-    /// When `actor` was first seen (recording now if never).
-    fn first_seen(&self, actor: &str, now: u64) -> u64 {
+    /// When `actor` was first seen, in unix ms (recording now if never).
+    async fn first_seen(&self, actor: &str, now: u64) -> u64 {
         if let Some(t) = self.cache.get(actor) {
             return t;
         }
-        let stored = self.durable.first_seen(&[actor]).ok().and_then(|v| v.into_iter().next().flatten());
+        let stored = match self.durable.first_seen(actor).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read first-seen senders; treating the sender as new");
+                None
+            }
+        };
         let t = match stored {
             Some(t) => t,
             None => {
@@ -193,13 +198,13 @@ impl Familiarity {
         t
     }
 
-    fn flush(&self) -> Result<usize, ShieldError> {
+    async fn flush(&self) -> Result<usize, ShieldError> {
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         if batch.is_empty() {
             return Ok(0);
         }
         let n = batch.len();
-        self.durable.record_first_seen(&batch)?;
+        self.durable.record_first_seen(batch).await?;
         Ok(n)
     }
 }
@@ -235,7 +240,7 @@ impl Shield {
     /// Loads the policies; fails (naming file and key) when they are invalid.
     pub fn new(
         config: &Config,
-        durable: Arc<dyn ShieldDurable>,
+        durable: Arc<dyn ShieldStore>,
         fetcher: Option<Arc<dyn KeyFetcher>>,
     ) -> Result<Arc<Shield>, ShieldError> {
         let cfg = config.file.shield.clone();
@@ -359,16 +364,19 @@ impl Shield {
             Self::tally(&self.domains, &domain).limited.fetch_add(1, Relaxed);
             return Ok(Flow::Respond(too_many(&denied)));
         }
-        let now_unix = unix_now();
+        let now_ms = now_ms();
         let wave = &active.policy.wave;
         let actor = match &verdict {
             Verdict::Verified { actor, .. } => Some(actor.as_str()),
             Verdict::Unverified => None,
         };
         // Every verified delivery is remembered: that is what makes a sender familiar later.
-        let familiar = actor.is_some_and(|a| {
-            now_unix.saturating_sub(self.familiar.first_seen(a, now_unix)) >= wave.familiar_after.as_secs()
-        });
+        let familiar = match actor {
+            Some(a) => {
+                now_ms.saturating_sub(self.familiar.first_seen(a, now_ms).await) >= wave.familiar_after.as_millis() as u64
+            }
+            None => false,
+        };
         if !wave.enabled || familiar {
             self.stats.passed.fetch_add(1, Relaxed);
             return Ok(Flow::Continue(req));
@@ -435,7 +443,7 @@ impl Shield {
                     Verdict::Verified { domain, .. } => domain.clone(),
                     Verdict::Unverified => domain.clone(),
                 };
-                match self.quarantine.hold(&parts.method, path, &headers, &bytes, &durable_domain, targets.clone()) {
+                match self.quarantine.hold(&parts.method, path, &headers, &bytes, &durable_domain, targets.clone()).await {
                     Ok(_) => {
                         self.stats.held.fetch_add(1, Relaxed);
                         tally(|t| &t.held);
@@ -471,7 +479,7 @@ impl Shield {
         for l in &active.limiters {
             l.housekeep();
         }
-        if let Err(e) = self.familiar.flush() {
+        if let Err(e) = self.familiar.flush().await {
             tracing::error!(error = %e, "could not record first-seen senders");
         }
         let release_within = active.policy.wave.release_within;
@@ -495,7 +503,7 @@ impl Shield {
                 _ = tick.tick() => self.housekeep().await,
             }
         }
-        let _ = self.familiar.flush();
+        let _ = self.familiar.flush().await;
     }
 
     /// Re-reads the policy directory; the previous policies stay on error.
@@ -511,7 +519,7 @@ impl Shield {
     }
 
     /// The `/admin/shield` report.
-    pub fn report(&self) -> serde_json::Value {
+    pub async fn report(&self) -> serde_json::Value {
         let now = Instant::now();
         let active = self.active();
         let shields: Vec<serde_json::Value> = self
@@ -537,6 +545,7 @@ impl Shield {
         let held: Vec<serde_json::Value> = self
             .quarantine
             .list()
+            .await
             .unwrap_or_default()
             .iter()
             .map(|h| {
@@ -550,6 +559,7 @@ impl Shield {
         let audit: Vec<serde_json::Value> = self
             .quarantine
             .audit_log(100)
+            .await
             .unwrap_or_default()
             .into_iter()
             .map(|a| serde_json::json!({ "at": a.at, "id": a.id.to_string(), "domain": a.domain, "action": a.action, "detail": a.detail }))
@@ -686,7 +696,7 @@ impl AdminHandler for ShieldAdmin {
             let rest = path.trim_start_matches("/admin/shield").trim_matches('/');
             let parts: Vec<&str> = rest.split('/').collect();
             match (method, parts.as_slice()) {
-                (&Method::GET, [""]) => json(StatusCode::OK, self.0.report()),
+                (&Method::GET, [""]) => json(StatusCode::OK, self.0.report().await),
                 (&Method::POST, ["held", id, action]) => {
                     let Ok(id) = id.parse::<u64>() else { return json_error(StatusCode::BAD_REQUEST, "bad id") };
                     match *action {
@@ -697,7 +707,7 @@ impl AdminHandler for ShieldAdmin {
                             Ok(None) => json_error(StatusCode::NOT_FOUND, "no such held delivery"),
                             Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
                         },
-                        "drop" => match self.0.quarantine.drop_held(id) {
+                        "drop" => match self.0.quarantine.drop_held(id).await {
                             Ok(true) => json(StatusCode::OK, serde_json::json!({ "dropped": true })),
                             Ok(false) => json_error(StatusCode::NOT_FOUND, "no such held delivery"),
                             Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),

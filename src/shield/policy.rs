@@ -67,7 +67,8 @@ struct RawLimit {
     /// Extension: only these methods count (default: every method).
     #[serde(default)]
     methods: Vec<String>,
-    /// Extension: only paths starting with one of these count (default: the whole route class).
+    /// Extension: only paths starting with one of these count (default: the whole route
+    /// class); a trailing `$` means this exact path (with or without `.json`).
     #[serde(default)]
     paths: Vec<String>,
 }
@@ -104,8 +105,12 @@ impl LimitRule {
     }
 }
 
-/// `/auth` matches `/auth` and `/auth/sign_in`, not `/authors`.
+/// `/auth` matches `/auth` and `/auth/sign_in`, not `/authors`; `/auth$` only `/auth`
+/// (and `/auth.json`).
 fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    if let Some(exact) = prefix.strip_suffix('$') {
+        return path == exact || path.strip_prefix(exact) == Some(".json");
+    }
     match path.strip_prefix(prefix) {
         Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('.') || prefix.ends_with('/'),
         None => false,
@@ -453,6 +458,17 @@ action           = "defer"
         assert!(!l[0].matches(&http::Method::POST, "/auth/sign_up"));
         assert!(path_has_prefix("/api/v1/accounts", "/api/v1/accounts"));
         assert!(!path_has_prefix("/api/v1/accountsx", "/api/v1/accounts"));
+        assert!(path_has_prefix("/auth", "/auth$") && path_has_prefix("/auth.json", "/auth$"));
+        assert!(!path_has_prefix("/auth/sign_in", "/auth$"));
+    }
+
+    #[test]
+    fn shipped_policies_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let p = load_dir(&dir).unwrap();
+        assert!(p.limits.iter().any(|l| l.name == "sign-ups" && l.count == 5));
+        assert!(p.limits.iter().any(|l| l.route == RouteClass::Inbox && l.key == KeyKind::RemoteDomain));
+        assert!(p.wave.enabled);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
@@ -25,13 +25,13 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 
-use super::{
-    ShieldError,
-    durable::{AuditRecord, HeldDelivery, HeldState, ShieldDurable},
-};
+use super::ShieldError;
+use crate::store::{AuditRecord, HeldDelivery, HeldState, ShieldStore, StoreError, now_ms};
 
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+impl From<StoreError> for ShieldError {
+    fn from(e: StoreError) -> Self {
+        ShieldError::Store(e.to_string())
+    }
 }
 
 /// What a replay to the instance came to.
@@ -46,29 +46,29 @@ pub enum Replay {
 }
 
 pub struct Quarantine {
-    durable: Arc<dyn ShieldDurable>,
+    durable: Arc<dyn ShieldStore>,
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: http::uri::Authority,
     next_id: AtomicU64,
 }
 
 impl Quarantine {
-    pub fn new(durable: Arc<dyn ShieldDurable>, upstream: http::uri::Authority) -> Quarantine {
+    pub fn new(durable: Arc<dyn ShieldStore>, upstream: http::uri::Authority) -> Quarantine {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        // Ids stay unique across restarts: start past the largest stored one, and past now.
-        let max_stored = durable.list_held().ok().and_then(|h| h.iter().map(|d| d.id).max()).unwrap_or(0);
-        let seed = (unix_now() << 20).max(max_stored + 1);
+        // Ids stay unique and increasing across restarts: milliseconds since the epoch,
+        // times 1024 (a restart would need over 1024 holds per millisecond to collide).
+        let seed = now_ms() << 10;
         Quarantine {
             durable,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new()).set_host(false).build(connector),
             upstream,
             next_id: AtomicU64::new(seed),
         }
     }
 
     /// Keeps a delivery; `headers` must already be free of client-IP headers.
-    pub fn hold(
+    pub async fn hold(
         &self,
         method: &http::Method,
         path_and_query: &str,
@@ -83,10 +83,10 @@ impl Quarantine {
             .and_then(|v| v.to_str().ok())
             .and_then(|d| httpdate::parse_http_date(d).ok())
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs());
+            .map(|d| d.as_millis() as u64);
         let held = HeldDelivery {
             id,
-            received: unix_now(),
+            received: now_ms(),
             date,
             method: method.as_str().to_owned(),
             path_and_query: path_and_query.to_owned(),
@@ -96,28 +96,28 @@ impl Quarantine {
             targets,
             state: HeldState::Held,
         };
-        self.durable.put_held(&held)?;
-        self.audit(&held, "held", "accepted (202) during a wave; the sender does not retry long")?;
+        let audit = record(&held, "held", "accepted (202) during a wave; the sender does not retry long");
+        self.durable.put_held(held, audit).await?;
         Ok(id)
     }
 
-    pub fn list(&self) -> Result<Vec<HeldDelivery>, ShieldError> {
-        self.durable.list_held()
+    pub async fn list(&self) -> Result<Vec<HeldDelivery>, ShieldError> {
+        Ok(self.durable.list_held().await?)
     }
 
-    pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, ShieldError> {
-        self.durable.audit_log(limit)
+    pub async fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, ShieldError> {
+        Ok(self.durable.audit_log(limit).await?)
     }
 
-    fn audit(&self, held: &HeldDelivery, action: &str, detail: &str) -> Result<(), ShieldError> {
-        tracing::info!(id = held.id, domain = %held.domain, action, detail, "quarantine");
-        self.durable.audit(&AuditRecord {
-            at: unix_now(),
-            id: held.id,
-            domain: held.domain.clone(),
-            action: action.to_owned(),
-            detail: detail.to_owned(),
-        })
+    /// Marks a delivery kept for the admin.
+    async fn keep(&self, mut held: HeldDelivery, detail: &str) -> Result<(), ShieldError> {
+        held.state = HeldState::Kept;
+        let audit = record(&held, "kept", detail);
+        Ok(self.durable.put_held(held, audit).await?)
+    }
+
+    async fn remove(&self, held: &HeldDelivery, action: &str, detail: &str) -> Result<bool, ShieldError> {
+        Ok(self.durable.remove_held(held.id, record(held, action, detail)).await?.is_some())
     }
 
     /// Sends a held delivery to the instance, byte for byte.
@@ -153,16 +153,14 @@ impl Quarantine {
         shielded: impl Fn(&[String]) -> bool,
     ) -> Result<TickReport, ShieldError> {
         let mut report = TickReport::default();
-        let now = unix_now();
-        for mut held in self.durable.list_held()? {
+        let now = now_ms();
+        for held in self.durable.list_held().await? {
             if held.state != HeldState::Held {
                 continue;
             }
-            let deadline = held.date.unwrap_or(held.received).saturating_add(release_within.as_secs());
+            let deadline = held.date.unwrap_or(held.received).saturating_add(release_within.as_millis() as u64);
             if now >= deadline {
-                held.state = HeldState::Kept;
-                self.durable.put_held(&held)?;
-                self.audit(&held, "kept", "the wave outlasted the signature window; kept for the admin")?;
+                self.keep(held, "the wave outlasted the signature window; kept for the admin").await?;
                 report.kept += 1;
                 continue;
             }
@@ -171,14 +169,11 @@ impl Quarantine {
             }
             match self.replay(&held).await {
                 Replay::Delivered(status) => {
-                    self.durable.remove_held(held.id)?;
-                    self.audit(&held, "released", &format!("the wave passed; the instance answered {status}"))?;
+                    self.remove(&held, "released", &format!("the wave passed; the instance answered {status}")).await?;
                     report.released += 1;
                 }
                 Replay::Refused(status) => {
-                    held.state = HeldState::Kept;
-                    self.durable.put_held(&held)?;
-                    self.audit(&held, "kept", &format!("the instance refused the release ({status}); kept for the admin"))?;
+                    self.keep(held, &format!("the instance refused the release ({status}); kept for the admin")).await?;
                     report.kept += 1;
                 }
                 Replay::Later(why) => {
@@ -192,33 +187,33 @@ impl Quarantine {
 
     /// Admin: release one delivery now, whatever the shield says.
     pub async fn release(&self, id: u64) -> Result<Option<Replay>, ShieldError> {
-        let Some(mut held) = self.durable.list_held()?.into_iter().find(|h| h.id == id) else { return Ok(None) };
+        let Some(held) = self.durable.held(id).await? else { return Ok(None) };
         let result = self.replay(&held).await;
         match &result {
             Replay::Delivered(status) => {
-                self.durable.remove_held(id)?;
-                self.audit(&held, "released", &format!("released by the admin; the instance answered {status}"))?;
+                self.remove(&held, "released", &format!("released by the admin; the instance answered {status}")).await?;
             }
             Replay::Refused(status) => {
-                held.state = HeldState::Kept;
-                self.durable.put_held(&held)?;
-                self.audit(&held, "release-refused", &format!("the admin's release was refused ({status})"))?;
+                self.keep(held, &format!("the admin's release was refused by the instance ({status})")).await?;
             }
-            Replay::Later(why) => self.audit(&held, "release-failed", why)?,
+            Replay::Later(why) => {
+                let audit = record(&held, "release-failed", why);
+                self.durable.put_held(held, audit).await?;
+            }
         }
         Ok(Some(result))
     }
 
     /// Admin: drop one delivery (with an audit record).
-    pub fn drop_held(&self, id: u64) -> Result<bool, ShieldError> {
-        match self.durable.remove_held(id)? {
-            Some(held) => {
-                self.audit(&held, "dropped", "dropped by the admin")?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+    pub async fn drop_held(&self, id: u64) -> Result<bool, ShieldError> {
+        let Some(held) = self.durable.held(id).await? else { return Ok(false) };
+        self.remove(&held, "dropped", "dropped by the admin").await
     }
+}
+
+fn record(held: &HeldDelivery, action: &str, detail: &str) -> AuditRecord {
+    tracing::info!(id = held.id, domain = %held.domain, action, detail, "quarantine");
+    AuditRecord { at: now_ms(), id: held.id, domain: held.domain.clone(), action: action.to_owned(), detail: detail.to_owned() }
 }
 
 trait OrLog {

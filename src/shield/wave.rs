@@ -104,12 +104,16 @@ fn local_account(url: &str, local_host: &str) -> Option<String> {
 pub struct WaveDetector {
     windows: moka::sync::Cache<String, Arc<Mutex<Window>>>,
     shields: moka::sync::Cache<String, Instant>,
+    /// Timestamps in windows are seconds since this, to keep entries small.
+    epoch: Instant,
 }
 
 #[derive(Default)]
 struct Window {
-    /// Sender (keyed hash) → when it last mentioned the account.
-    senders: HashMap<u64, Instant>,
+    /// Sender (keyed hash) → when it *first* mentioned the account (seconds since epoch).
+    /// A sender's retries do not count again: after a wave, the deferred senders coming
+    /// back are the wave's tail, not a new wave.
+    senders: HashMap<u64, u32>,
 }
 
 /// What observing one mention did.
@@ -126,10 +130,20 @@ impl WaveDetector {
         WaveDetector {
             windows: moka::sync::Cache::builder().max_capacity(accounts).time_to_idle(max_shield).build(),
             shields: moka::sync::Cache::builder().max_capacity(accounts).time_to_live(max_shield).build(),
+            epoch: Instant::now(),
         }
     }
 
-    /// Counts an unfamiliar `sender` mentioning `account`.
+    /// How many senders one account remembers at most: enough to see the threshold crossed
+    /// and to recognise the wave's senders when they retry, small enough that 10,000
+    /// accounts under attack cost tens of megabytes.
+    pub fn per_account_cap(distinct: usize) -> usize {
+        distinct.saturating_mul(8).max(256)
+    }
+
+    /// Counts an unfamiliar `sender` mentioning `account`. A sender is remembered for
+    /// `window + shield_for`; it counts toward a wave while its first mention is inside
+    /// `window`. The shield is raised (or extended) only by senders new to the account.
     pub fn observe(
         &self,
         account: &str,
@@ -139,25 +153,30 @@ impl WaveDetector {
         distinct: usize,
         shield_for: Duration,
     ) -> Observed {
+        let secs = |t: Instant| u32::try_from(t.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX);
+        let now_s = secs(now);
+        let window_s = u32::try_from(window.as_secs()).unwrap_or(u32::MAX).max(1);
+        let memory_s = u32::try_from((window + shield_for).as_secs()).unwrap_or(u32::MAX).max(1);
         let win = self.windows.get_with_by_ref(account, || Arc::new(Mutex::new(Window::default())));
-        let count = {
+        let (is_new, count) = {
             let mut w = win.lock().unwrap_or_else(|e| e.into_inner());
-            w.senders.retain(|_, at| now.saturating_duration_since(*at) < window);
-            w.senders.insert(sender, now);
-            // Bounded: past the threshold, more entries change nothing but memory.
-            let cap = distinct.saturating_mul(2).saturating_add(16);
-            if w.senders.len() > cap
-                && let Some(oldest) = w.senders.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k)
-            {
-                w.senders.remove(&oldest);
+            w.senders.retain(|_, first| now_s.saturating_sub(*first) < memory_s);
+            let is_new = !w.senders.contains_key(&sender);
+            if is_new {
+                if w.senders.len() >= Self::per_account_cap(distinct)
+                    && let Some(oldest) = w.senders.iter().min_by_key(|(_, first)| **first).map(|(k, _)| *k)
+                {
+                    w.senders.remove(&oldest);
+                }
+                w.senders.insert(sender, now_s);
             }
-            w.senders.len()
+            let count = w.senders.values().filter(|first| now_s.saturating_sub(**first) < window_s).count();
+            (is_new, count)
         };
-        if count > distinct {
-            let until = now + shield_for;
+        if is_new && count > distinct {
             let raised = self.shield_until(account, now).is_none();
-            // Extend while the wave goes on.
-            self.shields.insert(account.to_owned(), until);
+            // Extend while new senders keep coming.
+            self.shields.insert(account.to_owned(), now + shield_for);
             if raised {
                 tracing::warn!(account, senders = count, ?shield_for, "mention wave: account shielded");
                 return Observed::ShieldRaised;
@@ -235,6 +254,7 @@ mod tests {
         // The same sender again changes nothing.
         assert_eq!(d.observe("alice", 4, now, w, 5, s), Observed::Calm);
         assert!(d.shield_until("alice", now).is_none());
+        assert!(d.shield_until("alice", now).is_none());
         assert_eq!(d.observe("alice", 99, now, w, 5, s), Observed::ShieldRaised);
         assert!(d.shield_until("alice", now).is_some());
         assert!(d.shield_until("bob", now).is_none());
@@ -254,11 +274,28 @@ mod tests {
     }
 
     #[test]
+    fn retries_after_the_shield_do_not_raise_it_again() {
+        let d = WaveDetector::new(1000, Duration::from_secs(3600));
+        let t0 = Instant::now();
+        let (w, s) = (Duration::from_secs(600), Duration::from_secs(5));
+        for sender in 0..200 {
+            d.observe("alice", sender, t0, w, 20, s);
+        }
+        assert!(d.shield_until("alice", t0).is_some());
+        let later = t0 + Duration::from_secs(6);
+        assert!(d.shield_until("alice", later).is_none());
+        for sender in 0..200 {
+            assert_eq!(d.observe("alice", sender, later, w, 20, s), Observed::Calm);
+        }
+        assert!(d.shield_until("alice", later).is_none());
+    }
+
+    #[test]
     fn memory_stays_bounded() {
         let d = WaveDetector::new(1000, Duration::from_secs(3600));
         let now = Instant::now();
         for i in 0..1_000_000u64 {
-            // A million fresh senders, on 10,000 made-up accounts.
+            // A million fresh senders, on 10,000 made-up accounts (each window capped at 256).
             let account = format!("victim{}", i % 10_000);
             d.observe(&account, i, now, Duration::from_secs(600), 20, Duration::from_secs(60));
         }
