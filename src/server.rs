@@ -86,11 +86,8 @@ pub async fn start(
         crate::store::EmbeddedStore::open(data_dir, 16 << 20)
             .map_err(|e| ServerError::DataDir { path: data_dir.display().to_string(), source: io::Error::other(e) })?,
     );
-    let shield = if config.file.shield.enabled {
-        Some(crate::shield::Shield::new(&config, store.clone(), None)?)
-    } else {
-        None
-    };
+    let shield =
+        if config.file.shield.enabled { Some(crate::shield::Shield::new(&config, store.clone(), None)?) } else { None };
 
     // The stage order, and why:
     let mut stages: Vec<Arc<dyn Stage>> = vec![

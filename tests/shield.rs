@@ -46,13 +46,34 @@ fn rsa_key(slot: usize) -> &'static TestKey {
                     dir.path().join(format!("pub{i}.pem")),
                 );
                 let openssl = |args: &[&std::ffi::OsStr]| {
-                    let out = std::process::Command::new("openssl").args(args).output().expect("openssl is installed (scripts/deps)");
+                    let out = std::process::Command::new("openssl")
+                        .args(args)
+                        .output()
+                        .expect("openssl is installed (scripts/deps)");
                     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
                 };
                 let os = |s: &'static str| std::ffi::OsStr::new(s);
-                openssl(&[os("genpkey"), os("-algorithm"), os("RSA"), os("-pkeyopt"), os("rsa_keygen_bits:2048"), os("-out"), raw.as_os_str()]);
+                openssl(&[
+                    os("genpkey"),
+                    os("-algorithm"),
+                    os("RSA"),
+                    os("-pkeyopt"),
+                    os("rsa_keygen_bits:2048"),
+                    os("-out"),
+                    raw.as_os_str(),
+                ]);
                 // ring reads PKCS#8 v1 DER.
-                openssl(&[os("pkcs8"), os("-topk8"), os("-nocrypt"), os("-in"), raw.as_os_str(), os("-outform"), os("DER"), os("-out"), der.as_os_str()]);
+                openssl(&[
+                    os("pkcs8"),
+                    os("-topk8"),
+                    os("-nocrypt"),
+                    os("-in"),
+                    raw.as_os_str(),
+                    os("-outform"),
+                    os("DER"),
+                    os("-out"),
+                    der.as_os_str(),
+                ]);
                 openssl(&[os("pkey"), os("-in"), raw.as_os_str(), os("-pubout"), os("-out"), pem.as_os_str()]);
                 TestKey {
                     pair: RsaKeyPair::from_pkcs8(&std::fs::read(&der).unwrap()).unwrap(),
@@ -232,9 +253,12 @@ retry_after        = "1s"
     for i in 0..SENDERS {
         let actor = trolls.actor(&format!("troll{i}"));
         let body = note(&actor, &["alice"], &format!("troll{i}"));
-        let (resp, _) =
-            send_from(ip("127.0.0.3"), pavise.addr, signed(key, &format!("{actor}#main-key"), "/inbox", &body, mastodon_ua))
-                .await;
+        let (resp, _) = send_from(
+            ip("127.0.0.3"),
+            pavise.addr,
+            signed(key, &format!("{actor}#main-key"), "/inbox", &body, mastodon_ua),
+        )
+        .await;
         match resp.status.as_u16() {
             202 => {
                 assert!(deferred.is_empty(), "troll{i} passed after the shield went up");
@@ -252,21 +276,33 @@ retry_after        = "1s"
 
     // During the wave: the familiar friend still reaches alice, and other members are unaffected.
     let friend_note = note(&friend, &["alice"], "friend-during-wave");
-    let (resp, _) =
-        send_from(ip("127.0.0.4"), pavise.addr, signed(key, &format!("{friend}#main-key"), "/inbox", &friend_note, mastodon_ua))
-            .await;
+    let (resp, _) = send_from(
+        ip("127.0.0.4"),
+        pavise.addr,
+        signed(key, &format!("{friend}#main-key"), "/inbox", &friend_note, mastodon_ua),
+    )
+    .await;
     assert_eq!(resp.status, 202, "a familiar sender passes the shield");
     let troll = trolls.actor("troll7");
     let to_bob = note(&troll, &["bob"], "troll7-to-bob");
-    let (resp, _) =
-        send_from(ip("127.0.0.3"), pavise.addr, signed(key, &format!("{troll}#main-key"), "/inbox", &to_bob, mastodon_ua))
-            .await;
+    let (resp, _) = send_from(
+        ip("127.0.0.3"),
+        pavise.addr,
+        signed(key, &format!("{troll}#main-key"), "/inbox", &to_bob, mastodon_ua),
+    )
+    .await;
     assert_eq!(resp.status, 202, "deliveries to other members pass");
 
     // A GoToSocial sender in the wave: accepted (202) and held, not yet at the instance.
     let gts_actor = gts.actor("gts");
     let gts_body = note(&gts_actor, &["alice"], "from-gotosocial");
-    let gts_req = signed(key, &format!("{gts_actor}#main-key"), "/users/alice/inbox", &gts_body, "gotosocial/0.17.3 (+https://gts.example/)");
+    let gts_req = signed(
+        key,
+        &format!("{gts_actor}#main-key"),
+        "/users/alice/inbox",
+        &gts_body,
+        "gotosocial/0.17.3 (+https://gts.example/)",
+    );
     let gts_headers = gts_req.headers().clone();
     let (resp, _) = send_from(ip("127.0.0.5"), pavise.addr, gts_req).await;
     assert_eq!(resp.status, 202);
@@ -297,8 +333,12 @@ retry_after        = "1s"
 
     // The deferred senders retry (fresh signatures, as Mastodon does): all pass now.
     for (actor, body) in &deferred {
-        let (resp, _) =
-            send_from(ip("127.0.0.3"), pavise.addr, signed(key, &format!("{actor}#main-key"), "/inbox", body, mastodon_ua)).await;
+        let (resp, _) = send_from(
+            ip("127.0.0.3"),
+            pavise.addr,
+            signed(key, &format!("{actor}#main-key"), "/inbox", body, mastodon_ua),
+        )
+        .await;
         assert_eq!(resp.status, 202, "a retry after the wave passes");
     }
 
@@ -344,9 +384,12 @@ rate  = "3/min"
     let mut spoofed = Vec::new();
     for i in 0..10 {
         let body = note(&alice_at_big, &["carol"], &format!("spoof{i}"));
-        let (resp, _) =
-            send_from(ip("127.0.0.50"), pavise.addr, signed(other_key, &format!("{alice_at_big}#main-key"), "/inbox", &body, ua))
-                .await;
+        let (resp, _) = send_from(
+            ip("127.0.0.50"),
+            pavise.addr,
+            signed(other_key, &format!("{alice_at_big}#main-key"), "/inbox", &body, ua),
+        )
+        .await;
         spoofed.push(resp.status.as_u16());
     }
     // Counted under the spoofer's own pseudonym: 3 through (the instance rejects them), then 429.
@@ -355,14 +398,21 @@ rate  = "3/min"
     // The real big.example still has its whole budget.
     for i in 0..3 {
         let body = note(&alice_at_big, &["carol"], &format!("real{i}"));
-        let (resp, _) =
-            send_from(ip("127.0.0.51"), pavise.addr, signed(real_key, &format!("{alice_at_big}#main-key"), "/inbox", &body, ua))
-                .await;
+        let (resp, _) = send_from(
+            ip("127.0.0.51"),
+            pavise.addr,
+            signed(real_key, &format!("{alice_at_big}#main-key"), "/inbox", &body, ua),
+        )
+        .await;
         assert_eq!(resp.status, 202, "real delivery {i} refused: the spoofer spent the domain's budget");
     }
     let body = note(&alice_at_big, &["carol"], "real3");
-    let (resp, _) =
-        send_from(ip("127.0.0.51"), pavise.addr, signed(real_key, &format!("{alice_at_big}#main-key"), "/inbox", &body, ua)).await;
+    let (resp, _) = send_from(
+        ip("127.0.0.51"),
+        pavise.addr,
+        signed(real_key, &format!("{alice_at_big}#main-key"), "/inbox", &body, ua),
+    )
+    .await;
     assert_eq!(resp.status, 429, "the domain limit itself holds");
     assert_eq!(resp.headers["x-ratelimit-limit"], "3");
     let metrics = reqwest::Client::new()
@@ -419,7 +469,8 @@ async fn sign_up_and_login_floods_get_429_other_clients_do_not() {
     // Another client is unaffected, and so is the flooder's ordinary API use.
     assert_eq!(send_from(other, pavise.addr, post("/api/v1/accounts")).await.0.status, 200);
     assert_eq!(send_from(other, pavise.addr, post("/auth/sign_in")).await.0.status, 200);
-    let timeline = http::Request::get("/api/v1/timelines/public").header("host", LOCAL).body(Full::new(Bytes::new())).unwrap();
+    let timeline =
+        http::Request::get("/api/v1/timelines/public").header("host", LOCAL).body(Full::new(Bytes::new())).unwrap();
     assert_eq!(send_from(flooder, pavise.addr, timeline).await.0.status, 200);
 
     // The instance saw 5 sign-ups + 25 logins from the flooder, not more.
@@ -436,12 +487,8 @@ async fn bad_policy_names_file_and_key_and_reload_keeps_the_old_one() {
     policies(policy_dir.path(), "[[limit]]\nname='x'\nroute='auth'\nkey='client'\nrate='1/min'\n");
     let pavise = start(&upstream, policy_dir.path()).await;
     std::fs::write(policy_dir.path().join("shield.toml"), "[wave]\ndistinct_sendrs = 3\n").unwrap();
-    let resp = reqwest::Client::new()
-        .post(pavise.admin_url("/admin/reload"))
-        .bearer_auth(&pavise.token)
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        reqwest::Client::new().post(pavise.admin_url("/admin/reload")).bearer_auth(&pavise.token).send().await.unwrap();
     assert_eq!(resp.status(), 422);
     let detail: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
     let err = detail["shield"]["error"].as_str().unwrap();

@@ -141,7 +141,8 @@ impl Limiter {
         // GCRA: one cell every per/count, at most `burst` at once.
         let interval = (rule.per / rule.count).max(Duration::from_nanos(1));
         let burst = NonZeroU32::new(rule.burst).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(interval).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst);
+        let quota =
+            Quota::with_period(interval).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst);
         let governor: RateLimiter<u64, BoundedStore, DefaultClock, governor::middleware::NoOpMiddleware<_>> =
             RateLimiter::new(quota, BoundedStore::new(max_keys), clock.clone());
         let governor = governor.with_middleware::<StateInformationMiddleware>();

@@ -5,7 +5,8 @@
 //! - [`limiter`]: governor GCRA limiters with a hard memory cap;
 //! - [`signature`]: who signed a federation delivery, verified against the actor's key;
 //! - [`wave`]: mentions of local accounts, the per-account wave detector;
-//! - [`quarantine`]: store-and-forward for senders that give up quickly;
+//! - [`quarantine`]: store-and-forward for senders that give up quickly.
+//!
 //! Durable state (first-seen senders, held deliveries) goes through [`crate::store::ShieldStore`].
 //!
 //! What a request gets:
@@ -287,12 +288,11 @@ impl Shield {
         &self,
         active: &Active,
         class: RouteClass,
-        method: &Method,
-        path: &str,
-        headers: &http::HeaderMap,
+        req: &Request,
         pseudonym: IpAddr,
         signer: Option<&Verdict>,
     ) -> Result<(), Denied> {
+        let (method, path, headers) = (req.method(), req.uri().path(), req.headers());
         for &i in &active.by_route[class.index()] {
             let Some(limiter) = active.limiters.get(i) else { continue };
             let rule = &limiter.rule;
@@ -351,15 +351,7 @@ impl Shield {
             (_, Some(by)) => format!("{} (unverified)", by.domain),
             _ => "(unsigned)".to_owned(),
         };
-        if let Err(denied) = self.check_limits(
-            &active,
-            ctx.route.class,
-            req.method(),
-            req.uri().path(),
-            req.headers(),
-            ctx.pseudonym,
-            Some(&verdict),
-        ) {
+        if let Err(denied) = self.check_limits(&active, ctx.route.class, &req, ctx.pseudonym, Some(&verdict)) {
             self.stats.limited.fetch_add(1, Relaxed);
             Self::tally(&self.domains, &domain).limited.fetch_add(1, Relaxed);
             return Ok(Flow::Respond(too_many(&denied)));
@@ -373,7 +365,8 @@ impl Shield {
         // Every verified delivery is remembered: that is what makes a sender familiar later.
         let familiar = match actor {
             Some(a) => {
-                now_ms.saturating_sub(self.familiar.first_seen(a, now_ms).await) >= wave.familiar_after.as_millis() as u64
+                now_ms.saturating_sub(self.familiar.first_seen(a, now_ms).await)
+                    >= wave.familiar_after.as_millis() as u64
             }
             None => false,
         };
@@ -432,7 +425,10 @@ impl Shield {
             WaveAction::Reject => {
                 self.stats.rejected.fetch_add(1, Relaxed);
                 tally(|t| &t.rejected);
-                Ok(Flow::Respond(json_error(StatusCode::FORBIDDEN, "this account is not accepting mentions from new senders right now")))
+                Ok(Flow::Respond(json_error(
+                    StatusCode::FORBIDDEN,
+                    "this account is not accepting mentions from new senders right now",
+                )))
             }
             WaveAction::Defer if short_retry => {
                 let mut headers = parts.headers.clone();
@@ -443,7 +439,11 @@ impl Shield {
                     Verdict::Verified { domain, .. } => domain.clone(),
                     Verdict::Unverified => domain.clone(),
                 };
-                match self.quarantine.hold(&parts.method, path, &headers, &bytes, &durable_domain, targets.clone()).await {
+                match self
+                    .quarantine
+                    .hold(&parts.method, path, &headers, &bytes, &durable_domain, targets.clone())
+                    .await
+                {
                     Ok(_) => {
                         self.stats.held.fetch_add(1, Relaxed);
                         tally(|t| &t.held);
@@ -484,7 +484,11 @@ impl Shield {
         }
         let release_within = active.policy.wave.release_within;
         let now = Instant::now();
-        match self.quarantine.tick(release_within, |targets| targets.iter().any(|t| self.waves.shield_until(t, now).is_some())).await {
+        match self
+            .quarantine
+            .tick(release_within, |targets| targets.iter().any(|t| self.waves.shield_until(t, now).is_some()))
+            .await
+        {
             Ok(r) => {
                 self.stats.released.fetch_add(r.released, Relaxed);
                 self.stats.kept.fetch_add(r.kept, Relaxed);
@@ -532,15 +536,21 @@ impl Shield {
             let mut rows: Vec<(String, [u64; 4])> = cache
                 .iter()
                 .map(|(k, t)| {
-                    ((*k).clone(), [t.limited.load(Relaxed), t.deferred.load(Relaxed), t.held.load(Relaxed), t.rejected.load(Relaxed)])
+                    (
+                        (*k).clone(),
+                        [
+                            t.limited.load(Relaxed),
+                            t.deferred.load(Relaxed),
+                            t.held.load(Relaxed),
+                            t.rejected.load(Relaxed),
+                        ],
+                    )
                 })
                 .collect();
             rows.sort_by(|a, b| b.1.iter().sum::<u64>().cmp(&a.1.iter().sum::<u64>()).then(a.0.cmp(&b.0)));
             rows
         };
-        let row = |(k, [limited, deferred, held, rejected]): &(String, [u64; 4])| {
-            serde_json::json!({ "name": k, "limited": limited, "deferred": deferred, "held": held, "rejected": rejected })
-        };
+        let row = |(k, [limited, deferred, held, rejected]): &(String, [u64; 4])| serde_json::json!({ "name": k, "limited": limited, "deferred": deferred, "held": held, "rejected": rejected });
         let domains = tallies(&self.domains);
         let held: Vec<serde_json::Value> = self
             .quarantine
@@ -652,7 +662,8 @@ impl Stage for ShieldStage {
         let shield = &self.0;
         let active = shield.active();
         let class = ctx.route.class;
-        let inbox_work = class == RouteClass::Inbox && (active.policy.wave.enabled || active.needs_signer[class.index()]);
+        let inbox_work =
+            class == RouteClass::Inbox && (active.policy.wave.enabled || active.needs_signer[class.index()]);
         if inbox_work {
             return Box::pin(async move { shield.inbox(ctx, req, active).await });
         }
@@ -660,7 +671,7 @@ impl Stage for ShieldStage {
             // Signed fetches of objects (authorized fetch): verify, then count.
             return Box::pin(async move {
                 let (_, verdict) = shield.verify(ctx, &req).await;
-                match shield.check_limits(&active, class, req.method(), req.uri().path(), req.headers(), ctx.pseudonym, Some(&verdict)) {
+                match shield.check_limits(&active, class, &req, ctx.pseudonym, Some(&verdict)) {
                     Ok(()) => Ok(Flow::Continue(req)),
                     Err(denied) => {
                         shield.stats.limited.fetch_add(1, Relaxed);
@@ -670,7 +681,7 @@ impl Stage for ShieldStage {
             });
         }
         // The cheap path: a few hash lookups, no body, no allocation.
-        let decision = shield.check_limits(&active, class, req.method(), req.uri().path(), req.headers(), ctx.pseudonym, None);
+        let decision = shield.check_limits(&active, class, &req, ctx.pseudonym, None);
         Box::pin(async move {
             match decision {
                 Ok(()) => Ok(Flow::Continue(req)),
@@ -691,7 +702,13 @@ impl AdminHandler for ShieldAdmin {
         "/admin/shield"
     }
 
-    fn handle<'a>(&'a self, method: &'a Method, path: &'a str, _query: Option<&'a str>, _body: Bytes) -> StageFuture<'a, Response> {
+    fn handle<'a>(
+        &'a self,
+        method: &'a Method,
+        path: &'a str,
+        _query: Option<&'a str>,
+        _body: Bytes,
+    ) -> StageFuture<'a, Response> {
         Box::pin(async move {
             let rest = path.trim_start_matches("/admin/shield").trim_matches('/');
             let parts: Vec<&str> = rest.split('/').collect();
@@ -701,9 +718,16 @@ impl AdminHandler for ShieldAdmin {
                     let Ok(id) = id.parse::<u64>() else { return json_error(StatusCode::BAD_REQUEST, "bad id") };
                     match *action {
                         "release" => match self.0.quarantine.release(id).await {
-                            Ok(Some(Replay::Delivered(s))) => json(StatusCode::OK, serde_json::json!({ "released": true, "instance_status": s })),
-                            Ok(Some(Replay::Refused(s))) => json(StatusCode::CONFLICT, serde_json::json!({ "released": false, "instance_status": s, "kept": true })),
-                            Ok(Some(Replay::Later(why))) => json(StatusCode::BAD_GATEWAY, serde_json::json!({ "released": false, "error": why })),
+                            Ok(Some(Replay::Delivered(s))) => {
+                                json(StatusCode::OK, serde_json::json!({ "released": true, "instance_status": s }))
+                            }
+                            Ok(Some(Replay::Refused(s))) => json(
+                                StatusCode::CONFLICT,
+                                serde_json::json!({ "released": false, "instance_status": s, "kept": true }),
+                            ),
+                            Ok(Some(Replay::Later(why))) => {
+                                json(StatusCode::BAD_GATEWAY, serde_json::json!({ "released": false, "error": why }))
+                            }
                             Ok(None) => json_error(StatusCode::NOT_FOUND, "no such held delivery"),
                             Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
                         },
@@ -756,14 +780,17 @@ impl MetricsSource for Shield {
         out.push_str("# HELP pavise_shield_shields_raised_total Local accounts shielded by the wave detector.\n");
         out.push_str("# TYPE pavise_shield_shields_raised_total counter\n");
         let _ = writeln!(out, "pavise_shield_shields_raised_total {}", s.shields_raised.load(Relaxed));
-        out.push_str("# HELP pavise_shield_quarantine_total Held deliveries released to the instance or kept for the admin.\n");
+        out.push_str(
+            "# HELP pavise_shield_quarantine_total Held deliveries released to the instance or kept for the admin.\n",
+        );
         out.push_str("# TYPE pavise_shield_quarantine_total counter\n");
         let _ = writeln!(out, "pavise_shield_quarantine_total{{outcome=\"released\"}} {}", s.released.load(Relaxed));
         let _ = writeln!(out, "pavise_shield_quarantine_total{{outcome=\"kept\"}} {}", s.kept.load(Relaxed));
         out.push_str("# HELP pavise_shield_limiter_keys Keys tracked per limit rule.\n");
         out.push_str("# TYPE pavise_shield_limiter_keys gauge\n");
         for l in &self.active().limiters {
-            let _ = writeln!(out, "pavise_shield_limiter_keys{{rule=\"{}\"}} {}", l.rule.name.replace('"', "'"), l.keys());
+            let _ =
+                writeln!(out, "pavise_shield_limiter_keys{{rule=\"{}\"}} {}", l.rule.name.replace('"', "'"), l.keys());
         }
     }
 }

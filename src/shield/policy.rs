@@ -284,7 +284,10 @@ fn validate_limit(path: &Path, index: usize, raw: RawLimit) -> Result<LimitRule,
         return Err(invalid("name", "must not be empty".into()));
     }
     let route = RouteClass::from_config_name(&raw.route).ok_or_else(|| {
-        invalid("route", format!("unknown route class {:?}; use one of {}", raw.route, RouteClass::CONFIG_NAMES.join(", ")))
+        invalid(
+            "route",
+            format!("unknown route class {:?}; use one of {}", raw.route, RouteClass::CONFIG_NAMES.join(", ")),
+        )
     })?;
     let (count, per) = parse_rate(&raw.rate).map_err(|m| invalid("rate", m))?;
     let burst = raw.burst.unwrap_or(count);
@@ -346,8 +349,11 @@ pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
 }
 
 fn validate_wave(path: &Path, raw: RawWave) -> Result<WavePolicy, PolicyError> {
-    let invalid =
-        |key: &str, message: &str| PolicyError::Invalid { path: path.to_owned(), key: format!("wave.{key}"), message: message.into() };
+    let invalid = |key: &str, message: &str| PolicyError::Invalid {
+        path: path.to_owned(),
+        key: format!("wave.{key}"),
+        message: message.into(),
+    };
     let d = WavePolicy::default();
     let wave = WavePolicy {
         window: raw.window.map_or(d.window, Span::get),
@@ -419,7 +425,10 @@ action           = "defer"
         .unwrap();
         assert_eq!(limits.len(), 1);
         let l = &limits[0];
-        assert_eq!((l.route, l.key, l.count, l.per, l.burst), (RouteClass::Inbox, KeyKind::RemoteDomain, 300, Duration::from_secs(60), 100));
+        assert_eq!(
+            (l.route, l.key, l.count, l.per, l.burst),
+            (RouteClass::Inbox, KeyKind::RemoteDomain, 300, Duration::from_secs(60), 100)
+        );
         let w = wave.unwrap();
         assert_eq!(w.distinct_senders, 20);
         assert_eq!(w.shield_for, Duration::from_secs(7200));
@@ -429,13 +438,15 @@ action           = "defer"
 
     #[test]
     fn unknown_keys_name_file_and_key() {
-        let e = parse("[[limit]]\nname='a'\nroute='auth'\nkey='client'\nrate='5/30m'\nbrst=3\n").unwrap_err().to_string();
+        let e =
+            parse("[[limit]]\nname='a'\nroute='auth'\nkey='client'\nrate='5/30m'\nbrst=3\n").unwrap_err().to_string();
         assert!(e.contains("policies/test.toml") && e.contains("brst"), "{e}");
         let e = parse("[wave]\ndistinct_sender = 5\n").unwrap_err().to_string();
         assert!(e.contains("policies/test.toml") && e.contains("distinct_sender"), "{e}");
         let e = parse("[[limit]]\nname='a'\nroute='inbx'\nkey='client'\nrate='5/min'\n").unwrap_err().to_string();
         assert!(e.contains("route") && e.contains("inbx"), "{e}");
-        let e = parse("[[limit]]\nname='a'\nroute='auth'\nkey='remote-domain'\nrate='5/min'\n").unwrap_err().to_string();
+        let e =
+            parse("[[limit]]\nname='a'\nroute='auth'\nkey='remote-domain'\nrate='5/min'\n").unwrap_err().to_string();
         assert!(e.contains("key"), "{e}");
     }
 

@@ -173,7 +173,8 @@ impl Quarantine {
                     report.released += 1;
                 }
                 Replay::Refused(status) => {
-                    self.keep(held, &format!("the instance refused the release ({status}); kept for the admin")).await?;
+                    self.keep(held, &format!("the instance refused the release ({status}); kept for the admin"))
+                        .await?;
                     report.kept += 1;
                 }
                 Replay::Later(why) => {
@@ -191,7 +192,8 @@ impl Quarantine {
         let result = self.replay(&held).await;
         match &result {
             Replay::Delivered(status) => {
-                self.remove(&held, "released", &format!("released by the admin; the instance answered {status}")).await?;
+                self.remove(&held, "released", &format!("released by the admin; the instance answered {status}"))
+                    .await?;
             }
             Replay::Refused(status) => {
                 self.keep(held, &format!("the admin's release was refused by the instance ({status})")).await?;
@@ -213,7 +215,13 @@ impl Quarantine {
 
 fn record(held: &HeldDelivery, action: &str, detail: &str) -> AuditRecord {
     tracing::info!(id = held.id, domain = %held.domain, action, detail, "quarantine");
-    AuditRecord { at: now_ms(), id: held.id, domain: held.domain.clone(), action: action.to_owned(), detail: detail.to_owned() }
+    AuditRecord {
+        at: now_ms(),
+        id: held.id,
+        domain: held.domain.clone(),
+        action: action.to_owned(),
+        detail: detail.to_owned(),
+    }
 }
 
 trait OrLog {

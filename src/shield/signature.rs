@@ -52,7 +52,10 @@ pub fn parse(headers: &HeaderMap) -> Option<SignedBy> {
         return parse_rfc9421(input, sig);
     }
     let sig = headers.get("signature").and_then(|v| v.to_str().ok()).or_else(|| {
-        headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Signature "))
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Signature "))
     })?;
     parse_cavage(sig)
 }
@@ -234,7 +237,8 @@ impl PublicKey {
         let bad = |why: &str| ShieldError::Key(why.to_owned());
         let rsa_pkcs1 = pem.contains("BEGIN RSA PUBLIC KEY");
         let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
-        let der = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| bad("publicKeyPem is not base64"))?;
+        let der =
+            base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| bad("publicKeyPem is not base64"))?;
         if rsa_pkcs1 {
             return Ok(PublicKey::Rsa(der));
         }
@@ -327,7 +331,8 @@ impl HttpKeyFetcher {
             None => tokio::net::TcpStream::connect(&authority).await,
         }
         .map_err(|e| fail(format!("connect: {e}")))?;
-        let host_header = if (https && port == 443) || (!https && port == 80) { host.clone() } else { authority.clone() };
+        let host_header =
+            if (https && port == 443) || (!https && port == 80) { host.clone() } else { authority.clone() };
         let request = |target: String| {
             http::Request::get(target)
                 .header(http::header::HOST, &host_header)
@@ -371,7 +376,10 @@ async fn connect_tunnel(stream: tokio::net::TcpStream, authority: &str) -> Resul
     }
     let status_ok = head.split(|b| *b == b' ').nth(1).is_some_and(|code| code.starts_with(b"2"));
     if !status_ok {
-        return Err(fail(format!("egress proxy refused CONNECT: {}", String::from_utf8_lossy(&head).lines().next().unwrap_or(""))));
+        return Err(fail(format!(
+            "egress proxy refused CONNECT: {}",
+            String::from_utf8_lossy(&head).lines().next().unwrap_or("")
+        )));
     }
     Ok(stream)
 }
@@ -552,7 +560,9 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for s in ["", "keyId", "keyId=\"", "keyId=\"x\",signature=\"!!\"", "a=b,c", "keyId=\"ftp://x/y\",signature=\"AA==\""] {
+        for s in
+            ["", "keyId", "keyId=\"", "keyId=\"x\",signature=\"!!\"", "a=b,c", "keyId=\"ftp://x/y\",signature=\"AA==\""]
+        {
             let mut h = HeaderMap::new();
             h.insert("signature", s.parse().unwrap());
             assert!(parse(&h).is_none(), "{s}");
@@ -596,9 +606,15 @@ mod tests {
         );
         let by = parse(&h).unwrap();
         let uri: Uri = "/users/alice/inbox".parse().unwrap();
-        let s = signing_string(&by, &Signed { method: &Method::POST, uri: &uri, headers: &h, host: "local.example", https: true })
-            .unwrap();
-        assert_eq!(s, "(request-target): post /users/alice/inbox\nhost: local.example\ndate: Thu, 26 Nov 2026 13:00:00 GMT");
+        let s = signing_string(
+            &by,
+            &Signed { method: &Method::POST, uri: &uri, headers: &h, host: "local.example", https: true },
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            "(request-target): post /users/alice/inbox\nhost: local.example\ndate: Thu, 26 Nov 2026 13:00:00 GMT"
+        );
     }
 
     #[test]

@@ -29,9 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{
-    AuditRecord, HeldDelivery, ShieldStore,
-    CredentialStore, ExpiryState, KeepFlags, Outcome, ScheduleCounts, ScheduleStore, Scheduled, SealedCredential,
-    StoreError, StoreFuture, UnixMs, now_ms,
+    AuditRecord, CredentialStore, ExpiryState, HeldDelivery, KeepFlags, Outcome, ScheduleCounts, ScheduleStore,
+    Scheduled, SealedCredential, ShieldStore, StoreError, StoreFuture, UnixMs, now_ms,
 };
 
 const ITEMS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("expiry_items");

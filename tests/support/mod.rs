@@ -57,7 +57,9 @@ impl RecordingUpstream {
         Self::with_handler(|_| text(200, "ok")).await
     }
 
-    pub async fn with_handler(handler: impl Fn(&Recorded) -> http::Response<TestBody> + Send + Sync + 'static) -> RecordingUpstream {
+    pub async fn with_handler(
+        handler: impl Fn(&Recorded) -> http::Response<TestBody> + Send + Sync + 'static,
+    ) -> RecordingUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -77,13 +79,16 @@ impl RecordingUpstream {
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                            let rec = Recorded { method: parts.method, uri: parts.uri, headers: parts.headers, body, peer };
+                            let rec =
+                                Recorded { method: parts.method, uri: parts.uri, headers: parts.headers, body, peer };
                             let resp = handler(&rec);
                             reqs.lock().unwrap().push(rec);
                             Ok::<_, Infallible>(resp)
                         }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
@@ -166,7 +171,11 @@ impl Drop for Pavise {
 
 /// A plain HTTP/1.1 client whose socket is bound to `source` (a distinctive loopback
 /// address such as 127.13.37.42), so tests can look for that address in what leaked.
-pub async fn send_from(source: std::net::IpAddr, to: SocketAddr, req: http::Request<Full<Bytes>>) -> (http::response::Parts, Bytes) {
+pub async fn send_from(
+    source: std::net::IpAddr,
+    to: SocketAddr,
+    req: http::Request<Full<Bytes>>,
+) -> (http::response::Parts, Bytes) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(source, 0)).unwrap();
     let stream = socket.connect(to).await.unwrap();
