@@ -43,6 +43,7 @@ pub fn summary(config: &Config) -> Result<String, CheckError> {
     let _ = writeln!(out, "admin listener: {} (token file {})", f.admin.listen, config.admin_token_file().display());
     let _ = writeln!(out, "data dir: {}; policies: {}", f.data_dir.display(), f.policies.display());
     expiry_section(config, &mut out)?;
+    out.push_str(&crate::shield::check_summary(config).map_err(|e| CheckError::Policy(e.to_string()))?);
     Ok(out)
 }
 

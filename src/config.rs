@@ -56,6 +56,8 @@ pub struct FileConfig {
     pub media: crate::privacy::media::MediaConfig,
     /// Post expiry: the key file, pacing, retries (rules are in the policies dir).
     pub expiry: crate::expiry::ExpiryConfig,
+    /// Rate limits and the wave shield: machinery here, rules in `policies/`.
+    pub shield: crate::shield::ShieldConfig,
 }
 
 impl Default for FileConfig {
@@ -73,6 +75,7 @@ impl Default for FileConfig {
             log: LogConfig::default(),
             media: crate::privacy::media::MediaConfig::default(),
             expiry: crate::expiry::ExpiryConfig::default(),
+            shield: crate::shield::ShieldConfig::default(),
         }
     }
 }

@@ -21,6 +21,7 @@
 //! - [`egress`]: the forward proxy for the instance's own outbound federation, over Tor
 //!   (arti-client); destination policy; fail closed.
 //! - [`privacy`]: client-IP pseudonyms, the header strip table, response hygiene.
+//! - [`shield`]: keyed rate limits, the harassment-wave detector, the quarantine.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and each feature's `/admin/...`.
 //! - [`expiry`]: expiring posts: policies, `expires_in`, the deletion scheduler.
 //! - [`store`]: durable state (the expiry schedule, sealed credentials) behind one trait.
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod privacy;
 pub mod proxy;
 pub mod server;
+pub mod shield;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

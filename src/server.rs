@@ -35,11 +35,14 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     admin::Admin,
     config::Config,
-    expiry::{Expiry, ExpiryAdmin, ExpiryStage, PolicyReload, instance::Instance, scheduler::Scheduler, seal::Sealer},
+    expiry::{
+        Expiry, ExpiryAdmin, ExpiryError, ExpiryStage, PolicyReload, instance::Instance, scheduler::Scheduler,
+        seal::Sealer,
+    },
     metrics::Metrics,
     privacy::{ClientIpStage, Pseudonymizer, hygiene::ResponseHygiene, media::MediaStage},
     proxy::{Stage, pipeline::Pipeline, upstream::Upstream},
-    store::{EmbeddedStore, Store},
+    store::EmbeddedStore,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,8 @@ pub enum ServerError {
     Expiry(#[from] crate::expiry::ExpiryError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Shield(#[from] crate::shield::ShieldError),
 }
 
 /// Addresses actually bound (port 0 in config → the port the OS chose).
@@ -80,22 +85,24 @@ pub async fn start(
     std::fs::create_dir_all(data_dir)
         .map_err(|source| ServerError::DataDir { path: data_dir.display().to_string(), source })?;
 
-    let metrics = Arc::new(Metrics::default());
-    let pseudonymizer = Arc::new(Pseudonymizer::new(&config.file.client_ip));
-    let tunnels = TaskTracker::new();
-    let tunnel_cut = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    let upstream = Upstream::new(&config, metrics.clone(), tunnels.clone(), tunnel_cut.clone());
+    // Bind first: a port already in use fails the start before anything else runs.
+    let listeners = Listeners::bind(&config).await?;
+    let bound = listeners.bound()?;
+    let tls = match (&config.file.public.tls_cert, &config.file.public.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
 
-    let media_stage =
-        Arc::new(MediaStage::new(&config).map_err(|source| ServerError::DataDir {
-            path: data_dir.join("media-tmp").display().to_string(),
-            source,
-        })?);
-    metrics.register(media_stage.metrics());
-    let media: Arc<dyn Stage> = media_stage;
-    // One durable store for every feature (the expiry schedule, the shield's senders).
-    let store: Arc<dyn Store> = {
+    let metrics = Arc::new(Metrics::default());
+    let token = crate::admin::load_or_create_token(&config.admin_token_file())
+        .map_err(|source| ServerError::Token { path: config.admin_token_file().display().to_string(), source })?;
+    let admin = Arc::new(Admin::new(token, metrics.clone(), &config));
+    // Background work that must stop (between items) before the store closes.
+    let tasks = TaskTracker::new();
+
+    // One durable store for every feature: the expiry schedule, sealed credentials, the
+    // shield's first-seen senders and quarantine. redb allows one open per file.
+    let store: Arc<EmbeddedStore> = {
         let (dir, cache) = (data_dir.clone(), config.file.expiry.store_cache.0 as usize);
         Arc::new(
             tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, cache))
@@ -103,72 +110,67 @@ pub async fn start(
                 .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??,
         )
     };
+
+    let shield = if config.file.shield.enabled {
+        let shield = crate::shield::Shield::new(&config, store.clone(), None)?;
+        admin.add_handler(Arc::new(crate::shield::ShieldAdmin(shield.clone())));
+        admin.add_reload(shield.clone());
+        metrics.register(shield.clone());
+        tasks.spawn(shield.clone().run_housekeeping(shutdown.clone()));
+        Some(shield)
+    } else {
+        None
+    };
+
+    let media =
+        Arc::new(MediaStage::new(&config).map_err(|source| ServerError::DataDir {
+            path: data_dir.join("media-tmp").display().to_string(),
+            source,
+        })?);
+    metrics.register(media.metrics());
+
     let expiry = if config.file.expiry.enabled {
-        let key_file = config.file.expiry.key_file(data_dir);
-        let sealer = Sealer::load_or_create(&key_file).map_err(crate::expiry::ExpiryError::from)?;
-        Some(Arc::new(Expiry::new(store.clone(), config.file.policies.clone(), sealer, config.file.expiry.clone())?))
+        let sealer = Sealer::load_or_create(&config.file.expiry.key_file(data_dir)).map_err(ExpiryError::from)?;
+        let expiry =
+            Arc::new(Expiry::new(store.clone(), config.file.policies.clone(), sealer, config.file.expiry.clone())?);
+        let instance = Instance::new(config.upstream.authority.clone(), config.file.expiry.request_timeout.get());
+        admin.add_handler(Arc::new(ExpiryAdmin::new(
+            expiry.clone(),
+            Some((instance.clone(), config.file.local_domain.clone())),
+        )));
+        admin.add_reload(Arc::new(PolicyReload(expiry.clone())));
+        metrics.register(expiry.clone());
+        tasks.spawn(Scheduler::new(expiry.clone(), instance).run(shutdown.clone()));
+        Some(expiry)
     } else {
         None
     };
 
     // The stage order, and why:
-    let stages: Vec<Arc<dyn Stage>> = vec![
-        // First, so its response phase runs last and sees every response, synthetic ones too.
-        Arc::new(ResponseHygiene::new(&config.file.response_headers)),
-        // Before any stage spends work on a body (the shield stage goes here).
-        // Before anything could forward a header: the instance must never see a client address.
-        Arc::new(ClientIpStage),
-        // After the headers are clean and before anything is forwarded: every uploaded
-        // file is scrubbed (or refused) before the instance sees a byte of the body.
-        media,
-    ];
-    let mut stages = stages;
+    let mut stages: Vec<Arc<dyn Stage>> = Vec::new();
+    // First, so its response phase runs last and sees every response, synthetic ones too.
+    stages.push(Arc::new(ResponseHygiene::new(&config.file.response_headers)));
+    // Before any stage spends work on a body: limits and the wave shield decide first.
+    if let Some(shield) = &shield {
+        stages.push(Arc::new(crate::shield::ShieldStage(shield.clone())));
+    }
+    // Before anything could forward a header: the instance must never see a client address.
+    stages.push(Arc::new(ClientIpStage));
+    // After the headers are clean and before anything is forwarded: every uploaded file is
+    // scrubbed (or refused) before the instance sees a byte of the body.
+    stages.push(media);
+    // Last before the upstream: a hidden post is answered before the instance is asked,
+    // `expires_in` is stripped just before the request leaves, and on the way back this
+    // stage reads the instance's own Status JSON first.
     if let Some(expiry) = &expiry {
-        // After client_ip (and media): a hidden post is answered before the instance is
-        // asked, and its response phase runs first on the way back, so the Status JSON it
-        // reads is the instance's own; `expires_in` is stripped last, just before upstream.
         stages.push(Arc::new(ExpiryStage::new(expiry.clone())));
     }
-    let pipeline = Arc::new(Pipeline::new(&config, stages, upstream, pseudonymizer.clone(), metrics.clone()));
 
-    let public = TcpListener::bind(config.file.public.listen)
-        .await
-        .map_err(|source| ServerError::Bind { addr: config.file.public.listen, source })?;
-    let admin_listener = TcpListener::bind(config.file.admin.listen)
-        .await
-        .map_err(|source| ServerError::Bind { addr: config.file.admin.listen, source })?;
-    let egress_listen = config.file.egress.listen;
-    let egress_listener =
-        TcpListener::bind(egress_listen).await.map_err(|source| ServerError::Bind { addr: egress_listen, source })?;
-    let socks_listener = match config.file.egress.socks_listen {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?),
-        None => None,
-    };
-    let bound = Bound {
-        public: public.local_addr().map_err(|source| ServerError::Bind { addr: config.file.public.listen, source })?,
-        admin: admin_listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind { addr: config.file.admin.listen, source })?,
-        egress: egress_listener.local_addr().map_err(|source| ServerError::Bind { addr: egress_listen, source })?,
-    };
-
-    let tls = match (&config.file.public.tls_cert, &config.file.public.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
-        _ => None,
-    };
-
-    let token = crate::admin::load_or_create_token(&config.admin_token_file())
-        .map_err(|source| ServerError::Token { path: config.admin_token_file().display().to_string(), source })?;
-    let admin = Arc::new(Admin::new(token, metrics.clone(), &config));
-    if let Some(expiry) = &expiry {
-        let instance = Instance::new(config.upstream.authority.clone(), config.file.expiry.request_timeout.get());
-        let sweeper = (instance.clone(), config.file.local_domain.clone());
-        admin.add_handler(Arc::new(ExpiryAdmin::new(expiry.clone(), Some(sweeper))));
-        admin.add_reload(Arc::new(PolicyReload(expiry.clone())));
-        metrics.register(expiry.clone());
-        let scheduler = Scheduler::new(expiry.clone(), instance);
-        tasks.spawn(scheduler.run(shutdown.clone()));
-    }
+    let tunnels = TaskTracker::new();
+    let tunnel_cut = CancellationToken::new();
+    let upstream = Upstream::new(&config, metrics.clone(), tunnels.clone(), tunnel_cut.clone());
+    let pseudonymizer = Arc::new(Pseudonymizer::new(&config.file.client_ip));
+    let pipeline = Arc::new(Pipeline::new(&config, stages, upstream, pseudonymizer, metrics.clone()));
 
     // Egress: the instance's own outbound federation, over Tor (bootstraps in the background).
     let egress = crate::egress::Egress::start(&config, shutdown.clone())?;
@@ -176,8 +178,8 @@ pub async fn start(
     metrics.register(egress.metrics_source());
     let egress_task = tokio::spawn(crate::egress::serve(
         egress,
-        egress_listener,
-        socks_listener,
+        listeners.egress,
+        listeners.socks,
         config.file.public.shutdown_grace.get(),
         shutdown.clone(),
     ));
@@ -196,8 +198,9 @@ pub async fn start(
     );
 
     let limits = ConnLimits::from_config(&config);
-    let grace = config.file.public.shutdown_grace.get();
-    let admin_task = tokio::spawn(crate::admin::serve(admin_listener, admin, shutdown.clone()));
+    let grace = limits.grace;
+    let admin_task = tokio::spawn(crate::admin::serve(listeners.admin, admin, shutdown.clone()));
+    let public = listeners.public;
     let handle = tokio::spawn(async move {
         accept_loop(public, tls, pipeline, metrics, limits, shutdown).await;
         // Listener closed and every plain connection drained (or cut); now the tunnels.
@@ -209,12 +212,45 @@ pub async fn start(
         }
         let _ = admin_task.await;
         let _ = egress_task.await;
-        // The scheduler stops between items; an unfinished claim lapses and is retried.
+        // Background tasks stop between items; an unfinished claim lapses and is retried.
         tasks.close();
         let _ = tokio::time::timeout(grace, tasks.wait()).await;
         drop(store);
     });
     Ok((bound, handle))
+}
+
+/// Every socket pavise listens on.
+struct Listeners {
+    public: TcpListener,
+    admin: TcpListener,
+    egress: TcpListener,
+    socks: Option<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> Result<Listeners, ServerError> {
+        async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
+        }
+        let f = &config.file;
+        Ok(Listeners {
+            public: bind(f.public.listen).await?,
+            admin: bind(f.admin.listen).await?,
+            egress: bind(f.egress.listen).await?,
+            socks: match f.egress.socks_listen {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            },
+        })
+    }
+
+    fn bound(&self) -> Result<Bound, ServerError> {
+        let addr = |l: &TcpListener| {
+            l.local_addr().map_err(|source| ServerError::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })
+        };
+        Ok(Bound { public: addr(&self.public)?, admin: addr(&self.admin)?, egress: addr(&self.egress)? })
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

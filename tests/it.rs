@@ -11,3 +11,4 @@ mod support;
 mod egress;
 mod expiry;
 mod proxy;
+mod shield;

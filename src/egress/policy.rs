@@ -268,9 +268,11 @@ mod tests {
     use super::*;
 
     fn policy(allow_hosts: &[&str], deny: &[&str]) -> Policy {
-        let mut c = EgressConfig::default();
-        c.allow_hosts = allow_hosts.iter().map(|s| s.to_string()).collect();
-        c.deny_domains = deny.iter().map(|s| s.to_string()).collect();
+        let c = EgressConfig {
+            allow_hosts: allow_hosts.iter().map(|s| s.to_string()).collect(),
+            deny_domains: deny.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
         Policy::new(&c)
     }
 

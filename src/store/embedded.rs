@@ -14,7 +14,10 @@
 //! - `expiry_failed`: status id → account — the few items waiting for a new credential;
 //! - `expiry_counts`: state name → count, kept in step with `expiry_items`;
 //! - `expiry_credentials`: credential id → sealed token, account and reference count;
-//! - `expiry_account_credential`: account → the newest credential id seen for it.
+//! - `expiry_account_credential`: account → the newest credential id seen for it;
+//! - `shield_first_seen`: remote actor URL → when it was first seen delivering;
+//! - `shield_held`: held delivery id → the [`HeldDelivery`] (JSON, body base64);
+//! - `shield_audit`: sequence number → one [`AuditRecord`] (JSON).
 
 use std::{
     path::{Path, PathBuf},
@@ -26,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{
-    CredentialStore, ExpiryState, KeepFlags, Outcome, ScheduleCounts, ScheduleStore, Scheduled, SealedCredential,
-    StoreError, StoreFuture, UnixMs, now_ms,
+    AuditRecord, CredentialStore, ExpiryState, HeldDelivery, KeepFlags, Outcome, ScheduleCounts, ScheduleStore,
+    Scheduled, SealedCredential, ShieldStore, StoreError, StoreFuture, UnixMs, now_ms,
 };
 
 const ITEMS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("expiry_items");
@@ -36,6 +39,11 @@ const FAILED: TableDefinition<'static, &str, &str> = TableDefinition::new("expir
 const COUNTS: TableDefinition<'static, &str, u64> = TableDefinition::new("expiry_counts");
 const CREDENTIALS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("expiry_credentials");
 const ACCOUNT_CREDENTIAL: TableDefinition<'static, &str, &str> = TableDefinition::new("expiry_account_credential");
+
+// Shield tables: see the shield section at the end of this file.
+const SHIELD_FIRST_SEEN: TableDefinition<'static, &str, u64> = TableDefinition::new("shield_first_seen");
+const SHIELD_HELD: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("shield_held");
+const SHIELD_AUDIT: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("shield_audit");
 
 /// How many waiting writes one commit may carry.
 const MAX_BATCH: usize = 1024;
@@ -117,6 +125,9 @@ impl EmbeddedStore {
                 txn.open_table(COUNTS).map_err(backend)?;
                 txn.open_table(CREDENTIALS).map_err(backend)?;
                 txn.open_table(ACCOUNT_CREDENTIAL).map_err(backend)?;
+                txn.open_table(SHIELD_FIRST_SEEN).map_err(backend)?;
+                txn.open_table(SHIELD_HELD).map_err(backend)?;
+                txn.open_table(SHIELD_AUDIT).map_err(backend)?;
                 Ok(())
             })();
             created.map_err(|e| open_err(e.to_string()))?;
@@ -556,6 +567,137 @@ impl CredentialStore for EmbeddedStore {
 
     fn credential_count(&self) -> StoreFuture<'_, u64> {
         Box::pin(self.read(|txn| txn.open_table(CREDENTIALS).map_err(backend)?.len().map_err(backend)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Shield: first-seen senders and the quarantine.
+// ---------------------------------------------------------------------------------------
+
+fn append_audit(txn: &WriteTransaction, record: &AuditRecord) -> Result<(), StoreError> {
+    let mut audit = txn.open_table(SHIELD_AUDIT).map_err(backend)?;
+    let next = audit.last().map_err(backend)?.map_or(0, |(k, _)| k.value() + 1);
+    audit.insert(next, encode(record)?.as_slice()).map_err(backend)?;
+    Ok(())
+}
+
+impl ShieldStore for EmbeddedStore {
+    fn first_seen<'a>(&'a self, actor: &'a str) -> StoreFuture<'a, Option<UnixMs>> {
+        let actor = actor.to_owned();
+        Box::pin(self.read(move |txn| {
+            let table = txn.open_table(SHIELD_FIRST_SEEN).map_err(backend)?;
+            Ok(table.get(actor.as_str()).map_err(backend)?.map(|v| v.value()))
+        }))
+    }
+
+    fn record_first_seen(&self, seen: Vec<(String, UnixMs)>) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |txn| {
+            let mut table = txn.open_table(SHIELD_FIRST_SEEN).map_err(backend)?;
+            for (actor, at) in &seen {
+                let existing = table.get(actor.as_str()).map_err(backend)?.map(|v| v.value());
+                if existing.is_none_or(|old| *at < old) {
+                    table.insert(actor.as_str(), *at).map_err(backend)?;
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    fn put_held(&self, held: HeldDelivery, audit: AuditRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |txn| {
+            let mut table = txn.open_table(SHIELD_HELD).map_err(backend)?;
+            table.insert(held.id, encode(&held)?.as_slice()).map_err(backend)?;
+            append_audit(txn, &audit)
+        }))
+    }
+
+    fn remove_held(&self, id: u64, audit: AuditRecord) -> StoreFuture<'_, Option<HeldDelivery>> {
+        Box::pin(self.write(move |txn| {
+            let mut table = txn.open_table(SHIELD_HELD).map_err(backend)?;
+            let removed = table.remove(id).map_err(backend)?;
+            let held: Option<HeldDelivery> =
+                removed.map(|v| decode(&format!("shield_held/{id}"), v.value())).transpose()?;
+            if held.is_some() {
+                append_audit(txn, &audit)?;
+            }
+            Ok(held)
+        }))
+    }
+
+    fn held(&self, id: u64) -> StoreFuture<'_, Option<HeldDelivery>> {
+        Box::pin(self.read(move |txn| {
+            let table = txn.open_table(SHIELD_HELD).map_err(backend)?;
+            let found = table.get(id).map_err(backend)?;
+            found.map(|v| decode(&format!("shield_held/{id}"), v.value())).transpose()
+        }))
+    }
+
+    fn list_held(&self) -> StoreFuture<'_, Vec<HeldDelivery>> {
+        Box::pin(self.read(|txn| {
+            let table = txn.open_table(SHIELD_HELD).map_err(backend)?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(backend)? {
+                let (k, v) = row.map_err(backend)?;
+                out.push(decode(&format!("shield_held/{}", k.value()), v.value())?);
+            }
+            Ok(out)
+        }))
+    }
+
+    fn audit_log(&self, limit: usize) -> StoreFuture<'_, Vec<AuditRecord>> {
+        Box::pin(self.read(move |txn| {
+            let table = txn.open_table(SHIELD_AUDIT).map_err(backend)?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(backend)?.rev().take(limit) {
+                let (k, v) = row.map_err(backend)?;
+                out.push(decode(&format!("shield_audit/{}", k.value()), v.value())?);
+            }
+            Ok(out)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod shield_tests {
+    use super::*;
+    use crate::store::HeldState;
+
+    fn audit(id: u64, action: &str) -> AuditRecord {
+        AuditRecord { at: now_ms(), id, domain: "r.example".into(), action: action.into(), detail: String::new() }
+    }
+
+    #[tokio::test]
+    async fn first_seen_and_quarantine_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = HeldDelivery {
+            id: 7,
+            received: 1,
+            date: Some(2),
+            method: "POST".into(),
+            path_and_query: "/inbox".into(),
+            headers: vec![("date".into(), b"x".to_vec())],
+            body: vec![0, 159, 146, 150],
+            domain: "r.example".into(),
+            targets: vec!["alice".into()],
+            state: HeldState::Held,
+        };
+        {
+            let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
+            store.record_first_seen(vec![("https://r.example/u/a".into(), 50)]).await.unwrap();
+            store.record_first_seen(vec![("https://r.example/u/a".into(), 90)]).await.unwrap();
+            store.put_held(held.clone(), audit(7, "held")).await.unwrap();
+        }
+        // The writer thread of the first handle exits once its sender is gone.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.first_seen("https://r.example/u/a").await.unwrap(), Some(50));
+        assert_eq!(store.first_seen("https://r.example/u/b").await.unwrap(), None);
+        assert_eq!(store.list_held().await.unwrap(), vec![held.clone()]);
+        assert_eq!(store.held(7).await.unwrap(), Some(held.clone()));
+        assert_eq!(store.remove_held(7, audit(7, "released")).await.unwrap(), Some(held));
+        assert_eq!(store.remove_held(7, audit(7, "released")).await.unwrap(), None);
+        let log = store.audit_log(10).await.unwrap();
+        assert_eq!(log.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(), ["released", "held"]);
     }
 }
 

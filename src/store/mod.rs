@@ -52,11 +52,11 @@ pub enum StoreError {
 /// A boxed future of a store result, for the object-safe traits below.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// The whole durable state. Sections: [`ScheduleStore`] + [`CredentialStore`] (expiry).
-/// The shield adds its own sub-trait (first-seen senders, quarantine) to this list.
-pub trait Store: ScheduleStore + CredentialStore + Send + Sync + 'static {}
+/// The whole durable state. Sections: [`ScheduleStore`] + [`CredentialStore`] (expiry),
+/// [`ShieldStore`] (the shield's first-seen senders and quarantine).
+pub trait Store: ScheduleStore + CredentialStore + ShieldStore + Send + Sync + 'static {}
 
-impl<T: ScheduleStore + CredentialStore + Send + Sync + 'static> Store for T {}
+impl<T: ScheduleStore + CredentialStore + ShieldStore + Send + Sync + 'static> Store for T {}
 
 // ---------------------------------------------------------------------------------------
 // Expiry: the deletion schedule.
@@ -261,4 +261,85 @@ pub trait CredentialStore: Send + Sync {
     fn account_credential<'a>(&'a self, account: &'a str) -> StoreFuture<'a, Option<SealedCredential>>;
     /// How many sealed credentials are stored (each is one distinct token).
     fn credential_count(&self) -> StoreFuture<'_, u64>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Shield: first-seen senders and the quarantine of held deliveries.
+// ---------------------------------------------------------------------------------------
+
+/// A federation delivery the shield accepted (202) and keeps, exactly as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldDelivery {
+    /// Unique, increasing.
+    pub id: u64,
+    /// When pavise accepted it.
+    pub received: UnixMs,
+    /// Its `Date` header: the sender's signature is good for about 65 minutes after it.
+    pub date: Option<UnixMs>,
+    pub method: String,
+    pub path_and_query: String,
+    /// Header names and raw values in arrival order; client-IP headers already removed and
+    /// `X-Forwarded-For` set to the sender's pseudonym (never a raw address).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The exact body bytes (base64 in the stored JSON: a third larger, not four times).
+    #[serde(with = "base64_bytes")]
+    pub body: Vec<u8>,
+    /// The signing domain (or what it claimed, marked unverified).
+    pub domain: String,
+    /// The shielded local accounts it mentions.
+    pub targets: Vec<String>,
+    pub state: HeldState,
+}
+
+/// Where a held delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeldState {
+    /// Waiting for the wave over its targets to pass.
+    Held,
+    /// Past its signature window (or refused on release): the admin decides.
+    Kept,
+}
+
+/// One entry of the quarantine's audit trail: nothing is released or dropped unrecorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at: UnixMs,
+    /// The held delivery's id.
+    pub id: u64,
+    pub domain: String,
+    /// `held`, `released`, `kept`, `dropped`, ...
+    pub action: String,
+    pub detail: String,
+}
+
+/// The shield's durable state. Every write is durable when its future resolves.
+pub trait ShieldStore: Send + Sync {
+    /// When a remote actor (its URL) was first seen delivering, if ever.
+    fn first_seen<'a>(&'a self, actor: &'a str) -> StoreFuture<'a, Option<UnixMs>>;
+    /// Records first-seen times in one commit; an existing, older record wins.
+    fn record_first_seen(&self, seen: Vec<(String, UnixMs)>) -> StoreFuture<'_, ()>;
+    /// Inserts or replaces a held delivery, with its audit record, in one commit.
+    fn put_held(&self, held: HeldDelivery, audit: AuditRecord) -> StoreFuture<'_, ()>;
+    /// Removes a held delivery, with its audit record, in one commit; None if absent.
+    fn remove_held(&self, id: u64, audit: AuditRecord) -> StoreFuture<'_, Option<HeldDelivery>>;
+    fn held(&self, id: u64) -> StoreFuture<'_, Option<HeldDelivery>>;
+    /// Every held delivery, oldest first.
+    fn list_held(&self) -> StoreFuture<'_, Vec<HeldDelivery>>;
+    /// The newest `limit` audit records, newest first.
+    fn audit_log(&self, limit: usize) -> StoreFuture<'_, Vec<AuditRecord>>;
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
 }
