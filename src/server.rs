@@ -215,7 +215,8 @@ pub async fn start(
         // Background tasks stop between items; an unfinished claim lapses and is retried.
         tasks.close();
         let _ = tokio::time::timeout(grace, tasks.wait()).await;
-        drop(store);
+        // The last store handle joins its writer thread: do that off the async workers.
+        let _ = tokio::task::spawn_blocking(move || drop(store)).await;
     });
     Ok((bound, handle))
 }

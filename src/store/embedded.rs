@@ -84,17 +84,34 @@ impl<T: Send, F: Fn(&WriteTransaction) -> Result<T, StoreError> + Send> Job for 
     }
 }
 
-/// The embedded redb store. Cheap to clone.
+/// The embedded redb store. Cheap to clone; when the last clone goes, the writer thread
+/// finishes what it was given and the file is closed before the drop returns, so the
+/// same process (a test, an in-process restart) can open it again at once.
 #[derive(Clone)]
 pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: Arc<Database>,
-    writer: mpsc::Sender<Box<dyn Job>>,
+    writer: Option<mpsc::Sender<Box<dyn Job>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     path: PathBuf,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the write loop once its queue is empty.
+        drop(self.writer.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("EmbeddedStore").field("path", &self.inner.path).finish_non_exhaustive()
     }
 }
 
@@ -136,15 +153,15 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let (writer, jobs) = mpsc::channel::<Box<dyn Job>>();
         let thread_db = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("pavise-store".into())
             .spawn(move || write_loop(&thread_db, &jobs))
             .map_err(|e| open_err(e.to_string()))?;
-        Ok(EmbeddedStore { db, writer, path })
+        Ok(EmbeddedStore { inner: Arc::new(Inner { db, writer: Some(writer), thread: Some(thread), path }) })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -153,7 +170,8 @@ impl EmbeddedStore {
         F: Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        self.writer.send(Box::new(Typed { f, out: None, reply })).map_err(|_| StoreError::Closed)?;
+        let writer = self.inner.writer.as_ref().ok_or(StoreError::Closed)?;
+        writer.send(Box::new(Typed { f, out: None, reply })).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -162,7 +180,7 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = self.db.clone();
+        let db = self.inner.db.clone();
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(backend)?;
             f(&txn)
@@ -687,8 +705,6 @@ mod shield_tests {
             store.record_first_seen(vec![("https://r.example/u/a".into(), 90)]).await.unwrap();
             store.put_held(held.clone(), audit(7, "held")).await.unwrap();
         }
-        // The writer thread of the first handle exits once its sender is gone.
-        std::thread::sleep(std::time::Duration::from_millis(100));
         let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.first_seen("https://r.example/u/a").await.unwrap(), Some(50));
         assert_eq!(store.first_seen("https://r.example/u/b").await.unwrap(), None);
@@ -784,18 +800,8 @@ mod tests {
             let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
             store.schedule(vec![(item("7", 42, "c"), Some(cred("c", "alice")))]).await.unwrap();
         }
-        // The writer thread of the first handle may still hold the file briefly.
-        let mut reopened = None;
-        for _ in 0..500 {
-            match EmbeddedStore::open(dir.path(), 1 << 20) {
-                Ok(s) => {
-                    reopened = Some(s);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-            }
-        }
-        let store = reopened.unwrap();
+        // Dropping the last handle closed the file: it opens again at once.
+        let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.next_due().await.unwrap(), Some(42));
         assert!(store.credential("c").await.unwrap().is_some());
         assert!(store.account_credential("alice").await.unwrap().is_some());
