@@ -13,6 +13,9 @@ What you get (see each fixture's docstring):
   ``admin_url``, ``log_path`` (stderr + stdout), ``data_dir``, ``admin_token``.
 * ``pavise_factory`` (function): start more pavise processes in front of any
   upstream, with extra flags or a config file; each is stopped at teardown.
+* ``ws_streaming_pavise`` (function): ``(pavise, adapter)`` — a pavise whose streaming
+  upstream is tests/e2e/streaming_adapter.py, which gives mastodon-mock's events
+  Mastodon's multiplexed WebSocket protocol (what Mastodon.py's WebSocket client speaks).
 * ``mastodon_app`` (function): a logged-in Mastodon.py client (``alice``) through
   pavise, from a freshly registered app.
 
@@ -39,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from streaming_adapter import StreamingAdapter
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -319,6 +324,17 @@ def pavise_factory(tmp_path: Path) -> Iterator[Callable[..., PaviseProcess]]:
     finally:
         for p in started:
             p.stop(grace=5)
+
+
+@pytest.fixture
+def ws_streaming_pavise(mastodon_mock, pavise_factory):
+    """pavise with mastodon-mock as web upstream and the multiplexing adapter
+    (tests/e2e/streaming_adapter.py) as streaming upstream."""
+    adapter = StreamingAdapter(mastodon_mock.port).start()
+    try:
+        yield pavise_factory(mastodon_mock.url, streaming_upstream=adapter.url), adapter
+    finally:
+        adapter.stop()
 
 
 # --------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import stat
 import subprocess
 import time
 
+import pytest
+
 from conftest import free_port, pavise_bin
 
 
@@ -76,3 +78,35 @@ def test_check_prints_a_summary_and_rejects_a_bad_key(tmp_path):
                          timeout=30, cwd=tmp_path)
     assert out.returncode == 1
     assert "lisen" in out.stderr, out.stderr
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Sends raw bytes, returns what comes back until the server closes (bounded)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        out = b""
+        while len(out) < 65536:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+def test_malformed_and_oversized_requests_get_4xx_and_pavise_stays_up(pavise):
+    big = raw_exchange(pavise.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+    assert big.startswith(b"HTTP/1.1 431"), big[:80]
+    garbage = raw_exchange(pavise.port, b"NOT HTTP AT ALL\r\n\r\n")
+    assert garbage.startswith(b"HTTP/1.1 400"), garbage[:80]
+    bad_length = raw_exchange(pavise.port, b"POST /inbox HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+    assert bad_length.startswith(b"HTTP/1.1 400"), bad_length[:80]
+    assert pavise.proc.poll() is None
+    assert pavise.admin_get("/healthz", token="")[0] == 200
+
+
+@pytest.mark.xfail(strict=True, reason="src/telemetry.rs: the text log writes ANSI colour codes even when "
+                   "stderr is a file (needs .with_ansi(stderr is a terminal)); remove this marker once fixed")
+def test_text_log_to_a_file_has_no_terminal_escapes(pavise):
+    assert "\x1b[" not in pavise.log_text()

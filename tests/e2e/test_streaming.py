@@ -137,3 +137,31 @@ def test_websocket_rejected_by_instance_is_reported_not_hung(pavise):
         with ws_connect(url, open_timeout=10, close_timeout=5) as ws:
             ws.recv(timeout=10)
     assert time.monotonic() - start < 15
+
+
+def test_websocket_with_mastodon_py(ws_streaming_pavise):
+    relay, adapter = ws_streaming_pavise
+    alice = login(relay.url, "alice")
+    listener = Collect()
+    handle = alice.stream_open_websocket(listener, timeout=30)
+    try:
+        alice.stream_user(listener, websocket_handle=handle)
+        alice.stream_public(listener, websocket_handle=handle)
+        deadline = time.monotonic() + 15
+        # Subscriptions travel as messages after the upgrade; retry the post until one lands.
+        while True:
+            alice.status_post("multiplexed websocket through pavise")
+            try:
+                kind, status = listener.events.get(timeout=2)
+                break
+            except queue.Empty:
+                assert time.monotonic() < deadline, "no event over Mastodon.py's WebSocket"
+        assert kind == "update" and "multiplexed websocket" in status.content
+    finally:
+        handle.close()
+
+    assert adapter.handshakes, "the upgrade never reached the streaming upstream"
+    headers = dict(adapter.handshakes[-1]["headers"])
+    assert headers["authorization"] == f"Bearer {alice.access_token}"
+    assert headers["x-forwarded-for"].startswith("2001:db8:"), headers
+    assert headers["host"] == f"127.0.0.1:{relay.port}"
