@@ -19,7 +19,11 @@ pub fn init(format: LogFormat) -> WorkerGuard {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Json => registry.with(fmt::layer().json().with_writer(writer)).try_init(),
-        LogFormat::Text => registry.with(fmt::layer().with_ansi(false).with_writer(writer)).try_init(),
+        // Colour only for a person at a terminal; files and journald get plain text.
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            registry.with(fmt::layer().with_ansi(ansi).with_writer(writer)).try_init()
+        }
     };
     // Already installed (an embedding program set its own): keep theirs.
     let _ = result;

@@ -106,7 +106,5 @@ def test_malformed_and_oversized_requests_get_4xx_and_pavise_stays_up(pavise):
     assert pavise.admin_get("/healthz", token="")[0] == 200
 
 
-@pytest.mark.xfail(strict=True, reason="src/telemetry.rs: the text log writes ANSI colour codes even when "
-                   "stderr is a file (needs .with_ansi(stderr is a terminal)); remove this marker once fixed")
 def test_text_log_to_a_file_has_no_terminal_escapes(pavise):
     assert "\x1b[" not in pavise.log_text()
