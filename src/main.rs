@@ -30,6 +30,17 @@ enum Command {
         #[command(flatten)]
         flags: RunFlags,
     },
+    /// Strip location and identifying metadata from one media file; exit 1 if refused.
+    Scrub {
+        /// The image, video or audio file to scrub (recognised by its content, not its name).
+        input: PathBuf,
+        /// Where to write the scrubbed file [default: standard output].
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        /// Print what was removed (to standard error).
+        #[arg(short, long)]
+        verbose: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -123,6 +134,20 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let config = Config::load(common.config.as_deref(), &flags.overrides())?;
             print!("{}", pavise::check::summary(&config)?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Scrub { input, output, verbose } => {
+            match pavise::privacy::media::scrub_path(&input, output.as_deref()) {
+                Ok(done) => {
+                    if verbose {
+                        eprint!("{}", pavise::privacy::media::describe(done.format, &done.report));
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("pavise: {} refused: {e}", input.display());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
     }
 }

@@ -374,6 +374,26 @@ fn read_up_to(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usi
     Ok(n)
 }
 
+/// `pavise scrub IN [-o OUT]`: scrubs `input` into `output` (standard output when
+/// `None`). Nothing is written when the file is refused.
+pub fn scrub_path(input: &Path, output: Option<&Path>) -> Result<Scrubbed, MediaError> {
+    use std::io::{IsTerminal as _, Write as _};
+    if output.is_none() && std::io::stdout().is_terminal() {
+        return Err(MediaError::Io(std::io::Error::other("refusing to write binary data to a terminal; use -o OUT")));
+    }
+    let bytes = std::fs::read(input)?;
+    let scrubbed = scrub(&bytes)?;
+    match output {
+        Some(path) => std::fs::write(path, &scrubbed.bytes)?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&scrubbed.bytes)?;
+            out.flush()?;
+        }
+    }
+    Ok(scrubbed)
+}
+
 /// A human-readable account of a report, for `pavise scrub -v`.
 pub fn describe(format: Format, report: &Report) -> String {
     use fmt::Write as _;

@@ -326,6 +326,9 @@ impl Writer {
     }
 }
 
+/// How many leading bytes a spilled part keeps in memory for sniffing.
+const HEAD: usize = 64;
+
 /// One part's bytes while they arrive: memory up to the threshold, then a temp file.
 pub struct Spool {
     mem: Vec<u8>,
@@ -374,11 +377,17 @@ impl Spool {
             let tmp = tempfile::Builder::new().prefix("upload-").tempfile_in(&self.dir)?;
             let mut f = tokio::fs::File::from_std(tmp.reopen()?);
             f.write_all(&self.mem).await?;
-            self.mem = self.mem.get(..64).unwrap_or(&self.mem).to_vec();
             self.file = Some((tmp, f));
         }
         match &mut self.file {
-            Some((_, f)) => f.write_all(chunk).await,
+            Some((_, f)) => {
+                // Once spilled, `mem` keeps only the first bytes, for sniffing.
+                let mut buf = std::mem::take(&mut self.mem);
+                buf.extend_from_slice(chunk.get(..HEAD.saturating_sub(buf.len())).unwrap_or(chunk));
+                buf.truncate(HEAD);
+                self.mem = buf;
+                f.write_all(chunk).await
+            }
             None => {
                 self.mem.extend_from_slice(chunk);
                 Ok(())
