@@ -37,5 +37,10 @@ pub fn summary(config: &Config) -> Result<String, CheckError> {
     let _ = writeln!(out, "egress listener: {} — {egress}", f.egress.listen);
     let _ = writeln!(out, "admin listener: {} (token file {})", f.admin.listen, config.admin_token_file().display());
     let _ = writeln!(out, "data dir: {}; policies: {}", f.data_dir.display(), f.policies.display());
+    let _ = writeln!(
+        out,
+        "media: every uploaded file scrubbed of location (unknown or broken files refused); images up to {}, video/audio up to {}; spooled to disk above {}",
+        f.media.max_image, f.media.max_video, f.media.spill_threshold
+    );
     Ok(out)
 }
