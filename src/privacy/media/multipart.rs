@@ -194,8 +194,10 @@ impl Scrubber {
         let max = self.max_file();
         while let Some(mut field) = parts.next_field().await.map_err(multer_error)? {
             let name = field.name().unwrap_or_default().to_owned();
-            let declared_file =
-                field.file_name().is_some() || field.content_type().is_some_and(|m| m.type_().as_str() != "text");
+            // Rack (and so Mastodon) makes a file of a part with a filename; a media
+            // Content-Type without one is treated as a file too, to be safe.
+            let declared_file = field.file_name().is_some()
+                || field.content_type().is_some_and(|m| matches!(m.type_().as_str(), "image" | "video" | "audio"));
             out.text(&format!("--{new_boundary}\r\n"));
             for (k, v) in field.headers() {
                 // Part lengths change with scrubbing; multipart parts are self-delimiting.
