@@ -95,7 +95,7 @@ pub async fn start(
         // After the headers are clean and before anything is forwarded: every uploaded
         // file is scrubbed (or refused) before the instance sees a byte of the body.
         media,
-        // Media scrubbing and expiry follow (later issues).
+        // Expiry follows (later issue).
     ];
     let pipeline = Arc::new(Pipeline::new(&config, stages, upstream, pseudonymizer.clone(), metrics.clone()));
 

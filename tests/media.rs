@@ -619,10 +619,14 @@ fn mutated_files_are_refused_or_scrubbed_never_a_panic() {
             }
         }
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut rng = Rng(0x5EED_CAFE_F00D_0001);
+    // PAVISE_MUTATION_SECS=600 turns this into a longer fuzzing session.
+    let secs = std::env::var("PAVISE_MUTATION_SECS").ok().and_then(|s| s.parse().ok());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs.unwrap_or(20));
+    let rounds = if secs.is_some() { u64::MAX } else { 64 };
+    let seed = std::env::var("PAVISE_MUTATION_SEED").ok().and_then(|s| s.parse().ok());
+    let mut rng = Rng(seed.unwrap_or(0x5EED_CAFE_F00D_0001));
     let (mut execs, mut accepted) = (0u64, 0u64);
-    'outer: for round in 0..64 {
+    'outer: for round in 0..rounds {
         for (name, seed) in &seeds {
             if std::time::Instant::now() > deadline {
                 break 'outer;
