@@ -334,7 +334,8 @@ const HEAD: usize = 64;
 /// One part's bytes while they arrive: memory up to the threshold, then a temp file.
 pub struct Spool {
     mem: Vec<u8>,
-    file: Option<(NamedTempFile, tokio::fs::File)>,
+    /// Buffered: each unbuffered tokio file write is a trip to the blocking pool.
+    file: Option<(NamedTempFile, tokio::io::BufWriter<tokio::fs::File>)>,
     len: u64,
     threshold: u64,
     dir: PathBuf,
@@ -377,7 +378,7 @@ impl Spool {
         self.len += chunk.len() as u64;
         if self.file.is_none() && self.len > self.threshold {
             let tmp = tempfile::Builder::new().prefix("upload-").tempfile_in(&self.dir)?;
-            let mut f = tokio::fs::File::from_std(tmp.reopen()?);
+            let mut f = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(tmp.reopen()?));
             f.write_all(&self.mem).await?;
             self.file = Some((tmp, f));
         }
@@ -402,7 +403,6 @@ impl Spool {
             None => Ok(Spooled::Mem(self.mem)),
             Some((tmp, mut f)) => {
                 f.flush().await?;
-                f.sync_data().await.ok();
                 drop(f);
                 Ok(Spooled::File(tmp, self.len, self.mem))
             }
