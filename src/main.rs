@@ -43,6 +43,21 @@ enum Command {
         #[command(subcommand)]
         action: ExpiryCommand,
     },
+    /// Strip location and identifying metadata from media files; exit 1 if any is refused.
+    Scrub {
+        /// Image, video or audio files (recognised by their content, not their names).
+        #[arg(required = true, num_args = 1..)]
+        inputs: Vec<PathBuf>,
+        /// Where to write the scrubbed file (one input) [default: standard output].
+        #[arg(short = 'o', long = "output", conflicts_with = "out_dir")]
+        output: Option<PathBuf>,
+        /// Write each scrubbed file under this directory, with its own name (many inputs).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// Print what was removed (to standard error).
+        #[arg(short, long)]
+        verbose: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,6 +195,30 @@ fn real_main() -> anyhow::Result<ExitCode> {
             };
             print!("{out}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Scrub { inputs, output, out_dir, verbose } => {
+            if inputs.len() > 1 && out_dir.is_none() {
+                anyhow::bail!("several inputs need --out-dir DIR");
+            }
+            let mut refused = 0;
+            for input in &inputs {
+                let target = match (&out_dir, input.file_name()) {
+                    (Some(dir), Some(name)) => Some(dir.join(name)),
+                    (Some(_), None) => anyhow::bail!("{}: not a file name", input.display()),
+                    (None, _) => output.clone(),
+                };
+                match pavise::privacy::media::scrub_path(input, target.as_deref()) {
+                    Ok(done) if verbose => {
+                        eprint!("{}: {}", input.display(), pavise::privacy::media::describe(done.format, &done.report))
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        eprintln!("pavise: {} refused: {e}", input.display());
+                        refused += 1;
+                    }
+                }
+            }
+            Ok(if refused == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
 }

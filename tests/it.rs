@@ -10,5 +10,6 @@ mod support;
 
 mod egress;
 mod expiry;
+mod media;
 mod proxy;
 mod shield;

@@ -143,7 +143,7 @@ pub enum MediaError {
     TooLarge { kind: &'static str, limit: Size },
     #[error("the scrubbed {format} file could not be proven free of metadata: {what}")]
     NotClean { format: Format, what: String },
-    #[error("temporary file: {0}")]
+    #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
 
@@ -212,9 +212,9 @@ pub struct Scrubbed {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
-    /// Largest still image accepted (Mastodon's `MAX_IMAGE_SIZE`, 16 MB).
+    /// Largest still image accepted (Mastodon's `MAX_IMAGE_SIZE`, 16 MiB).
     pub max_image: Size,
-    /// Largest video or audio file accepted (Mastodon's `MAX_VIDEO_SIZE`, 99 MB).
+    /// Largest video or audio file accepted (Mastodon's `MAX_VIDEO_SIZE`, 99 MiB).
     pub max_video: Size,
     /// A file part larger than this is spooled to a temp file in the data dir instead
     /// of memory, so many concurrent uploads do not cost many times their size in RAM.
@@ -226,8 +226,9 @@ pub struct MediaConfig {
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
-            max_image: Size(16_000_000),
-            max_video: Size(99_000_000),
+            // Mastodon's limits are Rails megabytes (MiB).
+            max_image: Size(16 << 20),
+            max_video: Size(99 << 20),
             spill_threshold: Size(1 << 20),
             memory_budget: Size(256 << 20),
         }
@@ -374,6 +375,26 @@ fn read_up_to(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usi
     Ok(n)
 }
 
+/// `pavise scrub IN [-o OUT]`: scrubs `input` into `output` (standard output when
+/// `None`). Nothing is written when the file is refused.
+pub fn scrub_path(input: &Path, output: Option<&Path>) -> Result<Scrubbed, MediaError> {
+    use std::io::{IsTerminal as _, Write as _};
+    if output.is_none() && std::io::stdout().is_terminal() {
+        return Err(MediaError::Io(std::io::Error::other("refusing to write binary data to a terminal; use -o OUT")));
+    }
+    let bytes = std::fs::read(input)?;
+    let scrubbed = scrub(&bytes)?;
+    match output {
+        Some(path) => std::fs::write(path, &scrubbed.bytes)?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&scrubbed.bytes)?;
+            out.flush()?;
+        }
+    }
+    Ok(scrubbed)
+}
+
 /// A human-readable account of a report, for `pavise scrub -v`.
 pub fn describe(format: Format, report: &Report) -> String {
     use fmt::Write as _;
@@ -382,8 +403,20 @@ pub fn describe(format: Format, report: &Report) -> String {
     if report.removed.is_empty() {
         let _ = writeln!(out, "removed: nothing (no metadata found)");
     }
+    // Many sample runs of one track read better as one line.
+    let mut grouped: Vec<(&str, u64, usize)> = Vec::new();
     for r in &report.removed {
-        let _ = writeln!(out, "removed: {} ({} bytes)", r.what, r.bytes);
+        match grouped.iter_mut().find(|g| g.0 == r.what) {
+            Some(g) => {
+                g.1 += r.bytes;
+                g.2 += 1;
+            }
+            None => grouped.push((&r.what, r.bytes, 1)),
+        }
+    }
+    for (what, bytes, n) in grouped {
+        let times = if n > 1 { format!(" ×{n}") } else { String::new() };
+        let _ = writeln!(out, "removed: {what}{times} ({bytes} bytes)");
     }
     for k in &report.kept {
         let _ = writeln!(out, "kept: {k}");
@@ -440,7 +473,7 @@ mod tests {
     fn config_defaults_and_unknown_keys() {
         let c: MediaConfig = toml::from_str("max_image = \"8MiB\"").unwrap();
         assert_eq!(c.max_image, Size(8 << 20));
-        assert_eq!(c.max_video, Size(99_000_000));
+        assert_eq!(c.max_video, Size(99 << 20));
         assert!(toml::from_str::<MediaConfig>("max_imgae = \"8MiB\"").is_err());
     }
 }

@@ -194,8 +194,10 @@ impl Scrubber {
         let max = self.max_file();
         while let Some(mut field) = parts.next_field().await.map_err(multer_error)? {
             let name = field.name().unwrap_or_default().to_owned();
-            let declared_file =
-                field.file_name().is_some() || field.content_type().is_some_and(|m| m.type_().as_str() != "text");
+            // Rack (and so Mastodon) makes a file of a part with a filename; a media
+            // Content-Type without one is treated as a file too, to be safe.
+            let declared_file = field.file_name().is_some()
+                || field.content_type().is_some_and(|m| matches!(m.type_().as_str(), "image" | "video" | "audio"));
             out.text(&format!("--{new_boundary}\r\n"));
             for (k, v) in field.headers() {
                 // Part lengths change with scrubbing; multipart parts are self-delimiting.
@@ -326,10 +328,14 @@ impl Writer {
     }
 }
 
+/// How many leading bytes a spilled part keeps in memory for sniffing.
+const HEAD: usize = 64;
+
 /// One part's bytes while they arrive: memory up to the threshold, then a temp file.
 pub struct Spool {
     mem: Vec<u8>,
-    file: Option<(NamedTempFile, tokio::fs::File)>,
+    /// Buffered: each unbuffered tokio file write is a trip to the blocking pool.
+    file: Option<(NamedTempFile, tokio::io::BufWriter<tokio::fs::File>)>,
     len: u64,
     threshold: u64,
     dir: PathBuf,
@@ -372,13 +378,19 @@ impl Spool {
         self.len += chunk.len() as u64;
         if self.file.is_none() && self.len > self.threshold {
             let tmp = tempfile::Builder::new().prefix("upload-").tempfile_in(&self.dir)?;
-            let mut f = tokio::fs::File::from_std(tmp.reopen()?);
+            let mut f = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(tmp.reopen()?));
             f.write_all(&self.mem).await?;
-            self.mem = self.mem.get(..64).unwrap_or(&self.mem).to_vec();
             self.file = Some((tmp, f));
         }
         match &mut self.file {
-            Some((_, f)) => f.write_all(chunk).await,
+            Some((_, f)) => {
+                // Once spilled, `mem` keeps only the first bytes, for sniffing.
+                let mut buf = std::mem::take(&mut self.mem);
+                buf.extend_from_slice(chunk.get(..HEAD.saturating_sub(buf.len())).unwrap_or(chunk));
+                buf.truncate(HEAD);
+                self.mem = buf;
+                f.write_all(chunk).await
+            }
             None => {
                 self.mem.extend_from_slice(chunk);
                 Ok(())
@@ -391,7 +403,6 @@ impl Spool {
             None => Ok(Spooled::Mem(self.mem)),
             Some((tmp, mut f)) => {
                 f.flush().await?;
-                f.sync_data().await.ok();
                 drop(f);
                 Ok(Spooled::File(tmp, self.len, self.mem))
             }

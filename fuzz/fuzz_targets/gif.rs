@@ -1,0 +1,14 @@
+//! The gif walker on arbitrary bytes: it may refuse, it must never panic, and what it
+//! accepts must scrub to a fixed point.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pavise::privacy::media::{Report, gif};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(out) = gif::scrub(data, &mut Report::default()) {
+        let mut again = Report::default();
+        let twice = gif::scrub(&out, &mut again).expect("scrubbed output re-parses");
+        assert_eq!(twice, out);
+    }
+});
