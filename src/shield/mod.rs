@@ -224,6 +224,9 @@ pub struct Shield {
     stats: Stats,
     domains: moka::sync::Cache<String, Arc<Tally>>,
     targets: moka::sync::Cache<String, Arc<Tally>>,
+    /// Hellthread deliveries (body hash) → first seen: deferred for `shield_for` at most,
+    /// so a sender that retries for days gets through in the end.
+    hellthreads: moka::sync::Cache<u64, Instant>,
 }
 
 /// Key namespaces, so a domain and a pseudonym never share a bucket.
@@ -268,6 +271,7 @@ impl Shield {
             stats: Stats::default(),
             domains: moka::sync::Cache::new(10_000),
             targets: moka::sync::Cache::new(10_000),
+            hellthreads: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(max_shield * 2).build(),
             policies_dir: config.file.policies.clone(),
             local_domain: config.file.local_domain.clone(),
             cfg,
@@ -387,8 +391,13 @@ impl Shield {
             }
         };
         let mentions = wave::mentions(&bytes, self.local_host(ctx));
-        let hellthread = wave.hellthread > 0 && mentions.total > wave.hellthread;
         let now = Instant::now();
+        let hellthread = wave.hellthread > 0 && mentions.total > wave.hellthread && {
+            // The same activity comes back with every retry: defer it for `shield_for`
+            // from its first attempt, then let it through (the sender would give up).
+            let first = self.hellthreads.get_with(self.hasher.hash(ns::SENDER, &bytes[..]), || now);
+            now.saturating_duration_since(first) < wave.shield_for
+        };
         if !mentions.local.is_empty() {
             let sender = match (actor, &signed) {
                 (Some(a), _) => self.hasher.hash(ns::SENDER, a),
@@ -660,37 +669,50 @@ impl Stage for ShieldStage {
 
     fn on_request<'a>(&'a self, ctx: &'a mut RequestCtx, req: Request) -> StageFuture<'a, Result<Flow, ProxyError>> {
         let shield = &self.0;
-        let active = shield.active();
         let class = ctx.route.class;
-        let inbox_work =
-            class == RouteClass::Inbox && (active.policy.wave.enabled || active.needs_signer[class.index()]);
-        if inbox_work {
-            return Box::pin(async move { shield.inbox(ctx, req, active).await });
-        }
-        if active.needs_signer[class.index()] {
-            // Signed fetches of objects (authorized fetch): verify, then count.
-            return Box::pin(async move {
-                let (_, verdict) = shield.verify(ctx, &req).await;
-                match shield.check_limits(&active, class, &req, ctx.pseudonym, Some(&verdict)) {
+        let decision = {
+            // The cheap path decides under the read lock, without touching the Arc's count.
+            let active = shield.active.read().unwrap_or_else(|e| e.into_inner());
+            let inbox_work =
+                class == RouteClass::Inbox && (active.policy.wave.enabled || active.needs_signer[class.index()]);
+            if inbox_work || active.needs_signer[class.index()] {
+                None
+            } else if active.by_route[class.index()].is_empty() {
+                Some(Ok(()))
+            } else {
+                Some(shield.check_limits(&active, class, &req, ctx.pseudonym, None))
+            }
+        };
+        match decision {
+            // A few hash lookups, no body, no allocation beyond the stage's future.
+            Some(decision) => Box::pin(async move {
+                match decision {
                     Ok(()) => Ok(Flow::Continue(req)),
                     Err(denied) => {
                         shield.stats.limited.fetch_add(1, Relaxed);
                         Ok(Flow::Respond(too_many(&denied)))
                     }
                 }
-            });
-        }
-        // The cheap path: a few hash lookups, no body, no allocation.
-        let decision = shield.check_limits(&active, class, &req, ctx.pseudonym, None);
-        Box::pin(async move {
-            match decision {
-                Ok(()) => Ok(Flow::Continue(req)),
-                Err(denied) => {
-                    shield.stats.limited.fetch_add(1, Relaxed);
-                    Ok(Flow::Respond(too_many(&denied)))
-                }
+            }),
+            None if class == RouteClass::Inbox => {
+                let active = shield.active();
+                Box::pin(async move { shield.inbox(ctx, req, active).await })
             }
-        })
+            // Signed fetches of objects (authorized fetch) with per-signer rules: verify, then count.
+            None => {
+                let active = shield.active();
+                Box::pin(async move {
+                    let (_, verdict) = shield.verify(ctx, &req).await;
+                    match shield.check_limits(&active, class, &req, ctx.pseudonym, Some(&verdict)) {
+                        Ok(()) => Ok(Flow::Continue(req)),
+                        Err(denied) => {
+                            shield.stats.limited.fetch_add(1, Relaxed);
+                            Ok(Flow::Respond(too_many(&denied)))
+                        }
+                    }
+                })
+            }
+        }
     }
 }
 

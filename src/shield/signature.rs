@@ -624,4 +624,86 @@ mod tests {
         let evil = br#"{"id":"https://evil.example/u","publicKey":{"id":"https://r.example/u#k","owner":"https://evil.example/u","publicKeyPem":"PEM"}}"#;
         assert!(key_from_document(evil, "https://r.example/u#k", "https://r.example/u").is_err());
     }
+
+    fn ed25519_actor() -> (signature::Ed25519KeyPair, String) {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let pair = signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let mut spki = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+        spki.extend_from_slice(pair.public_key().as_ref());
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(&spki)
+        );
+        (pair, pem)
+    }
+
+    struct StaticFetcher(String, std::sync::atomic::AtomicU64);
+
+    impl KeyFetcher for StaticFetcher {
+        fn fetch<'a>(&'a self, _key_id: &'a str, _actor: &'a str) -> StageFuture<'a, Result<String, ShieldError>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Box::pin(async move { Ok(self.0.clone()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn rfc9421_ed25519_verifies_and_tampering_does_not() {
+        let (pair, pem) = ed25519_actor();
+        let fetcher = Arc::new(StaticFetcher(pem, Default::default()));
+        let verifier = Verifier::new(fetcher.clone(), 100, Duration::from_secs(60));
+        let params = r#"("@method" "@target-uri" "content-digest");created=1700000000;keyid="https://r.example/users/a#ed";alg="ed25519""#;
+        let base = format!(
+            "\"@method\": POST\n\"@target-uri\": https://local.example/inbox\n\"content-digest\": sha-256=:AAAA:\n\"@signature-params\": {params}"
+        );
+        let sig = base64::engine::general_purpose::STANDARD.encode(pair.sign(base.as_bytes()).as_ref());
+        let mut h = HeaderMap::new();
+        h.insert("host", "local.example".parse().unwrap());
+        h.insert("content-digest", "sha-256=:AAAA:".parse().unwrap());
+        h.insert("signature-input", format!("sig1={params}").parse().unwrap());
+        h.insert("signature", format!("sig1=:{sig}:").parse().unwrap());
+        let uri: Uri = "/inbox".parse().unwrap();
+        let by = parse(&h).unwrap();
+        let req = Signed { method: &Method::POST, uri: &uri, headers: &h, host: "local.example", https: true };
+        assert_eq!(
+            verifier.verify(&by, &req).await,
+            Verdict::Verified { actor: "https://r.example/users/a".into(), domain: "r.example".into() }
+        );
+        // Same key, other digest: the signature no longer covers the request.
+        h.insert("content-digest", "sha-256=:BBBB:".parse().unwrap());
+        let req = Signed { method: &Method::POST, uri: &uri, headers: &h, host: "local.example", https: true };
+        assert_eq!(verifier.verify(&by, &req).await, Verdict::Unverified);
+        // The key was fetched once and cached.
+        assert_eq!(fetcher.1.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn http_fetcher_goes_through_the_forward_proxy() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        let seen = tokio::spawn(async move {
+            let (mut conn, _) = proxy.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                head.extend_from_slice(&buf[..n]);
+            }
+            let doc = r#"{"id":"http://actor.test/users/a","publicKey":{"id":"http://actor.test/users/a#main-key","owner":"http://actor.test/users/a","publicKeyPem":"PEM"}}"#;
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: application/activity+json\r\n\r\n{doc}",
+                doc.len()
+            );
+            conn.write_all(resp.as_bytes()).await.unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let fetcher = HttpKeyFetcher::new(Some(proxy_addr), Duration::from_secs(5)).unwrap();
+        let pem = fetcher.fetch("http://actor.test/users/a#main-key", "http://actor.test/users/a").await.unwrap();
+        assert_eq!(pem, "PEM");
+        let head = seen.await.unwrap();
+        assert!(head.starts_with("GET http://actor.test/users/a HTTP/1.1\r\n"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("host: actor.test\r\n"), "{head}");
+    }
 }

@@ -686,9 +686,19 @@ mod shield_tests {
             store.record_first_seen(vec![("https://r.example/u/a".into(), 90)]).await.unwrap();
             store.put_held(held.clone(), audit(7, "held")).await.unwrap();
         }
-        // The writer thread of the first handle exits once its sender is gone.
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
+        // The writer thread of the first handle exits (and closes the file) once its
+        // sender is gone; wait for that, boundedly.
+        let mut reopened = None;
+        for _ in 0..500 {
+            match EmbeddedStore::open(dir.path(), 1 << 20) {
+                Ok(s) => {
+                    reopened = Some(s);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+        let store = reopened.expect("the store reopens within 5 s");
         assert_eq!(store.first_seen("https://r.example/u/a").await.unwrap(), Some(50));
         assert_eq!(store.first_seen("https://r.example/u/b").await.unwrap(), None);
         assert_eq!(store.list_held().await.unwrap(), vec![held.clone()]);
