@@ -3,8 +3,9 @@
 //!
 //! Run: `cargo bench --bench shield` (release), or, on a machine without a warm release
 //! build, the dev profile with the hot crates optimized:
-//! `cargo run --bench shield --config 'profile.dev.package.pavise.opt-level=3' ...` — see
-//! docs/shield.md for the exact command used for the published figures.
+//! `cargo test --bench shield --config 'profile.dev.package.pavise.opt-level=3' ... -- --bench`
+//! (docs/shield.md has the exact command behind the published figures). Without
+//! `--bench` it is a quick smoke run, as under `cargo test --all-targets`.
 
 // A bench's output is its figures.
 #![allow(clippy::print_stdout)]
@@ -47,7 +48,10 @@ fn rate(n: u64, started: Instant) -> f64 {
 }
 
 fn main() {
-    const KEYS: u64 = 1_000_000;
+    // `cargo bench` passes `--bench`; under `cargo test --all-targets` this is a smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
+    let keys: u64 = if full { 1_000_000 } else { 20_000 };
+    let n: u64 = if full { 5_000_000 } else { 100_000 };
     let hasher = KeyHasher::default();
     // Tables are kept alive to the end: each RSS delta is memory newly taken, never memory
     // a previous phase freed and this one reused.
@@ -55,12 +59,12 @@ fn main() {
     // The default cap under a 1M-key flood: memory stays at the cap.
     let before = rss_bytes();
     let capped = Limiter::new(rule("300/min"), 250_000);
-    for k in 0..KEYS {
-        black_box(capped.check(hasher.hash(3, k + 10 * KEYS)).is_ok());
+    for k in 0..keys {
+        black_box(capped.check(hasher.hash(3, k + 10 * keys)).is_ok());
     }
     let after = rss_bytes();
     println!(
-        "1M distinct keys against the default cap (250k): {} keys kept, RSS +{:.1} MB",
+        "{keys} distinct keys against the default cap (250k): {} keys kept, RSS +{:.1} MB",
         capped.keys(),
         (after.saturating_sub(before)) as f64 / 1e6
     );
@@ -69,26 +73,25 @@ fn main() {
     let before = rss_bytes();
     let limiter = Limiter::new(rule("300/min"), 1_100_000);
     let started = Instant::now();
-    for k in 0..KEYS {
+    for k in 0..keys {
         black_box(limiter.check(hasher.hash(3, k)).is_ok());
     }
-    let insert_rate = rate(KEYS, started);
+    let insert_rate = rate(keys, started);
     let after = rss_bytes();
     let mb = (after.saturating_sub(before)) as f64 / 1e6;
     println!(
-        "1M distinct keys (cap 1.1M): {} keys, RSS +{mb:.1} MB ({:.0} B/key), inserting at {:.2} M decisions/s",
+        "{keys} distinct keys (cap 1.1M): {} keys, RSS +{mb:.1} MB ({:.0} B/key), inserting at {:.2} M decisions/s",
         limiter.keys(),
-        (after.saturating_sub(before)) as f64 / KEYS as f64,
+        (after.saturating_sub(before)) as f64 / keys as f64,
         insert_rate / 1e6
     );
 
     // Decisions on known keys, spread over the million (cache-unfriendly: the worst case).
-    let n = 5_000_000u64;
     let started = Instant::now();
     for i in 0..n {
-        black_box(limiter.check(hasher.hash(3, (i * 7919) % KEYS)).is_ok());
+        black_box(limiter.check(hasher.hash(3, (i * 7919) % keys)).is_ok());
     }
-    println!("known keys, 1M-key table: {:.2} M decisions/s on one core (hash + GCRA)", rate(n, started) / 1e6);
+    println!("known keys, {keys}-key table: {:.2} M decisions/s on one core (hash + GCRA)", rate(n, started) / 1e6);
 
     // A realistic hot set: 10,000 clients.
     let hot = Limiter::new(rule("300/min"), 250_000);
@@ -112,7 +115,7 @@ fn main() {
     let now = Instant::now();
     let started = Instant::now();
     let names: Vec<String> = (0..10_000).map(|i| format!("victim{i}")).collect();
-    for i in 0..KEYS {
+    for i in 0..keys {
         let account = &names[(i % 10_000) as usize];
         black_box(waves.observe(
             account,
@@ -123,11 +126,11 @@ fn main() {
             std::time::Duration::from_secs(7200),
         ));
     }
-    let obs_rate = rate(KEYS, started);
+    let obs_rate = rate(keys, started);
     let (windows, shields) = waves.entries();
     let after = rss_bytes();
     println!(
-        "wave detector, 1M senders on 10k accounts: {windows} windows, {shields} shields, RSS +{:.1} MB, {:.2} M observations/s",
+        "wave detector, {keys} senders on 10k accounts: {windows} windows, {shields} shields, RSS +{:.1} MB, {:.2} M observations/s",
         (after.saturating_sub(before)) as f64 / 1e6,
         obs_rate / 1e6
     );

@@ -197,6 +197,8 @@ async fn start(upstream: &RecordingUpstream, policy_dir: &Path) -> Pavise {
         f.policies = dir;
         f.local_domain = Some(LOCAL.to_owned());
         f.shield.key_fetch = KeyFetchMode::Direct;
+        // The test's "remote servers" are loopback addresses.
+        f.shield.key_fetch_allow_private = true;
         f.shield.housekeeping = Span(Duration::from_millis(200));
     })
     .await

@@ -88,6 +88,8 @@ pub struct ShieldConfig {
     /// At most this many keys per `[[limit]]` rule; newcomers past it share one bucket.
     pub max_keys: usize,
     pub key_fetch: KeyFetchMode,
+    /// With `key_fetch = "direct"`: allow keyIds on loopback/private addresses (tests).
+    pub key_fetch_allow_private: bool,
     pub key_fetch_timeout: Span,
     /// How long a fetched actor key is trusted before it is fetched again.
     pub key_cache_ttl: Span,
@@ -106,6 +108,7 @@ impl Default for ShieldConfig {
             enabled: true,
             max_keys: 250_000,
             key_fetch: KeyFetchMode::Egress,
+            key_fetch_allow_private: false,
             key_fetch_timeout: Span::secs(10),
             key_cache_ttl: Span::secs(3600),
             key_cache_entries: 10_000,
@@ -253,7 +256,11 @@ impl Shield {
             Some(f) => f,
             None => {
                 let proxy = (cfg.key_fetch == KeyFetchMode::Egress).then_some(config.file.egress.listen);
-                Arc::new(signature::HttpKeyFetcher::new(proxy, cfg.key_fetch_timeout.get())?)
+                Arc::new(signature::HttpKeyFetcher::new(
+                    proxy,
+                    cfg.key_fetch_allow_private,
+                    cfg.key_fetch_timeout.get(),
+                )?)
             }
         };
         let max_shield = policy.wave.shield_for.max(policy.wave.window).max(Duration::from_secs(60));

@@ -302,12 +302,20 @@ pub trait KeyFetcher: Send + Sync {
 /// (pavise's egress listener, 127.0.0.1:8118) when one is set.
 pub struct HttpKeyFetcher {
     proxy: Option<SocketAddr>,
+    /// Without the egress proxy (whose destination guard refuses private addresses),
+    /// keyIds on loopback or private address literals are refused unless this is set:
+    /// a forged keyId must not make pavise request its neighbours' admin pages.
+    allow_private: bool,
     timeout: Duration,
     tls: tokio_rustls::TlsConnector,
 }
 
 impl HttpKeyFetcher {
-    pub fn new(proxy: Option<SocketAddr>, timeout: Duration) -> Result<HttpKeyFetcher, ShieldError> {
+    pub fn new(
+        proxy: Option<SocketAddr>,
+        allow_private: bool,
+        timeout: Duration,
+    ) -> Result<HttpKeyFetcher, ShieldError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -315,7 +323,7 @@ impl HttpKeyFetcher {
             .map_err(|e| ShieldError::Fetch(format!("TLS setup: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(HttpKeyFetcher { proxy, timeout, tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) })
+        Ok(HttpKeyFetcher { proxy, allow_private, timeout, tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) })
     }
 
     async fn get(&self, url: &str) -> Result<Bytes, ShieldError> {
@@ -324,6 +332,9 @@ impl HttpKeyFetcher {
         let https = uri.scheme_str() == Some("https");
         let host = uri.host().ok_or_else(|| fail("no host".into()))?.to_owned();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        if self.proxy.is_none() && !self.allow_private && is_private_host(&host) {
+            return Err(fail(format!("{host} is a local or private address")));
+        }
         let authority = format!("{host}:{port}");
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let stream = match self.proxy {
@@ -353,6 +364,32 @@ impl HttpKeyFetcher {
         let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| fail("bad host name".into()))?;
         let tls = self.tls.connect(name, stream).await.map_err(|e| fail(format!("TLS: {e}")))?;
         send(TokioIo::new(tls), request(path)?).await
+    }
+}
+
+/// Loopback, private, link-local and unspecified address literals, and `localhost`.
+fn is_private_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.eq_ignore_ascii_case("localhost") || bare.to_ascii_lowercase().ends_with(".localhost") {
+        return true;
+    }
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+        }
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let v6 = v6.to_canonical();
+            match v6 {
+                std::net::IpAddr::V4(v4) => is_private_host(&v4.to_string()),
+                std::net::IpAddr::V6(v6) => {
+                    v6.is_loopback()
+                        || v6.is_unspecified()
+                        || (v6.segments()[0] & 0xfe00) == 0xfc00
+                        || (v6.segments()[0] & 0xffc0) == 0xfe80
+                }
+            }
+        }
+        Err(_) => false,
     }
 }
 
@@ -678,6 +715,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn direct_fetches_refuse_private_addresses() {
+        let fetcher = HttpKeyFetcher::new(None, false, Duration::from_secs(1)).unwrap();
+        for actor in [
+            "http://127.0.0.1:9180/admin",
+            "http://10.0.0.1/u",
+            "http://[::1]/u",
+            "http://localhost/u",
+            "http://[::ffff:192.168.1.1]/u",
+        ] {
+            let e = fetcher.fetch(&format!("{actor}#k"), actor).await.unwrap_err().to_string();
+            assert!(e.contains("local or private"), "{actor}: {e}");
+        }
+        assert!(!is_private_host("mastodon.social") && !is_private_host("93.184.216.34"));
+    }
+
+    #[tokio::test]
     async fn http_fetcher_goes_through_the_forward_proxy() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -699,7 +752,7 @@ mod tests {
             conn.write_all(resp.as_bytes()).await.unwrap();
             String::from_utf8(head).unwrap()
         });
-        let fetcher = HttpKeyFetcher::new(Some(proxy_addr), Duration::from_secs(5)).unwrap();
+        let fetcher = HttpKeyFetcher::new(Some(proxy_addr), false, Duration::from_secs(5)).unwrap();
         let pem = fetcher.fetch("http://actor.test/users/a#main-key", "http://actor.test/users/a").await.unwrap();
         assert_eq!(pem, "PEM");
         let head = seen.await.unwrap();

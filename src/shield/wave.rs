@@ -181,9 +181,13 @@ impl WaveDetector {
             order.len() - order.partition_point(|(first, _)| now_s.saturating_sub(*first) >= window_s)
         };
         if count > distinct {
-            let raised = self.shield_until(account, now).is_none();
-            // Extend while new senders keep coming.
-            self.shields.insert(account.to_owned(), now + shield_for);
+            let current = self.shield_until(account, now);
+            let raised = current.is_none();
+            // Extend while new senders keep coming (at most once a second: a cache write
+            // per mention would dominate the cost of a wave).
+            if current.is_none_or(|until| until + Duration::from_secs(1) < now + shield_for) {
+                self.shields.insert(account.to_owned(), now + shield_for);
+            }
             if raised {
                 tracing::warn!(account, senders = count, ?shield_for, "mention wave: account shielded");
                 return Observed::ShieldRaised;
