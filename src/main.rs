@@ -168,7 +168,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let config = Config::load(common.config.as_deref(), &flags.overrides())?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let out = match action {
-                ExpiryCommand::List { state, limit } => runtime.block_on(pavise::expiry::cli::list(&config, &state, limit))?,
+                ExpiryCommand::List { state, limit } => {
+                    runtime.block_on(pavise::expiry::cli::list(&config, &state, limit))?
+                }
                 ExpiryCommand::Sweep { account, token_file, dry_run } => {
                     let token = std::fs::read_to_string(&token_file)
                         .with_context(|| format!("reading {}", token_file.display()))?;

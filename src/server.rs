@@ -35,13 +35,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     admin::Admin,
     config::Config,
-    expiry::{
-        Expiry, ExpiryAdmin, ExpiryStage, PolicyReload, instance::Instance, scheduler::Scheduler, seal::Sealer,
-    },
-    store::{EmbeddedStore, Store},
+    expiry::{Expiry, ExpiryAdmin, ExpiryStage, PolicyReload, instance::Instance, scheduler::Scheduler, seal::Sealer},
     metrics::Metrics,
     privacy::{ClientIpStage, Pseudonymizer, hygiene::ResponseHygiene},
     proxy::{Stage, pipeline::Pipeline, upstream::Upstream},
+    store::{EmbeddedStore, Store},
 };
 
 #[derive(Debug, thiserror::Error)]

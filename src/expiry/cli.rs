@@ -109,7 +109,12 @@ pub async fn run_sweep(
     Ok(report)
 }
 
-async fn admin_call(config: &Config, method: http::Method, path_query: &str, body: Option<serde_json::Value>) -> Option<Result<serde_json::Value, String>> {
+async fn admin_call(
+    config: &Config,
+    method: http::Method,
+    path_query: &str,
+    body: Option<serde_json::Value>,
+) -> Option<Result<serde_json::Value, String>> {
     let token = std::fs::read_to_string(config.admin_token_file()).ok()?;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let req = http::Request::builder()
@@ -140,9 +145,19 @@ fn local_core(config: &Config) -> Result<Arc<Expiry>, ExpiryError> {
 
 /// `pavise expiry list`.
 pub async fn list(config: &Config, state: &str, limit: usize) -> Result<String, ExpiryError> {
-    let parsed = ExpiryState::from_name(state)
-        .ok_or_else(|| ExpiryError::Invalid(format!("unknown state {state:?}; use pending, claimed, deleted, kept, failed or cancelled")))?;
-    let report = match admin_call(config, http::Method::GET, &format!("/admin/expiry?state={state}&limit={limit}"), None).await {
+    let parsed = ExpiryState::from_name(state).ok_or_else(|| {
+        ExpiryError::Invalid(format!(
+            "unknown state {state:?}; use pending, claimed, deleted, kept, failed or cancelled"
+        ))
+    })?;
+    let report = match admin_call(
+        config,
+        http::Method::GET,
+        &format!("/admin/expiry?state={state}&limit={limit}"),
+        None,
+    )
+    .await
+    {
         Some(r) => r.map_err(ExpiryError::Invalid)?,
         None => {
             let core = local_core(config)?;
@@ -156,7 +171,14 @@ pub async fn list(config: &Config, state: &str, limit: usize) -> Result<String, 
     let failures = report["failures"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(out, "failures: {}", failures.len());
     for f in &failures {
-        let _ = writeln!(out, "  {} @{} rule {}: {}", f["status_id"], f["account"].as_str().unwrap_or(""), f["rule"], f["reason"]);
+        let _ = writeln!(
+            out,
+            "  {} @{} rule {}: {}",
+            f["status_id"],
+            f["account"].as_str().unwrap_or(""),
+            f["rule"],
+            f["reason"]
+        );
     }
     let items = report["items"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(out, "{state} ({} shown):", items.len());

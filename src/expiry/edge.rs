@@ -70,8 +70,7 @@ pub fn take_expires_in(kind: BodyKind, body: &Bytes, min: u64) -> Result<(Bytes,
             if body.is_empty() {
                 return Ok((body.clone(), None));
             }
-            let mut v: serde_json::Value =
-                serde_json::from_slice(body).map_err(|_| ExpiresInError::BadBody("JSON"))?;
+            let mut v: serde_json::Value = serde_json::from_slice(body).map_err(|_| ExpiresInError::BadBody("JSON"))?;
             let Some(obj) = v.as_object_mut() else { return Ok((body.clone(), None)) };
             let Some(raw) = obj.remove("expires_in") else { return Ok((body.clone(), None)) };
             let secs = match &raw {
@@ -116,7 +115,11 @@ mod tests {
         let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&rest).into_owned().collect();
         assert_eq!(
             pairs,
-            [("status".into(), "hi there".into()), ("visibility".into(), "direct".into()), ("media_ids[]".into(), "1".into())]
+            [
+                ("status".into(), "hi there".into()),
+                ("visibility".into(), "direct".into()),
+                ("media_ids[]".into(), "1".into())
+            ]
         );
         let b = Bytes::from_static(b"status=x&expires_in=59");
         assert_eq!(take_expires_in(BodyKind::Form, &b, 60).unwrap_err(), ExpiresInError::TooSoon { min: 60 });

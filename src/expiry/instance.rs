@@ -108,7 +108,13 @@ impl Instance {
         Instance { client, authority, timeout }
     }
 
-    async fn call(&self, method: Method, path_query: &str, host: Option<&str>, token: &Token) -> Result<Answer, InstanceError> {
+    async fn call(
+        &self,
+        method: Method,
+        path_query: &str,
+        host: Option<&str>,
+        token: &Token,
+    ) -> Result<Answer, InstanceError> {
         let uri = http::Uri::builder()
             .scheme("http")
             .authority(self.authority.clone())
@@ -155,7 +161,8 @@ impl Instance {
     /// The status as its author sees it now (pinned, favourited, counts, tags).
     pub async fn status(&self, id: &str, host: Option<&str>, token: &Token) -> Result<PostFacts, InstanceError> {
         let a = self.call(Method::GET, &format!("/api/v1/statuses/{}", enc(id)), host, token).await?;
-        let v: serde_json::Value = serde_json::from_slice(&a.body).map_err(|e| InstanceError::BadBody(e.to_string()))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&a.body).map_err(|e| InstanceError::BadBody(e.to_string()))?;
         facts_from_status(&v).ok_or_else(|| InstanceError::BadBody("no id or account".into()))
     }
 
@@ -165,11 +172,17 @@ impl Instance {
     }
 
     /// The token's own account: (id, username).
-    pub async fn verify_credentials(&self, host: Option<&str>, token: &Token) -> Result<(String, String), InstanceError> {
+    pub async fn verify_credentials(
+        &self,
+        host: Option<&str>,
+        token: &Token,
+    ) -> Result<(String, String), InstanceError> {
         let a = self.call(Method::GET, "/api/v1/accounts/verify_credentials", host, token).await?;
-        let v: serde_json::Value = serde_json::from_slice(&a.body).map_err(|e| InstanceError::BadBody(e.to_string()))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&a.body).map_err(|e| InstanceError::BadBody(e.to_string()))?;
         let id = v.get("id").and_then(|x| x.as_str()).ok_or_else(|| InstanceError::BadBody("no id".into()))?;
-        let name = v.get("username").and_then(|x| x.as_str()).ok_or_else(|| InstanceError::BadBody("no username".into()))?;
+        let name =
+            v.get("username").and_then(|x| x.as_str()).ok_or_else(|| InstanceError::BadBody("no username".into()))?;
         Ok((id.to_owned(), name.to_owned()))
     }
 
@@ -192,8 +205,12 @@ impl Instance {
     }
 }
 
+/// RFC 3986 unreserved characters stay; everything else in an id is escaped.
+const PATH_SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 fn enc(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string()
 }
 
 fn error_text(body: &[u8]) -> String {

@@ -46,9 +46,9 @@ use crate::{
     units::{Size, Span},
 };
 
+use instance::Instance;
 use observe::StatusAction;
 use policy::{Policies, PolicyError, PostFacts};
-use instance::Instance;
 use seal::{SealError, Sealer, Token};
 
 /// The rule name recorded for a per-post `expires_in`.
@@ -300,7 +300,10 @@ impl Stage for ExpiryStage {
                         Ok(ok) => ok,
                         Err(e) => {
                             self.core.stats.rejected_expires_in.fetch_add(1, Relaxed);
-                            return Ok(Flow::Respond(json_error(StatusCode::UNPROCESSABLE_ENTITY, &format!("Validation failed: {e}"))));
+                            return Ok(Flow::Respond(json_error(
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                &format!("Validation failed: {e}"),
+                            )));
                         }
                     };
                     parts.headers.remove(header::TRANSFER_ENCODING);
@@ -333,7 +336,11 @@ impl Stage for ExpiryStage {
         })
     }
 
-    fn on_response<'a>(&'a self, ctx: &'a mut RequestCtx, resp: Response) -> StageFuture<'a, Result<Response, ProxyError>> {
+    fn on_response<'a>(
+        &'a self,
+        ctx: &'a mut RequestCtx,
+        resp: Response,
+    ) -> StageFuture<'a, Result<Response, ProxyError>> {
         Box::pin(async move {
             let Some(pending) = ctx.extensions.remove::<Pending>() else { return Ok(resp) };
             if !resp.status().is_success() {
@@ -378,7 +385,8 @@ impl ExpiryStage {
             Err(e) => return Err(ProxyError::Internal(format!("reading the instance's answer: {e}"))),
         };
         let rebuilt = |bytes: Bytes| http::Response::from_parts(parts, full(bytes));
-        let Some(post) = serde_json::from_slice::<serde_json::Value>(&bytes).ok().as_ref().and_then(observe::facts_from_status)
+        let Some(post) =
+            serde_json::from_slice::<serde_json::Value>(&bytes).ok().as_ref().and_then(observe::facts_from_status)
         else {
             // A scheduled status (no account yet) or something unexpected: nothing to learn.
             return Ok(rebuilt(bytes));

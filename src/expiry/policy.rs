@@ -127,8 +127,17 @@ impl PostFacts {
         }
         let obj = v.as_object().ok_or("expected a JSON object")?;
         const KNOWN: [&str; 11] = [
-            "visibility", "account", "tags", "has_media", "is_reply", "pinned", "favourited", "bookmarked",
-            "favourites_count", "reblogs_count", "id",
+            "visibility",
+            "account",
+            "tags",
+            "has_media",
+            "is_reply",
+            "pinned",
+            "favourited",
+            "bookmarked",
+            "favourites_count",
+            "reblogs_count",
+            "id",
         ];
         if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("unknown key {k:?}; known: {}", KNOWN.join(", ")));
@@ -250,7 +259,8 @@ impl Policies {
         for (i, entry) in entries.iter().enumerate() {
             let index = i + 1;
             let name = entry.get("name").and_then(|n| n.as_str()).unwrap_or("(unnamed)").to_owned();
-            let rule_err = |message: String| PolicyError::Rule { path: path.to_owned(), rule: name.clone(), index, message };
+            let rule_err =
+                |message: String| PolicyError::Rule { path: path.to_owned(), rule: name.clone(), index, message };
             let raw: RawRule = entry.clone().try_into().map_err(|e: toml::de::Error| rule_err(describe(&e)))?;
             if raw.name.trim().is_empty() {
                 return Err(rule_err("`name` is empty".into()));
@@ -261,17 +271,27 @@ impl Policies {
             if self.rules.iter().any(|r| r.name == raw.name) {
                 return Err(rule_err("a rule with this name already exists; names must be unique".into()));
             }
-            for (key, list) in [("match.hashtags", raw.matcher.hashtags.as_deref()), ("keep.hashtags", Some(&raw.keep.hashtags[..]))] {
+            for (key, list) in
+                [("match.hashtags", raw.matcher.hashtags.as_deref()), ("keep.hashtags", Some(&raw.keep.hashtags[..]))]
+            {
                 if list.unwrap_or_default().iter().any(|t| norm_tag(t).is_empty()) {
                     return Err(rule_err(format!("`{key}`: empty hashtag")));
                 }
             }
-            for (key, min) in [("keep.min_favourites", raw.keep.min_favourites), ("keep.min_boosts", raw.keep.min_boosts)] {
+            for (key, min) in
+                [("keep.min_favourites", raw.keep.min_favourites), ("keep.min_boosts", raw.keep.min_boosts)]
+            {
                 if min == Some(0) {
                     return Err(rule_err(format!("`{key}` must be at least 1 (0 would keep everything)")));
                 }
             }
-            self.rules.push(Rule { name: raw.name, matcher: raw.matcher, after: raw.after, keep: raw.keep, file: path.to_owned() });
+            self.rules.push(Rule {
+                name: raw.name,
+                matcher: raw.matcher,
+                after: raw.after,
+                keep: raw.keep,
+                file: path.to_owned(),
+            });
         }
         self.files.push(path.to_owned());
         Ok(())
@@ -341,7 +361,8 @@ window = "10m"
 
     #[test]
     fn errors_name_file_rule_and_key() {
-        let e = parse("[[expire]]\nname = \"dms\"\nmatch = { visiblity = [\"direct\"] }\nafter = \"7d\"\n").unwrap_err();
+        let e =
+            parse("[[expire]]\nname = \"dms\"\nmatch = { visiblity = [\"direct\"] }\nafter = \"7d\"\n").unwrap_err();
         let s = e.to_string();
         assert!(s.contains("policies/t.toml") && s.contains("\"dms\"") && s.contains("visiblity"), "{s}");
 

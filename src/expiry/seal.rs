@@ -135,7 +135,8 @@ impl Sealer {
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Open)?;
         let mut data = rest.to_vec();
         let aad = format!("{}\n{}", cred.id, cred.account);
-        let plain = self.aead.open_in_place(nonce, Aad::from(aad.as_bytes()), &mut data).map_err(|_| SealError::Open)?;
+        let plain =
+            self.aead.open_in_place(nonce, Aad::from(aad.as_bytes()), &mut data).map_err(|_| SealError::Open)?;
         String::from_utf8(plain.to_vec()).map(Token).map_err(|_| SealError::Open)
     }
 }
