@@ -118,8 +118,10 @@ mod tests {
 
     #[test]
     fn lists_rules_and_explains_a_sample_post() {
-        let mut file = FileConfig::default();
-        file.policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let file = FileConfig {
+            policies: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+            ..FileConfig::default()
+        };
         let config = Config::validate(file, &Overrides::default(), None).unwrap();
         let out = summary(&config).unwrap();
         assert!(out.contains("\"direct-messages\" after 1w"), "{out}");
