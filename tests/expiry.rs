@@ -338,6 +338,21 @@ async fn expires_in_is_stripped_validated_and_honoured() {
     assert_eq!(report["counts"]["pending"], 1, "{report}");
     assert!(s.exists(&id));
     assert_eq!(get(&p, &format!("/api/v1/statuses/{id}")).await, 200);
+
+    // Policies reload on POST /admin/reload; a broken file keeps the old rules and says why.
+    let reload = || async {
+        let r = reqwest::Client::new().post(p.admin_url("/admin/reload")).bearer_auth(&p.token).send().await.unwrap();
+        (r.status().as_u16(), String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned())
+    };
+    let file = s.policies.path().join("test.toml");
+    std::fs::write(&file, "[[expire]]\nname = \"dms\"\nafter = \"7dayz\"\n").unwrap();
+    let (code, body) = reload().await;
+    assert_eq!(code, 422);
+    assert!(body.contains("test.toml") && body.contains("dms") && body.contains("unknown unit"), "{body}");
+    std::fs::write(&file, DMS_2S).unwrap();
+    let (code, body) = reload().await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("1 expiry rules"), "{body}");
     p.stop().await;
 }
 

@@ -106,7 +106,7 @@ impl EmbeddedStore {
         let path = data_dir.join(FILE_NAME);
         let open_err = |message: String| StoreError::Open { path: path.display().to_string(), message };
         std::fs::create_dir_all(data_dir).map_err(|e| open_err(e.to_string()))?;
-        let db = Database::builder().set_cache_size(cache_bytes).create(&path).map_err(|e| open_err(e.to_string()))?;
+        let db = open_db(&path, cache_bytes).map_err(|e| open_err(e.to_string()))?;
         // Create every table up front, so readers never meet a missing one.
         {
             let txn = db.begin_write().map_err(|e| open_err(e.to_string()))?;
@@ -158,6 +158,21 @@ impl EmbeddedStore {
         })
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+}
+
+/// Opens the file; waits briefly while a previous handle in this process (a restart
+/// in-process, as the tests do) finishes closing it.
+fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, redb::DatabaseError> {
+    let mut tries = 0;
+    loop {
+        match Database::builder().set_cache_size(cache_bytes).create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if tries < 250 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 
