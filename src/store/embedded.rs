@@ -552,6 +552,15 @@ impl ScheduleStore for EmbeddedStore {
 }
 
 impl CredentialStore for EmbeddedStore {
+    fn offer_credential(&self, cred: SealedCredential) -> StoreFuture<'_, u64> {
+        Box::pin(self.write(move |txn| {
+            let n = put_credential(txn, &cred, now_ms())?;
+            // Kept only if a re-queued item took it.
+            credential_ref(txn, &cred.id, 0)?;
+            Ok(n)
+        }))
+    }
+
     fn credential<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SealedCredential>> {
         let id = id.to_owned();
         Box::pin(self.read(move |txn| read_credential(txn, &id)))
@@ -631,6 +640,13 @@ mod tests {
         let again = store.lookup("1").await.unwrap().unwrap();
         assert_eq!((again.state, again.credential.as_deref()), (ExpiryState::Pending, Some("new")));
         assert_eq!(store.list(Some(ExpiryState::Failed), 10).await.unwrap().len(), 0);
+
+        // Offering a credential with nothing failed stores nothing.
+        assert_eq!(store.offer_credential(cred("other", "bob")).await.unwrap(), 0);
+        assert!(store.credential("other").await.unwrap().is_none());
+        store.settle("1", Outcome::Failed("401".into())).await.unwrap();
+        assert_eq!(store.offer_credential(cred("newer", "alice")).await.unwrap(), 1);
+        assert!(store.credential("newer").await.unwrap().is_some());
     }
 
     #[tokio::test]
