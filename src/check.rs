@@ -3,12 +3,17 @@
 
 use std::fmt::Write as _;
 
-use crate::config::{ClientIpMode, Config, EgressMode};
+use crate::{
+    config::{ClientIpMode, Config, EgressMode},
+    expiry::policy::{Policies, PostFacts},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     #[error("{0}")]
     Policy(String),
+    #[error("--sample-post: {0}")]
+    Sample(String),
 }
 
 /// A human-readable summary; an error when anything (config or policy) would not load.
@@ -37,6 +42,94 @@ pub fn summary(config: &Config) -> Result<String, CheckError> {
     let _ = writeln!(out, "egress listener: {} — {egress}", f.egress.listen);
     let _ = writeln!(out, "admin listener: {} (token file {})", f.admin.listen, config.admin_token_file().display());
     let _ = writeln!(out, "data dir: {}; policies: {}", f.data_dir.display(), f.policies.display());
+    expiry_section(config, &mut out)?;
     out.push_str(&crate::shield::check_summary(config).map_err(|e| CheckError::Policy(e.to_string()))?);
     Ok(out)
+}
+
+/// The expiry rules, in the order they are tried.
+fn expiry_section(config: &Config, out: &mut String) -> Result<(), CheckError> {
+    let f = &config.file;
+    let policies = Policies::load_dir(&f.policies).map_err(|e| CheckError::Policy(e.to_string()))?;
+    let state = if f.expiry.enabled { "on" } else { "OFF (expiry.enabled = false)" };
+    let _ = writeln!(
+        out,
+        "expiry: {state}; {} rule(s) from {} file(s); expires_in accepted from {}; key file {}",
+        policies.rules.len(),
+        policies.files.len(),
+        f.expiry.min_expires_in,
+        f.expiry.key_file(&f.data_dir).display()
+    );
+    for (i, r) in policies.rules.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  {}. {:?} after {} ({}){}",
+            i + 1,
+            r.name,
+            r.after,
+            r.file.display(),
+            describe_keep(&r.keep)
+        );
+    }
+    Ok(())
+}
+
+fn describe_keep(k: &crate::expiry::policy::Keep) -> String {
+    let mut parts = Vec::new();
+    if k.pinned {
+        parts.push("pinned".to_owned());
+    }
+    if k.self_favourited {
+        parts.push("self-favourited".to_owned());
+    }
+    if k.self_bookmarked {
+        parts.push("self-bookmarked".to_owned());
+    }
+    if let Some(n) = k.min_favourites {
+        parts.push(format!(">= {n} favourites"));
+    }
+    if let Some(n) = k.min_boosts {
+        parts.push(format!(">= {n} boosts"));
+    }
+    parts.extend(k.hashtags.iter().map(|t| format!("#{}", t.trim_start_matches('#'))));
+    if parts.is_empty() { String::new() } else { format!("; keeps {}", parts.join(", ")) }
+}
+
+/// Which rule would apply to a sample post (JSON: a Mastodon Status, or the short form
+/// `{"visibility": "direct", "account": "alice", "tags": ["x"], "has_media": false,
+/// "is_reply": false, "pinned": false, "favourites_count": 0}`), and whether it would be kept.
+pub fn sample_post(config: &Config, json: &str) -> Result<String, CheckError> {
+    let policies = Policies::load_dir(&config.file.policies).map_err(|e| CheckError::Policy(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| CheckError::Sample(e.to_string()))?;
+    let post = PostFacts::from_sample(&v).map_err(CheckError::Sample)?;
+    Ok(match policies.evaluate(&post) {
+        Some(rule) => {
+            let keep = rule.keep.reason(&post).map(|r| format!("; it would be KEPT ({r})")).unwrap_or_default();
+            format!("sample post: rule {:?} applies: deleted {} after creation{keep}\n", rule.name, rule.after)
+        }
+        None => "sample post: no rule matches; it never expires (unless sent with expires_in)\n".to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::{FileConfig, Overrides};
+
+    #[test]
+    fn lists_rules_and_explains_a_sample_post() {
+        let file = FileConfig {
+            policies: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+            ..FileConfig::default()
+        };
+        let config = Config::validate(file, &Overrides::default(), None).unwrap();
+        let out = summary(&config).unwrap();
+        assert!(out.contains("\"direct-messages\" after 1w"), "{out}");
+        let s = sample_post(&config, r#"{"visibility":"direct","account":"alice"}"#).unwrap();
+        assert!(s.contains("direct-messages"), "{s}");
+        let s = sample_post(&config, r#"{"visibility":"public","tags":["Keep"]}"#).unwrap();
+        assert!(s.contains("everything-else") && s.contains("KEPT"), "{s}");
+        assert!(sample_post(&config, r#"{"visiblity":"public"}"#).unwrap_err().to_string().contains("visiblity"));
+    }
 }

@@ -21,6 +21,7 @@
 //! - [`privacy`]: client-IP pseudonyms, the header strip table, response hygiene.
 //! - [`shield`]: keyed rate limits, the harassment-wave detector, the quarantine.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and each feature's `/admin/...`.
+//! - [`expiry`]: expiring posts: policies, `expires_in`, the deletion scheduler.
 //! - [`store`]: durable state (the expiry schedule, sealed credentials) behind one trait.
 //! - [`metrics`], [`telemetry`], [`shutdown`], [`units`]: the small shared pieces.
 //!
@@ -29,6 +30,7 @@
 pub mod admin;
 pub mod check;
 pub mod config;
+pub mod expiry;
 pub mod metrics;
 pub mod privacy;
 pub mod proxy;

@@ -29,6 +29,43 @@ enum Command {
         common: CommonArgs,
         #[command(flatten)]
         flags: RunFlags,
+        /// Print which expiry rule applies to this post (JSON: a Mastodon Status, or
+        /// {"visibility":"direct","account":"alice","tags":["x"],"has_media":false,"is_reply":false,"pinned":false}).
+        #[arg(long)]
+        sample_post: Option<String>,
+    },
+    /// Scheduled post deletions.
+    Expiry {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        flags: RunFlags,
+        #[command(subcommand)]
+        action: ExpiryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExpiryCommand {
+    /// Counts by state, next due, failures with reasons, and the items in one state.
+    List {
+        /// pending | claimed | deleted | kept | failed | cancelled
+        #[arg(long, default_value = "pending")]
+        state: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Schedule an account's existing posts by the policies (posts from before pavise).
+    Sweep {
+        /// The local username whose posts are swept.
+        #[arg(long)]
+        account: String,
+        /// A file holding that account's access token (sealed like every other token).
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Print what would be scheduled, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -119,9 +156,29 @@ fn real_main() -> anyhow::Result<ExitCode> {
             runtime.block_on(run(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { common, flags } => {
+        Command::Check { common, flags, sample_post } => {
             let config = Config::load(common.config.as_deref(), &flags.overrides())?;
             print!("{}", pavise::check::summary(&config)?);
+            if let Some(sample) = sample_post {
+                print!("{}", pavise::check::sample_post(&config, &sample)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Expiry { common, flags, action } => {
+            let config = Config::load(common.config.as_deref(), &flags.overrides())?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let out = match action {
+                ExpiryCommand::List { state, limit } => {
+                    runtime.block_on(pavise::expiry::cli::list(&config, &state, limit))?
+                }
+                ExpiryCommand::Sweep { account, token_file, dry_run } => {
+                    let token = std::fs::read_to_string(&token_file)
+                        .with_context(|| format!("reading {}", token_file.display()))?;
+                    let token = pavise::expiry::seal::Token::new(token.trim());
+                    runtime.block_on(pavise::expiry::cli::sweep(&config, &account, token, dry_run))?
+                }
+            };
+            print!("{out}");
             Ok(ExitCode::SUCCESS)
         }
     }

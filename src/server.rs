@@ -35,9 +35,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     admin::Admin,
     config::Config,
+    expiry::{Expiry, ExpiryAdmin, ExpiryStage, PolicyReload, instance::Instance, scheduler::Scheduler, seal::Sealer},
     metrics::Metrics,
     privacy::{ClientIpStage, Pseudonymizer, hygiene::ResponseHygiene},
     proxy::{Stage, pipeline::Pipeline, upstream::Upstream},
+    store::{EmbeddedStore, Store},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,10 @@ pub enum ServerError {
     DataDir { path: String, source: io::Error },
     #[error(transparent)]
     Shield(#[from] crate::shield::ShieldError),
+    #[error("expiry: {0}")]
+    Expiry(#[from] crate::expiry::ExpiryError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Addresses actually bound (port 0 in config → the port the OS chose).
@@ -77,17 +83,31 @@ pub async fn start(
     let pseudonymizer = Arc::new(Pseudonymizer::new(&config.file.client_ip));
     let tunnels = TaskTracker::new();
     let tunnel_cut = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let upstream = Upstream::new(&config, metrics.clone(), tunnels.clone(), tunnel_cut.clone());
 
-    // The durable store (shield section: first-seen senders, the quarantine). When the
-    // expiry wiring lands, both features take their `Arc` from this one handle: redb
-    // allows one open per file and process.
-    let store = Arc::new(
-        crate::store::EmbeddedStore::open(data_dir, 16 << 20)
-            .map_err(|e| ServerError::DataDir { path: data_dir.display().to_string(), source: io::Error::other(e) })?,
-    );
-    let shield =
-        if config.file.shield.enabled { Some(crate::shield::Shield::new(&config, store.clone(), None)?) } else { None };
+    // One durable store for every feature (the expiry schedule, the shield's senders).
+    let store: Arc<dyn Store> = {
+        let (dir, cache) = (data_dir.clone(), config.file.expiry.store_cache.0 as usize);
+        Arc::new(
+            tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, cache))
+                .await
+                .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??,
+        )
+    };
+    let expiry = if config.file.expiry.enabled {
+        let key_file = config.file.expiry.key_file(data_dir);
+        let sealer = Sealer::load_or_create(&key_file).map_err(crate::expiry::ExpiryError::from)?;
+        Some(Arc::new(Expiry::new(store.clone(), config.file.policies.clone(), sealer, config.file.expiry.clone())?))
+    } else {
+        None
+    };
+    let shield = if config.file.shield.enabled {
+        let shield_store: Arc<dyn crate::store::ShieldStore> = store.clone();
+        Some(crate::shield::Shield::new(&config, shield_store, None)?)
+    } else {
+        None
+    };
 
     // The stage order, and why:
     let mut stages: Vec<Arc<dyn Stage>> = vec![
@@ -100,7 +120,13 @@ pub async fn start(
     }
     // Before anything could forward a header: the instance must never see a client address.
     stages.push(Arc::new(ClientIpStage));
-    // Media scrubbing and expiry follow (later issues).
+    // Media scrubbing follows here (later issue), then expiry.
+    if let Some(expiry) = &expiry {
+        // After client_ip (and media): a hidden post is answered before the instance is
+        // asked, and its response phase runs first on the way back, so the Status JSON it
+        // reads is the instance's own; `expires_in` is stripped last, just before upstream.
+        stages.push(Arc::new(ExpiryStage::new(expiry.clone())));
+    }
     let pipeline = Arc::new(Pipeline::new(&config, stages, upstream, pseudonymizer.clone(), metrics.clone()));
 
     let public = TcpListener::bind(config.file.public.listen)
@@ -124,12 +150,21 @@ pub async fn start(
     let token = crate::admin::load_or_create_token(&config.admin_token_file())
         .map_err(|source| ServerError::Token { path: config.admin_token_file().display().to_string(), source })?;
     let admin = Arc::new(Admin::new(token, metrics.clone(), &config));
-    let shield_task = shield.map(|shield| {
+    if let Some(expiry) = &expiry {
+        let instance = Instance::new(config.upstream.authority.clone(), config.file.expiry.request_timeout.get());
+        let sweeper = (instance.clone(), config.file.local_domain.clone());
+        admin.add_handler(Arc::new(ExpiryAdmin::new(expiry.clone(), Some(sweeper))));
+        admin.add_reload(Arc::new(PolicyReload(expiry.clone())));
+        metrics.register(expiry.clone());
+        let scheduler = Scheduler::new(expiry.clone(), instance);
+        tasks.spawn(scheduler.run(shutdown.clone()));
+    }
+    if let Some(shield) = &shield {
         admin.add_handler(Arc::new(crate::shield::ShieldAdmin(shield.clone())));
         admin.add_reload(shield.clone());
         metrics.register(shield.clone());
-        tokio::spawn(shield.run_housekeeping(shutdown.clone()))
-    });
+        tasks.spawn(shield.clone().run_housekeeping(shutdown.clone()));
+    }
 
     tracing::info!(
         public = %bound.public,
@@ -155,9 +190,10 @@ pub async fn start(
             tunnels.wait().await;
         }
         let _ = admin_task.await;
-        if let Some(task) = shield_task {
-            let _ = task.await;
-        }
+        // The scheduler stops between items; an unfinished claim lapses and is retried.
+        tasks.close();
+        let _ = tokio::time::timeout(grace, tasks.wait()).await;
+        drop(store);
     });
     Ok((bound, handle))
 }
