@@ -115,3 +115,26 @@ pub fn sample_post(config: &Config, json: &str) -> Result<String, CheckError> {
         None => "sample post: no rule matches; it never expires (unless sent with expires_in)\n".to_owned(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::{FileConfig, Overrides};
+
+    #[test]
+    fn lists_rules_and_explains_a_sample_post() {
+        let file = FileConfig {
+            policies: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+            ..FileConfig::default()
+        };
+        let config = Config::validate(file, &Overrides::default(), None).unwrap();
+        let out = summary(&config).unwrap();
+        assert!(out.contains("\"direct-messages\" after 1w"), "{out}");
+        let s = sample_post(&config, r#"{"visibility":"direct","account":"alice"}"#).unwrap();
+        assert!(s.contains("direct-messages"), "{s}");
+        let s = sample_post(&config, r#"{"visibility":"public","tags":["Keep"]}"#).unwrap();
+        assert!(s.contains("everything-else") && s.contains("KEPT"), "{s}");
+        assert!(sample_post(&config, r#"{"visiblity":"public"}"#).unwrap_err().to_string().contains("visiblity"));
+    }
+}

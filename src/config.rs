@@ -473,6 +473,19 @@ impl Config {
                 return Err(invalid(key, format!("{addr} is already used by another listener")));
             }
         }
+        for (key, span) in [
+            ("expiry.min_expires_in", file.expiry.min_expires_in),
+            ("expiry.lease", file.expiry.lease),
+            ("expiry.request_timeout", file.expiry.request_timeout),
+            ("expiry.backoff", file.expiry.backoff),
+        ] {
+            if span.get().as_secs() == 0 {
+                return Err(invalid(key, "must be at least 1s"));
+            }
+        }
+        if file.expiry.max_backoff < file.expiry.backoff {
+            return Err(invalid("expiry.max_backoff", "must not be shorter than expiry.backoff"));
+        }
         if !is_loopback(file.admin.listen.ip()) {
             return Err(invalid(
                 "admin.listen",
@@ -571,6 +584,9 @@ mod tests {
             ("[public.body_limits]\ninbux = \"1MiB\"\n", "public.body_limits"),
             ("[response_headers]\nonion_location = \"http://example.com\"\n", "response_headers.onion_location"),
             ("[egress]\nlisten = \"127.0.0.1:9180\"\n", "admin.listen"),
+            ("[expiry]\nlease = \"0s\"\n", "expiry.lease"),
+            ("[expiry]\nmax_backoff = \"1s\"\n", "expiry.max_backoff"),
+            ("[expiry]\nreserve = 5\n", "reserve"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text} → {e}");

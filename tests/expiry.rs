@@ -129,8 +129,40 @@ impl Masto {
                 }
                 r
             }
+            ("GET", None) if path == "/api/v1/accounts/verify_credentials" => {
+                json(200, &serde_json::json!({"id": format!("id-{user}"), "username": user}))
+            }
+            ("GET", None) if path == format!("/api/v1/accounts/id-{user}/statuses") => {
+                let q: BTreeMap<String, String> =
+                    url::form_urlencoded::parse(rec.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+                let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(20).min(40);
+                let page: Vec<serde_json::Value> = self
+                    .statuses
+                    .iter()
+                    .rev()
+                    .filter(|(id, (author, _))| *author == user && q.get("max_id").is_none_or(|m| *id < m))
+                    .take(limit)
+                    .map(|(_, (_, s))| s.clone())
+                    .collect();
+                json(200, &serde_json::Value::Array(page))
+            }
             _ => text(404, "not here"),
         }
+    }
+
+    /// A status made on the instance directly (before pavise), `age` ago.
+    fn seed(&mut self, user: &str, visibility: &str, age: Duration) -> String {
+        self.next_id += 1;
+        let id = format!("{}", 110_000_000_000 + self.next_id);
+        let created = std::time::SystemTime::now() - age;
+        let status = serde_json::json!({
+            "id": id, "created_at": humantime::format_rfc3339_millis(created).to_string(), "visibility": visibility,
+            "account": {"id": format!("id-{user}"), "username": user, "acct": user},
+            "tags": [], "media_attachments": [], "in_reply_to_id": null, "pinned": false, "favourited": false,
+            "bookmarked": false, "favourites_count": 0, "reblogs_count": 0,
+        });
+        self.statuses.insert(id.clone(), (user.to_owned(), status));
+        id
     }
 }
 
@@ -306,6 +338,21 @@ async fn expires_in_is_stripped_validated_and_honoured() {
     assert_eq!(report["counts"]["pending"], 1, "{report}");
     assert!(s.exists(&id));
     assert_eq!(get(&p, &format!("/api/v1/statuses/{id}")).await, 200);
+
+    // Policies reload on POST /admin/reload; a broken file keeps the old rules and says why.
+    let reload = || async {
+        let r = reqwest::Client::new().post(p.admin_url("/admin/reload")).bearer_auth(&p.token).send().await.unwrap();
+        (r.status().as_u16(), String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned())
+    };
+    let file = s.policies.path().join("test.toml");
+    std::fs::write(&file, "[[expire]]\nname = \"dms\"\nafter = \"7dayz\"\n").unwrap();
+    let (code, body) = reload().await;
+    assert_eq!(code, 422);
+    assert!(body.contains("test.toml") && body.contains("dms") && body.contains("unknown unit"), "{body}");
+    std::fs::write(&file, DMS_2S).unwrap();
+    let (code, body) = reload().await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("1 expiry rules"), "{body}");
     p.stop().await;
 }
 
@@ -348,9 +395,9 @@ async fn revoked_token_fails_with_a_reason_and_a_new_token_retries() {
     assert!(s.exists(&dm));
     assert_eq!(get(&p, &format!("/users/alice/statuses/{dm}")).await, 410, "still hidden while failed");
 
-    // Alice logs in again and posts (a public post, no rule): the new token re-queues.
+    // Alice logs in again and posts (a public post no rule matches): the new token re-queues.
     s.masto.lock().unwrap().tokens.insert("alice-token-2".into(), "alice".into());
-    let (code, _) = post(&p, "alice-token-2", r#"{"status":"hi","expires_in":3600}"#, "application/json").await;
+    let (code, _) = post(&p, "alice-token-2", r#"{"status":"hi"}"#, "application/json").await;
     assert_eq!(code, 200);
     assert!(wait_for(10, || !s.exists(&dm)).await, "not retried with the new token");
     p.stop().await;
@@ -368,12 +415,66 @@ async fn deletions_are_paced_inside_the_instance_limit() {
         ids.push(b["id"].as_str().unwrap().to_owned());
     }
     assert!(wait_for(30, || ids.iter().all(|id| !s.exists(id))).await, "not everything was deleted");
-    let m = s.masto.lock().unwrap();
-    assert_eq!(m.over_limit, 0, "the scheduler ran into the instance's limit");
-    assert_eq!(m.deletes.len(), 10);
+    let (over_limit, deletes, most) = {
+        let m = s.masto.lock().unwrap();
+        (m.over_limit, m.deletes.len(), m.deletes.iter().map(|d| d.1).max().unwrap())
+    };
+    assert_eq!(over_limit, 0, "the scheduler ran into the instance's limit");
+    assert_eq!(deletes, 10);
     // One left for the author in every window: at most limit - reserve = 3 per window.
-    let most = m.deletes.iter().map(|d| d.1).max().unwrap();
     assert!(most <= 3, "{most} deletions inside one rate-limit window");
-    drop(m);
     p.stop().await;
+}
+
+#[tokio::test]
+async fn sweep_schedules_old_posts_through_the_running_relay() {
+    let s = setup(DMS_2S).await;
+    let (old_dms, recent_dm, public): (Vec<String>, String, String) = {
+        let mut m = s.masto.lock().unwrap();
+        let old = (0..45).map(|_| m.seed("bob", "direct", Duration::from_secs(86_400))).collect();
+        let recent = m.seed("bob", "direct", Duration::ZERO);
+        let public = m.seed("bob", "public", Duration::from_secs(86_400));
+        (old, recent, public)
+    };
+    m_seed_other(&s);
+    let p = s.pavise().await;
+    let file = pavise::config::FileConfig {
+        data_dir: s.data.path().to_owned(),
+        policies: s.policies.path().to_owned(),
+        admin: pavise::config::AdminConfig { listen: p.admin, token_file: None },
+        ..Default::default()
+    };
+    let config = pavise::config::Config::validate(file, &Default::default(), None).unwrap();
+    let token = || pavise::expiry::seal::Token::new("bob-token");
+
+    // Dry run: 46 DMs would go (two pages of 40), the public post stays, nothing changes.
+    let out = pavise::expiry::cli::sweep(&config, "bob", token(), true).await.unwrap();
+    assert!(out.contains("47 statuses seen, would schedule 46 (45 already past"), "{out}");
+    assert!(out.contains(&old_dms[0]) && !out.contains(&public), "{out}");
+    assert_eq!(admin(&p).await["counts"]["pending"], 0);
+
+    // The wrong account's token is refused.
+    let err = pavise::expiry::cli::sweep(&config, "alice", token(), true).await.unwrap_err().to_string();
+    assert!(err.contains("belongs to"), "{err}");
+
+    let out = pavise::expiry::cli::sweep(&config, "bob", token(), false).await.unwrap();
+    assert!(out.contains("scheduled 46"), "{out}");
+    let gone = wait_for(60, || old_dms.iter().all(|id| !s.exists(id))).await;
+    assert!(gone, "old DMs were not deleted: {}", admin(&p).await);
+    assert!(wait_for(10, || !s.exists(&recent_dm)).await);
+    assert!(s.exists(&public));
+    for _ in 0..100 {
+        if admin(&p).await["counts"]["deleted"] == 46 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listing = pavise::expiry::cli::list(&config, "deleted", 100).await.unwrap();
+    assert!(listing.contains(&old_dms[0]) && listing.contains("\"deleted\":46"), "{listing}");
+    p.stop().await;
+}
+
+/// Another account's posts, which a sweep of bob must not touch.
+fn m_seed_other(s: &Setup) {
+    s.masto.lock().unwrap().seed("alice", "direct", Duration::from_secs(86_400));
 }

@@ -197,6 +197,8 @@ async fn start(upstream: &RecordingUpstream, policy_dir: &Path) -> Pavise {
         f.policies = dir;
         f.local_domain = Some(LOCAL.to_owned());
         f.shield.key_fetch = KeyFetchMode::Direct;
+        // The test's "remote servers" are loopback addresses.
+        f.shield.key_fetch_allow_private = true;
         f.shield.housekeeping = Span(Duration::from_millis(200));
     })
     .await
@@ -497,5 +499,40 @@ async fn bad_policy_names_file_and_key_and_reload_keeps_the_old_one() {
     let req = || http::Request::post("/auth/sign_in").header("host", LOCAL).body(Full::new(Bytes::new())).unwrap();
     assert_eq!(send_from(ip("127.0.0.70"), pavise.addr, req()).await.0.status, 200);
     assert_eq!(send_from(ip("127.0.0.70"), pavise.addr, req()).await.0.status, 429);
+    pavise.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hellthread_from_a_stranger_is_deferred_then_delivered() {
+    let key = rsa_key(0);
+    let upstream = RecordingUpstream::with_handler(|_| text(202, "")).await;
+    let policy_dir = tempfile::tempdir().unwrap();
+    policies(
+        policy_dir.path(),
+        "[wave]\ndistinct_senders = 100\nfamiliar_after = \"7d\"\nshield_for = \"2s\"\nhellthread = 3\nretry_after = \"1s\"\n",
+    );
+    let pavise = start(&upstream, policy_dir.path()).await;
+    let remote = ActorServer::start("127.0.0.6", key).await;
+    let actor = remote.actor("stranger");
+    let key_id = format!("{actor}#main-key");
+    let ua = "http.rb/5.2.0 (Mastodon/4.3.0; +https://remote.example/)";
+    let send = |body: Vec<u8>| signed(key, &key_id, "/inbox", &body, ua);
+
+    let small = note(&actor, &["alice", "bob", "carol"], "three");
+    assert_eq!(
+        send_from(ip("127.0.0.6"), pavise.addr, send(small)).await.0.status,
+        202,
+        "3 mentions is not a hellthread"
+    );
+    let big = note(&actor, &["alice", "bob", "carol", "dave"], "four");
+    assert_eq!(send_from(ip("127.0.0.6"), pavise.addr, send(big.clone())).await.0.status, 429);
+    assert_eq!(
+        send_from(ip("127.0.0.6"), pavise.addr, send(big.clone())).await.0.status,
+        429,
+        "a quick retry is still deferred"
+    );
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(send_from(ip("127.0.0.6"), pavise.addr, send(big.clone())).await.0.status, 202, "deferred, not lost");
+    assert_eq!(upstream.recorded().iter().filter(|r| r.body == big).count(), 1);
     pavise.stop().await;
 }

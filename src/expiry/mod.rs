@@ -218,6 +218,24 @@ impl Expiry {
     }
 }
 
+impl Expiry {
+    /// A post that schedules nothing still shows the author's current token: if the
+    /// account has deletions parked on a revoked one, they go again with this one.
+    pub async fn offer_token(&self, account: &str, token: Option<&Token>) -> Result<(), ExpiryError> {
+        let Some(token) = token else { return Ok(()) };
+        let failed = self.store.list(Some(ExpiryState::Failed), 10_000).await.map_err(ExpiryError::Store)?;
+        let id = self.sealer.credential_id(token);
+        if !failed.iter().any(|f| f.account == account && f.credential.as_deref() != Some(id.as_str())) {
+            return Ok(());
+        }
+        let cred = self.sealer.seal(account, token)?;
+        if self.store.offer_credential(cred).await.map_err(ExpiryError::Store)? > 0 {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
 /// What the request phase hands to the response phase.
 #[derive(Clone)]
 enum Pending {
@@ -434,7 +452,7 @@ impl ExpiryStage {
                 item.host = host;
                 self.core.schedule(item, &post.account, token).await
             }
-            None => Ok(()),
+            None => self.core.offer_token(&post.account, token).await,
         }
     }
 

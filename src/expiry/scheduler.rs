@@ -46,11 +46,13 @@ pub struct Scheduler {
     core: Arc<Expiry>,
     instance: Instance,
     pace: HashMap<String, Pace>,
+    /// Tokens opened during the current batch (cleared after each).
+    tokens: HashMap<String, Token>,
 }
 
 impl Scheduler {
     pub fn new(core: Arc<Expiry>, instance: Instance) -> Scheduler {
-        Scheduler { core, instance, pace: HashMap::new() }
+        Scheduler { core, instance, pace: HashMap::new(), tokens: HashMap::new() }
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -76,18 +78,28 @@ impl Scheduler {
                 }
                 continue;
             }
+            let mut outcomes = Vec::with_capacity(claimed.len());
             for item in claimed {
                 if shutdown.is_cancelled() {
                     // Unprocessed claims lapse with their lease and are picked up next start.
                     break;
                 }
-                let id = item.status_id.clone();
                 let outcome = self.process(&item).await;
                 self.count(&outcome);
-                if let Err(e) = self.core.store.settle(&id, outcome).await {
-                    tracing::error!(error = %e, "expiry: cannot record an outcome; the claim will lapse and retry");
-                }
+                outcomes.push((item.status_id, outcome));
             }
+            // Recorded together, so the store's group commit covers the batch with one fsync.
+            // A crash before this point only means the claims lapse and the items are
+            // looked at again: a deleted post then answers 404, which counts as done.
+            let store = &self.core.store;
+            let settled = futures_util::future::join_all(
+                outcomes.into_iter().map(|(id, outcome)| async move { store.settle(&id, outcome).await }),
+            )
+            .await;
+            for e in settled.into_iter().filter_map(Result::err) {
+                tracing::error!(error = %e, "expiry: cannot record an outcome; the claim will lapse and retry");
+            }
+            self.tokens.clear();
         }
         tracing::info!("expiry scheduler stopped");
     }
@@ -115,7 +127,10 @@ impl Scheduler {
         Outcome::Retry { at: now_ms().saturating_add(self.backoff(item.attempts)), reason: e.to_string() }
     }
 
-    async fn token_for(&self, item: &Scheduled) -> Option<Token> {
+    async fn token_for(&mut self, item: &Scheduled) -> Option<Token> {
+        if let Some(t) = item.credential.as_ref().and_then(|id| self.tokens.get(id)) {
+            return Some(t.clone());
+        }
         let mut cred = match &item.credential {
             Some(id) => self.core.store.credential(id).await.ok().flatten(),
             None => None,
@@ -125,7 +140,10 @@ impl Scheduler {
         }
         let cred = cred?;
         match self.core.sealer.open(&cred) {
-            Ok(t) => Some(t),
+            Ok(t) => {
+                self.tokens.insert(cred.id.clone(), t.clone());
+                Some(t)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "expiry: a sealed credential does not open");
                 None

@@ -88,6 +88,8 @@ pub struct ShieldConfig {
     /// At most this many keys per `[[limit]]` rule; newcomers past it share one bucket.
     pub max_keys: usize,
     pub key_fetch: KeyFetchMode,
+    /// With `key_fetch = "direct"`: allow keyIds on loopback/private addresses (tests).
+    pub key_fetch_allow_private: bool,
     pub key_fetch_timeout: Span,
     /// How long a fetched actor key is trusted before it is fetched again.
     pub key_cache_ttl: Span,
@@ -106,6 +108,7 @@ impl Default for ShieldConfig {
             enabled: true,
             max_keys: 250_000,
             key_fetch: KeyFetchMode::Egress,
+            key_fetch_allow_private: false,
             key_fetch_timeout: Span::secs(10),
             key_cache_ttl: Span::secs(3600),
             key_cache_entries: 10_000,
@@ -224,6 +227,9 @@ pub struct Shield {
     stats: Stats,
     domains: moka::sync::Cache<String, Arc<Tally>>,
     targets: moka::sync::Cache<String, Arc<Tally>>,
+    /// Hellthread deliveries (body hash) → first seen: deferred for `shield_for` at most,
+    /// so a sender that retries for days gets through in the end.
+    hellthreads: moka::sync::Cache<u64, Instant>,
 }
 
 /// Key namespaces, so a domain and a pseudonym never share a bucket.
@@ -250,7 +256,11 @@ impl Shield {
             Some(f) => f,
             None => {
                 let proxy = (cfg.key_fetch == KeyFetchMode::Egress).then_some(config.file.egress.listen);
-                Arc::new(signature::HttpKeyFetcher::new(proxy, cfg.key_fetch_timeout.get())?)
+                Arc::new(signature::HttpKeyFetcher::new(
+                    proxy,
+                    cfg.key_fetch_allow_private,
+                    cfg.key_fetch_timeout.get(),
+                )?)
             }
         };
         let max_shield = policy.wave.shield_for.max(policy.wave.window).max(Duration::from_secs(60));
@@ -268,6 +278,7 @@ impl Shield {
             stats: Stats::default(),
             domains: moka::sync::Cache::new(10_000),
             targets: moka::sync::Cache::new(10_000),
+            hellthreads: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(max_shield * 2).build(),
             policies_dir: config.file.policies.clone(),
             local_domain: config.file.local_domain.clone(),
             cfg,
@@ -387,8 +398,13 @@ impl Shield {
             }
         };
         let mentions = wave::mentions(&bytes, self.local_host(ctx));
-        let hellthread = wave.hellthread > 0 && mentions.total > wave.hellthread;
         let now = Instant::now();
+        let hellthread = wave.hellthread > 0 && mentions.total > wave.hellthread && {
+            // The same activity comes back with every retry: defer it for `shield_for`
+            // from its first attempt, then let it through (the sender would give up).
+            let first = self.hellthreads.get_with(self.hasher.hash(ns::SENDER, &bytes[..]), || now);
+            now.saturating_duration_since(first) < wave.shield_for
+        };
         if !mentions.local.is_empty() {
             let sender = match (actor, &signed) {
                 (Some(a), _) => self.hasher.hash(ns::SENDER, a),
@@ -660,37 +676,50 @@ impl Stage for ShieldStage {
 
     fn on_request<'a>(&'a self, ctx: &'a mut RequestCtx, req: Request) -> StageFuture<'a, Result<Flow, ProxyError>> {
         let shield = &self.0;
-        let active = shield.active();
         let class = ctx.route.class;
-        let inbox_work =
-            class == RouteClass::Inbox && (active.policy.wave.enabled || active.needs_signer[class.index()]);
-        if inbox_work {
-            return Box::pin(async move { shield.inbox(ctx, req, active).await });
-        }
-        if active.needs_signer[class.index()] {
-            // Signed fetches of objects (authorized fetch): verify, then count.
-            return Box::pin(async move {
-                let (_, verdict) = shield.verify(ctx, &req).await;
-                match shield.check_limits(&active, class, &req, ctx.pseudonym, Some(&verdict)) {
+        let decision = {
+            // The cheap path decides under the read lock, without touching the Arc's count.
+            let active = shield.active.read().unwrap_or_else(|e| e.into_inner());
+            let inbox_work =
+                class == RouteClass::Inbox && (active.policy.wave.enabled || active.needs_signer[class.index()]);
+            if inbox_work || active.needs_signer[class.index()] {
+                None
+            } else if active.by_route[class.index()].is_empty() {
+                Some(Ok(()))
+            } else {
+                Some(shield.check_limits(&active, class, &req, ctx.pseudonym, None))
+            }
+        };
+        match decision {
+            // A few hash lookups, no body, no allocation beyond the stage's future.
+            Some(decision) => Box::pin(async move {
+                match decision {
                     Ok(()) => Ok(Flow::Continue(req)),
                     Err(denied) => {
                         shield.stats.limited.fetch_add(1, Relaxed);
                         Ok(Flow::Respond(too_many(&denied)))
                     }
                 }
-            });
-        }
-        // The cheap path: a few hash lookups, no body, no allocation.
-        let decision = shield.check_limits(&active, class, &req, ctx.pseudonym, None);
-        Box::pin(async move {
-            match decision {
-                Ok(()) => Ok(Flow::Continue(req)),
-                Err(denied) => {
-                    shield.stats.limited.fetch_add(1, Relaxed);
-                    Ok(Flow::Respond(too_many(&denied)))
-                }
+            }),
+            None if class == RouteClass::Inbox => {
+                let active = shield.active();
+                Box::pin(async move { shield.inbox(ctx, req, active).await })
             }
-        })
+            // Signed fetches of objects (authorized fetch) with per-signer rules: verify, then count.
+            None => {
+                let active = shield.active();
+                Box::pin(async move {
+                    let (_, verdict) = shield.verify(ctx, &req).await;
+                    match shield.check_limits(&active, class, &req, ctx.pseudonym, Some(&verdict)) {
+                        Ok(()) => Ok(Flow::Continue(req)),
+                        Err(denied) => {
+                            shield.stats.limited.fetch_add(1, Relaxed);
+                            Ok(Flow::Respond(too_many(&denied)))
+                        }
+                    }
+                })
+            }
+        }
     }
 }
 

@@ -302,12 +302,20 @@ pub trait KeyFetcher: Send + Sync {
 /// (pavise's egress listener, 127.0.0.1:8118) when one is set.
 pub struct HttpKeyFetcher {
     proxy: Option<SocketAddr>,
+    /// Without the egress proxy (whose destination guard refuses private addresses),
+    /// keyIds on loopback or private address literals are refused unless this is set:
+    /// a forged keyId must not make pavise request its neighbours' admin pages.
+    allow_private: bool,
     timeout: Duration,
     tls: tokio_rustls::TlsConnector,
 }
 
 impl HttpKeyFetcher {
-    pub fn new(proxy: Option<SocketAddr>, timeout: Duration) -> Result<HttpKeyFetcher, ShieldError> {
+    pub fn new(
+        proxy: Option<SocketAddr>,
+        allow_private: bool,
+        timeout: Duration,
+    ) -> Result<HttpKeyFetcher, ShieldError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -315,7 +323,7 @@ impl HttpKeyFetcher {
             .map_err(|e| ShieldError::Fetch(format!("TLS setup: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(HttpKeyFetcher { proxy, timeout, tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) })
+        Ok(HttpKeyFetcher { proxy, allow_private, timeout, tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) })
     }
 
     async fn get(&self, url: &str) -> Result<Bytes, ShieldError> {
@@ -324,6 +332,9 @@ impl HttpKeyFetcher {
         let https = uri.scheme_str() == Some("https");
         let host = uri.host().ok_or_else(|| fail("no host".into()))?.to_owned();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        if self.proxy.is_none() && !self.allow_private && is_private_host(&host) {
+            return Err(fail(format!("{host} is a local or private address")));
+        }
         let authority = format!("{host}:{port}");
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let stream = match self.proxy {
@@ -353,6 +364,32 @@ impl HttpKeyFetcher {
         let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| fail("bad host name".into()))?;
         let tls = self.tls.connect(name, stream).await.map_err(|e| fail(format!("TLS: {e}")))?;
         send(TokioIo::new(tls), request(path)?).await
+    }
+}
+
+/// Loopback, private, link-local and unspecified address literals, and `localhost`.
+fn is_private_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.eq_ignore_ascii_case("localhost") || bare.to_ascii_lowercase().ends_with(".localhost") {
+        return true;
+    }
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+        }
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let v6 = v6.to_canonical();
+            match v6 {
+                std::net::IpAddr::V4(v4) => is_private_host(&v4.to_string()),
+                std::net::IpAddr::V6(v6) => {
+                    v6.is_loopback()
+                        || v6.is_unspecified()
+                        || (v6.segments()[0] & 0xfe00) == 0xfc00
+                        || (v6.segments()[0] & 0xffc0) == 0xfe80
+                }
+            }
+        }
+        Err(_) => false,
     }
 }
 
@@ -623,5 +660,103 @@ mod tests {
         assert_eq!(key_from_document(doc, "https://r.example/u#k", "https://r.example/u").unwrap(), "PEM");
         let evil = br#"{"id":"https://evil.example/u","publicKey":{"id":"https://r.example/u#k","owner":"https://evil.example/u","publicKeyPem":"PEM"}}"#;
         assert!(key_from_document(evil, "https://r.example/u#k", "https://r.example/u").is_err());
+    }
+
+    fn ed25519_actor() -> (signature::Ed25519KeyPair, String) {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let pair = signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let mut spki = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+        spki.extend_from_slice(pair.public_key().as_ref());
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(&spki)
+        );
+        (pair, pem)
+    }
+
+    struct StaticFetcher(String, std::sync::atomic::AtomicU64);
+
+    impl KeyFetcher for StaticFetcher {
+        fn fetch<'a>(&'a self, _key_id: &'a str, _actor: &'a str) -> StageFuture<'a, Result<String, ShieldError>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Box::pin(async move { Ok(self.0.clone()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn rfc9421_ed25519_verifies_and_tampering_does_not() {
+        let (pair, pem) = ed25519_actor();
+        let fetcher = Arc::new(StaticFetcher(pem, Default::default()));
+        let verifier = Verifier::new(fetcher.clone(), 100, Duration::from_secs(60));
+        let params = r#"("@method" "@target-uri" "content-digest");created=1700000000;keyid="https://r.example/users/a#ed";alg="ed25519""#;
+        let base = format!(
+            "\"@method\": POST\n\"@target-uri\": https://local.example/inbox\n\"content-digest\": sha-256=:AAAA:\n\"@signature-params\": {params}"
+        );
+        let sig = base64::engine::general_purpose::STANDARD.encode(pair.sign(base.as_bytes()).as_ref());
+        let mut h = HeaderMap::new();
+        h.insert("host", "local.example".parse().unwrap());
+        h.insert("content-digest", "sha-256=:AAAA:".parse().unwrap());
+        h.insert("signature-input", format!("sig1={params}").parse().unwrap());
+        h.insert("signature", format!("sig1=:{sig}:").parse().unwrap());
+        let uri: Uri = "/inbox".parse().unwrap();
+        let by = parse(&h).unwrap();
+        let req = Signed { method: &Method::POST, uri: &uri, headers: &h, host: "local.example", https: true };
+        assert_eq!(
+            verifier.verify(&by, &req).await,
+            Verdict::Verified { actor: "https://r.example/users/a".into(), domain: "r.example".into() }
+        );
+        // Same key, other digest: the signature no longer covers the request.
+        h.insert("content-digest", "sha-256=:BBBB:".parse().unwrap());
+        let req = Signed { method: &Method::POST, uri: &uri, headers: &h, host: "local.example", https: true };
+        assert_eq!(verifier.verify(&by, &req).await, Verdict::Unverified);
+        // The key was fetched once and cached.
+        assert_eq!(fetcher.1.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn direct_fetches_refuse_private_addresses() {
+        let fetcher = HttpKeyFetcher::new(None, false, Duration::from_secs(1)).unwrap();
+        for actor in [
+            "http://127.0.0.1:9180/admin",
+            "http://10.0.0.1/u",
+            "http://[::1]/u",
+            "http://localhost/u",
+            "http://[::ffff:192.168.1.1]/u",
+        ] {
+            let e = fetcher.fetch(&format!("{actor}#k"), actor).await.unwrap_err().to_string();
+            assert!(e.contains("local or private"), "{actor}: {e}");
+        }
+        assert!(!is_private_host("mastodon.social") && !is_private_host("93.184.216.34"));
+    }
+
+    #[tokio::test]
+    async fn http_fetcher_goes_through_the_forward_proxy() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        let seen = tokio::spawn(async move {
+            let (mut conn, _) = proxy.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                head.extend_from_slice(&buf[..n]);
+            }
+            let doc = r#"{"id":"http://actor.test/users/a","publicKey":{"id":"http://actor.test/users/a#main-key","owner":"http://actor.test/users/a","publicKeyPem":"PEM"}}"#;
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: application/activity+json\r\n\r\n{doc}",
+                doc.len()
+            );
+            conn.write_all(resp.as_bytes()).await.unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let fetcher = HttpKeyFetcher::new(Some(proxy_addr), false, Duration::from_secs(5)).unwrap();
+        let pem = fetcher.fetch("http://actor.test/users/a#main-key", "http://actor.test/users/a").await.unwrap();
+        assert_eq!(pem, "PEM");
+        let head = seen.await.unwrap();
+        assert!(head.starts_with("GET http://actor.test/users/a HTTP/1.1\r\n"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("host: actor.test\r\n"), "{head}");
     }
 }

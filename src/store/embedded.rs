@@ -131,7 +131,7 @@ impl EmbeddedStore {
         let path = data_dir.join(FILE_NAME);
         let open_err = |message: String| StoreError::Open { path: path.display().to_string(), message };
         std::fs::create_dir_all(data_dir).map_err(|e| open_err(e.to_string()))?;
-        let db = Database::builder().set_cache_size(cache_bytes).create(&path).map_err(|e| open_err(e.to_string()))?;
+        let db = open_db(&path, cache_bytes).map_err(|e| open_err(e.to_string()))?;
         // Create every table up front, so readers never meet a missing one.
         {
             let txn = db.begin_write().map_err(|e| open_err(e.to_string()))?;
@@ -187,6 +187,21 @@ impl EmbeddedStore {
         })
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+}
+
+/// Opens the file; waits briefly while a previous handle in this process (a restart
+/// in-process, as the tests do) finishes closing it.
+fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, redb::DatabaseError> {
+    let mut tries = 0;
+    loop {
+        match Database::builder().set_cache_size(cache_bytes).create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if tries < 250 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -566,6 +581,15 @@ impl ScheduleStore for EmbeddedStore {
 }
 
 impl CredentialStore for EmbeddedStore {
+    fn offer_credential(&self, cred: SealedCredential) -> StoreFuture<'_, u64> {
+        Box::pin(self.write(move |txn| {
+            let n = put_credential(txn, &cred, now_ms())?;
+            // Kept only if a re-queued item took it.
+            credential_ref(txn, &cred.id, 0)?;
+            Ok(n)
+        }))
+    }
+
     fn credential<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SealedCredential>> {
         let id = id.to_owned();
         Box::pin(self.read(move |txn| read_credential(txn, &id)))
@@ -774,6 +798,13 @@ mod tests {
         let again = store.lookup("1").await.unwrap().unwrap();
         assert_eq!((again.state, again.credential.as_deref()), (ExpiryState::Pending, Some("new")));
         assert_eq!(store.list(Some(ExpiryState::Failed), 10).await.unwrap().len(), 0);
+
+        // Offering a credential with nothing failed stores nothing.
+        assert_eq!(store.offer_credential(cred("other", "bob")).await.unwrap(), 0);
+        assert!(store.credential("other").await.unwrap().is_none());
+        store.settle("1", Outcome::Failed("401".into())).await.unwrap();
+        assert_eq!(store.offer_credential(cred("newer", "alice")).await.unwrap(), 1);
+        assert!(store.credential("newer").await.unwrap().is_some());
     }
 
     #[tokio::test]

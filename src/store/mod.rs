@@ -256,6 +256,10 @@ pub trait ScheduleStore: Send + Sync {
 
 /// Sealed bearer tokens (expiry's deletion credentials).
 pub trait CredentialStore: Send + Sync {
+    /// Offers a credential seen for its account without scheduling anything: when it is new
+    /// for the account, the account's failed items are re-queued with it (and keep it);
+    /// otherwise nothing is stored. Returns how many items were re-queued.
+    fn offer_credential(&self, cred: SealedCredential) -> StoreFuture<'_, u64>;
     fn credential<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<SealedCredential>>;
     /// The most recent credential seen for an account.
     fn account_credential<'a>(&'a self, account: &'a str) -> StoreFuture<'a, Option<SealedCredential>>;
