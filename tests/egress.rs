@@ -9,6 +9,9 @@
 //! relays, never pavise (this test process) — that is how a test on one machine can
 //! tell "came through Tor" from "pavise connected directly".
 
+// Helpers outside `#[test]` fns unwrap too: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -85,6 +88,7 @@ fn tornet() -> &'static Tornet {
 
 /// Tears the network down by PID after this process exits (statics are never
 /// dropped, so no guard in this process could do it).
+#[allow(clippy::zombie_processes)] // it must outlive this process: never waited for
 fn spawn_watchdog(dir: &Path) {
     use std::os::unix::process::CommandExt as _;
     let script = "end=$(( $(date +%s) + 3600 )); \
@@ -210,9 +214,8 @@ fn socket_owner(local: SocketAddr, remote: SocketAddr) -> Option<(u32, String)> 
 fn parse_proc_addr(s: &str) -> Option<SocketAddr> {
     let (ip, port) = s.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
-    let words: Option<Vec<[u8; 4]>> = (0..ip.len() / 8)
-        .map(|i| u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16).ok().map(u32::to_le_bytes))
-        .collect();
+    let words: Option<Vec<[u8; 4]>> =
+        (0..ip.len() / 8).map(|i| u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16).ok().map(u32::to_le_bytes)).collect();
     let bytes: Vec<u8> = words?.concat();
     let ip: std::net::IpAddr = match bytes.len() {
         4 => <[u8; 4]>::try_from(bytes).ok()?.into(),
@@ -274,7 +277,11 @@ async fn wait_bootstrapped(p: &Pavise) {
         if metrics.contains("pavise_egress_tor_bootstrapped{mode=\"tor\"} 1") {
             return;
         }
-        assert!(Instant::now() < deadline, "arti did not bootstrap within 120 s; readyz: {:?}", admin_get(p, "/readyz").await);
+        assert!(
+            Instant::now() < deadline,
+            "arti did not bootstrap within 120 s; readyz: {:?}",
+            admin_get(p, "/readyz").await
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -312,7 +319,8 @@ async fn https_connect_reaches_the_destination_through_a_tor_exit() {
     let dest = tls_dest("dest.test").await;
     let port = dest.dest.port;
     let p = pavise_over_tor(&up, |f| f.egress.allow_ports.push(port)).await;
-    let (status, body) = get_retrying(&client(&p, Some(&dest.ca_pem)), &format!("https://dest.test:{port}/hello")).await;
+    let (status, body) =
+        get_retrying(&client(&p, Some(&dest.ca_pem)), &format!("https://dest.test:{port}/hello")).await;
     assert_eq!((status, body.as_str()), (200, "dest ok /hello\n"));
     dest.dest.assert_all_from_exits(tornet());
 

@@ -33,11 +33,12 @@ impl DirectConnector {
 
     pub async fn connect(&self, dest: &Destination) -> Result<TcpStream, EgressError> {
         let host = dest.host.connect_str();
-        let addrs: Vec<SocketAddr> = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host.as_str(), dest.port)))
-            .await
-            .map_err(|_| EgressError::Direct(format!("resolving {}: timed out", dest.host)))?
-            .map_err(|e| EgressError::Direct(format!("resolving {}: {e}", dest.host)))?
-            .collect();
+        let addrs: Vec<SocketAddr> =
+            tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host.as_str(), dest.port)))
+                .await
+                .map_err(|_| EgressError::Direct(format!("resolving {}: timed out", dest.host)))?
+                .map_err(|e| EgressError::Direct(format!("resolving {}: {e}", dest.host)))?
+                .collect();
         for addr in &addrs {
             self.policy.check_resolved(dest, addr.ip()).map_err(EgressError::Refused)?;
         }

@@ -80,10 +80,16 @@ pub async fn serve(egress: Arc<Egress>, listener: TcpListener, grace: Duration, 
     }
 }
 
-async fn handle(egress: Arc<Egress>, req: Request<Incoming>, tunnels: TaskTracker, cut: CancellationToken) -> Response<Body> {
+async fn handle(
+    egress: Arc<Egress>,
+    req: Request<Incoming>,
+    tunnels: TaskTracker,
+    cut: CancellationToken,
+) -> Response<Body> {
     if !egress.authorized(req.headers().get(header::PROXY_AUTHORIZATION).map(HeaderValue::as_bytes)) {
         let mut resp = error_response(&egress.failed(EgressError::AuthRequired));
-        resp.headers_mut().insert(header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"pavise egress\""));
+        resp.headers_mut()
+            .insert(header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"pavise egress\""));
         return resp;
     }
     let result = if req.method() == Method::CONNECT {
@@ -174,7 +180,8 @@ fn parse_authority(egress: &Egress, authority: &str, default_port: Option<u16>) 
     if authority.contains('@') {
         return Err(bad("credentials in the target are not accepted".into()));
     }
-    let has_port = authority.rsplit_once(':').is_some_and(|(h, p)| !p.is_empty() && !h.ends_with(':') && !p.contains(']'));
+    let has_port =
+        authority.rsplit_once(':').is_some_and(|(h, p)| !p.is_empty() && !h.ends_with(':') && !p.contains(']'));
     let full = match (has_port, default_port) {
         (true, _) => authority.to_owned(),
         (false, Some(port)) => format!("{authority}:{port}"),
@@ -218,7 +225,8 @@ fn empty() -> Body {
 
 /// A plain-text answer with the reason, and `X-Pavise-Egress: <label>` for machines.
 fn error_response(e: &EgressError) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(format!("pavise egress: {e}\n"))).map_err(|never| match never {}).boxed());
+    let mut resp =
+        Response::new(Full::new(Bytes::from(format!("pavise egress: {e}\n"))).map_err(|never| match never {}).boxed());
     *resp.status_mut() = e.status();
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));

@@ -63,7 +63,10 @@ impl Host {
     /// Parses a host as it appears in an authority or a SOCKS request.
     pub fn parse(raw: &str) -> Result<Host, String> {
         if let Some(inner) = raw.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-            return inner.parse::<Ipv6Addr>().map(|ip| Host::Ip(IpAddr::V6(ip))).map_err(|_| format!("bad IPv6 literal {raw:?}"));
+            return inner
+                .parse::<Ipv6Addr>()
+                .map(|ip| Host::Ip(IpAddr::V6(ip)))
+                .map_err(|_| format!("bad IPv6 literal {raw:?}"));
         }
         if let Ok(ip) = raw.parse::<IpAddr>() {
             return Ok(Host::Ip(ip));
@@ -265,9 +268,11 @@ mod tests {
     use super::*;
 
     fn policy(allow_hosts: &[&str], deny: &[&str]) -> Policy {
-        let mut c = EgressConfig::default();
-        c.allow_hosts = allow_hosts.iter().map(|s| s.to_string()).collect();
-        c.deny_domains = deny.iter().map(|s| s.to_string()).collect();
+        let c = EgressConfig {
+            allow_hosts: allow_hosts.iter().map(|s| s.to_string()).collect(),
+            deny_domains: deny.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
         Policy::new(&c)
     }
 

@@ -41,11 +41,20 @@ const MAX_ISOLATED_HOSTS: u64 = 100_000;
 /// Where arti stands, as `/readyz` and the request path see it.
 #[derive(Debug, Clone)]
 pub enum BootState {
-    Bootstrapping { since: Instant },
+    Bootstrapping {
+        since: Instant,
+    },
     /// Bootstrap took longer than `egress.tor.bootstrap_timeout`; still trying.
-    Late { since: Instant, waited: Duration },
-    Ready { took: Duration },
-    Failed { reason: String },
+    Late {
+        since: Instant,
+        waited: Duration,
+    },
+    Ready {
+        took: Duration,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 pub struct TorConnector {
@@ -76,13 +85,36 @@ pub fn arti_config(data_dir: &Path, extra: Option<&Path>) -> Result<TorClientCon
             .map_err(|e| EgressError::Config(format!("egress.tor.arti_config {}: {e}", path.display())))?;
         let user: toml::Table = toml::from_str(&text)
             .map_err(|e| EgressError::Config(format!("egress.tor.arti_config {}: {e}", path.display())))?;
+        // arti's builders ignore unknown keys; a misspelt section would silently do
+        // nothing. Sections of the arti CLI's own config ([proxy], [logging], ...) are
+        // not errors either, so only warn.
+        for key in user.keys().filter(|k| !ARTI_CLIENT_SECTIONS.contains(&k.as_str())) {
+            tracing::warn!(file = %path.display(), section = %key, "arti_config: section not used by arti's client library; ignored");
+        }
         merge(&mut table, user);
     }
-    let builder: TorClientConfigBuilder = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e| EgressError::Config(format!("arti configuration: {e}")))?;
+    let builder: TorClientConfigBuilder =
+        toml::Value::Table(table).try_into().map_err(|e| EgressError::Config(format!("arti configuration: {e}")))?;
     builder.build().map_err(|e| EgressError::Config(format!("arti configuration: {e}")))
 }
+
+/// The top-level sections of arti-client's `TorClientConfig`.
+const ARTI_CLIENT_SECTIONS: &[&str] = &[
+    "tor_network",
+    "storage",
+    "download_schedule",
+    "directory_tolerance",
+    "override_net_params",
+    "bridges",
+    "channel",
+    "system",
+    "path_rules",
+    "preemptive_circuits",
+    "circuit_timing",
+    "address_filter",
+    "stream_timeouts",
+    "vanguards",
+];
 
 fn literal_path(p: PathBuf) -> toml::Value {
     let mut t = toml::Table::new();
@@ -254,8 +286,11 @@ mod tests {
     fn storage_defaults_into_the_data_dir_and_user_toml_layers_over() {
         let dir = tempfile::tempdir().unwrap();
         let extra = dir.path().join("arti.toml");
-        std::fs::write(&extra, "[path_rules]\nipv4_subnet_family_prefix = 33\n[address_filter]\nallow_local_addrs = true\n")
-            .unwrap();
+        std::fs::write(
+            &extra,
+            "[path_rules]\nipv4_subnet_family_prefix = 33\n[address_filter]\nallow_local_addrs = true\n",
+        )
+        .unwrap();
         let cfg = arti_config(dir.path(), Some(&extra)).unwrap();
         let debug = format!("{cfg:?}");
         assert!(debug.contains(&dir.path().join("arti").join("state").display().to_string()), "{debug}");
@@ -275,6 +310,10 @@ mod tests {
     fn merge_is_recursive() {
         let mut base: toml::Table = toml::from_str("[a]\nx = 1\ny = 2\n").unwrap();
         merge(&mut base, toml::from_str("[a]\ny = 3\n[b]\nz = 4\n").unwrap());
-        assert_eq!(base.to_string(), toml::Table::from_iter(toml::from_str::<toml::Table>("[a]\nx = 1\ny = 3\n[b]\nz = 4\n").unwrap()).to_string());
+        assert_eq!(
+            base.to_string(),
+            toml::Table::from_iter(toml::from_str::<toml::Table>("[a]\nx = 1\ny = 3\n[b]\nz = 4\n").unwrap())
+                .to_string()
+        );
     }
 }

@@ -142,7 +142,15 @@ impl Pavise {
         let shutdown = CancellationToken::new();
         let (bound, done) = pavise::server::start(config, shutdown.clone()).await.unwrap();
         let token = std::fs::read_to_string(token_file).unwrap().trim().to_owned();
-        Pavise { addr: bound.public, admin: bound.admin, egress: bound.egress, token, data_dir, shutdown, done: Some(done) }
+        Pavise {
+            addr: bound.public,
+            admin: bound.admin,
+            egress: bound.egress,
+            token,
+            data_dir,
+            shutdown,
+            done: Some(done),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
