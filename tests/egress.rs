@@ -335,6 +335,7 @@ async fn https_connect_reaches_the_destination_through_a_tor_exit() {
     assert!(metrics.contains("pavise_egress_streams_total "), "{metrics}");
     assert!(!metrics.contains("pavise_egress_streams_total 0"), "{metrics}");
     assert!(!metrics.contains("pavise_egress_connect_seconds_count 0"), "{metrics}");
+    assert!(metrics.contains("pavise_egress_tor_isolation_groups 1"), "{metrics}");
     let (code, ready) = admin_get(&p, "/readyz").await;
     assert_eq!(code, 200, "{ready}");
     assert!(ready.contains("\"tor\"") && ready.contains("bootstrapped in"), "{ready}");

@@ -77,6 +77,8 @@ pub enum EgressError {
     Tor { failure: TorFailure, detail: String },
     #[error("direct connection failed: {0}")]
     Direct(String),
+    #[error("HTTP exchange with the destination failed: {0}")]
+    Http(String),
     #[error("{0}")]
     Config(String),
 }
@@ -112,7 +114,7 @@ impl EgressError {
             EgressError::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             EgressError::Refused(_) => StatusCode::FORBIDDEN,
             EgressError::NotBootstrapped(_) | EgressError::Config(_) => StatusCode::SERVICE_UNAVAILABLE,
-            EgressError::Tor { .. } | EgressError::Direct(_) => StatusCode::BAD_GATEWAY,
+            EgressError::Tor { .. } | EgressError::Direct(_) | EgressError::Http(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -132,6 +134,7 @@ impl EgressError {
                 TorFailure::Other => "tor_other",
             },
             EgressError::Direct(_) => "direct_failed",
+            EgressError::Http(_) => "http_failed",
             EgressError::Config(_) => "config",
         }
     }
@@ -151,6 +154,7 @@ const FAILURE_LABELS: &[&str] = &[
     "tor_onion",
     "tor_other",
     "direct_failed",
+    "http_failed",
     "config",
 ];
 
@@ -310,12 +314,12 @@ impl MetricsSource for EgressMetricsView {
     fn render(&self, out: &mut String) {
         let e = &self.0;
         let m = &e.metrics;
-        let (mode, bootstrapped, bootstrap_secs) = match &e.connector {
+        let (mode, bootstrapped, bootstrap_secs, groups) = match &e.connector {
             Connector::Tor(t) => match t.state() {
-                BootState::Ready { took } => ("tor", 1, took.as_secs_f64()),
-                _ => ("tor", 0, 0.0),
+                BootState::Ready { took } => ("tor", 1, took.as_secs_f64(), t.isolation_groups()),
+                _ => ("tor", 0, 0.0, t.isolation_groups()),
             },
-            Connector::Direct(_) => ("direct", 0, 0.0),
+            Connector::Direct(_) => ("direct", 0, 0.0, 0),
         };
         out.push_str("# HELP pavise_egress_tor_bootstrapped 1 once arti has bootstrapped (always 0 in direct mode).\n");
         out.push_str("# TYPE pavise_egress_tor_bootstrapped gauge\n");
@@ -323,6 +327,11 @@ impl MetricsSource for EgressMetricsView {
         out.push_str("# HELP pavise_egress_tor_bootstrap_seconds How long arti's bootstrap took.\n");
         out.push_str("# TYPE pavise_egress_tor_bootstrap_seconds gauge\n");
         let _ = writeln!(out, "pavise_egress_tor_bootstrap_seconds {bootstrap_secs}");
+        out.push_str(
+            "# HELP pavise_egress_tor_isolation_groups Destination hosts holding their own circuit isolation token (per-host isolation).\n",
+        );
+        out.push_str("# TYPE pavise_egress_tor_isolation_groups gauge\n");
+        let _ = writeln!(out, "pavise_egress_tor_isolation_groups {groups}");
         out.push_str("# HELP pavise_egress_streams_open Egress streams (tunnels, forwarded requests) open now.\n");
         out.push_str("# TYPE pavise_egress_streams_open gauge\n");
         let _ = writeln!(out, "pavise_egress_streams_open {}", m.streams_open.load(Relaxed));
@@ -428,6 +437,7 @@ mod tests {
             EgressError::Refused(Refusal::DeniedDomain(String::new())),
             EgressError::NotBootstrapped(String::new()),
             EgressError::Direct(String::new()),
+            EgressError::Http(String::new()),
             EgressError::Config(String::new()),
         ];
         for e in errors {

@@ -165,6 +165,12 @@ impl TorConnector {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = s;
     }
 
+    /// How many destination hosts currently hold their own isolation token.
+    pub fn isolation_groups(&self) -> u64 {
+        self.per_host.run_pending_tasks();
+        self.per_host.entry_count()
+    }
+
     /// arti's own one-line view of its progress (percent, blockage).
     pub fn progress(&self) -> String {
         self.client.bootstrap_status().to_string()
