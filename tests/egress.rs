@@ -40,6 +40,8 @@ use crate::support::{Pavise, RecordingUpstream};
 // The shared private Tor network.
 
 struct Tornet {
+    /// Every process of the network (relays, onion service, DNS helper).
+    pids: Vec<u32>,
     arti_config: PathBuf,
     onion_host: String,
     onion_marker: String,
@@ -81,6 +83,7 @@ fn tornet() -> &'static Tornet {
             arti_config: PathBuf::from(state["arti_config"].as_str().unwrap()),
             onion_host: state["onion_host"].as_str().unwrap().to_owned(),
             onion_marker: state["onion_marker"].as_str().unwrap().to_owned(),
+            pids: pids.values().map(|v| v.as_u64().unwrap() as u32).collect(),
             exit_pids: ["exit0", "exit1"].iter().map(|n| pids[*n].as_u64().unwrap() as u32).collect(),
         }
     })
@@ -659,5 +662,43 @@ async fn ssrf_guard_in_direct_mode_leaves_loopback_listeners_untouched() {
     let peers = v4.peers();
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].pid, Some(std::process::id()), "direct mode connects from pavise itself");
+    p.stop().await;
+}
+
+/// TORNET.md's first rule, checked: no socket of the network's daemons, nor of this
+/// process (pavise's arti), has a peer outside loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_socket_stays_on_loopback() {
+    let up = RecordingUpstream::start().await;
+    let dest = Dest::start(None).await;
+    let port = dest.port;
+    let p = pavise_over_tor(&up, |f| f.egress.allow_ports.push(port)).await;
+    get_retrying(&client(&p, None), &format!("http://loop.test:{port}/")).await;
+    let net = tornet();
+    let mut owners = net.pids.clone();
+    owners.push(std::process::id());
+    let mut inodes = std::collections::HashMap::new();
+    for pid in &owners {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                let link = link.to_string_lossy().into_owned();
+                if let Some(inode) = link.strip_prefix("socket:[").and_then(|l| l.strip_suffix(']')) {
+                    inodes.insert(inode.to_owned(), *pid);
+                }
+            }
+        }
+    }
+    let mut seen = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6"] {
+        for line in std::fs::read_to_string(table).unwrap().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let Some(pid) = inodes.get(f[9]) else { continue };
+            seen += 1;
+            let (local, remote) = (parse_proc_addr(f[1]).unwrap(), parse_proc_addr(f[2]).unwrap());
+            let ok = |a: SocketAddr| a.ip().is_loopback() || a.ip().is_unspecified();
+            assert!(ok(local) && ok(remote), "{table}: pid {pid} has a socket {local} -> {remote}");
+        }
+    }
+    assert!(seen > 20, "too few sockets found ({seen}) for the check to mean anything");
     p.stop().await;
 }
