@@ -227,12 +227,17 @@ impl Egress {
         };
         match result {
             Ok(stream) => {
+                self.metrics.tor_failing.store(0, Relaxed);
                 self.metrics.connect_latency.observe(started.elapsed());
                 self.metrics.streams_total.fetch_add(1, Relaxed);
                 Ok(Box::new(Counted::new(stream, self.metrics.clone())))
             }
             Err(e) => {
                 tracing::debug!(error = %e, "egress connection failed");
+                if let EgressError::Tor { failure: TorFailure::Other | TorFailure::Timeout, .. } = &e {
+                    self.metrics.tor_failing.fetch_add(1, Relaxed);
+                    *self.metrics.last_tor_failure.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+                }
                 Err(self.failed(e))
             }
         }
@@ -281,6 +286,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Counters for `/metrics`.
 struct EgressMetrics {
+    /// Streams in a row that failed for a reason of Tor's own (no circuit, timeout) —
+    /// not the destination's (refused, not found). Reset by any success.
+    tor_failing: AtomicU64,
+    last_tor_failure: std::sync::Mutex<String>,
     streams_open: AtomicI64,
     streams_total: AtomicU64,
     connect_latency: Histogram,
@@ -290,6 +299,8 @@ struct EgressMetrics {
 impl Default for EgressMetrics {
     fn default() -> Self {
         EgressMetrics {
+            tor_failing: AtomicU64::new(0),
+            last_tor_failure: std::sync::Mutex::new(String::new()),
             streams_open: AtomicI64::new(0),
             streams_total: AtomicU64::new(0),
             connect_latency: Histogram::new(LATENCY_BUCKETS),
@@ -349,6 +360,11 @@ impl MetricsSource for EgressMetricsView {
     }
 }
 
+/// Streams failing in a row inside Tor before `/readyz` says Tor is unreachable. arti
+/// itself keeps reporting "connecting successfully" for a while after every relay
+/// has gone; one success clears it.
+const FAILING_AFTER: u64 = 3;
+
 struct TorReadiness(Arc<Egress>);
 
 impl ReadinessCheck for TorReadiness {
@@ -361,6 +377,18 @@ impl ReadinessCheck for TorReadiness {
             match &self.0.connector {
                 Connector::Direct(_) => Ok(format!("WARNING: {}", direct::WARNING)),
                 Connector::Tor(t) => match t.state() {
+                    BootState::Ready { .. } if let Some(stuck) = t.blockage() => {
+                        Err(format!("bootstrapped, but Tor is unreachable now: {stuck}"))
+                    }
+                    BootState::Ready { .. }
+                        if self.0.metrics.tor_failing.load(Relaxed) >= FAILING_AFTER =>
+                    {
+                        let last = self.0.metrics.last_tor_failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        Err(format!(
+                            "the last {} streams failed inside Tor (latest: {last})",
+                            self.0.metrics.tor_failing.load(Relaxed)
+                        ))
+                    }
                     BootState::Ready { took } => Ok(format!(
                         "bootstrapped in {:.1}s; {}; {} streams open",
                         took.as_secs_f64(),

@@ -171,6 +171,12 @@ impl TorConnector {
         self.per_host.entry_count()
     }
 
+    /// arti's report that it is stuck (no channel to any relay, a stale directory), if
+    /// it is: after bootstrap this is how a Tor outage shows in `/readyz`.
+    pub fn blockage(&self) -> Option<String> {
+        self.client.bootstrap_status().blocked().map(|b| b.message().to_string())
+    }
+
     /// arti's own one-line view of its progress (percent, blockage).
     pub fn progress(&self) -> String {
         self.client.bootstrap_status().to_string()
