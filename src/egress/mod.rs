@@ -380,9 +380,7 @@ impl ReadinessCheck for TorReadiness {
                     BootState::Ready { .. } if let Some(stuck) = t.blockage() => {
                         Err(format!("bootstrapped, but Tor is unreachable now: {stuck}"))
                     }
-                    BootState::Ready { .. }
-                        if self.0.metrics.tor_failing.load(Relaxed) >= FAILING_AFTER =>
-                    {
+                    BootState::Ready { .. } if self.0.metrics.tor_failing.load(Relaxed) >= FAILING_AFTER => {
                         let last = self.0.metrics.last_tor_failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
                         Err(format!(
                             "the last {} streams failed inside Tor (latest: {last})",

@@ -32,8 +32,10 @@ use super::{EgressError, TorFailure, policy::Destination};
 use crate::config::{Config, Isolation};
 
 /// How long one stream may take to open (circuit + BEGIN), beyond which the client
-/// gets a 502 instead of hanging. arti's own limits are similar; this bounds the sum.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// gets a 502 instead of hanging. arti would keep retrying circuits for up to 60 s when
+/// every relay is gone; Mastodon's own request timeouts are shorter than either, and
+/// it retries deliveries for days, so an early 502 loses nothing.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Per-host isolation tokens kept for this many hosts; the least recently used go first.
 const MAX_ISOLATED_HOSTS: u64 = 100_000;
