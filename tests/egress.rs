@@ -9,6 +9,9 @@
 //! relays, never pavise (this test process) — that is how a test on one machine can
 //! tell "came through Tor" from "pavise connected directly".
 
+// Helpers outside `#[test]` fns unwrap too: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -37,6 +40,8 @@ use crate::support::{Pavise, RecordingUpstream};
 // The shared private Tor network.
 
 struct Tornet {
+    /// Every process of the network (relays, onion service, DNS helper).
+    pids: Vec<u32>,
     arti_config: PathBuf,
     onion_host: String,
     onion_marker: String,
@@ -78,6 +83,7 @@ fn tornet() -> &'static Tornet {
             arti_config: PathBuf::from(state["arti_config"].as_str().unwrap()),
             onion_host: state["onion_host"].as_str().unwrap().to_owned(),
             onion_marker: state["onion_marker"].as_str().unwrap().to_owned(),
+            pids: pids.values().map(|v| v.as_u64().unwrap() as u32).collect(),
             exit_pids: ["exit0", "exit1"].iter().map(|n| pids[*n].as_u64().unwrap() as u32).collect(),
         }
     })
@@ -85,6 +91,7 @@ fn tornet() -> &'static Tornet {
 
 /// Tears the network down by PID after this process exits (statics are never
 /// dropped, so no guard in this process could do it).
+#[allow(clippy::zombie_processes)] // it must outlive this process: never waited for
 fn spawn_watchdog(dir: &Path) {
     use std::os::unix::process::CommandExt as _;
     let script = "end=$(( $(date +%s) + 3600 )); \
@@ -292,18 +299,25 @@ fn client(p: &Pavise, ca_pem: Option<&str>) -> reqwest::Client {
     b.build().unwrap()
 }
 
-/// The first streams on a fresh network may race circuit building: retry a few times.
+/// The first streams on a young network may fail while relays still disagree about
+/// the consensus: retry for up to 90 s, and say what failed.
 async fn get_retrying(client: &reqwest::Client, url: &str) -> (u16, String) {
-    let mut last = None;
-    for _ in 0..5 {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut failures = Vec::new();
+    while Instant::now() < deadline {
         match client.get(url).send().await {
-            Ok(r) if r.status().is_success() => return (r.status().as_u16(), r.text().await.unwrap()),
-            Ok(r) => last = Some(format!("{} {}", r.status(), r.text().await.unwrap_or_default())),
-            Err(e) => last = Some(format!("{e:?}")),
+            Ok(r) if r.status().is_success() => {
+                if !failures.is_empty() {
+                    eprintln!("{url}: succeeded after {} failures: {failures:?}", failures.len());
+                }
+                return (r.status().as_u16(), r.text().await.unwrap());
+            }
+            Ok(r) => failures.push(format!("{} {}", r.status(), r.text().await.unwrap_or_default().trim())),
+            Err(e) => failures.push(format!("{e:?}")),
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    panic!("{url}: no success after 5 tries; last: {last:?}");
+    panic!("{url}: no success within 90 s; failures: {failures:?}");
 }
 
 // ---------------------------------------------------------------------------------
@@ -324,6 +338,7 @@ async fn https_connect_reaches_the_destination_through_a_tor_exit() {
     assert!(metrics.contains("pavise_egress_streams_total "), "{metrics}");
     assert!(!metrics.contains("pavise_egress_streams_total 0"), "{metrics}");
     assert!(!metrics.contains("pavise_egress_connect_seconds_count 0"), "{metrics}");
+    assert!(metrics.contains("pavise_egress_tor_isolation_groups 1"), "{metrics}");
     let (code, ready) = admin_get(&p, "/readyz").await;
     assert_eq!(code, 200, "{ready}");
     assert!(ready.contains("\"tor\"") && ready.contains("bootstrapped in"), "{ready}");
@@ -396,15 +411,16 @@ async fn socks5_with_remote_dns_goes_through_tor() {
     .await;
     let socks = SocketAddr::from(([127, 0, 0, 1], socks_port));
     let mut ok = None;
-    for _ in 0..5 {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while ok.is_none() && Instant::now() < deadline {
         let (code, body) = socks_get(socks, "socks.test", port).await;
         if code == 0 {
             ok = Some(body);
-            break;
+        } else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let body = ok.expect("SOCKS CONNECT through Tor succeeded within 5 tries");
+    let body = ok.expect("SOCKS CONNECT through Tor succeeded within 90 s");
     assert!(body.contains("dest ok /socks"), "{body}");
     dest.assert_all_from_exits(tornet());
     // The SSRF guard applies to SOCKS too: reply 2, "not allowed by ruleset".
@@ -646,5 +662,43 @@ async fn ssrf_guard_in_direct_mode_leaves_loopback_listeners_untouched() {
     let peers = v4.peers();
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].pid, Some(std::process::id()), "direct mode connects from pavise itself");
+    p.stop().await;
+}
+
+/// TORNET.md's first rule, checked: no socket of the network's daemons, nor of this
+/// process (pavise's arti), has a peer outside loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_socket_stays_on_loopback() {
+    let up = RecordingUpstream::start().await;
+    let dest = Dest::start(None).await;
+    let port = dest.port;
+    let p = pavise_over_tor(&up, |f| f.egress.allow_ports.push(port)).await;
+    get_retrying(&client(&p, None), &format!("http://loop.test:{port}/")).await;
+    let net = tornet();
+    let mut owners = net.pids.clone();
+    owners.push(std::process::id());
+    let mut inodes = std::collections::HashMap::new();
+    for pid in &owners {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                let link = link.to_string_lossy().into_owned();
+                if let Some(inode) = link.strip_prefix("socket:[").and_then(|l| l.strip_suffix(']')) {
+                    inodes.insert(inode.to_owned(), *pid);
+                }
+            }
+        }
+    }
+    let mut seen = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6"] {
+        for line in std::fs::read_to_string(table).unwrap().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let Some(pid) = inodes.get(f[9]) else { continue };
+            seen += 1;
+            let (local, remote) = (parse_proc_addr(f[1]).unwrap(), parse_proc_addr(f[2]).unwrap());
+            let ok = |a: SocketAddr| a.ip().is_loopback() || a.ip().is_unspecified();
+            assert!(ok(local) && ok(remote), "{table}: pid {pid} has a socket {local} -> {remote}");
+        }
+    }
+    assert!(seen > 20, "too few sockets found ({seen}) for the check to mean anything");
     p.stop().await;
 }

@@ -149,7 +149,7 @@ async fn forward(egress: &Egress, req: Request<Incoming>) -> Result<Response<Bod
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| egress.failed(EgressError::Direct(format!("HTTP to {dest}: {e}"))))?;
+        .map_err(|e| egress.failed(EgressError::Http(format!("{dest}: {e}"))))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "egress forwarded connection ended with an error");
@@ -168,7 +168,7 @@ async fn forward(egress: &Egress, req: Request<Incoming>) -> Result<Response<Bod
     let resp = sender
         .send_request(Request::from_parts(parts, body))
         .await
-        .map_err(|e| egress.failed(EgressError::Direct(format!("HTTP to {dest}: {e}"))))?;
+        .map_err(|e| egress.failed(EgressError::Http(format!("{dest}: {e}"))))?;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()))

@@ -77,6 +77,8 @@ pub enum EgressError {
     Tor { failure: TorFailure, detail: String },
     #[error("direct connection failed: {0}")]
     Direct(String),
+    #[error("HTTP exchange with the destination failed: {0}")]
+    Http(String),
     #[error("{0}")]
     Config(String),
 }
@@ -112,7 +114,7 @@ impl EgressError {
             EgressError::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             EgressError::Refused(_) => StatusCode::FORBIDDEN,
             EgressError::NotBootstrapped(_) | EgressError::Config(_) => StatusCode::SERVICE_UNAVAILABLE,
-            EgressError::Tor { .. } | EgressError::Direct(_) => StatusCode::BAD_GATEWAY,
+            EgressError::Tor { .. } | EgressError::Direct(_) | EgressError::Http(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -132,6 +134,7 @@ impl EgressError {
                 TorFailure::Other => "tor_other",
             },
             EgressError::Direct(_) => "direct_failed",
+            EgressError::Http(_) => "http_failed",
             EgressError::Config(_) => "config",
         }
     }
@@ -151,6 +154,7 @@ const FAILURE_LABELS: &[&str] = &[
     "tor_onion",
     "tor_other",
     "direct_failed",
+    "http_failed",
     "config",
 ];
 
@@ -223,12 +227,17 @@ impl Egress {
         };
         match result {
             Ok(stream) => {
+                self.metrics.tor_failing.store(0, Relaxed);
                 self.metrics.connect_latency.observe(started.elapsed());
                 self.metrics.streams_total.fetch_add(1, Relaxed);
                 Ok(Box::new(Counted::new(stream, self.metrics.clone())))
             }
             Err(e) => {
                 tracing::debug!(error = %e, "egress connection failed");
+                if let EgressError::Tor { failure: TorFailure::Other | TorFailure::Timeout, .. } = &e {
+                    self.metrics.tor_failing.fetch_add(1, Relaxed);
+                    *self.metrics.last_tor_failure.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+                }
                 Err(self.failed(e))
             }
         }
@@ -277,6 +286,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Counters for `/metrics`.
 struct EgressMetrics {
+    /// Streams in a row that failed for a reason of Tor's own (no circuit, timeout) —
+    /// not the destination's (refused, not found). Reset by any success.
+    tor_failing: AtomicU64,
+    last_tor_failure: std::sync::Mutex<String>,
     streams_open: AtomicI64,
     streams_total: AtomicU64,
     connect_latency: Histogram,
@@ -286,6 +299,8 @@ struct EgressMetrics {
 impl Default for EgressMetrics {
     fn default() -> Self {
         EgressMetrics {
+            tor_failing: AtomicU64::new(0),
+            last_tor_failure: std::sync::Mutex::new(String::new()),
             streams_open: AtomicI64::new(0),
             streams_total: AtomicU64::new(0),
             connect_latency: Histogram::new(LATENCY_BUCKETS),
@@ -310,12 +325,12 @@ impl MetricsSource for EgressMetricsView {
     fn render(&self, out: &mut String) {
         let e = &self.0;
         let m = &e.metrics;
-        let (mode, bootstrapped, bootstrap_secs) = match &e.connector {
+        let (mode, bootstrapped, bootstrap_secs, groups) = match &e.connector {
             Connector::Tor(t) => match t.state() {
-                BootState::Ready { took } => ("tor", 1, took.as_secs_f64()),
-                _ => ("tor", 0, 0.0),
+                BootState::Ready { took } => ("tor", 1, took.as_secs_f64(), t.isolation_groups()),
+                _ => ("tor", 0, 0.0, t.isolation_groups()),
             },
-            Connector::Direct(_) => ("direct", 0, 0.0),
+            Connector::Direct(_) => ("direct", 0, 0.0, 0),
         };
         out.push_str("# HELP pavise_egress_tor_bootstrapped 1 once arti has bootstrapped (always 0 in direct mode).\n");
         out.push_str("# TYPE pavise_egress_tor_bootstrapped gauge\n");
@@ -323,6 +338,11 @@ impl MetricsSource for EgressMetricsView {
         out.push_str("# HELP pavise_egress_tor_bootstrap_seconds How long arti's bootstrap took.\n");
         out.push_str("# TYPE pavise_egress_tor_bootstrap_seconds gauge\n");
         let _ = writeln!(out, "pavise_egress_tor_bootstrap_seconds {bootstrap_secs}");
+        out.push_str(
+            "# HELP pavise_egress_tor_isolation_groups Destination hosts holding their own circuit isolation token (per-host isolation).\n",
+        );
+        out.push_str("# TYPE pavise_egress_tor_isolation_groups gauge\n");
+        let _ = writeln!(out, "pavise_egress_tor_isolation_groups {groups}");
         out.push_str("# HELP pavise_egress_streams_open Egress streams (tunnels, forwarded requests) open now.\n");
         out.push_str("# TYPE pavise_egress_streams_open gauge\n");
         let _ = writeln!(out, "pavise_egress_streams_open {}", m.streams_open.load(Relaxed));
@@ -340,6 +360,11 @@ impl MetricsSource for EgressMetricsView {
     }
 }
 
+/// Streams failing in a row inside Tor before `/readyz` says Tor is unreachable. arti
+/// itself keeps reporting "connecting successfully" for a while after every relay
+/// has gone; one success clears it.
+const FAILING_AFTER: u64 = 3;
+
 struct TorReadiness(Arc<Egress>);
 
 impl ReadinessCheck for TorReadiness {
@@ -352,6 +377,16 @@ impl ReadinessCheck for TorReadiness {
             match &self.0.connector {
                 Connector::Direct(_) => Ok(format!("WARNING: {}", direct::WARNING)),
                 Connector::Tor(t) => match t.state() {
+                    BootState::Ready { .. } if let Some(stuck) = t.blockage() => {
+                        Err(format!("bootstrapped, but Tor is unreachable now: {stuck}"))
+                    }
+                    BootState::Ready { .. } if self.0.metrics.tor_failing.load(Relaxed) >= FAILING_AFTER => {
+                        let last = self.0.metrics.last_tor_failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        Err(format!(
+                            "the last {} streams failed inside Tor (latest: {last})",
+                            self.0.metrics.tor_failing.load(Relaxed)
+                        ))
+                    }
                     BootState::Ready { took } => Ok(format!(
                         "bootstrapped in {:.1}s; {}; {} streams open",
                         took.as_secs_f64(),
@@ -428,6 +463,7 @@ mod tests {
             EgressError::Refused(Refusal::DeniedDomain(String::new())),
             EgressError::NotBootstrapped(String::new()),
             EgressError::Direct(String::new()),
+            EgressError::Http(String::new()),
             EgressError::Config(String::new()),
         ];
         for e in errors {

@@ -32,8 +32,10 @@ use super::{EgressError, TorFailure, policy::Destination};
 use crate::config::{Config, Isolation};
 
 /// How long one stream may take to open (circuit + BEGIN), beyond which the client
-/// gets a 502 instead of hanging. arti's own limits are similar; this bounds the sum.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// gets a 502 instead of hanging. arti would keep retrying circuits for up to 60 s when
+/// every relay is gone; Mastodon's own request timeouts are shorter than either, and
+/// it retries deliveries for days, so an early 502 loses nothing.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Per-host isolation tokens kept for this many hosts; the least recently used go first.
 const MAX_ISOLATED_HOSTS: u64 = 100_000;
@@ -85,12 +87,36 @@ pub fn arti_config(data_dir: &Path, extra: Option<&Path>) -> Result<TorClientCon
             .map_err(|e| EgressError::Config(format!("egress.tor.arti_config {}: {e}", path.display())))?;
         let user: toml::Table = toml::from_str(&text)
             .map_err(|e| EgressError::Config(format!("egress.tor.arti_config {}: {e}", path.display())))?;
+        // arti's builders ignore unknown keys; a misspelt section would silently do
+        // nothing. Sections of the arti CLI's own config ([proxy], [logging], ...) are
+        // not errors either, so only warn.
+        for key in user.keys().filter(|k| !ARTI_CLIENT_SECTIONS.contains(&k.as_str())) {
+            tracing::warn!(file = %path.display(), section = %key, "arti_config: section not used by arti's client library; ignored");
+        }
         merge(&mut table, user);
     }
     let builder: TorClientConfigBuilder =
         toml::Value::Table(table).try_into().map_err(|e| EgressError::Config(format!("arti configuration: {e}")))?;
     builder.build().map_err(|e| EgressError::Config(format!("arti configuration: {e}")))
 }
+
+/// The top-level sections of arti-client's `TorClientConfig`.
+const ARTI_CLIENT_SECTIONS: &[&str] = &[
+    "tor_network",
+    "storage",
+    "download_schedule",
+    "directory_tolerance",
+    "override_net_params",
+    "bridges",
+    "channel",
+    "system",
+    "path_rules",
+    "preemptive_circuits",
+    "circuit_timing",
+    "address_filter",
+    "stream_timeouts",
+    "vanguards",
+];
 
 fn literal_path(p: PathBuf) -> toml::Value {
     let mut t = toml::Table::new();
@@ -139,6 +165,18 @@ impl TorConnector {
 
     fn set_state(&self, s: BootState) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    /// How many destination hosts currently hold their own isolation token.
+    pub fn isolation_groups(&self) -> u64 {
+        self.per_host.run_pending_tasks();
+        self.per_host.entry_count()
+    }
+
+    /// arti's report that it is stuck (no channel to any relay, a stale directory), if
+    /// it is: after bootstrap this is how a Tor outage shows in `/readyz`.
+    pub fn blockage(&self) -> Option<String> {
+        self.client.bootstrap_status().blocked().map(|b| b.message().to_string())
     }
 
     /// arti's own one-line view of its progress (percent, blockage).
