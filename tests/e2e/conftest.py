@@ -20,8 +20,9 @@ What you get (see each fixture's docstring):
   pavise, from a freshly registered app.
 
 Which binary: ``PAVISE_BIN`` if set (scripts/test sets it), else the newer of
-target/debug/pavise and target/release/pavise. Build it first (``cargo build --bin
-pavise``); the suite never builds anything itself.
+target/debug/pavise and target/release/pavise. Build it first with ``cargo test
+--no-run`` (the same feature set as the Rust tests, so nothing compiles twice); the
+suite never builds anything itself.
 
 Every wait is bounded; every process is killed at teardown. Loopback only.
 """
@@ -120,7 +121,7 @@ def pavise_bin() -> Path:
         return path
     candidates = [p for p in (ROOT / "target/debug/pavise", ROOT / "target/release/pavise") if p.is_file()]
     if not candidates:
-        pytest.fail("no pavise binary: run `cargo build --bin pavise` or set PAVISE_BIN")
+        pytest.fail("no pavise binary: run `cargo test --no-run` or set PAVISE_BIN")
     return max(candidates, key=lambda p: p.stat().st_mtime)
 
 
