@@ -11,7 +11,7 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
@@ -22,6 +22,7 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{Egress, EgressError, policy::Destination};
+use crate::proxy::hop;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
@@ -159,7 +160,8 @@ async fn forward(egress: &Egress, req: Request<Incoming>) -> Result<Response<Bod
     let (mut parts, body) = req.into_parts();
     let origin = uri.path_and_query().map_or("/", |pq| pq.as_str());
     parts.uri = Uri::try_from(origin).map_err(|e| egress.failed(EgressError::BadRequest(e.to_string())))?;
-    strip_hop_by_hop(&mut parts.headers);
+    // The same RFC 9110 rule as the reverse proxy: one implementation.
+    hop::strip_hop_by_hop(&mut parts.headers, false);
     if !parts.headers.contains_key(header::HOST)
         && let Ok(v) = HeaderValue::from_str(authority.as_str())
     {
@@ -170,7 +172,7 @@ async fn forward(egress: &Egress, req: Request<Incoming>) -> Result<Response<Bod
         .await
         .map_err(|e| egress.failed(EgressError::Http(format!("{dest}: {e}"))))?;
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    hop::strip_hop_by_hop(&mut parts.headers, false);
     Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()))
 }
 
@@ -190,35 +192,6 @@ fn parse_authority(egress: &Egress, authority: &str, default_port: Option<u16>) 
     Destination::parse(&full).map_err(bad)
 }
 
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// RFC 9110 §7.6.1: headers about this connection, including those `Connection` names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
 fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
@@ -235,23 +208,4 @@ fn error_response(e: &EgressError) -> Response<Body> {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
     }
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("close, x-secret"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("proxy-authorization", HeaderValue::from_static("Basic eDp5"));
-        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
-        h.insert("accept", HeaderValue::from_static("*/*"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert!(h.contains_key("accept"));
-    }
 }

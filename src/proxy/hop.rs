@@ -63,6 +63,7 @@ mod tests {
         h.insert("te", "trailers".parse().unwrap());
         h.insert("transfer-encoding", "chunked".parse().unwrap());
         h.insert("proxy-authorization", "Basic x".parse().unwrap());
+        h.insert("proxy-connection", "keep-alive".parse().unwrap());
         h.insert("upgrade", "websocket".parse().unwrap());
         h.insert("content-length", "5".parse().unwrap());
         strip_hop_by_hop(&mut h, false);
