@@ -82,6 +82,14 @@ enum ExpiryCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Benchmark the embedded store's schedule inserts, filling DIR (scripts/bench-expiry).
+    #[command(hide = true)]
+    BenchStore {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -191,6 +199,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("reading {}", token_file.display()))?;
                     let token = pavise::expiry::seal::Token::new(token.trim());
                     runtime.block_on(pavise::expiry::cli::sweep(&config, &account, token, dry_run))?
+                }
+                ExpiryCommand::BenchStore { dir, count } => {
+                    runtime.block_on(pavise::expiry::cli::bench_store(&dir, count))?
                 }
             };
             print!("{out}");

@@ -211,3 +211,80 @@ pub async fn sweep(config: &Config, account: &str, token: Token, dry_run: bool) 
     let report = run_sweep(&core, &instance, config.file.local_domain.as_deref(), account, &token, dry_run).await?;
     Ok(report.render())
 }
+
+/// `pavise expiry bench-store` (hidden; driven by `scripts/bench-expiry`): schedule
+/// inserts per second into the embedded store three ways — one client at a time (one
+/// fsync each), 64 concurrent clients (status creations arriving together: the writer
+/// group-commits them) and batches of 1,000 (a sweep) — then fills the store to `count`
+/// pending deletions for the script's memory and restart measurements.
+pub async fn bench_store(dir: &std::path::Path, count: u64) -> Result<String, ExpiryError> {
+    use crate::store::{ScheduleStore, SealedCredential};
+    use std::time::Instant;
+    fn item(i: u64, base: u64) -> Scheduled {
+        let mut s = Scheduled::pending(
+            format!("{}", 110_000_000_000_000u64 + i),
+            "alice",
+            "direct-messages",
+            base,
+            base + 30 * 86_400_000 + i,
+        );
+        s.credential = Some("c0ffee".into());
+        s.host = Some("example.social".into());
+        s
+    }
+    fn cred() -> SealedCredential {
+        SealedCredential { id: "c0ffee".into(), account: "alice".into(), sealed: vec![7; 60] }
+    }
+    let mut out = String::new();
+    let store = Arc::new(EmbeddedStore::open(dir, 16 << 20)?);
+    let base = now_ms();
+    store.schedule(vec![(item(0, base), Some(cred()))]).await?;
+    let mut next = 1u64;
+
+    let n = 500;
+    let t = Instant::now();
+    for _ in 0..n {
+        store.schedule(vec![(item(next, base), Some(cred()))]).await?;
+        next += 1;
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    let _ = writeln!(out, "serial single inserts:      {n:>8} in {:>8.2?} = {rate:>9.0}/s", t.elapsed());
+
+    let (clients, per) = (64u64, 500u64);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let store = store.clone();
+        let start = next + c * per;
+        tasks.push(tokio::spawn(async move {
+            for i in start..start + per {
+                store.schedule(vec![(item(i, base), Some(cred()))]).await?;
+            }
+            Ok::<_, crate::store::StoreError>(())
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(|e| ExpiryError::Invalid(e.to_string()))??;
+    }
+    next += clients * per;
+    let rate = (clients * per) as f64 / t.elapsed().as_secs_f64();
+    let _ = writeln!(out, "64 concurrent clients:      {:>8} in {:>8.2?} = {rate:>9.0}/s", clients * per, t.elapsed());
+
+    let t = Instant::now();
+    let first = next;
+    while next < count {
+        let end = (next + 1000).min(count);
+        store.schedule((next..end).map(|i| (item(i, base), Some(cred()))).collect()).await?;
+        next = end;
+    }
+    if next > first {
+        let rate = (next - first) as f64 / t.elapsed().as_secs_f64();
+        let _ =
+            writeln!(out, "batched (1000 per commit):  {:>8} in {:>8.2?} = {rate:>9.0}/s", next - first, t.elapsed());
+    }
+    let counts = store.counts().await?;
+    let _ = writeln!(out, "pending now: {}", counts.by_state.get("pending").copied().unwrap_or(0));
+    let size = std::fs::metadata(store.path()).map(|m| m.len()).unwrap_or(0);
+    let _ = writeln!(out, "store file: {:.1} MiB", size as f64 / f64::from(1u32 << 20));
+    Ok(out)
+}
