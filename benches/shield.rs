@@ -4,7 +4,7 @@
 //! Run: `cargo bench --bench shield` (release), or, on a machine without a warm release
 //! build, the dev profile with the hot crates optimized:
 //! `cargo test --bench shield --config 'profile.dev.package.pavise.opt-level=3' ... -- --bench`
-//! (docs/shield.md has the exact command behind the published figures). Without
+//! (README.md, "Shield", has the exact command behind the published figures). Without
 //! `--bench` it is a quick smoke run, as under `cargo test --all-targets`.
 
 // A bench's output is its figures.
