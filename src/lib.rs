@@ -29,6 +29,7 @@
 //!
 //! Dependencies point one way: `server` → `proxy` → stage modules → `store`, `config`.
 
+pub mod accept;
 pub mod admin;
 pub mod check;
 pub mod config;

@@ -27,12 +27,12 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
 };
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    accept::Acceptor,
     admin::Admin,
     config::Config,
     expiry::{
@@ -284,7 +284,7 @@ async fn accept_loop(
     limits: ConnLimits,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let acceptor = Acceptor::new(listener, limits.max_connections, "public");
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -296,24 +296,7 @@ async fn accept_loop(
     builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
     let builder = Arc::new(builder);
 
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer, permit)) = acceptor.next(&shutdown).await {
         let activity = Activity::new();
         let io = Watched { inner: stream, activity: activity.clone() };
         let (pipeline, metrics, builder, tls) = (pipeline.clone(), metrics.clone(), builder.clone(), tls.clone());
@@ -325,7 +308,7 @@ async fn accept_loop(
             drop(permit);
         });
     }
-    drop(listener);
+    drop(acceptor);
     if tokio::time::timeout(limits.grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(grace = ?limits.grace, "connections still open after the grace period; closing them");
     }

@@ -18,11 +18,11 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{Egress, EgressError, policy::Destination};
-use crate::proxy::hop;
+use crate::{accept::Acceptor, proxy::hop};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
@@ -33,30 +33,14 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts until `shutdown`, then drains requests and tunnels for up to `grace`.
 pub async fn serve(egress: Arc<Egress>, listener: TcpListener, grace: Duration, shutdown: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let acceptor = Acceptor::new(listener, MAX_CONNECTIONS, "egress");
     let graceful = GracefulShutdown::new();
     let tunnels = TaskTracker::new();
     let cut = CancellationToken::new();
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     let builder = Arc::new(builder);
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "egress accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, _, permit)) = acceptor.next(&shutdown).await {
         let (egress, tunnels, cut, builder) = (egress.clone(), tunnels.clone(), cut.clone(), builder.clone());
         let service = service_fn(move |req| {
             let (egress, tunnels, cut) = (egress.clone(), tunnels.clone(), cut.clone());
@@ -71,7 +55,7 @@ pub async fn serve(egress: Arc<Egress>, listener: TcpListener, grace: Duration, 
             drop(permit);
         });
     }
-    drop(listener);
+    drop(acceptor);
     let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
     tunnels.close();
     if tokio::time::timeout(grace, tunnels.wait()).await.is_err() {

@@ -14,7 +14,6 @@ use std::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -22,6 +21,7 @@ use super::{
     Egress, EgressError, TorFailure,
     policy::{Destination, Host},
 };
+use crate::accept::Acceptor;
 
 const MAX_CONNECTIONS: usize = 4096;
 /// The whole handshake (greeting, auth, request) must arrive within this.
@@ -43,25 +43,9 @@ const COMMAND_NOT_SUPPORTED: u8 = 7;
 const ADDRESS_NOT_SUPPORTED: u8 = 8;
 
 pub async fn serve(egress: Arc<Egress>, listener: TcpListener, shutdown: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let acceptor = Acceptor::new(listener, MAX_CONNECTIONS, "socks");
     let tasks = TaskTracker::new();
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "socks accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, _, permit)) = acceptor.next(&shutdown).await {
         let (egress, shutdown) = (egress.clone(), shutdown.clone());
         tasks.spawn(async move {
             tokio::select! {
