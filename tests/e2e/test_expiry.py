@@ -82,6 +82,9 @@ lease = "5s"
             # Not listening yet (refused) or too busy to answer in time (a loaded CI box).
             except requests.RequestException:
                 time.sleep(0.05)
+        # Never leave a half-started relay behind a failed test.
+        self.proc.kill()
+        self.proc.wait(timeout=10)
         raise RuntimeError("pavise did not start: " + (self.tmp / "pavise.log").read_text())
 
     def kill9(self) -> None:
