@@ -84,15 +84,24 @@ pub struct Route {
 
 impl Route {
     pub fn classify(method: &Method, path: &str) -> Route {
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let seg = |i: usize| segments.get(i).copied().filter(|s| !s.is_empty());
+        // Classification runs on every request: read the first segments into a fixed array
+        // instead of allocating. No route this table knows has more than five.
+        let mut first = [""; 6];
+        let mut count = 0;
+        for (i, s) in path.trim_start_matches('/').split('/').enumerate() {
+            if let Some(slot) = first.get_mut(i) {
+                *slot = s;
+            }
+            count = i + 1;
+        }
+        let seg = |i: usize| first.get(i).copied().filter(|s| !s.is_empty());
         let mut route = Route { class: RouteClass::Web, status_id: None, account: None };
         let is_get = method == Method::GET || method == Method::HEAD;
 
         route.class = match (seg(0), seg(1), seg(2)) {
             (Some("api"), Some("v1"), Some("streaming")) => RouteClass::Streaming,
             (Some("inbox"), None, _) if method == Method::POST => RouteClass::Inbox,
-            (Some("users"), Some(name), Some("inbox")) if method == Method::POST && segments.len() == 3 => {
+            (Some("users"), Some(name), Some("inbox")) if method == Method::POST && count == 3 => {
                 route.account = Some(name.to_owned());
                 RouteClass::Inbox
             }
@@ -102,7 +111,7 @@ impl Route {
                     && let Some(id) = seg(3)
                 {
                     route.status_id = Some(id.to_owned());
-                    if is_get && segments.len() == 4 { RouteClass::StatusRead } else { RouteClass::ActivityPubObject }
+                    if is_get && count == 4 { RouteClass::StatusRead } else { RouteClass::ActivityPubObject }
                 } else {
                     RouteClass::ActivityPubObject
                 }

@@ -616,16 +616,7 @@ mod tests {
 
     #[test]
     fn ed25519_round_trip() {
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-        let pair = signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-        // SPKI for Ed25519: fixed 12-byte prefix + 32 key bytes.
-        let mut spki = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-        spki.extend_from_slice(pair.public_key().as_ref());
-        let pem = format!(
-            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-            base64::engine::general_purpose::STANDARD.encode(&spki)
-        );
+        let (pair, pem) = ed25519_actor();
         let key = PublicKey::from_pem(&pem).unwrap();
         let sig = pair.sign(b"hello");
         assert!(key.verify(b"hello", sig.as_ref()));
@@ -662,6 +653,7 @@ mod tests {
         assert!(key_from_document(evil, "https://r.example/u#k", "https://r.example/u").is_err());
     }
 
+    /// A fresh Ed25519 key pair and its public key as SPKI PEM (fixed 12-byte prefix + key).
     fn ed25519_actor() -> (signature::Ed25519KeyPair, String) {
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
