@@ -38,8 +38,14 @@ fn egress_section(out: &mut String, config: &Config) -> Result<(), CheckError> {
         writeln!(out, "  proxy authentication: {}", if e.proxy_auth.is_some() { "required (Basic)" } else { "none" });
     if e.mode == EgressMode::Tor {
         // Parse arti's configuration as `run` would (no network): a typo fails here.
+        #[cfg(feature = "tor")]
         crate::egress::tor::arti_config(&config.file.data_dir, e.tor.arti_config.as_deref())
             .map_err(|err| CheckError::Egress(err.to_string()))?;
+        if cfg!(not(feature = "tor")) {
+            return Err(CheckError::Egress(
+                "egress.mode = \"tor\", but this pavise was built without the `tor` feature".into(),
+            ));
+        }
         let isolation = match e.tor.isolation {
             crate::config::Isolation::PerHost => "a circuit per destination host",
             crate::config::Isolation::PerRequest => "a circuit per request",

@@ -27,6 +27,7 @@ pub mod direct;
 pub mod listener;
 pub mod policy;
 pub mod socks;
+#[cfg(feature = "tor")]
 pub mod tor;
 
 use std::{
@@ -55,10 +56,11 @@ use crate::{
     proxy::StageFuture,
 };
 
+#[cfg(feature = "tor")]
+use self::tor::{BootState, TorConnector};
 use self::{
     direct::DirectConnector,
     policy::{Destination, Policy, Refusal},
-    tor::{BootState, TorConnector},
 };
 
 /// Why an egress request did not get its connection. Each variant is one status code,
@@ -163,6 +165,7 @@ pub trait EgressIo: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> EgressIo for T {}
 
 enum Connector {
+    #[cfg(feature = "tor")]
     Tor(Arc<TorConnector>),
     Direct(DirectConnector),
 }
@@ -189,10 +192,18 @@ impl Egress {
         let e = &config.file.egress;
         let policy = Policy::new(e);
         let connector = match e.mode {
+            #[cfg(feature = "tor")]
             EgressMode::Tor => {
                 let tor = Arc::new(TorConnector::new(config)?);
                 tor.start_bootstrap(e.tor.bootstrap_timeout.get(), shutdown);
                 Connector::Tor(tor)
+            }
+            #[cfg(not(feature = "tor"))]
+            EgressMode::Tor => {
+                drop(shutdown);
+                return Err(EgressError::Config(
+                    "egress.mode = \"tor\", but this pavise was built without the `tor` feature; rebuild with default features".into(),
+                ));
             }
             EgressMode::Direct => Connector::Direct(DirectConnector::new(policy.clone())),
         };
@@ -222,6 +233,7 @@ impl Egress {
         }
         let started = Instant::now();
         let result: Result<Box<dyn EgressIo>, EgressError> = match &self.connector {
+            #[cfg(feature = "tor")]
             Connector::Tor(tor) => tor.connect(dest).await.map(|s| Box::new(s) as Box<dyn EgressIo>),
             Connector::Direct(direct) => direct.connect(dest).await.map(|s| Box::new(s) as Box<dyn EgressIo>),
         };
@@ -259,6 +271,7 @@ impl Egress {
     /// `true` once outbound connections can be made.
     pub fn ready(&self) -> bool {
         match &self.connector {
+            #[cfg(feature = "tor")]
             Connector::Tor(t) => matches!(t.state(), BootState::Ready { .. }),
             Connector::Direct(_) => true,
         }
@@ -326,6 +339,7 @@ impl MetricsSource for EgressMetricsView {
         let e = &self.0;
         let m = &e.metrics;
         let (mode, bootstrapped, bootstrap_secs, groups) = match &e.connector {
+            #[cfg(feature = "tor")]
             Connector::Tor(t) => match t.state() {
                 BootState::Ready { took } => ("tor", 1, took.as_secs_f64(), t.isolation_groups()),
                 _ => ("tor", 0, 0.0, t.isolation_groups()),
@@ -363,6 +377,7 @@ impl MetricsSource for EgressMetricsView {
 /// Streams failing in a row inside Tor before `/readyz` says Tor is unreachable. arti
 /// itself keeps reporting "connecting successfully" for a while after every relay
 /// has gone; one success clears it.
+#[cfg(feature = "tor")]
 const FAILING_AFTER: u64 = 3;
 
 struct TorReadiness(Arc<Egress>);
@@ -376,6 +391,7 @@ impl ReadinessCheck for TorReadiness {
         Box::pin(async move {
             match &self.0.connector {
                 Connector::Direct(_) => Ok(format!("WARNING: {}", direct::WARNING)),
+                #[cfg(feature = "tor")]
                 Connector::Tor(t) => match t.state() {
                     BootState::Ready { .. } if let Some(stuck) = t.blockage() => {
                         Err(format!("bootstrapped, but Tor is unreachable now: {stuck}"))
