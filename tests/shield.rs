@@ -345,7 +345,9 @@ retry_after        = "1s"
     }
 
     // None lost: every troll's delivery reached the instance exactly once.
-    let at_instance: Vec<Bytes> = upstream.recorded().into_iter().map(|r| r.body).collect();
+    // (The instance also answered the shield's read of alice's following collection: a GET.)
+    let at_instance: Vec<Bytes> =
+        upstream.recorded().into_iter().filter(|r| r.method == http::Method::POST).map(|r| r.body).collect();
     let unique: HashSet<&Bytes> = at_instance.iter().collect();
     assert_eq!(unique.len(), at_instance.len(), "nothing was forwarded twice");
     for i in 0..SENDERS {
@@ -359,6 +361,112 @@ retry_after        = "1s"
     assert_eq!(report["audit"][0]["action"], "released", "{report}");
     // One key fetch per actor, not per delivery.
     assert_eq!(trolls.fetches.load(std::sync::atomic::Ordering::Relaxed), SENDERS as u64);
+    pavise.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_a_member_follows_pass_the_wave_even_when_new() {
+    const THRESHOLD: usize = 5;
+    let key = rsa_key(0);
+    let trolls = ActorServer::start("127.0.0.3", key).await;
+    let friends = ActorServer::start("127.0.0.4", key).await;
+    // Both friends are as new as the trolls; the member follows them.
+    let accepted = friends.actor("accepted");
+    let listed = friends.actor("listed");
+    // The instance: alice's public following collection, two pages (as Mastodon serves
+    // it: the collection points at its first page, pages link onwards with absolute URLs).
+    let collection_listed = listed.clone();
+    let upstream = RecordingUpstream::with_handler(move |r| match r.uri.path_and_query().map(|p| p.as_str()) {
+        Some("/users/alice/following") => text(
+            200,
+            &serde_json::json!({
+                "type": "OrderedCollection", "totalItems": 2,
+                "first": format!("https://{LOCAL}/users/alice/following?page=1"),
+            })
+            .to_string(),
+        ),
+        Some("/users/alice/following?page=1") => text(
+            200,
+            &serde_json::json!({
+                "type": "OrderedCollectionPage", "orderedItems": ["https://elsewhere.example/users/carol"],
+                "next": format!("https://{LOCAL}/users/alice/following?page=2"),
+            })
+            .to_string(),
+        ),
+        Some("/users/alice/following?page=2") => text(
+            200,
+            &serde_json::json!({ "type": "OrderedCollectionPage", "orderedItems": [collection_listed] }).to_string(),
+        ),
+        _ => text(202, ""),
+    })
+    .await;
+    let policy_dir = tempfile::tempdir().unwrap();
+    policies(
+        policy_dir.path(),
+        r#"
+[wave]
+window           = "10m"
+distinct_senders = 5
+familiar_after   = "1h"
+shield_for       = "1m"
+hellthread       = 0
+"#,
+    );
+    let pavise = start(&upstream, policy_dir.path()).await;
+    let ua = "http.rb/5.2.0 (Mastodon/4.3.0; +https://remote.example/)";
+    let deliver = |from: &str, actor: &str, body: Vec<u8>| {
+        let req = signed(key, &format!("{actor}#main-key"), "/inbox", &body, ua);
+        send_from(ip(from), pavise.addr, req)
+    };
+
+    // alice follows `accepted`; its server answers with an Accept, signed.
+    let accept = serde_json::json!({
+        "@context": "https://www.w3.org/ns/activitystreams",
+        "id": format!("{accepted}#accepts/follows/1"), "type": "Accept", "actor": accepted,
+        "object": {
+            "id": format!("https://{LOCAL}/3f2a"), "type": "Follow",
+            "actor": format!("https://{LOCAL}/users/alice"), "object": accepted,
+        },
+    });
+    let (resp, _) = deliver("127.0.0.4", &accepted, accept.to_string().into_bytes()).await;
+    assert_eq!(resp.status, 202);
+
+    // The wave: strangers mention alice until the shield goes up.
+    for i in 0..=THRESHOLD {
+        let actor = trolls.actor(&format!("troll{i}"));
+        let (resp, _) = deliver("127.0.0.3", &actor, note(&actor, &["alice"], &format!("troll{i}"))).await;
+        assert_eq!(resp.status, if i < THRESHOLD { 202 } else { 429 }, "troll{i}");
+    }
+    // Raising the shield read alice's following collection from the instance, both pages.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !upstream.recorded().iter().any(|r| r.uri.query() == Some("page=2")) {
+        assert!(Instant::now() < deadline, "the following collection was never read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let read = upstream.recorded().into_iter().find(|r| r.uri.path() == "/users/alice/following").unwrap();
+    assert_eq!(read.headers["host"], LOCAL);
+    assert_eq!(read.headers["accept"], "application/activity+json");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Followed (by Accept, and by the instance's collection): both pass to alice.
+    for (actor, marker) in [(&accepted, "from-accepted"), (&listed, "from-listed")] {
+        let (resp, _) = deliver("127.0.0.4", actor, note(actor, &["alice"], marker)).await;
+        assert_eq!(resp.status, 202, "{marker}: a sender alice follows passes her shield");
+    }
+    // A stranger is still deferred, and so is a follow claimed by the wrong actor.
+    let troll = trolls.actor("troll99");
+    let forged = serde_json::json!({
+        "type": "Accept", "actor": troll,
+        "object": { "type": "Follow", "actor": format!("https://{LOCAL}/users/alice"), "object": accepted },
+    });
+    let (resp, _) = deliver("127.0.0.3", &troll, forged.to_string().into_bytes()).await;
+    assert_eq!(resp.status, 202, "an Accept mentions nobody: it passes, and teaches nothing");
+    let (resp, _) = deliver("127.0.0.3", &troll, note(&troll, &["alice"], "troll99")).await;
+    assert_eq!(resp.status, 429, "a stranger is still deferred");
+
+    let report = admin_get(&pavise, "/admin/shield").await;
+    assert_eq!(report["totals"]["follows_learned"], 1, "{report}");
+    assert_eq!(report["totals"]["passed_as_followed"], 2, "{report}");
     pavise.stop().await;
 }
 

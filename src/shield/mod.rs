@@ -5,9 +5,10 @@
 //! - [`limiter`]: governor GCRA limiters with a hard memory cap;
 //! - [`signature`]: who signed a federation delivery, verified against the actor's key;
 //! - [`wave`]: mentions of local accounts, the per-account wave detector;
+//! - [`follows`]: whom local members follow (their chosen senders are never deferred);
 //! - [`quarantine`]: store-and-forward for senders that give up quickly.
 //!
-//! Durable state (first-seen senders, held deliveries) goes through [`crate::store::ShieldStore`].
+//! Durable state (first-seen senders, follows, held deliveries) goes through [`crate::store::ShieldStore`].
 //!
 //! What a request gets:
 //! - over a `[[limit]]`: 429 with `Retry-After` and Mastodon's `X-RateLimit-*` headers;
@@ -19,6 +20,7 @@
 //!   allocation; only inbox deliveries are buffered (≤ 1 MB, Mastodon's own cap) and
 //!   forwarded as the very same bytes.
 
+pub mod follows;
 pub mod limiter;
 pub mod policy;
 pub mod quarantine;
@@ -42,6 +44,7 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use self::{
+    follows::Follows,
     limiter::{Denied, KeyHasher, Limiter},
     policy::{KeyKind, ShieldPolicy, WaveAction},
     quarantine::{Quarantine, Replay},
@@ -96,8 +99,11 @@ pub struct ShieldConfig {
     pub key_cache_entries: u64,
     /// Local accounts with a live wave window at once (memory cap).
     pub wave_accounts: u64,
-    /// First-seen records kept in memory in front of the store.
+    /// First-seen records (and follow answers) kept in memory in front of the store.
     pub familiar_cache: u64,
+    /// When a shield goes up over a member, read the member's public `following`
+    /// collection from the instance, so accounts they follow keep reaching them.
+    pub learn_following: bool,
     /// How often limiters are trimmed, first-seen records written, the quarantine checked.
     pub housekeeping: Span,
 }
@@ -114,6 +120,7 @@ impl Default for ShieldConfig {
             key_cache_entries: 10_000,
             wave_accounts: 10_000,
             familiar_cache: 100_000,
+            learn_following: true,
             housekeeping: Span::secs(10),
         }
     }
@@ -162,6 +169,8 @@ struct Stats {
     verified: AtomicU64,
     unverified: AtomicU64,
     shields_raised: AtomicU64,
+    follows_learned: AtomicU64,
+    followed_passed: AtomicU64,
     released: AtomicU64,
     kept: AtomicU64,
 }
@@ -223,6 +232,7 @@ pub struct Shield {
     verifier: Verifier,
     waves: WaveDetector,
     familiar: Familiarity,
+    follows: Arc<Follows>,
     quarantine: Quarantine,
     stats: Stats,
     domains: moka::sync::Cache<String, Arc<Tally>>,
@@ -274,6 +284,12 @@ impl Shield {
                 pending: std::sync::Mutex::new(Vec::new()),
                 durable: durable.clone(),
             },
+            follows: Arc::new(Follows::new(
+                durable.clone(),
+                config.upstream.authority.clone(),
+                cfg.familiar_cache,
+                max_shield,
+            )),
             quarantine: Quarantine::new(durable, config.upstream.authority.clone()),
             stats: Stats::default(),
             domains: moka::sync::Cache::new(10_000),
@@ -397,9 +413,30 @@ impl Shield {
                 });
             }
         };
-        let mentions = wave::mentions(&bytes, self.local_host(ctx));
+        if let Some(actor) = actor
+            && let Some(change) = follows::follow_answer(&bytes, actor, self.local_host(ctx))
+        {
+            match self.follows.record(vec![change]).await {
+                Ok(()) => _ = self.stats.follows_learned.fetch_add(1, Relaxed),
+                Err(e) => tracing::error!(error = %e, "could not record a follow"),
+            }
+        }
+        let mut mentions = wave::mentions(&bytes, self.local_host(ctx));
+        // A member's own follows are familiar to that member: never counted, never deferred.
+        let mut followed_by_any = false;
+        if let Some(actor) = actor {
+            let mut strangers_to = Vec::with_capacity(mentions.local.len());
+            for account in std::mem::take(&mut mentions.local) {
+                if self.follows.follows(&account, actor).await {
+                    followed_by_any = true;
+                } else {
+                    strangers_to.push(account);
+                }
+            }
+            mentions.local = strangers_to;
+        }
         let now = Instant::now();
-        let hellthread = wave.hellthread > 0 && mentions.total > wave.hellthread && {
+        let hellthread = wave.hellthread > 0 && mentions.total > wave.hellthread && !followed_by_any && {
             // The same activity comes back with every retry: defer it for `shield_for`
             // from its first attempt, then let it through (the sender would give up).
             let first = self.hellthreads.get_with(self.hasher.hash(ns::SENDER, &bytes[..]), || now);
@@ -416,12 +453,18 @@ impl Shield {
                     self.waves.observe(account, sender, now, wave.window, wave.distinct_senders, wave.shield_for);
                 if observed == wave::Observed::ShieldRaised {
                     self.stats.shields_raised.fetch_add(1, Relaxed);
+                    if self.cfg.learn_following {
+                        self.follows.learn_from_instance(account, self.local_host(ctx));
+                    }
                 }
             }
         }
         let shielded: Vec<String> =
             mentions.local.iter().filter(|a| self.waves.shield_until(a, now).is_some()).cloned().collect();
         if shielded.is_empty() && !hellthread {
+            if followed_by_any {
+                self.stats.followed_passed.fetch_add(1, Relaxed);
+            }
             self.stats.passed.fetch_add(1, Relaxed);
             return Ok(Flow::Continue(Request::from_parts(parts, crate::proxy::full(bytes))));
         }
@@ -611,6 +654,8 @@ impl Shield {
                 "kept_for_admin": self.stats.kept.load(Relaxed),
                 "signatures_verified": self.stats.verified.load(Relaxed),
                 "signatures_unverified": self.stats.unverified.load(Relaxed),
+                "follows_learned": self.stats.follows_learned.load(Relaxed),
+                "passed_as_followed": self.stats.followed_passed.load(Relaxed),
             },
         })
     }
@@ -809,6 +854,12 @@ impl MetricsSource for Shield {
         out.push_str("# HELP pavise_shield_shields_raised_total Local accounts shielded by the wave detector.\n");
         out.push_str("# TYPE pavise_shield_shields_raised_total counter\n");
         let _ = writeln!(out, "pavise_shield_shields_raised_total {}", s.shields_raised.load(Relaxed));
+        out.push_str("# HELP pavise_shield_follows_learned_total Follows of remote actors by members, learned from Accept/Reject deliveries.\n");
+        out.push_str("# TYPE pavise_shield_follows_learned_total counter\n");
+        let _ = writeln!(out, "pavise_shield_follows_learned_total {}", s.follows_learned.load(Relaxed));
+        out.push_str("# HELP pavise_shield_followed_passed_total Deliveries from unfamiliar senders passed because a mentioned member follows them.\n");
+        out.push_str("# TYPE pavise_shield_followed_passed_total counter\n");
+        let _ = writeln!(out, "pavise_shield_followed_passed_total {}", s.followed_passed.load(Relaxed));
         out.push_str(
             "# HELP pavise_shield_quarantine_total Held deliveries released to the instance or kept for the admin.\n",
         );

@@ -77,7 +77,7 @@ pub fn mentions(body: &[u8], local_domain: &str) -> Mentions {
     out
 }
 
-fn host_only(authority: &str) -> String {
+pub(super) fn host_only(authority: &str) -> String {
     let a = authority.trim().to_ascii_lowercase();
     if a.starts_with('[') {
         return a.split(']').next().map(|h| format!("{h}]")).unwrap_or(a);
@@ -86,7 +86,7 @@ fn host_only(authority: &str) -> String {
 }
 
 /// `https://local.example/users/alice` or `/@alice` → `alice` when the host is ours.
-fn local_account(url: &str, local_host: &str) -> Option<String> {
+pub(super) fn local_account(url: &str, local_host: &str) -> Option<String> {
     let uri: http::Uri = url.parse().ok()?;
     if !uri.host()?.eq_ignore_ascii_case(local_host) {
         return None;

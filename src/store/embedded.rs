@@ -16,6 +16,7 @@
 //! - `expiry_credentials`: credential id → sealed token, account and reference count;
 //! - `expiry_account_credential`: account → the newest credential id seen for it;
 //! - `shield_first_seen`: remote actor URL → when it was first seen delivering;
+//! - `shield_follows`: (local account, remote actor URL) → when the follow was learned;
 //! - `shield_held`: held delivery id → the [`HeldDelivery`] (JSON, body base64);
 //! - `shield_audit`: sequence number → one [`AuditRecord`] (JSON).
 
@@ -29,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{
-    AuditRecord, CredentialStore, ExpiryState, HeldDelivery, KeepFlags, Outcome, ScheduleCounts, ScheduleStore,
-    Scheduled, SealedCredential, ShieldStore, StoreError, StoreFuture, UnixMs, now_ms,
+    AuditRecord, CredentialStore, ExpiryState, FollowChange, HeldDelivery, KeepFlags, Outcome, ScheduleCounts,
+    ScheduleStore, Scheduled, SealedCredential, ShieldStore, StoreError, StoreFuture, UnixMs, now_ms,
 };
 
 const ITEMS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("expiry_items");
@@ -42,6 +43,7 @@ const ACCOUNT_CREDENTIAL: TableDefinition<'static, &str, &str> = TableDefinition
 
 // Shield tables: see the shield section at the end of this file.
 const SHIELD_FIRST_SEEN: TableDefinition<'static, &str, u64> = TableDefinition::new("shield_first_seen");
+const SHIELD_FOLLOWS: TableDefinition<'static, (&str, &str), u64> = TableDefinition::new("shield_follows");
 const SHIELD_HELD: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("shield_held");
 const SHIELD_AUDIT: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("shield_audit");
 
@@ -143,6 +145,7 @@ impl EmbeddedStore {
                 txn.open_table(CREDENTIALS).map_err(backend)?;
                 txn.open_table(ACCOUNT_CREDENTIAL).map_err(backend)?;
                 txn.open_table(SHIELD_FIRST_SEEN).map_err(backend)?;
+                txn.open_table(SHIELD_FOLLOWS).map_err(backend)?;
                 txn.open_table(SHIELD_HELD).map_err(backend)?;
                 txn.open_table(SHIELD_AUDIT).map_err(backend)?;
                 Ok(())
@@ -645,6 +648,30 @@ impl ShieldStore for EmbeddedStore {
         }))
     }
 
+    fn follows<'a>(&'a self, account: &'a str, actor: &'a str) -> StoreFuture<'a, bool> {
+        let (account, actor) = (account.to_owned(), actor.to_owned());
+        Box::pin(self.read(move |txn| {
+            let table = txn.open_table(SHIELD_FOLLOWS).map_err(backend)?;
+            Ok(table.get((account.as_str(), actor.as_str())).map_err(backend)?.is_some())
+        }))
+    }
+
+    fn record_follows(&self, changes: Vec<FollowChange>) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |txn| {
+            let mut table = txn.open_table(SHIELD_FOLLOWS).map_err(backend)?;
+            let now = now_ms();
+            for c in &changes {
+                let key = (c.account.as_str(), c.actor.as_str());
+                if c.following {
+                    table.insert(key, now).map_err(backend)?;
+                } else {
+                    table.remove(key).map_err(backend)?;
+                }
+            }
+            Ok(())
+        }))
+    }
+
     fn put_held(&self, held: HeldDelivery, audit: AuditRecord) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |txn| {
             let mut table = txn.open_table(SHIELD_HELD).map_err(backend)?;
@@ -706,6 +733,31 @@ mod shield_tests {
 
     fn audit(id: u64, action: &str) -> AuditRecord {
         AuditRecord { at: now_ms(), id, domain: "r.example".into(), action: action.into(), detail: String::new() }
+    }
+
+    #[tokio::test]
+    async fn follows_are_learned_unlearned_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let follow = |account: &str, actor: &str, following| FollowChange {
+            account: account.into(),
+            actor: actor.into(),
+            following,
+        };
+        {
+            let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
+            store
+                .record_follows(vec![
+                    follow("alice", "https://r.example/u/a", true),
+                    follow("alice", "https://r.example/u/b", true),
+                    follow("alice", "https://r.example/u/b", false),
+                ])
+                .await
+                .unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path(), 1 << 20).unwrap();
+        assert!(store.follows("alice", "https://r.example/u/a").await.unwrap());
+        assert!(!store.follows("alice", "https://r.example/u/b").await.unwrap(), "unfollowed after following");
+        assert!(!store.follows("bob", "https://r.example/u/a").await.unwrap(), "a follow is one member's");
     }
 
     #[tokio::test]

@@ -317,12 +317,25 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// A local member's follow of a remote actor, begun (`following`) or ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowChange {
+    pub account: String,
+    pub actor: String,
+    pub following: bool,
+}
+
 /// The shield's durable state. Every write is durable when its future resolves.
 pub trait ShieldStore: Send + Sync {
     /// When a remote actor (its URL) was first seen delivering, if ever.
     fn first_seen<'a>(&'a self, actor: &'a str) -> StoreFuture<'a, Option<UnixMs>>;
     /// Records first-seen times in one commit; an existing, older record wins.
     fn record_first_seen(&self, seen: Vec<(String, UnixMs)>) -> StoreFuture<'_, ()>;
+    /// Whether local `account` (a lower-cased name) follows remote `actor` (its URL), as
+    /// far as pavise has learned.
+    fn follows<'a>(&'a self, account: &'a str, actor: &'a str) -> StoreFuture<'a, bool>;
+    /// Records follows learned and unlearned, in one commit, in order.
+    fn record_follows(&self, changes: Vec<FollowChange>) -> StoreFuture<'_, ()>;
     /// Inserts or replaces a held delivery, with its audit record, in one commit.
     fn put_held(&self, held: HeldDelivery, audit: AuditRecord) -> StoreFuture<'_, ()>;
     /// Removes a held delivery, with its audit record, in one commit; None if absent.
