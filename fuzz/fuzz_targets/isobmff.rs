@@ -3,15 +3,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pavise::privacy::media::{Format, Report, isobmff};
+use pavise::privacy::media::{Format, Report, inplace::MemStore, isobmff};
 
 fuzz_target!(|data: &[u8]| {
     for format in [Format::Video, Format::Heif] {
         let mut buf = data.to_vec();
-        if isobmff::scrub(&mut isobmff::MemStore(&mut buf), format, &mut Report::default()).is_ok() {
+        if isobmff::scrub(&mut MemStore(&mut buf), format, &mut Report::default()).is_ok() {
             assert_eq!(buf.len(), data.len());
             let mut check = Report::default();
-            isobmff::audit(&mut isobmff::MemStore(&mut buf), format, &mut check).expect("output re-parses");
+            isobmff::audit(&mut MemStore(&mut buf), format, &mut check).expect("output re-parses");
             assert!(check.removed.is_empty(), "{check:?}");
         }
     }

@@ -17,70 +17,10 @@
 //! Planning only reads; the same plan run on the output must find nothing to change,
 //! which is how [`audit`] proves the result clean.
 
-use std::{fs::File, io};
-
-use super::{Format, MediaError, Report, be16, be32, be64, fourcc};
-
-/// Random access to the file being scrubbed: a buffer, or a spooled temp file.
-#[allow(clippy::len_without_is_empty)]
-pub trait Store {
-    fn len(&self) -> u64;
-    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()>;
-    fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()>;
-}
-
-pub struct MemStore<'a>(pub &'a mut Vec<u8>);
-
-fn out_of_range() -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, "range outside the file")
-}
-
-impl Store for MemStore<'_> {
-    fn len(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        let start = usize::try_from(off).map_err(|_| out_of_range())?;
-        let src = self.0.get(start..start + buf.len()).ok_or_else(out_of_range)?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-    fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
-        let start = usize::try_from(off).map_err(|_| out_of_range())?;
-        let dst = self.0.get_mut(start..start + buf.len()).ok_or_else(out_of_range)?;
-        dst.copy_from_slice(buf);
-        Ok(())
-    }
-}
-
-pub struct FileStore {
-    file: File,
-    len: u64,
-}
-
-impl FileStore {
-    pub fn new(file: File) -> io::Result<FileStore> {
-        let len = file.metadata()?.len();
-        Ok(FileStore { file, len })
-    }
-}
-
-impl Store for FileStore {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        use std::os::unix::fs::FileExt as _;
-        self.file.read_exact_at(buf, off)
-    }
-    fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
-        use std::os::unix::fs::FileExt as _;
-        if off.checked_add(buf.len() as u64).is_none_or(|end| end > self.len) {
-            return Err(out_of_range());
-        }
-        self.file.write_all_at(buf, off)
-    }
-}
+use super::{
+    Format, MediaError, Report, be16, be32, be64, fourcc,
+    inplace::{Store, is_zero, zero},
+};
 
 /// Largest `moov` or `meta` read into memory; real ones are kilobytes to a few MB.
 const MAX_HEADER_BOX: u64 = 64 << 20;
@@ -185,33 +125,6 @@ fn apply(store: &mut impl Store, action: Action, report: &mut Report) -> Result<
         }
     }
     Ok(())
-}
-
-const CHUNK: usize = 64 * 1024;
-
-fn zero(store: &mut impl Store, mut off: u64, mut len: u64) -> io::Result<()> {
-    let zeros = [0u8; CHUNK];
-    while len > 0 {
-        let n = len.min(CHUNK as u64) as usize;
-        store.write_at(off, &zeros[..n])?;
-        off += n as u64;
-        len -= n as u64;
-    }
-    Ok(())
-}
-
-fn is_zero(store: &mut impl Store, mut off: u64, mut len: u64) -> io::Result<bool> {
-    let mut buf = vec![0u8; CHUNK.min(len as usize)];
-    while len > 0 {
-        let n = len.min(CHUNK as u64) as usize;
-        store.read_at(off, &mut buf[..n])?;
-        if buf[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
-        }
-        off += n as u64;
-        len -= n as u64;
-    }
-    Ok(true)
 }
 
 /// A box header: where it starts, where its payload starts, where it ends.
@@ -643,6 +556,7 @@ fn parse_iloc(p: &[u8]) -> Option<Vec<Location>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::privacy::media::inplace::MemStore;
 
     fn bx(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
         let mut v = ((body.len() + 8) as u32).to_be_bytes().to_vec();
