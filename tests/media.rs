@@ -173,6 +173,19 @@ fn fixtures() -> &'static Fixtures {
         let loc = "location=+48.8584+002.2945/";
         ff(&[&video[..], &["-metadata", loc]].concat(), "video.mp4");
         ff(&video, "video.mov");
+        let vp = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-t", "1"];
+        ff(&[&vp[..], &["-c:v", "libvpx", "-metadata", loc, "-metadata", "title=Paris"]].concat(), "video.webm");
+        // Written to a pipe, as a live recording is: the Segment's size is unknown.
+        let live = run(Command::new("ffmpeg").args(["-v", "error"]).args(vp).args([
+            "-c:v",
+            "libvpx-vp9",
+            "-metadata",
+            loc,
+            "-f",
+            "webm",
+            "pipe:1",
+        ]));
+        std::fs::write(p("live.webm"), live.stdout).unwrap();
         ff(
             &[&sine[..], &["-c:a", "libmp3lame", "-metadata", loc, "-metadata", "title=Paris", "-write_id3v1", "1"]]
                 .concat(),
@@ -223,6 +236,8 @@ fn fixtures() -> &'static Fixtures {
             "anim.gif",
             "video.mp4",
             "video.mov",
+            "video.webm",
+            "live.webm",
             "audio.mp3",
             "audio.m4a",
             "audio.ogg",
@@ -282,10 +297,10 @@ fn fixtures_leave_pavise_scrub_without_location_and_unchanged_to_see_and_hear() 
         assert_eq!(Some(a), sig_of(&sigs, output), "{}: pixels changed", output.display());
     }
     // Frames and samples: identical decoded streams.
-    for (input, output) in fx.files[4..6].iter().zip(&outputs[4..6]) {
+    for (input, output) in fx.files[4..8].iter().zip(&outputs[4..8]) {
         assert_eq!(decoded_md5(input, "v"), decoded_md5(output, "v"), "{}: frames changed", output.display());
     }
-    for (input, output) in fx.files[6..].iter().zip(&outputs[6..]) {
+    for (input, output) in fx.files[8..].iter().zip(&outputs[8..]) {
         assert_eq!(decoded_md5(input, "a"), decoded_md5(output, "a"), "{}: samples changed", output.display());
     }
 }
@@ -534,6 +549,16 @@ async fn spooled_video_and_raw_bodies_are_scrubbed_and_inbox_bytes_never_change(
     let parts = parse_parts(rec.headers["content-type"].to_str().unwrap(), rec.body.clone()).await;
     assert_eq!(parts[0].2.len(), video.len(), "in-place scrubbing keeps the length");
     oracle_clean(&parts[0].2, "arrived.mov");
+
+    // A browser recording (WebM), spooled and patched in place the same way.
+    let webm = std::fs::read(&fx.files[6]).unwrap();
+    let body = multipart(&[("file", Some(("clip.webm", "video/webm")), &webm)]);
+    let (resp, said) = send_from("127.0.0.1".parse().unwrap(), pavise.addr, post("/api/v2/media", &ct, body)).await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&said));
+    let rec = upstream.last();
+    let parts = parse_parts(rec.headers["content-type"].to_str().unwrap(), rec.body.clone()).await;
+    assert_eq!(parts[0].2.len(), webm.len(), "in-place scrubbing keeps the length");
+    oracle_clean(&parts[0].2, "arrived.webm");
 
     // A raw image body, e.g. a PUT of an avatar by other server software.
     let (resp, _) =

@@ -21,14 +21,16 @@
 //!   that cannot prove its output clean refuses.
 //!
 //! Formats: [`jpeg`], [`png`], [`webp`], [`gif`], [`isobmff`] (HEIC/HEIF/AVIF/MP4/MOV/3GP/
-//! M4A, patched in place so no offset moves), and audio: [`mp3`] (ID3v1/v2, APE,
+//! M4A) and [`matroska`] (WebM/MKV), both patched in place so no offset moves, and audio: [`mp3`] (ID3v1/v2, APE,
 //! Lyrics3), [`ogg`] (Vorbis/Opus comments), [`flac`], [`wav`] (RIFF `LIST`, `id3 `).
 //! [`multipart`] rewrites `multipart/form-data` bodies; [`stage`] is the pipeline stage.
 
 pub mod flac;
 pub mod gif;
+pub mod inplace;
 pub mod isobmff;
 pub mod jpeg;
+pub mod matroska;
 pub mod metrics;
 pub mod mp3;
 pub mod multipart;
@@ -60,6 +62,8 @@ pub enum Format {
     Video,
     /// M4A and other audio-only ISOBMFF.
     M4a,
+    /// WebM and Matroska (video or audio).
+    Matroska,
     Mp3,
     Ogg,
     Flac,
@@ -67,7 +71,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 11] = [
+    pub const ALL: [Format; 12] = [
         Format::Jpeg,
         Format::Png,
         Format::Webp,
@@ -75,6 +79,7 @@ impl Format {
         Format::Heif,
         Format::Video,
         Format::M4a,
+        Format::Matroska,
         Format::Mp3,
         Format::Ogg,
         Format::Flac,
@@ -91,6 +96,7 @@ impl Format {
             Format::Heif => "heif",
             Format::Video => "mp4",
             Format::M4a => "m4a",
+            Format::Matroska => "matroska",
             Format::Mp3 => "mp3",
             Format::Ogg => "ogg",
             Format::Flac => "flac",
@@ -118,6 +124,7 @@ impl fmt::Display for Format {
             Format::Heif => "HEIF",
             Format::Video => "MP4/MOV",
             Format::M4a => "M4A",
+            Format::Matroska => "WebM/Matroska",
             Format::Mp3 => "MP3",
             Format::Ogg => "Ogg",
             Format::Flac => "FLAC",
@@ -271,6 +278,9 @@ pub fn sniff(b: &[u8]) -> Result<Format, MediaError> {
     if let Some(kind) = isobmff::sniff(b) {
         return kind;
     }
+    if matroska::sniff(b) {
+        return Ok(Format::Matroska);
+    }
     if starts(b"ID3") || mp3::is_frame_start(b) {
         // ID3v2 is also put in front of FLAC by some taggers.
         if starts(b"ID3") && mp3::after_id3(b).is_some_and(|rest| rest.starts_with(b"fLaC")) {
@@ -298,7 +308,12 @@ fn run(format: Format, input: &[u8]) -> Result<(Vec<u8>, Report), MediaError> {
         Format::Gif => gif::scrub(input, &mut report)?,
         Format::Heif | Format::Video | Format::M4a => {
             let mut out = input.to_vec();
-            isobmff::scrub(&mut isobmff::MemStore(&mut out), format, &mut report)?;
+            isobmff::scrub(&mut inplace::MemStore(&mut out), format, &mut report)?;
+            out
+        }
+        Format::Matroska => {
+            let mut out = input.to_vec();
+            matroska::scrub(&mut inplace::MemStore(&mut out), &mut report)?;
             out
         }
         Format::Mp3 => mp3::scrub(input, &mut report)?,
@@ -328,9 +343,9 @@ fn verify(format: Format, output: &[u8]) -> Result<(), MediaError> {
     Ok(())
 }
 
-/// Scrubs a file on disk in place, for uploads spooled to a temp file: ISOBMFF (the
-/// large videos) is patched in the file itself with only its `moov`/`meta` in memory;
-/// other formats are read, rewritten and written back.
+/// Scrubs a file on disk in place, for uploads spooled to a temp file: ISOBMFF and
+/// Matroska (the large videos) are patched in the file itself with only their headers in
+/// memory; other formats are read, rewritten and written back.
 pub fn scrub_file(path: &Path) -> Result<(Format, Report), MediaError> {
     use std::io::Read as _;
     let mut head = [0u8; 64];
@@ -339,19 +354,28 @@ pub fn scrub_file(path: &Path) -> Result<(Format, Report), MediaError> {
         read_up_to(&mut f, &mut head)?
     };
     let format = sniff(head.get(..n).unwrap_or_default())?;
+    let in_place = |scrub: &dyn Fn(&mut inplace::FileStore, &mut Report) -> Result<(), MediaError>,
+                    audit: &dyn Fn(&mut inplace::FileStore, &mut Report) -> Result<(), MediaError>| {
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+        let mut store = inplace::FileStore::new(file)?;
+        let mut report = Report::default();
+        scrub(&mut store, &mut report)?;
+        let mut check = Report::default();
+        audit(&mut store, &mut check)
+            .map_err(|e| MediaError::NotClean { format, what: format!("the output no longer parses: {e}") })?;
+        if let Some(first) = check.removed.first() {
+            return Err(MediaError::NotClean { format, what: format!("{} is still present", first.what) });
+        }
+        Ok((format, report))
+    };
     match format {
         Format::Heif | Format::Video | Format::M4a => {
-            let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
-            let mut store = isobmff::FileStore::new(file)?;
-            let mut report = Report::default();
-            isobmff::scrub(&mut store, format, &mut report)?;
-            let mut check = Report::default();
-            isobmff::audit(&mut store, format, &mut check)
-                .map_err(|e| MediaError::NotClean { format, what: format!("the output no longer parses: {e}") })?;
-            if let Some(first) = check.removed.first() {
-                return Err(MediaError::NotClean { format, what: format!("{} is still present", first.what) });
-            }
-            Ok((format, report))
+            in_place(&|store, report| isobmff::scrub(store, format, report), &|store, report| {
+                isobmff::audit(store, format, report)
+            })
+        }
+        Format::Matroska => {
+            in_place(&|store, report| matroska::scrub(store, report), &|store, report| matroska::audit(store, report))
         }
         _ => {
             let mut input = Vec::new();

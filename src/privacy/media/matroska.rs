@@ -1,0 +1,505 @@
+//! Matroska and WebM (browser and screen recordings, Android and desktop clips),
+//! scrubbed **in place** like ISOBMFF: each metadata element is overwritten by an EBML
+//! `Void` element of exactly its length, so no offset moves (`SeekHead` and `Cues` stay
+//! valid) and a 90 MB upload is patched from its headers alone.
+//!
+//! What is neutralised (turned into a zeroed `Void`):
+//! - `Tags`: where ffmpeg writes `-metadata location=...`, and editors write place names,
+//!   people and comments;
+//! - `Attachments`: cover images carry their own EXIF;
+//! - `Chapters`: free text;
+//! - the `Title` in `Info` (`Info`'s CRC-32, when it has one, is recomputed);
+//! - unknown elements at the Segment's top level, and the contents of existing `Void`s
+//!   there or in `Info` (a tag editor that shrank `Tags` leaves the old bytes in a Void).
+//!
+//! Kept byte for byte: the EBML header, `SeekHead`, the rest of `Info`, `Tracks`,
+//! `Cluster`s and `Cues`.
+//!
+//! Refused: a DocType other than `webm` or `matroska`; an element running past its parent
+//! or the end of the file; IDs and sizes that are not valid EBML variable-length
+//! integers; an unknown size anywhere but on the Segment and its Clusters (which live
+//! recordings, Chrome's MediaRecorder among them, leave unknown).
+
+use std::io;
+
+use super::{
+    Format, MediaError, Report,
+    inplace::{Store, is_zero, zero},
+};
+
+const EBML: u32 = 0x1A45_DFA3;
+const DOC_TYPE: u32 = 0x4282;
+const SEGMENT: u32 = 0x1853_8067;
+const SEEK_HEAD: u32 = 0x114D_9B74;
+const INFO: u32 = 0x1549_A966;
+const TRACKS: u32 = 0x1654_AE6B;
+const CLUSTER: u32 = 0x1F43_B675;
+const CUES: u32 = 0x1C53_BB6B;
+const ATTACHMENTS: u32 = 0x1941_A469;
+const CHAPTERS: u32 = 0x1043_A770;
+const TAGS: u32 = 0x1254_C367;
+const TITLE: u32 = 0x7BA9;
+const VOID: u32 = 0xEC;
+const CRC32: u32 = 0xBF;
+
+/// The Segment's children: in an unknown-size Cluster, one of these ends the Cluster.
+const SEGMENT_CHILDREN: [u32; 8] = [SEEK_HEAD, INFO, TRACKS, CLUSTER, CUES, ATTACHMENTS, CHAPTERS, TAGS];
+
+/// Largest EBML header or `Info` read into memory; real ones are under a kilobyte.
+const MAX_HEADER: u64 = 1 << 20;
+
+/// Recognises Matroska/WebM by the EBML magic.
+pub fn sniff(b: &[u8]) -> bool {
+    b.starts_with(&[0x1A, 0x45, 0xDF, 0xA3])
+}
+
+/// Neutralises every metadata carrier; see the module docs.
+pub fn scrub(store: &mut impl Store, report: &mut Report) -> Result<(), MediaError> {
+    let plan = plan(store)?;
+    // Voids first: a recomputed CRC covers them.
+    for action in &plan {
+        match *action {
+            Action::Void { at, len, ref what } => {
+                write_void(store, at, len)?;
+                report.remove(what.clone(), len);
+            }
+            Action::ZeroVoid { data, end, ref what } => {
+                zero(store, data, end - data)?;
+                report.remove(what.clone(), end - data);
+            }
+            Action::Crc { .. } => {}
+        }
+    }
+    for action in &plan {
+        if let Action::Crc { at, from, to } = *action {
+            let mut covered = vec![0u8; usize::try_from(to - from).map_err(|_| malformed("a CRC-32 range"))?];
+            store.read_at(from, &mut covered)?;
+            store.write_at(at, &crc32(&covered).to_le_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// The same plan, applied to nothing: what would still change. Empty means clean.
+pub fn audit(store: &mut impl Store, report: &mut Report) -> Result<(), MediaError> {
+    for action in plan(store)? {
+        match action {
+            Action::Void { len, what, .. } => report.remove(what, len),
+            Action::ZeroVoid { data, end, what } => report.remove(what, end - data),
+            // Only planned alongside a change inside `Info`.
+            Action::Crc { .. } => report.remove("Info CRC-32", 4),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+enum Action {
+    /// Overwrite the element at `at`, `len` bytes long, with a zeroed Void.
+    Void { at: u64, len: u64, what: String },
+    /// Zero the payload of an existing Void.
+    ZeroVoid { data: u64, end: u64, what: String },
+    /// Recompute the CRC-32 stored at `at` over `from..to`.
+    Crc { at: u64, from: u64, to: u64 },
+}
+
+/// An element header: where it starts, where its data starts, where it ends.
+#[derive(Debug, Clone, Copy)]
+struct Element {
+    id: u32,
+    data: u64,
+    /// `None`: unknown size (runs until its parent's end, or a sibling's ID).
+    end: Option<u64>,
+}
+
+fn malformed(what: impl Into<String>) -> MediaError {
+    MediaError::malformed(Format::Matroska, what)
+}
+
+fn truncated(what: impl Into<String>) -> MediaError {
+    MediaError::truncated(Format::Matroska, what)
+}
+
+fn name(id: u32) -> String {
+    match id {
+        TAGS => "Tags".into(),
+        ATTACHMENTS => "Attachments".into(),
+        CHAPTERS => "Chapters".into(),
+        INFO => "Info".into(),
+        CLUSTER => "Cluster".into(),
+        SEGMENT => "Segment".into(),
+        other => format!("element {other:#X}"),
+    }
+}
+
+fn plan(store: &mut impl Store) -> Result<Vec<Action>, MediaError> {
+    let len = store.len();
+    let mut plan = Vec::new();
+    let head = header(store, 0, len)?;
+    if head.id != EBML {
+        return Err(malformed("no EBML header"));
+    }
+    let head_end = head.end.ok_or_else(|| malformed("an EBML header of unknown size"))?;
+    check_doc_type(store, &head, head_end)?;
+    let mut at = head_end;
+    let mut segments = 0;
+    while at < len {
+        let el = header(store, at, len)?;
+        let end = el.end.unwrap_or(len);
+        match el.id {
+            SEGMENT => {
+                segment(store, &el, end, &mut plan)?;
+                segments += 1;
+            }
+            VOID => void_contents(store, &el, end, "a Void before the Segment", &mut plan)?,
+            other => return Err(malformed(format!("{} outside the Segment", name(other)))),
+        }
+        at = end;
+    }
+    if segments == 0 {
+        return Err(truncated("no Segment"));
+    }
+    Ok(plan)
+}
+
+fn check_doc_type(store: &mut impl Store, head: &Element, end: u64) -> Result<(), MediaError> {
+    let bytes = read(store, head.data, end)?;
+    let mut at = 0usize;
+    // Absent, the DocType is "matroska" (RFC 9559).
+    let mut doc_type = b"matroska".to_vec();
+    while at < bytes.len() {
+        let (id, id_len) = vint_id(&bytes[at..])?;
+        let (size, size_len) = vint_size(&bytes[at + id_len..])?;
+        let data = at + id_len + size_len;
+        let size = size.ok_or_else(|| malformed("an EBML header field of unknown size"))?;
+        let field_end = usize::try_from(size)
+            .ok()
+            .and_then(|s| data.checked_add(s))
+            .filter(|e| *e <= bytes.len())
+            .ok_or_else(|| truncated("an EBML header field"))?;
+        if id == DOC_TYPE {
+            doc_type = bytes[data..field_end].iter().copied().take_while(|&b| b != 0).collect();
+        }
+        at = field_end;
+    }
+    match doc_type.as_slice() {
+        b"webm" | b"matroska" => Ok(()),
+        _ => Err(MediaError::Unsupported("this EBML document type (not WebM or Matroska)")),
+    }
+}
+
+fn segment(store: &mut impl Store, seg: &Element, end: u64, plan: &mut Vec<Action>) -> Result<(), MediaError> {
+    let mut at = seg.data;
+    while at < end {
+        let el = header(store, at, end)?;
+        let next = match el.end {
+            Some(e) => e,
+            None if el.id == CLUSTER => cluster_end(store, &el, end)?,
+            None => return Err(malformed(format!("{} of unknown size", name(el.id)))),
+        };
+        match el.id {
+            TAGS | ATTACHMENTS | CHAPTERS => plan.push(Action::Void { at, len: next - at, what: name(el.id) }),
+            INFO => info(store, &el, next, plan)?,
+            VOID => void_contents(store, &el, next, "a Void in the Segment", plan)?,
+            SEEK_HEAD | TRACKS | CLUSTER | CUES | CRC32 => {}
+            other => plan.push(Action::Void { at, len: next - at, what: format!("unknown Segment {}", name(other)) }),
+        }
+        at = next;
+    }
+    Ok(())
+}
+
+/// Where an unknown-size Cluster ends: at the next Segment-level element, or `limit`.
+fn cluster_end(store: &mut impl Store, cluster: &Element, limit: u64) -> Result<u64, MediaError> {
+    let mut at = cluster.data;
+    while at < limit {
+        let el = header(store, at, limit)?;
+        if SEGMENT_CHILDREN.contains(&el.id) {
+            return Ok(at);
+        }
+        at = el.end.ok_or_else(|| malformed(format!("{} of unknown size in a Cluster", name(el.id))))?;
+    }
+    Ok(limit)
+}
+
+fn info(store: &mut impl Store, el: &Element, end: u64, plan: &mut Vec<Action>) -> Result<(), MediaError> {
+    if end - el.data > MAX_HEADER {
+        return Err(malformed("an Info element over 1 MiB"));
+    }
+    let mut at = el.data;
+    let mut crc = None;
+    let before = plan.len();
+    while at < end {
+        let child = header(store, at, end)?;
+        let next = child.end.ok_or_else(|| malformed("an Info field of unknown size"))?;
+        match child.id {
+            // The CRC-32 element is its parent's first child, over everything after it.
+            CRC32 if at == el.data => {
+                if next - child.data != 4 {
+                    return Err(malformed("a CRC-32 that is not 4 bytes"));
+                }
+                crc = Some((child.data, next));
+            }
+            TITLE => plan.push(Action::Void { at, len: next - at, what: "Info/Title".into() }),
+            VOID => void_contents(store, &child, next, "a Void in Info", plan)?,
+            _ => {}
+        }
+        at = next;
+    }
+    if plan.len() > before
+        && let Some((at, from)) = crc
+    {
+        plan.push(Action::Crc { at, from, to: end });
+    }
+    Ok(())
+}
+
+fn void_contents(
+    store: &mut impl Store,
+    void: &Element,
+    end: u64,
+    what: &str,
+    plan: &mut Vec<Action>,
+) -> Result<(), MediaError> {
+    if !is_zero(store, void.data, end - void.data)? {
+        plan.push(Action::ZeroVoid { data: void.data, end, what: format!("old data in {what}") });
+    }
+    Ok(())
+}
+
+/// Reads the element header at `at`, inside a parent that ends at `limit`.
+fn header(store: &mut impl Store, at: u64, limit: u64) -> Result<Element, MediaError> {
+    let mut buf = [0u8; 12];
+    let avail = usize::try_from((limit - at).min(12)).unwrap_or(12);
+    if avail < 2 {
+        return Err(truncated("an element header"));
+    }
+    store.read_at(at, &mut buf[..avail])?;
+    let (id, id_len) = vint_id(&buf[..avail])?;
+    let (size, size_len) = vint_size(&buf[id_len..avail])?;
+    let data = at + (id_len + size_len) as u64;
+    if data > limit {
+        return Err(truncated(format!("the header of {}", name(id))));
+    }
+    let end = match size {
+        None => None,
+        Some(size) => Some(
+            data.checked_add(size)
+                .filter(|e| *e <= limit)
+                .ok_or_else(|| truncated(format!("{} runs past its parent or the file", name(id))))?,
+        ),
+    };
+    Ok(Element { id, data, end })
+}
+
+/// An element ID: 1 to 4 bytes, the length marker kept in the value (RFC 8794 §5).
+fn vint_id(b: &[u8]) -> Result<(u32, usize), MediaError> {
+    let first = *b.first().ok_or_else(|| truncated("an element ID"))?;
+    let len = first.leading_zeros() as usize + 1;
+    if len > 4 {
+        return Err(malformed("an element ID longer than 4 bytes"));
+    }
+    let bytes = b.get(..len).ok_or_else(|| truncated("an element ID"))?;
+    Ok((bytes.iter().fold(0u32, |v, &x| (v << 8) | u32::from(x)), len))
+}
+
+/// An element size: 1 to 8 bytes, marker removed; all value bits set means unknown.
+fn vint_size(b: &[u8]) -> Result<(Option<u64>, usize), MediaError> {
+    let first = *b.first().ok_or_else(|| truncated("an element size"))?;
+    if first == 0 {
+        return Err(malformed("an element size longer than 8 bytes"));
+    }
+    let len = first.leading_zeros() as usize + 1;
+    let bytes = b.get(..len).ok_or_else(|| truncated("an element size"))?;
+    let mask = 0xFFu8.checked_shr(len as u32).unwrap_or(0);
+    let value = bytes[1..].iter().fold(u64::from(first & mask), |v, &x| (v << 8) | u64::from(x));
+    let unknown = (1u64 << (7 * len)) - 1;
+    Ok((if value == unknown { None } else { Some(value) }, len))
+}
+
+fn read(store: &mut impl Store, from: u64, to: u64) -> Result<Vec<u8>, MediaError> {
+    if to - from > MAX_HEADER {
+        return Err(malformed("a header element over 1 MiB"));
+    }
+    let mut buf = vec![0u8; (to - from) as usize];
+    store.read_at(from, &mut buf)?;
+    Ok(buf)
+}
+
+/// Writes a Void element (ID `0xEC`) of exactly `len` bytes at `at`, payload zeroed.
+fn write_void(store: &mut impl Store, at: u64, len: u64) -> io::Result<()> {
+    // Every element is at least 2 bytes (a 1-byte ID and a 1-byte size), so a Void fits.
+    let width = (len - 1).min(8) as usize;
+    let payload = len - 1 - width as u64;
+    let mut head = [0u8; 9];
+    head[0] = 0xEC;
+    head[1..=width].copy_from_slice(&payload.to_be_bytes()[8 - width..]);
+    head[1] |= 1 << (8 - width);
+    store.write_at(at, &head[..=width])?;
+    zero(store, at + 1 + width as u64, payload)
+}
+
+/// CRC-32 as Matroska uses it (IEEE 802.3, as zlib); only `Info` is ever recomputed.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::privacy::media::inplace::MemStore;
+
+    /// An element with a known size (an 8-byte size field, as mkvmerge writes them).
+    fn el(id: u32, data: &[u8]) -> Vec<u8> {
+        let mut v: Vec<u8> = id.to_be_bytes().into_iter().skip_while(|&b| b == 0).collect();
+        v.push(0x01);
+        v.extend_from_slice(&(data.len() as u64).to_be_bytes()[1..]);
+        v.extend_from_slice(data);
+        v
+    }
+
+    /// The same with an unknown size (as MediaRecorder writes Segment and Clusters).
+    fn open_el(id: u32, data: &[u8]) -> Vec<u8> {
+        let mut v: Vec<u8> = id.to_be_bytes().into_iter().skip_while(|&b| b == 0).collect();
+        v.push(0x01);
+        v.extend_from_slice(&[0xFF; 7]);
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn ebml_header(doc_type: &str) -> Vec<u8> {
+        el(EBML, &[el(0x4286, &[1]), el(DOC_TYPE, doc_type.as_bytes())].concat())
+    }
+
+    fn tags() -> Vec<u8> {
+        let simple = [el(0x45A3, b"LOCATION"), el(0x4487, b"+48.8584+002.2945/")].concat();
+        el(TAGS, &el(0x7373, &el(0x67C8, &simple)))
+    }
+
+    fn info_with_crc() -> Vec<u8> {
+        let fields =
+            [el(0x2AD7B1, &[0x0F, 0x42, 0x40]), el(TITLE, b"Holiday in Paris"), el(0x4D80, b"Lavf61")].concat();
+        let mut crc = vec![0xBF, 0x84];
+        crc.extend_from_slice(&crc32(&fields).to_le_bytes());
+        el(INFO, &[crc, fields].concat())
+    }
+
+    fn cluster(frames: &[u8]) -> Vec<u8> {
+        [el(0xE7, &[0]), el(0xA3, frames)].concat()
+    }
+
+    fn scrubbed(mut file: Vec<u8>) -> (Vec<u8>, Report) {
+        let mut report = Report::default();
+        scrub(&mut MemStore(&mut file), &mut report).unwrap();
+        (file, report)
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    fn assert_clean(file: &mut Vec<u8>) {
+        let mut again = Report::default();
+        audit(&mut MemStore(file), &mut again).unwrap();
+        assert!(again.removed.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn tags_title_and_attachments_become_voids_in_place() {
+        let frames = b"\x81\x00\x00\x80VP8-frame-bytes";
+        let attachment = el(0x61A7, &[el(0x466E, b"cover.jpg"), el(0x465C, b"\xFF\xD8\xFF Exif GPS")].concat());
+        let segment = [
+            el(SEEK_HEAD, &el(0x4DBB, &[el(0x53AB, &TAGS.to_be_bytes()), el(0x53AC, &[0x40])].concat())),
+            info_with_crc(),
+            el(TRACKS, &el(0xAE, &el(0xD7, &[1]))),
+            el(CLUSTER, &cluster(frames)),
+            el(ATTACHMENTS, &attachment),
+            tags(),
+        ]
+        .concat();
+        let file = [ebml_header("webm"), el(SEGMENT, &segment)].concat();
+        let (mut out, report) = scrubbed(file.clone());
+        assert_eq!(out.len(), file.len(), "no offset moves");
+        for gone in [&b"48.8584"[..], b"Paris", b"cover.jpg", b"Exif GPS"] {
+            assert!(!contains(&out, gone), "{:?} survived", String::from_utf8_lossy(gone));
+        }
+        assert!(contains(&out, &cluster(frames)), "the frames are untouched");
+        let what: Vec<&str> = report.removed.iter().map(|r| r.what.as_str()).collect();
+        assert_eq!(what, ["Info/Title", "Attachments", "Tags"]);
+        // Info's CRC-32 matches its new contents.
+        let info_at = out.windows(4).position(|w| w == INFO.to_be_bytes()).unwrap();
+        let info = header(&mut MemStore(&mut out), info_at as u64, file.len() as u64).unwrap();
+        let (data, end) = (info.data as usize, info.end.unwrap() as usize);
+        assert_eq!(out[data], 0xBF);
+        assert_eq!(out[data + 2..data + 6], crc32(&out[data + 6..end]).to_le_bytes());
+        assert_clean(&mut out);
+    }
+
+    #[test]
+    fn live_recordings_with_unknown_sizes_are_walked() {
+        // MediaRecorder: Segment and Clusters of unknown size; Tags after the last Cluster.
+        let segment = [
+            info_with_crc(),
+            open_el(CLUSTER, &cluster(b"frame-one")),
+            open_el(CLUSTER, &cluster(b"frame-two")),
+            tags(),
+        ]
+        .concat();
+        let file = [ebml_header("webm"), open_el(SEGMENT, &segment)].concat();
+        let (mut out, report) = scrubbed(file.clone());
+        assert_eq!(out.len(), file.len());
+        assert!(!contains(&out, b"48.8584") && !contains(&out, b"Paris"));
+        assert!(contains(&out, b"frame-one") && contains(&out, b"frame-two"));
+        assert_eq!(report.removed.len(), 2, "{report:?}");
+        assert_clean(&mut out);
+    }
+
+    #[test]
+    fn old_bytes_left_in_a_void_are_zeroed() {
+        let mut void = vec![0xEC, 0x90];
+        void.extend_from_slice(b"LOCATION=Paris!!");
+        let file = [ebml_header("matroska"), el(SEGMENT, &[info_with_crc(), void].concat())].concat();
+        let (mut out, _) = scrubbed(file);
+        assert!(!contains(&out, b"LOCATION=Paris"));
+        assert_clean(&mut out);
+    }
+
+    #[test]
+    fn voids_of_every_length_parse_back() {
+        for len in 2..40u64 {
+            let mut buf = vec![0xAB; len as usize + 3];
+            write_void(&mut MemStore(&mut buf), 0, len).unwrap();
+            let void = header(&mut MemStore(&mut buf), 0, len).unwrap();
+            assert_eq!((void.id, void.end), (VOID, Some(len)), "len {len}");
+            assert!(buf[1 + (len - 1).min(8) as usize..len as usize].iter().all(|&b| b == 0));
+            assert_eq!(buf[len as usize..], [0xAB; 3], "nothing written past the element");
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_walk_with_certainty() {
+        let good = [ebml_header("webm"), el(SEGMENT, &[info_with_crc(), tags()].concat())].concat();
+        let refuse = |mut file: Vec<u8>| scrub(&mut MemStore(&mut file), &mut Report::default()).unwrap_err();
+        assert!(matches!(refuse(good[..good.len() - 5].to_vec()), MediaError::Truncated { .. }));
+        assert!(matches!(refuse([ebml_header("mka-nope"), el(SEGMENT, &[])].concat()), MediaError::Unsupported(_)));
+        assert!(matches!(refuse(ebml_header("webm")), MediaError::Truncated { .. }), "no Segment");
+        let unknown_tags = [ebml_header("webm"), el(SEGMENT, &open_el(TAGS, b"x"))].concat();
+        assert!(matches!(refuse(unknown_tags), MediaError::Malformed { .. }));
+        let junk_after = [good.clone(), el(TAGS, b"x")].concat();
+        assert!(matches!(refuse(junk_after), MediaError::Malformed { .. }));
+        let zero_size_byte = [ebml_header("webm"), vec![0x18, 0x53, 0x80, 0x67, 0x00]].concat();
+        assert!(matches!(refuse(zero_size_byte), MediaError::Malformed { .. }));
+    }
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+}
