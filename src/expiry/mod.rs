@@ -274,6 +274,16 @@ impl Stage for ExpiryStage {
 
     fn on_request<'a>(&'a self, ctx: &'a mut RequestCtx, req: Request) -> StageFuture<'a, Result<Flow, ProxyError>> {
         Box::pin(async move {
+            // Most requests (the web UI, timelines, media, federation) concern no single
+            // status: they pass without a copy of anything.
+            let concerns_a_status = match ctx.route.class {
+                RouteClass::StatusRead | RouteClass::ActivityPubObject | RouteClass::StatusCreate => true,
+                RouteClass::Api => ctx.route.status_id.is_some(),
+                _ => false,
+            };
+            if !concerns_a_status {
+                return Ok(Flow::Continue(req));
+            }
             let method = req.method().clone();
             let path = req.uri().path().to_owned();
             let status_id = ctx.route.status_id.clone();
