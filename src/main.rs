@@ -211,22 +211,46 @@ fn real_main() -> anyhow::Result<ExitCode> {
             if inputs.len() > 1 && out_dir.is_none() {
                 anyhow::bail!("several inputs need --out-dir DIR");
             }
-            let mut refused = 0;
+            if let Some(dir) = &out_dir {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let mut targets = Vec::with_capacity(inputs.len());
             for input in &inputs {
-                let target = match (&out_dir, input.file_name()) {
+                targets.push(match (&out_dir, input.file_name()) {
                     (Some(dir), Some(name)) => Some(dir.join(name)),
                     (Some(_), None) => anyhow::bail!("{}: not a file name", input.display()),
                     (None, _) => output.clone(),
-                };
-                match pavise::privacy::media::scrub_path(input, target.as_deref()) {
-                    Ok(done) if verbose => {
-                        eprint!("{}: {}", input.display(), pavise::privacy::media::describe(done.format, &done.report))
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
+                });
+            }
+            // Files are independent: one worker per core, results reported in input order.
+            let outcomes: Vec<std::sync::OnceLock<Result<String, String>>> =
+                inputs.iter().map(|_| std::sync::OnceLock::new()).collect();
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(inputs.len());
+            std::thread::scope(|scope| {
+                for _ in 0..workers {
+                    scope.spawn(|| {
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let (Some(input), Some(slot)) = (inputs.get(i), outcomes.get(i)) else { break };
+                            let outcome = pavise::privacy::media::scrub_path(input, targets[i].as_deref())
+                                .map(|done| pavise::privacy::media::describe(done.format, &done.report))
+                                .map_err(|e| e.to_string());
+                            let _ = slot.set(outcome);
+                        }
+                    });
+                }
+            });
+            let mut refused = 0;
+            for (input, outcome) in inputs.iter().zip(outcomes) {
+                match outcome.into_inner() {
+                    Some(Ok(said)) if verbose => eprint!("{}: {said}", input.display()),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
                         eprintln!("pavise: {} refused: {e}", input.display());
                         refused += 1;
                     }
+                    None => anyhow::bail!("{}: not scrubbed (a worker stopped)", input.display()),
                 }
             }
             Ok(if refused == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
