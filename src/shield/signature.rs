@@ -493,7 +493,14 @@ pub struct Verifier {
     fetcher: Arc<dyn KeyFetcher>,
     keys: moka::future::Cache<String, Option<Arc<PublicKey>>>,
     fetches: tokio::sync::Semaphore,
+    /// keyIds fetched again after a failed verification in the last minute.
+    refetched: moka::sync::Cache<String, ()>,
 }
+
+/// How often one keyId may be fetched again because a signature did not verify: often
+/// enough that an actor's key rotation is picked up within a minute, rarely enough that
+/// a forger reusing a real keyId cannot turn every bad delivery into a fetch.
+const REFETCH_EVERY: Duration = Duration::from_secs(60);
 
 impl Verifier {
     pub fn new(fetcher: Arc<dyn KeyFetcher>, capacity: u64, ttl: Duration) -> Verifier {
@@ -504,6 +511,7 @@ impl Verifier {
                 .expire_after(KeyExpiry { ttl, negative_ttl: ttl.min(Duration::from_secs(60)) })
                 .build(),
             fetches: tokio::sync::Semaphore::new(16),
+            refetched: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(REFETCH_EVERY).build(),
         }
     }
 
@@ -512,30 +520,32 @@ impl Verifier {
         let sig = match &by.format {
             Format::Cavage { signature, .. } | Format::Rfc9421 { signature, .. } => signature,
         };
-        let key = self
-            .keys
-            .get_with(by.key_id.clone(), async {
-                let Ok(_permit) = self.fetches.acquire().await else { return None };
-                match self.fetcher.fetch(&by.key_id, &by.actor).await.and_then(|pem| PublicKey::from_pem(&pem)) {
-                    Ok(k) => Some(Arc::new(k)),
-                    Err(e) => {
-                        tracing::debug!(domain = %by.domain, error = %e, "signing key unavailable");
-                        None
-                    }
-                }
-            })
-            .await;
-        match key {
-            Some(key) if key.verify(text.as_bytes(), sig) => {
-                Verdict::Verified { actor: by.actor.clone(), domain: by.domain.clone() }
-            }
-            _ => Verdict::Unverified,
+        let verifies = |key: &Option<Arc<PublicKey>>| key.as_ref().is_some_and(|k| k.verify(text.as_bytes(), sig));
+        let verified = || Verdict::Verified { actor: by.actor.clone(), domain: by.domain.clone() };
+        let key = self.keys.get_with(by.key_id.clone(), self.fetch_key(by)).await;
+        if verifies(&key) {
+            return verified();
         }
+        // The actor may have rotated its key since we cached it.
+        if key.is_some() && !self.refetched.contains_key(&by.key_id) {
+            self.refetched.insert(by.key_id.clone(), ());
+            self.keys.invalidate(&by.key_id).await;
+            if verifies(&self.keys.get_with(by.key_id.clone(), self.fetch_key(by)).await) {
+                return verified();
+            }
+        }
+        Verdict::Unverified
     }
 
-    /// Forgets a key (after a failed verification the actor may have rotated it).
-    pub async fn forget(&self, key_id: &str) {
-        self.keys.invalidate(key_id).await;
+    async fn fetch_key(&self, by: &SignedBy) -> Option<Arc<PublicKey>> {
+        let Ok(_permit) = self.fetches.acquire().await else { return None };
+        match self.fetcher.fetch(&by.key_id, &by.actor).await.and_then(|pem| PublicKey::from_pem(&pem)) {
+            Ok(k) => Some(Arc::new(k)),
+            Err(e) => {
+                tracing::debug!(domain = %by.domain, error = %e, "signing key unavailable");
+                None
+            }
+        }
     }
 }
 
@@ -667,19 +677,31 @@ mod tests {
         (pair, pem)
     }
 
-    struct StaticFetcher(String, std::sync::atomic::AtomicU64);
+    /// Serves one key PEM (which a test may swap, as an actor rotating its key) and
+    /// counts the fetches.
+    struct StaticFetcher(std::sync::Mutex<String>, std::sync::atomic::AtomicU64);
+
+    impl StaticFetcher {
+        fn new(pem: String) -> StaticFetcher {
+            StaticFetcher(std::sync::Mutex::new(pem), Default::default())
+        }
+        fn fetches(&self) -> u64 {
+            self.1.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
 
     impl KeyFetcher for StaticFetcher {
         fn fetch<'a>(&'a self, _key_id: &'a str, _actor: &'a str) -> StageFuture<'a, Result<String, ShieldError>> {
             self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Box::pin(async move { Ok(self.0.clone()) })
+            let pem = self.0.lock().unwrap().clone();
+            Box::pin(async move { Ok(pem) })
         }
     }
 
     #[tokio::test]
     async fn rfc9421_ed25519_verifies_and_tampering_does_not() {
         let (pair, pem) = ed25519_actor();
-        let fetcher = Arc::new(StaticFetcher(pem, Default::default()));
+        let fetcher = Arc::new(StaticFetcher::new(pem));
         let verifier = Verifier::new(fetcher.clone(), 100, Duration::from_secs(60));
         let params = r#"("@method" "@target-uri" "content-digest");created=1700000000;keyid="https://r.example/users/a#ed";alg="ed25519""#;
         let base = format!(
@@ -698,12 +720,50 @@ mod tests {
             verifier.verify(&by, &req).await,
             Verdict::Verified { actor: "https://r.example/users/a".into(), domain: "r.example".into() }
         );
-        // Same key, other digest: the signature no longer covers the request.
+        assert_eq!(fetcher.fetches(), 1, "fetched once");
+        assert_eq!(
+            verifier.verify(&by, &req).await,
+            Verdict::Verified { actor: "https://r.example/users/a".into(), domain: "r.example".into() }
+        );
+        assert_eq!(fetcher.fetches(), 1, "then cached");
+        // Same key, other digest: the signature no longer covers the request. The key is
+        // fetched again once (the actor might have rotated it), then not for a minute.
         h.insert("content-digest", "sha-256=:BBBB:".parse().unwrap());
         let req = Signed { method: &Method::POST, uri: &uri, headers: &h, host: "local.example", https: true };
-        assert_eq!(verifier.verify(&by, &req).await, Verdict::Unverified);
-        // The key was fetched once and cached.
-        assert_eq!(fetcher.1.load(std::sync::atomic::Ordering::Relaxed), 1);
+        for _ in 0..5 {
+            assert_eq!(verifier.verify(&by, &req).await, Verdict::Unverified);
+        }
+        assert_eq!(fetcher.fetches(), 2, "a forger cannot turn bad signatures into fetches");
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_is_fetched_again_when_a_signature_fails() {
+        let (old_pair, old_pem) = ed25519_actor();
+        let (new_pair, new_pem) = ed25519_actor();
+        let fetcher = Arc::new(StaticFetcher::new(old_pem));
+        let verifier = Verifier::new(fetcher.clone(), 100, Duration::from_secs(3600));
+        let uri: Uri = "/inbox".parse().unwrap();
+        let signed_by = |pair: &signature::Ed25519KeyPair| {
+            let mut h = HeaderMap::new();
+            h.insert("host", "local.example".parse().unwrap());
+            h.insert("date", "Thu, 26 Nov 2026 13:00:00 GMT".parse().unwrap());
+            let text = "(request-target): post /inbox\nhost: local.example\ndate: Thu, 26 Nov 2026 13:00:00 GMT";
+            let sig = base64::engine::general_purpose::STANDARD.encode(pair.sign(text.as_bytes()).as_ref());
+            let header = format!(
+                r#"keyId="https://r.example/users/a#main-key",algorithm="hs2019",headers="(request-target) host date",signature="{sig}""#
+            );
+            h.insert("signature", header.parse().unwrap());
+            h
+        };
+        let h = signed_by(&old_pair);
+        let req = Signed { method: &Method::POST, uri: &uri, headers: &h, host: "local.example", https: true };
+        assert!(matches!(verifier.verify(&parse(&h).unwrap(), &req).await, Verdict::Verified { .. }));
+        // The actor rotates its key; its next delivery verifies without waiting out the TTL.
+        *fetcher.0.lock().unwrap() = new_pem;
+        let h = signed_by(&new_pair);
+        let req = Signed { method: &Method::POST, uri: &uri, headers: &h, host: "local.example", https: true };
+        assert!(matches!(verifier.verify(&parse(&h).unwrap(), &req).await, Verdict::Verified { .. }));
+        assert_eq!(fetcher.fetches(), 2);
     }
 
     #[tokio::test]
