@@ -65,6 +65,11 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
         out.extend_from_slice(&block[1..]);
     }
     out.extend_from_slice(frames);
+    // An ID3v1 tag is found from the end backwards, so output that happens to end in a
+    // "TAG" block would be cut on a second reading: refuse rather than guess.
+    if out.len() >= 128 && out[out.len() - 128..].starts_with(b"TAG") {
+        return Err(MediaError::malformed(F, "the audio ends in bytes that read as an ID3v1 tag"));
+    }
     Ok(out)
 }
 
@@ -99,5 +104,15 @@ mod tests {
         assert!(!out.windows(8).any(|w| w == b"LOCATION"));
         assert!(out.ends_with(&[0xFF, 0xF8, 1, 2, 3]));
         assert!(scrub(&f[..20], &mut Report::default()).is_err());
+    }
+
+    /// Found by `scripts/fuzz`: output whose last 128 bytes start with "TAG" would lose
+    /// them to a second reading. It must be refused, or scrub to a fixed point.
+    #[test]
+    fn fuzz_finding_output_ending_in_a_fake_id3v1_tag() {
+        let input = include_bytes!("testdata/fuzz-flac-ends-in-a-fake-id3v1-tag.flac");
+        if let Ok(out) = scrub(input, &mut Report::default()) {
+            assert_eq!(scrub(&out, &mut Report::default()).unwrap(), out);
+        }
     }
 }

@@ -187,14 +187,17 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
     let mut pos = 0u64;
     let mut saw_moov = false;
     let mut saw_image_meta = false;
+    // Where media payloads may lie: `mdat` boxes, and a HEIF `idat`.
+    let mut media_data: Vec<(u64, u64)> = Vec::new();
     while pos < len {
         let mut h = [0u8; 32];
         let n = (len - pos).min(32) as usize;
         store.read_at(pos, &mut h[..n])?;
         let b = parse_header(&h[..n], pos, len, format)?;
         match &b.kind {
-            b"ftyp" | b"mdat" | b"free" | b"skip" | b"wide" | b"pdin" | b"moof" | b"mfra" | b"sidx" | b"styp"
-            | b"ssix" | b"prft" | b"emsg" => {}
+            b"mdat" => media_data.push((b.payload, b.end)),
+            b"ftyp" | b"free" | b"skip" | b"wide" | b"pdin" | b"moof" | b"mfra" | b"sidx" | b"styp" | b"ssix"
+            | b"prft" | b"emsg" => {}
             b"moov" => {
                 saw_moov = true;
                 let buf = read_box(store, &b, format)?;
@@ -202,7 +205,7 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
             }
             b"meta" => {
                 let buf = read_box(store, &b, format)?;
-                if plan_heif_meta(&buf, &b, len, format, &mut actions)? {
+                if plan_heif_meta(&buf, &b, len, format, &mut actions, &mut media_data)? {
                     saw_image_meta = true;
                 } else {
                     actions.push(free(&b, "top-level meta"));
@@ -212,6 +215,15 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
             other => actions.push(free(&b, &format!("unknown top-level box '{}'", fourcc(other)))),
         }
         pos = b.end;
+    }
+    // Zeroing is for media payloads only. An item extent or sample offset that points at
+    // the file's own structure (ftyp, moov, meta) would wreck the file, not clean it.
+    for action in &actions {
+        if let Action::Zero { off, len, what } = action
+            && !media_data.iter().any(|&(from, to)| *off >= from && off.saturating_add(*len) <= to)
+        {
+            return Err(MediaError::malformed(format, format!("{what} at byte {off} lies outside the media data")));
+        }
     }
     match format {
         Format::Heif if !saw_image_meta => Err(MediaError::malformed(format, "no image item information (meta)")),
@@ -395,6 +407,7 @@ fn plan_heif_meta(
     file_len: u64,
     format: Format,
     actions: &mut Vec<Action>,
+    media_data: &mut Vec<(u64, u64)>,
 ) -> Result<bool, MediaError> {
     let base = meta.start;
     let bad = |what: &str| MediaError::malformed(format, format!("image metadata: {what}"));
@@ -416,7 +429,10 @@ fn plan_heif_meta(
             b"hdlr" | b"pitm" | b"iref" | b"iprp" | b"dinf" | b"grpl" | b"ipro" | b"free" | b"skip" => {}
             b"iinf" => items = parse_iinf(buf, base, k, format)?,
             b"iloc" => locations = parse_iloc(payload(buf, base, k)).ok_or_else(|| bad("unreadable iloc"))?,
-            b"idat" => idat = Some((k.payload, k.end - k.payload)),
+            b"idat" => {
+                idat = Some((k.payload, k.end - k.payload));
+                media_data.push((k.payload, k.end));
+            }
             other => actions.push(free(k, &format!("meta/{} box (XML/XMP or vendor data)", fourcc(other)))),
         }
     }
@@ -592,5 +608,22 @@ mod tests {
         file.truncate(file.len() - 4);
         let err = scrub(&mut MemStore(&mut file), Format::Video, &mut Report::default()).unwrap_err();
         assert_eq!(err.reason(), "truncated");
+    }
+
+    /// Found by `scripts/fuzz`: an Exif item whose extent (offset 0, length 0: "to the end")
+    /// covers the whole file, `meta` included. Zeroing it would wreck the file; it is refused.
+    #[test]
+    fn fuzz_finding_an_item_extent_over_the_file_structure_is_refused() {
+        let input = include_bytes!("testdata/fuzz-heif-item-extent-over-the-meta-box.heic");
+        for format in [Format::Heif, Format::Video] {
+            let mut buf = input.to_vec();
+            if scrub(&mut MemStore(&mut buf), format, &mut Report::default()).is_ok() {
+                let mut again = Report::default();
+                audit(&mut MemStore(&mut buf), format, &mut again).unwrap();
+                assert!(again.removed.is_empty(), "{again:?}");
+            }
+        }
+        let err = scrub(&mut MemStore(&mut input.to_vec()), Format::Heif, &mut Report::default()).unwrap_err();
+        assert!(err.to_string().contains("outside the media data"), "{err}");
     }
 }

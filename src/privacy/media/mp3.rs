@@ -142,6 +142,11 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     if frames == 0 {
         return Err(MediaError::malformed(F, "no audio frames"));
     }
+    // Tags are found from the end of the file backwards, so audio that happens to end in
+    // bytes shaped like a tag would be cut on a second reading: refuse rather than guess.
+    if strip_trailing_tags(&out, 0, &mut Report::default()) != out.len() {
+        return Err(MediaError::malformed(F, "the audio ends in bytes that read as a tag"));
+    }
     Ok(out)
 }
 
@@ -222,5 +227,15 @@ mod tests {
         file.truncate(tag.len() + 417 + 300);
         assert!(scrub(&file, &mut Report::default()).is_ok(), "a short last frame is kept");
         assert!(scrub(b"ID3\x03\0\0\0\0\0\x01xgarbage", &mut Report::default()).is_err());
+    }
+
+    /// Found by `scripts/fuzz`: audio whose last bytes look like an appended ID3v2 footer
+    /// ("3DI"). It must be refused, or scrub to a fixed point; never half-read.
+    #[test]
+    fn fuzz_finding_audio_ending_in_a_fake_tag() {
+        let input = include_bytes!("testdata/fuzz-mp3-ends-in-a-fake-id3-footer.mp3");
+        if let Ok(out) = scrub(input, &mut Report::default()) {
+            assert_eq!(scrub(&out, &mut Report::default()).unwrap(), out);
+        }
     }
 }
