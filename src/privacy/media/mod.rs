@@ -104,6 +104,12 @@ impl Format {
         }
     }
 
+    /// Formats walked in place ([`inplace`]): no byte moves, so a spooled upload is patched
+    /// where it lies, with only its headers in memory.
+    pub fn in_place(self) -> bool {
+        matches!(self, Format::Heif | Format::Video | Format::M4a | Format::Matroska)
+    }
+
     /// Still images have the (smaller) image size limit; the rest the video one.
     pub fn is_image(self) -> bool {
         matches!(self, Format::Jpeg | Format::Png | Format::Webp | Format::Gif | Format::Heif)
@@ -306,14 +312,9 @@ fn run(format: Format, input: &[u8]) -> Result<(Vec<u8>, Report), MediaError> {
         Format::Png => png::scrub(input, &mut report)?,
         Format::Webp => webp::scrub(input, &mut report)?,
         Format::Gif => gif::scrub(input, &mut report)?,
-        Format::Heif | Format::Video | Format::M4a => {
+        Format::Heif | Format::Video | Format::M4a | Format::Matroska => {
             let mut out = input.to_vec();
-            isobmff::scrub(&mut inplace::MemStore(&mut out), format, &mut report)?;
-            out
-        }
-        Format::Matroska => {
-            let mut out = input.to_vec();
-            matroska::scrub(&mut inplace::MemStore(&mut out), &mut report)?;
+            walk_in_place(&mut inplace::MemStore(&mut out), format, Pass::Scrub, &mut report)?;
             out
         }
         Format::Mp3 => mp3::scrub(input, &mut report)?,
@@ -354,37 +355,45 @@ pub fn scrub_file(path: &Path) -> Result<(Format, Report), MediaError> {
         read_up_to(&mut f, &mut head)?
     };
     let format = sniff(head.get(..n).unwrap_or_default())?;
-    let in_place = |scrub: &dyn Fn(&mut inplace::FileStore, &mut Report) -> Result<(), MediaError>,
-                    audit: &dyn Fn(&mut inplace::FileStore, &mut Report) -> Result<(), MediaError>| {
+    if format.in_place() {
         let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
         let mut store = inplace::FileStore::new(file)?;
         let mut report = Report::default();
-        scrub(&mut store, &mut report)?;
+        walk_in_place(&mut store, format, Pass::Scrub, &mut report)?;
         let mut check = Report::default();
-        audit(&mut store, &mut check)
+        walk_in_place(&mut store, format, Pass::Audit, &mut check)
             .map_err(|e| MediaError::NotClean { format, what: format!("the output no longer parses: {e}") })?;
         if let Some(first) = check.removed.first() {
             return Err(MediaError::NotClean { format, what: format!("{} is still present", first.what) });
         }
-        Ok((format, report))
-    };
-    match format {
-        Format::Heif | Format::Video | Format::M4a => {
-            in_place(&|store, report| isobmff::scrub(store, format, report), &|store, report| {
-                isobmff::audit(store, format, report)
-            })
-        }
-        Format::Matroska => {
-            in_place(&|store, report| matroska::scrub(store, report), &|store, report| matroska::audit(store, report))
-        }
-        _ => {
-            let mut input = Vec::new();
-            std::fs::File::open(path)?.read_to_end(&mut input)?;
-            let scrubbed = scrub(&input)?;
-            drop(input);
-            std::fs::write(path, &scrubbed.bytes)?;
-            Ok((scrubbed.format, scrubbed.report))
-        }
+        return Ok((format, report));
+    }
+    let mut input = Vec::new();
+    std::fs::File::open(path)?.read_to_end(&mut input)?;
+    let scrubbed = scrub(&input)?;
+    drop(input);
+    std::fs::write(path, &scrubbed.bytes)?;
+    Ok((scrubbed.format, scrubbed.report))
+}
+
+/// Whether an in-place walker changes the file, or only reports what it would change.
+#[derive(Clone, Copy)]
+enum Pass {
+    Scrub,
+    Audit,
+}
+
+fn walk_in_place(
+    store: &mut impl inplace::Store,
+    format: Format,
+    pass: Pass,
+    report: &mut Report,
+) -> Result<(), MediaError> {
+    match (format, pass) {
+        (Format::Matroska, Pass::Scrub) => matroska::scrub(store, report),
+        (Format::Matroska, Pass::Audit) => matroska::audit(store, report),
+        (_, Pass::Scrub) => isobmff::scrub(store, format, report),
+        (_, Pass::Audit) => isobmff::audit(store, format, report),
     }
 }
 

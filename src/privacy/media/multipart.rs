@@ -131,7 +131,7 @@ impl Scrubber {
         }
         // In-memory scrubs hold input and output; in-place ones only the moov/meta.
         let need = match (&spooled, format) {
-            (Spooled::File(..), Format::Heif | Format::Video | Format::M4a | Format::Matroska) => 16 << 20,
+            (Spooled::File(..), f) if f.in_place() => 16 << 20,
             _ => spooled.len().saturating_mul(2) + 4096,
         };
         let kib = u32::try_from(need / 1024 + 1).unwrap_or(u32::MAX).min(self.budget_kib);
