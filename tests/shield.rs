@@ -182,6 +182,19 @@ fn signed(key: &TestKey, key_id: &str, path: &str, body: &[u8], user_agent: &str
         .unwrap()
 }
 
+/// Delivers `body` to `/inbox`, signed with `key` as `actor`'s main key, from the
+/// loopback address `from` (each test "domain" has its own).
+async fn deliver(
+    pavise: &Pavise,
+    from: &str,
+    key: &TestKey,
+    actor: &str,
+    body: &[u8],
+    user_agent: &str,
+) -> (http::response::Parts, Bytes) {
+    send_from(ip(from), pavise.addr, signed(key, &format!("{actor}#main-key"), "/inbox", body, user_agent)).await
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -240,12 +253,7 @@ retry_after        = "1s"
 
     // A friend delivers before the wave (no mentions), and becomes familiar.
     let friend = friends.actor("friend");
-    let (resp, _) = send_from(
-        ip("127.0.0.4"),
-        pavise.addr,
-        signed(key, &format!("{friend}#main-key"), "/inbox", &note(&friend, &[], "hello"), mastodon_ua),
-    )
-    .await;
+    let (resp, _) = deliver(&pavise, "127.0.0.4", key, &friend, &note(&friend, &[], "hello"), mastodon_ua).await;
     assert_eq!(resp.status, 202);
     tokio::time::sleep(Duration::from_millis(2300)).await;
 
@@ -255,12 +263,7 @@ retry_after        = "1s"
     for i in 0..SENDERS {
         let actor = trolls.actor(&format!("troll{i}"));
         let body = note(&actor, &["alice"], &format!("troll{i}"));
-        let (resp, _) = send_from(
-            ip("127.0.0.3"),
-            pavise.addr,
-            signed(key, &format!("{actor}#main-key"), "/inbox", &body, mastodon_ua),
-        )
-        .await;
+        let (resp, _) = deliver(&pavise, "127.0.0.3", key, &actor, &body, mastodon_ua).await;
         match resp.status.as_u16() {
             202 => {
                 assert!(deferred.is_empty(), "troll{i} passed after the shield went up");
@@ -278,21 +281,11 @@ retry_after        = "1s"
 
     // During the wave: the familiar friend still reaches alice, and other members are unaffected.
     let friend_note = note(&friend, &["alice"], "friend-during-wave");
-    let (resp, _) = send_from(
-        ip("127.0.0.4"),
-        pavise.addr,
-        signed(key, &format!("{friend}#main-key"), "/inbox", &friend_note, mastodon_ua),
-    )
-    .await;
+    let (resp, _) = deliver(&pavise, "127.0.0.4", key, &friend, &friend_note, mastodon_ua).await;
     assert_eq!(resp.status, 202, "a familiar sender passes the shield");
     let troll = trolls.actor("troll7");
     let to_bob = note(&troll, &["bob"], "troll7-to-bob");
-    let (resp, _) = send_from(
-        ip("127.0.0.3"),
-        pavise.addr,
-        signed(key, &format!("{troll}#main-key"), "/inbox", &to_bob, mastodon_ua),
-    )
-    .await;
+    let (resp, _) = deliver(&pavise, "127.0.0.3", key, &troll, &to_bob, mastodon_ua).await;
     assert_eq!(resp.status, 202, "deliveries to other members pass");
 
     // A GoToSocial sender in the wave: accepted (202) and held, not yet at the instance.
@@ -335,12 +328,7 @@ retry_after        = "1s"
 
     // The deferred senders retry (fresh signatures, as Mastodon does): all pass now.
     for (actor, body) in &deferred {
-        let (resp, _) = send_from(
-            ip("127.0.0.3"),
-            pavise.addr,
-            signed(key, &format!("{actor}#main-key"), "/inbox", body, mastodon_ua),
-        )
-        .await;
+        let (resp, _) = deliver(&pavise, "127.0.0.3", key, actor, body, mastodon_ua).await;
         assert_eq!(resp.status, 202, "a retry after the wave passes");
     }
 
@@ -414,10 +402,6 @@ hellthread       = 0
     );
     let pavise = start(&upstream, policy_dir.path()).await;
     let ua = "http.rb/5.2.0 (Mastodon/4.3.0; +https://remote.example/)";
-    let deliver = |from: &str, actor: &str, body: Vec<u8>| {
-        let req = signed(key, &format!("{actor}#main-key"), "/inbox", &body, ua);
-        send_from(ip(from), pavise.addr, req)
-    };
 
     // alice follows `accepted`; its server answers with an Accept, signed.
     let accept = serde_json::json!({
@@ -428,13 +412,14 @@ hellthread       = 0
             "actor": format!("https://{LOCAL}/users/alice"), "object": accepted,
         },
     });
-    let (resp, _) = deliver("127.0.0.4", &accepted, accept.to_string().into_bytes()).await;
+    let (resp, _) = deliver(&pavise, "127.0.0.4", key, &accepted, accept.to_string().as_bytes(), ua).await;
     assert_eq!(resp.status, 202);
 
     // The wave: strangers mention alice until the shield goes up.
     for i in 0..=THRESHOLD {
         let actor = trolls.actor(&format!("troll{i}"));
-        let (resp, _) = deliver("127.0.0.3", &actor, note(&actor, &["alice"], &format!("troll{i}"))).await;
+        let (resp, _) =
+            deliver(&pavise, "127.0.0.3", key, &actor, &note(&actor, &["alice"], &format!("troll{i}")), ua).await;
         assert_eq!(resp.status, if i < THRESHOLD { 202 } else { 429 }, "troll{i}");
     }
     // Raising the shield read alice's following collection from the instance, both pages.
@@ -450,7 +435,7 @@ hellthread       = 0
 
     // Followed (by Accept, and by the instance's collection): both pass to alice.
     for (actor, marker) in [(&accepted, "from-accepted"), (&listed, "from-listed")] {
-        let (resp, _) = deliver("127.0.0.4", actor, note(actor, &["alice"], marker)).await;
+        let (resp, _) = deliver(&pavise, "127.0.0.4", key, actor, &note(actor, &["alice"], marker), ua).await;
         assert_eq!(resp.status, 202, "{marker}: a sender alice follows passes her shield");
     }
     // A stranger is still deferred, and so is a follow claimed by the wrong actor.
@@ -459,9 +444,9 @@ hellthread       = 0
         "type": "Accept", "actor": troll,
         "object": { "type": "Follow", "actor": format!("https://{LOCAL}/users/alice"), "object": accepted },
     });
-    let (resp, _) = deliver("127.0.0.3", &troll, forged.to_string().into_bytes()).await;
+    let (resp, _) = deliver(&pavise, "127.0.0.3", key, &troll, forged.to_string().as_bytes(), ua).await;
     assert_eq!(resp.status, 202, "an Accept mentions nobody: it passes, and teaches nothing");
-    let (resp, _) = deliver("127.0.0.3", &troll, note(&troll, &["alice"], "troll99")).await;
+    let (resp, _) = deliver(&pavise, "127.0.0.3", key, &troll, &note(&troll, &["alice"], "troll99"), ua).await;
     assert_eq!(resp.status, 429, "a stranger is still deferred");
 
     let report = admin_get(&pavise, "/admin/shield").await;
@@ -494,12 +479,7 @@ rate  = "3/min"
     let mut spoofed = Vec::new();
     for i in 0..10 {
         let body = note(&alice_at_big, &["carol"], &format!("spoof{i}"));
-        let (resp, _) = send_from(
-            ip("127.0.0.50"),
-            pavise.addr,
-            signed(other_key, &format!("{alice_at_big}#main-key"), "/inbox", &body, ua),
-        )
-        .await;
+        let (resp, _) = deliver(&pavise, "127.0.0.50", other_key, &alice_at_big, &body, ua).await;
         spoofed.push(resp.status.as_u16());
     }
     // Counted under the spoofer's own pseudonym: 3 through (the instance rejects them), then 429.
@@ -508,21 +488,11 @@ rate  = "3/min"
     // The real big.example still has its whole budget.
     for i in 0..3 {
         let body = note(&alice_at_big, &["carol"], &format!("real{i}"));
-        let (resp, _) = send_from(
-            ip("127.0.0.51"),
-            pavise.addr,
-            signed(real_key, &format!("{alice_at_big}#main-key"), "/inbox", &body, ua),
-        )
-        .await;
+        let (resp, _) = deliver(&pavise, "127.0.0.51", real_key, &alice_at_big, &body, ua).await;
         assert_eq!(resp.status, 202, "real delivery {i} refused: the spoofer spent the domain's budget");
     }
     let body = note(&alice_at_big, &["carol"], "real3");
-    let (resp, _) = send_from(
-        ip("127.0.0.51"),
-        pavise.addr,
-        signed(real_key, &format!("{alice_at_big}#main-key"), "/inbox", &body, ua),
-    )
-    .await;
+    let (resp, _) = deliver(&pavise, "127.0.0.51", real_key, &alice_at_big, &body, ua).await;
     assert_eq!(resp.status, 429, "the domain limit itself holds");
     assert_eq!(resp.headers["x-ratelimit-limit"], "3");
     let metrics = reqwest::Client::new()
