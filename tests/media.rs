@@ -536,29 +536,24 @@ async fn malformed_upload_gets_422_and_nothing_reaches_the_instance() {
 #[tokio::test]
 async fn spooled_video_and_raw_bodies_are_scrubbed_and_inbox_bytes_never_change() {
     let fx = fixtures();
-    let video = std::fs::read(&fx.files[5]).unwrap();
     let jpeg = std::fs::read(&fx.files[0]).unwrap();
     let upstream = RecordingUpstream::start().await;
     // A tiny spill threshold sends every file part through a temp file.
     let pavise = Pavise::start(&upstream.url(), |c| c.media.spill_threshold = pavise::units::Size(1024)).await;
     let ct = format!("multipart/form-data; boundary={BOUNDARY}");
-    let body = multipart(&[("file", Some(("clip.mov", "video/quicktime")), &video)]);
-    let (resp, said) = send_from("127.0.0.1".parse().unwrap(), pavise.addr, post("/api/v1/media", &ct, body)).await;
-    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&said));
-    let rec = upstream.last();
-    let parts = parse_parts(rec.headers["content-type"].to_str().unwrap(), rec.body.clone()).await;
-    assert_eq!(parts[0].2.len(), video.len(), "in-place scrubbing keeps the length");
-    oracle_clean(&parts[0].2, "arrived.mov");
-
-    // A browser recording (WebM), spooled and patched in place the same way.
-    let webm = std::fs::read(&fx.files[6]).unwrap();
-    let body = multipart(&[("file", Some(("clip.webm", "video/webm")), &webm)]);
-    let (resp, said) = send_from("127.0.0.1".parse().unwrap(), pavise.addr, post("/api/v2/media", &ct, body)).await;
-    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&said));
-    let rec = upstream.last();
-    let parts = parse_parts(rec.headers["content-type"].to_str().unwrap(), rec.body.clone()).await;
-    assert_eq!(parts[0].2.len(), webm.len(), "in-place scrubbing keeps the length");
-    oracle_clean(&parts[0].2, "arrived.webm");
+    // A phone video (MOV) and a browser recording (WebM): both spooled, patched in place.
+    for (fixture, path, name, content_type) in
+        [(5, "/api/v1/media", "clip.mov", "video/quicktime"), (6, "/api/v2/media", "clip.webm", "video/webm")]
+    {
+        let video = std::fs::read(&fx.files[fixture]).unwrap();
+        let body = multipart(&[("file", Some((name, content_type)), &video)]);
+        let (resp, said) = send_from("127.0.0.1".parse().unwrap(), pavise.addr, post(path, &ct, body)).await;
+        assert_eq!(resp.status, 200, "{name}: {}", String::from_utf8_lossy(&said));
+        let rec = upstream.last();
+        let parts = parse_parts(rec.headers["content-type"].to_str().unwrap(), rec.body.clone()).await;
+        assert_eq!(parts[0].2.len(), video.len(), "{name}: in-place scrubbing keeps the length");
+        oracle_clean(&parts[0].2, &format!("arrived-{name}"));
+    }
 
     // A raw image body, e.g. a PUT of an avatar by other server software.
     let (resp, _) =
