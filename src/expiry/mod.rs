@@ -278,31 +278,25 @@ impl Stage for ExpiryStage {
             // status: they pass without a copy of anything.
             let concerns_a_status = match ctx.route.class {
                 RouteClass::StatusRead | RouteClass::ActivityPubObject | RouteClass::StatusCreate => true,
-                RouteClass::Api => ctx.route.status_id.is_some(),
-                _ => false,
+                _ => ctx.route.status_id.is_some(),
             };
             if !concerns_a_status {
                 return Ok(Flow::Continue(req));
             }
             let method = req.method().clone();
-            let path = req.uri().path().to_owned();
             let status_id = ctx.route.status_id.clone();
             let is_read = method == Method::GET || method == Method::HEAD;
 
-            // A status past its deadline is hidden on every read of it.
-            let status_scoped = match ctx.route.class {
-                RouteClass::StatusRead | RouteClass::ActivityPubObject => true,
-                RouteClass::Api => path.starts_with("/api/v1/statuses/"),
-                _ => false,
-            };
+            // A status past its deadline is hidden on every read of it, under any spelling
+            // of its URL (the route carries the id as ActiveRecord reads it).
             if is_read
-                && status_scoped
+                && ctx.route.class != RouteClass::StatusCreate
                 && let Some(id) = &status_id
             {
                 match self.core.store.lookup(id).await {
                     Ok(Some(item)) if Expiry::is_hidden(&item, now_ms()) => {
                         self.core.stats.hidden.fetch_add(1, Relaxed);
-                        let code = edge::hidden_status_code(&path);
+                        let code = edge::hidden_status_code(ctx.route.path.as_str());
                         let msg = if code == StatusCode::GONE { "Gone" } else { "Record not found" };
                         return Ok(Flow::Respond(json_error(code, msg)));
                     }
@@ -346,13 +340,11 @@ impl Stage for ExpiryStage {
                     ctx.extensions.insert(Pending::Edit { token, status_id: id.clone() });
                     Ok(Flow::Continue(http::Request::from_parts(parts, body)))
                 }
-                (RouteClass::Api, m, Some(id)) if path.starts_with("/api/v1/statuses/") => {
-                    let action = if m == Method::DELETE && path.trim_end_matches('/').ends_with(id.as_str()) {
-                        Some(StatusAction::Delete)
-                    } else if m == Method::POST {
-                        path.rsplit('/').next().and_then(StatusAction::from_segment)
-                    } else {
-                        None
+                (RouteClass::Api, m, Some(id)) if ctx.route.path.as_str().starts_with("/api/v1/statuses/") => {
+                    let action = match (m, ctx.route.status_action.as_deref()) {
+                        (&Method::DELETE, None) => Some(StatusAction::Delete),
+                        (&Method::POST, Some(segment)) => StatusAction::from_segment(segment),
+                        _ => None,
                     };
                     if let Some(action) = action {
                         ctx.extensions.insert(Pending::Action { token: bearer(&req), status_id: id.clone(), action });

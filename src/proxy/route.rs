@@ -2,15 +2,33 @@
 //!
 //! The classes follow what the stages need to tell apart, not Mastodon's full routing
 //! table: the shield limits `Auth` and `Inbox` differently, expiry cares about
-//! `StatusCreate` and reads of a status, the privacy stage treats `Inbox` bodies as
-//! signed bytes that must not change.
+//! `StatusCreate` and every request that names a status, the privacy stage treats `Inbox`
+//! bodies as signed bytes that must not change.
+//!
+//! # Read the path the way Rails does
+//! A relay that enforces policy in front of another parser is only as strong as the
+//! difference between the two. Rails' router ([`Journey::Router::Utils.normalize_path`])
+//! squeezes repeated slashes and drops trailing ones; every route takes an optional format
+//! suffix (`/users/alice/inbox.json`, `/api/v1/statuses/1.json`); path parameters are
+//! percent-decoded (`/users/%61lice`); and ActiveRecord casts an id with Ruby's
+//! `String#to_i`, so `0123`, `123-x`, `1_2_3` and `%31%32%33` all find status 123. So the
+//! path is canonicalized once, here ([`CanonicalPath`]), the route carries the canonical
+//! status id and account, and no stage ever looks at the raw path again.
+//!
+//! Literal segments are compared after decoding too. Rails would not route
+//! `/api/v1/%73tatuses/1`, so reading it as a status read only ever makes pavise stricter
+//! than the instance, never laxer: the direction a privacy relay may err in.
+//!
+//! [`Journey::Router::Utils.normalize_path`]: https://github.com/rails/rails/blob/main/actionpack/lib/action_dispatch/journey/router/utils.rb
+
+use std::borrow::Cow;
 
 use http::Method;
 
 /// The coarse class a request belongs to. `[[limit]] route = "..."` names these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RouteClass {
-    /// `POST /inbox`, `POST /users/NAME/inbox`: signed federation deliveries.
+    /// `POST /inbox`, `POST /users/NAME/inbox`, `POST /actor/inbox`: signed deliveries.
     Inbox,
     /// `POST /api/v1/statuses`, `PUT /api/v1/statuses/:id`.
     StatusCreate,
@@ -71,91 +89,208 @@ impl RouteClass {
     }
 }
 
+/// A request path as Rails' router reads it: no empty segments (repeated and trailing
+/// slashes squeezed), every segment percent-decoded, the format suffix of the last
+/// segment split off.
+///
+/// Held as one string, segments joined by `/`; a `/` that a segment decoded to
+/// (`%2F`) is kept encoded, so the segments stay exactly what Rails would match.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CanonicalPath {
+    joined: String,
+    /// `json` of `/users/alice.json`, `rss` of `/@alice.rss`; lower-cased.
+    format: Option<String>,
+}
+
+impl CanonicalPath {
+    pub fn new(raw: &str) -> CanonicalPath {
+        let mut joined = String::with_capacity(raw.len());
+        let mut raw_segments = raw.split('/').filter(|s| !s.is_empty()).peekable();
+        let mut format = None;
+        while let Some(raw_segment) = raw_segments.next() {
+            let mut segment = decode(raw_segment);
+            if raw_segments.peek().is_none()
+                && let Some(dot) = segment.find('.')
+                && dot > 0
+            {
+                // Rails' default parameter pattern is `[^/.?]+`, then `(.:format)`.
+                format = Some(segment[dot + 1..].to_ascii_lowercase());
+                segment = Cow::Owned(segment[..dot].to_owned());
+            }
+            joined.push('/');
+            if segment.contains('/') {
+                joined.push_str(&segment.replace('/', "%2F"));
+            } else {
+                joined.push_str(&segment);
+            }
+        }
+        if joined.is_empty() {
+            joined.push('/');
+        }
+        CanonicalPath { joined, format }
+    }
+
+    /// The canonical path, starting with `/` (just `/` for the root).
+    pub fn as_str(&self) -> &str {
+        &self.joined
+    }
+
+    pub fn format(&self) -> Option<&str> {
+        self.format.as_deref()
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.joined.split('/').filter(|s| !s.is_empty())
+    }
+}
+
+/// Percent-decodes one path segment, lossily (an invalid UTF-8 sequence cannot name a
+/// route or a status either way); borrows when there is nothing to decode.
+fn decode(segment: &str) -> Cow<'_, str> {
+    if !segment.contains('%') {
+        return Cow::Borrowed(segment);
+    }
+    Cow::Owned(percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned())
+}
+
+/// What ActiveRecord finds for `Status.find(param)`: Ruby's `String#to_i` (leading
+/// whitespace, an optional sign, digits with single underscores between them, anything
+/// after ignored), in canonical decimal. `None` where no status can match (no digits,
+/// zero, negative, or beyond a bigint).
+pub fn status_id_of(param: &str) -> Option<String> {
+    let s = param.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+    let (negative, s) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let mut value: i64 = 0;
+    let mut digits = 0usize;
+    let mut after_underscore = false;
+    for b in s.bytes() {
+        match b {
+            b'0'..=b'9' => {
+                value = value.checked_mul(10)?.checked_add(i64::from(b - b'0'))?;
+                digits += 1;
+                after_underscore = false;
+            }
+            b'_' if digits > 0 && !after_underscore => after_underscore = true,
+            _ => break,
+        }
+    }
+    (digits > 0 && !negative && value > 0).then(|| value.to_string())
+}
+
 /// A classified request: the class plus what a stage would otherwise re-parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub class: RouteClass,
-    /// The status id, for `StatusRead` and for edits (`PUT /api/v1/statuses/:id`) and
-    /// status actions (`/api/v1/statuses/:id/pin`, ...).
+    /// The path as the instance reads it. Stages match on this, never on the raw URI.
+    pub path: CanonicalPath,
+    /// The status a request names, in canonical decimal: reads, edits, deletions and every
+    /// per-status sub-resource (`/context`, `/favourite`, `/embed`, `/activity`, ...) of
+    /// `/api/v1/statuses/:id`, `/users/NAME/statuses/:id` and `/@NAME/:id`.
     pub status_id: Option<String>,
-    /// The account name of `/users/NAME/inbox`, `/users/NAME/...`, `/@NAME/...`.
+    /// The segment after the status id (`context`, `favourite`, `embed`, `activity`,
+    /// `replies`, ...), when there is one.
+    pub status_action: Option<String>,
+    /// The local account a path names (`/users/NAME/...`, `/@NAME/...`), lower-cased:
+    /// Mastodon looks local usernames up case-insensitively.
     pub account: Option<String>,
 }
 
 impl Route {
-    pub fn classify(method: &Method, path: &str) -> Route {
-        // Classification runs on every request: read the first segments into a fixed array
-        // instead of allocating. No route this table knows has more than five.
-        let mut first = [""; 6];
+    pub fn classify(method: &Method, raw_path: &str) -> Route {
+        let path = CanonicalPath::new(raw_path);
+        let mut seg = [""; 6];
         let mut count = 0;
-        for (i, s) in path.trim_start_matches('/').split('/').enumerate() {
-            if let Some(slot) = first.get_mut(i) {
-                *slot = s;
-            }
-            count = i + 1;
+        for (slot, s) in seg.iter_mut().zip(path.segments()) {
+            *slot = s;
+            count += 1;
         }
-        let seg = |i: usize| first.get(i).copied().filter(|s| !s.is_empty());
-        let mut route = Route { class: RouteClass::Web, status_id: None, account: None };
+        if path.segments().nth(seg.len()).is_some() {
+            count = seg.len() + 1;
+        }
+        let at = |i: usize| seg.get(i).copied().filter(|s| !s.is_empty());
         let is_get = method == Method::GET || method == Method::HEAD;
+        let is_post = method == Method::POST;
 
-        route.class = match (seg(0), seg(1), seg(2)) {
+        let mut status_param: Option<&str> = None;
+        let mut status_action: Option<&str> = None;
+        let mut account: Option<&str> = None;
+        let class = match (at(0), at(1), at(2)) {
             (Some("api"), Some("v1"), Some("streaming")) => RouteClass::Streaming,
-            (Some("inbox"), None, _) if method == Method::POST => RouteClass::Inbox,
-            (Some("users"), Some(name), Some("inbox")) if method == Method::POST && count == 3 => {
-                route.account = Some(name.to_owned());
+            (Some("inbox"), None, _) if is_post => RouteClass::Inbox,
+            (Some("actor"), Some("inbox"), None) if is_post => RouteClass::Inbox,
+            (Some("users"), Some(name), Some("inbox")) if is_post && count == 3 => {
+                account = Some(name);
                 RouteClass::Inbox
             }
             (Some("users"), Some(name), rest) => {
-                route.account = Some(name.to_owned());
+                account = Some(name);
                 if rest == Some("statuses")
-                    && let Some(id) = seg(3)
+                    && let Some(id) = at(3)
                 {
-                    route.status_id = Some(id.to_owned());
+                    status_param = Some(id);
+                    status_action = at(4);
                     if is_get && count == 4 { RouteClass::StatusRead } else { RouteClass::ActivityPubObject }
                 } else {
                     RouteClass::ActivityPubObject
                 }
             }
-            (Some(at), id, None) if at.starts_with('@') && at.len() > 1 => {
-                route.account = Some(at[1..].to_owned());
-                match id {
-                    Some(id) if is_get && id.bytes().all(|b| b.is_ascii_digit()) => {
-                        route.status_id = Some(id.to_owned());
-                        RouteClass::StatusRead
+            (Some(handle), id, rest) if handle.len() > 1 && handle.starts_with('@') => {
+                account = Some(&handle[1..]);
+                match (id, rest) {
+                    // `/@alice/media`, `/@alice/with_replies`, `/@alice/tagged/x` are
+                    // profile tabs; anything else in that place is a status id.
+                    (Some("media" | "with_replies" | "tagged" | "featured" | "followers" | "following"), _) => {
+                        RouteClass::Web
                     }
-                    _ => RouteClass::Web,
+                    // `/@alice/:id` and `/@alice/:id/embed` both show the status.
+                    (Some(id), rest) => {
+                        status_param = Some(id);
+                        status_action = rest;
+                        if is_get { RouteClass::StatusRead } else { RouteClass::Web }
+                    }
+                    (None, _) => RouteClass::Web,
                 }
             }
             (Some("api"), Some("v1"), Some("statuses")) => {
-                route.status_id = seg(3).map(str::to_owned);
-                match (seg(3), seg(4)) {
-                    (None, _) if method == Method::POST => RouteClass::StatusCreate,
+                status_param = at(3);
+                status_action = at(4);
+                match (at(3), at(4)) {
+                    (None, _) if is_post => RouteClass::StatusCreate,
                     (Some(_), None) if method == Method::PUT => RouteClass::StatusCreate,
                     (Some(_), None) if is_get => RouteClass::StatusRead,
                     _ => RouteClass::Api,
                 }
             }
             (Some("api"), Some("v1" | "v2"), Some("media")) => RouteClass::MediaUpload,
-            (Some("api"), Some("v1"), Some("accounts")) if seg(3) == Some("update_credentials") => {
+            (Some("api"), Some("v1"), Some("accounts")) if at(3) == Some("update_credentials") => {
                 RouteClass::MediaUpload
             }
-            (Some("api"), Some("v1"), Some("accounts")) if seg(3).is_none() && method == Method::POST => {
-                RouteClass::Auth
-            }
-            (Some("api"), Some("v1"), Some("apps")) => RouteClass::Auth,
-            (Some("api"), Some("v1"), Some("emails")) => RouteClass::Auth,
+            (Some("api"), Some("v1"), Some("accounts")) if at(3).is_none() && is_post => RouteClass::Auth,
+            (Some("api"), Some("v1"), Some("apps" | "emails")) => RouteClass::Auth,
             (Some("api"), _, _) => RouteClass::Api,
             (Some("oauth" | "auth"), _, _) => RouteClass::Auth,
-            (Some("settings"), Some("profile"), None) if !is_get => RouteClass::MediaUpload,
+            (Some("settings"), Some("profile"), _) if !is_get => RouteClass::MediaUpload,
             (Some("admin"), Some("custom_emojis"), _) if !is_get => RouteClass::MediaUpload,
             _ => RouteClass::Web,
         };
-        route
+        let status_id = status_param.and_then(status_id_of);
+        Route {
+            class,
+            status_action: status_id.as_ref().and(status_action).map(str::to_owned),
+            status_id,
+            account: account.map(str::to_lowercase),
+            path,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn class(method: Method, path: &str) -> RouteClass {
@@ -166,10 +301,37 @@ mod tests {
     fn federation_routes() {
         assert_eq!(class(Method::POST, "/inbox"), RouteClass::Inbox);
         assert_eq!(class(Method::POST, "/users/alice/inbox"), RouteClass::Inbox);
+        assert_eq!(class(Method::POST, "/actor/inbox"), RouteClass::Inbox);
         assert_eq!(Route::classify(&Method::POST, "/users/alice/inbox").account.as_deref(), Some("alice"));
         assert_eq!(class(Method::GET, "/users/alice"), RouteClass::ActivityPubObject);
         assert_eq!(class(Method::GET, "/users/alice/outbox"), RouteClass::ActivityPubObject);
         assert_eq!(class(Method::GET, "/inbox"), RouteClass::Web);
+    }
+
+    /// Every spelling Rails routes to an inbox gets inbox treatment (signature checks,
+    /// the wave shield, the 1 MiB cap).
+    #[test]
+    fn inbox_spellings() {
+        for path in [
+            "/users/alice/inbox/",
+            "/users/alice//inbox",
+            "//users/alice/inbox",
+            "/users/alice/inbox.json",
+            "/users/alice/inbox.JSON",
+            "/users/%61lice/inbox",
+            "/users/ALICE/inbox",
+            "/users/alice/%69nbox",
+            "/inbox.json",
+            "/inbox/",
+            "//inbox//",
+            "/actor/inbox.json",
+        ] {
+            let route = Route::classify(&Method::POST, path);
+            assert_eq!(route.class, RouteClass::Inbox, "{path}");
+            if path.contains("users") {
+                assert_eq!(route.account.as_deref(), Some("alice"), "{path}");
+            }
+        }
     }
 
     #[test]
@@ -179,29 +341,110 @@ mod tests {
         let r = Route::classify(&Method::GET, "/users/alice/statuses/109");
         assert_eq!((r.class, r.status_id.as_deref()), (RouteClass::StatusRead, Some("109")));
         let r = Route::classify(&Method::GET, "/users/alice/statuses/109/activity");
-        assert_eq!((r.class, r.status_id.as_deref()), (RouteClass::ActivityPubObject, Some("109")));
+        assert_eq!(
+            (r.class, r.status_id.as_deref(), r.status_action.as_deref()),
+            (RouteClass::ActivityPubObject, Some("109"), Some("activity"))
+        );
         let r = Route::classify(&Method::GET, "/@alice/109");
         assert_eq!(
             (r.class, r.status_id.as_deref(), r.account.as_deref()),
             (RouteClass::StatusRead, Some("109"), Some("alice"))
         );
+        let r = Route::classify(&Method::GET, "/@alice/109/embed");
+        assert_eq!((r.status_id.as_deref(), r.status_action.as_deref()), (Some("109"), Some("embed")));
         assert_eq!(class(Method::POST, "/api/v1/statuses"), RouteClass::StatusCreate);
+        assert_eq!(class(Method::POST, "/api/v1/statuses.json"), RouteClass::StatusCreate);
+        assert_eq!(class(Method::POST, "/api/v1/statuses/"), RouteClass::StatusCreate);
         assert_eq!(class(Method::PUT, "/api/v1/statuses/5"), RouteClass::StatusCreate);
         let r = Route::classify(&Method::POST, "/api/v1/statuses/5/pin");
-        assert_eq!((r.class, r.status_id.as_deref()), (RouteClass::Api, Some("5")));
+        assert_eq!(
+            (r.class, r.status_id.as_deref(), r.status_action.as_deref()),
+            (RouteClass::Api, Some("5"), Some("pin"))
+        );
+        let r = Route::classify(&Method::GET, "/api/v1/statuses/5/context.json");
+        assert_eq!((r.status_id.as_deref(), r.status_action.as_deref()), (Some("5"), Some("context")));
         assert_eq!(class(Method::GET, "/@alice"), RouteClass::Web);
+        assert_eq!(Route::classify(&Method::GET, "/@alice/media").status_id, None);
+        assert_eq!(Route::classify(&Method::GET, "/@alice/tagged/x").status_id, None);
+    }
+
+    /// Each spelling ActiveRecord reads as status 123 names status 123.
+    #[test]
+    fn status_id_spellings() {
+        for path in [
+            "/api/v1/statuses/123",
+            "/api/v1/statuses/123.json",
+            "/api/v1/statuses/123/",
+            "/api/v1/statuses/%31%32%33",
+            "/api/v1/statuses/0123",
+            "/api/v1/statuses/000123",
+            "/api/v1/statuses/123-x",
+            "/api/v1/statuses/123%2Fx",
+            "/api/v1/statuses/123%2Ejson",
+            "/api/v1/statuses/1_2_3",
+            "/api/v1/statuses/+123",
+            "/api/v1/statuses/%20123",
+            "/api//v1/statuses/123",
+            "//api/v1//statuses///123//",
+            "/users/alice/statuses/123.json",
+            "/users/alice/statuses/0123",
+            "/@alice/123.json",
+            "/@alice/0123",
+            "/@Alice/123",
+        ] {
+            let r = Route::classify(&Method::GET, path);
+            assert_eq!(r.status_id.as_deref(), Some("123"), "{path}");
+            assert_eq!(r.class, RouteClass::StatusRead, "{path}");
+        }
+        let r = Route::classify(&Method::GET, "/@alice/0123/embed");
+        assert_eq!(r.status_id.as_deref(), Some("123"));
+    }
+
+    #[test]
+    fn ruby_to_i() {
+        assert_eq!(status_id_of("42"), Some("42".into()));
+        assert_eq!(status_id_of("  \t42abc"), Some("42".into()));
+        assert_eq!(status_id_of("4_2"), Some("42".into()));
+        assert_eq!(status_id_of("4__2"), Some("4".into()));
+        assert_eq!(status_id_of("_42"), None);
+        assert_eq!(status_id_of("-42"), None);
+        assert_eq!(status_id_of("0"), None);
+        assert_eq!(status_id_of("abc"), None);
+        assert_eq!(status_id_of(""), None);
+        assert_eq!(status_id_of("99999999999999999999"), None);
+        assert_eq!(status_id_of("109876543210987654"), Some("109876543210987654".into()));
+    }
+
+    #[test]
+    fn canonical_path() {
+        let p = CanonicalPath::new("//api/v1//statuses/%31/context.json/");
+        assert_eq!(p.as_str(), "/api/v1/statuses/1/context");
+        assert_eq!(p.format(), Some("json"));
+        assert_eq!(CanonicalPath::new("").as_str(), "/");
+        assert_eq!(CanonicalPath::new("///").as_str(), "/");
+        assert_eq!(CanonicalPath::new("/a%2Fb/c").segments().collect::<Vec<_>>(), ["a%2Fb", "c"]);
+        assert_eq!(CanonicalPath::new("/@alice.rss").format(), Some("rss"));
+        assert_eq!(CanonicalPath::new("/.well-known/webfinger").as_str(), "/.well-known/webfinger");
     }
 
     #[test]
     fn client_routes() {
         assert_eq!(class(Method::GET, "/api/v1/streaming"), RouteClass::Streaming);
         assert_eq!(class(Method::GET, "/api/v1/streaming/user"), RouteClass::Streaming);
+        assert_eq!(class(Method::GET, "/api//v1/streaming/"), RouteClass::Streaming);
         assert_eq!(class(Method::POST, "/api/v2/media"), RouteClass::MediaUpload);
+        assert_eq!(class(Method::POST, "/api/v2/media.json"), RouteClass::MediaUpload);
+        assert_eq!(class(Method::POST, "/api/v2//media/"), RouteClass::MediaUpload);
         assert_eq!(class(Method::PUT, "/api/v1/media/7"), RouteClass::MediaUpload);
         assert_eq!(class(Method::PATCH, "/api/v1/accounts/update_credentials"), RouteClass::MediaUpload);
+        assert_eq!(class(Method::PATCH, "/api/v1/accounts/update_credentials.json"), RouteClass::MediaUpload);
+        assert_eq!(class(Method::POST, "/settings/profile/"), RouteClass::MediaUpload);
         assert_eq!(class(Method::POST, "/api/v1/accounts"), RouteClass::Auth);
+        assert_eq!(class(Method::POST, "/api/v1/accounts.json"), RouteClass::Auth);
+        assert_eq!(class(Method::POST, "/api/v1/accounts/"), RouteClass::Auth);
         assert_eq!(class(Method::POST, "/api/v1/apps"), RouteClass::Auth);
         assert_eq!(class(Method::POST, "/oauth/token"), RouteClass::Auth);
+        assert_eq!(class(Method::POST, "/oauth//token.json"), RouteClass::Auth);
         assert_eq!(class(Method::POST, "/auth/sign_in"), RouteClass::Auth);
         assert_eq!(class(Method::GET, "/api/v1/timelines/home"), RouteClass::Api);
         assert_eq!(class(Method::GET, "/"), RouteClass::Web);
