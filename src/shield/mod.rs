@@ -403,7 +403,7 @@ impl Shield {
         Ok(Arc::new(Shield {
             hasher: KeyHasher::default(),
             verifier: Verifier::new(fetcher, cfg.key_cache_entries, cfg.key_cache_ttl.get()),
-            seen_signatures: moka::sync::Cache::builder().max_capacity(200_000).time_to_live(REPLAY_MEMORY).build(),
+            seen_signatures: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(REPLAY_MEMORY).build(),
             waves: WaveDetector::new(cfg.wave_accounts, sender_memory(&policy), max_shield),
             familiar: Familiarity {
                 cache: moka::sync::Cache::new(cfg.familiar_cache),
@@ -1111,7 +1111,7 @@ impl AdminHandler for ShieldAdmin {
                     }
                 }
                 (&Method::POST, ["lift", account]) => {
-                    self.0.waves.lift(&account.to_ascii_lowercase());
+                    self.0.waves.lift(&account.to_ascii_lowercase(), Instant::now());
                     json(StatusCode::OK, serde_json::json!({ "lifted": account }))
                 }
                 _ => json_error(StatusCode::NOT_FOUND, "no such shield endpoint"),

@@ -146,6 +146,11 @@ impl SignedBy {
 
 /// Reads the signature headers as Mastodon reads them.
 pub fn parse(headers: &HeaderMap) -> Result<SignedBy, Rejection> {
+    // Rack joins repeated headers into one value, which Mastodon then parses as a whole;
+    // pavise does not guess which of several signatures the instance would end up with.
+    if ["signature", "signature-input"].iter().any(|h| headers.get_all(*h).iter().nth(1).is_some()) {
+        return Err(Rejection::Malformed);
+    }
     let text = |name: &str| headers.get(name).map(|v| v.to_str().map_err(|_| Rejection::Malformed));
     if let Some(input) = text("signature-input") {
         let sig = text("signature").ok_or(Rejection::Malformed)??;

@@ -76,6 +76,9 @@ struct Window {
     members: HashSet<u64>,
     /// The domains seen, for the report (at most 255 names; more count as one "other").
     domains: Vec<Box<str>>,
+    /// When the admin lifted the shield: actors first seen before then still count as
+    /// known (their retries add nothing) but no longer toward the window.
+    lifted_at: Option<u32>,
 }
 
 impl Window {
@@ -169,7 +172,11 @@ impl WaveDetector {
             let domain = w.domain_index(domain);
             w.order.push_back(Entry { first: now_s, sender, domain });
             w.members.insert(sender);
-            w.order.len() - w.order.partition_point(|e| now_s.saturating_sub(e.first) >= window_s)
+            let lifted_at = w.lifted_at;
+            w.order.len()
+                - w.order.partition_point(|e| {
+                    now_s.saturating_sub(e.first) >= window_s || lifted_at.is_some_and(|l| e.first <= l)
+                })
         };
         if count <= p.distinct {
             return Observed::Calm;
@@ -256,10 +263,13 @@ impl WaveDetector {
         out
     }
 
-    /// Ends a shield now (admin action, or a test).
-    pub fn lift(&self, account: &str) {
+    /// Ends a shield now (admin action). The actors already counted stay known, so their
+    /// retries do not raise it again at once; new actors start a new count.
+    pub fn lift(&self, account: &str, now: Instant) {
         self.shields.invalidate(account);
-        self.windows.invalidate(account);
+        if let Some(win) = self.windows.get(account) {
+            win.lock().unwrap_or_else(|e| e.into_inner()).lifted_at = Some(self.secs(now));
+        }
     }
 
     /// Entries held, for the memory test and metrics.
@@ -368,6 +378,28 @@ mod tests {
         }
         assert_eq!(d.observe("alice", 50, "r.example", t, &p), Observed::Extended);
         assert_eq!(d.shield_until("alice", t0), Some(t + p.shield_for));
+    }
+
+    #[test]
+    fn after_a_lift_the_known_actors_do_not_raise_it_again() {
+        let d = detector();
+        let t0 = Instant::now();
+        let p = params(600, 3, 600, 86_400);
+        for sender in 0..10 {
+            d.observe("alice", sender, "r.example", t0, &p);
+        }
+        assert!(d.shield_until("alice", t0).is_some());
+        let t1 = t0 + Duration::from_secs(5);
+        d.lift("alice", t1);
+        assert!(d.shield_until("alice", t1).is_none());
+        let t2 = t1 + Duration::from_secs(1);
+        for sender in 0..10 {
+            assert_eq!(d.observe("alice", sender, "r.example", t2, &p), Observed::Calm, "a retry");
+        }
+        for sender in 100..103 {
+            assert_eq!(d.observe("alice", sender, "r.example", t2, &p), Observed::Calm);
+        }
+        assert_eq!(d.observe("alice", 103, "r.example", t2, &p), Observed::ShieldRaised, "a new wave");
     }
 
     #[test]

@@ -167,6 +167,11 @@ fn what_mastodon_refuses_is_not_read() {
         h.insert("signature", s.parse().unwrap());
         assert_eq!(parse(&h), Err(Rejection::Malformed), "{s}");
     }
+    // Two signatures: which one the instance ends up with is Rack's business, not a guess.
+    let mut h = HeaderMap::new();
+    h.append("signature", "keyId=\"https://r.example/u#k\",signature=\"AA==\"".parse().unwrap());
+    h.append("signature", "keyId=\"https://s.example/u#k\",signature=\"AA==\"".parse().unwrap());
+    assert_eq!(parse(&h), Err(Rejection::Malformed));
     // Mastodon reads `Signature` only, not `Authorization: Signature ...`.
     let mut h = HeaderMap::new();
     h.insert("authorization", "Signature keyId=\"https://r.example/u#k\",signature=\"AA==\"".parse().unwrap());
