@@ -89,7 +89,8 @@ impl Follows {
     /// it was read during the current shield. `host` is the instance's `Host`. Returns the
     /// task (tests wait on it).
     pub fn learn_from_instance(self: &Arc<Self>, account: &str, host: &str) -> Option<tokio::task::JoinHandle<()>> {
-        if self.read_recently.contains_key(account) {
+        // An id the instance would not name (`#ID`) has no collection pavise can ask for.
+        if account.starts_with('#') || self.read_recently.contains_key(account) {
             return None;
         }
         self.read_recently.insert(account.to_owned(), ());
