@@ -17,7 +17,7 @@ use pavise::{
     shield::{
         limiter::{KeyHasher, Limiter},
         policy::{KeyKind, LimitRule},
-        wave::WaveDetector,
+        wave::{WaveDetector, WaveParams},
     },
 };
 
@@ -111,20 +111,20 @@ fn main() {
 
     // The wave detector under a million fresh senders on 10,000 accounts.
     let before = rss_bytes();
-    let waves = WaveDetector::new(10_000, std::time::Duration::from_secs(7200));
+    let waves =
+        WaveDetector::new(10_000, std::time::Duration::from_secs(7 * 86_400), std::time::Duration::from_secs(7200));
+    let params = WaveParams {
+        window: std::time::Duration::from_secs(600),
+        distinct: 20,
+        shield_for: std::time::Duration::from_secs(7200),
+        memory: std::time::Duration::from_secs(7 * 86_400),
+    };
     let now = Instant::now();
     let started = Instant::now();
     let names: Vec<String> = (0..10_000).map(|i| format!("victim{i}")).collect();
     for i in 0..keys {
         let account = &names[(i % 10_000) as usize];
-        black_box(waves.observe(
-            account,
-            i,
-            now,
-            std::time::Duration::from_secs(600),
-            20,
-            std::time::Duration::from_secs(7200),
-        ));
+        black_box(waves.observe(account, i, "remote.example", now, &params));
     }
     let obs_rate = rate(keys, started);
     let (windows, shields) = waves.entries();

@@ -456,6 +456,7 @@ impl Config {
         {
             return Err(invalid("egress.proxy_auth", "write \"user:password\""));
         }
+        file.shield.validate(file.egress.mode).map_err(|(key, message)| invalid(key, message))?;
         if let Some(path) = &file.egress.tor.arti_config
             && !path.is_file()
         {
@@ -591,6 +592,24 @@ mod tests {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text} → {e}");
         }
+    }
+
+    #[test]
+    fn direct_key_fetches_need_direct_egress() {
+        // Under Tor egress a direct key fetch would reveal the server's address.
+        let e = parse("[shield]\nkey_fetch = \"direct\"\n").unwrap_err().to_string();
+        assert!(e.contains("shield.key_fetch") && e.contains("tor"), "{e}");
+        // The CLI's --egress-mode counts, in both directions.
+        let file = Config::parse_file(Path::new("t.toml"), "[shield]\nkey_fetch = \"direct\"\n").unwrap();
+        let direct = Overrides { egress_mode: Some(EgressMode::Direct), ..Overrides::default() };
+        assert!(Config::validate(file, &direct, None).is_ok());
+        let file =
+            Config::parse_file(Path::new("t.toml"), "[egress]\nmode = \"direct\"\n[shield]\nkey_fetch = \"direct\"\n")
+                .unwrap();
+        let tor = Overrides { egress_mode: Some(EgressMode::Tor), ..Overrides::default() };
+        assert!(Config::validate(file, &tor, None).is_err());
+        let e = parse("[shield]\nkey_fetch_allow_private = true\n").unwrap_err().to_string();
+        assert!(e.contains("shield.key_fetch_allow_private"), "{e}");
     }
 
     #[test]

@@ -3,25 +3,42 @@
 //!
 //! - [`policy`]: `[[limit]]` and `[wave]` from `policies/*.toml`;
 //! - [`limiter`]: governor GCRA limiters with a hard memory cap;
-//! - [`signature`]: who signed a federation delivery, verified against the actor's key;
-//! - [`wave`]: mentions of local accounts, the per-account wave detector;
-//! - [`follows`]: whom local members follow (their chosen senders are never deferred);
-//! - [`quarantine`]: store-and-forward for senders that give up quickly.
+//! - [`signature`]: who signed a federation delivery, verified as the instance verifies it;
+//! - [`keys`]: a signer's key, fetched from its owner through the egress proxy;
+//! - [`mention`]: whom a delivery addresses, read as the instance reads it;
+//! - [`accounts`]: numeric account ids to usernames, asking the instance;
+//! - [`wave`]: the per-account wave detector;
+//! - [`follows`]: whom local members follow, as the instance lists it;
+//! - [`quarantine`]: sealed store-and-forward for senders that give up quickly;
+//! - [`instance`]: the shield's own reads of the instance.
 //!
-//! Durable state (first-seen senders, follows, held deliveries) goes through [`crate::store::ShieldStore`].
+//! A shield holds back a member's real mail too, so it must never become a weapon against
+//! the member: only deliveries the instance would accept as signed by their actor count
+//! toward a wave, a domain's budget, familiarity or follows. Everything else (unsigned,
+//! forged, stale, with a body its digest does not cover, replayed, signed by one actor
+//! for another's activity) is limited under the connecting client's pseudonym, is still
+//! held back by a shield that real actors raised, and never raises, extends or prolongs
+//! one. Follows are believed from the instance only.
+//!
+//! Durable state (first-seen senders, sealed held deliveries) goes through
+//! [`crate::store::ShieldStore`].
 //!
 //! What a request gets:
 //! - over a `[[limit]]`: 429 with `Retry-After` and Mastodon's `X-RateLimit-*` headers;
 //! - an inbox delivery from an unfamiliar sender to a shielded account (or a hellthread):
 //!   `action = "defer"` → 429 (Mastodon, Akkoma and Misskey retry for a day or more with
-//!   fresh signatures), or 202 + quarantine for senders whose User-Agent says they give
-//!   up within minutes (GoToSocial); `action = "reject"` → 403;
+//!   fresh signatures), or 202 + quarantine for verified senders whose User-Agent says
+//!   they give up within minutes (GoToSocial); `action = "reject"` → 403;
 //! - everything else passes untouched. Non-inbox routes cost a few hash lookups and no
-//!   allocation; only inbox deliveries are buffered (≤ 1 MB, Mastodon's own cap) and
-//!   forwarded as the very same bytes.
+//!   allocation; inbox deliveries are buffered (≤ 1 MiB, Mastodon's own cap) — the
+//!   signature's digest covers the body — and forwarded as the very same bytes.
 
+pub mod accounts;
 pub mod follows;
+pub mod instance;
+pub mod keys;
 pub mod limiter;
+pub mod mention;
 pub mod policy;
 pub mod quarantine;
 pub mod signature;
@@ -33,9 +50,9 @@ use std::{
     path::PathBuf,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use bytes::Bytes;
@@ -44,12 +61,16 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use self::{
+    accounts::LocalAccounts,
     follows::Follows,
+    instance::InstanceReader,
+    keys::KeyFetcher,
     limiter::{Denied, KeyHasher, Limiter},
+    mention::{InboxPath, LocalHosts, LocalRef},
     policy::{KeyKind, ShieldPolicy, WaveAction},
-    quarantine::{Quarantine, Replay},
-    signature::{KeyFetcher, Signed, Verdict, Verifier},
-    wave::WaveDetector,
+    quarantine::{Hold, Quarantine, Replay},
+    signature::{Rejection, SignedBy, Verdict, Verifier},
+    wave::{WaveDetector, WaveParams},
 };
 use crate::{
     admin::{AdminHandler, Reload, json},
@@ -71,6 +92,8 @@ pub enum ShieldError {
     Fetch(String),
     #[error("shield store: {0}")]
     Store(String),
+    #[error("the quarantine's seal: {0}")]
+    Seal(String),
 }
 
 /// How actor keys are fetched.
@@ -79,7 +102,8 @@ pub enum ShieldError {
 pub enum KeyFetchMode {
     /// Through the egress proxy (`egress.listen`, Tor): the default.
     Egress,
-    /// Straight to the actor's server (development, tests): reveals this server's address.
+    /// Straight to the actor's server (development, tests): reveals this server's address,
+    /// so it is refused unless `egress.mode = "direct"` as well.
     Direct,
 }
 
@@ -99,11 +123,13 @@ pub struct ShieldConfig {
     pub key_cache_entries: u64,
     /// Local accounts with a live wave window at once (memory cap).
     pub wave_accounts: u64,
-    /// First-seen records (and follow answers) kept in memory in front of the store.
+    /// First-seen records kept in memory in front of the store.
     pub familiar_cache: u64,
     /// When a shield goes up over a member, read the member's public `following`
     /// collection from the instance, so accounts they follow keep reaching them.
     pub learn_following: bool,
+    /// Held deliveries (sealed, in the store) at most; past it, deferred with 429.
+    pub max_held: usize,
     /// How often limiters are trimmed, first-seen records written, the quarantine checked.
     pub housekeeping: Span,
 }
@@ -121,10 +147,46 @@ impl Default for ShieldConfig {
             wave_accounts: 10_000,
             familiar_cache: 100_000,
             learn_following: true,
+            max_held: 1000,
             housekeeping: Span::secs(10),
         }
     }
 }
+
+impl ShieldConfig {
+    /// `key_fetch = "direct"` fetches keys from this server's own address: with Tor egress
+    /// that would reveal what Tor hides, to anyone who sends a delivery.
+    /// Errors name the key at fault.
+    pub fn validate(&self, egress: crate::config::EgressMode) -> Result<(), (&'static str, String)> {
+        if self.key_fetch == KeyFetchMode::Direct && egress == crate::config::EgressMode::Tor {
+            return Err((
+                "shield.key_fetch",
+                "\"direct\" fetches actor keys from this server's own address, which egress.mode = \"tor\" \
+                        hides: any delivery could make the server reveal it. Use key_fetch = \"egress\" \
+                        (development setups may use direct only with egress.mode = \"direct\")"
+                    .into(),
+            ));
+        }
+        if self.key_fetch_allow_private && self.key_fetch != KeyFetchMode::Direct {
+            return Err((
+                "shield.key_fetch_allow_private",
+                "key_fetch_allow_private only applies to key_fetch = \"direct\" (the egress proxy has its \
+                        own guard, egress.allow_hosts)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Mastodon's inbox cap (`ActivityPub::Activity::MAX_JSON_SIZE`): a delivery the route
+/// table did not classify as one is capped here.
+const MAX_DELIVERY: usize = 1 << 20;
+/// Numeric account ids looked up per delivery at most; the rest count as `#ID`.
+const MAX_ID_LOOKUPS: usize = 8;
+/// How long a seen signature is remembered as a replay: the longest window Mastodon
+/// accepts (12 h after `created`, an hour of skew either side).
+const REPLAY_MEMORY: Duration = Duration::from_secs(14 * 3600);
 
 /// The policies in force, with their limiters, indexed by route class.
 struct Active {
@@ -148,6 +210,23 @@ impl Active {
         }
         Active { policy, limiters, by_route, needs_signer }
     }
+
+    fn wave_params(&self) -> WaveParams {
+        let w = &self.policy.wave;
+        WaveParams {
+            window: w.window,
+            distinct: w.distinct_senders,
+            shield_for: w.shield_for,
+            memory: sender_memory(&self.policy),
+        }
+    }
+}
+
+/// How long an account remembers an actor that mentioned it: until the actor would be
+/// familiar anyway, so no actor ever counts twice toward one account's waves.
+fn sender_memory(policy: &ShieldPolicy) -> Duration {
+    let w = &policy.wave;
+    w.familiar_after.max(w.window + w.shield_for).max(Duration::from_secs(60))
 }
 
 /// Counters per remote domain and per target account, for `/admin/shield`.
@@ -167,12 +246,18 @@ struct Stats {
     held: AtomicU64,
     rejected: AtomicU64,
     verified: AtomicU64,
-    unverified: AtomicU64,
+    unverified: [AtomicU64; Rejection::ALL.len()],
     shields_raised: AtomicU64,
-    follows_learned: AtomicU64,
     followed_passed: AtomicU64,
     released: AtomicU64,
     kept: AtomicU64,
+    expired: AtomicU64,
+}
+
+impl Stats {
+    fn unverified_total(&self) -> u64 {
+        self.unverified.iter().map(|c| c.load(Relaxed)).sum()
+    }
 }
 
 /// First-seen times: a bounded cache in front of the store, writes batched.
@@ -230,10 +315,16 @@ pub struct Shield {
     active: RwLock<Arc<Active>>,
     hasher: KeyHasher,
     verifier: Verifier,
+    /// Signatures already seen (keyed hashes): the same signature again is a replay.
+    seen_signatures: moka::sync::Cache<u64, ()>,
     waves: WaveDetector,
     familiar: Familiarity,
     follows: Arc<Follows>,
+    accounts: LocalAccounts,
     quarantine: Quarantine,
+    durable: Arc<dyn ShieldStore>,
+    /// Whether the store's legacy (remote-taught) follows were forgotten this run.
+    forgot_legacy_follows: AtomicBool,
     stats: Stats,
     domains: moka::sync::Cache<String, Arc<Tally>>,
     targets: moka::sync::Cache<String, Arc<Tally>>,
@@ -250,7 +341,31 @@ mod ns {
     pub(super) const ACTOR: u8 = 4;
     pub(super) const UNVERIFIED: u8 = 5;
     pub(super) const SENDER: u8 = 6;
-    pub(super) const CLAIMED: u8 = 7;
+    pub(super) const SIGNATURE: u8 = 7;
+    pub(super) const BODY: u8 = 8;
+}
+
+/// One inbox delivery as the shield sees it, once read and verified.
+struct Delivery {
+    parts: http::request::Parts,
+    body: Bytes,
+    doc: Option<serde_json::Value>,
+    verdict: Verdict,
+    /// For the tallies: the verified domain, or what an unverified one claimed.
+    domain_label: String,
+}
+
+impl Delivery {
+    fn actor(&self) -> Option<&str> {
+        match &self.verdict {
+            Verdict::Verified { actor, .. } => Some(actor),
+            Verdict::Unverified(_) => None,
+        }
+    }
+
+    fn forward(self) -> Flow {
+        Flow::Continue(Request::from_parts(self.parts, crate::proxy::full(self.body)))
+    }
 }
 
 impl Shield {
@@ -261,40 +376,55 @@ impl Shield {
         fetcher: Option<Arc<dyn KeyFetcher>>,
     ) -> Result<Arc<Shield>, ShieldError> {
         let cfg = config.file.shield.clone();
+        cfg.validate(config.file.egress.mode).map_err(|(key, e)| ShieldError::Fetch(format!("{key}: {e}")))?;
         let policy = policy::load_dir(&config.file.policies)?;
         let fetcher: Arc<dyn KeyFetcher> = match fetcher {
             Some(f) => f,
             None => {
-                let proxy = (cfg.key_fetch == KeyFetchMode::Egress).then_some(config.file.egress.listen);
-                Arc::new(signature::HttpKeyFetcher::new(
-                    proxy,
+                let egress = cfg.key_fetch == KeyFetchMode::Egress;
+                if !egress {
+                    tracing::warn!(
+                        "shield.key_fetch = \"direct\": actor keys are fetched from this server's own address \
+                         (development only)"
+                    );
+                }
+                Arc::new(keys::HttpKeyFetcher::new(
+                    egress.then_some(config.file.egress.listen),
+                    config.file.egress.proxy_auth.as_deref().filter(|_| egress),
                     cfg.key_fetch_allow_private,
                     cfg.key_fetch_timeout.get(),
                 )?)
             }
         };
+        let sealer = crate::expiry::seal::Sealer::load_or_create(&config.file.expiry.key_file(&config.file.data_dir))
+            .map_err(|e| ShieldError::Seal(e.to_string()))?;
         let max_shield = policy.wave.shield_for.max(policy.wave.window).max(Duration::from_secs(60));
+        let reader = InstanceReader::new(config.upstream.authority.clone());
         Ok(Arc::new(Shield {
-            active: RwLock::new(Arc::new(Active::new(policy, cfg.max_keys))),
             hasher: KeyHasher::default(),
             verifier: Verifier::new(fetcher, cfg.key_cache_entries, cfg.key_cache_ttl.get()),
-            waves: WaveDetector::new(cfg.wave_accounts, max_shield),
+            seen_signatures: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(REPLAY_MEMORY).build(),
+            waves: WaveDetector::new(cfg.wave_accounts, sender_memory(&policy), max_shield),
             familiar: Familiarity {
                 cache: moka::sync::Cache::new(cfg.familiar_cache),
                 pending: std::sync::Mutex::new(Vec::new()),
                 durable: durable.clone(),
             },
-            follows: Arc::new(Follows::new(
+            follows: Arc::new(Follows::new(reader.clone(), cfg.wave_accounts, max_shield)),
+            accounts: LocalAccounts::new(reader, 10_000),
+            quarantine: Quarantine::new(
                 durable.clone(),
                 config.upstream.authority.clone(),
-                cfg.familiar_cache,
-                max_shield,
-            )),
-            quarantine: Quarantine::new(durable, config.upstream.authority.clone()),
+                Arc::new(sealer),
+                cfg.max_held,
+            ),
+            durable,
+            forgot_legacy_follows: AtomicBool::new(false),
             stats: Stats::default(),
             domains: moka::sync::Cache::new(10_000),
             targets: moka::sync::Cache::new(10_000),
             hellthreads: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(max_shield * 2).build(),
+            active: RwLock::new(Arc::new(Active::new(policy, cfg.max_keys))),
             policies_dir: config.file.policies.clone(),
             local_domain: config.file.local_domain.clone(),
             cfg,
@@ -315,11 +445,10 @@ impl Shield {
         &self,
         active: &Active,
         class: RouteClass,
-        req: &Request,
+        (method, path, headers): (&Method, &str, &http::HeaderMap),
         pseudonym: IpAddr,
         signer: Option<&Verdict>,
     ) -> Result<(), Denied> {
-        let (method, path, headers) = (req.method(), req.uri().path(), req.headers());
         for &i in &active.by_route[class.index()] {
             let Some(limiter) = active.limiters.get(i) else { continue };
             let rule = &limiter.rule;
@@ -348,137 +477,262 @@ impl Shield {
         Ok(())
     }
 
-    fn local_host<'a>(&'a self, ctx: &'a RequestCtx) -> &'a str {
+    /// The instance's own domain, for addressing it and for telling local URLs.
+    fn instance_host<'a>(&'a self, ctx: &'a RequestCtx) -> &'a str {
         self.local_domain.as_deref().or(ctx.host.as_deref()).unwrap_or("")
     }
 
-    async fn verify(&self, ctx: &RequestCtx, req: &Request) -> (Option<signature::SignedBy>, Verdict) {
-        let signed = signature::parse(req.headers());
-        let verdict = match &signed {
-            Some(by) => {
+    fn local_hosts(&self, ctx: &RequestCtx) -> LocalHosts {
+        LocalHosts::new(self.local_domain.iter().map(String::as_str).chain(ctx.host.as_deref()))
+    }
+
+    /// Verifies a request as the instance would: signature, window, digest, the key's
+    /// owner, that owner being the activity's actor, and no replay.
+    async fn verify(
+        &self,
+        ctx: &RequestCtx,
+        parts: &http::request::Parts,
+        body: &[u8],
+        doc: Option<&serde_json::Value>,
+    ) -> (Option<SignedBy>, Verdict) {
+        let verdict = match signature::parse(&parts.headers) {
+            Err(why) => return (None, self.count(Verdict::Unverified(why))),
+            Ok(by) => {
                 let host = ctx.host.as_deref().unwrap_or("");
                 // Federation is https end to end even when a TLS edge talks plain HTTP to us:
                 // RFC 9421 senders sign an https `@target-uri`.
-                let parts = Signed { method: req.method(), uri: req.uri(), headers: req.headers(), host, https: true };
-                self.verifier.verify(by, &parts).await
+                let signed = signature::Signed {
+                    method: &parts.method,
+                    uri: &parts.uri,
+                    headers: &parts.headers,
+                    host,
+                    https: true,
+                    body,
+                };
+                let verdict = self.verifier.verify(&by, &signed, SystemTime::now()).await;
+                (Some(by), verdict)
             }
-            None => Verdict::Unverified,
         };
-        match verdict {
-            Verdict::Verified { .. } => self.stats.verified.fetch_add(1, Relaxed),
-            Verdict::Unverified => self.stats.unverified.fetch_add(1, Relaxed),
+        let (by, verdict) = verdict;
+        let verdict = match verdict {
+            Verdict::Verified { actor, domain } => {
+                // Mastodon processes an activity as the signer's only when it names the
+                // signer as its actor (or names none); another actor's needs a Linked Data
+                // signature pavise does not check, so it proves nothing here.
+                let named = doc.and_then(|d| d.get("actor")).and_then(mention::id_of);
+                if named.is_some_and(|a| a != actor) {
+                    Verdict::Unverified(Rejection::ForeignActor)
+                } else if self.replayed(by.as_ref()) {
+                    Verdict::Unverified(Rejection::Replayed)
+                } else {
+                    Verdict::Verified { actor, domain }
+                }
+            }
+            other => other,
         };
-        (signed, verdict)
+        (by, self.count(verdict))
     }
 
-    async fn inbox(&self, ctx: &mut RequestCtx, req: Request, active: Arc<Active>) -> Result<Flow, ProxyError> {
-        let (signed, verdict) = self.verify(ctx, &req).await;
-        let domain = match (&verdict, &signed) {
+    /// Whether this very signature was seen before (and remembers it if not).
+    fn replayed(&self, by: Option<&SignedBy>) -> bool {
+        let Some(by) = by else { return false };
+        let sig = match &by.format {
+            signature::Format::Cavage { signature, .. } | signature::Format::Rfc9421 { signature, .. } => signature,
+        };
+        let key = self.hasher.hash(ns::SIGNATURE, (&by.key_id, sig));
+        let mut fresh = false;
+        self.seen_signatures.get_with(key, || fresh = true);
+        !fresh
+    }
+
+    fn count(&self, verdict: Verdict) -> Verdict {
+        match &verdict {
+            Verdict::Verified { .. } => self.stats.verified.fetch_add(1, Relaxed),
+            Verdict::Unverified(why) => self.stats.unverified[why.index()].fetch_add(1, Relaxed),
+        };
+        verdict
+    }
+
+    /// Reads and verifies one delivery; the body stays exactly as received.
+    async fn read_delivery(&self, ctx: &RequestCtx, req: Request) -> Result<Delivery, ProxyError> {
+        let (parts, mut body) = req.into_parts();
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| match e.downcast_ref::<crate::proxy::pipeline::BodyCapExceeded>() {
+                Some(cap) => ProxyError::BodyTooLarge { limit: cap.0 },
+                None => ProxyError::BadRequest(format!("reading the delivery: {e}")),
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > MAX_DELIVERY {
+                    return Err(ProxyError::BodyTooLarge { limit: MAX_DELIVERY as u64 });
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        let body = buf.freeze();
+        let doc = serde_json::from_slice::<serde_json::Value>(&body).ok();
+        let (by, verdict) = self.verify(ctx, &parts, &body, doc.as_ref()).await;
+        let domain_label = match (&verdict, &by) {
             (Verdict::Verified { domain, .. }, _) => domain.clone(),
             (_, Some(by)) => format!("{} (unverified)", by.domain),
             _ => "(unsigned)".to_owned(),
         };
-        if let Err(denied) = self.check_limits(&active, ctx.route.class, &req, ctx.pseudonym, Some(&verdict)) {
+        Ok(Delivery { parts, body, doc, verdict, domain_label })
+    }
+
+    /// The usernames a delivery addresses (numeric ids asked of the instance).
+    async fn addressed_accounts(&self, refs: &[LocalRef], host: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::with_capacity(refs.len());
+        let mut lookups = 0;
+        for r in refs {
+            let key = match r {
+                LocalRef::Name(name) => Some(name.clone()),
+                LocalRef::Id(id) if lookups >= MAX_ID_LOOKUPS => Some(accounts::unnamed(*id)),
+                LocalRef::Id(_) => {
+                    lookups += 1;
+                    self.accounts.key(r, host).await
+                }
+            };
+            if let Some(key) = key
+                && !out.contains(&key)
+            {
+                out.push(key);
+            }
+        }
+        out
+    }
+
+    async fn inbox(
+        &self,
+        ctx: &mut RequestCtx,
+        req: Request,
+        active: Arc<Active>,
+        inbox: InboxPath,
+    ) -> Result<Flow, ProxyError> {
+        let d = self.read_delivery(ctx, req).await?;
+        let request_parts = (&d.parts.method, d.parts.uri.path(), &d.parts.headers);
+        if let Err(denied) =
+            self.check_limits(&active, RouteClass::Inbox, request_parts, ctx.pseudonym, Some(&d.verdict))
+        {
             self.stats.limited.fetch_add(1, Relaxed);
-            Self::tally(&self.domains, &domain).limited.fetch_add(1, Relaxed);
+            Self::tally(&self.domains, &d.domain_label).limited.fetch_add(1, Relaxed);
             return Ok(Flow::Respond(too_many(&denied)));
         }
-        let now_ms = now_ms();
         let wave = &active.policy.wave;
-        let actor = match &verdict {
-            Verdict::Verified { actor, .. } => Some(actor.as_str()),
-            Verdict::Unverified => None,
-        };
         // Every verified delivery is remembered: that is what makes a sender familiar later.
-        let familiar = match actor {
+        let familiar = match d.actor() {
             Some(a) => {
-                now_ms.saturating_sub(self.familiar.first_seen(a, now_ms).await)
-                    >= wave.familiar_after.as_millis() as u64
+                let now = now_ms();
+                now.saturating_sub(self.familiar.first_seen(a, now).await) >= wave.familiar_after.as_millis() as u64
             }
             None => false,
         };
         if !wave.enabled || familiar {
             self.stats.passed.fetch_add(1, Relaxed);
-            return Ok(Flow::Continue(req));
+            return Ok(d.forward());
         }
 
-        // Read the (≤ 1 MB, capped by the pipeline) body once; forward those same bytes.
-        let (parts, body) = req.into_parts();
-        let bytes: Bytes = match body.collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) => {
-                return Err(match e.downcast_ref::<crate::proxy::pipeline::BodyCapExceeded>() {
-                    Some(cap) => ProxyError::BodyTooLarge { limit: cap.0 },
-                    None => ProxyError::BadRequest(format!("reading the delivery: {e}")),
-                });
-            }
-        };
-        if let Some(actor) = actor
-            && let Some(change) = follows::follow_answer(&bytes, actor, self.local_host(ctx))
+        let host = self.instance_host(ctx).to_owned();
+        let locals = self.local_hosts(ctx);
+        let mut addressed = d.doc.as_ref().map(|doc| mention::read(doc, &locals)).unwrap_or_default();
+        // A post delivered to a member's own inbox reaches the member whatever its
+        // addressing (Mastodon's `delivered_to_account_id` silent mention).
+        if let InboxPath::Personal(owner) = inbox
+            && d.doc.as_ref().is_some_and(mention::carries_a_post)
+            && !addressed.local.contains(&owner)
         {
-            match self.follows.record(vec![change]).await {
-                Ok(()) => _ = self.stats.follows_learned.fetch_add(1, Relaxed),
-                Err(e) => tracing::error!(error = %e, "could not record a follow"),
-            }
+            addressed.local.push(owner);
+            addressed.total += 1;
         }
-        let mut mentions = wave::mentions(&bytes, self.local_host(ctx));
-        // A member's own follows are familiar to that member: never counted, never deferred.
-        let mut followed_by_any = false;
-        if let Some(actor) = actor {
-            let mut strangers_to = Vec::with_capacity(mentions.local.len());
-            for account in std::mem::take(&mut mentions.local) {
-                if self.follows.follows(&account, actor).await {
-                    followed_by_any = true;
-                } else {
-                    strangers_to.push(account);
-                }
-            }
-            mentions.local = strangers_to;
-        }
+        let accounts = self.addressed_accounts(&addressed.local, &host).await;
         let now = Instant::now();
-        let hellthread = wave.hellthread > 0 && mentions.total > wave.hellthread && !followed_by_any && {
-            // The same activity comes back with every retry: defer it for `shield_for`
-            // from its first attempt, then let it through (the sender would give up).
-            let first = self.hellthreads.get_with(self.hasher.hash(ns::SENDER, &bytes[..]), || now);
-            now.saturating_duration_since(first) < wave.shield_for
-        };
-        if !mentions.local.is_empty() {
-            let sender = match (actor, &signed) {
-                (Some(a), _) => self.hasher.hash(ns::SENDER, a),
-                (None, Some(by)) => self.hasher.hash(ns::CLAIMED, &by.actor),
-                (None, None) => self.hasher.hash(ns::UNVERIFIED, ctx.pseudonym),
-            };
-            for account in &mentions.local {
-                let observed =
-                    self.waves.observe(account, sender, now, wave.window, wave.distinct_senders, wave.shield_for);
-                if observed == wave::Observed::ShieldRaised {
+        if let (Some(doc), Some(_)) = (&d.doc, d.actor())
+            && let Some(member) = follows::accept_hint(doc, &locals)
+            && self.waves.shield_until(&member, now).is_some()
+        {
+            // Only a hint: the instance's collection is read again, and only it is believed.
+            self.follows.hint(&member, &host);
+        }
+
+        // A member's own follows are wanted by that member: never counted, never deferred.
+        let mut followed_by_any = false;
+        let mut strangers_to = Vec::with_capacity(accounts.len());
+        for account in accounts {
+            if d.actor().is_some_and(|a| self.follows.follows(&account, a)) {
+                followed_by_any = true;
+            } else {
+                strangers_to.push(account);
+            }
+        }
+        if let Verdict::Verified { actor, domain } = &d.verdict {
+            let sender = self.hasher.hash(ns::SENDER, actor.as_str());
+            let params = active.wave_params();
+            for account in &strangers_to {
+                if self.waves.observe(account, sender, domain, now, &params) == wave::Observed::ShieldRaised {
                     self.stats.shields_raised.fetch_add(1, Relaxed);
                     if self.cfg.learn_following {
-                        self.follows.learn_from_instance(account, self.local_host(ctx));
+                        self.follows.learn_from_instance(account, &host);
                     }
                 }
             }
         }
-        let shielded: Vec<String> =
-            mentions.local.iter().filter(|a| self.waves.shield_until(a, now).is_some()).cloned().collect();
-        if shielded.is_empty() && !hellthread {
+        let mut targets: Vec<String> =
+            strangers_to.iter().filter(|a| self.waves.shield_until(a, now).is_some()).cloned().collect();
+        if addressed.opaque && targets.is_empty() {
+            // The instance will fetch the object and may find any member mentioned in it.
+            targets = self
+                .waves
+                .shielded(now)
+                .into_iter()
+                .filter(|a| !d.actor().is_some_and(|actor| self.follows.follows(a, actor)))
+                .collect();
+        }
+        let hellthread = wave.hellthread > 0 && addressed.total > wave.hellthread && !followed_by_any && {
+            // The same activity comes back with every retry: defer it for `shield_for`
+            // from its first attempt, then let it through (the sender would give up).
+            let first = self.hellthreads.get_with(self.hasher.hash(ns::BODY, &d.body[..]), || now);
+            now.saturating_duration_since(first) < wave.shield_for
+        };
+        if targets.is_empty() && !hellthread {
             if followed_by_any {
                 self.stats.followed_passed.fetch_add(1, Relaxed);
             }
             self.stats.passed.fetch_add(1, Relaxed);
-            return Ok(Flow::Continue(Request::from_parts(parts, crate::proxy::full(bytes))));
+            return Ok(d.forward());
         }
-        let targets = if shielded.is_empty() { mentions.local.clone() } else { shielded };
-        let short_retry = parts
+        if targets.is_empty() {
+            targets = strangers_to;
+        }
+        self.hold_back(ctx, d, targets, wave).await
+    }
+
+    /// Defers, holds or rejects a delivery addressed to shielded `targets`.
+    async fn hold_back(
+        &self,
+        ctx: &RequestCtx,
+        d: Delivery,
+        targets: Vec<String>,
+        wave: &policy::WavePolicy,
+    ) -> Result<Flow, ProxyError> {
+        let tally = |f: fn(&Tally) -> &AtomicU64| {
+            f(&Self::tally(&self.domains, &d.domain_label)).fetch_add(1, Relaxed);
+            for t in &targets {
+                f(&Self::tally(&self.targets, t)).fetch_add(1, Relaxed);
+            }
+        };
+        let short_retry = d
+            .parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ua| wave.is_short_retry(ua));
-        let tally = |f: fn(&Tally) -> &AtomicU64| {
-            f(&Self::tally(&self.domains, &domain)).fetch_add(1, Relaxed);
-            for t in &targets {
-                f(&Self::tally(&self.targets, t)).fetch_add(1, Relaxed);
+        let defer = || {
+            let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
+            let secs = wave.retry_after.as_secs().max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
+            resp
         };
         match wave.action {
             WaveAction::Reject => {
@@ -489,26 +743,28 @@ impl Shield {
                     "this account is not accepting mentions from new senders right now",
                 )))
             }
-            WaveAction::Defer if short_retry => {
-                let mut headers = parts.headers.clone();
+            // Only a verified delivery is worth a place in the store.
+            WaveAction::Defer if short_retry && d.verdict.is_verified() => {
+                let mut headers = d.parts.headers.clone();
                 crate::privacy::headers::strip_client_ip_and_geo(&mut headers);
                 crate::privacy::headers::set_forwarded(&mut headers, ctx.pseudonym, ctx.https, ctx.host.as_deref());
-                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-                let durable_domain = match &verdict {
-                    Verdict::Verified { domain, .. } => domain.clone(),
-                    Verdict::Unverified => domain.clone(),
-                };
+                let path = d.parts.uri.path_and_query().map_or("/", |p| p.as_str());
                 match self
                     .quarantine
-                    .hold(&parts.method, path, &headers, &bytes, &durable_domain, targets.clone())
+                    .hold(&d.parts.method, path, &headers, &d.body, &d.domain_label, targets.clone())
                     .await
                 {
-                    Ok(_) => {
+                    Ok(Hold::Held(_)) => {
                         self.stats.held.fetch_add(1, Relaxed);
                         tally(|t| &t.held);
                         let mut resp = Response::new(crate::proxy::empty());
                         *resp.status_mut() = StatusCode::ACCEPTED;
                         Ok(Flow::Respond(resp))
+                    }
+                    Ok(Hold::Full) => {
+                        self.stats.deferred.fetch_add(1, Relaxed);
+                        tally(|t| &t.deferred);
+                        Ok(Flow::Respond(defer()))
                     }
                     // Could not keep it: let the sender keep it (503 is retried by all).
                     Err(e) => {
@@ -522,12 +778,7 @@ impl Shield {
             WaveAction::Defer => {
                 self.stats.deferred.fetch_add(1, Relaxed);
                 tally(|t| &t.deferred);
-                let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
-                let secs = wave.retry_after.as_secs().max(1);
-                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                    resp.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                Ok(Flow::Respond(resp))
+                Ok(Flow::Respond(defer()))
             }
         }
     }
@@ -541,6 +792,14 @@ impl Shield {
         if let Err(e) = self.familiar.flush().await {
             tracing::error!(error = %e, "could not record first-seen senders");
         }
+        if !self.forgot_legacy_follows.swap(true, Relaxed) {
+            // Older versions believed follows from remote Accepts and kept them on disk.
+            match self.durable.forget_follows().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(n, "forgot follows an older pavise learned from remote servers"),
+                Err(e) => tracing::error!(error = %e, "could not forget the legacy follows"),
+            }
+        }
         let release_within = active.policy.wave.release_within;
         let now = Instant::now();
         match self
@@ -551,6 +810,7 @@ impl Shield {
             Ok(r) => {
                 self.stats.released.fetch_add(r.released, Relaxed);
                 self.stats.kept.fetch_add(r.kept, Relaxed);
+                self.stats.expired.fetch_add(r.expired, Relaxed);
             }
             Err(e) => tracing::error!(error = %e, "quarantine pass failed"),
         }
@@ -587,9 +847,22 @@ impl Shield {
         let active = self.active();
         let shields: Vec<serde_json::Value> = self
             .waves
-            .active(now)
+            .report(now, active.policy.wave.window)
             .into_iter()
-            .map(|(account, left)| serde_json::json!({ "account": account, "remaining_secs": left.as_secs() }))
+            .map(|r| {
+                serde_json::json!({
+                    "account": r.account,
+                    "remaining_secs": r.remaining.as_secs(),
+                    "raised_secs_ago": r.raised_ago.as_secs(),
+                    "why": {
+                        "raised_by_actors": r.raised_by,
+                        "actors_in_window": r.actors_in_window,
+                        "actors": r.actors_remembered,
+                        "domains": r.domains,
+                        "top_domains": r.top_domains.iter().map(|(d, n)| serde_json::json!({ "domain": d, "actors": n })).collect::<Vec<_>>(),
+                    },
+                })
+            })
             .collect();
         let tallies = |cache: &moka::sync::Cache<String, Arc<Tally>>| {
             let mut rows: Vec<(String, [u64; 4])> = cache
@@ -633,6 +906,10 @@ impl Shield {
             .into_iter()
             .map(|a| serde_json::json!({ "at": a.at, "id": a.id.to_string(), "domain": a.domain, "action": a.action, "detail": a.detail }))
             .collect();
+        let unverified: serde_json::Map<String, serde_json::Value> = Rejection::ALL
+            .iter()
+            .map(|r| (r.name().to_owned(), self.stats.unverified[r.index()].load(Relaxed).into()))
+            .collect();
         serde_json::json!({
             "shields": shields,
             "targets": tallies(&self.targets).iter().map(row).collect::<Vec<_>>(),
@@ -652,9 +929,11 @@ impl Shield {
                 "rejected": self.stats.rejected.load(Relaxed),
                 "released": self.stats.released.load(Relaxed),
                 "kept_for_admin": self.stats.kept.load(Relaxed),
+                "expired_from_quarantine": self.stats.expired.load(Relaxed),
+                "shields_raised": self.stats.shields_raised.load(Relaxed),
                 "signatures_verified": self.stats.verified.load(Relaxed),
-                "signatures_unverified": self.stats.unverified.load(Relaxed),
-                "follows_learned": self.stats.follows_learned.load(Relaxed),
+                "signatures_unverified": self.stats.unverified_total(),
+                "unverified_by_reason": unverified,
                 "passed_as_followed": self.stats.followed_passed.load(Relaxed),
             },
         })
@@ -722,22 +1001,33 @@ impl Stage for ShieldStage {
     fn on_request<'a>(&'a self, ctx: &'a mut RequestCtx, req: Request) -> StageFuture<'a, Result<Flow, ProxyError>> {
         let shield = &self.0;
         let class = ctx.route.class;
+        // A POST that Rails routes to an inbox is a delivery whatever the route table says
+        // (`/inbox.json`, `//users/alice/inbox/`, `/ap/users/ID/inbox`): the cheap test on
+        // the path keeps other requests off the inbox path without an allocation.
+        let inbox = if class == RouteClass::Inbox {
+            Some(mention::inbox_path(req.uri().path()).unwrap_or(InboxPath::Shared))
+        } else if req.method() == Method::POST && req.uri().path().contains("inbox") {
+            mention::inbox_path(req.uri().path())
+        } else {
+            None
+        };
+        let class = if inbox.is_some() { RouteClass::Inbox } else { class };
         let decision = {
             // The cheap path decides under the read lock, without touching the Arc's count.
             let active = shield.active.read().unwrap_or_else(|e| e.into_inner());
-            let inbox_work =
-                class == RouteClass::Inbox && (active.policy.wave.enabled || active.needs_signer[class.index()]);
+            let inbox_work = inbox.is_some() && (active.policy.wave.enabled || active.needs_signer[class.index()]);
             if inbox_work || active.needs_signer[class.index()] {
                 None
             } else if active.by_route[class.index()].is_empty() {
                 Some(Ok(()))
             } else {
-                Some(shield.check_limits(&active, class, &req, ctx.pseudonym, None))
+                let parts = (req.method(), req.uri().path(), req.headers());
+                Some(shield.check_limits(&active, class, parts, ctx.pseudonym, None))
             }
         };
-        match decision {
+        match (decision, inbox) {
             // A few hash lookups, no body, no allocation beyond the stage's future.
-            Some(decision) => Box::pin(async move {
+            (Some(decision), _) => Box::pin(async move {
                 match decision {
                     Ok(()) => Ok(Flow::Continue(req)),
                     Err(denied) => {
@@ -746,17 +1036,24 @@ impl Stage for ShieldStage {
                     }
                 }
             }),
-            None if class == RouteClass::Inbox => {
+            (None, Some(inbox)) => {
                 let active = shield.active();
-                Box::pin(async move { shield.inbox(ctx, req, active).await })
+                Box::pin(async move { shield.inbox(ctx, req, active, inbox).await })
             }
             // Signed fetches of objects (authorized fetch) with per-signer rules: verify, then count.
-            None => {
+            (None, None) => {
                 let active = shield.active();
                 Box::pin(async move {
-                    let (_, verdict) = shield.verify(ctx, &req).await;
-                    match shield.check_limits(&active, class, &req, ctx.pseudonym, Some(&verdict)) {
-                        Ok(()) => Ok(Flow::Continue(req)),
+                    let (parts, body) = req.into_parts();
+                    let (_, verdict) = shield.verify(ctx, &parts, b"", None).await;
+                    match shield.check_limits(
+                        &active,
+                        class,
+                        (&parts.method, parts.uri.path(), &parts.headers),
+                        ctx.pseudonym,
+                        Some(&verdict),
+                    ) {
+                        Ok(()) => Ok(Flow::Continue(Request::from_parts(parts, body))),
                         Err(denied) => {
                             shield.stats.limited.fetch_add(1, Relaxed);
                             Ok(Flow::Respond(too_many(&denied)))
@@ -814,7 +1111,7 @@ impl AdminHandler for ShieldAdmin {
                     }
                 }
                 (&Method::POST, ["lift", account]) => {
-                    self.0.waves.lift(&account.to_ascii_lowercase());
+                    self.0.waves.lift(&account.to_ascii_lowercase(), Instant::now());
                     json(StatusCode::OK, serde_json::json!({ "lifted": account }))
                 }
                 _ => json_error(StatusCode::NOT_FOUND, "no such shield endpoint"),
@@ -847,25 +1144,31 @@ impl MetricsSource for Shield {
         ] {
             let _ = writeln!(out, "pavise_shield_decisions_total{{outcome=\"{outcome}\"}} {}", v.load(Relaxed));
         }
-        out.push_str("# HELP pavise_shield_signatures_total Inbox signatures, by verification result.\n");
+        out.push_str("# HELP pavise_shield_signatures_total Federation signatures, by verification result (verified, or why not).\n");
         out.push_str("# TYPE pavise_shield_signatures_total counter\n");
         let _ = writeln!(out, "pavise_shield_signatures_total{{result=\"verified\"}} {}", s.verified.load(Relaxed));
-        let _ = writeln!(out, "pavise_shield_signatures_total{{result=\"unverified\"}} {}", s.unverified.load(Relaxed));
+        let _ = writeln!(out, "pavise_shield_signatures_total{{result=\"unverified\"}} {}", s.unverified_total());
+        for r in Rejection::ALL {
+            let _ = writeln!(
+                out,
+                "pavise_shield_unverified_total{{reason=\"{}\"}} {}",
+                r.name(),
+                s.unverified[r.index()].load(Relaxed)
+            );
+        }
         out.push_str("# HELP pavise_shield_shields_raised_total Local accounts shielded by the wave detector.\n");
         out.push_str("# TYPE pavise_shield_shields_raised_total counter\n");
         let _ = writeln!(out, "pavise_shield_shields_raised_total {}", s.shields_raised.load(Relaxed));
-        out.push_str("# HELP pavise_shield_follows_learned_total Follows of remote actors by members, learned from Accept/Reject deliveries.\n");
-        out.push_str("# TYPE pavise_shield_follows_learned_total counter\n");
-        let _ = writeln!(out, "pavise_shield_follows_learned_total {}", s.follows_learned.load(Relaxed));
-        out.push_str("# HELP pavise_shield_followed_passed_total Deliveries from unfamiliar senders passed because a mentioned member follows them.\n");
+        out.push_str("# HELP pavise_shield_followed_passed_total Deliveries from unfamiliar senders passed because a mentioned member follows them (as the instance lists).\n");
         out.push_str("# TYPE pavise_shield_followed_passed_total counter\n");
         let _ = writeln!(out, "pavise_shield_followed_passed_total {}", s.followed_passed.load(Relaxed));
         out.push_str(
-            "# HELP pavise_shield_quarantine_total Held deliveries released to the instance or kept for the admin.\n",
+            "# HELP pavise_shield_quarantine_total Held deliveries released to the instance, kept for the admin, or purged past their signature window.\n",
         );
         out.push_str("# TYPE pavise_shield_quarantine_total counter\n");
         let _ = writeln!(out, "pavise_shield_quarantine_total{{outcome=\"released\"}} {}", s.released.load(Relaxed));
         let _ = writeln!(out, "pavise_shield_quarantine_total{{outcome=\"kept\"}} {}", s.kept.load(Relaxed));
+        let _ = writeln!(out, "pavise_shield_quarantine_total{{outcome=\"expired\"}} {}", s.expired.load(Relaxed));
         out.push_str("# HELP pavise_shield_limiter_keys Keys tracked per limit rule.\n");
         out.push_str("# TYPE pavise_shield_limiter_keys gauge\n");
         for l in &self.active().limiters {
@@ -927,8 +1230,14 @@ pub fn check_summary(config: &Config) -> Result<String, ShieldError> {
         let _ = writeln!(out, "  wave detector: off (no [wave] section)");
     }
     let fetch = match config.file.shield.key_fetch {
-        KeyFetchMode::Egress => format!("through the egress proxy {}", config.file.egress.listen),
-        KeyFetchMode::Direct => "DIRECT — development only".to_owned(),
+        KeyFetchMode::Egress => format!(
+            "from their owners through the egress proxy {}{}",
+            config.file.egress.listen,
+            if config.file.egress.proxy_auth.is_some() { " (with its proxy credentials)" } else { "" }
+        ),
+        KeyFetchMode::Direct => {
+            "DIRECT from this server's address — development only (egress.mode = \"direct\")".to_owned()
+        }
     };
     let _ = writeln!(out, "  actor keys fetched {fetch}; at most {} keys per limit", config.file.shield.max_keys);
     Ok(out)

@@ -1,12 +1,24 @@
-//! The harassment-wave detector: who is being mentioned by how many strangers.
+//! The harassment-wave detector: how many distinct, real strangers mention one member.
 //!
 //! A wave is many *unfamiliar* remote actors mentioning one local account inside a short
 //! window (the February 2024 spam waves, dogpiles on a dissident). Mastodon has nothing
 //! against it at ingest, so pavise counts, per local account, the distinct unfamiliar
-//! senders that mentioned it within `window`; past `distinct_senders` the account is
-//! shielded for `shield_for`, and the stage defers what unfamiliar senders address to it.
-//! Familiar senders — first seen longer than `familiar_after` ago, a durable record — are
-//! never counted and never deferred: the member's regular correspondents keep reaching them.
+//! actors that mentioned it within `window`; past `distinct_senders` the account is
+//! shielded, and the stage defers what unfamiliar senders address to it.
+//!
+//! A shield holds back a member's real mail too, so it must cost an attacker what a wave
+//! costs — real actors — and nothing less:
+//! - only actors whose signatures verified are counted (the stage never calls
+//!   [`WaveDetector::observe`] for anything else), each once per account: a replayed or
+//!   retried delivery, or a second mention, adds nothing;
+//! - an actor is remembered by the account for `memory` (at least `familiar_after`, by
+//!   which time it is familiar and never counted again), so the same few actors cannot
+//!   raise the shield again once it has lapsed;
+//! - the shield lasts `shield_for` after the last new actor that kept the window above
+//!   the threshold: it is extended only while the wave itself goes on, and ends on its
+//!   own once new actors stop arriving;
+//! - [`WaveDetector::report`] says why each shield is up: how many actors, from how many
+//!   domains.
 //!
 //! All state is in moka caches with fixed capacities, so a million fresh actors cost a
 //! bounded amount of memory: the per-account windows keep at most a few times
@@ -18,119 +30,106 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The recipients of one delivery.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Mentions {
-    /// Local account names (lower-cased), each once.
-    pub local: Vec<String>,
-    /// Distinct addressed actors, local and remote (public and collections excluded):
-    /// the hellthread count.
-    pub total: usize,
+/// The knobs of one observation (from the `[wave]` policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaveParams {
+    pub window: Duration,
+    pub distinct: usize,
+    pub shield_for: Duration,
+    /// How long an account remembers an actor that mentioned it.
+    pub memory: Duration,
 }
 
-const PUBLIC: [&str; 3] = ["https://www.w3.org/ns/activitystreams#Public", "as:Public", "Public"];
-
-/// Finds who a delivery addresses: `to`/`cc`/`bto`/`bcc`/`audience` of the activity and
-/// its object, and the object's `Mention` tags. Anything that is not JSON addresses nobody.
-pub fn mentions(body: &[u8], local_domain: &str) -> Mentions {
-    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(body) else { return Mentions::default() };
-    let mut urls: Vec<&str> = Vec::new();
-    fn collect<'v>(v: &'v serde_json::Value, urls: &mut Vec<&'v str>) {
-        for field in ["to", "cc", "bto", "bcc", "audience"] {
-            match v.get(field) {
-                Some(serde_json::Value::String(s)) => urls.push(s),
-                Some(serde_json::Value::Array(items)) => urls.extend(items.iter().filter_map(|i| i.as_str())),
-                _ => {}
-            }
-        }
-        if let Some(serde_json::Value::Array(tags)) = v.get("tag") {
-            for tag in tags {
-                if tag.get("type").and_then(|t| t.as_str()) == Some("Mention")
-                    && let Some(href) = tag.get("href").and_then(|h| h.as_str())
-                {
-                    urls.push(href);
-                }
-            }
-        }
-    }
-    collect(&doc, &mut urls);
-    if let Some(object) = doc.get("object").filter(|o| o.is_object()) {
-        collect(object, &mut urls);
-    }
-    let local_host = host_only(local_domain);
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Mentions::default();
-    for url in urls {
-        if PUBLIC.contains(&url) || url.ends_with("/followers") || url.ends_with("/following") {
-            continue;
-        }
-        if !seen.insert(url) {
-            continue;
-        }
-        out.total += 1;
-        if let Some(name) = local_account(url, &local_host)
-            && !out.local.contains(&name)
-        {
-            out.local.push(name);
-        }
-    }
-    out
-}
-
-pub(super) fn host_only(authority: &str) -> String {
-    let a = authority.trim().to_ascii_lowercase();
-    if a.starts_with('[') {
-        return a.split(']').next().map(|h| format!("{h}]")).unwrap_or(a);
-    }
-    a.split(':').next().unwrap_or_default().to_owned()
-}
-
-/// `https://local.example/users/alice` or `/@alice` → `alice` when the host is ours.
-pub(super) fn local_account(url: &str, local_host: &str) -> Option<String> {
-    let uri: http::Uri = url.parse().ok()?;
-    if !uri.host()?.eq_ignore_ascii_case(local_host) {
-        return None;
-    }
-    let path = uri.path().trim_start_matches('/');
-    let name = if let Some(rest) = path.strip_prefix("users/") {
-        rest.split('/').next()?
-    } else {
-        path.strip_prefix('@')?.split('/').next()?
-    };
-    (!name.is_empty()).then(|| name.to_ascii_lowercase())
-}
-
-/// Per-account windows of unfamiliar senders, and the shields they raise.
+/// Per-account windows of unfamiliar actors, and the shields they raise.
 pub struct WaveDetector {
     windows: moka::sync::Cache<String, Arc<Mutex<Window>>>,
-    shields: moka::sync::Cache<String, Instant>,
+    shields: moka::sync::Cache<String, Arc<Shield>>,
     /// Timestamps in windows are seconds since this, to keep entries small.
     epoch: Instant,
 }
 
+/// One raised shield.
+#[derive(Debug, Clone, Copy)]
+struct Shield {
+    until: Instant,
+    raised: Instant,
+    /// Distinct actors in the window when it went up.
+    raised_by: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// The actor's first mention of the account, in seconds since the epoch.
+    first: u32,
+    sender: u64,
+    /// Index into `Window::domains`, or [`OTHER_DOMAIN`].
+    domain: u8,
+}
+
+const OTHER_DOMAIN: u8 = u8::MAX;
+
 #[derive(Default)]
 struct Window {
-    /// (first mention in seconds since the epoch, sender's keyed hash), oldest first: the
-    /// window's count is a binary search, expiry and eviction pop the front.
-    order: VecDeque<(u32, u64)>,
-    /// The senders in `order`. A sender's retries do not count again: after a wave, the
-    /// deferred senders coming back are the wave's tail, not a new wave.
+    /// Oldest first: the window's count is a binary search, expiry and eviction pop the front.
+    order: VecDeque<Entry>,
+    /// The actors in `order`.
     members: HashSet<u64>,
+    /// The domains seen, for the report (at most 255 names; more count as one "other").
+    domains: Vec<Box<str>>,
+    /// When the admin lifted the shield: actors first seen before then still count as
+    /// known (their retries add nothing) but no longer toward the window.
+    lifted_at: Option<u32>,
+}
+
+impl Window {
+    fn domain_index(&mut self, domain: &str) -> u8 {
+        if let Some(i) = self.domains.iter().position(|d| &**d == domain) {
+            return i as u8;
+        }
+        if self.domains.len() < usize::from(OTHER_DOMAIN) {
+            self.domains.push(domain.into());
+            return (self.domains.len() - 1) as u8;
+        }
+        OTHER_DOMAIN
+    }
 }
 
 /// What observing one mention did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Observed {
+    /// Nothing new: the actor was already counted, or the window is below the threshold.
     Calm,
+    /// A new actor inside a wave: the shield was extended (or is up already).
+    Extended,
     /// This mention pushed the account over the threshold.
     ShieldRaised,
 }
 
+/// Why one shield is up, for `/admin/shield`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShieldReport {
+    pub account: String,
+    pub remaining: Duration,
+    pub raised_ago: Duration,
+    /// Distinct verified actors in the window when it went up.
+    pub raised_by: usize,
+    /// Distinct verified actors whose first mention is inside the current window.
+    pub actors_in_window: usize,
+    /// Distinct verified actors the account remembers (they will not count again).
+    pub actors_remembered: usize,
+    /// Distinct domains of the remembered actors.
+    pub domains: usize,
+    /// The domains with the most remembered actors, most first (at most 10).
+    pub top_domains: Vec<(String, usize)>,
+}
+
 impl WaveDetector {
-    /// `accounts`: how many local accounts may have a live window at once (memory cap).
-    pub fn new(accounts: u64, max_shield: Duration) -> WaveDetector {
+    /// `accounts`: how many local accounts may have a live window at once (memory cap);
+    /// `memory`: how long an idle account's window is kept (the longest sender memory);
+    /// `max_shield`: the longest a shield can last without an extension.
+    pub fn new(accounts: u64, memory: Duration, max_shield: Duration) -> WaveDetector {
         WaveDetector {
-            windows: moka::sync::Cache::builder().max_capacity(accounts).time_to_idle(max_shield).build(),
+            windows: moka::sync::Cache::builder().max_capacity(accounts).time_to_idle(memory).build(),
             shields: moka::sync::Cache::builder().max_capacity(accounts).time_to_live(max_shield).build(),
             epoch: Instant::now(),
         }
@@ -143,80 +142,134 @@ impl WaveDetector {
         distinct.saturating_mul(8).max(256)
     }
 
-    /// Counts an unfamiliar `sender` mentioning `account`. A sender is remembered for
-    /// `window + shield_for`; it counts toward a wave while its first mention is inside
-    /// `window`. The shield is raised (or extended) only by senders new to the account.
-    pub fn observe(
-        &self,
-        account: &str,
-        sender: u64,
-        now: Instant,
-        window: Duration,
-        distinct: usize,
-        shield_for: Duration,
-    ) -> Observed {
-        let secs = |t: Instant| u32::try_from(t.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX);
-        let now_s = secs(now);
-        let window_s = u32::try_from(window.as_secs()).unwrap_or(u32::MAX).max(1);
-        let memory_s = u32::try_from((window + shield_for).as_secs()).unwrap_or(u32::MAX).max(1);
+    fn secs(&self, t: Instant) -> u32 {
+        u32::try_from(t.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// Counts a verified, unfamiliar `sender` (a keyed hash of its actor URL) of `domain`
+    /// mentioning `account`. The shield is raised or extended only by actors new to the
+    /// account, and only while the window is above the threshold.
+    pub fn observe(&self, account: &str, sender: u64, domain: &str, now: Instant, p: &WaveParams) -> Observed {
+        let now_s = self.secs(now);
+        let window_s = u32::try_from(p.window.as_secs()).unwrap_or(u32::MAX).max(1);
+        let memory_s = u32::try_from(p.memory.max(p.window + p.shield_for).as_secs()).unwrap_or(u32::MAX).max(1);
         let win = self.windows.get_with_by_ref(account, || Arc::new(Mutex::new(Window::default())));
         let count = {
             let mut w = win.lock().unwrap_or_else(|e| e.into_inner());
-            let Window { order, members } = &mut *w;
-            while order.front().is_some_and(|(first, _)| now_s.saturating_sub(*first) >= memory_s) {
-                if let Some((_, gone)) = order.pop_front() {
-                    members.remove(&gone);
+            while w.order.front().is_some_and(|e| now_s.saturating_sub(e.first) >= memory_s) {
+                if let Some(gone) = w.order.pop_front() {
+                    w.members.remove(&gone.sender);
                 }
             }
-            if members.contains(&sender) {
+            if w.members.contains(&sender) {
                 return Observed::Calm;
             }
-            if order.len() >= Self::per_account_cap(distinct)
-                && let Some((_, oldest)) = order.pop_front()
+            if w.order.len() >= Self::per_account_cap(p.distinct)
+                && let Some(oldest) = w.order.pop_front()
             {
-                members.remove(&oldest);
+                w.members.remove(&oldest.sender);
             }
-            order.push_back((now_s, sender));
-            members.insert(sender);
-            order.len() - order.partition_point(|(first, _)| now_s.saturating_sub(*first) >= window_s)
+            let domain = w.domain_index(domain);
+            w.order.push_back(Entry { first: now_s, sender, domain });
+            w.members.insert(sender);
+            let lifted_at = w.lifted_at;
+            w.order.len()
+                - w.order.partition_point(|e| {
+                    now_s.saturating_sub(e.first) >= window_s || lifted_at.is_some_and(|l| e.first <= l)
+                })
         };
-        if count > distinct {
-            let current = self.shield_until(account, now);
-            let raised = current.is_none();
-            // Extend while new senders keep coming (at most once a second: a cache write
-            // per mention would dominate the cost of a wave).
-            if current.is_none_or(|until| until + Duration::from_secs(1) < now + shield_for) {
-                self.shields.insert(account.to_owned(), now + shield_for);
+        if count <= p.distinct {
+            return Observed::Calm;
+        }
+        let current = self.shields.get(account).filter(|s| s.until > now);
+        match current {
+            None => {
+                self.shields.insert(
+                    account.to_owned(),
+                    Arc::new(Shield { until: now + p.shield_for, raised: now, raised_by: count }),
+                );
+                tracing::warn!(account, actors = count, shield_for = ?p.shield_for, "mention wave: account shielded");
+                Observed::ShieldRaised
             }
-            if raised {
-                tracing::warn!(account, senders = count, ?shield_for, "mention wave: account shielded");
-                return Observed::ShieldRaised;
+            Some(s) => {
+                // Extend while new actors keep the wave above the threshold (at most once a
+                // second: a cache write per mention would dominate the cost of a wave).
+                if s.until + Duration::from_secs(1) < now + p.shield_for {
+                    self.shields.insert(account.to_owned(), Arc::new(Shield { until: now + p.shield_for, ..*s }));
+                }
+                Observed::Extended
             }
         }
-        Observed::Calm
     }
 
     /// When the shield over `account` ends, if there is one.
     pub fn shield_until(&self, account: &str, now: Instant) -> Option<Instant> {
-        self.shields.get(account).filter(|until| *until > now)
+        self.shields.get(account).map(|s| s.until).filter(|until| *until > now)
     }
 
-    /// Every active shield: (account, remaining).
-    pub fn active(&self, now: Instant) -> Vec<(String, Duration)> {
-        let mut out: Vec<(String, Duration)> = self
-            .shields
-            .iter()
-            .filter(|(_, until)| *until > now)
-            .map(|(account, until)| ((*account).clone(), until.saturating_duration_since(now)))
-            .collect();
+    /// The accounts shielded now.
+    pub fn shielded(&self, now: Instant) -> Vec<String> {
+        let mut out: Vec<String> =
+            self.shields.iter().filter(|(_, s)| s.until > now).map(|(account, _)| (*account).clone()).collect();
         out.sort();
         out
     }
 
-    /// Ends a shield now (admin action, or a test).
-    pub fn lift(&self, account: &str) {
+    /// Every active shield and why it is up. `window`: the policy's.
+    pub fn report(&self, now: Instant, window: Duration) -> Vec<ShieldReport> {
+        let now_s = self.secs(now);
+        let window_s = u32::try_from(window.as_secs()).unwrap_or(u32::MAX).max(1);
+        let mut out: Vec<ShieldReport> = self
+            .shields
+            .iter()
+            .filter(|(_, s)| s.until > now)
+            .map(|(account, s)| {
+                let mut r = ShieldReport {
+                    account: (*account).clone(),
+                    remaining: s.until.saturating_duration_since(now),
+                    raised_ago: now.saturating_duration_since(s.raised),
+                    raised_by: s.raised_by,
+                    actors_in_window: 0,
+                    actors_remembered: 0,
+                    domains: 0,
+                    top_domains: Vec::new(),
+                };
+                if let Some(win) = self.windows.get(&*account) {
+                    let w = win.lock().unwrap_or_else(|e| e.into_inner());
+                    r.actors_remembered = w.order.len();
+                    r.actors_in_window = w.order.iter().filter(|e| now_s.saturating_sub(e.first) < window_s).count();
+                    let mut per_domain = vec![0usize; 256];
+                    for e in &w.order {
+                        per_domain[usize::from(e.domain)] += 1;
+                    }
+                    r.domains = per_domain.iter().filter(|n| **n > 0).count();
+                    let mut top: Vec<(String, usize)> = per_domain
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(i, n)| {
+                            let name = w.domains.get(i).map_or("(other domains)".to_owned(), |d| d.to_string());
+                            (name, *n)
+                        })
+                        .collect();
+                    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                    top.truncate(10);
+                    r.top_domains = top;
+                }
+                r
+            })
+            .collect();
+        out.sort_by(|a, b| a.account.cmp(&b.account));
+        out
+    }
+
+    /// Ends a shield now (admin action). The actors already counted stay known, so their
+    /// retries do not raise it again at once; new actors start a new count.
+    pub fn lift(&self, account: &str, now: Instant) {
         self.shields.invalidate(account);
-        self.windows.invalidate(account);
+        if let Some(win) = self.windows.get(account) {
+            win.lock().unwrap_or_else(|e| e.into_inner()).lifted_at = Some(self.secs(now));
+        }
     }
 
     /// Entries held, for the memory test and metrics.
@@ -231,86 +284,135 @@ impl WaveDetector {
 mod tests {
     use super::*;
 
-    const NOTE: &str = r#"{
-      "@context": "https://www.w3.org/ns/activitystreams",
-      "type": "Create", "actor": "https://r.example/users/troll",
-      "to": ["https://www.w3.org/ns/activitystreams#Public"],
-      "cc": ["https://r.example/users/troll/followers", "https://local.example/users/Alice"],
-      "object": {"type": "Note", "content": "hi",
-        "to": ["https://www.w3.org/ns/activitystreams#Public"],
-        "cc": ["https://local.example/users/alice", "https://other.example/users/x"],
-        "tag": [{"type": "Mention", "href": "https://local.example/users/alice"},
-                {"type": "Mention", "href": "https://local.example/@bob"},
-                {"type": "Hashtag", "href": "https://local.example/users/nothere"}]}
-    }"#;
+    fn params(window: u64, distinct: usize, shield_for: u64, memory: u64) -> WaveParams {
+        WaveParams {
+            window: Duration::from_secs(window),
+            distinct,
+            shield_for: Duration::from_secs(shield_for),
+            memory: Duration::from_secs(memory),
+        }
+    }
 
-    #[test]
-    fn finds_local_mentions() {
-        let m = mentions(NOTE.as_bytes(), "local.example:8443");
-        assert_eq!(m.local, ["alice", "bob"]);
-        // Alice (twice spelled), alice, other/x, bob: distinct URLs.
-        assert_eq!(m.total, 4);
-        assert_eq!(mentions(b"not json", "local.example"), Mentions::default());
-        assert_eq!(mentions(b"[1,2]", "local.example"), Mentions::default());
+    fn detector() -> WaveDetector {
+        WaveDetector::new(1000, Duration::from_secs(86_400), Duration::from_secs(3600))
     }
 
     #[test]
     fn shield_after_distinct_senders() {
-        let d = WaveDetector::new(1000, Duration::from_secs(3600));
+        let d = detector();
         let now = Instant::now();
-        let (w, s) = (Duration::from_secs(600), Duration::from_secs(60));
+        let p = params(600, 5, 60, 0);
         for sender in 0..5 {
-            assert_eq!(d.observe("alice", sender, now, w, 5, s), Observed::Calm);
+            assert_eq!(d.observe("alice", sender, "r.example", now, &p), Observed::Calm);
         }
         // The same sender again changes nothing.
-        assert_eq!(d.observe("alice", 4, now, w, 5, s), Observed::Calm);
+        assert_eq!(d.observe("alice", 4, "r.example", now, &p), Observed::Calm);
         assert!(d.shield_until("alice", now).is_none());
-        assert!(d.shield_until("alice", now).is_none());
-        assert_eq!(d.observe("alice", 99, now, w, 5, s), Observed::ShieldRaised);
+        assert_eq!(d.observe("alice", 99, "s.example", now, &p), Observed::ShieldRaised);
         assert!(d.shield_until("alice", now).is_some());
         assert!(d.shield_until("bob", now).is_none());
+        assert_eq!(d.shielded(now), ["alice"]);
         // Shield ends.
-        assert!(d.shield_until("alice", now + s + Duration::from_secs(1)).is_none());
+        assert!(d.shield_until("alice", now + Duration::from_secs(61)).is_none());
+        let r = &d.report(now, p.window)[0];
+        assert_eq!((r.raised_by, r.actors_in_window, r.domains), (6, 6, 2));
+        assert_eq!(r.top_domains[0], ("r.example".to_owned(), 5));
     }
 
     #[test]
     fn old_senders_leave_the_window() {
-        let d = WaveDetector::new(1000, Duration::from_secs(3600));
+        let d = detector();
         let t0 = Instant::now();
-        let (w, s) = (Duration::from_secs(10), Duration::from_secs(60));
+        let p = params(10, 5, 60, 0);
         for sender in 0..5 {
-            d.observe("alice", sender, t0, w, 5, s);
+            d.observe("alice", sender, "r.example", t0, &p);
         }
-        assert_eq!(d.observe("alice", 7, t0 + Duration::from_secs(11), w, 5, s), Observed::Calm);
+        assert_eq!(d.observe("alice", 7, "r.example", t0 + Duration::from_secs(11), &p), Observed::Calm);
     }
 
     #[test]
-    fn retries_after_the_shield_do_not_raise_it_again() {
-        let d = WaveDetector::new(1000, Duration::from_secs(3600));
+    fn the_same_actors_cannot_raise_it_again_and_it_ends_without_new_ones() {
+        let d = detector();
         let t0 = Instant::now();
-        let (w, s) = (Duration::from_secs(600), Duration::from_secs(5));
-        for sender in 0..200 {
-            d.observe("alice", sender, t0, w, 20, s);
+        // Remembered for a day (familiar_after), shield for 5 s.
+        let p = params(600, 20, 5, 86_400);
+        for sender in 0..25 {
+            d.observe("alice", sender, "r.example", t0, &p);
         }
         assert!(d.shield_until("alice", t0).is_some());
-        let later = t0 + Duration::from_secs(6);
-        assert!(d.shield_until("alice", later).is_none());
-        for sender in 0..200 {
-            assert_eq!(d.observe("alice", sender, later, w, 20, s), Observed::Calm);
+        // The same 25 actors keep mentioning: no extension; the shield lapses on time.
+        for i in 1..=10 {
+            let t = t0 + Duration::from_secs(i);
+            for sender in 0..25 {
+                assert_eq!(d.observe("alice", sender, "r.example", t, &p), Observed::Calm);
+            }
+        }
+        assert!(d.shield_until("alice", t0 + Duration::from_secs(6)).is_none());
+        // Hours later, the same actors still count for nothing: no new shield.
+        let later = t0 + Duration::from_secs(4 * 3600);
+        for sender in 0..25 {
+            assert_eq!(d.observe("alice", sender, "r.example", later, &p), Observed::Calm);
         }
         assert!(d.shield_until("alice", later).is_none());
+    }
+
+    #[test]
+    fn an_extension_needs_the_wave_to_go_on() {
+        let d = detector();
+        let t0 = Instant::now();
+        let p = params(10, 3, 5, 86_400);
+        for sender in 0..4 {
+            d.observe("alice", sender, "r.example", t0, &p);
+        }
+        let raised_until = d.shield_until("alice", t0).unwrap();
+        // One new actor a while later, alone in the window: below the threshold, so the
+        // shield is not extended by it.
+        let t = t0 + Duration::from_secs(12);
+        assert_eq!(d.observe("alice", 100, "r.example", t, &p), Observed::Calm);
+        assert_eq!(d.shield_until("alice", t0), Some(raised_until));
+        // New actors above the threshold inside one window extend it.
+        let t = t0 + Duration::from_secs(3);
+        let d = detector();
+        for sender in 0..4 {
+            d.observe("alice", sender, "r.example", t0, &p);
+        }
+        assert_eq!(d.observe("alice", 50, "r.example", t, &p), Observed::Extended);
+        assert_eq!(d.shield_until("alice", t0), Some(t + p.shield_for));
+    }
+
+    #[test]
+    fn after_a_lift_the_known_actors_do_not_raise_it_again() {
+        let d = detector();
+        let t0 = Instant::now();
+        let p = params(600, 3, 600, 86_400);
+        for sender in 0..10 {
+            d.observe("alice", sender, "r.example", t0, &p);
+        }
+        assert!(d.shield_until("alice", t0).is_some());
+        let t1 = t0 + Duration::from_secs(5);
+        d.lift("alice", t1);
+        assert!(d.shield_until("alice", t1).is_none());
+        let t2 = t1 + Duration::from_secs(1);
+        for sender in 0..10 {
+            assert_eq!(d.observe("alice", sender, "r.example", t2, &p), Observed::Calm, "a retry");
+        }
+        for sender in 100..103 {
+            assert_eq!(d.observe("alice", sender, "r.example", t2, &p), Observed::Calm);
+        }
+        assert_eq!(d.observe("alice", 103, "r.example", t2, &p), Observed::ShieldRaised, "a new wave");
     }
 
     #[test]
     fn memory_stays_bounded() {
-        let d = WaveDetector::new(1000, Duration::from_secs(3600));
+        let d = WaveDetector::new(1000, Duration::from_secs(3600), Duration::from_secs(3600));
         let now = Instant::now();
         let accounts: Vec<String> = (0..10_000).map(|i| format!("victim{i}")).collect();
+        let p = params(600, 20, 60, 0);
         // 300,000 fresh senders on 10,000 made-up accounts (each window capped at 256); the
         // bench (benches/shield.rs) measures a million in release.
         for i in 0..300_000u64 {
             let account = &accounts[(i % 10_000) as usize];
-            d.observe(account, i, now, Duration::from_secs(600), 20, Duration::from_secs(60));
+            d.observe(account, i, "r.example", now, &p);
         }
         let (windows, shields) = d.entries();
         assert!(windows <= 1000 && shields <= 1000, "{windows} {shields}");

@@ -18,7 +18,8 @@
 //! - `shield_first_seen`: remote actor URL → when it was first seen delivering;
 //! - `shield_follows`: (local account, remote actor URL) → when the follow was learned;
 //! - `shield_held`: held delivery id → the [`HeldDelivery`] (JSON, body base64);
-//! - `shield_audit`: sequence number → one [`AuditRecord`] (JSON).
+//! - `shield_audit`: sequence number → one [`AuditRecord`] (JSON);
+//! - `shield_sealed_held`: held delivery id → the sealed [`HeldDelivery`] (opaque bytes).
 
 use std::{
     path::{Path, PathBuf},
@@ -46,6 +47,7 @@ const SHIELD_FIRST_SEEN: TableDefinition<'static, &str, u64> = TableDefinition::
 const SHIELD_FOLLOWS: TableDefinition<'static, (&str, &str), u64> = TableDefinition::new("shield_follows");
 const SHIELD_HELD: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("shield_held");
 const SHIELD_AUDIT: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("shield_audit");
+const SHIELD_SEALED_HELD: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("shield_sealed_held");
 
 /// How many waiting writes one commit may carry.
 const MAX_BATCH: usize = 1024;
@@ -722,6 +724,61 @@ impl ShieldStore for EmbeddedStore {
                 out.push(decode(&format!("shield_audit/{}", k.value()), v.value())?);
             }
             Ok(out)
+        }))
+    }
+
+    fn put_sealed_held(&self, id: u64, sealed: Vec<u8>, audit: AuditRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |txn| {
+            let mut table = txn.open_table(SHIELD_SEALED_HELD).map_err(backend)?;
+            table.insert(id, sealed.as_slice()).map_err(backend)?;
+            append_audit(txn, &audit)
+        }))
+    }
+
+    fn remove_sealed_held(&self, id: u64, audit: AuditRecord) -> StoreFuture<'_, bool> {
+        Box::pin(self.write(move |txn| {
+            let mut table = txn.open_table(SHIELD_SEALED_HELD).map_err(backend)?;
+            let removed = table.remove(id).map_err(backend)?.is_some();
+            if removed {
+                append_audit(txn, &audit)?;
+            }
+            Ok(removed)
+        }))
+    }
+
+    fn sealed_held(&self, id: u64) -> StoreFuture<'_, Option<Vec<u8>>> {
+        Box::pin(self.read(move |txn| {
+            let table = match txn.open_table(SHIELD_SEALED_HELD) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(backend(e)),
+            };
+            Ok(table.get(id).map_err(backend)?.map(|v| v.value().to_vec()))
+        }))
+    }
+
+    fn list_sealed_held(&self) -> StoreFuture<'_, Vec<(u64, Vec<u8>)>> {
+        Box::pin(self.read(|txn| {
+            let table = match txn.open_table(SHIELD_SEALED_HELD) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(backend(e)),
+            };
+            let mut out = Vec::new();
+            for row in table.iter().map_err(backend)? {
+                let (k, v) = row.map_err(backend)?;
+                out.push((k.value(), v.value().to_vec()));
+            }
+            Ok(out)
+        }))
+    }
+
+    fn forget_follows(&self) -> StoreFuture<'_, u64> {
+        Box::pin(self.write(|txn| {
+            let mut table = txn.open_table(SHIELD_FOLLOWS).map_err(backend)?;
+            let n = table.len().map_err(backend)?;
+            table.retain(|_, _| false).map_err(backend)?;
+            Ok(n)
         }))
     }
 }

@@ -345,6 +345,19 @@ pub trait ShieldStore: Send + Sync {
     fn list_held(&self) -> StoreFuture<'_, Vec<HeldDelivery>>;
     /// The newest `limit` audit records, newest first.
     fn audit_log(&self, limit: usize) -> StoreFuture<'_, Vec<AuditRecord>>;
+
+    /// Inserts or replaces a *sealed* held delivery (opaque bytes: the quarantine seals
+    /// the whole [`HeldDelivery`] before it reaches the store), with its audit record, in
+    /// one commit.
+    fn put_sealed_held(&self, id: u64, sealed: Vec<u8>, audit: AuditRecord) -> StoreFuture<'_, ()>;
+    /// Removes a sealed held delivery, with its audit record, in one commit; false if absent.
+    fn remove_sealed_held(&self, id: u64, audit: AuditRecord) -> StoreFuture<'_, bool>;
+    fn sealed_held(&self, id: u64) -> StoreFuture<'_, Option<Vec<u8>>>;
+    /// Every sealed held delivery, oldest (lowest id) first.
+    fn list_sealed_held(&self) -> StoreFuture<'_, Vec<(u64, Vec<u8>)>>;
+    /// Forgets every follow recorded by [`ShieldStore::record_follows`] (follows are now
+    /// read from the instance and kept in memory); returns how many there were.
+    fn forget_follows(&self) -> StoreFuture<'_, u64>;
 }
 
 mod base64_bytes {

@@ -16,10 +16,12 @@ import hashlib
 import http.client
 import http.server
 import json
+import shutil
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidSignature
@@ -187,10 +189,26 @@ SIGNED = ["Host", "Date", "Digest", "Content-Type", "Content-Length", "Signature
           "Content-Digest"]
 
 
+def enable_wave_shield(relay) -> None:
+    """Loads the shipped wave policy: from then on the shield reads (and verifies) every
+    inbox body before forwarding it, which is the path whose bytes must not change."""
+    shutil.copy(Path(__file__).resolve().parents[2] / "policies" / "wave.toml", relay.policies_dir / "wave.toml")
+    conn = http.client.HTTPConnection("127.0.0.1", relay.admin_port, timeout=10)
+    conn.request("POST", "/admin/reload", headers={"Authorization": f"Bearer {relay.admin_token}"})
+    resp = conn.getresponse()
+    assert resp.status == 200, resp.read()
+    conn.close()
+
+
 @pytest.mark.parametrize("style", ["mastodon", "akkoma", "gotosocial", "rfc9421"])
 @pytest.mark.parametrize("path", ["/inbox", "/users/alice/inbox"])
-def test_signed_delivery_verifies_after_pavise(pavise_factory, verifying_instance, style, path):
-    relay = pavise_factory(verifying_instance.url)
+@pytest.mark.parametrize("shield", ["limits-only", "wave"])
+def test_signed_delivery_verifies_after_pavise(pavise_factory, verifying_instance, style, path, shield):
+    # remote.example cannot be reached from here: its key fetch fails (fast) and the
+    # delivery counts as unverified, which changes nothing about what is forwarded.
+    relay = pavise_factory(verifying_instance.url, config_text='[shield]\nkey_fetch_timeout = "1s"\n')
+    if shield == "wave":
+        enable_wave_shield(relay)
     sent = signed_delivery(style, path)
 
     # Straight to the instance first: the verifier itself accepts this delivery.
@@ -217,6 +235,11 @@ def test_signed_delivery_verifies_after_pavise(pavise_factory, verifying_instanc
         assert relayed.header(name) == dict((k.lower(), v) for k, v in sent).get(name.lower()), name
     assert relayed.header("Transfer-Encoding") is None, "pavise re-framed the body"
     assert relayed.header("X-Forwarded-For") != "203.0.113.250"
+    if shield == "wave":
+        status, report = relay.admin_get("/admin/shield")
+        assert status == 200
+        totals = json.loads(report)["totals"]
+        assert totals["signatures_verified"] + totals["signatures_unverified"] == 1, totals
 
 
 def test_tampered_delivery_is_caught_by_the_verifier(verifying_instance):

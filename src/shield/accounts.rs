@@ -1,0 +1,127 @@
+//! Numeric account ids to usernames, so `/ap/users/ID` and `/users/NAME` are one member.
+//!
+//! Mastodon ≥ 4.4 gives accounts numeric ActivityPub ids (`https://host/ap/users/123`)
+//! and still resolves the username forms, so one member has two spellings; counted apart,
+//! a wave split between them would never reach its threshold. The shield keys everything
+//! on the username and asks the instance for the name behind an id: the public account
+//! API (`/api/v1/accounts/ID`), else the actor document (`/ap/users/ID`). Answers are
+//! cached (names for an hour, misses for a minute) and the lookups are few at a time, so
+//! a flood of made-up ids costs a bounded number of loopback requests.
+//!
+//! An id the instance will not name (the API closed to anonymous readers *and* authorized
+//! fetch on) is counted as `#ID`: still one key per member, but apart from the username.
+//! An id the instance does not know (404), or a remote account's, is no mention at all —
+//! as in Mastodon, which finds no local account behind it.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{
+    instance::{Answer, InstanceReader},
+    mention::LocalRef,
+};
+
+/// What the instance said about an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Lookup {
+    Name(String),
+    /// No local account has this id.
+    NotLocal,
+    /// The instance would not say.
+    Unknown,
+}
+
+pub struct LocalAccounts {
+    reader: InstanceReader,
+    cache: moka::future::Cache<u64, Lookup>,
+    permits: tokio::sync::Semaphore,
+}
+
+struct LookupExpiry;
+
+impl moka::Expiry<u64, Lookup> for LookupExpiry {
+    fn expire_after_create(&self, _key: &u64, value: &Lookup, _now: std::time::Instant) -> Option<Duration> {
+        Some(match value {
+            Lookup::Name(_) => Duration::from_secs(3600),
+            Lookup::NotLocal | Lookup::Unknown => Duration::from_secs(60),
+        })
+    }
+}
+
+impl LocalAccounts {
+    pub fn new(reader: InstanceReader, capacity: u64) -> LocalAccounts {
+        LocalAccounts {
+            reader,
+            cache: moka::future::Cache::builder().max_capacity(capacity).expire_after(LookupExpiry).build(),
+            permits: tokio::sync::Semaphore::new(4),
+        }
+    }
+
+    /// The key a local reference counts under: its username, `#ID` when the instance will
+    /// not name it, or None when it names no local account. `host` is the instance's.
+    pub async fn key(&self, r: &LocalRef, host: &str) -> Option<String> {
+        let id = match r {
+            LocalRef::Name(name) => return Some(name.clone()),
+            LocalRef::Id(id) => *id,
+        };
+        match self.cache.get_with(id, self.lookup(id, host)).await {
+            Lookup::Name(name) => Some(name),
+            Lookup::NotLocal => None,
+            Lookup::Unknown => Some(unnamed(id)),
+        }
+    }
+
+    async fn lookup(&self, id: u64, host: &str) -> Lookup {
+        let Ok(_permit) = self.permits.acquire().await else { return Lookup::Unknown };
+        let api = self.reader.get(&format!("/api/v1/accounts/{id}"), host, "application/json").await;
+        match api {
+            Ok(Answer::Json(doc)) => return from_api(&doc),
+            Ok(Answer::Status(404)) => return Lookup::NotLocal,
+            Ok(Answer::Status(_)) | Err(_) => {}
+        }
+        match self.reader.get(&format!("/ap/users/{id}"), host, "application/activity+json").await {
+            Ok(Answer::Json(doc)) => match doc.get("preferredUsername").and_then(Value::as_str) {
+                Some(name) if !name.is_empty() => Lookup::Name(name.to_lowercase()),
+                _ => Lookup::Unknown,
+            },
+            Ok(Answer::Status(404)) => Lookup::NotLocal,
+            Ok(Answer::Status(_)) | Err(_) => {
+                tracing::debug!(id, "the instance would not name a local account id");
+                Lookup::Unknown
+            }
+        }
+    }
+}
+
+/// The key of an id the instance would not name.
+pub fn unnamed(id: u64) -> String {
+    format!("#{id}")
+}
+
+/// Mastodon's Account entity: a local account's `acct` is its bare username.
+fn from_api(doc: &Value) -> Lookup {
+    match (doc.get("username").and_then(Value::as_str), doc.get("acct").and_then(Value::as_str)) {
+        (Some(name), Some(acct)) if !acct.contains('@') && !name.is_empty() => Lookup::Name(name.to_lowercase()),
+        (Some(_), Some(_)) => Lookup::NotLocal,
+        _ => Lookup::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_accounts_have_local_names() {
+        assert_eq!(
+            from_api(&serde_json::json!({"id":"1","username":"Alice","acct":"Alice"})),
+            Lookup::Name("alice".into())
+        );
+        assert_eq!(
+            from_api(&serde_json::json!({"id":"2","username":"bob","acct":"bob@remote.example"})),
+            Lookup::NotLocal
+        );
+        assert_eq!(from_api(&serde_json::json!({"error":"x"})), Lookup::Unknown);
+    }
+}
