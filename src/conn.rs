@@ -278,7 +278,8 @@ impl Progress {
                 if now >= limits.header_read_timeout {
                     return "no request started in time";
                 }
-                tokio::time::sleep(limits.header_read_timeout - now).await;
+                // A request may start meanwhile: look again in time to see it go idle.
+                tokio::time::sleep((limits.header_read_timeout - now).min(limits.idle_timeout)).await;
                 continue;
             }
             let quiet = now.saturating_sub(Duration::from_millis(self.last_ms.load(Relaxed)));
@@ -509,9 +510,11 @@ mod tests {
         assert_eq!(started.elapsed(), limits.header_read_timeout);
 
         let progress = Arc::new(Progress::new());
-        progress.request_started();
         let kept = progress.clone();
         tokio::spawn(async move {
+            // The request starts a second after the accept, then its body moves.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            kept.request_started();
             for _ in 0..5 {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 kept.touch();
@@ -520,6 +523,14 @@ mod tests {
         let started = Instant::now();
         assert_eq!(progress.watchdog(limits).await, "no progress (idle)");
         // Five touches 30 s apart, then 60 s of nothing.
-        assert_eq!(started.elapsed().as_secs(), 150 + 60);
+        assert_eq!(started.elapsed().as_secs(), 1 + 150 + 60);
+
+        // Idle sooner than the request-start timeout: seen when it comes, not at the timeout.
+        let limits = Limits { idle_timeout: Duration::from_secs(2), ..limits };
+        let progress = Arc::new(Progress::new());
+        progress.request_started();
+        let started = Instant::now();
+        assert_eq!(progress.watchdog(limits).await, "no progress (idle)");
+        assert_eq!(started.elapsed().as_secs(), 2);
     }
 }
