@@ -389,6 +389,38 @@ async fn past_the_in_flight_cap_a_503_with_retry_after_and_the_relay_stays_up() 
 }
 
 #[tokio::test]
+async fn past_the_upstream_connection_cap_a_503_once_connect_timeout_has_passed() {
+    let upstream = RecordingUpstream::with_async_handler(|_| {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            text(200, "ok")
+        })
+    })
+    .await;
+    let pavise = Pavise::start(&upstream.url(), |c| {
+        quiet_pavise(c);
+        c.upstream.max_connections = 1;
+        c.public.max_websockets = 1;
+        c.upstream.connect_timeout = "500ms".parse().unwrap();
+    })
+    .await;
+    let addr = pavise.addr;
+    let get = || async move {
+        send_from(CLIENT.parse().unwrap(), addr, http::Request::get("/slow").body(Full::default()).unwrap()).await
+    };
+    let (a, b) = tokio::join!(get(), get());
+    let mut statuses = [a.0.status.as_u16(), b.0.status.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 503]);
+    let busy = if a.0.status == 503 { &a.0 } else { &b.0 };
+    assert!(busy.headers.contains_key("retry-after"));
+    let m = metrics(&pavise).await;
+    assert!(m.contains("pavise_capped_total{cap=\"upstream_connections\"} 1"), "{m}");
+    assert!(m.contains("pavise_upstream_connections{upstream=\"web\"} 1"), "{m}");
+    pavise.stop().await;
+}
+
+#[tokio::test]
 async fn h2_connections_cannot_open_more_upstream_connections_than_the_cap() {
     let upstream = RecordingUpstream::with_async_handler(|_| {
         Box::pin(async move {

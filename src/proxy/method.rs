@@ -90,7 +90,7 @@ pub async fn resolve(req: Request, route: &Route) -> Result<(Request, Option<Met
     let bytes = body.collect().await.map_err(|e| body_error(&e))?.to_bytes();
     let reading = match kind {
         FormKind::UrlEncoded => read_urlencoded(&bytes),
-        FormKind::Multipart => read_multipart(&bytes),
+        FormKind::Multipart => read_multipart_or_fallback(&bytes),
         FormKind::NotAForm => Reading::Keep,
     };
     let req = Request::from_parts(parts, full(bytes));
@@ -184,6 +184,19 @@ fn read_multipart(body: &Bytes) -> Reading {
         }
     }
     Reading::Keep
+}
+
+/// A multipart type without a usable boundary is parsed by Rack as urlencoded instead
+/// (`parse_multipart` gives up, `req.POST` reads the body as a query string): a
+/// `_method` in either reading is refused.
+fn read_multipart_or_fallback(body: &Bytes) -> Reading {
+    match read_multipart(body) {
+        Reading::Keep => match read_urlencoded(body) {
+            Reading::Keep => Reading::Keep,
+            _ => Reading::Ambiguous("a `_method` in a multipart body is not accepted on this route"),
+        },
+        refused => refused,
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -284,6 +297,10 @@ mod tests {
             assert!(matches!(read_multipart(&form(name)), Reading::Ambiguous(_)), "{name}");
         }
         assert_eq!(read_multipart(&form("name=\"visibility\"")), Reading::Keep);
+        // `multipart/form-data` without a boundary: Rack reads the body as urlencoded.
+        let fallback = Bytes::from_static(b"status=x&_method=get");
+        assert!(matches!(read_multipart_or_fallback(&fallback), Reading::Ambiguous(_)));
+        assert_eq!(read_multipart_or_fallback(&form("name=\"visibility\"")), Reading::Keep);
     }
 
     #[test]
