@@ -7,7 +7,6 @@
 //! `POST /admin/reload` and on SIGHUP).
 
 use std::{
-    convert::Infallible,
     io::Write as _,
     path::Path,
     sync::{Arc, RwLock},
@@ -17,14 +16,11 @@ use std::{
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
-use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
+    rt::TokioExecutor,
 };
 use ring::rand::SecureRandom;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -111,7 +107,7 @@ impl Admin {
         (ok, serde_json::Value::Object(out))
     }
 
-    fn authorized(&self, req: &http::Request<Incoming>) -> bool {
+    fn authorized(&self, req: &crate::proxy::Request) -> bool {
         let Some(given) = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -123,7 +119,7 @@ impl Admin {
         constant_time_eq(given.trim().as_bytes(), self.token.as_bytes())
     }
 
-    async fn handle(&self, req: http::Request<Incoming>) -> Response {
+    async fn handle(&self, req: crate::proxy::Request) -> Response {
         let path = req.uri().path().to_owned();
         if path == "/healthz" {
             return json(StatusCode::OK, serde_json::json!({ "status": "ok" }));
@@ -159,9 +155,8 @@ impl Admin {
                     return json_error(StatusCode::NOT_FOUND, "no such admin endpoint");
                 };
                 let query = req.uri().query().map(str::to_owned);
-                let body = match http_body_util::Limited::new(req.into_body(), 1 << 20).collect().await {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, "admin request body over 1 MiB"),
+                let Some(body) = collect_limited(req.into_body(), 1 << 20).await else {
+                    return json_error(StatusCode::PAYLOAD_TOO_LARGE, "admin request body over 1 MiB (or unreadable)");
                 };
                 handler.handle(&method, &path, query.as_deref(), body).await
             }
@@ -185,6 +180,19 @@ impl Admin {
         let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
         json(status, serde_json::json!({ "ready": ready, "checks": out }))
     }
+}
+
+/// The whole body, or `None` past `limit` bytes or on a read error.
+async fn collect_limited(mut body: crate::proxy::Body, limit: usize) -> Option<Bytes> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.ok()?.into_data() else { continue };
+        if out.len() + data.len() > limit {
+            return None;
+        }
+        out.extend_from_slice(&data);
+    }
+    Some(out.freeze())
 }
 
 pub fn json(status: StatusCode, value: serde_json::Value) -> Response {
@@ -254,39 +262,35 @@ impl ReadinessCheck for UpstreamCheck {
     }
 }
 
-/// Serves the admin API until shutdown.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
+/// Serves the admin API until shutdown, under the same connection rules as the public
+/// listener (its own cap, `admin.max_connections`; the header timeout, body rate and
+/// idle rule of `[public]`): 1,000 half-sent requests cost at most the cap's descriptors
+/// and are closed at the header timeout (issue 16). SIGHUP reloads, as `/admin/reload`.
+pub async fn serve(listener: crate::conn::Listener, admin: Arc<Admin>, shutdown: CancellationToken) {
     #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
-        #[cfg(unix)]
-        let hangup = async {
-            match hup.as_mut() {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<Option<()>>();
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = hangup => {
-                let (ok, detail) = admin.reload_all();
-                tracing::info!(ok, %detail, "SIGHUP: reloaded");
-                continue;
-            }
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(_) => continue,
-            },
-        };
-        let admin = admin.clone();
+    {
+        let (admin, shutdown) = (admin.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(req).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    received = hup.recv() => {
+                        if received.is_none() {
+                            return;
+                        }
+                        let (ok, detail) = admin.reload_all();
+                        tracing::info!(ok, %detail, "SIGHUP: reloaded");
+                    }
+                }
+            }
         });
     }
+    crate::conn::serve(listener, shutdown, move |_conn: Arc<crate::proxy::ClientConn>, req: crate::proxy::Request| {
+        let admin = admin.clone();
+        async move { admin.handle(req).await }
+    })
+    .await;
 }

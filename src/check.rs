@@ -27,7 +27,7 @@ fn egress_section(out: &mut String, config: &Config) -> Result<(), CheckError> {
     let ports: Vec<String> = e.allow_ports.iter().map(u16::to_string).collect();
     let _ = writeln!(
         out,
-        "  allowed ports: {}; private/loopback/link-local/CGNAT/multicast addresses refused{}",
+        "  allowed ports: {}; every IANA special-purpose address refused (private, loopback, link-local, CGNAT, documentation, benchmarking, multicast, reserved; IPv4 inside IPv6: mapped, compatible, 6to4, Teredo, local NAT64){}",
         ports.join(", "),
         if e.allow_hosts.is_empty() { String::new() } else { format!(" except {}", e.allow_hosts.join(", ")) }
     );
@@ -91,6 +91,7 @@ pub fn summary(config: &Config) -> Result<String, CheckError> {
     egress_section(&mut out, config)?;
     let _ = writeln!(out, "admin listener: {} (token file {})", f.admin.listen, config.admin_token_file().display());
     let _ = writeln!(out, "data dir: {}; policies: {}", f.data_dir.display(), f.policies.display());
+    limits_section(&mut out, config);
     expiry_section(config, &mut out)?;
     out.push_str(&crate::shield::check_summary(config).map_err(|e| CheckError::Policy(e.to_string()))?);
     let _ = writeln!(
@@ -99,6 +100,30 @@ pub fn summary(config: &Config) -> Result<String, CheckError> {
         f.media.max_image, f.media.max_video, f.media.spill_threshold
     );
     Ok(out)
+}
+
+/// The connection caps, and whether the descriptor limit can hold them.
+fn limits_section(out: &mut String, config: &Config) {
+    let (p, u) = (&config.file.public, &config.file.upstream);
+    let _ = writeln!(
+        out,
+        "limits: {} client connections ({} admin), {} HTTP/2 streams each, {} WebSockets; to the instance {} requests in flight, {} connections per upstream; past a cap: 503 + Retry-After",
+        p.max_connections,
+        config.file.admin.max_connections,
+        p.h2_max_streams,
+        p.max_websockets,
+        u.max_in_flight,
+        u.max_connections
+    );
+    let need = crate::accept::descriptor_need(config);
+    match crate::accept::nofile_limit() {
+        Ok(limit) => {
+            let _ = writeln!(out, "{}", crate::accept::describe_descriptors(limit, need));
+        }
+        Err(e) => {
+            let _ = writeln!(out, "descriptors: cannot read RLIMIT_NOFILE ({e}); the caps need up to {need}");
+        }
+    }
 }
 
 /// The expiry rules, in the order they are tried.

@@ -100,6 +100,16 @@ pub struct PublicConfig {
     pub shutdown_grace: Span,
     /// Request body caps by route class (`inbox`, `media_upload`, ...); `default` for the rest.
     pub body_limits: BTreeMap<String, Size>,
+    /// HTTP/2 streams one connection may have open at once (hyper's default is 200).
+    pub h2_max_streams: u32,
+    /// Response bytes buffered per HTTP/2 stream for a client that is slow to read.
+    pub h2_stream_send_buffer: Size,
+    /// A request body must average at least this many bytes a second (after
+    /// `header_read_timeout` of grace), or the request ends with a 408.
+    pub min_body_rate: Size,
+    /// WebSocket tunnels (streaming API) open at once; each holds a client connection
+    /// and a connection to the streaming server until it closes or idles out.
+    pub max_websockets: usize,
 }
 
 impl Default for PublicConfig {
@@ -114,6 +124,10 @@ impl Default for PublicConfig {
             idle_timeout: Span::secs(120),
             shutdown_grace: Span::secs(10),
             body_limits: BTreeMap::new(),
+            h2_max_streams: 32,
+            h2_stream_send_buffer: Size(64 * 1024),
+            min_body_rate: Size(1024),
+            max_websockets: 1024,
         }
     }
 }
@@ -129,6 +143,11 @@ pub struct UpstreamConfig {
     pub connect_timeout: Span,
     /// Pooled keep-alive connections idle longer than this are closed.
     pub pool_idle_timeout: Span,
+    /// Connections to each upstream (web, streaming) at once: in use, pooled or spliced.
+    pub max_connections: usize,
+    /// Requests to the instance in flight at once (until their response body ends);
+    /// past it, clients get 503 with `Retry-After`.
+    pub max_in_flight: usize,
 }
 
 impl Default for UpstreamConfig {
@@ -138,6 +157,8 @@ impl Default for UpstreamConfig {
             streaming_url: "http://127.0.0.1:4000".into(),
             connect_timeout: Span::secs(5),
             pool_idle_timeout: Span::secs(90),
+            max_connections: 1024,
+            max_in_flight: 1024,
         }
     }
 }
@@ -264,11 +285,13 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token file; created (0600, random) on first run. Default: `<data_dir>/admin.token`.
     pub token_file: Option<PathBuf>,
+    /// Admin connections at once; the header timeout and idle rules are `[public]`'s.
+    pub max_connections: usize,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9180)), token_file: None }
+        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9180)), token_file: None, max_connections: 64 }
     }
 }
 
@@ -412,6 +435,31 @@ impl Config {
         }
         if file.public.max_connections == 0 {
             return Err(invalid("public.max_connections", "must be at least 1"));
+        }
+        for (key, n) in [
+            ("public.max_websockets", file.public.max_websockets),
+            ("admin.max_connections", file.admin.max_connections),
+            ("upstream.max_connections", file.upstream.max_connections),
+            ("upstream.max_in_flight", file.upstream.max_in_flight),
+        ] {
+            if n == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if file.public.max_websockets > file.upstream.max_connections {
+            return Err(invalid(
+                "public.max_websockets",
+                "must not exceed upstream.max_connections: each tunnel holds a connection to the streaming server",
+            ));
+        }
+        if !(1..=1000).contains(&file.public.h2_max_streams) {
+            return Err(invalid("public.h2_max_streams", "must be between 1 and 1000 (tens is plenty)"));
+        }
+        if file.public.h2_stream_send_buffer.0 < 16 * 1024 {
+            return Err(invalid("public.h2_stream_send_buffer", "must be at least 16KiB (one HTTP/2 frame)"));
+        }
+        if file.public.min_body_rate.0 == 0 {
+            return Err(invalid("public.min_body_rate", "must be at least 1B (bytes a second)"));
         }
         if file.public.max_header_bytes.0 < 8192 {
             return Err(invalid("public.max_header_bytes", "must be at least 8KiB (hyper's minimum buffer)"));
@@ -588,6 +636,11 @@ mod tests {
             ("[expiry]\nlease = \"0s\"\n", "expiry.lease"),
             ("[expiry]\nmax_backoff = \"1s\"\n", "expiry.max_backoff"),
             ("[expiry]\nreserve = 5\n", "reserve"),
+            ("[public]\nh2_max_streams = 0\n", "public.h2_max_streams"),
+            ("[public]\nmin_body_rate = \"0B\"\n", "public.min_body_rate"),
+            ("[public]\nmax_websockets = 5000\n", "public.max_websockets"),
+            ("[admin]\nmax_connections = 0\n", "admin.max_connections"),
+            ("[upstream]\nmax_in_flight = 0\n", "upstream.max_in_flight"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text} → {e}");

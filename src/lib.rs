@@ -16,7 +16,9 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML file and CLI overrides, validated once.
-//! - [`server`]: listeners, TLS, connection limits, graceful shutdown; wires the relay.
+//! - [`server`]: listeners, TLS, graceful shutdown; wires the relay.
+//! - [`conn`], [`accept`]: one client connection under limits (HTTP/2 streams, timeouts,
+//!   body rate, idle rule), accepting under a cap, the descriptor limit.
 //! - [`proxy`]: route classification, the [`proxy::Stage`] pipeline, the upstream client.
 //! - [`egress`]: the forward proxy for the instance's own outbound federation, over Tor
 //!   (arti-client); destination policy; fail closed.
@@ -33,6 +35,7 @@ pub mod accept;
 pub mod admin;
 pub mod check;
 pub mod config;
+pub mod conn;
 pub mod egress;
 pub mod expiry;
 pub mod metrics;

@@ -259,6 +259,16 @@ fn real_main() -> anyhow::Result<ExitCode> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    // Every listener draws on one descriptor limit; the usual soft 1,024 is far below
+    // what the default caps may hold. Raise it to the hard limit and say if that is short.
+    let need = pavise::accept::descriptor_need(&config);
+    match pavise::accept::raise_nofile_limit() {
+        Ok((before, after)) if after.hard < need => {
+            tracing::warn!(raised_from = before.soft, "{}", pavise::accept::describe_descriptors(after, need))
+        }
+        Ok((before, after)) => tracing::info!(raised_from = before.soft, limit = after.soft, need, "descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, need, "could not raise the descriptor limit"),
+    }
     let shutdown = CancellationToken::new();
     pavise::shutdown::cancel_on_signal(shutdown.clone());
     let (_bound, done) = pavise::server::start(config, shutdown).await?;

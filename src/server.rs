@@ -1,33 +1,15 @@
 //! Listeners, TLS, the accept loop and graceful shutdown; and [`run`], which wires the
 //! relay together from a [`Config`].
 //!
-//! Limits live here because they are about connections, not requests: at most
-//! `max_connections` at once (a semaphore; the rest wait in the kernel backlog), the
-//! request head within `header_read_timeout` (slowloris), `max_header_bytes` of head,
-//! and no connection silent for longer than `idle_timeout`.
+//! The connection limits (at most `max_connections` at once, the first request and every
+//! head within `header_read_timeout`, a minimum body rate, HTTP/2 streams and buffers,
+//! no connection without progress for longer than `idle_timeout`) are in [`crate::conn`],
+//! shared with the admin listener; the caps on what reaches the instance are in
+//! [`crate::proxy::upstream`].
 
-use std::{
-    io,
-    net::SocketAddr,
-    path::Path,
-    pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering::Relaxed},
-    },
-    task::{Context, Poll},
-    time::{Duration, Instant},
-};
+use std::{io, net::SocketAddr, path::Path, sync::Arc};
 
-use hyper::service::service_fn;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
-};
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
-};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -197,12 +179,29 @@ pub async fn start(
         "pavise is listening"
     );
 
-    let limits = ConnLimits::from_config(&config);
+    let limits = crate::conn::Limits::public(&config);
     let grace = limits.grace;
-    let admin_task = tokio::spawn(crate::admin::serve(listeners.admin, admin, shutdown.clone()));
-    let public = listeners.public;
+    let admin_listener = crate::conn::Listener {
+        acceptor: Acceptor::new(listeners.admin, config.file.admin.max_connections, "admin"),
+        tls: None,
+        limits: crate::conn::Limits::admin(&config),
+        metrics: None,
+        upgrades: false,
+    };
+    let admin_task = tokio::spawn(crate::admin::serve(admin_listener, admin, shutdown.clone()));
+    let public = crate::conn::Listener {
+        acceptor: Acceptor::new(listeners.public, config.file.public.max_connections, "public"),
+        tls,
+        limits,
+        metrics: Some(metrics),
+        upgrades: true,
+    };
     let handle = tokio::spawn(async move {
-        accept_loop(public, tls, pipeline, metrics, limits, shutdown).await;
+        crate::conn::serve(public, shutdown, move |conn, req| {
+            let pipeline = pipeline.clone();
+            async move { pipeline.handle(&conn, req).await }
+        })
+        .await;
         // Listener closed and every plain connection drained (or cut); now the tunnels.
         tunnels.close();
         if tokio::time::timeout(grace, tunnels.wait()).await.is_err() {
@@ -251,192 +250,6 @@ impl Listeners {
             l.local_addr().map_err(|source| ServerError::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })
         };
         Ok(Bound { public: addr(&self.public)?, admin: addr(&self.admin)?, egress: addr(&self.egress)? })
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct ConnLimits {
-    max_connections: usize,
-    max_header_bytes: usize,
-    header_read_timeout: Duration,
-    idle_timeout: Duration,
-    grace: Duration,
-}
-
-impl ConnLimits {
-    fn from_config(config: &Config) -> ConnLimits {
-        let p = &config.file.public;
-        ConnLimits {
-            max_connections: p.max_connections,
-            max_header_bytes: p.max_header_bytes.0 as usize,
-            header_read_timeout: p.header_read_timeout.get(),
-            idle_timeout: p.idle_timeout.get(),
-            grace: p.shutdown_grace.get(),
-        }
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    pipeline: Arc<Pipeline>,
-    metrics: Arc<Metrics>,
-    limits: ConnLimits,
-    shutdown: CancellationToken,
-) {
-    let acceptor = Acceptor::new(listener, limits.max_connections, "public");
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
-    let builder = Arc::new(builder);
-
-    while let Some((stream, peer, permit)) = acceptor.next(&shutdown).await {
-        let activity = Activity::new();
-        let io = Watched { inner: stream, activity: activity.clone() };
-        let (pipeline, metrics, builder, tls) = (pipeline.clone(), metrics.clone(), builder.clone(), tls.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            metrics.connection_opened();
-            serve_connection(io, peer, tls, pipeline, builder, activity, limits, watcher).await;
-            metrics.connection_closed();
-            drop(permit);
-        });
-    }
-    drop(acceptor);
-    if tokio::time::timeout(limits.grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace = ?limits.grace, "connections still open after the grace period; closing them");
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn serve_connection(
-    io: Watched<TcpStream>,
-    peer: SocketAddr,
-    tls: Option<TlsAcceptor>,
-    pipeline: Arc<Pipeline>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    activity: Activity,
-    limits: ConnLimits,
-    watcher: hyper_util::server::graceful::Watcher,
-) {
-    let https = tls.is_some();
-    let peer_ip = peer.ip();
-    let service = service_fn(move |req| {
-        let pipeline = pipeline.clone();
-        async move { Ok::<_, std::convert::Infallible>(pipeline.handle(peer_ip, https, req).await) }
-    });
-    match tls {
-        Some(acceptor) => {
-            let stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!("TLS handshake timed out"),
-            };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            run_until_idle(watcher.watch(conn.into_owned()), activity, limits.idle_timeout).await;
-        }
-        None => {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            run_until_idle(watcher.watch(conn.into_owned()), activity, limits.idle_timeout).await;
-        }
-    }
-}
-
-async fn run_until_idle<F, E>(conn: F, activity: Activity, idle: Duration)
-where
-    F: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    tokio::select! {
-        result = conn => if let Err(e) = result { tracing::debug!(error = %e, "connection ended with an error") },
-        _ = activity.idle_for(idle) => tracing::debug!("idle connection closed"),
-    }
-}
-
-/// When a connection last moved a byte, shared between its IO and its idle watchdog.
-#[derive(Clone)]
-struct Activity {
-    epoch: Instant,
-    last_ms: Arc<AtomicU64>,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity { epoch: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) }
-    }
-
-    fn touch(&self) {
-        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Relaxed);
-    }
-
-    /// Resolves once nothing has moved for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let last = Duration::from_millis(self.last_ms.load(Relaxed));
-            let quiet = self.epoch.elapsed().saturating_sub(last);
-            if quiet >= idle {
-                return;
-            }
-            tokio::time::sleep(idle - quiet).await;
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A stream that records activity on every read and write.
-    struct Watched<IO> {
-        #[pin]
-        inner: IO,
-        activity: Activity,
-    }
-}
-
-impl<IO: AsyncRead> AsyncRead for Watched<IO> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let result = this.inner.poll_read(cx, buf);
-        if result.is_ready() {
-            this.activity.touch();
-        }
-        result
-    }
-}
-
-impl<IO: AsyncWrite> AsyncWrite for Watched<IO> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let result = this.inner.poll_write(cx, buf);
-        if result.is_ready() {
-            this.activity.touch();
-        }
-        result
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let result = this.inner.poll_write_vectored(cx, bufs);
-        if result.is_ready() {
-            this.activity.touch();
-        }
-        result
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 

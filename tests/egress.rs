@@ -702,3 +702,38 @@ async fn every_socket_stays_on_loopback() {
     assert!(seen > 20, "too few sockets found ({seen}) for the check to mean anything");
     p.stop().await;
 }
+
+/// Issue 16: the egress listener answered an HTTP/2 preface as HTTP/2, and logged a
+/// 60,000-byte method verbatim.
+#[tokio::test]
+async fn egress_speaks_http1_only_and_refuses_absurd_methods_without_logging_them() {
+    let up = RecordingUpstream::start().await;
+    let p = Pavise::start(&up.url(), |f| f.egress.mode = EgressMode::Direct).await;
+
+    let mut s = TcpStream::connect(p.egress).await.unwrap();
+    // The h2 preface, then an empty SETTINGS frame.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 "),
+        "the egress listener answered an h2 preface with {:?}",
+        &answer[..answer.len().min(32)]
+    );
+    assert!(answer.len() < 9 || answer[3] != 0x04, "an HTTP/2 SETTINGS frame came back");
+
+    let method = format!("M{}", "ETHOD".repeat(12_000));
+    let mut s = TcpStream::connect(p.egress).await.unwrap();
+    s.write_all(format!("{method} http://remote.example/ HTTP/1.1\r\nHost: remote.example\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut answer)).await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    assert!(!crate::support::logs().contains(&method[..200]), "the method reached the log");
+    p.stop().await;
+}

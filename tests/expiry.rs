@@ -441,7 +441,7 @@ async fn sweep_schedules_old_posts_through_the_running_relay() {
     let file = pavise::config::FileConfig {
         data_dir: s.data.path().to_owned(),
         policies: s.policies.path().to_owned(),
-        admin: pavise::config::AdminConfig { listen: p.admin, token_file: None },
+        admin: pavise::config::AdminConfig { listen: p.admin, token_file: None, ..Default::default() },
         ..Default::default()
     };
     let config = pavise::config::Config::validate(file, &Default::default(), None).unwrap();

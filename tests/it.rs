@@ -13,3 +13,4 @@ mod expiry;
 mod media;
 mod proxy;
 mod shield;
+mod transport;

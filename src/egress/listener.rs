@@ -7,6 +7,10 @@
 //!   failure is therefore a real status (403/502/503) the client can log and retry on.
 //! - absolute-form `GET http://host/path` (plain http, e.g. .onion peers): forwarded
 //!   over one fresh stream in origin form, hop-by-hop headers removed.
+//!
+//! HTTP/1.1 only (hyper's HTTP/1 server, not the auto-detecting one: an h2 preface is
+//! a bad request here), and a method longer than any real one is refused with a 400
+//! before anything reads or logs it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,10 +18,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::{body::Incoming, service::service_fn};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
-};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -28,41 +29,57 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
 
 /// Connections from the instance at once; the rest wait in the kernel backlog.
-const MAX_CONNECTIONS: usize = 4096;
+const MAX_CONNECTIONS: usize = crate::accept::EGRESS_MAX_CONNECTIONS;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts until `shutdown`, then drains requests and tunnels for up to `grace`.
 pub async fn serve(egress: Arc<Egress>, listener: TcpListener, grace: Duration, shutdown: CancellationToken) {
     let acceptor = Acceptor::new(listener, MAX_CONNECTIONS, "egress");
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     let tunnels = TaskTracker::new();
     let cut = CancellationToken::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     let builder = Arc::new(builder);
     while let Some((stream, _, permit)) = acceptor.next(&shutdown).await {
         let (egress, tunnels, cut, builder) = (egress.clone(), tunnels.clone(), cut.clone(), builder.clone());
-        let service = service_fn(move |req| {
-            let (egress, tunnels, cut) = (egress.clone(), tunnels.clone(), cut.clone());
-            async move { Ok::<_, std::convert::Infallible>(handle(egress, req, tunnels, cut).await) }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        let (shutdown, hard) = (shutdown.clone(), cut.clone());
+        connections.spawn(async move {
+            let service = service_fn(move |req| {
+                let (egress, tunnels, cut) = (egress.clone(), tunnels.clone(), cut.clone());
+                async move { Ok::<_, std::convert::Infallible>(handle(egress, req, tunnels, cut).await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = shutdown.cancelled() => {
+                    // Finish the request in progress, then close; cut at the end of the grace.
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        result = conn.as_mut() => result,
+                        _ = hard.cancelled() => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "egress connection ended with an error");
             }
             drop(permit);
         });
     }
     drop(acceptor);
-    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait()).await.is_err() {
+        tracing::warn!("egress connections still open after the grace period; closing them");
+    }
     tunnels.close();
     if tokio::time::timeout(grace, tunnels.wait()).await.is_err() {
         tracing::warn!("egress tunnels still open after the grace period; closing them");
-        cut.cancel();
-        tunnels.wait().await;
     }
+    cut.cancel();
+    connections.wait().await;
+    tunnels.wait().await;
 }
 
 async fn handle(
@@ -71,6 +88,9 @@ async fn handle(
     tunnels: TaskTracker,
     cut: CancellationToken,
 ) -> Response<Body> {
+    if req.method().as_str().len() > crate::proxy::pipeline::MAX_METHOD_LEN {
+        return error_response(&egress.failed(EgressError::BadRequest("unknown request method".into())));
+    }
     if !egress.authorized(req.headers().get(header::PROXY_AUTHORIZATION).map(HeaderValue::as_bytes)) {
         let mut resp = error_response(&egress.failed(EgressError::AuthRequired));
         resp.headers_mut()

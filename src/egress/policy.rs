@@ -202,50 +202,84 @@ pub fn non_public(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// The IANA IPv4 Special-Purpose Address Registry (RFC 6890 and its updates, as of
+/// 2025), multicast and the reserved class E: no federation peer lives in any of them,
+/// including the few that are globally reachable (anycast relays, AS112 sinks).
+const SPECIAL_V4: &[(Ipv4Addr, u8, &str)] = &[
+    (Ipv4Addr::new(0, 0, 0, 0), 8, "\"this network\" (0.0.0.0/8)"),
+    (Ipv4Addr::new(10, 0, 0, 0), 8, "private (10.0.0.0/8)"),
+    (Ipv4Addr::new(100, 64, 0, 0), 10, "CGNAT (100.64.0.0/10)"),
+    (Ipv4Addr::new(127, 0, 0, 0), 8, "loopback"),
+    (Ipv4Addr::new(169, 254, 0, 0), 16, "link-local"),
+    (Ipv4Addr::new(172, 16, 0, 0), 12, "private (172.16.0.0/12)"),
+    (Ipv4Addr::new(192, 0, 0, 0), 24, "IETF protocol assignments (192.0.0.0/24)"),
+    (Ipv4Addr::new(192, 0, 2, 0), 24, "documentation (TEST-NET-1)"),
+    (Ipv4Addr::new(192, 31, 196, 0), 24, "AS112 (192.31.196.0/24)"),
+    (Ipv4Addr::new(192, 52, 193, 0), 24, "AMT (192.52.193.0/24)"),
+    (Ipv4Addr::new(192, 88, 99, 0), 24, "6to4 relay anycast (deprecated)"),
+    (Ipv4Addr::new(192, 168, 0, 0), 16, "private (192.168.0.0/16)"),
+    (Ipv4Addr::new(192, 175, 48, 0), 24, "AS112 direct delegation (192.175.48.0/24)"),
+    (Ipv4Addr::new(198, 18, 0, 0), 15, "benchmarking (198.18.0.0/15)"),
+    (Ipv4Addr::new(198, 51, 100, 0), 24, "documentation (TEST-NET-2)"),
+    (Ipv4Addr::new(203, 0, 113, 0), 24, "documentation (TEST-NET-3)"),
+    (Ipv4Addr::new(224, 0, 0, 0), 4, "multicast"),
+    (Ipv4Addr::new(240, 0, 0, 0), 4, "reserved (240.0.0.0/4, broadcast)"),
+];
+
+/// The IANA IPv6 Special-Purpose Address Registry, and everything outside `2000::/3`
+/// (the only block IANA allocates as global unicast). Checked after the embeddings of
+/// [`non_public_v6`].
+const SPECIAL_V6: &[(Ipv6Addr, u8, &str)] = &[
+    (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 32, "Teredo (2001::/32)"),
+    (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23, "IETF protocol assignments (2001::/23)"),
+    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32, "documentation (2001:db8::/32)"),
+    (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16, "6to4 (2002::/16)"),
+    (Ipv6Addr::new(0x2620, 0x4f, 0x8000, 0, 0, 0, 0, 0), 48, "AS112 direct delegation (2620:4f:8000::/48)"),
+    (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20, "documentation (3fff::/20)"),
+];
+
+fn in_v4(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+fn in_v6(ip: Ipv6Addr, net: Ipv6Addr, len: u8) -> bool {
+    let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+    u128::from(ip) & mask == u128::from(net) & mask
+}
+
 fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let o = ip.octets();
-    let range = if ip.is_unspecified() || o[0] == 0 {
-        "unspecified"
-    } else if ip.is_loopback() {
-        "loopback"
-    } else if ip.is_private() {
-        "private"
-    } else if ip.is_link_local() {
-        "link-local"
-    } else if o[0] == 100 && (o[1] & 0xC0) == 64 {
-        "CGNAT (100.64.0.0/10)"
-    } else if ip.is_multicast() {
-        "multicast"
-    } else if ip.is_broadcast() || o[0] >= 240 {
-        "reserved"
-    } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
-        "IETF protocol (192.0.0.0/24)"
-    } else if o[0] == 198 && (o[1] & 0xFE) == 18 {
-        "benchmarking (198.18.0.0/15)"
-    } else {
-        return None;
-    };
-    Some(range)
+    SPECIAL_V4.iter().find(|(net, len, _)| in_v4(ip, *net, *len)).map(|(_, _, name)| *name)
 }
 
 fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    // An IPv4 address dressed as IPv6 is judged as the IPv4 address it carries.
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return non_public_v4(v4);
-    }
     let s = ip.segments();
-    // NAT64 (64:ff9b::/96) reaches the embedded IPv4 address.
-    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-        let o = ip.octets();
+    let o = ip.octets();
+    // The global NAT64 prefix (64:ff9b::/96) reaches the IPv4 address it embeds: judge that.
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return non_public_v4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
     }
+    let embedded = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
     let range = if ip.is_unspecified() {
         "unspecified"
     } else if ip.is_loopback() {
         "loopback"
-    } else if s[0..6] == [0, 0, 0, 0, 0, 0] {
-        // Deprecated IPv4-compatible addresses (::a.b.c.d).
+    } else if s[..4] == [0, 0, 0, 0]
+        && (s[4..6] == [0, 0xffff] || s[4..6] == [0xffff, 0] || s[4..6] == [0, 0])
+        && let Some(v4_range) = non_public_v4(embedded)
+    {
+        // Mapped, translated or compatible: name the IPv4 range it hides.
+        v4_range
+    } else if s[..5] == [0, 0, 0, 0, 0] && s[5] == 0xffff {
+        // A peer is named by its IPv4 address, not this socket-API spelling of it.
+        "IPv4-mapped (::ffff:0:0/96; write the IPv4 address)"
+    } else if s[..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0 {
+        "IPv4-translated (::ffff:0:0:0/96)"
+    } else if s[..6] == [0, 0, 0, 0, 0, 0] {
         "IPv4-compatible (deprecated)"
+    } else if s[..3] == [0x64, 0xff9b, 1] {
+        // RFC 8215: a site's own translator, reaching whatever its IPv4 side reaches.
+        "local-use NAT64 (64:ff9b:1::/48)"
     } else if (s[0] & 0xfe00) == 0xfc00 {
         "private (unique local)"
     } else if (s[0] & 0xffc0) == 0xfe80 {
@@ -254,8 +288,11 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
         "site-local (deprecated)"
     } else if (s[0] & 0xff00) == 0xff00 {
         "multicast"
-    } else if s[0] == 0x2001 && s[1] == 0x0db8 {
-        "documentation"
+    } else if let Some((_, _, name)) = SPECIAL_V6.iter().find(|(net, len, _)| in_v6(ip, *net, *len)) {
+        name
+    } else if (s[0] & 0xe000) != 0x2000 {
+        // 100::/64 discard, 5f00::/16 SRv6 SIDs and every block IANA has not allocated.
+        "reserved (outside 2000::/3 global unicast)"
     } else {
         return None;
     };
@@ -308,8 +345,35 @@ mod tests {
             "[::ffff:127.0.0.1]:443",
             "[::ffff:10.1.2.3]:443",
             "[::ffff:169.254.169.254]:443",
+            "[::ffff:1.1.1.1]:443",
+            "[::ffff:0:127.0.0.1]:443",
             "[64:ff9b::a00:1]:443",
+            "[64:ff9b::127.0.0.1]:443",
+            "[64:ff9b:1::a00:1]:443",
+            "[64:ff9b:1:ffff::1]:443",
             "[::127.0.0.1]:443",
+            "[2002:a00:1::1]:443",
+            "[2002:101:101::1]:443",
+            "[2001:0:4136:e378:8000:63bf:3fff:fdd2]:443",
+            "[2001:2::1]:443",
+            "[2001:10::1]:443",
+            "[2001:db8::1]:443",
+            "[3fff::1]:443",
+            "[100::1]:443",
+            "[5f00::1]:443",
+            "[2620:4f:8000::1]:443",
+            "[4000::1]:443",
+            "192.0.0.9:443",
+            "192.0.2.1:443",
+            "198.51.100.7:443",
+            "203.0.113.250:443",
+            "198.18.0.1:443",
+            "198.19.255.255:443",
+            "192.88.99.1:443",
+            "192.31.196.1:443",
+            "192.52.193.1:443",
+            "192.175.48.1:443",
+            "240.0.0.1:443",
             "[fd00::1]:443",
             "[fc12::1]:443",
             "[fe80::1]:443",
@@ -334,7 +398,13 @@ mod tests {
             "100.128.0.1:443",
             "172.32.0.1:443",
             "[2a01:4f8::1]:443",
-            "[::ffff:1.1.1.1]:443",
+            "[2001:200::1]:443",
+            "[2600::1]:443",
+            "[64:ff9b::101:101]:443",
+            "192.0.1.1:443",
+            "198.20.0.1:443",
+            "203.0.114.1:443",
+            "223.255.255.254:443",
         ] {
             assert_eq!(check(&p, a), Ok(()), "{a}");
         }

@@ -8,6 +8,9 @@ use http::{HeaderValue, StatusCode, header};
 
 use super::{Response, full};
 
+/// Seconds a client is asked to wait when a cap is full: caps free up as requests end.
+pub const BUSY_RETRY_AFTER: &str = "2";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("the instance is not reachable right now")]
@@ -16,6 +19,13 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("request body larger than {limit} bytes for this endpoint")]
     BodyTooLarge { limit: u64 },
+    #[error("the request body arrived too slowly")]
+    BodyTooSlow,
+    /// A cap is full (requests in flight, connections to the instance, WebSockets).
+    #[error("too many {0} right now; retry shortly")]
+    Busy(&'static str),
+    #[error("bad gateway: {0}")]
+    UpstreamMisbehaved(&'static str),
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("{reason}")]
@@ -32,6 +42,9 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamMisbehaved(_) => StatusCode::BAD_GATEWAY,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ProxyError::Refused(_) => StatusCode::FORBIDDEN,
@@ -40,7 +53,11 @@ impl ProxyError {
     }
 
     pub fn into_response(self) -> Response {
-        json_error(self.status(), &self.to_string())
+        let mut resp = json_error(self.status(), &self.to_string());
+        if let ProxyError::Busy(_) = self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(BUSY_RETRY_AFTER));
+        }
+        resp
     }
 }
 
@@ -66,5 +83,12 @@ mod tests {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"], "request body larger than 10 bytes for this endpoint");
+    }
+
+    #[test]
+    fn a_full_cap_is_a_503_with_retry_after() {
+        let resp = ProxyError::Busy("requests to the instance").into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], BUSY_RETRY_AFTER);
     }
 }

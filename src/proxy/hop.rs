@@ -1,9 +1,30 @@
-//! Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and must not be
-//! forwarded, including every header the `Connection` header itself names.
+//! Hop-by-hop headers (RFC 9110 §7.6.1), and the request head as a client may send it.
+//!
+//! Hop-by-hop headers describe one connection and must not be forwarded, and neither may
+//! any header the `Connection` header names. The order matters: the client's request is
+//! cleaned *on entry* ([`clean_request_head`]), before the route is classified and before
+//! any stage runs, so every stage sees exactly the head the instance will see, and
+//! nothing pavise writes later (the pseudonym in `X-Forwarded-For`, `X-Forwarded-Proto`,
+//! `X-Forwarded-Host`) can be named away by a `Connection: X-Forwarded-For` (issue 16:
+//! that one header used to reach Mastodon without any `X-Forwarded-For`, so the instance
+//! saw 127.0.0.1 and Rack::Attack's localhost safelist skipped every throttle).
+//!
+//! On entry, besides the hop-by-hop set:
+//! - `Host` is never removed by a `Connection` option: RFC 9110 forbids listing it, and
+//!   the instance's routing, URLs and signatures read it;
+//! - `X-HTTP-Method-Override` (and its cousins) go: Rack::MethodOverride would let it turn
+//!   a POST into another method behind pavise's back (see [`super::method`]);
+//! - every header whose name holds `_` goes, as nginx does by default
+//!   (`underscores_in_headers off`): Rack folds `-` and `_` into one CGI name, so
+//!   `X_Forwarded_For` or `X_HTTP_Method_Override` would reach Rails as the header pavise
+//!   set or removed. Mastodon's own nginx setup already drops them, so no client needs one.
+//! - `Upgrade` only survives as `Upgrade: websocket` on the streaming route
+//!   ([`websocket_requested`], [`ask_for_websocket`]); any other token (`h2c`, ...) or
+//!   route would tunnel a connection past every stage.
 
-use http::{HeaderMap, HeaderName, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -12,72 +33,172 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers. `Upgrade` is removed too unless `keep_upgrade` (a
-/// WebSocket handshake being passed on), in which case `Connection: upgrade` is restored.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        if keep_upgrade && name == header::UPGRADE {
-            continue;
-        }
-        headers.remove(name);
-    }
+/// Method overrides some framework reads; Rack reads the first.
+const METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+/// Removes hop-by-hop headers and every header `Connection` names, except `Host`.
+/// `Upgrade` goes too, unless `keep_websocket`, which leaves exactly a WebSocket
+/// handshake ([`ask_for_websocket`]).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_websocket: bool) {
+    remove_connection_options(headers);
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
+    if keep_websocket {
+        ask_for_websocket(headers);
     }
 }
 
-/// Whether a request asks to switch protocols (WebSocket).
+/// The client's head, cleaned on entry: see the module docs for what goes and why.
+pub fn clean_request_head(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers, false);
+    // The client's `Expect: 100-continue` is answered by our own server when the body is
+    // first read; the instance gets the body at once.
+    headers.remove(header::EXPECT);
+    for name in &METHOD_OVERRIDES {
+        headers.remove(name);
+    }
+    if headers.keys().any(|n| n.as_str().contains('_')) {
+        let doomed: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Tokens of a comma-separated header (`Connection`, `Upgrade`).
+fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Connection options that are not also the name of a header still to remove.
+fn is_bare_option(token: &str) -> bool {
+    ["close", "keep-alive", "upgrade"].iter().any(|o| token.eq_ignore_ascii_case(o))
+}
+
+fn remove_connection_options(headers: &mut HeaderMap) {
+    // The common case (`keep-alive`, `close`, `Upgrade`) allocates nothing.
+    if tokens(headers, header::CONNECTION).all(is_bare_option) {
+        return;
+    }
+    let named: Vec<HeaderName> = tokens(headers, header::CONNECTION)
+        .filter(|t| !is_bare_option(t))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|n| *n != header::HOST)
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+}
+
+/// Whether the client asked to switch to WebSocket (`Connection: upgrade` and a
+/// `websocket` token in `Upgrade`). Read before [`clean_request_head`] removes both.
+pub fn websocket_requested(headers: &HeaderMap) -> bool {
+    tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"))
+        && tokens(headers, header::UPGRADE).any(|t| t.eq_ignore_ascii_case("websocket"))
+}
+
+/// Puts back exactly the handshake headers for a WebSocket the instance may accept.
+pub fn ask_for_websocket(headers: &mut HeaderMap) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+}
+
+/// Whether a cleaned request still asks to switch protocols (only a WebSocket does).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn head(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
 
     #[test]
     fn removes_standard_and_connection_named_headers() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "keep-alive, x-secret-hop".parse().unwrap());
-        h.insert("keep-alive", "timeout=5".parse().unwrap());
-        h.insert("x-secret-hop", "1".parse().unwrap());
-        h.insert("te", "trailers".parse().unwrap());
-        h.insert("transfer-encoding", "chunked".parse().unwrap());
-        h.insert("proxy-authorization", "Basic x".parse().unwrap());
-        h.insert("proxy-connection", "keep-alive".parse().unwrap());
-        h.insert("upgrade", "websocket".parse().unwrap());
-        h.insert("content-length", "5".parse().unwrap());
+        let mut h = head(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("upgrade", "websocket"),
+            ("content-length", "5"),
+        ]);
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("content-length"));
     }
 
+    /// Issue 16: `Connection` could name away the headers the instance's trust rests on.
     #[test]
-    fn websocket_handshake_keeps_upgrade() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "Upgrade".parse().unwrap());
-        h.insert("upgrade", "websocket".parse().unwrap());
-        assert!(wants_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
+    fn connection_cannot_remove_host() {
+        let mut h = head(&[
+            ("connection", "keep-alive, X-Forwarded-For, X-Forwarded-Proto, Host"),
+            ("connection", "x-forwarded-host"),
+            ("host", "social.example"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ]);
+        clean_request_head(&mut h);
+        assert_eq!(h["host"], "social.example");
+        // What the client sent under these names is gone; pavise writes its own after.
+        assert!(!h.contains_key("x-forwarded-for"));
+    }
+
+    #[test]
+    fn method_overrides_and_underscore_names_are_dropped_on_entry() {
+        let mut h = head(&[
+            ("x-http-method-override", "GET"),
+            ("x-method-override", "DELETE"),
+            ("x_http_method_override", "GET"),
+            ("x_forwarded_for", "127.0.0.1"),
+            ("client_ip", "127.0.0.1"),
+            ("expect", "100-continue"),
+            ("accept", "application/json"),
+        ]);
+        clean_request_head(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn only_a_websocket_upgrade_is_recognised() {
+        let ws = head(&[("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket")]);
+        assert!(websocket_requested(&ws));
+        for h in [
+            head(&[("connection", "Upgrade"), ("upgrade", "h2c")]),
+            head(&[("upgrade", "websocket")]),
+            head(&[("connection", "upgrade")]),
+        ] {
+            assert!(!websocket_requested(&h), "{h:?}");
+        }
+        let mut h = head(&[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "websocket, h2c")]);
+        clean_request_head(&mut h);
+        assert!(!wants_upgrade(&h));
+        ask_for_websocket(&mut h);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
     }

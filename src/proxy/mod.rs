@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod hop;
+pub mod method;
 pub mod pipeline;
 pub mod route;
 pub mod upstream;
@@ -69,6 +70,22 @@ pub struct RequestCtx {
     /// e.g. the bearer token expiry saw on a status creation.
     pub extensions: http::Extensions,
 }
+
+/// The client connection a request arrived on, as a listener hands it to the pipeline.
+pub struct ClientConn {
+    /// The connecting peer. Only [`crate::privacy::ClientAddr::resolve`] reads it: the
+    /// pipeline turns it into the pseudonym at once.
+    pub peer: std::net::IpAddr,
+    /// Whether the connection is TLS (pavise's own).
+    pub https: bool,
+    /// The connection's place under `public.max_connections` and in
+    /// `pavise_open_connections`, released when the last holder drops it: a WebSocket
+    /// tunnel outlives the HTTP exchange that opened it, and keeps its slot.
+    pub slot: Slot,
+}
+
+/// Something kept alive for as long as it is held (see [`ClientConn::slot`]).
+pub type Slot = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
 /// What a stage decided about a request.
 pub enum Flow {

@@ -1,11 +1,16 @@
 //! The pipeline: one ordered list of stages between the listener and the instance.
 //!
 //! ```text
-//! accept ─► RequestCtx (route, pseudonym) ─► body cap
+//! accept ─► entry (hop-by-hop out, route, pseudonym) ─► body cap ─► `_method`
 //!   request:  hygiene ─► shield ─► client_ip ─► media ─► expiry ─► upstream ─► instance
 //!   response: hygiene ◄─ shield ◄─ client_ip ◄─ media ◄─ expiry ◄─┘
 //! ```
-//! The order is written once, in [`Pipeline::new`], with the reason for each position.
+//! The stage order is written once, in `server::start`, with the reason for each
+//! position. Before any stage, the entry phase ([`Pipeline::handle`]) cleans the head
+//! ([`hop::clean_request_head`]), classifies the route once from the canonical path
+//! ([`Route::classify`]), caps the body by that class, and reads the method Rails will
+//! dispatch ([`super::method`]); after every stage, the upstream writes the forwarding
+//! headers last ([`Upstream::forward`]).
 
 use std::{
     net::IpAddr,
@@ -21,8 +26,8 @@ use http_body::{Frame, SizeHint};
 use ipnet::IpNet;
 
 use super::{
-    Body, BoxError, Flow, ProxyError, RequestCtx, Response, Route, RouteClass, Stage, boxed, error::json_error,
-    upstream::Upstream,
+    Body, BoxError, ClientConn, Flow, ProxyError, RequestCtx, Response, Route, RouteClass, Stage, boxed,
+    error::json_error, hop, method, upstream::Upstream,
 };
 use crate::{
     config::Config,
@@ -60,6 +65,28 @@ impl BodyLimits {
 #[derive(Debug, thiserror::Error)]
 #[error("request body over the {0}-byte limit")]
 pub struct BodyCapExceeded(pub u64);
+
+/// The error a request body yields when the client sends it slower than
+/// `public.min_body_rate` (the listener's body guard).
+#[derive(Debug, thiserror::Error)]
+#[error("request body slower than the minimum rate")]
+pub struct BodyTooSlow;
+
+/// A request body's read error as the relay's error: the client's own (413, 408) when
+/// one of the body guards stopped it.
+pub(crate) fn body_error(e: &BoxError) -> ProxyError {
+    if let Some(cap) = e.downcast_ref::<BodyCapExceeded>() {
+        return ProxyError::BodyTooLarge { limit: cap.0 };
+    }
+    if e.downcast_ref::<BodyTooSlow>().is_some() {
+        return ProxyError::BodyTooSlow;
+    }
+    ProxyError::BadRequest("the request body could not be read".into())
+}
+
+/// No real HTTP method is longer (IANA's longest is `UPDATEREDIRECTREF`, 17): a longer
+/// one is refused before anything reads or logs it.
+pub const MAX_METHOD_LEN: usize = 20;
 
 pin_project_lite::pin_project! {
     /// Passes bytes through unchanged until `remaining` runs out.
@@ -137,21 +164,35 @@ impl Pipeline {
     }
 
     /// Serves one request. Never fails: every error becomes a response here.
-    pub async fn handle(&self, peer: IpAddr, https: bool, req: http::Request<hyper::body::Incoming>) -> Response {
+    pub async fn handle(&self, conn: &ClientConn, req: super::Request) -> Response {
         let started = Instant::now();
-        let client = ClientAddr::resolve(peer, req.headers(), &self.trusted_proxies);
-        let https = https || (self.is_trusted(peer) && forwarded_https(req.headers()));
+        if req.method().as_str().len() > MAX_METHOD_LEN {
+            let resp = json_error(http::StatusCode::BAD_REQUEST, "unknown request method");
+            self.metrics.request_done(RouteClass::Web, resp.status());
+            return resp;
+        }
+        let (mut parts, body) = req.into_parts();
+        // What a trusted load balancer says about the client is read before the head is
+        // cleaned: its `Connection` options were meant for this hop, which is us.
+        let client = ClientAddr::resolve(conn.peer, &parts.headers, &self.trusted_proxies);
+        let https = conn.https || (self.is_trusted(conn.peer) && forwarded_https(&parts.headers));
+        let websocket = parts.version == http::Version::HTTP_11 && hop::websocket_requested(&parts.headers);
+        hop::clean_request_head(&mut parts.headers);
+        let route = Route::classify(&parts.method, parts.uri.path(), parts.uri.query());
+        if websocket && route.class == RouteClass::Streaming && parts.method == http::Method::GET {
+            hop::ask_for_websocket(&mut parts.headers);
+        }
         let mut ctx = RequestCtx {
-            route: Route::classify(req.method(), req.uri().path()),
+            route,
             pseudonym: self.pseudonymizer.pseudonym(&client),
             https,
-            host: request_host(&req),
+            host: request_host(&parts.headers, &parts.uri),
             started,
             extensions: http::Extensions::new(),
         };
-        let method = req.method().clone();
+        let method = parts.method.clone();
 
-        let resp = match self.run(&mut ctx, req.map(boxed)).await {
+        let resp = match self.run(&mut ctx, super::Request::from_parts(parts, body), conn).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
         };
@@ -169,12 +210,28 @@ impl Pipeline {
         resp
     }
 
-    async fn run(&self, ctx: &mut RequestCtx, mut req: super::Request) -> Result<Response, ProxyError> {
+    async fn run(
+        &self,
+        ctx: &mut RequestCtx,
+        mut req: super::Request,
+        conn: &ClientConn,
+    ) -> Result<Response, ProxyError> {
         let limit = self.body_limits.for_class(ctx.route.class);
         if content_length(req.headers()).is_some_and(|len| len > limit) {
             return Err(ProxyError::BodyTooLarge { limit });
         }
         req = req.map(|inner| boxed(CappedBody { inner, limit, remaining: limit }));
+
+        // Stages see the method Rails will dispatch; the instance gets the one sent.
+        let (resolved, dispatched) = method::resolve(req, &ctx.route).await?;
+        req = resolved;
+        let wire_method = match dispatched {
+            Some(dispatched) => {
+                ctx.route = Route::classify(&dispatched, req.uri().path(), req.uri().query());
+                Some(std::mem::replace(req.method_mut(), dispatched))
+            }
+            None => None,
+        };
 
         // Stages that passed the request on get to see the response, in reverse order. The
         // stage that answers (or fails) made the answer and is not asked about it again.
@@ -190,7 +247,7 @@ impl Pipeline {
                     Err(e) => break 'answer e.into_response(),
                 }
             }
-            match self.upstream.forward(ctx, req).await {
+            match self.upstream.forward(ctx, req, wire_method, conn).await {
                 Ok(resp) => resp,
                 Err(e) => e.into_response(),
             }
@@ -215,12 +272,12 @@ fn forwarded_https(headers: &HeaderMap) -> bool {
     headers.get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
 }
 
-fn request_host<B>(req: &http::Request<B>) -> Option<String> {
-    req.headers()
+fn request_host(headers: &HeaderMap, uri: &http::Uri) -> Option<String> {
+    headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .or_else(|| uri.authority().map(|a| a.to_string()))
 }
 
 /// A 404 in the instance's style, for stages that hide things (expired posts).

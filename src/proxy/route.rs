@@ -17,7 +17,17 @@
 //!
 //! Literal segments are compared after decoding too. Rails would not route
 //! `/api/v1/%73tatuses/1`, so reading it as a status read only ever makes pavise stricter
-//! than the instance, never laxer: the direction a privacy relay may err in.
+//! than the instance, never laxer: the direction a privacy relay may err in. The same
+//! holds for the format suffix under `/api` and `/auth`, which Mastodon routes with
+//! `format: false` (`/api/v1/statuses/1.json` is a 404 there, a status read here).
+//!
+//! The table follows today's `config/routes.rb` and `config/routes/api.rb`: besides the
+//! `/users/NAME/...` routes, Mastodon 4.4's numeric `/ap/users/ID/...` (inbox, statuses,
+//! collections), the instance actor (`/actor`, `/actor/inbox`), and every route that
+//! shows a status under another name: `/api/web/embeds/:id`, `/redirect/statuses/:id`,
+//! `GET /api/v1/statuses?id[]=` and `/api/oembed?url=...` (whose `url` is routed like a
+//! path: the query is read for that one route). The method is the one Rails dispatches
+//! ([`super::method`] reads Rack's `_method` before stages run).
 //!
 //! [`Journey::Router::Utils.normalize_path`]: https://github.com/rails/rails/blob/main/actionpack/lib/action_dispatch/journey/router/utils.rb
 
@@ -28,11 +38,14 @@ use http::Method;
 /// The coarse class a request belongs to. `[[limit]] route = "..."` names these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RouteClass {
-    /// `POST /inbox`, `POST /users/NAME/inbox`, `POST /actor/inbox`: signed deliveries.
+    /// `POST /inbox`, `POST /users/NAME/inbox`, `POST /ap/users/ID/inbox`,
+    /// `POST /actor/inbox`: signed deliveries.
     Inbox,
-    /// `POST /api/v1/statuses`, `PUT /api/v1/statuses/:id`.
+    /// `POST /api/v1/statuses`, `PUT`/`PATCH /api/v1/statuses/:id`.
     StatusCreate,
-    /// A read of one status: `GET /api/v1/statuses/:id`, `/@user/:id`, `/users/u/statuses/:id`.
+    /// A read of a status: `GET /api/v1/statuses/:id` (and `?id[]=` for several),
+    /// `/@user/:id`, `/users/u/statuses/:id`, `/ap/users/1/statuses/:id`, the embed,
+    /// redirect and oEmbed views of one.
     StatusRead,
     /// Media upload endpoints (media, avatar/header, emoji).
     MediaUpload,
@@ -195,14 +208,17 @@ pub struct Route {
     /// `replies`, ...), when there is one.
     pub status_action: Option<String>,
     /// The local account a path names (`/users/NAME/...`, `/@NAME/...`), lower-cased:
-    /// Mastodon looks local usernames up case-insensitively.
+    /// Mastodon looks local usernames up case-insensitively. `None` for the numeric
+    /// `/ap/users/ID/...` routes, which name an account id, not a username.
     pub account: Option<String>,
 }
 
 impl Route {
-    pub fn classify(method: &Method, raw_path: &str) -> Route {
+    /// Classifies a request from its method, raw path and raw query (the query is read
+    /// only for `/api/oembed?url=`, whose `url` names a status).
+    pub fn classify(method: &Method, raw_path: &str, query: Option<&str>) -> Route {
         let path = CanonicalPath::new(raw_path);
-        let mut seg = [""; 6];
+        let mut seg = [""; 8];
         let mut count = 0;
         for (slot, s) in seg.iter_mut().zip(path.segments()) {
             *slot = s;
@@ -217,27 +233,33 @@ impl Route {
 
         let mut status_param: Option<&str> = None;
         let mut status_action: Option<&str> = None;
+        let mut queried_status: Option<String> = None;
         let mut account: Option<&str> = None;
+        // `/users/NAME/...` and Mastodon 4.4's numeric `/ap/users/ID/...` take the same
+        // sub-routes: the inbox, statuses and their collections, outbox, followers, ...
+        let actor_base = match (at(0), at(1), at(2)) {
+            (Some("users"), Some(name), _) => {
+                account = Some(name);
+                Some(1)
+            }
+            (Some("ap"), Some("users"), Some(_)) => Some(2),
+            _ => None,
+        };
         let class = match (at(0), at(1), at(2)) {
             (Some("api"), Some("v1"), Some("streaming")) => RouteClass::Streaming,
             (Some("inbox"), None, _) if is_post => RouteClass::Inbox,
             (Some("actor"), Some("inbox"), None) if is_post => RouteClass::Inbox,
-            (Some("users"), Some(name), Some("inbox")) if is_post && count == 3 => {
-                account = Some(name);
-                RouteClass::Inbox
-            }
-            (Some("users"), Some(name), rest) => {
-                account = Some(name);
-                if rest == Some("statuses")
-                    && let Some(id) = at(3)
-                {
-                    status_param = Some(id);
-                    status_action = at(4);
-                    if is_get && count == 4 { RouteClass::StatusRead } else { RouteClass::ActivityPubObject }
-                } else {
-                    RouteClass::ActivityPubObject
+            (Some("actor"), None | Some("outbox"), None) => RouteClass::ActivityPubObject,
+            _ if let Some(base) = actor_base => match at(base + 1) {
+                Some("inbox") if is_post && count == base + 2 => RouteClass::Inbox,
+                Some("statuses") if at(base + 2).is_some() => {
+                    status_param = at(base + 2);
+                    status_action = at(base + 3);
+                    if is_get && count == base + 3 { RouteClass::StatusRead } else { RouteClass::ActivityPubObject }
                 }
-            }
+                _ => RouteClass::ActivityPubObject,
+            },
+            (Some("contexts"), Some(_), _) => RouteClass::ActivityPubObject,
             (Some(handle), id, rest) if handle.len() > 1 && handle.starts_with('@') => {
                 account = Some(&handle[1..]);
                 match (id, rest) {
@@ -260,10 +282,23 @@ impl Route {
                 status_action = at(4);
                 match (at(3), at(4)) {
                     (None, _) if is_post => RouteClass::StatusCreate,
-                    (Some(_), None) if method == Method::PUT => RouteClass::StatusCreate,
+                    // `GET /api/v1/statuses?id[]=1&id[]=2`: several statuses at once.
+                    (None, _) if is_get => RouteClass::StatusRead,
+                    // `resources :statuses` routes an update as PUT and as PATCH.
+                    (Some(_), None) if method == Method::PUT || method == Method::PATCH => RouteClass::StatusCreate,
                     (Some(_), None) if is_get => RouteClass::StatusRead,
                     _ => RouteClass::Api,
                 }
+            }
+            // The web UI's embed of one status.
+            (Some("api"), Some("web"), Some("embeds")) => {
+                status_param = at(3);
+                if is_get { RouteClass::StatusRead } else { RouteClass::Api }
+            }
+            // `/api/oembed?url=https://host/@alice/123` shows status 123.
+            (Some("api"), Some("oembed"), None) => {
+                queried_status = oembed_status(query);
+                if is_get { RouteClass::StatusRead } else { RouteClass::Api }
             }
             (Some("api"), Some("v1" | "v2"), Some("media")) => RouteClass::MediaUpload,
             (Some("api"), Some("v1"), Some("accounts")) if at(3) == Some("update_credentials") => {
@@ -275,9 +310,14 @@ impl Route {
             (Some("oauth" | "auth"), _, _) => RouteClass::Auth,
             (Some("settings"), Some("profile"), _) if !is_get => RouteClass::MediaUpload,
             (Some("admin"), Some("custom_emojis"), _) if !is_get => RouteClass::MediaUpload,
+            // The interstitial page of `/redirect/statuses/:id`.
+            (Some("redirect"), Some("statuses"), Some(id)) => {
+                status_param = Some(id);
+                if is_get { RouteClass::StatusRead } else { RouteClass::Web }
+            }
             _ => RouteClass::Web,
         };
-        let status_id = status_param.and_then(status_id_of);
+        let status_id = queried_status.or_else(|| status_param.and_then(status_id_of));
         Route {
             class,
             status_action: status_id.as_ref().and(status_action).map(str::to_owned),
@@ -286,6 +326,36 @@ impl Route {
             path,
         }
     }
+
+    /// Whether what pavise does with this request depends on its method beyond its
+    /// class: it names a status (expiry hides reads, learns edits and deletions) or the
+    /// status collection. Rack::MethodOverride matters here ([`super::method`]).
+    pub fn method_sensitive(&self) -> bool {
+        self.status_id.is_some() || matches!(self.class, RouteClass::StatusCreate | RouteClass::StatusRead)
+    }
+}
+
+/// The status `GET /api/oembed?url=...` would show: Mastodon's `StatusFinder` runs the
+/// URL's path through the router and takes `statuses#show`'s id. The query is read as
+/// Rack 3 reads it (pairs split on `&`, the last `url` wins, `+` and `%XX` decoded).
+fn oembed_status(query: Option<&str>) -> Option<String> {
+    let value = query?.rsplit('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (super::method::form_decode(key).as_deref() == Some(b"url".as_slice())).then_some(value)
+    })?;
+    let url = super::method::form_decode(value)?;
+    let url = String::from_utf8_lossy(&url);
+    let shown = Route::classify(&Method::GET, url_path(&url), None);
+    (shown.class == RouteClass::StatusRead).then_some(shown.status_id).flatten()
+}
+
+/// The path of an absolute (or scheme-relative) URL; a bare path as it is.
+fn url_path(url: &str) -> &str {
+    let rest = match url.find("://").map(|i| i + 3).or_else(|| url.starts_with("//").then_some(2)) {
+        Some(after_scheme) => url[after_scheme..].find('/').map_or("/", |i| &url[after_scheme + i..]),
+        None => url,
+    };
+    rest.split(['?', '#']).next().unwrap_or("/")
 }
 
 #[cfg(test)]
@@ -294,7 +364,7 @@ mod tests {
     use super::*;
 
     fn class(method: Method, path: &str) -> RouteClass {
-        Route::classify(&method, path).class
+        Route::classify(&method, path, None).class
     }
 
     #[test]
@@ -302,7 +372,7 @@ mod tests {
         assert_eq!(class(Method::POST, "/inbox"), RouteClass::Inbox);
         assert_eq!(class(Method::POST, "/users/alice/inbox"), RouteClass::Inbox);
         assert_eq!(class(Method::POST, "/actor/inbox"), RouteClass::Inbox);
-        assert_eq!(Route::classify(&Method::POST, "/users/alice/inbox").account.as_deref(), Some("alice"));
+        assert_eq!(Route::classify(&Method::POST, "/users/alice/inbox", None).account.as_deref(), Some("alice"));
         assert_eq!(class(Method::GET, "/users/alice"), RouteClass::ActivityPubObject);
         assert_eq!(class(Method::GET, "/users/alice/outbox"), RouteClass::ActivityPubObject);
         assert_eq!(class(Method::GET, "/inbox"), RouteClass::Web);
@@ -325,10 +395,13 @@ mod tests {
             "/inbox/",
             "//inbox//",
             "/actor/inbox.json",
+            "/ap/users/109/inbox",
+            "/ap/users/109/inbox/",
+            "//ap//users/109/inbox.json",
         ] {
-            let route = Route::classify(&Method::POST, path);
+            let route = Route::classify(&Method::POST, path, None);
             assert_eq!(route.class, RouteClass::Inbox, "{path}");
-            if path.contains("users") {
+            if path.contains("users/") && !path.contains("ap/") {
                 assert_eq!(route.account.as_deref(), Some("alice"), "{path}");
             }
         }
@@ -336,36 +409,36 @@ mod tests {
 
     #[test]
     fn status_routes_carry_the_id() {
-        let r = Route::classify(&Method::GET, "/api/v1/statuses/109");
+        let r = Route::classify(&Method::GET, "/api/v1/statuses/109", None);
         assert_eq!((r.class, r.status_id.as_deref()), (RouteClass::StatusRead, Some("109")));
-        let r = Route::classify(&Method::GET, "/users/alice/statuses/109");
+        let r = Route::classify(&Method::GET, "/users/alice/statuses/109", None);
         assert_eq!((r.class, r.status_id.as_deref()), (RouteClass::StatusRead, Some("109")));
-        let r = Route::classify(&Method::GET, "/users/alice/statuses/109/activity");
+        let r = Route::classify(&Method::GET, "/users/alice/statuses/109/activity", None);
         assert_eq!(
             (r.class, r.status_id.as_deref(), r.status_action.as_deref()),
             (RouteClass::ActivityPubObject, Some("109"), Some("activity"))
         );
-        let r = Route::classify(&Method::GET, "/@alice/109");
+        let r = Route::classify(&Method::GET, "/@alice/109", None);
         assert_eq!(
             (r.class, r.status_id.as_deref(), r.account.as_deref()),
             (RouteClass::StatusRead, Some("109"), Some("alice"))
         );
-        let r = Route::classify(&Method::GET, "/@alice/109/embed");
+        let r = Route::classify(&Method::GET, "/@alice/109/embed", None);
         assert_eq!((r.status_id.as_deref(), r.status_action.as_deref()), (Some("109"), Some("embed")));
         assert_eq!(class(Method::POST, "/api/v1/statuses"), RouteClass::StatusCreate);
         assert_eq!(class(Method::POST, "/api/v1/statuses.json"), RouteClass::StatusCreate);
         assert_eq!(class(Method::POST, "/api/v1/statuses/"), RouteClass::StatusCreate);
         assert_eq!(class(Method::PUT, "/api/v1/statuses/5"), RouteClass::StatusCreate);
-        let r = Route::classify(&Method::POST, "/api/v1/statuses/5/pin");
+        let r = Route::classify(&Method::POST, "/api/v1/statuses/5/pin", None);
         assert_eq!(
             (r.class, r.status_id.as_deref(), r.status_action.as_deref()),
             (RouteClass::Api, Some("5"), Some("pin"))
         );
-        let r = Route::classify(&Method::GET, "/api/v1/statuses/5/context.json");
+        let r = Route::classify(&Method::GET, "/api/v1/statuses/5/context.json", None);
         assert_eq!((r.status_id.as_deref(), r.status_action.as_deref()), (Some("5"), Some("context")));
         assert_eq!(class(Method::GET, "/@alice"), RouteClass::Web);
-        assert_eq!(Route::classify(&Method::GET, "/@alice/media").status_id, None);
-        assert_eq!(Route::classify(&Method::GET, "/@alice/tagged/x").status_id, None);
+        assert_eq!(Route::classify(&Method::GET, "/@alice/media", None).status_id, None);
+        assert_eq!(Route::classify(&Method::GET, "/@alice/tagged/x", None).status_id, None);
     }
 
     /// Each spelling ActiveRecord reads as status 123 names status 123.
@@ -392,12 +465,55 @@ mod tests {
             "/@alice/0123",
             "/@Alice/123",
         ] {
-            let r = Route::classify(&Method::GET, path);
+            let r = Route::classify(&Method::GET, path, None);
             assert_eq!(r.status_id.as_deref(), Some("123"), "{path}");
             assert_eq!(r.class, RouteClass::StatusRead, "{path}");
         }
-        let r = Route::classify(&Method::GET, "/@alice/0123/embed");
+        let r = Route::classify(&Method::GET, "/@alice/0123/embed", None);
         assert_eq!(r.status_id.as_deref(), Some("123"));
+    }
+
+    /// Routes of today's Mastodon that name a status, each read as a status read.
+    #[test]
+    fn every_route_that_shows_a_status_carries_its_id() {
+        for (path, query) in [
+            ("/ap/users/1/statuses/123", None),
+            ("/ap/users/1/statuses/0123.json", None),
+            ("/api/web/embeds/123", None),
+            ("/redirect/statuses/123", None),
+            ("/api/oembed", Some("url=https%3A%2F%2Fsocial.example%2F%40alice%2F123")),
+            ("/api/oembed", Some("format=json&url=https://social.example/users/alice/statuses/0123")),
+            ("/api/oembed", Some("url=https://x/@a/9&url=https://social.example/ap/users/1/statuses/123")),
+            ("/api/oembed.json", Some("url=//social.example/@alice/123?x=1")),
+        ] {
+            let r = Route::classify(&Method::GET, path, query);
+            assert_eq!((r.class, r.status_id.as_deref()), (RouteClass::StatusRead, Some("123")), "{path}?{query:?}");
+        }
+        let r = Route::classify(&Method::GET, "/ap/users/1/statuses/123/replies", None);
+        assert_eq!((r.class, r.status_id.as_deref()), (RouteClass::ActivityPubObject, Some("123")));
+        let r = Route::classify(&Method::GET, "/users/alice/statuses/123/likes", None);
+        assert_eq!((r.class, r.status_action.as_deref()), (RouteClass::ActivityPubObject, Some("likes")));
+        // The oEmbed of something that is not a status names none.
+        let r = Route::classify(&Method::GET, "/api/oembed", Some("url=https://social.example/@alice"));
+        assert_eq!(r.status_id, None);
+        // `GET /api/v1/statuses?id[]=1` reads several statuses.
+        assert_eq!(class(Method::GET, "/api/v1/statuses"), RouteClass::StatusRead);
+        // `resources :statuses` routes an update as PUT and PATCH alike.
+        assert_eq!(class(Method::PATCH, "/api/v1/statuses/5"), RouteClass::StatusCreate);
+        assert_eq!(class(Method::GET, "/ap/users/1"), RouteClass::ActivityPubObject);
+        assert_eq!(class(Method::GET, "/actor"), RouteClass::ActivityPubObject);
+        assert_eq!(class(Method::GET, "/contexts/1-2/items"), RouteClass::ActivityPubObject);
+    }
+
+    #[test]
+    fn method_sensitive_routes_are_those_naming_statuses() {
+        for path in ["/api/v1/statuses/1", "/api/v1/statuses", "/@alice/1", "/users/a/statuses/1", "/api/web/embeds/1"]
+        {
+            assert!(Route::classify(&Method::POST, path, None).method_sensitive(), "{path}");
+        }
+        for path in ["/settings/profile", "/api/v2/media", "/inbox", "/api/v1/accounts", "/oauth/token"] {
+            assert!(!Route::classify(&Method::POST, path, None).method_sensitive(), "{path}");
+        }
     }
 
     #[test]

@@ -1,55 +1,166 @@
-//! The pooled client to the instance: web (puma) and streaming, one pool.
+//! The pooled client to the instance: web (puma) and streaming, one pool, under caps.
 //!
 //! Bodies stream both ways (no buffering), `Host` is kept as the client sent it
-//! (Mastodon builds URLs and verifies signatures from it), and WebSocket upgrades are
+//! (Mastodon builds URLs and verifies signatures from it), the raw path and query go out
+//! unchanged (inbox signatures cover `(request-target)`), and WebSocket upgrades are
 //! spliced once both sides have switched protocols.
+//!
+//! # The last word
+//! Just before a request leaves, [`forward`](Upstream::forward) writes `X-Forwarded-For`
+//! (the pseudonym, one value), `X-Forwarded-Proto` and `X-Forwarded-Host` again, whatever
+//! the stages did: nothing a client sends, and no stage, can make a request reach the
+//! instance without the pseudonym (issue 16).
+//!
+//! # Caps
+//! Every request in flight to the instance holds a permit of `upstream.max_in_flight`
+//! (an atomic semaphore, taken without waiting; past it, 503 with `Retry-After`) until
+//! its response body ends. Every connection to the instance holds a permit of
+//! `upstream.max_connections` (one set per upstream) for as long as it is open, pooled,
+//! in use or spliced into a tunnel; a request waits up to `connect_timeout` for one. A
+//! WebSocket tunnel holds a permit of `public.max_websockets`, the client connection's
+//! slot (so it counts in `pavise_open_connections` and under `max_connections`), and
+//! is closed after `idle_timeout` with no byte either way.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    fmt::Write as _,
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
 
-use http::{HeaderValue, StatusCode, Uri, header, uri::Authority};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header, uri::Authority};
+use http_body::{Frame, SizeHint};
+use hyper::upgrade::Upgraded;
 use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
+    client::legacy::{
+        Client,
+        connect::{Connected, Connection, HttpConnector},
+    },
     rt::{TokioExecutor, TokioIo, TokioTimer},
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+    sync::{OwnedSemaphorePermit, Semaphore},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{Body, ProxyError, Request, RequestCtx, Response, RouteClass, boxed, hop};
-use crate::{config::Config, metrics::Metrics};
+use super::{Body, BoxError, ClientConn, ProxyError, Request, RequestCtx, Response, RouteClass, boxed, hop};
+use crate::{
+    config::Config,
+    metrics::{Metrics, MetricsSource},
+};
 
 /// The instance behind pavise.
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    client: Client<CappedConnector, Body>,
     web: Authority,
     streaming: Authority,
     metrics: Arc<Metrics>,
-    /// Spliced WebSocket connections, so shutdown can wait for (then cut) them.
-    tunnels: TaskTracker,
-    shutdown: CancellationToken,
+    caps: Arc<Caps>,
+    tunnels: Tunnels,
+}
+
+/// Spliced WebSocket connections: tracked so shutdown can wait for (then cut) them.
+#[derive(Clone)]
+struct Tunnels {
+    tracker: TaskTracker,
+    cut: CancellationToken,
+    idle: Duration,
+}
+
+/// The permits, and how often each cap turned a request away (for `/metrics`).
+struct Caps {
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
+    web_connections: Arc<Semaphore>,
+    streaming_connections: Arc<Semaphore>,
+    max_connections: usize,
+    websockets: Arc<Semaphore>,
+    max_websockets: usize,
+    refused_in_flight: AtomicU64,
+    refused_connections: AtomicU64,
+    refused_websockets: AtomicU64,
 }
 
 impl Upstream {
     pub fn new(config: &Config, metrics: Arc<Metrics>, tunnels: TaskTracker, shutdown: CancellationToken) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.file.upstream.connect_timeout.get()));
+        let u = &config.file.upstream;
+        let caps = Arc::new(Caps {
+            in_flight: Arc::new(Semaphore::new(u.max_in_flight)),
+            max_in_flight: u.max_in_flight,
+            web_connections: Arc::new(Semaphore::new(u.max_connections)),
+            // One upstream configured twice is one set of connections.
+            streaming_connections: Arc::new(Semaphore::new(u.max_connections)),
+            max_connections: u.max_connections,
+            websockets: Arc::new(Semaphore::new(config.file.public.max_websockets)),
+            max_websockets: config.file.public.max_websockets,
+            refused_in_flight: AtomicU64::new(0),
+            refused_connections: AtomicU64::new(0),
+            refused_websockets: AtomicU64::new(0),
+        });
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(u.connect_timeout.get()));
+        let same = config.upstream.authority == config.streaming_upstream.authority;
+        let connector = CappedConnector {
+            http,
+            streaming: (!same).then(|| config.streaming_upstream.authority.clone()),
+            caps: caps.clone(),
+            wait: u.connect_timeout.get(),
+        };
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.file.upstream.pool_idle_timeout.get())
+            .pool_idle_timeout(u.pool_idle_timeout.get())
             .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(256)
+            // Idle connections hold connection permits too: leave most of them for work.
+            .pool_max_idle_per_host((u.max_connections / 4).max(1))
+            // A response the client does not read stops being read from the instance
+            // after one buffer, not after hyper's default 400 KB.
+            .http1_max_buf_size(64 * 1024)
             .set_host(false)
             .build(connector);
+        metrics.register(Arc::new(CapsView(caps.clone())));
         Upstream {
             client,
             web: config.upstream.authority.clone(),
             streaming: config.streaming_upstream.authority.clone(),
             metrics,
-            tunnels,
-            shutdown,
+            caps,
+            tunnels: Tunnels { tracker: tunnels, cut: shutdown, idle: config.file.public.idle_timeout.get() },
         }
     }
 
-    /// Sends the request to the instance and returns its response head with a streaming body.
-    pub async fn forward(&self, ctx: &RequestCtx, mut req: Request) -> Result<Response, ProxyError> {
+    /// Sends the request to the instance and returns its response head with a streaming
+    /// body. `wire_method` is the method the client sent, when the stages saw another
+    /// (Rack's `_method`, see [`super::method`]): the instance gets the request as sent.
+    pub async fn forward(
+        &self,
+        ctx: &RequestCtx,
+        mut req: Request,
+        wire_method: Option<Method>,
+        conn: &ClientConn,
+    ) -> Result<Response, ProxyError> {
+        // Only a WebSocket handshake on the streaming route kept `Upgrade` on entry.
+        let upgrade = hop::wants_upgrade(req.headers());
+        let tunnel_permit = match upgrade {
+            true => match self.caps.websockets.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => return Err(self.caps.refused(&self.caps.refused_websockets, "WebSocket connections")),
+            },
+            false => None,
+        };
+        let in_flight = match self.caps.in_flight.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => return Err(self.caps.refused(&self.caps.refused_in_flight, "requests to the instance")),
+        };
+
         let authority = if ctx.route.class == RouteClass::Streaming { &self.streaming } else { &self.web };
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         *req.uri_mut() = Uri::builder()
@@ -59,17 +170,15 @@ impl Upstream {
             .build()
             .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
         *req.version_mut() = http::Version::HTTP_11;
+        if let Some(method) = wire_method {
+            *req.method_mut() = method;
+        }
         if !req.headers().contains_key(header::HOST)
             && let Some(host) = ctx.host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
         {
             req.headers_mut().insert(header::HOST, host);
         }
-
-        let upgrade = hop::wants_upgrade(req.headers());
-        hop::strip_hop_by_hop(req.headers_mut(), upgrade);
-        // The client's `Expect: 100-continue` was answered by our own server when we began
-        // reading its body; the instance gets the body at once.
-        req.headers_mut().remove(header::EXPECT);
+        last_word(req.headers_mut(), ctx);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let started = Instant::now();
@@ -77,45 +186,365 @@ impl Upstream {
         self.metrics.upstream_latency(started.elapsed());
         let mut resp = match result {
             Ok(resp) => resp,
-            Err(e) => return Err(classify_send_error(e, &self.metrics)),
+            Err(e) => return Err(classify_send_error(e, &self.metrics, &self.caps)),
         };
 
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(client_upgrade) = client_upgrade
-        {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let (Some(client_upgrade), Some(tunnel_permit)) = (client_upgrade, tunnel_permit) else {
+                // Nothing was asked to switch: never tunnel past the stages.
+                return Err(ProxyError::UpstreamMisbehaved("the instance switched protocols unasked"));
+            };
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            let shutdown = self.shutdown.clone();
-            self.tunnels.spawn(async move {
+            let tunnels = self.tunnels.clone();
+            let slot = conn.slot.clone();
+            self.tunnels.tracker.spawn(async move {
                 let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else {
                     tracing::debug!("websocket upgrade did not complete on one side");
                     return;
                 };
-                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
-                    // The shutdown drain decides how long tunnels may stay; cut when it says.
-                    _ = shutdown.cancelled() => {}
-                }
+                splice(client, upstream, tunnels.idle, &tunnels.cut).await;
+                // The tunnel's cap and the client connection's slot end with it.
+                drop((tunnel_permit, slot));
             });
             let (parts, _) = resp.into_parts();
             return Ok(Response::from_parts(parts, super::empty()));
         }
 
         hop::strip_hop_by_hop(resp.headers_mut(), false);
-        Ok(resp.map(boxed))
+        Ok(resp.map(|inner| boxed(InFlight { inner, _permit: in_flight })))
     }
 }
 
-/// A send error caused by our own body cap is the client's fault (413), not the instance's.
-fn classify_send_error(e: hyper_util::client::legacy::Error, metrics: &Metrics) -> ProxyError {
+impl Caps {
+    fn refused(&self, counter: &AtomicU64, what: &'static str) -> ProxyError {
+        counter.fetch_add(1, Relaxed);
+        ProxyError::Busy(what)
+    }
+}
+
+/// Writes what the instance may know, after every stage: exactly one `X-Forwarded-For`
+/// (the pseudonym), `X-Forwarded-Proto`, and `X-Forwarded-Host` (the host the client
+/// addressed, or none). Allocates only when a value has to change, which the client-IP
+/// stage normally made unnecessary.
+fn last_word(headers: &mut HeaderMap, ctx: &RequestCtx) {
+    let mut buf = IpText::default();
+    let _ = write!(buf, "{}", ctx.pseudonym);
+    set_single(headers, HeaderName::from_static("x-forwarded-for"), buf.as_bytes());
+    let proto: &[u8] = if ctx.https { b"https" } else { b"http" };
+    set_single(headers, HeaderName::from_static("x-forwarded-proto"), proto);
+    let forwarded_host = HeaderName::from_static("x-forwarded-host");
+    match ctx.host.as_deref() {
+        Some(host) => set_single(headers, forwarded_host, host.as_bytes()),
+        None => {
+            headers.remove(forwarded_host);
+        }
+    }
+}
+
+fn set_single(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
+    let mut values = headers.get_all(&name).iter();
+    if values.next().is_some_and(|v| v.as_bytes() == value) && values.next().is_none() {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_bytes(value) {
+        headers.insert(name, v);
+    } else {
+        headers.remove(name);
+    }
+}
+
+/// An IP address printed on the stack (the longest IPv6 text is 45 bytes).
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for IpText {
+    fn default() -> Self {
+        IpText { buf: [0; 48], len: 0 }
+    }
+}
+
+impl IpText {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Splices a switched client connection to the instance's until either side has closed
+/// both ways, nothing has moved either way for `idle`, or `cut` fires. The two
+/// directions are separate pumps, so a filter on one of them has one place to go.
+async fn splice(client: Upgraded, upstream: Upgraded, idle: Duration, cut: &CancellationToken) {
+    let (mut from_client, mut to_client) = tokio::io::split(TokioIo::new(client));
+    let (mut from_upstream, mut to_upstream) = tokio::io::split(TokioIo::new(upstream));
+    let moved = Moved::new();
+    let client_to_upstream = pump(&mut from_client, &mut to_upstream, &moved);
+    let upstream_to_client = pump(&mut from_upstream, &mut to_client, &moved);
+    tokio::select! {
+        result = async { tokio::try_join!(client_to_upstream, upstream_to_client) } => {
+            if let Err(e) = result { tracing::debug!(error = %e, "websocket tunnel ended with an error") }
+        }
+        _ = moved.quiet_for(idle) => tracing::debug!("websocket tunnel idle; closed"),
+        // The shutdown drain decides how long tunnels may stay; cut when it says.
+        _ = cut.cancelled() => {}
+    }
+}
+
+/// Copies one direction of a tunnel until end of stream, then half-closes the other side.
+async fn pump<R, W>(from: &mut R, to: &mut W, moved: &Moved) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 8 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
+        moved.touch();
+    }
+}
+
+/// When a tunnel last moved a byte.
+struct Moved {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Moved {
+    fn new() -> Moved {
+        Moved { epoch: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    async fn quiet_for(&self, idle: Duration) {
+        loop {
+            let quiet = self.epoch.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Relaxed)));
+            if quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - quiet).await;
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its request's in-flight permit until it ends.
+    struct InFlight<B> {
+        #[pin]
+        inner: B,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl<B> http_body::Body for InFlight<B>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// No connection to the instance could be had within `connect_timeout`: every one of
+/// `upstream.max_connections` is busy.
+#[derive(Debug, thiserror::Error)]
+#[error("every connection to the instance is busy")]
+struct ConnectionsBusy;
+
+/// The HTTP connector under `upstream.max_connections`: each connection holds a permit
+/// of its upstream's set for as long as it is open.
+#[derive(Clone)]
+struct CappedConnector {
+    http: HttpConnector,
+    /// The streaming upstream's authority, when it is not the web one.
+    streaming: Option<Authority>,
+    caps: Arc<Caps>,
+    wait: Duration,
+}
+
+impl tower_service::Service<Uri> for CappedConnector {
+    type Response = CappedStream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<CappedStream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        tower_service::Service::<Uri>::poll_ready(&mut self.http, cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let streaming = self.streaming.is_some() && uri.authority() == self.streaming.as_ref();
+        let permits =
+            if streaming { self.caps.streaming_connections.clone() } else { self.caps.web_connections.clone() };
+        let (mut http, wait) = (self.http.clone(), self.wait);
+        Box::pin(async move {
+            let permit = match tokio::time::timeout(wait, permits.acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                _ => return Err(Box::new(ConnectionsBusy) as BoxError),
+            };
+            let io = tower_service::Service::call(&mut http, uri).await?;
+            Ok(CappedStream { io, _permit: permit })
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection to the instance and its permit.
+    struct CappedStream {
+        #[pin]
+        io: TokioIo<TcpStream>,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl Connection for CappedStream {
+    fn connected(&self) -> Connected {
+        self.io.connected()
+    }
+}
+
+impl hyper::rt::Read for CappedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for CappedStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// A send error caused by our own body guards is the client's doing (413, 408), a full
+/// connection cap is a 503, anything else is the instance's (502).
+fn classify_send_error(e: hyper_util::client::legacy::Error, metrics: &Metrics, caps: &Caps) -> ProxyError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {
         if let Some(limit) = err.downcast_ref::<super::pipeline::BodyCapExceeded>() {
             return ProxyError::BodyTooLarge { limit: limit.0 };
+        }
+        if err.downcast_ref::<super::pipeline::BodyTooSlow>().is_some() {
+            return ProxyError::BodyTooSlow;
+        }
+        if err.downcast_ref::<ConnectionsBusy>().is_some() {
+            return caps.refused(&caps.refused_connections, "connections to the instance");
         }
         source = err.source();
     }
     metrics.upstream_error();
     tracing::warn!(error = %e, "upstream request failed");
     ProxyError::UpstreamUnavailable(e)
+}
+
+struct CapsView(Arc<Caps>);
+
+impl MetricsSource for CapsView {
+    fn render(&self, out: &mut String) {
+        let c = &self.0;
+        let used = |s: &Semaphore, max: usize| max.saturating_sub(s.available_permits());
+        out.push_str("# HELP pavise_upstream_in_flight Requests to the instance in flight (upstream.max_in_flight).\n");
+        out.push_str("# TYPE pavise_upstream_in_flight gauge\n");
+        let _ = writeln!(out, "pavise_upstream_in_flight {}", used(&c.in_flight, c.max_in_flight));
+        out.push_str(
+            "# HELP pavise_upstream_connections Connections to the instance open, pooled or spliced (upstream.max_connections per upstream).\n",
+        );
+        out.push_str("# TYPE pavise_upstream_connections gauge\n");
+        let _ = writeln!(
+            out,
+            "pavise_upstream_connections{{upstream=\"web\"}} {}",
+            used(&c.web_connections, c.max_connections)
+        );
+        let _ = writeln!(
+            out,
+            "pavise_upstream_connections{{upstream=\"streaming\"}} {}",
+            used(&c.streaming_connections, c.max_connections)
+        );
+        out.push_str("# HELP pavise_websocket_tunnels WebSocket tunnels open (public.max_websockets).\n");
+        out.push_str("# TYPE pavise_websocket_tunnels gauge\n");
+        let _ = writeln!(out, "pavise_websocket_tunnels {}", used(&c.websockets, c.max_websockets));
+        out.push_str("# HELP pavise_capped_total Requests answered 503 because a cap was full, by cap.\n");
+        out.push_str("# TYPE pavise_capped_total counter\n");
+        for (cap, n) in [
+            ("upstream_in_flight", &c.refused_in_flight),
+            ("upstream_connections", &c.refused_connections),
+            ("websockets", &c.refused_websockets),
+        ] {
+            let _ = writeln!(out, "pavise_capped_total{{cap=\"{cap}\"}} {}", n.load(Relaxed));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_pseudonym_is_written_once_and_last() {
+        let ctx = RequestCtx {
+            route: super::super::Route::classify(&Method::GET, "/", None),
+            pseudonym: "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff".parse().unwrap(),
+            https: true,
+            host: Some("social.example".into()),
+            started: Instant::now(),
+            extensions: http::Extensions::new(),
+        };
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "127.0.0.1".parse().unwrap());
+        h.append("x-forwarded-for", "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff".parse().unwrap());
+        h.insert("x-forwarded-host", "evil.example".parse().unwrap());
+        last_word(&mut h, &ctx);
+        assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff"]);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "social.example");
+        let ctx = RequestCtx { host: None, https: false, ..ctx };
+        last_word(&mut h, &ctx);
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert!(!h.contains_key("x-forwarded-host"));
+    }
 }

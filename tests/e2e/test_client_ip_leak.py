@@ -68,6 +68,16 @@ def spoofed_headers() -> list[tuple[str, str]]:
 
 SPOOFED = spoofed_headers()
 
+# Issue 16: a client naming pavise's own headers in `Connection` used to remove them
+# after pavise had set them (the instance then saw 127.0.0.1, which Mastodon exempts
+# from every throttle), and Rack reads `X_Forwarded_For` as `X-Forwarded-For`.
+TRICKS = {
+    "Connection": "keep-alive, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, Host, X-Real-IP",
+    "X_Forwarded_For": "127.0.0.1",
+    "X_Real_IP": "127.0.0.1",
+    "X-HTTP-Method-Override": "DELETE",
+}
+
 
 def marker(name: str, value: str) -> str:
     """The address or place inside a header value, without `for=`/`;proto=`/`:port`."""
@@ -111,11 +121,19 @@ def leak_run(pavise, mastodon_mock):
         "inbox": send(pavise.port, "POST", "/users/alice/inbox", b'{"type":"Follow"}',
                       {"Content-Type": "application/activity+json"}),
         "web": send(pavise.port, "GET", "/@alice"),
+        "instance_tricked": send(pavise.port, "GET", "/api/v1/instance", extra=TRICKS),
+        "post_tricked": send(pavise.port, "POST", "/api/v1/statuses", b"status=leak+test+2",
+                             {**TRICKS, "Authorization": f"Bearer {token}",
+                              "Content-Type": "application/x-www-form-urlencoded"}),
+        "inbox_tricked": send(pavise.port, "POST", "/users/alice/inbox/", b'{"type":"Follow"}',
+                              {**TRICKS, "Content-Type": "application/activity+json"}),
     }
-    sock = socket.create_connection(("127.0.0.1", pavise.port), timeout=10, source_address=(CLIENT_ADDR, 0))
     url = f"ws://127.0.0.1:{pavise.port}/api/v1/streaming?stream=public"
-    with ws_connect(url, sock=sock, additional_headers=SPOOFED, open_timeout=10, close_timeout=5):
-        pass
+    tricked = [(k, v) for k, v in TRICKS.items() if k != "Connection"] + [("Connection", "X-Forwarded-For, Host")]
+    for extra in ([], tricked):
+        sock = socket.create_connection(("127.0.0.1", pavise.port), timeout=10, source_address=(CLIENT_ADDR, 0))
+        with ws_connect(url, sock=sock, additional_headers=SPOOFED + extra, open_timeout=10, close_timeout=5):
+            pass
     received = mastodon_mock.requests()[before:]
     return statuses, received
 
@@ -123,10 +141,12 @@ def leak_run(pavise, mastodon_mock):
 def test_the_requests_reached_the_instance(leak_run):
     statuses, received = leak_run
     assert statuses["instance"] == 200 and statuses["public"] == 200 and statuses["post"] == 200, statuses
+    assert statuses["instance_tricked"] == 200 and statuses["post_tricked"] == 200, statuses
     paths = {r["path"] for r in received}
     assert {"/api/v1/instance", "/api/v1/timelines/public", "/api/v1/statuses", "/users/alice/inbox",
             "/api/v1/streaming"} <= paths, paths
-    assert any(r["type"] == "websocket" for r in received)
+    assert sum(r["type"] == "websocket" for r in received) == 2
+    assert "/users/alice/inbox/" in paths
 
 
 @pytest.mark.parametrize("name,value", SPOOFED, ids=[f"{n}" for n, _ in SPOOFED])
@@ -148,6 +168,13 @@ def test_instance_sees_only_a_pseudonym(leak_run):
         assert ipaddress.ip_address(xffs[0]) in ipaddress.ip_network("2001:db8::/32"), xffs
         assert CLIENT_ADDR not in json.dumps(r)
         assert not any(k in ("client-ip", "forwarded", "x-real-ip") for k, _ in r["headers"])
+        # Nothing a client sent removed pavise's headers or slipped an address past them.
+        headers = dict(r["headers"])
+        assert headers.get("host"), (r["path"], "Host is kept")
+        assert headers.get("x-forwarded-proto") == "http", (r["path"], headers.get("x-forwarded-proto"))
+        assert not any("_" in k for k, _ in r["headers"]), (r["path"], r["headers"])
+        assert not any(v == "127.0.0.1" for _, v in r["headers"]), (r["path"], r["headers"])
+        assert "x-http-method-override" not in headers
 
 
 def test_nothing_in_the_log_or_data_dir(leak_run, pavise):

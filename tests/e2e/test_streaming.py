@@ -119,6 +119,12 @@ def test_websocket_user_stream(pavise, mastodon_mock):
                 if "streamed over a websocket" in status["content"]:
                     break
         assert frame["stream"] == ["user"]
+        # The tunnel keeps its connection's slot: it counts as an open connection.
+        code, metrics = pavise.admin_get("/metrics")
+        assert code == 200
+        gauges = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
+        assert int(gauges["pavise_websocket_tunnels"]) >= 1, gauges
+        assert int(gauges["pavise_open_connections"]) >= 1, gauges
 
     upgrades = [r for r in mastodon_mock.requests() if r["type"] == "websocket"]
     assert upgrades, "the WebSocket handshake never reached the streaming upstream"
