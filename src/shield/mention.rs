@@ -31,6 +31,8 @@
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
+use crate::proxy::{Route, RouteClass};
+
 /// A local account as the instance would find it: by username or by numeric id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LocalRef {
@@ -247,26 +249,31 @@ fn numeric(id: &str) -> Option<LocalRef> {
     (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then(|| id.parse().ok().map(LocalRef::Id))?
 }
 
-/// Which inbox a POST path reaches, read as Rails routes it (slashes squeezed, a format
-/// suffix on the last segment, the username percent-decoded).
+/// Which inbox a delivery reaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InboxPath {
-    /// `/inbox`.
+    /// `/inbox`, `/actor/inbox`.
     Shared,
     /// `/users/NAME/inbox`, `/ap/users/ID/inbox`: the owner gets a silent mention.
     Personal(LocalRef),
 }
 
-pub fn inbox_path(path: &str) -> Option<InboxPath> {
-    let mut segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let last = segments.last_mut()?;
-    *last = last.split('.').next().unwrap_or(last);
-    let decoded = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
-    match segments.as_slice() {
-        ["inbox"] => Some(InboxPath::Shared),
-        ["users", name, "inbox"] => username(&decoded(name)).map(InboxPath::Personal),
-        ["ap", "users", id, "inbox"] => numeric(&decoded(id)).map(InboxPath::Personal),
-        _ => None,
+impl InboxPath {
+    /// The inbox of an `Inbox` route, read from the route's canonical path (slashes
+    /// squeezed, format suffix split, segments decoded once, as Rails routes it).
+    pub fn of(route: &Route) -> Option<InboxPath> {
+        if route.class != RouteClass::Inbox {
+            return None;
+        }
+        let mut segments = route.path.segments();
+        match (segments.next(), segments.next(), segments.next(), segments.next()) {
+            (Some("users"), Some(_), Some("inbox"), None) => {
+                route.account.as_deref().and_then(username).map(InboxPath::Personal)
+            }
+            (Some("ap"), Some("users"), Some(id), Some("inbox")) => numeric(id).map(InboxPath::Personal),
+            // `/inbox`, `/actor/inbox`, and any other spelling the route calls an inbox.
+            _ => Some(InboxPath::Shared),
+        }
     }
 }
 
@@ -407,16 +414,17 @@ mod tests {
 
     #[test]
     fn inbox_paths_as_rails_routes_them() {
+        let inbox = |path: &str| InboxPath::of(&Route::classify(&http::Method::POST, path, None));
         let personal = |n: &str| Some(InboxPath::Personal(LocalRef::Name(n.into())));
-        assert_eq!(inbox_path("/inbox"), Some(InboxPath::Shared));
-        assert_eq!(inbox_path("//inbox/"), Some(InboxPath::Shared));
-        assert_eq!(inbox_path("/inbox.json"), Some(InboxPath::Shared));
-        assert_eq!(inbox_path("/users/alice/inbox"), personal("alice"));
-        assert_eq!(inbox_path("/users/%41lice//inbox.json"), personal("alice"));
-        assert_eq!(inbox_path("/ap/users/12/inbox"), Some(InboxPath::Personal(LocalRef::Id(12))));
-        assert_eq!(inbox_path("/users/alice/outbox"), None);
-        assert_eq!(inbox_path("/%69nbox"), None, "Rails does not decode static segments");
-        assert_eq!(inbox_path("/users/a.b/inbox"), None);
+        assert_eq!(inbox("/inbox"), Some(InboxPath::Shared));
+        assert_eq!(inbox("//inbox/"), Some(InboxPath::Shared));
+        assert_eq!(inbox("/inbox.json"), Some(InboxPath::Shared));
+        assert_eq!(inbox("/actor/inbox"), Some(InboxPath::Shared));
+        assert_eq!(inbox("/users/alice/inbox"), personal("alice"));
+        assert_eq!(inbox("/users/%41lice//inbox.json"), personal("alice"));
+        assert_eq!(inbox("/ap/users/12/inbox"), Some(InboxPath::Personal(LocalRef::Id(12))));
+        assert_eq!(inbox("/users/alice/outbox"), None);
+        assert_eq!(inbox("/users/a.b/inbox"), None);
     }
 
     #[test]

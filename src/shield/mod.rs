@@ -610,7 +610,7 @@ impl Shield {
         inbox: InboxPath,
     ) -> Result<Flow, ProxyError> {
         let d = self.read_delivery(ctx, req).await?;
-        let request_parts = (&d.parts.method, d.parts.uri.path(), &d.parts.headers);
+        let request_parts = (&d.parts.method, ctx.route.path.as_str(), &d.parts.headers);
         if let Err(denied) =
             self.check_limits(&active, RouteClass::Inbox, request_parts, ctx.pseudonym, Some(&d.verdict))
         {
@@ -1001,17 +1001,9 @@ impl Stage for ShieldStage {
     fn on_request<'a>(&'a self, ctx: &'a mut RequestCtx, req: Request) -> StageFuture<'a, Result<Flow, ProxyError>> {
         let shield = &self.0;
         let class = ctx.route.class;
-        // A POST that Rails routes to an inbox is a delivery whatever the route table says
-        // (`/inbox.json`, `//users/alice/inbox/`, `/ap/users/ID/inbox`): the cheap test on
-        // the path keeps other requests off the inbox path without an allocation.
-        let inbox = if class == RouteClass::Inbox {
-            Some(mention::inbox_path(req.uri().path()).unwrap_or(InboxPath::Shared))
-        } else if req.method() == Method::POST && req.uri().path().contains("inbox") {
-            mention::inbox_path(req.uri().path())
-        } else {
-            None
-        };
-        let class = if inbox.is_some() { RouteClass::Inbox } else { class };
+        // The route read the path as Rails routes it: every spelling of an inbox
+        // (`/inbox.json`, `//users/alice/inbox/`, `/ap/users/ID/inbox`) is an `Inbox`.
+        let inbox = InboxPath::of(&ctx.route);
         let decision = {
             // The cheap path decides under the read lock, without touching the Arc's count.
             let active = shield.active.read().unwrap_or_else(|e| e.into_inner());
@@ -1021,7 +1013,7 @@ impl Stage for ShieldStage {
             } else if active.by_route[class.index()].is_empty() {
                 Some(Ok(()))
             } else {
-                let parts = (req.method(), req.uri().path(), req.headers());
+                let parts = (req.method(), ctx.route.path.as_str(), req.headers());
                 Some(shield.check_limits(&active, class, parts, ctx.pseudonym, None))
             }
         };
@@ -1049,7 +1041,7 @@ impl Stage for ShieldStage {
                     match shield.check_limits(
                         &active,
                         class,
-                        (&parts.method, parts.uri.path(), &parts.headers),
+                        (&parts.method, ctx.route.path.as_str(), &parts.headers),
                         ctx.pseudonym,
                         Some(&verdict),
                     ) {
