@@ -159,7 +159,7 @@ impl Pipeline {
         if self.access_log {
             tracing::info!(
                 target: "pavise::access",
-                client = %ctx.pseudonym,
+                client = %self.pseudonymizer.log_form(ctx.pseudonym),
                 route = ctx.route.class.config_name(),
                 method = %method,
                 status = resp.status().as_u16(),
