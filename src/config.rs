@@ -503,7 +503,9 @@ impl Config {
         {
             return Err(invalid(
                 "egress.socks_listen",
-                format!("{socks} is not a loopback address: an open SOCKS proxy would let anyone use the instance's Tor (or, in direct mode, this server's address)"),
+                format!(
+                    "{socks} is not a loopback address: an open SOCKS proxy would let anyone use the instance's Tor (or, in direct mode, this server's address)"
+                ),
             ));
         }
         file.media.validate().map_err(|(key, message)| invalid(key, message))?;
@@ -610,7 +612,10 @@ mod tests {
     fn socks_listen_on_loopback_is_accepted() {
         for addr in ["127.0.0.1:9050", "[::1]:9050", "127.0.0.2:1080"] {
             let c = parse(&format!("[egress]\nsocks_listen = \"{addr}\"\n")).unwrap();
-            assert_eq!(c.file.egress.socks_listen.unwrap().to_string().replace(['[', ']'], ""), addr.replace(['[', ']'], ""));
+            assert_eq!(
+                c.file.egress.socks_listen.unwrap().to_string().replace(['[', ']'], ""),
+                addr.replace(['[', ']'], "")
+            );
         }
     }
 

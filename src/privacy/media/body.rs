@@ -21,7 +21,10 @@ use http::{HeaderMap, header};
 /// How pavise reads a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyKind {
-    Multipart { boundary: String, subtype: String },
+    Multipart {
+        boundary: String,
+        subtype: String,
+    },
     /// A `multipart/*` type pavise will not guess at; the reason is shown to the client.
     BadMultipart(&'static str),
     Json,

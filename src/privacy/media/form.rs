@@ -149,7 +149,10 @@ mod tests {
     fn rewritten_values_are_percent_encoded_in_place() {
         let raw = b"a=1&avatar=data:image/jpeg;base64,AAAA&b=2";
         let out = rewrite(raw, |_| Ok(Some(b"data:image/jpeg;base64,BB+/=".to_vec()))).unwrap().unwrap();
-        assert_eq!(String::from_utf8(out.clone()).unwrap(), "a=1&avatar=data%3Aimage%2Fjpeg%3Bbase64%2CBB%2B%2F%3D&b=2");
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "a=1&avatar=data%3Aimage%2Fjpeg%3Bbase64%2CBB%2B%2F%3D&b=2"
+        );
         // Both readings now see one value, the new one.
         assert_eq!(seen(std::str::from_utf8(&out).unwrap()), ["data:image/jpeg;base64,BB+/="]);
     }

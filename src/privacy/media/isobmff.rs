@@ -282,32 +282,44 @@ fn free(b: &BoxAt, what: &str) -> Action {
 
 /// Zeroes what a `free`, `skip` or `wide` box holds: a player never reads it.
 fn blank_payload(b: &BoxAt, level: &str) -> Action {
-    Action::Blank { off: b.payload, len: b.end - b.payload, what: format!("old bytes in a {level} {}", fourcc(&b.kind)) }
+    Action::Blank {
+        off: b.payload,
+        len: b.end - b.payload,
+        what: format!("old bytes in a {level} {}", fourcc(&b.kind)),
+    }
 }
 
-/// What a box on a walked level is: kept (on the list), blanked, or freed.
-fn walk_level(
-    buf: &[u8],
+/// A moov/meta buffer being planned: its bytes, their file offset, the format.
+#[derive(Clone, Copy)]
+struct Walk<'a> {
+    buf: &'a [u8],
     base: u64,
-    parent: &BoxAt,
-    skip: usize,
-    keep: &[&[u8; 4]],
-    level: &str,
     format: Format,
-    actions: &mut Vec<Action>,
-    mut on_kept: impl FnMut(&BoxAt, &mut Vec<Action>) -> Result<(), MediaError>,
-) -> Result<(), MediaError> {
-    let kids = children(buf, base, (parent.payload - base) as usize + skip, (parent.end - base) as usize, format)?;
-    for k in &kids {
-        match &k.kind {
-            b"free" | b"skip" | b"wide" => actions.push(blank_payload(k, level)),
-            kind if keep.contains(&kind) => on_kept(k, actions)?,
-            b"udta" => actions.push(free(k, &format!("{level}/udta (user data)"))),
-            b"meta" => actions.push(free(k, &format!("{level}/meta"))),
-            other => actions.push(free(k, &format!("unknown {level}/{} box", fourcc(other)))),
+}
+
+impl Walk<'_> {
+    /// What each box of one level is: kept (on the level's list, then `on_kept`), blanked
+    /// (free space) or freed (user data, metadata, anything unknown).
+    fn level(
+        self,
+        parent: &BoxAt,
+        keep: &[&[u8; 4]],
+        level: &str,
+        actions: &mut Vec<Action>,
+        mut on_kept: impl FnMut(&BoxAt, &mut Vec<Action>) -> Result<(), MediaError>,
+    ) -> Result<(), MediaError> {
+        let (from, to) = ((parent.payload - self.base) as usize, (parent.end - self.base) as usize);
+        for k in &children(self.buf, self.base, from, to, self.format)? {
+            match &k.kind {
+                b"free" | b"skip" | b"wide" => actions.push(blank_payload(k, level)),
+                kind if keep.contains(&kind) => on_kept(k, actions)?,
+                b"udta" => actions.push(free(k, &format!("{level}/udta (user data)"))),
+                b"meta" => actions.push(free(k, &format!("{level}/meta"))),
+                other => actions.push(free(k, &format!("unknown {level}/{} box", fourcc(other)))),
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Zeroes the creation and modification times of an `mvhd`, `tkhd` or `mdhd`.
@@ -337,7 +349,13 @@ fn blank_handler_name(buf: &[u8], base: u64, b: &BoxAt, actions: &mut Vec<Action
 }
 
 /// Zeroes the 32-byte compressor name of every video sample description in `stsd`.
-fn blank_compressor_names(buf: &[u8], base: u64, stsd: &BoxAt, format: Format, actions: &mut Vec<Action>) -> Result<(), MediaError> {
+fn blank_compressor_names(
+    buf: &[u8],
+    base: u64,
+    stsd: &BoxAt,
+    format: Format,
+    actions: &mut Vec<Action>,
+) -> Result<(), MediaError> {
     // A FullBox with an entry count, then the sample entries (boxes).
     for entry in children(buf, base, (stsd.payload - base) as usize + 8, (stsd.end - base) as usize, format)? {
         if entry.end - entry.start >= 86 && entry.payload == entry.start + 8 {
@@ -348,12 +366,12 @@ fn blank_compressor_names(buf: &[u8], base: u64, stsd: &BoxAt, format: Format, a
 }
 
 fn plan_moof(buf: &[u8], moof: &BoxAt, format: Format, actions: &mut Vec<Action>) -> Result<(), MediaError> {
-    let base = moof.start;
-    walk_level(buf, base, moof, 0, &[b"mfhd", b"pssh", b"traf"], "moof", format, actions, |k, actions| {
+    let walk = Walk { buf, base: moof.start, format };
+    walk.level(moof, &[b"mfhd", b"pssh", b"traf"], "moof", actions, |k, actions| {
         if &k.kind == b"traf" {
             const TRAF: &[&[u8; 4]] =
                 &[b"tfhd", b"tfdt", b"trun", b"sbgp", b"sgpd", b"subs", b"saiz", b"saio", b"senc", b"sdtp"];
-            walk_level(buf, base, k, 0, TRAF, "traf", format, actions, |_, _| Ok(()))?;
+            walk.level(k, TRAF, "traf", actions, |_, _| Ok(()))?;
         }
         Ok(())
     })
@@ -373,7 +391,9 @@ fn plan_moov(buf: &[u8], moov: &BoxAt, format: Format, actions: &mut Vec<Action>
             b"iods" | b"pssh" | b"clip" | b"ctab" | b"rmra" => {}
             b"free" | b"skip" | b"wide" => actions.push(blank_payload(k, "moov")),
             b"mvhd" => blank_times(buf, base, k, format, actions)?,
-            b"mvex" => walk_level(buf, base, k, 0, &[b"mehd", b"trex", b"leva"], "mvex", format, actions, |_, _| Ok(()))?,
+            b"mvex" => {
+                Walk { buf, base, format }.level(k, &[b"mehd", b"trex", b"leva"], "mvex", actions, |_, _| Ok(()))?
+            }
             b"trak" => plan_trak(buf, base, k, fragmented, format, actions)?,
             b"udta" => actions.push(free(k, "moov/udta (user data: ©xyz, loci, GPMF, ...)")),
             b"meta" => actions.push(free(k, "moov/meta (keys/ilst, e.g. ISO6709 location)")),
@@ -433,20 +453,21 @@ fn plan_trak(
         b"sbgp", b"sgpd", b"subs", b"saiz", b"saio", b"stsh", b"padb", b"stdp", b"csgp",
     ];
     let video = handler == b"vide";
-    walk_level(buf, base, trak, 0, TRAK, "trak", format, actions, |k, actions| match &k.kind {
+    let walk = Walk { buf, base, format };
+    walk.level(trak, TRAK, "trak", actions, |k, actions| match &k.kind {
         b"tkhd" => blank_times(buf, base, k, format, actions),
-        b"mdia" => walk_level(buf, base, k, 0, MDIA, "mdia", format, actions, |k, actions| match &k.kind {
+        b"mdia" => walk.level(k, MDIA, "mdia", actions, |k, actions| match &k.kind {
             b"mdhd" => blank_times(buf, base, k, format, actions),
             b"hdlr" => {
                 blank_handler_name(buf, base, k, actions);
                 Ok(())
             }
-            b"minf" => walk_level(buf, base, k, 0, MINF, "minf", format, actions, |k, actions| match &k.kind {
+            b"minf" => walk.level(k, MINF, "minf", actions, |k, actions| match &k.kind {
                 b"hdlr" => {
                     blank_handler_name(buf, base, k, actions);
                     Ok(())
                 }
-                b"stbl" => walk_level(buf, base, k, 0, STBL, "stbl", format, actions, |k, actions| {
+                b"stbl" => walk.level(k, STBL, "stbl", actions, |k, actions| {
                     if video && &k.kind == b"stsd" {
                         blank_compressor_names(buf, base, k, format, actions)?;
                     }

@@ -197,11 +197,9 @@ fn push_utf8(cp: u32, out: &mut Vec<u8>) {
     match cp {
         0..=0x7F => out.push(cp as u8),
         0x80..=0x7FF => out.extend_from_slice(&[0xC0 | (cp >> 6) as u8, 0x80 | (cp & 0x3F) as u8]),
-        0x800..=0xFFFF => out.extend_from_slice(&[
-            0xE0 | (cp >> 12) as u8,
-            0x80 | ((cp >> 6) & 0x3F) as u8,
-            0x80 | (cp & 0x3F) as u8,
-        ]),
+        0x800..=0xFFFF => {
+            out.extend_from_slice(&[0xE0 | (cp >> 12) as u8, 0x80 | ((cp >> 6) & 0x3F) as u8, 0x80 | (cp & 0x3F) as u8])
+        }
         _ => out.extend_from_slice(&[
             0xF0 | ((cp >> 18) & 0x07) as u8,
             0x80 | ((cp >> 12) & 0x3F) as u8,

@@ -503,7 +503,8 @@ mod tests {
             el(0x6A6A, b"an unknown Paris field"),
         ]
         .concat();
-        let file = [ebml_header("webm"), el(SEGMENT, &[el(INFO, &fields), el(CLUSTER, &cluster(b"f"))].concat())].concat();
+        let file =
+            [ebml_header("webm"), el(SEGMENT, &[el(INFO, &fields), el(CLUSTER, &cluster(b"f"))].concat())].concat();
         let (mut out, report) = scrubbed(file.clone());
         assert_eq!(out.len(), file.len());
         for gone in [&b"Paris"[..], b"Lavf", b"Pixel", &0x0A2B_3C4D_5E6F_7081u64.to_be_bytes(), &[0xAB; 16]] {

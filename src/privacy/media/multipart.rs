@@ -500,9 +500,8 @@ struct PartHead {
 
 impl PartHead {
     fn of(headers: &http::HeaderMap) -> PartHead {
-        let lower = |name: &str| {
-            headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_ascii_lowercase())
-        };
+        let lower =
+            |name: &str| headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_ascii_lowercase());
         let disposition = lower("content-disposition").unwrap_or_default();
         let content_type = lower("content-type").unwrap_or_default();
         let mut params = content_type.split(';');

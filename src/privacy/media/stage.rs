@@ -45,7 +45,9 @@ use super::{
 };
 use crate::{
     config::Config,
-    proxy::{Body, BoxError, Flow, ProxyError, Request, RequestCtx, RouteClass, Stage, StageFuture, error::json_error, full},
+    proxy::{
+        Body, BoxError, Flow, ProxyError, Request, RequestCtx, RouteClass, Stage, StageFuture, error::json_error, full,
+    },
 };
 
 pub struct MediaStage {
