@@ -478,7 +478,15 @@ async fn what_cannot_be_read_with_certainty_is_refused_and_nothing_arrives() {
         "Content-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\nContent-Transfer-Encoding: quoted-printable",
         b"=FF=D8=FF=E0",
     )]);
+    let mut two_types = request(
+        "POST",
+        "/api/v2/media",
+        Some(&format!("multipart/form-data; boundary={BOUNDARY}")),
+        file("image/jpeg"),
+    );
+    two_types.headers_mut().append("content-type", "multipart/form-data; boundary=other".parse().unwrap());
     let cases: Vec<(&str, http::Request<Full<Bytes>>, u16)> = vec![
+        ("two Content-Type headers (Puma joins them)", two_types, 400),
         (
             "multipart without a boundary",
             request("POST", "/api/v2/media", Some("multipart/form-data"), file("image/jpeg")),
@@ -755,4 +763,69 @@ fn pavise_check_refuses_a_socks_listener_off_loopback() {
             assert!(said.contains("egress.socks_listen") && said.contains("loopback"), "{addr}: {said}");
         }
     }
+}
+
+/// The in-process stand-in for the `bodies` fuzz target: mutated JSON and form bodies
+/// holding a real photo's `data:` URI are rewritten or refused, never a panic, and a
+/// rewritten body is a fixed point (a second pass changes nothing).
+#[test]
+fn mutated_bodies_are_rewritten_to_a_fixed_point_never_a_panic() {
+    use pavise::privacy::media::{datauri, form, json};
+    let fx = fixtures();
+    let uri = format!("data:image/jpeg;base64,{}", b64(&fx.jpeg));
+    let mut enc = Vec::new();
+    datauri::percent_encode(uri.as_bytes(), &mut enc);
+    let seeds: Vec<(bool, Vec<u8>)> = vec![
+        (
+            true,
+            format!(r#"{{"a": [{{"file": "{}"}}], /* " */ "b": "\u0064ata:,x"}}"#, uri.replace('/', "\\/"))
+                .into_bytes(),
+        ),
+        (true, format!(r#"{{"file": "DATA:image/jpeg;charset=x;base64,{}"}}"#, b64(&fx.jpeg)).into_bytes()),
+        (false, [b"x=1&avatar=".as_slice(), &enc, b";h=data:,y"].concat()),
+    ];
+    let scrub = |t: &[u8]| datauri::scrub_value(t, 1 << 20).map(|r| r.map(|r| r.text));
+    let mut rng = 0x5EED_0010_u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut rewritten, mut refused) = (0, 0);
+    for round in 0..400 {
+        for (is_json, seed) in &seeds {
+            let mut input = seed.clone();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() as usize) % input.len().max(1);
+                match next() % 4 {
+                    0 => input[at] ^= 1 << (next() % 8),
+                    1 => input.truncate(at),
+                    2 => input.insert(at, b"\\\"%;&=/*:d"[(next() % 10) as usize]),
+                    _ => drop(input.drain(at..(at + (next() as usize) % 16).min(input.len()))),
+                }
+                if input.is_empty() {
+                    input.push(b'{');
+                }
+            }
+            let pass = |b: &[u8]| -> Result<Option<Vec<u8>>, String> {
+                if *is_json {
+                    json::rewrite(b, scrub).map_err(|e| e.to_string())
+                } else {
+                    form::rewrite(b, scrub).map_err(|e| e.to_string())
+                }
+            };
+            let first = pass(&input).ok().flatten();
+            match first {
+                Some(out) => {
+                    rewritten += 1;
+                    if let Some(second) = pass(&out).expect("a rewritten body reads again") {
+                        assert_eq!(second, out, "round {round}: a rewrite is not a fixed point");
+                    }
+                }
+                None => refused += 1,
+            }
+        }
+    }
+    assert!(rewritten > 50 && refused > 50, "{rewritten} rewritten, {refused} unchanged or refused");
 }

@@ -25,8 +25,9 @@ pub enum BodyKind {
         boundary: String,
         subtype: String,
     },
-    /// A `multipart/*` type pavise will not guess at; the reason is shown to the client.
-    BadMultipart(&'static str),
+    /// A type pavise will not guess at (a `multipart/*` without one usable boundary, two
+    /// `Content-Type` headers); the reason is shown to the client.
+    Unreadable(&'static str),
     Json,
     Form,
     /// `image/*`, `video/*`, `audio/*`: must be a file pavise can scrub.
@@ -49,9 +50,14 @@ const MAX_BOUNDARY: usize = 70;
 
 impl BodyKind {
     pub fn of(headers: &HeaderMap) -> BodyKind {
-        let Some(raw) = headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()) else {
+        let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+        let Some(raw) = types.next().map(|v| v.as_bytes()) else {
             return BodyKind::Form;
         };
+        if types.next().is_some() {
+            // Puma joins repeated headers with ", ", and Rack then reads the joined text.
+            return BodyKind::Unreadable("the request has more than one Content-Type");
+        }
         let raw = raw.trim_ascii();
         let end = raw.iter().position(|&b| b == b';' || b == b',').unwrap_or(raw.len());
         let media_type = String::from_utf8_lossy(raw[..end].trim_ascii()).to_ascii_lowercase();
@@ -61,7 +67,7 @@ impl BodyKind {
         if let Some(subtype) = media_type.strip_prefix("multipart/") {
             return match rack_boundary(raw) {
                 Ok(boundary) => BodyKind::Multipart { boundary, subtype: subtype.to_owned() },
-                Err(why) => BodyKind::BadMultipart(why),
+                Err(why) => BodyKind::Unreadable(why),
             };
         }
         if JSON_TYPES.contains(&media_type.as_str()) || media_type.ends_with("+json") {
@@ -175,10 +181,14 @@ mod tests {
             "multipart/form-data; boundary =a",
             "multipart/form-data; boundary=\";x",
         ] {
-            assert!(matches!(kind(bad), BodyKind::BadMultipart(_)), "{bad}");
+            assert!(matches!(kind(bad), BodyKind::Unreadable(_)), "{bad}");
         }
         let long = format!("multipart/form-data; boundary={}", "b".repeat(71));
-        assert!(matches!(kind(&long), BodyKind::BadMultipart(_)));
+        assert!(matches!(kind(&long), BodyKind::Unreadable(_)));
+        let mut two = HeaderMap::new();
+        two.append(header::CONTENT_TYPE, "multipart/form-data; boundary=a".parse().unwrap());
+        two.append(header::CONTENT_TYPE, "multipart/form-data; boundary=b".parse().unwrap());
+        assert!(matches!(BodyKind::of(&two), BodyKind::Unreadable(_)), "Rack would read the last of the joined two");
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl MediaStage {
         let kind = BodyKind::of(&parts.headers);
         let (boundary, subtype) = match kind {
             BodyKind::Multipart { boundary, subtype } => (boundary, subtype),
-            BodyKind::BadMultipart(why) => return Err(ProxyError::BadRequest(why.to_owned())),
+            BodyKind::Unreadable(why) => return Err(ProxyError::BadRequest(why.to_owned())),
             kind => return self.single(parts, body, kind).await,
         };
         match self.scrubber.rewrite_multipart(body, &boundary, &subtype).await {
