@@ -584,7 +584,7 @@ async fn what_cannot_be_read_with_certainty_is_refused_and_nothing_arrives() {
         assert_eq!(status, want, "{what}: {said}");
         let v: Value =
             serde_json::from_str(&said).unwrap_or_else(|_| panic!("{what}: not Mastodon-style JSON: {said}"));
-        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {said}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty() && e.len() < 400), "{what}: {said}");
     }
     assert!(upstream.recorded().is_empty(), "nothing of a refused request reaches the instance");
     pavise.stop().await;

@@ -168,6 +168,11 @@ fn refusal(e: MultipartError) -> Result<Flow, ProxyError> {
     let respond = |status, msg: &str| Ok(Flow::Respond(json_error(status, msg)));
     match e {
         MultipartError::Refused { field, source } => {
+            // A field name is the client's text (a form key may even be the data: URI).
+            let field: String = match field.char_indices().nth(64) {
+                Some((cut, _)) => format!("{}…", &field[..cut]),
+                None => field,
+            };
             tracing::info!(field, reason = source.reason(), "upload refused");
             let msg = format!("The file in \"{field}\" was refused by the privacy relay: {source}");
             respond(StatusCode::UNPROCESSABLE_ENTITY, &msg)
