@@ -485,7 +485,26 @@ async fn what_cannot_be_read_with_certainty_is_refused_and_nothing_arrives() {
         file("image/jpeg"),
     );
     two_types.headers_mut().append("content-type", "multipart/form-data; boundary=other".parse().unwrap());
+    // Rack transcodes ISO-2022-JP text parts: the escape sequences (here 30 of them, to
+    // push `data:` past any short look at the start) vanish and a data: URI appears.
+    let mut iso = "\x1b(B".repeat(30).into_bytes();
+    iso.extend_from_slice(b"da\x1b(Bta:image/jpeg;base64,");
+    iso.extend_from_slice(jpeg64.as_bytes());
+    let iso = multipart(&[(
+        "Content-Disposition: form-data; name=\"avatar\"\r\nContent-Type: text/plain; charset=ISO-2022-JP",
+        &iso,
+    )]);
     let cases: Vec<(&str, http::Request<Full<Bytes>>, u16)> = vec![
+        (
+            "a data: URI in ISO-2022-JP text",
+            request(
+                "PATCH",
+                "/api/v1/accounts/update_credentials",
+                Some(&format!("multipart/form-data; boundary={BOUNDARY}")),
+                iso,
+            ),
+            422,
+        ),
         ("two Content-Type headers (Puma joins them)", two_types, 400),
         (
             "multipart without a boundary",

@@ -386,11 +386,16 @@ impl Scrubber {
         binary: bool,
     ) -> Result<(Segment, Option<(Format, Report)>), PartError> {
         let head = spooled.head();
-        let transcoded = part.iso_2022_jp && memchr::memchr(0x1B, head).is_some();
-        let view = if transcoded { iso_2022_jp_view(head) } else { Vec::new() };
-        if transcoded && (datauri::starts_like_data_uri(head) || datauri::starts_like_data_uri(&view)) {
-            // Rack transcodes ISO-2022-JP text to UTF-8: two readings of one value.
-            return Err(PartError::Refused(MediaError::Unsupported("data: URIs in ISO-2022-JP text")));
+        if part.iso_2022_jp {
+            // Rack transcodes ISO-2022-JP text to UTF-8, and escape sequences anywhere
+            // (even dozens before `data:`) vanish: the whole part is read both ways.
+            let _permit = self.permits(spooled.len().saturating_mul(2)).await?;
+            let all = spooled.bytes().await?;
+            if memchr::memchr(0x1B, &all).is_some()
+                && (datauri::starts_like_data_uri(&all) || datauri::starts_like_data_uri(&iso_2022_jp_view(&all)))
+            {
+                return Err(PartError::Refused(MediaError::Unsupported("data: URIs in ISO-2022-JP text")));
+            }
         }
         if datauri::starts_like_data_uri(head) {
             let _permit = self.permits(spooled.len().saturating_mul(3)).await?;
