@@ -8,7 +8,8 @@
 //!
 //! How, and why this way (see ../shared/METADATA.md §1.7 and §5.1):
 //! - **Sniff by magic bytes** ([`sniff`]), never by name or Content-Type: a JPEG named
-//!   `.png` is still a JPEG, and a file that is none of the formats below is refused.
+//!   `.png` is still a JPEG, and a file that is none of the formats below is refused
+//!   (plain text, such as a CSV import, is no media and passes as it came).
 //! - **Structural removal only**: one hand-written walker per format drops or zeroes the
 //!   metadata containers and copies everything else byte for byte. No decode, no
 //!   re-encode, so pixels and samples are untouched and a 90 MB video costs milliseconds.
