@@ -12,21 +12,26 @@ pub trait Store {
     fn read_at(&mut self, off: u64, buf: &mut [u8]) -> io::Result<()>;
     fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()>;
 
-    /// Whether `len` bytes at `off` are all zero (a large `free` box is checked twice per
-    /// upload, so this reads in large chunks, and a buffer is checked where it lies).
-    fn all_zero(&mut self, mut off: u64, mut len: u64) -> io::Result<bool> {
-        let mut buf = vec![0u8; CHUNK.min(usize::try_from(len).unwrap_or(CHUNK))];
-        while len > 0 {
-            let n = len.min(CHUNK as u64) as usize;
-            self.read_at(off, &mut buf[..n])?;
-            if !zeros(&buf[..n]) {
-                return Ok(false);
-            }
-            off += n as u64;
-            len -= n as u64;
-        }
-        Ok(true)
+    /// Whether `len` bytes at `off` are all zero (a large `free` box is checked by the
+    /// scrub and again by the audit, so this reads in large chunks; a buffer is checked
+    /// where it lies, and a file remembers what it already knows to be zero).
+    fn all_zero(&mut self, off: u64, len: u64) -> io::Result<bool> {
+        read_zero(self, off, len)
     }
+}
+
+fn read_zero(store: &mut (impl Store + ?Sized), mut off: u64, mut len: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; CHUNK.min(usize::try_from(len).unwrap_or(CHUNK))];
+    while len > 0 {
+        let n = len.min(CHUNK as u64) as usize;
+        store.read_at(off, &mut buf[..n])?;
+        if !zeros(&buf[..n]) {
+            return Ok(false);
+        }
+        off += n as u64;
+        len -= n as u64;
+    }
+    Ok(true)
 }
 
 /// Whether every byte is zero: words OR-ed a block at a time, which compiles to vector
@@ -72,12 +77,26 @@ impl Store for MemStore<'_> {
 pub struct FileStore {
     file: File,
     len: u64,
+    /// Ranges (start, end) this store wrote as zeros or read as zeros and has not
+    /// written since: the audit after a scrub need not read a 90 MB `free` box again.
+    known_zero: Vec<(u64, u64)>,
 }
 
 impl FileStore {
     pub fn new(file: File) -> io::Result<FileStore> {
         let len = file.metadata()?.len();
-        Ok(FileStore { file, len })
+        Ok(FileStore { file, len, known_zero: Vec::new() })
+    }
+
+    fn remember_zero(&mut self, start: u64, end: u64) {
+        match self.known_zero.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            _ => self.known_zero.push((start, end)),
+        }
+    }
+
+    fn known(&self, start: u64, end: u64) -> bool {
+        self.known_zero.iter().any(|&(a, b)| a <= start && end <= b)
     }
 }
 
@@ -91,10 +110,25 @@ impl Store for FileStore {
     }
     fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt as _;
-        if off.checked_add(buf.len() as u64).is_none_or(|end| end > self.len) {
-            return Err(out_of_range());
+        let end = off.checked_add(buf.len() as u64).filter(|&end| end <= self.len).ok_or_else(out_of_range)?;
+        self.file.write_all_at(buf, off)?;
+        if zeros(buf) {
+            self.remember_zero(off, end);
+        } else {
+            self.known_zero.retain(|&(a, b)| b <= off || a >= end);
         }
-        self.file.write_all_at(buf, off)
+        Ok(())
+    }
+    fn all_zero(&mut self, off: u64, len: u64) -> io::Result<bool> {
+        let end = off.checked_add(len).ok_or_else(out_of_range)?;
+        if self.known(off, end) {
+            return Ok(true);
+        }
+        let zero = read_zero(self, off, len)?;
+        if zero {
+            self.remember_zero(off, end);
+        }
+        Ok(zero)
     }
 }
 
@@ -138,5 +172,18 @@ mod tests {
         }
         assert!(is_zero(&mut MemStore(&mut buf), 5, 0).unwrap());
         assert!(is_zero(&mut MemStore(&mut buf), 5, u64::MAX).is_err());
+    }
+
+    #[test]
+    fn a_file_forgets_what_it_knew_to_be_zero_once_written() {
+        let file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut &file, &[0u8; 4096]).unwrap();
+        let mut store = FileStore::new(file).unwrap();
+        assert!(store.all_zero(0, 4096).unwrap());
+        store.write_at(100, b"free").unwrap();
+        assert!(!store.all_zero(0, 4096).unwrap(), "a write inside a known range is seen");
+        assert!(store.all_zero(200, 1000).unwrap());
+        zero(&mut store, 100, 4).unwrap();
+        assert!(store.all_zero(0, 4096).unwrap());
     }
 }
