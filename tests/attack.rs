@@ -446,7 +446,23 @@ async fn every_upload_shape_arrives_without_location_or_markers() {
         }
     }
 
-    // 10. Signed inbox deliveries are never changed, data: URI or not.
+    // 10. Bodies with no media pass byte for byte: JSON, a form, text, a large stream.
+    let status_json = br#"{"status":"caf\u00e9 \/ data: is a scheme","media_ids":["1"]}"#.to_vec();
+    let large: Vec<u8> = (0..3_000_000u32).map(|i| b"abcdefgh\n"[(i % 9) as usize]).collect();
+    for (ct, body) in [
+        (Some("application/json"), status_json),
+        (Some("application/x-www-form-urlencoded"), b"status=caf%C3%A9&visibility=direct".to_vec()),
+        (Some("text/plain"), b"hello".to_vec()),
+        (Some("application/octet-stream"), large),
+    ] {
+        let (status, _) = send(&pavise, request("POST", "/api/v1/statuses", ct, body.clone())).await;
+        assert_eq!(status, 200, "{ct:?}");
+        let rec = upstream.last();
+        assert!(rec.body == body, "{ct:?}: the body changed on the way");
+        assert_eq!(rec.headers["content-length"].to_str().unwrap(), body.len().to_string());
+    }
+
+    // 11. Signed inbox deliveries are never changed, data: URI or not.
     let delivery = serde_json::json!({ "type": "Create", "icon": jpeg_uri }).to_string();
     let (status, _) =
         send(&pavise, request("POST", "/inbox", Some("application/activity+json"), delivery.clone().into())).await;
