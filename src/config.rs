@@ -547,6 +547,17 @@ impl Config {
                 "must be a loopback address: an open forward proxy would let anyone use the instance's Tor",
             ));
         }
+        if let Some(socks) = file.egress.socks_listen
+            && !is_loopback(socks.ip())
+        {
+            return Err(invalid(
+                "egress.socks_listen",
+                format!(
+                    "{socks} is not a loopback address: an open SOCKS proxy would let anyone use the instance's Tor (or, in direct mode, this server's address)"
+                ),
+            ));
+        }
+        file.media.validate().map_err(|(key, message)| invalid(key, message))?;
         if let Some(domain) = &file.local_domain
             && (domain.is_empty() || domain.contains('/') || domain.contains(' '))
         {
@@ -633,6 +644,10 @@ mod tests {
             ("[public.body_limits]\ninbux = \"1MiB\"\n", "public.body_limits"),
             ("[response_headers]\nonion_location = \"http://example.com\"\n", "response_headers.onion_location"),
             ("[egress]\nlisten = \"127.0.0.1:9180\"\n", "admin.listen"),
+            ("[egress]\nsocks_listen = \"0.0.0.0:9050\"\n", "egress.socks_listen"),
+            ("[egress]\nsocks_listen = \"[::]:9050\"\n", "egress.socks_listen"),
+            ("[egress]\nsocks_listen = \"192.168.1.5:9050\"\n", "egress.socks_listen"),
+            ("[media]\nmax_file_parts = 0\n", "media.max_file_parts"),
             ("[expiry]\nlease = \"0s\"\n", "expiry.lease"),
             ("[expiry]\nmax_backoff = \"1s\"\n", "expiry.max_backoff"),
             ("[expiry]\nreserve = 5\n", "reserve"),
@@ -663,6 +678,17 @@ mod tests {
         assert!(Config::validate(file, &tor, None).is_err());
         let e = parse("[shield]\nkey_fetch_allow_private = true\n").unwrap_err().to_string();
         assert!(e.contains("shield.key_fetch_allow_private"), "{e}");
+    }
+
+    #[test]
+    fn socks_listen_on_loopback_is_accepted() {
+        for addr in ["127.0.0.1:9050", "[::1]:9050", "127.0.0.2:1080"] {
+            let c = parse(&format!("[egress]\nsocks_listen = \"{addr}\"\n")).unwrap();
+            assert_eq!(
+                c.file.egress.socks_listen.unwrap().to_string().replace(['[', ']'], ""),
+                addr.replace(['[', ']'], "")
+            );
+        }
     }
 
     #[test]

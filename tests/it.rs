@@ -8,6 +8,7 @@
 
 mod support;
 
+mod attack;
 mod egress;
 mod expiry;
 mod media;

@@ -19,7 +19,7 @@ use crate::support::{Pavise, RecordingUpstream, send_from};
 
 /// ../shared beside the checkout (support::shared_dir), or `PAVISE_SHARED` for a worktree
 /// that lives elsewhere.
-fn shared_dir() -> Option<PathBuf> {
+pub(crate) fn shared_dir() -> Option<PathBuf> {
     if let Ok(dir) = std::env::var("PAVISE_SHARED") {
         return Some(PathBuf::from(dir));
     }
@@ -29,18 +29,18 @@ fn shared_dir() -> Option<PathBuf> {
 /// Values planted in every fixture; none may survive in any output, in any form.
 const MARKERS: &[&[u8]] = &[b"Paris", b"48.8584", b"48,51"];
 
-fn run(cmd: &mut Command) -> std::process::Output {
+pub(crate) fn run(cmd: &mut Command) -> std::process::Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (run scripts/deps)"));
     assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
-fn pavise_bin() -> &'static str {
+pub(crate) fn pavise_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pavise")
 }
 
 /// One exiftool process for many files: `-ee -a -G1 -n`, keyed by path as given.
-fn exiftool(files: &[PathBuf]) -> HashMap<String, serde_json::Map<String, Value>> {
+pub(crate) fn exiftool(files: &[PathBuf]) -> HashMap<String, serde_json::Map<String, Value>> {
     if files.is_empty() {
         return HashMap::new();
     }
@@ -63,7 +63,7 @@ fn exiftool(files: &[PathBuf]) -> HashMap<String, serde_json::Map<String, Value>
 }
 
 /// Location-looking tags in an exiftool object (the generic oracle for our fixtures).
-fn location_tags(o: &serde_json::Map<String, Value>) -> Vec<String> {
+pub(crate) fn location_tags(o: &serde_json::Map<String, Value>) -> Vec<String> {
     let re = ["GPS", "Location", "City", "Country", "Province", "State", "Coordinates", "ISO6709", "UserDefinedText"];
     let mut found: Vec<String> = o
         .keys()
@@ -121,7 +121,7 @@ fn video_packets_md5(file: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 

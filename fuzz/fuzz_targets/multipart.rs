@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
     let (scrubber, dir) = scrubber();
     let body = pavise::proxy::full(bytes::Bytes::copy_from_slice(data));
     rt.block_on(async {
-        let _ = scrubber.rewrite_multipart(body, "XyZ").await;
+        let _ = scrubber.rewrite_multipart(body, "XyZ", "form-data").await;
     });
     let left = std::fs::read_dir(dir.0.join("media-tmp")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "temp files left behind");

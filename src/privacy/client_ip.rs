@@ -127,6 +127,19 @@ impl Pseudonymizer {
         }
     }
 
+    /// How a client is written in pavise's own logs, given what the instance was told.
+    ///
+    /// In `truncate` mode the instance sees the real /24 (or /48); pavise's access log must
+    /// not keep it too, so it gets that network's keyed pseudonym (stable for the key's
+    /// period, like every pseudonym). The other modes already tell the instance nothing
+    /// real, and log exactly that.
+    pub fn log_form(&self, shown: IpAddr) -> IpAddr {
+        match self.mode {
+            ClientIpMode::Truncate => IpAddr::V6(self.hash(shown)),
+            ClientIpMode::Pseudonym | ClientIpMode::Drop => shown,
+        }
+    }
+
     /// Replaces the key at once: every client gets a new, unlinkable pseudonym.
     pub fn rotate_now(&self) {
         let mut epoch = self.epoch.write().unwrap_or_else(|e| e.into_inner());
@@ -262,6 +275,26 @@ mod tests {
         assert_eq!(t.pseudonym(&ClientAddr::from_ip(ip("1.2.3.4"))), ip("1.2.3.0"));
         assert_eq!(t.pseudonym(&ClientAddr::from_ip(ip("2a01:4f8:1:2::aaaa"))), ip("2a01:4f8:1::"));
         assert_eq!(t.pseudonym(&ClientAddr::from_ip(ip("::ffff:1.2.3.4"))), ip("1.2.3.0"));
+    }
+
+    #[test]
+    fn truncate_mode_logs_a_pseudonym_not_the_network() {
+        let t = Pseudonymizer::new(&cfg(ClientIpMode::Truncate));
+        let shown = t.pseudonym(&ClientAddr::from_ip(ip("203.0.113.9")));
+        assert_eq!(shown, ip("203.0.113.0"), "the instance gets the /24");
+        let logged = t.log_form(shown);
+        assert!(!logged.to_string().contains("203.0.113"), "{logged}");
+        let doc: IpNet = "2001:db8::/32".parse().unwrap();
+        assert!(doc.contains(&logged));
+        // One network, one log name (the instance's own grouping is kept in the log).
+        assert_eq!(logged, t.log_form(t.pseudonym(&ClientAddr::from_ip(ip("203.0.113.77")))));
+        assert_ne!(logged, t.log_form(t.pseudonym(&ClientAddr::from_ip(ip("203.0.114.9")))));
+        let v6 = t.log_form(t.pseudonym(&ClientAddr::from_ip(ip("2a01:4f8:1:2::aaaa"))));
+        assert!(!v6.to_string().starts_with("2a01"), "{v6}");
+        // The other modes log what the instance was told.
+        let p = Pseudonymizer::new(&cfg(ClientIpMode::Pseudonym));
+        let shown = p.pseudonym(&ClientAddr::from_ip(ip("203.0.113.9")));
+        assert_eq!(p.log_form(shown), shown);
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! (Cloudflare's visitor-location headers, CloudFront-Viewer-*, Vercel's x-vercel-ip-*,
 //! ad-hoc GeoIP headers) are matched by prefix. Sources: ../shared/METADATA.md §2.
 //!
+//! Names are compared as Rack reads them: Rack turns a header into `HTTP_` + the name
+//! upper-cased with `-` replaced by `_`, so `X_Forwarded_For` and `X-Forwarded-For` are
+//! one key to the instance. Every name is folded (`_` to `-`; case is already folded by
+//! `http`, which keeps names lowercase) before it is looked up.
+//!
 //! None of these is ever part of an HTTP signature, so stripping them from a signed
 //! federation delivery keeps the signature valid.
 
@@ -42,6 +47,19 @@ pub const STRIP_EXACT: &[&str] = &[
     "x-nf-client-connection-ip",
     "x-akamai-edgescape",
     "x-real-country",
+    "x-originating-ip",
+    "x-arr-clientip",
+    "incap-client-ip",
+    "x-sucuri-clientip",
+    "x-sucuri-country",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-sp-forwarded-ip",
+    "ali-cdn-real-ip",
+    "x-wap-network-client-ip",
+    "cdn-requestcountrycode",
+    // Envoy's client certificate details (subject, URI and DNS SANs): who the client is.
+    "x-forwarded-client-cert",
     // `Via` names the proxies a request crossed; it can identify a client's network.
     "via",
 ];
@@ -69,13 +87,47 @@ pub const STRIP_PREFIXES: &[&str] = &[
     "x-country",
     "x-city",
     "x-fastly-country",
+    // Google Cloud load balancers' custom headers, Azure Front Door's geo header.
+    "x-client-geo",
+    "x-client-region",
+    "x-client-city",
 ];
 
-/// Whether `name` (lowercase, as `http` stores it) carries client address or location.
+/// Whether `name` (lowercase, as `http` stores it) carries client address or location,
+/// in any spelling Rack reads as the same header.
 pub fn is_client_ip_or_geo(name: &HeaderName) -> bool {
-    let name = name.as_str();
-    STRIP_EXACT.contains(&name) || STRIP_PREFIXES.iter().any(|p| name.starts_with(p))
+    let name = name.as_str().as_bytes();
+    if memchr::memchr(b'_', name).is_none() {
+        return in_table(name);
+    }
+    let folded: Vec<u8> = name.iter().map(|&b| if b == b'_' { b'-' } else { b }).collect();
+    in_table(&folded)
 }
+
+fn in_table(name: &[u8]) -> bool {
+    // Most of a request's headers (host, user-agent, sec-*, origin, referer) start with a
+    // letter no entry starts with: one lookup instead of a scan of the table.
+    if !name.first().is_some_and(|&b| FIRST_BYTES[usize::from(b)]) {
+        return false;
+    }
+    STRIP_EXACT.iter().any(|e| e.as_bytes() == name) || STRIP_PREFIXES.iter().any(|p| name.starts_with(p.as_bytes()))
+}
+
+/// The first bytes of every table entry.
+const FIRST_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < STRIP_EXACT.len() {
+        t[STRIP_EXACT[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < STRIP_PREFIXES.len() {
+        t[STRIP_PREFIXES[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    t
+};
 
 /// Removes every client-IP and geolocation header.
 pub fn strip_client_ip_and_geo(headers: &mut HeaderMap) {
@@ -173,6 +225,27 @@ mod tests {
         "X-Nf-Geo",
         "X-Akamai-Edgescape",
         "X-Fastly-Country-Code",
+        // Issue 10.
+        "X-Originating-IP",
+        "X-ARR-ClientIP",
+        "Incap-Client-IP",
+        "X-Sucuri-ClientIP",
+        "X-Sucuri-Country",
+        "X-Remote-IP",
+        "X-Remote-Addr",
+        "X-SP-Forwarded-IP",
+        "Ali-CDN-Real-IP",
+        "X-Client-Geo-Location",
+        "X-Client-Region",
+        "X-Client-Region-Subdivision",
+        "X-Client-City-Lat-Long",
+        "CDN-RequestCountryCode",
+        "X-Forwarded-Client-Cert",
+        "X_Forwarded_For",
+        "Client_IP",
+        "x_real_ip",
+        "CF_Connecting_IP",
+        "X-Forwarded_For",
     ];
 
     #[test]
@@ -187,14 +260,44 @@ mod tests {
         }
     }
 
+    /// Every spelling Rack reads as `name`: as listed, upper case, mixed case, and with
+    /// every `-` (or just the first) written `_`.
+    fn spellings(name: &str) -> Vec<String> {
+        let mixed: String =
+            name.chars().enumerate().map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c }).collect();
+        vec![
+            name.to_owned(),
+            name.to_ascii_uppercase(),
+            mixed,
+            name.replace('-', "_"),
+            name.to_ascii_uppercase().replace('-', "_"),
+            name.replacen('-', "_", 1),
+        ]
+    }
+
+    fn stripped(spelling: &str) -> bool {
+        let parsed = HeaderName::from_bytes(spelling.as_bytes()).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(parsed.clone(), HeaderValue::from_static("203.0.113.9"));
+        strip_client_ip_and_geo(&mut h);
+        is_client_ip_or_geo(&parsed) && h.is_empty()
+    }
+
     #[test]
-    fn every_table_entry_matches_its_own_name() {
-        for name in STRIP_EXACT {
-            assert!(is_client_ip_or_geo(&HeaderName::from_static(name)), "{name}");
+    fn every_exact_entry_is_stripped_in_every_spelling() {
+        for entry in STRIP_EXACT {
+            for spelling in spellings(entry) {
+                assert!(stripped(&spelling), "table entry {entry:?}: {spelling:?} would reach the instance");
+            }
         }
+    }
+
+    #[test]
+    fn every_prefix_entry_is_stripped_in_every_spelling() {
         for prefix in STRIP_PREFIXES {
-            let name = format!("{prefix}something");
-            assert!(is_client_ip_or_geo(&HeaderName::from_bytes(name.as_bytes()).unwrap()), "{name}");
+            for spelling in spellings(&format!("{prefix}something")) {
+                assert!(stripped(&spelling), "table prefix {prefix:?}: {spelling:?} would reach the instance");
+            }
         }
     }
 
@@ -214,7 +317,11 @@ mod tests {
             "user-agent",
             "cookie",
             "cf-ray",
+            "cdn-loop",
             "x-csrf-token",
+            "x-request-id",
+            "x-client-request-id",
+            "x_csrf_token",
         ] {
             assert!(!is_client_ip_or_geo(&HeaderName::from_static(name)), "{name} must pass");
         }

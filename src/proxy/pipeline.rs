@@ -75,13 +75,24 @@ pub struct BodyTooSlow;
 /// A request body's read error as the relay's error: the client's own (413, 408) when
 /// one of the body guards stopped it.
 pub(crate) fn body_error(e: &BoxError) -> ProxyError {
-    if let Some(cap) = e.downcast_ref::<BodyCapExceeded>() {
-        return ProxyError::BodyTooLarge { limit: cap.0 };
+    body_failure(&**e).unwrap_or_else(|| ProxyError::BadRequest("the request body could not be read".into()))
+}
+
+/// Whether an error (anywhere in its source chain) is one of the request body's own
+/// guards: the route's size cap (413) or the minimum body rate (408). Every stage that
+/// reads a body, and the upstream client, answer these the same way.
+pub(crate) fn body_failure(e: &(dyn std::error::Error + 'static)) -> Option<ProxyError> {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(cap) = err.downcast_ref::<BodyCapExceeded>() {
+            return Some(ProxyError::BodyTooLarge { limit: cap.0 });
+        }
+        if err.downcast_ref::<BodyTooSlow>().is_some() {
+            return Some(ProxyError::BodyTooSlow);
+        }
+        source = err.source();
     }
-    if e.downcast_ref::<BodyTooSlow>().is_some() {
-        return ProxyError::BodyTooSlow;
-    }
-    ProxyError::BadRequest("the request body could not be read".into())
+    None
 }
 
 /// No real HTTP method is longer (IANA's longest is `UPDATEREDIRECTREF`, 17): a longer
@@ -200,7 +211,7 @@ impl Pipeline {
         if self.access_log {
             tracing::info!(
                 target: "pavise::access",
-                client = %ctx.pseudonym,
+                client = %self.pseudonymizer.log_form(ctx.pseudonym),
                 route = ctx.route.class.config_name(),
                 method = %method,
                 status = resp.status().as_u16(),

@@ -463,14 +463,11 @@ impl hyper::rt::Write for CappedStream {
 /// A send error caused by our own body guards is the client's doing (413, 408), a full
 /// connection cap is a 503, anything else is the instance's (502).
 fn classify_send_error(e: hyper_util::client::legacy::Error, metrics: &Metrics, caps: &Caps) -> ProxyError {
+    if let Some(guard) = super::pipeline::body_failure(&e) {
+        return guard;
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {
-        if let Some(limit) = err.downcast_ref::<super::pipeline::BodyCapExceeded>() {
-            return ProxyError::BodyTooLarge { limit: limit.0 };
-        }
-        if err.downcast_ref::<super::pipeline::BodyTooSlow>().is_some() {
-            return ProxyError::BodyTooSlow;
-        }
         if err.downcast_ref::<ConnectionsBusy>().is_some() {
             return caps.refused(&caps.refused_connections, "connections to the instance");
         }

@@ -558,9 +558,9 @@ impl Shield {
         let (parts, mut body) = req.into_parts();
         let mut buf = bytes::BytesMut::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| match e.downcast_ref::<crate::proxy::pipeline::BodyCapExceeded>() {
-                Some(cap) => ProxyError::BodyTooLarge { limit: cap.0 },
-                None => ProxyError::BadRequest(format!("reading the delivery: {e}")),
+            let frame = frame.map_err(|e| {
+                crate::proxy::pipeline::body_failure(&*e)
+                    .unwrap_or_else(|| ProxyError::BadRequest(format!("reading the delivery: {e}")))
             })?;
             if let Ok(data) = frame.into_data() {
                 if buf.len() + data.len() > MAX_DELIVERY {

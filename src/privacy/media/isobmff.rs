@@ -11,7 +11,24 @@
 //!   `stsc` and `stco`/`co64` say they are, then the `trak` is freed. Freeing only the
 //!   `trak` would leave the GPS samples orphaned but present in `mdat`;
 //! - HEIF/AVIF items that are not images (`Exif`, `mime` XMP, `uri `): their `iloc`
-//!   extents are zeroed and their `infe` type renamed, so no reader looks for them.
+//!   extents are zeroed and their `infe` type renamed, so no reader looks for them;
+//! - boxes kept but never read by a player: the payload of every `free`, `skip` and
+//!   `wide` (where an editor leaves the bytes of what it removed: a `©xyz` in a `free`
+//!   box is still a location), and the top-level `prft` (a wall-clock capture time),
+//!   `emsg` and `pdin`, which are freed;
+//! - when and with what it was made: the creation and modification times of `mvhd`,
+//!   `tkhd` and `mdhd` (both the 32-bit and 64-bit versions), like EXIF
+//!   `DateTimeOriginal` (who was at the protest at 14:02); the name and manufacturer in
+//!   every `hdlr` (`GoPro AVC`, `Core Media Video`); the compressor name of every video
+//!   sample description.
+//!
+//! Walked box by box, each level with the list of boxes it may keep: `moov`, `trak`,
+//! `mdia`, `minf`, `stbl`, `mvex`, `moof` and `traf`. A box not on its level's list is
+//! freed. Kept as they are: `ftyp`/`styp` (brands, read by [`sniff`]), the sample tables
+//! and descriptions a decoder needs, edit lists, HEIF item properties (`iprp`; an
+//! essential property renamed would make the image unreadable) and the index boxes
+//! (`sidx`, `ssix`, `mfra`: offsets and sizes). Bytes inside `mdat` that no track
+//! points at are not examined.
 //!
 //! A truncated top-level box (`moov`, `meta`, even `mdat`) is refused, not guessed at.
 //! Planning only reads; the same plan run on the output must find nothing to change,
@@ -38,10 +55,16 @@ const VIDEO_BRANDS: &[&[u8; 4]] = &[
 /// Recognises ISOBMFF by its first box. `None`: not ISOBMFF at all.
 pub fn sniff(b: &[u8]) -> Option<Result<Format, MediaError>> {
     let kind = b.get(4..8)?;
+    // A first box's size starts with a zero byte (under 128 MiB, or the 64-bit form):
+    // text that happens to spell `free` or `ftyp` at byte 4 never does.
+    let plausible = |max: u32| be32(b, 0).is_some_and(|s| s == 1 || (8..=max).contains(&s));
     if kind != b"ftyp" {
         // Old QuickTime files may start without ftyp.
         let qt = matches!(kind, b"moov" | b"mdat" | b"wide" | b"free" | b"skip" | b"pnot");
-        return (qt && be32(b, 0).is_some_and(|s| s == 1 || s >= 8)).then_some(Ok(Format::Video));
+        return (qt && plausible(0x0800_0000)).then_some(Ok(Format::Video));
+    }
+    if !plausible(0xFFFF) {
+        return None;
     }
     let size = (be32(b, 0)? as usize).clamp(8, b.len());
     let major = b.get(8..12)?;
@@ -77,6 +100,8 @@ enum Action {
     ItemType { at: u64, what: String },
     /// Zero bytes where they lie (item extents, metadata samples).
     Zero { off: u64, len: u64, what: String },
+    /// Zero bytes of a box pavise read and keeps (times, names, `free` payloads).
+    Blank { off: u64, len: u64, what: String },
 }
 
 /// Neutralises every metadata carrier; see the module docs.
@@ -94,7 +119,7 @@ pub fn audit(store: &mut impl Store, format: Format, report: &mut Report) -> Res
         match action {
             Action::Free { what, at, end, .. } => report.remove(what, end - at),
             Action::ItemType { what, .. } => report.remove(what, 0),
-            Action::Zero { off, len, what } => {
+            Action::Zero { off, len, what } | Action::Blank { off, len, what } => {
                 if !is_zero(store, off, len)? {
                     report.remove(what, len);
                 }
@@ -117,7 +142,7 @@ fn apply(store: &mut impl Store, action: Action, report: &mut Report) -> Result<
             store.write_at(at, ITEM_GONE)?;
             report.kept.push(what);
         }
-        Action::Zero { off, len, what } => {
+        Action::Zero { off, len, what } | Action::Blank { off, len, what } => {
             if !is_zero(store, off, len)? {
                 zero(store, off, len)?;
                 report.remove(what, len);
@@ -196,8 +221,14 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
         let b = parse_header(&h[..n], pos, len, format)?;
         match &b.kind {
             b"mdat" => media_data.push((b.payload, b.end)),
-            b"ftyp" | b"free" | b"skip" | b"wide" | b"pdin" | b"moof" | b"mfra" | b"sidx" | b"styp" | b"ssix"
-            | b"prft" | b"emsg" => {}
+            b"ftyp" | b"styp" | b"mfra" | b"sidx" | b"ssix" => {}
+            b"free" | b"skip" | b"wide" => actions.push(blank_payload(&b, "top-level")),
+            b"prft" => actions.push(free(&b, "top-level prft (the wall-clock time it was produced)")),
+            b"emsg" | b"pdin" => actions.push(free(&b, &format!("top-level {}", fourcc(&b.kind)))),
+            b"moof" => {
+                let buf = read_box(store, &b, format)?;
+                plan_moof(&buf, &b, format, &mut actions)?;
+            }
             b"moov" => {
                 saw_moov = true;
                 let buf = read_box(store, &b, format)?;
@@ -249,6 +280,103 @@ fn free(b: &BoxAt, what: &str) -> Action {
     Action::Free { at: b.start, zero_from: b.body, end: b.end, what: what.to_owned() }
 }
 
+/// Zeroes what a `free`, `skip` or `wide` box holds: a player never reads it.
+fn blank_payload(b: &BoxAt, level: &str) -> Action {
+    Action::Blank {
+        off: b.payload,
+        len: b.end - b.payload,
+        what: format!("old bytes in a {level} {}", fourcc(&b.kind)),
+    }
+}
+
+/// A moov/meta buffer being planned: its bytes, their file offset, the format.
+#[derive(Clone, Copy)]
+struct Walk<'a> {
+    buf: &'a [u8],
+    base: u64,
+    format: Format,
+}
+
+impl Walk<'_> {
+    /// What each box of one level is: kept (on the level's list, then `on_kept`), blanked
+    /// (free space) or freed (user data, metadata, anything unknown).
+    fn level(
+        self,
+        parent: &BoxAt,
+        keep: &[&[u8; 4]],
+        level: &str,
+        actions: &mut Vec<Action>,
+        mut on_kept: impl FnMut(&BoxAt, &mut Vec<Action>) -> Result<(), MediaError>,
+    ) -> Result<(), MediaError> {
+        let (from, to) = ((parent.payload - self.base) as usize, (parent.end - self.base) as usize);
+        for k in &children(self.buf, self.base, from, to, self.format)? {
+            match &k.kind {
+                b"free" | b"skip" | b"wide" => actions.push(blank_payload(k, level)),
+                kind if keep.contains(&kind) => on_kept(k, actions)?,
+                b"udta" => actions.push(free(k, &format!("{level}/udta (user data)"))),
+                b"meta" => actions.push(free(k, &format!("{level}/meta"))),
+                other => actions.push(free(k, &format!("unknown {level}/{} box", fourcc(other)))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Zeroes the creation and modification times of an `mvhd`, `tkhd` or `mdhd`.
+fn blank_times(buf: &[u8], base: u64, b: &BoxAt, format: Format, actions: &mut Vec<Action>) -> Result<(), MediaError> {
+    let p = payload(buf, base, b);
+    let len = match p.first() {
+        Some(0) => 8,
+        Some(1) => 16,
+        Some(v) => return Err(MediaError::malformed(format, format!("{} version {v}", fourcc(&b.kind)))),
+        None => return Err(MediaError::malformed(format, format!("empty {}", fourcc(&b.kind)))),
+    };
+    if p.len() < 4 + len {
+        return Err(MediaError::malformed(format, format!("short {}", fourcc(&b.kind))));
+    }
+    let what = format!("{} creation and modification times", fourcc(&b.kind));
+    actions.push(Action::Blank { off: b.payload + 4, len: len as u64, what });
+    Ok(())
+}
+
+/// Zeroes a handler's manufacturer (QuickTime) and name, after its type.
+fn blank_handler_name(buf: &[u8], base: u64, b: &BoxAt, actions: &mut Vec<Action>) {
+    let p = payload(buf, base, b);
+    if p.len() > 12 {
+        let what = format!("hdlr name '{}'", String::from_utf8_lossy(&p[p.len().min(24)..]).trim_matches('\0'));
+        actions.push(Action::Blank { off: b.payload + 12, len: p.len() as u64 - 12, what });
+    }
+}
+
+/// Zeroes the 32-byte compressor name of every video sample description in `stsd`.
+fn blank_compressor_names(
+    buf: &[u8],
+    base: u64,
+    stsd: &BoxAt,
+    format: Format,
+    actions: &mut Vec<Action>,
+) -> Result<(), MediaError> {
+    // A FullBox with an entry count, then the sample entries (boxes).
+    for entry in children(buf, base, (stsd.payload - base) as usize + 8, (stsd.end - base) as usize, format)? {
+        if entry.end - entry.start >= 86 && entry.payload == entry.start + 8 {
+            actions.push(Action::Blank { off: entry.start + 50, len: 32, what: "video compressor name".into() });
+        }
+    }
+    Ok(())
+}
+
+fn plan_moof(buf: &[u8], moof: &BoxAt, format: Format, actions: &mut Vec<Action>) -> Result<(), MediaError> {
+    let walk = Walk { buf, base: moof.start, format };
+    walk.level(moof, &[b"mfhd", b"pssh", b"traf"], "moof", actions, |k, actions| {
+        if &k.kind == b"traf" {
+            const TRAF: &[&[u8; 4]] =
+                &[b"tfhd", b"tfdt", b"trun", b"sbgp", b"sgpd", b"subs", b"saiz", b"saio", b"senc", b"sdtp"];
+            walk.level(k, TRAF, "traf", actions, |_, _| Ok(()))?;
+        }
+        Ok(())
+    })
+}
+
 /// Slice of `buf` (which starts at file offset `base`) for a child box's payload.
 fn payload<'a>(buf: &'a [u8], base: u64, b: &BoxAt) -> &'a [u8] {
     buf.get((b.payload - base) as usize..(b.end - base) as usize).unwrap_or_default()
@@ -260,8 +388,12 @@ fn plan_moov(buf: &[u8], moov: &BoxAt, format: Format, actions: &mut Vec<Action>
     let fragmented = kids.iter().any(|k| &k.kind == b"mvex");
     for k in &kids {
         match &k.kind {
-            b"mvhd" | b"mvex" | b"iods" | b"free" | b"skip" | b"wide" | b"pssh" | b"prfl" | b"clip" | b"ctab"
-            | b"rmra" => {}
+            b"iods" | b"pssh" | b"clip" | b"ctab" | b"rmra" => {}
+            b"free" | b"skip" | b"wide" => actions.push(blank_payload(k, "moov")),
+            b"mvhd" => blank_times(buf, base, k, format, actions)?,
+            b"mvex" => {
+                Walk { buf, base, format }.level(k, &[b"mehd", b"trex", b"leva"], "mvex", actions, |_, _| Ok(()))?
+            }
             b"trak" => plan_trak(buf, base, k, fragmented, format, actions)?,
             b"udta" => actions.push(free(k, "moov/udta (user data: ©xyz, loci, GPMF, ...)")),
             b"meta" => actions.push(free(k, "moov/meta (keys/ilst, e.g. ISO6709 location)")),
@@ -310,16 +442,43 @@ fn plan_trak(
         actions.push(free(trak, &what));
         return Ok(());
     }
-    for k in &kids {
-        match &k.kind {
-            b"tkhd" | b"tref" | b"edts" | b"mdia" | b"tapt" | b"load" | b"imap" | b"matt" | b"clip" | b"txas"
-            | b"free" | b"skip" | b"kmat" | b"ssrc" | b"meco" => {}
-            b"udta" => actions.push(free(k, "trak/udta")),
-            b"meta" => actions.push(free(k, "trak/meta")),
-            other => actions.push(free(k, &format!("trak/{} box", fourcc(other)))),
-        }
-    }
-    Ok(())
+    const TRAK: &[&[u8; 4]] = &[
+        b"tkhd", b"tref", b"edts", b"mdia", b"tapt", b"load", b"imap", b"matt", b"clip", b"txas", b"kmat", b"ssrc",
+        b"meco",
+    ];
+    const MDIA: &[&[u8; 4]] = &[b"mdhd", b"hdlr", b"minf", b"elng"];
+    const MINF: &[&[u8; 4]] = &[b"vmhd", b"smhd", b"hmhd", b"nmhd", b"sthd", b"gmhd", b"dinf", b"stbl", b"hdlr"];
+    const STBL: &[&[u8; 4]] = &[
+        b"stsd", b"stts", b"ctts", b"cslg", b"stss", b"stps", b"stsc", b"stsz", b"stz2", b"stco", b"co64", b"sdtp",
+        b"sbgp", b"sgpd", b"subs", b"saiz", b"saio", b"stsh", b"padb", b"stdp", b"csgp",
+    ];
+    let video = handler == b"vide";
+    let walk = Walk { buf, base, format };
+    walk.level(trak, TRAK, "trak", actions, |k, actions| match &k.kind {
+        b"tkhd" => blank_times(buf, base, k, format, actions),
+        b"mdia" => walk.level(k, MDIA, "mdia", actions, |k, actions| match &k.kind {
+            b"mdhd" => blank_times(buf, base, k, format, actions),
+            b"hdlr" => {
+                blank_handler_name(buf, base, k, actions);
+                Ok(())
+            }
+            b"minf" => walk.level(k, MINF, "minf", actions, |k, actions| match &k.kind {
+                b"hdlr" => {
+                    blank_handler_name(buf, base, k, actions);
+                    Ok(())
+                }
+                b"stbl" => walk.level(k, STBL, "stbl", actions, |k, actions| {
+                    if video && &k.kind == b"stsd" {
+                        blank_compressor_names(buf, base, k, format, actions)?;
+                    }
+                    Ok(())
+                }),
+                _ => Ok(()),
+            }),
+            _ => Ok(()),
+        }),
+        _ => Ok(()),
+    })
 }
 
 /// Byte ranges of every sample of a track, merged where adjacent.
@@ -426,7 +585,9 @@ fn plan_heif_meta(
     let mut idat: Option<(u64, u64)> = None;
     for k in &kids {
         match &k.kind {
-            b"hdlr" | b"pitm" | b"iref" | b"iprp" | b"dinf" | b"grpl" | b"ipro" | b"free" | b"skip" => {}
+            b"pitm" | b"iref" | b"iprp" | b"dinf" | b"grpl" | b"ipro" => {}
+            b"hdlr" => blank_handler_name(buf, base, k, actions),
+            b"free" | b"skip" | b"wide" => actions.push(blank_payload(k, "meta")),
             b"iinf" => items = parse_iinf(buf, base, k, format)?,
             b"iloc" => locations = parse_iloc(payload(buf, base, k)).ok_or_else(|| bad("unreadable iloc"))?,
             b"idat" => {

@@ -8,12 +8,18 @@
 //!   people and comments;
 //! - `Attachments`: cover images carry their own EXIF;
 //! - `Chapters`: free text;
-//! - the `Title` in `Info` (`Info`'s CRC-32, when it has one, is recomputed);
+//! - in `Info`, everything but the timestamp scale, the duration and the application
+//!   names: `Title`, `SegmentFilename` (the name on the recording device), `DateUTC`
+//!   (when it was recorded, like EXIF `DateTimeOriginal`), the previous/next file names
+//!   and UUIDs, `SegmentUUID`, `SegmentFamily`, chapter translations and anything
+//!   unknown; `MuxingApp` and `WritingApp` (which name the recording software, often
+//!   with its version) are required elements, so their text is zeroed in place (an empty
+//!   string) rather than removed. `Info`'s CRC-32, when it has one, is recomputed;
 //! - unknown elements at the Segment's top level, and the contents of existing `Void`s
 //!   there or in `Info` (a tag editor that shrank `Tags` leaves the old bytes in a Void).
 //!
-//! Kept byte for byte: the EBML header, `SeekHead`, the rest of `Info`, `Tracks`,
-//! `Cluster`s and `Cues`.
+//! Kept byte for byte: the EBML header, `SeekHead`, `TimestampScale` and `Duration`,
+//! `Tracks` (track names included), `Cluster`s and `Cues`.
 //!
 //! Refused: a DocType other than `webm` or `matroska`; an element running past its parent
 //! or the end of the file; IDs and sizes that are not valid EBML variable-length
@@ -39,6 +45,10 @@ const ATTACHMENTS: u32 = 0x1941_A469;
 const CHAPTERS: u32 = 0x1043_A770;
 const TAGS: u32 = 0x1254_C367;
 const TITLE: u32 = 0x7BA9;
+const TIMESTAMP_SCALE: u32 = 0x2A_D7B1;
+const DURATION: u32 = 0x4489;
+const MUXING_APP: u32 = 0x4D80;
+const WRITING_APP: u32 = 0x5741;
 const VOID: u32 = 0xEC;
 const CRC32: u32 = 0xBF;
 
@@ -97,7 +107,7 @@ pub fn audit(store: &mut impl Store, report: &mut Report) -> Result<(), MediaErr
 enum Action {
     /// Overwrite the element at `at`, `len` bytes long, with a zeroed Void.
     Void { at: u64, len: u64, what: String },
-    /// Zero the payload of an existing Void.
+    /// Zero the payload of an element that stays (an old Void, an application name).
     ZeroVoid { data: u64, end: u64, what: String },
     /// Recompute the CRC-32 stored at `at` over `from..to`.
     Crc { at: u64, from: u64, to: u64 },
@@ -122,6 +132,18 @@ fn truncated(what: impl Into<String>) -> MediaError {
 
 fn name(id: u32) -> String {
     match id {
+        TITLE => "Info/Title".into(),
+        0x7384 => "Info/SegmentFilename".into(),
+        0x4461 => "Info/DateUTC".into(),
+        0x73A4 => "Info/SegmentUUID".into(),
+        0x3CB923 => "Info/PrevUUID".into(),
+        0x3C83AB => "Info/PrevFilename".into(),
+        0x3EB923 => "Info/NextUUID".into(),
+        0x3E83BB => "Info/NextFilename".into(),
+        0x4444 => "Info/SegmentFamily".into(),
+        0x6924 => "Info/ChapterTranslate".into(),
+        MUXING_APP => "Info/MuxingApp".into(),
+        WRITING_APP => "Info/WritingApp".into(),
         TAGS => "Tags".into(),
         ATTACHMENTS => "Attachments".into(),
         CHAPTERS => "Chapters".into(),
@@ -240,9 +262,15 @@ fn info(store: &mut impl Store, el: &Element, end: u64, plan: &mut Vec<Action>) 
                 }
                 crc = Some((child.data, next));
             }
-            TITLE => plan.push(Action::Void { at, len: next - at, what: "Info/Title".into() }),
+            TIMESTAMP_SCALE | DURATION => {}
+            // Required, so kept as elements; their text says which software recorded it.
+            MUXING_APP | WRITING_APP => {
+                if !is_zero(store, child.data, next - child.data)? {
+                    plan.push(Action::ZeroVoid { data: child.data, end: next, what: name(child.id) });
+                }
+            }
             VOID => void_contents(store, &child, next, "a Void in Info", plan)?,
-            _ => {}
+            other => plan.push(Action::Void { at, len: next - at, what: name(other) }),
         }
         at = next;
     }
@@ -432,7 +460,7 @@ mod tests {
         }
         assert!(contains(&out, &cluster(frames)), "the frames are untouched");
         let what: Vec<&str> = report.removed.iter().map(|r| r.what.as_str()).collect();
-        assert_eq!(what, ["Info/Title", "Attachments", "Tags"]);
+        assert_eq!(what, ["Info/Title", "Info/MuxingApp", "Attachments", "Tags"]);
         // Info's CRC-32 matches its new contents.
         let info_at = out.windows(4).position(|w| w == INFO.to_be_bytes()).unwrap();
         let info = header(&mut MemStore(&mut out), info_at as u64, file.len() as u64).unwrap();
@@ -457,7 +485,50 @@ mod tests {
         assert_eq!(out.len(), file.len());
         assert!(!contains(&out, b"48.8584") && !contains(&out, b"Paris"));
         assert!(contains(&out, b"frame-one") && contains(&out, b"frame-two"));
-        assert_eq!(report.removed.len(), 2, "{report:?}");
+        assert_eq!(report.removed.len(), 3, "Title, MuxingApp, Tags: {report:?}");
+        assert_clean(&mut out);
+    }
+
+    #[test]
+    fn recording_names_and_times_leave_info_and_required_fields_stay() {
+        let fields = [
+            el(TIMESTAMP_SCALE, &[0x0F, 0x42, 0x40]),
+            el(0x7384, b"VID_20240604_140200_Paris.webm"),
+            el(0x4461, &0x0A2B_3C4D_5E6F_7081u64.to_be_bytes()),
+            el(0x73A4, &[0xAB; 16]),
+            el(0x3C83AB, b"VID_prev_Paris.webm"),
+            el(MUXING_APP, b"Lavf61.1.100"),
+            el(WRITING_APP, b"Pixel 7 Camera Paris"),
+            el(DURATION, &[0x40, 0x8F, 0x40, 0, 0, 0, 0, 0]),
+            el(0x6A6A, b"an unknown Paris field"),
+        ]
+        .concat();
+        let file =
+            [ebml_header("webm"), el(SEGMENT, &[el(INFO, &fields), el(CLUSTER, &cluster(b"f"))].concat())].concat();
+        let (mut out, report) = scrubbed(file.clone());
+        assert_eq!(out.len(), file.len());
+        for gone in [&b"Paris"[..], b"Lavf", b"Pixel", &0x0A2B_3C4D_5E6F_7081u64.to_be_bytes(), &[0xAB; 16]] {
+            assert!(!contains(&out, gone), "{:?} survived", String::from_utf8_lossy(gone));
+        }
+        // TimestampScale and Duration are untouched; the two application names are still
+        // elements (all-zero text) where they were.
+        assert!(contains(&out, &el(TIMESTAMP_SCALE, &[0x0F, 0x42, 0x40])));
+        assert!(contains(&out, &el(DURATION, &[0x40, 0x8F, 0x40, 0, 0, 0, 0, 0])));
+        assert!(contains(&out, &el(MUXING_APP, &[0; 12])));
+        assert!(contains(&out, &el(WRITING_APP, &[0; 20])));
+        let what: Vec<&str> = report.removed.iter().map(|r| r.what.as_str()).collect();
+        assert_eq!(
+            what,
+            [
+                "Info/SegmentFilename",
+                "Info/DateUTC",
+                "Info/SegmentUUID",
+                "Info/PrevFilename",
+                "Info/MuxingApp",
+                "Info/WritingApp",
+                "element 0x6A6A"
+            ]
+        );
         assert_clean(&mut out);
     }
 

@@ -8,7 +8,8 @@
 //!
 //! How, and why this way (see ../shared/METADATA.md §1.7 and §5.1):
 //! - **Sniff by magic bytes** ([`sniff`]), never by name or Content-Type: a JPEG named
-//!   `.png` is still a JPEG, and a file that is none of the formats below is refused.
+//!   `.png` is still a JPEG, and a file that is none of the formats below is refused
+//!   (plain text, such as a CSV import, is no media and passes as it came).
 //! - **Structural removal only**: one hand-written walker per format drops or zeroes the
 //!   metadata containers and copies everything else byte for byte. No decode, no
 //!   re-encode, so pixels and samples are untouched and a 90 MB video costs milliseconds.
@@ -23,19 +24,28 @@
 //! Formats: [`jpeg`], [`png`], [`webp`], [`gif`], [`isobmff`] (HEIC/HEIF/AVIF/MP4/MOV/3GP/
 //! M4A) and [`matroska`] (WebM/MKV), both patched in place so no offset moves, and audio: [`mp3`] (ID3v1/v2, APE,
 //! Lyrics3), [`ogg`] (Vorbis/Opus comments), [`flac`], [`wav`] (RIFF `LIST`, `id3 `).
-//! [`multipart`] rewrites `multipart/form-data` bodies; [`stage`] is the pipeline stage.
+//!
+//! Where files come from ([`stage`], the pipeline stage, decides with [`body`] how the
+//! instance will read a body): every `multipart/*` part ([`multipart`]), a raw body, and
+//! `data:` URIs ([`datauri`]) in JSON ([`json`]), form bodies and query strings ([`form`]).
+//! Bodies and parts wait in memory or in counted temp files ([`spill`]).
 
+pub mod body;
+pub mod datauri;
 pub mod flac;
+pub mod form;
 pub mod gif;
 pub mod inplace;
 pub mod isobmff;
 pub mod jpeg;
+pub mod json;
 pub mod matroska;
 pub mod metrics;
 pub mod mp3;
 pub mod multipart;
 pub mod ogg;
 pub mod png;
+pub mod spill;
 pub mod stage;
 pub mod wav;
 pub mod webp;
@@ -234,6 +244,15 @@ pub struct MediaConfig {
     pub spill_threshold: Size,
     /// Memory all concurrent scrubs may use together; beyond it, uploads wait their turn.
     pub memory_budget: Size,
+    /// Parts in one multipart body (Rack's own default, 4,096); past it, 413.
+    pub max_parts: usize,
+    /// File parts in one multipart body: parts with a filename or spooled to disk (Rack's
+    /// default for files, 128); past it, 413.
+    pub max_file_parts: usize,
+    /// Temp files in `<data_dir>/media-tmp` at once, across all requests; past it, 413.
+    pub tmp_max_files: u64,
+    /// Bytes in `<data_dir>/media-tmp` at once, across all requests; past it, 413.
+    pub tmp_max_bytes: Size,
 }
 
 impl Default for MediaConfig {
@@ -244,7 +263,30 @@ impl Default for MediaConfig {
             max_video: Size(99 << 20),
             spill_threshold: Size(1 << 20),
             memory_budget: Size(256 << 20),
+            max_parts: 4096,
+            max_file_parts: 128,
+            tmp_max_files: 256,
+            tmp_max_bytes: Size(4 << 30),
         }
+    }
+}
+
+impl MediaConfig {
+    /// Checks beside the struct; errors name the key (`config.rs` calls this).
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        for (key, zero) in [
+            ("media.max_parts", self.max_parts == 0),
+            ("media.max_file_parts", self.max_file_parts == 0),
+            ("media.tmp_max_files", self.tmp_max_files == 0),
+        ] {
+            if zero {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        if self.tmp_max_bytes.0 < self.max_image.0.max(self.max_video.0) {
+            return Err(("media.tmp_max_bytes", "must hold at least one file of the largest size allowed".into()));
+        }
+        Ok(())
     }
 }
 
@@ -287,9 +329,11 @@ pub fn sniff(b: &[u8]) -> Result<Format, MediaError> {
     if matroska::sniff(b) {
         return Ok(Format::Matroska);
     }
-    if starts(b"ID3") || mp3::is_frame_start(b) {
+    // ID3v2 names its major version (2 to 4) next: text that starts "ID3" is not a tag.
+    let id3 = starts(b"ID3") && b.get(3).is_some_and(|v| (2..=4).contains(v));
+    if id3 || mp3::is_frame_start(b) {
         // ID3v2 is also put in front of FLAC by some taggers.
-        if starts(b"ID3") && mp3::after_id3(b).is_some_and(|rest| rest.starts_with(b"fLaC")) {
+        if id3 && mp3::after_id3(b).is_some_and(|rest| rest.starts_with(b"fLaC")) {
             return Ok(Format::Flac);
         }
         return Ok(Format::Mp3);
@@ -500,6 +544,11 @@ mod tests {
         assert!(matches!(sniff(b"II*\0abcd"), Err(MediaError::Unsupported(_))));
         assert!(matches!(sniff(b"{\"json\": 1}"), Err(MediaError::UnknownFormat)));
         assert!(matches!(sniff(b""), Err(MediaError::UnknownFormat)));
+        // Text that happens to spell a magic number is not media.
+        assert!(matches!(sniff(b"ID3tag=1&x=2"), Err(MediaError::UnknownFormat)));
+        assert!(matches!(sniff(b"{  \"free\": 1}"), Err(MediaError::UnknownFormat)));
+        assert!(matches!(sniff(b"\n\n\n\nmdat=1"), Err(MediaError::UnknownFormat)));
+        assert_eq!(sniff(b"\0\0\0\x08wide\0\0\0\x10mdat").unwrap(), Format::Video);
     }
 
     #[test]
@@ -508,5 +557,10 @@ mod tests {
         assert_eq!(c.max_image, Size(8 << 20));
         assert_eq!(c.max_video, Size(99 << 20));
         assert!(toml::from_str::<MediaConfig>("max_imgae = \"8MiB\"").is_err());
+        assert!(MediaConfig::default().validate().is_ok());
+        let c: MediaConfig = toml::from_str("max_parts = 0").unwrap();
+        assert_eq!(c.validate().unwrap_err().0, "media.max_parts");
+        let c: MediaConfig = toml::from_str("tmp_max_bytes = \"1MiB\"").unwrap();
+        assert_eq!(c.validate().unwrap_err().0, "media.tmp_max_bytes");
     }
 }

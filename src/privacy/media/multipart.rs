@@ -1,40 +1,73 @@
-//! Rewriting `multipart/form-data` (and raw media bodies) with every file scrubbed.
+//! Rewriting request bodies with every file scrubbed: any `multipart/*`, raw media
+//! bodies, and the `data:` URIs of JSON and form bodies.
 //!
 //! The whole body is taken in before anything is forwarded, because a refusal must
 //! mean that *nothing* reached the instance. Memory stays bounded anyway: each part is
 //! spooled ([`Spool`]) in memory up to `spill_threshold` (per request) and to a temp
-//! file in `<data_dir>/media-tmp` beyond it; file parts are capped at the instance's
-//! limits; and every scrub holds permits of one shared [`Scrubber`] memory budget, so 20
-//! concurrent 90 MB uploads wait for each other instead of costing 20 × 90 MB. Spooled
-//! videos are patched in place on disk. The rewritten body is a list of [`Segment`]s
-//! with an exact length, streamed to the instance; temp files are deleted when their
-//! segment is dropped: after forwarding, on refusal, on a client abort, on any error.
+//! file in `<data_dir>/media-tmp` beyond it, with every temp file counted against the
+//! caps all requests share ([`TmpBudget`]); parts per request are capped as Rack caps
+//! them (`max_parts`, `max_file_parts`); and every scrub holds permits of one shared
+//! memory budget, so 20 concurrent 90 MB uploads wait for each other instead of costing
+//! 20 × 90 MB. Spooled videos are patched in place on disk. The rewritten body is a list
+//! of [`Segment`]s with an exact length, streamed to the instance; temp files are deleted
+//! when their segment is dropped: after forwarding, on refusal, on a client abort, on any
+//! error.
 //!
-//! Parsing is `multer`'s; the serializer is ours (boundary, part headers, bytes).
+//! A multipart body is re-framed under a fresh random boundary, so the instance reads
+//! exactly the parts pavise read and judged. Every part is judged by its bytes, not by
+//! its name, filename or declared type: media is scrubbed wherever it is; a text part
+//! holding a `data:` URI has its media scrubbed and re-encoded; a file part that is
+//! neither media nor text is refused. Parsing is `multer`'s; the serializer is ours.
 
 use std::{io, path::PathBuf, sync::Arc};
 
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::{BodyDataStream, StreamBody};
-use tempfile::NamedTempFile;
-use tokio::{io::AsyncWriteExt as _, sync::Semaphore};
+use tokio::sync::Semaphore;
 
-use super::{Format, MediaConfig, MediaError, MediaMetrics, Report, sniff};
+use super::{
+    Format, MediaConfig, MediaError, MediaMetrics, Report,
+    datauri::{self, Content},
+    form, json,
+    spill::{Exhausted, SpillFile, Spool, SpoolError, Spooled, TmpBudget},
+};
 use crate::proxy::{Body, BoxError, boxed};
 
 /// Why a body could not be rewritten.
 #[derive(Debug, thiserror::Error)]
 pub enum MultipartError {
-    #[error("malformed multipart body: {0}")]
+    #[error("malformed request body: {0}")]
     Framing(String),
     #[error("the upload in field \"{field}\" was refused: {source}")]
     Refused { field: String, source: MediaError },
-    /// The pipeline's body cap fired while reading (413, not the client's framing).
-    #[error("request body over the {0}-byte limit")]
-    BodyCap(u64),
+    /// One of the pipeline's body guards fired while reading (the size cap, 413; the
+    /// minimum rate, 408), not the client's framing.
+    #[error(transparent)]
+    Body(crate::proxy::ProxyError),
+    /// A per-request part cap (413).
+    #[error("{0}")]
+    TooMany(String),
+    /// A cap on temp space shared by all requests (413).
+    #[error(transparent)]
+    Exhausted(#[from] Exhausted),
+    /// An encoding pavise does not decode (415).
+    #[error("{0}")]
+    Encoding(String),
+    /// The OS gave no randomness for a boundary: a guessable one could be forged into.
+    #[error("no random source for a multipart boundary")]
+    NoRandomness,
     #[error("temporary file: {0}")]
     Io(#[from] io::Error),
+}
+
+impl From<SpoolError> for MultipartError {
+    fn from(e: SpoolError) -> Self {
+        match e {
+            SpoolError::Exhausted(x) => MultipartError::Exhausted(x),
+            SpoolError::Io(e) => MultipartError::Io(e),
+        }
+    }
 }
 
 /// A piece of the rewritten body.
@@ -42,7 +75,7 @@ pub enum MultipartError {
 pub enum Segment {
     Mem(Bytes),
     /// A temp file, deleted when this is dropped.
-    File(NamedTempFile, u64),
+    File(SpillFile, u64),
 }
 
 impl Segment {
@@ -65,6 +98,8 @@ pub struct Scrubber {
     /// Permits are KiB of scrub working memory.
     budget: Arc<Semaphore>,
     budget_kib: u32,
+    /// Files and bytes in `tmp_dir`, across all requests.
+    pub tmp: Arc<TmpBudget>,
     pub metrics: Arc<MediaMetrics>,
 }
 
@@ -76,6 +111,16 @@ pub struct Done {
     pub segment: Segment,
 }
 
+/// The JSON and form encodings of [`Scrubber::rewrite_text`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextBody {
+    Json,
+    Form,
+}
+
+/// Bodies below this are rewritten on the request's own task, larger ones off it.
+const INLINE_TEXT: usize = 64 * 1024;
+
 impl Scrubber {
     /// Creates the temp dir and empties it: files left there by a crash are uploads.
     pub fn new(config: MediaConfig, data_dir: &std::path::Path) -> io::Result<Scrubber> {
@@ -86,6 +131,7 @@ impl Scrubber {
         }
         let budget_kib = u32::try_from((config.memory_budget.0 / 1024).max(1)).unwrap_or(u32::MAX);
         Ok(Scrubber {
+            tmp: TmpBudget::new(config.tmp_max_files, config.tmp_max_bytes.0),
             config,
             tmp_dir,
             budget: Arc::new(Semaphore::new(budget_kib as usize)),
@@ -100,13 +146,13 @@ impl Scrubber {
     }
 
     fn spool(&self, used: u64) -> Spool {
-        Spool {
-            mem: Vec::new(),
-            file: None,
-            len: 0,
-            threshold: self.config.spill_threshold.0.saturating_sub(used),
-            dir: self.tmp_dir.clone(),
-        }
+        Spool::new(self.config.spill_threshold.0.saturating_sub(used), &self.tmp_dir, &self.tmp)
+    }
+
+    /// Holds budget permits for `bytes` of working memory (capped at the whole budget).
+    async fn permits(&self, bytes: u64) -> io::Result<tokio::sync::SemaphorePermit<'_>> {
+        let kib = u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX).min(self.budget_kib);
+        self.budget.acquire_many(kib).await.map_err(|_| io::Error::other("scrubber closed"))
     }
 
     /// Scrubs one spooled file, holding budget permits for its working memory.
@@ -120,7 +166,7 @@ impl Scrubber {
     }
 
     async fn scrub_inner(&self, spooled: Spooled) -> Result<Done, MediaError> {
-        let format = sniff(spooled.head())?;
+        let format = super::sniff(spooled.head())?;
         let (limit, kind) = if format.is_image() {
             (self.config.max_image, "image")
         } else {
@@ -134,8 +180,7 @@ impl Scrubber {
             (Spooled::File(..), f) if f.in_place() => 16 << 20,
             _ => spooled.len().saturating_mul(2) + 4096,
         };
-        let kib = u32::try_from(need / 1024 + 1).unwrap_or(u32::MAX).min(self.budget_kib);
-        let _permit = self.budget.acquire_many(kib).await.map_err(|_| io::Error::other("scrubber closed"))?;
+        let _permit = self.permits(need).await?;
         match spooled {
             Spooled::Mem(bytes) => {
                 let scrubbed = tokio::task::spawn_blocking(move || super::scrub(&bytes))
@@ -148,58 +193,127 @@ impl Scrubber {
                 })
             }
             Spooled::File(file, _, _) => {
-                let (file, result) = tokio::task::spawn_blocking(move || {
+                let (mut file, result) = tokio::task::spawn_blocking(move || {
                     let r = super::scrub_file(file.path());
                     (file, r)
                 })
                 .await
                 .map_err(|e| io::Error::other(e.to_string()))?;
                 let (format, report) = result?;
-                let len = file.as_file().metadata()?.len();
+                let len = std::fs::metadata(file.path())?.len();
+                file.resized(len);
                 Ok(Done { format, report, segment: Segment::File(file, len) })
             }
         }
     }
 
-    /// Takes a raw media body whole (spooling it), scrubs it, returns its new bytes.
-    pub async fn scrub_body(&self, body: Body) -> Result<Done, MultipartError> {
+    /// Takes a whole body in: memory up to the spill threshold, then a counted temp file.
+    pub async fn collect(&self, body: Body, cap: u64) -> Result<Spooled, MultipartError> {
         use futures_util::StreamExt as _;
         let mut stream = BodyDataStream::new(body);
         let mut spool = self.spool(0);
-        let max = self.max_file();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| body_error(&*e))?;
             spool.write(&chunk).await?;
-            if spool.len > max {
-                let e = MediaError::TooLarge { kind: "file", limit: crate::units::Size(max) };
+            if spool.len() > cap {
+                let e = MediaError::TooLarge { kind: "file", limit: crate::units::Size(cap) };
                 self.metrics.refused(&e);
                 return Err(MultipartError::Refused { field: "(body)".into(), source: e });
             }
         }
-        let spooled = spool.finish().await?;
+        Ok(spool.finish().await?)
+    }
+
+    /// Takes a raw media body whole (spooling it), scrubs it, returns its new bytes.
+    pub async fn scrub_body(&self, body: Body) -> Result<Done, MultipartError> {
+        let spooled = self.collect(body, self.max_file()).await?;
         if spooled.is_empty() {
             return Ok(Done { format: Format::Jpeg, report: Report::default(), segment: Segment::Mem(Bytes::new()) });
         }
         self.scrub(spooled).await.map_err(|source| MultipartError::Refused { field: "(body)".into(), source })
     }
 
-    /// Reads a whole multipart body, scrubs each file part, and returns the new body's
-    /// segments, its length and its `Content-Type` (with a fresh boundary).
-    pub async fn rewrite_multipart(&self, body: Body, boundary: &str) -> Result<Rewritten, MultipartError> {
+    /// Scrubs the media of every `data:` URI in a JSON or form body (or a query string);
+    /// `Ok(None)` when nothing changed. The cheap pre-check runs first, on the request's
+    /// own task; only a body that may hold a `data:` URI is decoded.
+    pub async fn rewrite_text(&self, spooled: &Spooled, kind: TextBody) -> Result<Option<Vec<u8>>, MultipartError> {
+        if let Spooled::Mem(v) = spooled
+            && (v.len() <= INLINE_TEXT || !may_hold(kind, v))
+        {
+            return self.rewrite_text_now(v, kind);
+        }
+        let _permit = self.permits(spooled.len().saturating_mul(4)).await?;
+        let bytes = spooled.bytes().await?;
+        if !may_hold(kind, &bytes) {
+            return Ok(None);
+        }
+        self.rewrite_text_blocking(bytes, kind).await
+    }
+
+    async fn rewrite_text_blocking(&self, bytes: Vec<u8>, kind: TextBody) -> Result<Option<Vec<u8>>, MultipartError> {
+        let (max, metrics) = (self.max_file(), self.metrics.clone());
+        tokio::task::spawn_blocking(move || rewrite_text_with(&bytes, kind, max, &metrics))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?
+    }
+
+    /// The same for small text (a query string, a small body), on the caller's task.
+    pub fn rewrite_text_now(&self, bytes: &[u8], kind: TextBody) -> Result<Option<Vec<u8>>, MultipartError> {
+        if !may_hold(kind, bytes) {
+            return Ok(None);
+        }
+        rewrite_text_with(bytes, kind, self.max_file(), &self.metrics)
+    }
+
+    /// Reads a whole multipart body, judges and scrubs each part, and returns the new
+    /// body's segments, its length and its `Content-Type` (the same subtype, a fresh
+    /// boundary).
+    pub async fn rewrite_multipart(
+        &self,
+        body: Body,
+        boundary: &str,
+        subtype: &str,
+    ) -> Result<Rewritten, MultipartError> {
+        let new_boundary = fresh_boundary()?;
         let stream = BodyDataStream::new(body);
         let mut parts = multer::Multipart::new(stream, boundary);
-        let new_boundary = fresh_boundary();
         let mut out = Writer::default();
         let mut files = Vec::new();
         let max = self.max_file();
+        let (mut seen, mut file_parts) = (0usize, 0usize);
         while let Some(mut field) = parts.next_field().await.map_err(multer_error)? {
+            seen += 1;
+            if seen > self.config.max_parts {
+                return Err(MultipartError::TooMany(format!(
+                    "more than {} parts in one multipart body",
+                    self.config.max_parts
+                )));
+            }
             let name = field.name().unwrap_or_default().to_owned();
-            // Rack (and so Mastodon) makes a file of a part with a filename; a media
-            // Content-Type without one is treated as a file too, to be safe.
-            let declared_file = field.file_name().is_some()
-                || field.content_type().is_some_and(|m| matches!(m.type_().as_str(), "image" | "video" | "audio"));
+            let headers = field.headers().clone();
+            let part = PartHead::of(&headers);
+            if let Some(cte) = part.transfer_encoding.as_deref().filter(|c| !matches!(*c, "7bit" | "8bit" | "binary")) {
+                return Err(MultipartError::Encoding(format!(
+                    "the part \"{name}\" has Content-Transfer-Encoding {cte}; send it as binary"
+                )));
+            }
+            let mut counted_file = part.has_filename;
+            if counted_file {
+                file_parts += 1;
+            }
+            let too_many_files = |n: usize| {
+                (n > self.config.max_file_parts).then(|| {
+                    MultipartError::TooMany(format!(
+                        "more than {} file parts in one multipart body",
+                        self.config.max_file_parts
+                    ))
+                })
+            };
+            if let Some(e) = too_many_files(file_parts) {
+                return Err(e);
+            }
             out.text(&format!("--{new_boundary}\r\n"));
-            for (k, v) in field.headers() {
+            for (k, v) in &headers {
                 // Part lengths change with scrubbing; multipart parts are self-delimiting.
                 if k == http::header::CONTENT_LENGTH {
                     continue;
@@ -212,30 +326,241 @@ impl Scrubber {
             let mut spool = self.spool(out.mem_total);
             while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
                 spool.write(&chunk).await?;
-                if declared_file && spool.len > max {
+                if spool.spilled() && !counted_file {
+                    counted_file = true;
+                    file_parts += 1;
+                    if let Some(e) = too_many_files(file_parts) {
+                        return Err(e);
+                    }
+                }
+                if (part.has_filename || part.declared_media) && spool.len() > max {
                     let e = MediaError::TooLarge { kind: "file", limit: crate::units::Size(max) };
                     self.metrics.refused(&e);
                     return Err(MultipartError::Refused { field: name, source: e });
                 }
             }
             let spooled = spool.finish().await?;
-            let is_file = !spooled.is_empty() && (declared_file || looks_binary_media(spooled.head()));
-            if is_file {
-                let done = self
-                    .scrub(spooled)
-                    .await
-                    .map_err(|source| MultipartError::Refused { field: name.clone(), source })?;
-                files.push((name, done.format, done.report));
-                out.segment(done.segment);
-            } else {
-                out.segment(spooled.into_segment());
+            let refused = |source: MediaError| MultipartError::Refused { field: name.clone(), source };
+            if spooled.is_empty() {
+                out.segment(Segment::Mem(Bytes::new()));
+                out.text("\r\n");
+                continue;
+            }
+            match datauri::content_of(spooled.head()) {
+                Content::Media(_) | Content::Refused(_) => {
+                    let done = self.scrub(spooled).await.map_err(refused)?;
+                    files.push((name, done.format, done.report));
+                    out.segment(done.segment);
+                }
+                content => {
+                    let segment = self.judge_text_part(spooled, &part, matches!(content, Content::Binary)).await;
+                    let (segment, scrubbed) = segment.map_err(|e| match e {
+                        PartError::Refused(source) => {
+                            self.metrics.refused(&source);
+                            refused(source)
+                        }
+                        PartError::Io(e) => MultipartError::Io(e),
+                    })?;
+                    if let Some((format, report)) = scrubbed {
+                        files.push((name, format, report));
+                    }
+                    out.segment(segment);
+                }
             }
             out.text("\r\n");
         }
         out.text(&format!("--{new_boundary}--\r\n"));
         let segments = out.finish();
         let len = segments.iter().map(Segment::len).sum();
-        Ok(Rewritten { segments, len, content_type: format!("multipart/form-data; boundary={new_boundary}"), files })
+        let subtype: String =
+            subtype.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '+')).collect();
+        let subtype = if subtype.is_empty() { "form-data".to_owned() } else { subtype };
+        Ok(Rewritten { segments, len, content_type: format!("multipart/{subtype}; boundary={new_boundary}"), files })
+    }
+
+    /// A part that is no media format: a `data:` URI in it is scrubbed; a file part of
+    /// binary (or one declared as media) is refused; text passes as it came.
+    async fn judge_text_part(
+        &self,
+        spooled: Spooled,
+        part: &PartHead,
+        binary: bool,
+    ) -> Result<(Segment, Option<(Format, Report)>), PartError> {
+        let head = spooled.head();
+        if part.iso_2022_jp {
+            // Rack transcodes ISO-2022-JP text to UTF-8, and escape sequences anywhere
+            // (even dozens before `data:`) vanish: the whole part is read both ways.
+            let _permit = self.permits(spooled.len().saturating_mul(2)).await?;
+            let all = spooled.bytes().await?;
+            if memchr::memchr(0x1B, &all).is_some()
+                && (datauri::starts_like_data_uri(&all) || datauri::starts_like_data_uri(&iso_2022_jp_view(&all)))
+            {
+                return Err(PartError::Refused(MediaError::Unsupported("data: URIs in ISO-2022-JP text")));
+            }
+        }
+        if datauri::starts_like_data_uri(head) {
+            let _permit = self.permits(spooled.len().saturating_mul(3)).await?;
+            let text = spooled.bytes().await?;
+            let max = self.max_file();
+            let rewritten = tokio::task::spawn_blocking(move || datauri::scrub_value(&text, max))
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?
+                .map_err(PartError::Refused)?;
+            if let Some(r) = rewritten {
+                self.metrics.scrubbed(r.format, r.report.bytes_removed());
+                return Ok((Segment::Mem(Bytes::from(r.text)), Some((r.format, r.report))));
+            }
+        }
+        let file_like = part.has_filename || part.declared_media;
+        if part.declared_media || (file_like && binary) || (file_like && !self.is_text(&spooled).await?) {
+            return Err(PartError::Refused(MediaError::UnknownFormat));
+        }
+        Ok((spooled.into_segment(), None))
+    }
+
+    /// Whether a whole spooled part is text (only its head was judged so far).
+    async fn is_text(&self, spooled: &Spooled) -> io::Result<bool> {
+        match spooled {
+            Spooled::Mem(v) => Ok(datauri::looks_textual(v)),
+            Spooled::File(f, _, _) => {
+                let path = f.path().to_owned();
+                tokio::task::spawn_blocking(move || {
+                    use std::io::Read as _;
+                    let mut file = std::fs::File::open(path)?;
+                    let mut buf = vec![0u8; 256 * 1024];
+                    loop {
+                        match file.read(&mut buf)? {
+                            0 => return Ok(true),
+                            n if !datauri::looks_textual(&buf[..n]) => return Ok(false),
+                            _ => {}
+                        }
+                    }
+                })
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?
+            }
+        }
+    }
+}
+
+fn may_hold(kind: TextBody, bytes: &[u8]) -> bool {
+    match kind {
+        TextBody::Json => json::may_hold_data_uri(bytes),
+        TextBody::Form => form::may_hold_data_uri(bytes),
+    }
+}
+
+/// The rewrite itself: each `data:` URI found is scrubbed (and counted) or refused.
+fn rewrite_text_with(
+    bytes: &[u8],
+    kind: TextBody,
+    max: u64,
+    metrics: &MediaMetrics,
+) -> Result<Option<Vec<u8>>, MultipartError> {
+    let mut scrub = |text: &[u8]| match datauri::scrub_value(text, max) {
+        Ok(Some(r)) => {
+            metrics.scrubbed(r.format, r.report.bytes_removed());
+            Ok(Some(r.text))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => {
+            metrics.refused(&e);
+            Err(e)
+        }
+    };
+    match kind {
+        TextBody::Json => json::rewrite(bytes, &mut scrub).map_err(|e| match e {
+            json::JsonError::Malformed(what) => MultipartError::Framing(format!("malformed JSON: {what}")),
+            json::JsonError::Refused { key, source } => MultipartError::Refused { field: key, source },
+        }),
+        TextBody::Form => {
+            form::rewrite(bytes, &mut scrub).map_err(|e| MultipartError::Refused { field: e.key, source: e.source })
+        }
+    }
+}
+
+#[derive(Debug)]
+enum PartError {
+    Refused(MediaError),
+    Io(io::Error),
+}
+
+impl From<io::Error> for PartError {
+    fn from(e: io::Error) -> Self {
+        PartError::Io(e)
+    }
+}
+
+/// What a part's headers say, read as Rack reads them (where it matters, a superset).
+#[derive(Debug, Default)]
+struct PartHead {
+    /// A `filename` or `filename*` parameter: Rack makes the part a file.
+    has_filename: bool,
+    /// `image/*`, `video/*` or `audio/*`.
+    declared_media: bool,
+    /// A `charset` of ISO-2022-JP, which Rack transcodes to UTF-8.
+    iso_2022_jp: bool,
+    /// `Content-Transfer-Encoding`, lowercased.
+    transfer_encoding: Option<String>,
+}
+
+impl PartHead {
+    fn of(headers: &http::HeaderMap) -> PartHead {
+        let lower =
+            |name: &str| headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_ascii_lowercase());
+        let disposition = lower("content-disposition").unwrap_or_default();
+        let content_type = lower("content-type").unwrap_or_default();
+        let mut params = content_type.split(';');
+        let media_type = params.next().unwrap_or_default().trim().to_owned();
+        let iso_2022_jp = params.any(|p| {
+            p.split_once('=').is_some_and(|(k, v)| {
+                k.trim() == "charset" && matches!(v.trim().trim_matches('"'), "iso-2022-jp" | "iso2022-jp")
+            })
+        });
+        PartHead {
+            has_filename: disposition.contains("filename"),
+            declared_media: ["image/", "video/", "audio/"].iter().any(|p| media_type.starts_with(p)),
+            iso_2022_jp,
+            transfer_encoding: lower("content-transfer-encoding"),
+        }
+    }
+}
+
+/// The ASCII skeleton of ISO-2022-JP text as Ruby transcodes it: escape sequences gone,
+/// two-byte JIS characters (and JIS-Roman's yen and overline) as non-ASCII.
+fn iso_2022_jp_view(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let (mut two_byte, mut roman) = (false, false);
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i..] {
+            [0x1B, b'(', b'B', ..] => (two_byte, roman, i) = (false, false, i + 3),
+            [0x1B, b'(', b'J', ..] => (two_byte, roman, i) = (false, true, i + 3),
+            [0x1B, b'$', b'@' | b'B', ..] => (two_byte, i) = (true, i + 3),
+            _ if two_byte && bytes[i] > 0x20 => {
+                out.extend_from_slice("\u{FFFD}".as_bytes());
+                i += 2;
+            }
+            _ => {
+                let b = bytes[i];
+                if roman && (b == b'\\' || b == b'~') {
+                    out.extend_from_slice("\u{FFFD}".as_bytes());
+                } else {
+                    out.push(b);
+                }
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+impl Spooled {
+    fn into_segment(self) -> Segment {
+        match self {
+            Spooled::Mem(v) => Segment::Mem(Bytes::from(v)),
+            Spooled::File(f, n, _) => Segment::File(f, n),
+        }
     }
 }
 
@@ -249,12 +574,6 @@ pub struct Rewritten {
     pub files: Vec<(String, Format, Report)>,
 }
 
-/// Strong, non-text magic numbers: a part that starts like this is media even if the
-/// client did not say so (no filename, no Content-Type).
-fn looks_binary_media(head: &[u8]) -> bool {
-    head.starts_with(&[0xFF, 0xD8, 0xFF]) || head.starts_with(b"\x89PNG") || head.get(4..8) == Some(b"ftyp")
-}
-
 fn header_case(name: &str) -> String {
     match name {
         "content-disposition" => "Content-Disposition".into(),
@@ -263,32 +582,35 @@ fn header_case(name: &str) -> String {
     }
 }
 
-fn fresh_boundary() -> String {
+/// A boundary nobody can predict: a file crafted to contain it could otherwise end its
+/// part early and inject one of its own. Without randomness there is no boundary.
+pub fn fresh_boundary() -> Result<String, MultipartError> {
     use ring::rand::SecureRandom as _;
-    let mut raw = [0u8; 16];
-    // Without OS randomness a fixed-but-long boundary is still unambiguous here: every
-    // part is re-framed by us and none of the scrubbed bytes are parsed downstream by it.
-    let _ = ring::rand::SystemRandom::new().fill(&mut raw);
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    format!("pavise-{hex}")
+    let rng = ring::rand::SystemRandom::new();
+    boundary_from(|buf| rng.fill(buf).is_ok())
 }
 
-fn body_error(e: &(dyn std::error::Error + 'static)) -> MultipartError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(cap) = err.downcast_ref::<crate::proxy::pipeline::BodyCapExceeded>() {
-            return MultipartError::BodyCap(cap.0);
-        }
-        source = err.source();
+fn boundary_from(fill: impl FnOnce(&mut [u8]) -> bool) -> Result<String, MultipartError> {
+    let mut raw = [0u8; 16];
+    if !fill(&mut raw) {
+        return Err(MultipartError::NoRandomness);
     }
-    MultipartError::Framing(format!("reading the body failed: {e}"))
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("pavise-{hex}"))
+}
+
+pub(super) fn body_error(e: &(dyn std::error::Error + 'static)) -> MultipartError {
+    match crate::proxy::pipeline::body_failure(e) {
+        Some(guard) => MultipartError::Body(guard),
+        None => MultipartError::Framing(format!("reading the body failed: {e}")),
+    }
 }
 
 fn multer_error(e: multer::Error) -> MultipartError {
     if let multer::Error::StreamReadFailed(inner) = &e {
         return body_error(&**inner);
     }
-    MultipartError::Framing(e.to_string())
+    MultipartError::Framing(format!("multipart: {e}"))
 }
 
 /// Accumulates the output: small pieces coalesce into one in-memory segment.
@@ -328,105 +650,22 @@ impl Writer {
     }
 }
 
-/// How many leading bytes a spilled part keeps in memory for sniffing.
-const HEAD: usize = 64;
-
-/// One part's bytes while they arrive: memory up to the threshold, then a temp file.
-pub struct Spool {
-    mem: Vec<u8>,
-    /// Buffered: each unbuffered tokio file write is a trip to the blocking pool.
-    file: Option<(NamedTempFile, tokio::io::BufWriter<tokio::fs::File>)>,
-    len: u64,
-    threshold: u64,
-    dir: PathBuf,
-}
-
-/// A part, fully received.
-#[derive(Debug)]
-pub enum Spooled {
-    Mem(Vec<u8>),
-    /// The temp file, its length, and its first bytes (for sniffing).
-    File(NamedTempFile, u64, Vec<u8>),
-}
-
-impl Spooled {
-    pub fn len(&self) -> u64 {
-        match self {
-            Spooled::Mem(v) => v.len() as u64,
-            Spooled::File(_, n, _) => *n,
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    fn head(&self) -> &[u8] {
-        match self {
-            Spooled::Mem(v) => v.get(..64).unwrap_or(v),
-            Spooled::File(_, _, head) => head,
-        }
-    }
-    fn into_segment(self) -> Segment {
-        match self {
-            Spooled::Mem(v) => Segment::Mem(Bytes::from(v)),
-            Spooled::File(f, n, _) => Segment::File(f, n),
-        }
-    }
-}
-
-impl Spool {
-    async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.len += chunk.len() as u64;
-        if self.file.is_none() && self.len > self.threshold {
-            let tmp = tempfile::Builder::new().prefix("upload-").tempfile_in(&self.dir)?;
-            let mut f = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(tmp.reopen()?));
-            f.write_all(&self.mem).await?;
-            self.file = Some((tmp, f));
-        }
-        match &mut self.file {
-            Some((_, f)) => {
-                // Once spilled, `mem` keeps only the first bytes, for sniffing.
-                let mut buf = std::mem::take(&mut self.mem);
-                buf.extend_from_slice(chunk.get(..HEAD.saturating_sub(buf.len())).unwrap_or(chunk));
-                buf.truncate(HEAD);
-                self.mem = buf;
-                f.write_all(chunk).await
-            }
-            None => {
-                self.mem.extend_from_slice(chunk);
-                Ok(())
-            }
-        }
-    }
-
-    async fn finish(self) -> io::Result<Spooled> {
-        match self.file {
-            None => Ok(Spooled::Mem(self.mem)),
-            Some((tmp, mut f)) => {
-                f.flush().await?;
-                drop(f);
-                Ok(Spooled::File(tmp, self.len, self.mem))
-            }
-        }
-    }
-}
-
-/// A body streaming the segments in order; temp files go as soon as they are sent, and
-/// all of them if the body is dropped half-way.
+/// A body streaming the segments in order; a temp file is opened only while it is sent,
+/// deleted as soon as it has been, and all of them go if the body is dropped half-way.
 pub fn segments_body(segments: Vec<Segment>) -> Body {
     use futures_util::stream;
     struct State {
         rest: std::vec::IntoIter<Segment>,
-        current: Option<(NamedTempFile, tokio::fs::File)>,
+        current: Option<(SpillFile, tokio::fs::File)>,
     }
     let init = State { rest: segments.into_iter(), current: None };
     let s = stream::unfold(init, |mut st| async move {
         loop {
-            if let Some((tmp, file)) = &mut st.current {
+            if let Some((_, file)) = &mut st.current {
                 use tokio::io::AsyncReadExt as _;
                 let mut buf = vec![0u8; 256 * 1024];
                 match file.read(&mut buf).await {
                     Ok(0) => {
-                        let _ = tmp;
                         st.current = None;
                         continue;
                     }
@@ -443,12 +682,44 @@ pub fn segments_body(segments: Vec<Segment>) -> Body {
             match st.rest.next()? {
                 Segment::Mem(b) if b.is_empty() => continue,
                 Segment::Mem(b) => return Some((Ok(Frame::data(b)), st)),
-                Segment::File(tmp, _) => match tmp.reopen() {
-                    Ok(f) => st.current = Some((tmp, tokio::fs::File::from_std(f))),
+                Segment::File(spill, _) => match tokio::fs::File::open(spill.path()).await {
+                    Ok(f) => st.current = Some((spill, f)),
                     Err(e) => return Some((Err(Box::new(e) as BoxError), st)),
                 },
             }
         }
     });
     boxed(StreamBody::new(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundaries_are_random_and_refused_without_randomness() {
+        let a = fresh_boundary().unwrap();
+        assert_ne!(a, fresh_boundary().unwrap());
+        assert_eq!(a.len(), "pavise-".len() + 32);
+        assert!(matches!(boundary_from(|_| false), Err(MultipartError::NoRandomness)));
+    }
+
+    #[test]
+    fn iso_2022_jp_is_seen_as_ruby_transcodes_it() {
+        assert_eq!(iso_2022_jp_view(b"da\x1b(Bta:"), b"data:");
+        let kanji = iso_2022_jp_view(b"\x1b$BF|K\\\x1b(Bok");
+        assert_eq!(kanji, "\u{FFFD}\u{FFFD}ok".as_bytes());
+        assert_eq!(iso_2022_jp_view(b"\x1b(Ja\\b"), "a\u{FFFD}b".as_bytes());
+    }
+
+    #[test]
+    fn part_heads_are_read_like_rack() {
+        let mut h = http::HeaderMap::new();
+        h.insert("content-disposition", "form-data; name=\"f\"; filename*=UTF-8''x.jpg".parse().unwrap());
+        h.insert("content-type", "Text/Plain; charset=\"ISO-2022-JP\"".parse().unwrap());
+        h.insert("content-transfer-encoding", "Quoted-Printable".parse().unwrap());
+        let p = PartHead::of(&h);
+        assert!(p.has_filename && p.iso_2022_jp && !p.declared_media);
+        assert_eq!(p.transfer_encoding.as_deref(), Some("quoted-printable"));
+    }
 }

@@ -1,0 +1,867 @@
+//! Privacy under attack (issue 10): every upload shape, header spelling and listener an
+//! attacker would try, sent through pavise to a recording upstream. exiftool, reading what
+//! the upstream received, is the oracle: no location, no make or model, no capture time,
+//! no planted marker may arrive, in any shape. The plain shapes (a multipart file, a JSON
+//! `data:` URI) must be forwarded, not refused; what cannot be read with certainty must be
+//! refused with nothing forwarded at all.
+//!
+//! Fixtures are made at test time (ImageMagick, ffmpeg, exiftool) once for the module.
+
+use std::{path::PathBuf, process::Command, sync::OnceLock, time::Duration};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::{
+    media::{contains, exiftool, location_tags, pavise_bin, run, shared_dir},
+    support::{Pavise, Recorded, RecordingUpstream, send_from},
+};
+
+/// Planted in the fixtures; none may reach the upstream in any form.
+const MARKERS: &[&[u8]] = &[b"Paris", b"48.8584", b"PaviseCam", b"Marker-X1", b"Lavf", b"VID_PARIS"];
+
+/// The capture time planted in the videos, as exiftool prints it.
+const CAPTURE_DAY: &str = "2024:06:04";
+
+struct Fixtures {
+    _dir: tempfile::TempDir,
+    jpeg: Vec<u8>,
+    mp4: Vec<u8>,
+    webm: Vec<u8>,
+}
+
+fn fixtures() -> &'static Fixtures {
+    static FX: OnceLock<Fixtures> = OnceLock::new();
+    FX.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        run(Command::new("convert").args(["-size", "64x48", "gradient:red-blue", "-quality", "90"]).arg(p("a.jpg")));
+        let ff = |args: &[&str], out: &str| {
+            run(Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).arg(p(out)));
+        };
+        let src = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-t", "1"];
+        let when = ["-metadata", "creation_time=2024-06-04T14:02:00Z"];
+        ff(&[&src[..], &["-c:v", "libx264", "-pix_fmt", "yuv420p"], &when].concat(), "a.mp4");
+        ff(&[&src[..], &["-c:v", "libvpx", "-metadata", "title=VID_PARIS_0001.webm"], &when].concat(), "a.webm");
+        run(Command::new("exiftool")
+            .args([
+                "-q",
+                "-overwrite_original",
+                "-EXIF:GPSLatitude=48.8584",
+                "-EXIF:GPSLatitudeRef=N",
+                "-EXIF:GPSLongitude=2.2945",
+                "-EXIF:GPSLongitudeRef=E",
+                "-EXIF:Make=PaviseCam",
+                "-EXIF:Model=Marker-X1",
+                "-XMP-photoshop:City=Paris",
+                "-IPTC:City=Paris",
+            ])
+            .arg(p("a.jpg")));
+        let jpeg = std::fs::read(p("a.jpg")).unwrap();
+        let mp4 = with_free_boxes(std::fs::read(p("a.mp4")).unwrap());
+        let webm = title_to_segment_filename(std::fs::read(p("a.webm")).unwrap());
+        Fixtures { _dir: dir, jpeg, mp4, webm }
+    })
+}
+
+/// The issue's crafted MP4: a `©xyz` location inside a `free` box (as the last child of
+/// `moov`, which ffmpeg writes after `mdat`, so no chunk offset moves) and another at the
+/// end of the file.
+fn with_free_boxes(mut mp4: Vec<u8>) -> Vec<u8> {
+    let bx = |kind: &[u8], body: &[u8]| [&((body.len() + 8) as u32).to_be_bytes()[..], kind, body].concat();
+    let free = bx(b"free", &bx(b"\xa9xyz", b"+48.8584+002.2945/"));
+    let moov = mp4.windows(4).rposition(|w| w == b"moov").unwrap() - 4;
+    let size = u32::from_be_bytes(mp4[moov..moov + 4].try_into().unwrap()) as usize;
+    assert_eq!(moov + size, mp4.len(), "ffmpeg writes moov last");
+    mp4[moov..moov + 4].copy_from_slice(&((size + free.len()) as u32).to_be_bytes());
+    mp4.extend_from_slice(&free);
+    mp4.extend(bx(b"skip", b"SEFT LocationName=Paris"));
+    mp4
+}
+
+/// ffmpeg writes no SegmentFilename; its Title element (`7B A9`) becomes one (`73 84`),
+/// same length, in place: what mkvmerge and phone recorders write.
+fn title_to_segment_filename(mut webm: Vec<u8>) -> Vec<u8> {
+    let at = webm.windows(2).position(|w| w == [0x7B, 0xA9]).expect("ffmpeg wrote a Title");
+    webm[at..at + 2].copy_from_slice(&[0x73, 0x84]);
+    webm
+}
+
+/// What arrived upstream, checked for markers at once and read by one exiftool process at
+/// the end (one process per file would cost seconds): no location, no marker, no capture
+/// time, no make or model.
+struct Oracle {
+    dir: tempfile::TempDir,
+    files: Vec<PathBuf>,
+}
+
+impl Oracle {
+    fn new() -> Oracle {
+        Oracle { dir: tempfile::tempdir().unwrap(), files: Vec::new() }
+    }
+
+    fn clean(&mut self, bytes: &[u8], name: &str) {
+        for m in MARKERS {
+            assert!(!contains(bytes, m), "{name}: {:?} arrived upstream", String::from_utf8_lossy(m));
+        }
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        self.files.push(path);
+    }
+
+    fn check(self) {
+        let meta = exiftool(&self.files);
+        for path in &self.files {
+            let name = path.file_name().unwrap().to_string_lossy();
+            let o = meta
+                .get(&path.display().to_string())
+                .unwrap_or_else(|| panic!("{name}: exiftool cannot read what arrived"));
+            assert!(location_tags(o).is_empty(), "{name} arrived with {:?}", location_tags(o));
+            for (k, v) in o {
+                let v = v.to_string();
+                assert!(!v.contains(CAPTURE_DAY), "{name} arrived with {k} = {v}");
+                assert!(!v.contains("PaviseCam") && !v.contains("Marker-X1"), "{name} arrived with {k} = {v}");
+            }
+        }
+    }
+}
+
+/// The fixtures themselves carry what must not arrive, or the test proves nothing.
+fn assert_planted(fixtures: &[(&[u8], &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<PathBuf> = fixtures
+        .iter()
+        .map(|(bytes, name)| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        })
+        .collect();
+    let meta = exiftool(&paths);
+    for ((bytes, name), path) in fixtures.iter().zip(&paths) {
+        let o = &meta[&path.display().to_string()];
+        let dated = o.values().any(|v| v.to_string().contains(CAPTURE_DAY));
+        assert!(!location_tags(o).is_empty() || dated, "{name}: the fixture carries nothing to find");
+        assert!(MARKERS.iter().any(|m| contains(bytes, m)), "{name}: no marker planted");
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn request(method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>) -> http::Request<Full<Bytes>> {
+    let mut r = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "social.example")
+        .header("content-length", body.len())
+        .header("authorization", "Bearer test-token");
+    if let Some(ct) = content_type {
+        r = r.header("content-type", ct);
+    }
+    r.body(Full::new(Bytes::from(body))).unwrap()
+}
+
+async fn send(pavise: &Pavise, req: http::Request<Full<Bytes>>) -> (u16, String) {
+    let (resp, body) = send_from("127.0.0.1".parse().unwrap(), pavise.addr, req).await;
+    (resp.status.as_u16(), String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The data: URI payload bytes at `pointer` in a recorded JSON body (strict base64: pavise
+/// re-encodes it), after checking the header is the one sent.
+fn json_file(rec: &Recorded, pointer: &str, header: &str) -> Vec<u8> {
+    // Ruby's parser takes comments (one shape has one); serde_json does not.
+    let mut text = String::from_utf8(rec.body.to_vec()).unwrap();
+    while let (Some(a), Some(b)) = (text.find("/*"), text.find("*/")) {
+        text.replace_range(a..b + 2, "");
+    }
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON arrived broken: {e}"));
+    let s = v.pointer(pointer).and_then(Value::as_str).unwrap_or_else(|| panic!("{pointer} missing in {v}"));
+    let payload = s.strip_prefix(header).unwrap_or_else(|| panic!("the header changed: {}", &s[..s.len().min(60)]));
+    base64::engine::general_purpose::STANDARD.decode(payload).expect("strict base64")
+}
+
+/// The parts of a recorded multipart body: (headers text, bytes).
+async fn recorded_parts(rec: &Recorded) -> Vec<(String, Bytes)> {
+    let ct = rec.headers["content-type"].to_str().unwrap();
+    let boundary = ct.split("boundary=").nth(1).unwrap().to_owned();
+    let body = rec.body.clone();
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut mp = multer::Multipart::new(stream, boundary);
+    let mut out = Vec::new();
+    while let Some(f) = mp.next_field().await.unwrap() {
+        let head = format!("{:?}", f.headers());
+        out.push((head, f.bytes().await.unwrap()));
+    }
+    out
+}
+
+fn form_value(rec: &Recorded, key: &str) -> Vec<u8> {
+    let body = std::str::from_utf8(&rec.body).unwrap();
+    for pair in body.split(['&', ';']) {
+        if let Some((k, v)) = pair.split_once('=')
+            && k == key
+        {
+            return pavise::privacy::media::form::url_decode(v.as_bytes());
+        }
+    }
+    panic!("{key} missing from {}", &body[..body.len().min(200)]);
+}
+
+fn data_uri_file(text: &[u8], header: &str) -> Vec<u8> {
+    let payload = text.strip_prefix(header.as_bytes()).unwrap_or_else(|| panic!("header changed"));
+    base64::engine::general_purpose::STANDARD.decode(payload).expect("strict base64")
+}
+
+const BOUNDARY: &str = "AttackBoundary9Zq";
+
+fn multipart(parts: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (headers, data) in parts {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\n{headers}\r\n\r\n").as_bytes());
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+#[tokio::test]
+async fn every_upload_shape_arrives_without_location_or_markers() {
+    let fx = fixtures();
+    assert_planted(&[(&fx.jpeg, "fixture.jpg"), (&fx.mp4, "fixture.mp4"), (&fx.webm, "fixture.webm")]);
+    let upstream = RecordingUpstream::start().await;
+    let pavise = Pavise::start(&upstream.url(), |c| c.media.spill_threshold = pavise::units::Size(16 * 1024)).await;
+    let jpeg64 = b64(&fx.jpeg);
+    let jpeg_uri = format!("data:image/jpeg;base64,{jpeg64}");
+    let mut oracle = Oracle::new();
+
+    // 1. The plain multipart upload: forwarded, clean.
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    let body = multipart(&[
+        (
+            "Content-Disposition: form-data; name=\"file\"; filename=\"IMG_0001.jpg\"\r\nContent-Type: image/jpeg",
+            &fx.jpeg,
+        ),
+        ("Content-Disposition: form-data; name=\"description\"", b"the tower"),
+    ]);
+    assert_eq!(send(&pavise, request("POST", "/api/v2/media", Some(&ct), body)).await.0, 200, "plain multipart");
+    let parts = recorded_parts(&upstream.last()).await;
+    assert_eq!(&parts[1].1[..], b"the tower");
+    oracle.clean(&parts[0].1, "plain.jpg");
+
+    // 2. The plain JSON data: URI (Paperclip's DataUriAdapter): forwarded, clean, same header.
+    let body = serde_json::json!({ "file": jpeg_uri, "description": "x" }).to_string();
+    let (status, said) = send(&pavise, request("POST", "/api/v2/media", Some("application/json"), body.into())).await;
+    assert_eq!(status, 200, "plain JSON data: URI: {said}");
+    oracle.clean(&json_file(&upstream.last(), "/file", "data:image/jpeg;base64,"), "json.jpg");
+
+    // 3. JSON spellings a strict parser would miss: `\/` and line breaks in the payload
+    //    (Ruby's Base64 skips them), `\u0064ata:`, nesting, a comment hiding a quote, any
+    //    JSON type Rails parses, upper case and parameters in the header.
+    let escaped: String = jpeg64
+        .as_bytes()
+        .chunks(60)
+        .map(|c| std::str::from_utf8(c).unwrap().replace('/', "\\/"))
+        .collect::<Vec<_>>()
+        .join("\\n");
+    // A high surrogate with no second escape: Ruby writes `?` and drops the byte after it,
+    // so the `Q` is not part of the base64 the instance decodes.
+    let (a, b) = jpeg64.split_at(400);
+    let surrogate = format!("{a}\\uD800Q{b}");
+    let json_shapes: Vec<(&str, &str, String, &str, &str)> = vec![
+        (
+            "application/json",
+            "/api/v2/media",
+            format!(r#"{{"file": "data:image\/jpeg;base64,{escaped}"}}"#),
+            "/file",
+            "data:image/jpeg;base64,",
+        ),
+        (
+            "application/json; charset=utf-8",
+            "/api/v1/statuses",
+            format!(r#"{{"media": {{"attachments": [{{"file": "\u0064ata:image/jpeg;base64,{jpeg64}"}}]}}}}"#),
+            "/media/attachments/0/file",
+            "data:image/jpeg;base64,",
+        ),
+        (
+            "text/x-json",
+            "/api/v2/media",
+            format!(r#"{{/* " */"file": "{jpeg_uri}"}}"#),
+            "/file",
+            "data:image/jpeg;base64,",
+        ),
+        (
+            "application/activity+json",
+            "/users/alice/outbox",
+            format!(r#"{{"icon": "DATA:IMAGE/JPEG;BASE64,{jpeg64}"}}"#),
+            "/icon",
+            "DATA:IMAGE/JPEG;BASE64,",
+        ),
+        (
+            "application/json",
+            "/api/v2/media",
+            format!(r#"{{"file": "data:image/jpeg;charset=utf-8;base64,{jpeg64}"}}"#),
+            "/file",
+            "data:image/jpeg;charset=utf-8;base64,",
+        ),
+        (
+            "application/json",
+            "/api/v2/media",
+            format!(r#"{{"file": "data:image/jpeg;base64,{surrogate}"}}"#),
+            "/file",
+            "data:image/jpeg;base64,",
+        ),
+    ];
+    for (i, (ct, path, body, pointer, header)) in json_shapes.into_iter().enumerate() {
+        let (status, said) = send(&pavise, request("POST", path, Some(ct), body.into())).await;
+        assert_eq!(status, 200, "JSON shape {i} ({ct}): {said}");
+        oracle.clean(&json_file(&upstream.last(), pointer, header), &format!("json-{i}.jpg"));
+    }
+
+    // 4. Form-urlencoded (update_credentials avatar/header): plain, fully percent-encoded,
+    //    and hidden after a `;` (Rails 8 on Rack 2 splits there too).
+    let mut enc = Vec::new();
+    pavise::privacy::media::datauri::percent_encode(jpeg_uri.as_bytes(), &mut enc);
+    let enc = String::from_utf8(enc).unwrap();
+    let all_encoded: String = jpeg_uri.bytes().map(|b| format!("%{b:02X}")).collect();
+    let semicolon = format!("note=hi;header={}", jpeg_uri.replace(';', "%3B").replace('+', "%2B"));
+    for (i, (body, key)) in [
+        (format!("display_name=x&avatar={enc}"), "avatar"),
+        (format!("avatar={all_encoded}"), "avatar"),
+        (semicolon, "header"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let req = request(
+            "PATCH",
+            "/api/v1/accounts/update_credentials",
+            Some("application/x-www-form-urlencoded"),
+            body.into(),
+        );
+        let (status, said) = send(&pavise, req).await;
+        assert_eq!(status, 200, "form shape {i}: {said}");
+        oracle.clean(
+            &data_uri_file(&form_value(&upstream.last(), key), "data:image/jpeg;base64,"),
+            &format!("form-{i}.jpg"),
+        );
+    }
+    // A POST without any Content-Type is a form to Rack.
+    let (status, _) =
+        send(&pavise, request("POST", "/api/v1/accounts/update_credentials", None, format!("avatar={enc}").into()))
+            .await;
+    assert_eq!(status, 200);
+    oracle
+        .clean(&data_uri_file(&form_value(&upstream.last(), "avatar"), "data:image/jpeg;base64,"), "form-untyped.jpg");
+
+    // 5. The query string (Rails merges it into params).
+    let (status, said) = send(&pavise, request("POST", &format!("/api/v2/media?file={enc}"), None, Vec::new())).await;
+    assert_eq!(status, 200, "query: {said}");
+    let rec = upstream.last();
+    let query = rec.uri.query().unwrap();
+    let value = pavise::privacy::media::form::url_decode(query.strip_prefix("file=").unwrap().as_bytes());
+    oracle.clean(&data_uri_file(&value, "data:image/jpeg;base64,"), "query.jpg");
+
+    // 6. Multipart in every subtype and every part spelling: filename*= with octet-stream,
+    //    no filename at all, no headers but the name, a text field holding a data: URI.
+    for subtype in ["mixed", "related", "alternative", "x-anything"] {
+        let ct = format!("multipart/{subtype}; boundary={BOUNDARY}");
+        let body = multipart(&[
+            (
+                "Content-Disposition: form-data; name=\"file\"; filename*=UTF-8''IMG%200001.jpg\r\nContent-Type: application/octet-stream",
+                &fx.jpeg,
+            ),
+            ("Content-Disposition: form-data; name=\"thumbnail\"", &fx.jpeg),
+            ("Content-Disposition: form-data; name=\"avatar\"", jpeg_uri.as_bytes()),
+            ("Content-Type: image/jpeg", &fx.jpeg),
+        ]);
+        let (status, said) = send(&pavise, request("POST", "/api/v2/media", Some(&ct), body)).await;
+        assert_eq!(status, 200, "multipart/{subtype}: {said}");
+        let rec = upstream.last();
+        assert!(
+            rec.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(&format!("multipart/{subtype}; boundary=pavise-"))
+        );
+        let parts = recorded_parts(&rec).await;
+        assert_eq!(parts.len(), 4, "multipart/{subtype}: every part arrives");
+        assert!(parts[0].0.contains("filename*=UTF-8''IMG%200001.jpg"), "part headers are kept: {}", parts[0].0);
+        oracle.clean(&parts[0].1, &format!("{subtype}-0.jpg"));
+        oracle.clean(&parts[1].1, &format!("{subtype}-1.jpg"));
+        oracle.clean(&data_uri_file(&parts[2].1, "data:image/jpeg;base64,"), &format!("{subtype}-2.jpg"));
+        oracle.clean(&parts[3].1, &format!("{subtype}-3.jpg"));
+    }
+
+    // 7. Raw bodies: media whatever the declared type, or none.
+    for (i, ct) in [Some("text/plain"), Some("application/octet-stream"), None].into_iter().enumerate() {
+        let (status, said) = send(&pavise, request("POST", "/api/v1/anything", ct, fx.jpeg.clone())).await;
+        assert_eq!(status, 200, "raw {ct:?}: {said}");
+        oracle.clean(&upstream.last().body, &format!("raw-{i}.jpg"));
+    }
+
+    // 8. Containers that kept old bytes: free/skip payloads, capture times, Matroska's
+    //    SegmentFilename, DateUTC, MuxingApp and WritingApp; spooled (16 KiB threshold)
+    //    and in memory (a JSON data: URI).
+    for (name, bytes, ct) in [("clip.mp4", &fx.mp4, "video/mp4"), ("clip.webm", &fx.webm, "video/webm")] {
+        let body = multipart(&[(
+            &format!("Content-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {ct}"),
+            bytes,
+        )]);
+        let (status, said) = send(
+            &pavise,
+            request("POST", "/api/v2/media", Some(&format!("multipart/form-data; boundary={BOUNDARY}")), body),
+        )
+        .await;
+        assert_eq!(status, 200, "{name}: {said}");
+        let parts = recorded_parts(&upstream.last()).await;
+        assert_eq!(parts[0].1.len(), bytes.len(), "{name}: patched in place");
+        oracle.clean(&parts[0].1, name);
+        let body = serde_json::json!({ "file": format!("data:{ct};base64,{}", b64(bytes)) }).to_string();
+        let (status, said) =
+            send(&pavise, request("POST", "/api/v2/media", Some("application/json"), body.into())).await;
+        assert_eq!(status, 200, "{name} as data: URI: {said}");
+        oracle.clean(&json_file(&upstream.last(), "/file", &format!("data:{ct};base64,")), &format!("json-{name}"));
+    }
+
+    // 9. Real phone files from the shared corpus, in the less usual shapes.
+    if let Some(shared) = shared_dir() {
+        let corpus = shared.join("corpus");
+        for name in ["heic_photoprism_iphone_15_pro.heic", "video_mdx_with-gps.mov", "webp_mdx_Nikon_D1X.webp"] {
+            let path = corpus.join(name);
+            let Ok(bytes) = std::fs::read(&path) else {
+                assert!(std::env::var("CI").as_deref() != Ok("true"), "{name} missing from the corpus");
+                continue;
+            };
+            let body = serde_json::json!({ "file": format!("data:;base64,{}", b64(&bytes)) }).to_string();
+            let (status, said) =
+                send(&pavise, request("POST", "/api/v2/media", Some("application/json"), body.into())).await;
+            assert_eq!(status, 200, "{name}: {said}");
+            oracle.clean(&json_file(&upstream.last(), "/file", "data:;base64,"), &format!("corpus-{name}"));
+        }
+    }
+
+    // 10. Bodies with no media pass byte for byte: JSON, a form, text, a large stream.
+    let status_json = br#"{"status":"caf\u00e9 \/ data: is a scheme","media_ids":["1"]}"#.to_vec();
+    let large: Vec<u8> = (0..3_000_000u32).map(|i| b"abcdefgh\n"[(i % 9) as usize]).collect();
+    for (ct, body) in [
+        (Some("application/json"), status_json),
+        (Some("application/x-www-form-urlencoded"), b"status=caf%C3%A9&visibility=direct".to_vec()),
+        (Some("text/plain"), b"hello".to_vec()),
+        (Some("application/octet-stream"), large),
+    ] {
+        let (status, _) = send(&pavise, request("POST", "/api/v1/statuses", ct, body.clone())).await;
+        assert_eq!(status, 200, "{ct:?}");
+        let rec = upstream.last();
+        assert!(rec.body == body, "{ct:?}: the body changed on the way");
+        assert_eq!(rec.headers["content-length"].to_str().unwrap(), body.len().to_string());
+    }
+
+    // 11. Signed inbox deliveries are never changed, data: URI or not.
+    let delivery = serde_json::json!({ "type": "Create", "icon": jpeg_uri }).to_string();
+    let (status, _) =
+        send(&pavise, request("POST", "/inbox", Some("application/activity+json"), delivery.clone().into())).await;
+    assert_eq!(status, 200);
+    assert_eq!(&upstream.last().body[..], delivery.as_bytes(), "inbox bytes untouched");
+
+    let tmp = pavise.data_dir.path().join("media-tmp");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "no temp file left behind");
+    pavise.stop().await;
+    oracle.check();
+}
+
+#[tokio::test]
+async fn what_cannot_be_read_with_certainty_is_refused_and_nothing_arrives() {
+    let fx = fixtures();
+    let upstream = RecordingUpstream::start().await;
+    let pavise = Pavise::start(&upstream.url(), |_| {}).await;
+    let jpeg64 = b64(&fx.jpeg);
+    let cut = b64(&fx.jpeg[..fx.jpeg.len() / 2]);
+    let file = |ct: &str| {
+        multipart(&[(
+            &format!("Content-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\nContent-Type: {ct}"),
+            &fx.jpeg[..],
+        )])
+    };
+    let mut gzip = request("POST", "/api/v2/media", Some("application/json"), br#"{"file":"data:,x"}"#.to_vec());
+    gzip.headers_mut().insert("content-encoding", "gzip".parse().unwrap());
+    let qp = multipart(&[(
+        "Content-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\nContent-Transfer-Encoding: quoted-printable",
+        b"=FF=D8=FF=E0",
+    )]);
+    let mut two_types = request(
+        "POST",
+        "/api/v2/media",
+        Some(&format!("multipart/form-data; boundary={BOUNDARY}")),
+        file("image/jpeg"),
+    );
+    two_types.headers_mut().append("content-type", "multipart/form-data; boundary=other".parse().unwrap());
+    // Rack transcodes ISO-2022-JP text parts: the escape sequences (here 30 of them, to
+    // push `data:` past any short look at the start) vanish and a data: URI appears.
+    let mut iso = "\x1b(B".repeat(30).into_bytes();
+    iso.extend_from_slice(b"da\x1b(Bta:image/jpeg;base64,");
+    iso.extend_from_slice(jpeg64.as_bytes());
+    let iso = multipart(&[(
+        "Content-Disposition: form-data; name=\"avatar\"\r\nContent-Type: text/plain; charset=ISO-2022-JP",
+        &iso,
+    )]);
+    let cases: Vec<(&str, http::Request<Full<Bytes>>, u16)> = vec![
+        (
+            "a data: URI in ISO-2022-JP text",
+            request(
+                "PATCH",
+                "/api/v1/accounts/update_credentials",
+                Some(&format!("multipart/form-data; boundary={BOUNDARY}")),
+                iso,
+            ),
+            422,
+        ),
+        ("two Content-Type headers (Puma joins them)", two_types, 400),
+        (
+            "multipart without a boundary",
+            request("POST", "/api/v2/media", Some("multipart/form-data"), file("image/jpeg")),
+            400,
+        ),
+        (
+            "two boundaries (Rack takes the last)",
+            request(
+                "POST",
+                "/api/v2/media",
+                Some(&format!("multipart/form-data; boundary=other; x-boundary={BOUNDARY}")),
+                file("image/jpeg"),
+            ),
+            400,
+        ),
+        (
+            "a space before boundary's =",
+            request(
+                "POST",
+                "/api/v2/media",
+                Some(&format!("multipart/form-data; boundary ={BOUNDARY}")),
+                file("image/jpeg"),
+            ),
+            400,
+        ),
+        (
+            "a truncated JPEG in a data: URI",
+            request(
+                "POST",
+                "/api/v2/media",
+                Some("application/json"),
+                format!(r#"{{"file":"data:image/jpeg;base64,{cut}"}}"#).into(),
+            ),
+            422,
+        ),
+        (
+            "TIFF in a data: URI",
+            request(
+                "POST",
+                "/api/v2/media",
+                Some("application/json"),
+                br#"{"file":"data:;base64,SUkqAAgAAAAAAA=="}"#.to_vec(),
+            ),
+            422,
+        ),
+        (
+            "text declared as an image",
+            request(
+                "POST",
+                "/api/v2/media",
+                Some("application/json"),
+                br#"{"file":"data:image/png;base64,aGVsbG8gd29ybGQ="}"#.to_vec(),
+            ),
+            422,
+        ),
+        (
+            "a truncated JPEG in a form",
+            request(
+                "POST",
+                "/api/v1/accounts/update_credentials",
+                Some("application/x-www-form-urlencoded"),
+                format!("avatar=data:image/jpeg;base64,{}", cut.replace('+', "%2B")).into(),
+            ),
+            422,
+        ),
+        (
+            "a truncated JPEG in the query",
+            request(
+                "POST",
+                &format!("/api/v2/media?file=data:image/jpeg%3Bbase64,{}", cut.replace('+', "%2B").replace('/', "%2F")),
+                None,
+                Vec::new(),
+            ),
+            422,
+        ),
+        (
+            "malformed JSON holding a data: URI",
+            request(
+                "POST",
+                "/api/v2/media",
+                Some("application/json"),
+                format!(r#"{{"file":"data:image/jpeg;base64,{jpeg64}"#).into(),
+            ),
+            400,
+        ),
+        ("a gzip body", gzip, 415),
+        (
+            "a quoted-printable part",
+            request("POST", "/api/v2/media", Some(&format!("multipart/form-data; boundary={BOUNDARY}")), qp),
+            415,
+        ),
+    ];
+    for (what, req, want) in cases {
+        let (status, said) = send(&pavise, req).await;
+        assert_eq!(status, want, "{what}: {said}");
+        let v: Value =
+            serde_json::from_str(&said).unwrap_or_else(|_| panic!("{what}: not Mastodon-style JSON: {said}"));
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty() && e.len() < 400), "{what}: {said}");
+    }
+    assert!(upstream.recorded().is_empty(), "nothing of a refused request reaches the instance");
+    pavise.stop().await;
+}
+
+#[tokio::test]
+async fn part_caps_are_413_and_temp_files_hold_no_descriptors() {
+    let upstream = RecordingUpstream::start().await;
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+
+    // Rack's caps, pavise's defaults: 4,096 parts in all, 128 file parts.
+    let defaults = Pavise::start(&upstream.url(), |_| {}).await;
+    let tiny: Vec<(String, Vec<u8>)> =
+        (0..4097).map(|i| (format!("Content-Disposition: form-data; name=\"f{i}\""), b"x".to_vec())).collect();
+    let refs: Vec<(&str, &[u8])> = tiny.iter().map(|(h, d)| (h.as_str(), d.as_slice())).collect();
+    let (status, said) = send(&defaults, request("POST", "/api/v1/statuses", Some(&ct), multipart(&refs))).await;
+    assert_eq!(status, 413, "{said}");
+    assert!(said.contains("4096 parts"), "{said}");
+    let files: Vec<(String, Vec<u8>)> = (0..129)
+        .map(|i| (format!("Content-Disposition: form-data; name=\"f{i}\"; filename=\"{i}.txt\""), b"x".to_vec()))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(h, d)| (h.as_str(), d.as_slice())).collect();
+    let (status, said) = send(&defaults, request("POST", "/api/v1/statuses", Some(&ct), multipart(&refs))).await;
+    assert_eq!(status, 413, "{said}");
+    assert!(said.contains("128 file parts"), "{said}");
+    // One under both caps passes.
+    let (status, said) = send(&defaults, request("POST", "/api/v1/statuses", Some(&ct), multipart(&refs[..128]))).await;
+    assert_eq!(status, 200, "{said}");
+    assert_eq!(upstream.recorded().len(), 1, "only the request under the caps was forwarded");
+    defaults.stop().await;
+
+    let pavise = Pavise::start(&upstream.url(), |c| {
+        c.media.spill_threshold = pavise::units::Size(1024);
+        c.media.max_file_parts = 200;
+        c.media.tmp_max_files = 150;
+    })
+    .await;
+
+    // The fd exhaustion of the issue: past 1 KiB held in memory every part spills (on the
+    // media route: a status creation is read whole, for `_method` and `expires_in`). 120
+    // one-byte parts with the closing boundary withheld: 120 temp files, no open descriptor
+    // each, and the relay keeps serving everybody else.
+    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let before = fds();
+    let mut held = Vec::new();
+    let mut head = multipart(&[("Content-Disposition: form-data; name=\"big\"", &[b'a'; 2048])]);
+    head.truncate(head.len() - format!("--{BOUNDARY}--\r\n").len());
+    for i in 0..120 {
+        head.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"p{i}\"\r\n\r\nx\r\n").as_bytes(),
+        );
+    }
+    let mut conn = tokio::net::TcpStream::connect(pavise.addr).await.unwrap();
+    let start = format!(
+        "POST /api/v2/media HTTP/1.1\r\nhost: social.example\r\ncontent-type: {ct}\r\ncontent-length: {}\r\n\r\n",
+        head.len() + 100_000
+    );
+    conn.write_all(start.as_bytes()).await.unwrap();
+    conn.write_all(&head).await.unwrap();
+    held.push(conn);
+    let tmp = pavise.data_dir.path().join("media-tmp");
+    let spilled = || std::fs::read_dir(&tmp).unwrap().count();
+    // The first parts fit in the 1 KiB; the rest (about 110) spill, one file each.
+    for _ in 0..200 {
+        if spilled() >= 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let files = spilled();
+    assert!(files >= 100, "the parts spilled ({files} files)");
+    assert!(fds() < before + 20, "{} descriptors for {files} spilled parts (was {before})", fds());
+
+    // The shared temp-file cap (150): a second such request runs into it with 413, while a
+    // plain request from another client is served.
+    let mut second = tokio::net::TcpStream::connect(pavise.addr).await.unwrap();
+    second.write_all(start.as_bytes()).await.unwrap();
+    second.write_all(&head).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), second.read(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("too many uploads on disk"), "{answer}");
+    let (status, _) = send(&pavise, request("GET", "/api/v1/timelines/home", None, Vec::new())).await;
+    assert_eq!(status, 200, "other clients keep being served");
+
+    // A client that gives up takes its temp files with it.
+    drop(held);
+    drop(second);
+    for _ in 0..200 {
+        if spilled() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(spilled(), 0, "temp files deleted when the client went away");
+    pavise.stop().await;
+}
+
+#[tokio::test]
+async fn every_client_ip_header_spelling_is_stripped_and_truncate_mode_logs_a_pseudonym() {
+    let upstream = RecordingUpstream::start().await;
+    let pavise = Pavise::start(&upstream.url(), |c| {
+        c.client_ip.mode = pavise::config::ClientIpMode::Truncate;
+        c.log.access_log = true;
+    })
+    .await;
+    let names = [
+        "X-Originating-IP",
+        "X-ARR-ClientIP",
+        "Incap-Client-IP",
+        "X-Sucuri-ClientIP",
+        "X-Sucuri-Country",
+        "X-Remote-IP",
+        "X-Remote-Addr",
+        "X-SP-Forwarded-IP",
+        "Ali-CDN-Real-IP",
+        "X-Client-Geo-Location",
+        "X-Client-Region",
+        "CDN-RequestCountryCode",
+        "X-Forwarded-Client-Cert",
+        "X_Forwarded_For",
+        "Client_IP",
+        "X_REAL_IP",
+        "cf_connecting_ip",
+        "True_Client_IP",
+    ];
+    let mut req = request("GET", "/api/v1/timelines/home", None, Vec::new());
+    for name in names {
+        req.headers_mut().insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), "6.6.6.6".parse().unwrap());
+    }
+    let source: std::net::IpAddr = "127.77.91.23".parse().unwrap();
+    let (resp, _) = send_from(source, pavise.addr, req).await;
+    assert_eq!(resp.status, 200);
+    let rec = upstream.last();
+    for (name, value) in &rec.headers {
+        assert!(!value.as_bytes().windows(7).any(|w| w == b"6.6.6.6"), "{name}: {value:?} reached the instance");
+        let folded = name.as_str().replace('_', "-");
+        assert!(
+            !names.iter().any(|n| n.to_ascii_lowercase().replace('_', "-") == folded) || folded == "x-forwarded-for",
+            "{name} reached the instance"
+        );
+    }
+    // The instance gets the /24 (that is the mode); pavise's own access log does not.
+    assert_eq!(rec.headers["x-forwarded-for"], "127.77.91.0");
+    pavise.stop().await;
+    let access: Vec<String> =
+        crate::support::logs().lines().filter(|l| l.contains("pavise::access")).map(str::to_owned).collect();
+    assert!(!access.is_empty(), "the access log is on");
+    for line in access {
+        assert!(!line.contains("127.77.91."), "the access log keeps the real network: {line}");
+    }
+}
+
+#[test]
+fn pavise_check_refuses_a_socks_listener_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let config: PathBuf = dir.path().join("pavise.toml");
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    for (addr, ok) in
+        [("0.0.0.0:9050", false), ("[::]:9050", false), ("10.0.0.5:9050", false), ("127.0.0.1:9050", true)]
+    {
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\npolicies = \"{}\"\n[egress]\nmode = \"direct\"\nsocks_listen = \"{addr}\"\n",
+                dir.path().display(),
+                policies.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(pavise_bin()).arg("check").arg("--config").arg(&config).output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.success(), ok, "{addr}: {said}");
+        if !ok {
+            assert!(said.contains("egress.socks_listen") && said.contains("loopback"), "{addr}: {said}");
+        }
+    }
+}
+
+/// The in-process stand-in for the `bodies` fuzz target: mutated JSON and form bodies
+/// holding a real photo's `data:` URI are rewritten or refused, never a panic, and a
+/// rewritten body is a fixed point (a second pass changes nothing).
+#[test]
+fn mutated_bodies_are_rewritten_to_a_fixed_point_never_a_panic() {
+    use pavise::privacy::media::{datauri, form, json};
+    let fx = fixtures();
+    let uri = format!("data:image/jpeg;base64,{}", b64(&fx.jpeg));
+    let mut enc = Vec::new();
+    datauri::percent_encode(uri.as_bytes(), &mut enc);
+    let seeds: Vec<(bool, Vec<u8>)> = vec![
+        (
+            true,
+            format!(r#"{{"a": [{{"file": "{}"}}], /* " */ "b": "\u0064ata:,x"}}"#, uri.replace('/', "\\/"))
+                .into_bytes(),
+        ),
+        (true, format!(r#"{{"file": "DATA:image/jpeg;charset=x;base64,{}"}}"#, b64(&fx.jpeg)).into_bytes()),
+        (false, [b"x=1&avatar=".as_slice(), &enc, b";h=data:,y"].concat()),
+    ];
+    let scrub = |t: &[u8]| datauri::scrub_value(t, 1 << 20).map(|r| r.map(|r| r.text));
+    let mut rng = 0x5EED_0010_u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut rewritten, mut refused) = (0, 0);
+    for round in 0..400 {
+        for (is_json, seed) in &seeds {
+            let mut input = seed.clone();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() as usize) % input.len().max(1);
+                match next() % 4 {
+                    0 => input[at] ^= 1 << (next() % 8),
+                    1 => input.truncate(at),
+                    2 => input.insert(at, b"\\\"%;&=/*:d"[(next() % 10) as usize]),
+                    _ => drop(input.drain(at..(at + (next() as usize) % 16).min(input.len()))),
+                }
+                if input.is_empty() {
+                    input.push(b'{');
+                }
+            }
+            let pass = |b: &[u8]| -> Result<Option<Vec<u8>>, String> {
+                if *is_json {
+                    json::rewrite(b, scrub).map_err(|e| e.to_string())
+                } else {
+                    form::rewrite(b, scrub).map_err(|e| e.to_string())
+                }
+            };
+            let first = pass(&input).ok().flatten();
+            match first {
+                Some(out) => {
+                    rewritten += 1;
+                    if let Some(second) = pass(&out).expect("a rewritten body reads again") {
+                        assert_eq!(second, out, "round {round}: a rewrite is not a fixed point");
+                    }
+                }
+                None => refused += 1,
+            }
+        }
+    }
+    assert!(rewritten > 50 && refused > 50, "{rewritten} rewritten, {refused} unchanged or refused");
+}
