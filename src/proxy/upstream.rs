@@ -85,12 +85,14 @@ impl Upstream {
         {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let shutdown = self.shutdown.clone();
+            // Expiry drops messages that carry a hidden post on their way to the client.
+            let filter = crate::expiry::ws::Filter::of(ctx);
             self.tunnels.spawn(async move {
                 let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else {
                     tracing::debug!("websocket upgrade did not complete on one side");
                     return;
                 };
-                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                let (mut client, mut upstream) = (TokioIo::new(client), filter.wrap(TokioIo::new(upstream)));
                 tokio::select! {
                     _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
                     // The shutdown drain decides how long tunnels may stay; cut when it says.
