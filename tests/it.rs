@@ -10,6 +10,7 @@ mod support;
 
 mod egress;
 mod expiry;
+mod expiry_hiding;
 mod media;
 mod proxy;
 mod shield;

@@ -78,10 +78,32 @@ pub fn mastodon(src: &[u8], hidden: &dyn Fn(&str) -> bool) -> Result<Filtered, j
     if mastodon_hidden(src, &root, hidden) {
         return Ok(Filtered::Hidden);
     }
+    // A status cut out because of what it carries (a boost of a hidden post) takes with it
+    // whatever names it by id in the same answer (its grouped notification's `status_id`).
+    let mut carried = Vec::new();
+    collect_carrying(src, &root, hidden, &mut carried);
+    let extended = |id: &str| hidden(id) || carried.iter().any(|c| c == id);
+    let hidden: &dyn Fn(&str) -> bool = &extended;
     let mut drop = |n: &Node| mastodon_hidden(src, n, hidden);
     let mut out = Vec::with_capacity(src.len());
     let changed = write_filtered(src, &root, &mut drop, hidden, &mut out);
     Ok(if changed { Filtered::Rewritten(out) } else { Filtered::Untouched })
+}
+
+/// The ids of the statuses in `node` that are hidden only for what they carry.
+fn collect_carrying(src: &[u8], node: &Node, hidden: &dyn Fn(&str) -> bool, out: &mut Vec<String>) {
+    if is_status(src, node)
+        && mastodon_hidden(src, node, hidden)
+        && let Some(id) = node.get(src, "id").and_then(|i| i.as_str(src))
+        && !hidden(&id)
+    {
+        out.push(id.into_owned());
+    }
+    match node {
+        Node::Object { fields, .. } => fields.iter().for_each(|(_, v)| collect_carrying(src, v, hidden, out)),
+        Node::Array { items, .. } => items.iter().for_each(|i| collect_carrying(src, i, hidden, out)),
+        _ => {}
+    }
 }
 
 /// [`Node::write_without`], plus: `status_ids` arrays lose hidden ids.
@@ -211,6 +233,9 @@ pub fn rss(src: &[u8], hidden: &dyn Fn(&str) -> bool) -> Filtered {
 }
 
 fn item_names_hidden(item: &str, hidden: &dyn Fn(&str) -> bool) -> bool {
+    // A description carries the post's HTML escaped: its links are `href=&quot;...&quot;`.
+    let unescaped = item.replace("&quot;", "\"").replace("&#34;", "\"");
+    let item = unescaped.as_str();
     let mut urls = Vec::new();
     for (open, close) in [("<link>", "</link>"), ("<id>", "</id>")] {
         let mut rest = item;
@@ -341,6 +366,16 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains("g1") && text.contains("g2") && !text.contains(r#""statuses":[{"#), "{text}");
 
+        // A boost of it cut from `statuses` takes its group along, though its own id is not hidden.
+        let boost = format!(r#"{{"id":"77","uri":"u","visibility":"public","reblog":{}}}"#, status(H));
+        let grouped = format!(
+            r#"{{"statuses":[{boost}],"notification_groups":[{{"group_key":"g7","type":"reblog","status_id":"77"}}]}}"#
+        );
+        assert_eq!(
+            rewritten(mastodon(grouped.as_bytes(), &hidden).unwrap()),
+            br#"{"statuses":[],"notification_groups":[]}"#
+        );
+
         let report = format!(r#"{{"id":"r","status_ids":["1","{H}","2"],"account_ids":["{H}"]}}"#);
         let out = rewritten(mastodon(report.as_bytes(), &hidden).unwrap());
         assert_eq!(
@@ -423,6 +458,14 @@ mod tests {
         );
         let out = String::from_utf8(rewritten(rss(feed.as_bytes(), &hidden))).unwrap();
         assert!(out.contains("@alice/5") && !out.contains(H) && out.ends_with("</item>\n  </channel></rss>"), "{out}");
+        let quoting = format!(
+            "<rss><item><link>https://i.example/@bob/9</link><description>&lt;a href=&quot;https://i.example/@alice/{H}&quot;&gt;</description></item></rss>"
+        );
+        assert_eq!(
+            rss(quoting.as_bytes(), &hidden),
+            Filtered::Rewritten(b"<rss></rss>".to_vec()),
+            "an item linking it"
+        );
         let atom = format!("<feed><entry><id>https://i.example/users/alice/statuses/{H}</id></entry></feed>");
         assert_eq!(rss(atom.as_bytes(), &hidden), Filtered::Rewritten(b"<feed></feed>".to_vec()));
         assert_eq!(rss(item("5").as_bytes(), &hidden), Filtered::Untouched);
