@@ -106,6 +106,9 @@ pub struct Answer {
     body: Bytes,
 }
 
+/// How many ids one batch lookup carries (Mastodon's cap for `GET /api/v1/statuses`).
+pub const BATCH_IDS: usize = 20;
+
 /// The scheduled statuses the instance still holds for the token's account: (id, when).
 pub type ScheduledList = Vec<(String, Option<UnixMs>)>;
 
@@ -251,6 +254,26 @@ impl Instance {
             Err(InstanceError::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Which of `ids` (at most [`BATCH_IDS`]) the instance still serves, in one request
+    /// (`GET /api/v1/statuses?id[]=...`, Mastodon 4.3+); `None` when it has no batch lookup.
+    pub async fn present(
+        &self,
+        ids: &[String],
+        host: Option<&str>,
+        token: &Token,
+    ) -> Result<Option<std::collections::HashSet<String>>, InstanceError> {
+        let query: Vec<String> = ids.iter().take(BATCH_IDS).map(|id| format!("id[]={}", enc(id))).collect();
+        let a = match self.call(Method::GET, &format!("/api/v1/statuses?{}", query.join("&")), host, token).await {
+            Ok(a) => a,
+            Err(InstanceError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Ok(serde_json::Value::Array(found)) = serde_json::from_slice::<serde_json::Value>(&a.body) else {
+            return Ok(None);
+        };
+        Ok(Some(found.iter().filter_map(|s| s.get("id")?.as_str().map(str::to_owned)).collect()))
     }
 
     /// Deletes the status; the instance federates the `Delete`.

@@ -302,6 +302,34 @@ impl Expiry {
         Ok(requeued)
     }
 
+    /// [`Expiry::schedule_items`] for an archive sweep: only posts pavise has no record of
+    /// are added (a known one keeps its state). Returns how many were added.
+    pub async fn schedule_new_items(
+        &self,
+        items: Vec<(Scheduled, Option<SealedCredential>)>,
+    ) -> Result<u64, ExpiryError> {
+        let notes: Vec<(String, UnixMs, bool)> = items
+            .iter()
+            .map(|(i, _)| (i.status_id.clone(), i.deadline, i.publication.is_none() && i.state.hides()))
+            .collect();
+        let inserted = self.store.schedule_new(items).await.map_err(ExpiryError::Store)?;
+        let watermark = self.hidden.watermark();
+        let mut n = 0;
+        for ((id, deadline, hides), new) in notes.into_iter().zip(inserted) {
+            if !new {
+                continue;
+            }
+            n += 1;
+            if hides && deadline <= watermark {
+                self.hidden.insert(&id, deadline);
+            }
+        }
+        self.stats.scheduled.fetch_add(n, Relaxed);
+        self.wake.notify_one();
+        self.promote.notify_one();
+        Ok(n)
+    }
+
     /// Records how an item ended (or why it waits), keeping the index in step: a kept post
     /// is served again, a purged one leaves the index; everything else stays hidden.
     pub async fn settle(&self, status_id: &str, outcome: Outcome) -> Result<bool, StoreError> {

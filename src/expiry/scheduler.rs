@@ -10,9 +10,9 @@
 //! instance says now — unless a sweep read it from the instance moments ago
 //! ([`Scheduled::checked_at`]) — then `DELETE`. The post stays hidden after the instance
 //! answered: Mastodon removes a post's traces in a background job, so after
-//! `expiry.confirm_after` the status is asked for again, and only once the instance says it
-//! no longer has it (404) is the item purged from the store. A status still served then
-//! gets its `DELETE` again. A scheduled post's publication is looked for ([`super::publish`]).
+//! `expiry.confirm_after` the status is asked for again (twenty at a time, with Mastodon's
+//! batch lookup where there is one), and only once the instance says it no longer has it is
+//! the item purged from the store. A status still served then gets its `DELETE` again. A scheduled post's publication is looked for ([`super::publish`]).
 //!
 //! Pacing: Mastodon allows 30 deletions per 30 minutes per user, shared with the user's
 //! own deletes, and its 429 has no `Retry-After` — but it safelists requests from loopback
@@ -115,10 +115,30 @@ impl Scheduler {
     /// otherwise side by side.
     async fn work(&self, claimed: Vec<Scheduled>, shutdown: &CancellationToken) -> Vec<(String, Outcome)> {
         let mut by_account: BTreeMap<String, Vec<Scheduled>> = BTreeMap::new();
+        // Deleted posts are confirmed gone in batches: one lookup for twenty of them.
+        let mut confirms: BTreeMap<(String, Option<String>, Option<String>), Vec<Scheduled>> = BTreeMap::new();
         for item in claimed {
-            by_account.entry(item.account.clone()).or_default().push(item);
+            if item.state == ExpiryState::Deleted && item.publication.is_none() {
+                let key = (item.account.clone(), item.host.clone(), item.credential.clone());
+                confirms.entry(key).or_default().push(item);
+            } else {
+                by_account.entry(item.account.clone()).or_default().push(item);
+            }
         }
         let mut jobs: Vec<BoxFuture<'_, Vec<(String, Outcome)>>> = Vec::new();
+        for items in confirms.into_values() {
+            for chunk in items.chunks(super::instance::BATCH_IDS) {
+                let chunk = chunk.to_vec();
+                jobs.push(Box::pin(async move {
+                    if shutdown.is_cancelled() {
+                        return Vec::new();
+                    }
+                    let out = self.confirm_batch(chunk).await;
+                    out.iter().for_each(|(_, o)| self.count(o));
+                    out
+                }));
+            }
+        }
         for (account, items) in by_account {
             if self.limited.lock().unwrap_or_else(|e| e.into_inner()).contains(&account) {
                 jobs.push(Box::pin(async move {
@@ -327,6 +347,42 @@ impl Scheduler {
             InstanceError::Unauthorized(_) => Outcome::Failed(e.to_string()),
             InstanceError::RateLimited(rate) => self.rate_limited(&item.account, rate),
             e => self.retry(item, &e),
+        }
+    }
+
+    /// Deleted posts of one account, looked at again together; an instance without a
+    /// batch lookup gets one request each.
+    async fn confirm_batch(&self, items: Vec<Scheduled>) -> Vec<(String, Outcome)> {
+        let all = |o: Outcome| items.iter().map(|i| (i.status_id.clone(), o.clone())).collect::<Vec<_>>();
+        let Some(first) = items.first() else { return Vec::new() };
+        let now = now_ms();
+        let paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner()).get(&first.account).copied();
+        if let Some(until) = paused.filter(|t| *t > now) {
+            return all(Outcome::Defer { at: until });
+        }
+        // The instance answered their deletions; without a token to look again, that is all.
+        let Some(token) = self.token_for(first).await else { return all(Outcome::Gone) };
+        let ids: Vec<String> = items.iter().map(|i| i.status_id.clone()).collect();
+        match self.instance.present(&ids, first.host.as_deref(), &token).await {
+            Ok(Some(served)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in &items {
+                    let outcome =
+                        if served.contains(&item.status_id) { self.confirm(item, &token).await } else { Outcome::Gone };
+                    out.push((item.status_id.clone(), outcome));
+                }
+                out
+            }
+            Ok(None) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in &items {
+                    out.push((item.status_id.clone(), self.confirm(item, &token).await));
+                }
+                out
+            }
+            Err(InstanceError::Unauthorized(_) | InstanceError::Forbidden(_)) => all(Outcome::Gone),
+            Err(InstanceError::RateLimited(rate)) => all(self.rate_limited(&first.account, rate)),
+            Err(e) => all(Outcome::Retry { at: self.confirm_at(first), reason: e.to_string() }),
         }
     }
 

@@ -172,11 +172,6 @@ async fn sweep_pages(
             }
             let Some(post) = super::observe::facts_from_status(status) else { continue };
             let Some(mut item) = core.plan(&post, None, now) else { continue };
-            // A post pavise already knows (seen created, kept, failed, ...) keeps its record:
-            // the sweep only adds what nothing scheduled.
-            if !dry_run && core.store.lookup(&item.status_id).await.map_err(ExpiryError::Store)?.is_some() {
-                continue;
-            }
             item.host = host.map(str::to_owned);
             item.credential = Some(cred.id.clone());
             report.scheduled += 1;
@@ -201,7 +196,9 @@ async fn sweep_pages(
         }
         if !dry_run {
             if !batch.is_empty() {
-                core.schedule_items(batch).await?;
+                // A post pavise already knows (seen created, kept, failed, ...) keeps its
+                // record: the sweep only adds what nothing scheduled.
+                core.schedule_new_items(batch).await?;
             }
             progress.cursor = Some(last.clone());
             progress.seen = report.seen;

@@ -592,15 +592,19 @@ fn schedule_in(
     txn: &WriteTransaction,
     codec: &Codec,
     items: &[(Scheduled, Option<SealedCredential>)],
-) -> Result<u64, StoreError> {
+    only_new: bool,
+) -> Result<(u64, Vec<bool>), StoreError> {
     let now = now_ms();
     let mut requeued = 0;
+    let mut inserted = Vec::with_capacity(items.len());
     for (item, cred) in items {
         if let Some(cred) = cred {
             requeued += put_credential(txn, codec, cred, now)?;
         }
         let old = get_item(txn, codec, &item.status_id)?;
+        inserted.push(old.is_none());
         let new = match &old {
+            Some(_) if only_new => continue,
             // The instance already answered its deletion: nothing to schedule any more.
             Some(o) if o.state == ExpiryState::Deleted => continue,
             Some(o) => Scheduled {
@@ -618,7 +622,7 @@ fn schedule_in(
     for cred in items.iter().filter_map(|(_, c)| c.as_ref()) {
         credential_ref(txn, codec, &cred.id, 0)?;
     }
-    Ok(requeued)
+    Ok((requeued, inserted))
 }
 
 /// Stores a credential if new; when it is new *for its account*, re-queues the account's
@@ -797,7 +801,12 @@ fn read_credential(
 impl ScheduleStore for EmbeddedStore {
     fn schedule(&self, items: Vec<(Scheduled, Option<SealedCredential>)>) -> StoreFuture<'_, u64> {
         let codec = self.codec();
-        Box::pin(self.write(move |txn| schedule_in(txn, &codec, &items)))
+        Box::pin(self.write(move |txn| schedule_in(txn, &codec, &items, false).map(|(n, _)| n)))
+    }
+
+    fn schedule_new(&self, items: Vec<(Scheduled, Option<SealedCredential>)>) -> StoreFuture<'_, Vec<bool>> {
+        let codec = self.codec();
+        Box::pin(self.write(move |txn| schedule_in(txn, &codec, &items, true).map(|(_, inserted)| inserted)))
     }
 
     fn lookup<'a>(&'a self, status_id: &'a str) -> StoreFuture<'a, Option<Scheduled>> {
@@ -1271,6 +1280,22 @@ mod tests {
             store.settle("2", Outcome::Cancelled("deleted by its author".into())).await.unwrap();
             assert!(store.lookup("2").await.unwrap().is_none());
             assert_eq!(store.counts().await.unwrap().gone, 2);
+        }
+    }
+
+    #[tokio::test]
+    async fn schedule_new_leaves_known_items_alone() {
+        for sealed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path(), sealed);
+            store.schedule(vec![(item("1", 10, "c"), Some(cred("c", "alice")))]).await.unwrap();
+            store.settle("1", Outcome::Kept("pinned".into())).await.unwrap();
+            let inserted =
+                store.schedule_new(vec![(item("1", 99, "c"), None), (item("2", 99, "c"), None)]).await.unwrap();
+            assert_eq!(inserted, [false, true]);
+            let kept = store.lookup("1").await.unwrap().unwrap();
+            assert_eq!((kept.state, kept.deadline), (ExpiryState::Kept, 10), "a known item keeps its record");
+            assert_eq!(store.lookup("2").await.unwrap().unwrap().deadline, 99);
         }
     }
 

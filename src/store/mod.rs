@@ -330,6 +330,11 @@ pub trait ScheduleStore: Send + Sync {
     /// failed items were re-queued that way.
     fn schedule(&self, items: Vec<(Scheduled, Option<SealedCredential>)>) -> StoreFuture<'_, u64>;
 
+    /// Inserts the items that have no record yet, with their credentials, in one durable
+    /// commit (an archive sweep: a post pavise already knows keeps its record). Says, item by
+    /// item, which were inserted.
+    fn schedule_new(&self, items: Vec<(Scheduled, Option<SealedCredential>)>) -> StoreFuture<'_, Vec<bool>>;
+
     /// The item for one status, in any state.
     fn lookup<'a>(&'a self, status_id: &'a str) -> StoreFuture<'a, Option<Scheduled>>;
 
