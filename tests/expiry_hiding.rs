@@ -744,6 +744,8 @@ async fn a_client_that_hangs_up_before_the_answer_still_gets_its_post_deleted() 
     assert!(hung_up.is_err(), "the client gave up before the answer");
     assert!(wait_for(5, || s.instance.lock().unwrap().statuses.len() == 1).await, "the instance created it");
     let id = s.instance.lock().unwrap().statuses.keys().next().unwrap().clone();
+    let sent = s.upstream.recorded().into_iter().find(|r| r.method == "POST").unwrap();
+    assert_eq!(sent.headers["host"], p.addr.to_string().as_str(), "the client's :authority, as the Host");
     assert!(wait_for(10, || !s.on_instance(&id)).await, "the post of a client that hung up was never deleted");
     p.stop().await;
 }

@@ -119,7 +119,12 @@ pub async fn filter_document(
     index: &HiddenIndex,
     limit: usize,
 ) -> Result<(Response, FilterOutcome), ProxyError> {
-    if index.is_empty() || !resp.status().is_success() || resp.status() == StatusCode::NO_CONTENT {
+    // Nothing hidden; an error; or no body at all (a `HEAD`): nothing to look at.
+    if index.is_empty()
+        || !resp.status().is_success()
+        || resp.status() == StatusCode::NO_CONTENT
+        || http_body::Body::is_end_stream(resp.body())
+    {
         return Ok((resp, FilterOutcome::NotLooked));
     }
     let Some(kind) = kind(&resp, route) else { return Ok((resp, FilterOutcome::NotLooked)) };

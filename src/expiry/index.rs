@@ -7,7 +7,7 @@
 //! millisecond: no timer has to fire at the deadline for the post to disappear.
 //!
 //! Kept in step with the store by the one place that writes expiry state ([`super::Expiry`]),
-//! rebuilt from the store at start ([`ScheduleStore::hidden_between`]), and topped up by a
+//! rebuilt from the store at start ([`crate::store::ScheduleStore::hidden_between`]), and topped up by a
 //! small task ([`run_promoter`]) that loads what comes into the look-ahead window.
 //!
 //! The race between a write and the promoter is closed by order: the promoter moves its

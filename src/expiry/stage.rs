@@ -327,6 +327,13 @@ impl ExpiryStage {
         }
         parts.headers.remove(header::TRANSFER_ENCODING);
         parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(taken.body.len()));
+        // An HTTP/2 client names the host in `:authority`, not `Host`; the instance answers
+        // only to its own name (as the pipeline's upstream does it).
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(host) = ctx.host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
+        {
+            parts.headers.insert(header::HOST, host);
+        }
 
         // From here the exchange is not the client's to cancel: a phone that loses its
         // network after sending still gets its post scheduled.
