@@ -142,7 +142,7 @@ pub async fn sweep(config: &Config, account: &str, token: Token, dry_run: bool) 
 }
 
 /// `pavise expiry bench-store` (hidden; driven by `scripts/bench-expiry`): schedule
-/// inserts per second into the embedded store three ways — one client at a time (one
+/// inserts per second into the embedded (sealed) store three ways — one client at a time (one
 /// fsync each), 64 concurrent clients (status creations arriving together: the writer
 /// group-commits them) and batches of 1,000 (a sweep) — then fills the store to `count`
 /// pending deletions for the script's memory and restart measurements.
@@ -165,7 +165,9 @@ pub async fn bench_store(dir: &std::path::Path, count: u64) -> Result<String, Ex
         SealedCredential { id: "c0ffee".into(), account: "alice".into(), sealed: vec![7; 60] }
     }
     let mut out = String::new();
-    let store = Arc::new(EmbeddedStore::open(dir, 16 << 20)?);
+    // Sealed, as the relay keeps it, under the key file `pavise run --data-dir DIR` will use.
+    let sealer = Sealer::load_or_create(&dir.join("expiry.key"))?;
+    let store = Arc::new(EmbeddedStore::open_sealed(dir, 16 << 20, sealer.record_seal())?);
     let base = now_ms();
     store.schedule(vec![(item(0, base), Some(cred()))]).await?;
     let mut next = 1u64;
