@@ -902,6 +902,14 @@ async fn an_archive_is_swept_from_the_first_sighting_of_a_token() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(pages(), before, "an archive already swept is not swept again");
+
+    // New rules: the member's next request sweeps the archive again under them.
+    std::fs::write(s.policies.path().join("test.toml"), format!("{POLICY}[[expire]]\nname = \"all\"\nafter = \"1s\"\n"))
+        .unwrap();
+    let r = reqwest::Client::new().post(p.admin_url("/admin/reload")).bearer_auth(&p.token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = send(&p, "GET", "/api/v1/timelines/home", Some("bob-token")).await;
+    assert!(wait_for(30, || old.iter().all(|id| !s.on_instance(id))).await, "not swept again under the new rules");
     p.stop().await;
 }
 

@@ -192,6 +192,10 @@ pub struct Expiry {
     pub stats: Stats,
     /// The posts that must not be served (or will not be within a minute).
     pub hidden: Arc<HiddenIndex>,
+    /// Whether any `[[expire]]` rule is loaded (an archive sweep has nothing to do without).
+    has_rules: std::sync::atomic::AtomicBool,
+    /// Bumped by every reload: rules may have changed what a sweep would find.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Expiry {
@@ -208,6 +212,7 @@ impl Expiry {
         config: ExpiryConfig,
     ) -> Result<Expiry, ExpiryError> {
         let policies = Policies::load_dir(&policy_dir)?;
+        let has_rules = std::sync::atomic::AtomicBool::new(!policies.rules.is_empty());
         Ok(Expiry {
             store,
             policies: RwLock::new(Arc::new(policies)),
@@ -218,7 +223,31 @@ impl Expiry {
             promote: Notify::new(),
             stats: Stats::default(),
             hidden: Arc::new(HiddenIndex::default()),
+            has_rules,
+            generation: AtomicU64::new(0),
         })
+    }
+
+    /// Whether any expiry rule is in force.
+    pub fn has_rules(&self) -> bool {
+        self.has_rules.load(Relaxed)
+    }
+
+    /// A keyed digest of the expiry rules in force (what a sweep was made under).
+    pub fn rules_digest(&self) -> String {
+        let rules: Vec<String> = self
+            .policies()
+            .rules
+            .iter()
+            .map(|r| format!("{}|{:?}|{}|{:?}", r.name, r.matcher, r.after.get().as_secs(), r.keep))
+            .collect();
+        let parts: Vec<&str> = rules.iter().map(String::as_str).collect();
+        self.sealer.digest(&parts)
+    }
+
+    /// Changes whenever the policies are reloaded.
+    pub fn policy_generation(&self) -> u64 {
+        self.generation.load(Relaxed)
     }
 
     pub fn policies(&self) -> Arc<Policies> {
@@ -230,6 +259,8 @@ impl Expiry {
         let fresh = Policies::load_dir(&self.policy_dir)?;
         let n = fresh.rules.len();
         *self.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        self.has_rules.store(n > 0, Relaxed);
+        self.generation.fetch_add(1, Relaxed);
         Ok(n)
     }
 

@@ -9,7 +9,10 @@
 //! scheduling what matches; posts already past their deadline are checked against the keep
 //! rules right there (the page just read is the instance's own view) and deleted soon.
 //!
-//! Progress is durable ([`SweepProgress`]: state, counts, the page cursor), shown in
+//! Nothing happens while no `[[expire]]` rule is loaded; after a reload that changes the
+//! rules, a member's next request sweeps their archive again under the new ones (posts
+//! pavise already knows keep their records). Progress is durable
+//! ([`SweepProgress`]: state, counts, the page cursor), shown in
 //! `/admin/expiry` and `pavise expiry list`, and an interrupted sweep resumes at start with
 //! its sealed credential. `expiry.sweep_archives = false` turns the automatic sweep off;
 //! `pavise expiry sweep` still works.
@@ -117,11 +120,15 @@ async fn sweep_account(
         updated_at: now,
         finished_at: None,
         reason: None,
+        rules: None,
     });
     progress.state = SweepState::Running;
     progress.credential = Some(cred.id.clone());
     // The credential rides with the record while it runs, so a resumed sweep has its token.
     progress.token = Some(cred.clone());
+    progress.rules = Some(core.rules_digest());
+    progress.reason = None;
+    progress.finished_at = None;
     let mut report = SweepReport { account: username.to_owned(), dry_run, ..Default::default() };
     if !dry_run {
         core.store.put_sweep(progress.clone()).await.map_err(ExpiryError::Store)?;
@@ -235,6 +242,8 @@ pub struct Sweeper {
     local_domain: Option<String>,
     hasher: std::collections::hash_map::RandomState,
     seen: RwLock<HashSet<u64>>,
+    /// The policy generation `seen` belongs to: new rules, new look at every token.
+    seen_generation: std::sync::atomic::AtomicU64,
     queue: mpsc::Sender<Sighting>,
     receiver: std::sync::Mutex<Option<mpsc::Receiver<Sighting>>>,
 }
@@ -248,6 +257,7 @@ impl Sweeper {
             local_domain,
             hasher: std::collections::hash_map::RandomState::new(),
             seen: RwLock::new(HashSet::new()),
+            seen_generation: std::sync::atomic::AtomicU64::new(0),
             queue,
             receiver: std::sync::Mutex::new(Some(receiver)),
         })
@@ -257,6 +267,15 @@ impl Sweeper {
     /// read-locked set lookup; a new one is queued for the worker.
     pub fn sight(&self, headers: &HeaderMap, host: Option<&str>) {
         let Some(value) = headers.get(header::AUTHORIZATION) else { return };
+        // Without a rule there is nothing to sweep for, and no request of pavise's own to make.
+        if !self.core.has_rules() {
+            return;
+        }
+        let generation = self.core.policy_generation();
+        if self.seen_generation.swap(generation, std::sync::atomic::Ordering::Relaxed) != generation {
+            // Reloaded rules may match posts an earlier sweep passed over.
+            self.seen.write().unwrap_or_else(|e| e.into_inner()).clear();
+        }
         let key = self.hasher.hash_one(value.as_bytes());
         if self.seen.read().unwrap_or_else(|e| e.into_inner()).contains(&key) {
             return;
@@ -320,12 +339,25 @@ impl Sweeper {
         if let Err(e) = self.core.offer_token(&username, Some(&sighting.token)).await {
             tracing::warn!(error = %e, "expiry: cannot offer a new token to parked deletions");
         }
-        match self.core.store.sweep(&username).await {
-            Ok(Some(p)) if p.state != SweepState::Failed => return,
-            Ok(_) => {}
+        let resume = match self.core.store.sweep(&username).await {
+            // Swept under the rules in force (or being swept): nothing to do.
+            Ok(Some(p)) if p.state == SweepState::Running => return,
+            Ok(Some(p)) if p.state == SweepState::Done && p.rules.as_deref() == Some(&self.core.rules_digest()) => {
+                return;
+            }
+            // New rules, or a failed sweep: again from the newest post (what is known stays).
+            Ok(Some(mut p)) => {
+                p.cursor = None;
+                p.seen = 0;
+                p.scheduled = 0;
+                p.already_due = 0;
+                p.started_at = now_ms();
+                Some(p)
+            }
+            Ok(None) => None,
             Err(e) => return tracing::warn!(error = %e, "expiry: cannot read sweep progress"),
-        }
-        self.sweep(&sighting.token, host, None).await;
+        };
+        self.sweep(&sighting.token, host, resume).await;
     }
 
     async fn sweep(&self, token: &Token, host: Option<&str>, resume: Option<SweepProgress>) {

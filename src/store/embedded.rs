@@ -1342,6 +1342,7 @@ mod tests {
                 updated_at: 2,
                 finished_at: None,
                 reason: None,
+                rules: Some("r".into()),
             };
             store.put_sweep(progress.clone()).await.unwrap();
             assert_eq!(store.sweep("alice").await.unwrap(), Some(progress.clone()));
@@ -1399,6 +1400,7 @@ mod tests {
                     updated_at: 0,
                     finished_at: Some(1),
                     reason: None,
+                    rules: None,
                 })
                 .await
                 .unwrap();

@@ -221,6 +221,9 @@ pub struct SweepProgress {
     pub finished_at: Option<UnixMs>,
     /// Why it stopped, when it failed.
     pub reason: Option<String>,
+    /// A digest of the rules it swept under: new rules, a new sweep.
+    #[serde(default)]
+    pub rules: Option<String>,
 }
 
 /// The states of a [`SweepProgress`].
