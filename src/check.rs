@@ -139,6 +139,12 @@ fn expiry_section(config: &Config, out: &mut String) -> Result<(), CheckError> {
         f.expiry.min_expires_in,
         f.expiry.key_file(&f.data_dir).display()
     );
+    let _ = writeln!(
+        out,
+        "  archive sweeps on a member's first request: {}; deletions confirmed after {}, then purged",
+        if f.expiry.sweep_archives { "on" } else { "off (expiry.sweep_archives = false)" },
+        f.expiry.confirm_after
+    );
     for (i, r) in policies.rules.iter().enumerate() {
         let _ = writeln!(
             out,

@@ -535,6 +535,9 @@ impl Config {
         if file.expiry.max_backoff < file.expiry.backoff {
             return Err(invalid("expiry.max_backoff", "must not be shorter than expiry.backoff"));
         }
+        if let Err((key, why)) = file.expiry.validate() {
+            return Err(invalid(key, why));
+        }
         if !is_loopback(file.admin.listen.ip()) {
             return Err(invalid(
                 "admin.listen",

@@ -25,8 +25,10 @@
 //! - [`privacy`]: client-IP pseudonyms, the header strip table, response hygiene.
 //! - [`shield`]: keyed rate limits, the harassment-wave detector, the quarantine.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and each feature's `/admin/...`.
-//! - [`expiry`]: expiring posts: policies, `expires_in`, the deletion scheduler.
-//! - [`store`]: durable state (the expiry schedule, sealed credentials) behind one trait.
+//! - [`expiry`]: expiring posts: policies, `expires_in`, the deletion scheduler, archive
+//!   sweeps, and hiding an expired post from every answer and stream at once.
+//! - [`store`]: durable state (the expiry schedule, sealed credentials) behind one trait,
+//!   sealed at rest.
 //! - [`metrics`], [`telemetry`], [`shutdown`], [`units`]: the small shared pieces.
 //!
 //! Dependencies point one way: `server` → `proxy` → stage modules → `store`, `config`.

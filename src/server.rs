@@ -19,7 +19,7 @@ use crate::{
     config::Config,
     expiry::{
         Expiry, ExpiryAdmin, ExpiryError, ExpiryStage, PolicyReload, instance::Instance, scheduler::Scheduler,
-        seal::Sealer,
+        seal::Sealer, sweep::Sweeper,
     },
     metrics::Metrics,
     privacy::{ClientIpStage, Pseudonymizer, hygiene::ResponseHygiene, media::MediaStage},
@@ -64,7 +64,8 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<(Bound, tokio::task::JoinHandle<()>), ServerError> {
     let data_dir = &config.file.data_dir;
-    std::fs::create_dir_all(data_dir)
+    // The data dir is pavise's alone (0700); see `store::perms`.
+    crate::store::perms::create_private_dir(data_dir)
         .map_err(|source| ServerError::DataDir { path: data_dir.display().to_string(), source })?;
 
     // Bind first: a port already in use fails the start before anything else runs.
@@ -82,12 +83,15 @@ pub async fn start(
     // Background work that must stop (between items) before the store closes.
     let tasks = TaskTracker::new();
 
+    // The key that seals authors' tokens also seals the store's expiry records at rest.
+    let sealer = Sealer::load_or_create(&config.file.expiry.key_file(data_dir)).map_err(ExpiryError::from)?;
+
     // One durable store for every feature: the expiry schedule, sealed credentials, the
     // shield's first-seen senders and quarantine. redb allows one open per file.
     let store: Arc<EmbeddedStore> = {
-        let (dir, cache) = (data_dir.clone(), config.file.expiry.store_cache.0 as usize);
+        let (dir, cache, seal) = (data_dir.clone(), config.file.expiry.store_cache.0 as usize, sealer.record_seal());
         Arc::new(
-            tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, cache))
+            tokio::task::spawn_blocking(move || EmbeddedStore::open_sealed(&dir, cache, seal))
                 .await
                 .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??,
         )
@@ -112,9 +116,11 @@ pub async fn start(
     metrics.register(media.metrics());
 
     let expiry = if config.file.expiry.enabled {
-        let sealer = Sealer::load_or_create(&config.file.expiry.key_file(data_dir)).map_err(ExpiryError::from)?;
         let expiry =
             Arc::new(Expiry::new(store.clone(), config.file.policies.clone(), sealer, config.file.expiry.clone())?);
+        // Before the first request: every post hidden now is known to the index.
+        let hidden = crate::expiry::index::rebuild(&expiry).await?;
+        tracing::info!(hidden, "expiry: index of hidden posts built");
         let instance = Instance::new(config.upstream.authority.clone(), config.file.expiry.request_timeout.get());
         admin.add_handler(Arc::new(ExpiryAdmin::new(
             expiry.clone(),
@@ -122,8 +128,14 @@ pub async fn start(
         )));
         admin.add_reload(Arc::new(PolicyReload(expiry.clone())));
         metrics.register(expiry.clone());
-        tasks.spawn(Scheduler::new(expiry.clone(), instance).run(shutdown.clone()));
-        Some(expiry)
+        tasks.spawn(Scheduler::new(expiry.clone(), instance.clone()).run(shutdown.clone()));
+        tasks.spawn(crate::expiry::index::run_promoter(expiry.clone(), shutdown.clone()));
+        let sweeper = config.file.expiry.sweep_archives.then(|| {
+            let sweeper = Sweeper::new(expiry.clone(), instance.clone(), config.file.local_domain.clone());
+            tasks.spawn(sweeper.clone().run(shutdown.clone()));
+            sweeper
+        });
+        Some((expiry, instance, sweeper))
     } else {
         None
     };
@@ -144,8 +156,14 @@ pub async fn start(
     // Last before the upstream: a hidden post is answered before the instance is asked,
     // `expires_in` is stripped just before the request leaves, and on the way back this
     // stage reads the instance's own Status JSON first.
-    if let Some(expiry) = &expiry {
-        stages.push(Arc::new(ExpiryStage::new(expiry.clone())));
+    if let Some((expiry, instance, sweeper)) = &expiry {
+        stages.push(Arc::new(ExpiryStage::new(expiry.clone(), instance.clone(), sweeper.clone())));
+    }
+    // Everything that creates files in the data dir has opened them: make them pavise's alone.
+    let tightened = crate::store::perms::harden(data_dir)
+        .map_err(|source| ServerError::DataDir { path: data_dir.display().to_string(), source })?;
+    if tightened > 0 {
+        tracing::info!(tightened, "data dir: permissions tightened to 0700 (dirs) and 0600 (files)");
     }
 
     let tunnels = TaskTracker::new();

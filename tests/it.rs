@@ -11,6 +11,7 @@ mod support;
 mod attack;
 mod egress;
 mod expiry;
+mod expiry_hiding;
 mod media;
 mod proxy;
 mod shield;

@@ -743,7 +743,8 @@ async fn a_forged_accept_teaches_nothing_and_a_follow_the_instance_confirms_pass
     assert_eq!(report["totals"]["passed_as_followed"], 2, "{report}");
     // No follow reached pavise's store: the instance is the only record of alice's graph.
     pavise.stop().await;
-    let store = pavise::store::EmbeddedStore::open(data_dir.path(), 1 << 20).unwrap();
+    let sealer = pavise::expiry::seal::Sealer::load_or_create(&data_dir.path().join("expiry.key")).unwrap();
+    let store = pavise::store::EmbeddedStore::open_sealed(data_dir.path(), 1 << 20, sealer.record_seal()).unwrap();
     use pavise::store::ShieldStore as _;
     for actor in [&listed, &accepted, &troll] {
         assert!(!store.follows("alice", actor).await.unwrap(), "{actor} recorded as followed");

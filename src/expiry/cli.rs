@@ -16,98 +16,7 @@ use crate::{
     store::{EmbeddedStore, ExpiryState, Scheduled, Store, now_ms},
 };
 
-/// The longest sweep: 40 statuses a page.
-const MAX_PAGES: usize = 5_000;
-
-/// What a sweep found and did.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct SweepReport {
-    pub account: String,
-    pub seen: u64,
-    pub scheduled: u64,
-    pub already_due: u64,
-    pub dry_run: bool,
-    /// (status id, rule, deadline RFC 3339), for the dry run's listing.
-    pub items: Vec<(String, String, String)>,
-}
-
-impl SweepReport {
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let verb = if self.dry_run { "would schedule" } else { "scheduled" };
-        let _ = writeln!(
-            out,
-            "sweep of {}: {} statuses seen, {verb} {} ({} already past their deadline: deleted soon, paced)",
-            self.account, self.seen, self.scheduled, self.already_due
-        );
-        if self.dry_run {
-            for (id, rule, deadline) in &self.items {
-                let _ = writeln!(out, "  {id}  rule {rule:?}  deadline {deadline}");
-            }
-        }
-        out
-    }
-}
-
-/// Pages through the account's statuses (40 a page, Mastodon's cap; pausing when the
-/// paging budget runs low), applies the policies, schedules what matches.
-pub async fn run_sweep(
-    core: &Expiry,
-    instance: &Instance,
-    host: Option<&str>,
-    account: &str,
-    token: &Token,
-    dry_run: bool,
-) -> Result<SweepReport, ExpiryError> {
-    let (account_id, username) = instance.verify_credentials(host, token).await?;
-    if !username.eq_ignore_ascii_case(account) {
-        return Err(ExpiryError::Invalid(format!("the token belongs to {username:?}, not {account:?}")));
-    }
-    let now = now_ms();
-    let cred = core.sealer.seal(&username, token)?;
-    let mut report = SweepReport { account: username.clone(), dry_run, ..Default::default() };
-    let mut max_id: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let (page, rate) = instance.account_statuses(&account_id, max_id.as_deref(), host, token).await?;
-        let Some(last) = page.last().and_then(|s| s.get("id")).and_then(|i| i.as_str()).map(str::to_owned) else {
-            break;
-        };
-        let mut batch: Vec<(Scheduled, Option<crate::store::SealedCredential>)> = Vec::new();
-        for status in &page {
-            report.seen += 1;
-            // A boost is not the author's post; un-boosting is another feature.
-            if status.get("reblog").is_some_and(|r| !r.is_null()) {
-                continue;
-            }
-            let Some(post) = super::observe::facts_from_status(status) else { continue };
-            let Some(mut item) = core.plan(&post, None, now) else { continue };
-            item.host = host.map(str::to_owned);
-            item.credential = Some(cred.id.clone());
-            report.scheduled += 1;
-            if item.deadline <= now {
-                report.already_due += 1;
-            }
-            if dry_run {
-                report.items.push((item.status_id.clone(), item.rule.clone(), super::rfc3339(item.deadline)));
-            } else {
-                batch.push((item, Some(cred.clone())));
-            }
-        }
-        if !batch.is_empty() {
-            core.store.schedule(batch).await.map_err(ExpiryError::Store)?;
-            core.wake.notify_one();
-        }
-        max_id = Some(last);
-        // Mastodon's paging throttle (300 per 15 min per user): leave some for the user.
-        if let (Some(remaining), Some(reset)) = (rate.remaining, rate.reset)
-            && remaining <= 10
-        {
-            let wait = reset.saturating_sub(now_ms()).min(15 * 60 * 1000);
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-        }
-    }
-    Ok(report)
-}
+pub use super::sweep::{SweepReport, run_sweep};
 
 async fn admin_call(
     config: &Config,
@@ -137,9 +46,12 @@ async fn admin_call(
 }
 
 fn local_core(config: &Config) -> Result<Arc<Expiry>, ExpiryError> {
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(&config.file.data_dir, config.file.expiry.store_cache.0 as usize)?);
     let sealer = Sealer::load_or_create(&config.file.expiry.key_file(&config.file.data_dir))?;
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open_sealed(
+        &config.file.data_dir,
+        config.file.expiry.store_cache.0 as usize,
+        sealer.record_seal(),
+    )?);
     Ok(Arc::new(Expiry::new(store, config.file.policies.clone(), sealer, config.file.expiry.clone())?))
 }
 
@@ -166,7 +78,24 @@ pub async fn list(config: &Config, state: &str, limit: usize) -> Result<String, 
     };
     let mut out = String::new();
     let _ = writeln!(out, "counts: {}", report["counts"]);
+    let _ = writeln!(out, "hidden now: {}", report["hidden_now"]);
     let _ = writeln!(out, "next due: {}", report["next_due"].as_str().unwrap_or("nothing pending"));
+    let sweeps = report["sweeps"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(out, "archive sweeps: {}", sweeps.len());
+    for s in &sweeps {
+        let _ = writeln!(
+            out,
+            "  @{}  {}  seen {}  scheduled {}  already due {}  started {}{}{}",
+            s["account"].as_str().unwrap_or(""),
+            s["state"].as_str().unwrap_or(""),
+            s["seen"],
+            s["scheduled"],
+            s["already_due"],
+            s["started_at"].as_str().unwrap_or(""),
+            s["finished_at"].as_str().map(|f| format!("  finished {f}")).unwrap_or_default(),
+            s["reason"].as_str().map(|r| format!("  ({r})")).unwrap_or_default()
+        );
+    }
     let _ = writeln!(out, "sealed credentials: {}", report["credentials"]);
     let failures = report["failures"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(out, "failures: {}", failures.len());
@@ -213,7 +142,7 @@ pub async fn sweep(config: &Config, account: &str, token: Token, dry_run: bool) 
 }
 
 /// `pavise expiry bench-store` (hidden; driven by `scripts/bench-expiry`): schedule
-/// inserts per second into the embedded store three ways — one client at a time (one
+/// inserts per second into the embedded (sealed) store three ways — one client at a time (one
 /// fsync each), 64 concurrent clients (status creations arriving together: the writer
 /// group-commits them) and batches of 1,000 (a sweep) — then fills the store to `count`
 /// pending deletions for the script's memory and restart measurements.
@@ -236,7 +165,9 @@ pub async fn bench_store(dir: &std::path::Path, count: u64) -> Result<String, Ex
         SealedCredential { id: "c0ffee".into(), account: "alice".into(), sealed: vec![7; 60] }
     }
     let mut out = String::new();
-    let store = Arc::new(EmbeddedStore::open(dir, 16 << 20)?);
+    // Sealed, as the relay keeps it, under the key file `pavise run --data-dir DIR` will use.
+    let sealer = Sealer::load_or_create(&dir.join("expiry.key"))?;
+    let store = Arc::new(EmbeddedStore::open_sealed(dir, 16 << 20, sealer.record_seal())?);
     let base = now_ms();
     store.schedule(vec![(item(0, base), Some(cred()))]).await?;
     let mut next = 1u64;

@@ -5,8 +5,14 @@
 //!   HTML page (other servers drop their copy on 410), `404` for the client API (what
 //!   Mastodon answers for a deleted status).
 //! - A client may ask for a per-post expiry with `expires_in` (seconds), as Akkoma clients
-//!   do. Mastodon does not know the parameter, so pavise reads it and strips it from the
-//!   body before forwarding; values under the minimum get a Mastodon-style 422.
+//!   do. Mastodon does not know the parameter, so pavise reads it and strips it before
+//!   forwarding — from the query string and from every body Rails reads parameters from
+//!   (form, JSON under each type Rails parses as JSON, any `multipart/*`), with Rack's
+//!   reading of keys (`expires%5Fin`, `expires_in[]`). Values under the minimum, and shapes
+//!   pavise cannot apply, get a Mastodon-style 422: a post is never created without the
+//!   expiry its author asked for.
+
+use std::ops::Range;
 
 use bytes::Bytes;
 
@@ -19,74 +25,293 @@ pub enum ExpiresInError {
     TooSoon { min: u64 },
     #[error("the request body is not valid {0}")]
     BadBody(&'static str),
+    #[error("expires_in is given twice, with different values")]
+    Conflicting,
 }
 
-/// How a body is encoded, from its `Content-Type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a body is encoded, from its `Content-Type`, the way Rails and Rack read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyKind {
+    /// `application/x-www-form-urlencoded`, or a `POST` with no `Content-Type` at all
+    /// (Rack parses that as a form too).
     Form,
+    /// Every type Rails' JSON parameter parser takes (`application/json`, `text/x-json`,
+    /// `application/jsonrequest`, and the `+json` types Mastodon registers).
     Json,
-    /// Anything else (multipart, none): left untouched.
+    /// Any `multipart/*`, with its boundary.
+    Multipart(String),
+    /// Anything else: Rails reads no parameters from it.
     Other,
 }
 
 impl BodyKind {
     pub fn from_content_type(ct: Option<&str>) -> BodyKind {
-        let ct = ct.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        match ct.as_str() {
+        let Some(raw) = ct else { return BodyKind::Form };
+        let media = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match media.as_str() {
+            "" => BodyKind::Form,
             "application/x-www-form-urlencoded" => BodyKind::Form,
-            "application/json" => BodyKind::Json,
-            _ if ct.ends_with("+json") => BodyKind::Json,
+            "application/json" | "text/x-json" | "application/jsonrequest" => BodyKind::Json,
+            _ if media.ends_with("+json") => BodyKind::Json,
+            _ if media.starts_with("multipart/") => match multipart_boundary(raw) {
+                Some(b) => BodyKind::Multipart(b),
+                None => BodyKind::Other,
+            },
             _ => BodyKind::Other,
         }
     }
 }
 
-/// Reads and removes `expires_in` from a status-creation body. Returns the body to forward
-/// (unchanged when the parameter is absent) and the requested seconds, if any. An empty
-/// value or `0` means "no per-post expiry", as in Akkoma.
-pub fn take_expires_in(kind: BodyKind, body: &Bytes, min: u64) -> Result<(Bytes, Option<u64>), ExpiresInError> {
-    let check = |secs: u64| if secs < min { Err(ExpiresInError::TooSoon { min }) } else { Ok(Some(secs)) };
-    match kind {
-        BodyKind::Other => Ok((body.clone(), None)),
-        BodyKind::Form => {
-            let mut found: Option<String> = None;
-            let mut kept = url::form_urlencoded::Serializer::new(String::new());
-            let mut any = false;
-            for (k, v) in url::form_urlencoded::parse(body) {
-                if k == "expires_in" {
-                    found = Some(v.into_owned());
-                } else {
-                    kept.append_pair(&k, &v);
-                    any = true;
-                }
-            }
-            let Some(raw) = found else { return Ok((body.clone(), None)) };
-            let secs = parse_secs(raw.trim())?;
-            let rest = if any { kept.finish() } else { String::new() };
-            Ok((Bytes::from(rest), secs.map(check).transpose()?.flatten()))
+/// Rack's `boundary=\"?([^\";,]+)\"?` (case-insensitive).
+fn multipart_boundary(ct: &str) -> Option<String> {
+    let lower = ct.to_ascii_lowercase();
+    let at = lower.find("boundary=")? + "boundary=".len();
+    let rest = ct[at..].strip_prefix('"').unwrap_or(&ct[at..]);
+    let end = rest.find(['"', ';', ',']).unwrap_or(rest.len());
+    let b = &rest[..end];
+    (!b.is_empty()).then(|| b.to_owned())
+}
+
+/// Whether a parameter name is, to Rack (2 or 3), the top-level key `expires_in`:
+/// `expires_in`, `expires_in[]`, `expires_in[x]`, and (Rack 2) `[expires_in]`.
+fn names_expires_in(name: &str) -> bool {
+    const KEY: &str = "expires_in";
+    // Rack 3: the part before the first `[` after position 0.
+    let rack3 = match name.get(1..).and_then(|r| r.find('[')) {
+        Some(i) => &name[..i + 1],
+        None => name,
+    };
+    // Rack 2: leading brackets skipped, then up to the next bracket.
+    let trimmed = name.trim_start_matches(['[', ']']);
+    let rack2 = &trimmed[..trimmed.find(['[', ']']).unwrap_or(trimmed.len())];
+    rack3 == KEY || rack2 == KEY
+}
+
+/// What pavise reads from a status creation besides the post itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateParams {
+    /// The author's `expires_in`, checked against the minimum.
+    pub expires_in: Option<u64>,
+    /// `in_reply_to_id`, `quoted_status_id`, `quote_id` as sent: a post that refers to a
+    /// hidden one is refused like a reference to a deleted one.
+    pub references: Vec<String>,
+}
+
+/// The parameters that name another post.
+const REFERENCES: [&str; 3] = ["in_reply_to_id", "quoted_status_id", "quote_id"];
+
+/// One status creation, read the way Rails reads it: the query string and the body (form,
+/// JSON or multipart). `expires_in` is removed from both before forwarding (Mastodon does
+/// not know it); where it is given in a shape pavise cannot apply (an array, a file, two
+/// different values) the request is refused rather than created without it.
+#[derive(Debug)]
+pub struct TakenCreate {
+    /// The body to forward (the same bytes when there was nothing to remove).
+    pub body: Bytes,
+    /// The query to forward, when it changed.
+    pub query: Option<String>,
+    pub params: CreateParams,
+}
+
+pub fn take_create_params(
+    kind: &BodyKind,
+    body: &Bytes,
+    query: Option<&str>,
+    min: u64,
+) -> Result<TakenCreate, ExpiresInError> {
+    let mut params = CreateParams::default();
+    let (new_query, from_query) = match query {
+        Some(q) => {
+            let (rest, found, refs) = take_from_form(q.as_bytes())?;
+            params.references.extend(refs);
+            (found.is_some().then(|| String::from_utf8_lossy(&rest).into_owned()), found)
         }
-        BodyKind::Json => {
-            if body.is_empty() {
-                return Ok((body.clone(), None));
+        None => (None, None),
+    };
+    let (body, from_body) = match kind {
+        BodyKind::Other => (body.clone(), None),
+        BodyKind::Form => {
+            let (rest, found, refs) = take_from_form(body)?;
+            params.references.extend(refs);
+            (if found.is_some() { Bytes::from(rest) } else { body.clone() }, found)
+        }
+        BodyKind::Json => take_from_json(body, &mut params.references)?,
+        BodyKind::Multipart(boundary) => take_from_multipart(body, boundary, &mut params.references)?,
+    };
+    // Rails lets the query win; two different values are a mistake to refuse, not guess.
+    let raw = match (from_query, from_body) {
+        (Some(q), Some(b)) if q != b => return Err(ExpiresInError::Conflicting),
+        (Some(v), _) | (None, Some(v)) => Some(v),
+        (None, None) => None,
+    };
+    if let Some(secs) = raw.map(|r| parse_secs(r.trim())).transpose()?.flatten() {
+        if secs < min {
+            return Err(ExpiresInError::TooSoon { min });
+        }
+        params.expires_in = Some(secs);
+    }
+    Ok(TakenCreate { body, query: new_query, params })
+}
+
+/// A value for expires_in as text (`None` for the JSON `null`).
+type Raw = Option<String>;
+
+fn take_from_form(bytes: &[u8]) -> Result<(Vec<u8>, Raw, Vec<String>), ExpiresInError> {
+    let mut found: Raw = None;
+    let mut refs = Vec::new();
+    let mut kept = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in url::form_urlencoded::parse(bytes) {
+        if names_expires_in(&k) {
+            if k != "expires_in" {
+                return Err(ExpiresInError::NotANumber);
             }
-            let mut v: serde_json::Value = serde_json::from_slice(body).map_err(|_| ExpiresInError::BadBody("JSON"))?;
-            let Some(obj) = v.as_object_mut() else { return Ok((body.clone(), None)) };
-            let Some(raw) = obj.remove("expires_in") else { return Ok((body.clone(), None)) };
-            let secs = match &raw {
-                serde_json::Value::Number(n) => match n.as_u64() {
-                    Some(s) => Some(s).filter(|s| *s > 0),
-                    None if n.as_i64().is_some() => return Err(ExpiresInError::NotANumber),
-                    None => return Err(ExpiresInError::NotANumber),
-                },
-                serde_json::Value::String(s) => parse_secs(s.trim())?,
-                serde_json::Value::Null => None,
-                _ => return Err(ExpiresInError::NotANumber),
-            };
-            let out = serde_json::to_vec(&v).map_err(|_| ExpiresInError::BadBody("JSON"))?;
-            Ok((Bytes::from(out), secs.map(check).transpose()?.flatten()))
+            found = Some(v.into_owned());
+        } else {
+            if REFERENCES.contains(&k.as_ref()) {
+                refs.push(v.to_string());
+            }
+            kept.append_pair(&k, &v);
         }
     }
+    Ok((kept.finish().into_bytes(), found, refs))
+}
+
+fn take_from_json(body: &Bytes, refs: &mut Vec<String>) -> Result<(Bytes, Raw), ExpiresInError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok((body.clone(), None));
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(body).map_err(|_| ExpiresInError::BadBody("JSON"))?;
+    // A non-object root is `_json` to Rails: no parameters of ours in it.
+    let Some(obj) = v.as_object_mut() else { return Ok((body.clone(), None)) };
+    for key in REFERENCES {
+        match obj.get(key) {
+            Some(serde_json::Value::String(s)) => refs.push(s.clone()),
+            Some(serde_json::Value::Number(n)) => refs.push(n.to_string()),
+            _ => {}
+        }
+    }
+    let Some(raw) = obj.remove("expires_in") else { return Ok((body.clone(), None)) };
+    let text = match &raw {
+        serde_json::Value::Number(n) => match n.as_u64() {
+            Some(s) => s.to_string(),
+            None => return Err(ExpiresInError::NotANumber),
+        },
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        _ => return Err(ExpiresInError::NotANumber),
+    };
+    let out = serde_json::to_vec(&v).map_err(|_| ExpiresInError::BadBody("JSON"))?;
+    Ok((Bytes::from(out), Some(text)))
+}
+
+/// One part of a multipart body: its whole span (from its delimiter) and what Rack names it.
+struct Part {
+    span: Range<usize>,
+    name: Option<String>,
+    is_file: bool,
+    headers: String,
+    value: Range<usize>,
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    memchr::memmem::find(hay.get(from..)?, needle).map(|i| i + from)
+}
+
+/// Splits a multipart body at its delimiters (RFC 2046 §5.1.1, CRLF line ends as Rack
+/// wants them). `None` when it does not frame.
+fn multipart_parts(body: &[u8], boundary: &str) -> Option<Vec<Part>> {
+    let dash = format!("--{boundary}");
+    let delim = format!("\r\n--{boundary}");
+    let mut at = if body.starts_with(dash.as_bytes()) { 0 } else { find(body, delim.as_bytes(), 0)? + 2 };
+    let mut parts = Vec::new();
+    loop {
+        let after = at + dash.len();
+        if body.get(after..after + 2) == Some(b"--") {
+            return Some(parts);
+        }
+        let head_start = find(body, b"\r\n", after)? + 2;
+        let head_end = find(body, b"\r\n\r\n", head_start.saturating_sub(2))?;
+        let next = find(body, delim.as_bytes(), head_end)?;
+        let headers = String::from_utf8_lossy(&body[head_start.min(head_end)..head_end]).into_owned();
+        let disposition = headers
+            .split("\r\n")
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
+            .unwrap_or("")
+            .to_owned();
+        parts.push(Part {
+            span: at..next + 2,
+            name: disposition_param(&disposition, "name"),
+            is_file: disposition_param(&disposition, "filename").is_some(),
+            headers,
+            value: head_end + 4..next,
+        });
+        at = next + 2;
+    }
+}
+
+/// A `;`-separated parameter of a Content-Disposition (`name="x"` or `name=x`), matched the
+/// way Rack matches it (the parameter name whole, case-insensitive).
+fn disposition_param(disposition: &str, param: &str) -> Option<String> {
+    let lower = disposition.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(&format!("{param}=")) {
+        let at = from + i;
+        let before = lower[..at].chars().next_back();
+        from = at + param.len() + 1;
+        if !matches!(before, Some(';' | ' ' | '\t')) {
+            continue;
+        }
+        let rest = &disposition[from..];
+        let value = match rest.strip_prefix('"') {
+            Some(q) => &q[..q.find('"').unwrap_or(q.len())],
+            None => &rest[..rest.find([';', ' ', '\t']).unwrap_or(rest.len())],
+        };
+        return Some(value.to_owned());
+    }
+    None
+}
+
+fn take_from_multipart(body: &Bytes, boundary: &str, refs: &mut Vec<String>) -> Result<(Bytes, Raw), ExpiresInError> {
+    let mentions = memchr::memmem::find(body, b"expires_in").is_some();
+    let Some(parts) = multipart_parts(body, boundary) else {
+        // Not framed as multipart: Rack would read nothing either, unless it is ours.
+        return if mentions { Err(ExpiresInError::BadBody("multipart")) } else { Ok((body.clone(), None)) };
+    };
+    let mut found: Raw = None;
+    let mut cut: Vec<Range<usize>> = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let value = || String::from_utf8_lossy(&body[part.value.clone()]).into_owned();
+        match &part.name {
+            Some(name) if names_expires_in(name) => {
+                if name != "expires_in" || part.is_file {
+                    return Err(ExpiresInError::NotANumber);
+                }
+                found = Some(value());
+                // The first part owns the leading delimiter: take the next one's CRLF with it.
+                cut.push(if i == 0 { part.span.clone() } else { part.span.start - 2..part.span.end - 2 });
+            }
+            Some(name) if REFERENCES.contains(&name.as_str()) && !part.is_file => refs.push(value()),
+            // A name pavise could not read the way Rack does (`name*=...`): never guess.
+            _ if part.headers.contains("expires_in") => return Err(ExpiresInError::BadBody("multipart")),
+            _ => {}
+        }
+    }
+    if cut.is_empty() {
+        return Ok((body.clone(), None));
+    }
+    if cut.len() == parts.len() {
+        // Nothing else in it: an empty multipart body.
+        return Ok((Bytes::from(format!("--{boundary}--\r\n")), found));
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut pos = 0;
+    for range in cut {
+        let start = range.start.max(pos);
+        out.extend_from_slice(&body[pos..start]);
+        pos = pos.max(range.end);
+    }
+    out.extend_from_slice(&body[pos..]);
+    Ok((Bytes::from(out), found))
 }
 
 fn parse_secs(s: &str) -> Result<Option<u64>, ExpiresInError> {
@@ -107,12 +332,17 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn take(ct: Option<&str>, body: &'static [u8], query: Option<&str>) -> Result<TakenCreate, ExpiresInError> {
+        take_create_params(&BodyKind::from_content_type(ct), &Bytes::from_static(body), query, 60)
+    }
+
+    const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
+
     #[test]
     fn form_bodies() {
-        let b = Bytes::from_static(b"status=hi+there&visibility=direct&expires_in=3600&media_ids%5B%5D=1");
-        let (rest, secs) = take_expires_in(BodyKind::Form, &b, 60).unwrap();
-        assert_eq!(secs, Some(3600));
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&rest).into_owned().collect();
+        let t = take(FORM, b"status=hi+there&visibility=direct&expires_in=3600&media_ids%5B%5D=1", None).unwrap();
+        assert_eq!(t.params.expires_in, Some(3600));
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&t.body).into_owned().collect();
         assert_eq!(
             pairs,
             [
@@ -121,35 +351,119 @@ mod tests {
                 ("media_ids[]".into(), "1".into())
             ]
         );
-        let b = Bytes::from_static(b"status=x&expires_in=59");
-        assert_eq!(take_expires_in(BodyKind::Form, &b, 60).unwrap_err(), ExpiresInError::TooSoon { min: 60 });
-        let b = Bytes::from_static(b"status=x&expires_in=soon");
-        assert_eq!(take_expires_in(BodyKind::Form, &b, 60).unwrap_err(), ExpiresInError::NotANumber);
-        let b = Bytes::from_static(b"status=x&expires_in=0");
-        let (rest, secs) = take_expires_in(BodyKind::Form, &b, 60).unwrap();
-        assert_eq!((rest.as_ref(), secs), (&b"status=x"[..], None));
-        let b = Bytes::from_static(b"status=untouched%21");
-        assert_eq!(take_expires_in(BodyKind::Form, &b, 60).unwrap(), (b.clone(), None));
+        assert_eq!(take(FORM, b"status=x&expires_in=59", None).unwrap_err(), ExpiresInError::TooSoon { min: 60 });
+        assert_eq!(take(FORM, b"status=x&expires_in=soon", None).unwrap_err(), ExpiresInError::NotANumber);
+        let t = take(FORM, b"status=x&expires_in=0", None).unwrap();
+        assert_eq!((t.body.as_ref(), t.params.expires_in), (&b"status=x"[..], None));
+        let t = take(FORM, b"status=untouched%21", None).unwrap();
+        assert_eq!((t.body.as_ref(), t.params.expires_in), (&b"status=untouched%21"[..], None));
+        // Rack decodes keys, and a POST without Content-Type is a form to it.
+        assert_eq!(take(FORM, b"status=x&expires%5Fin=120", None).unwrap().params.expires_in, Some(120));
+        assert_eq!(take(None, b"status=x&expires_in=120", None).unwrap().params.expires_in, Some(120));
+        // Shapes that cannot be applied are refused, not ignored.
+        for body in [&b"status=x&expires_in[]=120"[..], b"status=x&expires_in[a]=1", b"status=x&[expires_in]=120"] {
+            assert_eq!(
+                take_create_params(&BodyKind::Form, &Bytes::from_static(body), None, 60).unwrap_err(),
+                ExpiresInError::NotANumber
+            );
+        }
+        let t = take(FORM, b"status=x&in_reply_to_id=0123", None).unwrap();
+        assert_eq!(t.params.references, ["0123"]);
     }
 
     #[test]
-    fn json_bodies() {
-        let b = Bytes::from_static(br#"{"status":"hi","expires_in":120}"#);
-        let (rest, secs) = take_expires_in(BodyKind::Json, &b, 60).unwrap();
-        assert_eq!(secs, Some(120));
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&rest).unwrap(), serde_json::json!({"status": "hi"}));
-        let b = Bytes::from_static(br#"{"status":"hi","expires_in":"90"}"#);
-        assert_eq!(take_expires_in(BodyKind::Json, &b, 60).unwrap().1, Some(90));
-        let b = Bytes::from_static(br#"{"status":"hi","expires_in":30}"#);
-        assert!(matches!(take_expires_in(BodyKind::Json, &b, 60), Err(ExpiresInError::TooSoon { .. })));
-        let b = Bytes::from_static(br#"{"status":"hi","expires_in":-5}"#);
-        assert_eq!(take_expires_in(BodyKind::Json, &b, 60).unwrap_err(), ExpiresInError::NotANumber);
-        let b = Bytes::from_static(br#"{"status":"hi","expires_in":1.5}"#);
-        assert_eq!(take_expires_in(BodyKind::Json, &b, 60).unwrap_err(), ExpiresInError::NotANumber);
-        let b = Bytes::from_static(b"{not json");
-        assert!(matches!(take_expires_in(BodyKind::Json, &b, 60), Err(ExpiresInError::BadBody(_))));
-        assert_eq!(BodyKind::from_content_type(Some("application/json; charset=utf-8")), BodyKind::Json);
-        assert_eq!(BodyKind::from_content_type(Some("multipart/form-data; boundary=x")), BodyKind::Other);
+    fn the_query_string_counts_too() {
+        let t = take(FORM, b"status=x", Some("expires_in=90&a=1")).unwrap();
+        assert_eq!((t.params.expires_in, t.query.as_deref()), (Some(90), Some("a=1")));
+        assert_eq!(take(FORM, b"status=x", Some("a=1")).unwrap().query, None, "untouched when absent");
+        assert_eq!(take(FORM, b"status=x&expires_in=90", Some("expires_in=90")).unwrap().params.expires_in, Some(90));
+        assert_eq!(
+            take(FORM, b"status=x&expires_in=91", Some("expires_in=90")).unwrap_err(),
+            ExpiresInError::Conflicting
+        );
+    }
+
+    #[test]
+    fn json_bodies_under_every_json_type() {
+        for ct in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "text/x-json",
+            "application/jsonrequest",
+            "application/activity+json",
+            "application/ld+json; profile=x",
+            "application/jrd+json",
+        ] {
+            let t = take(Some(ct), br#"{"status":"hi","expires_in":120,"quoted_status_id":"7"}"#, None).unwrap();
+            assert_eq!(t.params.expires_in, Some(120), "{ct}");
+            assert_eq!(t.params.references, ["7"]);
+            let v: serde_json::Value = serde_json::from_slice(&t.body).unwrap();
+            assert_eq!(v, serde_json::json!({"status": "hi", "quoted_status_id": "7"}));
+        }
+        let json = Some("application/json");
+        assert_eq!(take(json, br#"{"status":"hi","expires_in":"90"}"#, None).unwrap().params.expires_in, Some(90));
+        assert!(matches!(take(json, br#"{"status":"hi","expires_in":30}"#, None), Err(ExpiresInError::TooSoon { .. })));
+        for bad in [&br#"{"expires_in":-5}"#[..], br#"{"expires_in":1.5}"#, br#"{"expires_in":[60]}"#] {
+            assert_eq!(
+                take_create_params(&BodyKind::Json, &Bytes::from_static(bad), None, 60).unwrap_err(),
+                ExpiresInError::NotANumber
+            );
+        }
+        assert!(matches!(take(json, b"{not json", None), Err(ExpiresInError::BadBody(_))));
+        assert_eq!(take(json, br#"[{"expires_in":60}]"#, None).unwrap().params.expires_in, None, "_json to Rails");
+        assert_eq!(BodyKind::from_content_type(Some("text/plain")), BodyKind::Other);
+    }
+
+    #[test]
+    fn multipart_bodies() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"status\"\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name=\"expires_in\"\r\n\r\n3600\r\n--XyZ\r\nContent-Disposition: form-data; name=\"visibility\"\r\n\r\ndirect\r\n--XyZ--\r\n";
+        for ct in [
+            "multipart/form-data; boundary=XyZ",
+            "multipart/mixed; boundary=\"XyZ\"",
+            "MULTIPART/related; BOUNDARY=XyZ",
+        ] {
+            let t = take(Some(ct), body, None).unwrap();
+            assert_eq!(t.params.expires_in, Some(3600), "{ct}");
+            assert_eq!(
+                String::from_utf8(t.body.to_vec()).unwrap(),
+                "--XyZ\r\nContent-Disposition: form-data; name=\"status\"\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name=\"visibility\"\r\n\r\ndirect\r\n--XyZ--\r\n"
+            );
+        }
+        // First part, unquoted name.
+        let first = b"--B\r\nContent-Disposition: form-data; name=expires_in\r\n\r\n120\r\n--B\r\nContent-Disposition: form-data; name=\"status\"\r\n\r\nx\r\n--B--\r\n";
+        let t = take(Some("multipart/form-data; boundary=B"), first, None).unwrap();
+        assert_eq!(t.params.expires_in, Some(120));
+        assert_eq!(&t.body[..], b"--B\r\nContent-Disposition: form-data; name=\"status\"\r\n\r\nx\r\n--B--\r\n");
+        // Untouched when absent; refused when present in a shape that cannot be applied.
+        let plain = b"--B\r\nContent-Disposition: form-data; name=\"status\"; filename=\"a\"\r\n\r\nx\r\n--B--\r\n";
+        assert_eq!(&take(Some("multipart/form-data; boundary=B"), plain, None).unwrap().body[..], &plain[..]);
+        let as_file =
+            b"--B\r\nContent-Disposition: form-data; name=\"expires_in\"; filename=\"e\"\r\n\r\n60\r\n--B--\r\n";
+        assert_eq!(
+            take(Some("multipart/form-data; boundary=B"), as_file, None).unwrap_err(),
+            ExpiresInError::NotANumber
+        );
+        let starred = b"--B\r\nContent-Disposition: form-data; name*=UTF-8''expires_in\r\n\r\n60\r\n--B--\r\n";
+        assert!(matches!(
+            take(Some("multipart/form-data; boundary=B"), starred, None),
+            Err(ExpiresInError::BadBody(_))
+        ));
+        let broken = b"expires_in=60";
+        assert!(matches!(take(Some("multipart/form-data; boundary=B"), broken, None), Err(ExpiresInError::BadBody(_))));
+        let only = b"--B\r\nContent-Disposition: form-data; name=\"expires_in\"\r\n\r\n60\r\n--B--\r\n";
+        let t = take(Some("multipart/form-data; boundary=B"), only, None).unwrap();
+        assert_eq!((t.params.expires_in, &t.body[..]), (Some(60), &b"--B--\r\n"[..]));
+    }
+
+    #[test]
+    fn rack_key_names() {
+        for yes in ["expires_in", "expires_in[]", "expires_in[x]", "[expires_in]", "expires_in]"] {
+            assert!(names_expires_in(yes), "{yes}");
+        }
+        for no in ["expires_inx", "poll[expires_in]", "xexpires_in", ""] {
+            assert!(!names_expires_in(no), "{no}");
+        }
     }
 
     #[test]

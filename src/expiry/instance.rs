@@ -1,6 +1,12 @@
 //! The scheduler's own small client to the instance's API: re-fetch a status, delete it,
-//! page an account's statuses (sweep). It does not go through the pipeline (no stage has
-//! any business with pavise's own requests) and it reads Mastodon's rate-limit headers.
+//! page an account's statuses (sweep), look for a scheduled post's publication. It does
+//! not go through the pipeline (no stage has any business with pavise's own requests) and
+//! it reads Mastodon's rate-limit headers. Its requests leave from loopback without
+//! `X-Forwarded-For`, which Mastodon's Rack::Attack safelists from every throttle.
+//!
+//! It also carries one kind of client request: a status creation, which the expiry stage
+//! hands over whole ([`Instance::forward`]) so that the exchange belongs to a task of its
+//! own and a client hanging up cannot cancel what pavise learns from the answer.
 //!
 //! Requests carry the `Host` the post was created through (Mastodon answers only to its
 //! own domain) and `X-Forwarded-Proto: https` (so a production instance does not redirect
@@ -94,13 +100,54 @@ impl std::fmt::Debug for Instance {
 }
 
 /// One response: status, rate-limit headers, body.
-struct Answer {
+pub struct Answer {
     status: StatusCode,
     rate: RateInfo,
     body: Bytes,
 }
 
+/// How many ids one batch lookup carries (Mastodon's cap for `GET /api/v1/statuses`).
+pub const BATCH_IDS: usize = 20;
+
+/// The scheduled statuses the instance still holds for the token's account: (id, when).
+pub type ScheduledList = Vec<(String, Option<UnixMs>)>;
+
 impl Instance {
+    /// Sends a client's request (its head already through the request stages, its body
+    /// read whole) to the instance and reads the whole answer (capped at 4 MiB: a status
+    /// creation's answer is one Status). Hop-by-hop headers go both ways, as in the
+    /// pipeline's own upstream.
+    pub async fn forward(
+        &self,
+        mut parts: http::request::Parts,
+        body: Bytes,
+    ) -> Result<(http::response::Parts, Bytes), InstanceError> {
+        let path_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        parts.uri = http::Uri::builder()
+            .scheme("http")
+            .authority(self.authority.clone())
+            .path_and_query(path_query)
+            .build()
+            .map_err(|e| InstanceError::Unreachable(e.to_string()))?;
+        parts.version = http::Version::HTTP_11;
+        crate::proxy::hop::strip_hop_by_hop(&mut parts.headers, false);
+        parts.headers.remove(header::EXPECT);
+        parts.headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        let req = http::Request::from_parts(parts, Full::new(body));
+        let fut = async {
+            let resp = self.client.request(req).await.map_err(|e| InstanceError::Unreachable(e.to_string()))?;
+            let (mut parts, body) = resp.into_parts();
+            let body = http_body_util::Limited::new(body, 4 << 20)
+                .collect()
+                .await
+                .map_err(|e| InstanceError::Unreachable(e.to_string()))?
+                .to_bytes();
+            crate::proxy::hop::strip_hop_by_hop(&mut parts.headers, false);
+            Ok::<_, InstanceError>((parts, body))
+        };
+        tokio::time::timeout(self.timeout, fut).await.map_err(|_| InstanceError::Timeout)?
+    }
+
     pub fn new(authority: http::uri::Authority, timeout: Duration) -> Instance {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -164,6 +211,69 @@ impl Instance {
         let v: serde_json::Value =
             serde_json::from_slice(&a.body).map_err(|e| InstanceError::BadBody(e.to_string()))?;
         facts_from_status(&v).ok_or_else(|| InstanceError::BadBody("no id or account".into()))
+    }
+
+    /// The status's source (`text`, `spoiler_text`), to recognise a published post.
+    pub async fn source(&self, id: &str, host: Option<&str>, token: &Token) -> Result<(String, String), InstanceError> {
+        let a = self.call(Method::GET, &format!("/api/v1/statuses/{}/source", enc(id)), host, token).await?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&a.body).map_err(|e| InstanceError::BadBody(e.to_string()))?;
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+        Ok((text("text"), text("spoiler_text")))
+    }
+
+    /// The token's scheduled statuses (the instance publishes due ones as it lists them, or
+    /// has already).
+    pub async fn scheduled_statuses(&self, host: Option<&str>, token: &Token) -> Result<ScheduledList, InstanceError> {
+        let a = self.call(Method::GET, "/api/v1/scheduled_statuses?limit=40", host, token).await?;
+        let v: Vec<serde_json::Value> =
+            serde_json::from_slice(&a.body).map_err(|e| InstanceError::BadBody(e.to_string()))?;
+        Ok(v.iter()
+            .filter_map(|s| {
+                let id = s.get("id")?.as_str()?.to_owned();
+                let at = s.get("scheduled_at").and_then(|t| t.as_str()).and_then(super::observe::parse_time);
+                Some((id, at))
+            })
+            .collect())
+    }
+
+    /// One scheduled status: when it is due, or `None` once the instance no longer holds it
+    /// (published, or cancelled).
+    pub async fn scheduled_status(
+        &self,
+        id: &str,
+        host: Option<&str>,
+        token: &Token,
+    ) -> Result<Option<Option<UnixMs>>, InstanceError> {
+        match self.call(Method::GET, &format!("/api/v1/scheduled_statuses/{}", enc(id)), host, token).await {
+            Ok(a) => {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&a.body).map_err(|e| InstanceError::BadBody(e.to_string()))?;
+                Ok(Some(v.get("scheduled_at").and_then(|t| t.as_str()).and_then(super::observe::parse_time)))
+            }
+            Err(InstanceError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Which of `ids` (at most [`BATCH_IDS`]) the instance still serves, in one request
+    /// (`GET /api/v1/statuses?id[]=...`, Mastodon 4.3+); `None` when it has no batch lookup.
+    pub async fn present(
+        &self,
+        ids: &[String],
+        host: Option<&str>,
+        token: &Token,
+    ) -> Result<Option<std::collections::HashSet<String>>, InstanceError> {
+        let query: Vec<String> = ids.iter().take(BATCH_IDS).map(|id| format!("id[]={}", enc(id))).collect();
+        let a = match self.call(Method::GET, &format!("/api/v1/statuses?{}", query.join("&")), host, token).await {
+            Ok(a) => a,
+            Err(InstanceError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Ok(serde_json::Value::Array(found)) = serde_json::from_slice::<serde_json::Value>(&a.body) else {
+            return Ok(None);
+        };
+        Ok(Some(found.iter().filter_map(|s| s.get("id")?.as_str().map(str::to_owned)).collect()))
     }
 
     /// Deletes the status; the instance federates the `Delete`.

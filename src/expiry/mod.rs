@@ -1,4 +1,6 @@
-//! Ephemeral posts: policy-file expiry, per-post `expires_in`, crash-safe deletion.
+//! Ephemeral posts: policy-file expiry, per-post `expires_in`, crash-safe deletion, and
+//! the promise that matters to the members: once a post's deadline has passed it is gone
+//! everywhere, at once, and its traces go with it.
 //!
 //! An at-risk member's old posts, above all old direct messages, are evidence waiting to
 //! be mined. Pavise deletes them on a schedule the admin writes (`policies/*.toml`,
@@ -6,22 +8,36 @@
 //! API so the instance federates the `Delete` to every server that has a copy.
 //!
 //! ```text
-//!  request:  ExpiryStage ─ hidden? → 410/404 at once          (edge)
-//!                        ─ POST /api/v1/statuses: strip expires_in (edge)
-//!  response: ExpiryStage ◄ Status JSON → rule → store.schedule (observe; durable before
-//!                                          the client sees its post)
-//!  background: scheduler ─ claim due ─ re-fetch, re-check keep ─ DELETE (instance)
+//!  request:  ExpiryStage ─ names a hidden post (any spelling)? → 410/404 at once   (stage)
+//!                        ─ POST /api/v1/statuses: read and strip expires_in        (edge)
+//!                          → sent by a task of its own; the answer is learned and
+//!                            scheduled durably whether or not the client is still there
+//!  response: ExpiryStage ─ every answer that can embed a post loses the hidden ones  (hide,
+//!                          filter; SSE per event, WebSocket per message: sse, ws)
+//!  index:    the ids of hidden posts, in memory, rebuilt from the store at start    (index)
+//!  background: scheduler ─ claim due ─ re-check keep ─ DELETE ─ confirm gone ─ purge
+//!              sweeper   ─ a member's token first seen ─ their archive, under the rules
 //! ```
 //! The author's token is sealed ([`seal`]) and stored once per token; the schedule lives in
-//! the [`crate::store::Store`], so a restart (or `kill -9`) resumes where it stopped.
+//! the [`crate::store::Store`], sealed at rest, so a restart (or `kill -9`) resumes where it
+//! stopped and a seized data dir names no post and no member.
 
 pub mod cli;
 pub mod edge;
+pub mod filter;
+pub mod hide;
+pub mod index;
 pub mod instance;
+pub mod json;
 pub mod observe;
 pub mod policy;
+pub mod publish;
 pub mod scheduler;
 pub mod seal;
+pub mod sse;
+pub mod stage;
+pub mod sweep;
+pub mod ws;
 
 use std::{
     path::PathBuf,
@@ -32,24 +48,22 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode, header};
-use http_body_util::BodyExt;
+use http::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::{
-    proxy::{
-        Flow, ProxyError, Request, RequestCtx, Response, RouteClass, Stage, StageFuture, error::json_error, full,
-        pipeline::BodyCapExceeded,
-    },
-    store::{ExpiryState, KeepFlags, Outcome, Scheduled, Store, StoreError, UnixMs, now_ms},
+    proxy::{Response, StageFuture, error::json_error},
+    store::{ExpiryState, KeepFlags, Outcome, Scheduled, SealedCredential, Store, StoreError, UnixMs},
     units::{Size, Span},
 };
 
+use index::HiddenIndex;
 use instance::Instance;
-use observe::StatusAction;
 use policy::{Policies, PolicyError, PostFacts};
 use seal::{SealError, Sealer, Token};
+
+pub use stage::ExpiryStage;
 
 /// The rule name recorded for a per-post `expires_in`.
 pub const EXPIRES_IN_RULE: &str = "expires_in";
@@ -74,8 +88,9 @@ pub enum ExpiryError {
 pub struct ExpiryConfig {
     /// Off: no stage, no scheduler (policies are still checked by `pavise check`).
     pub enabled: bool,
-    /// The key that seals authors' tokens. Default `<data_dir>/expiry.key`; put it on
-    /// another disk (or a tmpfs filled at boot) so a seized data dir is not enough.
+    /// The key that seals authors' tokens and the store's records. Default
+    /// `<data_dir>/expiry.key`; put it on another disk (or a tmpfs filled at boot) so a
+    /// seized data dir is not enough.
     pub key_file: Option<PathBuf>,
     /// The shortest `expires_in` accepted (Akkoma's is 600 s).
     pub min_expires_in: Span,
@@ -91,6 +106,19 @@ pub struct ExpiryConfig {
     pub max_backoff: Span,
     /// Page cache of the embedded store.
     pub store_cache: Size,
+    /// How long after the instance answered a `DELETE` pavise looks again to confirm the
+    /// post is no longer served (Mastodon finishes a deletion in a background job); the post
+    /// stays hidden until then, and its record is purged after.
+    pub confirm_after: Span,
+    /// Deletions sent at once for accounts the instance reports no rate limit for (pavise's
+    /// own requests from loopback are not throttled by Mastodon).
+    pub delete_concurrency: usize,
+    /// Sweep a member's archive (the posts from before pavise) under the policies the first
+    /// time pavise sees their token, in the background. Off: only `pavise expiry sweep`.
+    pub sweep_archives: bool,
+    /// The largest answer read whole to take expired posts out of it; a larger one is
+    /// refused (502) while any post is hidden, never passed unread.
+    pub filter_max_body: Size,
 }
 
 impl Default for ExpiryConfig {
@@ -105,6 +133,10 @@ impl Default for ExpiryConfig {
             backoff: Span::secs(30),
             max_backoff: Span::secs(3600),
             store_cache: Size(16 << 20),
+            confirm_after: Span::secs(10),
+            delete_concurrency: 4,
+            sweep_archives: true,
+            filter_max_body: Size(16 << 20),
         }
     }
 }
@@ -112,6 +144,17 @@ impl Default for ExpiryConfig {
 impl ExpiryConfig {
     pub fn key_file(&self, data_dir: &std::path::Path) -> PathBuf {
         self.key_file.clone().unwrap_or_else(|| data_dir.join("expiry.key"))
+    }
+
+    /// What `Config::validate` checks beyond the types.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if !(1..=64).contains(&self.delete_concurrency) {
+            return Err(("expiry.delete_concurrency", "must be between 1 and 64"));
+        }
+        if self.filter_max_body.0 < 64 << 10 {
+            return Err(("expiry.filter_max_body", "must be at least 64KiB"));
+        }
+        Ok(())
     }
 }
 
@@ -121,15 +164,21 @@ pub struct Stats {
     pub scheduled: AtomicU64,
     pub schedule_errors: AtomicU64,
     pub hidden: AtomicU64,
+    pub filtered: AtomicU64,
     pub deleted: AtomicU64,
+    pub confirmed: AtomicU64,
     pub kept: AtomicU64,
     pub failed: AtomicU64,
     pub retried: AtomicU64,
     pub deferred: AtomicU64,
     pub rejected_expires_in: AtomicU64,
+    pub published: AtomicU64,
+    pub swept: AtomicU64,
 }
 
-/// The shared core: store, policies, sealer; used by the stage, the scheduler and admin.
+/// The shared core: store, policies, sealer, the index of hidden posts; used by the stage,
+/// the scheduler, the sweeper and admin. Every change to expiry state goes through it, so
+/// the index and the store never disagree.
 pub struct Expiry {
     pub store: Arc<dyn Store>,
     policies: RwLock<Arc<Policies>>,
@@ -138,7 +187,15 @@ pub struct Expiry {
     pub config: ExpiryConfig,
     /// Wakes the scheduler when something new may be due sooner than it planned.
     pub wake: Notify,
+    /// Wakes the index's promoter when a deadline may have come nearer.
+    pub promote: Notify,
     pub stats: Stats,
+    /// The posts that must not be served (or will not be within a minute).
+    pub hidden: Arc<HiddenIndex>,
+    /// Whether any `[[expire]]` rule is loaded (an archive sweep has nothing to do without).
+    has_rules: std::sync::atomic::AtomicBool,
+    /// Bumped by every reload: rules may have changed what a sweep would find.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Expiry {
@@ -155,6 +212,7 @@ impl Expiry {
         config: ExpiryConfig,
     ) -> Result<Expiry, ExpiryError> {
         let policies = Policies::load_dir(&policy_dir)?;
+        let has_rules = std::sync::atomic::AtomicBool::new(!policies.rules.is_empty());
         Ok(Expiry {
             store,
             policies: RwLock::new(Arc::new(policies)),
@@ -162,8 +220,34 @@ impl Expiry {
             sealer,
             config,
             wake: Notify::new(),
+            promote: Notify::new(),
             stats: Stats::default(),
+            hidden: Arc::new(HiddenIndex::default()),
+            has_rules,
+            generation: AtomicU64::new(0),
         })
+    }
+
+    /// Whether any expiry rule is in force.
+    pub fn has_rules(&self) -> bool {
+        self.has_rules.load(Relaxed)
+    }
+
+    /// A keyed digest of the expiry rules in force (what a sweep was made under).
+    pub fn rules_digest(&self) -> String {
+        let rules: Vec<String> = self
+            .policies()
+            .rules
+            .iter()
+            .map(|r| format!("{}|{:?}|{}|{:?}", r.name, r.matcher, r.after.get().as_secs(), r.keep))
+            .collect();
+        let parts: Vec<&str> = rules.iter().map(String::as_str).collect();
+        self.sealer.digest(&parts)
+    }
+
+    /// Changes whenever the policies are reloaded.
+    pub fn policy_generation(&self) -> u64 {
+        self.generation.load(Relaxed)
     }
 
     pub fn policies(&self) -> Arc<Policies> {
@@ -175,24 +259,33 @@ impl Expiry {
         let fresh = Policies::load_dir(&self.policy_dir)?;
         let n = fresh.rules.len();
         *self.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        self.has_rules.store(n > 0, Relaxed);
+        self.generation.fetch_add(1, Relaxed);
         Ok(n)
     }
 
     /// Whether a status must not be served any more (deadline passed, not kept).
     pub fn is_hidden(item: &Scheduled, now: UnixMs) -> bool {
-        item.deadline <= now
-            && matches!(
-                item.state,
-                ExpiryState::Pending | ExpiryState::Claimed | ExpiryState::Deleted | ExpiryState::Failed
-            )
+        item.hidden_at(now)
     }
 
     /// The item a post gets, if any: an explicit `expires_in` wins over the policies.
+    /// `expires_in` counts from `now` (when pavise saw the answer: the author's clock, not
+    /// the instance's), or from publication for a scheduled post ([`Expiry::plan_published`]).
     pub fn plan(&self, post: &PostFacts, expires_in: Option<u64>, now: UnixMs) -> Option<Scheduled> {
-        let created = post.created_at.unwrap_or(now);
+        self.plan_from(post, expires_in, now)
+    }
+
+    /// [`Expiry::plan`] for a post the instance published from a schedule: every deadline
+    /// counts from its publication.
+    pub fn plan_published(&self, post: &PostFacts, expires_in: Option<u64>, published: UnixMs) -> Option<Scheduled> {
+        self.plan_from(post, expires_in, published)
+    }
+
+    fn plan_from(&self, post: &PostFacts, expires_in: Option<u64>, base: UnixMs) -> Option<Scheduled> {
+        let created = post.created_at.unwrap_or(base);
         let (rule, deadline) = match expires_in {
-            // Counted from when pavise saw the answer: the author's clock, not the instance's.
-            Some(secs) => (EXPIRES_IN_RULE.to_owned(), now.saturating_add(secs.saturating_mul(1000))),
+            Some(secs) => (EXPIRES_IN_RULE.to_owned(), base.saturating_add(secs.saturating_mul(1000))),
             None => {
                 let policies = self.policies();
                 let rule = policies.evaluate(post)?;
@@ -210,15 +303,90 @@ impl Expiry {
             Some(t) => Some(self.sealer.seal(account, t)?),
             None => None,
         };
-        item.credential = cred.as_ref().map(|c| c.id.clone());
-        self.store.schedule(vec![(item, cred)]).await.map_err(ExpiryError::Store)?;
-        self.stats.scheduled.fetch_add(1, Relaxed);
+        item.credential = cred.as_ref().map(|c| c.id.clone()).or(item.credential);
+        self.schedule_items(vec![(item, cred)]).await?;
+        Ok(())
+    }
+
+    /// Schedules items (with the credentials they need) in one durable commit, and keeps the
+    /// index of hidden posts in step. Returns how many failed items a new credential
+    /// re-queued.
+    pub async fn schedule_items(&self, items: Vec<(Scheduled, Option<SealedCredential>)>) -> Result<u64, ExpiryError> {
+        let notes: Vec<(String, UnixMs, bool)> = items
+            .iter()
+            .map(|(i, _)| (i.status_id.clone(), i.deadline, i.publication.is_none() && i.state.hides()))
+            .collect();
+        let n = items.len() as u64;
+        let requeued = self.store.schedule(items).await.map_err(ExpiryError::Store)?;
+        // After the commit, against the watermark read now: see index's module docs.
+        let watermark = self.hidden.watermark();
+        for (id, deadline, hides) in notes {
+            if hides && deadline <= watermark {
+                self.hidden.insert(&id, deadline);
+            } else {
+                self.hidden.remove(&id);
+            }
+        }
+        self.stats.scheduled.fetch_add(n, Relaxed);
+        self.wake.notify_one();
+        self.promote.notify_one();
+        Ok(requeued)
+    }
+
+    /// [`Expiry::schedule_items`] for an archive sweep: only posts pavise has no record of
+    /// are added (a known one keeps its state). Returns how many were added.
+    pub async fn schedule_new_items(
+        &self,
+        items: Vec<(Scheduled, Option<SealedCredential>)>,
+    ) -> Result<u64, ExpiryError> {
+        let notes: Vec<(String, UnixMs, bool)> = items
+            .iter()
+            .map(|(i, _)| (i.status_id.clone(), i.deadline, i.publication.is_none() && i.state.hides()))
+            .collect();
+        let inserted = self.store.schedule_new(items).await.map_err(ExpiryError::Store)?;
+        let watermark = self.hidden.watermark();
+        let mut n = 0;
+        for ((id, deadline, hides), new) in notes.into_iter().zip(inserted) {
+            if !new {
+                continue;
+            }
+            n += 1;
+            if hides && deadline <= watermark {
+                self.hidden.insert(&id, deadline);
+            }
+        }
+        self.stats.scheduled.fetch_add(n, Relaxed);
+        self.wake.notify_one();
+        self.promote.notify_one();
+        Ok(n)
+    }
+
+    /// Records how an item ended (or why it waits), keeping the index in step: a kept post
+    /// is served again, a purged one leaves the index; everything else stays hidden.
+    pub async fn settle(&self, status_id: &str, outcome: Outcome) -> Result<bool, StoreError> {
+        let unhide = matches!(outcome, Outcome::Kept(_) | Outcome::Gone | Outcome::Cancelled(_));
+        let found = self.store.settle(status_id, outcome).await?;
+        if unhide {
+            self.hidden.remove(status_id);
+        }
+        Ok(found)
+    }
+
+    /// Records the author's keep flags; a kept item they no longer hold is hidden again
+    /// until the scheduler has looked.
+    pub async fn set_flags(&self, status_id: &str, flags: KeepFlags) -> Result<(), StoreError> {
+        self.store.set_flags(status_id, flags).await?;
+        if let Some(item) = self.store.lookup(status_id).await?
+            && item.publication.is_none()
+            && item.state.hides()
+            && item.deadline <= self.hidden.watermark()
+        {
+            self.hidden.insert(status_id, item.deadline);
+        }
         self.wake.notify_one();
         Ok(())
     }
-}
 
-impl Expiry {
     /// A post that schedules nothing still shows the author's current token: if the
     /// account has deletions parked on a revoked one, they go again with this one.
     pub async fn offer_token(&self, account: &str, token: Option<&Token>) -> Result<(), ExpiryError> {
@@ -236,260 +404,6 @@ impl Expiry {
     }
 }
 
-/// What the request phase hands to the response phase.
-#[derive(Clone)]
-enum Pending {
-    Create { token: Option<Token>, expires_in: Option<u64>, host: Option<String> },
-    Edit { token: Option<Token>, status_id: String },
-    Action { token: Option<Token>, status_id: String, action: StatusAction },
-}
-
-/// The pipeline stage: edge enforcement on the way in, observation on the way out.
-pub struct ExpiryStage {
-    core: Arc<Expiry>,
-}
-
-impl ExpiryStage {
-    pub fn new(core: Arc<Expiry>) -> ExpiryStage {
-        ExpiryStage { core }
-    }
-}
-
-fn bearer(req: &Request) -> Option<Token> {
-    req.headers().get(header::AUTHORIZATION).and_then(Token::from_authorization)
-}
-
-/// A capped body's error as the relay's error.
-fn body_error(e: &crate::proxy::BoxError) -> ProxyError {
-    match e.downcast_ref::<BodyCapExceeded>() {
-        Some(cap) => ProxyError::BodyTooLarge { limit: cap.0 },
-        None => ProxyError::BadRequest("the request body could not be read".into()),
-    }
-}
-
-impl Stage for ExpiryStage {
-    fn name(&self) -> &'static str {
-        "expiry"
-    }
-
-    fn on_request<'a>(&'a self, ctx: &'a mut RequestCtx, req: Request) -> StageFuture<'a, Result<Flow, ProxyError>> {
-        Box::pin(async move {
-            // Most requests (the web UI, timelines, media, federation) concern no single
-            // status: they pass without a copy of anything.
-            let concerns_a_status = match ctx.route.class {
-                RouteClass::StatusRead | RouteClass::ActivityPubObject | RouteClass::StatusCreate => true,
-                _ => ctx.route.status_id.is_some(),
-            };
-            if !concerns_a_status {
-                return Ok(Flow::Continue(req));
-            }
-            let method = req.method().clone();
-            let status_id = ctx.route.status_id.clone();
-            let is_read = method == Method::GET || method == Method::HEAD;
-
-            // A status past its deadline is hidden on every read of it, under any spelling
-            // of its URL (the route carries the id as ActiveRecord reads it).
-            if is_read
-                && ctx.route.class != RouteClass::StatusCreate
-                && let Some(id) = &status_id
-            {
-                match self.core.store.lookup(id).await {
-                    Ok(Some(item)) if Expiry::is_hidden(&item, now_ms()) => {
-                        self.core.stats.hidden.fetch_add(1, Relaxed);
-                        let code = edge::hidden_status_code(ctx.route.path.as_str());
-                        let msg = if code == StatusCode::GONE { "Gone" } else { "Record not found" };
-                        return Ok(Flow::Respond(json_error(code, msg)));
-                    }
-                    Ok(_) => {}
-                    // Failing open would serve an expired post; failing closed hides a live one
-                    // for a moment. The store being unreadable is rare and loud: refuse.
-                    Err(e) => return Err(ProxyError::Internal(format!("expiry store: {e}"))),
-                }
-            }
-
-            match (ctx.route.class, &method, &status_id) {
-                (RouteClass::StatusCreate, &Method::POST, None) => {
-                    let token = bearer(&req);
-                    let (mut parts, body) = req.into_parts();
-                    // The response must be readable JSON, not a compressed stream.
-                    parts.headers.remove(header::ACCEPT_ENCODING);
-                    let kind = edge::BodyKind::from_content_type(
-                        parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
-                    );
-                    let bytes = body.collect().await.map_err(|e| body_error(&e))?.to_bytes();
-                    let min = self.core.config.min_expires_in.get().as_secs();
-                    let (bytes, expires_in) = match edge::take_expires_in(kind, &bytes, min) {
-                        Ok(ok) => ok,
-                        Err(e) => {
-                            self.core.stats.rejected_expires_in.fetch_add(1, Relaxed);
-                            return Ok(Flow::Respond(json_error(
-                                StatusCode::UNPROCESSABLE_ENTITY,
-                                &format!("Validation failed: {e}"),
-                            )));
-                        }
-                    };
-                    parts.headers.remove(header::TRANSFER_ENCODING);
-                    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                    ctx.extensions.insert(Pending::Create { token, expires_in, host: ctx.host.clone() });
-                    Ok(Flow::Continue(http::Request::from_parts(parts, full(bytes))))
-                }
-                (RouteClass::StatusCreate, &Method::PUT, Some(id)) => {
-                    let token = bearer(&req);
-                    let (mut parts, body) = req.into_parts();
-                    parts.headers.remove(header::ACCEPT_ENCODING);
-                    ctx.extensions.insert(Pending::Edit { token, status_id: id.clone() });
-                    Ok(Flow::Continue(http::Request::from_parts(parts, body)))
-                }
-                (RouteClass::Api, m, Some(id)) if ctx.route.path.as_str().starts_with("/api/v1/statuses/") => {
-                    let action = match (m, ctx.route.status_action.as_deref()) {
-                        (&Method::DELETE, None) => Some(StatusAction::Delete),
-                        (&Method::POST, Some(segment)) => StatusAction::from_segment(segment),
-                        _ => None,
-                    };
-                    if let Some(action) = action {
-                        ctx.extensions.insert(Pending::Action { token: bearer(&req), status_id: id.clone(), action });
-                    }
-                    Ok(Flow::Continue(req))
-                }
-                _ => Ok(Flow::Continue(req)),
-            }
-        })
-    }
-
-    fn on_response<'a>(
-        &'a self,
-        ctx: &'a mut RequestCtx,
-        resp: Response,
-    ) -> StageFuture<'a, Result<Response, ProxyError>> {
-        Box::pin(async move {
-            let Some(pending) = ctx.extensions.remove::<Pending>() else { return Ok(resp) };
-            if !resp.status().is_success() {
-                return Ok(resp);
-            }
-            match pending {
-                Pending::Action { token, status_id, action } => {
-                    self.observe_action(token.as_ref(), &status_id, action).await;
-                    Ok(resp)
-                }
-                Pending::Create { token, expires_in, host } => {
-                    self.observe_status(resp, token, expires_in, host, None).await
-                }
-                Pending::Edit { token, status_id } => {
-                    let host = ctx.host.clone();
-                    self.observe_status(resp, token, None, host, Some(status_id)).await
-                }
-            }
-        })
-    }
-}
-
-impl ExpiryStage {
-    /// Reads the Status JSON, schedules (durably) what a rule or `expires_in` asks for,
-    /// and only then hands the response back.
-    async fn observe_status(
-        &self,
-        resp: Response,
-        token: Option<Token>,
-        expires_in: Option<u64>,
-        host: Option<String>,
-        edited: Option<String>,
-    ) -> Result<Response, ProxyError> {
-        if resp.headers().get(header::CONTENT_ENCODING).is_some_and(|v| v != "identity") {
-            tracing::warn!("a status answer came back compressed; cannot read it to schedule expiry");
-            return Ok(resp);
-        }
-        let (parts, body) = resp.into_parts();
-        // The instance's own answer to a status creation: small, and from a trusted peer.
-        let bytes = match body.collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) => return Err(ProxyError::Internal(format!("reading the instance's answer: {e}"))),
-        };
-        let rebuilt = |bytes: Bytes| http::Response::from_parts(parts, full(bytes));
-        let Some(post) =
-            serde_json::from_slice::<serde_json::Value>(&bytes).ok().as_ref().and_then(observe::facts_from_status)
-        else {
-            // A scheduled status (no account yet) or something unexpected: nothing to learn.
-            return Ok(rebuilt(bytes));
-        };
-        let result = self.record(&post, token.as_ref(), expires_in, host, edited.is_some()).await;
-        if let Err(e) = result {
-            self.core.stats.schedule_errors.fetch_add(1, Relaxed);
-            tracing::error!(error = %e, "could not record a post's expiry; the post was created but will not expire");
-            return Err(ProxyError::Internal(
-                "the post was created, but its expiry could not be recorded; delete it or try again".into(),
-            ));
-        }
-        Ok(rebuilt(bytes))
-    }
-
-    async fn record(
-        &self,
-        post: &PostFacts,
-        token: Option<&Token>,
-        expires_in: Option<u64>,
-        host: Option<String>,
-        edited: bool,
-    ) -> Result<(), ExpiryError> {
-        let now = now_ms();
-        if edited {
-            let existing = self.core.store.lookup(&post.id).await.map_err(ExpiryError::Store)?;
-            if existing.as_ref().is_some_and(|e| e.rule == EXPIRES_IN_RULE) {
-                return Ok(()); // the author's own deadline stands
-            }
-            if let Some(mut item) = self.core.plan(post, None, now) {
-                if let Some(e) = &existing {
-                    item.flags = e.flags;
-                }
-                item.host = host;
-                return self.core.schedule(item, &post.account, token).await;
-            }
-            if existing.is_some() {
-                let why = Outcome::Cancelled("edited; no rule matches any more".into());
-                self.core.store.settle(&post.id, why).await.map_err(ExpiryError::Store)?;
-            }
-            return Ok(());
-        }
-        match self.core.plan(post, expires_in, now) {
-            Some(mut item) => {
-                item.host = host;
-                self.core.schedule(item, &post.account, token).await
-            }
-            None => self.core.offer_token(&post.account, token).await,
-        }
-    }
-
-    async fn observe_action(&self, token: Option<&Token>, status_id: &str, action: StatusAction) {
-        let Ok(Some(item)) = self.core.store.lookup(status_id).await else { return };
-        let result = match action {
-            StatusAction::Delete => {
-                self.core.store.settle(status_id, Outcome::Cancelled("deleted by its author".into())).await.map(|_| ())
-            }
-            StatusAction::Pin(on) | StatusAction::Favourite(on) | StatusAction::Bookmark(on) => {
-                // Only the author's own pin/favourite/bookmark are keep conditions.
-                let Some(token) = token else { return };
-                let id = self.core.sealer.credential_id(token);
-                let is_author = item.credential.as_deref() == Some(id.as_str())
-                    || matches!(self.core.store.credential(&id).await, Ok(Some(c)) if c.account == item.account);
-                if !is_author {
-                    return;
-                }
-                let mut flags = item.flags;
-                match action {
-                    StatusAction::Pin(_) => flags.pinned = on,
-                    StatusAction::Favourite(_) => flags.favourited = on,
-                    _ => flags.bookmarked = on,
-                }
-                let r = self.core.store.set_flags(status_id, flags).await.map(|_| ());
-                self.core.wake.notify_one();
-                r
-            }
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not record a status action for expiry");
-        }
-    }
-}
-
 /// `POST /admin/reload` and SIGHUP re-read the policies.
 pub struct PolicyReload(pub Arc<Expiry>);
 
@@ -503,7 +417,8 @@ impl crate::admin::Reload for PolicyReload {
     }
 }
 
-/// `GET /admin/expiry`: counts by state, next due, failures with reasons;
+/// `GET /admin/expiry`: counts by state (and `gone`: purged), next due, how many posts are
+/// hidden now, failures with reasons, each member's archive sweep;
 /// `?state=pending&limit=50` lists items. `POST /admin/expiry/sweep` runs a sweep
 /// (`pavise expiry sweep` uses it while the relay holds the store).
 pub struct ExpiryAdmin {
@@ -520,6 +435,15 @@ fn item_json(s: &Scheduled) -> serde_json::Value {
         "status_id": s.status_id, "account": s.account, "rule": s.rule, "state": s.state.name(),
         "deadline": rfc3339(s.deadline), "next_attempt": rfc3339(s.next_attempt), "attempts": s.attempts,
         "reason": s.reason, "updated_at": rfc3339(s.updated_at),
+        "awaiting_publication": s.publication.as_ref().map(|p| p.scheduled_id.clone()),
+    })
+}
+
+fn sweep_json(s: &crate::store::SweepProgress) -> serde_json::Value {
+    serde_json::json!({
+        "account": s.account, "state": s.state.name(), "seen": s.seen, "scheduled": s.scheduled,
+        "already_due": s.already_due, "started_at": rfc3339(s.started_at), "updated_at": rfc3339(s.updated_at),
+        "finished_at": s.finished_at.map(rfc3339), "reason": s.reason,
     })
 }
 
@@ -546,7 +470,7 @@ impl ExpiryAdmin {
             Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("sweep request: {e}")),
         };
         let token = Token::new(req.token);
-        match cli::run_sweep(&self.core, instance, host.as_deref(), &req.account, &token, req.dry_run).await {
+        match sweep::run_sweep(&self.core, instance, host.as_deref(), &req.account, &token, req.dry_run).await {
             Ok(report) => crate::admin::json(StatusCode::OK, serde_json::to_value(report).unwrap_or_default()),
             Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
         }
@@ -556,8 +480,13 @@ impl ExpiryAdmin {
         let store = &self.core.store;
         let counts = store.counts().await?;
         let failures = store.list(Some(ExpiryState::Failed), 100).await?;
+        let mut by_state = serde_json::to_value(&counts.by_state).unwrap_or_default();
+        by_state["gone"] = counts.gone.into();
+        let sweeps = store.sweeps().await?;
         let mut out = serde_json::json!({
-            "counts": counts.by_state,
+            "counts": by_state,
+            "hidden_now": self.core.hidden.len(),
+            "sweeps": sweeps.iter().map(sweep_json).collect::<Vec<_>>(),
             "next_due": counts.next_due.map(rfc3339),
             "failures": failures.iter().map(item_json).collect::<Vec<_>>(),
             "credentials": store.credential_count().await?,
@@ -618,7 +547,11 @@ impl crate::metrics::MetricsSource for Expiry {
             ("scheduled", "Posts scheduled for deletion.", &s.scheduled),
             ("schedule_errors", "Posts whose schedule could not be recorded.", &s.schedule_errors),
             ("hidden", "Reads answered 410/404 because the post's deadline passed.", &s.hidden),
-            ("deleted", "Posts deleted through the instance's API (or found already gone).", &s.deleted),
+            ("filtered", "Answers from which hidden posts were cut out (lists, streams, feeds).", &s.filtered),
+            ("deleted", "Posts whose DELETE the instance answered.", &s.deleted),
+            ("confirmed", "Deleted posts confirmed gone from the instance, then purged.", &s.confirmed),
+            ("published", "Scheduled posts found after their publication and scheduled.", &s.published),
+            ("swept", "Posts read by archive sweeps.", &s.swept),
             ("kept", "Due posts a keep rule held.", &s.kept),
             ("failed", "Deletions parked until a person acts (revoked token, ...).", &s.failed),
             ("retried", "Deletion attempts that failed transiently and will be retried.", &s.retried),

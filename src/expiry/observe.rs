@@ -69,6 +69,29 @@ pub fn facts_from_status(v: &serde_json::Value) -> Option<PostFacts> {
     })
 }
 
+/// What a `ScheduledStatus` answer (a post created with `scheduled_at`) says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledFacts {
+    pub id: String,
+    pub scheduled_at: UnixMs,
+    /// The text and content warning it will be published with.
+    pub text: String,
+    pub spoiler_text: String,
+}
+
+/// The facts of a Mastodon `ScheduledStatus` JSON: it has `scheduled_at` and `params`, and
+/// no account (the post does not exist yet).
+pub fn scheduled_from(v: &serde_json::Value) -> Option<ScheduledFacts> {
+    if v.get("account").is_some() {
+        return None;
+    }
+    let id = v.get("id")?.as_str()?.to_owned();
+    let scheduled_at = parse_time(v.get("scheduled_at")?.as_str()?)?;
+    let params = v.get("params")?;
+    let text = |k: &str| params.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+    Some(ScheduledFacts { id, scheduled_at, text: text("text"), spoiler_text: text("spoiler_text") })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -92,5 +115,19 @@ mod tests {
         assert_eq!((f.favourites_count, f.reblogs_count), (3, 1));
         assert!(facts_from_status(&serde_json::json!({"id": "1"})).is_none());
         assert!(facts_from_status(&serde_json::json!([1, 2])).is_none());
+    }
+
+    #[test]
+    fn reads_a_scheduled_status() {
+        let v = serde_json::json!({
+            "id": "7", "scheduled_at": "2023-11-14T22:13:20.000Z",
+            "params": {"text": "later", "spoiler_text": null, "visibility": "direct"}, "media_attachments": [],
+        });
+        let s = scheduled_from(&v).unwrap();
+        assert_eq!(
+            (s.id.as_str(), s.scheduled_at, s.text.as_str(), s.spoiler_text.as_str()),
+            ("7", 1_700_000_000_000, "later", "")
+        );
+        assert!(scheduled_from(&serde_json::json!({"id": "1", "account": {}, "scheduled_at": "x"})).is_none());
     }
 }

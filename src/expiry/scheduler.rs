@@ -1,23 +1,35 @@
-//! The background task that deletes due posts.
+//! The background task that deletes due posts, confirms they are gone, and purges them.
 //!
-//! The due-queue is the store's own index (pending items by next attempt), so nothing is
-//! held in memory that a restart could lose: on start the loop simply asks the store what
-//! is due. It sleeps until the next due time (`sleep_until`), or until the stage says
-//! something new was scheduled ([`tokio::sync::Notify`]), or until shutdown.
+//! The due-queue is the store's own index (items by next attempt), so nothing is held in
+//! memory that a restart could lose: on start the loop simply asks the store what is due.
+//! It sleeps until the next due time (`sleep_until`), or until the stage says something
+//! new was scheduled ([`tokio::sync::Notify`]), or until shutdown.
 //!
 //! For each claimed item, as Mastodon's own cleanup does: re-fetch the status with the
 //! author's token and re-check the keep rules (pinned, favourites, ...) against what the
-//! instance says now; then `DELETE`. A 404 means already gone: done.
+//! instance says now — unless a sweep read it from the instance moments ago
+//! ([`Scheduled::checked_at`]) — then `DELETE`. The post stays hidden after the instance
+//! answered: Mastodon removes a post's traces in a background job, so after
+//! `expiry.confirm_after` the status is asked for again (twenty at a time, with Mastodon's
+//! batch lookup where there is one), and only once the instance says it no longer has it is
+//! the item purged from the store. A status still served then gets its `DELETE` again. A scheduled post's publication is looked for ([`super::publish`]).
 //!
 //! Pacing: Mastodon allows 30 deletions per 30 minutes per user, shared with the user's
-//! own deletes, and its 429 has no `Retry-After`. Each `DELETE` answer's
-//! `X-RateLimit-Remaining/-Reset` is remembered per account; when the remaining budget
-//! reaches the reserve (`expiry.reserve_deletes`), that account's items wait for the
+//! own deletes, and its 429 has no `Retry-After` — but it safelists requests from loopback
+//! without `X-Forwarded-For` from every throttle, which pavise's own are. So accounts whose
+//! answers carry no `X-RateLimit-*` are worked `expiry.delete_concurrency` at a time; an
+//! account whose answers do carry them is worked one deletion at a time, and when the
+//! remaining budget reaches the reserve (`expiry.reserve_deletes`) its items wait for the
 //! reset. Nothing is dropped: transient failures retry with doubling back-off, a revoked
 //! token parks the item as failed until a new token for the account appears.
 
-use std::{collections::HashMap, sync::Arc, sync::atomic::Ordering::Relaxed, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
+    time::Duration,
+};
 
+use futures_util::{StreamExt as _, future::BoxFuture};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -25,37 +37,41 @@ use super::{
     instance::{Instance, InstanceError, RateInfo},
     seal::Token,
 };
-use crate::store::{Outcome, Scheduled, UnixMs, now_ms};
+use crate::store::{ExpiryState, Outcome, Scheduled, UnixMs, now_ms};
 
 /// Items claimed per round.
-const BATCH: usize = 32;
+const BATCH: usize = 64;
 /// The longest sleep without looking at the store (covers clock jumps and other nodes).
 const MAX_IDLE: Duration = Duration::from_secs(30);
 /// When a 429 comes without a usable reset.
 const DEFAULT_RATE_WAIT_MS: u64 = 60_000;
-
-/// What the instance last said about one account's delete budget.
-#[derive(Debug, Clone, Copy, Default)]
-struct Pace {
-    /// Do not send this account's deletions before this time.
-    paused_until: UnixMs,
-}
+/// How recent a sweep's reading of a post must be for the deletion to trust it.
+const FRESH_CHECK_MS: u64 = 10 * 60 * 1000;
 
 /// The scheduler; [`Scheduler::run`] until shutdown.
 pub struct Scheduler {
     core: Arc<Expiry>,
     instance: Instance,
-    pace: HashMap<String, Pace>,
+    /// Per account: do not send its deletions before this time.
+    paused_until: Mutex<HashMap<String, UnixMs>>,
+    /// Accounts whose answers carried rate-limit headers: worked one at a time.
+    limited: Mutex<HashSet<String>>,
     /// Tokens opened during the current batch (cleared after each).
-    tokens: HashMap<String, Token>,
+    tokens: Mutex<HashMap<String, Token>>,
 }
 
 impl Scheduler {
     pub fn new(core: Arc<Expiry>, instance: Instance) -> Scheduler {
-        Scheduler { core, instance, pace: HashMap::new(), tokens: HashMap::new() }
+        Scheduler {
+            core,
+            instance,
+            paused_until: Mutex::default(),
+            limited: Mutex::default(),
+            tokens: Mutex::default(),
+        }
     }
 
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!("expiry scheduler started");
         while !shutdown.is_cancelled() {
             let now = now_ms();
@@ -78,36 +94,94 @@ impl Scheduler {
                 }
                 continue;
             }
-            let mut outcomes = Vec::with_capacity(claimed.len());
-            for item in claimed {
-                if shutdown.is_cancelled() {
-                    // Unprocessed claims lapse with their lease and are picked up next start.
-                    break;
-                }
-                let outcome = self.process(&item).await;
-                self.count(&outcome);
-                outcomes.push((item.status_id, outcome));
-            }
+            let outcomes = self.work(claimed, &shutdown).await;
             // Recorded together, so the store's group commit covers the batch with one fsync.
             // A crash before this point only means the claims lapse and the items are
             // looked at again: a deleted post then answers 404, which counts as done.
-            let store = &self.core.store;
+            let core = &self.core;
             let settled = futures_util::future::join_all(
-                outcomes.into_iter().map(|(id, outcome)| async move { store.settle(&id, outcome).await }),
+                outcomes.into_iter().map(|(id, outcome)| async move { core.settle(&id, outcome).await }),
             )
             .await;
             for e in settled.into_iter().filter_map(Result::err) {
                 tracing::error!(error = %e, "expiry: cannot record an outcome; the claim will lapse and retry");
             }
-            self.tokens.clear();
+            self.tokens.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
         tracing::info!("expiry scheduler stopped");
+    }
+
+    /// Works a claimed batch: one account's items in order when the instance limits it,
+    /// otherwise side by side.
+    async fn work(&self, claimed: Vec<Scheduled>, shutdown: &CancellationToken) -> Vec<(String, Outcome)> {
+        let mut by_account: BTreeMap<String, Vec<Scheduled>> = BTreeMap::new();
+        // Deleted posts are confirmed gone in batches: one lookup for twenty of them.
+        let mut confirms: BTreeMap<(String, Option<String>, Option<String>), Vec<Scheduled>> = BTreeMap::new();
+        for item in claimed {
+            if item.state == ExpiryState::Deleted && item.publication.is_none() {
+                let key = (item.account.clone(), item.host.clone(), item.credential.clone());
+                confirms.entry(key).or_default().push(item);
+            } else {
+                by_account.entry(item.account.clone()).or_default().push(item);
+            }
+        }
+        let mut jobs: Vec<BoxFuture<'_, Vec<(String, Outcome)>>> = Vec::new();
+        for items in confirms.into_values() {
+            for chunk in items.chunks(super::instance::BATCH_IDS) {
+                let chunk = chunk.to_vec();
+                jobs.push(Box::pin(async move {
+                    if shutdown.is_cancelled() {
+                        return Vec::new();
+                    }
+                    let out = self.confirm_batch(chunk).await;
+                    out.iter().for_each(|(_, o)| self.count(o));
+                    out
+                }));
+            }
+        }
+        for (account, items) in by_account {
+            if self.limited.lock().unwrap_or_else(|e| e.into_inner()).contains(&account) {
+                jobs.push(Box::pin(async move {
+                    let mut out = Vec::new();
+                    for item in items {
+                        if shutdown.is_cancelled() {
+                            // Unprocessed claims lapse with their lease and are picked up next start.
+                            break;
+                        }
+                        let outcome = self.process(&item).await;
+                        self.count(&outcome);
+                        out.push((item.status_id, outcome));
+                    }
+                    out
+                }));
+            } else {
+                for item in items {
+                    jobs.push(Box::pin(async move {
+                        if shutdown.is_cancelled() {
+                            return Vec::new();
+                        }
+                        let outcome = self.process(&item).await;
+                        self.count(&outcome);
+                        vec![(item.status_id, outcome)]
+                    }));
+                }
+            }
+        }
+        let concurrency = self.core.config.delete_concurrency.max(1);
+        futures_util::stream::iter(jobs)
+            .buffer_unordered(concurrency)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     fn count(&self, outcome: &Outcome) {
         let s = &self.core.stats;
         let counter = match outcome {
-            Outcome::Deleted => &s.deleted,
+            Outcome::Deleted { .. } => &s.deleted,
+            Outcome::Gone => &s.confirmed,
             Outcome::Kept(_) => &s.kept,
             Outcome::Failed(_) => &s.failed,
             Outcome::Retry { .. } => &s.retried,
@@ -127,8 +201,15 @@ impl Scheduler {
         Outcome::Retry { at: now_ms().saturating_add(self.backoff(item.attempts)), reason: e.to_string() }
     }
 
-    async fn token_for(&mut self, item: &Scheduled) -> Option<Token> {
-        if let Some(t) = item.credential.as_ref().and_then(|id| self.tokens.get(id)) {
+    fn confirm_at(&self, item: &Scheduled) -> UnixMs {
+        let after = self.core.config.confirm_after.get().as_millis() as u64;
+        now_ms().saturating_add(after.saturating_mul(1u64 << item.attempts.min(6)))
+    }
+
+    async fn token_for(&self, item: &Scheduled) -> Option<Token> {
+        if let Some(id) = &item.credential
+            && let Some(t) = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(id)
+        {
             return Some(t.clone());
         }
         let mut cred = match &item.credential {
@@ -141,7 +222,7 @@ impl Scheduler {
         let cred = cred?;
         match self.core.sealer.open(&cred) {
             Ok(t) => {
-                self.tokens.insert(cred.id.clone(), t.clone());
+                self.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(cred.id.clone(), t.clone());
                 Some(t)
             }
             Err(e) => {
@@ -151,13 +232,17 @@ impl Scheduler {
         }
     }
 
-    /// Remembers the budget the instance reported; pauses the account at the reserve.
-    fn note_rate(&mut self, account: &str, rate: RateInfo) {
+    /// Remembers what the instance said about the account's budget; pauses it at the reserve.
+    fn note_rate(&self, account: &str, rate: RateInfo) {
+        if rate.limit.is_none() && rate.remaining.is_none() {
+            return;
+        }
+        self.limited.lock().unwrap_or_else(|e| e.into_inner()).insert(account.to_owned());
         let reserve = self.core.config.reserve_deletes;
         if let (Some(remaining), Some(reset)) = (rate.remaining, rate.reset)
             && remaining <= reserve
         {
-            self.pace.entry(account.to_owned()).or_default().paused_until = reset;
+            self.paused_until.lock().unwrap_or_else(|e| e.into_inner()).insert(account.to_owned(), reset);
             tracing::info!(
                 remaining,
                 reserve,
@@ -166,68 +251,170 @@ impl Scheduler {
         }
     }
 
-    async fn process(&mut self, item: &Scheduled) -> Outcome {
+    async fn process(&self, item: &Scheduled) -> Outcome {
         let now = now_ms();
-        if let Some(p) = self.pace.get(&item.account)
-            && p.paused_until > now
-        {
-            return Outcome::Defer { at: p.paused_until };
+        let paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner()).get(&item.account).copied();
+        if let Some(until) = paused.filter(|t| *t > now) {
+            return Outcome::Defer { at: until };
         }
         let Some(token) = self.token_for(item).await else {
+            if item.state == ExpiryState::Deleted {
+                // The instance answered its deletion; without a token to look again, that
+                // answer is all there is.
+                return Outcome::Gone;
+            }
             return Outcome::Failed(
                 "no usable token for the account; waiting for its author to post through pavise".into(),
             );
         };
+        if item.publication.is_some() {
+            return super::publish::look(&self.core, &self.instance, item, &token).await;
+        }
+        if item.state == ExpiryState::Deleted {
+            return self.confirm(item, &token).await;
+        }
         let host = item.host.as_deref();
 
-        // Re-check keep rules against the instance's view now.
-        let post = match self.instance.status(&item.status_id, host, &token).await {
-            Ok(post) => post,
-            Err(InstanceError::NotFound) => return Outcome::Deleted,
-            Err(e @ InstanceError::Unauthorized(_)) => return Outcome::Failed(e.to_string()),
-            Err(InstanceError::RateLimited(rate)) => return self.rate_limited(&item.account, rate),
-            Err(e) => return self.retry(item, &e),
-        };
+        // Re-check keep rules against the instance's view now (or a sweep's, just taken).
+        let fresh = item.checked_at.is_some_and(|t| now.saturating_sub(t) < FRESH_CHECK_MS);
         if item.rule != EXPIRES_IN_RULE {
             let policies = self.core.policies();
-            match policies.rule(&item.rule).or_else(|| policies.evaluate(&post)) {
-                Some(rule) => {
-                    if let Some(reason) = rule.keep.reason(&post) {
-                        return Outcome::Kept(reason);
-                    }
-                    // A lengthened rule (after a reload) moves the deadline out, not in.
-                    let created = post.created_at.unwrap_or(item.created_at);
-                    let deadline = created.saturating_add(rule.after.get().as_millis() as u64);
-                    if deadline > now.saturating_add(1000) && rule.name == item.rule {
-                        let mut later = item.clone();
-                        later.deadline = deadline;
-                        later.next_attempt = deadline;
-                        later.state = crate::store::ExpiryState::Pending;
-                        if self.core.store.schedule(vec![(later, None)]).await.is_ok() {
-                            return Outcome::Defer { at: deadline };
-                        }
+            let (rule, mut post) = match policies.rule(&item.rule) {
+                Some(rule) => (rule.clone(), None),
+                // Renamed or removed by a reload: whichever rule matches the post now.
+                None => {
+                    let post = match self.instance.status(&item.status_id, host, &token).await {
+                        Ok(post) => post,
+                        Err(InstanceError::NotFound) => return Outcome::Gone,
+                        Err(e) => return self.fetch_failed(item, e),
+                    };
+                    match policies.evaluate(&post) {
+                        Some(rule) => (rule.clone(), Some(post)),
+                        None => return Outcome::Cancelled("no expiry rule matches it any more".into()),
                     }
                 }
-                None => return Outcome::Cancelled("no expiry rule matches it any more".into()),
+            };
+            if fresh && post.is_none() {
+                let (flags, k) = (item.flags, &rule.keep);
+                if (k.pinned && flags.pinned)
+                    || (k.self_favourited && flags.favourited)
+                    || (k.self_bookmarked && flags.bookmarked)
+                {
+                    return Outcome::Kept("a keep flag its author set".into());
+                }
+            } else {
+                if post.is_none() {
+                    post = match self.instance.status(&item.status_id, host, &token).await {
+                        Ok(post) => Some(post),
+                        Err(InstanceError::NotFound) => return Outcome::Gone,
+                        Err(e) => return self.fetch_failed(item, e),
+                    };
+                }
+                let Some(post) = post else { return Outcome::Gone };
+                if let Some(reason) = rule.keep.reason(&post) {
+                    return Outcome::Kept(reason);
+                }
+                // A lengthened rule (after a reload) moves the deadline out, not in.
+                let created = post.created_at.unwrap_or(item.created_at);
+                let deadline = created.saturating_add(rule.after.get().as_millis() as u64);
+                if deadline > now.saturating_add(1000) && rule.name == item.rule {
+                    let mut later = item.clone();
+                    later.deadline = deadline;
+                    later.next_attempt = deadline;
+                    later.state = ExpiryState::Pending;
+                    if self.core.schedule_items(vec![(later, None)]).await.is_ok() {
+                        return Outcome::Defer { at: deadline };
+                    }
+                }
             }
         }
 
         match self.instance.delete(&item.status_id, host, &token).await {
             Ok(rate) => {
                 self.note_rate(&item.account, rate);
-                Outcome::Deleted
+                Outcome::Deleted { confirm_at: self.confirm_at(item) }
             }
-            Err(InstanceError::NotFound) => Outcome::Deleted,
+            // Already gone: nothing more to wait for.
+            Err(InstanceError::NotFound) => Outcome::Gone,
             Err(e @ (InstanceError::Unauthorized(_) | InstanceError::Forbidden(_))) => Outcome::Failed(e.to_string()),
             Err(InstanceError::RateLimited(rate)) => self.rate_limited(&item.account, rate),
             Err(e) => self.retry(item, &e),
         }
     }
 
-    fn rate_limited(&mut self, account: &str, rate: RateInfo) -> Outcome {
+    fn fetch_failed(&self, item: &Scheduled, e: InstanceError) -> Outcome {
+        match e {
+            InstanceError::Unauthorized(_) => Outcome::Failed(e.to_string()),
+            InstanceError::RateLimited(rate) => self.rate_limited(&item.account, rate),
+            e => self.retry(item, &e),
+        }
+    }
+
+    /// Deleted posts of one account, looked at again together; an instance without a
+    /// batch lookup gets one request each.
+    async fn confirm_batch(&self, items: Vec<Scheduled>) -> Vec<(String, Outcome)> {
+        let all = |o: Outcome| items.iter().map(|i| (i.status_id.clone(), o.clone())).collect::<Vec<_>>();
+        let Some(first) = items.first() else { return Vec::new() };
+        let now = now_ms();
+        let paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner()).get(&first.account).copied();
+        if let Some(until) = paused.filter(|t| *t > now) {
+            return all(Outcome::Defer { at: until });
+        }
+        // The instance answered their deletions; without a token to look again, that is all.
+        let Some(token) = self.token_for(first).await else { return all(Outcome::Gone) };
+        let ids: Vec<String> = items.iter().map(|i| i.status_id.clone()).collect();
+        match self.instance.present(&ids, first.host.as_deref(), &token).await {
+            Ok(Some(served)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in &items {
+                    let outcome =
+                        if served.contains(&item.status_id) { self.confirm(item, &token).await } else { Outcome::Gone };
+                    out.push((item.status_id.clone(), outcome));
+                }
+                out
+            }
+            Ok(None) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in &items {
+                    out.push((item.status_id.clone(), self.confirm(item, &token).await));
+                }
+                out
+            }
+            Err(InstanceError::Unauthorized(_) | InstanceError::Forbidden(_)) => all(Outcome::Gone),
+            Err(InstanceError::RateLimited(rate)) => all(self.rate_limited(&first.account, rate)),
+            Err(e) => all(Outcome::Retry { at: self.confirm_at(first), reason: e.to_string() }),
+        }
+    }
+
+    /// A deleted post, looked at again: gone (purge), or still served (delete again).
+    async fn confirm(&self, item: &Scheduled, token: &Token) -> Outcome {
+        let host = item.host.as_deref();
+        match self.instance.status(&item.status_id, host, token).await {
+            Err(InstanceError::NotFound) => Outcome::Gone,
+            // The token went after the deletion was answered: that answer is all there is.
+            Err(InstanceError::Unauthorized(_) | InstanceError::Forbidden(_)) => Outcome::Gone,
+            Err(InstanceError::RateLimited(rate)) => self.rate_limited(&item.account, rate),
+            Err(e) => Outcome::Retry { at: self.confirm_at(item), reason: e.to_string() },
+            Ok(_) => {
+                tracing::info!("expiry: a deleted post is still served by the instance; deleting it again");
+                match self.instance.delete(&item.status_id, host, token).await {
+                    Ok(rate) => {
+                        self.note_rate(&item.account, rate);
+                        Outcome::Retry { at: self.confirm_at(item), reason: "still served after its deletion".into() }
+                    }
+                    Err(InstanceError::NotFound) => Outcome::Gone,
+                    Err(InstanceError::RateLimited(rate)) => self.rate_limited(&item.account, rate),
+                    Err(e) => Outcome::Retry { at: self.confirm_at(item), reason: e.to_string() },
+                }
+            }
+        }
+    }
+
+    fn rate_limited(&self, account: &str, rate: RateInfo) -> Outcome {
         let now = now_ms();
         let until = rate.reset.filter(|r| *r > now).unwrap_or(now + DEFAULT_RATE_WAIT_MS);
-        self.pace.entry(account.to_owned()).or_default().paused_until = until;
+        self.paused_until.lock().unwrap_or_else(|e| e.into_inner()).insert(account.to_owned(), until);
+        self.limited.lock().unwrap_or_else(|e| e.into_inner()).insert(account.to_owned());
         tracing::info!(wait_ms = until - now, "expiry: the instance rate-limited deletions; waiting for the reset");
         Outcome::Defer { at: until }
     }

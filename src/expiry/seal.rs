@@ -58,10 +58,13 @@ impl std::fmt::Debug for Token {
     }
 }
 
-/// Seals and opens tokens under the key file's key.
+/// Seals and opens tokens under the key file's key; derives the store's record keys
+/// ([`Sealer::record_seal`]) and keyed digests from the same key.
 pub struct Sealer {
     aead: LessSafeKey,
     id_key: hmac::Key,
+    digest_key: hmac::Key,
+    store_secret: [u8; 32],
     rng: SystemRandom,
 }
 
@@ -102,9 +105,32 @@ impl Sealer {
         let derive = |label: &[u8]| hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, master), label);
         let seal_key = derive(b"pavise expiry seal v1");
         let id_key = derive(b"pavise expiry credential id v1");
+        let digest_key = derive(b"pavise expiry digest v1");
+        let store_secret: [u8; 32] = derive(b"pavise store v1").as_ref().try_into().ok()?;
         // CHACHA20_POLY1305 takes exactly the 32 bytes an HMAC-SHA256 tag has.
         let aead = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, seal_key.as_ref()).ok()?);
-        Some(Sealer { aead, id_key: hmac::Key::new(hmac::HMAC_SHA256, id_key.as_ref()), rng })
+        Some(Sealer {
+            aead,
+            id_key: hmac::Key::new(hmac::HMAC_SHA256, id_key.as_ref()),
+            digest_key: hmac::Key::new(hmac::HMAC_SHA256, digest_key.as_ref()),
+            store_secret,
+            rng,
+        })
+    }
+
+    /// The keys the store seals its records with (see [`crate::store::seal`]).
+    pub fn record_seal(&self) -> crate::store::RecordSeal {
+        crate::store::RecordSeal::new(&self.store_secret)
+    }
+
+    /// A keyed digest of `parts` (to recognise a text later without keeping it).
+    pub fn digest(&self, parts: &[&str]) -> String {
+        let mut ctx = hmac::Context::with_key(&self.digest_key);
+        for p in parts {
+            ctx.update(p.as_bytes());
+            ctx.update(&[0]);
+        }
+        ctx.sign().as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The stable, non-reversible id of a token.

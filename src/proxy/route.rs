@@ -344,9 +344,18 @@ fn oembed_status(query: Option<&str>) -> Option<String> {
         (super::method::form_decode(key).as_deref() == Some(b"url".as_slice())).then_some(value)
     })?;
     let url = super::method::form_decode(value)?;
-    let url = String::from_utf8_lossy(&url);
-    let shown = Route::classify(&Method::GET, url_path(&url), None);
-    (shown.class == RouteClass::StatusRead).then_some(shown.status_id).flatten()
+    status_of_url(&String::from_utf8_lossy(&url))
+}
+
+/// The status a URL (absolute, scheme-relative or a bare path) names, read as Rails routes
+/// its path: the status page, its ActivityPub object and their sub-resources, under any
+/// spelling. The host is not looked at: a caller asks about its own instance's posts.
+pub fn status_of_url(url: &str) -> Option<String> {
+    let named = Route::classify(&Method::GET, url_path(url.trim()), None);
+    match named.class {
+        RouteClass::StatusRead | RouteClass::ActivityPubObject => named.status_id,
+        _ => None,
+    }
 }
 
 /// The path of an absolute (or scheme-relative) URL; a bare path as it is.

@@ -37,7 +37,6 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header, uri::Authority};
 use http_body::{Frame, SizeHint};
-use hyper::upgrade::Upgraded;
 use hyper_util::{
     client::legacy::{
         Client,
@@ -197,11 +196,14 @@ impl Upstream {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let tunnels = self.tunnels.clone();
             let slot = conn.slot.clone();
+            // Expiry drops messages that carry a hidden post on their way to the client.
+            let filter = crate::expiry::ws::Filter::of(ctx);
             self.tunnels.tracker.spawn(async move {
                 let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else {
                     tracing::debug!("websocket upgrade did not complete on one side");
                     return;
                 };
+                let (client, upstream) = (TokioIo::new(client), filter.wrap(TokioIo::new(upstream)));
                 splice(client, upstream, tunnels.idle, &tunnels.cut).await;
                 // The tunnel's cap and the client connection's slot end with it.
                 drop((tunnel_permit, slot));
@@ -283,9 +285,13 @@ impl std::fmt::Write for IpText {
 /// Splices a switched client connection to the instance's until either side has closed
 /// both ways, nothing has moved either way for `idle`, or `cut` fires. The two
 /// directions are separate pumps, so a filter on one of them has one place to go.
-async fn splice(client: Upgraded, upstream: Upgraded, idle: Duration, cut: &CancellationToken) {
-    let (mut from_client, mut to_client) = tokio::io::split(TokioIo::new(client));
-    let (mut from_upstream, mut to_upstream) = tokio::io::split(TokioIo::new(upstream));
+async fn splice<C, U>(client: C, upstream: U, idle: Duration, cut: &CancellationToken)
+where
+    C: AsyncRead + AsyncWrite,
+    U: AsyncRead + AsyncWrite,
+{
+    let (mut from_client, mut to_client) = tokio::io::split(client);
+    let (mut from_upstream, mut to_upstream) = tokio::io::split(upstream);
     let moved = Moved::new();
     let client_to_upstream = pump(&mut from_client, &mut to_upstream, &moved);
     let upstream_to_client = pump(&mut from_upstream, &mut to_client, &moved);

@@ -20,12 +20,15 @@
 //! the others' methods.
 
 pub mod embedded;
+pub mod perms;
+pub mod seal;
 
 use std::{future::Future, pin::Pin};
 
 use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedStore;
+pub use seal::RecordSeal;
 
 /// Milliseconds since the Unix epoch: the one time unit stored (portable across nodes,
 /// unlike `Instant`).
@@ -70,7 +73,9 @@ pub enum ExpiryState {
     Pending,
     /// A scheduler holds it until `lease_until`; then it is due again.
     Claimed,
-    /// Deleted through the instance's API (or the instance said it was already gone).
+    /// The instance answered the `DELETE`; still hidden, until a later look confirms the
+    /// instance no longer serves it (Mastodon removes a post's traces in a background job).
+    /// Then the item is purged: no row outlives what the edge needs.
     Deleted,
     /// A keep rule held at the deadline (pinned, favourited, ...). Re-checked when the
     /// author undoes what kept it.
@@ -78,7 +83,8 @@ pub enum ExpiryState {
     /// Cannot go on without a person: e.g. the author's token was revoked. Retried when a
     /// new token for the account appears.
     Failed,
-    /// No longer scheduled: the author deleted the post, or an edit matched no rule.
+    /// No longer scheduled: the author deleted the post, or an edit matched no rule. Purged
+    /// as soon as it is recorded (only a count remains).
     Cancelled,
 }
 
@@ -107,9 +113,21 @@ impl ExpiryState {
         Self::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    /// Whether the item still needs the author's credential.
+    /// Whether the item still needs the author's credential (a deleted item: to confirm).
     pub fn needs_credential(self) -> bool {
-        matches!(self, ExpiryState::Pending | ExpiryState::Claimed | ExpiryState::Failed | ExpiryState::Kept)
+        matches!(
+            self,
+            ExpiryState::Pending
+                | ExpiryState::Claimed
+                | ExpiryState::Failed
+                | ExpiryState::Kept
+                | ExpiryState::Deleted
+        )
+    }
+
+    /// Whether a post in this state must not be served once its deadline has passed.
+    pub fn hides(self) -> bool {
+        matches!(self, ExpiryState::Pending | ExpiryState::Claimed | ExpiryState::Deleted | ExpiryState::Failed)
     }
 }
 
@@ -150,6 +168,81 @@ pub struct Scheduled {
     /// The `Host` the post was created through: the instance answers only to its own name.
     #[serde(default)]
     pub host: Option<String>,
+    /// When pavise last read the post's keep conditions from the instance itself (a sweep
+    /// just did): the scheduler need not fetch it again right away.
+    #[serde(default)]
+    pub checked_at: Option<UnixMs>,
+    /// Set while the post does not exist yet: a `scheduled_at` post the instance publishes
+    /// later. `status_id` is then `scheduled/<its ScheduledStatus id>`, and the item is never
+    /// hidden; once the published status is found, it is scheduled under its own id.
+    #[serde(default)]
+    pub publication: Option<Publication>,
+}
+
+/// A post the instance will publish later (`scheduled_at`), whose expiry is counted from
+/// its publication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publication {
+    /// The instance's `ScheduledStatus` id.
+    pub scheduled_id: String,
+    /// When the instance said it will publish it.
+    pub scheduled_at: UnixMs,
+    /// The author's `expires_in`, if any (otherwise the policies decide at publication).
+    pub expires_in: Option<u64>,
+    /// A keyed digest of the text and content warning, to recognise the published status
+    /// (never the text itself).
+    pub digest: String,
+    /// Looks at the author's statuses so far that did not find it.
+    #[serde(default)]
+    pub searches: u32,
+}
+
+/// Where the sweep of one member's archive (the posts from before pavise) stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepProgress {
+    /// The member's local username.
+    pub account: String,
+    pub state: SweepState,
+    /// The id of the sealed credential the sweep (and its deletions) use.
+    pub credential: Option<String>,
+    /// That credential itself while the sweep runs (so an interrupted one can resume);
+    /// dropped when it ends.
+    #[serde(default)]
+    pub token: Option<SealedCredential>,
+    /// The `Host` to address the instance with.
+    pub host: Option<String>,
+    /// The oldest status id read so far: where a resumed sweep continues (`max_id`).
+    pub cursor: Option<String>,
+    pub seen: u64,
+    pub scheduled: u64,
+    pub already_due: u64,
+    pub started_at: UnixMs,
+    pub updated_at: UnixMs,
+    pub finished_at: Option<UnixMs>,
+    /// Why it stopped, when it failed.
+    pub reason: Option<String>,
+    /// A digest of the rules it swept under: new rules, a new sweep.
+    #[serde(default)]
+    pub rules: Option<String>,
+}
+
+/// The states of a [`SweepProgress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SweepState {
+    Running,
+    Done,
+    Failed,
+}
+
+impl SweepState {
+    pub fn name(self) -> &'static str {
+        match self {
+            SweepState::Running => "running",
+            SweepState::Done => "done",
+            SweepState::Failed => "failed",
+        }
+    }
 }
 
 impl Scheduled {
@@ -175,7 +268,14 @@ impl Scheduled {
             flags: KeepFlags::default(),
             updated_at: created_at,
             host: None,
+            checked_at: None,
+            publication: None,
         }
+    }
+
+    /// Whether the post must not be served at `now`.
+    pub fn hidden_at(&self, now: UnixMs) -> bool {
+        self.publication.is_none() && self.deadline <= now && self.state.hides()
     }
 }
 
@@ -199,8 +299,10 @@ impl std::fmt::Debug for SealedCredential {
 /// How one claimed item ended (or why it goes back to waiting).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Deleted, or already gone (404).
-    Deleted,
+    /// The instance answered the `DELETE`: look again at `confirm_at` (still hidden).
+    Deleted { confirm_at: UnixMs },
+    /// The instance no longer serves it: the item is purged (only a count remains).
+    Gone,
     /// A keep rule held.
     Kept(String),
     /// A retryable failure (5xx, timeout): try again at `at`; counts as an attempt.
@@ -209,7 +311,7 @@ pub enum Outcome {
     Defer { at: UnixMs },
     /// Needs a person (revoked token, ...): parked until a new credential appears.
     Failed(String),
-    /// Not to be deleted any more (the author deleted it; an edit matched no rule).
+    /// Not to be deleted any more (the author deleted it; an edit matched no rule): purged.
     Cancelled(String),
 }
 
@@ -218,6 +320,8 @@ pub enum Outcome {
 pub struct ScheduleCounts {
     pub by_state: std::collections::BTreeMap<String, u64>,
     pub next_due: Option<UnixMs>,
+    /// Items purged after their post was confirmed gone (or cancelled): a number only.
+    pub gone: u64,
 }
 
 /// The expiry schedule. Every write is durable when its future resolves.
@@ -228,6 +332,11 @@ pub trait ScheduleStore: Send + Sync {
     /// account, the account's failed items are re-queued with it. Returns how many
     /// failed items were re-queued that way.
     fn schedule(&self, items: Vec<(Scheduled, Option<SealedCredential>)>) -> StoreFuture<'_, u64>;
+
+    /// Inserts the items that have no record yet, with their credentials, in one durable
+    /// commit (an archive sweep: a post pavise already knows keeps its record). Says, item by
+    /// item, which were inserted.
+    fn schedule_new(&self, items: Vec<(Scheduled, Option<SealedCredential>)>) -> StoreFuture<'_, Vec<bool>>;
 
     /// The item for one status, in any state.
     fn lookup<'a>(&'a self, status_id: &'a str) -> StoreFuture<'a, Option<Scheduled>>;
@@ -252,6 +361,23 @@ pub trait ScheduleStore: Send + Sync {
 
     /// Up to `limit` items, optionally in one state, ordered by status id.
     fn list(&self, state: Option<ExpiryState>, limit: usize) -> StoreFuture<'_, Vec<Scheduled>>;
+
+    /// The items whose post must not be served and whose deadline is in `[from, to]`
+    /// (states that hide: pending, claimed, deleted, failed; publications excluded): what
+    /// the in-memory index of hidden posts is built and kept from.
+    fn hidden_between(&self, from: UnixMs, to: UnixMs) -> StoreFuture<'_, Vec<Scheduled>>;
+
+    /// The earliest deadline after `t` of an item in a state that hides.
+    fn next_deadline_after(&self, t: UnixMs) -> StoreFuture<'_, Option<UnixMs>>;
+
+    /// Records (inserts or replaces) the progress of one member's archive sweep.
+    fn put_sweep(&self, progress: SweepProgress) -> StoreFuture<'_, ()>;
+
+    /// The sweep of one account, if there was one.
+    fn sweep<'a>(&'a self, account: &'a str) -> StoreFuture<'a, Option<SweepProgress>>;
+
+    /// Every sweep, by account.
+    fn sweeps(&self) -> StoreFuture<'_, Vec<SweepProgress>>;
 }
 
 /// Sealed bearer tokens (expiry's deletion credentials).

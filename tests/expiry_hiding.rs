@@ -1,0 +1,956 @@
+//! An expired post is gone everywhere, at once — tried the way an attacker would.
+//!
+//! pavise in front of a stand-in instance whose `DELETE` fails (so the post stays on the
+//! instance, as it does while a deletion is queued or Mastodon's background job has not
+//! run): every spelling of the post's URL, every listing and embedding, ActivityPub pages,
+//! feeds and both streaming transports must hide it, while a post that does not expire
+//! stays visible everywhere. Also here: what mastodon-mock cannot express (scheduled
+//! posts published later, a client hanging up mid-creation, `expires_in` in every body
+//! shape, the store after a seizure).
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+
+use crate::support::{BoxFut, Pavise, Recorded, RecordingUpstream, TestBody, files_under, text};
+
+const DOMAIN: &str = "i.example";
+
+fn json(status: u16, v: &serde_json::Value) -> http::Response<TestBody> {
+    typed(status, &v.to_string(), "application/json; charset=utf-8")
+}
+
+fn typed(status: u16, body: &str, ct: &str) -> http::Response<TestBody> {
+    let mut r = text(status, body);
+    r.headers_mut().insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
+    r
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// The stand-in instance.
+#[derive(Default)]
+struct Instance {
+    next_id: u64,
+    /// id → Status JSON, in creation order (ids grow).
+    statuses: BTreeMap<String, serde_json::Value>,
+    /// Ids of statuses made here (by others, or federated in) that pavise never saw created.
+    foreign: Vec<String>,
+    fail_deletes: bool,
+    /// How long a status creation takes to answer.
+    create_delay: Option<Duration>,
+    /// ScheduledStatus id → (due, params).
+    scheduled: BTreeMap<String, (std::time::SystemTime, serde_json::Value)>,
+    deletes: u64,
+}
+
+fn params(rec: &Recorded) -> serde_json::Map<String, serde_json::Value> {
+    let ct = rec.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if ct.contains("json") {
+        serde_json::from_slice::<serde_json::Value>(&rec.body)
+            .ok()
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default()
+    } else if let Some(boundary) = ct.split("boundary=").nth(1) {
+        let mut out = serde_json::Map::new();
+        let body = String::from_utf8_lossy(&rec.body).into_owned();
+        for part in body.split(&format!("--{boundary}")) {
+            if let Some((head, value)) = part.split_once("\r\n\r\n")
+                && let Some(name) = head.split("name=\"").nth(1).and_then(|n| n.split('"').next())
+            {
+                out.insert(name.to_owned(), value.trim_end_matches("\r\n").into());
+            }
+        }
+        out
+    } else {
+        url::form_urlencoded::parse(&rec.body).into_owned().map(|(k, v)| (k, v.into())).collect()
+    }
+}
+
+impl Instance {
+    fn id(&mut self) -> String {
+        self.next_id += 1;
+        format!("{}", 110_000_000_000_000_000 + self.next_id)
+    }
+
+    fn status(&mut self, author: &str, visibility: &str, text: &str) -> serde_json::Value {
+        let id = self.id();
+        serde_json::json!({
+            "id": id, "created_at": now_rfc3339(), "visibility": visibility,
+            "uri": format!("https://{DOMAIN}/users/{author}/statuses/{id}"),
+            "url": format!("https://{DOMAIN}/@{author}/{id}"),
+            "account": {"id": format!("id-{author}"), "username": author, "acct": author},
+            "content": format!("<p>{text}</p>"), "text": text, "tags": [], "media_attachments": [],
+            "in_reply_to_id": null, "reblog": null, "quote": null, "pinned": false, "favourited": false,
+            "bookmarked": false, "favourites_count": 0, "reblogs_count": 0,
+        })
+    }
+
+    /// A boost of `of` by bob, made on the instance (not through pavise).
+    fn boost(&mut self, of: &str) -> String {
+        let original = self.statuses[of].clone();
+        let mut b = self.status("bob", "public", "");
+        b["reblog"] = original;
+        let id = b["id"].as_str().unwrap().to_owned();
+        self.statuses.insert(id.clone(), b);
+        self.foreign.push(id.clone());
+        id
+    }
+
+    /// A Mastodon 4.4 quote of `of` by bob.
+    fn quote(&mut self, of: &str) -> String {
+        let original = self.statuses[of].clone();
+        let mut q = self.status("bob", "public", "look at this");
+        q["quote"] = serde_json::json!({"state": "accepted", "quoted_status": original});
+        let id = q["id"].as_str().unwrap().to_owned();
+        self.statuses.insert(id.clone(), q);
+        self.foreign.push(id.clone());
+        id
+    }
+
+    fn all(&self) -> Vec<serde_json::Value> {
+        self.statuses.values().rev().cloned().collect()
+    }
+
+    fn note(id: &str, author: &str) -> serde_json::Value {
+        serde_json::json!({"id": format!("https://{DOMAIN}/users/{author}/statuses/{id}"), "type": "Note",
+            "url": format!("https://{DOMAIN}/@{author}/{id}"), "content": "x"})
+    }
+
+    /// A status as its Note, with the quote it carries (Mastodon 4.4 federates `quote`).
+    fn as_note(s: &serde_json::Value) -> serde_json::Value {
+        let mut note = Self::note(s["id"].as_str().unwrap(), &Self::author(s));
+        if let Some(quoted) = s["quote"]["quoted_status"]["uri"].as_str() {
+            note["quote"] = quoted.into();
+        }
+        note
+    }
+
+    /// What Mastodon's feeds and collections list: posts, not boosts.
+    fn posts(&self) -> Vec<serde_json::Value> {
+        self.all().into_iter().filter(|s| s["reblog"].is_null()).collect()
+    }
+
+    fn author(s: &serde_json::Value) -> String {
+        s["account"]["username"].as_str().unwrap_or("alice").to_owned()
+    }
+
+    fn handle(&mut self, rec: &Recorded) -> http::Response<TestBody> {
+        let path = rec.uri.path().to_owned();
+        let query = rec.uri.query().unwrap_or("").to_owned();
+        let user = rec
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|t| t.strip_suffix("-token"))
+            .map(str::to_owned);
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let method = rec.method.as_str();
+        match (method, segs.as_slice()) {
+            ("POST", ["api", "v1", "statuses"]) => {
+                let p = params(rec);
+                let user = user.unwrap_or_default();
+                if let Some(at) = p.get("scheduled_at").and_then(|v| v.as_str()) {
+                    let due = humantime::parse_rfc3339_weak(at.trim_end_matches('Z')).unwrap();
+                    let id = self.id();
+                    let mut stored = p.clone();
+                    stored.insert("author".into(), user.clone().into());
+                    self.scheduled.insert(id.clone(), (due, serde_json::Value::Object(stored)));
+                    return json(
+                        200,
+                        &serde_json::json!({"id": id, "scheduled_at": at,
+                        "params": {"text": p.get("status"), "spoiler_text": p.get("spoiler_text"), "visibility": p.get("visibility")}, "media_attachments": []}),
+                    );
+                }
+                let s = self.status(
+                    &user,
+                    p.get("visibility").and_then(|v| v.as_str()).unwrap_or("public"),
+                    p.get("status").and_then(|v| v.as_str()).unwrap_or(""),
+                );
+                self.statuses.insert(s["id"].as_str().unwrap().to_owned(), s.clone());
+                json(200, &s)
+            }
+            ("GET", ["api", "v1", "statuses"]) => {
+                let ids: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
+                    .filter(|(k, _)| k == "id[]" || k == "id")
+                    .map(|(_, v)| v.trim_start_matches('0').to_owned())
+                    .collect();
+                json(200, &serde_json::Value::Array(ids.iter().filter_map(|i| self.statuses.get(i).cloned()).collect()))
+            }
+            ("GET", ["api", "v1", "statuses", id]) => match self.statuses.get(*id) {
+                Some(s) => json(200, s),
+                None => json(404, &serde_json::json!({"error": "Record not found"})),
+            },
+            ("GET", ["api", "v1", "statuses", id, "source"]) => match self.statuses.get(*id) {
+                Some(s) => json(200, &serde_json::json!({"id": id, "text": s["text"], "spoiler_text": ""})),
+                None => json(404, &serde_json::json!({"error": "Record not found"})),
+            },
+            ("GET", ["api", "v1", "statuses", id, "context"]) => {
+                let others: Vec<_> = self.all().into_iter().filter(|s| s["id"] != *id).collect();
+                json(200, &serde_json::json!({"ancestors": [], "descendants": others}))
+            }
+            ("POST", ["api", "v1", "statuses", id, "favourite" | "bookmark"]) => match self.statuses.get(*id) {
+                Some(s) => json(200, s),
+                None => json(404, &serde_json::json!({"error": "Record not found"})),
+            },
+            ("DELETE", ["api", "v1", "statuses", id]) => {
+                if self.fail_deletes {
+                    return json(500, &serde_json::json!({"error": "An unexpected error occurred"}));
+                }
+                self.deletes += 1;
+                match self.statuses.remove(*id) {
+                    Some(s) => json(200, &s),
+                    None => json(404, &serde_json::json!({"error": "Record not found"})),
+                }
+            }
+            ("GET", ["api", "v1", "accounts", account, "statuses"]) => {
+                let q: BTreeMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+                let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(20).min(40);
+                let page: Vec<_> = self
+                    .statuses
+                    .iter()
+                    .rev()
+                    .filter(|(id, st)| {
+                        format!("id-{}", Self::author(st)) == *account && q.get("max_id").is_none_or(|m| *id < m)
+                    })
+                    .take(limit)
+                    .map(|(_, st)| st.clone())
+                    .collect();
+                json(200, &serde_json::Value::Array(page))
+            }
+            ("GET", ["api", "v1", "timelines", ..])
+            | ("GET", ["api", "v1", "bookmarks" | "favourites"])
+            | ("GET", ["api", "v1", "trends", "statuses"]) => {
+                let mut r = json(200, &serde_json::Value::Array(self.all()));
+                let link = format!("<https://{DOMAIN}{path}?max_id=1>; rel=\"next\"");
+                r.headers_mut().insert(http::header::LINK, link.parse().unwrap());
+                r
+            }
+            ("GET", ["api", "v1" | "v2", "search"]) => {
+                json(200, &serde_json::json!({"accounts": [], "statuses": self.all(), "hashtags": []}))
+            }
+            ("GET", ["api", "v1", "notifications"]) => {
+                let n: Vec<_> = self
+                    .all()
+                    .into_iter()
+                    .map(|s| serde_json::json!({"id": format!("n{}", s["id"].as_str().unwrap()), "type": "mention", "created_at": now_rfc3339(), "account": s["account"], "status": s}))
+                    .collect();
+                json(200, &serde_json::Value::Array(n))
+            }
+            ("GET", ["api", "v2", "notifications"]) => {
+                let all = self.all();
+                let groups: Vec<_> = all.iter().map(|s| serde_json::json!({"group_key": format!("favourite-{}", s["id"].as_str().unwrap()), "notifications_count": 1, "type": "favourite", "most_recent_notification_id": "1", "sample_account_ids": ["id-bob"], "status_id": s["id"]})).collect();
+                json(200, &serde_json::json!({"accounts": [], "statuses": all, "notification_groups": groups}))
+            }
+            ("GET", ["api", "v1", "conversations"]) => {
+                let c: Vec<_> = self
+                    .all()
+                    .into_iter()
+                    .map(|s| serde_json::json!({"id": format!("c{}", s["id"].as_str().unwrap()), "unread": false, "accounts": [], "last_status": s}))
+                    .collect();
+                json(200, &serde_json::Value::Array(c))
+            }
+            ("GET", ["api", "oembed"]) => json(200, &serde_json::json!({"type": "rich", "html": "<iframe></iframe>"})),
+            ("GET", ["api", "v1", "accounts", "verify_credentials"]) => match user {
+                Some(u) => json(200, &serde_json::json!({"id": format!("id-{u}"), "username": u})),
+                None => json(401, &serde_json::json!({"error": "The access token is invalid"})),
+            },
+            ("GET", ["api", "v1", "scheduled_statuses"]) => {
+                // Publishes what is due, as mastodon-mock does when it lists.
+                let now = std::time::SystemTime::now();
+                let due: Vec<String> =
+                    self.scheduled.iter().filter(|(_, (at, _))| *at <= now).map(|(id, _)| id.clone()).collect();
+                for id in due {
+                    let (_, p) = self.scheduled.remove(&id).unwrap();
+                    let s = self.status(
+                        p["author"].as_str().unwrap(),
+                        p.get("visibility").and_then(|v| v.as_str()).unwrap_or("public"),
+                        p["status"].as_str().unwrap_or(""),
+                    );
+                    self.statuses.insert(s["id"].as_str().unwrap().to_owned(), s);
+                }
+                let list: Vec<_> = self
+                    .scheduled
+                    .iter()
+                    .map(|(id, (at, _))| serde_json::json!({"id": id, "scheduled_at": humantime::format_rfc3339_millis(*at).to_string(), "params": {}}))
+                    .collect();
+                json(200, &serde_json::Value::Array(list))
+            }
+            ("GET", ["api", "v1", "scheduled_statuses", id]) => match self.scheduled.get(*id) {
+                Some((at, _)) => json(
+                    200,
+                    &serde_json::json!({"id": id, "scheduled_at": humantime::format_rfc3339_millis(*at).to_string(), "params": {}}),
+                ),
+                None => json(404, &serde_json::json!({"error": "Record not found"})),
+            },
+            // Federation and the web.
+            ("GET", ["users", author, "outbox"]) => {
+                let items: Vec<_> = self
+                    .all()
+                    .iter()
+                    .map(|s| {
+                        let id = s["id"].as_str().unwrap();
+                        match s["reblog"].get("id").and_then(|r| r.as_str()) {
+                            Some(of) => serde_json::json!({"id": format!("https://{DOMAIN}/users/bob/statuses/{id}/activity"), "type": "Announce",
+                                "object": format!("https://{DOMAIN}/users/alice/statuses/{of}")}),
+                            None => serde_json::json!({"id": format!("https://{DOMAIN}/users/{}/statuses/{id}/activity", Self::author(s)), "type": "Create",
+                                "object": Self::as_note(s)}),
+                        }
+                    })
+                    .collect();
+                typed(200, &serde_json::json!({"type": "OrderedCollectionPage", "partOf": format!("https://{DOMAIN}/users/{author}/outbox"), "orderedItems": items}).to_string(), "application/activity+json; charset=utf-8")
+            }
+            ("GET", ["users", _, "collections", "featured"]) => {
+                let items: Vec<_> = self.posts().iter().map(Self::as_note).collect();
+                typed(
+                    200,
+                    &serde_json::json!({"type": "OrderedCollection", "orderedItems": items}).to_string(),
+                    "application/activity+json",
+                )
+            }
+            ("GET", ["users", _, "statuses", _, "replies"]) => {
+                // Replies by URI, a quoting reply as an object.
+                let items: Vec<_> = self
+                    .posts()
+                    .iter()
+                    .map(|s| if s["quote"].is_null() { serde_json::json!(s["uri"]) } else { Self::as_note(s) })
+                    .collect();
+                typed(
+                    200,
+                    &serde_json::json!({"type": "CollectionPage", "items": items}).to_string(),
+                    "application/activity+json",
+                )
+            }
+            ("GET", [.., feed]) if feed.ends_with(".rss") => {
+                let items: String = self
+                    .posts()
+                    .iter()
+                    .map(|s| {
+                        // A quote's text links the quoted post, escaped as RSS escapes HTML.
+                        let quoted = s["quote"]["quoted_status"]["url"]
+                            .as_str()
+                            .map(|u| format!("&lt;p&gt;RE: &lt;a href=&quot;{u}&quot;&gt;{u}&lt;/a&gt;&lt;/p&gt;"))
+                            .unwrap_or_default();
+                        format!(
+                            "<item><guid isPermaLink=\"true\">{url}</guid><link>{url}</link><description>{}{quoted}</description></item>",
+                            s["text"].as_str().unwrap(),
+                            url = s["url"].as_str().unwrap()
+                        )
+                    })
+                    .collect();
+                typed(
+                    200,
+                    &format!("<?xml version=\"1.0\"?><rss version=\"2.0\"><channel>{items}</channel></rss>"),
+                    "application/rss+xml; charset=utf-8",
+                )
+            }
+            ("GET", ["api", "v1", "streaming", ..]) => {
+                let events: String = self.all().iter().map(|s| format!("event: update\ndata: {s}\n\n")).collect();
+                typed(200, &events, "text/event-stream")
+            }
+            ("GET", [handle, id, ..]) if handle.starts_with('@') => match self.statuses.get(*id) {
+                Some(s) => typed(200, &format!("<html>{}</html>", s["content"].as_str().unwrap()), "text/html"),
+                None => text(404, "not found"),
+            },
+            ("GET", ["users", _, "statuses", id, ..]) => match self.statuses.get(*id) {
+                Some(s) => typed(200, &Self::note(id, &Self::author(s)).to_string(), "application/activity+json"),
+                None => text(404, "not found"),
+            },
+            _ => json(404, &serde_json::json!({"error": "Record not found"})),
+        }
+    }
+}
+
+struct Setup {
+    instance: Arc<Mutex<Instance>>,
+    upstream: RecordingUpstream,
+    policies: tempfile::TempDir,
+    data: tempfile::TempDir,
+}
+
+const POLICY: &str = "[[expire]]\nname = \"dms\"\nmatch = { visibility = [\"direct\"] }\nafter = \"2s\"\n";
+
+async fn setup(policy: &str, fail_deletes: bool) -> Setup {
+    let instance = Arc::new(Mutex::new(Instance { fail_deletes, ..Default::default() }));
+    let m = instance.clone();
+    let upstream = RecordingUpstream::with_async_handler(move |rec| {
+        let m = m.clone();
+        let fut: BoxFut<_> = Box::pin(async move {
+            // The instance does the work at once (the post exists), then is slow to answer.
+            let (resp, delay) = {
+                let mut m = m.lock().unwrap();
+                let delay = m.create_delay.filter(|_| rec.method == "POST" && rec.uri.path() == "/api/v1/statuses");
+                (m.handle(&rec), delay)
+            };
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            resp
+        });
+        fut
+    })
+    .await;
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(policies.path().join("test.toml"), policy).unwrap();
+    Setup { instance, upstream, policies, data: tempfile::tempdir().unwrap() }
+}
+
+impl Setup {
+    async fn pavise(&self, streaming: Option<String>) -> Pavise {
+        let (policies, data) = (self.policies.path().to_owned(), self.data.path().to_owned());
+        Pavise::start(&self.upstream.url(), move |f| {
+            f.policies = policies;
+            f.data_dir = data;
+            f.expiry.backoff = "1s".parse().unwrap();
+            f.expiry.lease = "5s".parse().unwrap();
+            f.expiry.confirm_after = "1s".parse().unwrap();
+            f.expiry.min_expires_in = "1s".parse().unwrap();
+            f.expiry.sweep_archives = false;
+            if let Some(s) = streaming {
+                f.upstream.streaming_url = s;
+            }
+        })
+        .await
+    }
+
+    fn on_instance(&self, id: &str) -> bool {
+        self.instance.lock().unwrap().statuses.contains_key(id)
+    }
+}
+
+async fn send(p: &Pavise, method: &str, path: &str, token: Option<&str>) -> (u16, http::HeaderMap, String) {
+    let mut req = reqwest::Client::new().request(method.parse().unwrap(), p.url(path)).header("host", DOMAIN);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    (status, headers, String::from_utf8_lossy(&resp.bytes().await.unwrap()).into_owned())
+}
+
+async fn post(p: &Pavise, token: &str, body: &str, ct: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .post(p.url("/api/v1/statuses"))
+        .header("host", DOMAIN)
+        .bearer_auth(token)
+        .header("content-type", ct)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap_or_default())
+}
+
+async fn admin(p: &Pavise) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .get(p.admin_url("/admin/expiry?state=pending"))
+        .bearer_auth(&p.token)
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
+async fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..secs * 20 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// Every spelling ActiveRecord reads as the post, every listing, embedding, page, feed and
+/// stream: the expired DM is nowhere, while the public post that does not expire is
+/// everywhere — with the instance still holding both (its DELETE fails).
+#[tokio::test]
+async fn an_expired_post_is_gone_from_every_spelling_and_every_listing() {
+    // The streaming server's WebSocket, standing in for Mastodon's: on connect it sends one
+    // `update` per status it is given.
+    let ws_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = ws_listener.local_addr().unwrap();
+    let ws_payloads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let payloads = ws_payloads.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = ws_listener.accept().await {
+            let payloads = payloads.lock().unwrap().clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                for p in payloads {
+                    let msg = serde_json::json!({"stream": ["user"], "event": "update", "payload": p}).to_string();
+                    let _ = ws.send(tokio_tungstenite::tungstenite::Message::text(msg)).await;
+                }
+                let _ = ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"event":"end"}"#)).await;
+                while let Some(Ok(_)) = ws.next().await {}
+            });
+        }
+    });
+
+    let s = setup(POLICY, true).await;
+    let p = s.pavise(Some(format!("http://{ws_addr}"))).await;
+    let (code, dm) = post(&p, "alice-token", "status=meet+at+the+usual+place&visibility=direct", FORM).await;
+    assert_eq!(code, 200);
+    let hidden = dm["id"].as_str().unwrap().to_owned();
+    let (_, public) = post(&p, "alice-token", "status=hello+world&visibility=public", FORM).await;
+    let visible = public["id"].as_str().unwrap().to_owned();
+    // Before the deadline, it is served like any post.
+    assert_eq!(send(&p, "GET", &format!("/api/v1/statuses/{hidden}"), Some("alice-token")).await.0, 200);
+
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    // Boosts and quotes made on the instance (by others, or federated in) after the deadline.
+    let (boost_of_hidden, quote_of_hidden, boost_of_visible) = {
+        let mut i = s.instance.lock().unwrap();
+        (i.boost(&hidden), i.quote(&hidden), i.boost(&visible))
+    };
+    *ws_payloads.lock().unwrap() = {
+        let i = s.instance.lock().unwrap();
+        i.all().iter().map(|s| s.to_string()).collect()
+    };
+    assert!(s.on_instance(&hidden), "the instance still has it: its DELETE fails");
+
+    // 1. Every spelling of the post itself, and every sub-resource: refused before the
+    // instance is asked.
+    let before = s.upstream.recorded().len();
+    let spellings = [
+        format!("/api/v1/statuses/{hidden}"),
+        format!("/api/v1/statuses/{hidden}.json"),
+        format!("/api/v1/statuses/{}", hidden.bytes().map(|b| format!("%{b:02X}")).collect::<String>()),
+        format!("/api/v1/statuses/0{hidden}"),
+        format!("/api/v1/statuses/{hidden}-x"),
+        format!("/api//v1/statuses/{hidden}/"),
+        format!("/users/alice/statuses/{hidden}.json"),
+        format!("/users/ALICE/statuses/{hidden}/activity"),
+        format!("/@alice/{hidden}.json"),
+        format!("/@alice/{hidden}/embed"),
+        format!("/@alice/0{hidden}"),
+    ];
+    let subresources = ["context", "source", "history", "reblogged_by", "favourited_by", "card", "quotes"];
+    for path in spellings
+        .iter()
+        .cloned()
+        .chain(subresources.iter().map(|r| format!("/api/v1/statuses/{hidden}/{r}")))
+        .chain(["replies", "likes", "shares"].iter().map(|r| format!("/users/alice/statuses/{hidden}/{r}")))
+    {
+        let (code, _, body) = send(&p, "GET", &path, Some("alice-token")).await;
+        let want = if path.starts_with("/api/") { 404 } else { 410 };
+        assert_eq!(code, want, "{path}: {body}");
+        assert!(!body.contains("usual place"), "{path}");
+    }
+    for action in ["favourite", "reblog", "bookmark", "pin"] {
+        let (code, _, _) = send(&p, "POST", &format!("/api/v1/statuses/{hidden}/{action}"), Some("bob-token")).await;
+        assert_eq!(code, 404, "{action}");
+    }
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("url", &format!("https://{DOMAIN}/@alice/0{hidden}.json"))
+        .finish();
+    assert_eq!(send(&p, "GET", &format!("/api/oembed?{q}"), None).await.0, 404, "oEmbed by any spelling of its URL");
+    assert_eq!(s.upstream.recorded().len(), before, "none of these reached the instance");
+
+    // 2. Every listing and embedding: the hidden post, and what carries it (a boost, a
+    // quote, a notification, a conversation, a grouped notification), is gone; the rest
+    // is there.
+    let listings = [
+        "/api/v1/timelines/home",
+        "/api/v1/timelines/public",
+        "/api/v1/timelines/tag/x",
+        "/api/v1/timelines/list/1",
+        "/api/v1/timelines/link?url=x",
+        "/api/v1/timelines/direct",
+        "/api/v1/accounts/id-alice/statuses?limit=40",
+        "/api/v1/bookmarks",
+        "/api/v1/favourites",
+        "/api/v1/trends/statuses",
+        "/api/v1/search?q=x",
+        "/api/v2/search?q=x",
+        "/api/v1/notifications",
+        "/api/v2/notifications",
+        "/api/v1/conversations",
+        &format!("/api/v1/statuses/{visible}/context"),
+        &format!("/api/v1/statuses?id[]={hidden}&id[]={visible}&id%5B%5D=0{boost_of_hidden}"),
+        "/users/alice/outbox?page=true",
+        "/users/alice/collections/featured",
+        &format!("/users/alice/statuses/{visible}/replies"),
+        "/@alice.rss",
+        "/tags/x.rss",
+    ];
+    for path in listings {
+        let (code, headers, body) = send(&p, "GET", path, Some("alice-token")).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        for gone in [&hidden, &boost_of_hidden, &quote_of_hidden] {
+            assert!(!body.contains(gone.as_str()), "{path} still names {gone}: {body}");
+        }
+        assert!(body.contains(visible.as_str()), "{path} over-hid the post that does not expire: {body}");
+        if !path.contains("id[]") && !path.contains(".rss") && path.starts_with("/api/v1/timelines") {
+            assert!(body.contains(boost_of_visible.as_str()), "{path}: a boost of a live post stays");
+            assert!(headers.get("link").is_some(), "{path}: pagination kept");
+        }
+        if let Some(len) = headers.get("content-length") {
+            assert_eq!(len.to_str().unwrap(), body.len().to_string(), "{path}: Content-Length fixed");
+        }
+        assert!(headers.get("etag").is_none(), "{path}");
+    }
+    // A boost or a quote of it, fetched by id, is answered as deleted.
+    assert_eq!(send(&p, "GET", &format!("/api/v1/statuses/{boost_of_hidden}"), Some("bob-token")).await.0, 404);
+    assert_eq!(send(&p, "GET", &format!("/api/v1/statuses/{quote_of_hidden}"), Some("bob-token")).await.0, 404);
+    assert_eq!(send(&p, "GET", &format!("/api/v1/statuses/{boost_of_visible}"), Some("bob-token")).await.0, 200);
+    // Answers to actions on a live post that embeds nothing hidden pass.
+    assert_eq!(send(&p, "POST", &format!("/api/v1/statuses/{visible}/favourite"), Some("bob-token")).await.0, 200);
+
+    // 3. Streaming: WebSocket messages that carry it are dropped (SSE: its own test below).
+    let url = format!("ws://{}/api/v1/streaming", p.addr);
+    let (mut ws, _) =
+        tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url)).await.unwrap().unwrap();
+    let mut got = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        let text = msg.into_text().unwrap().to_string();
+        if text.contains("\"end\"") {
+            break;
+        }
+        got.push(text);
+    }
+    assert!(!got.is_empty() && got.iter().all(|m| !m.contains(hidden.as_str())), "WebSocket: {got:?}");
+    assert!(got.iter().any(|m| m.contains(visible.as_str())), "WebSocket over-hid: {got:?}");
+    assert_eq!(got.len(), 2, "the live post and its boost: {got:?}");
+
+    // 4. Still hidden after a restart (the index is rebuilt from the store before serving).
+    p.stop().await;
+    let p = s.pavise(None).await;
+    assert_eq!(send(&p, "GET", &format!("/@alice/{hidden}"), None).await.0, 410);
+    let (_, _, body) = send(&p, "GET", "/api/v1/timelines/home", Some("alice-token")).await;
+    assert!(!body.contains(hidden.as_str()) && body.contains(visible.as_str()));
+    let report = admin(&p).await;
+    assert_eq!(report["hidden_now"], 1, "{report}");
+    p.stop().await;
+}
+
+/// With nothing hidden, answers pass exactly as the instance sent them.
+#[tokio::test]
+async fn nothing_hidden_means_nothing_touched() {
+    let s = setup(POLICY, false).await;
+    let p = s.pavise(None).await;
+    let (_, public) = post(&p, "alice-token", "status=hello&visibility=public", FORM).await;
+    let (code, headers, body) = send(&p, "GET", "/api/v1/timelines/home", Some("alice-token")).await;
+    assert_eq!(code, 200);
+    assert!(body.contains(public["id"].as_str().unwrap()));
+    let direct = reqwest::Client::new()
+        .get(format!("{}/api/v1/timelines/home", s.upstream.url()))
+        .bearer_auth("alice-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.headers().get("etag"), headers.get("etag"));
+    assert_eq!(direct.text().await.unwrap(), body, "byte for byte what the instance sent");
+    p.stop().await;
+}
+
+/// Mastodon deletes in a background job: after its DELETE answered, the post stays hidden
+/// until the instance no longer serves it; then its record is purged, leaving a count.
+#[tokio::test]
+async fn hidden_until_confirmed_gone_then_purged_and_the_data_dir_keeps_nothing() {
+    let s = setup(POLICY, false).await;
+    let p = s.pavise(None).await;
+    let (_, dm) = post(&p, "alice-token", "status=the+secret+plan&visibility=direct", FORM).await;
+    let id = dm["id"].as_str().unwrap().to_owned();
+    // The instance answers the DELETE but keeps serving the post for a while.
+    let keep_serving = s.instance.lock().unwrap().statuses[&id].clone();
+    assert!(wait_for(10, || s.instance.lock().unwrap().deletes == 1).await, "never deleted");
+    s.instance.lock().unwrap().statuses.insert(id.clone(), keep_serving);
+    assert_eq!(send(&p, "GET", &format!("/@alice/{id}"), None).await.0, 410, "hidden while the instance still has it");
+    // The confirmation finds it still there and deletes again; then it is gone.
+    assert!(
+        wait_for(15, || s.instance.lock().unwrap().deletes >= 2).await,
+        "a still-served post was not deleted again"
+    );
+    let mut report = admin(&p).await;
+    for _ in 0..100 {
+        if report["counts"]["gone"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        report = admin(&p).await;
+    }
+    assert_eq!(report["counts"]["gone"], 1, "{report}");
+    assert_eq!(report["counts"]["deleted"], 0, "{report}");
+    assert_eq!(report["credentials"], 0, "the token's sealed copy goes with the last item that needed it");
+    assert_eq!(report["hidden_now"], 0);
+    let data = p.data_dir.path().to_owned();
+    p.stop().await;
+
+    // What a seizure of the data dir finds.
+    for (path, bytes) in files_under(s.data.path()).into_iter().chain(files_under(&data)) {
+        let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+        for needle in [id.as_str(), "alice", "secret plan", "alice-token", "127.0.0.1"] {
+            assert!(!has(needle), "{} holds {needle:?}", path.display());
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(s.data.path()), 0o700);
+        for entry in walk(s.data.path()) {
+            let want = if entry.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode(&entry), want, "{}", entry.display());
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// A phone on a bad network: the client hangs up before the instance answers. The post
+/// exists on the instance, so pavise must still learn it and delete it at its deadline.
+#[tokio::test]
+async fn a_client_that_hangs_up_before_the_answer_still_gets_its_post_deleted() {
+    let s = setup(POLICY, false).await;
+    s.instance.lock().unwrap().create_delay = Some(Duration::from_millis(1500));
+    let p = s.pavise(None).await;
+    // Over HTTP/2 (what apps speak): giving up resets the stream, and hyper drops the
+    // request's handler at once. (An HTTP/1 server lets an in-flight handler finish.)
+    let hung_up = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .post(p.url("/api/v1/statuses"))
+        .bearer_auth("alice-token")
+        .header("content-type", FORM)
+        .body("status=sent+from+a+train&visibility=direct")
+        .send()
+        .await;
+    assert!(hung_up.is_err(), "the client gave up before the answer");
+    assert!(wait_for(5, || s.instance.lock().unwrap().statuses.len() == 1).await, "the instance created it");
+    let id = s.instance.lock().unwrap().statuses.keys().next().unwrap().clone();
+    let sent = s.upstream.recorded().into_iter().find(|r| r.method == "POST").unwrap();
+    assert_eq!(sent.headers["host"], p.addr.to_string().as_str(), "the client's :authority, as the Host");
+    assert!(wait_for(10, || !s.on_instance(&id)).await, "the post of a client that hung up was never deleted");
+    p.stop().await;
+}
+
+/// `scheduled_at`: the instance publishes the post later; its deadline counts from then.
+#[tokio::test]
+async fn scheduled_posts_expire_counted_from_their_publication() {
+    let s = setup(POLICY, false).await;
+    let p = s.pavise(None).await;
+    let at = humantime::format_rfc3339_millis(std::time::SystemTime::now() + Duration::from_secs(2)).to_string();
+    // One with the author's own expires_in, one the DM rule catches at publication.
+    let body = serde_json::json!({"status": "later, and briefly", "visibility": "public", "scheduled_at": at, "expires_in": 2});
+    let (code, own) = post(&p, "alice-token", &body.to_string(), "application/json").await;
+    assert_eq!(code, 200, "{own}");
+    assert!(own.get("scheduled_at").is_some(), "{own}");
+    let body = serde_json::json!({"status": "later, a DM", "visibility": "direct", "scheduled_at": at});
+    let (code, _) = post(&p, "alice-token", &body.to_string(), "application/json").await;
+    assert_eq!(code, 200);
+    let report = admin(&p).await;
+    assert_eq!(
+        report["items"].as_array().unwrap().iter().filter(|i| !i["awaiting_publication"].is_null()).count(),
+        2,
+        "{report}"
+    );
+
+    // Published after ~2 s; each is deleted ~2 s after its publication, not before.
+    let published = Instant::now();
+    let texts = || -> Vec<String> {
+        s.instance.lock().unwrap().statuses.values().map(|v| v["text"].as_str().unwrap().to_owned()).collect()
+    };
+    assert!(wait_for(20, || texts().len() == 2).await, "never published");
+    let seen_at = published.elapsed();
+    assert!(wait_for(20, || texts().is_empty()).await, "published posts were not deleted: {:?}", texts());
+    assert!(published.elapsed() >= seen_at + Duration::from_millis(1500), "deleted before its time after publication");
+    let report = admin(&p).await;
+    assert_eq!(report["counts"]["pending"], 0, "{report}");
+    p.stop().await;
+}
+
+/// `expires_in` in every body shape Mastodon accepts is read, stripped and honoured; where
+/// pavise cannot apply it, the post is refused and never created.
+#[tokio::test]
+async fn expires_in_in_every_body_shape() {
+    let s = setup("", false).await;
+    let p = s.pavise(None).await;
+    let multipart = "--B\r\nContent-Disposition: form-data; name=\"status\"\r\n\r\nmultipart\r\n--B\r\nContent-Disposition: form-data; name=\"expires_in\"\r\n\r\n60\r\n--B--\r\n";
+    let bodies = [
+        ("status=form&expires_in=60", FORM),
+        ("status=form+key+encoded&expires%5Fin=60", FORM),
+        (multipart, "multipart/form-data; boundary=B"),
+        (r#"{"status":"json","expires_in":60}"#, "application/json"),
+        (r#"{"status":"json2","expires_in":"60"}"#, "application/json; charset=utf-8"),
+        (r#"{"status":"text/x-json","expires_in":60}"#, "text/x-json"),
+        (r#"{"status":"activity","expires_in":60}"#, "application/activity+json"),
+    ];
+    for (body, ct) in bodies {
+        let (code, created) = post(&p, "alice-token", body, ct).await;
+        assert_eq!(code, 200, "{ct}: {created}");
+        let seen = s.upstream.last();
+        assert!(!String::from_utf8_lossy(&seen.body).contains("expires"), "{ct}: expires_in reached the instance");
+        assert_eq!(seen.headers["content-length"], seen.body.len().to_string().as_str(), "{ct}");
+    }
+    // In the query string too.
+    let resp = reqwest::Client::new()
+        .post(p.url("/api/v1/statuses?expires_in=60"))
+        .header("host", DOMAIN)
+        .bearer_auth("alice-token")
+        .header("content-type", FORM)
+        .body("status=query")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(s.upstream.last().uri.query().is_none_or(|q| !q.contains("expires")));
+    let report = admin(&p).await;
+    let items = report["items"].as_array().unwrap();
+    assert_eq!(items.len(), bodies.len() + 1, "{report}");
+    assert!(items.iter().all(|i| i["rule"] == "expires_in"), "{report}");
+
+    // Refused, and never created.
+    let created = s.instance.lock().unwrap().statuses.len();
+    for (body, ct, token) in [
+        ("status=x&expires_in[]=60", FORM, Some("alice-token")),
+        ("status=x&expires_in=soon", FORM, Some("alice-token")),
+        (r#"{"status":"x","expires_in":[60]}"#, "application/json", Some("alice-token")),
+        (
+            "--B\r\nContent-Disposition: form-data; name=\"expires_in\"; filename=\"x\"\r\n\r\n60\r\n--B--\r\n",
+            "multipart/form-data; boundary=B",
+            Some("alice-token"),
+        ),
+        ("status=x&expires_in=60", FORM, None),
+    ] {
+        let mut req = reqwest::Client::new().post(p.url("/api/v1/statuses")).header("content-type", ct).body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 422, "{body}");
+    }
+    assert_eq!(s.instance.lock().unwrap().statuses.len(), created, "a refused post reached the instance");
+    p.stop().await;
+}
+
+/// The archive: a member's older posts are swept the first time pavise sees their token.
+#[tokio::test]
+async fn an_archive_is_swept_from_the_first_sighting_of_a_token() {
+    let s = setup(POLICY, false).await;
+    let old: Vec<String> = {
+        let mut i = s.instance.lock().unwrap();
+        (0..120)
+            .map(|n| {
+                let st = i.status("bob", if n % 3 == 0 { "public" } else { "direct" }, "old");
+                let id = st["id"].as_str().unwrap().to_owned();
+                i.statuses.insert(id.clone(), st);
+                id
+            })
+            .collect()
+    };
+    let (policies, data) = (s.policies.path().to_owned(), s.data.path().to_owned());
+    let p = Pavise::start(&s.upstream.url(), move |f| {
+        f.policies = policies;
+        f.data_dir = data;
+        f.expiry.confirm_after = "1s".parse().unwrap();
+    })
+    .await;
+    // Any authenticated request will do.
+    let _ = send(&p, "GET", "/api/v1/timelines/home", Some("bob-token")).await;
+    let dms: Vec<&String> = old.iter().enumerate().filter(|(n, _)| n % 3 != 0).map(|(_, id)| id).collect();
+    assert!(wait_for(30, || dms.iter().all(|id| !s.on_instance(id))).await, "the archive's old DMs were not deleted");
+    assert!(old.iter().enumerate().filter(|(n, _)| n % 3 == 0).all(|(_, id)| s.on_instance(id)), "over-deleted");
+    let report = admin(&p).await;
+    let sweep = &report["sweeps"][0];
+    assert_eq!(
+        (sweep["account"].as_str(), sweep["state"].as_str(), sweep["seen"].as_u64()),
+        (Some("bob"), Some("done"), Some(120)),
+        "{report}"
+    );
+    // Seen again after a restart (the sighting set is in memory only): not swept again.
+    p.stop().await;
+    let (policies, data) = (s.policies.path().to_owned(), s.data.path().to_owned());
+    let p = Pavise::start(&s.upstream.url(), move |f| {
+        f.policies = policies;
+        f.data_dir = data;
+    })
+    .await;
+    let pages = || s.upstream.recorded().iter().filter(|r| r.uri.path() == "/api/v1/accounts/id-bob/statuses").count();
+    let before = pages();
+    let _ = send(&p, "GET", "/api/v1/timelines/home", Some("bob-token")).await;
+    assert!(
+        wait_for(5, || s.upstream.recorded().iter().filter(|r| r.uri.path().ends_with("verify_credentials")).count()
+            >= 2)
+        .await,
+        "the restarted relay looked at the token"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(pages(), before, "an archive already swept is not swept again");
+
+    // New rules: the member's next request sweeps the archive again under them.
+    std::fs::write(
+        s.policies.path().join("test.toml"),
+        format!("{POLICY}[[expire]]\nname = \"all\"\nafter = \"1s\"\n"),
+    )
+    .unwrap();
+    let r = reqwest::Client::new().post(p.admin_url("/admin/reload")).bearer_auth(&p.token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = send(&p, "GET", "/api/v1/timelines/home", Some("bob-token")).await;
+    assert!(wait_for(30, || old.iter().all(|id| !s.on_instance(id))).await, "not swept again under the new rules");
+    p.stop().await;
+}
+
+/// Streams: events for the hidden post never reach the client, however chunked.
+#[tokio::test]
+async fn server_sent_events_of_a_hidden_post_are_dropped_as_they_stream() {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let rx = Arc::new(Mutex::new(Some(rx)));
+    let s = setup(POLICY, true).await;
+    let sse = RecordingUpstream::with_handler(move |_| {
+        let rx = rx.lock().unwrap().take().expect("one SSE request");
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(b)), rx))
+        });
+        let mut r = http::Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+        r
+    })
+    .await;
+    let p = s.pavise(Some(sse.url())).await;
+    let (_, dm) = post(&p, "alice-token", "status=x&visibility=direct", FORM).await;
+    let hidden = dm["id"].as_str().unwrap().to_owned();
+    let resp = reqwest::Client::new().get(p.url("/api/v1/streaming/user")).send().await.unwrap();
+    let mut body = resp.bytes_stream();
+    let status = |id: &str| format!(r#"{{"id":"{id}","uri":"u","visibility":"direct","reblog":null}}"#);
+    // Before the deadline it streams; after, an update about it (say, an edit) does not.
+    tx.send(Bytes::from(format!("event: update\ndata: {}\n\n", status(&hidden)))).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains(&hidden));
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let edit = format!("event: status.update\ndata: {}\n\n", status(&hidden));
+    let (a, b) = edit.split_at(20);
+    tx.send(Bytes::from(a.to_owned())).await.unwrap();
+    tx.send(Bytes::from(b.to_owned())).await.unwrap();
+    tx.send(Bytes::from(format!("event: update\ndata: {}\n\n", status("5")))).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+    let next = String::from_utf8_lossy(&next).into_owned();
+    assert!(next.contains(r#""id":"5""#) && !next.contains(&hidden), "{next}");
+    drop(tx);
+    p.stop().await;
+}
