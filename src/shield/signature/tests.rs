@@ -113,7 +113,7 @@ async fn verify_with(verifier: &Verifier, h: &HeaderMap, path: &str, body: &[u8]
         Err(why) => return Verdict::Unverified(why),
     };
     let req = Signed { method: &Method::POST, uri: &uri, headers: h, host: "local.example", https: true, body };
-    verifier.verify(&by, &req, at).await
+    verifier.verify(&by, &req, at, None).await
 }
 
 fn verified() -> Verdict {
