@@ -49,17 +49,29 @@ pub struct LocalAccounts {
     reader: InstanceReader,
     /// Keyed by (what, id): 0 = account id, 1 = status id.
     cache: moka::future::Cache<(u8, u64), Lookup>,
+    /// Usernames: whether a local account has it.
+    names: moka::future::Cache<String, Lookup>,
     permits: tokio::sync::Semaphore,
 }
 
 struct LookupExpiry;
 
+fn lifetime(value: &Lookup) -> Duration {
+    match value {
+        Lookup::Name(_) | Lookup::Owner(_) => Duration::from_secs(3600),
+        Lookup::NotLocal | Lookup::Unknown => Duration::from_secs(60),
+    }
+}
+
 impl moka::Expiry<(u8, u64), Lookup> for LookupExpiry {
     fn expire_after_create(&self, _key: &(u8, u64), value: &Lookup, _now: std::time::Instant) -> Option<Duration> {
-        Some(match value {
-            Lookup::Name(_) | Lookup::Owner(_) => Duration::from_secs(3600),
-            Lookup::NotLocal | Lookup::Unknown => Duration::from_secs(60),
-        })
+        Some(lifetime(value))
+    }
+}
+
+impl moka::Expiry<String, Lookup> for LookupExpiry {
+    fn expire_after_create(&self, _key: &String, value: &Lookup, _now: std::time::Instant) -> Option<Duration> {
+        Some(lifetime(value))
     }
 }
 
@@ -68,6 +80,7 @@ impl LocalAccounts {
         LocalAccounts {
             reader,
             cache: moka::future::Cache::builder().max_capacity(capacity).expire_after(LookupExpiry).build(),
+            names: moka::future::Cache::builder().max_capacity(capacity).expire_after(LookupExpiry).build(),
             permits: tokio::sync::Semaphore::new(4),
         }
     }
@@ -86,6 +99,29 @@ impl LocalAccounts {
                 Lookup::NotLocal => Key::Nobody,
                 Lookup::Unknown => Key::Unknown,
             },
+        }
+    }
+
+    /// Whether the answer for `name` is known already (no request needed).
+    pub fn knows(&self, name: &str) -> bool {
+        name.starts_with('#') || self.names.contains_key(name)
+    }
+
+    /// Whether a local account has this username (true when the instance will not say).
+    pub async fn exists(&self, name: &str, host: &str) -> bool {
+        if name.starts_with('#') {
+            return true;
+        }
+        !matches!(self.names.get_with_by_ref(name, self.lookup_name(name, host)).await, Lookup::NotLocal)
+    }
+
+    async fn lookup_name(&self, name: &str, host: &str) -> Lookup {
+        let Ok(_permit) = self.permits.acquire().await else { return Lookup::Unknown };
+        let acct = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+        match self.reader.get(&format!("/api/v1/accounts/lookup?acct={acct}"), host, "application/json").await {
+            Ok(Answer::Json(doc)) => from_api(&doc),
+            Ok(Answer::Status(404)) => Lookup::NotLocal,
+            Ok(Answer::Status(_)) | Err(_) => Lookup::Unknown,
         }
     }
 

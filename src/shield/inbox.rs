@@ -146,6 +146,9 @@ impl Shield {
         {
             self.stats.limited.fetch_add(1, Relaxed);
             Self::tally(&self.domain_tallies, &d.domain_label).limited.fetch_add(1, Relaxed);
+            if let Some(key) = d.signature_key {
+                self.seen_signatures.insert(key, Outcome::Deferred);
+            }
             return Ok(Flow::Respond(too_many(&denied)));
         }
         let wave = &active.policy.wave;
@@ -430,7 +433,21 @@ impl Shield {
         }
         let sender = self.hasher.hash(ns::SENDER, actor.as_str());
         let params = active.wave_params();
+        // Only members count: a made-up name is asked about once (a few per delivery).
+        let mut asked = 0;
+        let mut members = Vec::with_capacity(strangers_to.len());
         for account in &strangers_to {
+            if !self.accounts.knows(account) {
+                if asked >= MAX_ID_LOOKUPS {
+                    continue;
+                }
+                asked += 1;
+            }
+            if self.accounts.exists(account, &host).await {
+                members.push(account.as_str());
+            }
+        }
+        for account in members {
             if self.waves.observe(account, sender, &domain, now, &params).outcome == wave::Observed::ShieldRaised {
                 self.stats.shields_raised.fetch_add(1, Relaxed);
                 if self.cfg.learn_following {

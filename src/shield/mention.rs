@@ -243,7 +243,14 @@ impl<'v> Reader<'v, '_> {
 /// inbox turns into a silent mention of its owner. A `Follow`, `Like` or `Accept` sent
 /// there mentions nobody.
 pub fn carries_a_post(doc: &Value) -> bool {
-    ["Create", "Update"].iter().any(|t| includes(doc.get("type"), t))
+    fn at(doc: &Value, depth: usize) -> bool {
+        ["Create", "Update"].iter().any(|t| includes(doc.get("type"), t))
+            // A collection's items are processed each with the same inbox owner.
+            || (depth < MAX_NESTING
+                && ["items", "orderedItems"].iter().any(|k| as_array(doc.get(*k)).iter().any(|i| at(i, depth + 1))))
+    }
+    // Deeper than pavise reads, the body is opaque anyway.
+    at(doc, 0)
 }
 
 /// `Create`/`Update`/`Announce` of an object the instance must fetch from a remote server.
@@ -568,6 +575,11 @@ mod tests {
             let a = read_json(serde_json::json!({"type": kind, key: [create.clone()]}));
             assert_eq!(a.local, [LocalRef::Name("alice".into())], "{kind}");
         }
+        // A collection sent to a member's own inbox carries its items' posts to her.
+        assert!(carries_a_post(
+            &serde_json::json!({"type":"OrderedCollectionPage","orderedItems":[{"type":"Create"}]})
+        ));
+        assert!(!carries_a_post(&serde_json::json!({"type":"Collection","items":[{"type":"Like"}]})));
         // Nested collections are read too, a few levels deep; deeper ones are opaque.
         let nested = serde_json::json!({"type":"Collection","items":[{"type":"Collection","items":[create.clone()]}]});
         assert_eq!(read_json(nested).local, [LocalRef::Name("alice".into())]);

@@ -248,8 +248,8 @@ impl ShieldConfig {
                     .into(),
             ));
         }
-        if self.domain_blocks_refresh.get() < Duration::from_secs(10) {
-            return Err(("shield.domain_blocks_refresh", "must be at least 10s".into()));
+        if self.domain_blocks_refresh.get() < Duration::from_secs(1) {
+            return Err(("shield.domain_blocks_refresh", "must be at least 1s".into()));
         }
         Ok(())
     }

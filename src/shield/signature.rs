@@ -18,8 +18,9 @@
 //! - **The time window**: `created` (hs2019 `created`, RFC 9421 `created`, else `Date`)
 //!   no more than `CLOCK_SKEW_MARGIN` (1 h) ahead; the signature expires at `expires`, or
 //!   5 minutes after `created` when none is given, capped at `EXPIRATION_WINDOW_LIMIT`
-//!   (12 h), and is refused once more than 1 h past that. Unlike Mastodon, a signature
-//!   with no time at all (neither `Date` nor `created`) is not accepted: it never expires.
+//!   (12 h), and is refused once more than 1 h past that. A signature with no time at
+//!   all (neither `Date` nor `created`) never expires: pavise does not count it (weak),
+//!   nor call it refused, since Mastodon may take it.
 //! - **The body**: a POST must cover `Digest` (`SHA-256=`, exactly as Mastodon splits the
 //!   header) or, for RFC 9421, `Content-Digest` (an RFC 8941 dictionary with `sha-256`),
 //!   and the digest must be the body's. So a captured signature cannot carry a new body.
@@ -32,7 +33,11 @@
 //! The key comes from its owner ([`super::keys`]): the verified identity is the key's
 //! *owner* as its own document states it, not whatever the keyId's path suggests.
 //! Cheap checks (grammar, coverage, window, digest) run before any key is fetched, so a
-//! forgery costs pavise no network request.
+//! forgery costs pavise no network request; a fetch happens only within the budgets of
+//! [`super::budget`].
+//!
+//! [`Rejection::instance_refuses`] tells the reasons for which the instance itself refuses
+//! a delivery (so forwarding it changes nothing) from those where pavise cannot tell.
 
 use std::{
     sync::Arc,
