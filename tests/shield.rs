@@ -1325,12 +1325,22 @@ async fn unreadable_bodies_collections_and_foreign_boosts_are_held_back_during_a
         assert_eq!(resp.status, 429, "{what}: passed the shield");
         assert!(!at_instance(&upstream, &body), "{what}: reached the instance");
     }
-    // Plain mail to another member still passes.
+    // Plain mail to another member still passes — also a public post carrying a Linked
+    // Data signature with Mastodon's usual context, as Mastodon sends every public post.
     let actor = more.actor("to-bob");
     let body = note(&actor, &["bob"], "to-bob");
     assert_eq!(deliver(&pavise, "127.0.0.81", key, &actor, &body, MASTODON_UA).await.0.status, 202);
+    let actor = more.actor("ld-signed");
+    let mut doc: serde_json::Value = serde_json::from_slice(&note(&actor, &["bob"], "ld-signed")).unwrap();
+    doc["@context"] = serde_json::json!(["https://www.w3.org/ns/activitystreams", "https://w3id.org/security/v1",
+        {"ostatus": "http://ostatus.org#", "atomUri": "ostatus:atomUri", "sensitive": "as:sensitive",
+         "toot": "http://joinmastodon.org/ns#", "Hashtag": "as:Hashtag"}]);
+    doc["signature"] = serde_json::json!({"type": "RsaSignature2017", "creator": format!("{actor}#main-key"),
+        "created": "2026-01-01T00:00:00Z", "signatureValue": "AAAA"});
+    let body = doc.to_string().into_bytes();
+    assert_eq!(deliver(&pavise, "127.0.0.81", key, &actor, &body, MASTODON_UA).await.0.status, 202);
     let report = admin_get(&pavise, "/admin/shield").await;
-    assert_eq!(report["totals"]["signatures_verified"], 4 + variants.len() as u64 + 1, "{report}");
+    assert_eq!(report["totals"]["signatures_verified"], 4 + variants.len() as u64 + 2, "{report}");
     pavise.stop().await;
 }
 
@@ -1631,7 +1641,7 @@ async fn key_fetches_are_budgeted_per_client_and_per_host() {
 
     // A slow keyId host: one client's deliveries tie up four fetches at most, the rest
     // are told at once to come back; a real sender meanwhile is verified.
-    let (slow, total, peak) = slow_server("127.0.0.98", Duration::from_secs(2)).await;
+    let (slow, total, peak) = slow_server("127.0.0.98", Duration::from_secs(1)).await;
     let mut stuck = Vec::new();
     for i in 0..6 {
         let actor = format!("http://{slow}/users/s{i}");
