@@ -45,7 +45,13 @@ pub struct FileConfig {
     /// Directory of `*.toml` policy files (expiry rules, limits, wave shield).
     pub policies: PathBuf,
     /// The instance's own domain, when it differs from the `Host` deliveries arrive with.
+    /// Mastodon's `LOCAL_DOMAIN`; the wave shield counts only deliveries addressed to it
+    /// (or to `web_domain` / `alternate_domains`).
     pub local_domain: Option<String>,
+    /// Mastodon's `WEB_DOMAIN`, when it differs from `local_domain`.
+    pub web_domain: Option<String>,
+    /// Mastodon's `ALTERNATE_DOMAINS`: other host names the instance answers to.
+    pub alternate_domains: Vec<String>,
     pub public: PublicConfig,
     pub upstream: UpstreamConfig,
     pub client_ip: ClientIpConfig,
@@ -66,6 +72,8 @@ impl Default for FileConfig {
             data_dir: PathBuf::from("./data"),
             policies: PathBuf::from("./policies"),
             local_domain: None,
+            web_domain: None,
+            alternate_domains: Vec::new(),
             public: PublicConfig::default(),
             upstream: UpstreamConfig::default(),
             client_ip: ClientIpConfig::default(),
@@ -561,10 +569,19 @@ impl Config {
             ));
         }
         file.media.validate().map_err(|(key, message)| invalid(key, message))?;
+        let not_a_domain = |d: &str| d.is_empty() || d.contains(['/', ' ', '@']);
         if let Some(domain) = &file.local_domain
-            && (domain.is_empty() || domain.contains('/') || domain.contains(' '))
+            && not_a_domain(domain)
         {
             return Err(invalid("local_domain", format!("{domain:?} is not a domain name")));
+        }
+        if let Some(domain) = &file.web_domain
+            && not_a_domain(domain)
+        {
+            return Err(invalid("web_domain", format!("{domain:?} is not a domain name")));
+        }
+        if let Some(domain) = file.alternate_domains.iter().find(|d| not_a_domain(d)) {
+            return Err(invalid("alternate_domains", format!("{domain:?} is not a domain name")));
         }
         Ok(Config { file, upstream, streaming_upstream, source })
     }
@@ -659,6 +676,8 @@ mod tests {
             ("[public]\nmax_websockets = 5000\n", "public.max_websockets"),
             ("[admin]\nmax_connections = 0\n", "admin.max_connections"),
             ("[upstream]\nmax_in_flight = 0\n", "upstream.max_in_flight"),
+            ("web_domain = \"a/b\"\n", "web_domain"),
+            ("alternate_domains = [\"ok.example\", \"x@example\"]\n", "alternate_domains"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text} → {e}");

@@ -100,6 +100,7 @@ pub async fn start(
     let shield = if config.file.shield.enabled {
         let shield = crate::shield::Shield::new(&config, store.clone(), None)?;
         admin.add_handler(Arc::new(crate::shield::ShieldAdmin(shield.clone())));
+        admin.add_check(Arc::new(crate::shield::ShieldReadiness(shield.clone())));
         admin.add_reload(shield.clone());
         metrics.register(shield.clone());
         tasks.spawn(shield.clone().run_housekeeping(shutdown.clone()));

@@ -51,7 +51,7 @@ pub fn accept_hint(doc: &Value, locals: &LocalHosts) -> Option<String> {
     }
     match local_ref(id_of(follow.get("actor")?)?, locals)? {
         LocalRef::Name(name) => Some(name),
-        LocalRef::Id(_) => None,
+        LocalRef::Id(_) | LocalRef::StatusOwner(_) => None,
     }
 }
 
@@ -134,7 +134,7 @@ impl Follows {
             pages += 1;
             let doc = match self.reader.get(&path, host, "application/activity+json").await? {
                 Answer::Json(doc) => doc,
-                Answer::Status(s) => return Err(ShieldError::Fetch(format!("the instance answered {s}"))),
+                Answer::Status(s) => return Err(ShieldError::Instance(format!("the instance answered {s}"))),
             };
             // The collection itself either lists items or points at its first page.
             let page = match doc.get("first") {
