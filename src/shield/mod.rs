@@ -99,7 +99,7 @@ use self::{
     wave::{WaveDetector, WaveParams},
 };
 use crate::{
-    admin::{AdminHandler, ReadinessCheck, Reload, json},
+    admin::{AdminHandler, Readiness, ReadinessCheck, Reload, json},
     config::Config,
     metrics::MetricsSource,
     proxy::{Flow, ProxyError, Request, RequestCtx, Response, RouteClass, Stage, StageFuture, error::json_error},
@@ -617,17 +617,21 @@ impl Shield {
     }
 
     /// `Ok(detail)` when the shield can do what it promises, `Err(why)` when not.
-    fn readiness(&self) -> Result<String, String> {
+    /// Degraded, never not-ready: without its domains or the instance's blocks the wave
+    /// shield counts less (or nothing), but everything it passes is still safe to serve.
+    fn readiness(&self) -> Readiness {
         if !self.active().policy.wave.enabled {
-            return Ok("wave detector off".into());
+            return Readiness::Ready("wave detector off".into());
         }
         if !self.domains.configured() {
-            return Err("local_domain is not set: the wave shield cannot tell the instance's deliveries and counts \
-                        none"
-                .into());
+            return Readiness::Degraded(
+                "local_domain is not set: the wave shield cannot tell the instance's deliveries and counts none".into(),
+            );
         }
-        let blocks = self.blocks.readiness()?;
-        Ok(format!("wave shield for {}; {blocks}", self.domains.names().join(", ")))
+        match self.blocks.readiness() {
+            Ok(blocks) => Readiness::Ready(format!("wave shield for {}; {blocks}", self.domains.names().join(", "))),
+            Err(reason) => Readiness::Degraded(reason),
+        }
     }
 
     /// The `/admin/shield` report.
@@ -704,8 +708,8 @@ impl Shield {
             "shields": shields,
             "instance": {
                 "domains": self.domains.names(),
-                "ready": self.readiness().is_ok(),
-                "readiness": match self.readiness() { Ok(d) | Err(d) => d },
+                "ready": self.readiness().is_ready(),
+                "readiness": self.readiness().detail(),
                 "domain_blocks": self.blocks.report(),
             },
             "targets": tallies(&self.targets).iter().map(row).collect::<Vec<_>>(),
@@ -957,7 +961,7 @@ impl ReadinessCheck for ShieldReadiness {
         "shield"
     }
 
-    fn check(&self) -> StageFuture<'_, Result<String, String>> {
+    fn check(&self) -> StageFuture<'_, Readiness> {
         Box::pin(async move { self.0.readiness() })
     }
 }
@@ -1026,7 +1030,7 @@ impl MetricsSource for Shield {
         let _ = writeln!(out, "pavise_shield_held_bytes {bytes}");
         out.push_str("# HELP pavise_shield_ready Whether the wave shield can tell the instance's deliveries and knows its domain blocks.\n");
         out.push_str("# TYPE pavise_shield_ready gauge\n");
-        let _ = writeln!(out, "pavise_shield_ready {}", u8::from(self.readiness().is_ok()));
+        let _ = writeln!(out, "pavise_shield_ready {}", u8::from(self.readiness().is_ready()));
         out.push_str("# HELP pavise_shield_limiter_keys Keys tracked per limit rule.\n");
         out.push_str("# TYPE pavise_shield_limiter_keys gauge\n");
         for l in &self.active().limiters {
