@@ -609,6 +609,9 @@ impl Shield {
         active: Arc<Active>,
         inbox: InboxPath,
     ) -> Result<Flow, ProxyError> {
+        // The delivery is held whole (its digest covers every byte): charged to the
+        // relay's body budget like every body a stage holds (proxy::budget).
+        let req = req.map(|body| ctx.hold_body(body, MAX_DELIVERY as u64));
         let d = self.read_delivery(ctx, req).await?;
         let request_parts = (&d.parts.method, ctx.route.path.as_str(), &d.parts.headers);
         if let Err(denied) =
