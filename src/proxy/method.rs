@@ -25,14 +25,13 @@
 //!     own);
 //!   - a body Rack 2 and Rack 3 would read differently (a trailing NUL, bracketed
 //!     `[_method]` keys) is refused with a 400 rather than guessed at;
-//!   - a urlencoded body longer than [`MAX_READ`] (a long post from a form-posting client)
-//!     is not held: the stages see the wire method, and the body streams on through a
-//!     [`FormScan`] that reads it the same way, byte by byte, and holds back its last
-//!     chunk until the end: if the whole body turns out to carry a `_method` override,
-//!     the body fails (400) before its last byte reaches the instance, so Rails never
-//!     dispatches it (Puma waits for the whole body);
-//!   - a multipart body longer than [`MAX_READ`] on these routes is refused with a 413
-//!     (real clients send a status as JSON or a small form; uploads go to the media API).
+//!   - a body longer than [`MAX_READ`] (a long post from a form-posting client) is not
+//!     held: the stages see the wire method, and the body streams on through a [`Scan`]
+//!     that reads it the same way, byte by byte (urlencoded: [`FormScan`]; multipart:
+//!     any `_method` however quoted or escaped, and the urlencoded fallback reading),
+//!     and holds back its last chunk until the end: if the whole body turns out to carry
+//!     a `_method` override, the body fails (400) before its last byte reaches the
+//!     instance, so Rails never dispatches it (Puma waits for the whole body).
 //! - everywhere else the route class is the same whatever the method (or pavise's reading
 //!   is the stricter one: an inbox POST overridden into a GET is still checked as an
 //!   inbox delivery), and the body streams through unread.
@@ -123,13 +122,9 @@ pub async fn resolve(ctx: &mut RequestCtx, req: Request) -> Result<(Request, Opt
             }
         }
     }
-    let more = !body.is_end_stream() && len >= MAX_READ;
-    if kind == FormKind::Multipart && (more || len > MAX_READ) {
-        return Err(ProxyError::BodyTooLarge { limit: MAX_READ as u64 });
-    }
-    if more {
+    if !body.is_end_stream() && len >= MAX_READ {
         // A long body: it is not held, it is read on its way through.
-        let mut scan = FormScan::default();
+        let mut scan = Scan::new(kind);
         for chunk in &head {
             scan.feed(chunk);
         }
@@ -179,7 +174,7 @@ pin_project_lite::pin_project! {
         head: VecDeque<Bytes>,
         #[pin]
         rest: Body,
-        scan: FormScan,
+        scan: Scan,
         last: Option<Bytes>,
         done: bool,
     }
@@ -247,6 +242,106 @@ impl http_body::Body for Scanned {
             hint.set_upper(upper + held);
         }
         hint
+    }
+}
+
+/// How a long form body is read on its way through (see the module docs).
+#[derive(Debug, Clone)]
+pub enum Scan {
+    UrlEncoded(FormScan),
+    /// Any `_method` in the multipart body (however quoted, escaped or percent-encoded:
+    /// a superset of the fields Rack's parser would name so), and the urlencoded reading
+    /// Rack falls back to when the boundary is unusable.
+    Multipart(NameScan, FormScan),
+}
+
+impl Scan {
+    fn new(kind: FormKind) -> Scan {
+        match kind {
+            FormKind::Multipart => Scan::Multipart(NameScan::default(), FormScan::default()),
+            _ => Scan::UrlEncoded(FormScan::default()),
+        }
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) {
+        match self {
+            Scan::UrlEncoded(form) => form.feed(bytes),
+            Scan::Multipart(names, form) => {
+                names.feed(bytes);
+                form.feed(bytes);
+            }
+        }
+    }
+
+    fn finish(self) -> Reading {
+        match self {
+            Scan::UrlEncoded(form) => form.finish(),
+            Scan::Multipart(names, _) if names.found => {
+                Reading::Ambiguous("a multipart `_method` field is not accepted on this route")
+            }
+            Scan::Multipart(_, form) => match form.finish() {
+                Reading::Keep => Reading::Keep,
+                _ => Reading::Ambiguous("a `_method` in a multipart body is not accepted on this route"),
+            },
+        }
+    }
+}
+
+/// Whether `_method` occurs anywhere in a body read as [`read_multipart`] reads field
+/// names (lower-cased, `\` and `"` dropped, `%XX` decoded as in `name*=`), in constant
+/// memory. A superset of what that parser matches: text that merely mentions `_method`
+/// counts too, which only a body over 64 KiB on a status route can be refused for.
+#[derive(Debug, Clone, Default)]
+pub struct NameScan {
+    pct: u8,
+    hi: u8,
+    window: [u8; 7],
+    found: bool,
+}
+
+impl NameScan {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            let b = b.to_ascii_lowercase();
+            if b == b'\\' || b == b'"' {
+                continue;
+            }
+            match (self.pct, hex(b)) {
+                (1, Some(h)) => {
+                    self.hi = h;
+                    self.pct = 2;
+                }
+                (2, Some(lo)) => {
+                    self.pct = 0;
+                    self.push((self.hi * 16 + lo).to_ascii_lowercase());
+                }
+                (0, _) if b == b'%' => self.pct = 1,
+                (pending, _) => {
+                    // Not an escape after all: the `%` (and its digit) stand for themselves.
+                    if pending >= 1 {
+                        self.push(b'%');
+                    }
+                    if pending == 2 {
+                        let digit = b"0123456789abcdef"[usize::from(self.hi)];
+                        self.push(digit);
+                    }
+                    self.pct = 0;
+                    if b == b'%' {
+                        self.pct = 1;
+                    } else {
+                        self.push(b);
+                    }
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, c: u8) {
+        self.window.rotate_left(1);
+        self.window[6] = c;
+        if &self.window == METHOD_KEY {
+            self.found = true;
+        }
     }
 }
 
@@ -747,12 +842,26 @@ mod tests {
         };
         assert!(err.downcast_ref::<LongFormOverride>().is_some());
         assert!(passed < MAX_READ + 10, "the last chunk was held back ({passed} bytes passed)");
-        // A long multipart body on these routes: 413.
-        let req = http::Request::post("/api/v1/statuses/109")
-            .header("content-type", "multipart/form-data; boundary=b")
-            .body(full(vec![b'x'; MAX_READ + 1]))
-            .unwrap();
-        assert_eq!(resolve(&mut ctx(), req).await.unwrap_err().status(), http::StatusCode::PAYLOAD_TOO_LARGE);
+        // A long multipart body: a `_method` field past the head, however spelled, fails it.
+        let multipart = |name: &str| {
+            let body = format!(
+                "--b\r\nContent-Disposition: form-data; name=\"status\"\r\n\r\n{}\r\n--b\r\nContent-Disposition: form-data; {name}\r\n\r\nget\r\n--b--\r\n",
+                "x".repeat(MAX_READ)
+            );
+            let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
+                body.into_bytes().chunks(16 * 1024).map(|c| Ok(Frame::data(Bytes::copy_from_slice(c)))).collect();
+            http::Request::post("/api/v1/statuses/109")
+                .header("content-type", "multipart/form-data; boundary=b")
+                .body(boxed(http_body_util::StreamBody::new(futures_util::stream::iter(chunks))))
+                .unwrap()
+        };
+        for name in ["name=\"_method\"", "NAME=\"_\\method\"", "name*=utf-8''%5F%6Dethod"] {
+            let (req, _) = resolve(&mut ctx(), multipart(name)).await.unwrap();
+            let err = req.into_body().collect().await.unwrap_err();
+            assert!(err.downcast_ref::<LongFormOverride>().is_some(), "{name}");
+        }
+        let (req, _) = resolve(&mut ctx(), multipart("name=\"visibility\"")).await.unwrap();
+        assert!(req.into_body().collect().await.is_ok());
     }
 
     #[test]
