@@ -6,6 +6,11 @@
 //! shield decides pass/defer/reject, the privacy stage strips client-IP headers and
 //! scrubs media, expiry answers for expired posts and learns new ones. Any stage may
 //! end the request with its own response ([`Flow::Respond`]).
+//!
+//! What requests may hold of the relay (body bytes in memory, long-lived streams,
+//! requests running at the instance) is budgeted per connection and in total
+//! ([`budget`]); every request pavise itself sends to the instance says whom it is for
+//! ([`behalf`]).
 
 pub mod behalf;
 pub mod budget;
