@@ -112,12 +112,31 @@ pub struct PublicConfig {
     pub h2_max_streams: u32,
     /// Response bytes buffered per HTTP/2 stream for a client that is slow to read.
     pub h2_stream_send_buffer: Size,
-    /// A request body must average at least this many bytes a second (after
-    /// `header_read_timeout` of grace), or the request ends with a 408.
+    /// A request body must keep up at least this many bytes a second (after
+    /// `header_read_timeout` of grace), measured over `body_rate_window`, or the request
+    /// ends with a 408.
     pub min_body_rate: Size,
+    /// The window the body rate is measured over: bytes sent early buy at most this much
+    /// silence later (a front-loaded body cannot stall for hours).
+    pub body_rate_window: Span,
     /// WebSocket tunnels (streaming API) open at once; each holds a client connection
     /// and a connection to the streaming server until it closes or idles out.
     pub max_websockets: usize,
+    /// Requests to the streaming server in flight at once (SSE streams live as long as
+    /// the client listens); apart from `upstream.max_in_flight`, so streams can never
+    /// starve the web UI, the API or federation.
+    pub max_sse: usize,
+    /// Long-lived streams (SSE responses and WebSocket tunnels) one client (one
+    /// pseudonym) may have open at once; past it that client gets 503, nobody else.
+    pub max_streams_per_client: usize,
+    /// Long-lived streams one connection may have open at once.
+    pub max_streams_per_connection: usize,
+    /// Request-body bytes all requests together may hold in memory before the instance
+    /// has them (`_method` forms, signed deliveries, status creations, JSON and form
+    /// bodies being scrubbed); past it, 503 with `Retry-After`.
+    pub body_memory: Size,
+    /// The same, for the requests of one connection (HTTP/2 multiplies requests).
+    pub body_memory_per_connection: Size,
 }
 
 impl Default for PublicConfig {
@@ -135,7 +154,13 @@ impl Default for PublicConfig {
             h2_max_streams: 32,
             h2_stream_send_buffer: Size(64 * 1024),
             min_body_rate: Size(1024),
+            body_rate_window: Span::secs(10),
             max_websockets: 1024,
+            max_sse: 1024,
+            max_streams_per_client: 64,
+            max_streams_per_connection: 8,
+            body_memory: Size(64 << 20),
+            body_memory_per_connection: Size(8 << 20),
         }
     }
 }
@@ -183,19 +208,38 @@ pub enum ClientIpMode {
     Truncate,
 }
 
+/// Which header a trusted edge names the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ClientIpHeader {
+    /// The right-most address that is not itself a trusted proxy (what an edge that
+    /// overwrites or appends leaves there).
+    #[serde(rename = "X-Forwarded-For", alias = "x-forwarded-for")]
+    XForwardedFor,
+    /// Exactly one address in exactly one header (nginx: `X-Real-IP $remote_addr`).
+    #[serde(rename = "X-Real-IP", alias = "x-real-ip")]
+    XRealIp,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientIpConfig {
     pub mode: ClientIpMode,
     /// How long one pseudonym key lives. Same client, same period → same pseudonym.
     pub rotate: Span,
-    /// Load balancers or CDNs in front of pavise whose `X-Forwarded-For` is believed.
+    /// Load balancers or CDNs in front of pavise whose client-address header is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The header those trusted proxies name the client in.
+    pub header: ClientIpHeader,
 }
 
 impl Default for ClientIpConfig {
     fn default() -> Self {
-        ClientIpConfig { mode: ClientIpMode::Pseudonym, rotate: Span::secs(86_400), trusted_proxies: vec![] }
+        ClientIpConfig {
+            mode: ClientIpMode::Pseudonym,
+            rotate: Span::secs(86_400),
+            trusted_proxies: vec![],
+            header: ClientIpHeader::XForwardedFor,
+        }
     }
 }
 
@@ -446,6 +490,9 @@ impl Config {
         }
         for (key, n) in [
             ("public.max_websockets", file.public.max_websockets),
+            ("public.max_sse", file.public.max_sse),
+            ("public.max_streams_per_client", file.public.max_streams_per_client),
+            ("public.max_streams_per_connection", file.public.max_streams_per_connection),
             ("admin.max_connections", file.admin.max_connections),
             ("upstream.max_connections", file.upstream.max_connections),
             ("upstream.max_in_flight", file.upstream.max_in_flight),
@@ -459,6 +506,15 @@ impl Config {
                 "public.max_websockets",
                 "must not exceed upstream.max_connections: each tunnel holds a connection to the streaming server",
             ));
+        }
+        if file.public.body_rate_window.get() < std::time::Duration::from_secs(1) {
+            return Err(invalid("public.body_rate_window", "must be at least 1s"));
+        }
+        if file.public.body_memory_per_connection.0 < 64 * 1024 {
+            return Err(invalid("public.body_memory_per_connection", "must be at least 64KiB"));
+        }
+        if file.public.body_memory.0 < file.public.body_memory_per_connection.0 {
+            return Err(invalid("public.body_memory", "must not be smaller than public.body_memory_per_connection"));
         }
         if !(1..=1000).contains(&file.public.h2_max_streams) {
             return Err(invalid("public.h2_max_streams", "must be between 1 and 1000 (tens is plenty)"));
@@ -678,6 +734,11 @@ mod tests {
             ("[upstream]\nmax_in_flight = 0\n", "upstream.max_in_flight"),
             ("web_domain = \"a/b\"\n", "web_domain"),
             ("alternate_domains = [\"ok.example\", \"x@example\"]\n", "alternate_domains"),
+            ("[public]\nmax_sse = 0\n", "public.max_sse"),
+            ("[public]\nmax_streams_per_client = 0\n", "public.max_streams_per_client"),
+            ("[public]\nbody_rate_window = \"0s\"\n", "public.body_rate_window"),
+            ("[public]\nbody_memory = \"1MiB\"\n", "public.body_memory"),
+            ("[client_ip]\nheader = \"Forwarded\"\n", "header"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text} → {e}");

@@ -172,6 +172,10 @@ pub async fn start(
     let upstream = Upstream::new(&config, metrics.clone(), tunnels.clone(), tunnel_cut.clone());
     let pseudonymizer = Arc::new(Pseudonymizer::new(&config.file.client_ip));
     let pipeline = Arc::new(Pipeline::new(&config, stages, upstream, pseudonymizer, metrics.clone()));
+    // One budget of body memory (and of streams) for every public connection; the stages
+    // charge it through the request context (`proxy::budget`).
+    let budgets = crate::proxy::budget::Budgets::public(&config);
+    metrics.register(Arc::new(crate::proxy::budget::BudgetsView(budgets.clone())));
 
     // Egress: the instance's own outbound federation, over Tor (bootstraps in the background).
     let egress = crate::egress::Egress::start(&config, shutdown.clone())?;
@@ -206,6 +210,8 @@ pub async fn start(
         limits: crate::conn::Limits::admin(&config),
         metrics: None,
         upgrades: false,
+        // Admin bodies are read by the admin API itself (1 MiB each, 64 connections).
+        budgets: crate::proxy::budget::Budgets::unlimited(),
     };
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, admin, shutdown.clone()));
     let public = crate::conn::Listener {
@@ -214,11 +220,12 @@ pub async fn start(
         limits,
         metrics: Some(metrics),
         upgrades: true,
+        budgets,
     };
     let handle = tokio::spawn(async move {
         crate::conn::serve(public, shutdown, move |conn, req| {
             let pipeline = pipeline.clone();
-            async move { pipeline.handle(&conn, req).await }
+            async move { pipeline.handle(conn, req).await }
         })
         .await;
         // Listener closed and every plain connection drained (or cut); now the tunnels.

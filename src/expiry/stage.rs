@@ -37,7 +37,7 @@ use super::{
 use crate::{
     proxy::{
         Flow, ProxyError, Request, RequestCtx, Response, RouteClass, Stage, StageFuture, error::json_error, full,
-        pipeline, route::status_id_of,
+        route::status_id_of,
     },
     store::{Outcome, now_ms},
 };
@@ -284,7 +284,9 @@ impl ExpiryStage {
         parts.headers.remove(header::ACCEPT_ENCODING);
         let kind =
             edge::BodyKind::from_content_type(parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
-        let bytes = body.collect().await.map_err(|e| pipeline::body_error(&e))?.to_bytes();
+        // Held whole, so charged to the relay's body budget (proxy::budget); the route's
+        // body cap already bounds it.
+        let bytes = crate::proxy::budget::read_whole(ctx.hold_body(body, u64::MAX), u64::MAX).await?;
         let min = core.config.min_expires_in.get().as_secs();
         let taken = match edge::take_create_params(&kind, &bytes, parts.uri.query(), min) {
             Ok(t) => t,
@@ -316,9 +318,16 @@ impl ExpiryStage {
             parts.headers.insert(header::HOST, host);
         }
 
+        // The instance must see this request as the pipeline would send it: the client's
+        // pseudonym, scheme and host, written last (so its throttles apply to it).
+        crate::proxy::upstream::last_word(&mut parts.headers, ctx);
+
         // From here the exchange is not the client's to cancel: a phone that loses its
-        // network after sending still gets its post scheduled.
-        let (core, instance, host) = (self.core.clone(), self.instance.clone(), ctx.host.clone());
+        // network after sending still gets its post scheduled. What the exchange asks of
+        // the instance besides (a failed post's deletion, a scheduled post's account) is
+        // the client's doing too, and carries its pseudonym.
+        let (core, host) = (self.core.clone(), ctx.host.clone());
+        let instance = self.instance.for_client(ctx.pseudonym);
         let body = taken.body;
         let task =
             tokio::spawn(async move { exchange_and_learn(core, instance, parts, body, token, expires_in, host).await });

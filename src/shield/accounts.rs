@@ -21,6 +21,7 @@ use super::{
     instance::{Answer, InstanceReader},
     mention::LocalRef,
 };
+use crate::proxy::OnBehalfOf;
 
 /// What the instance said about an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,15 +87,15 @@ impl LocalAccounts {
     }
 
     /// The key a local reference counts under. `host` is the instance's.
-    pub async fn key(&self, r: &LocalRef, host: &str) -> Key {
+    pub async fn key(&self, r: &LocalRef, host: &str, behalf: OnBehalfOf) -> Key {
         match r {
             LocalRef::Name(name) => Key::Member(name.clone()),
-            LocalRef::Id(id) => match self.cache.get_with((0, *id), self.lookup(*id, host)).await {
+            LocalRef::Id(id) => match self.cache.get_with((0, *id), self.lookup(*id, host, behalf)).await {
                 Lookup::Name(name) => Key::Member(name),
                 Lookup::Owner(_) | Lookup::NotLocal => Key::Nobody,
                 Lookup::Unknown => Key::Member(unnamed(*id)),
             },
-            LocalRef::StatusOwner(id) => match self.cache.get_with((1, *id), self.owner(*id, host)).await {
+            LocalRef::StatusOwner(id) => match self.cache.get_with((1, *id), self.owner(*id, host, behalf)).await {
                 Lookup::Owner(name) | Lookup::Name(name) => Key::Member(name),
                 Lookup::NotLocal => Key::Nobody,
                 Lookup::Unknown => Key::Unknown,
@@ -108,26 +109,26 @@ impl LocalAccounts {
     }
 
     /// Whether a local account has this username (true when the instance will not say).
-    pub async fn exists(&self, name: &str, host: &str) -> bool {
+    pub async fn exists(&self, name: &str, host: &str, behalf: OnBehalfOf) -> bool {
         if name.starts_with('#') {
             return true;
         }
-        !matches!(self.names.get_with_by_ref(name, self.lookup_name(name, host)).await, Lookup::NotLocal)
+        !matches!(self.names.get_with_by_ref(name, self.lookup_name(name, host, behalf)).await, Lookup::NotLocal)
     }
 
-    async fn lookup_name(&self, name: &str, host: &str) -> Lookup {
+    async fn lookup_name(&self, name: &str, host: &str, behalf: OnBehalfOf) -> Lookup {
         let Ok(_permit) = self.permits.acquire().await else { return Lookup::Unknown };
         let acct = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
-        match self.reader.get(&format!("/api/v1/accounts/lookup?acct={acct}"), host, "application/json").await {
+        match self.reader.get(&format!("/api/v1/accounts/lookup?acct={acct}"), host, "application/json", behalf).await {
             Ok(Answer::Json(doc)) => from_api(&doc),
             Ok(Answer::Status(404)) => Lookup::NotLocal,
             Ok(Answer::Status(_)) | Err(_) => Lookup::Unknown,
         }
     }
 
-    async fn owner(&self, id: u64, host: &str) -> Lookup {
+    async fn owner(&self, id: u64, host: &str, behalf: OnBehalfOf) -> Lookup {
         let Ok(_permit) = self.permits.acquire().await else { return Lookup::Unknown };
-        match self.reader.get(&format!("/api/v1/statuses/{id}"), host, "application/json").await {
+        match self.reader.get(&format!("/api/v1/statuses/{id}"), host, "application/json", behalf).await {
             Ok(Answer::Json(doc)) => match doc.get("account").map(from_api) {
                 Some(Lookup::Name(name)) => Lookup::Owner(name),
                 Some(Lookup::NotLocal) => Lookup::NotLocal,
@@ -137,15 +138,15 @@ impl LocalAccounts {
         }
     }
 
-    async fn lookup(&self, id: u64, host: &str) -> Lookup {
+    async fn lookup(&self, id: u64, host: &str, behalf: OnBehalfOf) -> Lookup {
         let Ok(_permit) = self.permits.acquire().await else { return Lookup::Unknown };
-        let api = self.reader.get(&format!("/api/v1/accounts/{id}"), host, "application/json").await;
+        let api = self.reader.get(&format!("/api/v1/accounts/{id}"), host, "application/json", behalf).await;
         match api {
             Ok(Answer::Json(doc)) => return from_api(&doc),
             Ok(Answer::Status(404)) => return Lookup::NotLocal,
             Ok(Answer::Status(_)) | Err(_) => {}
         }
-        match self.reader.get(&format!("/ap/users/{id}"), host, "application/activity+json").await {
+        match self.reader.get(&format!("/ap/users/{id}"), host, "application/activity+json", behalf).await {
             Ok(Answer::Json(doc)) => match doc.get("preferredUsername").and_then(Value::as_str) {
                 Some(name) if !name.is_empty() => Lookup::Name(name.to_lowercase()),
                 _ => Lookup::Unknown,

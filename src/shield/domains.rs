@@ -37,6 +37,7 @@ use super::{
     instance::{Answer, InstanceReader},
     mention::LocalHosts,
 };
+use crate::proxy::OnBehalfOf;
 
 /// The instance's own domains, as configured.
 #[derive(Debug, Clone, Default)]
@@ -229,7 +230,8 @@ impl DomainBlocks {
             if pages > MAX_PAGES {
                 break;
             }
-            let (answer, link) = reader.get_with(&path, host, "application/json", token.as_deref()).await?;
+            let (answer, link) =
+                reader.get_with(&path, host, "application/json", token.as_deref(), OnBehalfOf::Housekeeping).await?;
             let list = match answer {
                 Answer::Json(Value::Array(list)) => list,
                 Answer::Json(_) => return Err(ShieldError::Instance(format!("{path}: not a list of domain blocks"))),

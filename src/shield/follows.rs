@@ -31,6 +31,7 @@ use super::{
     limiter::KeyHasher,
     mention::{LocalHosts, LocalRef, id_of, local_ref},
 };
+use crate::proxy::OnBehalfOf;
 
 /// Pages of one member's `following` collection read at most: Mastodon's cap on follows
 /// (7,500) at its page size.
@@ -132,7 +133,7 @@ impl Follows {
                 break;
             }
             pages += 1;
-            let doc = match self.reader.get(&path, host, "application/activity+json").await? {
+            let doc = match self.reader.get(&path, host, "application/activity+json", OnBehalfOf::Housekeeping).await? {
                 Answer::Json(doc) => doc,
                 Answer::Status(s) => return Err(ShieldError::Instance(format!("the instance answered {s}"))),
             };

@@ -21,7 +21,6 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
-use http_body_util::BodyExt;
 
 use super::{
     AcceptedFrom, Active, MAX_DELIVERY, MAX_ID_LOOKUPS, Outcome, Rules, Shield, Tally,
@@ -35,7 +34,7 @@ use super::{
     too_many, wave,
 };
 use crate::{
-    proxy::{Flow, ProxyError, Request, RequestCtx, Response, RouteClass, error::json_error},
+    proxy::{Flow, OnBehalfOf, ProxyError, Request, RequestCtx, Response, RouteClass, error::json_error},
     store::now_ms,
 };
 
@@ -57,25 +56,18 @@ pub(super) struct Delivery {
     /// The connecting client (keyed hash): whose share of the quarantine an unverified
     /// delivery uses.
     client: u64,
+    /// Whom the instance reads pavise does because of this delivery are for: the sending
+    /// server's pseudonym, so the instance's own throttles count them (issue 16, F4).
+    behalf: OnBehalfOf,
 }
 
-/// Reads the body, capped at Mastodon's own limit.
-async fn read_body(req: Request) -> Result<(http::request::Parts, Bytes), ProxyError> {
-    let (parts, mut body) = req.into_parts();
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            crate::proxy::pipeline::body_failure(&*e)
-                .unwrap_or_else(|| ProxyError::BadRequest(format!("reading the delivery: {e}")))
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > MAX_DELIVERY {
-                return Err(ProxyError::BodyTooLarge { limit: MAX_DELIVERY as u64 });
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok((parts, buf.freeze()))
+/// Reads the body whole (its digest covers every byte), capped at Mastodon's own limit
+/// and charged to the relay's body budget like every body a stage holds.
+async fn read_body(ctx: &RequestCtx, req: Request) -> Result<(http::request::Parts, Bytes), ProxyError> {
+    let (parts, body) = req.into_parts();
+    let cap = MAX_DELIVERY as u64;
+    let body = crate::proxy::budget::read_whole(ctx.hold_body(body, cap), cap).await?;
+    Ok((parts, body))
 }
 
 /// Reads a body and whom it addresses; large bodies on the blocking pool, so that no async
@@ -137,7 +129,7 @@ impl Shield {
             return Ok(Flow::Respond(too_many(&denied)));
         }
         // 2–5.
-        let (parts, body) = read_body(req).await?;
+        let (parts, body) = read_body(ctx, req).await?;
         let d = self.examine(ctx, parts, body).await;
         // 6.
         let request_parts = (&d.parts.method, ctx.route.path.as_str(), &d.parts.headers);
@@ -180,6 +172,7 @@ impl Shield {
             signature_key: None,
             domain_label: "(unsigned)".to_owned(),
             client,
+            behalf: OnBehalfOf::Client(ctx.pseudonym),
         };
         let host = ctx.host.as_deref().unwrap_or("");
         // Rails refuses any other Host: a delivery signed for another instance (relayed
@@ -334,7 +327,7 @@ impl Shield {
                 LocalRef::StatusOwner(_) if looked_up >= MAX_ID_LOOKUPS => Key::Unknown,
                 _ => {
                     looked_up += 1;
-                    self.accounts.key(r, host).await
+                    self.accounts.key(r, host, d.behalf).await
                 }
             };
             match key {
@@ -443,7 +436,7 @@ impl Shield {
                 }
                 asked += 1;
             }
-            if self.accounts.exists(account, &host).await {
+            if self.accounts.exists(account, &host, d.behalf).await {
                 members.push(account.as_str());
             }
         }

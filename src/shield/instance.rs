@@ -19,6 +19,7 @@ use hyper_util::{
 use serde_json::Value;
 
 use super::ShieldError;
+use crate::proxy::OnBehalfOf;
 
 /// A document larger than this is not one the shield asked for.
 const MAX_BYTES: usize = 4 << 20;
@@ -46,8 +47,14 @@ impl InstanceReader {
     }
 
     /// GETs `path_and_query` as `host` would be asked for it, accepting `accept`.
-    pub async fn get(&self, path_and_query: &str, host: &str, accept: &'static str) -> Result<Answer, ShieldError> {
-        Ok(self.get_with(path_and_query, host, accept, None).await?.0)
+    pub async fn get(
+        &self,
+        path_and_query: &str,
+        host: &str,
+        accept: &'static str,
+        behalf: OnBehalfOf,
+    ) -> Result<Answer, ShieldError> {
+        Ok(self.get_with(path_and_query, host, accept, None, behalf).await?.0)
     }
 
     /// Like [`InstanceReader::get`], with a bearer token (the admin API), and the answer's
@@ -58,6 +65,7 @@ impl InstanceReader {
         host: &str,
         accept: &'static str,
         bearer: Option<&str>,
+        behalf: OnBehalfOf,
     ) -> Result<(Answer, Option<String>), ShieldError> {
         let fail = |e: String| ShieldError::Instance(format!("{path_and_query}: {e}"));
         let uri = http::Uri::builder()
@@ -74,7 +82,8 @@ impl InstanceReader {
         if let Some(token) = bearer {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let req = req.body(Empty::new()).map_err(|e| fail(e.to_string()))?;
+        let mut req = req.body(Empty::new()).map_err(|e| fail(e.to_string()))?;
+        behalf.apply(req.headers_mut());
         let fetch = async {
             let resp = self.client.request(req).await.map_err(|e| fail(e.to_string()))?;
             if !resp.status().is_success() {

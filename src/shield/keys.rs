@@ -160,7 +160,8 @@ impl HttpKeyFetcher {
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let stream = match self.proxy {
             Some(proxy) => tokio::net::TcpStream::connect(proxy).await,
-            None => tokio::net::TcpStream::connect(&authority).await,
+            // Every address the name resolves to is checked, not just the literal.
+            None => crate::egress::direct::connect_public(&host, port, self.allow_private).await,
         }
         .map_err(|e| fail(format!("connect: {e}")))?;
         let host_header =

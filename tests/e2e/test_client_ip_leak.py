@@ -76,7 +76,17 @@ TRICKS = {
     "X_Forwarded_For": "127.0.0.1",
     "X_Real_IP": "127.0.0.1",
     "X-HTTP-Method-Override": "DELETE",
+    # Red-team F5: a plain-HTTP client claiming https (Rack 2.2 and 3.1 believe
+    # X-Forwarded-Ssl, Rack 2.2 and Puma X-Forwarded-Scheme), another port, another path.
+    "X-Forwarded-Ssl": "on",
+    "X-Forwarded-Scheme": "https",
+    "Front-End-Https": "on",
+    "X-Url-Scheme": "https",
+    "X-Forwarded-Port": "443",
+    "X-Original-URL": "/admin/accounts",
 }
+SCHEME_TRICKS = ("x-forwarded-ssl", "x-forwarded-scheme", "front-end-https", "x-url-scheme", "x-forwarded-port",
+                 "x-original-url")
 
 
 def marker(name: str, value: str) -> str:
@@ -173,6 +183,7 @@ def test_instance_sees_only_a_pseudonym(leak_run):
         assert headers.get("host"), (r["path"], "Host is kept")
         assert headers.get("x-forwarded-proto") == "http", (r["path"], headers.get("x-forwarded-proto"))
         assert not any("_" in k for k, _ in r["headers"]), (r["path"], r["headers"])
+        assert not any(k in SCHEME_TRICKS for k, _ in r["headers"]), (r["path"], r["headers"])
         assert not any(v == "127.0.0.1" for _, v in r["headers"]), (r["path"], r["headers"])
         assert "x-http-method-override" not in headers
 

@@ -273,6 +273,9 @@ impl Stage for MediaStage {
             if ctx.route.class == RouteClass::Inbox || (req.uri().query().is_none() && req.body().is_end_stream()) {
                 return Ok(Flow::Continue(req));
             }
+            // What is spooled in memory (up to the spill threshold) is charged to the
+            // relay's body budget, like every body a stage holds (proxy::budget).
+            let req = req.map(|body| ctx.hold_body(body, self.scrubber.config.spill_threshold.0));
             self.handle(req).await
         })
     }
