@@ -183,11 +183,19 @@ pub struct ClientIpConfig {
     pub rotate: Span,
     /// Load balancers or CDNs in front of pavise whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Request headers forwarded besides pavise's allowlist (`privacy::headers::ALLOW`);
+    /// never one that can carry a client address or location.
+    pub allow_headers: Vec<String>,
 }
 
 impl Default for ClientIpConfig {
     fn default() -> Self {
-        ClientIpConfig { mode: ClientIpMode::Pseudonym, rotate: Span::secs(86_400), trusted_proxies: vec![] }
+        ClientIpConfig {
+            mode: ClientIpMode::Pseudonym,
+            rotate: Span::secs(86_400),
+            trusted_proxies: vec![],
+            allow_headers: vec![],
+        }
     }
 }
 
@@ -478,6 +486,8 @@ impl Config {
         if file.client_ip.rotate.get().as_secs() == 0 {
             return Err(invalid("client_ip.rotate", "must be at least 1s"));
         }
+        crate::privacy::headers::check_allow_headers(&file.client_ip.allow_headers)
+            .map_err(|m| invalid("client_ip.allow_headers", m))?;
         for name in &file.response_headers.strip {
             http::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| invalid("response_headers.strip", format!("{name:?} is not a header name")))?;

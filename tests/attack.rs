@@ -865,3 +865,89 @@ fn mutated_bodies_are_rewritten_to_a_fixed_point_never_a_panic() {
     }
     assert!(rewritten > 50 && refused > 50, "{rewritten} rewritten, {refused} unchanged or refused");
 }
+
+/// Issue 10, red team H1: a denylist is never complete. The headers real edges add
+/// (CDNetworks' client address, Cloudflare's colo, Fly's region, Fastly's POP, Vercel's
+/// region) never reach the instance; only what it needs does, and a signed delivery keeps
+/// every header its signature covers, so it still verifies.
+#[tokio::test]
+async fn only_allowlisted_headers_reach_the_instance_and_signed_ones_keep_what_they_cover() {
+    let upstream = RecordingUpstream::start().await;
+    let pavise = Pavise::start(&upstream.url(), |c| {
+        c.client_ip.trusted_proxies = vec!["127.0.0.2/32".parse().unwrap()];
+        c.client_ip.allow_headers = vec!["X-Instance-Feature".into()];
+    })
+    .await;
+    let edge = [
+        ("X-Forwarded-For", "203.0.113.77"),
+        ("Cdn-Src-Ip", "203.0.113.77"),
+        ("X-Real-Client-IP", "203.0.113.77"),
+        ("CF-Ray", "8e9c1b2a3f4d5e6f-TLV"),
+        ("Fly-Region", "otp"),
+        ("Fly-Request-Id", "01JAB4Y0W2Q3ZC7M6T9N5K8R1S-otp"),
+        ("Fastly-FF", "cache-tlv3200-TLV"),
+        ("X-Vercel-Id", "tlv1::iad1::abcde-1700000000000-0123456789ab"),
+        ("X-City", "Tel Aviv"),
+        ("Geo", "32.09;34.86"),
+    ];
+    let mut req = request("GET", "/api/v1/timelines/home", None, Vec::new());
+    for (k, v) in edge {
+        req.headers_mut().insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    req.headers_mut().insert("accept-language", "he-IL".parse().unwrap());
+    req.headers_mut().insert("x-instance-feature", "on".parse().unwrap());
+    let (resp, _) = send_from("127.0.0.2".parse().unwrap(), pavise.addr, req).await;
+    assert_eq!(resp.status, 200);
+    let rec = upstream.last();
+    for (name, value) in &rec.headers {
+        let v = value.to_str().unwrap_or_default();
+        for needle in ["203.0.113", "TLV", "tlv", "otp", "Tel Aviv", "32.09"] {
+            assert!(!v.contains(needle), "{name}: {v:?} reached the instance");
+        }
+    }
+    let mut got: Vec<&str> = rec.headers.keys().map(|n| n.as_str()).collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        [
+            "accept-language",
+            "authorization",
+            "content-length",
+            "host",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-instance-feature"
+        ]
+    );
+
+    // A signed delivery: its covered headers arrive, its uncovered ones and the denied
+    // ones (signed or not) do not.
+    let body = br#"{"type":"Create"}"#.to_vec();
+    let mut req = request("POST", "/inbox", Some("application/activity+json"), body);
+    for (k, v) in [
+        ("date", "Tue, 01 Dec 2026 10:00:00 GMT"),
+        ("digest", "SHA-256=abc="),
+        (
+            "signature",
+            r#"keyId="https://a.example/u#k",headers="(request-target) host date digest x-peer-extra cf-ray",signature="c2ln""#,
+        ),
+        ("x-peer-extra", "1"),
+        ("x-peer-unsigned", "2"),
+        ("cf-ray", "8e9c1b2a3f4d5e6f-TLV"),
+        ("cf-connecting-ip", "203.0.113.77"),
+    ] {
+        req.headers_mut().insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    let (resp, _) = send_from("127.0.0.1".parse().unwrap(), pavise.addr, req).await;
+    assert_eq!(resp.status, 200);
+    let rec = upstream.last();
+    assert_eq!(rec.headers["x-peer-extra"], "1");
+    assert_eq!(rec.headers["digest"], "SHA-256=abc=");
+    for gone in ["x-peer-unsigned", "cf-connecting-ip", "cf-ray"] {
+        assert!(!rec.headers.contains_key(gone), "{gone} reached the instance");
+    }
+    // Covered or not, an edge's colo code is in the deny table: a signature cannot carry it.
+    assert!(!rec.headers.contains_key("cf-ray"));
+    pavise.stop().await;
+}
