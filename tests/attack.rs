@@ -391,7 +391,8 @@ async fn every_upload_shape_arrives_without_location_or_markers() {
         );
         let parts = recorded_parts(&rec).await;
         assert_eq!(parts.len(), 4, "multipart/{subtype}: every part arrives");
-        assert!(parts[0].0.contains("filename*=UTF-8''IMG%200001.jpg"), "part headers are kept: {}", parts[0].0);
+        // The head is rebuilt from pavise's parse: the filename* read as Rack reads it.
+        assert!(parts[0].0.contains(r#"filename=\"IMG%200001.jpg\""#), "the filename is kept: {}", parts[0].0);
         oracle.clean(&parts[0].1, &format!("{subtype}-0.jpg"));
         oracle.clean(&parts[1].1, &format!("{subtype}-1.jpg"));
         oracle.clean(&data_uri_file(&parts[2].1, "data:image/jpeg;base64,"), &format!("{subtype}-2.jpg"));
@@ -950,4 +951,107 @@ async fn only_allowlisted_headers_reach_the_instance_and_signed_ones_keep_what_t
     // Covered or not, an edge's colo code is in the deny table: a signature cannot carry it.
     assert!(!rec.headers.contains_key("cf-ray"));
     pavise.stop().await;
+}
+
+/// Issue 10, red team F1: a WMA file with a location passed as a part whose filename and
+/// type sat in other header lines (where Rack 2.2 finds them). Now every part, file or
+/// not, must be media pavise scrubs or text, and the instance reads only the head pavise
+/// rebuilt. Each unscrubbed format (binary or text-shaped) in each shape is refused and
+/// nothing reaches the instance; a JPEG with the same odd head arrives clean under two
+/// headers.
+#[tokio::test]
+async fn a_part_is_scrubbed_media_or_text_whatever_its_head_and_the_instance_reads_pavise_s_head() {
+    let fx = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let ff = |args: &[&str], out: &str| {
+        run(Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=0.3"])
+            .args(args)
+            .arg(p(out)));
+    };
+    let tag = ["-metadata", "title=VID_PARIS_0002", "-metadata", "location=+48.8584+002.2945/"];
+    ff(&[&["-c:a", "wmav2"][..], &tag].concat(), "a.wma");
+    ff(&tag, "a.aiff");
+    ff(&tag, "a.au");
+    ff(&[&["-f", "mpegts"][..], &tag].concat(), "a.ts");
+    ff(&tag, "a.flv");
+    ff(&tag, "a.avi");
+    let mut unscrubbed: Vec<(&str, Vec<u8>)> = ["a.wma", "a.aiff", "a.au", "a.ts", "a.flv", "a.avi"]
+        .iter()
+        .map(|n| (*n, std::fs::read(p(n)).unwrap()))
+        .collect();
+    let utf16: Vec<u8> = "VID_PARIS".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    for (name, bytes) in &unscrubbed {
+        let planted = contains(bytes, b"VID_PARIS") || contains(bytes, &utf16) || contains(bytes, b"48.8584");
+        assert!(planted, "{name}: nothing planted");
+    }
+    let svg = r#"<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><metadata><rdf:RDF><exif:GPSLatitude>48.8584</exif:GPSLatitude></rdf:RDF></metadata></svg>"#;
+    unscrubbed.push(("a.svg", svg.as_bytes().to_vec()));
+    unscrubbed.push(("a.srt", b"1\r\n00:00:00,000 --> 00:00:01,000\r\nGPS(48.8584,2.2945) Paris\r\n".to_vec()));
+    unscrubbed.push(("a.pdf", b"%PDF-1.4\n1 0 obj<</Title(Paris 48.8584)>>endobj\n%%EOF\n".to_vec()));
+    // Valid UTF-8, no control bytes, still no caption: a text form of media (PostScript).
+    unscrubbed.push(("a.ps", b"%!PS-Adobe-3.0\n%%Title: Paris 48.8584\nshowpage\n".to_vec()));
+
+    let upstream = RecordingUpstream::start().await;
+    let pavise = Pavise::start(&upstream.url(), |c| c.media.spill_threshold = pavise::units::Size(4096)).await;
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    let heads = [
+        "Content-Disposition: form-data; name=\"file\"",
+        "Content-Disposition: form-data; name=\"file\"\r\nX-Note: ; filename=\"voice.asf\"\r\nX-Content-Type: video/x-ms-asf",
+        "Content-Disposition: form-data; name=\"file\"; filename=\"voice.asf\"\r\nContent-Type: application/octet-stream",
+        "Content-Disposition: form-data; name=\"description\"\r\nContent-Type: text/plain; charset=utf-8",
+    ];
+    for (name, bytes) in &unscrubbed {
+        for (i, head) in heads.iter().enumerate() {
+            let body = multipart(&[(head, bytes), ("Content-Disposition: form-data; name=\"x\"", b"y")]);
+            let (status, said) = send(&pavise, request("POST", "/api/v2/media", Some(&ct), body)).await;
+            assert_eq!(status, 422, "{name} in head {i}: {said}");
+        }
+        let uri = serde_json::json!({ "file": format!("data:;base64,{}", b64(bytes)) }).to_string();
+        let (status, said) =
+            send(&pavise, request("POST", "/api/v2/media", Some("application/json"), uri.into())).await;
+        assert_eq!(status, 422, "{name} as a data: URI: {said}");
+        let (status, said) =
+            send(&pavise, request("POST", "/api/v1/media", Some("application/octet-stream"), bytes.clone())).await;
+        assert_eq!(status, 422, "{name} as a raw body: {said}");
+    }
+    assert!(upstream.recorded().is_empty(), "an unscrubbed format reached the instance");
+
+    // The same odd head around a JPEG, and plain text parts: forwarded, under exactly the
+    // two headers pavise parsed (Rack 2.2 would have read X-Note's filename and
+    // X-Content-Type's type; now there is nothing else to read).
+    let body = multipart(&[
+        (heads[1], &fx.jpeg),
+        (
+            "Content-Disposition: form-data; name=\"description\"\r\nX-Content-Type: text/plain; charset=ISO-2022-JP\r\nContent-ID: <a>",
+            "the tower ☕".as_bytes(),
+        ),
+        (
+            "Content-Disposition: form-data; name=\"import\"; filename=\"follows.csv\"\r\nContent-Type: text/csv",
+            b"Account address\r\nalice@example.com\r\n",
+        ),
+    ]);
+    let (status, said) = send(&pavise, request("POST", "/api/v2/media", Some(&ct), body)).await;
+    assert_eq!(status, 200, "{said}");
+    let rec = upstream.last();
+    let boundary = rec.headers["content-type"].to_str().unwrap().split("boundary=").nth(1).unwrap().to_owned();
+    let raw = String::from_utf8_lossy(&rec.body).into_owned();
+    let heads: Vec<&str> =
+        raw.split(&format!("--{boundary}\r\n")).skip(1).map(|part| part.split("\r\n\r\n").next().unwrap()).collect();
+    assert_eq!(
+        heads,
+        [
+            "Content-Disposition: form-data; name=\"file\"",
+            "Content-Disposition: form-data; name=\"description\"",
+            "Content-Disposition: form-data; name=\"import\"; filename=\"follows.csv\"\r\nContent-Type: text/csv",
+        ]
+    );
+    let parts = recorded_parts(&rec).await;
+    assert_eq!(&parts[1].1[..], "the tower ☕".as_bytes());
+    assert_eq!(&parts[2].1[..], b"Account address\r\nalice@example.com\r\n");
+    let mut oracle = Oracle::new();
+    oracle.clean(&parts[0].1, "odd-head.jpg");
+    pavise.stop().await;
+    oracle.check();
 }

@@ -8,8 +8,11 @@
 //!
 //! How, and why this way (see ../shared/METADATA.md §1.7 and §5.1):
 //! - **Sniff by magic bytes** ([`sniff`]), never by name or Content-Type: a JPEG named
-//!   `.png` is still a JPEG, and a file that is none of the formats below is refused
-//!   (plain text, such as a CSV import, is no media and passes as it came).
+//!   `.png` is still a JPEG; a format pavise knows and does not scrub ([`unsupported`]:
+//!   ASF/WMA, AIFF, AU, MPEG-TS/PS, FLV, AVI, TIFF, BMP, PSD, JPEG XL, JPEG 2000, ...)
+//!   is refused; and a part or `data:` URI that is neither media pavise scrubs nor text
+//!   ([`text`]: UTF-8 without control bytes and no text form of media such as SVG or PDF)
+//!   is refused too. Text (a caption, a CSV import) passes as it came.
 //! - **Structural removal only**: one hand-written walker per format drops or zeroes the
 //!   metadata containers and copies everything else byte for byte. No decode, no
 //!   re-encode, so pixels and samples are untouched and a 90 MB video costs milliseconds.
@@ -28,6 +31,8 @@
 //! Where files come from ([`stage`], the pipeline stage, decides with [`body`] how the
 //! instance will read a body): every `multipart/*` part ([`multipart`]), a raw body, and
 //! `data:` URIs ([`datauri`]) in JSON ([`json`]), form bodies and query strings ([`form`]).
+//! A part's head is read as every Rack reads it and written again from pavise's parse
+//! ([`part_head`]).
 //! Bodies and parts wait in memory or in counted temp files ([`spill`]).
 
 pub mod body;
@@ -44,9 +49,12 @@ pub mod metrics;
 pub mod mp3;
 pub mod multipart;
 pub mod ogg;
+pub mod part_head;
 pub mod png;
 pub mod spill;
 pub mod stage;
+pub mod text;
+pub mod unsupported;
 pub mod wav;
 pub mod webp;
 
@@ -317,17 +325,14 @@ pub fn sniff(b: &[u8]) -> Result<Format, MediaError> {
     if starts(b"fLaC") {
         return Ok(Format::Flac);
     }
-    if starts(b"II*\0") || starts(b"MM\0*") {
-        return Err(MediaError::Unsupported("TIFF (and camera raw)"));
-    }
-    if starts(&[0xFF, 0x0A]) || starts(b"\0\0\0\x0cJXL ") {
-        return Err(MediaError::Unsupported("JPEG XL"));
-    }
     if let Some(kind) = isobmff::sniff(b) {
         return kind;
     }
     if matroska::sniff(b) {
         return Ok(Format::Matroska);
+    }
+    if let Some(what) = unsupported::sniff(b) {
+        return Err(MediaError::Unsupported(what));
     }
     // ID3v2 names its major version (2 to 4) next: text that starts "ID3" is not a tag.
     let id3 = starts(b"ID3") && b.get(3).is_some_and(|v| (2..=4).contains(v));

@@ -13,11 +13,15 @@
 //! when their segment is dropped: after forwarding, on refusal, on a client abort, on any
 //! error.
 //!
-//! A multipart body is re-framed under a fresh random boundary, so the instance reads
-//! exactly the parts pavise read and judged. Every part is judged by its bytes, not by
-//! its name, filename or declared type: media is scrubbed wherever it is; a text part
-//! holding a `data:` URI has its media scrubbed and re-encoded; a file part that is
-//! neither media nor text is refused. Parsing is `multer`'s; the serializer is ours.
+//! A multipart body is re-framed under a fresh random boundary, and every part's head is
+//! written again from pavise's own parse with only `Content-Disposition` and
+//! `Content-Type` ([`PartHead`]), so the instance reads exactly the parts, names,
+//! filenames and types pavise read and judged, whichever Rack it runs. Every part is
+//! judged by its bytes, not by its name, filename or declared type: media is scrubbed
+//! wherever it is; a text part holding a `data:` URI has its media scrubbed and
+//! re-encoded; a part that is neither media pavise scrubs nor text ([`text`]) is
+//! refused, with or without a filename. Framing is parsed by `multer`; heads and the
+//! serializer are ours.
 
 use std::{io, path::PathBuf, sync::Arc};
 
@@ -27,10 +31,10 @@ use http_body_util::{BodyDataStream, StreamBody};
 use tokio::sync::Semaphore;
 
 use super::{
-    Format, MediaConfig, MediaError, MediaMetrics, Report,
-    datauri::{self, Content},
-    form, json,
+    Format, MediaConfig, MediaError, MediaMetrics, Report, datauri, form, json,
+    part_head::PartHead,
     spill::{Exhausted, SpillFile, Spool, SpoolError, Spooled, TmpBudget},
+    text::{self, Charset},
 };
 use crate::proxy::{Body, BoxError, boxed};
 
@@ -166,7 +170,13 @@ impl Scrubber {
     }
 
     async fn scrub_inner(&self, spooled: Spooled) -> Result<Done, MediaError> {
-        let format = super::sniff(spooled.head())?;
+        let format = match super::sniff(spooled.head()) {
+            Err(MediaError::UnknownFormat) => match text::media_in_text(spooled.head()) {
+                Some(what) => return Err(MediaError::Unsupported(what)),
+                None => return Err(MediaError::UnknownFormat),
+            },
+            other => other?,
+        };
         let (limit, kind) = if format.is_image() {
             (self.config.max_image, "image")
         } else {
@@ -289,9 +299,8 @@ impl Scrubber {
                     self.config.max_parts
                 )));
             }
-            let name = field.name().unwrap_or_default().to_owned();
-            let headers = field.headers().clone();
-            let part = PartHead::of(&headers);
+            let part = PartHead::read(field.headers()).map_err(|e| MultipartError::Framing(e.to_string()))?;
+            let name = part.display_name();
             if let Some(cte) = part.transfer_encoding.as_deref().filter(|c| !matches!(*c, "7bit" | "8bit" | "binary")) {
                 return Err(MultipartError::Encoding(format!(
                     "the part \"{name}\" has Content-Transfer-Encoding {cte}; send it as binary"
@@ -312,17 +321,10 @@ impl Scrubber {
             if let Some(e) = too_many_files(file_parts) {
                 return Err(e);
             }
-            out.text(&format!("--{new_boundary}\r\n"));
-            for (k, v) in &headers {
-                // Part lengths change with scrubbing; multipart parts are self-delimiting.
-                if k == http::header::CONTENT_LENGTH {
-                    continue;
-                }
-                out.text(&format!("{}: ", header_case(k.as_str())));
-                out.bytes(Bytes::copy_from_slice(v.as_bytes()));
-                out.text("\r\n");
-            }
-            out.text("\r\n");
+            // The head the instance reads is the one pavise parsed, and nothing else.
+            let mut head = format!("--{new_boundary}\r\n").into_bytes();
+            part.write(&mut head);
+            out.bytes(Bytes::from(head));
             let mut spool = self.spool(out.mem_total);
             while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
                 spool.write(&chunk).await?;
@@ -346,14 +348,9 @@ impl Scrubber {
                 out.text("\r\n");
                 continue;
             }
-            match datauri::content_of(spooled.head()) {
-                Content::Media(_) | Content::Refused(_) => {
-                    let done = self.scrub(spooled).await.map_err(refused)?;
-                    files.push((name, done.format, done.report));
-                    out.segment(done.segment);
-                }
-                content => {
-                    let segment = self.judge_text_part(spooled, &part, matches!(content, Content::Binary)).await;
+            match super::sniff(spooled.head()) {
+                Err(MediaError::UnknownFormat) => {
+                    let segment = self.judge_text_part(spooled, &part).await;
                     let (segment, scrubbed) = segment.map_err(|e| match e {
                         PartError::Refused(source) => {
                             self.metrics.refused(&source);
@@ -365,6 +362,12 @@ impl Scrubber {
                         files.push((name, format, report));
                     }
                     out.segment(segment);
+                }
+                // Media, or a format pavise refuses (which the scrub names).
+                _ => {
+                    let done = self.scrub(spooled).await.map_err(refused)?;
+                    files.push((name, done.format, done.report));
+                    out.segment(done.segment);
                 }
             }
             out.text("\r\n");
@@ -378,15 +381,21 @@ impl Scrubber {
         Ok(Rewritten { segments, len, content_type: format!("multipart/{subtype}; boundary={new_boundary}"), files })
     }
 
-    /// A part that is no media format: a `data:` URI in it is scrubbed; a file part of
-    /// binary (or one declared as media) is refused; text passes as it came.
+    /// A part that is no media format pavise knows: it must be text ([`super::text`]),
+    /// whatever its head says; a `data:` URI in it is scrubbed; text in a part that
+    /// declares a media type is refused.
     async fn judge_text_part(
         &self,
         spooled: Spooled,
         part: &PartHead,
-        binary: bool,
     ) -> Result<(Segment, Option<(Format, Report)>), PartError> {
         let head = spooled.head();
+        if let Some(what) = text::media_in_text(head) {
+            return Err(PartError::Refused(MediaError::Unsupported(what)));
+        }
+        if !self.is_text(&spooled, part.text_charset()).await? {
+            return Err(PartError::Refused(MediaError::UnknownFormat));
+        }
         if part.iso_2022_jp {
             // Rack transcodes ISO-2022-JP text to UTF-8, and escape sequences anywhere
             // (even dozens before `data:`) vanish: the whole part is read both ways.
@@ -411,28 +420,27 @@ impl Scrubber {
                 return Ok((Segment::Mem(Bytes::from(r.text)), Some((r.format, r.report))));
             }
         }
-        let file_like = part.has_filename || part.declared_media;
-        if part.declared_media || (file_like && binary) || (file_like && !self.is_text(&spooled).await?) {
+        if part.declared_media {
             return Err(PartError::Refused(MediaError::UnknownFormat));
         }
         Ok((spooled.into_segment(), None))
     }
 
     /// Whether a whole spooled part is text (only its head was judged so far).
-    async fn is_text(&self, spooled: &Spooled) -> io::Result<bool> {
+    async fn is_text(&self, spooled: &Spooled, charset: Charset) -> io::Result<bool> {
         match spooled {
-            Spooled::Mem(v) => Ok(datauri::looks_textual(v)),
+            Spooled::Mem(v) => Ok(text::is_text(v, charset)),
             Spooled::File(f, _, _) => {
                 let path = f.path().to_owned();
                 tokio::task::spawn_blocking(move || {
                     use std::io::Read as _;
                     let mut file = std::fs::File::open(path)?;
                     let mut buf = vec![0u8; 256 * 1024];
+                    let mut check = text::TextCheck::new(charset);
                     loop {
                         match file.read(&mut buf)? {
-                            0 => return Ok(true),
-                            n if !datauri::looks_textual(&buf[..n]) => return Ok(false),
-                            _ => {}
+                            0 => return Ok(check.finish()),
+                            n => check.feed(&buf[..n]),
                         }
                     }
                 })
@@ -491,41 +499,6 @@ impl From<io::Error> for PartError {
     }
 }
 
-/// What a part's headers say, read as Rack reads them (where it matters, a superset).
-#[derive(Debug, Default)]
-struct PartHead {
-    /// A `filename` or `filename*` parameter: Rack makes the part a file.
-    has_filename: bool,
-    /// `image/*`, `video/*` or `audio/*`.
-    declared_media: bool,
-    /// A `charset` of ISO-2022-JP, which Rack transcodes to UTF-8.
-    iso_2022_jp: bool,
-    /// `Content-Transfer-Encoding`, lowercased.
-    transfer_encoding: Option<String>,
-}
-
-impl PartHead {
-    fn of(headers: &http::HeaderMap) -> PartHead {
-        let lower =
-            |name: &str| headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_ascii_lowercase());
-        let disposition = lower("content-disposition").unwrap_or_default();
-        let content_type = lower("content-type").unwrap_or_default();
-        let mut params = content_type.split(';');
-        let media_type = params.next().unwrap_or_default().trim().to_owned();
-        let iso_2022_jp = params.any(|p| {
-            p.split_once('=').is_some_and(|(k, v)| {
-                k.trim() == "charset" && matches!(v.trim().trim_matches('"'), "iso-2022-jp" | "iso2022-jp")
-            })
-        });
-        PartHead {
-            has_filename: disposition.contains("filename"),
-            declared_media: ["image/", "video/", "audio/"].iter().any(|p| media_type.starts_with(p)),
-            iso_2022_jp,
-            transfer_encoding: lower("content-transfer-encoding"),
-        }
-    }
-}
-
 /// The ASCII skeleton of ISO-2022-JP text as Ruby transcodes it: escape sequences gone,
 /// two-byte JIS characters (and JIS-Roman's yen and overline) as non-ASCII.
 fn iso_2022_jp_view(bytes: &[u8]) -> Vec<u8> {
@@ -572,14 +545,6 @@ pub struct Rewritten {
     pub content_type: String,
     /// Field name, format and report of every file scrubbed.
     pub files: Vec<(String, Format, Report)>,
-}
-
-fn header_case(name: &str) -> String {
-    match name {
-        "content-disposition" => "Content-Disposition".into(),
-        "content-type" => "Content-Type".into(),
-        other => other.into(),
-    }
 }
 
 /// A boundary nobody can predict: a file crafted to contain it could otherwise end its
@@ -710,16 +675,5 @@ mod tests {
         let kanji = iso_2022_jp_view(b"\x1b$BF|K\\\x1b(Bok");
         assert_eq!(kanji, "\u{FFFD}\u{FFFD}ok".as_bytes());
         assert_eq!(iso_2022_jp_view(b"\x1b(Ja\\b"), "a\u{FFFD}b".as_bytes());
-    }
-
-    #[test]
-    fn part_heads_are_read_like_rack() {
-        let mut h = http::HeaderMap::new();
-        h.insert("content-disposition", "form-data; name=\"f\"; filename*=UTF-8''x.jpg".parse().unwrap());
-        h.insert("content-type", "Text/Plain; charset=\"ISO-2022-JP\"".parse().unwrap());
-        h.insert("content-transfer-encoding", "Quoted-Printable".parse().unwrap());
-        let p = PartHead::of(&h);
-        assert!(p.has_filename && p.iso_2022_jp && !p.declared_media);
-        assert_eq!(p.transfer_encoding.as_deref(), Some("quoted-printable"));
     }
 }

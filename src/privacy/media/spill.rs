@@ -122,8 +122,9 @@ pub enum SpoolError {
     Io(#[from] io::Error),
 }
 
-/// How many leading bytes a spilled body keeps in memory for sniffing.
-pub const HEAD: usize = 64;
+/// How many leading bytes a spilled body keeps in memory for sniffing (the longest
+/// look: an MPEG-TS sync byte at 188, `%PDF-` and `<svg` within the first KiB).
+pub const HEAD: usize = 1024;
 
 /// One body or part while it arrives.
 pub struct Spool {

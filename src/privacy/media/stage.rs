@@ -42,6 +42,7 @@ use super::{
     datauri::{self, Content},
     multipart::{MultipartError, Scrubber, Segment, TextBody, segments_body},
     spill::{HEAD, Spooled},
+    text::Charset,
 };
 use crate::{
     config::Config,
@@ -110,7 +111,7 @@ impl MediaStage {
             Ok(p) => p,
             Err(e) => return refusal(e),
         };
-        let media = matches!(datauri::content_of(&head), Content::Media(_) | Content::Refused(_));
+        let media = matches!(datauri::content_of(&head, Charset::Utf8), Content::Media(_) | Content::Refused(_));
         if media || kind == BodyKind::DeclaredMedia {
             return match self.scrubber.scrub_body(body).await {
                 Ok(done) => {
