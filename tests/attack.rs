@@ -651,72 +651,226 @@ async fn part_caps_are_413_and_temp_files_hold_no_descriptors() {
     assert_eq!(status, 200, "{said}");
     assert_eq!(upstream.recorded().len(), 1, "only the request under the caps was forwarded");
     defaults.stop().await;
+}
 
-    let pavise = Pavise::start(&upstream.url(), |c| {
-        c.media.spill_threshold = pavise::units::Size(1024);
-        c.media.max_file_parts = 200;
-        c.media.tmp_max_files = 150;
-    })
-    .await;
+/// A raw HTTP/1.1 request from `source` whose body is `sent` of a declared `len`: the
+/// rest is withheld, so pavise holds what it got.
+async fn hold_from(
+    source: &str,
+    to: std::net::SocketAddr,
+    path: &str,
+    ct: &str,
+    sent: &[u8],
+    len: usize,
+) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::new(source.parse().unwrap(), 0)).unwrap();
+    let mut conn = socket.connect(to).await.unwrap();
+    let head =
+        format!("POST {path} HTTP/1.1\r\nhost: social.example\r\ncontent-type: {ct}\r\ncontent-length: {len}\r\n\r\n");
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(sent).await.unwrap();
+    conn
+}
 
-    // The fd exhaustion of the issue: past 1 KiB held in memory every part spills (on the
-    // media route: a status creation is read whole, for `_method` and `expires_in`). 120
-    // one-byte parts with the closing boundary withheld: 120 temp files, no open descriptor
-    // each, and the relay keeps serving everybody else.
-    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
-    let before = fds();
-    let mut held = Vec::new();
-    let mut head = multipart(&[("Content-Disposition: form-data; name=\"big\"", &[b'a'; 2048])]);
-    head.truncate(head.len() - format!("--{BOUNDARY}--\r\n").len());
-    for i in 0..120 {
-        head.extend_from_slice(
-            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"p{i}\"\r\n\r\nx\r\n").as_bytes(),
-        );
-    }
-    let mut conn = tokio::net::TcpStream::connect(pavise.addr).await.unwrap();
-    let start = format!(
-        "POST /api/v2/media HTTP/1.1\r\nhost: social.example\r\ncontent-type: {ct}\r\ncontent-length: {}\r\n\r\n",
-        head.len() + 100_000
-    );
-    conn.write_all(start.as_bytes()).await.unwrap();
-    conn.write_all(&head).await.unwrap();
-    held.push(conn);
-    let tmp = pavise.data_dir.path().join("media-tmp");
-    let spilled = || std::fs::read_dir(&tmp).unwrap().count();
-    // The first parts fit in the 1 KiB; the rest (about 110) spill, one file each.
-    for _ in 0..200 {
-        if spilled() >= 100 {
-            break;
+/// The status line pavise answered a held request with (it answers before the body ends).
+async fn answer(conn: &mut tokio::net::TcpStream) -> String {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await.expect("an answer").unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if done() {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let files = spilled();
-    assert!(files >= 100, "the parts spilled ({files} files)");
-    assert!(fds() < before + 20, "{} descriptors for {files} spilled parts (was {before})", fds());
+    panic!("timed out waiting for {what}");
+}
 
-    // The shared temp-file cap (150): a second such request runs into it with 413, while a
-    // plain request from another client is served.
-    let mut second = tokio::net::TcpStream::connect(pavise.addr).await.unwrap();
-    second.write_all(start.as_bytes()).await.unwrap();
-    second.write_all(&head).await.unwrap();
-    let mut answer = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), second.read(&mut answer)).await.unwrap().unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]);
-    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(answer.contains("too many uploads on disk"), "{answer}");
-    let (status, _) = send(&pavise, request("GET", "/api/v1/timelines/home", None, Vec::new())).await;
-    assert_eq!(status, 200, "other clients keep being served");
+async fn metric(pavise: &Pavise, name: &str) -> u64 {
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(pavise.admin_url("/metrics"))
+        .bearer_auth(&pavise.token)
+        .send()
+        .await
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} missing"));
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// Waits until waiting bodies hold at least `bytes` of memory.
+async fn wait_until_held(pavise: &Pavise, bytes: u64) {
+    for _ in 0..400 {
+        if metric(pavise, "pavise_media_spool_memory_bytes").await >= bytes {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("bodies never held {bytes} bytes");
+}
+
+/// A multipart body of `n` parts of `size` bytes each, the closing boundary withheld.
+fn open_multipart(first: usize, n: usize, size: usize) -> Vec<u8> {
+    let mut body = multipart(&[("Content-Disposition: form-data; name=\"big\"", &vec![b'a'; first])]);
+    body.truncate(body.len() - format!("--{BOUNDARY}--\r\n").len());
+    for i in 0..n {
+        body.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"p{i}\"\r\n\r\n").as_bytes(),
+        );
+        body.extend(std::iter::repeat_n(b'x', size));
+        body.extend_from_slice(b"\r\n");
+    }
+    body
+}
+
+/// Issue 10, red team C1: one client held every temp-file slot with 400-byte parts on a
+/// route without uploads, and every member's photo got 413. Now tiny parts never get a
+/// file, a route that takes no uploads never spills, each client has a share of the temp
+/// files, and other clients' uploads (spilled ones too) keep being served.
+#[tokio::test]
+async fn one_client_cannot_take_the_temp_space_and_tiny_parts_never_get_files() {
+    let upstream = RecordingUpstream::start().await;
+    let pavise = Pavise::start(&upstream.url(), |c| {
+        c.media.spill_threshold = pavise::units::Size(64 << 10);
+        c.media.min_spill = pavise::units::Size(16 << 10);
+        c.media.tmp_max_files = 8;
+        c.media.tmp_client_files = 3;
+    })
+    .await;
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    let tmp = pavise.data_dir.path().join("media-tmp");
+    let spilled = || std::fs::read_dir(&tmp).unwrap().count();
+    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let before = fds();
+
+    // The red team's shape, on a timeline and on the media route: 60 KiB in memory, then
+    // 400-byte parts. None gets a file; past the request's memory (64 + 16 KiB), 413.
+    for path in ["/api/v1/timelines/home", "/api/v2/media"] {
+        let body = open_multipart(60 << 10, 127, 400);
+        let mut conn = hold_from("127.0.0.1", pavise.addr, path, &ct, &body, body.len() + 100_000).await;
+        let said = answer(&mut conn).await;
+        assert!(said.starts_with("HTTP/1.1 413"), "{path}: {said}");
+        assert!(said.contains("would wait in memory"), "{path}: {said}");
+        assert_eq!(spilled(), 0, "{path}: a tiny part got a temp file");
+    }
+    // A large part on a route that takes no uploads is refused, not spooled to disk.
+    let body = open_multipart(200 << 10, 0, 0);
+    let mut conn = hold_from("127.0.0.1", pavise.addr, "/api/v1/timelines/home", &ct, &body, body.len() + 1000).await;
+    assert!(answer(&mut conn).await.starts_with("HTTP/1.1 413"));
+    assert_eq!(spilled(), 0);
+
+    // On the media route a large part spills; one client may hold 3 such files at once.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let body = open_multipart(100 << 10, 0, 0);
+        held.push(hold_from("127.0.0.1", pavise.addr, "/api/v2/media", &ct, &body, body.len() + 1000).await);
+    }
+    wait_for("three spilled parts", || spilled() == 3).await;
+    let body = open_multipart(100 << 10, 0, 0);
+    let mut fourth = hold_from("127.0.0.1", pavise.addr, "/api/v2/media", &ct, &body, body.len() + 1000).await;
+    let said = answer(&mut fourth).await;
+    assert!(said.starts_with("HTTP/1.1 413") && said.contains("too many uploads waiting"), "{said}");
+    assert!(fds() < before + 20, "{} descriptors for {} spilled parts (was {before})", fds(), spilled());
+
+    // Another member's photo, large enough to spill, is served meanwhile.
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("big.jpg");
+    run(Command::new("convert")
+        .args(["-size", "400x400", "xc:gray", "+noise", "Random", "-quality", "95"])
+        .arg(&photo));
+    let photo = std::fs::read(photo).unwrap();
+    assert!(photo.len() > 100 << 10, "the photo spills ({} bytes)", photo.len());
+    let body = multipart(&[(
+        "Content-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg",
+        &photo,
+    )]);
+    let (resp, said) =
+        send_from("127.0.0.2".parse().unwrap(), pavise.addr, request("POST", "/api/v2/media", Some(&ct), body)).await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&said));
 
     // A client that gives up takes its temp files with it.
     drop(held);
-    drop(second);
+    drop(fourth);
+    wait_for("temp files deleted", || spilled() == 0).await;
+    assert_eq!(metric(&pavise, "pavise_media_tmp_files").await, 0);
+    assert_eq!(metric(&pavise, "pavise_media_tmp_bytes").await, 0);
+    pavise.stop().await;
+}
+
+/// Issue 10, red team C2: bodies waiting to be judged sat in memory outside any cap. Now
+/// they are charged to `spool_memory` (and a client's share of it): past the client's
+/// share its requests get 503 with `Retry-After`, others are still served, and the
+/// memory is all given back when the requests end.
+#[tokio::test]
+async fn memory_for_waiting_bodies_is_capped_shared_and_given_back() {
+    let upstream = RecordingUpstream::start().await;
+    let pavise = Pavise::start(&upstream.url(), |c| {
+        c.media.spill_threshold = pavise::units::Size(64 << 10);
+        c.media.spool_memory = pavise::units::Size(256 << 10);
+        c.media.spool_client_memory = pavise::units::Size(128 << 10);
+    })
+    .await;
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    // Slow requests holding ~60 KiB each on a route without uploads (memory only).
+    let body = open_multipart(60 << 10, 0, 0);
+    let hold = |source: &'static str| {
+        let body = body.clone();
+        let addr = pavise.addr;
+        let ct = ct.clone();
+        async move { hold_from(source, addr, "/api/v1/timelines/home", &ct, &body, body.len() + 1000).await }
+    };
+    let mut held = vec![hold("127.0.0.1").await, hold("127.0.0.1").await];
+    wait_until_held(&pavise, 120 << 10).await;
+    let mut third = hold("127.0.0.1").await;
+    let said = answer(&mut third).await;
+    assert!(said.starts_with("HTTP/1.1 503"), "past the client's share: {said}");
+    assert!(said.to_ascii_lowercase().contains("retry-after: "), "{said}");
+    // Another client is served meanwhile, and may take the rest of the relay's memory.
+    let status = br#"{"status":"still here","visibility":"direct"}"#.to_vec();
+    let (resp, _) = send_from(
+        "127.0.0.3".parse().unwrap(),
+        pavise.addr,
+        request("POST", "/api/v1/statuses", Some("application/json"), status),
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    held.push(hold("127.0.0.3").await);
+    held.push(hold("127.0.0.4").await);
+    wait_until_held(&pavise, 240 << 10).await;
+    let mut over = hold("127.0.0.5").await;
+    assert!(answer(&mut over).await.starts_with("HTTP/1.1 503"), "past the relay's memory");
+    let in_use = metric(&pavise, "pavise_media_spool_memory_bytes").await;
+    assert!(in_use > 200 << 10 && in_use <= 256 << 10, "{in_use} bytes held");
+    drop(held);
+    drop((third, over));
     for _ in 0..200 {
-        if spilled() == 0 {
+        if metric(&pavise, "pavise_media_spool_memory_bytes").await == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(spilled(), 0, "temp files deleted when the client went away");
+    assert_eq!(metric(&pavise, "pavise_media_spool_memory_bytes").await, 0, "memory given back");
+    // And a forwarded body's charge lasts only until it has gone.
+    let (resp, _) = send_from(
+        "127.0.0.1".parse().unwrap(),
+        pavise.addr,
+        request(
+            "POST",
+            "/api/v2/media",
+            Some(&ct),
+            multipart(&[("Content-Disposition: form-data; name=\"description\"", b"x")]),
+        ),
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(metric(&pavise, "pavise_media_spool_memory_bytes").await, 0);
     pavise.stop().await;
 }
 

@@ -247,9 +247,19 @@ pub struct MediaConfig {
     pub max_image: Size,
     /// Largest video or audio file accepted (Mastodon's `MAX_VIDEO_SIZE`, 99 MiB).
     pub max_video: Size,
-    /// A file part larger than this is spooled to a temp file in the data dir instead
-    /// of memory, so many concurrent uploads do not cost many times their size in RAM.
+    /// Bytes of one request held in memory while it is judged; beyond, parts of at least
+    /// `min_spill` go to temp files in the data dir (on routes that take uploads), so many
+    /// concurrent uploads do not cost many times their size in RAM.
     pub spill_threshold: Size,
+    /// A part shorter than this never gets a temp file of its own: tiny parts stay in
+    /// memory (at most `spill_threshold` + `min_spill` per request; past it, 413), so
+    /// parts cannot each cost a file.
+    pub min_spill: Size,
+    /// Memory all requests together may hold for bodies waiting to be judged; when it is
+    /// short, parts spill early or the request gets 503 with `Retry-After`.
+    pub spool_memory: Size,
+    /// One client's share of `spool_memory`.
+    pub spool_client_memory: Size,
     /// Memory all concurrent scrubs may use together; beyond it, uploads wait their turn.
     pub memory_budget: Size,
     /// Parts in one multipart body (Rack's own default, 4,096); past it, 413.
@@ -259,8 +269,13 @@ pub struct MediaConfig {
     pub max_file_parts: usize,
     /// Temp files in `<data_dir>/media-tmp` at once, across all requests; past it, 413.
     pub tmp_max_files: u64,
-    /// Bytes in `<data_dir>/media-tmp` at once, across all requests; past it, 413.
+    /// Bytes in `<data_dir>/media-tmp` at once, across all requests (and never more than
+    /// half the data dir's free space at start); past it, 413.
     pub tmp_max_bytes: Size,
+    /// One client's share of `tmp_max_files`.
+    pub tmp_client_files: u64,
+    /// One client's share of `tmp_max_bytes` (at least one file of the largest size).
+    pub tmp_client_bytes: Size,
 }
 
 impl Default for MediaConfig {
@@ -270,11 +285,16 @@ impl Default for MediaConfig {
             max_image: Size(16 << 20),
             max_video: Size(99 << 20),
             spill_threshold: Size(1 << 20),
+            min_spill: Size(64 << 10),
+            spool_memory: Size(64 << 20),
+            spool_client_memory: Size(8 << 20),
             memory_budget: Size(256 << 20),
             max_parts: 4096,
             max_file_parts: 128,
             tmp_max_files: 256,
-            tmp_max_bytes: Size(4 << 30),
+            tmp_max_bytes: Size(1 << 30),
+            tmp_client_files: 32,
+            tmp_client_bytes: Size(256 << 20),
         }
     }
 }
@@ -286,13 +306,33 @@ impl MediaConfig {
             ("media.max_parts", self.max_parts == 0),
             ("media.max_file_parts", self.max_file_parts == 0),
             ("media.tmp_max_files", self.tmp_max_files == 0),
+            ("media.tmp_client_files", self.tmp_client_files == 0),
         ] {
             if zero {
                 return Err((key, "must be at least 1".into()));
             }
         }
-        if self.tmp_max_bytes.0 < self.max_image.0.max(self.max_video.0) {
+        let largest = self.max_image.0.max(self.max_video.0);
+        if self.tmp_max_bytes.0 < largest {
             return Err(("media.tmp_max_bytes", "must hold at least one file of the largest size allowed".into()));
+        }
+        if self.tmp_client_bytes.0 < largest {
+            return Err(("media.tmp_client_bytes", "must hold at least one file of the largest size allowed".into()));
+        }
+        if self.tmp_client_bytes.0 > self.tmp_max_bytes.0 {
+            return Err(("media.tmp_client_bytes", "cannot be more than media.tmp_max_bytes".into()));
+        }
+        if self.tmp_client_files > self.tmp_max_files {
+            return Err(("media.tmp_client_files", "cannot be more than media.tmp_max_files".into()));
+        }
+        if self.spool_client_memory.0 > self.spool_memory.0 {
+            return Err(("media.spool_client_memory", "cannot be more than media.spool_memory".into()));
+        }
+        if self.spool_client_memory.0 < 64 << 10 {
+            return Err(("media.spool_client_memory", "must be at least 64KiB".into()));
+        }
+        if self.min_spill.0 > 16 << 20 {
+            return Err(("media.min_spill", "must be at most 16MiB".into()));
         }
         Ok(())
     }
@@ -567,5 +607,11 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().0, "media.max_parts");
         let c: MediaConfig = toml::from_str("tmp_max_bytes = \"1MiB\"").unwrap();
         assert_eq!(c.validate().unwrap_err().0, "media.tmp_max_bytes");
+        let c: MediaConfig = toml::from_str("tmp_client_bytes = \"2GiB\"").unwrap();
+        assert_eq!(c.validate().unwrap_err().0, "media.tmp_client_bytes");
+        let c: MediaConfig = toml::from_str("tmp_client_files = 300").unwrap();
+        assert_eq!(c.validate().unwrap_err().0, "media.tmp_client_files");
+        let c: MediaConfig = toml::from_str("spool_client_memory = \"1GiB\"").unwrap();
+        assert_eq!(c.validate().unwrap_err().0, "media.spool_client_memory");
     }
 }

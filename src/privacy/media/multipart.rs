@@ -33,7 +33,7 @@ use tokio::sync::Semaphore;
 use super::{
     Format, MediaConfig, MediaError, MediaMetrics, Report, datauri, form, json,
     part_head::PartHead,
-    spill::{Exhausted, SpillFile, Spool, SpoolError, Spooled, TmpBudget},
+    spill::{Budgets, Exhausted, Limits, MemCharge, RequestMem, SpillFile, Spool, SpoolError, Spooled},
     text::{self, Charset},
 };
 use crate::proxy::{Body, BoxError, boxed};
@@ -102,8 +102,9 @@ pub struct Scrubber {
     /// Permits are KiB of scrub working memory.
     budget: Arc<Semaphore>,
     budget_kib: u32,
-    /// Files and bytes in `tmp_dir`, across all requests.
-    pub tmp: Arc<TmpBudget>,
+    /// Temp files, their bytes and the memory of waiting bodies: all requests', and
+    /// each client's share.
+    pub budgets: Arc<Budgets>,
     pub metrics: Arc<MediaMetrics>,
 }
 
@@ -134,13 +135,38 @@ impl Scrubber {
             let _ = std::fs::remove_file(entry.path());
         }
         let budget_kib = u32::try_from((config.memory_budget.0 / 1024).max(1)).unwrap_or(u32::MAX);
+        let largest = config.max_image.0.max(config.max_video.0);
+        let mut max_disk = config.tmp_max_bytes.0;
+        if let Some(free) = super::spill::free_space(&tmp_dir)
+            && free / 2 < max_disk
+        {
+            // The data dir is shared (with the store, often with Postgres): never plan to
+            // fill more than half of what is free.
+            max_disk = (free / 2).max(largest).min(max_disk);
+            tracing::warn!(
+                free_mib = free >> 20,
+                tmp_max_mib = config.tmp_max_bytes.0 >> 20,
+                capped_mib = max_disk >> 20,
+                "media.tmp_max_bytes is more than half the free space in data_dir; temp uploads capped lower"
+            );
+        }
+        let limits = Limits {
+            max_files: config.tmp_max_files,
+            max_disk,
+            client_files: config.tmp_client_files.min(config.tmp_max_files),
+            client_disk: config.tmp_client_bytes.0.min(max_disk),
+            max_mem: config.spool_memory.0,
+            client_mem: config.spool_client_memory.0.min(config.spool_memory.0),
+            disk_floor: largest,
+        };
+        let budgets = Budgets::new(limits, &tmp_dir);
         Ok(Scrubber {
-            tmp: TmpBudget::new(config.tmp_max_files, config.tmp_max_bytes.0),
+            metrics: Arc::new(MediaMetrics::with_budgets(budgets.clone())),
+            budgets,
             config,
             tmp_dir,
             budget: Arc::new(Semaphore::new(budget_kib as usize)),
             budget_kib,
-            metrics: Arc::new(MediaMetrics::default()),
         })
     }
 
@@ -149,8 +175,16 @@ impl Scrubber {
         self.config.max_image.0.max(self.config.max_video.0)
     }
 
-    fn spool(&self, used: u64) -> Spool {
-        Spool::new(self.config.spill_threshold.0.saturating_sub(used), &self.tmp_dir, &self.tmp)
+    /// One request's spooling rules: `client` is its share of the budgets (`None`: only
+    /// the relay's caps); `may_spill`, whether its parts may go to temp files.
+    pub fn request(&self, client: Option<std::net::IpAddr>, may_spill: bool) -> RequestMem {
+        RequestMem::new(
+            self.budgets.account(client),
+            self.config.spill_threshold.0,
+            self.config.min_spill.0,
+            may_spill,
+            &self.tmp_dir,
+        )
     }
 
     /// Holds budget permits for `bytes` of working memory (capped at the whole budget).
@@ -218,13 +252,13 @@ impl Scrubber {
     }
 
     /// Takes a whole body in: memory up to the spill threshold, then a counted temp file.
-    pub async fn collect(&self, body: Body, cap: u64) -> Result<Spooled, MultipartError> {
+    pub async fn collect(&self, body: Body, cap: u64, req: &mut RequestMem) -> Result<Spooled, MultipartError> {
         use futures_util::StreamExt as _;
         let mut stream = BodyDataStream::new(body);
-        let mut spool = self.spool(0);
+        let mut spool = Spool::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| body_error(&*e))?;
-            spool.write(&chunk).await?;
+            spool.write(&chunk, req).await?;
             if spool.len() > cap {
                 let e = MediaError::TooLarge { kind: "file", limit: crate::units::Size(cap) };
                 self.metrics.refused(&e);
@@ -235,12 +269,16 @@ impl Scrubber {
     }
 
     /// Takes a raw media body whole (spooling it), scrubs it, returns its new bytes.
-    pub async fn scrub_body(&self, body: Body) -> Result<Done, MultipartError> {
-        let spooled = self.collect(body, self.max_file()).await?;
+    pub async fn scrub_body(&self, body: Body, req: &mut RequestMem) -> Result<Done, MultipartError> {
+        let spooled = self.collect(body, self.max_file(), req).await?;
         if spooled.is_empty() {
             return Ok(Done { format: Format::Jpeg, report: Report::default(), segment: Segment::Mem(Bytes::new()) });
         }
-        self.scrub(spooled).await.map_err(|source| MultipartError::Refused { field: "(body)".into(), source })
+        let held = held_in_memory(&spooled);
+        let done =
+            self.scrub(spooled).await.map_err(|source| MultipartError::Refused { field: "(body)".into(), source })?;
+        req.replace(held, held_in_memory_segment(&done.segment));
+        Ok(done)
     }
 
     /// Scrubs the media of every `data:` URI in a JSON or form body (or a query string);
@@ -283,6 +321,7 @@ impl Scrubber {
         body: Body,
         boundary: &str,
         subtype: &str,
+        req: &mut RequestMem,
     ) -> Result<Rewritten, MultipartError> {
         let new_boundary = fresh_boundary()?;
         let stream = BodyDataStream::new(body);
@@ -324,10 +363,11 @@ impl Scrubber {
             // The head the instance reads is the one pavise parsed, and nothing else.
             let mut head = format!("--{new_boundary}\r\n").into_bytes();
             part.write(&mut head);
+            req.hold(head.len() as u64 + 2)?;
             out.bytes(Bytes::from(head));
-            let mut spool = self.spool(out.mem_total);
+            let mut spool = Spool::new();
             while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
-                spool.write(&chunk).await?;
+                spool.write(&chunk, req).await?;
                 if spool.spilled() && !counted_file {
                     counted_file = true;
                     file_parts += 1;
@@ -348,6 +388,7 @@ impl Scrubber {
                 out.text("\r\n");
                 continue;
             }
+            let held = held_in_memory(&spooled);
             match super::sniff(spooled.head()) {
                 Err(MediaError::UnknownFormat) => {
                     let segment = self.judge_text_part(spooled, &part).await;
@@ -361,18 +402,22 @@ impl Scrubber {
                     if let Some((format, report)) = scrubbed {
                         files.push((name, format, report));
                     }
+                    req.replace(held, held_in_memory_segment(&segment));
                     out.segment(segment);
                 }
                 // Media, or a format pavise refuses (which the scrub names).
                 _ => {
                     let done = self.scrub(spooled).await.map_err(refused)?;
                     files.push((name, done.format, done.report));
+                    req.replace(held, held_in_memory_segment(&done.segment));
                     out.segment(done.segment);
                 }
             }
             out.text("\r\n");
         }
-        out.text(&format!("--{new_boundary}--\r\n"));
+        let end = format!("--{new_boundary}--\r\n");
+        req.hold(end.len() as u64)?;
+        out.text(&end);
         let segments = out.finish();
         let len = segments.iter().map(Segment::len).sum();
         let subtype: String =
@@ -448,6 +493,21 @@ impl Scrubber {
                 .map_err(|e| io::Error::other(e.to_string()))?
             }
         }
+    }
+}
+
+/// Bytes of a spooled value that sit in memory (and are charged to the request).
+pub fn held_in_memory(spooled: &Spooled) -> u64 {
+    match spooled {
+        Spooled::Mem(v) => v.len() as u64,
+        Spooled::File(..) => 0,
+    }
+}
+
+fn held_in_memory_segment(segment: &Segment) -> u64 {
+    match segment {
+        Segment::Mem(b) => b.len() as u64,
+        Segment::File(..) => 0,
     }
 }
 
@@ -531,7 +591,7 @@ fn iso_2022_jp_view(bytes: &[u8]) -> Vec<u8> {
 impl Spooled {
     fn into_segment(self) -> Segment {
         match self {
-            Spooled::Mem(v) => Segment::Mem(Bytes::from(v)),
+            Spooled::Mem(v) => Segment::Mem(v.into_bytes()),
             Spooled::File(f, n, _) => Segment::File(f, n),
         }
     }
@@ -583,21 +643,19 @@ fn multer_error(e: multer::Error) -> MultipartError {
 struct Writer {
     segments: Vec<Segment>,
     pending: Vec<u8>,
-    mem_total: u64,
 }
 
 impl Writer {
     fn text(&mut self, s: &str) {
         self.pending.extend_from_slice(s.as_bytes());
-        self.mem_total += s.len() as u64;
     }
     fn bytes(&mut self, b: Bytes) {
-        self.mem_total += b.len() as u64;
         self.pending.extend_from_slice(&b);
     }
     fn segment(&mut self, seg: Segment) {
         match seg {
-            Segment::Mem(b) => self.bytes(b),
+            // Small pieces coalesce; a large one is kept where it is (no copy).
+            Segment::Mem(b) if b.len() < 4096 => self.bytes(b),
             file => {
                 self.flush();
                 self.segments.push(file);
@@ -617,13 +675,15 @@ impl Writer {
 
 /// A body streaming the segments in order; a temp file is opened only while it is sent,
 /// deleted as soon as it has been, and all of them go if the body is dropped half-way.
-pub fn segments_body(segments: Vec<Segment>) -> Body {
+/// The request's memory charge is returned when the body is done.
+pub fn segments_body(segments: Vec<Segment>, charge: Option<MemCharge>) -> Body {
     use futures_util::stream;
     struct State {
         rest: std::vec::IntoIter<Segment>,
         current: Option<(SpillFile, tokio::fs::File)>,
+        _charge: Option<MemCharge>,
     }
-    let init = State { rest: segments.into_iter(), current: None };
+    let init = State { rest: segments.into_iter(), current: None, _charge: charge };
     let s = stream::unfold(init, |mut st| async move {
         loop {
             if let Some((_, file)) = &mut st.current {
