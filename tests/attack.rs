@@ -1209,3 +1209,99 @@ async fn a_part_is_scrubbed_media_or_text_whatever_its_head_and_the_instance_rea
     pavise.stop().await;
     oracle.check();
 }
+
+/// A display profile as a camera writes one: its maker in the header, its model in a
+/// description, a white point (colour, which must survive).
+fn device_icc() -> Vec<u8> {
+    let mut desc = b"desc\0\0\0\0".to_vec();
+    let name = b"sRGB Monitor (for PaviseCam Marker-X1)";
+    desc.extend_from_slice(&(name.len() as u32 + 1).to_be_bytes());
+    desc.extend_from_slice(name);
+    desc.extend_from_slice(&[0; 1 + 4 + 4 + 2 + 1 + 67]);
+    while !desc.len().is_multiple_of(4) {
+        desc.push(0);
+    }
+    let wtpt = b"XYZ \0\0\0\0\0\0\xf3\x51\0\x01\0\0\0\0\xd3\x2b".to_vec();
+    let mut p = vec![0u8; 128];
+    p[8..12].copy_from_slice(&[2, 0x10, 0, 0]);
+    p[12..16].copy_from_slice(b"mntr");
+    p[16..20].copy_from_slice(b"RGB ");
+    p[20..24].copy_from_slice(b"XYZ ");
+    p[36..40].copy_from_slice(b"acsp");
+    p[48..52].copy_from_slice(b"PCAM");
+    p.extend_from_slice(&2u32.to_be_bytes());
+    let first = 128 + 4 + 24;
+    for (sig, off, len) in [(b"desc", first, desc.len()), (b"wtpt", first + desc.len(), wtpt.len())] {
+        p.extend_from_slice(sig);
+        p.extend_from_slice(&(off as u32).to_be_bytes());
+        p.extend_from_slice(&(len as u32).to_be_bytes());
+    }
+    p.extend(desc);
+    p.extend(wtpt);
+    let len = p.len() as u32;
+    p[0..4].copy_from_slice(&len.to_be_bytes());
+    p
+}
+
+/// The red team's unverified hiding places, decided: an ICC profile's device and text
+/// (JPEG APP2, PNG iCCP, WebP ICCP) are blanked and its colour kept; APP14 Adobe keeps
+/// only its 12 defined bytes; a table segment longer than its tables is refused.
+#[tokio::test]
+async fn icc_profiles_lose_the_device_and_jpeg_segments_carry_nothing_extra() {
+    let fx = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    std::fs::write(p("device.icc"), device_icc()).unwrap();
+    let icc = format!("-ICC_Profile<={}", p("device.icc").display());
+    run(Command::new("convert").args(["-size", "32x24", "gradient:red-blue"]).arg(p("a.png")));
+    run(Command::new("convert").args(["-size", "32x24", "gradient:red-blue"]).arg(p("a.webp")));
+    std::fs::write(p("a.jpg"), &fx.jpeg).unwrap();
+    for n in ["a.jpg", "a.png", "a.webp"] {
+        run(Command::new("exiftool").args(["-q", "-overwrite_original", &icc]).arg(p(n)));
+        let bytes = std::fs::read(p(n)).unwrap();
+        let planted = contains(&bytes, b"PaviseCam") || n == "a.png";
+        assert!(planted, "{n}: the profile is not in the fixture");
+    }
+    // APP14 Adobe with a tail, and a DQT with a tail, right after SOI.
+    let seg = |marker: u8, payload: &[u8]| {
+        [&[0xFF, marker][..], &((payload.len() + 2) as u16).to_be_bytes(), payload].concat()
+    };
+    let after_soi = |extra: &[u8]| [&fx.jpeg[..2], extra, &fx.jpeg[2..]].concat();
+    let adobe = after_soi(&seg(0xEE, b"Adobe\0\x64\0\0\0\0\x01Marker-X1 Paris"));
+    let mut dqt = vec![0u8; 65];
+    dqt.extend_from_slice(b"48.8584");
+    let dqt = after_soi(&seg(0xDB, &dqt));
+
+    let upstream = RecordingUpstream::start().await;
+    let pavise = Pavise::start(&upstream.url(), |_| {}).await;
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    let upload = |name: &str, bytes: &[u8]| {
+        let head = format!("Content-Disposition: form-data; name=\"file\"; filename=\"{name}\"");
+        request("POST", "/api/v2/media", Some(&ct), multipart(&[(&head, bytes)]))
+    };
+    let mut oracle = Oracle::new();
+    let mut arrived = Vec::new();
+    for n in ["a.jpg", "a.png", "a.webp"] {
+        let (status, said) = send(&pavise, upload(n, &std::fs::read(p(n)).unwrap())).await;
+        assert_eq!(status, 200, "{n}: {said}");
+        let bytes = recorded_parts(&upstream.last()).await.remove(0).1;
+        oracle.clean(&bytes, &format!("icc-{n}"));
+        arrived.push(oracle.files.last().unwrap().clone());
+    }
+    let (status, said) = send(&pavise, upload("adobe.jpg", &adobe)).await;
+    assert_eq!(status, 200, "{said}");
+    oracle.clean(&recorded_parts(&upstream.last()).await.remove(0).1, "adobe.jpg");
+    let (status, said) = send(&pavise, upload("dqt.jpg", &dqt)).await;
+    assert_eq!(status, 422, "{said}");
+    pavise.stop().await;
+    // The colour survives: exiftool still reads the profile's class and white point.
+    let meta = exiftool(&arrived);
+    for path in &arrived {
+        let o = &meta[&path.display().to_string()];
+        assert_eq!(o.get("ICC-header:ProfileClass").and_then(Value::as_str), Some("mntr"), "{}: {o:?}", path.display());
+        assert!(o.get("ICC_Profile:MediaWhitePoint").is_some(), "{}: {o:?}", path.display());
+        let maker = o.get("ICC-header:DeviceManufacturer").map(Value::to_string).unwrap_or_default();
+        assert!(!maker.contains("PCAM"), "{}: {maker}", path.display());
+    }
+    oracle.check();
+}

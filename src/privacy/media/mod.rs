@@ -40,6 +40,7 @@ pub mod datauri;
 pub mod flac;
 pub mod form;
 pub mod gif;
+pub mod icc;
 pub mod inplace;
 pub mod isobmff;
 pub mod jpeg;
