@@ -278,22 +278,26 @@ impl RequestHeaders {
     /// client API a signature is no reason (a web page could send one through CORS).
     pub fn filter(&self, headers: &mut HeaderMap, federation: bool) {
         let doomed: Vec<HeaderName> = {
-            let covered = if federation { Covered::of(headers) } else { Covered::default() };
-            headers.keys().filter(|name| !self.keeps(name, &covered)).cloned().collect()
+            // Read only when a header is neither allowed nor denied: most requests never
+            // get that far.
+            let mut covered: Option<Covered<'_>> = None;
+            let mut doomed = Vec::new();
+            for name in headers.keys() {
+                if in_allowlist(name.as_str()) {
+                    continue;
+                }
+                let keep = !is_client_ip_or_geo(name)
+                    && (self.extra.iter().any(|e| e == name)
+                        || (federation && covered.get_or_insert_with(|| Covered::of(headers)).covers(name.as_str())));
+                if !keep {
+                    doomed.push(name.clone());
+                }
+            }
+            doomed
         };
         for name in doomed {
             headers.remove(name);
         }
-    }
-
-    fn keeps(&self, name: &HeaderName, covered: &Covered<'_>) -> bool {
-        if in_allowlist(name.as_str()) {
-            return true;
-        }
-        if is_client_ip_or_geo(name) {
-            return false;
-        }
-        self.extra.iter().any(|e| e == name) || covered.covers(name.as_str())
     }
 }
 

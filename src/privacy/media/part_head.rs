@@ -346,4 +346,70 @@ mod tests {
         let qp = head(&[("content-transfer-encoding", " Quoted-Printable ")]).unwrap();
         assert_eq!(qp.transfer_encoding.as_deref(), Some("quoted-printable"));
     }
+
+    /// The in-process stand-in for the `part_head` fuzz target: mutated heads either
+    /// refuse, or write a two-line head that reads back the same.
+    #[test]
+    fn mutated_heads_refuse_or_read_back_the_same() {
+        let seeds: [&[u8]; 4] = [
+            b"content-disposition: form-data; name=\"file\"; filename=\"IMG 1.jpg\"\ncontent-type: image/jpeg",
+            b"content-disposition: form-data; name=f; filename*=UTF-8''a%20b.csv\nx-note: ; filename=x",
+            b"content-disposition: form-data; name=\"d\"\ncontent-type: text/plain; charset=\"iso-2022-jp\"",
+            b"content-type: application/octet-stream\ncontent-id: <a>",
+        ];
+        let mut rng = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..3000 {
+            let mut raw = seeds[(next() % 4) as usize].to_vec();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() as usize) % raw.len().max(1);
+                match next() % 3 {
+                    0 => {
+                        let pick = b"\"\\;:=%*' \n\x01/aZ";
+                        raw[at] = pick[(next() as usize) % pick.len()];
+                    }
+                    1 => raw.insert(at, b"\";=%\\'"[(next() % 6) as usize]),
+                    _ => drop(raw.drain(at..(at + (next() as usize) % 8).min(raw.len()))),
+                }
+            }
+            let mut h = http::HeaderMap::new();
+            for line in raw.split(|&b| b == b'\n') {
+                let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+                if let (Ok(n), Ok(v)) = (
+                    http::HeaderName::from_bytes(&line[..colon]),
+                    http::HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+                ) {
+                    h.append(n, v);
+                }
+            }
+            let Ok(head) = PartHead::read(&h) else {
+                refused += 1;
+                continue;
+            };
+            accepted += 1;
+            let out = written(&head);
+            let lines: Vec<&str> = out.trim_end().split("\r\n").collect();
+            assert!(lines.len() <= 2 && lines.iter().all(|l| !l.bytes().any(|b| b < 0x20)), "{out:?}");
+            let mut again = http::HeaderMap::new();
+            for l in lines {
+                let (n, v) = l.split_once(": ").unwrap();
+                again.append(http::HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
+            }
+            let back = PartHead::read(&again).unwrap();
+            assert_eq!(
+                (&back.filename, &back.media_type, &back.charset),
+                (&head.filename, &head.media_type, &head.charset)
+            );
+            if head.name.is_some() {
+                assert_eq!(back.name, head.name);
+            }
+        }
+        assert!(accepted > 500 && refused > 50, "{accepted} accepted, {refused} refused");
+    }
 }
