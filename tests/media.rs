@@ -577,11 +577,23 @@ async fn spooled_video_and_raw_bodies_are_scrubbed_and_inbox_bytes_never_change(
     assert_eq!(rec.headers["content-length"].to_str().unwrap(), rec.body.len().to_string());
     oracle_clean(&rec.body, "raw.jpg");
 
-    // Federation deliveries are signed: their bytes must arrive exactly as sent.
-    let inbox_body = multipart(&[("file", Some(("x.jpg", "image/jpeg")), &jpeg)]);
-    let (resp, _) = send_from("127.0.0.1".parse().unwrap(), pavise.addr, post("/inbox", &ct, inbox_body.clone())).await;
+    // Federation deliveries are signed: their bytes must arrive exactly as sent. They
+    // are JSON; a multipart body (whose file parts Rack would write to the instance's
+    // temp dir, unread by pavise) is refused, and nothing of it arrives.
+    let delivery = br#"{"type":"Create","object":{"type":"Note","content":"hi"}}"#.to_vec();
+    let (resp, _) = send_from(
+        "127.0.0.1".parse().unwrap(),
+        pavise.addr,
+        post("/inbox", "application/activity+json", delivery.clone()),
+    )
+    .await;
     assert_eq!(resp.status, 200);
-    assert_eq!(&upstream.last().body[..], &inbox_body[..], "inbox bodies are untouched");
+    assert_eq!(&upstream.last().body[..], &delivery[..], "inbox bodies are untouched");
+    let before = upstream.recorded().len();
+    let inbox_body = multipart(&[("file", Some(("x.jpg", "image/jpeg")), &jpeg)]);
+    let (resp, _) = send_from("127.0.0.1".parse().unwrap(), pavise.addr, post("/inbox", &ct, inbox_body)).await;
+    assert_eq!(resp.status, 415);
+    assert_eq!(upstream.recorded().len(), before, "a multipart delivery does not reach the instance");
 
     let tmp = pavise.data_dir.path().join("media-tmp");
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "temp files deleted after forwarding");

@@ -12,7 +12,9 @@
 //!   `audio/*` body (which must be media pavise can scrub).
 //!
 //! Federation deliveries (`RouteClass::Inbox`) are signed JSON and are never touched:
-//! changing one byte would break their signature. A request with no body and no query
+//! changing one byte would break their signature. A multipart body there is refused
+//! (415): no server delivers one, and Rack would still write its file parts, unread by
+//! pavise, to the instance's temp dir when Rails reads the params. A request with no body and no query
 //! string costs two checks.
 //!
 //! A refused file ends the request with 422 and a Mastodon-style `{"error": ...}` that
@@ -305,7 +307,16 @@ impl Stage for MediaStage {
     fn on_request<'a>(&'a self, ctx: &'a mut RequestCtx, req: Request) -> StageFuture<'a, Result<Flow, ProxyError>> {
         Box::pin(async move {
             // Signed deliveries are never changed; a request with nothing to read passes.
-            if ctx.route.class == RouteClass::Inbox || (req.uri().query().is_none() && req.body().is_end_stream()) {
+            if ctx.route.class == RouteClass::Inbox {
+                let multipart =
+                    matches!(BodyKind::of(req.headers()), BodyKind::Multipart { .. } | BodyKind::Unreadable(_));
+                if multipart && !req.body().is_end_stream() {
+                    let why = "deliveries to an inbox are JSON; a multipart body is not accepted";
+                    return Ok(Flow::Respond(json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, why)));
+                }
+                return Ok(Flow::Continue(req));
+            }
+            if req.uri().query().is_none() && req.body().is_end_stream() {
                 return Ok(Flow::Continue(req));
             }
             self.handle(ctx, req).await
