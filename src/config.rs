@@ -230,6 +230,9 @@ pub struct ClientIpConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// The header those trusted proxies name the client in.
     pub header: ClientIpHeader,
+    /// Request headers forwarded besides pavise's allowlist (`privacy::headers::ALLOW`);
+    /// never one that can carry a client address or location.
+    pub allow_headers: Vec<String>,
 }
 
 impl Default for ClientIpConfig {
@@ -239,6 +242,7 @@ impl Default for ClientIpConfig {
             rotate: Span::secs(86_400),
             trusted_proxies: vec![],
             header: ClientIpHeader::XForwardedFor,
+            allow_headers: vec![],
         }
     }
 }
@@ -542,6 +546,8 @@ impl Config {
         if file.client_ip.rotate.get().as_secs() == 0 {
             return Err(invalid("client_ip.rotate", "must be at least 1s"));
         }
+        crate::privacy::headers::check_allow_headers(&file.client_ip.allow_headers)
+            .map_err(|m| invalid("client_ip.allow_headers", m))?;
         for name in &file.response_headers.strip {
             http::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| invalid("response_headers.strip", format!("{name:?} is not a header name")))?;

@@ -150,7 +150,7 @@ pub async fn start(
         stages.push(Arc::new(crate::shield::ShieldStage(shield.clone())));
     }
     // Before anything could forward a header: the instance must never see a client address.
-    stages.push(Arc::new(ClientIpStage));
+    stages.push(Arc::new(ClientIpStage::new(&config.file.client_ip)));
     // After the headers are clean and before anything is forwarded: every uploaded file is
     // scrubbed (or refused) before the instance sees a byte of the body.
     stages.push(media);

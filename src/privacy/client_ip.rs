@@ -267,12 +267,7 @@ mod tests {
     use crate::units::Span;
 
     fn cfg(mode: ClientIpMode) -> ClientIpConfig {
-        ClientIpConfig {
-            mode,
-            rotate: Span::secs(3600),
-            trusted_proxies: vec![],
-            header: ClientIpHeader::XForwardedFor,
-        }
+        ClientIpConfig { mode, rotate: Span::secs(3600), ..ClientIpConfig::default() }
     }
 
     fn ip(s: &str) -> IpAddr {
