@@ -13,7 +13,7 @@
 use std::{hint::black_box, net::IpAddr, time::Instant};
 
 use pavise::{
-    proxy::RouteClass,
+    proxy::contract::RouteClass,
     shield::{
         limiter::{KeyHasher, Limiter},
         policy::{KeyKind, LimitRule},

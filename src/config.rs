@@ -533,12 +533,12 @@ impl Config {
             return Err(invalid("public.max_header_bytes", "must be at least 8KiB (hyper's minimum buffer)"));
         }
         for key in file.public.body_limits.keys() {
-            if key != "default" && crate::proxy::RouteClass::from_config_name(key).is_none() {
+            if key != "default" && crate::proxy::contract::RouteClass::from_config_name(key).is_none() {
                 return Err(invalid(
                     "public.body_limits",
                     format!(
                         "unknown route class {key:?}; use default or one of {}",
-                        crate::proxy::RouteClass::CONFIG_NAMES.join(", ")
+                        crate::proxy::contract::RouteClass::CONFIG_NAMES.join(", ")
                     ),
                 ));
             }

@@ -58,7 +58,9 @@ use crate::{
     accept::Acceptor,
     config::Config,
     metrics::Metrics,
-    proxy::{BoxError, ClientConn, ConnShare, Request, Response, Slot, boxed, budget::Budgets, pipeline::BodyTooSlow},
+    proxy::contract::{
+        BoxError, ClientConn, ConnShare, Request, Response, Slot, boxed, budget::Budgets, error::BodyTooSlow,
+    },
 };
 
 /// The per-connection limits of one listener.

@@ -40,6 +40,7 @@ pub mod config;
 pub mod conn;
 pub mod egress;
 pub mod expiry;
+pub mod instance;
 pub mod metrics;
 pub mod privacy;
 pub mod proxy;

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use crate::proxy::RouteClass;
+use crate::proxy::contract::{RouteClass, budget::Budgets};
 
 /// Something that can append its metrics in Prometheus text format.
 pub trait MetricsSource: Send + Sync {
@@ -154,6 +154,20 @@ impl Metrics {
             source.render(&mut out);
         }
         out
+    }
+}
+
+/// `/metrics`: what the body budget holds and how often it turned a request away.
+impl MetricsSource for Budgets {
+    fn render(&self, out: &mut String) {
+        out.push_str(
+            "# HELP pavise_body_memory_bytes Request-body bytes held in memory before the instance has them (public.body_memory).\n",
+        );
+        out.push_str("# TYPE pavise_body_memory_bytes gauge\n");
+        let _ = writeln!(out, "pavise_body_memory_bytes {}", self.body_held());
+        out.push_str("# HELP pavise_body_memory_refused_total Requests turned away because a body budget was full.\n");
+        out.push_str("# TYPE pavise_body_memory_refused_total counter\n");
+        let _ = writeln!(out, "pavise_body_memory_refused_total {}", self.refused());
     }
 }
 

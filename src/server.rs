@@ -23,7 +23,7 @@ use crate::{
     },
     metrics::Metrics,
     privacy::{ClientIpStage, Pseudonymizer, hygiene::ResponseHygiene, media::MediaStage},
-    proxy::{Stage, pipeline::Pipeline, upstream::Upstream},
+    proxy::{contract::Stage, pipeline::Pipeline, upstream::Upstream},
     store::EmbeddedStore,
 };
 
@@ -169,13 +169,22 @@ pub async fn start(
 
     let tunnels = TaskTracker::new();
     let tunnel_cut = CancellationToken::new();
-    let upstream = Upstream::new(&config, metrics.clone(), tunnels.clone(), tunnel_cut.clone());
+    let mut upstream = Upstream::new(&config, metrics.clone(), tunnels.clone(), tunnel_cut.clone());
+    if expiry.is_some() {
+        upstream = upstream.with_tunnel_filter(Arc::new(ExpiryTunnels));
+    }
     let pseudonymizer = Arc::new(Pseudonymizer::new(&config.file.client_ip));
     let pipeline = Arc::new(Pipeline::new(&config, stages, upstream, pseudonymizer, metrics.clone()));
     // One budget of body memory (and of streams) for every public connection; the stages
     // charge it through the request context (`proxy::budget`).
-    let budgets = crate::proxy::budget::Budgets::public(&config);
-    metrics.register(Arc::new(crate::proxy::budget::BudgetsView(budgets.clone())));
+    let p = &config.file.public;
+    let budgets = crate::proxy::contract::budget::Budgets::new(crate::proxy::contract::budget::BudgetLimits {
+        body_memory: p.body_memory.0,
+        body_memory_per_connection: p.body_memory_per_connection.0,
+        streams_per_connection: u32::try_from(p.max_streams_per_connection).unwrap_or(u32::MAX),
+        upstream_per_connection: p.h2_max_streams,
+    });
+    metrics.register(budgets.clone());
 
     // Egress: the instance's own outbound federation, over Tor (bootstraps in the background).
     let egress = crate::egress::Egress::start(&config, shutdown.clone())?;
@@ -211,7 +220,7 @@ pub async fn start(
         metrics: None,
         upgrades: false,
         // Admin bodies are read by the admin API itself (1 MiB each, 64 connections).
-        budgets: crate::proxy::budget::Budgets::unlimited(),
+        budgets: crate::proxy::contract::budget::Budgets::unlimited(),
     };
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, admin, shutdown.clone()));
     let public = crate::conn::Listener {
@@ -244,6 +253,19 @@ pub async fn start(
         let _ = tokio::task::spawn_blocking(move || drop(store)).await;
     });
     Ok((bound, handle))
+}
+
+/// Expiry's say over WebSocket tunnels: messages that carry a hidden post are dropped.
+struct ExpiryTunnels;
+
+impl crate::proxy::upstream::TunnelFilter for ExpiryTunnels {
+    fn filter(
+        &self,
+        ctx: &crate::proxy::contract::RequestCtx,
+    ) -> Box<dyn FnOnce(crate::proxy::upstream::TunnelIo) -> crate::proxy::upstream::TunnelIo + Send> {
+        let filter = crate::expiry::ws::Filter::of(ctx);
+        Box::new(move |io| Box::pin(filter.wrap(io)))
+    }
 }
 
 /// Every socket pavise listens on.

@@ -33,7 +33,7 @@ mod tempfile_dir {
 fuzz_target!(|data: &[u8]| {
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     let (scrubber, dir) = scrubber();
-    let body = pavise::proxy::full(bytes::Bytes::copy_from_slice(data));
+    let body = pavise::proxy::contract::full(bytes::Bytes::copy_from_slice(data));
     rt.block_on(async {
         let mut mem = scrubber.request(None, true);
         let _ = scrubber.rewrite_multipart(body, "XyZ", "form-data", &mut mem).await;

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{Egress, EgressError, policy::Destination};
-use crate::{accept::Acceptor, proxy::hop};
+use crate::{accept::Acceptor, proxy::contract::hop};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
@@ -88,7 +88,7 @@ async fn handle(
     tunnels: TaskTracker,
     cut: CancellationToken,
 ) -> Response<Body> {
-    if req.method().as_str().len() > crate::proxy::pipeline::MAX_METHOD_LEN {
+    if req.method().as_str().len() > crate::proxy::contract::hop::MAX_METHOD_LEN {
         return error_response(&egress.failed(EgressError::BadRequest("unknown request method".into())));
     }
     if !egress.authorized(req.headers().get(header::PROXY_AUTHORIZATION).map(HeaderValue::as_bytes)) {

@@ -50,10 +50,10 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    admin::{Readiness, ReadinessCheck},
+    admin::hooks::{Readiness, ReadinessCheck},
     config::{Config, EgressMode},
     metrics::{Histogram, LATENCY_BUCKETS, MetricsSource},
-    proxy::StageFuture,
+    proxy::contract::StageFuture,
 };
 
 #[cfg(feature = "tor")]

@@ -24,7 +24,7 @@
 //! as a whole.
 
 use super::json::{self, Node};
-use crate::proxy::route::status_of_url;
+use crate::proxy::contract::route::status_of_url;
 
 /// The outcome of filtering one answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

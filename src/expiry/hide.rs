@@ -30,7 +30,7 @@ use super::{
     index::HiddenIndex,
 };
 use crate::{
-    proxy::{ProxyError, Request, Response, RouteClass, error::json_error, full, route::Route},
+    proxy::contract::{ProxyError, Request, Response, RouteClass, error::json_error, full, route::Route},
     store::now_ms,
 };
 
@@ -188,7 +188,7 @@ pub async fn filter_document(
 }
 
 /// The whole body, or `None` when it is over `limit` or breaks off.
-pub async fn collect_capped(mut body: crate::proxy::Body, limit: usize) -> Option<Bytes> {
+pub async fn collect_capped(mut body: crate::proxy::contract::Body, limit: usize) -> Option<Bytes> {
     let mut out = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.ok()?;

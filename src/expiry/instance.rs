@@ -35,7 +35,7 @@ use hyper_util::{
 };
 
 use super::{observe::facts_from_status, policy::PostFacts, seal::Token};
-use crate::{proxy::OnBehalfOf, store::UnixMs};
+use crate::{instance::OnBehalfOf, store::UnixMs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
@@ -144,7 +144,7 @@ impl Instance {
             .build()
             .map_err(|e| InstanceError::Unreachable(e.to_string()))?;
         parts.version = http::Version::HTTP_11;
-        crate::proxy::hop::strip_hop_by_hop(&mut parts.headers, false);
+        crate::proxy::contract::hop::strip_hop_by_hop(&mut parts.headers, false);
         parts.headers.remove(header::EXPECT);
         self.behalf.apply(&mut parts.headers);
         parts.headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
@@ -157,7 +157,7 @@ impl Instance {
                 .await
                 .map_err(|e| InstanceError::Unreachable(e.to_string()))?
                 .to_bytes();
-            crate::proxy::hop::strip_hop_by_hop(&mut parts.headers, false);
+            crate::proxy::contract::hop::strip_hop_by_hop(&mut parts.headers, false);
             Ok::<_, InstanceError>((parts, body))
         };
         tokio::time::timeout(self.timeout, fut).await.map_err(|_| InstanceError::Timeout)?

@@ -53,7 +53,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::{
-    proxy::{Response, StageFuture, error::json_error},
+    proxy::contract::{Response, StageFuture, error::json_error},
     store::{ExpiryState, KeepFlags, Outcome, Scheduled, SealedCredential, Store, StoreError, UnixMs},
     units::{Size, Span},
 };
@@ -407,7 +407,7 @@ impl Expiry {
 /// `POST /admin/reload` and SIGHUP re-read the policies.
 pub struct PolicyReload(pub Arc<Expiry>);
 
-impl crate::admin::Reload for PolicyReload {
+impl crate::admin::hooks::Reload for PolicyReload {
     fn name(&self) -> &'static str {
         "expiry_policies"
     }
@@ -471,7 +471,7 @@ impl ExpiryAdmin {
         };
         let token = Token::new(req.token);
         match sweep::run_sweep(&self.core, instance, host.as_deref(), &req.account, &token, req.dry_run).await {
-            Ok(report) => crate::admin::json(StatusCode::OK, serde_json::to_value(report).unwrap_or_default()),
+            Ok(report) => crate::admin::hooks::json(StatusCode::OK, serde_json::to_value(report).unwrap_or_default()),
             Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
         }
     }
@@ -500,7 +500,7 @@ impl ExpiryAdmin {
     }
 }
 
-impl crate::admin::AdminHandler for ExpiryAdmin {
+impl crate::admin::hooks::AdminHandler for ExpiryAdmin {
     fn prefix(&self) -> &'static str {
         "/admin/expiry"
     }
@@ -532,7 +532,7 @@ impl crate::admin::AdminHandler for ExpiryAdmin {
                 }
             }
             match self.report(state, limit).await {
-                Ok(v) => crate::admin::json(StatusCode::OK, v),
+                Ok(v) => crate::admin::hooks::json(StatusCode::OK, v),
                 Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
         })

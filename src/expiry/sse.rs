@@ -19,7 +19,7 @@ use http_body::{Frame, SizeHint};
 
 use super::{filter, index::HiddenIndex, json};
 use crate::{
-    proxy::{Body, BoxError},
+    proxy::contract::{Body, BoxError},
     store::now_ms,
 };
 
@@ -170,7 +170,8 @@ mod tests {
             index.insert(h, 0);
             let chunks: Vec<Result<Frame<Bytes>, BoxError>> =
                 stream.as_bytes().chunks(chunk).map(|c| Ok(Frame::data(Bytes::copy_from_slice(c)))).collect();
-            let body = crate::proxy::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(chunks)));
+            let body =
+                crate::proxy::contract::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(chunks)));
             let out = SseFilter::new(body, index).collect().await.unwrap().to_bytes();
             let out = String::from_utf8(out.to_vec()).unwrap();
             assert!(out.contains(&status("5")) && out.contains(&status("6")), "{chunk}: {out}");
@@ -185,7 +186,7 @@ mod tests {
         let index = Arc::new(HiddenIndex::default());
         let chunks: Vec<Result<Frame<Bytes>, BoxError>> =
             vec![Ok(Frame::data(Bytes::from_static(b"event: update\ndata: {}\n\n")))];
-        let body = crate::proxy::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(chunks)));
+        let body = crate::proxy::contract::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(chunks)));
         let out = SseFilter::new(body, index).collect().await.unwrap().to_bytes();
         assert_eq!(&out[..], b"event: update\ndata: {}\n\n");
     }

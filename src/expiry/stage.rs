@@ -35,7 +35,7 @@ use super::{
     ws,
 };
 use crate::{
-    proxy::{
+    proxy::contract::{
         Flow, ProxyError, Request, RequestCtx, Response, RouteClass, Stage, StageFuture, error::json_error, full,
         route::status_id_of,
     },
@@ -165,7 +165,7 @@ impl Stage for ExpiryStage {
                         if let Some((rest, kept)) = batch_without_hidden(q, &hidden) {
                             core.stats.filtered.fetch_add(1, Relaxed);
                             if kept == 0 {
-                                let mut resp = crate::admin::json(StatusCode::OK, serde_json::json!([]));
+                                let mut resp = crate::admin::hooks::json(StatusCode::OK, serde_json::json!([]));
                                 resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                                 return Ok(Flow::Respond(resp));
                             }
@@ -268,7 +268,7 @@ impl ExpiryStage {
                 }
                 let (parts, body) = resp.into_parts();
                 let filtered = sse::SseFilter::new(body, self.core.hidden.clone());
-                Ok(http::Response::from_parts(parts, crate::proxy::boxed(filtered)))
+                Ok(http::Response::from_parts(parts, crate::proxy::contract::boxed(filtered)))
             }
         }
     }
@@ -286,7 +286,7 @@ impl ExpiryStage {
             edge::BodyKind::from_content_type(parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
         // Held whole, so charged to the relay's body budget (proxy::budget); the route's
         // body cap already bounds it.
-        let bytes = crate::proxy::budget::read_whole(ctx.hold_body(body, u64::MAX), u64::MAX).await?;
+        let bytes = crate::proxy::contract::budget::read_whole(ctx.hold_body(body, u64::MAX), u64::MAX).await?;
         let min = core.config.min_expires_in.get().as_secs();
         let taken = match edge::take_create_params(&kind, &bytes, parts.uri.query(), min) {
             Ok(t) => t,
@@ -320,7 +320,7 @@ impl ExpiryStage {
 
         // The instance must see this request as the pipeline would send it: the client's
         // pseudonym, scheme and host, written last (so its throttles apply to it).
-        crate::proxy::upstream::last_word(&mut parts.headers, ctx);
+        crate::proxy::contract::hop::last_word(&mut parts.headers, ctx);
 
         // From here the exchange is not the client's to cancel: a phone that loses its
         // network after sending still gets its post scheduled. What the exchange asks of

@@ -24,7 +24,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{filter, index::HiddenIndex, json};
-use crate::{proxy::RequestCtx, store::now_ms};
+use crate::{proxy::contract::RequestCtx, store::now_ms};
 
 /// Frames and messages larger than this end the tunnel (Mastodon's are a few KiB).
 const MAX_MESSAGE: usize = 16 << 20;

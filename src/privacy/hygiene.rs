@@ -6,7 +6,7 @@ use http::{HeaderName, HeaderValue, header};
 
 use crate::{
     config::ResponseHeadersConfig,
-    proxy::{ProxyError, RequestCtx, Response, Stage, StageFuture},
+    proxy::contract::{ProxyError, RequestCtx, Response, Stage, StageFuture},
 };
 
 #[derive(Debug)]
@@ -33,13 +33,13 @@ impl Stage for ResponseHygiene {
     fn on_request<'a>(
         &'a self,
         ctx: &'a mut RequestCtx,
-        req: crate::proxy::Request,
-    ) -> StageFuture<'a, Result<crate::proxy::Flow, ProxyError>> {
+        req: crate::proxy::contract::Request,
+    ) -> StageFuture<'a, Result<crate::proxy::contract::Flow, ProxyError>> {
         if self.onion_origin.is_some() {
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
             ctx.extensions.insert(RequestPath(path));
         }
-        Box::pin(async move { Ok(crate::proxy::Flow::Continue(req)) })
+        Box::pin(async move { Ok(crate::proxy::contract::Flow::Continue(req)) })
     }
 
     fn on_response<'a>(

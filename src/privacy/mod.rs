@@ -13,7 +13,7 @@ pub mod media;
 
 pub use client_ip::{ClientAddr, Pseudonymizer};
 
-use crate::proxy::{Flow, ProxyError, Request, RequestCtx, Route, RouteClass, Stage, StageFuture};
+use crate::proxy::contract::{Flow, ProxyError, Request, RequestCtx, Route, RouteClass, Stage, StageFuture};
 
 /// Whether the instance verifies HTTP signatures on this route (deliveries, and the
 /// ActivityPub objects and pages an authorized fetch reads), so that a signature's

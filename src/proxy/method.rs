@@ -7,7 +7,7 @@
 //! expired post, `_method=put` an edit pavise never learnt of.
 //!
 //! What pavise does, so the method it acts on is the one Rails dispatches:
-//! - the header is removed on entry ([`super::hop::clean_request_head`]), together with
+//! - the header is removed on entry ([`super::contract::hop::clean_request_head`]), together with
 //!   every `_`-named header Rack would fold into the same CGI name;
 //! - on routes where the method changes what pavise does ([`Route::method_sensitive`]:
 //!   they name a status or the status collection), a POST whose body Rack parses as a form
@@ -47,7 +47,12 @@ use http::{Method, header};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use super::{Body, BoxError, ProxyError, Request, RequestCtx, boxed, full, pipeline::body_error};
+use super::contract::{
+    Body, BoxError, ProxyError, Request, RequestCtx, boxed,
+    error::{LongFormOverride, body_error},
+    full,
+    route::form_decode,
+};
 
 /// The most of a form body read (and held) before the stages run: a real `_method` form
 /// is a few bytes, a status form a few KiB.
@@ -157,15 +162,6 @@ pub async fn resolve(ctx: &mut RequestCtx, req: Request) -> Result<(Request, Opt
         ))),
     }
 }
-
-/// A long form body on a method-sensitive route turned out to carry a `_method`
-/// override (or one Rack versions read differently): the request is refused before
-/// the instance has the whole body.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "a `_method` field in a form body of more than 64 KiB is not accepted on this route; send the request with its real method"
-)]
-pub struct LongFormOverride;
 
 pin_project_lite::pin_project! {
     /// The chunks read so far, then the rest of the body, through a [`FormScan`]; the
@@ -576,8 +572,8 @@ fn read_pairs(body: &[u8]) -> Reading {
         };
         // One bad `%` anywhere fails Rack's whole parse: MethodOverride rescues it and
         // keeps the wire method.
-        let Some(key) = form_decode_bytes(key) else { return Reading::Keep };
-        let val = match val.map(form_decode_bytes) {
+        let Some(key) = form_decode(key) else { return Reading::Keep };
+        let val = match val.map(form_decode) {
             Some(None) => return Reading::Keep,
             Some(Some(v)) => Some(v),
             None => None,
@@ -622,7 +618,7 @@ fn read_multipart(body: &Bytes) -> Reading {
             .take_while(|b| !matches!(b, b';' | b'\r' | b'\n' | b' ' | b'\t'))
             .collect();
         let named = if extended {
-            form_decode_bytes(&value).is_some_and(|v| v.windows(7).any(|w| w == b"_method"))
+            form_decode(&value).is_some_and(|v| v.windows(7).any(|w| w == b"_method"))
         } else {
             value == b"_method"
         };
@@ -648,33 +644,6 @@ fn read_multipart_or_fallback(body: &Bytes) -> Reading {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// `URI.decode_www_form_component`, strictly: `+` is a space, `%XX` a byte, and a `%`
-/// not followed by two hex digits fails.
-fn form_decode_bytes(raw: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = |b: u8| (b as char).to_digit(16);
-                let hi = raw.get(i + 1).copied().and_then(hex)?;
-                let lo = raw.get(i + 2).copied().and_then(hex)?;
-                out.push((hi * 16 + lo) as u8);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Some(out)
-}
-
-/// [`form_decode_bytes`] of a query component, for the route classifier.
-pub(crate) fn form_decode(raw: &str) -> Option<Vec<u8>> {
-    form_decode_bytes(raw.as_bytes())
 }
 
 /// Ruby's `String#upcase` (full Unicode case mapping), as far as it can produce one of
@@ -807,7 +776,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_long_form_body_streams_through_and_fails_at_its_end_if_it_overrides() {
-        use crate::proxy::{ConnShare, Route};
+        use crate::proxy::contract::{ConnShare, Route};
         let ctx = || {
             let route = Route::classify(&Method::POST, "/api/v1/statuses/109", None);
             RequestCtx::new(route, "2001:db8::1".parse().unwrap(), false, None, ConnShare::detached())

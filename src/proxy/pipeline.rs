@@ -13,7 +13,7 @@
 //! ([`Route::classify`]), caps the body by that class, and reads the method Rails will
 //! dispatch ([`super::method`]); after every stage, the upstream writes the forwarding
 //! headers last ([`Upstream::forward`]). Whatever a stage holds of a body in memory is
-//! charged to the relay's budgets ([`super::budget`]).
+//! charged to the relay's budgets ([`super::contract::budget`]).
 
 use std::{
     net::IpAddr,
@@ -29,8 +29,13 @@ use http_body::{Frame, SizeHint};
 use ipnet::IpNet;
 
 use super::{
-    Body, BoxError, ClientConn, Flow, ProxyError, RequestCtx, Response, Route, RouteClass, Stage, boxed,
-    budget::BodyMemoryFull, error::json_error, hop, method, upstream::Upstream,
+    contract::{
+        Body, BoxError, ClientConn, Flow, ProxyError, Request, RequestCtx, Response, Route, RouteClass, Stage, boxed,
+        error::{BodyCapExceeded, json_error},
+        hop::{self, MAX_METHOD_LEN},
+    },
+    method,
+    upstream::Upstream,
 };
 use crate::{
     config::{ClientIpHeader, Config},
@@ -63,51 +68,6 @@ impl BodyLimits {
         self.0[class.index()]
     }
 }
-
-/// The error a capped body yields once the client sends more than its route allows.
-#[derive(Debug, thiserror::Error)]
-#[error("request body over the {0}-byte limit")]
-pub struct BodyCapExceeded(pub u64);
-
-/// The error a request body yields when the client sends it slower than
-/// `public.min_body_rate` (the listener's body guard).
-#[derive(Debug, thiserror::Error)]
-#[error("request body slower than the minimum rate")]
-pub struct BodyTooSlow;
-
-/// A request body's read error as the relay's error: the client's own (413, 408) when
-/// one of the body guards stopped it.
-pub(crate) fn body_error(e: &BoxError) -> ProxyError {
-    body_failure(&**e).unwrap_or_else(|| ProxyError::BadRequest("the request body could not be read".into()))
-}
-
-/// Whether an error (anywhere in its source chain) is one of the request body's own
-/// guards: the route's size cap (413), the minimum body rate (408), a full body budget
-/// (503, or 413 for a body alone too large), a long form's `_method` (400). Every stage
-/// that reads a body, and the upstream client, answer these the same way.
-pub(crate) fn body_failure(e: &(dyn std::error::Error + 'static)) -> Option<ProxyError> {
-    let mut source = Some(e);
-    while let Some(err) = source {
-        if let Some(cap) = err.downcast_ref::<BodyCapExceeded>() {
-            return Some(ProxyError::BodyTooLarge { limit: cap.0 });
-        }
-        if err.downcast_ref::<BodyTooSlow>().is_some() {
-            return Some(ProxyError::BodyTooSlow);
-        }
-        if let Some(full) = err.downcast_ref::<BodyMemoryFull>() {
-            return Some(ProxyError::from(*full));
-        }
-        if let Some(refused) = err.downcast_ref::<method::LongFormOverride>() {
-            return Some(ProxyError::BadRequest(refused.to_string()));
-        }
-        source = err.source();
-    }
-    None
-}
-
-/// No real HTTP method is longer (IANA's longest is `UPDATEREDIRECTREF`, 17): a longer
-/// one is refused before anything reads or logs it.
-pub const MAX_METHOD_LEN: usize = 20;
 
 pin_project_lite::pin_project! {
     /// Passes bytes through unchanged until `remaining` runs out.
@@ -191,7 +151,7 @@ impl Pipeline {
     }
 
     /// Serves one request. Never fails: every error becomes a response here.
-    pub async fn handle(&self, conn: Arc<ClientConn>, req: super::Request) -> Response {
+    pub async fn handle(&self, conn: Arc<ClientConn>, req: Request) -> Response {
         let started = Instant::now();
         if let Some(refused) = refuse_on_entry(&req) {
             self.metrics.request_done(RouteClass::Web, refused.status());
@@ -212,19 +172,13 @@ impl Pipeline {
         if websocket && route.class == RouteClass::Streaming && parts.method == http::Method::GET {
             hop::ask_for_websocket(&mut parts.headers);
         }
-        let mut ctx = RequestCtx {
-            route,
-            pseudonym: self.pseudonymizer.pseudonym(&client),
-            https,
-            host: request_host(&parts.headers, &parts.uri),
-            started,
-            extensions: http::Extensions::new(),
-            share: conn.share.clone(),
-            held: std::sync::OnceLock::new(),
-        };
+        let pseudonym = self.pseudonymizer.pseudonym(&client);
+        let host = request_host(&parts.headers, &parts.uri);
+        let mut ctx = RequestCtx::new(route, pseudonym, https, host, conn.share.clone());
+        ctx.started = started;
         let method = parts.method.clone();
 
-        let resp = match self.run(&mut ctx, super::Request::from_parts(parts, body), &conn).await {
+        let resp = match self.run(&mut ctx, Request::from_parts(parts, body), &conn).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
         };
@@ -242,12 +196,7 @@ impl Pipeline {
         resp
     }
 
-    async fn run(
-        &self,
-        ctx: &mut RequestCtx,
-        mut req: super::Request,
-        conn: &ClientConn,
-    ) -> Result<Response, ProxyError> {
+    async fn run(&self, ctx: &mut RequestCtx, mut req: Request, conn: &ClientConn) -> Result<Response, ProxyError> {
         let limit = self.body_limits.for_class(ctx.route.class);
         if content_length(req.headers()).is_some_and(|len| len > limit) {
             return Err(ProxyError::BodyTooLarge { limit });
@@ -302,7 +251,7 @@ impl Pipeline {
 /// that is not one: two of them (RFC 9112 §3.2; Puma would join them, and pavise's
 /// `X-Forwarded-Host` would name the first), or one that disagrees with the authority
 /// of the request target (HTTP/2's `:authority`, an absolute-form target).
-fn refuse_on_entry(req: &super::Request) -> Option<Response> {
+fn refuse_on_entry(req: &Request) -> Option<Response> {
     let method = req.method();
     if method.as_str().len() > MAX_METHOD_LEN {
         return Some(json_error(http::StatusCode::BAD_REQUEST, "unknown request method"));

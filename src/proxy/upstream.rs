@@ -51,7 +51,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header, uri::Authority};
+use http::{HeaderValue, Method, StatusCode, Uri, header, uri::Authority};
 use http_body::{Frame, SizeHint};
 use hyper_util::{
     client::legacy::{
@@ -67,15 +67,32 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{
+use super::contract::{
     Body, BoxError, ClientConn, ProxyError, Request, RequestCtx, Response, RouteClass, boxed,
     budget::{ConnStream, ConnUpstream},
-    hop,
+    error::{body_failure, cause_ref},
+    hop::{self, last_word},
 };
 use crate::{
     config::Config,
     metrics::{Metrics, MetricsSource},
 };
+
+/// The instance's side of a WebSocket tunnel, as the tunnel reads and writes it.
+pub type TunnelIo = Pin<Box<dyn TunnelStream>>;
+
+/// What a tunnel end must be.
+pub trait TunnelStream: AsyncRead + AsyncWrite + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Send> TunnelStream for T {}
+
+/// A say over what the instance sends down a WebSocket tunnel (expiry drops messages
+/// that carry a hidden post): asked once per tunnel, when the handshake is forwarded,
+/// for a wrapper around the instance's side. The composition root provides it, so the
+/// upstream knows no feature.
+pub trait TunnelFilter: Send + Sync {
+    fn filter(&self, ctx: &RequestCtx) -> Box<dyn FnOnce(TunnelIo) -> TunnelIo + Send>;
+}
 
 /// The instance behind pavise.
 pub struct Upstream {
@@ -85,6 +102,7 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
     caps: Arc<Caps>,
     tunnels: Tunnels,
+    tunnel_filter: Option<Arc<dyn TunnelFilter>>,
 }
 
 /// Spliced WebSocket connections: tracked so shutdown can wait for (then cut) them.
@@ -171,7 +189,14 @@ impl Upstream {
             metrics,
             caps,
             tunnels: Tunnels { tracker: tunnels, cut: shutdown, idle: config.file.public.idle_timeout.get() },
+            tunnel_filter: None,
         }
+    }
+
+    /// Gives `filter` its say over every WebSocket tunnel.
+    pub fn with_tunnel_filter(mut self, filter: Arc<dyn TunnelFilter>) -> Upstream {
+        self.tunnel_filter = Some(filter);
+        self
     }
 
     /// Sends the request to the instance and returns its response head with a streaming
@@ -258,19 +283,24 @@ impl Upstream {
             // request permits end here.
             let long_lived = held.and_then(|h| h.long_lived);
             // Expiry drops messages that carry a hidden post on their way to the client.
-            let filter = crate::expiry::ws::Filter::of(ctx);
+            let filter = self.tunnel_filter.as_ref().map(|f| f.filter(ctx));
             self.tunnels.tracker.spawn(async move {
                 let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else {
                     tracing::debug!("websocket upgrade did not complete on one side");
                     return;
                 };
-                let (client, upstream) = (TokioIo::new(client), filter.wrap(TokioIo::new(upstream)));
+                let upstream: TunnelIo = Box::pin(TokioIo::new(upstream));
+                let upstream = match filter {
+                    Some(filter) => filter(upstream),
+                    None => upstream,
+                };
+                let client = TokioIo::new(client);
                 splice(client, upstream, tunnels.idle, &tunnels.cut).await;
                 // The tunnel's caps and the client connection's slot end with it.
                 drop((tunnel_permit, long_lived, slot));
             });
             let (parts, _) = resp.into_parts();
-            return Ok(Response::from_parts(parts, super::empty()));
+            return Ok(Response::from_parts(parts, super::contract::empty()));
         }
 
         hop::strip_hop_by_hop(resp.headers_mut(), false);
@@ -362,65 +392,6 @@ impl Caps {
         }
         *open += 1;
         Ok(LongLived { caps: self.clone(), client: ctx.pseudonym, _connection: connection })
-    }
-}
-
-/// Writes what the instance may know, after every stage: exactly one `X-Forwarded-For`
-/// (the pseudonym), `X-Forwarded-Proto`, and `X-Forwarded-Host` (the host the client
-/// addressed, or none). Allocates only when a value has to change, which the client-IP
-/// stage normally made unnecessary. Every path that sends a client's request to the
-/// instance (the pipeline's upstream, expiry's detached status creation) calls it last.
-pub fn last_word(headers: &mut HeaderMap, ctx: &RequestCtx) {
-    let mut buf = IpText::default();
-    let _ = write!(buf, "{}", ctx.pseudonym);
-    set_single(headers, HeaderName::from_static("x-forwarded-for"), buf.as_bytes());
-    let proto: &[u8] = if ctx.https { b"https" } else { b"http" };
-    set_single(headers, HeaderName::from_static("x-forwarded-proto"), proto);
-    let forwarded_host = HeaderName::from_static("x-forwarded-host");
-    match ctx.host.as_deref() {
-        Some(host) => set_single(headers, forwarded_host, host.as_bytes()),
-        None => {
-            headers.remove(forwarded_host);
-        }
-    }
-}
-
-fn set_single(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
-    let mut values = headers.get_all(&name).iter();
-    if values.next().is_some_and(|v| v.as_bytes() == value) && values.next().is_none() {
-        return;
-    }
-    if let Ok(v) = HeaderValue::from_bytes(value) {
-        headers.insert(name, v);
-    } else {
-        headers.remove(name);
-    }
-}
-
-/// An IP address printed on the stack (the longest IPv6 text is 45 bytes).
-struct IpText {
-    buf: [u8; 48],
-    len: usize,
-}
-
-impl Default for IpText {
-    fn default() -> Self {
-        IpText { buf: [0; 48], len: 0 }
-    }
-}
-
-impl IpText {
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl std::fmt::Write for IpText {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
     }
 }
 
@@ -611,15 +582,11 @@ impl hyper::rt::Write for CappedStream {
 /// A send error caused by our own body guards is the client's doing (413, 408), a full
 /// connection cap is a 503, anything else is the instance's (502).
 fn classify_send_error(e: hyper_util::client::legacy::Error, metrics: &Metrics, caps: &Caps) -> ProxyError {
-    if let Some(guard) = super::pipeline::body_failure(&e) {
+    if let Some(guard) = body_failure(&e) {
         return guard;
     }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(err) = source {
-        if err.downcast_ref::<ConnectionsBusy>().is_some() {
-            return caps.refused(&caps.refused_connections, "connections to the instance");
-        }
-        source = err.source();
+    if cause_ref::<ConnectionsBusy>(&e).is_some() {
+        return caps.refused(&caps.refused_connections, "connections to the instance");
     }
     metrics.upstream_error();
     tracing::warn!(error = %e, "upstream request failed");
@@ -670,34 +637,5 @@ impl MetricsSource for CapsView {
         ] {
             let _ = writeln!(out, "pavise_capped_total{{cap=\"{cap}\"}} {}", n.load(Relaxed));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn the_pseudonym_is_written_once_and_last() {
-        let ctx = RequestCtx::new(
-            super::super::Route::classify(&Method::GET, "/", None),
-            "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff".parse().unwrap(),
-            true,
-            Some("social.example".into()),
-            super::super::ConnShare::detached(),
-        );
-        let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", "127.0.0.1".parse().unwrap());
-        h.append("x-forwarded-for", "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff".parse().unwrap());
-        h.insert("x-forwarded-host", "evil.example".parse().unwrap());
-        last_word(&mut h, &ctx);
-        assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff"]);
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["x-forwarded-host"], "social.example");
-        let ctx = RequestCtx { host: None, https: false, ..ctx };
-        last_word(&mut h, &ctx);
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert!(!h.contains_key("x-forwarded-host"));
     }
 }

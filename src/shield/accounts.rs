@@ -21,7 +21,7 @@ use super::{
     instance::{Answer, InstanceReader},
     mention::LocalRef,
 };
-use crate::proxy::OnBehalfOf;
+use crate::instance::OnBehalfOf;
 
 /// What the instance said about an id.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,7 +30,7 @@ use super::{
     limiter::{KeyHasher, Limiter},
     policy::{KeyKind, LimitRule},
 };
-use crate::proxy::RouteClass;
+use crate::proxy::contract::RouteClass;
 
 /// Fetches one client, or one keyId host, may have running at once.
 pub const MAX_IN_FLIGHT_EACH: usize = 4;

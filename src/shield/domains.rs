@@ -37,7 +37,7 @@ use super::{
     instance::{Answer, InstanceReader},
     mention::LocalHosts,
 };
-use crate::proxy::OnBehalfOf;
+use crate::instance::OnBehalfOf;
 
 /// The instance's own domains, as configured.
 #[derive(Debug, Clone, Default)]

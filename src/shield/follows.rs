@@ -31,7 +31,7 @@ use super::{
     limiter::KeyHasher,
     mention::{LocalHosts, LocalRef, id_of, local_ref},
 };
-use crate::proxy::OnBehalfOf;
+use crate::instance::OnBehalfOf;
 
 /// Pages of one member's `following` collection read at most: Mastodon's cap on follows
 /// (7,500) at its page size.

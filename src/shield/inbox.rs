@@ -34,7 +34,8 @@ use super::{
     too_many, wave,
 };
 use crate::{
-    proxy::{Flow, OnBehalfOf, ProxyError, Request, RequestCtx, Response, RouteClass, error::json_error},
+    instance::OnBehalfOf,
+    proxy::contract::{Flow, ProxyError, Request, RequestCtx, Response, RouteClass, error::json_error},
     store::now_ms,
 };
 
@@ -66,7 +67,7 @@ pub(super) struct Delivery {
 async fn read_body(ctx: &RequestCtx, req: Request) -> Result<(http::request::Parts, Bytes), ProxyError> {
     let (parts, body) = req.into_parts();
     let cap = MAX_DELIVERY as u64;
-    let body = crate::proxy::budget::read_whole(ctx.hold_body(body, cap), cap).await?;
+    let body = crate::proxy::contract::budget::read_whole(ctx.hold_body(body, cap), cap).await?;
     Ok((parts, body))
 }
 
@@ -107,7 +108,7 @@ fn fetch_later() -> Response {
 }
 
 fn accepted() -> Response {
-    let mut resp = Response::new(crate::proxy::empty());
+    let mut resp = Response::new(crate::proxy::contract::empty());
     *resp.status_mut() = StatusCode::ACCEPTED;
     resp
 }
@@ -279,7 +280,7 @@ impl Shield {
         if let Verdict::Verified { actor, .. } = d.verdict {
             ctx.extensions.insert(AcceptedFrom(actor));
         }
-        Flow::Continue(Request::from_parts(d.parts, crate::proxy::full(d.body)))
+        Flow::Continue(Request::from_parts(d.parts, crate::proxy::contract::full(d.body)))
     }
 
     /// A replayed signature: the first copy's answer.
@@ -287,7 +288,7 @@ impl Shield {
         match first {
             Outcome::Forwarded => {
                 self.stats.passed.fetch_add(1, Relaxed);
-                (Flow::Continue(Request::from_parts(d.parts, crate::proxy::full(d.body))), first)
+                (Flow::Continue(Request::from_parts(d.parts, crate::proxy::contract::full(d.body))), first)
             }
             Outcome::Held => (Flow::Respond(accepted()), first),
             Outcome::Deferred | Outcome::Pending => {
@@ -385,7 +386,7 @@ impl Shield {
 
     fn forward_plain(&self, d: Delivery) -> Flow {
         self.stats.passed.fetch_add(1, Relaxed);
-        Flow::Continue(Request::from_parts(d.parts, crate::proxy::full(d.body)))
+        Flow::Continue(Request::from_parts(d.parts, crate::proxy::contract::full(d.body)))
     }
 
     /// A verified delivery: familiarity, follows, the wave, hellthreads, deferral.

@@ -19,7 +19,7 @@ use hyper_util::{
 use serde_json::Value;
 
 use super::ShieldError;
-use crate::proxy::OnBehalfOf;
+use crate::instance::OnBehalfOf;
 
 /// A document larger than this is not one the shield asked for.
 const MAX_BYTES: usize = 4 << 20;

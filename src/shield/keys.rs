@@ -33,7 +33,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use super::{ShieldError, signature::url_host};
-use crate::proxy::StageFuture;
+use crate::proxy::contract::StageFuture;
 
 /// An actor's published key and the actor that owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]

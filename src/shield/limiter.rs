@@ -195,7 +195,7 @@ pub const BYTES_PER_KEY_ESTIMATE: usize = 40;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{proxy::RouteClass, shield::policy::KeyKind};
+    use crate::{proxy::contract::RouteClass, shield::policy::KeyKind};
 
     fn rule(count: u32, per: Duration, burst: u32) -> LimitRule {
         LimitRule {

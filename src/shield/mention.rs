@@ -33,7 +33,7 @@ use std::collections::HashSet;
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
-use crate::proxy::{Route, RouteClass};
+use crate::proxy::contract::{Route, RouteClass};
 
 /// A local account as the instance would find it: by username or by numeric id — or the
 /// owner of a local post, found by the post's id.

@@ -99,10 +99,12 @@ use self::{
     wave::{WaveDetector, WaveParams},
 };
 use crate::{
-    admin::{AdminHandler, Readiness, ReadinessCheck, Reload, json},
+    admin::hooks::{AdminHandler, Readiness, ReadinessCheck, Reload, json},
     config::Config,
     metrics::MetricsSource,
-    proxy::{Flow, ProxyError, Request, RequestCtx, Response, RouteClass, Stage, StageFuture, error::json_error},
+    proxy::contract::{
+        Flow, ProxyError, Request, RequestCtx, Response, RouteClass, Stage, StageFuture, error::json_error,
+    },
     store::{HeldState, ShieldStore, now_ms},
     units::{Size, Span},
 };

@@ -13,7 +13,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{proxy::RouteClass, units::Span};
+use crate::{proxy::contract::RouteClass, units::Span};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {

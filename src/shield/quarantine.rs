@@ -441,7 +441,7 @@ impl Quarantine {
                 req.headers_mut().append(n, v);
             }
         }
-        crate::proxy::hop::strip_hop_by_hop(req.headers_mut(), false);
+        crate::proxy::contract::hop::strip_hop_by_hop(req.headers_mut(), false);
         match tokio::time::timeout(Duration::from_secs(30), self.client.request(req)).await {
             Ok(Ok(resp)) if resp.status().is_success() => Replay::Delivered(resp.status().as_u16()),
             Ok(Ok(resp)) if resp.status().is_client_error() => Replay::Refused(resp.status().as_u16()),

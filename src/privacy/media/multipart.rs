@@ -36,7 +36,7 @@ use super::{
     spill::{Budgets, Exhausted, Limits, MemCharge, RequestMem, SpillFile, Spool, SpoolError, Spooled},
     text::{self, Charset},
 };
-use crate::proxy::{Body, BoxError, boxed};
+use crate::proxy::contract::{Body, BoxError, boxed};
 
 /// Why a body could not be rewritten.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,7 @@ pub enum MultipartError {
     /// One of the pipeline's body guards fired while reading (the size cap, 413; the
     /// minimum rate, 408), not the client's framing.
     #[error(transparent)]
-    Body(crate::proxy::ProxyError),
+    Body(crate::proxy::contract::ProxyError),
     /// A per-request part cap (413).
     #[error("{0}")]
     TooMany(String),
@@ -625,7 +625,7 @@ fn boundary_from(fill: impl FnOnce(&mut [u8]) -> bool) -> Result<String, Multipa
 }
 
 pub(super) fn body_error(e: &(dyn std::error::Error + 'static)) -> MultipartError {
-    match crate::proxy::pipeline::body_failure(e) {
+    match crate::proxy::contract::error::body_failure(e) {
         Some(guard) => MultipartError::Body(guard),
         None => MultipartError::Framing(format!("reading the body failed: {e}")),
     }

@@ -48,7 +48,7 @@ use super::{
 };
 use crate::{
     config::Config,
-    proxy::{
+    proxy::contract::{
         Body, BoxError, Flow, ProxyError, Request, RequestCtx, Route, RouteClass, Stage, StageFuture,
         error::json_error, full,
     },
@@ -259,7 +259,7 @@ async fn peek(mut body: Body) -> Result<(Vec<u8>, Body), MultipartError> {
             Some(Err(e)) => return Err(body_error(e)),
         }
     }
-    Ok((head, crate::proxy::boxed(Prepend { frames, rest: body })))
+    Ok((head, crate::proxy::contract::boxed(Prepend { frames, rest: body })))
 }
 
 fn body_error(e: BoxError) -> MultipartError {

@@ -99,7 +99,7 @@ impl Fixed {
 }
 
 impl KeyFetcher for Fixed {
-    fn fetch<'a>(&'a self, _key_id: &'a str) -> crate::proxy::StageFuture<'a, Result<ActorKey, ShieldError>> {
+    fn fetch<'a>(&'a self, _key_id: &'a str) -> crate::proxy::contract::StageFuture<'a, Result<ActorKey, ShieldError>> {
         self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pem = self.0.lock().unwrap().clone();
         Box::pin(async move { Ok(ActorKey { pem, owner: ACTOR.into() }) })

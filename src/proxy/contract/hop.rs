@@ -13,7 +13,7 @@
 //! - `Host` is never removed by a `Connection` option: RFC 9110 forbids listing it, and
 //!   the instance's routing, URLs and signatures read it;
 //! - `X-HTTP-Method-Override` (and its cousins) go: Rack::MethodOverride would let it turn
-//!   a POST into another method behind pavise's back (see [`super::method`]);
+//!   a POST into another method behind pavise's back (see `proxy::method`);
 //! - every header whose name holds `_` goes, as nginx does by default
 //!   (`underscores_in_headers off`): Rack folds `-` and `_` into one CGI name, so
 //!   `X_Forwarded_For` or `X_HTTP_Method_Override` would reach Rails as the header pavise
@@ -28,12 +28,20 @@
 //!   `X-Forwarded-Ssl: on` was https to Rails (red-team F5). Whatever a client sends
 //!   under these names is gone; the ones the instance needs (`X-Forwarded-For`,
 //!   `X-Forwarded-Proto`, `X-Forwarded-Host`) are pavise's own, written last
-//!   ([`super::upstream::last_word`]);
+//!   ([`last_word`]);
 //! - `Upgrade` only survives as `Upgrade: websocket` on the streaming route
 //!   ([`websocket_requested`], [`ask_for_websocket`]); any other token (`h2c`, ...) or
 //!   route would tunnel a connection past every stage.
 
+use std::fmt::Write as _;
+
 use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use super::RequestCtx;
+
+/// No real HTTP method is longer (IANA's longest is `UPDATEREDIRECTREF`, 17): a longer
+/// one is refused before anything reads or logs it.
+pub const MAX_METHOD_LEN: usize = 20;
 
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
@@ -157,6 +165,65 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
 }
 
+/// Writes what the instance may know, after every stage: exactly one `X-Forwarded-For`
+/// (the pseudonym), `X-Forwarded-Proto`, and `X-Forwarded-Host` (the host the client
+/// addressed, or none). Allocates only when a value has to change, which the client-IP
+/// stage normally made unnecessary. Every path that sends a client's request to the
+/// instance (the pipeline's upstream, expiry's detached status creation) calls it last.
+pub fn last_word(headers: &mut HeaderMap, ctx: &RequestCtx) {
+    let mut buf = IpText::default();
+    let _ = write!(buf, "{}", ctx.pseudonym);
+    set_single(headers, HeaderName::from_static("x-forwarded-for"), buf.as_bytes());
+    let proto: &[u8] = if ctx.https { b"https" } else { b"http" };
+    set_single(headers, HeaderName::from_static("x-forwarded-proto"), proto);
+    let forwarded_host = HeaderName::from_static("x-forwarded-host");
+    match ctx.host.as_deref() {
+        Some(host) => set_single(headers, forwarded_host, host.as_bytes()),
+        None => {
+            headers.remove(forwarded_host);
+        }
+    }
+}
+
+fn set_single(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
+    let mut values = headers.get_all(&name).iter();
+    if values.next().is_some_and(|v| v.as_bytes() == value) && values.next().is_none() {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_bytes(value) {
+        headers.insert(name, v);
+    } else {
+        headers.remove(name);
+    }
+}
+
+/// An IP address printed on the stack (the longest IPv6 text is 45 bytes).
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for IpText {
+    fn default() -> Self {
+        IpText { buf: [0; 48], len: 0 }
+    }
+}
+
+impl IpText {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -272,5 +339,29 @@ mod tests {
         ask_for_websocket(&mut h);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn the_pseudonym_is_written_once_and_last() {
+        let ctx = |https, host: Option<&str>| {
+            RequestCtx::new(
+                super::super::Route::classify(&http::Method::GET, "/", None),
+                "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff".parse().unwrap(),
+                https,
+                host.map(str::to_owned),
+                super::super::ConnShare::detached(),
+            )
+        };
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "127.0.0.1".parse().unwrap());
+        h.append("x-forwarded-for", "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff".parse().unwrap());
+        h.insert("x-forwarded-host", "evil.example".parse().unwrap());
+        last_word(&mut h, &ctx(true, Some("social.example")));
+        assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff"]);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "social.example");
+        last_word(&mut h, &ctx(false, None));
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert!(!h.contains_key("x-forwarded-host"));
     }
 }

@@ -341,9 +341,9 @@ impl Route {
 fn oembed_status(query: Option<&str>) -> Option<String> {
     let value = query?.rsplit('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (super::method::form_decode(key).as_deref() == Some(b"url".as_slice())).then_some(value)
+        (form_decode(key.as_bytes()).as_deref() == Some(b"url".as_slice())).then_some(value)
     })?;
-    let url = super::method::form_decode(value)?;
+    let url = form_decode(value.as_bytes())?;
     status_of_url(&String::from_utf8_lossy(&url))
 }
 
@@ -365,6 +365,28 @@ fn url_path(url: &str) -> &str {
         None => url,
     };
     rest.split(['?', '#']).next().unwrap_or("/")
+}
+
+/// `URI.decode_www_form_component`, strictly: `+` is a space, `%XX` a byte, and a `%`
+/// not followed by two hex digits fails.
+pub fn form_decode(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                let hi = raw.get(i + 1).copied().and_then(hex)?;
+                let lo = raw.get(i + 2).copied().and_then(hex)?;
+                out.push((hi * 16 + lo) as u8);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Some(out)
 }
 
 #[cfg(test)]

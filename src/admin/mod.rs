@@ -23,63 +23,15 @@ use hyper_util::{
 use ring::rand::SecureRandom;
 use tokio_util::sync::CancellationToken;
 
+pub mod hooks;
+
+use self::hooks::{AdminHandler, Readiness, ReadinessCheck, Reload, json};
+
 use crate::{
     config::Config,
     metrics::Metrics,
-    proxy::{Response, StageFuture, error::json_error, full},
+    proxy::contract::{Body, ClientConn, Request, Response, StageFuture, error::json_error, full},
 };
-
-/// An `/admin/...` endpoint contributed by a feature (expiry, shield, ...).
-pub trait AdminHandler: Send + Sync {
-    /// The path prefix this handler owns, e.g. `/admin/expiry`.
-    fn prefix(&self) -> &'static str;
-    /// `body` is the whole request body (admin bodies are small; capped at 1 MiB).
-    fn handle<'a>(
-        &'a self,
-        method: &'a Method,
-        path: &'a str,
-        query: Option<&'a str>,
-        body: Bytes,
-    ) -> StageFuture<'a, Response>;
-}
-
-/// What one readiness check found.
-///
-/// `Degraded` is the visible middle: pavise serves safely, but a feature works less well
-/// than configured (a setting missing, a dependency unreadable). It is named in `/readyz`
-/// and in its metrics, yet `/readyz` stays 200, so a load balancer keeps routing members to
-/// a relay that protects them. Only `NotReady` (the instance unreachable, Tor not
-/// bootstrapped: nothing could be served correctly) answers 503.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readiness {
-    Ready(String),
-    Degraded(String),
-    NotReady(String),
-}
-
-impl Readiness {
-    pub fn is_ready(&self) -> bool {
-        matches!(self, Readiness::Ready(_))
-    }
-
-    pub fn detail(&self) -> &str {
-        match self {
-            Readiness::Ready(d) | Readiness::Degraded(d) | Readiness::NotReady(d) => d,
-        }
-    }
-}
-
-/// One line of `/readyz`.
-pub trait ReadinessCheck: Send + Sync {
-    fn name(&self) -> &'static str;
-    fn check(&self) -> StageFuture<'_, Readiness>;
-}
-
-/// Something that re-reads its files on `POST /admin/reload` and SIGHUP.
-pub trait Reload: Send + Sync {
-    fn name(&self) -> &'static str;
-    fn reload(&self) -> Result<String, String>;
-}
 
 pub struct Admin {
     token: String,
@@ -133,7 +85,7 @@ impl Admin {
         (ok, serde_json::Value::Object(out))
     }
 
-    fn authorized(&self, req: &crate::proxy::Request) -> bool {
+    fn authorized(&self, req: &Request) -> bool {
         let Some(given) = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -145,7 +97,7 @@ impl Admin {
         constant_time_eq(given.trim().as_bytes(), self.token.as_bytes())
     }
 
-    async fn handle(&self, req: crate::proxy::Request) -> Response {
+    async fn handle(&self, req: Request) -> Response {
         let path = req.uri().path().to_owned();
         if path == "/healthz" {
             return json(StatusCode::OK, serde_json::json!({ "status": "ok" }));
@@ -214,7 +166,7 @@ impl Admin {
 }
 
 /// The whole body, or `None` past `limit` bytes or on a read error.
-async fn collect_limited(mut body: crate::proxy::Body, limit: usize) -> Option<Bytes> {
+async fn collect_limited(mut body: Body, limit: usize) -> Option<Bytes> {
     let mut out = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.ok()?.into_data() else { continue };
@@ -224,13 +176,6 @@ async fn collect_limited(mut body: crate::proxy::Body, limit: usize) -> Option<B
         out.extend_from_slice(&data);
     }
     Some(out.freeze())
-}
-
-pub fn json(status: StatusCode, value: serde_json::Value) -> Response {
-    let mut resp = Response::new(full(value.to_string()));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    resp
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -319,7 +264,7 @@ pub async fn serve(listener: crate::conn::Listener, admin: Arc<Admin>, shutdown:
             }
         });
     }
-    crate::conn::serve(listener, shutdown, move |_conn: Arc<crate::proxy::ClientConn>, req: crate::proxy::Request| {
+    crate::conn::serve(listener, shutdown, move |_conn: Arc<ClientConn>, req: Request| {
         let admin = admin.clone();
         async move { admin.handle(req).await }
     })

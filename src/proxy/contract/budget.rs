@@ -18,7 +18,7 @@
 //! the requests to the instance that are still running, so that neither a connection
 //! that opens many streams nor one that resets them (the instance still does the work
 //! of each) takes more than its share; the caps themselves are applied in
-//! [`super::upstream`].
+//! `proxy::upstream`.
 //!
 //! Only atomics: nothing here locks, and a request that holds no body bytes allocates
 //! nothing.
@@ -35,8 +35,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 
-use super::{Body, BoxError, ProxyError};
-use crate::{config::Config, metrics::MetricsSource};
+use super::{Body, BoxError, ProxyError, error::body_error};
 
 /// The relay-wide budgets, shared by every connection of one listener.
 #[derive(Debug)]
@@ -49,18 +48,28 @@ pub struct Budgets {
     refused_body: AtomicU64,
 }
 
+/// What [`Budgets::new`] allows (the public listener's come from `[public]`).
+#[derive(Debug, Clone, Copy)]
+pub struct BudgetLimits {
+    /// Body bytes all requests together may hold (`public.body_memory`).
+    pub body_memory: u64,
+    /// Body bytes the requests of one connection may hold.
+    pub body_memory_per_connection: u64,
+    pub streams_per_connection: u32,
+    /// Requests of one connection running at the instance at once: a connection never
+    /// has more running than streams; the rest are ones its client reset while the
+    /// instance was still working on them.
+    pub upstream_per_connection: u32,
+}
+
 impl Budgets {
-    /// The public listener's, from `[public]`.
-    pub fn public(config: &Config) -> Arc<Budgets> {
-        let p = &config.file.public;
+    pub fn new(limits: BudgetLimits) -> Arc<Budgets> {
         Arc::new(Budgets {
-            body_limit: p.body_memory.0,
+            body_limit: limits.body_memory,
             body_used: AtomicU64::new(0),
-            body_per_connection: p.body_memory_per_connection.0,
-            streams_per_connection: u32::try_from(p.max_streams_per_connection).unwrap_or(u32::MAX),
-            // A connection never has more requests running than streams; the rest are
-            // ones its client reset while the instance was still working on them.
-            upstream_per_connection: p.h2_max_streams.max(1),
+            body_per_connection: limits.body_memory_per_connection,
+            streams_per_connection: limits.streams_per_connection,
+            upstream_per_connection: limits.upstream_per_connection.max(1),
             refused_body: AtomicU64::new(0),
         })
     }
@@ -80,6 +89,11 @@ impl Budgets {
     /// Body bytes held in memory now, by every request.
     pub fn body_held(&self) -> u64 {
         self.body_used.load(Relaxed)
+    }
+
+    /// How often a body budget turned a request away.
+    pub fn refused(&self) -> u64 {
+        self.refused_body.load(Relaxed)
     }
 }
 
@@ -292,7 +306,7 @@ pub async fn read_whole(mut body: Body, cap: u64) -> Result<Bytes, ProxyError> {
     let mut rest = BytesMut::new();
     let mut len = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| super::pipeline::body_error(&e))?;
+        let frame = frame.map_err(|e| body_error(&e))?;
         let Ok(data) = frame.into_data() else { continue };
         len += data.len() as u64;
         if len > cap {
@@ -312,29 +326,11 @@ pub async fn read_whole(mut body: Body, cap: u64) -> Result<Bytes, ProxyError> {
     Ok(first.unwrap_or_else(|| rest.freeze()))
 }
 
-/// `/metrics`: what the body budget holds and how often it turned a request away.
-pub struct BudgetsView(pub Arc<Budgets>);
-
-impl MetricsSource for BudgetsView {
-    fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let b = &self.0;
-        out.push_str(
-            "# HELP pavise_body_memory_bytes Request-body bytes held in memory before the instance has them (public.body_memory).\n",
-        );
-        out.push_str("# TYPE pavise_body_memory_bytes gauge\n");
-        let _ = writeln!(out, "pavise_body_memory_bytes {}", b.body_used.load(Relaxed));
-        out.push_str("# HELP pavise_body_memory_refused_total Requests turned away because a body budget was full.\n");
-        out.push_str("# TYPE pavise_body_memory_refused_total counter\n");
-        let _ = writeln!(out, "pavise_body_memory_refused_total {}", b.refused_body.load(Relaxed));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use super::super::{boxed, full};
     use super::*;
-    use crate::proxy::{boxed, full};
 
     fn budgets(total: u64, per_connection: u64) -> Arc<Budgets> {
         Arc::new(Budgets {
