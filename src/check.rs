@@ -94,7 +94,7 @@ pub fn summary(config: &Config) -> Result<String, CheckError> {
     let _ = writeln!(out, "data dir: {}; policies: {}", f.data_dir.display(), f.policies.display());
     limits_section(&mut out, config);
     expiry_section(config, &mut out)?;
-    out.push_str(&crate::shield::check_summary(config).map_err(|e| CheckError::Policy(e.to_string()))?);
+    out.push_str(&crate::shield::check_summary(&config.shield_setup()).map_err(|e| CheckError::Policy(e.to_string()))?);
     let _ = writeln!(
         out,
         "media: every uploaded file scrubbed of location (unknown or broken files refused); images up to {}, video/audio up to {}; spooled to disk above {}",

@@ -12,9 +12,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ipnet::IpNet;
 use serde::Deserialize;
 
+pub use crate::privacy::{
+    client_ip::{ClientIpConfig, ClientIpHeader, ClientIpMode},
+    hygiene::ResponseHeadersConfig,
+};
 use crate::units::{Size, Span};
 
 /// Why a configuration could not be loaded. Each message names the file and the key.
@@ -192,75 +195,6 @@ impl Default for UpstreamConfig {
             pool_idle_timeout: Span::secs(90),
             max_connections: 1024,
             max_in_flight: 1024,
-        }
-    }
-}
-
-/// What the instance learns instead of a member's IP address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientIpMode {
-    /// HMAC of the address under a rotating in-memory key, inside 2001:db8::/32.
-    Pseudonym,
-    /// One constant address for everybody (the instance's per-IP limits become global).
-    Drop,
-    /// The real address cut to /24 (IPv4) or /48 (IPv6): coarse, but real.
-    Truncate,
-}
-
-/// Which header a trusted edge names the client in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum ClientIpHeader {
-    /// The right-most address that is not itself a trusted proxy (what an edge that
-    /// overwrites or appends leaves there).
-    #[serde(rename = "X-Forwarded-For", alias = "x-forwarded-for")]
-    XForwardedFor,
-    /// Exactly one address in exactly one header (nginx: `X-Real-IP $remote_addr`).
-    #[serde(rename = "X-Real-IP", alias = "x-real-ip")]
-    XRealIp,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClientIpConfig {
-    pub mode: ClientIpMode,
-    /// How long one pseudonym key lives. Same client, same period → same pseudonym.
-    pub rotate: Span,
-    /// Load balancers or CDNs in front of pavise whose client-address header is believed.
-    pub trusted_proxies: Vec<IpNet>,
-    /// The header those trusted proxies name the client in.
-    pub header: ClientIpHeader,
-    /// Request headers forwarded besides pavise's allowlist (`privacy::headers::ALLOW`);
-    /// never one that can carry a client address or location.
-    pub allow_headers: Vec<String>,
-}
-
-impl Default for ClientIpConfig {
-    fn default() -> Self {
-        ClientIpConfig {
-            mode: ClientIpMode::Pseudonym,
-            rotate: Span::secs(86_400),
-            trusted_proxies: vec![],
-            header: ClientIpHeader::XForwardedFor,
-            allow_headers: vec![],
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ResponseHeadersConfig {
-    /// Response headers that fingerprint the server, removed before the client sees them.
-    pub strip: Vec<String>,
-    /// Added as `Onion-Location` to HTML responses when set (the instance's .onion address).
-    pub onion_location: Option<String>,
-}
-
-impl Default for ResponseHeadersConfig {
-    fn default() -> Self {
-        ResponseHeadersConfig {
-            strip: ["Server", "X-Powered-By", "X-Runtime", "Via"].map(String::from).to_vec(),
-            onion_location: None,
         }
     }
 }
@@ -543,23 +477,8 @@ impl Config {
                 ));
             }
         }
-        if file.client_ip.rotate.get().as_secs() == 0 {
-            return Err(invalid("client_ip.rotate", "must be at least 1s"));
-        }
-        crate::privacy::headers::check_allow_headers(&file.client_ip.allow_headers)
-            .map_err(|m| invalid("client_ip.allow_headers", m))?;
-        for name in &file.response_headers.strip {
-            http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| invalid("response_headers.strip", format!("{name:?} is not a header name")))?;
-        }
-        if let Some(onion) = &file.response_headers.onion_location {
-            let uri: http::Uri = onion
-                .parse()
-                .map_err(|_| invalid("response_headers.onion_location", format!("{onion:?} is not a URL")))?;
-            if !uri.host().is_some_and(|h| h.ends_with(".onion")) {
-                return Err(invalid("response_headers.onion_location", format!("{onion:?} is not an .onion URL")));
-            }
-        }
+        file.client_ip.validate().map_err(|(key, message)| invalid(key, message))?;
+        file.response_headers.validate().map_err(|(key, message)| invalid(key, message))?;
         if file.egress.allow_ports.is_empty() {
             return Err(invalid("egress.allow_ports", "empty: the egress proxy could reach nothing"));
         }
@@ -574,7 +493,7 @@ impl Config {
         {
             return Err(invalid("egress.proxy_auth", "write \"user:password\""));
         }
-        file.shield.validate(file.egress.mode).map_err(|(key, message)| invalid(key, message))?;
+        file.shield.validate(file.egress.mode == EgressMode::Tor).map_err(|(key, message)| invalid(key, message))?;
         if let Some(path) = &file.egress.tor.arti_config
             && !path.is_file()
         {
@@ -654,6 +573,21 @@ impl Config {
 
     pub fn tls_enabled(&self) -> bool {
         self.file.public.tls_cert.is_some()
+    }
+
+    /// The shield's section and what it needs from the rest of the file.
+    pub fn shield_setup(&self) -> crate::shield::ShieldSetup {
+        let f = &self.file;
+        crate::shield::ShieldSetup {
+            shield: f.shield.clone(),
+            policies: f.policies.clone(),
+            local_domain: f.local_domain.clone(),
+            web_domain: f.web_domain.clone(),
+            alternate_domains: f.alternate_domains.clone(),
+            egress_listen: f.egress.listen,
+            egress_auth: f.egress.proxy_auth.clone(),
+            egress_over_tor: f.egress.mode == EgressMode::Tor,
+        }
     }
 }
 

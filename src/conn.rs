@@ -22,7 +22,7 @@
 //!   of a held connection under the average).
 //! - **memory**: each connection gets its [`ConnShare`] of the relay's budgets (body bytes
 //!   held in memory, long-lived streams, requests running at the instance), see
-//!   [`crate::proxy::budget`].
+//!   [`crate::proxy::contract::budget`].
 //! - **one slot per connection, also after an upgrade**: the connection's permit and its
 //!   count in `pavise_open_connections` live in a [`Slot`] that a WebSocket tunnel
 //!   keeps after hyper hands the connection over.
@@ -56,7 +56,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     accept::Acceptor,
-    config::Config,
+    config::PublicConfig,
     metrics::Metrics,
     proxy::contract::{
         BoxError, ClientConn, ConnShare, Request, Response, Slot, boxed, budget::Budgets, error::BodyTooSlow,
@@ -83,8 +83,7 @@ pub struct Limits {
 
 impl Limits {
     /// The public listener's, from `[public]`.
-    pub fn public(config: &Config) -> Limits {
-        let p = &config.file.public;
+    pub fn public(p: &PublicConfig) -> Limits {
         Limits {
             max_header_bytes: p.max_header_bytes.0 as usize,
             header_read_timeout: p.header_read_timeout.get(),
@@ -99,8 +98,8 @@ impl Limits {
 
     /// The admin listener's: the public listener's rules (its own connection cap is
     /// `admin.max_connections`, given to its [`Acceptor`]).
-    pub fn admin(config: &Config) -> Limits {
-        Limits::public(config)
+    pub fn admin(p: &PublicConfig) -> Limits {
+        Limits::public(p)
     }
 
     fn builder(&self) -> auto::Builder<TokioExecutor> {

@@ -15,26 +15,36 @@
 //! ```
 //!
 //! # Layout
-//! - [`config`]: the TOML file and CLI overrides, validated once.
-//! - [`server`]: listeners, TLS, graceful shutdown; wires the relay.
+//! - [`app`]: the composition root: the store, every feature built from its own config
+//!   section, the stage order and the reason for each place, the admin routes.
+//! - [`server`]: listeners, TLS, serving until shutdown and the drain after it.
+//! - [`config`]: the TOML file and CLI overrides, validated once (each feature's section
+//!   validates itself beside its struct).
 //! - [`conn`], [`accept`]: one client connection under limits (HTTP/2 streams, timeouts,
 //!   body rate, idle rule), accepting under a cap, the descriptor limit.
-//! - [`proxy`]: route classification, the [`proxy::Stage`] pipeline, the upstream client.
+//! - [`proxy`]: the [`proxy::contract`] every stage builds on (a leaf: `Stage`, `Flow`,
+//!   `RequestCtx`, `Body`, `ProxyError`, `RouteClass`), the pipeline, the upstream client.
 //! - [`egress`]: the forward proxy for the instance's own outbound federation, over Tor
 //!   (arti-client); destination policy; fail closed.
-//! - [`privacy`]: client-IP pseudonyms, the header strip table, response hygiene.
+//! - [`privacy`]: client-IP pseudonyms, the header strip table, response hygiene, media.
 //! - [`shield`]: keyed rate limits, the harassment-wave detector, the quarantine.
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and each feature's `/admin/...`.
 //! - [`expiry`]: expiring posts: policies, `expires_in`, the deletion scheduler, archive
 //!   sweeps, and hiding an expired post from every answer and stream at once.
+//! - [`instance`]: pavise's own requests to the instance (never through the pipeline).
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and each feature's `/admin/...`
+//!   (features plug in through [`admin::hooks`]).
 //! - [`store`]: durable state (the expiry schedule, sealed credentials) behind one trait,
 //!   sealed at rest.
 //! - [`metrics`], [`telemetry`], [`shutdown`], [`units`]: the small shared pieces.
 //!
-//! Dependencies point one way: `server` → `proxy` → stage modules → `store`, `config`.
+//! Dependencies point one way: `app` → `server` → `proxy` (the pipeline) → the stage
+//! modules (`shield`, `privacy`, `expiry`) → the stage contract, `store`, their own
+//! config sections. No stage module imports the pipeline, the upstream, the server or the
+//! admin listener (the `dependency_rule` test reads `src/` and checks it).
 
 pub mod accept;
 pub mod admin;
+pub mod app;
 pub mod check;
 pub mod config;
 pub mod conn;

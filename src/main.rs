@@ -271,7 +271,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     pavise::shutdown::cancel_on_signal(shutdown.clone());
-    let (_bound, done) = pavise::server::start(config, shutdown).await?;
+    let (_bound, done) = pavise::app::start(config, shutdown).await?;
     done.await.context("the relay task failed")?;
     tracing::info!("pavise stopped");
     Ok(())

@@ -1,5 +1,8 @@
-//! Listeners, TLS, the accept loop and graceful shutdown; and [`run`], which wires the
-//! relay together from a [`Config`].
+//! Listeners, TLS, the accept loop and graceful shutdown, in mini-redis's shape:
+//! [`Listeners::bind`] takes every socket (a port already in use fails the start before
+//! anything else runs) and loads the TLS pair; [`run`] serves the public, admin and egress
+//! listeners until `shutdown`, then drains them in order. What they serve is built by the
+//! composition root ([`crate::app`]).
 //!
 //! The connection limits (at most `max_connections` at once, the first request and every
 //! head within `header_read_timeout`, a minimum body rate, HTTP/2 streams and buffers,
@@ -11,20 +14,16 @@ use std::{io, net::SocketAddr, path::Path, sync::Arc};
 
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     accept::Acceptor,
     admin::Admin,
     config::Config,
-    expiry::{
-        Expiry, ExpiryAdmin, ExpiryError, ExpiryStage, PolicyReload, instance::Instance, scheduler::Scheduler,
-        seal::Sealer, sweep::Sweeper,
-    },
+    conn,
+    egress::Egress,
     metrics::Metrics,
-    privacy::{ClientIpStage, Pseudonymizer, hygiene::ResponseHygiene, media::MediaStage},
-    proxy::{contract::Stage, pipeline::Pipeline, upstream::Upstream},
-    store::EmbeddedStore,
+    proxy::{contract::budget::Budgets, pipeline::Pipeline},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -35,18 +34,6 @@ pub enum ServerError {
     TlsRead { path: String, source: io::Error },
     #[error("TLS: {0}")]
     Tls(String),
-    #[error("admin token file {path}")]
-    Token { path: String, source: io::Error },
-    #[error("data dir {path}")]
-    DataDir { path: String, source: io::Error },
-    #[error("egress: {0}")]
-    Egress(#[from] crate::egress::EgressError),
-    #[error("expiry: {0}")]
-    Expiry(#[from] crate::expiry::ExpiryError),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Shield(#[from] crate::shield::ShieldError),
 }
 
 /// Addresses actually bound (port 0 in config → the port the OS chose).
@@ -57,248 +44,112 @@ pub struct Bound {
     pub egress: SocketAddr,
 }
 
-/// Starts every listener and background task, returns once they are accepting.
-/// The returned handle resolves when shutdown has finished draining.
-pub async fn start(
-    config: Config,
-    shutdown: CancellationToken,
-) -> Result<(Bound, tokio::task::JoinHandle<()>), ServerError> {
-    let data_dir = &config.file.data_dir;
-    // The data dir is pavise's alone (0700); see `store::perms`.
-    crate::store::perms::create_private_dir(data_dir)
-        .map_err(|source| ServerError::DataDir { path: data_dir.display().to_string(), source })?;
-
-    // Bind first: a port already in use fails the start before anything else runs.
-    let listeners = Listeners::bind(&config).await?;
-    let bound = listeners.bound()?;
-    let tls = match (&config.file.public.tls_cert, &config.file.public.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
-        _ => None,
-    };
-
-    let metrics = Arc::new(Metrics::default());
-    let token = crate::admin::load_or_create_token(&config.admin_token_file())
-        .map_err(|source| ServerError::Token { path: config.admin_token_file().display().to_string(), source })?;
-    let admin = Arc::new(Admin::new(token, metrics.clone(), &config));
-    // Background work that must stop (between items) before the store closes.
-    let tasks = TaskTracker::new();
-
-    // The key that seals authors' tokens also seals the store's expiry records at rest.
-    let sealer = Sealer::load_or_create(&config.file.expiry.key_file(data_dir)).map_err(ExpiryError::from)?;
-
-    // One durable store for every feature: the expiry schedule, sealed credentials, the
-    // shield's first-seen senders and quarantine. redb allows one open per file.
-    let store: Arc<EmbeddedStore> = {
-        let (dir, cache, seal) = (data_dir.clone(), config.file.expiry.store_cache.0 as usize, sealer.record_seal());
-        Arc::new(
-            tokio::task::spawn_blocking(move || EmbeddedStore::open_sealed(&dir, cache, seal))
-                .await
-                .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??,
-        )
-    };
-
-    let shield = if config.file.shield.enabled {
-        let shield = crate::shield::Shield::new(&config, store.clone(), None)?;
-        admin.add_handler(Arc::new(crate::shield::ShieldAdmin(shield.clone())));
-        admin.add_check(Arc::new(crate::shield::ShieldReadiness(shield.clone())));
-        admin.add_reload(shield.clone());
-        metrics.register(shield.clone());
-        tasks.spawn(shield.clone().run_housekeeping(shutdown.clone()));
-        Some(shield)
-    } else {
-        None
-    };
-
-    let media =
-        Arc::new(MediaStage::new(&config).map_err(|source| ServerError::DataDir {
-            path: data_dir.join("media-tmp").display().to_string(),
-            source,
-        })?);
-    metrics.register(media.metrics());
-
-    let expiry = if config.file.expiry.enabled {
-        let expiry =
-            Arc::new(Expiry::new(store.clone(), config.file.policies.clone(), sealer, config.file.expiry.clone())?);
-        // Before the first request: every post hidden now is known to the index.
-        let hidden = crate::expiry::index::rebuild(&expiry).await?;
-        tracing::info!(hidden, "expiry: index of hidden posts built");
-        let instance = Instance::new(config.upstream.authority.clone(), config.file.expiry.request_timeout.get());
-        admin.add_handler(Arc::new(ExpiryAdmin::new(
-            expiry.clone(),
-            Some((instance.clone(), config.file.local_domain.clone())),
-        )));
-        admin.add_reload(Arc::new(PolicyReload(expiry.clone())));
-        metrics.register(expiry.clone());
-        tasks.spawn(Scheduler::new(expiry.clone(), instance.clone()).run(shutdown.clone()));
-        tasks.spawn(crate::expiry::index::run_promoter(expiry.clone(), shutdown.clone()));
-        let sweeper = config.file.expiry.sweep_archives.then(|| {
-            let sweeper = Sweeper::new(expiry.clone(), instance.clone(), config.file.local_domain.clone());
-            tasks.spawn(sweeper.clone().run(shutdown.clone()));
-            sweeper
-        });
-        Some((expiry, instance, sweeper))
-    } else {
-        None
-    };
-
-    // The stage order, and why:
-    let mut stages: Vec<Arc<dyn Stage>> = Vec::new();
-    // First, so its response phase runs last and sees every response, synthetic ones too.
-    stages.push(Arc::new(ResponseHygiene::new(&config.file.response_headers)));
-    // Before any stage spends work on a body: limits and the wave shield decide first.
-    if let Some(shield) = &shield {
-        stages.push(Arc::new(crate::shield::ShieldStage(shield.clone())));
-    }
-    // Before anything could forward a header: the instance must never see a client address.
-    stages.push(Arc::new(ClientIpStage::new(&config.file.client_ip)));
-    // After the headers are clean and before anything is forwarded: every uploaded file is
-    // scrubbed (or refused) before the instance sees a byte of the body.
-    stages.push(media);
-    // Last before the upstream: a hidden post is answered before the instance is asked,
-    // `expires_in` is stripped just before the request leaves, and on the way back this
-    // stage reads the instance's own Status JSON first.
-    if let Some((expiry, instance, sweeper)) = &expiry {
-        stages.push(Arc::new(ExpiryStage::new(expiry.clone(), instance.clone(), sweeper.clone())));
-    }
-    // Everything that creates files in the data dir has opened them: make them pavise's alone.
-    let tightened = crate::store::perms::harden(data_dir)
-        .map_err(|source| ServerError::DataDir { path: data_dir.display().to_string(), source })?;
-    if tightened > 0 {
-        tracing::info!(tightened, "data dir: permissions tightened to 0700 (dirs) and 0600 (files)");
-    }
-
-    let tunnels = TaskTracker::new();
-    let tunnel_cut = CancellationToken::new();
-    let mut upstream = Upstream::new(&config, metrics.clone(), tunnels.clone(), tunnel_cut.clone());
-    if expiry.is_some() {
-        upstream = upstream.with_tunnel_filter(Arc::new(ExpiryTunnels));
-    }
-    let pseudonymizer = Arc::new(Pseudonymizer::new(&config.file.client_ip));
-    let pipeline = Arc::new(Pipeline::new(&config, stages, upstream, pseudonymizer, metrics.clone()));
-    // One budget of body memory (and of streams) for every public connection; the stages
-    // charge it through the request context (`proxy::budget`).
-    let p = &config.file.public;
-    let budgets = crate::proxy::contract::budget::Budgets::new(crate::proxy::contract::budget::BudgetLimits {
-        body_memory: p.body_memory.0,
-        body_memory_per_connection: p.body_memory_per_connection.0,
-        streams_per_connection: u32::try_from(p.max_streams_per_connection).unwrap_or(u32::MAX),
-        upstream_per_connection: p.h2_max_streams,
-    });
-    metrics.register(budgets.clone());
-
-    // Egress: the instance's own outbound federation, over Tor (bootstraps in the background).
-    let egress = crate::egress::Egress::start(&config, shutdown.clone())?;
-    admin.add_check(egress.readiness());
-    metrics.register(egress.metrics_source());
-    let egress_task = tokio::spawn(crate::egress::serve(
-        egress,
-        listeners.egress,
-        listeners.socks,
-        config.file.public.shutdown_grace.get(),
-        shutdown.clone(),
-    ));
-
-    tracing::info!(
-        public = %bound.public,
-        tls = tls.is_some(),
-        admin = %bound.admin,
-        egress = %bound.egress,
-        egress_mode = ?config.file.egress.mode,
-        web = %config.upstream.authority,
-        streaming = %config.streaming_upstream.authority,
-        client_ip = ?config.file.client_ip.mode,
-        stages = ?pipeline.stage_names(),
-        "pavise is listening"
-    );
-
-    let limits = crate::conn::Limits::public(&config);
-    let grace = limits.grace;
-    let admin_listener = crate::conn::Listener {
-        acceptor: Acceptor::new(listeners.admin, config.file.admin.max_connections, "admin"),
-        tls: None,
-        limits: crate::conn::Limits::admin(&config),
-        metrics: None,
-        upgrades: false,
-        // Admin bodies are read by the admin API itself (1 MiB each, 64 connections).
-        budgets: crate::proxy::contract::budget::Budgets::unlimited(),
-    };
-    let admin_task = tokio::spawn(crate::admin::serve(admin_listener, admin, shutdown.clone()));
-    let public = crate::conn::Listener {
-        acceptor: Acceptor::new(listeners.public, config.file.public.max_connections, "public"),
-        tls,
-        limits,
-        metrics: Some(metrics),
-        upgrades: true,
-        budgets,
-    };
-    let handle = tokio::spawn(async move {
-        crate::conn::serve(public, shutdown, move |conn, req| {
-            let pipeline = pipeline.clone();
-            async move { pipeline.handle(conn, req).await }
-        })
-        .await;
-        // Listener closed and every plain connection drained (or cut); now the tunnels.
-        tunnels.close();
-        if tokio::time::timeout(grace, tunnels.wait()).await.is_err() {
-            tracing::warn!("websocket tunnels still open after the grace period; closing them");
-            tunnel_cut.cancel();
-            tunnels.wait().await;
-        }
-        let _ = admin_task.await;
-        let _ = egress_task.await;
-        // Background tasks stop between items; an unfinished claim lapses and is retried.
-        tasks.close();
-        let _ = tokio::time::timeout(grace, tasks.wait()).await;
-        // The last store handle joins its writer thread: do that off the async workers.
-        let _ = tokio::task::spawn_blocking(move || drop(store)).await;
-    });
-    Ok((bound, handle))
-}
-
-/// Expiry's say over WebSocket tunnels: messages that carry a hidden post are dropped.
-struct ExpiryTunnels;
-
-impl crate::proxy::upstream::TunnelFilter for ExpiryTunnels {
-    fn filter(
-        &self,
-        ctx: &crate::proxy::contract::RequestCtx,
-    ) -> Box<dyn FnOnce(crate::proxy::upstream::TunnelIo) -> crate::proxy::upstream::TunnelIo + Send> {
-        let filter = crate::expiry::ws::Filter::of(ctx);
-        Box::new(move |io| Box::pin(filter.wrap(io)))
-    }
-}
-
-/// Every socket pavise listens on.
-struct Listeners {
+/// Every socket pavise listens on, and the rules each is served under.
+pub struct Listeners {
     public: TcpListener,
     admin: TcpListener,
     egress: TcpListener,
     socks: Option<TcpListener>,
+    tls: Option<TlsAcceptor>,
+    /// `public.max_connections`, `admin.max_connections`.
+    max_public: usize,
+    max_admin: usize,
+    /// `[public]`'s connection rules, which the admin listener shares.
+    limits: conn::Limits,
 }
 
 impl Listeners {
-    async fn bind(config: &Config) -> Result<Listeners, ServerError> {
+    /// Binds every listener, then reads the TLS pair (if any).
+    pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
         async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
             TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
         }
         let f = &config.file;
+        let public = bind(f.public.listen).await?;
+        let admin = bind(f.admin.listen).await?;
+        let egress = bind(f.egress.listen).await?;
+        let socks = match f.egress.socks_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let tls = match (&f.public.tls_cert, &f.public.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            _ => None,
+        };
         Ok(Listeners {
-            public: bind(f.public.listen).await?,
-            admin: bind(f.admin.listen).await?,
-            egress: bind(f.egress.listen).await?,
-            socks: match f.egress.socks_listen {
-                Some(addr) => Some(bind(addr).await?),
-                None => None,
-            },
+            public,
+            admin,
+            egress,
+            socks,
+            tls,
+            max_public: f.public.max_connections,
+            max_admin: f.admin.max_connections,
+            limits: conn::Limits::public(&f.public),
         })
     }
 
-    fn bound(&self) -> Result<Bound, ServerError> {
+    pub fn bound(&self) -> Result<Bound, ServerError> {
         let addr = |l: &TcpListener| {
             l.local_addr().map_err(|source| ServerError::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })
         };
         Ok(Bound { public: addr(&self.public)?, admin: addr(&self.admin)?, egress: addr(&self.egress)? })
     }
+
+    /// Whether the public listener speaks TLS itself.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+/// What the listeners serve.
+pub struct Services {
+    /// The public listener's requests.
+    pub pipeline: Arc<Pipeline>,
+    pub admin: Arc<Admin>,
+    /// The instance's own outbound federation.
+    pub egress: Arc<Egress>,
+    /// Counts the public listener's connections.
+    pub metrics: Arc<Metrics>,
+    /// The body memory (and streams) every public connection shares.
+    pub budgets: Arc<Budgets>,
+}
+
+/// Serves every listener until `shutdown`; returns once all are closed and drained:
+/// plain connections within the grace period (`public.shutdown_grace`), then the
+/// WebSocket tunnels within it again (cut after), then the admin and egress listeners.
+pub async fn run(listeners: Listeners, services: Services, shutdown: CancellationToken) {
+    let Listeners { public, admin, egress, socks, tls, max_public, max_admin, limits } = listeners;
+    let grace = limits.grace;
+    let egress_task = tokio::spawn(crate::egress::serve(services.egress, egress, socks, grace, shutdown.clone()));
+    let admin_listener = conn::Listener {
+        acceptor: Acceptor::new(admin, max_admin, "admin"),
+        tls: None,
+        limits,
+        metrics: None,
+        upgrades: false,
+        // Admin bodies are read by the admin API itself (1 MiB each, 64 connections).
+        budgets: Budgets::unlimited(),
+    };
+    let admin_task = tokio::spawn(crate::admin::serve(admin_listener, services.admin, shutdown.clone()));
+    let public = conn::Listener {
+        acceptor: Acceptor::new(public, max_public, "public"),
+        tls,
+        limits,
+        metrics: Some(services.metrics),
+        upgrades: true,
+        budgets: services.budgets,
+    };
+    let pipeline = services.pipeline;
+    let tunnels = pipeline.tunnels();
+    conn::serve(public, shutdown, move |conn, req| {
+        let pipeline = pipeline.clone();
+        async move { pipeline.handle(conn, req).await }
+    })
+    .await;
+    // Listener closed and every plain connection drained (or cut); now the tunnels.
+    tunnels.drain(grace).await;
+    let _ = admin_task.await;
+    let _ = egress_task.await;
 }
 
 /// A rustls acceptor from PEM files, offering h2 and http/1.1.

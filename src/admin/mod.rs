@@ -28,7 +28,6 @@ pub mod hooks;
 use self::hooks::{AdminHandler, Readiness, ReadinessCheck, Reload, json};
 
 use crate::{
-    config::Config,
     metrics::Metrics,
     proxy::contract::{Body, ClientConn, Request, Response, StageFuture, error::json_error, full},
 };
@@ -42,16 +41,10 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn new(token: String, metrics: Arc<Metrics>, config: &Config) -> Admin {
-        let admin = Admin {
-            token,
-            metrics,
-            handlers: RwLock::default(),
-            checks: RwLock::default(),
-            reloads: RwLock::default(),
-        };
-        admin.add_check(Arc::new(UpstreamCheck::new(config)));
-        admin
+    /// An admin API with no feature plugged in yet: `/healthz`, `/metrics` and an empty
+    /// `/readyz` (the composition root adds the checks, handlers and reload hooks).
+    pub fn new(token: String, metrics: Arc<Metrics>) -> Admin {
+        Admin { token, metrics, handlers: RwLock::default(), checks: RwLock::default(), reloads: RwLock::default() }
     }
 
     pub fn add_handler(&self, h: Arc<dyn AdminHandler>) {
@@ -208,16 +201,17 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
 }
 
 /// `/readyz`: does the instance's web process answer HTTP at all?
-struct UpstreamCheck {
+pub struct UpstreamCheck {
     client: Client<HttpConnector, Empty<Bytes>>,
     uri: http::Uri,
 }
 
 impl UpstreamCheck {
-    fn new(config: &Config) -> UpstreamCheck {
+    /// `instance`: the instance's web process (`upstream.url`).
+    pub fn new(instance: &http::uri::Authority) -> UpstreamCheck {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let uri = format!("http://{}/health", config.upstream.authority).parse().unwrap_or_default();
+        let uri = format!("http://{instance}/health").parse().unwrap_or_default();
         UpstreamCheck { client: Client::builder(TokioExecutor::new()).build(connector), uri }
     }
 }

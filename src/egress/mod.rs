@@ -33,6 +33,7 @@ pub mod tor;
 use std::{
     fmt::Write as _,
     io,
+    path::Path,
     pin::Pin,
     sync::{
         Arc,
@@ -51,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     admin::hooks::{Readiness, ReadinessCheck},
-    config::{Config, EgressMode},
+    config::{EgressConfig, EgressMode},
     metrics::{Histogram, LATENCY_BUCKETS, MetricsSource},
     proxy::contract::StageFuture,
 };
@@ -188,13 +189,13 @@ impl std::fmt::Debug for Egress {
 impl Egress {
     /// Builds the connector (and, in Tor mode, starts bootstrapping in the background).
     /// Must run inside the tokio runtime.
-    pub fn start(config: &Config, shutdown: CancellationToken) -> Result<Arc<Egress>, EgressError> {
-        let e = &config.file.egress;
+    /// `data_dir` holds arti's state.
+    pub fn start(e: &EgressConfig, data_dir: &Path, shutdown: CancellationToken) -> Result<Arc<Egress>, EgressError> {
         let policy = Policy::new(e);
         let connector = match e.mode {
             #[cfg(feature = "tor")]
             EgressMode::Tor => {
-                let tor = Arc::new(TorConnector::new(config)?);
+                let tor = Arc::new(TorConnector::new(&e.tor, data_dir)?);
                 tor.start_bootstrap(e.tor.bootstrap_timeout.get(), shutdown);
                 Connector::Tor(tor)
             }

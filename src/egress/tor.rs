@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tor_rtcompat::PreferredRuntime;
 
 use super::{EgressError, TorFailure, policy::Destination};
-use crate::config::{Config, Isolation};
+use crate::config::{Isolation, TorConfig};
 
 /// How long one stream may take to open (circuit + BEGIN), beyond which the client
 /// gets a 502 instead of hanging. arti would keep retrying circuits for up to 60 s when
@@ -138,9 +138,9 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 
 impl TorConnector {
     /// Creates the (unbootstrapped) client. Must run inside the tokio runtime.
-    pub fn new(config: &Config) -> Result<TorConnector, EgressError> {
-        let tor = &config.file.egress.tor;
-        let cfg = arti_config(&config.file.data_dir, tor.arti_config.as_deref())?;
+    /// `data_dir` holds arti's state.
+    pub fn new(tor: &TorConfig, data_dir: &Path) -> Result<TorConnector, EgressError> {
+        let cfg = arti_config(data_dir, tor.arti_config.as_deref())?;
         let client = TorClient::builder()
             .config(cfg)
             // Only our own bootstrap task may bootstrap: a request before it finishes must

@@ -24,7 +24,71 @@ use http::HeaderMap;
 use ipnet::IpNet;
 use ring::{hmac, rand::SecureRandom};
 
-use crate::config::{ClientIpConfig, ClientIpHeader, ClientIpMode};
+use serde::Deserialize;
+
+use crate::units::Span;
+
+/// `[client_ip]` in the config file.
+/// What the instance learns instead of a member's IP address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientIpMode {
+    /// HMAC of the address under a rotating in-memory key, inside 2001:db8::/32.
+    Pseudonym,
+    /// One constant address for everybody (the instance's per-IP limits become global).
+    Drop,
+    /// The real address cut to /24 (IPv4) or /48 (IPv6): coarse, but real.
+    Truncate,
+}
+
+/// Which header a trusted edge names the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ClientIpHeader {
+    /// The right-most address that is not itself a trusted proxy (what an edge that
+    /// overwrites or appends leaves there).
+    #[serde(rename = "X-Forwarded-For", alias = "x-forwarded-for")]
+    XForwardedFor,
+    /// Exactly one address in exactly one header (nginx: `X-Real-IP $remote_addr`).
+    #[serde(rename = "X-Real-IP", alias = "x-real-ip")]
+    XRealIp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientIpConfig {
+    pub mode: ClientIpMode,
+    /// How long one pseudonym key lives. Same client, same period → same pseudonym.
+    pub rotate: Span,
+    /// Load balancers or CDNs in front of pavise whose client-address header is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// The header those trusted proxies name the client in.
+    pub header: ClientIpHeader,
+    /// Request headers forwarded besides pavise's allowlist (`privacy::headers::ALLOW`);
+    /// never one that can carry a client address or location.
+    pub allow_headers: Vec<String>,
+}
+
+impl Default for ClientIpConfig {
+    fn default() -> Self {
+        ClientIpConfig {
+            mode: ClientIpMode::Pseudonym,
+            rotate: Span::secs(86_400),
+            trusted_proxies: vec![],
+            header: ClientIpHeader::XForwardedFor,
+            allow_headers: vec![],
+        }
+    }
+}
+
+impl ClientIpConfig {
+    /// Errors name the key at fault.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.rotate.get().as_secs() == 0 {
+            return Err(("client_ip.rotate", "must be at least 1s".into()));
+        }
+        super::headers::check_allow_headers(&self.allow_headers).map_err(|m| ("client_ip.allow_headers", m))
+    }
+}
 
 /// A client's real address. Deliberately opaque: see the module docs.
 #[derive(Clone, PartialEq, Eq)]

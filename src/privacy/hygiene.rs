@@ -4,10 +4,46 @@
 
 use http::{HeaderName, HeaderValue, header};
 
-use crate::{
-    config::ResponseHeadersConfig,
-    proxy::contract::{ProxyError, RequestCtx, Response, Stage, StageFuture},
-};
+use serde::Deserialize;
+
+use crate::proxy::contract::{Flow, ProxyError, Request, RequestCtx, Response, Stage, StageFuture};
+
+/// `[response_headers]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseHeadersConfig {
+    /// Response headers that fingerprint the server, removed before the client sees them.
+    pub strip: Vec<String>,
+    /// Added as `Onion-Location` to HTML responses when set (the instance's .onion address).
+    pub onion_location: Option<String>,
+}
+
+impl Default for ResponseHeadersConfig {
+    fn default() -> Self {
+        ResponseHeadersConfig {
+            strip: ["Server", "X-Powered-By", "X-Runtime", "Via"].map(String::from).to_vec(),
+            onion_location: None,
+        }
+    }
+}
+
+impl ResponseHeadersConfig {
+    /// Errors name the key at fault.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        for name in &self.strip {
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ("response_headers.strip", format!("{name:?} is not a header name")))?;
+        }
+        if let Some(onion) = &self.onion_location {
+            let uri: http::Uri =
+                onion.parse().map_err(|_| ("response_headers.onion_location", format!("{onion:?} is not a URL")))?;
+            if !uri.host().is_some_and(|h| h.ends_with(".onion")) {
+                return Err(("response_headers.onion_location", format!("{onion:?} is not an .onion URL")));
+            }
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug)]
 pub struct ResponseHygiene {
@@ -30,16 +66,12 @@ impl Stage for ResponseHygiene {
         "hygiene"
     }
 
-    fn on_request<'a>(
-        &'a self,
-        ctx: &'a mut RequestCtx,
-        req: crate::proxy::contract::Request,
-    ) -> StageFuture<'a, Result<crate::proxy::contract::Flow, ProxyError>> {
+    fn on_request<'a>(&'a self, ctx: &'a mut RequestCtx, req: Request) -> StageFuture<'a, Result<Flow, ProxyError>> {
         if self.onion_origin.is_some() {
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
             ctx.extensions.insert(RequestPath(path));
         }
-        Box::pin(async move { Ok(crate::proxy::contract::Flow::Continue(req)) })
+        Box::pin(async move { Ok(Flow::Continue(req)) })
     }
 
     fn on_response<'a>(

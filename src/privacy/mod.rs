@@ -37,7 +37,7 @@ pub struct ClientIpStage {
 }
 
 impl ClientIpStage {
-    pub fn new(cfg: &crate::config::ClientIpConfig) -> ClientIpStage {
+    pub fn new(cfg: &client_ip::ClientIpConfig) -> ClientIpStage {
         ClientIpStage { headers: headers::RequestHeaders::new(&cfg.allow_headers) }
     }
 }

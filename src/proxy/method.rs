@@ -9,7 +9,7 @@
 //! What pavise does, so the method it acts on is the one Rails dispatches:
 //! - the header is removed on entry ([`super::contract::hop::clean_request_head`]), together with
 //!   every `_`-named header Rack would fold into the same CGI name;
-//! - on routes where the method changes what pavise does ([`Route::method_sensitive`]:
+//! - on routes where the method changes what pavise does ([`super::contract::Route::method_sensitive`]:
 //!   they name a status or the status collection), a POST whose body Rack parses as a form
 //!   is read here, at most [`MAX_READ`] bytes of it, charged to the relay's body budget
 //!   (red-team F1: reading it whole, up to the route's 16 MiB cap, let two HTTP/2

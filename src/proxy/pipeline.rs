@@ -5,8 +5,8 @@
 //!   request:  hygiene ─► shield ─► client_ip ─► media ─► expiry ─► upstream ─► instance
 //!   response: hygiene ◄─ shield ◄─ client_ip ◄─ media ◄─ expiry ◄─┘
 //! ```
-//! The stage order is written once, in `server::start`, with the reason for each
-//! position. Before any stage, the entry phase ([`Pipeline::handle`]) refuses what no
+//! The stage order is written once, in `app::App::build` (the composition root), with
+//! the reason for each position. Before any stage, the entry phase ([`Pipeline::handle`]) refuses what no
 //! Rails route serves and no proxy may pass on (`CONNECT`, `TRACE`, an over-long method,
 //! two `Host`s or a `Host` that disagrees with the request target), cleans the head
 //! ([`hop::clean_request_head`]), classifies the route once from the canonical path
@@ -16,6 +16,7 @@
 //! charged to the relay's budgets ([`super::contract::budget`]).
 
 use std::{
+    collections::BTreeMap,
     net::IpAddr,
     pin::Pin,
     sync::Arc,
@@ -38,7 +39,7 @@ use super::{
     upstream::Upstream,
 };
 use crate::{
-    config::{ClientIpHeader, Config},
+    config::ClientIpHeader,
     metrics::{Metrics, MetricsSource},
     privacy::{ClientAddr, Pseudonymizer, client_ip::Unresolved},
     units::Size,
@@ -49,8 +50,8 @@ use crate::{
 pub struct BodyLimits([u64; RouteClass::ALL.len()]);
 
 impl BodyLimits {
-    pub fn from_config(config: &Config) -> BodyLimits {
-        let limits = &config.file.public.body_limits;
+    /// `limits`: `[public.body_limits]`, by route class name (`default` for the rest).
+    pub fn new(limits: &BTreeMap<String, Size>) -> BodyLimits {
         let default = limits.get("default").copied().unwrap_or(Size(16 << 20));
         BodyLimits(RouteClass::ALL.map(|class| {
             let builtin = match class {
@@ -109,6 +110,18 @@ impl http_body::Body for CappedBody {
     }
 }
 
+/// What the pipeline reads of the config: how the client is known, and the body caps.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// `client_ip.trusted_proxies`: edges whose client-address header is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `client_ip.header`: the header they name the client in.
+    pub client_ip_header: ClientIpHeader,
+    pub body_limits: BodyLimits,
+    /// `log.access_log`: one line per request.
+    pub access_log: bool,
+}
+
 /// Everything a request needs, shared by all connections.
 pub struct Pipeline {
     stages: Vec<Arc<dyn Stage>>,
@@ -123,9 +136,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// `stages` in request order; see the module docs for the standard order.
+    /// `stages` in request order (the composition root, `app`, gives the order and the
+    /// reason for each place).
     pub fn new(
-        config: &Config,
+        config: PipelineConfig,
         stages: Vec<Arc<dyn Stage>>,
         upstream: Upstream,
         pseudonymizer: Arc<Pseudonymizer>,
@@ -137,13 +151,18 @@ impl Pipeline {
             stages,
             upstream,
             pseudonymizer,
-            trusted_proxies: config.file.client_ip.trusted_proxies.clone(),
-            client_ip_header: config.file.client_ip.header,
+            trusted_proxies: config.trusted_proxies,
+            client_ip_header: config.client_ip_header,
             unresolved,
-            body_limits: BodyLimits::from_config(config),
+            body_limits: config.body_limits,
             metrics,
-            access_log: config.file.log.access_log,
+            access_log: config.access_log,
         }
+    }
+
+    /// The WebSocket tunnels the upstream spliced, for the shutdown drain.
+    pub fn tunnels(&self) -> super::upstream::TunnelDrain {
+        self.upstream.tunnels()
     }
 
     pub fn stage_names(&self) -> Vec<&'static str> {

@@ -74,7 +74,7 @@ use super::contract::{
     hop::{self, last_word},
 };
 use crate::{
-    config::Config,
+    config::{PublicConfig, UpstreamConfig},
     metrics::{Metrics, MetricsSource},
 };
 
@@ -113,6 +113,26 @@ struct Tunnels {
     idle: Duration,
 }
 
+/// The server's handle on the WebSocket tunnels, for the shutdown drain.
+#[derive(Clone)]
+pub struct TunnelDrain {
+    tracker: TaskTracker,
+    cut: CancellationToken,
+}
+
+impl TunnelDrain {
+    /// Once the listener is closed and its connections drained: waits for open tunnels
+    /// to end, for at most `grace`, then cuts the rest.
+    pub async fn drain(self, grace: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!("websocket tunnels still open after the grace period; closing them");
+            self.cut.cancel();
+            self.tracker.wait().await;
+        }
+    }
+}
+
 /// The permits, and how often each cap turned a request away (for `/metrics`).
 struct Caps {
     in_flight: Arc<Semaphore>,
@@ -137,9 +157,15 @@ struct Caps {
 }
 
 impl Upstream {
-    pub fn new(config: &Config, metrics: Arc<Metrics>, tunnels: TaskTracker, shutdown: CancellationToken) -> Upstream {
-        let u = &config.file.upstream;
-        let p = &config.file.public;
+    /// `web` and `streaming`: the instance's two processes (`upstream.url`,
+    /// `upstream.streaming_url`); `u` and `p` give the caps.
+    pub fn new(
+        u: &UpstreamConfig,
+        p: &PublicConfig,
+        web: Authority,
+        streaming: Authority,
+        metrics: Arc<Metrics>,
+    ) -> Upstream {
         let caps = Arc::new(Caps {
             in_flight: Arc::new(Semaphore::new(u.max_in_flight)),
             max_in_flight: u.max_in_flight,
@@ -149,8 +175,8 @@ impl Upstream {
             // One upstream configured twice is one set of connections.
             streaming_connections: Arc::new(Semaphore::new(u.max_connections)),
             max_connections: u.max_connections,
-            websockets: Arc::new(Semaphore::new(config.file.public.max_websockets)),
-            max_websockets: config.file.public.max_websockets,
+            websockets: Arc::new(Semaphore::new(p.max_websockets)),
+            max_websockets: p.max_websockets,
             client_streams: Mutex::new(HashMap::new()),
             max_streams_per_client: u32::try_from(p.max_streams_per_client).unwrap_or(u32::MAX),
             refused_in_flight: AtomicU64::new(0),
@@ -164,10 +190,10 @@ impl Upstream {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(u.connect_timeout.get()));
-        let same = config.upstream.authority == config.streaming_upstream.authority;
+        let same = web == streaming;
         let connector = CappedConnector {
             http,
-            streaming: (!same).then(|| config.streaming_upstream.authority.clone()),
+            streaming: (!same).then(|| streaming.clone()),
             caps: caps.clone(),
             wait: u.connect_timeout.get(),
         };
@@ -184,13 +210,18 @@ impl Upstream {
         metrics.register(Arc::new(CapsView(caps.clone())));
         Upstream {
             client,
-            web: config.upstream.authority.clone(),
-            streaming: config.streaming_upstream.authority.clone(),
+            web,
+            streaming,
             metrics,
             caps,
-            tunnels: Tunnels { tracker: tunnels, cut: shutdown, idle: config.file.public.idle_timeout.get() },
+            tunnels: Tunnels { tracker: TaskTracker::new(), cut: CancellationToken::new(), idle: p.idle_timeout.get() },
             tunnel_filter: None,
         }
+    }
+
+    /// The tunnels this upstream spliced, for the shutdown drain.
+    pub fn tunnels(&self) -> TunnelDrain {
+        TunnelDrain { tracker: self.tunnels.tracker.clone(), cut: self.tunnels.cut.clone() }
     }
 
     /// Gives `filter` its say over every WebSocket tunnel.

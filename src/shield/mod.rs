@@ -53,6 +53,7 @@
 
 pub mod accounts;
 pub mod budget;
+pub mod config;
 pub mod document;
 pub mod domains;
 pub mod familiar;
@@ -81,8 +82,8 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
-use serde::Deserialize;
 
+pub use self::config::{KeyFetchMode, ShieldConfig, ShieldSetup};
 use self::{
     accounts::LocalAccounts,
     budget::FetchBudget,
@@ -100,13 +101,12 @@ use self::{
 };
 use crate::{
     admin::hooks::{AdminHandler, Readiness, ReadinessCheck, Reload, json},
-    config::Config,
     metrics::MetricsSource,
     proxy::contract::{
         Flow, ProxyError, Request, RequestCtx, Response, RouteClass, Stage, StageFuture, error::json_error,
     },
     store::{HeldState, ShieldStore, now_ms},
-    units::{Size, Span},
+    units::Span,
 };
 
 /// The shield's errors at its boundary.
@@ -126,135 +126,6 @@ pub enum ShieldError {
     Config(String),
     #[error("reading the instance: {0}")]
     Instance(String),
-}
-
-/// How actor keys are fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyFetchMode {
-    /// Through the egress proxy (`egress.listen`, Tor): the default.
-    Egress,
-    /// Straight to the actor's server (development, tests): reveals this server's address,
-    /// so it is refused unless `egress.mode = "direct"` as well.
-    Direct,
-}
-
-/// `[shield]` in the config file: the machinery; the rules are in `policies/`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ShieldConfig {
-    pub enabled: bool,
-    /// At most this many keys per `[[limit]]` rule; newcomers past it share one bucket.
-    pub max_keys: usize,
-    pub key_fetch: KeyFetchMode,
-    /// With `key_fetch = "direct"`: allow keyIds on loopback/private addresses (tests).
-    pub key_fetch_allow_private: bool,
-    pub key_fetch_timeout: Span,
-    /// How long a fetched actor key is trusted before it is fetched again.
-    pub key_cache_ttl: Span,
-    pub key_cache_entries: u64,
-    /// Key fetches one connecting client may cause (`"30/min"`; the count is the burst).
-    pub key_fetches_per_client: String,
-    /// Key fetches sent to one keyId host.
-    pub key_fetches_per_host: String,
-    /// Local accounts with a live wave window at once (memory cap).
-    pub wave_accounts: u64,
-    /// First-seen records kept in memory in front of the store.
-    pub familiar_cache: u64,
-    /// When a shield goes up over a member, read the member's public `following`
-    /// collection from the instance, so accounts they follow keep reaching them.
-    pub learn_following: bool,
-    /// Held deliveries (sealed, in the store) at most; past it, deferred with 429.
-    pub max_held: usize,
-    /// Bytes of held deliveries at most.
-    pub max_held_bytes: Size,
-    /// Held deliveries per verified remote domain (and per client, for unverified ones).
-    pub max_held_per_domain: usize,
-    /// Held deliveries per verified remote actor.
-    pub max_held_per_actor: usize,
-    /// Where the instance's domain blocks are read: public | admin | off.
-    pub domain_blocks: BlocksSource,
-    /// A token with `admin:read:domain_blocks`, for `domain_blocks = "admin"`.
-    pub domain_blocks_token_file: Option<PathBuf>,
-    pub domain_blocks_refresh: Span,
-    /// How often limiters are trimmed, first-seen records written, the quarantine checked.
-    pub housekeeping: Span,
-}
-
-impl Default for ShieldConfig {
-    fn default() -> Self {
-        ShieldConfig {
-            enabled: true,
-            max_keys: 250_000,
-            key_fetch: KeyFetchMode::Egress,
-            key_fetch_allow_private: false,
-            key_fetch_timeout: Span::secs(10),
-            key_cache_ttl: Span::secs(3600),
-            key_cache_entries: 10_000,
-            key_fetches_per_client: "30/min".into(),
-            key_fetches_per_host: "60/min".into(),
-            wave_accounts: 10_000,
-            familiar_cache: 100_000,
-            learn_following: true,
-            max_held: 1000,
-            max_held_bytes: Size(64 << 20),
-            max_held_per_domain: 50,
-            max_held_per_actor: 5,
-            domain_blocks: BlocksSource::Public,
-            domain_blocks_token_file: None,
-            domain_blocks_refresh: Span::secs(600),
-            housekeeping: Span::secs(10),
-        }
-    }
-}
-
-impl ShieldConfig {
-    /// `key_fetch = "direct"` fetches keys from this server's own address: with Tor egress
-    /// that would reveal what Tor hides, to anyone who sends a delivery.
-    /// Errors name the key at fault.
-    pub fn validate(&self, egress: crate::config::EgressMode) -> Result<(), (&'static str, String)> {
-        if self.key_fetch == KeyFetchMode::Direct && egress == crate::config::EgressMode::Tor {
-            return Err((
-                "shield.key_fetch",
-                "\"direct\" fetches actor keys from this server's own address, which egress.mode = \"tor\" \
-                        hides: any delivery could make the server reveal it. Use key_fetch = \"egress\" \
-                        (development setups may use direct only with egress.mode = \"direct\")"
-                    .into(),
-            ));
-        }
-        if self.key_fetch_allow_private && self.key_fetch != KeyFetchMode::Direct {
-            return Err((
-                "shield.key_fetch_allow_private",
-                "key_fetch_allow_private only applies to key_fetch = \"direct\" (the egress proxy has its \
-                        own guard, egress.allow_hosts)"
-                    .into(),
-            ));
-        }
-        for (key, rate) in [
-            ("shield.key_fetches_per_client", &self.key_fetches_per_client),
-            ("shield.key_fetches_per_host", &self.key_fetches_per_host),
-        ] {
-            policy::parse_rate(rate).map_err(|e| (key, e))?;
-        }
-        if self.max_held_per_domain == 0 || self.max_held_per_actor == 0 {
-            return Err((
-                "shield.max_held_per_domain",
-                "max_held_per_domain and max_held_per_actor must be at least 1".into(),
-            ));
-        }
-        if self.domain_blocks == BlocksSource::Admin && self.domain_blocks_token_file.is_none() {
-            return Err((
-                "shield.domain_blocks_token_file",
-                "domain_blocks = \"admin\" reads the instance's admin API: give a token with the \
-                        admin:read:domain_blocks scope in a file"
-                    .into(),
-            ));
-        }
-        if self.domain_blocks_refresh.get() < Duration::from_secs(1) {
-            return Err(("shield.domain_blocks_refresh", "must be at least 1s".into()));
-        }
-        Ok(())
-    }
 }
 
 /// Mastodon's inbox cap (`ActivityPub::Activity::MAX_JSON_SIZE`): a delivery the route
@@ -425,15 +296,19 @@ mod ns {
 }
 
 impl Shield {
-    /// Loads the policies; fails (naming file and key) when they are invalid.
+    /// Loads the policies; fails (naming file and key) when they are invalid. `sealer`
+    /// seals held deliveries; `instance` is the instance's web process (its reads and
+    /// the quarantine's replays); `fetcher` replaces the HTTP key fetcher (tests).
     pub fn new(
-        config: &Config,
+        setup: ShieldSetup,
         durable: Arc<dyn ShieldStore>,
+        sealer: Arc<crate::expiry::seal::Sealer>,
+        instance: http::uri::Authority,
         fetcher: Option<Arc<dyn KeyFetcher>>,
     ) -> Result<Arc<Shield>, ShieldError> {
-        let cfg = config.file.shield.clone();
-        cfg.validate(config.file.egress.mode).map_err(|(key, e)| ShieldError::Config(format!("{key}: {e}")))?;
-        let policy = policy::load_dir(&config.file.policies)?;
+        let cfg = setup.shield.clone();
+        cfg.validate(setup.egress_over_tor).map_err(|(key, e)| ShieldError::Config(format!("{key}: {e}")))?;
+        let policy = policy::load_dir(&setup.policies)?;
         let fetcher: Arc<dyn KeyFetcher> = match fetcher {
             Some(f) => f,
             None => {
@@ -445,24 +320,18 @@ impl Shield {
                     );
                 }
                 Arc::new(keys::HttpKeyFetcher::new(
-                    egress.then_some(config.file.egress.listen),
-                    config.file.egress.proxy_auth.as_deref().filter(|_| egress),
+                    egress.then_some(setup.egress_listen),
+                    setup.egress_auth.as_deref().filter(|_| egress),
                     cfg.key_fetch_allow_private,
                     cfg.key_fetch_timeout.get(),
                 )?)
             }
         };
-        let sealer = crate::expiry::seal::Sealer::load_or_create(&config.file.expiry.key_file(&config.file.data_dir))
-            .map_err(|e| ShieldError::Seal(e.to_string()))?;
         let longest_shield = policy.wave.max_shield.max(policy.wave.window).max(Duration::from_secs(60));
-        let reader = InstanceReader::new(config.upstream.authority.clone());
+        let reader = InstanceReader::new(instance.clone());
         let rate = |text: &str| policy::parse_rate(text).map_err(ShieldError::Config);
         let budget = FetchBudget::new(rate(&cfg.key_fetches_per_client)?, rate(&cfg.key_fetches_per_host)?);
-        let domains = InstanceDomains::new(
-            config.file.local_domain.as_deref(),
-            config.file.web_domain.as_deref(),
-            &config.file.alternate_domains,
-        );
+        let domains = setup.domains();
         if policy.wave.enabled && !domains.configured() {
             tracing::warn!(
                 "the wave shield counts nothing: set local_domain (and web_domain, alternate_domains as in \
@@ -486,8 +355,8 @@ impl Shield {
             reader,
             quarantine: Quarantine::new(
                 durable.clone(),
-                config.upstream.authority.clone(),
-                Arc::new(sealer),
+                instance,
+                sealer,
                 HoldLimits {
                     max_held: cfg.max_held,
                     max_bytes: cfg.max_held_bytes.0,
@@ -506,7 +375,7 @@ impl Shield {
                 .build(),
             release_soon: tokio::sync::Notify::new(),
             active: RwLock::new(Arc::new(Active::new(policy, cfg.max_keys))),
-            policies_dir: config.file.policies.clone(),
+            policies_dir: setup.policies,
             cfg,
         }))
     }
@@ -1043,14 +912,15 @@ impl MetricsSource for Shield {
 }
 
 /// `pavise check`'s section: what the limit and wave policies will do.
-pub fn check_summary(config: &Config) -> Result<String, ShieldError> {
-    let policy = policy::load_dir(&config.file.policies)?;
+pub fn check_summary(setup: &ShieldSetup) -> Result<String, ShieldError> {
+    let policy = policy::load_dir(&setup.policies)?;
+    let shield = &setup.shield;
     let mut out = String::new();
-    if !config.file.shield.enabled {
+    if !shield.enabled {
         let _ = writeln!(out, "shield: OFF ([shield] enabled = false)");
         return Ok(out);
     }
-    let _ = writeln!(out, "shield: {} limit rule(s) from {}", policy.limits.len(), config.file.policies.display());
+    let _ = writeln!(out, "shield: {} limit rule(s) from {}", policy.limits.len(), setup.policies.display());
     for l in &policy.limits {
         let filter = match (l.methods.is_empty(), l.paths.is_empty()) {
             (true, true) => String::new(),
@@ -1097,11 +967,7 @@ pub fn check_summary(config: &Config) -> Result<String, ShieldError> {
             w.hellthread,
             Span(w.release_within)
         );
-        let domains = InstanceDomains::new(
-            config.file.local_domain.as_deref(),
-            config.file.web_domain.as_deref(),
-            &config.file.alternate_domains,
-        );
+        let domains = setup.domains();
         if domains.configured() {
             let _ = writeln!(out, "  counts deliveries addressed to {} only", domains.names().join(", "));
         } else {
@@ -1114,7 +980,7 @@ pub fn check_summary(config: &Config) -> Result<String, ShieldError> {
         let _ = writeln!(
             out,
             "  the instance's domain blocks: {}",
-            match config.file.shield.domain_blocks {
+            match shield.domain_blocks {
                 BlocksSource::Public =>
                     "read from /api/v1/instance/domain_blocks (the instance must show its blocks to everyone)",
                 BlocksSource::Admin => "read from the admin API with shield.domain_blocks_token_file",
@@ -1124,26 +990,26 @@ pub fn check_summary(config: &Config) -> Result<String, ShieldError> {
     } else {
         let _ = writeln!(out, "  wave detector: off (no [wave] section)");
     }
-    let fetch = match config.file.shield.key_fetch {
+    let fetch = match shield.key_fetch {
         KeyFetchMode::Egress => format!(
             "from their owners through the egress proxy {}{}",
-            config.file.egress.listen,
-            if config.file.egress.proxy_auth.is_some() { " (with its proxy credentials)" } else { "" }
+            setup.egress_listen,
+            if setup.egress_auth.is_some() { " (with its proxy credentials)" } else { "" }
         ),
         KeyFetchMode::Direct => {
             "DIRECT from this server's address — development only (egress.mode = \"direct\")".to_owned()
         }
     };
-    let _ = writeln!(out, "  actor keys fetched {fetch}; at most {} keys per limit", config.file.shield.max_keys);
+    let _ = writeln!(out, "  actor keys fetched {fetch}; at most {} keys per limit", shield.max_keys);
     let _ = writeln!(
         out,
         "  key fetches: {} per client, {} per keyId host; held at most {} deliveries, {}, {} per domain, {} per actor",
-        config.file.shield.key_fetches_per_client,
-        config.file.shield.key_fetches_per_host,
-        config.file.shield.max_held,
-        config.file.shield.max_held_bytes,
-        config.file.shield.max_held_per_domain,
-        config.file.shield.max_held_per_actor
+        shield.key_fetches_per_client,
+        shield.key_fetches_per_host,
+        shield.max_held,
+        shield.max_held_bytes,
+        shield.max_held_per_domain,
+        shield.max_held_per_actor
     );
     Ok(out)
 }

@@ -156,7 +156,7 @@ impl Pavise {
         let config = Config::validate(file, &Overrides::default(), None).unwrap();
         let token_file = config.admin_token_file();
         let shutdown = CancellationToken::new();
-        let (bound, done) = pavise::server::start(config, shutdown.clone()).await.unwrap();
+        let (bound, done) = pavise::app::start(config, shutdown.clone()).await.unwrap();
         let token = std::fs::read_to_string(token_file).unwrap().trim().to_owned();
         Pavise {
             addr: bound.public,

@@ -39,19 +39,16 @@ use http::{HeaderValue, StatusCode, header};
 use http_body::{Body as _, Frame, SizeHint};
 
 use super::{
-    MediaMetrics,
+    MediaConfig, MediaMetrics,
     body::{BodyKind, encoding_refusal},
     datauri::{self, Content},
     multipart::{MultipartError, Scrubber, Segment, TextBody, held_in_memory, segments_body},
     spill::{HEAD, RequestMem, Spooled},
     text::Charset,
 };
-use crate::{
-    config::Config,
-    proxy::contract::{
-        Body, BoxError, Flow, ProxyError, Request, RequestCtx, Route, RouteClass, Stage, StageFuture,
-        error::json_error, full,
-    },
+use crate::proxy::contract::{
+    Body, BoxError, Flow, ProxyError, Request, RequestCtx, Route, RouteClass, Stage, StageFuture, error::json_error,
+    full,
 };
 
 pub struct MediaStage {
@@ -65,11 +62,9 @@ type Parts = http::request::Parts;
 
 impl MediaStage {
     /// Prepares `<data_dir>/media-tmp` (emptied of anything a crash left behind).
-    pub fn new(config: &Config) -> std::io::Result<MediaStage> {
-        Ok(MediaStage {
-            scrubber: Scrubber::new(config.file.media.clone(), &config.file.data_dir)?,
-            per_client: config.file.client_ip.mode != crate::config::ClientIpMode::Drop,
-        })
+    /// `per_client`: whether pseudonyms tell clients apart (`client_ip.mode` is not `drop`).
+    pub fn new(config: MediaConfig, data_dir: &std::path::Path, per_client: bool) -> std::io::Result<MediaStage> {
+        Ok(MediaStage { scrubber: Scrubber::new(config, data_dir)?, per_client })
     }
 
     pub fn metrics(&self) -> Arc<MediaMetrics> {

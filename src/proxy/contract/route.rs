@@ -27,7 +27,7 @@
 //! shows a status under another name: `/api/web/embeds/:id`, `/redirect/statuses/:id`,
 //! `GET /api/v1/statuses?id[]=` and `/api/oembed?url=...` (whose `url` is routed like a
 //! path: the query is read for that one route). The method is the one Rails dispatches
-//! ([`super::method`] reads Rack's `_method` before stages run).
+//! (`proxy::method` reads Rack's `_method` before stages run).
 //!
 //! [`Journey::Router::Utils.normalize_path`]: https://github.com/rails/rails/blob/main/actionpack/lib/action_dispatch/journey/router/utils.rb
 
@@ -329,7 +329,7 @@ impl Route {
 
     /// Whether what pavise does with this request depends on its method beyond its
     /// class: it names a status (expiry hides reads, learns edits and deletions) or the
-    /// status collection. Rack::MethodOverride matters here ([`super::method`]).
+    /// status collection. Rack::MethodOverride matters here (`proxy::method`).
     pub fn method_sensitive(&self) -> bool {
         self.status_id.is_some() || matches!(self.class, RouteClass::StatusCreate | RouteClass::StatusRead)
     }
