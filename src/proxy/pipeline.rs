@@ -17,6 +17,7 @@
 
 use std::{
     collections::BTreeMap,
+    future::Future,
     net::IpAddr,
     pin::Pin,
     sync::Arc,
@@ -32,7 +33,7 @@ use ipnet::IpNet;
 use super::{
     contract::{
         Body, BoxError, ClientConn, Flow, ProxyError, Request, RequestCtx, Response, Route, RouteClass, Stage, boxed,
-        error::{BodyCapExceeded, json_error},
+        error::BodyCapExceeded,
         hop::{self, MAX_METHOD_LEN},
     },
     method,
@@ -122,10 +123,36 @@ pub struct PipelineConfig {
     pub access_log: bool,
 }
 
+/// Where the pipeline sends what every stage passed on: the instance ([`Upstream`]), or
+/// a stand-in in the pipeline's own tests.
+pub trait Origin: Send + Sync + 'static {
+    /// `wire_method`: the method the client sent, when the stages saw another (Rack's
+    /// `_method`, see [`super::method`]).
+    fn forward<'a>(
+        &'a self,
+        ctx: &'a RequestCtx,
+        req: Request,
+        wire_method: Option<http::Method>,
+        conn: &'a ClientConn,
+    ) -> impl Future<Output = Result<Response, ProxyError>> + Send + 'a;
+}
+
+impl Origin for Upstream {
+    fn forward<'a>(
+        &'a self,
+        ctx: &'a RequestCtx,
+        req: Request,
+        wire_method: Option<http::Method>,
+        conn: &'a ClientConn,
+    ) -> impl Future<Output = Result<Response, ProxyError>> + Send + 'a {
+        Upstream::forward(self, ctx, req, wire_method, conn)
+    }
+}
+
 /// Everything a request needs, shared by all connections.
-pub struct Pipeline {
+pub struct Pipeline<O = Upstream> {
     stages: Vec<Arc<dyn Stage>>,
-    upstream: Upstream,
+    origin: O,
     pseudonymizer: Arc<Pseudonymizer>,
     trusted_proxies: Vec<IpNet>,
     client_ip_header: ClientIpHeader,
@@ -135,21 +162,28 @@ pub struct Pipeline {
     access_log: bool,
 }
 
-impl Pipeline {
+impl Pipeline<Upstream> {
+    /// The WebSocket tunnels the upstream spliced, for the shutdown drain.
+    pub fn tunnels(&self) -> super::upstream::TunnelDrain {
+        self.origin.tunnels()
+    }
+}
+
+impl<O: Origin> Pipeline<O> {
     /// `stages` in request order (the composition root, `app`, gives the order and the
     /// reason for each place).
     pub fn new(
         config: PipelineConfig,
         stages: Vec<Arc<dyn Stage>>,
-        upstream: Upstream,
+        origin: O,
         pseudonymizer: Arc<Pseudonymizer>,
         metrics: Arc<Metrics>,
-    ) -> Pipeline {
+    ) -> Pipeline<O> {
         let unresolved = Arc::new(UnresolvedClients::default());
         metrics.register(unresolved.clone());
         Pipeline {
             stages,
-            upstream,
+            origin,
             pseudonymizer,
             trusted_proxies: config.trusted_proxies,
             client_ip_header: config.client_ip_header,
@@ -160,11 +194,6 @@ impl Pipeline {
         }
     }
 
-    /// The WebSocket tunnels the upstream spliced, for the shutdown drain.
-    pub fn tunnels(&self) -> super::upstream::TunnelDrain {
-        self.upstream.tunnels()
-    }
-
     pub fn stage_names(&self) -> Vec<&'static str> {
         self.stages.iter().map(|s| s.name()).collect()
     }
@@ -173,8 +202,9 @@ impl Pipeline {
     pub async fn handle(&self, conn: Arc<ClientConn>, req: Request) -> Response {
         let started = Instant::now();
         if let Some(refused) = refuse_on_entry(&req) {
-            self.metrics.request_done(RouteClass::Web, refused.status());
-            return refused;
+            let resp = refused.into_response();
+            self.metrics.request_done(RouteClass::Web, resp.status());
+            return resp;
         }
         let (mut parts, body) = req.into_parts();
         // What a trusted load balancer says about the client is read before the head is
@@ -197,10 +227,7 @@ impl Pipeline {
         ctx.started = started;
         let method = parts.method.clone();
 
-        let resp = match self.run(&mut ctx, Request::from_parts(parts, body), &conn).await {
-            Ok(resp) => resp,
-            Err(e) => e.into_response(),
-        };
+        let resp = self.run(&mut ctx, Request::from_parts(parts, body), &conn).await;
         self.metrics.request_done(ctx.route.class, resp.status());
         if self.access_log {
             tracing::info!(
@@ -215,7 +242,37 @@ impl Pipeline {
         resp
     }
 
-    async fn run(&self, ctx: &mut RequestCtx, mut req: Request, conn: &ClientConn) -> Result<Response, ProxyError> {
+    /// The request pass, the origin, the response pass. Every failure on the way becomes
+    /// its response here, through the one mapping ([`ProxyError::into_response`]).
+    ///
+    /// Stages that passed the request on see the response, in reverse order, whoever made
+    /// it. The stage that answers (or fails) made the answer and is not asked about it
+    /// again; one whose response phase fails is replaced by its failure's answer, and the
+    /// stages outside it still see that (hygiene, outermost, sees every response).
+    async fn run(&self, ctx: &mut RequestCtx, req: Request, conn: &ClientConn) -> Response {
+        let mut ran = 0;
+        let mut resp = match self.request_pass(ctx, req, conn, &mut ran).await {
+            Ok(resp) => resp,
+            Err(e) => e.into_response(),
+        };
+        for stage in self.stages[..ran].iter().rev() {
+            resp = match stage.on_response(ctx, resp).await {
+                Ok(resp) => resp,
+                Err(e) => e.into_response(),
+            };
+        }
+        resp
+    }
+
+    /// The body cap, the dispatched method, then each stage's request phase until one
+    /// answers; then the origin. `ran` counts the stages that passed the request on.
+    async fn request_pass(
+        &self,
+        ctx: &mut RequestCtx,
+        mut req: Request,
+        conn: &ClientConn,
+        ran: &mut usize,
+    ) -> Result<Response, ProxyError> {
         let limit = self.body_limits.for_class(ctx.route.class);
         if content_length(req.headers()).is_some_and(|len| len > limit) {
             return Err(ProxyError::BodyTooLarge { limit });
@@ -233,29 +290,16 @@ impl Pipeline {
             None => None,
         };
 
-        // Stages that passed the request on get to see the response, in reverse order. The
-        // stage that answers (or fails) made the answer and is not asked about it again.
-        let mut ran = 0;
-        let mut resp = 'answer: {
-            for stage in &self.stages {
-                match stage.on_request(ctx, req).await {
-                    Ok(Flow::Continue(next)) => {
-                        req = next;
-                        ran += 1;
-                    }
-                    Ok(Flow::Respond(resp)) => break 'answer resp,
-                    Err(e) => break 'answer e.into_response(),
+        for stage in &self.stages {
+            match stage.on_request(ctx, req).await? {
+                Flow::Continue(next) => {
+                    req = next;
+                    *ran += 1;
                 }
+                Flow::Respond(resp) => return Ok(resp),
             }
-            match self.upstream.forward(ctx, req, wire_method, conn).await {
-                Ok(resp) => resp,
-                Err(e) => e.into_response(),
-            }
-        };
-        for stage in self.stages[..ran].iter().rev() {
-            resp = stage.on_response(ctx, resp).await?;
         }
-        Ok(resp)
+        self.origin.forward(ctx, req, wire_method, conn).await
     }
 
     fn is_trusted(&self, peer: IpAddr) -> bool {
@@ -270,29 +314,23 @@ impl Pipeline {
 /// that is not one: two of them (RFC 9112 §3.2; Puma would join them, and pavise's
 /// `X-Forwarded-Host` would name the first), or one that disagrees with the authority
 /// of the request target (HTTP/2's `:authority`, an absolute-form target).
-fn refuse_on_entry(req: &Request) -> Option<Response> {
+fn refuse_on_entry(req: &Request) -> Option<ProxyError> {
     let method = req.method();
     if method.as_str().len() > MAX_METHOD_LEN {
-        return Some(json_error(http::StatusCode::BAD_REQUEST, "unknown request method"));
+        return Some(ProxyError::Malformed("unknown request method"));
     }
     if *method == http::Method::CONNECT || *method == http::Method::TRACE || method.as_str() == "TRACK" {
-        let mut resp = json_error(http::StatusCode::METHOD_NOT_ALLOWED, "this method is not served here");
-        resp.headers_mut()
-            .insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
-        return Some(resp);
+        return Some(ProxyError::MethodNotAllowed);
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
-        return Some(json_error(http::StatusCode::BAD_REQUEST, "more than one Host header"));
+        return Some(ProxyError::Malformed("more than one Host header"));
     }
     if let (Some(host), Some(authority)) = (host, req.uri().authority())
         && !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes())
     {
-        return Some(json_error(
-            http::StatusCode::BAD_REQUEST,
-            "the Host header disagrees with the request's authority",
-        ));
+        return Some(ProxyError::Malformed("the Host header disagrees with the request's authority"));
     }
     None
 }
@@ -358,7 +396,5 @@ fn request_host(headers: &HeaderMap, uri: &http::Uri) -> Option<String> {
         .or_else(|| uri.authority().map(|a| a.to_string()))
 }
 
-/// A 404 in the instance's style, for stages that hide things (expired posts).
-pub fn not_found() -> Response {
-    json_error(http::StatusCode::NOT_FOUND, "Record not found")
-}
+#[cfg(test)]
+mod tests;

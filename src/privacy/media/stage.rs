@@ -35,7 +35,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderValue, header};
 use http_body::{Body as _, Frame, SizeHint};
 
 use super::{
@@ -47,8 +47,8 @@ use super::{
     text::Charset,
 };
 use crate::proxy::contract::{
-    Body, BoxError, Flow, ProxyError, Request, RequestCtx, Route, RouteClass, Stage, StageFuture, error::json_error,
-    full,
+    Body, BoxError, Flow, ProxyError, Request, RequestCtx, Route, RouteClass, Stage, StageFuture,
+    error::BUSY_RETRY_AFTER, full,
 };
 
 pub struct MediaStage {
@@ -77,14 +77,14 @@ impl MediaStage {
             match self.scrubber.rewrite_text_now(query.as_bytes(), TextBody::Form) {
                 Ok(None) => {}
                 Ok(Some(new)) => parts.uri = with_query(&parts.uri, &new)?,
-                Err(e) => return refusal(e),
+                Err(e) => return Err(refusal(e)),
             }
         }
         if body.is_end_stream() {
             return Ok(Flow::Continue(Request::from_parts(parts, body)));
         }
         if let Some(why) = encoding_refusal(&parts.headers) {
-            return Ok(Flow::Respond(json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, why)));
+            return Err(ProxyError::UnsupportedMediaType(why.to_owned()));
         }
         let kind = BodyKind::of(&parts.headers);
         let (boundary, subtype) = match kind {
@@ -112,7 +112,7 @@ impl MediaStage {
                 }
                 Ok(forward(parts, r.segments, r.len, Some(&r.content_type), mem))
             }
-            Err(e) => refusal(e),
+            Err(e) => Err(refusal(e)),
         }
     }
 
@@ -124,7 +124,7 @@ impl MediaStage {
     async fn single(&self, parts: Parts, body: Body, kind: BodyKind, mut mem: RequestMem) -> Result<Flow, ProxyError> {
         let (head, body) = match peek(body).await {
             Ok(p) => p,
-            Err(e) => return refusal(e),
+            Err(e) => return Err(refusal(e)),
         };
         let media = matches!(datauri::content_of(&head, Charset::Utf8), Content::Media(_) | Content::Refused(_));
         if media || kind == BodyKind::DeclaredMedia {
@@ -138,7 +138,7 @@ impl MediaStage {
                     let len = done.segment.len();
                     Ok(forward(parts, vec![done.segment], len, None, mem))
                 }
-                Err(e) => refusal(e),
+                Err(e) => Err(refusal(e)),
             };
         }
         let text = match kind {
@@ -148,7 +148,7 @@ impl MediaStage {
         };
         let spooled = match self.scrubber.collect(body, u64::MAX, &mut mem).await {
             Ok(s) => s,
-            Err(e) => return refusal(e),
+            Err(e) => return Err(refusal(e)),
         };
         match self.scrubber.rewrite_text(&spooled, text).await {
             Ok(Some(new)) => {
@@ -165,7 +165,7 @@ impl MediaStage {
                 };
                 Ok(forward(parts, vec![segment], len, None, mem))
             }
-            Err(e) => refusal(e),
+            Err(e) => Err(refusal(e)),
         }
     }
 }
@@ -189,9 +189,9 @@ fn forward(mut parts: Parts, segments: Vec<Segment>, len: u64, content_type: Opt
     Flow::Continue(Request::from_parts(parts, body))
 }
 
-/// The one mapping from a rewrite's failure to what the client is told.
-fn refusal(e: MultipartError) -> Result<Flow, ProxyError> {
-    let respond = |status, msg: &str| Ok(Flow::Respond(json_error(status, msg)));
+/// A rewrite's failure as the relay's error (the pipeline answers it: 422 for a refused
+/// file, 413 past a cap, 503 while memory is short, 415, 400, 500).
+fn refusal(e: MultipartError) -> ProxyError {
     match e {
         MultipartError::Refused { field, source } => {
             // A field name is the client's text (a form key may even be the data: URI).
@@ -200,25 +200,23 @@ fn refusal(e: MultipartError) -> Result<Flow, ProxyError> {
                 None => field,
             };
             tracing::info!(field, reason = source.reason(), "upload refused");
-            let msg = format!("The file in \"{field}\" was refused by the privacy relay: {source}");
-            respond(StatusCode::UNPROCESSABLE_ENTITY, &msg)
+            let reason = format!("The file in \"{field}\" was refused by the privacy relay: {source}");
+            ProxyError::Unprocessable { reason }
         }
-        MultipartError::Body(guard) => Err(guard),
-        MultipartError::TooMany(msg) => respond(StatusCode::PAYLOAD_TOO_LARGE, &msg),
+        MultipartError::Body(guard) => guard,
+        MultipartError::TooMany(msg) => ProxyError::TooLarge(msg),
         MultipartError::Exhausted(e) if e.is_transient() => {
             tracing::warn!(error = %e, "memory for waiting bodies is short");
-            let mut resp = json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-            Ok(Flow::Respond(resp))
+            ProxyError::Unavailable { reason: e.to_string(), retry_after: BUSY_RETRY_AFTER }
         }
         MultipartError::Exhausted(e) => {
             tracing::warn!(error = %e, "media spooling cap reached");
-            respond(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
+            ProxyError::TooLarge(e.to_string())
         }
-        MultipartError::Encoding(msg) => respond(StatusCode::UNSUPPORTED_MEDIA_TYPE, &msg),
-        MultipartError::Framing(msg) => Err(ProxyError::BadRequest(msg)),
-        MultipartError::NoRandomness => Err(ProxyError::Internal("no random source for a multipart boundary".into())),
-        MultipartError::Io(e) => Err(ProxyError::Internal(format!("media temp file: {e}"))),
+        MultipartError::Encoding(msg) => ProxyError::UnsupportedMediaType(msg),
+        MultipartError::Framing(msg) => ProxyError::BadRequest(msg),
+        MultipartError::NoRandomness => ProxyError::Internal("no random source for a multipart boundary".into()),
+        MultipartError::Io(e) => ProxyError::Internal(format!("media temp file: {e}")),
     }
 }
 
@@ -307,7 +305,7 @@ impl Stage for MediaStage {
                     matches!(BodyKind::of(req.headers()), BodyKind::Multipart { .. } | BodyKind::Unreadable(_));
                 if multipart && !req.body().is_end_stream() {
                     let why = "deliveries to an inbox are JSON; a multipart body is not accepted";
-                    return Ok(Flow::Respond(json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, why)));
+                    return Err(ProxyError::UnsupportedMediaType(why.to_owned()));
                 }
                 return Ok(Flow::Continue(req));
             }
