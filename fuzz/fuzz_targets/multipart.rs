@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use pavise::privacy::media::{MediaConfig, multipart::Scrubber};
+use pavise::privacy::media::{MediaConfig, scrubber::Scrubber};
 
 fn scrubber() -> &'static (Scrubber, tempfile_dir::Dir) {
     static S: OnceLock<(Scrubber, tempfile_dir::Dir)> = OnceLock::new();

@@ -1,35 +1,32 @@
 //! The admin listener: health, readiness, metrics, and the endpoints each feature adds.
 //!
 //! Loopback only (config validation refuses anything else) and, except `/healthz`,
-//! behind `Authorization: Bearer <token>` from a token file created 0600 on first run.
-//! Features plug in through three small traits: [`AdminHandler`] (an `/admin/...`
-//! endpoint), [`ReadinessCheck`] (a line in `/readyz`) and [`Reload`] (run on
-//! `POST /admin/reload` and on SIGHUP).
+//! behind `Authorization: Bearer <token>` from a token file created 0600 on first run
+//! ([`load_or_create_token`]). `/readyz` asks the instance itself ([`UpstreamCheck`]).
+//! Features plug in through the three small traits of [`hooks`]: [`AdminHandler`] (an
+//! `/admin/...` endpoint), [`ReadinessCheck`] (a line in `/readyz`) and [`Reload`] (run
+//! on `POST /admin/reload` and on SIGHUP).
 
-use std::{
-    io::Write as _,
-    path::Path,
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+pub mod hooks;
+mod token;
+mod upstream;
+
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
-use ring::rand::SecureRandom;
+use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
 
-pub mod hooks;
-
-use self::hooks::{AdminHandler, Readiness, ReadinessCheck, Reload, json};
+use self::{
+    hooks::{AdminHandler, Readiness, ReadinessCheck, Reload, json},
+    token::constant_time_eq,
+};
+pub use self::{token::load_or_create_token, upstream::UpstreamCheck};
 
 use crate::{
     metrics::Metrics,
-    proxy::contract::{Body, ClientConn, Request, Response, StageFuture, error::json_error, full},
+    proxy::contract::{Body, ClientConn, Request, Response, error::json_error, full},
 };
 
 pub struct Admin {
@@ -78,6 +75,8 @@ impl Admin {
         (ok, serde_json::Value::Object(out))
     }
 
+    // TODO(issue 13): one bearer_token() for the crate lives in src/auth.rs (branch
+    // expiry2); use it here once merged.
     fn authorized(&self, req: &Request) -> bool {
         let Some(given) = req
             .headers()
@@ -169,67 +168,6 @@ async fn collect_limited(mut body: Body, limit: usize) -> Option<Bytes> {
         out.extend_from_slice(&data);
     }
     Some(out.freeze())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Reads the admin token, or makes one (32 random bytes, hex, mode 0600) on first run.
-pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
-        Ok(_) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the token file is empty")),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        Err(_) => {}
-    }
-    let mut raw = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut raw).map_err(|_| std::io::Error::other("no OS randomness"))?;
-    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut file = opts.open(path)?;
-    file.write_all(token.as_bytes())?;
-    file.write_all(b"\n")?;
-    tracing::info!(path = %path.display(), "created the admin token file");
-    Ok(token)
-}
-
-/// `/readyz`: does the instance's web process answer HTTP at all?
-pub struct UpstreamCheck {
-    client: Client<HttpConnector, Empty<Bytes>>,
-    uri: http::Uri,
-}
-
-impl UpstreamCheck {
-    /// `instance`: the instance's web process (`upstream.url`).
-    pub fn new(instance: &http::uri::Authority) -> UpstreamCheck {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let uri = format!("http://{instance}/health").parse().unwrap_or_default();
-        UpstreamCheck { client: Client::builder(TokioExecutor::new()).build(connector), uri }
-    }
-}
-
-impl ReadinessCheck for UpstreamCheck {
-    fn name(&self) -> &'static str {
-        "upstream"
-    }
-
-    fn check(&self) -> StageFuture<'_, Readiness> {
-        Box::pin(async move {
-            match tokio::time::timeout(Duration::from_secs(3), self.client.get(self.uri.clone())).await {
-                Ok(Ok(resp)) => Readiness::Ready(format!("instance answered {}", resp.status().as_u16())),
-                Ok(Err(e)) => Readiness::NotReady(format!("instance not reachable: {e}")),
-                Err(_) => Readiness::NotReady("instance did not answer within 3s".into()),
-            }
-        })
-    }
 }
 
 /// Serves the admin API until shutdown, under the same connection rules as the public

@@ -1,11 +1,12 @@
 //! `[shield]`: the machinery (the rules are in `policies/`), validated beside its struct;
 //! and [`ShieldSetup`], everything the shield is built from.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt::Write as _, net::SocketAddr, path::PathBuf, time::Duration};
 
+use http::Method;
 use serde::Deserialize;
 
-use super::domains::BlocksSource;
+use super::{ShieldError, domains::BlocksSource, policy::WaveAction};
 use crate::units::{Size, Span};
 
 /// How actor keys are fetched.
@@ -166,4 +167,107 @@ impl ShieldSetup {
             &self.alternate_domains,
         )
     }
+}
+
+/// `pavise check`'s section: what the limit and wave policies will do.
+pub fn check_summary(setup: &ShieldSetup) -> Result<String, ShieldError> {
+    let policy = super::policy::load_dir(&setup.policies)?;
+    let shield = &setup.shield;
+    let mut out = String::new();
+    if !shield.enabled {
+        let _ = writeln!(out, "shield: OFF ([shield] enabled = false)");
+        return Ok(out);
+    }
+    let _ = writeln!(out, "shield: {} limit rule(s) from {}", policy.limits.len(), setup.policies.display());
+    for l in &policy.limits {
+        let filter = match (l.methods.is_empty(), l.paths.is_empty()) {
+            (true, true) => String::new(),
+            _ => format!(
+                " [{}{}]",
+                l.methods.iter().map(Method::as_str).collect::<Vec<_>>().join(","),
+                if l.paths.is_empty() { String::new() } else { format!(" {}", l.paths.join(" ")) }
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "  limit {:<24} {}{filter} per {}: {} burst {}",
+            l.name,
+            l.route.config_name(),
+            l.key.name(),
+            l.rate_text(),
+            l.burst
+        );
+    }
+    let w = &policy.wave;
+    if w.enabled {
+        let action = match w.action {
+            WaveAction::Defer => format!("defer (429; hold + 202 for {})", w.short_retry_agents.join(", ")),
+            WaveAction::Reject => "reject (403)".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "  wave: > {} unfamiliar senders mentioning one account within {} → shield for {}: {action}",
+            w.distinct_senders,
+            Span(w.window),
+            Span(w.shield_for)
+        );
+        let _ = writeln!(
+            out,
+            "  one shield lasts {} at most; one domain's actors count in full up to {} (a quarter each beyond)",
+            Span(w.max_shield),
+            w.per_domain
+        );
+        let _ = writeln!(
+            out,
+            "  familiar after {} (accepted twice, {} apart); hellthread above {} mentions; held deliveries released within {} of their Date",
+            Span(w.familiar_after),
+            Span(w.familiar_after / 2),
+            w.hellthread,
+            Span(w.release_within)
+        );
+        let domains = setup.domains();
+        if domains.configured() {
+            let _ = writeln!(out, "  counts deliveries addressed to {} only", domains.names().join(", "));
+        } else {
+            let _ = writeln!(
+                out,
+                "  WARNING: local_domain is not set: the wave shield counts nothing (set local_domain, web_domain, \
+                 alternate_domains as in Mastodon's .env); /readyz reports it"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  the instance's domain blocks: {}",
+            match shield.domain_blocks {
+                BlocksSource::Public =>
+                    "read from /api/v1/instance/domain_blocks (the instance must show its blocks to everyone)",
+                BlocksSource::Admin => "read from the admin API with shield.domain_blocks_token_file",
+                BlocksSource::Off => "NOT read (domain_blocks = \"off\"): suspended domains count like any other",
+            }
+        );
+    } else {
+        let _ = writeln!(out, "  wave detector: off (no [wave] section)");
+    }
+    let fetch = match shield.key_fetch {
+        KeyFetchMode::Egress => format!(
+            "from their owners through the egress proxy {}{}",
+            setup.egress_listen,
+            if setup.egress_auth.is_some() { " (with its proxy credentials)" } else { "" }
+        ),
+        KeyFetchMode::Direct => {
+            "DIRECT from this server's address — development only (egress.mode = \"direct\")".to_owned()
+        }
+    };
+    let _ = writeln!(out, "  actor keys fetched {fetch}; at most {} keys per limit", shield.max_keys);
+    let _ = writeln!(
+        out,
+        "  key fetches: {} per client, {} per keyId host; held at most {} deliveries, {}, {} per domain, {} per actor",
+        shield.key_fetches_per_client,
+        shield.key_fetches_per_host,
+        shield.max_held,
+        shield.max_held_bytes,
+        shield.max_held_per_domain,
+        shield.max_held_per_actor
+    );
+    Ok(out)
 }

@@ -10,9 +10,11 @@
 //!    the blocking pool when large), the key fetched within its budgets and the
 //!    signature verified, the signer's domain checked against the instance's blocks;
 //! 6. the signer-keyed `[[limit]]` rules;
-//! 7. unverifiable-now deliveries that address a member are held, whatever the shields;
-//!    verified ones meet familiarity, follows, the wave detector, the hellthread rule and
-//!    the per-delivery deferral cap, in that order.
+//! 7. what the shields say is gathered ([`Shield::assess`]: unverifiable-now deliveries,
+//!    whom they address; verified ones, familiarity, follows, the wave detector, the
+//!    hellthread rule and the per-delivery deferral cap, in that order), decided by
+//!    [`super::decision::decide`], applied (the quarantine, the counters) and answered
+//!    through [`super::decision::answer`].
 
 use std::{
     sync::{Arc, atomic::Ordering::Relaxed},
@@ -20,46 +22,48 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
 
 use super::{
-    AcceptedFrom, Active, MAX_DELIVERY, MAX_ID_LOOKUPS, Outcome, Rules, Shield, Tally,
+    Active, MAX_DELIVERY, MAX_ID_LOOKUPS, Outcome, Rules, Shield, ShieldError, Tally,
     accounts::{self, Key},
+    decision::{self, Answer, Cover, Decision, Pass, Standing, Weighed},
     document::{self, Reading},
     mention::{self, Addressed, InboxPath, LocalHosts, LocalRef},
     ns,
-    policy::{WaveAction, WavePolicy},
     quarantine::{ANY_SHIELDED, Hold, HoldRequest},
     signature::{self, Rejection, SignedBy, Verdict},
-    too_many, wave,
+    stage::{AcceptedFrom, too_many},
+    wave,
 };
 use crate::{
     instance::OnBehalfOf,
-    proxy::contract::{Flow, ProxyError, Request, RequestCtx, Response, RouteClass, error::json_error},
+    proxy::contract::{Flow, ProxyError, Request, RequestCtx, RouteClass},
     store::now_ms,
 };
 
 /// One inbox delivery as the shield sees it, once examined.
 pub(super) struct Delivery {
-    parts: http::request::Parts,
-    body: Bytes,
+    pub(super) parts: http::request::Parts,
+    pub(super) body: Bytes,
     /// The body as the instance reads it (None: never read, the instance refuses it).
-    reading: Option<Reading>,
+    pub(super) reading: Option<Reading>,
     /// Whom it addresses (read with the body).
-    addressed: Addressed,
-    verdict: Verdict,
+    pub(super) addressed: Addressed,
+    pub(super) verdict: Verdict,
     /// A replayed signature: what became of its first copy.
-    replay: Option<Outcome>,
+    pub(super) replay: Option<Outcome>,
     /// The signature's replay key, to record this delivery's outcome under.
-    signature_key: Option<u64>,
+    pub(super) signature_key: Option<u64>,
     /// For the tallies: the verified domain, or what an unverified one claimed.
-    domain_label: String,
+    pub(super) domain_label: String,
     /// The connecting client (keyed hash): whose share of the quarantine an unverified
     /// delivery uses.
-    client: u64,
+    pub(super) client: u64,
     /// Whom the instance reads pavise does because of this delivery are for: the sending
     /// server's pseudonym, so the instance's own throttles count them (issue 16, F4).
-    behalf: OnBehalfOf,
+    pub(super) behalf: OnBehalfOf,
+    /// What the shields say about it (gathered in phase 7).
+    pub(super) standing: Standing,
 }
 
 /// Reads the body whole (its digest covers every byte), capped at Mastodon's own limit
@@ -91,28 +95,6 @@ async fn read_document(body: &Bytes, locals: &LocalHosts) -> (Reading, Addressed
     })
 }
 
-fn deferral(wave: &WavePolicy) -> Response {
-    let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
-    let secs = wave.retry_after.as_secs().max(1);
-    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-        resp.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    resp
-}
-
-/// A key fetch that was not admitted: try again in a while (the budgets refill).
-fn fetch_later() -> Response {
-    let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
-    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-    resp
-}
-
-fn accepted() -> Response {
-    let mut resp = Response::new(crate::proxy::contract::empty());
-    *resp.status_mut() = StatusCode::ACCEPTED;
-    resp
-}
-
 impl Shield {
     pub(super) async fn inbox(
         &self,
@@ -131,7 +113,7 @@ impl Shield {
         }
         // 2–5.
         let (parts, body) = read_body(ctx, req).await?;
-        let d = self.examine(ctx, parts, body).await;
+        let mut d = self.examine(ctx, parts, body).await;
         // 6.
         let request_parts = (&d.parts.method, ctx.route.path.as_str(), &d.parts.headers);
         if let Err(denied) =
@@ -144,20 +126,16 @@ impl Shield {
             }
             return Ok(Flow::Respond(too_many(&denied)));
         }
-        let wave = &active.policy.wave;
         // 7.
+        d.standing = self.assess(&d, &inbox, &active).await;
+        let wave = &active.policy.wave;
+        let decision = decision::decide(&d, wave);
         let signature_key = d.signature_key;
-        let (flow, outcome) = match (&d.verdict, d.replay) {
-            _ if !wave.enabled => (self.forward(ctx, d), Outcome::Forwarded),
-            (_, Some(first)) => self.replayed(d, first, wave),
-            (Verdict::Unverified(why), None) if why.instance_refuses() => (self.forward(ctx, d), Outcome::Forwarded),
-            (Verdict::Unverified(_), None) => self.unverifiable(ctx, d, &inbox, wave).await,
-            (Verdict::Verified { .. }, None) => self.verified(ctx, d, &inbox, &active).await?,
-        };
+        let (answer, outcome) = self.apply(ctx, &d, decision).await;
         if let Some(key) = signature_key {
             self.seen_signatures.insert(key, outcome);
         }
-        Ok(flow)
+        Ok(decision::answer(answer?, d, wave))
     }
 
     /// Phases 2–5: what the delivery is, as cheaply as that can be told.
@@ -174,6 +152,7 @@ impl Shield {
             domain_label: "(unsigned)".to_owned(),
             client,
             behalf: OnBehalfOf::Client(ctx.pseudonym),
+            standing: Standing::Unweighed,
         };
         let host = ctx.host.as_deref().unwrap_or("");
         // Rails refuses any other Host: a delivery signed for another instance (relayed
@@ -273,31 +252,6 @@ impl Shield {
         self.count(verdict)
     }
 
-    /// Forwards the delivery as it came; a verified one is watched: if the instance accepts
-    /// it, its sender was seen delivering.
-    fn forward(&self, ctx: &mut RequestCtx, d: Delivery) -> Flow {
-        self.stats.passed.fetch_add(1, Relaxed);
-        if let Verdict::Verified { actor, .. } = d.verdict {
-            ctx.extensions.insert(AcceptedFrom(actor));
-        }
-        Flow::Continue(Request::from_parts(d.parts, crate::proxy::contract::full(d.body)))
-    }
-
-    /// A replayed signature: the first copy's answer.
-    fn replayed(&self, d: Delivery, first: Outcome, wave: &WavePolicy) -> (Flow, Outcome) {
-        match first {
-            Outcome::Forwarded => {
-                self.stats.passed.fetch_add(1, Relaxed);
-                (Flow::Continue(Request::from_parts(d.parts, crate::proxy::contract::full(d.body))), first)
-            }
-            Outcome::Held => (Flow::Respond(accepted()), first),
-            Outcome::Deferred | Outcome::Pending => {
-                self.stats.deferred.fetch_add(1, Relaxed);
-                (Flow::Respond(deferral(wave)), first)
-            }
-        }
-    }
-
     /// The local accounts (or [`ANY_SHIELDED`]) a delivery addresses, including the owner
     /// of a personal inbox it carries a post to. Ids are looked up only when `lookups`.
     async fn targets_of(&self, d: &Delivery, inbox: &InboxPath, lookups: bool) -> (Vec<String>, bool) {
@@ -340,72 +294,34 @@ impl Shield {
         (names, any)
     }
 
-    /// A delivery pavise cannot verify now, but the instance may accept: if it addresses a
-    /// member it is held (202), whatever the shields say — so it cannot probe them — and
-    /// released at once when no shield covers it; it never counts toward a wave.
-    async fn unverifiable(
-        &self,
-        ctx: &RequestCtx,
-        d: Delivery,
-        inbox: &InboxPath,
-        wave: &WavePolicy,
-    ) -> (Flow, Outcome) {
-        let (mut targets, any) = self.targets_of(&d, inbox, false).await;
-        if any {
-            targets.push(ANY_SHIELDED.to_owned());
-        }
-        if targets.is_empty() {
-            return (self.forward_plain(d), Outcome::Forwarded);
-        }
-        // Not fetched now (the client's or the host's budget, or a busy fetcher): come back
-        // later — an answer that depends on the budget, never on a shield.
-        if d.verdict == Verdict::Unverified(Rejection::FetchRefused) {
-            self.stats.deferred.fetch_add(1, Relaxed);
-            return (Flow::Respond(fetch_later()), Outcome::Deferred);
-        }
-        // A hellthread is deferred like a verified one's: its deferral ends first (or its
-        // signature window closes).
-        let hellthread = wave.hellthread > 0 && d.addressed.total > wave.hellthread;
-        let not_before = hellthread.then(|| now_ms() + wave.shield_for.as_millis() as u64);
-        let share = (d.client, 0);
-        match self.hold(ctx, &d, targets.clone(), None, share, not_before).await {
-            Ok(Hold::Held(_)) => {
-                self.stats.held_unverified.fetch_add(1, Relaxed);
-                if not_before.is_none() && !self.held_back(&targets, None, Instant::now()) {
-                    self.release_soon.notify_one();
-                }
-                (Flow::Respond(accepted()), Outcome::Held)
-            }
-            Ok(Hold::Full) => {
-                self.stats.deferred.fetch_add(1, Relaxed);
-                (Flow::Respond(deferral(wave)), Outcome::Deferred)
-            }
-            Err(e) => (Flow::Respond(store_failed(&e)), Outcome::Deferred),
-        }
-    }
-
-    fn forward_plain(&self, d: Delivery) -> Flow {
-        self.stats.passed.fetch_add(1, Relaxed);
-        Flow::Continue(Request::from_parts(d.parts, crate::proxy::contract::full(d.body)))
-    }
-
-    /// A verified delivery: familiarity, follows, the wave, hellthreads, deferral.
-    async fn verified(
-        &self,
-        ctx: &mut RequestCtx,
-        d: Delivery,
-        inbox: &InboxPath,
-        active: &Active,
-    ) -> Result<(Flow, Outcome), ProxyError> {
+    /// Phase 7's gathering: what the shields say about the delivery, read from the
+    /// instance (whom it addresses, who follows whom), the store (familiarity) and the
+    /// wave detector, which observes it here.
+    async fn assess(&self, d: &Delivery, inbox: &InboxPath, active: &Active) -> Standing {
         let wave = &active.policy.wave;
-        let (actor, domain) = match &d.verdict {
-            Verdict::Verified { actor, domain } => (actor.clone(), domain.clone()),
-            Verdict::Unverified(_) => return Ok((self.forward(ctx, d), Outcome::Forwarded)),
-        };
-        if self.familiar.is_familiar(&actor, now_ms(), wave.familiar_after).await {
-            return Ok((self.forward(ctx, d), Outcome::Forwarded));
+        match (&d.verdict, d.replay) {
+            _ if !wave.enabled => Standing::Unweighed,
+            (_, Some(first)) => Standing::Replay(first),
+            (Verdict::Unverified(why), None) if why.instance_refuses() => Standing::Unweighed,
+            // Never counted toward a wave, never a lookup: whom it names, as it names them.
+            (Verdict::Unverified(_), None) => {
+                let (mut targets, any) = self.targets_of(d, inbox, false).await;
+                if any {
+                    targets.push(ANY_SHIELDED.to_owned());
+                }
+                Standing::Unverifiable { targets, now_ms: now_ms() }
+            }
+            (Verdict::Verified { actor, domain }, None) => self.weigh(d, inbox, active, actor, domain).await,
         }
-        let (accounts, any) = self.targets_of(&d, inbox, true).await;
+    }
+
+    /// A verified delivery: familiarity, follows, the wave, hellthreads, the deferral cap.
+    async fn weigh(&self, d: &Delivery, inbox: &InboxPath, active: &Active, actor: &str, domain: &str) -> Standing {
+        let wave = &active.policy.wave;
+        if self.familiar.is_familiar(actor, now_ms(), wave.familiar_after).await {
+            return Standing::Familiar;
+        }
+        let (accounts, any) = self.targets_of(d, inbox, true).await;
         let now = Instant::now();
         let host = self.domains.primary().unwrap_or("").to_owned();
         if let Some(Reading::Exact(doc)) = &d.reading
@@ -416,16 +332,16 @@ impl Shield {
             self.follows.hint(&member, &host);
         }
         // A member's own follows are wanted by that member: never counted, never deferred.
-        let mut followed_by_any = false;
+        let mut followed = false;
         let mut strangers_to = Vec::with_capacity(accounts.len());
         for account in accounts {
-            if self.follows.follows(&account, &actor) {
-                followed_by_any = true;
+            if self.follows.follows(&account, actor) {
+                followed = true;
             } else {
                 strangers_to.push(account);
             }
         }
-        let sender = self.hasher.hash(ns::SENDER, actor.as_str());
+        let sender = self.hasher.hash(ns::SENDER, actor);
         let params = active.wave_params();
         // Only members count: a made-up name is asked about once (a few per delivery).
         let mut asked = 0;
@@ -442,106 +358,123 @@ impl Shield {
             }
         }
         for account in members {
-            if self.waves.observe(account, sender, &domain, now, &params).outcome == wave::Observed::ShieldRaised {
+            if self.waves.observe(account, sender, domain, now, &params).outcome == wave::Observed::ShieldRaised {
                 self.stats.shields_raised.fetch_add(1, Relaxed);
                 if self.cfg.learn_following {
                     self.follows.learn_from_instance(account, &host);
                 }
             }
         }
-        let mut targets: Vec<String> =
+        let mut shielded: Vec<String> =
             strangers_to.iter().filter(|a| self.waves.shield_until(a, now).is_some()).cloned().collect();
-        if any && targets.is_empty() {
+        if any && shielded.is_empty() {
             // The instance will fetch the object (or reads what pavise cannot) and may find
             // any member mentioned in it.
-            targets = self.waves.shielded(now).into_iter().filter(|a| !self.follows.follows(a, &actor)).collect();
+            shielded = self.waves.shielded(now).into_iter().filter(|a| !self.follows.follows(a, actor)).collect();
         }
-        let hellthread = wave.hellthread > 0 && d.addressed.total > wave.hellthread && !followed_by_any;
-        if targets.is_empty() && !hellthread {
-            if followed_by_any {
-                self.stats.followed_passed.fetch_add(1, Relaxed);
+        let hellthread = wave.hellthread > 0 && d.addressed.total > wave.hellthread && !followed;
+        let cover = (!shielded.is_empty() || hellthread).then(|| {
+            // The same activity comes back with every retry: its first deferral is
+            // remembered, so none is deferred longer than `shield_for`.
+            let first = self.deferrals.get_with(self.hasher.hash(ns::BODY, &d.body[..]), || now);
+            let hellthread_only = shielded.is_empty();
+            let targets = if hellthread_only { strangers_to } else { shielded };
+            // The wave's own actors hold nothing: their deliveries are deferred.
+            let wave_actor = targets.iter().any(|t| self.waves.is_wave_actor(t, sender));
+            Cover {
+                targets,
+                hellthread_only,
+                deferred_for: now.saturating_duration_since(first),
+                wave_actor,
+                now_ms: now_ms(),
             }
-            return Ok((self.forward(ctx, d), Outcome::Forwarded));
-        }
-        // The same activity comes back with every retry: no delivery is deferred longer
-        // than `shield_for` from its first attempt, whatever the shields do.
-        let first = self.deferrals.get_with(self.hasher.hash(ns::BODY, &d.body[..]), || now);
-        if now.saturating_duration_since(first) >= wave.shield_for {
-            self.stats.deferred_enough.fetch_add(1, Relaxed);
-            return Ok((self.forward(ctx, d), Outcome::Forwarded));
-        }
-        let hellthread_only = targets.is_empty();
-        if hellthread_only {
-            targets = strangers_to;
-        }
-        // The wave's own actors hold nothing: their deliveries are deferred.
-        let wave_actor = targets.iter().any(|t| self.waves.is_wave_actor(t, sender));
-        let not_before = hellthread_only.then(|| {
-            now_ms() + wave.shield_for.saturating_sub(now.saturating_duration_since(first)).as_millis() as u64
         });
-        let flow = self.hold_back(ctx, d, targets, wave, (&actor, &domain), wave_actor, not_before).await;
-        Ok(flow)
+        Standing::Stranger(Weighed { actor: actor.to_owned(), domain: domain.to_owned(), followed, cover })
     }
 
-    /// Defers, holds or rejects a verified delivery addressed to shielded `targets` (or a
-    /// hellthread, held no earlier than `not_before`).
-    #[allow(clippy::too_many_arguments)]
-    async fn hold_back(
+    /// Does what `decision` says: the quarantine, the counters, the familiarity watch.
+    /// Returns what became of the delivery (a hold the quarantine has no room for is
+    /// deferred) and what a replay of its signature is told; a quarantine that cannot be
+    /// written is a failure (503, so the sender keeps the delivery).
+    async fn apply(
         &self,
-        ctx: &RequestCtx,
-        d: Delivery,
-        targets: Vec<String>,
-        wave: &WavePolicy,
-        (actor, domain): (&str, &str),
-        wave_actor: bool,
-        not_before: Option<u64>,
-    ) -> (Flow, Outcome) {
-        let tally = |f: fn(&Tally) -> &std::sync::atomic::AtomicU64| {
+        ctx: &mut RequestCtx,
+        d: &Delivery,
+        decision: Decision,
+    ) -> (Result<Answer, ProxyError>, Outcome) {
+        let tally = |targets: &[String], f: fn(&Tally) -> &std::sync::atomic::AtomicU64| {
             f(&Self::tally(&self.domain_tallies, &d.domain_label)).fetch_add(1, Relaxed);
-            for t in &targets {
+            for t in targets {
                 f(&Self::tally(&self.targets, t)).fetch_add(1, Relaxed);
             }
         };
-        let short_retry = d
-            .parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ua| wave.is_short_retry(ua));
-        match wave.action {
-            WaveAction::Reject => {
-                self.stats.rejected.fetch_add(1, Relaxed);
-                tally(|t| &t.rejected);
-                let resp = json_error(
-                    StatusCode::FORBIDDEN,
-                    "this account is not accepting mentions from new senders right now",
-                );
-                (Flow::Respond(resp), Outcome::Deferred)
+        let answer = match decision {
+            Decision::Forward(pass) => {
+                match pass {
+                    Pass::Clear => {}
+                    Pass::Followed => {
+                        self.stats.followed_passed.fetch_add(1, Relaxed);
+                    }
+                    Pass::DeferredEnough => {
+                        self.stats.deferred_enough.fetch_add(1, Relaxed);
+                    }
+                }
+                self.stats.passed.fetch_add(1, Relaxed);
+                // Watched: if the instance accepts it, its sender was seen delivering.
+                if let Verdict::Verified { actor, .. } = &d.verdict {
+                    ctx.extensions.insert(AcceptedFrom(actor.clone()));
+                }
+                Answer::Forward
             }
-            // A User-Agent claim alone earns no place: the sender is verified, not one of
-            // the wave's own actors, and within its domain's and its own share.
-            WaveAction::Defer if short_retry && !wave_actor => {
-                let share = (self.hasher.hash(ns::DOMAIN, domain), self.hasher.hash(ns::ACTOR, actor));
-                match self.hold(ctx, &d, targets.clone(), Some(actor), share, not_before).await {
-                    Ok(Hold::Held(_)) => {
+            Decision::Defer { counted } => {
+                self.stats.deferred.fetch_add(1, Relaxed);
+                if let Some(targets) = counted {
+                    tally(&targets, |t| &t.deferred);
+                }
+                Answer::Defer
+            }
+            Decision::FetchLater => {
+                self.stats.deferred.fetch_add(1, Relaxed);
+                Answer::FetchLater
+            }
+            Decision::Reject { targets } => {
+                self.stats.rejected.fetch_add(1, Relaxed);
+                tally(&targets, |t| &t.rejected);
+                Answer::Reject
+            }
+            Decision::HeldAlready => Answer::Accepted,
+            Decision::Hold(hold) => {
+                let share = match &hold.signer {
+                    Some((actor, domain)) => (self.hasher.hash(ns::DOMAIN, domain), self.hasher.hash(ns::ACTOR, actor)),
+                    None => (d.client, 0),
+                };
+                let actor = hold.signer.as_ref().map(|(actor, _)| actor.as_str());
+                match self.hold(ctx, d, hold.targets.clone(), actor, share, hold.not_before).await {
+                    Ok(Hold::Held(_)) if hold.signer.is_some() => {
                         self.stats.held.fetch_add(1, Relaxed);
-                        tally(|t| &t.held);
-                        (Flow::Respond(accepted()), Outcome::Held)
+                        tally(&hold.targets, |t| &t.held);
+                        Answer::Accepted
+                    }
+                    Ok(Hold::Held(_)) => {
+                        self.stats.held_unverified.fetch_add(1, Relaxed);
+                        // No shield covers it: it goes out at once.
+                        if hold.not_before.is_none() && !self.held_back(&hold.targets, None, Instant::now()) {
+                            self.release_soon.notify_one();
+                        }
+                        Answer::Accepted
                     }
                     Ok(Hold::Full) => {
                         self.stats.deferred.fetch_add(1, Relaxed);
-                        tally(|t| &t.deferred);
-                        (Flow::Respond(deferral(wave)), Outcome::Deferred)
+                        if hold.signer.is_some() {
+                            tally(&hold.targets, |t| &t.deferred);
+                        }
+                        Answer::Defer
                     }
-                    Err(e) => (Flow::Respond(store_failed(&e)), Outcome::Deferred),
+                    Err(e) => return (Err(store_failed(&e)), Outcome::Deferred),
                 }
             }
-            WaveAction::Defer => {
-                self.stats.deferred.fetch_add(1, Relaxed);
-                tally(|t| &t.deferred);
-                (Flow::Respond(deferral(wave)), Outcome::Deferred)
-            }
-        }
+        };
+        (Ok(answer), answer.outcome())
     }
 
     /// Puts one delivery in the quarantine (client-IP headers replaced by the pseudonym).
@@ -553,7 +486,7 @@ impl Shield {
         actor: Option<&str>,
         share_keys: (u64, u64),
         not_before: Option<u64>,
-    ) -> Result<Hold, super::ShieldError> {
+    ) -> Result<Hold, ShieldError> {
         let mut headers = d.parts.headers.clone();
         crate::privacy::headers::strip_client_ip_and_geo(&mut headers);
         crate::privacy::headers::set_forwarded(&mut headers, ctx.pseudonym, ctx.https, ctx.host.as_deref());
@@ -603,9 +536,7 @@ fn signature_bytes(by: &SignedBy) -> &[u8] {
 }
 
 /// Could not keep it: let the sender keep it (503 is retried by all).
-fn store_failed(e: &super::ShieldError) -> Response {
+fn store_failed(e: &ShieldError) -> ProxyError {
     tracing::error!(error = %e, "quarantine write failed; answering 503 so the sender keeps the delivery");
-    let mut resp = json_error(StatusCode::SERVICE_UNAVAILABLE, "try again later");
-    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
-    resp
+    ProxyError::Unavailable { reason: "try again later".into(), retry_after: 30 }
 }

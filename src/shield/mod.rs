@@ -1,6 +1,12 @@
 //! The shield: keyed rate limits and the harassment-wave defence, decided before any
 //! stage spends work on a request body.
 //!
+//! - [`config`]: `[shield]` and what the shield is built from; `pavise check`'s summary;
+//! - [`stage`]: the pipeline stage (the cheap path, signed fetches, familiarity on 2xx);
+//! - `inbox`: the inbox path, phase by phase; `decision`: the pure decision over one
+//!   delivery and the one mapping to its answer; `release`: the quarantine's releases;
+//! - [`admin`]: `/admin/shield`, the `/readyz` line, the reload hook; `metrics`: its
+//!   figures in `/metrics`;
 //! - [`policy`]: `[[limit]]` and `[wave]` from `policies/*.toml`;
 //! - [`limiter`]: governor GCRA limiters with a hard memory cap;
 //! - [`signature`]: who signed a federation delivery, verified as the instance verifies it;
@@ -14,8 +20,7 @@
 //! - [`familiar`]: who is familiar (accepted by the instance, over time);
 //! - [`follows`]: whom local members follow, as the instance lists it;
 //! - [`quarantine`]: sealed store-and-forward, so what is held back is delayed, not lost;
-//! - [`instance`]: the shield's own reads of the instance;
-//! - [`inbox`]: the inbox path, phase by phase; [`release`]: the quarantine's releases.
+//! - [`instance`]: the shield's own reads of the instance.
 //!
 //! A shield holds back a member's real mail too, so it must never become a weapon against
 //! the member. Three kinds of delivery, told apart before anything costly happens:
@@ -52,8 +57,10 @@
 //!   signature's digest covers the body — and forwarded as the very same bytes.
 
 pub mod accounts;
+pub mod admin;
 pub mod budget;
 pub mod config;
+mod decision;
 pub mod document;
 pub mod domains;
 pub mod familiar;
@@ -63,14 +70,15 @@ pub mod instance;
 pub mod keys;
 pub mod limiter;
 pub mod mention;
+mod metrics;
 pub mod policy;
 pub mod quarantine;
 mod release;
 pub mod signature;
+pub mod stage;
 pub mod wave;
 
 use std::{
-    fmt::Write as _,
     net::IpAddr,
     path::PathBuf,
     sync::{
@@ -80,34 +88,28 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{Method, header};
 
-pub use self::config::{KeyFetchMode, ShieldConfig, ShieldSetup};
 use self::{
     accounts::LocalAccounts,
     budget::FetchBudget,
-    domains::{BlocksSource, DomainBlocks, InstanceDomains},
+    domains::{DomainBlocks, InstanceDomains},
     familiar::Familiarity,
     follows::Follows,
     instance::InstanceReader,
     keys::KeyFetcher,
     limiter::{Denied, KeyHasher, Limiter},
-    mention::InboxPath,
-    policy::{KeyKind, ShieldPolicy, WaveAction},
-    quarantine::{HoldLimits, Quarantine, Replay},
+    policy::{KeyKind, ShieldPolicy},
+    quarantine::{HoldLimits, Quarantine},
     signature::{Rejection, Verdict, Verifier},
     wave::{WaveDetector, WaveParams},
 };
-use crate::{
-    admin::hooks::{AdminHandler, Readiness, ReadinessCheck, Reload, json},
-    metrics::MetricsSource,
-    proxy::contract::{
-        Flow, ProxyError, Request, RequestCtx, Response, RouteClass, Stage, StageFuture, error::json_error,
-    },
-    store::{HeldState, ShieldStore, now_ms},
-    units::Span,
+pub use self::{
+    admin::{ShieldAdmin, ShieldReadiness},
+    config::{KeyFetchMode, ShieldConfig, ShieldSetup, check_summary},
+    stage::ShieldStage,
 };
+use crate::{admin::hooks::Readiness, proxy::contract::RouteClass, store::ShieldStore};
 
 /// The shield's errors at its boundary.
 #[derive(Debug, thiserror::Error)]
@@ -504,528 +506,20 @@ impl Shield {
             Err(reason) => Readiness::Degraded(reason),
         }
     }
-
-    /// The `/admin/shield` report.
-    pub async fn report(&self) -> serde_json::Value {
-        let now = Instant::now();
-        let active = self.active();
-        let shields: Vec<serde_json::Value> = self
-            .waves
-            .report(now, active.policy.wave.window)
-            .into_iter()
-            .map(|r| {
-                serde_json::json!({
-                    "account": r.account,
-                    "remaining_secs": r.remaining.as_secs(),
-                    "at_most_secs": r.at_most.as_secs(),
-                    "raised_secs_ago": r.raised_ago.as_secs(),
-                    "why": {
-                        "raised_by_actors": r.raised_by,
-                        "actors_in_window": r.actors_in_window,
-                        "deferred_in_window": r.deferred_in_window,
-                        "actors": r.actors_remembered,
-                        "domains": r.domains,
-                        "top_domains": r.top_domains.iter().map(|(d, n)| serde_json::json!({ "domain": d, "actors": n })).collect::<Vec<_>>(),
-                    },
-                })
-            })
-            .collect();
-        let tallies = |cache: &moka::sync::Cache<String, Arc<Tally>>| {
-            let mut rows: Vec<(String, [u64; 4])> = cache
-                .iter()
-                .map(|(k, t)| {
-                    (
-                        (*k).clone(),
-                        [
-                            t.limited.load(Relaxed),
-                            t.deferred.load(Relaxed),
-                            t.held.load(Relaxed),
-                            t.rejected.load(Relaxed),
-                        ],
-                    )
-                })
-                .collect();
-            rows.sort_by(|a, b| b.1.iter().sum::<u64>().cmp(&a.1.iter().sum::<u64>()).then(a.0.cmp(&b.0)));
-            rows
-        };
-        let row = |(k, [limited, deferred, held, rejected]): &(String, [u64; 4])| serde_json::json!({ "name": k, "limited": limited, "deferred": deferred, "held": held, "rejected": rejected });
-        let domains = tallies(&self.domain_tallies);
-        let held: Vec<serde_json::Value> = self
-            .quarantine
-            .snapshot()
-            .iter()
-            .map(|h| {
-                serde_json::json!({
-                    "id": h.id.to_string(), "domain": h.domain, "targets": h.targets, "received": h.received,
-                    "date": h.date, "bytes": h.bytes, "verified": h.verified || h.actor.is_some(),
-                    "state": if h.state == HeldState::Held { "held" } else { "kept" },
-                })
-            })
-            .collect();
-        let (held_count, held_bytes) = self.quarantine.usage();
-        let audit: Vec<serde_json::Value> = self
-            .quarantine
-            .audit_log(100)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| serde_json::json!({ "at": a.at, "id": a.id.to_string(), "domain": a.domain, "action": a.action, "detail": a.detail }))
-            .collect();
-        let unverified: serde_json::Map<String, serde_json::Value> = Rejection::ALL
-            .iter()
-            .map(|r| (r.name().to_owned(), self.stats.unverified[r.index()].load(Relaxed).into()))
-            .collect();
-        serde_json::json!({
-            "shields": shields,
-            "instance": {
-                "domains": self.domains.names(),
-                "ready": self.readiness().is_ready(),
-                "readiness": self.readiness().detail(),
-                "domain_blocks": self.blocks.report(),
-            },
-            "targets": tallies(&self.targets).iter().map(row).collect::<Vec<_>>(),
-            "domains": domains.iter().map(row).collect::<Vec<_>>(),
-            "top_offending_domains": domains.iter().take(10).map(row).collect::<Vec<_>>(),
-            "held": held,
-            "quarantine": {
-                "held": held_count, "bytes": held_bytes,
-                "max_held": self.cfg.max_held, "max_held_bytes": self.cfg.max_held_bytes.0,
-                "max_held_per_domain": self.cfg.max_held_per_domain, "max_held_per_actor": self.cfg.max_held_per_actor,
-            },
-            "audit": audit,
-            "limits": active.limiters.iter().map(|l| serde_json::json!({
-                "name": l.rule.name, "route": l.rule.route.config_name(), "key": l.rule.key.name(),
-                "rate": l.rule.rate_text(), "burst": l.rule.burst, "keys": l.keys(),
-            })).collect::<Vec<_>>(),
-            "totals": {
-                "passed": self.stats.passed.load(Relaxed),
-                "limited": self.stats.limited.load(Relaxed),
-                "deferred": self.stats.deferred.load(Relaxed),
-                "passed_after_deferral": self.stats.deferred_enough.load(Relaxed),
-                "held": self.stats.held.load(Relaxed),
-                "held_unverified": self.stats.held_unverified.load(Relaxed),
-                "rejected": self.stats.rejected.load(Relaxed),
-                "released": self.stats.released.load(Relaxed),
-                "released_at_window": self.stats.released_at_window.load(Relaxed),
-                "refused_on_release": self.stats.refused_on_release.load(Relaxed),
-                "kept_for_admin": self.stats.kept.load(Relaxed),
-                "expired_from_quarantine": self.stats.expired.load(Relaxed),
-                "shields_raised": self.stats.shields_raised.load(Relaxed),
-                "signatures_verified": self.stats.verified.load(Relaxed),
-                "signatures_unverified": self.stats.unverified_total(),
-                "unverified_by_reason": unverified,
-                "passed_as_followed": self.stats.followed_passed.load(Relaxed),
-            },
-        })
-    }
 }
 
 /// The bearer token of a request, if any (never logged; only hashed).
+// TODO(issue 13): one bearer_token() for the crate lives in src/auth.rs (branch expiry2);
+// use it here once merged.
 fn bearer(headers: &http::HeaderMap) -> Option<&[u8]> {
     let v = headers.get(header::AUTHORIZATION)?.as_bytes();
     let token = v.strip_prefix(b"Bearer ").or_else(|| v.strip_prefix(b"bearer "))?;
     (!token.is_empty()).then_some(token)
 }
 
-/// 429 with `Retry-After` and Mastodon's `X-RateLimit-Limit/-Remaining/-Reset`.
-fn too_many(denied: &Denied) -> Response {
-    let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
-    let h = resp.headers_mut();
-    let retry = denied.retry_after.as_secs() + u64::from(denied.retry_after.subsec_nanos() > 0);
-    let reset = std::time::SystemTime::now() + denied.reset_after;
-    for (name, value) in [
-        ("retry-after", retry.max(1).to_string()),
-        ("x-ratelimit-limit", denied.limit.to_string()),
-        ("x-ratelimit-remaining", "0".to_owned()),
-        ("x-ratelimit-reset", iso8601(reset)),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(http::HeaderName::from_static(name), v);
-        }
-    }
-    resp
-}
-
-/// `2026-11-26T13:45:18.000Z`, the form Mastodon's `X-RateLimit-Reset` uses.
-pub fn iso8601(t: std::time::SystemTime) -> String {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// The pipeline stage.
-pub struct ShieldStage(pub Arc<Shield>);
-
-/// Set on a forwarded, verified delivery: if the instance accepts it (2xx), its sender
-/// was seen delivering (familiarity).
-#[derive(Clone)]
-struct AcceptedFrom(String);
-
-impl Stage for ShieldStage {
-    fn name(&self) -> &'static str {
-        "shield"
-    }
-
-    fn on_request<'a>(&'a self, ctx: &'a mut RequestCtx, req: Request) -> StageFuture<'a, Result<Flow, ProxyError>> {
-        let shield = &self.0;
-        let class = ctx.route.class;
-        // The route read the path as Rails routes it: every spelling of an inbox
-        // (`/inbox.json`, `//users/alice/inbox/`, `/ap/users/ID/inbox`) is an `Inbox`.
-        let inbox = InboxPath::of(&ctx.route);
-        let decision = {
-            // The cheap path decides under the read lock, without touching the Arc's count.
-            let active = shield.active.read().unwrap_or_else(|e| e.into_inner());
-            let inbox_work = inbox.is_some() && (active.policy.wave.enabled || active.needs_signer[class.index()]);
-            if inbox_work || active.needs_signer[class.index()] {
-                None
-            } else if active.by_route[class.index()].is_empty() {
-                Some(Ok(()))
-            } else {
-                let parts = (req.method(), ctx.route.path.as_str(), req.headers());
-                Some(shield.check_limits(&active, class, parts, ctx.pseudonym, None, Rules::All))
-            }
-        };
-        match (decision, inbox) {
-            // A few hash lookups, no body, no allocation beyond the stage's future.
-            (Some(decision), _) => Box::pin(async move {
-                match decision {
-                    Ok(()) => Ok(Flow::Continue(req)),
-                    Err(denied) => {
-                        shield.stats.limited.fetch_add(1, Relaxed);
-                        Ok(Flow::Respond(too_many(&denied)))
-                    }
-                }
-            }),
-            (None, Some(inbox)) => {
-                let active = shield.active();
-                Box::pin(async move { shield.inbox(ctx, req, active, inbox).await })
-            }
-            // Signed fetches of objects (authorized fetch) with per-signer rules: verify, then count.
-            (None, None) => {
-                let active = shield.active();
-                Box::pin(async move {
-                    let parts = (req.method(), ctx.route.path.as_str(), req.headers());
-                    if let Err(denied) = shield.check_limits(&active, class, parts, ctx.pseudonym, None, Rules::Local) {
-                        shield.stats.limited.fetch_add(1, Relaxed);
-                        return Ok(Flow::Respond(too_many(&denied)));
-                    }
-                    let (parts, body) = req.into_parts();
-                    let verdict = shield.verify_fetch(ctx, &parts).await;
-                    match shield.check_limits(
-                        &active,
-                        class,
-                        (&parts.method, ctx.route.path.as_str(), &parts.headers),
-                        ctx.pseudonym,
-                        Some(&verdict),
-                        Rules::Signer,
-                    ) {
-                        Ok(()) => Ok(Flow::Continue(Request::from_parts(parts, body))),
-                        Err(denied) => {
-                            shield.stats.limited.fetch_add(1, Relaxed);
-                            Ok(Flow::Respond(too_many(&denied)))
-                        }
-                    }
-                })
-            }
-        }
-    }
-
-    fn on_response<'a>(
-        &'a self,
-        ctx: &'a mut RequestCtx,
-        resp: Response,
-    ) -> StageFuture<'a, Result<Response, ProxyError>> {
-        let accepted = ctx.extensions.remove::<AcceptedFrom>();
-        Box::pin(async move {
-            if let Some(AcceptedFrom(actor)) = accepted
-                && resp.status().is_success()
-            {
-                let after = self.0.active().policy.wave.familiar_after;
-                self.0.familiar.accepted(&actor, now_ms(), after).await;
-            }
-            Ok(resp)
-        })
-    }
-}
-
-/// `GET /admin/shield`; `POST /admin/shield/held/<id>/release|drop`; `POST /admin/shield/lift/<account>`.
-pub struct ShieldAdmin(pub Arc<Shield>);
-
-impl AdminHandler for ShieldAdmin {
-    fn prefix(&self) -> &'static str {
-        "/admin/shield"
-    }
-
-    fn handle<'a>(
-        &'a self,
-        method: &'a Method,
-        path: &'a str,
-        _query: Option<&'a str>,
-        _body: Bytes,
-    ) -> StageFuture<'a, Response> {
-        Box::pin(async move {
-            let rest = path.trim_start_matches("/admin/shield").trim_matches('/');
-            let parts: Vec<&str> = rest.split('/').collect();
-            match (method, parts.as_slice()) {
-                (&Method::GET, [""]) => json(StatusCode::OK, self.0.report().await),
-                (&Method::POST, ["held", id, action]) => {
-                    let Ok(id) = id.parse::<u64>() else { return json_error(StatusCode::BAD_REQUEST, "bad id") };
-                    if let Err(e) = self.0.quarantine.load().await {
-                        return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
-                    }
-                    match *action {
-                        "release" => match self.0.quarantine.release(id, "released by the admin").await {
-                            Ok(Some(Replay::Delivered(s))) => {
-                                json(StatusCode::OK, serde_json::json!({ "released": true, "instance_status": s }))
-                            }
-                            Ok(Some(Replay::Refused(s))) => json(
-                                StatusCode::CONFLICT,
-                                serde_json::json!({ "released": false, "instance_status": s }),
-                            ),
-                            Ok(Some(Replay::Later(why))) => {
-                                json(StatusCode::BAD_GATEWAY, serde_json::json!({ "released": false, "error": why }))
-                            }
-                            Ok(None) => json_error(StatusCode::NOT_FOUND, "no such held delivery"),
-                            Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-                        },
-                        "drop" => match self.0.quarantine.purge(id, "dropped", "dropped by the admin; purged").await {
-                            Ok(true) => json(StatusCode::OK, serde_json::json!({ "dropped": true })),
-                            Ok(false) => json_error(StatusCode::NOT_FOUND, "no such held delivery"),
-                            Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-                        },
-                        _ => json_error(StatusCode::NOT_FOUND, "use release or drop"),
-                    }
-                }
-                (&Method::POST, ["lift", account]) => {
-                    self.0.waves.lift(&account.to_ascii_lowercase(), Instant::now());
-                    json(StatusCode::OK, serde_json::json!({ "lifted": account }))
-                }
-                _ => json_error(StatusCode::NOT_FOUND, "no such shield endpoint"),
-            }
-        })
-    }
-}
-
-/// The shield's line in `/readyz`: not ready when the wave shield cannot tell the
-/// instance's deliveries (no `local_domain`) or cannot read the instance's domain blocks.
-pub struct ShieldReadiness(pub Arc<Shield>);
-
-impl ReadinessCheck for ShieldReadiness {
-    fn name(&self) -> &'static str {
-        "shield"
-    }
-
-    fn check(&self) -> StageFuture<'_, Readiness> {
-        Box::pin(async move { self.0.readiness() })
-    }
-}
-
-impl Reload for Shield {
-    fn name(&self) -> &'static str {
-        "shield"
-    }
-
-    fn reload(&self) -> Result<String, String> {
-        self.reload_policies().map_err(|e| e.to_string())
-    }
-}
-
-impl MetricsSource for Shield {
-    fn render(&self, out: &mut String) {
-        let s = &self.stats;
-        out.push_str("# HELP pavise_shield_decisions_total Shield decisions on requests, by outcome.\n");
-        out.push_str("# TYPE pavise_shield_decisions_total counter\n");
-        for (outcome, v) in [
-            ("passed", &s.passed),
-            ("limited", &s.limited),
-            ("deferred", &s.deferred),
-            ("held", &s.held),
-            ("held_unverified", &s.held_unverified),
-            ("passed_after_deferral", &s.deferred_enough),
-            ("rejected", &s.rejected),
-        ] {
-            let _ = writeln!(out, "pavise_shield_decisions_total{{outcome=\"{outcome}\"}} {}", v.load(Relaxed));
-        }
-        out.push_str("# HELP pavise_shield_signatures_total Federation signatures, by verification result (verified, or why not).\n");
-        out.push_str("# TYPE pavise_shield_signatures_total counter\n");
-        let _ = writeln!(out, "pavise_shield_signatures_total{{result=\"verified\"}} {}", s.verified.load(Relaxed));
-        let _ = writeln!(out, "pavise_shield_signatures_total{{result=\"unverified\"}} {}", s.unverified_total());
-        for r in Rejection::ALL {
-            let _ = writeln!(
-                out,
-                "pavise_shield_unverified_total{{reason=\"{}\"}} {}",
-                r.name(),
-                s.unverified[r.index()].load(Relaxed)
-            );
-        }
-        out.push_str("# HELP pavise_shield_shields_raised_total Local accounts shielded by the wave detector.\n");
-        out.push_str("# TYPE pavise_shield_shields_raised_total counter\n");
-        let _ = writeln!(out, "pavise_shield_shields_raised_total {}", s.shields_raised.load(Relaxed));
-        out.push_str("# HELP pavise_shield_followed_passed_total Deliveries from unfamiliar senders passed because a mentioned member follows them (as the instance lists).\n");
-        out.push_str("# TYPE pavise_shield_followed_passed_total counter\n");
-        let _ = writeln!(out, "pavise_shield_followed_passed_total {}", s.followed_passed.load(Relaxed));
-        out.push_str(
-            "# HELP pavise_shield_quarantine_total Held deliveries released to the instance (also: before their signature window closed, still shielded), refused by it, kept for the admin, or purged after being kept.\n",
-        );
-        out.push_str("# TYPE pavise_shield_quarantine_total counter\n");
-        for (outcome, v) in [
-            ("released", &s.released),
-            ("released_at_window", &s.released_at_window),
-            ("refused", &s.refused_on_release),
-            ("kept", &s.kept),
-            ("expired", &s.expired),
-        ] {
-            let _ = writeln!(out, "pavise_shield_quarantine_total{{outcome=\"{outcome}\"}} {}", v.load(Relaxed));
-        }
-        let (held, bytes) = self.quarantine.usage();
-        out.push_str("# HELP pavise_shield_held Deliveries held in the quarantine now, and their bytes.\n");
-        out.push_str("# TYPE pavise_shield_held gauge\n");
-        let _ = writeln!(out, "pavise_shield_held {held}");
-        let _ = writeln!(out, "pavise_shield_held_bytes {bytes}");
-        out.push_str("# HELP pavise_shield_ready Whether the wave shield can tell the instance's deliveries and knows its domain blocks.\n");
-        out.push_str("# TYPE pavise_shield_ready gauge\n");
-        let _ = writeln!(out, "pavise_shield_ready {}", u8::from(self.readiness().is_ready()));
-        out.push_str("# HELP pavise_shield_limiter_keys Keys tracked per limit rule.\n");
-        out.push_str("# TYPE pavise_shield_limiter_keys gauge\n");
-        for l in &self.active().limiters {
-            let _ =
-                writeln!(out, "pavise_shield_limiter_keys{{rule=\"{}\"}} {}", l.rule.name.replace('"', "'"), l.keys());
-        }
-    }
-}
-
-/// `pavise check`'s section: what the limit and wave policies will do.
-pub fn check_summary(setup: &ShieldSetup) -> Result<String, ShieldError> {
-    let policy = policy::load_dir(&setup.policies)?;
-    let shield = &setup.shield;
-    let mut out = String::new();
-    if !shield.enabled {
-        let _ = writeln!(out, "shield: OFF ([shield] enabled = false)");
-        return Ok(out);
-    }
-    let _ = writeln!(out, "shield: {} limit rule(s) from {}", policy.limits.len(), setup.policies.display());
-    for l in &policy.limits {
-        let filter = match (l.methods.is_empty(), l.paths.is_empty()) {
-            (true, true) => String::new(),
-            _ => format!(
-                " [{}{}]",
-                l.methods.iter().map(Method::as_str).collect::<Vec<_>>().join(","),
-                if l.paths.is_empty() { String::new() } else { format!(" {}", l.paths.join(" ")) }
-            ),
-        };
-        let _ = writeln!(
-            out,
-            "  limit {:<24} {}{filter} per {}: {} burst {}",
-            l.name,
-            l.route.config_name(),
-            l.key.name(),
-            l.rate_text(),
-            l.burst
-        );
-    }
-    let w = &policy.wave;
-    if w.enabled {
-        let action = match w.action {
-            WaveAction::Defer => format!("defer (429; hold + 202 for {})", w.short_retry_agents.join(", ")),
-            WaveAction::Reject => "reject (403)".to_owned(),
-        };
-        let _ = writeln!(
-            out,
-            "  wave: > {} unfamiliar senders mentioning one account within {} → shield for {}: {action}",
-            w.distinct_senders,
-            Span(w.window),
-            Span(w.shield_for)
-        );
-        let _ = writeln!(
-            out,
-            "  one shield lasts {} at most; one domain's actors count in full up to {} (a quarter each beyond)",
-            Span(w.max_shield),
-            w.per_domain
-        );
-        let _ = writeln!(
-            out,
-            "  familiar after {} (accepted twice, {} apart); hellthread above {} mentions; held deliveries released within {} of their Date",
-            Span(w.familiar_after),
-            Span(w.familiar_after / 2),
-            w.hellthread,
-            Span(w.release_within)
-        );
-        let domains = setup.domains();
-        if domains.configured() {
-            let _ = writeln!(out, "  counts deliveries addressed to {} only", domains.names().join(", "));
-        } else {
-            let _ = writeln!(
-                out,
-                "  WARNING: local_domain is not set: the wave shield counts nothing (set local_domain, web_domain, \
-                 alternate_domains as in Mastodon's .env); /readyz reports it"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "  the instance's domain blocks: {}",
-            match shield.domain_blocks {
-                BlocksSource::Public =>
-                    "read from /api/v1/instance/domain_blocks (the instance must show its blocks to everyone)",
-                BlocksSource::Admin => "read from the admin API with shield.domain_blocks_token_file",
-                BlocksSource::Off => "NOT read (domain_blocks = \"off\"): suspended domains count like any other",
-            }
-        );
-    } else {
-        let _ = writeln!(out, "  wave detector: off (no [wave] section)");
-    }
-    let fetch = match shield.key_fetch {
-        KeyFetchMode::Egress => format!(
-            "from their owners through the egress proxy {}{}",
-            setup.egress_listen,
-            if setup.egress_auth.is_some() { " (with its proxy credentials)" } else { "" }
-        ),
-        KeyFetchMode::Direct => {
-            "DIRECT from this server's address — development only (egress.mode = \"direct\")".to_owned()
-        }
-    };
-    let _ = writeln!(out, "  actor keys fetched {fetch}; at most {} keys per limit", shield.max_keys);
-    let _ = writeln!(
-        out,
-        "  key fetches: {} per client, {} per keyId host; held at most {} deliveries, {}, {} per domain, {} per actor",
-        shield.key_fetches_per_client,
-        shield.key_fetches_per_host,
-        shield.max_held,
-        shield.max_held_bytes,
-        shield.max_held_per_domain,
-        shield.max_held_per_actor
-    );
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iso8601_matches_known_dates() {
-        let t = std::time::UNIX_EPOCH + Duration::from_millis(1_795_009_518_123);
-        assert_eq!(iso8601(t), "2026-11-18T13:45:18.123Z");
-        assert_eq!(iso8601(std::time::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let leap = std::time::UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(iso8601(leap), "2000-02-29T00:00:00.000Z");
-    }
 
     #[test]
     fn bearer_tokens() {

@@ -52,6 +52,7 @@ pub mod multipart;
 pub mod ogg;
 pub mod part_head;
 pub mod png;
+pub mod scrubber;
 pub mod spill;
 pub mod stage;
 pub mod text;

@@ -42,7 +42,8 @@ use super::{
     MediaConfig, MediaMetrics,
     body::{BodyKind, encoding_refusal},
     datauri::{self, Content},
-    multipart::{MultipartError, Scrubber, Segment, TextBody, held_in_memory, segments_body},
+    multipart::{MultipartError, Segment, segments_body},
+    scrubber::{Scrubber, TextBody, held_in_memory},
     spill::{HEAD, RequestMem, Spooled},
     text::Charset,
 };
