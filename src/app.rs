@@ -22,6 +22,7 @@ use crate::{
         Expiry, ExpiryAdmin, ExpiryError, ExpiryStage, PolicyReload, instance::Instance, scheduler::Scheduler,
         seal::Sealer, sweep::Sweeper,
     },
+    instance::InstanceClient,
     metrics::Metrics,
     privacy::{ClientIpStage, Pseudonymizer, hygiene::ResponseHygiene, media::MediaStage},
     proxy::{
@@ -116,7 +117,10 @@ impl App {
         let token = crate::admin::load_or_create_token(&config.admin_token_file())
             .map_err(|source| AppError::Token { path: config.admin_token_file().display().to_string(), source })?;
         let admin = Arc::new(Admin::new(token, metrics.clone()));
-        admin.add_check(Arc::new(UpstreamCheck::new(&config.upstream.authority)));
+        // Pavise's own requests to the instance (the shield's reads and replays, the
+        // readiness check) share one client; the pipeline's upstream has its own pool.
+        let instance = InstanceClient::new(config.upstream.authority.clone());
+        admin.add_check(Arc::new(UpstreamCheck::new(instance.clone())));
         let tasks = TaskTracker::new();
 
         // The key that seals authors' tokens also seals the store's expiry records at rest.
@@ -138,13 +142,7 @@ impl App {
             // The quarantine seals what it holds with the same key.
             let sealer =
                 Sealer::load_or_create(&key_file).map_err(|e| crate::shield::ShieldError::Seal(e.to_string()))?;
-            let shield = Shield::new(
-                config.shield_setup(),
-                store.clone(),
-                Arc::new(sealer),
-                config.upstream.authority.clone(),
-                None,
-            )?;
+            let shield = Shield::new(config.shield_setup(), store.clone(), Arc::new(sealer), instance.clone(), None)?;
             admin.add_handler(Arc::new(ShieldAdmin(shield.clone())));
             admin.add_check(Arc::new(ShieldReadiness(shield.clone())));
             admin.add_reload(shield.clone());

@@ -2,29 +2,20 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
-
 use super::hooks::{Readiness, ReadinessCheck};
-use crate::proxy::contract::StageFuture;
+use crate::{
+    instance::InstanceClient,
+    proxy::contract::{StageFuture, empty},
+};
 
 /// `/readyz`: does the instance's web process answer HTTP at all?
 pub struct UpstreamCheck {
-    client: Client<HttpConnector, Empty<Bytes>>,
-    uri: http::Uri,
+    instance: InstanceClient,
 }
 
 impl UpstreamCheck {
-    /// `instance`: the instance's web process (`upstream.url`).
-    pub fn new(instance: &http::uri::Authority) -> UpstreamCheck {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let uri = format!("http://{instance}/health").parse().unwrap_or_default();
-        UpstreamCheck { client: Client::builder(TokioExecutor::new()).build(connector), uri }
+    pub fn new(instance: InstanceClient) -> UpstreamCheck {
+        UpstreamCheck { instance }
     }
 }
 
@@ -35,7 +26,12 @@ impl ReadinessCheck for UpstreamCheck {
 
     fn check(&self) -> StageFuture<'_, Readiness> {
         Box::pin(async move {
-            match tokio::time::timeout(Duration::from_secs(3), self.client.get(self.uri.clone())).await {
+            let Ok(uri) = self.instance.uri("/health") else {
+                return Readiness::NotReady("instance not reachable: no address".into());
+            };
+            let mut req = http::Request::new(empty());
+            *req.uri_mut() = uri;
+            match tokio::time::timeout(Duration::from_secs(3), self.instance.send(req)).await {
                 Ok(Ok(resp)) => Readiness::Ready(format!("instance answered {}", resp.status().as_u16())),
                 Ok(Err(e)) => Readiness::NotReady(format!("instance not reachable: {e}")),
                 Err(_) => Readiness::NotReady("instance did not answer within 3s".into()),

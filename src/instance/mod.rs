@@ -4,5 +4,9 @@
 //! it is for ([`OnBehalfOf`]).
 
 pub mod behalf;
+pub mod client;
 
-pub use behalf::OnBehalfOf;
+pub use self::{
+    behalf::OnBehalfOf,
+    client::{InstanceClient, connector},
+};

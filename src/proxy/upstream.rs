@@ -187,9 +187,9 @@ impl Upstream {
             refused_connection_streams: AtomicU64::new(0),
             refused_connection_requests: AtomicU64::new(0),
         });
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(u.connect_timeout.get()));
+        // Its own pool, on the connector every client to the instance uses: these
+        // connections hold the caps' permits (see `instance::client`).
+        let http = crate::instance::connector(u.connect_timeout.get());
         let same = web == streaming;
         let connector = CappedConnector {
             http,

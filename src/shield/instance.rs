@@ -9,17 +9,15 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, header};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use http_body_util::BodyExt;
 use serde_json::Value;
 
 use super::ShieldError;
-use crate::instance::OnBehalfOf;
+use crate::{
+    instance::{InstanceClient, OnBehalfOf},
+    proxy::contract::empty,
+};
 
 /// A document larger than this is not one the shield asked for.
 const MAX_BYTES: usize = 4 << 20;
@@ -35,15 +33,12 @@ pub enum Answer {
 
 #[derive(Clone)]
 pub struct InstanceReader {
-    client: Client<HttpConnector, Empty<Bytes>>,
-    upstream: http::uri::Authority,
+    instance: InstanceClient,
 }
 
 impl InstanceReader {
-    pub fn new(upstream: http::uri::Authority) -> InstanceReader {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(TIMEOUT));
-        InstanceReader { client: Client::builder(TokioExecutor::new()).set_host(false).build(connector), upstream }
+    pub fn new(instance: InstanceClient) -> InstanceReader {
+        InstanceReader { instance }
     }
 
     /// GETs `path_and_query` as `host` would be asked for it, accepting `accept`.
@@ -68,12 +63,7 @@ impl InstanceReader {
         behalf: OnBehalfOf,
     ) -> Result<(Answer, Option<String>), ShieldError> {
         let fail = |e: String| ShieldError::Instance(format!("{path_and_query}: {e}"));
-        let uri = http::Uri::builder()
-            .scheme("http")
-            .authority(self.upstream.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| fail(e.to_string()))?;
+        let uri = self.instance.uri(path_and_query).map_err(|e| fail(e.to_string()))?;
         let mut req = Request::get(uri)
             .header(header::HOST, host)
             .header(header::ACCEPT, accept)
@@ -82,10 +72,10 @@ impl InstanceReader {
         if let Some(token) = bearer {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let mut req = req.body(Empty::new()).map_err(|e| fail(e.to_string()))?;
+        let mut req = req.body(empty()).map_err(|e| fail(e.to_string()))?;
         behalf.apply(req.headers_mut());
         let fetch = async {
-            let resp = self.client.request(req).await.map_err(|e| fail(e.to_string()))?;
+            let resp = self.instance.send(req).await.map_err(|e| fail(e.to_string()))?;
             if !resp.status().is_success() {
                 return Ok((Answer::Status(resp.status().as_u16()), None));
             }

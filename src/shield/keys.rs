@@ -324,30 +324,15 @@ fn resolve(base: &Uri, location: &str) -> Option<Uri> {
         .ok()
 }
 
-/// Loopback, private, link-local and unspecified address literals, and `localhost`.
+/// `localhost` (and its subdomains), and every address literal the egress guard refuses
+/// ([`crate::egress::policy::non_public`]: private, loopback, link-local, CGNAT, NAT64,
+/// multicast, documentation, reserved, ...): one guard for every outbound fetch.
 pub(super) fn is_private_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if bare.eq_ignore_ascii_case("localhost") || bare.to_ascii_lowercase().ends_with(".localhost") {
         return true;
     }
-    match bare.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(v4)) => {
-            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
-        }
-        Ok(std::net::IpAddr::V6(v6)) => {
-            let v6 = v6.to_canonical();
-            match v6 {
-                std::net::IpAddr::V4(v4) => is_private_host(&v4.to_string()),
-                std::net::IpAddr::V6(v6) => {
-                    v6.is_loopback()
-                        || v6.is_unspecified()
-                        || (v6.segments()[0] & 0xfe00) == 0xfc00
-                        || (v6.segments()[0] & 0xffc0) == 0xfe80
-                }
-            }
-        }
-        Err(_) => false,
-    }
+    bare.parse::<std::net::IpAddr>().is_ok_and(|ip| crate::egress::policy::non_public(ip.to_canonical()).is_some())
 }
 
 /// `CONNECT authority` through the forward proxy; the stream is the tunnel afterwards.
@@ -448,11 +433,18 @@ mod tests {
             "http://[::1]/u",
             "http://localhost/u",
             "http://[::ffff:192.168.1.1]/u",
+            // The egress guard's ranges the shield's own copy of it lacked.
+            "http://100.64.0.1/u",
+            "http://[64:ff9b::a00:1]/u",
+            "http://224.0.0.251/u",
+            "http://[ff02::1]/u",
+            "http://255.255.255.255/u",
         ] {
             let e = fetcher.fetch(&format!("{actor}#k")).await.unwrap_err().to_string();
             assert!(e.contains("local or private"), "{actor}: {e}");
         }
         assert!(!is_private_host("mastodon.social") && !is_private_host("93.184.216.34"));
+        assert!(!is_private_host("[2a01:4f8::1]") && !is_private_host("[64:ff9b::5db8:d822]"));
     }
 
     /// A one-connection forward proxy that answers `answer` and hands back the request head.

@@ -299,13 +299,13 @@ mod ns {
 
 impl Shield {
     /// Loads the policies; fails (naming file and key) when they are invalid. `sealer`
-    /// seals held deliveries; `instance` is the instance's web process (its reads and
-    /// the quarantine's replays); `fetcher` replaces the HTTP key fetcher (tests).
+    /// seals held deliveries; `instance` carries the shield's reads of the instance and
+    /// the quarantine's replays; `fetcher` replaces the HTTP key fetcher (tests).
     pub fn new(
         setup: ShieldSetup,
         durable: Arc<dyn ShieldStore>,
         sealer: Arc<crate::expiry::seal::Sealer>,
-        instance: http::uri::Authority,
+        instance: crate::instance::InstanceClient,
         fetcher: Option<Arc<dyn KeyFetcher>>,
     ) -> Result<Arc<Shield>, ShieldError> {
         let cfg = setup.shield.clone();

@@ -41,16 +41,13 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use http_body_util::Full;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use serde::{Deserialize, Serialize};
 
 use super::ShieldError;
 use crate::{
     expiry::seal::{Sealer, Token},
+    instance::InstanceClient,
+    proxy::contract::full,
     store::{AuditRecord, HeldDelivery, HeldState, SealedCredential, ShieldStore, StoreError, now_ms},
 };
 
@@ -170,8 +167,7 @@ pub struct HeldExtra {
 pub struct Quarantine {
     durable: Arc<dyn ShieldStore>,
     seal: HeldSeal,
-    client: Client<HttpConnector, Full<Bytes>>,
-    upstream: http::uri::Authority,
+    instance: InstanceClient,
     next_id: AtomicU64,
     limits: HoldLimits,
     index: Mutex<BTreeMap<u64, HeldMeta>>,
@@ -201,20 +197,17 @@ fn meta_of(record: &HeldRecord, share: Share) -> HeldMeta {
 impl Quarantine {
     pub fn new(
         durable: Arc<dyn ShieldStore>,
-        upstream: http::uri::Authority,
+        instance: InstanceClient,
         sealer: Arc<Sealer>,
         limits: HoldLimits,
     ) -> Quarantine {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
         // Ids stay unique and increasing across restarts: milliseconds since the epoch,
         // times 1024 (a restart would need over 1024 holds per millisecond to collide).
         let seed = now_ms() << 10;
         Quarantine {
             durable,
             seal: HeldSeal(sealer),
-            client: Client::builder(TokioExecutor::new()).set_host(false).build(connector),
-            upstream,
+            instance,
             next_id: AtomicU64::new(seed),
             limits,
             index: Mutex::new(BTreeMap::new()),
@@ -426,10 +419,9 @@ impl Quarantine {
 
     /// Sends a held delivery to the instance, byte for byte.
     pub async fn replay(&self, held: &HeldDelivery) -> Replay {
-        let uri = format!("http://{}{}", self.upstream, held.path_and_query);
-        let mut req = http::Request::new(Full::new(Bytes::from(held.body.clone())));
+        let mut req = http::Request::new(full(held.body.clone()));
         *req.method_mut() = http::Method::from_bytes(held.method.as_bytes()).unwrap_or(http::Method::POST);
-        match uri.parse() {
+        match self.instance.uri(&held.path_and_query) {
             Ok(u) => *req.uri_mut() = u,
             Err(e) => {
                 tracing::warn!(reason = %e, "quarantine replay impossible: bad stored path");
@@ -441,8 +433,8 @@ impl Quarantine {
                 req.headers_mut().append(n, v);
             }
         }
-        crate::proxy::contract::hop::strip_hop_by_hop(req.headers_mut(), false);
-        match tokio::time::timeout(Duration::from_secs(30), self.client.request(req)).await {
+        // The client removes hop-by-hop headers on the way out.
+        match tokio::time::timeout(Duration::from_secs(30), self.instance.send(req)).await {
             Ok(Ok(resp)) if resp.status().is_success() => Replay::Delivered(resp.status().as_u16()),
             Ok(Ok(resp)) if resp.status().is_client_error() => Replay::Refused(resp.status().as_u16()),
             Ok(Ok(resp)) => Replay::Later(format!("the instance answered {}", resp.status().as_u16())),
@@ -566,7 +558,8 @@ mod tests {
         let store = Arc::new(crate::store::EmbeddedStore::open(dir.path(), 1 << 20).unwrap());
         let sealer = Arc::new(Sealer::load_or_create(&dir.path().join("k")).unwrap());
         let limits = HoldLimits { max_held: 10, max_bytes: 4096, per_domain: 3, per_actor: 2 };
-        let q = Quarantine::new(store.clone(), "127.0.0.1:9".parse().unwrap(), sealer.clone(), limits);
+        let q =
+            Quarantine::new(store.clone(), InstanceClient::new("127.0.0.1:9".parse().unwrap()), sealer.clone(), limits);
         let body = Bytes::from_static(b"{\"type\":\"Create\"}");
         let (method, headers) = (http::Method::POST, HeaderMap::new());
         let hold = |actor: Option<&'static str>, keys: (u64, u64), body: Bytes| {
@@ -604,7 +597,7 @@ mod tests {
         assert_eq!(hold(Some("e"), (2, 20), Bytes::from(vec![b' '; 5000])).await, Hold::Full, "max_held_bytes");
         assert_eq!(q.usage().0, 8);
         // The index survives a restart, from the sealed records (opened once).
-        let q2 = Quarantine::new(store, "127.0.0.1:9".parse().unwrap(), sealer, limits);
+        let q2 = Quarantine::new(store, InstanceClient::new("127.0.0.1:9".parse().unwrap()), sealer, limits);
         q2.load().await.unwrap();
         let metas = q2.snapshot();
         assert_eq!(metas.len(), 8);

@@ -20,6 +20,12 @@
 //! of each) takes more than its share; the caps themselves are applied in
 //! `proxy::upstream`.
 //!
+//! The media stage keeps budgets of its own (`privacy::media::spill`): memory and temp
+//! files per client pseudonym, where a part too large for memory spills to disk before
+//! anything is refused. What it spools in memory is charged here as well (it reads its
+//! body through `hold_body`), so this budget bounds every body byte the relay holds; the
+//! spool's decides, among uploads, who waits on disk and who is turned away.
+//!
 //! Only atomics: nothing here locks, and a request that holds no body bytes allocates
 //! nothing.
 
