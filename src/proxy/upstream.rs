@@ -466,15 +466,15 @@ where
     }
 }
 
-/// When a tunnel last moved a byte.
+/// When a tunnel last moved a byte, on tokio's clock (a paused one drives it in tests).
 struct Moved {
-    epoch: Instant,
+    epoch: tokio::time::Instant,
     last_ms: AtomicU64,
 }
 
 impl Moved {
     fn new() -> Moved {
-        Moved { epoch: Instant::now(), last_ms: AtomicU64::new(0) }
+        Moved { epoch: tokio::time::Instant::now(), last_ms: AtomicU64::new(0) }
     }
 
     fn touch(&self) {
@@ -668,5 +668,61 @@ impl MetricsSource for CapsView {
         ] {
             let _ = writeln!(out, "pavise_capped_total{{cap=\"{cap}\"}} {}", n.load(Relaxed));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use tokio::io::duplex;
+
+    use super::*;
+
+    async fn read_n<R: AsyncRead + Unpin>(from: &mut R, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        from.read_exact(&mut buf).await.unwrap();
+        buf
+    }
+
+    /// A spliced tunnel, without sockets: bytes either way keep it open, `idle` of
+    /// silence closes it, on a paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_tunnel_carries_both_ways_and_closes_after_idle() {
+        let (client, mut client_side) = duplex(1024);
+        let (upstream, mut instance_side) = duplex(1024);
+        let idle = Duration::from_secs(60);
+        let cut = CancellationToken::new();
+        let tunnel = tokio::spawn(async move { splice(client, upstream, idle, &cut).await });
+        client_side.write_all(b"ping").await.unwrap();
+        assert_eq!(read_n(&mut instance_side, 4).await, b"ping");
+        instance_side.write_all(b"pong").await.unwrap();
+        assert_eq!(read_n(&mut client_side, 4).await, b"pong");
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(50)).await;
+            client_side.write_all(b"x").await.unwrap();
+            assert_eq!(read_n(&mut instance_side, 1).await, b"x");
+        }
+        assert!(!tunnel.is_finished(), "traffic keeps it open past `idle` in all");
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        tunnel.await.unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(instance_side.read_to_end(&mut rest).await.unwrap(), 0, "the instance's side is closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_side_closing_half_closes_the_other_and_the_cut_ends_it() {
+        let (client, mut client_side) = duplex(1024);
+        let (upstream, mut instance_side) = duplex(1024);
+        let cut = CancellationToken::new();
+        let stop = cut.clone();
+        let tunnel = tokio::spawn(async move { splice(client, upstream, Duration::from_secs(600), &cut).await });
+        client_side.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(instance_side.read_to_end(&mut rest).await.unwrap(), 0, "EOF passed on");
+        // The other way still carries until the shutdown drain cuts it.
+        instance_side.write_all(b"late").await.unwrap();
+        assert_eq!(read_n(&mut client_side, 4).await, b"late");
+        stop.cancel();
+        tunnel.await.unwrap();
     }
 }

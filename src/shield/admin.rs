@@ -2,10 +2,7 @@
 //! and why), the quarantine's release and drop, lifting a shield; its `/readyz` line;
 //! its reload hook.
 
-use std::{
-    sync::{Arc, atomic::Ordering::Relaxed},
-    time::Instant,
-};
+use std::sync::{Arc, atomic::Ordering::Relaxed};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -20,7 +17,7 @@ use crate::{
 impl Shield {
     /// The `/admin/shield` report.
     pub async fn report(&self) -> serde_json::Value {
-        let now = Instant::now();
+        let now = super::clock::now();
         let active = self.active();
         let shields: Vec<serde_json::Value> = self
             .waves
@@ -182,7 +179,7 @@ impl AdminHandler for ShieldAdmin {
                     }
                 }
                 (&Method::POST, ["lift", account]) => {
-                    self.0.waves.lift(&account.to_ascii_lowercase(), Instant::now());
+                    self.0.waves.lift(&account.to_ascii_lowercase(), super::clock::now());
                     json(StatusCode::OK, serde_json::json!({ "lifted": account }))
                 }
                 _ => json_error(StatusCode::NOT_FOUND, "no such shield endpoint"),

@@ -322,7 +322,7 @@ impl Shield {
             return Standing::Familiar;
         }
         let (accounts, any) = self.targets_of(d, inbox, true).await;
-        let now = Instant::now();
+        let now = super::clock::now();
         let host = self.domains.primary().unwrap_or("").to_owned();
         if let Some(Reading::Exact(doc)) = &d.reading
             && let Some(member) = super::follows::accept_hint(doc, self.domains.locals())
@@ -458,7 +458,7 @@ impl Shield {
                     Ok(Hold::Held(_)) => {
                         self.stats.held_unverified.fetch_add(1, Relaxed);
                         // No shield covers it: it goes out at once.
-                        if hold.not_before.is_none() && !self.held_back(&hold.targets, None, Instant::now()) {
+                        if hold.not_before.is_none() && !self.held_back(&hold.targets, None, super::clock::now()) {
                             self.release_soon.notify_one();
                         }
                         Answer::Accepted

@@ -19,13 +19,13 @@ use std::{
 use dashmap::DashMap;
 use governor::{
     Quota, RateLimiter,
-    clock::{Clock, DefaultClock},
+    clock::Clock,
     middleware::{StateInformationMiddleware, StateSnapshot},
     nanos::Nanos,
     state::{StateStore, keyed::ShrinkableKeyedStateStore},
 };
 
-use super::policy::LimitRule;
+use super::{clock::TokioClock, policy::LimitRule};
 
 /// One GCRA state: the theoretical arrival time in nanoseconds since the limiter's start
 /// (0 = never seen), updated with compare-and-swap like governor's `InMemoryState`.
@@ -114,7 +114,7 @@ impl ShrinkableKeyedStateStore<u64> for BoundedStore {
     }
 }
 
-type Governor = RateLimiter<u64, BoundedStore, DefaultClock, StateInformationMiddleware>;
+type Governor = RateLimiter<u64, BoundedStore, TokioClock, StateInformationMiddleware>;
 
 /// Why a request was refused, with what the `X-RateLimit-*` headers need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,21 +130,21 @@ pub struct Denied {
 pub struct Limiter {
     pub rule: LimitRule,
     governor: Governor,
-    clock: DefaultClock,
+    clock: TokioClock,
     /// Replenish interval × burst: how long an empty bucket takes to fill.
     full_after: Duration,
 }
 
 impl Limiter {
     pub fn new(rule: LimitRule, max_keys: usize) -> Limiter {
-        let clock = DefaultClock::default();
+        let clock = TokioClock;
         // GCRA: one cell every per/count, at most `burst` at once.
         let interval = (rule.per / rule.count).max(Duration::from_nanos(1));
         let burst = NonZeroU32::new(rule.burst).unwrap_or(NonZeroU32::MIN);
         let quota =
             Quota::with_period(interval).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst);
-        let governor: RateLimiter<u64, BoundedStore, DefaultClock, governor::middleware::NoOpMiddleware<_>> =
-            RateLimiter::new(quota, BoundedStore::new(max_keys), clock.clone());
+        let governor: RateLimiter<u64, BoundedStore, TokioClock, governor::middleware::NoOpMiddleware<_>> =
+            RateLimiter::new(quota, BoundedStore::new(max_keys), clock);
         let governor = governor.with_middleware::<StateInformationMiddleware>();
         Limiter { full_after: interval * rule.burst, rule, governor, clock }
     }
@@ -252,15 +252,33 @@ mod tests {
         assert!(l.keys() <= cap);
     }
 
-    #[test]
-    fn housekeeping_forgets_replenished_keys() {
+    #[tokio::test(start_paused = true)]
+    async fn housekeeping_forgets_replenished_keys() {
         let l = Limiter::new(rule(1000, Duration::from_millis(10), 1), 100);
         for k in 0..50 {
             let _ = l.check(k);
         }
         assert_eq!(l.keys(), 50);
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::advance(Duration::from_millis(20)).await;
         l.housekeep();
         assert_eq!(l.keys(), 0);
+    }
+
+    /// The limiter runs on the shield's clock: a paused one drives it, no sleeping.
+    #[tokio::test(start_paused = true)]
+    async fn a_denied_key_is_let_through_once_its_retry_after_has_passed() {
+        let l = Limiter::new(rule(2, Duration::from_secs(60), 2), 10);
+        assert!(l.check(1).is_ok() && l.check(1).is_ok());
+        let denied = l.check(1).unwrap_err();
+        assert_eq!(denied.retry_after, Duration::from_secs(30));
+        tokio::time::advance(Duration::from_secs(29)).await;
+        let denied = l.check(1).unwrap_err();
+        assert_eq!(denied.retry_after, Duration::from_secs(1), "{denied:?}");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(l.check(1).is_ok());
+        assert!(l.check(1).is_err(), "one cell replenished, not the whole burst");
+        // A full bucket after `per`: the whole burst again.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(l.check(1).is_ok() && l.check(1).is_ok());
     }
 }

@@ -59,6 +59,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod budget;
+pub mod clock;
 pub mod config;
 mod decision;
 pub mod document;

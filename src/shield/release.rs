@@ -17,7 +17,7 @@
 
 use std::{
     sync::atomic::Ordering::Relaxed,
-    time::{Duration, Instant, UNIX_EPOCH},
+    time::{Duration, UNIX_EPOCH},
 };
 
 use super::{
@@ -66,21 +66,21 @@ impl Shield {
             } else {
                 let actor = match &m.actor {
                     Some(a) => Some(a.clone()),
-                    None if self.held_back(&m.targets, None, Instant::now()) => self.recheck(&m, now_ms).await,
+                    None if self.held_back(&m.targets, None, super::clock::now()) => self.recheck(&m, now_ms).await,
                     None => None,
                 };
                 let familiar = match &actor {
                     Some(a) => self.familiar.is_familiar(a, now_ms, wave.familiar_after).await,
                     None => false,
                 };
-                (familiar || !self.held_back(&m.targets, actor.as_deref(), Instant::now()))
+                (familiar || !self.held_back(&m.targets, actor.as_deref(), super::clock::now()))
                     .then_some("no shield holds it back any more")
             };
             let Some(why) = why else { continue };
             match self.quarantine.release(m.id, why).await {
                 Ok(Some(Replay::Delivered(_))) => {
                     self.stats.released.fetch_add(1, Relaxed);
-                    if closing && self.held_back(&m.targets, m.actor.as_deref(), Instant::now()) {
+                    if closing && self.held_back(&m.targets, m.actor.as_deref(), super::clock::now()) {
                         self.stats.released_at_window.fetch_add(1, Relaxed);
                     }
                 }

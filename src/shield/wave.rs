@@ -186,7 +186,7 @@ impl WaveDetector {
         WaveDetector {
             windows: moka::sync::Cache::builder().max_capacity(accounts).time_to_idle(memory).build(),
             shields: moka::sync::Cache::builder().max_capacity(accounts).time_to_live(MAX_SHIELD_LIMIT).build(),
-            epoch: Instant::now(),
+            epoch: super::clock::now(),
         }
     }
 
