@@ -100,7 +100,7 @@ pub async fn start(
 
 /// The relay, wired: what the listeners serve, and what must stop before the store closes.
 pub struct App {
-    pub services: Services,
+    pub(crate) services: Services,
     /// Background work (housekeeping, the scheduler, sweeps) that stops, between items,
     /// before the store closes.
     tasks: TaskTracker,

@@ -60,3 +60,6 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod units;
+
+#[cfg(test)]
+mod dependency_rule;

@@ -45,7 +45,7 @@ pub struct Bound {
 }
 
 /// Every socket pavise listens on, and the rules each is served under.
-pub struct Listeners {
+pub(crate) struct Listeners {
     public: TcpListener,
     admin: TcpListener,
     egress: TcpListener,
@@ -60,7 +60,7 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds every listener, then reads the TLS pair (if any).
-    pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
+    pub(crate) async fn bind(config: &Config) -> Result<Listeners, ServerError> {
         async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
             TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
         }
@@ -88,7 +88,7 @@ impl Listeners {
         })
     }
 
-    pub fn bound(&self) -> Result<Bound, ServerError> {
+    pub(crate) fn bound(&self) -> Result<Bound, ServerError> {
         let addr = |l: &TcpListener| {
             l.local_addr().map_err(|source| ServerError::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })
         };
@@ -96,13 +96,13 @@ impl Listeners {
     }
 
     /// Whether the public listener speaks TLS itself.
-    pub fn tls(&self) -> bool {
+    pub(crate) fn tls(&self) -> bool {
         self.tls.is_some()
     }
 }
 
 /// What the listeners serve.
-pub struct Services {
+pub(crate) struct Services {
     /// The public listener's requests.
     pub pipeline: Arc<Pipeline>,
     pub admin: Arc<Admin>,
@@ -117,7 +117,7 @@ pub struct Services {
 /// Serves every listener until `shutdown`; returns once all are closed and drained:
 /// plain connections within the grace period (`public.shutdown_grace`), then the
 /// WebSocket tunnels within it again (cut after), then the admin and egress listeners.
-pub async fn run(listeners: Listeners, services: Services, shutdown: CancellationToken) {
+pub(crate) async fn run(listeners: Listeners, services: Services, shutdown: CancellationToken) {
     let Listeners { public, admin, egress, socks, tls, max_public, max_admin, limits } = listeners;
     let grace = limits.grace;
     let egress_task = tokio::spawn(crate::egress::serve(services.egress, egress, socks, grace, shutdown.clone()));

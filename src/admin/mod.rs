@@ -44,20 +44,20 @@ impl Admin {
         Admin { token, metrics, handlers: RwLock::default(), checks: RwLock::default(), reloads: RwLock::default() }
     }
 
-    pub fn add_handler(&self, h: Arc<dyn AdminHandler>) {
+    pub(crate) fn add_handler(&self, h: Arc<dyn AdminHandler>) {
         self.handlers.write().unwrap_or_else(|e| e.into_inner()).push(h);
     }
 
-    pub fn add_check(&self, c: Arc<dyn ReadinessCheck>) {
+    pub(crate) fn add_check(&self, c: Arc<dyn ReadinessCheck>) {
         self.checks.write().unwrap_or_else(|e| e.into_inner()).push(c);
     }
 
-    pub fn add_reload(&self, r: Arc<dyn Reload>) {
+    pub(crate) fn add_reload(&self, r: Arc<dyn Reload>) {
         self.reloads.write().unwrap_or_else(|e| e.into_inner()).push(r);
     }
 
     /// Runs every reload hook; the summary names each, and whether it worked.
-    pub fn reload_all(&self) -> (bool, serde_json::Value) {
+    pub(crate) fn reload_all(&self) -> (bool, serde_json::Value) {
         let reloads = self.reloads.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut ok = true;
         let mut out = serde_json::Map::new();

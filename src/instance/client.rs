@@ -29,7 +29,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The TCP connector every client to the instance uses: no Nagle delay (requests are
 /// small and answered at once), and a bounded connect.
-pub fn connector(connect_timeout: Duration) -> HttpConnector {
+pub(crate) fn connector(connect_timeout: Duration) -> HttpConnector {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));

@@ -6,7 +6,4 @@
 pub mod behalf;
 pub mod client;
 
-pub use self::{
-    behalf::OnBehalfOf,
-    client::{InstanceClient, connector},
-};
+pub use self::{behalf::OnBehalfOf, client::InstanceClient};

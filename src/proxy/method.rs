@@ -56,7 +56,7 @@ use super::contract::{
 
 /// The most of a form body read (and held) before the stages run: a real `_method` form
 /// is a few bytes, a status form a few KiB.
-pub const MAX_READ: usize = 64 * 1024;
+pub(crate) const MAX_READ: usize = 64 * 1024;
 
 /// Rack::MethodOverride::HTTP_METHODS: what `_method` may turn a POST into.
 const OVERRIDABLE: [&str; 9] = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "LINK", "UNLINK"];
@@ -243,7 +243,7 @@ impl http_body::Body for Scanned {
 
 /// How a long form body is read on its way through (see the module docs).
 #[derive(Debug, Clone)]
-pub enum Scan {
+pub(crate) enum Scan {
     UrlEncoded(FormScan),
     /// Any `_method` in the multipart body (however quoted, escaped or percent-encoded:
     /// a superset of the fields Rack's parser would name so), and the urlencoded reading
@@ -259,7 +259,7 @@ impl Scan {
         }
     }
 
-    pub fn feed(&mut self, bytes: &[u8]) {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
         match self {
             Scan::UrlEncoded(form) => form.feed(bytes),
             Scan::Multipart(names, form) => {
@@ -288,7 +288,7 @@ impl Scan {
 /// memory. A superset of what that parser matches: text that merely mentions `_method`
 /// counts too, which only a body over 64 KiB on a status route can be refused for.
 #[derive(Debug, Clone, Default)]
-pub struct NameScan {
+pub(crate) struct NameScan {
     pct: u8,
     hi: u8,
     window: [u8; 7],
@@ -296,7 +296,7 @@ pub struct NameScan {
 }
 
 impl NameScan {
-    pub fn feed(&mut self, bytes: &[u8]) {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
         for &b in bytes {
             let b = b.to_ascii_lowercase();
             if b == b'\\' || b == b'"' {
@@ -345,7 +345,7 @@ impl NameScan {
 /// `_method` in a body too long to hold. Its verdict equals [`read_urlencoded`]'s on the
 /// same bytes however they are split (a unit test compares the two).
 #[derive(Debug, Clone, Default)]
-pub struct FormScan {
+pub(crate) struct FormScan {
     /// The byte not yet stepped: the last one matters twice (Rack 2 drops a final NUL).
     pending: Option<u8>,
     pair: PairScan,
@@ -385,7 +385,7 @@ const METHOD_KEY: &[u8; 7] = b"_method";
 const MAX_METHOD_VALUE: usize = 32;
 
 impl FormScan {
-    pub fn feed(&mut self, bytes: &[u8]) {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
         for &b in bytes {
             if let Some(previous) = self.pending.replace(b) {
                 self.step(previous);

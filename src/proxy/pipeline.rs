@@ -66,7 +66,7 @@ impl BodyLimits {
         }))
     }
 
-    pub fn for_class(&self, class: RouteClass) -> u64 {
+    pub(crate) fn for_class(&self, class: RouteClass) -> u64 {
         self.0[class.index()]
     }
 }
@@ -164,7 +164,7 @@ pub struct Pipeline<O = Upstream> {
 
 impl Pipeline<Upstream> {
     /// The WebSocket tunnels the upstream spliced, for the shutdown drain.
-    pub fn tunnels(&self) -> super::upstream::TunnelDrain {
+    pub(crate) fn tunnels(&self) -> super::upstream::TunnelDrain {
         self.origin.tunnels()
     }
 }
@@ -194,7 +194,7 @@ impl<O: Origin> Pipeline<O> {
         }
     }
 
-    pub fn stage_names(&self) -> Vec<&'static str> {
+    pub(crate) fn stage_names(&self) -> Vec<&'static str> {
         self.stages.iter().map(|s| s.name()).collect()
     }
 

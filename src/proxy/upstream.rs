@@ -79,10 +79,10 @@ use crate::{
 };
 
 /// The instance's side of a WebSocket tunnel, as the tunnel reads and writes it.
-pub type TunnelIo = Pin<Box<dyn TunnelStream>>;
+pub(crate) type TunnelIo = Pin<Box<dyn TunnelStream>>;
 
 /// What a tunnel end must be.
-pub trait TunnelStream: AsyncRead + AsyncWrite + Send {}
+pub(crate) trait TunnelStream: AsyncRead + AsyncWrite + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Send> TunnelStream for T {}
 
@@ -90,7 +90,7 @@ impl<T: AsyncRead + AsyncWrite + Send> TunnelStream for T {}
 /// that carry a hidden post): asked once per tunnel, when the handshake is forwarded,
 /// for a wrapper around the instance's side. The composition root provides it, so the
 /// upstream knows no feature.
-pub trait TunnelFilter: Send + Sync {
+pub(crate) trait TunnelFilter: Send + Sync {
     fn filter(&self, ctx: &RequestCtx) -> Box<dyn FnOnce(TunnelIo) -> TunnelIo + Send>;
 }
 
@@ -115,7 +115,7 @@ struct Tunnels {
 
 /// The server's handle on the WebSocket tunnels, for the shutdown drain.
 #[derive(Clone)]
-pub struct TunnelDrain {
+pub(crate) struct TunnelDrain {
     tracker: TaskTracker,
     cut: CancellationToken,
 }
@@ -123,7 +123,7 @@ pub struct TunnelDrain {
 impl TunnelDrain {
     /// Once the listener is closed and its connections drained: waits for open tunnels
     /// to end, for at most `grace`, then cuts the rest.
-    pub async fn drain(self, grace: Duration) {
+    pub(crate) async fn drain(self, grace: Duration) {
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
             tracing::warn!("websocket tunnels still open after the grace period; closing them");
@@ -189,7 +189,7 @@ impl Upstream {
         });
         // Its own pool, on the connector every client to the instance uses: these
         // connections hold the caps' permits (see `instance::client`).
-        let http = crate::instance::connector(u.connect_timeout.get());
+        let http = crate::instance::client::connector(u.connect_timeout.get());
         let same = web == streaming;
         let connector = CappedConnector {
             http,
@@ -220,12 +220,12 @@ impl Upstream {
     }
 
     /// The tunnels this upstream spliced, for the shutdown drain.
-    pub fn tunnels(&self) -> TunnelDrain {
+    pub(crate) fn tunnels(&self) -> TunnelDrain {
         TunnelDrain { tracker: self.tunnels.tracker.clone(), cut: self.tunnels.cut.clone() }
     }
 
     /// Gives `filter` its say over every WebSocket tunnel.
-    pub fn with_tunnel_filter(mut self, filter: Arc<dyn TunnelFilter>) -> Upstream {
+    pub(crate) fn with_tunnel_filter(mut self, filter: Arc<dyn TunnelFilter>) -> Upstream {
         self.tunnel_filter = Some(filter);
         self
     }

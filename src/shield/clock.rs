@@ -7,13 +7,13 @@
 use std::time::Instant;
 
 /// Now, on tokio's clock.
-pub fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
 /// governor's clock over tokio's (see the module docs).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TokioClock;
+pub(crate) struct TokioClock;
 
 impl governor::clock::Clock for TokioClock {
     type Instant = Instant;

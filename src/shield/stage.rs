@@ -34,7 +34,7 @@ pub(super) fn too_many(denied: &Denied) -> Response {
 }
 
 /// `2026-11-26T13:45:18.000Z`, the form Mastodon's `X-RateLimit-Reset` uses.
-pub fn iso8601(t: std::time::SystemTime) -> String {
+fn iso8601(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 

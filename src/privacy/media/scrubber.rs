@@ -239,7 +239,7 @@ impl Scrubber {
 }
 
 /// Bytes of a spooled value that sit in memory (and are charged to the request).
-pub fn held_in_memory(spooled: &Spooled) -> u64 {
+pub(crate) fn held_in_memory(spooled: &Spooled) -> u64 {
     match spooled {
         Spooled::Mem(v) => v.len() as u64,
         Spooled::File(..) => 0,

@@ -191,7 +191,7 @@ impl From<BodyMemoryFull> for ProxyError {
 /// The body bytes one request holds, against its connection's and the relay's budgets;
 /// all given back when the last holder (the request context, a held body) drops it.
 #[derive(Debug)]
-pub struct Charge {
+pub(crate) struct Charge {
     share: Arc<ConnShare>,
     bytes: AtomicU64,
 }
@@ -202,7 +202,7 @@ impl Charge {
     }
 
     /// Takes `n` more bytes from both budgets, or neither.
-    pub fn take(&self, n: u64) -> Result<(), BodyMemoryFull> {
+    pub(crate) fn take(&self, n: u64) -> Result<(), BodyMemoryFull> {
         let budgets = &self.share.budgets;
         let own = self.bytes.load(Relaxed).saturating_add(n);
         let conn_before = self.share.body_used.fetch_add(n, Relaxed);
@@ -239,7 +239,7 @@ impl Charge {
     }
 
     /// Bytes this request holds now.
-    pub fn held(&self) -> u64 {
+    pub(crate) fn held(&self) -> u64 {
         self.bytes.load(Relaxed)
     }
 }
@@ -256,7 +256,7 @@ pin_project_lite::pin_project! {
     /// A body whose first `up_to` bytes are charged as they are read (see
     /// [`RequestCtx::hold_body`](super::RequestCtx::hold_body)). Past a budget it yields
     /// [`BodyMemoryFull`], which every body reader answers as `503` (or `413`).
-    pub struct HeldBody {
+    pub(crate) struct HeldBody {
         #[pin]
         inner: Body,
         charge: Arc<Charge>,
@@ -306,7 +306,7 @@ impl http_body::Body for HeldBody {
 
 /// Reads a held body whole, refusing more than `cap` bytes with `413`. Chunks that
 /// arrive whole are kept as they are; only a body of several is copied once.
-pub async fn read_whole(mut body: Body, cap: u64) -> Result<Bytes, ProxyError> {
+pub(crate) async fn read_whole(mut body: Body, cap: u64) -> Result<Bytes, ProxyError> {
     use http_body_util::BodyExt as _;
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();

@@ -108,13 +108,13 @@ pub fn json_error(status: StatusCode, message: &str) -> Response {
 /// The error a capped body yields once the client sends more than its route allows.
 #[derive(Debug, thiserror::Error)]
 #[error("request body over the {0}-byte limit")]
-pub struct BodyCapExceeded(pub u64);
+pub(crate) struct BodyCapExceeded(pub u64);
 
 /// The error a request body yields when the client sends it slower than
 /// `public.min_body_rate` (the listener's body guard).
 #[derive(Debug, thiserror::Error)]
 #[error("request body slower than the minimum rate")]
-pub struct BodyTooSlow;
+pub(crate) struct BodyTooSlow;
 
 /// A long form body on a method-sensitive route turned out to carry a `_method`
 /// override (or one Rack versions read differently): the request is refused before
@@ -123,13 +123,13 @@ pub struct BodyTooSlow;
 #[error(
     "a `_method` field in a form body of more than 64 KiB is not accepted on this route; send the request with its real method"
 )]
-pub struct LongFormOverride;
+pub(crate) struct LongFormOverride;
 
 /// The first error of type `E` in `e`'s source chain, `e` included (linkerd's
 /// `cause_ref`). A body guard's error reaches its reader bare, boxed in a body error,
 /// wrapped by hyper (the upstream's send) or by multer (a multipart read): every reader
 /// looks for it the same way, through the whole chain.
-pub fn cause_ref<'a, E: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
+pub(crate) fn cause_ref<'a, E: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
     let mut source = Some(e);
     while let Some(err) = source {
         if let Some(found) = err.downcast_ref::<E>() {
@@ -144,7 +144,7 @@ pub fn cause_ref<'a, E: std::error::Error + 'static>(e: &'a (dyn std::error::Err
 /// guards: the route's size cap (413), the minimum body rate (408), a full body budget
 /// (503, or 413 for a body alone too large), a long form's `_method` (400). Every stage
 /// that reads a body, and the upstream client, answer these the same way.
-pub fn body_failure(e: &(dyn std::error::Error + 'static)) -> Option<ProxyError> {
+pub(crate) fn body_failure(e: &(dyn std::error::Error + 'static)) -> Option<ProxyError> {
     if let Some(cap) = cause_ref::<BodyCapExceeded>(e) {
         return Some(ProxyError::BodyTooLarge { limit: cap.0 });
     }
@@ -162,7 +162,7 @@ pub fn body_failure(e: &(dyn std::error::Error + 'static)) -> Option<ProxyError>
 
 /// A request body's read error as the relay's error: the client's own (413, 408, ...)
 /// when one of the body guards stopped it, else a body that could not be read (400).
-pub fn body_error(e: &BoxError) -> ProxyError {
+pub(crate) fn body_error(e: &BoxError) -> ProxyError {
     body_failure(&**e).unwrap_or_else(|| ProxyError::BadRequest("the request body could not be read".into()))
 }
 

@@ -41,7 +41,7 @@ use super::RequestCtx;
 
 /// No real HTTP method is longer (IANA's longest is `UPDATEREDIRECTREF`, 17): a longer
 /// one is refused before anything reads or logs it.
-pub const MAX_METHOD_LEN: usize = 20;
+pub(crate) const MAX_METHOD_LEN: usize = 20;
 
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
@@ -65,7 +65,7 @@ const METHOD_OVERRIDES: [HeaderName; 3] = [
 /// Removes hop-by-hop headers and every header `Connection` names, except `Host`.
 /// `Upgrade` goes too, unless `keep_websocket`, which leaves exactly a WebSocket
 /// handshake ([`ask_for_websocket`]).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_websocket: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_websocket: bool) {
     remove_connection_options(headers);
     for name in &HOP_BY_HOP {
         headers.remove(name);
@@ -76,7 +76,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_websocket: bool) {
 }
 
 /// The client's head, cleaned on entry: see the module docs for what goes and why.
-pub fn clean_request_head(headers: &mut HeaderMap) {
+pub(crate) fn clean_request_head(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers, false);
     // The client's `Expect: 100-continue` is answered by our own server when the body is
     // first read; the instance gets the body at once.
@@ -101,7 +101,7 @@ const FORWARDING_EXACT: [&str; 8] =
 
 /// Whether a client-sent header would tell the instance (Rack, Rails, Puma, a
 /// middleware) its scheme, host, port or path: removed on entry.
-pub fn is_forwarding_header(name: &HeaderName) -> bool {
+pub(crate) fn is_forwarding_header(name: &HeaderName) -> bool {
     let n = name.as_str().as_bytes();
     // Most names (accept, host, user-agent, content-*, sec-*, authorization, cookie)
     // are out at the first byte.
@@ -149,19 +149,19 @@ fn remove_connection_options(headers: &mut HeaderMap) {
 
 /// Whether the client asked to switch to WebSocket (`Connection: upgrade` and a
 /// `websocket` token in `Upgrade`). Read before [`clean_request_head`] removes both.
-pub fn websocket_requested(headers: &HeaderMap) -> bool {
+pub(crate) fn websocket_requested(headers: &HeaderMap) -> bool {
     tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"))
         && tokens(headers, header::UPGRADE).any(|t| t.eq_ignore_ascii_case("websocket"))
 }
 
 /// Puts back exactly the handshake headers for a WebSocket the instance may accept.
-pub fn ask_for_websocket(headers: &mut HeaderMap) {
+pub(crate) fn ask_for_websocket(headers: &mut HeaderMap) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
 }
 
 /// Whether a cleaned request still asks to switch protocols (only a WebSocket does).
-pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
 }
 
@@ -170,7 +170,7 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// addressed, or none). Allocates only when a value has to change, which the client-IP
 /// stage normally made unnecessary. Every path that sends a client's request to the
 /// instance (the pipeline's upstream, expiry's detached status creation) calls it last.
-pub fn last_word(headers: &mut HeaderMap, ctx: &RequestCtx) {
+pub(crate) fn last_word(headers: &mut HeaderMap, ctx: &RequestCtx) {
     let mut buf = IpText::default();
     let _ = write!(buf, "{}", ctx.pseudonym);
     set_single(headers, HeaderName::from_static("x-forwarded-for"), buf.as_bytes());

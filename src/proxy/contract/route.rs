@@ -369,7 +369,7 @@ fn url_path(url: &str) -> &str {
 
 /// `URI.decode_www_form_component`, strictly: `+` is a space, `%XX` a byte, and a `%`
 /// not followed by two hex digits fails.
-pub fn form_decode(raw: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn form_decode(raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
