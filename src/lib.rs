@@ -42,6 +42,10 @@
 //! config sections. No stage module imports the pipeline, the upstream, the server or the
 //! admin listener (the `dependency_rule` test reads `src/` and checks it).
 
+// An application, not a library API: its docs are read with `--document-private-items`,
+// so module docs may link the crate-private items they explain.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod accept;
 pub mod admin;
 pub mod app;

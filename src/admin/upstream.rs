@@ -31,6 +31,7 @@ impl ReadinessCheck for UpstreamCheck {
             };
             let mut req = http::Request::new(empty());
             *req.uri_mut() = uri;
+            req.headers_mut().insert(http::header::HOST, self.instance.address_host());
             match tokio::time::timeout(Duration::from_secs(3), self.instance.send(req)).await {
                 Ok(Ok(resp)) => Readiness::Ready(format!("instance answered {}", resp.status().as_u16())),
                 Ok(Err(e)) => Readiness::NotReady(format!("instance not reachable: {e}")),

@@ -8,14 +8,14 @@
 //! clients, `expiry::instance` and the CLI's, move onto this one later.)
 //!
 //! Requests go out as they are built: the `Host` the caller set (the instance's own
-//! domain, for routing and signatures), or the instance's address when none is; no
-//! hop-by-hop header ([`strip_hop_by_hop`]); forwarding headers as [`OnBehalfOf`] says.
+//! domain, for routing and signatures; the client writes none of its own), no hop-by-hop
+//! header ([`strip_hop_by_hop`]), forwarding headers as [`OnBehalfOf`] says.
 //!
 //! [`OnBehalfOf`]: super::OnBehalfOf
 
 use std::time::Duration;
 
-use http::{HeaderValue, Uri, header, uri::Authority};
+use http::{HeaderValue, Uri, uri::Authority};
 use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -50,29 +50,24 @@ impl InstanceClient {
         InstanceClient { client, web }
     }
 
-    /// The instance's web process.
-    pub fn web(&self) -> &Authority {
-        &self.web
-    }
-
     /// `path_and_query` on the instance's web process.
     pub fn uri(&self, path_and_query: &str) -> Result<Uri, http::Error> {
         Uri::builder().scheme("http").authority(self.web.clone()).path_and_query(path_and_query).build()
     }
 
-    /// Sends `req` (its URI made by [`InstanceClient::uri`]) and returns the response head.
-    pub async fn send(&self, mut req: http::Request<Body>) -> Result<http::Response<Incoming>, SendError> {
-        strip_hop_by_hop(req.headers_mut(), false);
-        // As hyper would write it from the URI: the port only when it is not 80.
+    /// The instance's address as a `Host` value, as hyper writes it from a URI (the port
+    /// only when it is not 80): for requests that name no domain of the instance's.
+    pub fn address_host(&self) -> HeaderValue {
         let host = match self.web.port_u16() {
             Some(80) => self.web.host(),
             _ => self.web.as_str(),
         };
-        if !req.headers().contains_key(header::HOST)
-            && let Ok(host) = HeaderValue::from_str(host)
-        {
-            req.headers_mut().insert(header::HOST, host);
-        }
+        HeaderValue::from_str(host).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
+    }
+
+    /// Sends `req` (its URI made by [`InstanceClient::uri`]) and returns the response head.
+    pub async fn send(&self, mut req: http::Request<Body>) -> Result<http::Response<Incoming>, SendError> {
+        strip_hop_by_hop(req.headers_mut(), false);
         self.client.request(req).await
     }
 }

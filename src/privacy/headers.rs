@@ -23,7 +23,7 @@
 //! upper-cased with `-` replaced by `_`, so `X_Forwarded_For` and `X-Forwarded-For` are
 //! one key to the instance. Every name is folded (`_` to `-`; case is already folded by
 //! `http`, which keeps names lowercase) before the deny table is consulted; no allowed
-//! name has a `_`, and names with one are dropped on entry anyway (`proxy::hop`).
+//! name has a `_`, and names with one are dropped on entry anyway (`proxy::contract::hop`).
 //!
 //! Cost: one pass over the headers, a `match` on each name (no hashing, no allocation);
 //! only a request with something to drop collects those names, and only a signed one

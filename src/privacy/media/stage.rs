@@ -314,7 +314,7 @@ impl Stage for MediaStage {
                 return Ok(Flow::Continue(req));
             }
             // What is spooled in memory (up to the spill threshold) is charged to the
-            // relay's body budget too, like every body a stage holds (proxy::budget).
+            // relay's body budget too, like every body a stage holds (proxy::contract::budget).
             let req = req.map(|body| ctx.hold_body(body, self.scrubber.config.spill_threshold.0));
             self.handle(ctx, req).await
         })
