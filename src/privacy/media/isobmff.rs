@@ -1020,6 +1020,10 @@ fn plan_dinf(
 ) -> Result<bool, MediaError> {
     let mut external = false;
     for k in children(buf, base, (dinf.payload - base) as usize, (dinf.end - base) as usize, format)? {
+        if matches!(&k.kind, b"free" | b"skip" | b"wide") {
+            actions.push(blank_payload(&k, "dinf"));
+            continue;
+        }
         if &k.kind != b"dref" {
             actions.push(free(&k, &format!("dinf/{} box (not a data reference)", fourcc(&k.kind))));
             continue;
@@ -1381,6 +1385,24 @@ mod tests {
         )
     }
 
+    fn contains_at(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
+
+    /// Inserts `extra` at `at` in a box tree and grows every box of `enclosing` types
+    /// (by name, outermost first) that contains that position.
+    fn with_box_after(tree: &[u8], at: usize, extra: &[u8], enclosing: &[&[u8; 4]]) -> Vec<u8> {
+        let mut out = [&tree[..at], extra, &tree[at..]].concat();
+        let mut from = 0;
+        for kind in enclosing {
+            let start = from + contains_at(&out[from..], &kind[..]).unwrap() - 4;
+            let size = u32::from_be_bytes(out[start..start + 4].try_into().unwrap()) + extra.len() as u32;
+            out[start..start + 4].copy_from_slice(&size.to_be_bytes());
+            from = start + 8;
+        }
+        out
+    }
+
     fn contains(hay: &[u8], needle: &[u8]) -> bool {
         hay.windows(needle.len()).any(|w| w == needle)
     }
@@ -1441,6 +1463,9 @@ mod tests {
         ] {
             let entry = visual_entry(b"avc1", &[&bx(b"avcC", b"\x01SPS")[..], &hidden].concat());
             let video = trak(1, b"vide", &entry, 0, (o, 6), &[edts.clone(), tapt.clone()].concat());
+            // ... and one in the video track's dinf, beside its dref.
+            let dref_end = contains_at(&video, b"url ").unwrap() + 8;
+            let video = with_box_after(&video, dref_end, &udta(), &[b"trak", b"mdia", b"minf", b"dinf"]);
             // Track 3 does not exist: a chapter reference to it goes; one to track 1 stays.
             let refs = [bx(b"sync", &1u32.to_be_bytes()), bx(b"chap", &3u32.to_be_bytes()), udta()].concat();
             let sound = trak(2, b"soun", &audio, stsd_version, (o + 6, 4), &bx(b"tref", &refs));

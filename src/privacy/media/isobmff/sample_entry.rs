@@ -74,7 +74,7 @@ pub(super) fn plan_stsd(
     let count = super::be32(p, 4).ok_or_else(short)?;
     for (i, entry) in walk.kids(stsd, 8)?.iter().enumerate() {
         let kind = fourcc(&entry.kind);
-        if &entry.kind == b"free" {
+        if matches!(&entry.kind, b"free" | b"skip" | b"wide") {
             actions.push(blank_payload(entry, "stsd"));
             continue;
         }
