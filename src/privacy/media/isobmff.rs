@@ -816,7 +816,7 @@ fn merged(chunks: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
     for &(off, len) in chunks {
         match out.last_mut() {
-            Some(last) if last.0 + last.1 == off => last.1 += len,
+            Some(last) if last.0.checked_add(last.1) == Some(off) => last.1 = last.1.saturating_add(len),
             _ => out.push((off, len)),
         }
     }

@@ -44,7 +44,7 @@ impl DataMap {
         starts.dedup();
         let mut covered = self.exact.clone();
         for &s in &self.open {
-            let next = starts.iter().copied().find(|&n| n > s).unwrap_or(u64::MAX);
+            let next = starts.get(starts.partition_point(|&n| n <= s)).copied().unwrap_or(u64::MAX);
             if let Some(&(_, end)) = mdats.iter().find(|&&(from, to)| from <= s && s < to) {
                 covered.push((s, next.min(end)));
             }
