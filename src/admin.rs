@@ -43,10 +43,36 @@ pub trait AdminHandler: Send + Sync {
     ) -> StageFuture<'a, Response>;
 }
 
-/// One line of `/readyz`: `Ok(detail)` when ready, `Err(reason)` when not.
+/// What one readiness check found.
+///
+/// `Degraded` is the visible middle: pavise serves safely, but a feature works less well
+/// than configured (a setting missing, a dependency unreadable). It is named in `/readyz`
+/// and in its metrics, yet `/readyz` stays 200, so a load balancer keeps routing members to
+/// a relay that protects them. Only `NotReady` (the instance unreachable, Tor not
+/// bootstrapped: nothing could be served correctly) answers 503.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready(String),
+    Degraded(String),
+    NotReady(String),
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Readiness::Ready(_))
+    }
+
+    pub fn detail(&self) -> &str {
+        match self {
+            Readiness::Ready(d) | Readiness::Degraded(d) | Readiness::NotReady(d) => d,
+        }
+    }
+}
+
+/// One line of `/readyz`.
 pub trait ReadinessCheck: Send + Sync {
     fn name(&self) -> &'static str;
-    fn check(&self) -> StageFuture<'_, Result<String, String>>;
+    fn check(&self) -> StageFuture<'_, Readiness>;
 }
 
 /// Something that re-reads its files on `POST /admin/reload` and SIGHUP.
@@ -166,11 +192,16 @@ impl Admin {
     async fn readyz(&self) -> Response {
         let checks = self.checks.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut ready = true;
+        let mut degraded = Vec::new();
         let mut out = serde_json::Map::new();
         for c in checks {
             let v = match c.check().await {
-                Ok(detail) => serde_json::json!({ "ready": true, "detail": detail }),
-                Err(reason) => {
+                Readiness::Ready(detail) => serde_json::json!({ "ready": true, "detail": detail }),
+                Readiness::Degraded(reason) => {
+                    degraded.push(c.name());
+                    serde_json::json!({ "ready": true, "degraded": true, "reason": reason })
+                }
+                Readiness::NotReady(reason) => {
                     ready = false;
                     serde_json::json!({ "ready": false, "reason": reason })
                 }
@@ -178,7 +209,7 @@ impl Admin {
             out.insert(c.name().to_owned(), v);
         }
         let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-        json(status, serde_json::json!({ "ready": ready, "checks": out }))
+        json(status, serde_json::json!({ "ready": ready, "degraded": degraded, "checks": out }))
     }
 }
 
@@ -251,12 +282,12 @@ impl ReadinessCheck for UpstreamCheck {
         "upstream"
     }
 
-    fn check(&self) -> StageFuture<'_, Result<String, String>> {
+    fn check(&self) -> StageFuture<'_, Readiness> {
         Box::pin(async move {
             match tokio::time::timeout(Duration::from_secs(3), self.client.get(self.uri.clone())).await {
-                Ok(Ok(resp)) => Ok(format!("instance answered {}", resp.status().as_u16())),
-                Ok(Err(e)) => Err(format!("instance not reachable: {e}")),
-                Err(_) => Err("instance did not answer within 3s".into()),
+                Ok(Ok(resp)) => Readiness::Ready(format!("instance answered {}", resp.status().as_u16())),
+                Ok(Err(e)) => Readiness::NotReady(format!("instance not reachable: {e}")),
+                Err(_) => Readiness::NotReady("instance did not answer within 3s".into()),
             }
         })
     }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::{
-    config::{ClientIpMode, Config, EgressMode},
+    config::{ClientIpHeader, ClientIpMode, Config, EgressMode},
     expiry::policy::{Policies, PostFacts},
 };
 
@@ -85,6 +85,7 @@ pub fn summary(config: &Config) -> Result<String, CheckError> {
         ClientIpMode::Truncate => "real address truncated to /24 (IPv4) or /48 (IPv6)".to_owned(),
     };
     let _ = writeln!(out, "client IPs: {ip}; trusted proxies: {}", f.client_ip.trusted_proxies.len());
+    trusted_edge_section(&mut out, config);
     let egress = match f.egress.mode {
         EgressMode::Tor => "over Tor".to_owned(),
         EgressMode::Direct => "DIRECT — development only, reveals this server's address".to_owned(),
@@ -104,6 +105,26 @@ pub fn summary(config: &Config) -> Result<String, CheckError> {
     Ok(out)
 }
 
+/// What a trusted edge must send, when one is configured: pavise believes the client
+/// address it names, so an edge that passes a client's own header through lets every
+/// client choose its pseudonym (red-team F3).
+fn trusted_edge_section(out: &mut String, config: &Config) {
+    let c = &config.file.client_ip;
+    if c.trusted_proxies.is_empty() {
+        return;
+    }
+    let nets: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
+    let (name, reading) = match c.header {
+        ClientIpHeader::XForwardedFor => ("X-Forwarded-For", "its right-most address that is not itself trusted"),
+        ClientIpHeader::XRealIp => ("X-Real-IP", "its one address (a repeated or comma-separated one is not believed)"),
+    };
+    let _ = writeln!(
+        out,
+        "  WARNING: requests from {} name their client in {name}, and pavise believes {reading}. The edge must OVERWRITE that header with the address it accepted the connection from, on every location (nginx: `proxy_set_header {name} $remote_addr;`); an edge that does not set it passes a client's own value through, and every client chooses its pseudonym. A request from the edge without a usable {name} gets the edge's pseudonym (and counts in pavise_client_ip_unresolved_total). Behind Docker's published ports the edge is the bridge gateway, not 127.0.0.1 (see docker/compose.yml).",
+        nets.join(", ")
+    );
+}
+
 /// The connection caps, and whether the descriptor limit can hold them.
 fn limits_section(out: &mut String, config: &Config) {
     let (p, u) = (&config.file.public, &config.file.upstream);
@@ -116,6 +137,17 @@ fn limits_section(out: &mut String, config: &Config) {
         p.max_websockets,
         u.max_in_flight,
         u.max_connections
+    );
+    let _ = writeln!(
+        out,
+        "  streams: {} SSE to the streaming server (apart from the web's requests), {} per client, {} per connection; request bodies held in memory: {} in all, {} per connection; bodies at least {}/s over {}",
+        p.max_sse,
+        p.max_streams_per_client,
+        p.max_streams_per_connection,
+        p.body_memory,
+        p.body_memory_per_connection,
+        p.min_body_rate,
+        p.body_rate_window
     );
     let need = crate::accept::descriptor_need(config);
     match crate::accept::nofile_limit() {
@@ -228,5 +260,27 @@ mod tests {
         let s = sample_post(&config, r#"{"visibility":"public","tags":["Keep"]}"#).unwrap();
         assert!(s.contains("everything-else") && s.contains("KEPT"), "{s}");
         assert!(sample_post(&config, r#"{"visiblity":"public"}"#).unwrap_err().to_string().contains("visiblity"));
+        assert!(!out.contains("must OVERWRITE"), "no edge configured, nothing to warn about:\n{out}");
+    }
+
+    /// Red-team F3: a trusted edge that passes a client's header through lets clients
+    /// choose their pseudonyms; `check` says what the edge must send.
+    #[test]
+    fn a_trusted_edge_is_told_what_it_must_send() {
+        for (header, name) in
+            [(ClientIpHeader::XForwardedFor, "X-Forwarded-For"), (ClientIpHeader::XRealIp, "X-Real-IP")]
+        {
+            let mut file = FileConfig {
+                policies: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+                ..FileConfig::default()
+            };
+            file.client_ip.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+            file.client_ip.header = header;
+            let out = summary(&Config::validate(file, &Overrides::default(), None).unwrap()).unwrap();
+            assert!(
+                out.contains("WARNING") && out.contains(&format!("proxy_set_header {name} $remote_addr;")),
+                "{out}"
+            );
+        }
     }
 }

@@ -45,7 +45,13 @@ pub struct FileConfig {
     /// Directory of `*.toml` policy files (expiry rules, limits, wave shield).
     pub policies: PathBuf,
     /// The instance's own domain, when it differs from the `Host` deliveries arrive with.
+    /// Mastodon's `LOCAL_DOMAIN`; the wave shield counts only deliveries addressed to it
+    /// (or to `web_domain` / `alternate_domains`).
     pub local_domain: Option<String>,
+    /// Mastodon's `WEB_DOMAIN`, when it differs from `local_domain`.
+    pub web_domain: Option<String>,
+    /// Mastodon's `ALTERNATE_DOMAINS`: other host names the instance answers to.
+    pub alternate_domains: Vec<String>,
     pub public: PublicConfig,
     pub upstream: UpstreamConfig,
     pub client_ip: ClientIpConfig,
@@ -66,6 +72,8 @@ impl Default for FileConfig {
             data_dir: PathBuf::from("./data"),
             policies: PathBuf::from("./policies"),
             local_domain: None,
+            web_domain: None,
+            alternate_domains: Vec::new(),
             public: PublicConfig::default(),
             upstream: UpstreamConfig::default(),
             client_ip: ClientIpConfig::default(),
@@ -104,12 +112,31 @@ pub struct PublicConfig {
     pub h2_max_streams: u32,
     /// Response bytes buffered per HTTP/2 stream for a client that is slow to read.
     pub h2_stream_send_buffer: Size,
-    /// A request body must average at least this many bytes a second (after
-    /// `header_read_timeout` of grace), or the request ends with a 408.
+    /// A request body must keep up at least this many bytes a second (after
+    /// `header_read_timeout` of grace), measured over `body_rate_window`, or the request
+    /// ends with a 408.
     pub min_body_rate: Size,
+    /// The window the body rate is measured over: bytes sent early buy at most this much
+    /// silence later (a front-loaded body cannot stall for hours).
+    pub body_rate_window: Span,
     /// WebSocket tunnels (streaming API) open at once; each holds a client connection
     /// and a connection to the streaming server until it closes or idles out.
     pub max_websockets: usize,
+    /// Requests to the streaming server in flight at once (SSE streams live as long as
+    /// the client listens); apart from `upstream.max_in_flight`, so streams can never
+    /// starve the web UI, the API or federation.
+    pub max_sse: usize,
+    /// Long-lived streams (SSE responses and WebSocket tunnels) one client (one
+    /// pseudonym) may have open at once; past it that client gets 503, nobody else.
+    pub max_streams_per_client: usize,
+    /// Long-lived streams one connection may have open at once.
+    pub max_streams_per_connection: usize,
+    /// Request-body bytes all requests together may hold in memory before the instance
+    /// has them (`_method` forms, signed deliveries, status creations, JSON and form
+    /// bodies being scrubbed); past it, 503 with `Retry-After`.
+    pub body_memory: Size,
+    /// The same, for the requests of one connection (HTTP/2 multiplies requests).
+    pub body_memory_per_connection: Size,
 }
 
 impl Default for PublicConfig {
@@ -127,7 +154,13 @@ impl Default for PublicConfig {
             h2_max_streams: 32,
             h2_stream_send_buffer: Size(64 * 1024),
             min_body_rate: Size(1024),
+            body_rate_window: Span::secs(10),
             max_websockets: 1024,
+            max_sse: 1024,
+            max_streams_per_client: 64,
+            max_streams_per_connection: 8,
+            body_memory: Size(64 << 20),
+            body_memory_per_connection: Size(8 << 20),
         }
     }
 }
@@ -175,19 +208,42 @@ pub enum ClientIpMode {
     Truncate,
 }
 
+/// Which header a trusted edge names the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ClientIpHeader {
+    /// The right-most address that is not itself a trusted proxy (what an edge that
+    /// overwrites or appends leaves there).
+    #[serde(rename = "X-Forwarded-For", alias = "x-forwarded-for")]
+    XForwardedFor,
+    /// Exactly one address in exactly one header (nginx: `X-Real-IP $remote_addr`).
+    #[serde(rename = "X-Real-IP", alias = "x-real-ip")]
+    XRealIp,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientIpConfig {
     pub mode: ClientIpMode,
     /// How long one pseudonym key lives. Same client, same period → same pseudonym.
     pub rotate: Span,
-    /// Load balancers or CDNs in front of pavise whose `X-Forwarded-For` is believed.
+    /// Load balancers or CDNs in front of pavise whose client-address header is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The header those trusted proxies name the client in.
+    pub header: ClientIpHeader,
+    /// Request headers forwarded besides pavise's allowlist (`privacy::headers::ALLOW`);
+    /// never one that can carry a client address or location.
+    pub allow_headers: Vec<String>,
 }
 
 impl Default for ClientIpConfig {
     fn default() -> Self {
-        ClientIpConfig { mode: ClientIpMode::Pseudonym, rotate: Span::secs(86_400), trusted_proxies: vec![] }
+        ClientIpConfig {
+            mode: ClientIpMode::Pseudonym,
+            rotate: Span::secs(86_400),
+            trusted_proxies: vec![],
+            header: ClientIpHeader::XForwardedFor,
+            allow_headers: vec![],
+        }
     }
 }
 
@@ -443,6 +499,9 @@ impl Config {
         }
         for (key, n) in [
             ("public.max_websockets", file.public.max_websockets),
+            ("public.max_sse", file.public.max_sse),
+            ("public.max_streams_per_client", file.public.max_streams_per_client),
+            ("public.max_streams_per_connection", file.public.max_streams_per_connection),
             ("admin.max_connections", file.admin.max_connections),
             ("upstream.max_connections", file.upstream.max_connections),
             ("upstream.max_in_flight", file.upstream.max_in_flight),
@@ -456,6 +515,15 @@ impl Config {
                 "public.max_websockets",
                 "must not exceed upstream.max_connections: each tunnel holds a connection to the streaming server",
             ));
+        }
+        if file.public.body_rate_window.get() < std::time::Duration::from_secs(1) {
+            return Err(invalid("public.body_rate_window", "must be at least 1s"));
+        }
+        if file.public.body_memory_per_connection.0 < 64 * 1024 {
+            return Err(invalid("public.body_memory_per_connection", "must be at least 64KiB"));
+        }
+        if file.public.body_memory.0 < file.public.body_memory_per_connection.0 {
+            return Err(invalid("public.body_memory", "must not be smaller than public.body_memory_per_connection"));
         }
         if !(1..=1000).contains(&file.public.h2_max_streams) {
             return Err(invalid("public.h2_max_streams", "must be between 1 and 1000 (tens is plenty)"));
@@ -483,6 +551,8 @@ impl Config {
         if file.client_ip.rotate.get().as_secs() == 0 {
             return Err(invalid("client_ip.rotate", "must be at least 1s"));
         }
+        crate::privacy::headers::check_allow_headers(&file.client_ip.allow_headers)
+            .map_err(|m| invalid("client_ip.allow_headers", m))?;
         for name in &file.response_headers.strip {
             http::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| invalid("response_headers.strip", format!("{name:?} is not a header name")))?;
@@ -567,10 +637,19 @@ impl Config {
             ));
         }
         file.media.validate().map_err(|(key, message)| invalid(key, message))?;
+        let not_a_domain = |d: &str| d.is_empty() || d.contains(['/', ' ', '@']);
         if let Some(domain) = &file.local_domain
-            && (domain.is_empty() || domain.contains('/') || domain.contains(' '))
+            && not_a_domain(domain)
         {
             return Err(invalid("local_domain", format!("{domain:?} is not a domain name")));
+        }
+        if let Some(domain) = &file.web_domain
+            && not_a_domain(domain)
+        {
+            return Err(invalid("web_domain", format!("{domain:?} is not a domain name")));
+        }
+        if let Some(domain) = file.alternate_domains.iter().find(|d| not_a_domain(d)) {
+            return Err(invalid("alternate_domains", format!("{domain:?} is not a domain name")));
         }
         Ok(Config { file, upstream, streaming_upstream, source })
     }
@@ -665,6 +744,13 @@ mod tests {
             ("[public]\nmax_websockets = 5000\n", "public.max_websockets"),
             ("[admin]\nmax_connections = 0\n", "admin.max_connections"),
             ("[upstream]\nmax_in_flight = 0\n", "upstream.max_in_flight"),
+            ("web_domain = \"a/b\"\n", "web_domain"),
+            ("alternate_domains = [\"ok.example\", \"x@example\"]\n", "alternate_domains"),
+            ("[public]\nmax_sse = 0\n", "public.max_sse"),
+            ("[public]\nmax_streams_per_client = 0\n", "public.max_streams_per_client"),
+            ("[public]\nbody_rate_window = \"0s\"\n", "public.body_rate_window"),
+            ("[public]\nbody_memory = \"1MiB\"\n", "public.body_memory"),
+            ("[client_ip]\nheader = \"Forwarded\"\n", "header"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text} → {e}");

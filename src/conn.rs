@@ -14,9 +14,15 @@
 //!   and PINGs never does), and is closed once it has made no *progress* for
 //!   `idle_timeout`. Progress is a request starting, or a body frame moving either way:
 //!   control frames (PING, SETTINGS, WINDOW_UPDATE) and the bytes of a head that never
-//!   completes are not progress. The request body must also keep up an average of
-//!   `min_body_rate` bytes/s after a grace of `header_read_timeout`, counting only the
-//!   time pavise waited for the client ([`Guarded`]), or the request ends with a 408.
+//!   completes are not progress. The request body must also keep up `min_body_rate`
+//!   bytes/s after a grace of `header_read_timeout`, counting only the time pavise waited
+//!   for the client ([`Guarded`]), or the request ends with a 408. The rate is a
+//!   sliding window, not a lifetime average: bytes sent early buy at most
+//!   `body_rate_window` of silence (red-team F1: 15 MiB sent at once bought four hours
+//!   of a held connection under the average).
+//! - **memory**: each connection gets its [`ConnShare`] of the relay's budgets (body bytes
+//!   held in memory, long-lived streams, requests running at the instance), see
+//!   [`crate::proxy::budget`].
 //! - **one slot per connection, also after an upgrade**: the connection's permit and its
 //!   count in `pavise_open_connections` live in a [`Slot`] that a WebSocket tunnel
 //!   keeps after hyper hands the connection over.
@@ -52,7 +58,7 @@ use crate::{
     accept::Acceptor,
     config::Config,
     metrics::Metrics,
-    proxy::{BoxError, ClientConn, Request, Response, Slot, boxed, pipeline::BodyTooSlow},
+    proxy::{BoxError, ClientConn, ConnShare, Request, Response, Slot, boxed, budget::Budgets, pipeline::BodyTooSlow},
 };
 
 /// The per-connection limits of one listener.
@@ -63,8 +69,10 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// No progress for this long closes the connection.
     pub idle_timeout: Duration,
-    /// Bytes per second a request body must average (after `header_read_timeout`).
+    /// Bytes per second a request body must keep up (after `header_read_timeout`)...
     pub min_body_rate: u64,
+    /// ...measured over this window: early bytes buy at most this much silence.
+    pub body_rate_window: Duration,
     pub h2_max_streams: u32,
     pub h2_stream_send_buffer: usize,
     /// How long open connections may take to finish once shutdown begins.
@@ -80,6 +88,7 @@ impl Limits {
             header_read_timeout: p.header_read_timeout.get(),
             idle_timeout: p.idle_timeout.get(),
             min_body_rate: p.min_body_rate.0,
+            body_rate_window: p.body_rate_window.get(),
             h2_max_streams: p.h2_max_streams,
             h2_stream_send_buffer: p.h2_stream_send_buffer.0 as usize,
             grace: p.shutdown_grace.get(),
@@ -144,6 +153,8 @@ pub struct Listener {
     pub metrics: Option<Arc<Metrics>>,
     /// Whether a request may switch protocols (WebSocket, on the public listener).
     pub upgrades: bool,
+    /// The budgets every connection of this listener shares.
+    pub budgets: Arc<Budgets>,
 }
 
 /// Accepts and serves until `shutdown`, then lets open connections finish for up to
@@ -153,12 +164,13 @@ where
     H: Fn(Arc<ClientConn>, Request) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
-    let Listener { acceptor, tls, limits, metrics, upgrades } = listener;
+    let Listener { acceptor, tls, limits, metrics, upgrades, budgets } = listener;
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(limits.builder());
     while let Some((stream, peer, permit)) = acceptor.next(&shutdown).await {
         let slot: Slot = Arc::new(ConnSlot::new(permit, metrics.clone()));
-        let conn = Arc::new(ClientConn { peer: peer.ip(), https: tls.is_some(), slot });
+        let share = ConnShare::new(budgets.clone());
+        let conn = Arc::new(ClientConn { peer: peer.ip(), https: tls.is_some(), slot, share });
         let one = One { builder: builder.clone(), limits, upgrades, watcher: graceful.watcher() };
         tokio::spawn(one.serve(stream, tls.clone(), conn, handler.clone()));
     }
@@ -296,37 +308,38 @@ pub struct Guarded {
     progress: Arc<Progress>,
     min_rate: u64,
     grace: Duration,
+    window: Duration,
 }
 
 impl Guarded {
     pub fn new(progress: Arc<Progress>, limits: &Limits) -> Guarded {
-        Guarded { progress, min_rate: limits.min_body_rate.max(1), grace: limits.header_read_timeout }
+        Guarded {
+            progress,
+            min_rate: limits.min_body_rate.max(1),
+            grace: limits.header_read_timeout,
+            window: limits.body_rate_window,
+        }
     }
 
     pub fn wrap<B>(self, inner: B) -> GuardedBody<B> {
-        GuardedBody {
-            inner,
-            guard: self,
-            received: 0,
-            waited: Duration::ZERO,
-            pending_since: None,
-            timer: None,
-            failed: false,
-        }
+        let credit = self.grace;
+        GuardedBody { inner, guard: self, credit, pending_since: None, timer: None, failed: false }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A request body that counts as progress and must keep up the minimum rate: the
-    /// time pavise spends waiting for the client may not exceed the grace plus one second
-    /// per `min_rate` bytes received (Apache's `mod_reqtimeout` rule). Time the consumer
-    /// spends not asking (the instance reading slowly) does not count.
+    /// A request body that counts as progress and must keep up the minimum rate, as a
+    /// bucket of waiting time: it starts with the grace, every byte received adds
+    /// `1 / min_rate` seconds, the bucket never holds more than the window, and the time
+    /// pavise spends waiting for the client drains it; empty, the body fails. So a body
+    /// at the minimum rate never fails, a slower one does within the window, and bytes
+    /// sent early cannot buy more than one window of silence. Time the consumer spends
+    /// not asking (the instance reading slowly) does not count.
     pub struct GuardedBody<B> {
         #[pin]
         inner: B,
         guard: Guarded,
-        received: u64,
-        waited: Duration,
+        credit: Duration,
         pending_since: Option<Instant>,
         timer: Option<Pin<Box<Sleep>>>,
         failed: bool,
@@ -350,10 +363,7 @@ where
             Poll::Pending => {
                 let now = Instant::now();
                 let since = *this.pending_since.get_or_insert(now);
-                let allowed =
-                    this.guard.grace + Duration::from_secs_f64(*this.received as f64 / this.guard.min_rate as f64);
-                let left = allowed.saturating_sub(*this.waited);
-                let deadline = since + left;
+                let deadline = since + *this.credit;
                 if now >= deadline {
                     *this.failed = true;
                     return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
@@ -370,12 +380,13 @@ where
             }
             Poll::Ready(frame) => {
                 if let Some(since) = this.pending_since.take() {
-                    *this.waited += since.elapsed();
+                    *this.credit = this.credit.saturating_sub(since.elapsed());
                 }
                 if let Some(Ok(frame)) = &frame
                     && let Some(data) = frame.data_ref()
                 {
-                    *this.received += data.len() as u64;
+                    let earned = Duration::from_secs_f64(data.len() as f64 / this.guard.min_rate as f64);
+                    *this.credit = (*this.credit + earned).min(this.guard.window.max(*this.credit));
                     this.guard.progress.touch();
                 }
                 Poll::Ready(frame.map(|r| r.map_err(Into::into)))
@@ -439,6 +450,7 @@ mod tests {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             min_body_rate: 1000,
+            body_rate_window: Duration::from_secs(10),
             h2_max_streams: 8,
             h2_stream_send_buffer: 16 * 1024,
             grace: Duration::from_secs(1),
@@ -479,6 +491,65 @@ mod tests {
         let took = started.elapsed();
         assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(11), "{took:?}");
         trickle.abort();
+    }
+
+    /// Red-team F1: a lifetime average let 15 MiB sent at once buy hours of silence.
+    #[tokio::test(start_paused = true)]
+    async fn bytes_sent_early_buy_at_most_one_window_of_silence() {
+        let limits = limits();
+        let (tx, mut body) = channel_body(&limits);
+        let sender = tokio::spawn(async move {
+            // A megabyte at once (worth 1,000 s under an average), then nothing.
+            for _ in 0..64 {
+                tx.send(Ok(Frame::data(Bytes::from(vec![b'x'; 16 * 1024])))).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(tx);
+        });
+        let mut started = None;
+        let err = loop {
+            match body.frame().await {
+                Some(Ok(_)) => {
+                    started.get_or_insert_with(Instant::now);
+                }
+                Some(Err(e)) => break e,
+                None => panic!("the body ended"),
+            }
+        };
+        assert!(err.downcast_ref::<BodyTooSlow>().is_some());
+        let silent = started.unwrap().elapsed();
+        assert!(silent <= limits.body_rate_window + Duration::from_millis(10), "{silent:?} of silence");
+        sender.abort();
+    }
+
+    /// A body slower than the minimum fails even after a fast start: the window slides.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_slows_below_the_rate_fails_within_the_window() {
+        let limits = limits();
+        let (tx, mut body) = channel_body(&limits);
+        let sender = tokio::spawn(async move {
+            tx.send(Ok(Frame::data(Bytes::from(vec![b'x'; 500_000])))).await.unwrap();
+            // Then 500 bytes a second: half the minimum, forever.
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if tx.send(Ok(Frame::data(Bytes::from(vec![b'x'; 500])))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let started = Instant::now();
+        let err = loop {
+            match body.frame().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break e,
+                None => panic!("the body ended"),
+            }
+        };
+        assert!(err.downcast_ref::<BodyTooSlow>().is_some());
+        // A full window of credit, drained at half a second per second.
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(19) && took <= Duration::from_secs(22), "{took:?}");
+        sender.abort();
     }
 
     #[tokio::test(start_paused = true)]

@@ -111,6 +111,7 @@ pub async fn start(
     let shield = if config.file.shield.enabled {
         let shield = crate::shield::Shield::new(&config, store.clone(), None)?;
         admin.add_handler(Arc::new(crate::shield::ShieldAdmin(shield.clone())));
+        admin.add_check(Arc::new(crate::shield::ShieldReadiness(shield.clone())));
         admin.add_reload(shield.clone());
         metrics.register(shield.clone());
         tasks.spawn(shield.clone().run_housekeeping(shutdown.clone()));
@@ -160,7 +161,7 @@ pub async fn start(
         stages.push(Arc::new(crate::shield::ShieldStage(shield.clone())));
     }
     // Before anything could forward a header: the instance must never see a client address.
-    stages.push(Arc::new(ClientIpStage));
+    stages.push(Arc::new(ClientIpStage::new(&config.file.client_ip)));
     // After the headers are clean and before anything is forwarded: every uploaded file is
     // scrubbed (or refused) before the instance sees a byte of the body.
     stages.push(media);
@@ -182,6 +183,10 @@ pub async fn start(
     let upstream = Upstream::new(&config, metrics.clone(), tunnels.clone(), tunnel_cut.clone());
     let pseudonymizer = Arc::new(Pseudonymizer::new(&config.file.client_ip));
     let pipeline = Arc::new(Pipeline::new(&config, stages, upstream, pseudonymizer, metrics.clone()));
+    // One budget of body memory (and of streams) for every public connection; the stages
+    // charge it through the request context (`proxy::budget`).
+    let budgets = crate::proxy::budget::Budgets::public(&config);
+    metrics.register(Arc::new(crate::proxy::budget::BudgetsView(budgets.clone())));
 
     // Egress: the instance's own outbound federation, over Tor (bootstraps in the background).
     let egress = crate::egress::Egress::start(&config, shutdown.clone())?;
@@ -216,6 +221,8 @@ pub async fn start(
         limits: crate::conn::Limits::admin(&config),
         metrics: None,
         upgrades: false,
+        // Admin bodies are read by the admin API itself (1 MiB each, 64 connections).
+        budgets: crate::proxy::budget::Budgets::unlimited(),
     };
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, admin, shutdown.clone()));
     let public = crate::conn::Listener {
@@ -224,11 +231,12 @@ pub async fn start(
         limits,
         metrics: Some(metrics),
         upgrades: true,
+        budgets,
     };
     let handle = tokio::spawn(async move {
         crate::conn::serve(public, shutdown, move |conn, req| {
             let pipeline = pipeline.clone();
-            async move { pipeline.handle(&conn, req).await }
+            async move { pipeline.handle(conn, req).await }
         })
         .await;
         // Listener closed and every plain connection drained (or cut); now the tunnels.

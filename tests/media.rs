@@ -125,7 +125,8 @@ pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// A small but valid ICC profile (header + one `cprt` text tag), planted to see it survive.
+/// A small but valid ICC profile: a device maker in the header, a white point (colour,
+/// which must survive) and a `cprt` text tag (which must not).
 fn icc_profile() -> Vec<u8> {
     let mut p = vec![0u8; 128];
     p[8..12].copy_from_slice(&[2, 0x10, 0, 0]);
@@ -133,10 +134,14 @@ fn icc_profile() -> Vec<u8> {
     p[16..20].copy_from_slice(b"RGB ");
     p[20..24].copy_from_slice(b"XYZ ");
     p[36..40].copy_from_slice(b"acsp");
-    p.extend_from_slice(&1u32.to_be_bytes());
-    p.extend_from_slice(b"cprt");
-    p.extend_from_slice(&144u32.to_be_bytes());
-    p.extend_from_slice(&20u32.to_be_bytes());
+    p[48..52].copy_from_slice(b"PCAM");
+    p.extend_from_slice(&2u32.to_be_bytes());
+    for (sig, off, len) in [(b"wtpt", 156u32, 20u32), (b"cprt", 176, 20)] {
+        p.extend_from_slice(sig);
+        p.extend_from_slice(&off.to_be_bytes());
+        p.extend_from_slice(&len.to_be_bytes());
+    }
+    p.extend_from_slice(b"XYZ \0\0\0\0\0\0\xf3\x51\0\x01\0\0\0\0\xd3\x2b");
     p.extend_from_slice(b"text\0\0\0\0pavise-icc\0\0");
     let len = p.len() as u32;
     p[0..4].copy_from_slice(&len.to_be_bytes());
@@ -282,12 +287,21 @@ fn fixtures_leave_pavise_scrub_without_location_and_unchanged_to_see_and_hear() 
         assert!(location_tags(out_meta).is_empty(), "{name}: exiftool still finds {:?}", location_tags(out_meta));
     }
 
-    // Orientation and ICC survive in the JPEG; ICC in the WebP.
+    // Orientation and the ICC profile's colour survive in the JPEG; the profile's colour
+    // in the WebP. Its text and device maker do not.
     let jpg_out = meta.values().find(|o| o["SourceFile"].as_str() == Some(&outputs[0].display().to_string())).unwrap();
     assert_eq!(jpg_out.get("IFD0:Orientation"), Some(&Value::from(6)), "Orientation kept: {jpg_out:?}");
-    let icc = icc_profile();
-    assert!(contains(&std::fs::read(&outputs[0]).unwrap(), &icc), "ICC kept in JPEG");
-    assert!(contains(&std::fs::read(&outputs[2]).unwrap(), &icc), "ICC kept in WebP");
+    let mut icc = icc_profile();
+    assert!(pavise::privacy::media::icc::blank(&mut icc).unwrap() > 0);
+    for i in [0, 2] {
+        let out = std::fs::read(&outputs[i]).unwrap();
+        assert!(contains(&out, &icc), "ICC colour kept in {}", outputs[i].display());
+        assert!(
+            !contains(&out, b"pavise-icc") && !contains(&out, b"PCAM"),
+            "ICC text kept in {}",
+            outputs[i].display()
+        );
+    }
 
     // Pixels: identical decoded images.
     let images: Vec<PathBuf> = fx.files[..4].iter().chain(&outputs[..4]).cloned().collect();
@@ -563,11 +577,23 @@ async fn spooled_video_and_raw_bodies_are_scrubbed_and_inbox_bytes_never_change(
     assert_eq!(rec.headers["content-length"].to_str().unwrap(), rec.body.len().to_string());
     oracle_clean(&rec.body, "raw.jpg");
 
-    // Federation deliveries are signed: their bytes must arrive exactly as sent.
-    let inbox_body = multipart(&[("file", Some(("x.jpg", "image/jpeg")), &jpeg)]);
-    let (resp, _) = send_from("127.0.0.1".parse().unwrap(), pavise.addr, post("/inbox", &ct, inbox_body.clone())).await;
+    // Federation deliveries are signed: their bytes must arrive exactly as sent. They
+    // are JSON; a multipart body (whose file parts Rack would write to the instance's
+    // temp dir, unread by pavise) is refused, and nothing of it arrives.
+    let delivery = br#"{"type":"Create","object":{"type":"Note","content":"hi"}}"#.to_vec();
+    let (resp, _) = send_from(
+        "127.0.0.1".parse().unwrap(),
+        pavise.addr,
+        post("/inbox", "application/activity+json", delivery.clone()),
+    )
+    .await;
     assert_eq!(resp.status, 200);
-    assert_eq!(&upstream.last().body[..], &inbox_body[..], "inbox bodies are untouched");
+    assert_eq!(&upstream.last().body[..], &delivery[..], "inbox bodies are untouched");
+    let before = upstream.recorded().len();
+    let inbox_body = multipart(&[("file", Some(("x.jpg", "image/jpeg")), &jpeg)]);
+    let (resp, _) = send_from("127.0.0.1".parse().unwrap(), pavise.addr, post("/inbox", &ct, inbox_body)).await;
+    assert_eq!(resp.status, 415);
+    assert_eq!(upstream.recorded().len(), before, "a multipart delivery does not reach the instance");
 
     let tmp = pavise.data_dir.path().join("media-tmp");
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "temp files deleted after forwarding");

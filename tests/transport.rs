@@ -946,3 +946,589 @@ async fn accept_under_a_256_descriptor_limit_backs_off_and_recovers() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("descriptors: limit 256") && text.contains("WARNING"), "{text}");
 }
+
+// ---------------------------------------------------------------------------------------
+// The second attack pass (/work/notes/atk16/REPORT.md): F1 bodies held before any stage,
+// F2 streams starving the web, F3 an edge that lets clients pick pseudonyms, F4 requests
+// pavise makes for a client, F5 scheme headers, F7 Host and CONNECT; and the suspicions
+// (reset streams, memory after an attack).
+// ---------------------------------------------------------------------------------------
+
+type ClientBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// A request body the test feeds chunk by chunk; it ends when the sender is dropped.
+fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, ClientBody) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(Frame::data(b)), rx)) });
+    (tx, BodyExt::boxed(StreamBody::new(stream)))
+}
+
+fn whole(bytes: impl Into<Bytes>) -> ClientBody {
+    BodyExt::boxed(Full::new(bytes.into()))
+}
+
+/// An HTTP/2 connection whose socket is bound to `source`.
+async fn h2_from(source: &str, to: SocketAddr) -> hyper::client::conn::http2::SendRequest<ClientBody> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source.parse().unwrap(), 0)).unwrap();
+    let stream = socket.connect(to).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::Builder::new(TokioExecutor::new()).handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// F1: 2 HTTP/2 connections × 32 streams, each a form POST to a status route that sends
+/// 4 MiB and then stalls (256 MiB in flight: what the relay held before). Before: every body was read whole before any stage (RSS
+/// 45 → 1014 MiB with 15 MiB bodies, held for minutes, kept after). Now: at most 64 KiB
+/// per `_method` read, what stages hold is budgeted, stalled bodies are cut after one
+/// `body_rate_window`, and the memory comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_bodies_are_budgeted_stalled_ones_cut_and_the_memory_comes_back() {
+    let upstream = RecordingUpstream::start().await;
+    let relay = Binary::start(
+        &upstream.url(),
+        &[
+            ("public", "header_read_timeout = \"1s\""),
+            ("public", "body_rate_window = \"1s\""),
+            ("public", "idle_timeout = \"6s\""),
+            ("public", "body_memory = \"16MiB\""),
+            ("public", "body_memory_per_connection = \"4MiB\""),
+        ],
+        None,
+    );
+    assert_eq!(get_status(relay.public, "/warm-up").await, 200);
+    let before = relay.rss_kib();
+    let chunk = Bytes::from(vec![b'a'; 16 * 1024]);
+    let mut streams = Vec::new();
+    let mut feeders = Vec::new();
+    for _ in 0..2 {
+        let sender = h2_from("127.0.0.1", relay.public).await;
+        for _ in 0..32 {
+            let (tx, body) = channel_body();
+            let chunk = chunk.clone();
+            feeders.push(tokio::spawn(async move {
+                for _ in 0..256 {
+                    if tx.send(chunk.clone()).await.is_err() {
+                        return;
+                    }
+                }
+                // Never finished: the body stays open until the test ends.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }));
+            let mut sender = sender.clone();
+            streams.push(tokio::spawn(async move {
+                let req = http::Request::post("http://social.example/api/v1/statuses").body(body).unwrap();
+                match tokio::time::timeout(Duration::from_secs(15), sender.send_request(req)).await {
+                    Ok(Ok(resp)) => resp.status().as_u16(),
+                    Ok(Err(_)) => 0,
+                    Err(_) => 1,
+                }
+            }));
+        }
+    }
+    let started = Instant::now();
+    let mut peak = before;
+    while started.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(relay.rss_kib());
+    }
+    let mut statuses = Vec::new();
+    for s in streams {
+        statuses.push(s.await.unwrap());
+    }
+    let took = started.elapsed();
+    for f in feeders {
+        f.abort();
+    }
+    statuses.sort_unstable();
+    assert!(statuses.iter().all(|s| [408, 413, 503].contains(s)), "{statuses:?}");
+    assert!(statuses.contains(&503), "the body budget turned some away: {statuses:?}");
+    assert!(statuses.contains(&408), "stalled bodies were cut: {statuses:?}");
+    assert!(took < Duration::from_secs(12), "every stalled stream answered in {took:?}");
+    let growth_mib = peak.saturating_sub(before) / 1024;
+    assert!(growth_mib < 80, "RSS grew {growth_mib} MiB ({before} KiB → {peak} KiB)");
+    let m = relay.metrics().await;
+    assert_eq!(metric(&m, "pavise_body_memory_bytes"), Some(0), "every charge came back:\n{m}");
+    assert!(metric(&m, "pavise_body_memory_refused_total").unwrap() > 0, "{m}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = relay.rss_kib();
+    eprintln!(
+        "held bodies: RSS {before} KiB → peak {peak} KiB → after {after} KiB; answered in {took:?}: {statuses:?}"
+    );
+    assert!(after.saturating_sub(before) / 1024 < 40, "RSS stayed up: {before} KiB → {after} KiB");
+    let reached: Vec<_> = upstream.recorded().iter().map(|r| (r.uri.path().to_owned(), r.body.len())).collect();
+    assert!(
+        reached.iter().all(|(path, _)| path == "/warm-up"),
+        "no stalled body reached the instance: {reached:?} {statuses:?}"
+    );
+}
+
+/// F1: a `_method` form is read at most 64 KiB; a longer one streams on with its wire
+/// method and, when its whole body turns out to override the method, fails before the
+/// instance has all of it (Puma dispatches nothing it has not read whole).
+#[tokio::test]
+async fn a_long_method_form_streams_through_and_an_override_in_it_never_reaches_rails_whole() {
+    let upstream = RecordingUpstream::start().await;
+    let pavise = Pavise::start(&upstream.url(), quiet_pavise).await;
+    let head = format!("status={}", "x".repeat(80 * 1024));
+    let post = |tail: &'static str| {
+        let head = head.clone();
+        async move {
+            let mut sender = h2_from(CLIENT, pavise.addr).await;
+            let (tx, body) = channel_body();
+            tokio::spawn(async move {
+                tx.send(Bytes::from(head)).await.unwrap();
+                // The end is not known when the head has been read.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                tx.send(Bytes::from_static(tail.as_bytes())).await.unwrap();
+            });
+            let req = http::Request::post("http://social.example/api/v1/statuses/109")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .unwrap();
+            sender.send_request(req).await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(post("&visibility=direct").await, 200);
+    let rec = upstream.last();
+    assert_eq!(rec.body.len(), 80 * 1024 + "status=".len() + "&visibility=direct".len(), "every byte arrived");
+    assert_eq!(rec.method, http::Method::POST);
+    let m = metrics(&pavise).await;
+    assert_eq!(route_count(&m, "api"), 1, "the stages saw the wire method (a POST to a status):\n{m}");
+
+    // `_method=get` would make Rails show status 109; pavise's stages had seen a POST.
+    assert_eq!(post("&_method=get").await, 400);
+    for rec in upstream.recorded().iter().skip(1) {
+        assert!(!rec.body.ends_with(b"_method=get"), "the overriding body reached the instance whole");
+    }
+    assert_eq!(route_count(&metrics(&pavise).await, "status_read"), 0);
+    pavise.stop().await;
+}
+
+/// A streaming upstream: `/api/v1/streaming/...` answers an SSE stream that stays open
+/// (a heartbeat a second) for as long as the test runs; everything else is a plain 200.
+async fn sse_upstream() -> RecordingUpstream {
+    RecordingUpstream::with_handler(|rec| {
+        if !rec.uri.path().starts_with("/api/v1/streaming") {
+            return text(200, "ok");
+        }
+        let beats = futures_util::stream::unfold(0u32, |n| async move {
+            if n > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            (n < 60).then(|| {
+                (
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(Bytes::from_static(b":thump\n\n"))),
+                    n + 1,
+                )
+            })
+        });
+        let mut r = http::Response::new(BodyExt::boxed(StreamBody::new(beats)));
+        r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+        r
+    })
+    .await
+}
+
+/// F2: one client's SSE streams used to hold every `max_in_flight` permit (32 connections
+/// of 32 streams), and the web UI, the API and federation all got 503. Now streams draw
+/// on their own pool, and per connection and per client caps turn the hog away first.
+#[tokio::test]
+async fn sse_streams_never_starve_the_web_and_the_client_that_opens_too_many_is_refused() {
+    let upstream = sse_upstream().await;
+    let pavise = Pavise::start(&upstream.url(), |c| {
+        quiet_pavise(c);
+        c.upstream.max_in_flight = 8;
+        c.public.max_sse = 6;
+        c.public.max_streams_per_client = 4;
+        c.public.max_streams_per_connection = 2;
+    })
+    .await;
+    // Opens `n` SSE streams on one connection from `source`; the open ones are kept.
+    let open = |source: &'static str, n: usize| async move {
+        let sender = h2_from(source, pavise.addr).await;
+        let mut kept = Vec::new();
+        let mut refused = Vec::new();
+        for _ in 0..n {
+            let req = http::Request::get("http://social.example/api/v1/streaming/public").body(whole("")).unwrap();
+            let resp = sender.clone().send_request(req).await.unwrap();
+            match resp.status().as_u16() {
+                200 => kept.push(resp),
+                503 => {
+                    assert!(resp.headers().contains_key("retry-after"));
+                    refused.push(503);
+                }
+                other => panic!("an SSE request got {other}"),
+            }
+        }
+        (kept, refused.len())
+    };
+    // The hog: three connections of three streams.
+    let mut hog = Vec::new();
+    let mut hog_refused = 0;
+    for _ in 0..3 {
+        let (kept, refused) = open(CLIENT, 3).await;
+        hog.extend(kept);
+        hog_refused += refused;
+    }
+    assert_eq!(hog.len(), 4, "max_streams_per_client");
+    assert_eq!(hog_refused, 5);
+    // Another client still gets its streams, until the streaming pool is full.
+    let (other, refused) = open("127.13.37.62", 2).await;
+    assert_eq!((other.len(), refused), (2, 0));
+    let (third, refused) = open("127.13.37.63", 1).await;
+    assert_eq!((third.len(), refused), (0, 1), "max_sse holds");
+    // Meanwhile the web, the API and federation are served, the hog's requests included.
+    for source in [CLIENT, "127.13.37.63"] {
+        for (method, path) in [("GET", "/api/v1/timelines/home"), ("POST", "/inbox"), ("GET", "/")] {
+            let req = http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", "social.example")
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap();
+            let (parts, _) = send_from(source.parse().unwrap(), pavise.addr, req).await;
+            assert_eq!(parts.status, 200, "{method} {path} from {source} while streams are open");
+        }
+    }
+    let m = metrics(&pavise).await;
+    assert_eq!(metric(&m, "pavise_streaming_in_flight"), Some(6), "{m}");
+    for (cap, at_least) in [("connection_streams", 2), ("client_streams", 3), ("sse", 1)] {
+        let n = metric(&m, &format!("pavise_capped_total{{cap=\"{cap}\"}}")).unwrap();
+        assert!(n >= at_least, "{cap}: {n}\n{m}");
+    }
+    // Streams that end give their places back.
+    drop((hog, other));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&metrics(&pavise).await, "pavise_streaming_in_flight") != Some(0) {
+        assert!(Instant::now() < deadline, "stream permits were not given back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (again, refused) = open(CLIENT, 2).await;
+    assert_eq!((again.len(), refused), (2, 0));
+    drop(again);
+    pavise.stop().await;
+}
+
+/// A real nginx in front of pavise, configured as README step 4 says (and, on a second
+/// port, as it used to say: the `X-Forwarded-For` line removed). Killed on drop.
+struct Nginx {
+    child: Child,
+    readme: SocketAddr,
+    without_xff: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// `None` when nginx is not installed (a failure under CI=true: scripts/deps installs it).
+    async fn start(pavise: SocketAddr) -> Option<Nginx> {
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists());
+        let Some(bin) = bin else {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "nginx is missing under CI=true (scripts/deps)");
+            eprintln!("nginx not installed: skipping");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let (readme, without_xff) = (port(), port());
+        let d = dir.path().display();
+        let location = |xff: &str| {
+            format!(
+                "location / {{ proxy_set_header Host $host; {xff} proxy_set_header X-Forwarded-Proto $scheme; proxy_http_version 1.1; proxy_pass http://{pavise}; }}"
+            )
+        };
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3; uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;\n\
+             server {{ listen {readme}; {} }}\n\
+             server {{ listen {without_xff}; {} }} }}\n",
+            location("proxy_set_header X-Forwarded-For $remote_addr;"),
+            location(""),
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let nginx = Nginx { child, readme, without_xff, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(without_xff).await.is_err() || TcpStream::connect(readme).await.is_err() {
+            assert!(Instant::now() < deadline, "nginx did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(nginx)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// F3: following README step 4 used to let clients choose their pseudonyms (nginx passed
+/// a client's own `X-Forwarded-For` through, pavise believed it: 12 sign-ups, 12
+/// pseudonyms). With the edge overwriting the header, one client is one pseudonym
+/// whatever it sends; an edge that sends nothing gets one pseudonym for everybody, and
+/// says so in the log and `/metrics`.
+#[tokio::test]
+async fn behind_a_real_nginx_set_up_as_the_readme_says_clients_cannot_choose_their_pseudonym() {
+    let upstream = RecordingUpstream::start().await;
+    let pavise = Pavise::start(&upstream.url(), |c| {
+        quiet_pavise(c);
+        c.client_ip.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let Some(nginx) = Nginx::start(pavise.addr).await else { return };
+    let through = |edge: SocketAddr, source: &'static str, spoof: Option<String>| {
+        let upstream = &upstream;
+        async move {
+            let mut req = http::Request::post("/api/v1/accounts").header("host", "social.example");
+            if let Some(spoof) = spoof {
+                req = req.header("x-forwarded-for", spoof).header("x-real-ip", "198.51.100.200");
+            }
+            let (parts, _) = send_from(source.parse().unwrap(), edge, req.body(Full::default()).unwrap()).await;
+            assert_eq!(parts.status, 200);
+            let rec = upstream.last();
+            assert_eq!(rec.headers["x-forwarded-proto"], "http");
+            rec.headers["x-forwarded-for"].to_str().unwrap().to_owned()
+        }
+    };
+    let other = "127.13.37.62";
+    let mut mine = std::collections::HashSet::new();
+    for i in 0..6 {
+        mine.insert(through(nginx.readme, CLIENT, Some(format!("198.51.100.{i}"))).await);
+    }
+    // Claiming to be the other client, or the edge itself, changes nothing either.
+    mine.insert(through(nginx.readme, CLIENT, Some(other.to_owned())).await);
+    mine.insert(through(nginx.readme, CLIENT, Some("127.0.0.1".to_owned())).await);
+    mine.insert(through(nginx.readme, CLIENT, None).await);
+    assert_eq!(mine.len(), 1, "one client, one pseudonym: {mine:?}");
+    let theirs = through(nginx.readme, other, Some("198.51.100.1".to_owned())).await;
+    assert!(!mine.contains(&theirs), "two clients, two pseudonyms");
+    let theirs_again = through(nginx.readme, other, None).await;
+    assert_eq!(theirs, theirs_again);
+
+    // The old step 4 (no X-Forwarded-For line): two clients that send none share the
+    // edge's pseudonym (never one of theirs), and pavise says why.
+    let a = through(nginx.without_xff, CLIENT, None).await;
+    let b = through(nginx.without_xff, other, None).await;
+    assert_eq!(a, b);
+    assert!(!mine.contains(&a) && a != theirs);
+    let m = metrics(&pavise).await;
+    assert!(metric(&m, "pavise_client_ip_unresolved_total{reason=\"missing\"}").unwrap() >= 2, "{m}");
+    assert!(logs().contains("proxy_set_header X-Forwarded-For $remote_addr;"), "the log says what the edge must send");
+    drop(nginx);
+    pavise.stop().await;
+}
+
+/// F4: what pavise asks the instance because of a client's request carries that
+/// client's pseudonym (so the instance's throttles count it): the status creation expiry
+/// sends on the client's behalf, over HTTP/1.1 with `Connection` tricks and over HTTP/2,
+/// and the look-up of a scheduled post's account the same exchange makes.
+#[tokio::test]
+async fn requests_pavise_makes_because_of_a_client_carry_its_pseudonym() {
+    let upstream = RecordingUpstream::with_handler(|rec| {
+        let json = |body: &str| {
+            let mut r = text(200, body);
+            r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+            r
+        };
+        match rec.uri.path() {
+            "/api/v1/statuses" => json(
+                r#"{"id":"7","scheduled_at":"2999-01-01T00:00:00.000Z","params":{"text":"later","visibility":"public"},"media_attachments":[]}"#,
+            ),
+            "/api/v1/accounts/verify_credentials" => json(r#"{"id":"1","username":"alice","acct":"alice"}"#),
+            _ => text(200, "ok"),
+        }
+    })
+    .await;
+    let pavise = Pavise::start(&upstream.url(), |c| {
+        quiet_pavise(c);
+        // Sweeps are pavise's own housekeeping (no X-Forwarded-For); not under test here.
+        c.expiry.sweep_archives = false;
+    })
+    .await;
+    let create = || {
+        let mut req = tricked("POST", "/api/v1/statuses", true);
+        req.headers_mut().insert("authorization", "Bearer t0ken".parse().unwrap());
+        *req.body_mut() = Full::new(Bytes::from_static(br#"{"status":"later","scheduled_at":"2999-01-01T00:00:00Z"}"#));
+        req
+    };
+    let (parts, _) = send_from(CLIENT.parse().unwrap(), pavise.addr, create()).await;
+    assert_eq!(parts.status, 200);
+    let mut sender = h2_from(CLIENT, pavise.addr).await;
+    let mut req = tricked("POST", "/api/v1/statuses", false).map(BodyExt::boxed);
+    req.headers_mut().insert("authorization", "Bearer t0ken".parse().unwrap());
+    *req.body_mut() = whole(&br#"{"status":"later","scheduled_at":"2999-01-01T00:00:00Z"}"#[..]);
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+
+    let recorded = upstream.recorded();
+    let creations: Vec<_> = recorded.iter().filter(|r| r.uri.path() == "/api/v1/statuses").collect();
+    let lookups: Vec<_> = recorded.iter().filter(|r| r.uri.path() == "/api/v1/accounts/verify_credentials").collect();
+    assert_eq!((creations.len(), lookups.len()), (2, 2), "{recorded:?}");
+    for rec in creations {
+        assert_carries_the_pseudonym(&rec.headers, "status creation");
+    }
+    let pseudonym = recorded[0].headers["x-forwarded-for"].clone();
+    for rec in lookups {
+        assert_eq!(rec.headers.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), [&pseudonym]);
+    }
+    pavise.stop().await;
+}
+
+/// F5: a client over plain HTTP that sent `X-Forwarded-Ssl: on` was https to Rack 2.2
+/// and 3.1; `X-Forwarded-Scheme` to Rack 2.2 and Puma. No header a framework reads a
+/// scheme, host, port or path from reaches the instance, however spelled.
+#[tokio::test]
+async fn no_client_header_tells_the_instance_another_scheme_host_port_or_path() {
+    let upstream = RecordingUpstream::start().await;
+    let pavise = Pavise::start(&upstream.url(), quiet_pavise).await;
+    const SPOOFS: &[(&str, &str)] = &[
+        ("X-Forwarded-Ssl", "on"),
+        ("X-Forwarded-Scheme", "https"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Port", "443"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("X-Forwarded-Prefix", "/admin"),
+        ("Forwarded", "proto=https;host=evil.example"),
+        ("Front-End-Https", "on"),
+        ("X-Url-Scheme", "https"),
+        ("X-Original-URL", "/admin/accounts"),
+        ("X-Rewrite-URL", "/admin/accounts"),
+        ("X-Original-Host", "evil.example"),
+    ];
+    let mut req = http::Request::get("/api/v1/timelines/home").header("host", "social.example");
+    for (k, v) in SPOOFS {
+        req = req.header(*k, *v);
+    }
+    let (parts, _) = send_from(CLIENT.parse().unwrap(), pavise.addr, req.body(Full::default()).unwrap()).await;
+    assert_eq!(parts.status, 200);
+    let h = upstream.last().headers;
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "social.example");
+    for (k, _) in SPOOFS.iter().filter(|(k, _)| !["X-Forwarded-Proto", "X-Forwarded-Host"].contains(k)) {
+        assert!(!h.contains_key(*k), "{k} reached the instance: {h:?}");
+    }
+    assert!(!format!("{h:?}").contains("evil.example") && !format!("{h:?}").contains("/admin"), "{h:?}");
+    pavise.stop().await;
+}
+
+/// F7: two `Host`s reached Puma (joined "a, b", while pavise's `X-Forwarded-Host` said
+/// "a"), and `CONNECT host:port` was forwarded. Now both are refused on entry, over
+/// HTTP/1.1 and HTTP/2, and nothing reaches the instance.
+#[tokio::test]
+async fn two_hosts_a_host_against_the_authority_connect_and_trace_are_refused() {
+    let upstream = RecordingUpstream::start().await;
+    let pavise = Pavise::start(&upstream.url(), quiet_pavise).await;
+    let raw = |head: &'static str| async move {
+        let mut s = TcpStream::connect(pavise.addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    for (head, status) in [
+        ("GET /about HTTP/1.1\r\nHost: social.example\r\nHost: evil.example\r\n\r\n", "400"),
+        ("GET http://social.example/about HTTP/1.1\r\nHost: evil.example\r\n\r\n", "400"),
+        ("CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", "405"),
+        ("TRACE /about HTTP/1.1\r\nHost: social.example\r\n\r\n", "405"),
+    ] {
+        let answer = raw(head).await;
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{head:?} → {answer}");
+    }
+    // HTTP/2: a `host` header that is not the `:authority`.
+    let mut sender = h2_from(CLIENT, pavise.addr).await;
+    let req = http::Request::get("http://social.example/about").header("host", "evil.example").body(whole("")).unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 400);
+    // The same host twice in agreement is fine.
+    let req =
+        http::Request::get("http://social.example/about").header("host", "social.example").body(whole("")).unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    assert_eq!(upstream.recorded().len(), 1, "only the agreeing request reached the instance");
+    pavise.stop().await;
+}
+
+/// Suspicion: a client that resets its HTTP/2 streams after they were accepted still
+/// made Puma do each request's work, outside `h2_max_streams` and `max_in_flight`. Now a
+/// reset request keeps its permits until the instance answers: a connection never has
+/// more than `h2_max_streams` requests running at the instance.
+#[tokio::test]
+async fn reset_streams_keep_their_place_until_the_instance_has_answered() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let upstream = RecordingUpstream::with_async_handler(move |rec| {
+        let gate = gate.clone();
+        Box::pin(async move {
+            if rec.uri.path() == "/slow" {
+                let _ = tokio::time::timeout(Duration::from_secs(10), gate.notified()).await;
+            }
+            text(200, "done")
+        })
+    })
+    .await;
+    let pavise = Pavise::start(&upstream.url(), |c| {
+        quiet_pavise(c);
+        c.public.h2_max_streams = 4;
+    })
+    .await;
+    let sender = h2_from(CLIENT, pavise.addr).await;
+    // Four slow requests, reset by the client as soon as they are at the instance.
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        let mut s = sender.clone();
+        waiting.push(tokio::spawn(async move {
+            let _ = s.send_request(http::Request::get("http://social.example/slow").body(whole("")).unwrap()).await;
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while upstream.recorded().len() < 4 {
+        assert!(Instant::now() < deadline, "the slow requests did not reach the instance");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for w in waiting {
+        w.abort();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let m = metrics(&pavise).await;
+    assert_eq!(metric(&m, "pavise_upstream_in_flight"), Some(4), "reset requests keep their permits:\n{m}");
+    // The connection's streams are free again, but its four requests still run: a fifth
+    // is refused, and never reaches the instance.
+    let resp = sender
+        .clone()
+        .send_request(http::Request::get("http://social.example/x").body(whole("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(upstream.recorded().len(), 4);
+    // Another connection is served meanwhile.
+    assert_eq!(get_status(pavise.addr, "/about").await, 200);
+    // Once the instance has answered, the permits come back.
+    release.notify_waiters();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&metrics(&pavise).await, "pavise_upstream_in_flight") != Some(0) {
+        assert!(Instant::now() < deadline, "the permits did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = sender
+        .clone()
+        .send_request(http::Request::get("http://social.example/x").body(whole("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let m = metrics(&pavise).await;
+    assert!(m.contains("pavise_capped_total{cap=\"connection_requests\"} 1"), "{m}");
+    pavise.stop().await;
+}

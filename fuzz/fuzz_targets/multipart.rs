@@ -14,6 +14,7 @@ fn scrubber() -> &'static (Scrubber, tempfile_dir::Dir) {
         let mut config = MediaConfig::default();
         // Small, so fuzzed parts also take the spill-to-disk path.
         config.spill_threshold = pavise::units::Size(256);
+        config.min_spill = pavise::units::Size(64);
         (Scrubber::new(config, &dir.0).expect("temp dir"), dir)
     })
 }
@@ -34,7 +35,8 @@ fuzz_target!(|data: &[u8]| {
     let (scrubber, dir) = scrubber();
     let body = pavise::proxy::full(bytes::Bytes::copy_from_slice(data));
     rt.block_on(async {
-        let _ = scrubber.rewrite_multipart(body, "XyZ", "form-data").await;
+        let mut mem = scrubber.request(None, true);
+        let _ = scrubber.rewrite_multipart(body, "XyZ", "form-data", &mut mem).await;
     });
     let left = std::fs::read_dir(dir.0.join("media-tmp")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "temp files left behind");

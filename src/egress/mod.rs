@@ -50,7 +50,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    admin::ReadinessCheck,
+    admin::{Readiness, ReadinessCheck},
     config::{Config, EgressMode},
     metrics::{Histogram, LATENCY_BUCKETS, MetricsSource},
     proxy::StageFuture,
@@ -387,10 +387,11 @@ impl ReadinessCheck for TorReadiness {
         "tor"
     }
 
-    fn check(&self) -> StageFuture<'_, Result<String, String>> {
+    fn check(&self) -> StageFuture<'_, Readiness> {
         Box::pin(async move {
-            match &self.0.connector {
-                Connector::Direct(_) => Ok(format!("WARNING: {}", direct::WARNING)),
+            let tor = match &self.0.connector {
+                // Served, but visibly not what production must run.
+                Connector::Direct(_) => return Readiness::Degraded(format!("WARNING: {}", direct::WARNING)),
                 #[cfg(feature = "tor")]
                 Connector::Tor(t) => match t.state() {
                     BootState::Ready { .. } if let Some(stuck) = t.blockage() => {
@@ -420,6 +421,11 @@ impl ReadinessCheck for TorReadiness {
                     )),
                     BootState::Failed { reason } => Err(format!("bootstrap failed: {reason}")),
                 },
+            };
+            // Outbound federation fails closed without Tor: nothing can be sent correctly.
+            match tor {
+                Ok(detail) => Readiness::Ready(detail),
+                Err(reason) => Readiness::NotReady(reason),
             }
         })
     }

@@ -1,12 +1,24 @@
 //! The scheduler's own small client to the instance's API: re-fetch a status, delete it,
 //! page an account's statuses (sweep), look for a scheduled post's publication. It does
 //! not go through the pipeline (no stage has any business with pavise's own requests) and
-//! it reads Mastodon's rate-limit headers. Its requests leave from loopback without
-//! `X-Forwarded-For`, which Mastodon's Rack::Attack safelists from every throttle.
+//! it reads Mastodon's rate-limit headers.
 //!
 //! It also carries one kind of client request: a status creation, which the expiry stage
 //! hands over whole ([`Instance::forward`]) so that the exchange belongs to a task of its
 //! own and a client hanging up cannot cancel what pavise learns from the answer.
+//!
+//! # Whose requests these are ([`OnBehalfOf`])
+//! Mastodon's Rack::Attack safelists loopback requests without `X-Forwarded-For` from
+//! every throttle and IP block, so each request says whom it is for:
+//! - **the client's** (its pseudonym in `X-Forwarded-For`, via [`Instance::for_client`]):
+//!   the detached status creation itself ([`Instance::forward`]), and what that exchange
+//!   asks besides — deleting a post whose expiry could not be recorded, the account of a
+//!   scheduled post. A client decides how many of these there are.
+//! - **pavise's own housekeeping** (no `X-Forwarded-For`, the default): the scheduler's
+//!   re-fetches and deletions, confirmations that deleted posts are gone, archive sweeps
+//!   (started by a member's request, but one per member and rule set, paged and paced on
+//!   `X-RateLimit-*` by pavise), publication look-ups of scheduled posts, the admin's
+//!   `pavise expiry` commands. Their number is pavise's, bounded and paced by it.
 //!
 //! Requests carry the `Host` the post was created through (Mastodon answers only to its
 //! own domain) and `X-Forwarded-Proto: https` (so a production instance does not redirect
@@ -23,7 +35,7 @@ use hyper_util::{
 };
 
 use super::{observe::facts_from_status, policy::PostFacts, seal::Token};
-use crate::store::UnixMs;
+use crate::{proxy::OnBehalfOf, store::UnixMs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
@@ -91,6 +103,8 @@ pub struct Instance {
     client: Client<HttpConnector, Full<Bytes>>,
     authority: http::uri::Authority,
     timeout: Duration,
+    /// Whom its requests are for (see the module docs).
+    behalf: OnBehalfOf,
 }
 
 impl std::fmt::Debug for Instance {
@@ -133,6 +147,7 @@ impl Instance {
         parts.version = http::Version::HTTP_11;
         crate::proxy::hop::strip_hop_by_hop(&mut parts.headers, false);
         parts.headers.remove(header::EXPECT);
+        self.behalf.apply(&mut parts.headers);
         parts.headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
         let req = http::Request::from_parts(parts, Full::new(body));
         let fut = async {
@@ -158,7 +173,13 @@ impl Instance {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Instance { client, authority, timeout }
+        Instance { client, authority, timeout, behalf: OnBehalfOf::Housekeeping }
+    }
+
+    /// The same client, for requests one client's request caused: they carry its
+    /// pseudonym, so the instance's throttles count them (see the module docs).
+    pub fn for_client(&self, pseudonym: std::net::IpAddr) -> Instance {
+        Instance { behalf: OnBehalfOf::Client(pseudonym), ..self.clone() }
     }
 
     async fn call(
@@ -187,6 +208,7 @@ impl Instance {
             let mut auth = auth;
             auth.set_sensitive(true);
             headers.insert(header::AUTHORIZATION, auth);
+            self.behalf.apply(headers);
         }
         let req = req.body(Full::new(Bytes::new())).map_err(|e| InstanceError::Unreachable(e.to_string()))?;
         let fut = async {

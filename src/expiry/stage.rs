@@ -95,10 +95,11 @@ fn unprocessable(message: &str) -> Flow {
     Flow::Respond(json_error(StatusCode::UNPROCESSABLE_ENTITY, message))
 }
 
-/// Reads a request body whole: the one place this stage buffers a client's body (capped by
-/// the pipeline's per-route limit), so a crate-wide buffering budget hooks in here.
-pub async fn read_body(body: crate::proxy::Body) -> Result<Bytes, ProxyError> {
-    Ok(body.collect().await.map_err(|e| pipeline::body_error(&e))?.to_bytes())
+/// Reads a request body whole: the one place this stage buffers a client's body. Held
+/// whole, so charged to the relay's body budget (`proxy::budget`); the route's body cap
+/// already bounds it.
+pub async fn read_body(ctx: &RequestCtx, body: crate::proxy::Body) -> Result<Bytes, ProxyError> {
+    crate::proxy::budget::read_whole(ctx.hold_body(body, u64::MAX), u64::MAX).await
 }
 
 /// The writes that name statuses by id (Mastodon's `config/routes/api.rb` and
@@ -175,7 +176,7 @@ fn with_query(uri: &http::Uri, query: &str) -> Result<http::Uri, ProxyError> {
 
 /// The author's token of a request that names one post (an action, an edit): from the
 /// head, or from a small body when Doorkeeper would take it from there.
-async fn token_of(req: Request) -> Result<(Request, Option<Token>), ProxyError> {
+async fn token_of(ctx: &RequestCtx, req: Request) -> Result<(Request, Option<Token>), ProxyError> {
     if let Some(t) = auth::bearer_token_in_head(req.headers(), req.uri().query()) {
         return Ok((req, Some(t)));
     }
@@ -187,7 +188,7 @@ async fn token_of(req: Request) -> Result<(Request, Option<Token>), ProxyError> 
         return Ok((req, None));
     }
     let (parts, body) = req.into_parts();
-    let bytes = read_body(body).await?;
+    let bytes = read_body(ctx, body).await?;
     let token = auth::bearer_token(&parts.headers, parts.uri.query(), &|name| params::body_param(&kind, &bytes, name));
     Ok((http::Request::from_parts(parts, full(bytes)), token))
 }
@@ -266,7 +267,7 @@ impl Stage for ExpiryStage {
                     _ => {}
                 }
                 if let Some((key, all)) = names_statuses(&method, &ctx.route) {
-                    match self.drop_hidden_ids(req, key, all).await? {
+                    match self.drop_hidden_ids(ctx, req, key, all).await? {
                         Flow::Continue(next) => req = next,
                         answered => return Ok(answered),
                     }
@@ -277,7 +278,7 @@ impl Stage for ExpiryStage {
             match (ctx.route.class, &method, &status_id) {
                 (RouteClass::StatusCreate, &Method::POST, None) => self.create(ctx, req).await,
                 (RouteClass::StatusCreate, &Method::PUT | &Method::PATCH, Some(id)) => {
-                    let (req, token) = token_of(req).await?;
+                    let (req, token) = token_of(ctx, req).await?;
                     let (mut parts, body) = req.into_parts();
                     parts.headers.remove(header::ACCEPT_ENCODING);
                     ctx.extensions.insert(Pending::Edit { token, status_id: id.clone() });
@@ -291,7 +292,7 @@ impl Stage for ExpiryStage {
                     };
                     match action {
                         Some(action) => {
-                            let (req, token) = token_of(req).await?;
+                            let (req, token) = token_of(ctx, req).await?;
                             ctx.extensions.insert(Pending::Action { token, status_id: id.clone(), action });
                             Ok(Flow::Continue(req))
                         }
@@ -377,13 +378,13 @@ impl ExpiryStage {
 
     /// A write that names statuses (see [`WRITES_NAMING_STATUSES`]), without the hidden
     /// ones.
-    async fn drop_hidden_ids(&self, req: Request, key: &str, all: bool) -> Result<Flow, ProxyError> {
+    async fn drop_hidden_ids(&self, ctx: &RequestCtx, req: Request, key: &str, all: bool) -> Result<Flow, ProxyError> {
         let kind = match BodyKind::of(req.headers()) {
             Ok(kind) => kind,
             Err(why) => return Ok(Flow::Respond(json_error(StatusCode::BAD_REQUEST, why))),
         };
         let (mut parts, body) = req.into_parts();
-        let bytes = read_body(body).await?;
+        let bytes = read_body(ctx, body).await?;
         let now = now_ms();
         let hidden = |v: &str| status_id_of(v).is_some_and(|id| self.core.hidden.is_hidden(&id, now));
         let dropped = match params::drop_values(&kind, &bytes, parts.uri.query(), key, &hidden) {
@@ -417,7 +418,7 @@ impl ExpiryStage {
         let (mut parts, body) = req.into_parts();
         // The answer must be readable JSON, not a compressed stream.
         parts.headers.remove(header::ACCEPT_ENCODING);
-        let bytes = read_body(body).await?;
+        let bytes = read_body(ctx, body).await?;
         let token =
             auth::bearer_token(&parts.headers, parts.uri.query(), &|name| params::body_param(&kind, &bytes, name));
         let min = core.config.min_expires_in.get().as_secs();
@@ -451,13 +452,20 @@ impl ExpiryStage {
             parts.headers.insert(header::HOST, host);
         }
 
+        // The instance must see this request as the pipeline would send it: the client's
+        // pseudonym, scheme and host, written last (so its throttles apply to it).
+        crate::proxy::upstream::last_word(&mut parts.headers, ctx);
+
         // From here the exchange is not the client's to cancel: a phone that loses its
         // network after sending still gets its post scheduled, and so does one whose
-        // instance is slow to answer (the task waits up to `expiry.create_timeout`).
+        // instance is slow to answer (the task waits up to `expiry.create_timeout`). What
+        // the exchange asks of the instance besides (a failed post's deletion, a scheduled
+        // post's account, a lost answer's look-up) is the client's doing too, and carries
+        // its pseudonym.
         let lost =
             LostCreation { sent_at: now, text: taken.params.text, spoiler_text: taken.params.spoiler_text, expires_in };
-        let exchange =
-            Exchange { core: self.core.clone(), instance: self.instance.clone(), token, host: ctx.host.clone(), lost };
+        let instance = self.instance.for_client(ctx.pseudonym);
+        let exchange = Exchange { core: self.core.clone(), instance, token, host: ctx.host.clone(), lost };
         let task = tokio::spawn(exchange.run(parts, taken.body));
         match tokio::time::timeout(core.config.request_timeout.get(), task).await {
             Ok(Ok(resp)) => Ok(Flow::Respond(resp)),

@@ -24,7 +24,7 @@ use http::HeaderMap;
 use ipnet::IpNet;
 use ring::{hmac, rand::SecureRandom};
 
-use crate::config::{ClientIpConfig, ClientIpMode};
+use crate::config::{ClientIpConfig, ClientIpHeader, ClientIpMode};
 
 /// A client's real address. Deliberately opaque: see the module docs.
 #[derive(Clone, PartialEq, Eq)]
@@ -42,32 +42,92 @@ impl fmt::Display for ClientAddr {
     }
 }
 
+/// Why the client address a trusted proxy gave was not believed (the connecting peer,
+/// the proxy itself, stands in for the client then: one pseudonym for everybody behind
+/// it, never one the client chose). Each one points at the edge's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unresolved {
+    /// The header is missing: the edge does not set it, so whatever a client sends under
+    /// that name passes through it unchecked (red-team F3).
+    Missing,
+    /// More than one value where exactly one was asked for (`X-Real-IP`).
+    Multiple,
+    /// A value that is not an address.
+    Malformed,
+}
+
+impl Unresolved {
+    pub const ALL: [Unresolved; 3] = [Unresolved::Missing, Unresolved::Multiple, Unresolved::Malformed];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Unresolved::Missing => "missing",
+            Unresolved::Multiple => "multiple",
+            Unresolved::Malformed => "malformed",
+        }
+    }
+}
+
 impl ClientAddr {
     /// The client behind this connection. When the connecting peer is a trusted proxy (a
-    /// load balancer or CDN in front of pavise), the client is the right-most address in
-    /// its `X-Forwarded-For` chain that is not itself trusted.
-    pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> ClientAddr {
+    /// load balancer or CDN in front of pavise), the client is what that proxy names in
+    /// `header`:
+    /// - `X-Forwarded-For`: the right-most address that is not itself trusted (an edge
+    ///   that overwrites the header leaves one address, one that appends leaves the
+    ///   client's own claims to the left of it: both are read right);
+    /// - `X-Real-IP`: exactly one header holding exactly one address.
+    ///
+    /// A header that is missing, repeated (`X-Real-IP`) or not an address is not
+    /// believed: the peer stands in, and the reason is returned for the operator.
+    pub fn resolve(
+        peer: IpAddr,
+        headers: &HeaderMap,
+        trusted: &[IpNet],
+        header: ClientIpHeader,
+    ) -> (ClientAddr, Option<Unresolved>) {
         let peer = peer.to_canonical();
         if !trusted.iter().any(|net| net.contains(&peer)) {
-            return ClientAddr(peer);
+            return (ClientAddr(peer), None);
         }
-        let chain = headers
-            .get_all(http::header::HeaderName::from_static("x-forwarded-for"))
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect::<Vec<_>>();
-        for hop in chain.iter().rev() {
+        match header {
+            ClientIpHeader::XForwardedFor => Self::from_forwarded_for(peer, headers, trusted),
+            ClientIpHeader::XRealIp => Self::from_real_ip(peer, headers),
+        }
+    }
+
+    fn from_forwarded_for(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> (ClientAddr, Option<Unresolved>) {
+        let mut values = headers.get_all(http::header::HeaderName::from_static("x-forwarded-for")).iter().peekable();
+        if values.peek().is_none() {
+            return (ClientAddr(peer), Some(Unresolved::Missing));
+        }
+        let mut hops = Vec::with_capacity(4);
+        for value in values {
+            let Ok(text) = value.to_str() else { return (ClientAddr(peer), Some(Unresolved::Malformed)) };
+            hops.extend(text.split(',').map(str::trim));
+        }
+        for hop in hops.iter().rev() {
             let Some(ip) = parse_hop(hop) else {
-                // An unparsable hop means we cannot trust anything to its left.
-                break;
+                // An unparsable hop means nothing to its left can be trusted.
+                return (ClientAddr(peer), Some(Unresolved::Malformed));
             };
             if !trusted.iter().any(|net| net.contains(&ip)) {
-                return ClientAddr(ip);
+                return (ClientAddr(ip), None);
             }
         }
-        ClientAddr(peer)
+        // Every hop is one of our own proxies: the request started there.
+        (ClientAddr(peer), None)
+    }
+
+    fn from_real_ip(peer: IpAddr, headers: &HeaderMap) -> (ClientAddr, Option<Unresolved>) {
+        let mut values = headers.get_all(http::header::HeaderName::from_static("x-real-ip")).iter();
+        let Some(value) = values.next() else { return (ClientAddr(peer), Some(Unresolved::Missing)) };
+        if values.next().is_some() || value.as_bytes().contains(&b',') {
+            return (ClientAddr(peer), Some(Unresolved::Multiple));
+        }
+        match value.to_str().ok().map(str::trim).and_then(|v| v.parse::<IpAddr>().ok()) {
+            Some(ip) => (ClientAddr(ip.to_canonical()), None),
+            None => (ClientAddr(peer), Some(Unresolved::Malformed)),
+        }
     }
 
     /// For tests and the rare caller that already holds a resolved address.
@@ -207,7 +267,7 @@ mod tests {
     use crate::units::Span;
 
     fn cfg(mode: ClientIpMode) -> ClientIpConfig {
-        ClientIpConfig { mode, rotate: Span::secs(3600), trusted_proxies: vec![] }
+        ClientIpConfig { mode, rotate: Span::secs(3600), ..ClientIpConfig::default() }
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -300,15 +360,49 @@ mod tests {
     #[test]
     fn trusted_proxy_chain_is_walked_from_the_right() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let xff = ClientIpHeader::XForwardedFor;
+        let resolve = |peer: &str, h: &HeaderMap| ClientAddr::resolve(ip(peer), h, &trusted, xff);
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.2".parse().unwrap());
         // Behind the trusted LB the client is 203.0.113.9; 6.6.6.6 is a spoof it appended to.
-        assert_eq!(ClientAddr::resolve(ip("10.0.0.1"), &h, &trusted), ClientAddr::from_ip(ip("203.0.113.9")));
+        assert_eq!(resolve("10.0.0.1", &h), (ClientAddr::from_ip(ip("203.0.113.9")), None));
         // From an untrusted peer the header is ignored.
-        assert_eq!(ClientAddr::resolve(ip("192.0.2.1"), &h, &trusted), ClientAddr::from_ip(ip("192.0.2.1")));
+        assert_eq!(resolve("192.0.2.1", &h), (ClientAddr::from_ip(ip("192.0.2.1")), None));
         h.insert("x-forwarded-for", "[2001:db8::5]:443".parse().unwrap());
-        assert_eq!(ClientAddr::resolve(ip("10.0.0.1"), &h, &trusted), ClientAddr::from_ip(ip("2001:db8::5")));
+        assert_eq!(resolve("10.0.0.1", &h).0, ClientAddr::from_ip(ip("2001:db8::5")));
+        // Two header lines are one list (the right-most line is the edge's).
+        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        h.append("x-forwarded-for", "198.51.100.4".parse().unwrap());
+        assert_eq!(resolve("10.0.0.1", &h).0, ClientAddr::from_ip(ip("198.51.100.4")));
         h.insert("x-forwarded-for", "garbage".parse().unwrap());
-        assert_eq!(ClientAddr::resolve(ip("10.0.0.1"), &h, &trusted), ClientAddr::from_ip(ip("10.0.0.1")));
+        assert_eq!(resolve("10.0.0.1", &h), (ClientAddr::from_ip(ip("10.0.0.1")), Some(Unresolved::Malformed)));
+        h.insert("x-forwarded-for", "203.0.113.9, garbage".parse().unwrap());
+        assert_eq!(resolve("10.0.0.1", &h).1, Some(Unresolved::Malformed), "nothing left of a bad hop counts");
+        // An edge that sets nothing: nobody gets to choose a pseudonym.
+        assert_eq!(
+            resolve("10.0.0.1", &HeaderMap::new()),
+            (ClientAddr::from_ip(ip("10.0.0.1")), Some(Unresolved::Missing))
+        );
+    }
+
+    #[test]
+    fn x_real_ip_is_exactly_one_address() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        let resolve = |h: &HeaderMap| ClientAddr::resolve(ip("127.0.0.1"), h, &trusted, ClientIpHeader::XRealIp);
+        let edge = ClientAddr::from_ip(ip("127.0.0.1"));
+        let mut h = HeaderMap::new();
+        h.insert("x-real-ip", " 203.0.113.9 ".parse().unwrap());
+        // X-Forwarded-For is not read in this mode, whatever it says.
+        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        assert_eq!(resolve(&h), (ClientAddr::from_ip(ip("203.0.113.9")), None));
+        h.insert("x-real-ip", "6.6.6.6, 203.0.113.9".parse().unwrap());
+        assert_eq!(resolve(&h), (edge.clone(), Some(Unresolved::Multiple)));
+        h.insert("x-real-ip", "203.0.113.9".parse().unwrap());
+        h.append("x-real-ip", "6.6.6.6".parse().unwrap());
+        assert_eq!(resolve(&h), (edge.clone(), Some(Unresolved::Multiple)));
+        h.insert("x-real-ip", "203.0.113.9:443".parse().unwrap());
+        assert_eq!(resolve(&h), (edge.clone(), Some(Unresolved::Malformed)));
+        h.remove("x-real-ip");
+        assert_eq!(resolve(&h), (edge, Some(Unresolved::Missing)));
     }
 }

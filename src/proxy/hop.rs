@@ -18,6 +18,17 @@
 //!   (`underscores_in_headers off`): Rack folds `-` and `_` into one CGI name, so
 //!   `X_Forwarded_For` or `X_HTTP_Method_Override` would reach Rails as the header pavise
 //!   set or removed. Mastodon's own nginx setup already drops them, so no client needs one.
+//! - every header that tells a framework the request's scheme, host, port or path goes
+//!   ([`is_forwarding_header`]): Rack reads the scheme from `X-Forwarded-Ssl: on`,
+//!   `X-Forwarded-Scheme`, `X-Forwarded-Proto` and `Forwarded: proto=`, the host and port
+//!   from `X-Forwarded-Host`, `X-Forwarded-Port` and `Forwarded: host=`; Puma reads
+//!   `X-Forwarded-Ssl`/`-Scheme`/`-Proto` for its default port; middlewares read
+//!   `Front-End-Https`, `X-Url-Scheme`, `X-Forwarded-Prefix` and IIS-style path overrides
+//!   (`X-Original-URL`, `X-Rewrite-URL`). A client over plain HTTP that sent
+//!   `X-Forwarded-Ssl: on` was https to Rails (red-team F5). Whatever a client sends
+//!   under these names is gone; the ones the instance needs (`X-Forwarded-For`,
+//!   `X-Forwarded-Proto`, `X-Forwarded-Host`) are pavise's own, written last
+//!   ([`super::upstream::last_word`]);
 //! - `Upgrade` only survives as `Upgrade: websocket` on the streaming route
 //!   ([`websocket_requested`], [`ask_for_websocket`]); any other token (`h2c`, ...) or
 //!   route would tunnel a connection past every stage.
@@ -65,11 +76,35 @@ pub fn clean_request_head(headers: &mut HeaderMap) {
     for name in &METHOD_OVERRIDES {
         headers.remove(name);
     }
-    if headers.keys().any(|n| n.as_str().contains('_')) {
-        let doomed: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect();
-        for name in doomed {
+    let doomed = |n: &HeaderName| n.as_str().contains('_') || is_forwarding_header(n);
+    // One pass over the names; a list only when something must go.
+    if headers.keys().any(doomed) {
+        let names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
+        for name in names {
             headers.remove(name);
         }
+    }
+}
+
+/// Names that carry a scheme, host, port or path some framework believes, besides the
+/// `x-forwarded-` and `x-original-` families (see the module docs).
+const FORWARDING_EXACT: [&str; 8] =
+    ["forwarded", "x-forwarded", "front-end-https", "x-url-scheme", "x-scheme", "x-rewrite-url", "x-host", "https"];
+
+/// Whether a client-sent header would tell the instance (Rack, Rails, Puma, a
+/// middleware) its scheme, host, port or path: removed on entry.
+pub fn is_forwarding_header(name: &HeaderName) -> bool {
+    let n = name.as_str().as_bytes();
+    // Most names (accept, host, user-agent, content-*, sec-*, authorization, cookie)
+    // are out at the first byte.
+    match n.first() {
+        Some(b'x') => {
+            n.starts_with(b"x-forwarded-")
+                || n.starts_with(b"x-original-")
+                || FORWARDING_EXACT.iter().any(|e| e.as_bytes() == n)
+        }
+        Some(b'f' | b'h') => FORWARDING_EXACT.iter().any(|e| e.as_bytes() == n),
+        _ => false,
     }
 }
 
@@ -182,6 +217,42 @@ mod tests {
         clean_request_head(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("accept"));
+    }
+
+    /// Red-team F5: each of these made (or could make) Rails, Rack, Puma or a middleware
+    /// believe another scheme, host, port or path than the one pavise saw.
+    #[test]
+    fn every_scheme_host_port_and_path_header_is_dropped_on_entry() {
+        let mut h = head(&[
+            ("x-forwarded-ssl", "on"),
+            ("x-forwarded-scheme", "https"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-protocol", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-forwarded-server", "evil.example"),
+            ("x-forwarded-uri", "/admin"),
+            ("x-forwarded", "for=1.2.3.4"),
+            ("forwarded", "proto=https;host=evil.example"),
+            ("front-end-https", "on"),
+            ("x-url-scheme", "https"),
+            ("x-scheme", "https"),
+            ("x-original-url", "/admin/accounts"),
+            ("x-original-uri", "/admin/accounts"),
+            ("x-original-host", "evil.example"),
+            ("x-rewrite-url", "/admin/accounts"),
+            ("x-host", "evil.example"),
+            ("https", "on"),
+            ("host", "social.example"),
+            ("x-csrf-token", "t"),
+            ("x-requested-with", "XMLHttpRequest"),
+            ("accept", "application/json"),
+        ]);
+        clean_request_head(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "host", "x-csrf-token", "x-requested-with"]);
     }
 
     #[test]

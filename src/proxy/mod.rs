@@ -6,7 +6,14 @@
 //! shield decides pass/defer/reject, the privacy stage strips client-IP headers and
 //! scrubs media, expiry answers for expired posts and learns new ones. Any stage may
 //! end the request with its own response ([`Flow::Respond`]).
+//!
+//! What requests may hold of the relay (body bytes in memory, long-lived streams,
+//! requests running at the instance) is budgeted per connection and in total
+//! ([`budget`]); every request pavise itself sends to the instance says whom it is for
+//! ([`behalf`]).
 
+pub mod behalf;
+pub mod budget;
 pub mod error;
 pub mod hop;
 pub mod method;
@@ -14,11 +21,13 @@ pub mod pipeline;
 pub mod route;
 pub mod upstream;
 
-use std::{future::Future, pin::Pin, time::Instant};
+use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 
+pub use behalf::OnBehalfOf;
+pub use budget::ConnShare;
 pub use error::ProxyError;
 pub use route::{Route, RouteClass};
 
@@ -69,6 +78,47 @@ pub struct RequestCtx {
     /// Per-request state a stage hands to its own response phase (or to a later stage):
     /// e.g. the bearer token expiry saw on a status creation.
     pub extensions: http::Extensions,
+    /// The connection's share of the relay's budgets (body memory, streams).
+    pub share: Arc<ConnShare>,
+    /// The body bytes this request holds in memory, once a stage holds any.
+    held: std::sync::OnceLock<Arc<budget::Charge>>,
+}
+
+impl RequestCtx {
+    /// A context for a request on `share`'s connection.
+    pub fn new(
+        route: Route,
+        pseudonym: std::net::IpAddr,
+        https: bool,
+        host: Option<String>,
+        share: Arc<ConnShare>,
+    ) -> RequestCtx {
+        RequestCtx {
+            route,
+            pseudonym,
+            https,
+            host,
+            started: Instant::now(),
+            extensions: http::Extensions::new(),
+            share,
+            held: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Every stage that keeps body bytes in memory (to read a form, verify a digest,
+    /// rewrite JSON) reads the body through this: its first `up_to` bytes are charged
+    /// to the relay's body budgets as they arrive, until the request is answered. Past
+    /// a budget the body fails with an error that every reader answers as `503` with
+    /// `Retry-After` (`413` when this request alone is too large). See [`budget`].
+    pub fn hold_body(&self, body: Body, up_to: u64) -> Body {
+        let charge = self.held.get_or_init(|| budget::Charge::new(self.share.clone())).clone();
+        boxed(budget::HeldBody::new(body, charge, up_to))
+    }
+
+    /// Body bytes this request holds in memory now.
+    pub fn body_held(&self) -> u64 {
+        self.held.get().map_or(0, |c| c.held())
+    }
 }
 
 /// The client connection a request arrived on, as a listener hands it to the pipeline.
@@ -82,6 +132,8 @@ pub struct ClientConn {
     /// `pavise_open_connections`, released when the last holder drops it: a WebSocket
     /// tunnel outlives the HTTP exchange that opened it, and keeps its slot.
     pub slot: Slot,
+    /// The connection's share of the relay's budgets (see [`budget`]).
+    pub share: Arc<ConnShare>,
 }
 
 /// Something kept alive for as long as it is held (see [`ClientConn::slot`]).

@@ -6,11 +6,14 @@
 //!   response: hygiene ◄─ shield ◄─ client_ip ◄─ media ◄─ expiry ◄─┘
 //! ```
 //! The stage order is written once, in `server::start`, with the reason for each
-//! position. Before any stage, the entry phase ([`Pipeline::handle`]) cleans the head
+//! position. Before any stage, the entry phase ([`Pipeline::handle`]) refuses what no
+//! Rails route serves and no proxy may pass on (`CONNECT`, `TRACE`, an over-long method,
+//! two `Host`s or a `Host` that disagrees with the request target), cleans the head
 //! ([`hop::clean_request_head`]), classifies the route once from the canonical path
 //! ([`Route::classify`]), caps the body by that class, and reads the method Rails will
 //! dispatch ([`super::method`]); after every stage, the upstream writes the forwarding
-//! headers last ([`Upstream::forward`]).
+//! headers last ([`Upstream::forward`]). Whatever a stage holds of a body in memory is
+//! charged to the relay's budgets ([`super::budget`]).
 
 use std::{
     net::IpAddr,
@@ -27,12 +30,12 @@ use ipnet::IpNet;
 
 use super::{
     Body, BoxError, ClientConn, Flow, ProxyError, RequestCtx, Response, Route, RouteClass, Stage, boxed,
-    error::json_error, hop, method, upstream::Upstream,
+    budget::BodyMemoryFull, error::json_error, hop, method, upstream::Upstream,
 };
 use crate::{
-    config::Config,
-    metrics::Metrics,
-    privacy::{ClientAddr, Pseudonymizer},
+    config::{ClientIpHeader, Config},
+    metrics::{Metrics, MetricsSource},
+    privacy::{ClientAddr, Pseudonymizer, client_ip::Unresolved},
     units::Size,
 };
 
@@ -79,8 +82,9 @@ pub(crate) fn body_error(e: &BoxError) -> ProxyError {
 }
 
 /// Whether an error (anywhere in its source chain) is one of the request body's own
-/// guards: the route's size cap (413) or the minimum body rate (408). Every stage that
-/// reads a body, and the upstream client, answer these the same way.
+/// guards: the route's size cap (413), the minimum body rate (408), a full body budget
+/// (503, or 413 for a body alone too large), a long form's `_method` (400). Every stage
+/// that reads a body, and the upstream client, answer these the same way.
 pub(crate) fn body_failure(e: &(dyn std::error::Error + 'static)) -> Option<ProxyError> {
     let mut source = Some(e);
     while let Some(err) = source {
@@ -89,6 +93,12 @@ pub(crate) fn body_failure(e: &(dyn std::error::Error + 'static)) -> Option<Prox
         }
         if err.downcast_ref::<BodyTooSlow>().is_some() {
             return Some(ProxyError::BodyTooSlow);
+        }
+        if let Some(full) = err.downcast_ref::<BodyMemoryFull>() {
+            return Some(ProxyError::from(*full));
+        }
+        if let Some(refused) = err.downcast_ref::<method::LongFormOverride>() {
+            return Some(ProxyError::BadRequest(refused.to_string()));
         }
         source = err.source();
     }
@@ -145,6 +155,8 @@ pub struct Pipeline {
     upstream: Upstream,
     pseudonymizer: Arc<Pseudonymizer>,
     trusted_proxies: Vec<IpNet>,
+    client_ip_header: ClientIpHeader,
+    unresolved: Arc<UnresolvedClients>,
     body_limits: BodyLimits,
     metrics: Arc<Metrics>,
     access_log: bool,
@@ -159,11 +171,15 @@ impl Pipeline {
         pseudonymizer: Arc<Pseudonymizer>,
         metrics: Arc<Metrics>,
     ) -> Pipeline {
+        let unresolved = Arc::new(UnresolvedClients::default());
+        metrics.register(unresolved.clone());
         Pipeline {
             stages,
             upstream,
             pseudonymizer,
             trusted_proxies: config.file.client_ip.trusted_proxies.clone(),
+            client_ip_header: config.file.client_ip.header,
+            unresolved,
             body_limits: BodyLimits::from_config(config),
             metrics,
             access_log: config.file.log.access_log,
@@ -175,17 +191,20 @@ impl Pipeline {
     }
 
     /// Serves one request. Never fails: every error becomes a response here.
-    pub async fn handle(&self, conn: &ClientConn, req: super::Request) -> Response {
+    pub async fn handle(&self, conn: Arc<ClientConn>, req: super::Request) -> Response {
         let started = Instant::now();
-        if req.method().as_str().len() > MAX_METHOD_LEN {
-            let resp = json_error(http::StatusCode::BAD_REQUEST, "unknown request method");
-            self.metrics.request_done(RouteClass::Web, resp.status());
-            return resp;
+        if let Some(refused) = refuse_on_entry(&req) {
+            self.metrics.request_done(RouteClass::Web, refused.status());
+            return refused;
         }
         let (mut parts, body) = req.into_parts();
         // What a trusted load balancer says about the client is read before the head is
         // cleaned: its `Connection` options were meant for this hop, which is us.
-        let client = ClientAddr::resolve(conn.peer, &parts.headers, &self.trusted_proxies);
+        let (client, unresolved) =
+            ClientAddr::resolve(conn.peer, &parts.headers, &self.trusted_proxies, self.client_ip_header);
+        if let Some(why) = unresolved {
+            self.unresolved.count(why, self.client_ip_header);
+        }
         let https = conn.https || (self.is_trusted(conn.peer) && forwarded_https(&parts.headers));
         let websocket = parts.version == http::Version::HTTP_11 && hop::websocket_requested(&parts.headers);
         hop::clean_request_head(&mut parts.headers);
@@ -200,10 +219,12 @@ impl Pipeline {
             host: request_host(&parts.headers, &parts.uri),
             started,
             extensions: http::Extensions::new(),
+            share: conn.share.clone(),
+            held: std::sync::OnceLock::new(),
         };
         let method = parts.method.clone();
 
-        let resp = match self.run(&mut ctx, super::Request::from_parts(parts, body), conn).await {
+        let resp = match self.run(&mut ctx, super::Request::from_parts(parts, body), &conn).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
         };
@@ -234,7 +255,7 @@ impl Pipeline {
         req = req.map(|inner| boxed(CappedBody { inner, limit, remaining: limit }));
 
         // Stages see the method Rails will dispatch; the instance gets the one sent.
-        let (resolved, dispatched) = method::resolve(req, &ctx.route).await?;
+        let (resolved, dispatched) = method::resolve(ctx, req).await?;
         req = resolved;
         let wire_method = match dispatched {
             Some(dispatched) => {
@@ -272,6 +293,84 @@ impl Pipeline {
     fn is_trusted(&self, peer: IpAddr) -> bool {
         let peer = peer.to_canonical();
         self.trusted_proxies.iter().any(|n| n.contains(&peer))
+    }
+}
+
+/// What is refused before anything reads the request: methods no Rails route serves and
+/// no relay may pass on (`CONNECT` would ask the instance to open a tunnel, `TRACE` to
+/// echo the head back), a method longer than any real one (never logged), and a `Host`
+/// that is not one: two of them (RFC 9112 §3.2; Puma would join them, and pavise's
+/// `X-Forwarded-Host` would name the first), or one that disagrees with the authority
+/// of the request target (HTTP/2's `:authority`, an absolute-form target).
+fn refuse_on_entry(req: &super::Request) -> Option<Response> {
+    let method = req.method();
+    if method.as_str().len() > MAX_METHOD_LEN {
+        return Some(json_error(http::StatusCode::BAD_REQUEST, "unknown request method"));
+    }
+    if *method == http::Method::CONNECT || *method == http::Method::TRACE || method.as_str() == "TRACK" {
+        let mut resp = json_error(http::StatusCode::METHOD_NOT_ALLOWED, "this method is not served here");
+        resp.headers_mut()
+            .insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+        return Some(resp);
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Some(json_error(http::StatusCode::BAD_REQUEST, "more than one Host header"));
+    }
+    if let (Some(host), Some(authority)) = (host, req.uri().authority())
+        && !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes())
+    {
+        return Some(json_error(
+            http::StatusCode::BAD_REQUEST,
+            "the Host header disagrees with the request's authority",
+        ));
+    }
+    None
+}
+
+/// Requests from a trusted proxy whose client address was not believed, by reason; the
+/// log says so once a minute at most, with what the edge must send.
+#[derive(Default)]
+struct UnresolvedClients {
+    counts: [std::sync::atomic::AtomicU64; 3],
+    last_warned_ms: std::sync::atomic::AtomicU64,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl UnresolvedClients {
+    fn count(&self, why: Unresolved, header: ClientIpHeader) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let i = Unresolved::ALL.iter().position(|u| *u == why).unwrap_or(0);
+        self.counts[i].fetch_add(1, Relaxed);
+        let epoch = *self.epoch.get_or_init(Instant::now);
+        let now = epoch.elapsed().as_millis() as u64 + 1;
+        let last = self.last_warned_ms.load(Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 60_000)
+            && self.last_warned_ms.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+        {
+            let name = match header {
+                ClientIpHeader::XForwardedFor => "X-Forwarded-For",
+                ClientIpHeader::XRealIp => "X-Real-IP",
+            };
+            tracing::warn!(
+                reason = why.label(),
+                header = name,
+                "a trusted proxy sent a request without one usable client address: it was given the proxy's own pseudonym; the edge must overwrite the header with the address it accepted the connection from (nginx: proxy_set_header {name} $remote_addr;), or clients can choose their own"
+            );
+        }
+    }
+}
+
+impl MetricsSource for UnresolvedClients {
+    fn render(&self, out: &mut String) {
+        use std::{fmt::Write as _, sync::atomic::Ordering::Relaxed};
+        out.push_str("# HELP pavise_client_ip_unresolved_total Requests from a trusted proxy without one usable client address (given the proxy's pseudonym), by reason.\n");
+        out.push_str("# TYPE pavise_client_ip_unresolved_total counter\n");
+        for (why, n) in Unresolved::ALL.iter().zip(&self.counts) {
+            let _ =
+                writeln!(out, "pavise_client_ip_unresolved_total{{reason=\"{}\"}} {}", why.label(), n.load(Relaxed));
+        }
     }
 }
 

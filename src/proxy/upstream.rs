@@ -12,22 +12,38 @@
 //! instance without the pseudonym (issue 16).
 //!
 //! # Caps
-//! Every request in flight to the instance holds a permit of `upstream.max_in_flight`
-//! (an atomic semaphore, taken without waiting; past it, 503 with `Retry-After`) until
-//! its response body ends. Every connection to the instance holds a permit of
-//! `upstream.max_connections` (one set per upstream) for as long as it is open, pooled,
-//! in use or spliced into a tunnel; a request waits up to `connect_timeout` for one. A
-//! WebSocket tunnel holds a permit of `public.max_websockets`, the client connection's
-//! slot (so it counts in `pavise_open_connections` and under `max_connections`), and
-//! is closed after `idle_timeout` with no byte either way.
+//! Every request in flight to the instance holds a permit until its response body ends
+//! (an atomic semaphore, taken without waiting; past it, 503 with `Retry-After`): of
+//! `upstream.max_in_flight` for the web process, of `public.max_sse` for the streaming
+//! server. Two pools, because a streaming response lives as long as its client listens:
+//! in one pool, 32 connections of 32 SSE streams held every permit and the web UI, the
+//! API and federation all got 503 (red-team F2). A long-lived stream (SSE or WebSocket)
+//! also counts against `public.max_streams_per_connection` and, per pseudonym,
+//! `public.max_streams_per_client`, so the client that opens too many is the one turned
+//! away, not everybody.
+//!
+//! A request whose client goes away (an HTTP/2 reset, a closed connection) while the
+//! instance works on it keeps its permit until the instance answers (within
+//! `idle_timeout`): the instance does that work either way, so a client resetting
+//! streams must not get more of it than one that waits. Per connection, at most
+//! `h2_max_streams` requests run at the instance at once, the reset ones included.
+//!
+//! Every connection to the instance holds a permit of `upstream.max_connections` (one
+//! set per upstream) for as long as it is open, pooled, in use or spliced into a tunnel;
+//! a request waits up to `connect_timeout` for one. A WebSocket tunnel holds a permit of
+//! `public.max_websockets`, the client connection's slot (so it counts in
+//! `pavise_open_connections` and under `max_connections`), and is closed after
+//! `idle_timeout` with no byte either way.
 
 use std::{
+    collections::HashMap,
     fmt::Write as _,
     future::Future,
     io,
+    net::IpAddr,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
     task::{Context, Poll},
@@ -51,7 +67,11 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{Body, BoxError, ClientConn, ProxyError, Request, RequestCtx, Response, RouteClass, boxed, hop};
+use super::{
+    Body, BoxError, ClientConn, ProxyError, Request, RequestCtx, Response, RouteClass, boxed,
+    budget::{ConnStream, ConnUpstream},
+    hop,
+};
 use crate::{
     config::Config,
     metrics::{Metrics, MetricsSource},
@@ -79,31 +99,49 @@ struct Tunnels {
 struct Caps {
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
+    streaming_in_flight: Arc<Semaphore>,
+    max_sse: usize,
     web_connections: Arc<Semaphore>,
     streaming_connections: Arc<Semaphore>,
     max_connections: usize,
     websockets: Arc<Semaphore>,
     max_websockets: usize,
+    /// Long-lived streams open per pseudonym (only while any is open).
+    client_streams: Mutex<HashMap<IpAddr, u32>>,
+    max_streams_per_client: u32,
     refused_in_flight: AtomicU64,
+    refused_sse: AtomicU64,
     refused_connections: AtomicU64,
     refused_websockets: AtomicU64,
+    refused_client_streams: AtomicU64,
+    refused_connection_streams: AtomicU64,
+    refused_connection_requests: AtomicU64,
 }
 
 impl Upstream {
     pub fn new(config: &Config, metrics: Arc<Metrics>, tunnels: TaskTracker, shutdown: CancellationToken) -> Upstream {
         let u = &config.file.upstream;
+        let p = &config.file.public;
         let caps = Arc::new(Caps {
             in_flight: Arc::new(Semaphore::new(u.max_in_flight)),
             max_in_flight: u.max_in_flight,
+            streaming_in_flight: Arc::new(Semaphore::new(p.max_sse)),
+            max_sse: p.max_sse,
             web_connections: Arc::new(Semaphore::new(u.max_connections)),
             // One upstream configured twice is one set of connections.
             streaming_connections: Arc::new(Semaphore::new(u.max_connections)),
             max_connections: u.max_connections,
             websockets: Arc::new(Semaphore::new(config.file.public.max_websockets)),
             max_websockets: config.file.public.max_websockets,
+            client_streams: Mutex::new(HashMap::new()),
+            max_streams_per_client: u32::try_from(p.max_streams_per_client).unwrap_or(u32::MAX),
             refused_in_flight: AtomicU64::new(0),
+            refused_sse: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
             refused_websockets: AtomicU64::new(0),
+            refused_client_streams: AtomicU64::new(0),
+            refused_connection_streams: AtomicU64::new(0),
+            refused_connection_requests: AtomicU64::new(0),
         });
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
@@ -146,8 +184,18 @@ impl Upstream {
         wire_method: Option<Method>,
         conn: &ClientConn,
     ) -> Result<Response, ProxyError> {
+        let streaming = ctx.route.class == RouteClass::Streaming;
         // Only a WebSocket handshake on the streaming route kept `Upgrade` on entry.
         let upgrade = hop::wants_upgrade(req.headers());
+        // In order: what is this client's (its connection, its pseudonym), then what is
+        // everybody's, so the one who takes too much is the one refused.
+        let Some(running) = ctx.share.start_upstream() else {
+            return Err(self.caps.refused(&self.caps.refused_connection_requests, "requests from this connection"));
+        };
+        let long_lived = match streaming {
+            true => Some(self.caps.open_stream(ctx)?),
+            false => None,
+        };
         let tunnel_permit = match upgrade {
             true => match self.caps.websockets.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
@@ -155,12 +203,16 @@ impl Upstream {
             },
             false => None,
         };
-        let in_flight = match self.caps.in_flight.clone().try_acquire_owned() {
+        let (pool, refused, what) = match streaming {
+            true => (&self.caps.streaming_in_flight, &self.caps.refused_sse, "streams to the streaming server"),
+            false => (&self.caps.in_flight, &self.caps.refused_in_flight, "requests to the instance"),
+        };
+        let in_flight = match pool.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => return Err(self.caps.refused(&self.caps.refused_in_flight, "requests to the instance")),
+            Err(_) => return Err(self.caps.refused(refused, what)),
         };
 
-        let authority = if ctx.route.class == RouteClass::Streaming { &self.streaming } else { &self.web };
+        let authority = if streaming { &self.streaming } else { &self.web };
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         *req.uri_mut() = Uri::builder()
             .scheme("http")
@@ -181,8 +233,14 @@ impl Upstream {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let started = Instant::now();
-        let result = self.client.request(req).await;
+        let mut pending = Pending {
+            response: Some(self.client.request(req)),
+            held: Some(Held { _in_flight: in_flight, _running: running, long_lived }),
+            wait: self.tunnels.idle,
+        };
+        let result = (&mut pending).await;
         self.metrics.upstream_latency(started.elapsed());
+        let held = pending.held.take();
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => return Err(classify_send_error(e, &self.metrics, &self.caps)),
@@ -196,6 +254,9 @@ impl Upstream {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let tunnels = self.tunnels.clone();
             let slot = conn.slot.clone();
+            // The tunnel keeps its place among the client's streams; the handshake's
+            // request permits end here.
+            let long_lived = held.and_then(|h| h.long_lived);
             // Expiry drops messages that carry a hidden post on their way to the client.
             let filter = crate::expiry::ws::Filter::of(ctx);
             self.tunnels.tracker.spawn(async move {
@@ -205,15 +266,77 @@ impl Upstream {
                 };
                 let (client, upstream) = (TokioIo::new(client), filter.wrap(TokioIo::new(upstream)));
                 splice(client, upstream, tunnels.idle, &tunnels.cut).await;
-                // The tunnel's cap and the client connection's slot end with it.
-                drop((tunnel_permit, slot));
+                // The tunnel's caps and the client connection's slot end with it.
+                drop((tunnel_permit, long_lived, slot));
             });
             let (parts, _) = resp.into_parts();
             return Ok(Response::from_parts(parts, super::empty()));
         }
 
         hop::strip_hop_by_hop(resp.headers_mut(), false);
-        Ok(resp.map(|inner| boxed(InFlight { inner, _permit: in_flight })))
+        Ok(resp.map(|inner| boxed(InFlight { inner, _held: held })))
+    }
+}
+
+/// What a request to the instance holds until its response body ends: its in-flight
+/// permit, its place among its connection's running requests, and (a long-lived
+/// stream) its place among its client's streams.
+struct Held {
+    _in_flight: OwnedSemaphorePermit,
+    _running: ConnUpstream,
+    long_lived: Option<LongLived>,
+}
+
+/// The instance's answer on its way, and what it holds. Dropped before the answer came
+/// (the client reset the stream or went away), the wait goes on in a task of its own,
+/// for at most `wait`, and only then are the permits given back: the instance is doing
+/// the work either way.
+struct Pending {
+    response: Option<hyper_util::client::legacy::ResponseFuture>,
+    held: Option<Held>,
+    wait: Duration,
+}
+
+impl Future for Pending {
+    type Output = Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(response) = self.response.as_mut() else { return Poll::Pending };
+        let result = std::task::ready!(Pin::new(response).poll(cx));
+        self.response = None;
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let (Some(response), Some(held)) = (self.response.take(), self.held.take()) else { return };
+        let wait = self.wait;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(wait, response).await;
+                drop(held);
+            });
+        }
+    }
+}
+
+/// A long-lived stream's place among its connection's and its client's streams.
+struct LongLived {
+    caps: Arc<Caps>,
+    client: IpAddr,
+    _connection: ConnStream,
+}
+
+impl Drop for LongLived {
+    fn drop(&mut self) {
+        let mut streams = self.caps.client_streams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = streams.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                streams.remove(&self.client);
+            }
+        }
     }
 }
 
@@ -222,13 +345,32 @@ impl Caps {
         counter.fetch_add(1, Relaxed);
         ProxyError::Busy(what)
     }
+
+    /// A place for one more long-lived stream of this client on this connection.
+    fn open_stream(self: &Arc<Self>, ctx: &RequestCtx) -> Result<LongLived, ProxyError> {
+        let Some(connection) = ctx.share.open_stream() else {
+            return Err(self.refused(&self.refused_connection_streams, "streams on this connection"));
+        };
+        let mut streams = self.client_streams.lock().unwrap_or_else(|e| e.into_inner());
+        let open = streams.entry(ctx.pseudonym).or_insert(0);
+        if *open >= self.max_streams_per_client {
+            if *open == 0 {
+                streams.remove(&ctx.pseudonym);
+            }
+            drop(streams);
+            return Err(self.refused(&self.refused_client_streams, "streams from this client"));
+        }
+        *open += 1;
+        Ok(LongLived { caps: self.clone(), client: ctx.pseudonym, _connection: connection })
+    }
 }
 
 /// Writes what the instance may know, after every stage: exactly one `X-Forwarded-For`
 /// (the pseudonym), `X-Forwarded-Proto`, and `X-Forwarded-Host` (the host the client
 /// addressed, or none). Allocates only when a value has to change, which the client-IP
-/// stage normally made unnecessary.
-fn last_word(headers: &mut HeaderMap, ctx: &RequestCtx) {
+/// stage normally made unnecessary. Every path that sends a client's request to the
+/// instance (the pipeline's upstream, expiry's detached status creation) calls it last.
+pub fn last_word(headers: &mut HeaderMap, ctx: &RequestCtx) {
     let mut buf = IpText::default();
     let _ = write!(buf, "{}", ctx.pseudonym);
     set_single(headers, HeaderName::from_static("x-forwarded-for"), buf.as_bytes());
@@ -349,11 +491,11 @@ impl Moved {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that holds its request's in-flight permit until it ends.
+    /// A response body that holds its request's permits until it ends.
     struct InFlight<B> {
         #[pin]
         inner: B,
-        _permit: OwnedSemaphorePermit,
+        _held: Option<Held>,
     }
 }
 
@@ -507,6 +649,11 @@ impl MetricsSource for CapsView {
             "pavise_upstream_connections{{upstream=\"streaming\"}} {}",
             used(&c.streaming_connections, c.max_connections)
         );
+        out.push_str(
+            "# HELP pavise_streaming_in_flight Requests to the streaming server in flight, SSE streams included (public.max_sse).\n",
+        );
+        out.push_str("# TYPE pavise_streaming_in_flight gauge\n");
+        let _ = writeln!(out, "pavise_streaming_in_flight {}", used(&c.streaming_in_flight, c.max_sse));
         out.push_str("# HELP pavise_websocket_tunnels WebSocket tunnels open (public.max_websockets).\n");
         out.push_str("# TYPE pavise_websocket_tunnels gauge\n");
         let _ = writeln!(out, "pavise_websocket_tunnels {}", used(&c.websockets, c.max_websockets));
@@ -514,8 +661,12 @@ impl MetricsSource for CapsView {
         out.push_str("# TYPE pavise_capped_total counter\n");
         for (cap, n) in [
             ("upstream_in_flight", &c.refused_in_flight),
+            ("sse", &c.refused_sse),
             ("upstream_connections", &c.refused_connections),
             ("websockets", &c.refused_websockets),
+            ("client_streams", &c.refused_client_streams),
+            ("connection_streams", &c.refused_connection_streams),
+            ("connection_requests", &c.refused_connection_requests),
         ] {
             let _ = writeln!(out, "pavise_capped_total{{cap=\"{cap}\"}} {}", n.load(Relaxed));
         }
@@ -529,14 +680,13 @@ mod tests {
 
     #[test]
     fn the_pseudonym_is_written_once_and_last() {
-        let ctx = RequestCtx {
-            route: super::super::Route::classify(&Method::GET, "/", None),
-            pseudonym: "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff".parse().unwrap(),
-            https: true,
-            host: Some("social.example".into()),
-            started: Instant::now(),
-            extensions: http::Extensions::new(),
-        };
+        let ctx = RequestCtx::new(
+            super::super::Route::classify(&Method::GET, "/", None),
+            "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff".parse().unwrap(),
+            true,
+            Some("social.example".into()),
+            super::super::ConnShare::detached(),
+        );
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", "127.0.0.1".parse().unwrap());
         h.append("x-forwarded-for", "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff".parse().unwrap());

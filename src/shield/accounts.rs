@@ -21,10 +21,13 @@ use super::{
     instance::{Answer, InstanceReader},
     mention::LocalRef,
 };
+use crate::proxy::OnBehalfOf;
 
 /// What the instance said about an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Lookup {
+    /// A status of a local account (the owner's name).
+    Owner(String),
     Name(String),
     /// No local account has this id.
     NotLocal,
@@ -32,20 +35,44 @@ enum Lookup {
     Unknown,
 }
 
+/// What a local reference comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    /// The member, by the key the shield counts under (a username, or `#ID`).
+    Member(String),
+    /// No local account.
+    Nobody,
+    /// Some member pavise cannot name: held back from every shielded member.
+    Unknown,
+}
+
 pub struct LocalAccounts {
     reader: InstanceReader,
-    cache: moka::future::Cache<u64, Lookup>,
+    /// Keyed by (what, id): 0 = account id, 1 = status id.
+    cache: moka::future::Cache<(u8, u64), Lookup>,
+    /// Usernames: whether a local account has it.
+    names: moka::future::Cache<String, Lookup>,
     permits: tokio::sync::Semaphore,
 }
 
 struct LookupExpiry;
 
-impl moka::Expiry<u64, Lookup> for LookupExpiry {
-    fn expire_after_create(&self, _key: &u64, value: &Lookup, _now: std::time::Instant) -> Option<Duration> {
-        Some(match value {
-            Lookup::Name(_) => Duration::from_secs(3600),
-            Lookup::NotLocal | Lookup::Unknown => Duration::from_secs(60),
-        })
+fn lifetime(value: &Lookup) -> Duration {
+    match value {
+        Lookup::Name(_) | Lookup::Owner(_) => Duration::from_secs(3600),
+        Lookup::NotLocal | Lookup::Unknown => Duration::from_secs(60),
+    }
+}
+
+impl moka::Expiry<(u8, u64), Lookup> for LookupExpiry {
+    fn expire_after_create(&self, _key: &(u8, u64), value: &Lookup, _now: std::time::Instant) -> Option<Duration> {
+        Some(lifetime(value))
+    }
+}
+
+impl moka::Expiry<String, Lookup> for LookupExpiry {
+    fn expire_after_create(&self, _key: &String, value: &Lookup, _now: std::time::Instant) -> Option<Duration> {
+        Some(lifetime(value))
     }
 }
 
@@ -54,33 +81,72 @@ impl LocalAccounts {
         LocalAccounts {
             reader,
             cache: moka::future::Cache::builder().max_capacity(capacity).expire_after(LookupExpiry).build(),
+            names: moka::future::Cache::builder().max_capacity(capacity).expire_after(LookupExpiry).build(),
             permits: tokio::sync::Semaphore::new(4),
         }
     }
 
-    /// The key a local reference counts under: its username, `#ID` when the instance will
-    /// not name it, or None when it names no local account. `host` is the instance's.
-    pub async fn key(&self, r: &LocalRef, host: &str) -> Option<String> {
-        let id = match r {
-            LocalRef::Name(name) => return Some(name.clone()),
-            LocalRef::Id(id) => *id,
-        };
-        match self.cache.get_with(id, self.lookup(id, host)).await {
-            Lookup::Name(name) => Some(name),
-            Lookup::NotLocal => None,
-            Lookup::Unknown => Some(unnamed(id)),
+    /// The key a local reference counts under. `host` is the instance's.
+    pub async fn key(&self, r: &LocalRef, host: &str, behalf: OnBehalfOf) -> Key {
+        match r {
+            LocalRef::Name(name) => Key::Member(name.clone()),
+            LocalRef::Id(id) => match self.cache.get_with((0, *id), self.lookup(*id, host, behalf)).await {
+                Lookup::Name(name) => Key::Member(name),
+                Lookup::Owner(_) | Lookup::NotLocal => Key::Nobody,
+                Lookup::Unknown => Key::Member(unnamed(*id)),
+            },
+            LocalRef::StatusOwner(id) => match self.cache.get_with((1, *id), self.owner(*id, host, behalf)).await {
+                Lookup::Owner(name) | Lookup::Name(name) => Key::Member(name),
+                Lookup::NotLocal => Key::Nobody,
+                Lookup::Unknown => Key::Unknown,
+            },
         }
     }
 
-    async fn lookup(&self, id: u64, host: &str) -> Lookup {
+    /// Whether the answer for `name` is known already (no request needed).
+    pub fn knows(&self, name: &str) -> bool {
+        name.starts_with('#') || self.names.contains_key(name)
+    }
+
+    /// Whether a local account has this username (true when the instance will not say).
+    pub async fn exists(&self, name: &str, host: &str, behalf: OnBehalfOf) -> bool {
+        if name.starts_with('#') {
+            return true;
+        }
+        !matches!(self.names.get_with_by_ref(name, self.lookup_name(name, host, behalf)).await, Lookup::NotLocal)
+    }
+
+    async fn lookup_name(&self, name: &str, host: &str, behalf: OnBehalfOf) -> Lookup {
         let Ok(_permit) = self.permits.acquire().await else { return Lookup::Unknown };
-        let api = self.reader.get(&format!("/api/v1/accounts/{id}"), host, "application/json").await;
+        let acct = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+        match self.reader.get(&format!("/api/v1/accounts/lookup?acct={acct}"), host, "application/json", behalf).await {
+            Ok(Answer::Json(doc)) => from_api(&doc),
+            Ok(Answer::Status(404)) => Lookup::NotLocal,
+            Ok(Answer::Status(_)) | Err(_) => Lookup::Unknown,
+        }
+    }
+
+    async fn owner(&self, id: u64, host: &str, behalf: OnBehalfOf) -> Lookup {
+        let Ok(_permit) = self.permits.acquire().await else { return Lookup::Unknown };
+        match self.reader.get(&format!("/api/v1/statuses/{id}"), host, "application/json", behalf).await {
+            Ok(Answer::Json(doc)) => match doc.get("account").map(from_api) {
+                Some(Lookup::Name(name)) => Lookup::Owner(name),
+                Some(Lookup::NotLocal) => Lookup::NotLocal,
+                _ => Lookup::Unknown,
+            },
+            _ => Lookup::Unknown,
+        }
+    }
+
+    async fn lookup(&self, id: u64, host: &str, behalf: OnBehalfOf) -> Lookup {
+        let Ok(_permit) = self.permits.acquire().await else { return Lookup::Unknown };
+        let api = self.reader.get(&format!("/api/v1/accounts/{id}"), host, "application/json", behalf).await;
         match api {
             Ok(Answer::Json(doc)) => return from_api(&doc),
             Ok(Answer::Status(404)) => return Lookup::NotLocal,
             Ok(Answer::Status(_)) | Err(_) => {}
         }
-        match self.reader.get(&format!("/ap/users/{id}"), host, "application/activity+json").await {
+        match self.reader.get(&format!("/ap/users/{id}"), host, "application/activity+json", behalf).await {
             Ok(Answer::Json(doc)) => match doc.get("preferredUsername").and_then(Value::as_str) {
                 Some(name) if !name.is_empty() => Lookup::Name(name.to_lowercase()),
                 _ => Lookup::Unknown,

@@ -31,6 +31,7 @@ use super::{
     limiter::KeyHasher,
     mention::{LocalHosts, LocalRef, id_of, local_ref},
 };
+use crate::proxy::OnBehalfOf;
 
 /// Pages of one member's `following` collection read at most: Mastodon's cap on follows
 /// (7,500) at its page size.
@@ -51,7 +52,7 @@ pub fn accept_hint(doc: &Value, locals: &LocalHosts) -> Option<String> {
     }
     match local_ref(id_of(follow.get("actor")?)?, locals)? {
         LocalRef::Name(name) => Some(name),
-        LocalRef::Id(_) => None,
+        LocalRef::Id(_) | LocalRef::StatusOwner(_) => None,
     }
 }
 
@@ -132,9 +133,9 @@ impl Follows {
                 break;
             }
             pages += 1;
-            let doc = match self.reader.get(&path, host, "application/activity+json").await? {
+            let doc = match self.reader.get(&path, host, "application/activity+json", OnBehalfOf::Housekeeping).await? {
                 Answer::Json(doc) => doc,
-                Answer::Status(s) => return Err(ShieldError::Fetch(format!("the instance answered {s}"))),
+                Answer::Status(s) => return Err(ShieldError::Instance(format!("the instance answered {s}"))),
             };
             // The collection itself either lists items or points at its first page.
             let page = match doc.get("first") {

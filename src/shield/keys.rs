@@ -16,7 +16,10 @@
 //!
 //! Pavise also requires the owner to live on the keyId's host, and follows a redirect only
 //! when it stays on the same origin (scheme, host, port): a document served after a
-//! redirect to another host would let that host speak for the first one. Answers must be
+//! redirect to another host would let that host speak for the first one. Redirects and the
+//! follow-up documents share one budget of [`MAX_GETS`] requests per fetch, so a keyId
+//! costs pavise a handful of requests at most, however its host answers (what a client may
+//! make pavise fetch at all is [`super::budget`]'s). Answers must be
 //! `200` with an ActivityStreams content type and the ActivityStreams `@context`, as
 //! Mastodon requires; documents are capped at 1 MiB.
 
@@ -51,6 +54,9 @@ const ACTOR_TYPES: [&str; 5] = ["Application", "Group", "Organization", "Person"
 const AS_CONTEXT: &str = "https://www.w3.org/ns/activitystreams";
 const MAX_DOCUMENT: usize = 1 << 20;
 const MAX_REDIRECTS: usize = 3;
+/// GETs one key fetch may send in all: the keyId, the document at its `id`, the owner's
+/// actor document, and one redirect among them.
+pub const MAX_GETS: usize = 4;
 
 /// Fetches actor documents over HTTP(S), through an `http_proxy`-style forward proxy
 /// (pavise's egress listener, 127.0.0.1:8118) when one is set.
@@ -92,10 +98,14 @@ impl HttpKeyFetcher {
     }
 
     /// GETs `url`, following same-origin redirects; the document and the URL it came from.
-    async fn get_document(&self, url: &str) -> Result<Value, ShieldError> {
+    async fn get_document(&self, url: &str, gets: &mut usize) -> Result<Value, ShieldError> {
         let fail = |why: String| ShieldError::Fetch(why);
         let mut current: Uri = url.parse().map_err(|_| fail(format!("{url:?} is not a URL")))?;
         for _ in 0..=MAX_REDIRECTS {
+            if *gets == 0 {
+                return Err(fail(format!("the key fetch used its {MAX_GETS} requests")));
+            }
+            *gets -= 1;
             let (status, headers, body) = self.get_once(&current).await?;
             if status.is_redirection() {
                 let location = headers
@@ -126,8 +136,8 @@ impl HttpKeyFetcher {
     }
 
     /// A document fetched at its own `id` (Mastodon's `fetch_resource(uri, true)`).
-    async fn get_at_id(&self, id: &str) -> Result<Value, ShieldError> {
-        let doc = self.get_document(id).await?;
+    async fn get_at_id(&self, id: &str, gets: &mut usize) -> Result<Value, ShieldError> {
+        let doc = self.get_document(id, gets).await?;
         if doc.get("id").and_then(Value::as_str) != Some(id) {
             return Err(ShieldError::Key(format!("the document at {id} has another id")));
         }
@@ -150,7 +160,8 @@ impl HttpKeyFetcher {
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let stream = match self.proxy {
             Some(proxy) => tokio::net::TcpStream::connect(proxy).await,
-            None => tokio::net::TcpStream::connect(&authority).await,
+            // Every address the name resolves to is checked, not just the literal.
+            None => crate::egress::direct::connect_public(&host, port, self.allow_private).await,
         }
         .map_err(|e| fail(format!("connect: {e}")))?;
         let host_header =
@@ -185,11 +196,12 @@ impl HttpKeyFetcher {
         let bad = |why: &str| ShieldError::Key(why.to_owned());
         let key_host = url_host(key_id).ok_or_else(|| bad("the keyId is not an http(s) URL"))?;
         let url = key_id.split('#').next().unwrap_or(key_id);
-        let mut doc = self.get_document(url).await?;
+        let mut gets = MAX_GETS;
+        let mut doc = self.get_document(url, &mut gets).await?;
         let id = doc.get("id").and_then(Value::as_str).ok_or_else(|| bad("the document has no id"))?.to_owned();
         if id != url {
             same_host(&id, &key_host)?;
-            doc = self.get_at_id(&id).await?;
+            doc = self.get_at_id(&id, &mut gets).await?;
         }
         if is_actor(&doc) {
             let (pem, owner) = key_in_actor(&doc, key_id)?;
@@ -199,7 +211,7 @@ impl HttpKeyFetcher {
         let pem = doc.get("publicKeyPem").and_then(Value::as_str).ok_or_else(|| bad("no publicKeyPem"))?.to_owned();
         let owner = doc.get("owner").and_then(id_of).ok_or_else(|| bad("a key without an owner"))?.to_owned();
         same_host(&owner, &key_host)?;
-        let actor = self.get_at_id(&owner).await?;
+        let actor = self.get_at_id(&owner, &mut gets).await?;
         if !is_actor(&actor) {
             return Err(bad("the key's owner is not an actor"));
         }

@@ -28,18 +28,24 @@
 //! it is marked [`Addressed::opaque`], and the stage treats it as addressing every member
 //! under a shield.
 
+use std::collections::HashSet;
+
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
 use crate::proxy::{Route, RouteClass};
 
-/// A local account as the instance would find it: by username or by numeric id.
+/// A local account as the instance would find it: by username or by numeric id — or the
+/// owner of a local post, found by the post's id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LocalRef {
     /// A username, lower-cased.
     Name(String),
     /// A numeric account id (`/ap/users/ID`, OStatus tags).
     Id(u64),
+    /// Whoever owns the local status with this id (a `Like` or `Announce` of it notifies
+    /// them). Rails finds a status by its id alone: the username in its URL proves nothing.
+    StatusOwner(u64),
 }
 
 /// The host names that are the instance's own, normalized as [`canonical_host`] does.
@@ -47,8 +53,7 @@ pub enum LocalRef {
 pub struct LocalHosts(Vec<String>);
 
 impl LocalHosts {
-    /// `local_domain` (the config) and the `Host` the delivery was addressed to; ports
-    /// are ignored.
+    /// The instance's configured domains; ports are ignored.
     pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> LocalHosts {
         let mut hosts: Vec<String> = names.into_iter().filter_map(canonical_host).collect();
         hosts.sort();
@@ -59,6 +64,14 @@ impl LocalHosts {
     /// Whether `host` (any port) is the instance's.
     pub fn contains(&self, host: &str) -> bool {
         canonical_host(host).is_some_and(|h| self.0.contains(&h))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.0
     }
 }
 
@@ -78,25 +91,86 @@ pub fn canonical_host(authority: &str) -> Option<String> {
 /// Whom one delivery addresses.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Addressed {
-    /// Local accounts, each once (tags, `to`/`cc`/`bto`/`bcc`/`audience`).
+    /// Local accounts (and owners of local posts), each once: tags, `to`/`cc`/`bto`/
+    /// `bcc`/`audience`, the object of a `Follow`, `Like` or `Announce`.
     pub local: Vec<LocalRef>,
     /// Distinct addressed actors, local and remote (public and collections excluded):
     /// the hellthread count.
     pub total: usize,
-    /// The instance will fetch the object from elsewhere: whom it mentions is unknown.
+    /// Whom it mentions is unknown: the instance will fetch the object from elsewhere, or
+    /// the body is one pavise cannot read exactly ([`super::document`]).
     pub opaque: bool,
+    /// More addressees than pavise reads ([`MAX_ADDRESSEES`]): a hellthread, and opaque.
+    pub truncated: bool,
 }
 
 const PUBLIC: [&str; 3] = ["https://www.w3.org/ns/activitystreams#Public", "as:Public", "Public"];
 const AUDIENCE: [&str; 5] = ["to", "cc", "bto", "bcc", "audience"];
+/// Distinct addressees read at most; past it the delivery is a hellthread by any measure.
+pub const MAX_ADDRESSEES: usize = 1000;
+/// Addressing entries looked at at most (duplicates included): the work one delivery can
+/// cost is bounded whatever its shape.
+pub const MAX_ENTRIES: usize = 5000;
+/// Collections inside collections read at most this deep (Mastodon reads one level).
+const MAX_NESTING: usize = 3;
 
-/// Reads the addressing of an activity (and of its embedded object).
+/// Reads the addressing of an activity, as Mastodon processes it: the activity and its
+/// embedded object, and — for a `Collection`/`OrderedCollection` (or page) — every item
+/// (`ActivityPub::ProcessCollectionService#process_items`), recursively.
 pub fn read(doc: &Value, locals: &LocalHosts) -> Addressed {
-    fn collect<'v>(v: &'v Value, refs: &mut Vec<&'v str>) {
+    let mut r =
+        Reader { locals, seen_local: HashSet::new(), remote: HashSet::new(), entries: 0, out: Addressed::default() };
+    r.activity(doc, 0);
+    let mut out = r.out;
+    out.total = out.local.len() + r.remote.len();
+    if out.truncated {
+        out.total = out.total.max(MAX_ADDRESSEES + 1);
+        out.opaque = true;
+    }
+    out
+}
+
+struct Reader<'v, 'l> {
+    locals: &'l LocalHosts,
+    seen_local: HashSet<LocalRef>,
+    remote: HashSet<&'v str>,
+    entries: usize,
+    out: Addressed,
+}
+
+impl<'v> Reader<'v, '_> {
+    fn activity(&mut self, v: &'v Value, depth: usize) {
+        // Mastodon processes Hash items only; anything else is ignored.
+        if !v.is_object() {
+            return;
+        }
+        for key in ["items", "orderedItems"] {
+            for item in as_array(v.get(key)) {
+                if depth >= MAX_NESTING {
+                    self.out.opaque = true;
+                    break;
+                }
+                self.activity(item, depth + 1);
+            }
+        }
+        self.addressing(v);
+        for object in as_array(v.get("object")) {
+            if object.is_object() {
+                self.addressing(object);
+            }
+        }
+        if fetched_object(v, self.locals) || foreign_boost(v, self.locals) {
+            self.out.opaque = true;
+        }
+        self.notified(v);
+    }
+
+    /// `to`/`cc`/... and `Mention` tags of one object.
+    fn addressing(&mut self, v: &'v Value) {
         for field in AUDIENCE {
             for item in as_array(v.get(field)) {
                 if let Some(id) = id_of(item) {
-                    refs.push(id);
+                    self.reference(id);
                 }
             }
         }
@@ -104,45 +178,79 @@ pub fn read(doc: &Value, locals: &LocalHosts) -> Addressed {
             if includes(tag.get("type"), "Mention")
                 && let Some(href) = tag.get("href").and_then(Value::as_str)
             {
-                refs.push(href);
+                self.reference(href);
             }
         }
     }
-    let mut refs: Vec<&str> = Vec::new();
-    collect(doc, &mut refs);
-    if let Some(o) = doc.get("object").filter(|o| o.is_object()) {
-        collect(o, &mut refs);
+
+    /// Whom a `Follow`, `Like` (or `EmojiReact`) and `Announce` notify: the followed
+    /// member, the owner of the liked or boosted post.
+    fn notified(&mut self, v: &'v Value) {
+        let kind = v.get("type");
+        let follow = includes(kind, "Follow");
+        let reaction = ["Like", "EmojiReact", "Announce"].iter().any(|t| includes(kind, t));
+        if !follow && !reaction {
+            return;
+        }
+        for object in as_array(v.get("object")) {
+            let Some(id) = id_of(object) else { continue };
+            let found = if follow { local_ref(id, self.locals) } else { status_ref(id, self.locals) };
+            if let Some(r) = found {
+                self.local(r);
+            }
+        }
     }
-    let mut out = Addressed::default();
-    let mut remote: Vec<&str> = Vec::new();
-    for r in refs {
+
+    fn reference(&mut self, r: &'v str) {
+        if self.out.truncated {
+            return;
+        }
+        self.entries += 1;
+        if self.entries > MAX_ENTRIES {
+            self.out.truncated = true;
+            return;
+        }
         let r = r.trim();
         if r.is_empty() || PUBLIC.contains(&r) || r.ends_with("/followers") || r.ends_with("/following") {
-            continue;
+            return;
         }
-        match local_ref(r, locals) {
-            Some(local) => {
-                if !out.local.contains(&local) {
-                    out.local.push(local);
-                }
-            }
+        match local_ref(r, self.locals) {
+            Some(local) => self.local(local),
             None => {
-                if !remote.contains(&r) {
-                    remote.push(r);
+                if self.remote.len() + self.out.local.len() >= MAX_ADDRESSEES {
+                    self.out.truncated = true;
+                } else {
+                    self.remote.insert(r);
                 }
             }
         }
     }
-    out.total = out.local.len() + remote.len();
-    out.opaque = fetched_object(doc, locals);
-    out
+
+    fn local(&mut self, r: LocalRef) {
+        if self.seen_local.contains(&r) {
+            return;
+        }
+        if self.remote.len() + self.out.local.len() >= MAX_ADDRESSEES {
+            self.out.truncated = true;
+            return;
+        }
+        self.seen_local.insert(r.clone());
+        self.out.local.push(r);
+    }
 }
 
 /// Whether an activity creates or edits a post (`Create`, `Update`): the kinds a personal
 /// inbox turns into a silent mention of its owner. A `Follow`, `Like` or `Accept` sent
 /// there mentions nobody.
 pub fn carries_a_post(doc: &Value) -> bool {
-    ["Create", "Update"].iter().any(|t| includes(doc.get("type"), t))
+    fn at(doc: &Value, depth: usize) -> bool {
+        ["Create", "Update"].iter().any(|t| includes(doc.get("type"), t))
+            // A collection's items are processed each with the same inbox owner.
+            || (depth < MAX_NESTING
+                && ["items", "orderedItems"].iter().any(|k| as_array(doc.get(*k)).iter().any(|i| at(i, depth + 1))))
+    }
+    // Deeper than pavise reads, the body is opaque anyway.
+    at(doc, 0)
 }
 
 /// `Create`/`Update`/`Announce` of an object the instance must fetch from a remote server.
@@ -151,16 +259,36 @@ fn fetched_object(doc: &Value, locals: &LocalHosts) -> bool {
     if !["Create", "Update", "Announce"].iter().any(|t| includes(kind, t)) {
         return false;
     }
-    let reference = match doc.get("object") {
-        Some(Value::String(s)) => s.as_str(),
-        // An object without a type is only a reference to one.
-        Some(o @ Value::Object(_)) if o.get("type").is_none() => match id_of(o) {
-            Some(id) => id,
-            None => return false,
-        },
-        _ => return false,
-    };
-    !is_local_url(reference, locals)
+    as_array(doc.get("object")).iter().any(|object| {
+        let reference = match object {
+            Value::String(s) => s.as_str(),
+            // An object without a type is only a reference to one.
+            o @ Value::Object(_) if o.get("type").is_none() => match id_of(o) {
+                Some(id) => id,
+                None => return false,
+            },
+            _ => return false,
+        };
+        !is_local_url(reference, locals)
+    })
+}
+
+/// An `Announce` embedding a post someone else wrote: Mastodon reads an embedded post only
+/// for a self-boost, and otherwise fetches the original from its server
+/// (`ActivityPub::Activity#status_from_object`), so whom it mentions is the fetched copy's.
+fn foreign_boost(doc: &Value, locals: &LocalHosts) -> bool {
+    if !includes(doc.get("type"), "Announce") {
+        return false;
+    }
+    let actor = doc.get("actor").and_then(id_of);
+    as_array(doc.get("object")).iter().any(|object| {
+        // A local post is found by its id (`status_from_uri`), never fetched.
+        let local = id_of(object).is_some_and(|id| is_local_url(id, locals));
+        object.is_object() && object.get("type").is_some() && !local && {
+            let author = as_array(object.get("attributedTo")).first().and_then(id_of);
+            author.is_none() || author != actor
+        }
+    })
 }
 
 fn is_local_url(url: &str, locals: &LocalHosts) -> bool {
@@ -222,6 +350,29 @@ fn url_ref(url: &str, locals: &LocalHosts) -> Option<LocalRef> {
         .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
         .collect();
     account_path(&segments)
+}
+
+/// A local post's URL as Rails routes it to `statuses#show` (`/users/:name/statuses/:id`,
+/// `/@:name/:id`, `/ap/users/:id/statuses/:id`): the post's owner, found by the post's id.
+pub fn status_ref(url: &str, locals: &LocalHosts) -> Option<LocalRef> {
+    let parsed = url::Url::parse(url.trim()).ok()?;
+    if !matches!(parsed.scheme(), "http" | "https") || !locals.contains(parsed.host_str()?) {
+        return None;
+    }
+    let segments: Vec<String> = parsed
+        .path_segments()?
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let id = match seg.as_slice() {
+        ["users", _, "statuses", id] | ["ap", "users", _, "statuses", id] => *id,
+        [at, id] if at.starts_with('@') => *id,
+        _ => return None,
+    };
+    // ActiveRecord casts the leading digits ("0123", "123.json", "123-x" are 123).
+    let digits: String = id.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse::<u64>().ok().filter(|n| *n > 0).map(LocalRef::StatusOwner)
 }
 
 /// Rails' reading of a (percent-decoded, slash-squeezed) account path.
@@ -410,6 +561,95 @@ mod tests {
             serde_json::json!({"type":"Create","object":{"type":"Note","id":"https://r.example/notes/1"}})
         ));
         assert!(!opaque(serde_json::json!({"type":"Like","object":"https://r.example/notes/1"})));
+    }
+
+    #[test]
+    fn collections_are_read_item_by_item() {
+        let create = serde_json::json!({"type":"Create","object":{"type":"Note","tag":{"type":"Mention","href":"https://local.example/users/alice"}}});
+        for (kind, key) in [
+            ("Collection", "items"),
+            ("OrderedCollection", "orderedItems"),
+            ("OrderedCollectionPage", "orderedItems"),
+            ("Note", "items"),
+        ] {
+            let a = read_json(serde_json::json!({"type": kind, key: [create.clone()]}));
+            assert_eq!(a.local, [LocalRef::Name("alice".into())], "{kind}");
+        }
+        // A collection sent to a member's own inbox carries its items' posts to her.
+        assert!(carries_a_post(
+            &serde_json::json!({"type":"OrderedCollectionPage","orderedItems":[{"type":"Create"}]})
+        ));
+        assert!(!carries_a_post(&serde_json::json!({"type":"Collection","items":[{"type":"Like"}]})));
+        // Nested collections are read too, a few levels deep; deeper ones are opaque.
+        let nested = serde_json::json!({"type":"Collection","items":[{"type":"Collection","items":[create.clone()]}]});
+        assert_eq!(read_json(nested).local, [LocalRef::Name("alice".into())]);
+        let mut deep = create.clone();
+        for _ in 0..5 {
+            deep = serde_json::json!({"type":"Collection","items":[deep]});
+        }
+        assert!(read_json(deep).opaque);
+    }
+
+    #[test]
+    fn a_boost_of_someone_elses_post_is_opaque() {
+        let actor = "https://r.example/users/booster";
+        let boost = |author: Option<&str>, id: &str| {
+            let mut note = serde_json::json!({"id": id, "type": "Note", "content": "x"});
+            if let Some(a) = author {
+                note["attributedTo"] = a.into();
+            }
+            read_json(serde_json::json!({"type":"Announce","actor":actor,"object":note})).opaque
+        };
+        assert!(boost(Some("https://evil.example/users/sock"), "https://evil.example/notes/1"));
+        assert!(boost(None, "https://evil.example/notes/1"));
+        assert!(!boost(Some(actor), "https://r.example/notes/1"), "a self-boost is read as embedded");
+        assert!(
+            !boost(Some("https://x.example/u"), "https://local.example/users/alice/statuses/1"),
+            "a local post is found, not fetched"
+        );
+    }
+
+    #[test]
+    fn follows_likes_and_boosts_address_the_member() {
+        let a = read_json(serde_json::json!({"type":"Follow","object":"https://local.example/users/alice"}));
+        assert_eq!(a.local, [LocalRef::Name("alice".into())]);
+        for kind in ["Like", "Announce", "EmojiReact"] {
+            let a = read_json(
+                serde_json::json!({"type": kind, "object": "https://local.example/users/anyone/statuses/0123"}),
+            );
+            assert_eq!(a.local, [LocalRef::StatusOwner(123)], "{kind}");
+        }
+        for url in [
+            "https://local.example/@alice/42",
+            "https://local.example/ap/users/7/statuses/42.json",
+            "https://LOCAL.example./users/bob/statuses/42-x",
+        ] {
+            assert_eq!(status_ref(url, &locals()), Some(LocalRef::StatusOwner(42)), "{url}");
+        }
+        for url in [
+            "https://local.example/@alice/with_replies",
+            "https://remote.example/users/a/statuses/1",
+            "https://local.example/users/alice/statuses/1/activity",
+        ] {
+            assert_eq!(status_ref(url, &locals()), None, "{url}");
+        }
+        // A Like of a remote post addresses nobody here.
+        assert!(read_json(serde_json::json!({"type":"Like","object":"https://r.example/notes/1"})).local.is_empty());
+    }
+
+    #[test]
+    fn reading_is_bounded_whatever_the_shape() {
+        let many: Vec<String> = (0..60_000).map(|i| format!("http://r/{i}")).collect();
+        let a = read_json(serde_json::json!({"type":"Create","cc": many, "object":{"type":"Note"}}));
+        assert!(a.truncated && a.opaque && a.total > MAX_ADDRESSEES);
+        // Duplicates cost entries, not addressees.
+        let same: Vec<&str> = vec!["https://local.example/users/alice"; 10_000];
+        let a = read_json(serde_json::json!({"type":"Create","to": same}));
+        assert_eq!(a.local, [LocalRef::Name("alice".into())]);
+        assert!(a.truncated, "past MAX_ENTRIES");
+        let few: Vec<String> = (0..100).map(|i| format!("https://r{i}.example/u")).collect();
+        let a = read_json(serde_json::json!({"type":"Create","to": few}));
+        assert_eq!((a.total, a.truncated), (100, false));
     }
 
     #[test]

@@ -5,42 +5,66 @@
 //! - [`limiter`]: governor GCRA limiters with a hard memory cap;
 //! - [`signature`]: who signed a federation delivery, verified as the instance verifies it;
 //! - [`keys`]: a signer's key, fetched from its owner through the egress proxy;
+//! - [`budget`]: what a key fetch may cost, and who pays for it;
+//! - [`domains`]: which deliveries the instance takes at all (its domains, its blocks);
+//! - [`document`]: the delivery's body as the instance reads it, exactly or not at all;
 //! - [`mention`]: whom a delivery addresses, read as the instance reads it;
-//! - [`accounts`]: numeric account ids to usernames, asking the instance;
+//! - [`accounts`]: numeric account and status ids to usernames, asking the instance;
 //! - [`wave`]: the per-account wave detector;
+//! - [`familiar`]: who is familiar (accepted by the instance, over time);
 //! - [`follows`]: whom local members follow, as the instance lists it;
-//! - [`quarantine`]: sealed store-and-forward for senders that give up quickly;
-//! - [`instance`]: the shield's own reads of the instance.
+//! - [`quarantine`]: sealed store-and-forward, so what is held back is delayed, not lost;
+//! - [`instance`]: the shield's own reads of the instance;
+//! - [`inbox`]: the inbox path, phase by phase; [`release`]: the quarantine's releases.
 //!
 //! A shield holds back a member's real mail too, so it must never become a weapon against
-//! the member: only deliveries the instance would accept as signed by their actor count
-//! toward a wave, a domain's budget, familiarity or follows. Everything else (unsigned,
-//! forged, stale, with a body its digest does not cover, replayed, signed by one actor
-//! for another's activity) is limited under the connecting client's pseudonym, is still
-//! held back by a shield that real actors raised, and never raises, extends or prolongs
-//! one. Follows are believed from the instance only.
+//! the member. Three kinds of delivery, told apart before anything costly happens:
+//! - **refused by the instance anyway** — unsigned, outside the signature window, a body
+//!   its digest does not cover, addressed to a `Host` that is not one of the instance's
+//!   domains, signed by a domain the instance suspends: forwarded as they are (the
+//!   instance refuses them), whatever the shields say, and counted toward nothing;
+//! - **not verifiable now** — a key pavise cannot fetch (or not within its budget), a
+//!   relayed activity, a signature weaker than pavise asks: the instance may accept them,
+//!   so when they address a member they are held (202) whatever the shields say, and
+//!   released when no shield covers them (at once, usually), or before their signature
+//!   window closes. The answer never depends on a shield, so they cannot probe one; they
+//!   never raise, extend or prolong one;
+//! - **verified** as the instance would accept them: only these count toward a wave, a
+//!   domain's budget, familiarity, and only a verified delivery the instance accepted
+//!   (2xx) makes its sender familiar. Follows are believed from the instance only.
+//!
+//! Nothing held back is lost: a deferral (429) is retried by the sender, and any one
+//! delivery is deferred at most `shield_for` from its first attempt; a held delivery is
+//! released at the latest before its signature window closes.
 //!
 //! Durable state (first-seen senders, sealed held deliveries) goes through
 //! [`crate::store::ShieldStore`].
 //!
 //! What a request gets:
 //! - over a `[[limit]]`: 429 with `Retry-After` and Mastodon's `X-RateLimit-*` headers;
-//! - an inbox delivery from an unfamiliar sender to a shielded account (or a hellthread):
-//!   `action = "defer"` → 429 (Mastodon, Akkoma and Misskey retry for a day or more with
-//!   fresh signatures), or 202 + quarantine for verified senders whose User-Agent says
-//!   they give up within minutes (GoToSocial); `action = "reject"` → 403;
+//! - an inbox delivery from an unfamiliar verified sender to a shielded account (or a
+//!   hellthread): `action = "defer"` → 429 (Mastodon, Akkoma and Misskey retry for a day or
+//!   more with fresh signatures), or 202 + quarantine for senders whose User-Agent says
+//!   they give up within minutes (GoToSocial) and who are not the wave's own actors;
+//!   `action = "reject"` → 403;
 //! - everything else passes untouched. Non-inbox routes cost a few hash lookups and no
 //!   allocation; inbox deliveries are buffered (≤ 1 MiB, Mastodon's own cap) — the
 //!   signature's digest covers the body — and forwarded as the very same bytes.
 
 pub mod accounts;
+pub mod budget;
+pub mod document;
+pub mod domains;
+pub mod familiar;
 pub mod follows;
+mod inbox;
 pub mod instance;
 pub mod keys;
 pub mod limiter;
 pub mod mention;
 pub mod policy;
 pub mod quarantine;
+mod release;
 pub mod signature;
 pub mod wave;
 
@@ -52,33 +76,35 @@ use std::{
         Arc, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
-use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use self::{
     accounts::LocalAccounts,
+    budget::FetchBudget,
+    domains::{BlocksSource, DomainBlocks, InstanceDomains},
+    familiar::Familiarity,
     follows::Follows,
     instance::InstanceReader,
     keys::KeyFetcher,
     limiter::{Denied, KeyHasher, Limiter},
-    mention::{InboxPath, LocalHosts, LocalRef},
+    mention::InboxPath,
     policy::{KeyKind, ShieldPolicy, WaveAction},
-    quarantine::{Hold, Quarantine, Replay},
-    signature::{Rejection, SignedBy, Verdict, Verifier},
+    quarantine::{HoldLimits, Quarantine, Replay},
+    signature::{Rejection, Verdict, Verifier},
     wave::{WaveDetector, WaveParams},
 };
 use crate::{
-    admin::{AdminHandler, Reload, json},
+    admin::{AdminHandler, Readiness, ReadinessCheck, Reload, json},
     config::Config,
     metrics::MetricsSource,
     proxy::{Flow, ProxyError, Request, RequestCtx, Response, RouteClass, Stage, StageFuture, error::json_error},
     store::{HeldState, ShieldStore, now_ms},
-    units::Span,
+    units::{Size, Span},
 };
 
 /// The shield's errors at its boundary.
@@ -94,6 +120,10 @@ pub enum ShieldError {
     Store(String),
     #[error("the quarantine's seal: {0}")]
     Seal(String),
+    #[error("shield config: {0}")]
+    Config(String),
+    #[error("reading the instance: {0}")]
+    Instance(String),
 }
 
 /// How actor keys are fetched.
@@ -121,6 +151,10 @@ pub struct ShieldConfig {
     /// How long a fetched actor key is trusted before it is fetched again.
     pub key_cache_ttl: Span,
     pub key_cache_entries: u64,
+    /// Key fetches one connecting client may cause (`"30/min"`; the count is the burst).
+    pub key_fetches_per_client: String,
+    /// Key fetches sent to one keyId host.
+    pub key_fetches_per_host: String,
     /// Local accounts with a live wave window at once (memory cap).
     pub wave_accounts: u64,
     /// First-seen records kept in memory in front of the store.
@@ -130,6 +164,17 @@ pub struct ShieldConfig {
     pub learn_following: bool,
     /// Held deliveries (sealed, in the store) at most; past it, deferred with 429.
     pub max_held: usize,
+    /// Bytes of held deliveries at most.
+    pub max_held_bytes: Size,
+    /// Held deliveries per verified remote domain (and per client, for unverified ones).
+    pub max_held_per_domain: usize,
+    /// Held deliveries per verified remote actor.
+    pub max_held_per_actor: usize,
+    /// Where the instance's domain blocks are read: public | admin | off.
+    pub domain_blocks: BlocksSource,
+    /// A token with `admin:read:domain_blocks`, for `domain_blocks = "admin"`.
+    pub domain_blocks_token_file: Option<PathBuf>,
+    pub domain_blocks_refresh: Span,
     /// How often limiters are trimmed, first-seen records written, the quarantine checked.
     pub housekeeping: Span,
 }
@@ -144,10 +189,18 @@ impl Default for ShieldConfig {
             key_fetch_timeout: Span::secs(10),
             key_cache_ttl: Span::secs(3600),
             key_cache_entries: 10_000,
+            key_fetches_per_client: "30/min".into(),
+            key_fetches_per_host: "60/min".into(),
             wave_accounts: 10_000,
             familiar_cache: 100_000,
             learn_following: true,
             max_held: 1000,
+            max_held_bytes: Size(64 << 20),
+            max_held_per_domain: 50,
+            max_held_per_actor: 5,
+            domain_blocks: BlocksSource::Public,
+            domain_blocks_token_file: None,
+            domain_blocks_refresh: Span::secs(600),
             housekeeping: Span::secs(10),
         }
     }
@@ -175,6 +228,29 @@ impl ShieldConfig {
                     .into(),
             ));
         }
+        for (key, rate) in [
+            ("shield.key_fetches_per_client", &self.key_fetches_per_client),
+            ("shield.key_fetches_per_host", &self.key_fetches_per_host),
+        ] {
+            policy::parse_rate(rate).map_err(|e| (key, e))?;
+        }
+        if self.max_held_per_domain == 0 || self.max_held_per_actor == 0 {
+            return Err((
+                "shield.max_held_per_domain",
+                "max_held_per_domain and max_held_per_actor must be at least 1".into(),
+            ));
+        }
+        if self.domain_blocks == BlocksSource::Admin && self.domain_blocks_token_file.is_none() {
+            return Err((
+                "shield.domain_blocks_token_file",
+                "domain_blocks = \"admin\" reads the instance's admin API: give a token with the \
+                        admin:read:domain_blocks scope in a file"
+                    .into(),
+            ));
+        }
+        if self.domain_blocks_refresh.get() < Duration::from_secs(1) {
+            return Err(("shield.domain_blocks_refresh", "must be at least 1s".into()));
+        }
         Ok(())
     }
 }
@@ -182,7 +258,7 @@ impl ShieldConfig {
 /// Mastodon's inbox cap (`ActivityPub::Activity::MAX_JSON_SIZE`): a delivery the route
 /// table did not classify as one is capped here.
 const MAX_DELIVERY: usize = 1 << 20;
-/// Numeric account ids looked up per delivery at most; the rest count as `#ID`.
+/// Numeric ids looked up per delivery at most; the rest count as `#ID` (or as unknown).
 const MAX_ID_LOOKUPS: usize = 8;
 /// How long a seen signature is remembered as a replay: the longest window Mastodon
 /// accepts (12 h after `created`, an hour of skew either side).
@@ -218,6 +294,8 @@ impl Active {
             distinct: w.distinct_senders,
             shield_for: w.shield_for,
             memory: sender_memory(&self.policy),
+            per_domain: w.per_domain,
+            max_shield: w.max_shield,
         }
     }
 }
@@ -227,6 +305,29 @@ impl Active {
 fn sender_memory(policy: &ShieldPolicy) -> Duration {
     let w = &policy.wave;
     w.familiar_after.max(w.window + w.shield_for).max(Duration::from_secs(60))
+}
+
+/// Which `[[limit]]` rules a check runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rules {
+    /// Every rule of the class.
+    All,
+    /// Rules keyed on the client, its token or nothing: they need no verification, so
+    /// they run before the body is read or any key is fetched.
+    Local,
+    /// Rules keyed on the verified signer (per client when unverified).
+    Signer,
+}
+
+impl Rules {
+    fn runs(self, key: KeyKind) -> bool {
+        let signer = matches!(key, KeyKind::RemoteDomain | KeyKind::RemoteActor);
+        match self {
+            Rules::All => true,
+            Rules::Local => !signer,
+            Rules::Signer => signer,
+        }
+    }
 }
 
 /// Counters per remote domain and per target account, for `/admin/shield`.
@@ -244,13 +345,19 @@ struct Stats {
     limited: AtomicU64,
     deferred: AtomicU64,
     held: AtomicU64,
+    held_unverified: AtomicU64,
     rejected: AtomicU64,
     verified: AtomicU64,
     unverified: [AtomicU64; Rejection::ALL.len()],
     shields_raised: AtomicU64,
     followed_passed: AtomicU64,
+    /// Passed after being deferred `shield_for` (a delay, never a drop).
+    deferred_enough: AtomicU64,
     released: AtomicU64,
+    /// Released before their signature window closed, their targets still shielded.
+    released_at_window: AtomicU64,
     kept: AtomicU64,
+    refused_on_release: AtomicU64,
     expired: AtomicU64,
 }
 
@@ -260,63 +367,29 @@ impl Stats {
     }
 }
 
-/// First-seen times: a bounded cache in front of the store, writes batched.
-struct Familiarity {
-    cache: moka::sync::Cache<String, u64>,
-    pending: std::sync::Mutex<Vec<(String, u64)>>,
-    durable: Arc<dyn ShieldStore>,
-}
-
-impl Familiarity {
-    /// When `actor` was first seen, in unix ms (recording now if never).
-    async fn first_seen(&self, actor: &str, now: u64) -> u64 {
-        if let Some(t) = self.cache.get(actor) {
-            return t;
-        }
-        let stored = match self.durable.first_seen(actor).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read first-seen senders; treating the sender as new");
-                None
-            }
-        };
-        let t = match stored {
-            Some(t) => t,
-            None => {
-                // Written in the next housekeeping pass: losing it in a crash only makes
-                // the sender look newer (stricter), never more familiar.
-                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                if pending.len() < 1_000_000 {
-                    pending.push((actor.to_owned(), now));
-                }
-                now
-            }
-        };
-        self.cache.insert(actor.to_owned(), t);
-        t
-    }
-
-    async fn flush(&self) -> Result<usize, ShieldError> {
-        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        let n = batch.len();
-        self.durable.record_first_seen(batch).await?;
-        Ok(n)
-    }
+/// What became of a signed delivery: remembered per signature, so that a replay gets the
+/// first one's answer (a replay is not a new delivery, nor a way around a deferral).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Being decided (a concurrent copy): deferred.
+    Pending,
+    Forwarded,
+    Deferred,
+    Held,
 }
 
 /// Everything the stage, the admin endpoint, the reload hook and the metrics share.
 pub struct Shield {
     cfg: ShieldConfig,
     policies_dir: PathBuf,
-    local_domain: Option<String>,
     active: RwLock<Arc<Active>>,
     hasher: KeyHasher,
     verifier: Verifier,
-    /// Signatures already seen (keyed hashes): the same signature again is a replay.
-    seen_signatures: moka::sync::Cache<u64, ()>,
+    domains: InstanceDomains,
+    blocks: DomainBlocks,
+    reader: InstanceReader,
+    /// Signatures already seen (keyed hashes), and what became of them.
+    seen_signatures: moka::sync::Cache<u64, Outcome>,
     waves: WaveDetector,
     familiar: Familiarity,
     follows: Arc<Follows>,
@@ -326,11 +399,15 @@ pub struct Shield {
     /// Whether the store's legacy (remote-taught) follows were forgotten this run.
     forgot_legacy_follows: AtomicBool,
     stats: Stats,
-    domains: moka::sync::Cache<String, Arc<Tally>>,
+    domain_tallies: moka::sync::Cache<String, Arc<Tally>>,
     targets: moka::sync::Cache<String, Arc<Tally>>,
-    /// Hellthread deliveries (body hash) → first seen: deferred for `shield_for` at most,
-    /// so a sender that retries for days gets through in the end.
-    hellthreads: moka::sync::Cache<u64, Instant>,
+    /// Deliveries (body hash) → their first deferral: no delivery is deferred for longer
+    /// than `shield_for`, so a sender that retries gets through in the end, whatever the
+    /// shields do.
+    deferrals: moka::sync::Cache<u64, Instant>,
+    /// Wakes the housekeeping task for a quarantine pass (a held delivery that no shield
+    /// covers goes out at once).
+    release_soon: tokio::sync::Notify,
 }
 
 /// Key namespaces, so a domain and a pseudonym never share a bucket.
@@ -345,29 +422,6 @@ mod ns {
     pub(super) const BODY: u8 = 8;
 }
 
-/// One inbox delivery as the shield sees it, once read and verified.
-struct Delivery {
-    parts: http::request::Parts,
-    body: Bytes,
-    doc: Option<serde_json::Value>,
-    verdict: Verdict,
-    /// For the tallies: the verified domain, or what an unverified one claimed.
-    domain_label: String,
-}
-
-impl Delivery {
-    fn actor(&self) -> Option<&str> {
-        match &self.verdict {
-            Verdict::Verified { actor, .. } => Some(actor),
-            Verdict::Unverified(_) => None,
-        }
-    }
-
-    fn forward(self) -> Flow {
-        Flow::Continue(Request::from_parts(self.parts, crate::proxy::full(self.body)))
-    }
-}
-
 impl Shield {
     /// Loads the policies; fails (naming file and key) when they are invalid.
     pub fn new(
@@ -376,7 +430,7 @@ impl Shield {
         fetcher: Option<Arc<dyn KeyFetcher>>,
     ) -> Result<Arc<Shield>, ShieldError> {
         let cfg = config.file.shield.clone();
-        cfg.validate(config.file.egress.mode).map_err(|(key, e)| ShieldError::Fetch(format!("{key}: {e}")))?;
+        cfg.validate(config.file.egress.mode).map_err(|(key, e)| ShieldError::Config(format!("{key}: {e}")))?;
         let policy = policy::load_dir(&config.file.policies)?;
         let fetcher: Arc<dyn KeyFetcher> = match fetcher {
             Some(f) => f,
@@ -398,35 +452,59 @@ impl Shield {
         };
         let sealer = crate::expiry::seal::Sealer::load_or_create(&config.file.expiry.key_file(&config.file.data_dir))
             .map_err(|e| ShieldError::Seal(e.to_string()))?;
-        let max_shield = policy.wave.shield_for.max(policy.wave.window).max(Duration::from_secs(60));
+        let longest_shield = policy.wave.max_shield.max(policy.wave.window).max(Duration::from_secs(60));
         let reader = InstanceReader::new(config.upstream.authority.clone());
+        let rate = |text: &str| policy::parse_rate(text).map_err(ShieldError::Config);
+        let budget = FetchBudget::new(rate(&cfg.key_fetches_per_client)?, rate(&cfg.key_fetches_per_host)?);
+        let domains = InstanceDomains::new(
+            config.file.local_domain.as_deref(),
+            config.file.web_domain.as_deref(),
+            &config.file.alternate_domains,
+        );
+        if policy.wave.enabled && !domains.configured() {
+            tracing::warn!(
+                "the wave shield counts nothing: set local_domain (and web_domain, alternate_domains as in \
+                 Mastodon's .env) so pavise knows which deliveries are the instance's"
+            );
+        }
         Ok(Arc::new(Shield {
             hasher: KeyHasher::default(),
-            verifier: Verifier::new(fetcher, cfg.key_cache_entries, cfg.key_cache_ttl.get()),
+            verifier: Verifier::new(fetcher, cfg.key_cache_entries, cfg.key_cache_ttl.get()).with_budget(budget),
+            blocks: DomainBlocks::new(
+                cfg.domain_blocks,
+                cfg.domain_blocks_token_file.clone(),
+                cfg.domain_blocks_refresh.get(),
+            ),
+            domains,
             seen_signatures: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(REPLAY_MEMORY).build(),
-            waves: WaveDetector::new(cfg.wave_accounts, sender_memory(&policy), max_shield),
-            familiar: Familiarity {
-                cache: moka::sync::Cache::new(cfg.familiar_cache),
-                pending: std::sync::Mutex::new(Vec::new()),
-                durable: durable.clone(),
-            },
-            follows: Arc::new(Follows::new(reader.clone(), cfg.wave_accounts, max_shield)),
-            accounts: LocalAccounts::new(reader, 10_000),
+            waves: WaveDetector::new(cfg.wave_accounts, sender_memory(&policy)),
+            familiar: Familiarity::new(durable.clone(), cfg.familiar_cache),
+            follows: Arc::new(Follows::new(reader.clone(), cfg.wave_accounts, longest_shield)),
+            accounts: LocalAccounts::new(reader.clone(), 10_000),
+            reader,
             quarantine: Quarantine::new(
                 durable.clone(),
                 config.upstream.authority.clone(),
                 Arc::new(sealer),
-                cfg.max_held,
+                HoldLimits {
+                    max_held: cfg.max_held,
+                    max_bytes: cfg.max_held_bytes.0,
+                    per_domain: cfg.max_held_per_domain,
+                    per_actor: cfg.max_held_per_actor,
+                },
             ),
             durable,
             forgot_legacy_follows: AtomicBool::new(false),
             stats: Stats::default(),
-            domains: moka::sync::Cache::new(10_000),
+            domain_tallies: moka::sync::Cache::new(10_000),
             targets: moka::sync::Cache::new(10_000),
-            hellthreads: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(max_shield * 2).build(),
+            deferrals: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(policy.wave.shield_for.max(Duration::from_secs(60)) * 4)
+                .build(),
+            release_soon: tokio::sync::Notify::new(),
             active: RwLock::new(Arc::new(Active::new(policy, cfg.max_keys))),
             policies_dir: config.file.policies.clone(),
-            local_domain: config.file.local_domain.clone(),
             cfg,
         }))
     }
@@ -439,8 +517,8 @@ impl Shield {
         cache.get_with_by_ref(key, || Arc::new(Tally::default()))
     }
 
-    /// Runs every `[[limit]]` rule of the request's class. `signer` is the verification
-    /// verdict for federation routes (None elsewhere).
+    /// Runs the `[[limit]]` rules of the request's class that `rules` selects. `signer` is
+    /// the verification verdict for federation routes (None elsewhere, or not yet).
     fn check_limits(
         &self,
         active: &Active,
@@ -448,11 +526,12 @@ impl Shield {
         (method, path, headers): (&Method, &str, &http::HeaderMap),
         pseudonym: IpAddr,
         signer: Option<&Verdict>,
+        rules: Rules,
     ) -> Result<(), Denied> {
         for &i in &active.by_route[class.index()] {
             let Some(limiter) = active.limiters.get(i) else { continue };
             let rule = &limiter.rule;
-            if !rule.matches(method, path) {
+            if !rules.runs(rule.key) || !rule.matches(method, path) {
                 continue;
             }
             let client = || self.hasher.hash(ns::CLIENT, pseudonym);
@@ -477,74 +556,6 @@ impl Shield {
         Ok(())
     }
 
-    /// The instance's own domain, for addressing it and for telling local URLs.
-    fn instance_host<'a>(&'a self, ctx: &'a RequestCtx) -> &'a str {
-        self.local_domain.as_deref().or(ctx.host.as_deref()).unwrap_or("")
-    }
-
-    fn local_hosts(&self, ctx: &RequestCtx) -> LocalHosts {
-        LocalHosts::new(self.local_domain.iter().map(String::as_str).chain(ctx.host.as_deref()))
-    }
-
-    /// Verifies a request as the instance would: signature, window, digest, the key's
-    /// owner, that owner being the activity's actor, and no replay.
-    async fn verify(
-        &self,
-        ctx: &RequestCtx,
-        parts: &http::request::Parts,
-        body: &[u8],
-        doc: Option<&serde_json::Value>,
-    ) -> (Option<SignedBy>, Verdict) {
-        let verdict = match signature::parse(&parts.headers) {
-            Err(why) => return (None, self.count(Verdict::Unverified(why))),
-            Ok(by) => {
-                let host = ctx.host.as_deref().unwrap_or("");
-                // Federation is https end to end even when a TLS edge talks plain HTTP to us:
-                // RFC 9421 senders sign an https `@target-uri`.
-                let signed = signature::Signed {
-                    method: &parts.method,
-                    uri: &parts.uri,
-                    headers: &parts.headers,
-                    host,
-                    https: true,
-                    body,
-                };
-                let verdict = self.verifier.verify(&by, &signed, SystemTime::now()).await;
-                (Some(by), verdict)
-            }
-        };
-        let (by, verdict) = verdict;
-        let verdict = match verdict {
-            Verdict::Verified { actor, domain } => {
-                // Mastodon processes an activity as the signer's only when it names the
-                // signer as its actor (or names none); another actor's needs a Linked Data
-                // signature pavise does not check, so it proves nothing here.
-                let named = doc.and_then(|d| d.get("actor")).and_then(mention::id_of);
-                if named.is_some_and(|a| a != actor) {
-                    Verdict::Unverified(Rejection::ForeignActor)
-                } else if self.replayed(by.as_ref()) {
-                    Verdict::Unverified(Rejection::Replayed)
-                } else {
-                    Verdict::Verified { actor, domain }
-                }
-            }
-            other => other,
-        };
-        (by, self.count(verdict))
-    }
-
-    /// Whether this very signature was seen before (and remembers it if not).
-    fn replayed(&self, by: Option<&SignedBy>) -> bool {
-        let Some(by) = by else { return false };
-        let sig = match &by.format {
-            signature::Format::Cavage { signature, .. } | signature::Format::Rfc9421 { signature, .. } => signature,
-        };
-        let key = self.hasher.hash(ns::SIGNATURE, (&by.key_id, sig));
-        let mut fresh = false;
-        self.seen_signatures.get_with(key, || fresh = true);
-        !fresh
-    }
-
     fn count(&self, verdict: Verdict) -> Verdict {
         match &verdict {
             Verdict::Verified { .. } => self.stats.verified.fetch_add(1, Relaxed),
@@ -553,242 +564,14 @@ impl Shield {
         verdict
     }
 
-    /// Reads and verifies one delivery; the body stays exactly as received.
-    async fn read_delivery(&self, ctx: &RequestCtx, req: Request) -> Result<Delivery, ProxyError> {
-        let (parts, mut body) = req.into_parts();
-        let mut buf = bytes::BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                crate::proxy::pipeline::body_failure(&*e)
-                    .unwrap_or_else(|| ProxyError::BadRequest(format!("reading the delivery: {e}")))
-            })?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > MAX_DELIVERY {
-                    return Err(ProxyError::BodyTooLarge { limit: MAX_DELIVERY as u64 });
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        let body = buf.freeze();
-        let doc = serde_json::from_slice::<serde_json::Value>(&body).ok();
-        let (by, verdict) = self.verify(ctx, &parts, &body, doc.as_ref()).await;
-        let domain_label = match (&verdict, &by) {
-            (Verdict::Verified { domain, .. }, _) => domain.clone(),
-            (_, Some(by)) => format!("{} (unverified)", by.domain),
-            _ => "(unsigned)".to_owned(),
-        };
-        Ok(Delivery { parts, body, doc, verdict, domain_label })
-    }
-
-    /// The usernames a delivery addresses (numeric ids asked of the instance).
-    async fn addressed_accounts(&self, refs: &[LocalRef], host: &str) -> Vec<String> {
-        let mut out: Vec<String> = Vec::with_capacity(refs.len());
-        let mut lookups = 0;
-        for r in refs {
-            let key = match r {
-                LocalRef::Name(name) => Some(name.clone()),
-                LocalRef::Id(id) if lookups >= MAX_ID_LOOKUPS => Some(accounts::unnamed(*id)),
-                LocalRef::Id(_) => {
-                    lookups += 1;
-                    self.accounts.key(r, host).await
-                }
-            };
-            if let Some(key) = key
-                && !out.contains(&key)
-            {
-                out.push(key);
-            }
-        }
-        out
-    }
-
-    async fn inbox(
-        &self,
-        ctx: &mut RequestCtx,
-        req: Request,
-        active: Arc<Active>,
-        inbox: InboxPath,
-    ) -> Result<Flow, ProxyError> {
-        let d = self.read_delivery(ctx, req).await?;
-        let request_parts = (&d.parts.method, ctx.route.path.as_str(), &d.parts.headers);
-        if let Err(denied) =
-            self.check_limits(&active, RouteClass::Inbox, request_parts, ctx.pseudonym, Some(&d.verdict))
-        {
-            self.stats.limited.fetch_add(1, Relaxed);
-            Self::tally(&self.domains, &d.domain_label).limited.fetch_add(1, Relaxed);
-            return Ok(Flow::Respond(too_many(&denied)));
-        }
-        let wave = &active.policy.wave;
-        // Every verified delivery is remembered: that is what makes a sender familiar later.
-        let familiar = match d.actor() {
-            Some(a) => {
-                let now = now_ms();
-                now.saturating_sub(self.familiar.first_seen(a, now).await) >= wave.familiar_after.as_millis() as u64
-            }
-            None => false,
-        };
-        if !wave.enabled || familiar {
-            self.stats.passed.fetch_add(1, Relaxed);
-            return Ok(d.forward());
-        }
-
-        let host = self.instance_host(ctx).to_owned();
-        let locals = self.local_hosts(ctx);
-        let mut addressed = d.doc.as_ref().map(|doc| mention::read(doc, &locals)).unwrap_or_default();
-        // A post delivered to a member's own inbox reaches the member whatever its
-        // addressing (Mastodon's `delivered_to_account_id` silent mention).
-        if let InboxPath::Personal(owner) = inbox
-            && d.doc.as_ref().is_some_and(mention::carries_a_post)
-            && !addressed.local.contains(&owner)
-        {
-            addressed.local.push(owner);
-            addressed.total += 1;
-        }
-        let accounts = self.addressed_accounts(&addressed.local, &host).await;
-        let now = Instant::now();
-        if let (Some(doc), Some(_)) = (&d.doc, d.actor())
-            && let Some(member) = follows::accept_hint(doc, &locals)
-            && self.waves.shield_until(&member, now).is_some()
-        {
-            // Only a hint: the instance's collection is read again, and only it is believed.
-            self.follows.hint(&member, &host);
-        }
-
-        // A member's own follows are wanted by that member: never counted, never deferred.
-        let mut followed_by_any = false;
-        let mut strangers_to = Vec::with_capacity(accounts.len());
-        for account in accounts {
-            if d.actor().is_some_and(|a| self.follows.follows(&account, a)) {
-                followed_by_any = true;
-            } else {
-                strangers_to.push(account);
-            }
-        }
-        if let Verdict::Verified { actor, domain } = &d.verdict {
-            let sender = self.hasher.hash(ns::SENDER, actor.as_str());
-            let params = active.wave_params();
-            for account in &strangers_to {
-                if self.waves.observe(account, sender, domain, now, &params) == wave::Observed::ShieldRaised {
-                    self.stats.shields_raised.fetch_add(1, Relaxed);
-                    if self.cfg.learn_following {
-                        self.follows.learn_from_instance(account, &host);
-                    }
-                }
-            }
-        }
-        let mut targets: Vec<String> =
-            strangers_to.iter().filter(|a| self.waves.shield_until(a, now).is_some()).cloned().collect();
-        if addressed.opaque && targets.is_empty() {
-            // The instance will fetch the object and may find any member mentioned in it.
-            targets = self
-                .waves
-                .shielded(now)
-                .into_iter()
-                .filter(|a| !d.actor().is_some_and(|actor| self.follows.follows(a, actor)))
-                .collect();
-        }
-        let hellthread = wave.hellthread > 0 && addressed.total > wave.hellthread && !followed_by_any && {
-            // The same activity comes back with every retry: defer it for `shield_for`
-            // from its first attempt, then let it through (the sender would give up).
-            let first = self.hellthreads.get_with(self.hasher.hash(ns::BODY, &d.body[..]), || now);
-            now.saturating_duration_since(first) < wave.shield_for
-        };
-        if targets.is_empty() && !hellthread {
-            if followed_by_any {
-                self.stats.followed_passed.fetch_add(1, Relaxed);
-            }
-            self.stats.passed.fetch_add(1, Relaxed);
-            return Ok(d.forward());
-        }
-        if targets.is_empty() {
-            targets = strangers_to;
-        }
-        self.hold_back(ctx, d, targets, wave).await
-    }
-
-    /// Defers, holds or rejects a delivery addressed to shielded `targets`.
-    async fn hold_back(
-        &self,
-        ctx: &RequestCtx,
-        d: Delivery,
-        targets: Vec<String>,
-        wave: &policy::WavePolicy,
-    ) -> Result<Flow, ProxyError> {
-        let tally = |f: fn(&Tally) -> &AtomicU64| {
-            f(&Self::tally(&self.domains, &d.domain_label)).fetch_add(1, Relaxed);
-            for t in &targets {
-                f(&Self::tally(&self.targets, t)).fetch_add(1, Relaxed);
-            }
-        };
-        let short_retry = d
-            .parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ua| wave.is_short_retry(ua));
-        let defer = || {
-            let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
-            let secs = wave.retry_after.as_secs().max(1);
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            resp
-        };
-        match wave.action {
-            WaveAction::Reject => {
-                self.stats.rejected.fetch_add(1, Relaxed);
-                tally(|t| &t.rejected);
-                Ok(Flow::Respond(json_error(
-                    StatusCode::FORBIDDEN,
-                    "this account is not accepting mentions from new senders right now",
-                )))
-            }
-            // Only a verified delivery is worth a place in the store.
-            WaveAction::Defer if short_retry && d.verdict.is_verified() => {
-                let mut headers = d.parts.headers.clone();
-                crate::privacy::headers::strip_client_ip_and_geo(&mut headers);
-                crate::privacy::headers::set_forwarded(&mut headers, ctx.pseudonym, ctx.https, ctx.host.as_deref());
-                let path = d.parts.uri.path_and_query().map_or("/", |p| p.as_str());
-                match self
-                    .quarantine
-                    .hold(&d.parts.method, path, &headers, &d.body, &d.domain_label, targets.clone())
-                    .await
-                {
-                    Ok(Hold::Held(_)) => {
-                        self.stats.held.fetch_add(1, Relaxed);
-                        tally(|t| &t.held);
-                        let mut resp = Response::new(crate::proxy::empty());
-                        *resp.status_mut() = StatusCode::ACCEPTED;
-                        Ok(Flow::Respond(resp))
-                    }
-                    Ok(Hold::Full) => {
-                        self.stats.deferred.fetch_add(1, Relaxed);
-                        tally(|t| &t.deferred);
-                        Ok(Flow::Respond(defer()))
-                    }
-                    // Could not keep it: let the sender keep it (503 is retried by all).
-                    Err(e) => {
-                        tracing::error!(error = %e, "quarantine write failed; answering 503 so the sender keeps the delivery");
-                        let mut resp = json_error(StatusCode::SERVICE_UNAVAILABLE, "try again later");
-                        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
-                        Ok(Flow::Respond(resp))
-                    }
-                }
-            }
-            WaveAction::Defer => {
-                self.stats.deferred.fetch_add(1, Relaxed);
-                tally(|t| &t.deferred);
-                Ok(Flow::Respond(defer()))
-            }
-        }
-    }
-
-    /// One housekeeping pass: trim limiters, write first-seen records, work the quarantine.
+    /// One housekeeping pass: trim limiters, write first-seen records, re-read the
+    /// instance's domain blocks when due, work the quarantine.
     pub async fn housekeep(&self) {
         let active = self.active();
         for l in &active.limiters {
             l.housekeep();
         }
+        self.verifier.budget().housekeep();
         if let Err(e) = self.familiar.flush().await {
             tracing::error!(error = %e, "could not record first-seen senders");
         }
@@ -800,23 +583,14 @@ impl Shield {
                 Err(e) => tracing::error!(error = %e, "could not forget the legacy follows"),
             }
         }
-        let release_within = active.policy.wave.release_within;
-        let now = Instant::now();
-        match self
-            .quarantine
-            .tick(release_within, |targets| targets.iter().any(|t| self.waves.shield_until(t, now).is_some()))
-            .await
-        {
-            Ok(r) => {
-                self.stats.released.fetch_add(r.released, Relaxed);
-                self.stats.kept.fetch_add(r.kept, Relaxed);
-                self.stats.expired.fetch_add(r.expired, Relaxed);
-            }
-            Err(e) => tracing::error!(error = %e, "quarantine pass failed"),
+        if active.policy.wave.enabled && self.blocks.due(std::time::SystemTime::now()) {
+            self.blocks.refresh(&self.reader, self.domains.primary()).await;
         }
+        self.quarantine_pass().await;
     }
 
-    /// Runs [`Shield::housekeep`] every `housekeeping` until `shutdown`.
+    /// Runs [`Shield::housekeep`] every `housekeeping` until `shutdown`, and a quarantine
+    /// pass whenever a held delivery can go out at once.
     pub async fn run_housekeeping(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let mut tick = tokio::time::interval(self.cfg.housekeeping.get().max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -824,6 +598,7 @@ impl Shield {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => self.housekeep().await,
+                _ = self.release_soon.notified() => self.quarantine_pass().await,
             }
         }
         let _ = self.familiar.flush().await;
@@ -841,6 +616,24 @@ impl Shield {
         Ok(summary)
     }
 
+    /// `Ok(detail)` when the shield can do what it promises, `Err(why)` when not.
+    /// Degraded, never not-ready: without its domains or the instance's blocks the wave
+    /// shield counts less (or nothing), but everything it passes is still safe to serve.
+    fn readiness(&self) -> Readiness {
+        if !self.active().policy.wave.enabled {
+            return Readiness::Ready("wave detector off".into());
+        }
+        if !self.domains.configured() {
+            return Readiness::Degraded(
+                "local_domain is not set: the wave shield cannot tell the instance's deliveries and counts none".into(),
+            );
+        }
+        match self.blocks.readiness() {
+            Ok(blocks) => Readiness::Ready(format!("wave shield for {}; {blocks}", self.domains.names().join(", "))),
+            Err(reason) => Readiness::Degraded(reason),
+        }
+    }
+
     /// The `/admin/shield` report.
     pub async fn report(&self) -> serde_json::Value {
         let now = Instant::now();
@@ -853,10 +646,12 @@ impl Shield {
                 serde_json::json!({
                     "account": r.account,
                     "remaining_secs": r.remaining.as_secs(),
+                    "at_most_secs": r.at_most.as_secs(),
                     "raised_secs_ago": r.raised_ago.as_secs(),
                     "why": {
                         "raised_by_actors": r.raised_by,
                         "actors_in_window": r.actors_in_window,
+                        "deferred_in_window": r.deferred_in_window,
                         "actors": r.actors_remembered,
                         "domains": r.domains,
                         "top_domains": r.top_domains.iter().map(|(d, n)| serde_json::json!({ "domain": d, "actors": n })).collect::<Vec<_>>(),
@@ -883,21 +678,20 @@ impl Shield {
             rows
         };
         let row = |(k, [limited, deferred, held, rejected]): &(String, [u64; 4])| serde_json::json!({ "name": k, "limited": limited, "deferred": deferred, "held": held, "rejected": rejected });
-        let domains = tallies(&self.domains);
+        let domains = tallies(&self.domain_tallies);
         let held: Vec<serde_json::Value> = self
             .quarantine
-            .list()
-            .await
-            .unwrap_or_default()
+            .snapshot()
             .iter()
             .map(|h| {
                 serde_json::json!({
                     "id": h.id.to_string(), "domain": h.domain, "targets": h.targets, "received": h.received,
-                    "date": h.date, "bytes": h.body.len(),
+                    "date": h.date, "bytes": h.bytes, "verified": h.verified || h.actor.is_some(),
                     "state": if h.state == HeldState::Held { "held" } else { "kept" },
                 })
             })
             .collect();
+        let (held_count, held_bytes) = self.quarantine.usage();
         let audit: Vec<serde_json::Value> = self
             .quarantine
             .audit_log(100)
@@ -912,10 +706,21 @@ impl Shield {
             .collect();
         serde_json::json!({
             "shields": shields,
+            "instance": {
+                "domains": self.domains.names(),
+                "ready": self.readiness().is_ready(),
+                "readiness": self.readiness().detail(),
+                "domain_blocks": self.blocks.report(),
+            },
             "targets": tallies(&self.targets).iter().map(row).collect::<Vec<_>>(),
             "domains": domains.iter().map(row).collect::<Vec<_>>(),
             "top_offending_domains": domains.iter().take(10).map(row).collect::<Vec<_>>(),
             "held": held,
+            "quarantine": {
+                "held": held_count, "bytes": held_bytes,
+                "max_held": self.cfg.max_held, "max_held_bytes": self.cfg.max_held_bytes.0,
+                "max_held_per_domain": self.cfg.max_held_per_domain, "max_held_per_actor": self.cfg.max_held_per_actor,
+            },
             "audit": audit,
             "limits": active.limiters.iter().map(|l| serde_json::json!({
                 "name": l.rule.name, "route": l.rule.route.config_name(), "key": l.rule.key.name(),
@@ -925,9 +730,13 @@ impl Shield {
                 "passed": self.stats.passed.load(Relaxed),
                 "limited": self.stats.limited.load(Relaxed),
                 "deferred": self.stats.deferred.load(Relaxed),
+                "passed_after_deferral": self.stats.deferred_enough.load(Relaxed),
                 "held": self.stats.held.load(Relaxed),
+                "held_unverified": self.stats.held_unverified.load(Relaxed),
                 "rejected": self.stats.rejected.load(Relaxed),
                 "released": self.stats.released.load(Relaxed),
+                "released_at_window": self.stats.released_at_window.load(Relaxed),
+                "refused_on_release": self.stats.refused_on_release.load(Relaxed),
                 "kept_for_admin": self.stats.kept.load(Relaxed),
                 "expired_from_quarantine": self.stats.expired.load(Relaxed),
                 "shields_raised": self.stats.shields_raised.load(Relaxed),
@@ -993,6 +802,11 @@ pub fn iso8601(t: std::time::SystemTime) -> String {
 /// The pipeline stage.
 pub struct ShieldStage(pub Arc<Shield>);
 
+/// Set on a forwarded, verified delivery: if the instance accepts it (2xx), its sender
+/// was seen delivering (familiarity).
+#[derive(Clone)]
+struct AcceptedFrom(String);
+
 impl Stage for ShieldStage {
     fn name(&self) -> &'static str {
         "shield"
@@ -1014,7 +828,7 @@ impl Stage for ShieldStage {
                 Some(Ok(()))
             } else {
                 let parts = (req.method(), ctx.route.path.as_str(), req.headers());
-                Some(shield.check_limits(&active, class, parts, ctx.pseudonym, None))
+                Some(shield.check_limits(&active, class, parts, ctx.pseudonym, None, Rules::All))
             }
         };
         match (decision, inbox) {
@@ -1036,14 +850,20 @@ impl Stage for ShieldStage {
             (None, None) => {
                 let active = shield.active();
                 Box::pin(async move {
+                    let parts = (req.method(), ctx.route.path.as_str(), req.headers());
+                    if let Err(denied) = shield.check_limits(&active, class, parts, ctx.pseudonym, None, Rules::Local) {
+                        shield.stats.limited.fetch_add(1, Relaxed);
+                        return Ok(Flow::Respond(too_many(&denied)));
+                    }
                     let (parts, body) = req.into_parts();
-                    let (_, verdict) = shield.verify(ctx, &parts, b"", None).await;
+                    let verdict = shield.verify_fetch(ctx, &parts).await;
                     match shield.check_limits(
                         &active,
                         class,
                         (&parts.method, ctx.route.path.as_str(), &parts.headers),
                         ctx.pseudonym,
                         Some(&verdict),
+                        Rules::Signer,
                     ) {
                         Ok(()) => Ok(Flow::Continue(Request::from_parts(parts, body))),
                         Err(denied) => {
@@ -1054,6 +874,23 @@ impl Stage for ShieldStage {
                 })
             }
         }
+    }
+
+    fn on_response<'a>(
+        &'a self,
+        ctx: &'a mut RequestCtx,
+        resp: Response,
+    ) -> StageFuture<'a, Result<Response, ProxyError>> {
+        let accepted = ctx.extensions.remove::<AcceptedFrom>();
+        Box::pin(async move {
+            if let Some(AcceptedFrom(actor)) = accepted
+                && resp.status().is_success()
+            {
+                let after = self.0.active().policy.wave.familiar_after;
+                self.0.familiar.accepted(&actor, now_ms(), after).await;
+            }
+            Ok(resp)
+        })
     }
 }
 
@@ -1079,14 +916,17 @@ impl AdminHandler for ShieldAdmin {
                 (&Method::GET, [""]) => json(StatusCode::OK, self.0.report().await),
                 (&Method::POST, ["held", id, action]) => {
                     let Ok(id) = id.parse::<u64>() else { return json_error(StatusCode::BAD_REQUEST, "bad id") };
+                    if let Err(e) = self.0.quarantine.load().await {
+                        return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+                    }
                     match *action {
-                        "release" => match self.0.quarantine.release(id).await {
+                        "release" => match self.0.quarantine.release(id, "released by the admin").await {
                             Ok(Some(Replay::Delivered(s))) => {
                                 json(StatusCode::OK, serde_json::json!({ "released": true, "instance_status": s }))
                             }
                             Ok(Some(Replay::Refused(s))) => json(
                                 StatusCode::CONFLICT,
-                                serde_json::json!({ "released": false, "instance_status": s, "kept": true }),
+                                serde_json::json!({ "released": false, "instance_status": s }),
                             ),
                             Ok(Some(Replay::Later(why))) => {
                                 json(StatusCode::BAD_GATEWAY, serde_json::json!({ "released": false, "error": why }))
@@ -1094,7 +934,7 @@ impl AdminHandler for ShieldAdmin {
                             Ok(None) => json_error(StatusCode::NOT_FOUND, "no such held delivery"),
                             Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
                         },
-                        "drop" => match self.0.quarantine.drop_held(id).await {
+                        "drop" => match self.0.quarantine.purge(id, "dropped", "dropped by the admin; purged").await {
                             Ok(true) => json(StatusCode::OK, serde_json::json!({ "dropped": true })),
                             Ok(false) => json_error(StatusCode::NOT_FOUND, "no such held delivery"),
                             Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -1109,6 +949,20 @@ impl AdminHandler for ShieldAdmin {
                 _ => json_error(StatusCode::NOT_FOUND, "no such shield endpoint"),
             }
         })
+    }
+}
+
+/// The shield's line in `/readyz`: not ready when the wave shield cannot tell the
+/// instance's deliveries (no `local_domain`) or cannot read the instance's domain blocks.
+pub struct ShieldReadiness(pub Arc<Shield>);
+
+impl ReadinessCheck for ShieldReadiness {
+    fn name(&self) -> &'static str {
+        "shield"
+    }
+
+    fn check(&self) -> StageFuture<'_, Readiness> {
+        Box::pin(async move { self.0.readiness() })
     }
 }
 
@@ -1132,6 +986,8 @@ impl MetricsSource for Shield {
             ("limited", &s.limited),
             ("deferred", &s.deferred),
             ("held", &s.held),
+            ("held_unverified", &s.held_unverified),
+            ("passed_after_deferral", &s.deferred_enough),
             ("rejected", &s.rejected),
         ] {
             let _ = writeln!(out, "pavise_shield_decisions_total{{outcome=\"{outcome}\"}} {}", v.load(Relaxed));
@@ -1155,12 +1011,26 @@ impl MetricsSource for Shield {
         out.push_str("# TYPE pavise_shield_followed_passed_total counter\n");
         let _ = writeln!(out, "pavise_shield_followed_passed_total {}", s.followed_passed.load(Relaxed));
         out.push_str(
-            "# HELP pavise_shield_quarantine_total Held deliveries released to the instance, kept for the admin, or purged past their signature window.\n",
+            "# HELP pavise_shield_quarantine_total Held deliveries released to the instance (also: before their signature window closed, still shielded), refused by it, kept for the admin, or purged after being kept.\n",
         );
         out.push_str("# TYPE pavise_shield_quarantine_total counter\n");
-        let _ = writeln!(out, "pavise_shield_quarantine_total{{outcome=\"released\"}} {}", s.released.load(Relaxed));
-        let _ = writeln!(out, "pavise_shield_quarantine_total{{outcome=\"kept\"}} {}", s.kept.load(Relaxed));
-        let _ = writeln!(out, "pavise_shield_quarantine_total{{outcome=\"expired\"}} {}", s.expired.load(Relaxed));
+        for (outcome, v) in [
+            ("released", &s.released),
+            ("released_at_window", &s.released_at_window),
+            ("refused", &s.refused_on_release),
+            ("kept", &s.kept),
+            ("expired", &s.expired),
+        ] {
+            let _ = writeln!(out, "pavise_shield_quarantine_total{{outcome=\"{outcome}\"}} {}", v.load(Relaxed));
+        }
+        let (held, bytes) = self.quarantine.usage();
+        out.push_str("# HELP pavise_shield_held Deliveries held in the quarantine now, and their bytes.\n");
+        out.push_str("# TYPE pavise_shield_held gauge\n");
+        let _ = writeln!(out, "pavise_shield_held {held}");
+        let _ = writeln!(out, "pavise_shield_held_bytes {bytes}");
+        out.push_str("# HELP pavise_shield_ready Whether the wave shield can tell the instance's deliveries and knows its domain blocks.\n");
+        out.push_str("# TYPE pavise_shield_ready gauge\n");
+        let _ = writeln!(out, "pavise_shield_ready {}", u8::from(self.readiness().is_ready()));
         out.push_str("# HELP pavise_shield_limiter_keys Keys tracked per limit rule.\n");
         out.push_str("# TYPE pavise_shield_limiter_keys gauge\n");
         for l in &self.active().limiters {
@@ -1213,10 +1083,41 @@ pub fn check_summary(config: &Config) -> Result<String, ShieldError> {
         );
         let _ = writeln!(
             out,
-            "  familiar after {}; hellthread above {} mentions; held deliveries released within {} of their Date",
+            "  one shield lasts {} at most; one domain's actors count in full up to {} (a quarter each beyond)",
+            Span(w.max_shield),
+            w.per_domain
+        );
+        let _ = writeln!(
+            out,
+            "  familiar after {} (accepted twice, {} apart); hellthread above {} mentions; held deliveries released within {} of their Date",
             Span(w.familiar_after),
+            Span(w.familiar_after / 2),
             w.hellthread,
             Span(w.release_within)
+        );
+        let domains = InstanceDomains::new(
+            config.file.local_domain.as_deref(),
+            config.file.web_domain.as_deref(),
+            &config.file.alternate_domains,
+        );
+        if domains.configured() {
+            let _ = writeln!(out, "  counts deliveries addressed to {} only", domains.names().join(", "));
+        } else {
+            let _ = writeln!(
+                out,
+                "  WARNING: local_domain is not set: the wave shield counts nothing (set local_domain, web_domain, \
+                 alternate_domains as in Mastodon's .env); /readyz reports it"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  the instance's domain blocks: {}",
+            match config.file.shield.domain_blocks {
+                BlocksSource::Public =>
+                    "read from /api/v1/instance/domain_blocks (the instance must show its blocks to everyone)",
+                BlocksSource::Admin => "read from the admin API with shield.domain_blocks_token_file",
+                BlocksSource::Off => "NOT read (domain_blocks = \"off\"): suspended domains count like any other",
+            }
         );
     } else {
         let _ = writeln!(out, "  wave detector: off (no [wave] section)");
@@ -1232,6 +1133,16 @@ pub fn check_summary(config: &Config) -> Result<String, ShieldError> {
         }
     };
     let _ = writeln!(out, "  actor keys fetched {fetch}; at most {} keys per limit", config.file.shield.max_keys);
+    let _ = writeln!(
+        out,
+        "  key fetches: {} per client, {} per keyId host; held at most {} deliveries, {}, {} per domain, {} per actor",
+        config.file.shield.key_fetches_per_client,
+        config.file.shield.key_fetches_per_host,
+        config.file.shield.max_held,
+        config.file.shield.max_held_bytes,
+        config.file.shield.max_held_per_domain,
+        config.file.shield.max_held_per_actor
+    );
     Ok(out)
 }
 

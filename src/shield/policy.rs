@@ -147,6 +147,11 @@ struct RawWave {
     release_within: Option<Span>,
     /// Extension: the `Retry-After` sent with a deferral (senders mostly ignore it).
     retry_after: Option<Span>,
+    /// Extension: the longest one shield lasts, extensions included.
+    max_shield: Option<Span>,
+    /// Extension: actors of one domain that count in full toward a wave; each further one
+    /// of that domain counts a quarter.
+    per_domain: Option<usize>,
 }
 
 /// The validated `[wave]` section (defaults when a policy directory has none).
@@ -162,6 +167,8 @@ pub struct WavePolicy {
     pub short_retry_agents: Vec<String>,
     pub release_within: Duration,
     pub retry_after: Duration,
+    pub max_shield: Duration,
+    pub per_domain: usize,
     /// Whether a `[wave]` section was present at all (no section: detector off).
     pub enabled: bool,
 }
@@ -178,6 +185,8 @@ impl Default for WavePolicy {
             short_retry_agents: vec!["gotosocial".into()],
             release_within: Duration::from_secs(55 * 60),
             retry_after: Duration::from_secs(300),
+            max_shield: Duration::from_secs(12 * 3600),
+            per_domain: 10,
             enabled: false,
         }
     }
@@ -368,6 +377,8 @@ fn validate_wave(path: &Path, raw: RawWave) -> Result<WavePolicy, PolicyError> {
             .unwrap_or(d.short_retry_agents),
         release_within: raw.release_within.map_or(d.release_within, Span::get),
         retry_after: raw.retry_after.map_or(d.retry_after, Span::get),
+        max_shield: raw.max_shield.map_or(d.max_shield, Span::get),
+        per_domain: raw.per_domain.unwrap_or_else(|| (raw.distinct_senders.unwrap_or(d.distinct_senders) / 2).max(1)),
         enabled: true,
     };
     if wave.window.is_zero() {
@@ -384,6 +395,12 @@ fn validate_wave(path: &Path, raw: RawWave) -> Result<WavePolicy, PolicyError> {
             "release_within",
             "longer than Mastodon's ~65-minute signature window: a later release would be refused (401)",
         ));
+    }
+    if wave.max_shield < wave.shield_for || wave.max_shield > super::wave::MAX_SHIELD_LIMIT {
+        return Err(invalid("max_shield", "must be at least shield_for and at most 7d"));
+    }
+    if wave.per_domain == 0 {
+        return Err(invalid("per_domain", "must be at least 1"));
     }
     if wave.short_retry_agents.iter().any(|s| s.trim().is_empty()) {
         return Err(invalid("short_retry_agents", "an empty entry would match every sender"));
@@ -487,5 +504,11 @@ action           = "defer"
         assert!(parse("[wave]\nrelease_within='2h'\n").is_err());
         assert!(parse("[wave]\ndistinct_senders=0\n").is_err());
         assert!(parse("[wave]\nshort_retry_agents=['']\n").is_err());
+        assert!(parse("[wave]\nshield_for='2h'\nmax_shield='1h'\n").is_err());
+        assert!(parse("[wave]\nmax_shield='8d'\n").is_err());
+        assert!(parse("[wave]\nper_domain=0\n").is_err());
+        let (_, w) = parse("[wave]\ndistinct_senders=7\n").unwrap();
+        let w = w.unwrap();
+        assert_eq!((w.per_domain, w.max_shield), (3, Duration::from_secs(12 * 3600)));
     }
 }

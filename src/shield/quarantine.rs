@@ -1,24 +1,40 @@
-//! The quarantine: store-and-forward for senders that do not retry long enough.
+//! The quarantine: store-and-forward, so a delivery the shield holds back is delayed,
+//! never lost.
 //!
 //! GoToSocial gives up on a delivery after about four minutes (ANCHORS.md §B9), so a 429
 //! during a two-hour shield would lose its mail. For senders like it pavise answers 202,
 //! keeps the delivery durably — exact body, exact headers — and replays it to the
-//! instance once the wave has passed. Only deliveries whose signature verified are held:
-//! anything else is answered 429 and costs no disk.
+//! instance later. Deliveries pavise cannot verify *now* (a key it cannot fetch, a
+//! signature the instance may accept on grounds pavise cannot check) are held the same way,
+//! whatever the shields say, and looked at again before release.
+//!
+//! **Nothing held is purged undelivered.** A held delivery is released when the shield over
+//! its targets is gone — or, at the latest, before its signature window closes even if the
+//! shield is still up (Mastodon accepts a Date-only signature for about 65 minutes; the
+//! stage releases at `release_within` of its `Date`): a delay, not a drop. It leaves the
+//! store when the instance took it, when the instance refused an unverified one, or when
+//! the admin drops it; a verified one the instance refused (or could not be reached for) is
+//! kept for the admin for [`KEPT_FOR`], then purged with an audit record.
+//!
+//! **Nobody can fill it.** At most `max_held` deliveries and `max_held_bytes` in all; of
+//! those, at most `max_held_per_domain` per verified domain and `max_held_per_actor` per
+//! verified actor; unverified ones at most half of `max_held`, and `max_held_per_domain`
+//! per connecting client. The stage adds: the wave's own actors hold nothing.
 //!
 //! Held deliveries can be direct messages, so they are **sealed at rest** exactly like
 //! the expiry credentials: the whole record (headers, body, targets) goes through
 //! [`crate::expiry::seal::Sealer`] (ChaCha20-Poly1305 under the key file kept apart from
 //! the store, a fresh nonce each, bound to the held id), and the store only ever sees
-//! ciphertext. A delivery leaves the store the moment it is released, dropped by the
-//! admin, or past its signature window — Mastodon accepts a Date-only signature for about
-//! 65 minutes, so a replay after that would only be refused. What stays is the audit
-//! trail (id, sender domain, what happened), never the message.
+//! ciphertext. What the housekeeping pass needs (id, dates, targets, size, state) is kept
+//! in an index in memory, built once at start: a pass opens a sealed record only to release
+//! it. What stays after a delivery leaves is the audit trail (id, sender domain, what
+//! happened), never the message.
 
 use std::{
+    collections::BTreeMap,
     sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, UNIX_EPOCH},
 };
@@ -30,6 +46,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+use serde::{Deserialize, Serialize};
 
 use super::ShieldError;
 use crate::{
@@ -42,6 +59,11 @@ impl From<StoreError> for ShieldError {
         ShieldError::Store(e.to_string())
     }
 }
+
+/// How long a verified delivery the instance refused stays for the admin.
+pub const KEPT_FOR: Duration = Duration::from_secs(7 * 86_400);
+/// The target that stands for "every member under a shield" (whom it mentions is unknown).
+pub const ANY_SHIELDED: &str = "*";
 
 /// What a replay to the instance came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +80,91 @@ pub enum Replay {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
     Held(u64),
-    /// The quarantine is at `max_held`.
+    /// The quarantine, or this sender's share of it, is full.
     Full,
+}
+
+/// The quarantine's caps (`[shield] max_held*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldLimits {
+    pub max_held: usize,
+    pub max_bytes: u64,
+    pub per_domain: usize,
+    pub per_actor: usize,
+}
+
+/// Whose share a held delivery uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Share {
+    Verified {
+        domain: u64,
+        actor: u64,
+    },
+    /// Unverified: the connecting client's (unknown after a restart).
+    Unverified {
+        client: Option<u64>,
+    },
+}
+
+/// What the index knows of one held delivery: no body, no headers.
+#[derive(Debug, Clone)]
+pub struct HeldMeta {
+    pub id: u64,
+    pub received: u64,
+    /// Its `Date`, when it had one.
+    pub date: Option<u64>,
+    /// Local accounts it is held back from ([`ANY_SHIELDED`]: every shielded member).
+    pub targets: Vec<String>,
+    pub bytes: u64,
+    pub state: HeldState,
+    pub domain: String,
+    /// The verified actor: when held, or found by a later verification.
+    pub actor: Option<String>,
+    /// Whether its signature verified when it was held.
+    pub verified: bool,
+    /// Not released before this (a hellthread's deferral), unless its window closes.
+    pub not_before: Option<u64>,
+    /// When it was kept for the admin.
+    pub kept_at: Option<u64>,
+    /// When pavise last tried to verify it again (unverified ones only).
+    pub rechecked_at: Option<u64>,
+    share: Share,
+    /// Its place is taken but the store write is not done yet: not to be acted on.
+    writing: bool,
+}
+
+/// One delivery to hold.
+pub struct HoldRequest<'a> {
+    pub method: &'a http::Method,
+    pub path_and_query: &'a str,
+    /// Already free of client-IP headers.
+    pub headers: &'a HeaderMap,
+    pub body: &'a Bytes,
+    /// The verified domain, or the keyId's host marked unverified.
+    pub domain: &'a str,
+    pub targets: Vec<String>,
+    /// The verified actor (None: not verified).
+    pub actor: Option<&'a str>,
+    /// Keyed hashes: the verified domain and actor, or the client's pseudonym.
+    pub share_keys: (u64, u64),
+    pub not_before: Option<u64>,
+}
+
+/// The sealed record: the delivery and what pavise knows about it.
+#[derive(Serialize, Deserialize)]
+pub struct HeldRecord {
+    pub held: HeldDelivery,
+    #[serde(default)]
+    pub extra: HeldExtra,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HeldExtra {
+    /// None in records of older versions, which held verified deliveries only.
+    pub verified: Option<bool>,
+    pub actor: Option<String>,
+    pub not_before: Option<u64>,
+    pub kept_at: Option<u64>,
 }
 
 pub struct Quarantine {
@@ -68,10 +173,29 @@ pub struct Quarantine {
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: http::uri::Authority,
     next_id: AtomicU64,
-    /// Deliveries in the store now (set at the first pass, kept up to date after).
-    count: AtomicUsize,
-    max_held: usize,
-    migrated: AtomicBool,
+    limits: HoldLimits,
+    index: Mutex<BTreeMap<u64, HeldMeta>>,
+    loaded: tokio::sync::OnceCell<()>,
+}
+
+fn meta_of(record: &HeldRecord, share: Share) -> HeldMeta {
+    let h = &record.held;
+    HeldMeta {
+        id: h.id,
+        received: h.received,
+        date: h.date,
+        targets: h.targets.clone(),
+        bytes: (h.body.len() + h.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()) as u64,
+        state: h.state,
+        domain: h.domain.clone(),
+        actor: record.extra.actor.clone(),
+        verified: record.extra.verified.unwrap_or(true),
+        not_before: record.extra.not_before,
+        kept_at: record.extra.kept_at,
+        rechecked_at: None,
+        share,
+        writing: false,
+    }
 }
 
 impl Quarantine {
@@ -79,7 +203,7 @@ impl Quarantine {
         durable: Arc<dyn ShieldStore>,
         upstream: http::uri::Authority,
         sealer: Arc<Sealer>,
-        max_held: usize,
+        limits: HoldLimits,
     ) -> Quarantine {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -92,87 +216,212 @@ impl Quarantine {
             client: Client::builder(TokioExecutor::new()).set_host(false).build(connector),
             upstream,
             next_id: AtomicU64::new(seed),
-            count: AtomicUsize::new(0),
-            max_held,
-            migrated: AtomicBool::new(false),
+            limits,
+            index: Mutex::new(BTreeMap::new()),
+            loaded: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// Keeps a verified delivery; `headers` must already be free of client-IP headers.
-    pub async fn hold(
-        &self,
-        method: &http::Method,
-        path_and_query: &str,
-        headers: &HeaderMap,
-        body: &Bytes,
-        domain: &str,
-        targets: Vec<String>,
-    ) -> Result<Hold, ShieldError> {
-        if self.count.load(Ordering::Relaxed) >= self.max_held {
-            return Ok(Hold::Full);
-        }
+    fn index(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, HeldMeta>> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Builds the index from the store, once (sealing what an older pavise kept in clear).
+    pub async fn load(&self) -> Result<(), ShieldError> {
+        self.loaded
+            .get_or_try_init(|| async {
+                for held in self.durable.list_held().await? {
+                    let record = HeldRecord { held, extra: HeldExtra::default() };
+                    let audit = record_of(&record.held, "sealed", "kept in clear by an older pavise; sealed");
+                    self.durable.put_sealed_held(record.held.id, self.seal.seal(&record)?, audit.clone()).await?;
+                    self.durable.remove_held(record.held.id, audit).await?;
+                }
+                let mut index = BTreeMap::new();
+                for (id, sealed) in self.durable.list_sealed_held().await? {
+                    match self.seal.open(id, &sealed) {
+                        Ok(record) => {
+                            index.insert(id, meta_of(&record, Share::Unverified { client: None }));
+                        }
+                        Err(e) => tracing::error!(id, error = %e, "a held delivery does not open (another key file?)"),
+                    }
+                }
+                *self.index() = index;
+                Ok::<(), ShieldError>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps a delivery, within the caps; `headers` must already be free of client-IP headers.
+    pub async fn hold(&self, req: HoldRequest<'_>) -> Result<Hold, ShieldError> {
+        self.load().await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let date = headers
+        let date = req
+            .headers
             .get(http::header::DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(|d| httpdate::parse_http_date(d).ok())
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as u64);
-        let held = HeldDelivery {
-            id,
-            received: now_ms(),
-            date,
-            method: method.as_str().to_owned(),
-            path_and_query: path_and_query.to_owned(),
-            headers: headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect(),
-            body: body.to_vec(),
-            domain: domain.to_owned(),
-            targets,
-            state: HeldState::Held,
+        let record = HeldRecord {
+            held: HeldDelivery {
+                id,
+                received: now_ms(),
+                date,
+                method: req.method.as_str().to_owned(),
+                path_and_query: req.path_and_query.to_owned(),
+                headers: req.headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect(),
+                body: req.body.to_vec(),
+                domain: req.domain.to_owned(),
+                targets: req.targets,
+                state: HeldState::Held,
+            },
+            extra: HeldExtra {
+                verified: Some(req.actor.is_some()),
+                actor: req.actor.map(str::to_owned),
+                not_before: req.not_before,
+                kept_at: None,
+            },
         };
-        let audit = record(&held, "held", "accepted (202) during a wave; the sender does not retry long");
-        self.durable.put_sealed_held(id, self.seal.seal(&held)?, audit).await?;
-        self.count.fetch_add(1, Ordering::Relaxed);
+        let share = match req.actor {
+            Some(_) => Share::Verified { domain: req.share_keys.0, actor: req.share_keys.1 },
+            None => Share::Unverified { client: Some(req.share_keys.0) },
+        };
+        let meta = HeldMeta { writing: true, ..meta_of(&record, share) };
+        // Reserve the place first, so concurrent holds see it.
+        {
+            let mut index = self.index();
+            if !self.fits(&index, &meta) {
+                return Ok(Hold::Full);
+            }
+            index.insert(id, meta);
+        }
+        let detail = if req.actor.is_some() {
+            "accepted (202) and held back: the sender does not retry long"
+        } else {
+            "accepted (202) and held: pavise cannot verify it now"
+        };
+        let audit = record_of(&record.held, "held", detail);
+        let stored = match self.seal.seal(&record) {
+            Ok(sealed) => self.durable.put_sealed_held(id, sealed, audit).await.map_err(ShieldError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            self.index().remove(&id);
+            return Err(e);
+        }
+        if let Some(m) = self.index().get_mut(&id) {
+            m.writing = false;
+        }
         Ok(Hold::Held(id))
     }
 
-    /// Every held delivery, opened (oldest first).
-    pub async fn list(&self) -> Result<Vec<HeldDelivery>, ShieldError> {
-        let mut out = Vec::new();
-        for (id, sealed) in self.durable.list_sealed_held().await? {
-            match self.seal.open(id, &sealed) {
-                Ok(held) => out.push(held),
-                Err(e) => tracing::error!(id, error = %e, "a held delivery does not open (another key file?)"),
+    fn fits(&self, index: &BTreeMap<u64, HeldMeta>, new: &HeldMeta) -> bool {
+        let l = &self.limits;
+        let bytes: u64 = index.values().map(|m| m.bytes).sum();
+        if index.len() >= l.max_held || bytes.saturating_add(new.bytes) > l.max_bytes {
+            return false;
+        }
+        let count = |f: &dyn Fn(&Share) -> bool| index.values().filter(|m| f(&m.share)).count();
+        match new.share {
+            Share::Verified { domain, actor } => {
+                count(&|s| matches!(s, Share::Verified { domain: d, .. } if *d == domain)) < l.per_domain
+                    && count(&|s| matches!(s, Share::Verified { actor: a, .. } if *a == actor)) < l.per_actor
+            }
+            Share::Unverified { client } => {
+                count(&|s| matches!(s, Share::Unverified { .. })) < l.max_held / 2
+                    && count(&|s| matches!(s, Share::Unverified { client: c } if *c == client)) < l.per_domain
             }
         }
-        Ok(out)
+    }
+
+    /// What is held, oldest first, without opening anything.
+    pub fn snapshot(&self) -> Vec<HeldMeta> {
+        self.index().values().filter(|m| !m.writing).cloned().collect()
+    }
+
+    /// How many deliveries and bytes are held.
+    pub fn usage(&self) -> (usize, u64) {
+        let index = self.index();
+        (index.len(), index.values().map(|m| m.bytes).sum())
     }
 
     pub async fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, ShieldError> {
         Ok(self.durable.audit_log(limit).await?)
     }
 
-    async fn get(&self, id: u64) -> Result<Option<HeldDelivery>, ShieldError> {
+    /// Opens one held delivery.
+    pub async fn open(&self, id: u64) -> Result<Option<HeldRecord>, ShieldError> {
         match self.durable.sealed_held(id).await? {
             Some(sealed) => Ok(Some(self.seal.open(id, &sealed)?)),
             None => Ok(None),
         }
     }
 
-    /// Marks a delivery kept for the admin (until its window closes).
-    async fn keep(&self, mut held: HeldDelivery, detail: &str) -> Result<(), ShieldError> {
-        held.state = HeldState::Kept;
-        let audit = record(&held, "kept", detail);
-        Ok(self.durable.put_sealed_held(held.id, self.seal.seal(&held)?, audit).await?)
+    /// Records what a later verification found (in memory: it is cheap to find again).
+    pub fn note_checked(&self, id: u64, actor: Option<String>, at: u64) {
+        if let Some(m) = self.index().get_mut(&id) {
+            m.rechecked_at = Some(at);
+            if actor.is_some() {
+                m.actor = actor;
+            }
+        }
+    }
+
+    /// Replays one held delivery to the instance and settles it: gone when delivered (or
+    /// refused, unverified), kept for the admin when refused (verified). `why` goes into the
+    /// audit trail.
+    pub async fn release(&self, id: u64, why: &str) -> Result<Option<Replay>, ShieldError> {
+        let Some(record) = self.open(id).await? else {
+            self.index().remove(&id);
+            return Ok(None);
+        };
+        let verified = self.index().get(&id).is_some_and(|m| m.verified || m.actor.is_some());
+        let result = self.replay(&record.held).await;
+        match &result {
+            Replay::Delivered(status) => {
+                self.remove(&record.held, "released", &format!("{why}; the instance answered {status}")).await?;
+            }
+            Replay::Refused(status) if verified => {
+                self.keep(record, &format!("{why}; the instance refused it ({status}); kept for the admin")).await?;
+            }
+            Replay::Refused(status) => {
+                let detail = format!("{why}; the instance refused it ({status}): it was not the sender's; purged");
+                self.remove(&record.held, "refused", &detail).await?;
+            }
+            Replay::Later(e) => tracing::warn!(id, reason = %e, "quarantine release postponed"),
+        }
+        Ok(Some(result))
+    }
+
+    /// Marks a delivery kept for the admin.
+    pub async fn keep(&self, mut record: HeldRecord, detail: &str) -> Result<(), ShieldError> {
+        let now = now_ms();
+        record.held.state = HeldState::Kept;
+        record.extra.kept_at = Some(now);
+        let audit = record_of(&record.held, "kept", detail);
+        self.durable.put_sealed_held(record.held.id, self.seal.seal(&record)?, audit).await?;
+        if let Some(m) = self.index().get_mut(&record.held.id) {
+            m.state = HeldState::Kept;
+            m.kept_at = Some(now);
+        }
+        Ok(())
     }
 
     /// Purges a delivery from the store, with an audit record.
     async fn remove(&self, held: &HeldDelivery, action: &str, detail: &str) -> Result<bool, ShieldError> {
-        let removed = self.durable.remove_sealed_held(held.id, record(held, action, detail)).await?;
-        if removed {
-            let _ = self.count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
-        }
+        let removed = self.durable.remove_sealed_held(held.id, record_of(held, action, detail)).await?;
+        self.index().remove(&held.id);
         Ok(removed)
+    }
+
+    /// Purges one delivery by id (admin drop, or kept past [`KEPT_FOR`]).
+    pub async fn purge(&self, id: u64, action: &str, detail: &str) -> Result<bool, ShieldError> {
+        let Some(record) = self.open(id).await? else {
+            self.index().remove(&id);
+            return Ok(false);
+        };
+        self.remove(&record.held, action, detail).await
     }
 
     /// Sends a held delivery to the instance, byte for byte.
@@ -201,87 +450,6 @@ impl Quarantine {
             Err(_) => Replay::Later("the instance did not answer within 30s".into()),
         }
     }
-
-    /// Seals what an older pavise kept in clear, once per start.
-    async fn migrate(&self) -> Result<(), ShieldError> {
-        if self.migrated.swap(true, Ordering::Relaxed) {
-            return Ok(());
-        }
-        for held in self.durable.list_held().await? {
-            let audit = record(&held, "sealed", "kept in clear by an older pavise; sealed");
-            self.durable.put_sealed_held(held.id, self.seal.seal(&held)?, audit.clone()).await?;
-            self.durable.remove_held(held.id, audit).await?;
-        }
-        let n = self.durable.list_sealed_held().await?.len();
-        self.count.store(n, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// One pass over the quarantine: purge what outlived its signature window; release
-    /// what is no longer shielded. `shielded(targets)` says whether any target is still
-    /// under a shield.
-    pub async fn tick(
-        &self,
-        release_within: Duration,
-        shielded: impl Fn(&[String]) -> bool,
-    ) -> Result<TickReport, ShieldError> {
-        self.migrate().await?;
-        let mut report = TickReport::default();
-        let now = now_ms();
-        for held in self.list().await? {
-            let deadline = held.date.unwrap_or(held.received).saturating_add(release_within.as_millis() as u64);
-            if now >= deadline {
-                self.remove(&held, "expired", "its signature window closed before the wave passed; purged").await?;
-                report.expired += 1;
-                continue;
-            }
-            if held.state != HeldState::Held || shielded(&held.targets) {
-                continue;
-            }
-            match self.replay(&held).await {
-                Replay::Delivered(status) => {
-                    self.remove(&held, "released", &format!("the wave passed; the instance answered {status}")).await?;
-                    report.released += 1;
-                }
-                Replay::Refused(status) => {
-                    self.keep(held, &format!("the instance refused the release ({status}); kept for the admin"))
-                        .await?;
-                    report.kept += 1;
-                }
-                Replay::Later(why) => {
-                    tracing::warn!(reason = %why, "quarantine release postponed");
-                    report.postponed += 1;
-                }
-            }
-        }
-        Ok(report)
-    }
-
-    /// Admin: release one delivery now, whatever the shield says.
-    pub async fn release(&self, id: u64) -> Result<Option<Replay>, ShieldError> {
-        let Some(held) = self.get(id).await? else { return Ok(None) };
-        let result = self.replay(&held).await;
-        match &result {
-            Replay::Delivered(status) => {
-                self.remove(&held, "released", &format!("released by the admin; the instance answered {status}"))
-                    .await?;
-            }
-            Replay::Refused(status) => {
-                self.keep(held, &format!("the admin's release was refused by the instance ({status})")).await?;
-            }
-            Replay::Later(why) => {
-                let audit = record(&held, "release-failed", why);
-                self.durable.put_sealed_held(held.id, self.seal.seal(&held)?, audit).await?;
-            }
-        }
-        Ok(Some(result))
-    }
-
-    /// Admin: drop one delivery (purged, with an audit record).
-    pub async fn drop_held(&self, id: u64) -> Result<bool, ShieldError> {
-        let Some(held) = self.get(id).await? else { return Ok(false) };
-        self.remove(&held, "dropped", "dropped by the admin; purged").await
-    }
 }
 
 /// The whole [`HeldDelivery`] sealed with the expiry sealer: the record's JSON is the
@@ -297,11 +465,11 @@ impl HeldSeal {
         format!("shield-held/{id}")
     }
 
-    fn seal(&self, held: &HeldDelivery) -> Result<Vec<u8>, ShieldError> {
-        let json = serde_json::to_string(held).map_err(|e| ShieldError::Store(e.to_string()))?;
+    fn seal(&self, record: &HeldRecord) -> Result<Vec<u8>, ShieldError> {
+        let json = serde_json::to_string(record).map_err(|e| ShieldError::Store(e.to_string()))?;
         let sealed = self
             .0
-            .seal(&Self::label(held.id), &Token::new(json))
+            .seal(&Self::label(record.held.id), &Token::new(json))
             .map_err(|e| ShieldError::Store(format!("sealing a held delivery: {e}")))?;
         let id = sealed.id.as_bytes();
         let mut out = Vec::with_capacity(2 + id.len() + sealed.sealed.len());
@@ -312,7 +480,7 @@ impl HeldSeal {
         Ok(out)
     }
 
-    fn open(&self, id: u64, bytes: &[u8]) -> Result<HeldDelivery, ShieldError> {
+    fn open(&self, id: u64, bytes: &[u8]) -> Result<HeldRecord, ShieldError> {
         let bad = || ShieldError::Store(format!("held delivery {id} is damaged"));
         let (&version, rest) = bytes.split_first().ok_or_else(bad)?;
         let (&len, rest) = rest.split_first().ok_or_else(bad)?;
@@ -326,15 +494,21 @@ impl HeldSeal {
             sealed: sealed.to_vec(),
         };
         let json = self.0.open(&cred).map_err(|e| ShieldError::Store(format!("held delivery {id}: {e}")))?;
-        let held: HeldDelivery = serde_json::from_str(json.expose()).map_err(|_| bad())?;
-        if held.id != id {
+        // Older versions sealed the bare delivery.
+        let record = serde_json::from_str::<HeldRecord>(json.expose())
+            .or_else(|_| {
+                serde_json::from_str::<HeldDelivery>(json.expose())
+                    .map(|held| HeldRecord { held, extra: HeldExtra::default() })
+            })
+            .map_err(|_| bad())?;
+        if record.held.id != id {
             return Err(bad());
         }
-        Ok(held)
+        Ok(record)
     }
 }
 
-fn record(held: &HeldDelivery, action: &str, detail: &str) -> AuditRecord {
+fn record_of(held: &HeldDelivery, action: &str, detail: &str) -> AuditRecord {
     tracing::info!(id = held.id, domain = %held.domain, action, detail, "quarantine");
     AuditRecord {
         at: now_ms(),
@@ -343,15 +517,6 @@ fn record(held: &HeldDelivery, action: &str, detail: &str) -> AuditRecord {
         action: action.to_owned(),
         detail: detail.to_owned(),
     }
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct TickReport {
-    pub released: u64,
-    pub kept: u64,
-    /// Purged: past their signature window.
-    pub expired: u64,
-    pub postponed: u64,
 }
 
 #[cfg(test)]
@@ -374,20 +539,76 @@ mod tests {
         }
     }
 
+    fn record(id: u64) -> HeldRecord {
+        HeldRecord { held: held(id), extra: HeldExtra { verified: Some(true), ..HeldExtra::default() } }
+    }
+
     #[test]
     fn a_held_delivery_is_sealed_and_bound_to_its_id() {
         let dir = tempfile::tempdir().unwrap();
         let seal = HeldSeal(Arc::new(Sealer::load_or_create(&dir.path().join("k")).unwrap()));
-        let sealed = seal.seal(&held(7)).unwrap();
+        let sealed = seal.seal(&record(7)).unwrap();
         for clear in [&b"private word"[..], b"alice", b"inbox", b"r.example", b"keyId"] {
             assert!(!sealed.windows(clear.len()).any(|w| w == clear), "{:?} in clear", String::from_utf8_lossy(clear));
         }
-        assert_eq!(seal.open(7, &sealed).unwrap(), held(7));
+        assert_eq!(seal.open(7, &sealed).unwrap().held, held(7));
         assert!(seal.open(8, &sealed).is_err(), "moved to another id");
         let mut damaged = sealed.clone();
         *damaged.last_mut().unwrap() ^= 1;
         assert!(seal.open(7, &damaged).is_err());
         let other = HeldSeal(Arc::new(Sealer::load_or_create(&dir.path().join("other")).unwrap()));
         assert!(other.open(7, &sealed).is_err(), "another key file");
+    }
+
+    #[tokio::test]
+    async fn nobody_fills_the_quarantine_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::EmbeddedStore::open(dir.path(), 1 << 20).unwrap());
+        let sealer = Arc::new(Sealer::load_or_create(&dir.path().join("k")).unwrap());
+        let limits = HoldLimits { max_held: 10, max_bytes: 4096, per_domain: 3, per_actor: 2 };
+        let q = Quarantine::new(store.clone(), "127.0.0.1:9".parse().unwrap(), sealer.clone(), limits);
+        let body = Bytes::from_static(b"{\"type\":\"Create\"}");
+        let (method, headers) = (http::Method::POST, HeaderMap::new());
+        let hold = |actor: Option<&'static str>, keys: (u64, u64), body: Bytes| {
+            let (q, method, headers) = (&q, &method, &headers);
+            async move {
+                let req = HoldRequest {
+                    method,
+                    path_and_query: "/inbox",
+                    headers,
+                    body: &body,
+                    domain: "d",
+                    targets: vec!["alice".into()],
+                    actor,
+                    share_keys: keys,
+                    not_before: None,
+                };
+                q.hold(req).await.unwrap()
+            }
+        };
+        // One actor: two. Its domain: three.
+        assert!(matches!(hold(Some("a"), (1, 10), body.clone()).await, Hold::Held(_)));
+        assert!(matches!(hold(Some("a"), (1, 10), body.clone()).await, Hold::Held(_)));
+        assert_eq!(hold(Some("a"), (1, 10), body.clone()).await, Hold::Full, "per actor");
+        assert!(matches!(hold(Some("b"), (1, 11), body.clone()).await, Hold::Held(_)));
+        assert_eq!(hold(Some("c"), (1, 12), body.clone()).await, Hold::Full, "per domain");
+        // Unverified: per client, and half of the whole at most.
+        for _ in 0..3 {
+            assert!(matches!(hold(None, (50, 0), body.clone()).await, Hold::Held(_)));
+        }
+        assert_eq!(hold(None, (50, 0), body.clone()).await, Hold::Full, "per client");
+        assert!(matches!(hold(None, (51, 0), body.clone()).await, Hold::Held(_)));
+        assert!(matches!(hold(None, (52, 0), body.clone()).await, Hold::Held(_)));
+        assert_eq!(hold(None, (53, 0), body.clone()).await, Hold::Full, "unverified: half at most");
+        // Bytes.
+        assert_eq!(hold(Some("e"), (2, 20), Bytes::from(vec![b' '; 5000])).await, Hold::Full, "max_held_bytes");
+        assert_eq!(q.usage().0, 8);
+        // The index survives a restart, from the sealed records (opened once).
+        let q2 = Quarantine::new(store, "127.0.0.1:9".parse().unwrap(), sealer, limits);
+        q2.load().await.unwrap();
+        let metas = q2.snapshot();
+        assert_eq!(metas.len(), 8);
+        assert_eq!(metas.iter().filter(|m| m.verified).count(), 3);
+        assert!(metas.iter().all(|m| m.targets == ["alice"]));
     }
 }

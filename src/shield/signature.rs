@@ -18,8 +18,9 @@
 //! - **The time window**: `created` (hs2019 `created`, RFC 9421 `created`, else `Date`)
 //!   no more than `CLOCK_SKEW_MARGIN` (1 h) ahead; the signature expires at `expires`, or
 //!   5 minutes after `created` when none is given, capped at `EXPIRATION_WINDOW_LIMIT`
-//!   (12 h), and is refused once more than 1 h past that. Unlike Mastodon, a signature
-//!   with no time at all (neither `Date` nor `created`) is not accepted: it never expires.
+//!   (12 h), and is refused once more than 1 h past that. A signature with no time at
+//!   all (neither `Date` nor `created`) never expires: pavise does not count it (weak),
+//!   nor call it refused, since Mastodon may take it.
 //! - **The body**: a POST must cover `Digest` (`SHA-256=`, exactly as Mastodon splits the
 //!   header) or, for RFC 9421, `Content-Digest` (an RFC 8941 dictionary with `sha-256`),
 //!   and the digest must be the body's. So a captured signature cannot carry a new body.
@@ -32,7 +33,11 @@
 //! The key comes from its owner ([`super::keys`]): the verified identity is the key's
 //! *owner* as its own document states it, not whatever the keyId's path suggests.
 //! Cheap checks (grammar, coverage, window, digest) run before any key is fetched, so a
-//! forgery costs pavise no network request.
+//! forgery costs pavise no network request; a fetch happens only within the budgets of
+//! [`super::budget`].
+//!
+//! [`Rejection::instance_refuses`] tells the reasons for which the instance itself refuses
+//! a delivery (so forwarding it changes nothing) from those where pavise cannot tell.
 
 use std::{
     sync::Arc,
@@ -45,6 +50,7 @@ use ring::signature::{self, UnparsedPublicKey};
 
 use super::{
     ShieldError,
+    budget::FetchBudget,
     keys::{ActorKey, KeyFetcher},
 };
 
@@ -76,10 +82,17 @@ pub enum Rejection {
     ForeignActor,
     /// The very same signature was seen before: a replay, not a new delivery.
     Replayed,
+    /// Addressed to a `Host` that is not one of the instance's domains (Rails refuses it).
+    ForeignHost,
+    /// Signed by a domain the instance suspends (its signature verification refuses it).
+    DomainBlocked,
+    /// The key was not fetched now: the client's or the keyId host's fetch budget is spent,
+    /// or the fetcher is busy ([`super::budget`]).
+    FetchRefused,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 9] = [
+    pub const ALL: [Rejection; 12] = [
         Rejection::Unsigned,
         Rejection::Malformed,
         Rejection::Weak,
@@ -89,6 +102,9 @@ impl Rejection {
         Rejection::BadSignature,
         Rejection::ForeignActor,
         Rejection::Replayed,
+        Rejection::ForeignHost,
+        Rejection::DomainBlocked,
+        Rejection::FetchRefused,
     ];
 
     pub fn name(self) -> &'static str {
@@ -102,7 +118,26 @@ impl Rejection {
             Rejection::BadSignature => "bad_signature",
             Rejection::ForeignActor => "foreign_actor",
             Rejection::Replayed => "replayed",
+            Rejection::ForeignHost => "foreign_host",
+            Rejection::DomainBlocked => "domain_blocked",
+            Rejection::FetchRefused => "key_fetch_refused",
         }
+    }
+
+    /// Whether the instance itself refuses such a delivery, so that forwarding it as it is
+    /// changes nothing: no signature, one outside the window or over another body, another
+    /// instance's `Host`, a suspended domain. For every other reason pavise cannot tell
+    /// whether the instance accepts it (a key pavise cannot fetch but the instance has, a
+    /// relayed activity with a Linked Data signature, a signature weaker than pavise asks).
+    pub fn instance_refuses(self) -> bool {
+        matches!(
+            self,
+            Rejection::Unsigned
+                | Rejection::Stale
+                | Rejection::Digest
+                | Rejection::ForeignHost
+                | Rejection::DomainBlocked
+        )
     }
 
     pub fn index(self) -> usize {
@@ -358,6 +393,11 @@ pub fn check_request(by: &SignedBy, req: &Signed<'_>, now: SystemTime) -> Result
                     None => None,
                 },
             };
+            // A covered `date` without a `Date` header: no time at all, which Mastodon may
+            // not refuse; pavise cannot count it, and cannot call it refused either.
+            if created_at.is_none() {
+                return Err(Rejection::Weak);
+            }
             if !within_window(created_at, expires.as_deref().map(ruby_to_i), now) {
                 return Err(Rejection::Stale);
             }
@@ -596,11 +636,12 @@ struct OwnedKey {
     domain: String,
 }
 
-/// Caches keys (and failures) so a flood costs one fetch per keyId.
+/// Caches keys (and failures) so a flood costs one fetch per keyId; fetches only within
+/// their budgets.
 pub struct Verifier {
     fetcher: Arc<dyn KeyFetcher>,
     keys: moka::future::Cache<String, Option<Arc<OwnedKey>>>,
-    fetches: tokio::sync::Semaphore,
+    budget: FetchBudget,
     /// keyIds fetched again after a failed verification in the last minute.
     refetched: moka::sync::Cache<String, ()>,
 }
@@ -618,13 +659,24 @@ impl Verifier {
                 .max_capacity(capacity)
                 .expire_after(KeyExpiry { ttl, negative_ttl: ttl.min(Duration::from_secs(60)) })
                 .build(),
-            fetches: tokio::sync::Semaphore::new(16),
+            budget: FetchBudget::default(),
             refetched: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(REFETCH_EVERY).build(),
         }
     }
 
-    /// Verifies a request as the instance would, at `now`.
-    pub async fn verify(&self, by: &SignedBy, req: &Signed<'_>, now: SystemTime) -> Verdict {
+    /// The same, fetching within `budget`.
+    pub fn with_budget(mut self, budget: FetchBudget) -> Verifier {
+        self.budget = budget;
+        self
+    }
+
+    pub fn budget(&self) -> &FetchBudget {
+        &self.budget
+    }
+
+    /// Verifies a request as the instance would, at `now`. `client` (a keyed hash of the
+    /// connecting client's pseudonym) pays for a fetch; None for pavise's own re-checks.
+    pub async fn verify(&self, by: &SignedBy, req: &Signed<'_>, now: SystemTime, client: Option<u64>) -> Verdict {
         if let Err(why) = check_request(by, req, now) {
             return Verdict::Unverified(why);
         }
@@ -633,7 +685,9 @@ impl Verifier {
         let verifies = |key: &Option<Arc<OwnedKey>>| {
             key.as_ref().filter(|k| texts.iter().any(|t| k.key.verify(t.as_bytes(), sig))).cloned()
         };
-        let key = self.keys.get_with(by.key_id.clone(), self.fetch_key(by)).await;
+        let Some(key) = self.keys.optionally_get_with(by.key_id.clone(), self.fetch_key(by, client)).await else {
+            return Verdict::Unverified(Rejection::FetchRefused);
+        };
         if let Some(k) = verifies(&key) {
             return Verdict::Verified { actor: k.owner.clone(), domain: k.domain.clone() };
         }
@@ -641,26 +695,36 @@ impl Verifier {
         if key.is_some() && !self.refetched.contains_key(&by.key_id) {
             self.refetched.insert(by.key_id.clone(), ());
             self.keys.invalidate(&by.key_id).await;
-            if let Some(k) = verifies(&self.keys.get_with(by.key_id.clone(), self.fetch_key(by)).await) {
+            if let Some(fresh) = self.keys.optionally_get_with(by.key_id.clone(), self.fetch_key(by, client)).await
+                && let Some(k) = verifies(&fresh)
+            {
                 return Verdict::Verified { actor: k.owner.clone(), domain: k.domain.clone() };
             }
         }
         Verdict::Unverified(if key.is_some() { Rejection::BadSignature } else { Rejection::KeyUnavailable })
     }
 
-    async fn fetch_key(&self, by: &SignedBy) -> Option<Arc<OwnedKey>> {
-        let Ok(_permit) = self.fetches.acquire().await else { return None };
+    /// The key, `Some(None)` when it could not be had (cached as such for a minute), or
+    /// None when the fetch was not admitted (nothing cached: another try may be).
+    async fn fetch_key(&self, by: &SignedBy, client: Option<u64>) -> Option<Option<Arc<OwnedKey>>> {
+        let _admitted = match self.budget.admit(client, &by.domain).await {
+            Ok(a) => a,
+            Err(why) => {
+                tracing::debug!(domain = %by.domain, ?why, "key fetch not admitted");
+                return None;
+            }
+        };
         let fetched = self.fetcher.fetch(&by.key_id).await.and_then(|ActorKey { pem, owner }| {
             let domain = url_host(&owner).ok_or_else(|| ShieldError::Key("the key's owner is not a URL".into()))?;
             Ok(OwnedKey { key: PublicKey::from_pem(&pem)?, owner, domain })
         });
-        match fetched {
+        Some(match fetched {
             Ok(k) => Some(Arc::new(k)),
             Err(e) => {
                 tracing::debug!(domain = %by.domain, error = %e, "signing key unavailable");
                 None
             }
-        }
+        })
     }
 }
 

@@ -1,7 +1,8 @@
 """No client address or location reaches the instance, pavise's log or its data dir.
 
 A client on a distinctive loopback address (127.13.37.42) sends every client-IP and
-geolocation header of issue 2 §6 (and ../shared/METADATA.md §2), each with a value of
+geolocation header of issue 2 §6 (and ../shared/METADATA.md §2, and the edge headers of
+issue 10's red team, some in no table: only the allowlist stops those), each with a value of
 its own, on ordinary API calls, a status post, an inbox delivery and a WebSocket
 upgrade. Then: none of those values and not the client's address appear in what
 mastodon-mock received, in pavise's log, or in any file under pavise's data dir.
@@ -29,6 +30,8 @@ IP_HEADERS = [
     "x-vercel-forwarded-for", "X-Azure-ClientIP", "X-Azure-SocketIP", "DO-Connecting-IP",
     "X-Original-Forwarded-For", "X-Envoy-External-Address", "X-ProxyUser-Ip", "WL-Proxy-Client-IP",
     "Proxy-Client-IP", "X-Nf-Client-Connection-Ip",
+    # Issue 10 (red team H1): what edges add that the first table missed.
+    "Cdn-Src-Ip", "X-Real-Client-IP",
 ]
 IPV6_HEADERS = ["CF-Connecting-IPv6"]
 GEO_HEADERS = [
@@ -43,6 +46,9 @@ GEO_HEADERS = [
     "X-Country-Code", "X-Real-Country", "X-City", "x-vercel-ip-country", "x-vercel-ip-country-region",
     "x-vercel-ip-city", "x-vercel-ip-latitude", "x-vercel-ip-longitude", "x-vercel-ip-timezone",
     "x-vercel-ip-postal-code", "X-Nf-Geo", "X-Akamai-Edgescape", "X-Fastly-Country-Code",
+    # Issue 10: the edge a phone reached names its city; and names no table lists at all,
+    # which only the allowlist keeps out.
+    "CF-Ray", "Fly-Region", "Fly-Request-Id", "Fastly-FF", "X-Vercel-Id", "X-User-Location", "Geo-Position",
 ]
 
 
@@ -76,7 +82,17 @@ TRICKS = {
     "X_Forwarded_For": "127.0.0.1",
     "X_Real_IP": "127.0.0.1",
     "X-HTTP-Method-Override": "DELETE",
+    # Red-team F5: a plain-HTTP client claiming https (Rack 2.2 and 3.1 believe
+    # X-Forwarded-Ssl, Rack 2.2 and Puma X-Forwarded-Scheme), another port, another path.
+    "X-Forwarded-Ssl": "on",
+    "X-Forwarded-Scheme": "https",
+    "Front-End-Https": "on",
+    "X-Url-Scheme": "https",
+    "X-Forwarded-Port": "443",
+    "X-Original-URL": "/admin/accounts",
 }
+SCHEME_TRICKS = ("x-forwarded-ssl", "x-forwarded-scheme", "front-end-https", "x-url-scheme", "x-forwarded-port",
+                 "x-original-url")
 
 
 def marker(name: str, value: str) -> str:
@@ -173,6 +189,7 @@ def test_instance_sees_only_a_pseudonym(leak_run):
         assert headers.get("host"), (r["path"], "Host is kept")
         assert headers.get("x-forwarded-proto") == "http", (r["path"], headers.get("x-forwarded-proto"))
         assert not any("_" in k for k, _ in r["headers"]), (r["path"], r["headers"])
+        assert not any(k in SCHEME_TRICKS for k, _ in r["headers"]), (r["path"], r["headers"])
         assert not any(v == "127.0.0.1" for _, v in r["headers"]), (r["path"], r["headers"])
         assert "x-http-method-override" not in headers
 

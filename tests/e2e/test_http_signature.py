@@ -202,12 +202,19 @@ def enable_wave_shield(relay) -> None:
 
 @pytest.mark.parametrize("style", ["mastodon", "akkoma", "gotosocial", "rfc9421"])
 @pytest.mark.parametrize("path", ["/inbox", "/users/alice/inbox"])
-@pytest.mark.parametrize("shield", ["limits-only", "wave"])
+@pytest.mark.parametrize("shield", ["limits-only", "wave", "wave-held"])
 def test_signed_delivery_verifies_after_pavise(pavise_factory, verifying_instance, style, path, shield):
     # remote.example cannot be reached from here: its key fetch fails (fast) and the
-    # delivery counts as unverified, which changes nothing about what is forwarded.
-    relay = pavise_factory(verifying_instance.url, config_text='[shield]\nkey_fetch_timeout = "1s"\n')
-    if shield == "wave":
+    # delivery counts as unverified. Without local_domain pavise cannot call the delivery
+    # the instance's and forwards it as it is ("wave"); with it ("wave-held") the delivery,
+    # which addresses alice and which pavise cannot verify now, is held (sealed, in the
+    # store) and released to the instance at once, since no shield is up: the bytes and
+    # the signed headers must come out of the quarantine unchanged too.
+    config = '[shield]\nkey_fetch_timeout = "1s"\n'
+    if shield == "wave-held":
+        config = f'local_domain = "{INSTANCE_HOST}"\n{config}domain_blocks = "off"\n'
+    relay = pavise_factory(verifying_instance.url, config_text=config)
+    if shield != "limits-only":
         enable_wave_shield(relay)
     sent = signed_delivery(style, path)
 
@@ -226,6 +233,10 @@ def test_signed_delivery_verifies_after_pavise(pavise_factory, verifying_instanc
         conn.close()
         assert resp.status == 202, f"via {target}: {resp.status} {answer!r}"
 
+    # A held delivery reaches the instance a moment later, from the quarantine.
+    deadline = time.monotonic() + 15
+    while len(verifying_instance.arrivals) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
     direct, relayed = verifying_instance.arrivals
     assert direct.verified, direct.reason
     assert relayed.verified, f"the signature broke in pavise: {relayed.reason}"
@@ -235,11 +246,14 @@ def test_signed_delivery_verifies_after_pavise(pavise_factory, verifying_instanc
         assert relayed.header(name) == dict((k.lower(), v) for k, v in sent).get(name.lower()), name
     assert relayed.header("Transfer-Encoding") is None, "pavise re-framed the body"
     assert relayed.header("X-Forwarded-For") != "203.0.113.250"
-    if shield == "wave":
+    if shield != "limits-only":
         status, report = relay.admin_get("/admin/shield")
         assert status == 200
         totals = json.loads(report)["totals"]
         assert totals["signatures_verified"] + totals["signatures_unverified"] == 1, totals
+        reason = "key_unavailable" if shield == "wave-held" else "foreign_host"
+        assert totals["unverified_by_reason"][reason] == 1, totals
+        assert totals["held_unverified"] == (1 if shield == "wave-held" else 0), totals
 
 
 def test_tampered_delivery_is_caught_by_the_verifier(verifying_instance):

@@ -19,7 +19,10 @@
 //! A payload that is media pavise cannot parse with certainty, or binary that is no media
 //! format at all, is refused, as a file part would be.
 
-use super::{Format, MediaError, Report};
+use super::{
+    Format, MediaError, Report,
+    text::{self, Charset},
+};
 
 /// Where a `data:` URI sits in a decoded text value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +33,8 @@ pub struct DataUri {
     pub base64: bool,
     /// The declared media type is `image/*`, `video/*` or `audio/*`.
     pub declared_media: bool,
+    /// The charset its text is in (`;charset=`), UTF-8 when none is named.
+    pub charset: Charset,
 }
 
 /// Leading whitespace accepted before `data:` (Paperclip accepts none; this is slack).
@@ -46,11 +51,19 @@ pub fn locate(text: &[u8]) -> Option<DataUri> {
     let header = &rest[5..5 + comma];
     let mut params = header.split(|&b| b == b';');
     let media_type = params.next().unwrap_or_default().trim_ascii();
-    let base64 = params.any(|p| p.trim_ascii().eq_ignore_ascii_case(b"base64"));
+    let (mut base64, mut charset) = (false, Charset::Utf8);
+    for p in params {
+        let p = p.trim_ascii();
+        if p.eq_ignore_ascii_case(b"base64") {
+            base64 = true;
+        } else if p.len() > 8 && p[..8].eq_ignore_ascii_case(b"charset=") {
+            charset = Charset::named(&String::from_utf8_lossy(&p[8..]));
+        }
+    }
     let declared_media = ["image/", "video/", "audio/"]
         .iter()
         .any(|p| media_type.len() >= p.len() && media_type[..p.len()].eq_ignore_ascii_case(p.as_bytes()));
-    Some(DataUri { payload_at: start + 5 + comma + 1, base64, declared_media })
+    Some(DataUri { payload_at: start + 5 + comma + 1, base64, declared_media, charset })
 }
 
 /// Whether `text` could start a `data:` URI: the cheap test before any decoding.
@@ -189,20 +202,20 @@ pub enum Content {
     Binary,
 }
 
-/// Judges bytes by their content. `total` is the whole length when `head` is only the start.
-pub fn content_of(head: &[u8]) -> Content {
-    match super::sniff(head) {
+/// Judges bytes by their content: a format pavise scrubs, one it refuses (a binary
+/// format it does not scrub, or a text form of media such as SVG or PDF), text by
+/// [`super::text`]'s definition, or binary. Text and binary are only told apart for
+/// certain when `bytes` is the whole value.
+pub fn content_of(bytes: &[u8], charset: Charset) -> Content {
+    match super::sniff(bytes) {
         Ok(format) => Content::Media(format),
-        Err(MediaError::UnknownFormat) if looks_textual(head) => Content::Text,
-        Err(MediaError::UnknownFormat) => Content::Binary,
+        Err(MediaError::UnknownFormat) => match text::media_in_text(bytes) {
+            Some(what) => Content::Refused(MediaError::Unsupported(what)),
+            None if text::is_text(bytes, charset) => Content::Text,
+            None => Content::Binary,
+        },
         Err(e) => Content::Refused(e),
     }
-}
-
-/// Text as file(1) would call it: no control bytes but tab, line breaks, form feed and
-/// the escape that ISO-2022-JP uses. Every media format has control bytes in its header.
-pub fn looks_textual(bytes: &[u8]) -> bool {
-    !bytes.iter().any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | 0x1B))
 }
 
 /// Scrubs the media inside a `data:` URI value. `Ok(None)`: not a `data:` URI, or one
@@ -217,7 +230,7 @@ pub fn scrub_value(text: &[u8], max: u64) -> Result<Option<Rewritten>, MediaErro
     if bytes.len() as u64 > max {
         return Err(MediaError::TooLarge { kind: "file in a data: URI", limit: crate::units::Size(max) });
     }
-    match content_of(&bytes) {
+    match content_of(&bytes, uri.charset) {
         Content::Media(_) => {}
         Content::Refused(e) => return Err(e),
         Content::Text if !uri.declared_media => return Ok(None),

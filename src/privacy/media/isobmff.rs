@@ -102,6 +102,8 @@ enum Action {
     Zero { off: u64, len: u64, what: String },
     /// Zero bytes of a box pavise read and keeps (times, names, `free` payloads).
     Blank { off: u64, len: u64, what: String },
+    /// Write these bytes where they lie (an ICC profile with its device blanked).
+    Patch { off: u64, bytes: Vec<u8>, what: String },
 }
 
 /// Neutralises every metadata carrier; see the module docs.
@@ -124,9 +126,20 @@ pub fn audit(store: &mut impl Store, format: Format, report: &mut Report) -> Res
                     report.remove(what, len);
                 }
             }
+            Action::Patch { off, bytes, what } => {
+                if differs(store, off, &bytes)? {
+                    report.remove(what, bytes.len() as u64);
+                }
+            }
         }
     }
     Ok(())
+}
+
+fn differs(store: &mut impl Store, off: u64, bytes: &[u8]) -> Result<bool, MediaError> {
+    let mut now = vec![0u8; bytes.len()];
+    store.read_at(off, &mut now)?;
+    Ok(now != bytes)
 }
 
 const ITEM_GONE: &[u8; 4] = b"free";
@@ -146,6 +159,12 @@ fn apply(store: &mut impl Store, action: Action, report: &mut Report) -> Result<
             if !is_zero(store, off, len)? {
                 zero(store, off, len)?;
                 report.remove(what, len);
+            }
+        }
+        Action::Patch { off, bytes, what } => {
+            if differs(store, off, &bytes)? {
+                store.write_at(off, &bytes)?;
+                report.remove(what, bytes.len() as u64);
             }
         }
     }
@@ -388,7 +407,9 @@ fn plan_moov(buf: &[u8], moov: &BoxAt, format: Format, actions: &mut Vec<Action>
     let fragmented = kids.iter().any(|k| &k.kind == b"mvex");
     for k in &kids {
         match &k.kind {
-            b"iods" | b"pssh" | b"clip" | b"ctab" | b"rmra" => {}
+            b"iods" | b"pssh" | b"clip" | b"ctab" => {}
+            // A reference movie: data references (URLs, Mac aliases) to media elsewhere.
+            b"rmra" => actions.push(free(k, "moov/rmra (reference movie: URLs and aliases)")),
             b"free" | b"skip" | b"wide" => actions.push(blank_payload(k, "moov")),
             b"mvhd" => blank_times(buf, base, k, format, actions)?,
             b"mvex" => {
@@ -442,10 +463,8 @@ fn plan_trak(
         actions.push(free(trak, &what));
         return Ok(());
     }
-    const TRAK: &[&[u8; 4]] = &[
-        b"tkhd", b"tref", b"edts", b"mdia", b"tapt", b"load", b"imap", b"matt", b"clip", b"txas", b"kmat", b"ssrc",
-        b"meco",
-    ];
+    const TRAK: &[&[u8; 4]] =
+        &[b"tkhd", b"tref", b"edts", b"mdia", b"tapt", b"load", b"imap", b"matt", b"clip", b"txas", b"kmat", b"ssrc"];
     const MDIA: &[&[u8; 4]] = &[b"mdhd", b"hdlr", b"minf", b"elng"];
     const MINF: &[&[u8; 4]] = &[b"vmhd", b"smhd", b"hmhd", b"nmhd", b"sthd", b"gmhd", b"dinf", b"stbl", b"hdlr"];
     const STBL: &[&[u8; 4]] = &[
@@ -467,6 +486,7 @@ fn plan_trak(
                     blank_handler_name(buf, base, k, actions);
                     Ok(())
                 }
+                b"dinf" => plan_dinf(buf, base, k, format, actions),
                 b"stbl" => walk.level(k, STBL, "stbl", actions, |k, actions| {
                     if video && &k.kind == b"stsd" {
                         blank_compressor_names(buf, base, k, format, actions)?;
@@ -585,7 +605,9 @@ fn plan_heif_meta(
     let mut idat: Option<(u64, u64)> = None;
     for k in &kids {
         match &k.kind {
-            b"pitm" | b"iref" | b"iprp" | b"dinf" | b"grpl" | b"ipro" => {}
+            b"pitm" | b"iref" | b"grpl" | b"ipro" => {}
+            b"iprp" => plan_iprp(buf, base, k, format, actions)?,
+            b"dinf" => plan_dinf(buf, base, k, format, actions)?,
             b"hdlr" => blank_handler_name(buf, base, k, actions),
             b"free" | b"skip" | b"wide" => actions.push(blank_payload(k, "meta")),
             b"iinf" => items = parse_iinf(buf, base, k, format)?,
@@ -634,6 +656,69 @@ fn plan_heif_meta(
         }
     }
     Ok(true)
+}
+
+/// `dinf/dref`: a data reference that is not "in this file" names where the media is
+/// (a URL, a URN, a Mac alias with volume and folder names): blanked after its flags.
+fn plan_dinf(buf: &[u8], base: u64, dinf: &BoxAt, format: Format, actions: &mut Vec<Action>) -> Result<(), MediaError> {
+    for k in children(buf, base, (dinf.payload - base) as usize, (dinf.end - base) as usize, format)? {
+        if &k.kind != b"dref" {
+            actions.push(free(&k, &format!("unknown dinf/{} box", fourcc(&k.kind))));
+            continue;
+        }
+        // FullBox (4) and an entry count (4), then one box per reference.
+        let from = (k.payload - base) as usize + 8;
+        if from > (k.end - base) as usize {
+            return Err(MediaError::malformed(format, "a short dref box"));
+        }
+        for entry in children(buf, base, from, (k.end - base) as usize, format)? {
+            if entry.end > entry.payload + 4 {
+                actions.push(Action::Blank {
+                    off: entry.payload + 4,
+                    len: entry.end - entry.payload - 4,
+                    what: format!("dref '{}' location", fourcc(&entry.kind)),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// HEIF item properties: kept, because an image needs its essential ones and `ipma` refers
+/// to them by position; but a user description (`udes`), a creation or modification
+/// time (`crtt`, `mdft`) has its contents blanked, and an ICC colour profile (`colr`
+/// of type `prof`/`rICC`) loses what is not colour ([`super::icc`]).
+fn plan_iprp(buf: &[u8], base: u64, iprp: &BoxAt, format: Format, actions: &mut Vec<Action>) -> Result<(), MediaError> {
+    for k in children(buf, base, (iprp.payload - base) as usize, (iprp.end - base) as usize, format)? {
+        if &k.kind != b"ipco" {
+            continue;
+        }
+        for prop in children(buf, base, (k.payload - base) as usize, (k.end - base) as usize, format)? {
+            match &prop.kind {
+                b"udes" | b"crtt" | b"mdft" if prop.end > prop.payload + 4 => actions.push(Action::Blank {
+                    off: prop.payload + 4,
+                    len: prop.end - prop.payload - 4,
+                    what: format!("ipco/{} (a description or a time)", fourcc(&prop.kind)),
+                }),
+                b"colr" => {
+                    let p = payload(buf, base, &prop);
+                    if matches!(p.get(..4), Some(b"prof" | b"rICC")) {
+                        let mut icc = p[4..].to_vec();
+                        let what = "ICC profile device, description and text tags".to_owned();
+                        let off = prop.payload + 4;
+                        match super::icc::blank(&mut icc) {
+                            Ok(0) => {}
+                            Ok(_) => actions.push(Action::Patch { off, bytes: icc, what }),
+                            Err(e) => actions.push(Action::Blank { off, len: icc.len() as u64, what: format!("{e}") }),
+                        }
+                    }
+                }
+                b"free" | b"skip" => actions.push(blank_payload(&prop, "ipco")),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Item id, file offset of its 4CC type (0 when the infe has none), and the type.
@@ -786,5 +871,57 @@ mod tests {
         }
         let err = scrub(&mut MemStore(&mut input.to_vec()), Format::Heif, &mut Report::default()).unwrap_err();
         assert!(err.to_string().contains("outside the media data"), "{err}");
+    }
+
+    /// The red team's hiding places: a reference movie (`rmra`), a track's `meco`, a data
+    /// reference naming a path, and in a HEIF image a user description, a creation time
+    /// and a device ICC profile.
+    #[test]
+    fn references_descriptions_times_and_icc_devices_are_blanked() {
+        let hdlr = |h: &[u8; 4]| bx(b"hdlr", &[&[0u8; 8][..], h, &[0; 12], b"\0"].concat());
+        let dref = bx(
+            b"dref",
+            &[&[0u8; 4][..], &1u32.to_be_bytes(), &bx(b"url ", b"\0\0\0\0/Users/alice/Paris.mov")].concat(),
+        );
+        let minf =
+            bx(b"minf", &[bx(b"vmhd", &[0; 12]), bx(b"dinf", &dref), bx(b"stbl", &bx(b"stsd", &[0; 8]))].concat());
+        let mdia = bx(b"mdia", &[bx(b"mdhd", &[0; 24]), hdlr(b"vide"), minf].concat());
+        let trak = bx(b"trak", &[bx(b"tkhd", &[0; 84]), mdia, bx(b"meco", &bx(b"meta", b"Paris"))].concat());
+        let rmra = bx(b"rmra", &bx(b"rmda", &bx(b"rdrf", b"\0\0\0\0url http://x/Paris")));
+        let mut file = bx(b"ftyp", b"isom\0\0\0\0isom");
+        file.extend(bx(b"moov", &[bx(b"mvhd", &[0; 100]), trak, rmra].concat()));
+        file.extend(bx(b"mdat", b"frames"));
+        let mut report = Report::default();
+        scrub(&mut MemStore(&mut file), Format::Video, &mut report).unwrap();
+        assert!(!file.windows(5).any(|w| w == b"Paris"), "{report:?}");
+        assert!(file.windows(4).any(|w| w == b"url "), "the reference box stays, empty");
+        let mut again = Report::default();
+        audit(&mut MemStore(&mut file), Format::Video, &mut again).unwrap();
+        assert!(again.removed.is_empty(), "{again:?}");
+
+        let icc = crate::privacy::media::icc::sample_profile();
+        let ipco = bx(
+            b"ipco",
+            &[
+                bx(b"colr", &[&b"prof"[..], &icc].concat()),
+                bx(b"udes", b"\0\0\0\0en\0Paris trip\0Marker-X1\0tags\0"),
+                bx(b"crtt", &[0, 0, 0, 0, 0, 0, 0, 0, 0xE2, 0x9A, 0x1B, 0x40]),
+                bx(b"ispe", &[0, 0, 0, 0, 0, 0, 0, 64, 0, 0, 0, 48]),
+            ]
+            .concat(),
+        );
+        let meta = bx(b"meta", &[&[0u8; 4][..], &hdlr(b"pict"), &bx(b"iprp", &ipco)].concat());
+        let mut file = bx(b"ftyp", b"heic\0\0\0\0mif1heic");
+        file.extend(meta);
+        file.extend(bx(b"mdat", b"pixels"));
+        let mut report = Report::default();
+        scrub(&mut MemStore(&mut file), Format::Heif, &mut report).unwrap();
+        for gone in [&b"Paris"[..], b"Marker-X1", b"PaviseCam", b"\xE2\x9A\x1B\x40"] {
+            assert!(!file.windows(gone.len()).any(|w| w == gone), "{}: {report:?}", String::from_utf8_lossy(gone));
+        }
+        assert!(file.windows(4).any(|w| w == b"acsp") && file.windows(4).any(|w| w == b"curv"), "the ICC colour stays");
+        let mut again = Report::default();
+        audit(&mut MemStore(&mut file), Format::Heif, &mut again).unwrap();
+        assert!(again.removed.is_empty(), "{again:?}");
     }
 }

@@ -2,8 +2,12 @@
 //!
 //! Segment lengths are local, so dropping one moves no offset. Kept: the frame and scan
 //! (SOFn, DHT, DQT, DRI, SOS and its entropy-coded data), APP0 JFIF (without its
-//! thumbnail: a thumbnail can show what a crop removed), APP2 `ICC_PROFILE` and APP14
-//! `Adobe` (CMYK/YCCK decoders need it). Dropped: every APP1 (Exif, XMP, extended XMP,
+//! thumbnail: a thumbnail can show what a crop removed), APP2 `ICC_PROFILE` with
+//! everything in it that is not colour zeroed ([`super::icc`]: the device maker, model,
+//! description and copyright; an incomplete or unreadable profile is dropped) and APP14
+//! `Adobe` cut to its 12 defined bytes (CMYK/YCCK decoders need it). Every table and
+//! header segment must be exactly as long as its structure (as libjpeg requires), so no
+//! bytes ride along in a kept segment's tail. Dropped: every APP1 (Exif, XMP, extended XMP,
 //! FLIR), APP13 (IPTC), every other APPn, COM, and everything after EOI (MPF images,
 //! Samsung/Google trailers, Motion Photo MP4s, UltraHDR gain maps). If the Exif said
 //! Orientation ≠ 1, a minimal Exif with only that tag is written back so the photo is
@@ -79,6 +83,8 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     let mut wrote_orientation = false;
     let mut saw_frame = false;
     let mut saw_scan = false;
+    // APP2 ICC chunks in `out`: (segment start, data start, segment end, seq, count).
+    let mut icc: Vec<(usize, usize, usize, u8, u8)> = Vec::new();
 
     loop {
         // Markers may be preceded by any number of 0xFF fill bytes.
@@ -149,14 +155,28 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                             report.remove("APP1 Exif", whole.len() as u64);
                         }
                     }
-                    0xE2 if payload.starts_with(b"ICC_PROFILE\0") => out.extend_from_slice(whole),
-                    0xEE if payload.starts_with(b"Adobe") => out.extend_from_slice(whole),
+                    0xE2 if payload.starts_with(b"ICC_PROFILE\0") && payload.len() >= 14 => {
+                        icc.push((out.len(), out.len() + 18, out.len() + whole.len(), payload[12], payload[13]));
+                        out.extend_from_slice(whole);
+                    }
+                    0xEE if payload.starts_with(b"Adobe") => {
+                        // Adobe, version, flags0, flags1, transform: 12 bytes, nothing more.
+                        if payload.len() < 12 {
+                            return Err(MediaError::malformed(F, "a short APP14 Adobe segment"));
+                        }
+                        out.extend_from_slice(&[0xFF, 0xEE, 0, 14]);
+                        out.extend_from_slice(&payload[..12]);
+                        if payload.len() > 12 {
+                            report.remove("bytes after APP14 Adobe's fields", (payload.len() - 12) as u64);
+                        }
+                    }
                     0xE0..=0xEF | 0xFE => report.remove(app_name(marker, payload), whole.len() as u64),
                     0xC8 => return Err(MediaError::malformed(F, "reserved JPG marker 0xFFC8")),
                     0xDA => {
                         if !saw_frame {
                             return Err(MediaError::malformed(F, "scan before any frame header"));
                         }
+                        exact_length(marker, payload)?;
                         saw_scan = true;
                         out.extend_from_slice(whole);
                         let data_end = scan_end(input, end)?;
@@ -166,6 +186,7 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                     }
                     0xC0..=0xCF if !matches!(marker, 0xC4 | 0xCC) => {
                         saw_frame = true;
+                        exact_length(marker, payload)?;
                         out.extend_from_slice(whole);
                     }
                     0xF7 => {
@@ -173,7 +194,11 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                         saw_frame = true;
                         out.extend_from_slice(whole);
                     }
-                    0xC4 | 0xCC | 0xDB..=0xDF | 0xF8 => out.extend_from_slice(whole),
+                    0xC4 | 0xCC | 0xDB..=0xDF => {
+                        exact_length(marker, payload)?;
+                        out.extend_from_slice(whole);
+                    }
+                    0xF8 => out.extend_from_slice(whole),
                     other => {
                         return Err(MediaError::malformed(F, format!("unknown marker 0xFF{other:02X}")));
                     }
@@ -182,7 +207,80 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
             }
         }
     }
+    scrub_icc(&mut out, &icc, report);
     Ok(out)
+}
+
+/// Blanks what is not colour in the ICC profile the APP2 chunks carry, where it lies; an
+/// incomplete or unreadable profile is dropped whole.
+fn scrub_icc(out: &mut Vec<u8>, chunks: &[(usize, usize, usize, u8, u8)], report: &mut Report) {
+    if chunks.is_empty() {
+        return;
+    }
+    let n = chunks.len();
+    let mut order: Vec<&(usize, usize, usize, u8, u8)> = chunks.iter().collect();
+    order.sort_by_key(|c| c.3);
+    let complete = order.iter().enumerate().all(|(i, c)| usize::from(c.3) == i + 1 && usize::from(c.4) == n);
+    let mut profile: Vec<u8> = order.iter().flat_map(|c| out[c.1..c.2].iter().copied()).collect();
+    let why = if complete { super::icc::blank(&mut profile).err().map(|e| e.0) } else { Some("incomplete chunks") };
+    if let Some(why) = why {
+        let bytes: usize = chunks.iter().map(|c| c.2 - c.0).sum();
+        for c in chunks.iter().rev() {
+            out.drain(c.0..c.2);
+        }
+        report.remove(format!("APP2 ICC_PROFILE ({why})"), bytes as u64);
+        return;
+    }
+    let mut at = 0;
+    let mut changed = 0u64;
+    for c in order {
+        let len = c.2 - c.1;
+        let new = &profile[at..at + len];
+        changed += out[c.1..c.2].iter().zip(new).filter(|(a, b)| a != b).count() as u64;
+        out[c.1..c.2].copy_from_slice(new);
+        at += len;
+    }
+    if changed > 0 {
+        report.remove("ICC profile device, description and text tags", changed);
+    }
+}
+
+/// The length libjpeg insists on for a frame, scan or table segment: anything more would
+/// be bytes no decoder reads, riding along in a kept segment.
+fn exact_length(marker: u8, p: &[u8]) -> Result<(), MediaError> {
+    let bad = || MediaError::malformed(F, format!("segment 0xFF{marker:02X} is not as long as its fields"));
+    let ok = match marker {
+        // SOFn: P, Y, X, Nf, then 3 bytes a component; DHP has the same layout.
+        0xC0..=0xCF | 0xDE if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+            p.get(5).is_some_and(|&nf| p.len() == 6 + 3 * usize::from(nf))
+        }
+        // SOS: Ns, 2 bytes a component, Ss, Se, Ah/Al.
+        0xDA => p.first().is_some_and(|&ns| p.len() == 1 + 2 * usize::from(ns) + 3),
+        // DQT: tables of 1 + 64 (8-bit) or 1 + 128 (16-bit) bytes.
+        0xDB => {
+            let mut i = 0;
+            while i < p.len() {
+                i += 1 + if p[i] >> 4 == 0 { 64 } else { 128 };
+            }
+            i == p.len() && !p.is_empty()
+        }
+        // DHT: tables of 1 + 16 counts + as many values.
+        0xC4 => {
+            let mut i = 0;
+            while i < p.len() {
+                let counts = p.get(i + 1..i + 17).ok_or_else(bad)?;
+                i += 17 + counts.iter().map(|&c| usize::from(c)).sum::<usize>();
+            }
+            i == p.len() && !p.is_empty()
+        }
+        // DAC: 2 bytes a table.
+        0xCC => !p.is_empty() && p.len().is_multiple_of(2),
+        // DNL, DRI: 2 bytes; EXP: 1.
+        0xDC | 0xDD => p.len() == 2,
+        0xDF => p.len() == 1,
+        _ => true,
+    };
+    if ok { Ok(()) } else { Err(bad()) }
 }
 
 /// APP0 JFIF without its thumbnail (X/Y thumbnail sizes set to 0).
@@ -268,21 +366,51 @@ mod tests {
             p.extend_from_slice(&[0, 0, 0, 0]);
             p
         };
-        let icc = seg(0xE2, b"ICC_PROFILE\0\x01\x01abc");
+        // A device profile over two APP2 chunks (sent out of order, as the spec allows).
+        let profile = crate::privacy::media::icc::sample_profile();
+        let (a, b) = profile.split_at(200);
+        let chunk = |seq: u8, data: &[u8]| seg(0xE2, &[&b"ICC_PROFILE\0"[..], &[seq, 2], data].concat());
         let input = tiny(
-            &[&seg(0xE1, &exif), &seg(0xED, b"Photoshop 3.0\0IPTC City"), &seg(0xFE, b"hello"), &icc],
+            &[
+                &seg(0xE1, &exif),
+                &seg(0xED, b"Photoshop 3.0\0IPTC City"),
+                &seg(0xFE, b"hello"),
+                &chunk(2, b),
+                &chunk(1, a),
+                &seg(0xEE, b"Adobe\0\x64\0\0\0\0\x01PaviseCam"),
+            ],
             b"SamsungLocationName",
         );
         let mut r = Report::default();
         let out = scrub(&input, &mut r).unwrap();
-        assert!(out.windows(icc.len()).any(|w| w == icc.as_slice()));
+        let mut blanked = profile.clone();
+        crate::privacy::media::icc::blank(&mut blanked).unwrap();
+        assert!(out.windows(blanked.len() - 200).any(|w| w == &blanked[200..]), "the profile is kept, blanked");
+        assert!(!out.windows(9).any(|w| w == b"PaviseCam"), "no device name in the ICC or APP14");
+        assert!(out.windows(16).any(|w| w == b"\xFF\xEE\0\x0eAdobe\0\x64\0\0\0\0\x01"));
         assert!(out.windows(minimal_exif(6).len()).any(|w| w == minimal_exif(6).as_slice()));
         assert!(!out.windows(4).any(|w| w == b"IPTC"));
         assert!(!out.ends_with(b"SamsungLocationName"));
-        assert_eq!(r.removed.len(), 4, "{r:?}");
+        assert_eq!(r.removed.len(), 6, "{r:?}");
         let mut again = Report::default();
         assert_eq!(scrub(&out, &mut again).unwrap(), out);
         assert!(again.removed.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn a_broken_profile_is_dropped_and_segments_must_be_as_long_as_their_fields() {
+        let input = tiny(&[&seg(0xE2, b"ICC_PROFILE\0\x01\x02only the first of two")], b"");
+        let mut r = Report::default();
+        let out = scrub(&input, &mut r).unwrap();
+        assert!(!out.windows(11).any(|w| w == b"ICC_PROFILE"));
+        assert!(r.removed[0].what.contains("incomplete"), "{r:?}");
+        // A DQT with a table and then hidden bytes, a DRI of 4 bytes: libjpeg refuses both.
+        let mut dqt = vec![0u8; 65];
+        dqt.extend_from_slice(b"48.8584");
+        for bad in [seg(0xDB, &dqt), seg(0xDD, &[0, 1, 2, 3])] {
+            assert!(matches!(scrub(&tiny(&[&bad], b""), &mut Report::default()), Err(MediaError::Malformed { .. })));
+        }
+        assert!(scrub(&tiny(&[&seg(0xDB, &[0u8; 65]), &seg(0xDD, &[0, 1])], b""), &mut Report::default()).is_ok());
     }
 
     #[test]

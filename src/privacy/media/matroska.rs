@@ -18,8 +18,11 @@
 //! - unknown elements at the Segment's top level, and the contents of existing `Void`s
 //!   there or in `Info` (a tag editor that shrank `Tags` leaves the old bytes in a Void).
 //!
+//! - in `Tracks`, each track's `Name` and `CodecName` (free text: "Pixel 8 camera",
+//!   "LEAKMARKtrackname"), with the CRC-32s of `Tracks` and its entries recomputed.
+//!
 //! Kept byte for byte: the EBML header, `SeekHead`, `TimestampScale` and `Duration`,
-//! `Tracks` (track names included), `Cluster`s and `Cues`.
+//! the rest of `Tracks`, `Cluster`s and `Cues`.
 //!
 //! Refused: a DocType other than `webm` or `matroska`; an element running past its parent
 //! or the end of the file; IDs and sizes that are not valid EBML variable-length
@@ -222,8 +225,9 @@ fn segment(store: &mut impl Store, seg: &Element, end: u64, plan: &mut Vec<Actio
         match el.id {
             TAGS | ATTACHMENTS | CHAPTERS => plan.push(Action::Void { at, len: next - at, what: name(el.id) }),
             INFO => info(store, &el, next, plan)?,
+            TRACKS => tracks(store, &el, next, plan)?,
             VOID => void_contents(store, &el, next, "a Void in the Segment", plan)?,
-            SEEK_HEAD | TRACKS | CLUSTER | CUES | CRC32 => {}
+            SEEK_HEAD | CLUSTER | CUES | CRC32 => {}
             other => plan.push(Action::Void { at, len: next - at, what: format!("unknown Segment {}", name(other)) }),
         }
         at = next;
@@ -280,6 +284,75 @@ fn info(store: &mut impl Store, el: &Element, end: u64, plan: &mut Vec<Action>) 
         plan.push(Action::Crc { at, from, to: end });
     }
     Ok(())
+}
+
+const TRACK_ENTRY: u32 = 0xAE;
+const TRACK_NAME: u32 = 0x536E;
+const CODEC_NAME: u32 = 0x25_8688;
+
+/// `Tracks`, and in each `TrackEntry` the free-text `Name` and `CodecName` (both
+/// optional, so voided); a CRC-32 of either level is recomputed.
+fn tracks(store: &mut impl Store, el: &Element, end: u64, plan: &mut Vec<Action>) -> Result<(), MediaError> {
+    if end - el.data > MAX_HEADER * 16 {
+        return Err(malformed("a Tracks element over 16 MiB"));
+    }
+    let (crc, kids) = master_children(store, el, end)?;
+    let before = plan.len();
+    for (_, child, next) in kids {
+        match child.id {
+            TRACK_ENTRY => {
+                let (entry_crc, fields) = master_children(store, &child, next)?;
+                let entry_before = plan.len();
+                for (at, field, next) in fields {
+                    match field.id {
+                        TRACK_NAME => plan.push(Action::Void { at, len: next - at, what: "Tracks/Name".into() }),
+                        CODEC_NAME => plan.push(Action::Void { at, len: next - at, what: "Tracks/CodecName".into() }),
+                        VOID => void_contents(store, &field, next, "a Void in a track", plan)?,
+                        _ => {}
+                    }
+                }
+                push_crc(plan, entry_before, entry_crc, next);
+            }
+            VOID => void_contents(store, &child, next, "a Void in Tracks", plan)?,
+            _ => {}
+        }
+    }
+    push_crc(plan, before, crc, end);
+    Ok(())
+}
+
+/// A master element's CRC-32 (its first child, if any) and its other children, each with
+/// where it starts and ends.
+#[allow(clippy::type_complexity)]
+fn master_children(
+    store: &mut impl Store,
+    el: &Element,
+    end: u64,
+) -> Result<(Option<(u64, u64)>, Vec<(u64, Element, u64)>), MediaError> {
+    let (mut at, mut crc, mut kids) = (el.data, None, Vec::new());
+    while at < end {
+        let child = header(store, at, end)?;
+        let next = child.end.ok_or_else(|| malformed("a track field of unknown size"))?;
+        if child.id == CRC32 && at == el.data {
+            if next - child.data != 4 {
+                return Err(malformed("a CRC-32 that is not 4 bytes"));
+            }
+            crc = Some((child.data, next));
+        } else {
+            kids.push((at, child, next));
+        }
+        at = next;
+    }
+    Ok((crc, kids))
+}
+
+/// When actions were planned inside an element with a CRC-32, it is recomputed after them.
+fn push_crc(plan: &mut Vec<Action>, before: usize, crc: Option<(u64, u64)>, end: u64) {
+    if plan.len() > before
+        && let Some((at, from)) = crc
+    {
+        plan.push(Action::Crc { at, from, to: end });
+    }
 }
 
 fn void_contents(
@@ -572,5 +645,26 @@ mod tests {
     #[test]
     fn crc32_matches_the_standard_check_value() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn track_names_go_and_the_tracks_crc_is_recomputed() {
+        let entry = el(
+            TRACK_ENTRY,
+            &[el(0xD7, &[1]), el(0x86, b"V_VP8"), el(TRACK_NAME, b"Pixel 8 Paris"), el(CODEC_NAME, b"PaviseCam")]
+                .concat(),
+        );
+        let mut crc = vec![0xBF, 0x84];
+        crc.extend_from_slice(&crc32(&entry).to_le_bytes());
+        let tracks = el(TRACKS, &[crc, entry].concat());
+        let file = [ebml_header("webm"), el(SEGMENT, &[tracks, el(CLUSTER, &cluster(b"frames"))].concat())].concat();
+        let (mut out, report) = scrubbed(file);
+        assert!(!contains(&out, b"Paris") && !contains(&out, b"PaviseCam"), "{report:?}");
+        assert!(contains(&out, b"V_VP8") && contains(&out, b"frames"));
+        // The CRC stored in Tracks matches what follows it.
+        let at = out.windows(2).position(|w| w == [0xBF, 0x84]).unwrap() + 2;
+        let tracks_end = out.windows(4).position(|w| w == CLUSTER.to_be_bytes()).unwrap();
+        assert_eq!(out[at..at + 4], crc32(&out[at + 4..tracks_end]).to_le_bytes());
+        assert_clean(&mut out);
     }
 }

@@ -1,21 +1,28 @@
 //! Media figures for `/metrics`: files scrubbed by format, bytes removed, refusals by
-//! reason. Atomics only; labels are formats and reasons, never anything about a member.
+//! reason, and what waiting bodies hold now (memory, temp files, temp bytes). Atomics
+//! only; labels are formats and reasons, never anything about a member.
 
 use std::{
     fmt::Write as _,
     sync::atomic::{AtomicU64, Ordering::Relaxed},
 };
 
-use super::{Format, MediaError};
+use super::{Format, MediaError, spill::Budgets};
 
 #[derive(Debug, Default)]
 pub struct MediaMetrics {
     scrubbed: [AtomicU64; Format::ALL.len()],
     bytes_removed: AtomicU64,
     refused: [AtomicU64; MediaError::REASONS.len()],
+    budgets: Option<std::sync::Arc<Budgets>>,
 }
 
 impl MediaMetrics {
+    /// Figures that also show what the spooling budgets hold.
+    pub fn with_budgets(budgets: std::sync::Arc<Budgets>) -> MediaMetrics {
+        MediaMetrics { budgets: Some(budgets), ..MediaMetrics::default() }
+    }
+
     pub fn scrubbed(&self, format: Format, bytes_removed: u64) {
         self.scrubbed[format.index()].fetch_add(1, Relaxed);
         self.bytes_removed.fetch_add(bytes_removed, Relaxed);
@@ -47,6 +54,20 @@ impl crate::metrics::MetricsSource for MediaMetrics {
         out.push_str("# TYPE pavise_media_refused_total counter\n");
         for (i, r) in MediaError::REASONS.iter().enumerate() {
             let _ = writeln!(out, "pavise_media_refused_total{{reason=\"{r}\"}} {}", self.refused[i].load(Relaxed));
+        }
+        if let Some(b) = &self.budgets {
+            let (files, disk) = b.in_use();
+            for (name, help, v) in [
+                (
+                    "pavise_media_spool_memory_bytes",
+                    "Memory held by request bodies waiting to be judged.",
+                    b.mem_in_use(),
+                ),
+                ("pavise_media_tmp_files", "Temp files in media-tmp.", files),
+                ("pavise_media_tmp_bytes", "Bytes in media-tmp.", disk),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+            }
         }
     }
 }

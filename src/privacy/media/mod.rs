@@ -8,8 +8,11 @@
 //!
 //! How, and why this way (see ../shared/METADATA.md §1.7 and §5.1):
 //! - **Sniff by magic bytes** ([`sniff`]), never by name or Content-Type: a JPEG named
-//!   `.png` is still a JPEG, and a file that is none of the formats below is refused
-//!   (plain text, such as a CSV import, is no media and passes as it came).
+//!   `.png` is still a JPEG; a format pavise knows and does not scrub ([`unsupported`]:
+//!   ASF/WMA, AIFF, AU, MPEG-TS/PS, FLV, AVI, TIFF, BMP, PSD, JPEG XL, JPEG 2000, ...)
+//!   is refused; and a part or `data:` URI that is neither media pavise scrubs nor text
+//!   ([`text`]: UTF-8 without control bytes and no text form of media such as SVG or PDF)
+//!   is refused too. Text (a caption, a CSV import) passes as it came.
 //! - **Structural removal only**: one hand-written walker per format drops or zeroes the
 //!   metadata containers and copies everything else byte for byte. No decode, no
 //!   re-encode, so pixels and samples are untouched and a 90 MB video costs milliseconds.
@@ -28,6 +31,8 @@
 //! Where files come from ([`stage`], the pipeline stage, decides with [`body`] how the
 //! instance will read a body): every `multipart/*` part ([`multipart`]), a raw body, and
 //! `data:` URIs ([`datauri`]) in JSON ([`json`]), form bodies and query strings ([`form`]).
+//! A part's head is read as every Rack reads it and written again from pavise's parse
+//! ([`part_head`]).
 //! Bodies and parts wait in memory or in counted temp files ([`spill`]).
 
 pub mod body;
@@ -35,6 +40,7 @@ pub mod datauri;
 pub mod flac;
 pub mod form;
 pub mod gif;
+pub mod icc;
 pub mod inplace;
 pub mod isobmff;
 pub mod jpeg;
@@ -44,9 +50,12 @@ pub mod metrics;
 pub mod mp3;
 pub mod multipart;
 pub mod ogg;
+pub mod part_head;
 pub mod png;
 pub mod spill;
 pub mod stage;
+pub mod text;
+pub mod unsupported;
 pub mod wav;
 pub mod webp;
 
@@ -239,9 +248,19 @@ pub struct MediaConfig {
     pub max_image: Size,
     /// Largest video or audio file accepted (Mastodon's `MAX_VIDEO_SIZE`, 99 MiB).
     pub max_video: Size,
-    /// A file part larger than this is spooled to a temp file in the data dir instead
-    /// of memory, so many concurrent uploads do not cost many times their size in RAM.
+    /// Bytes of one request held in memory while it is judged; beyond, parts of at least
+    /// `min_spill` go to temp files in the data dir (on routes that take uploads), so many
+    /// concurrent uploads do not cost many times their size in RAM.
     pub spill_threshold: Size,
+    /// A part shorter than this never gets a temp file of its own: tiny parts stay in
+    /// memory (at most `spill_threshold` + `min_spill` per request; past it, 413), so
+    /// parts cannot each cost a file.
+    pub min_spill: Size,
+    /// Memory all requests together may hold for bodies waiting to be judged; when it is
+    /// short, parts spill early or the request gets 503 with `Retry-After`.
+    pub spool_memory: Size,
+    /// One client's share of `spool_memory`.
+    pub spool_client_memory: Size,
     /// Memory all concurrent scrubs may use together; beyond it, uploads wait their turn.
     pub memory_budget: Size,
     /// Parts in one multipart body (Rack's own default, 4,096); past it, 413.
@@ -251,8 +270,13 @@ pub struct MediaConfig {
     pub max_file_parts: usize,
     /// Temp files in `<data_dir>/media-tmp` at once, across all requests; past it, 413.
     pub tmp_max_files: u64,
-    /// Bytes in `<data_dir>/media-tmp` at once, across all requests; past it, 413.
+    /// Bytes in `<data_dir>/media-tmp` at once, across all requests (and never more than
+    /// half the data dir's free space at start); past it, 413.
     pub tmp_max_bytes: Size,
+    /// One client's share of `tmp_max_files`.
+    pub tmp_client_files: u64,
+    /// One client's share of `tmp_max_bytes` (at least one file of the largest size).
+    pub tmp_client_bytes: Size,
 }
 
 impl Default for MediaConfig {
@@ -262,11 +286,16 @@ impl Default for MediaConfig {
             max_image: Size(16 << 20),
             max_video: Size(99 << 20),
             spill_threshold: Size(1 << 20),
+            min_spill: Size(64 << 10),
+            spool_memory: Size(64 << 20),
+            spool_client_memory: Size(8 << 20),
             memory_budget: Size(256 << 20),
             max_parts: 4096,
             max_file_parts: 128,
             tmp_max_files: 256,
-            tmp_max_bytes: Size(4 << 30),
+            tmp_max_bytes: Size(1 << 30),
+            tmp_client_files: 32,
+            tmp_client_bytes: Size(256 << 20),
         }
     }
 }
@@ -278,13 +307,33 @@ impl MediaConfig {
             ("media.max_parts", self.max_parts == 0),
             ("media.max_file_parts", self.max_file_parts == 0),
             ("media.tmp_max_files", self.tmp_max_files == 0),
+            ("media.tmp_client_files", self.tmp_client_files == 0),
         ] {
             if zero {
                 return Err((key, "must be at least 1".into()));
             }
         }
-        if self.tmp_max_bytes.0 < self.max_image.0.max(self.max_video.0) {
+        let largest = self.max_image.0.max(self.max_video.0);
+        if self.tmp_max_bytes.0 < largest {
             return Err(("media.tmp_max_bytes", "must hold at least one file of the largest size allowed".into()));
+        }
+        if self.tmp_client_bytes.0 < largest {
+            return Err(("media.tmp_client_bytes", "must hold at least one file of the largest size allowed".into()));
+        }
+        if self.tmp_client_bytes.0 > self.tmp_max_bytes.0 {
+            return Err(("media.tmp_client_bytes", "cannot be more than media.tmp_max_bytes".into()));
+        }
+        if self.tmp_client_files > self.tmp_max_files {
+            return Err(("media.tmp_client_files", "cannot be more than media.tmp_max_files".into()));
+        }
+        if self.spool_client_memory.0 > self.spool_memory.0 {
+            return Err(("media.spool_client_memory", "cannot be more than media.spool_memory".into()));
+        }
+        if self.spool_client_memory.0 < 64 << 10 {
+            return Err(("media.spool_client_memory", "must be at least 64KiB".into()));
+        }
+        if self.min_spill.0 > 16 << 20 {
+            return Err(("media.min_spill", "must be at most 16MiB".into()));
         }
         Ok(())
     }
@@ -317,17 +366,14 @@ pub fn sniff(b: &[u8]) -> Result<Format, MediaError> {
     if starts(b"fLaC") {
         return Ok(Format::Flac);
     }
-    if starts(b"II*\0") || starts(b"MM\0*") {
-        return Err(MediaError::Unsupported("TIFF (and camera raw)"));
-    }
-    if starts(&[0xFF, 0x0A]) || starts(b"\0\0\0\x0cJXL ") {
-        return Err(MediaError::Unsupported("JPEG XL"));
-    }
     if let Some(kind) = isobmff::sniff(b) {
         return kind;
     }
     if matroska::sniff(b) {
         return Ok(Format::Matroska);
+    }
+    if let Some(what) = unsupported::sniff(b) {
+        return Err(MediaError::Unsupported(what));
     }
     // ID3v2 names its major version (2 to 4) next: text that starts "ID3" is not a tag.
     let id3 = starts(b"ID3") && b.get(3).is_some_and(|v| (2..=4).contains(v));
@@ -562,5 +608,11 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().0, "media.max_parts");
         let c: MediaConfig = toml::from_str("tmp_max_bytes = \"1MiB\"").unwrap();
         assert_eq!(c.validate().unwrap_err().0, "media.tmp_max_bytes");
+        let c: MediaConfig = toml::from_str("tmp_client_bytes = \"2GiB\"").unwrap();
+        assert_eq!(c.validate().unwrap_err().0, "media.tmp_client_bytes");
+        let c: MediaConfig = toml::from_str("tmp_client_files = 300").unwrap();
+        assert_eq!(c.validate().unwrap_err().0, "media.tmp_client_files");
+        let c: MediaConfig = toml::from_str("spool_client_memory = \"1GiB\"").unwrap();
+        assert_eq!(c.validate().unwrap_err().0, "media.spool_client_memory");
     }
 }

@@ -5,7 +5,10 @@
 //! the edit. Rather than chase names, the walker keeps an allow-list of ancillary chunks
 //! that only describe pixels (colour, transparency, animation) and drops every other
 //! ancillary chunk. An unknown *critical* chunk (uppercase first letter) is refused: a
-//! decoder could not draw the image either. Nothing after IEND is kept.
+//! decoder could not draw the image either. Nothing after IEND is kept. An `iCCP` colour
+//! profile is inflated, stripped of everything that is not colour ([`super::icc`]),
+//! and deflated again under the keyword `ICC Profile` (the keyword is free text too); one
+//! that does not inflate or parse is dropped.
 
 use super::{Format, MediaError, Report, be32, fourcc};
 
@@ -66,11 +69,59 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
             _ if critical => {
                 return Err(MediaError::malformed(F, format!("unknown critical chunk {}", fourcc(kind))));
             }
+            b"iCCP" => keep_iccp(whole, &mut out, report),
             _ if KEEP.iter().any(|k| k.as_slice() == kind) => out.extend_from_slice(whole),
             _ => report.remove(chunk_name(kind, whole), whole.len() as u64),
         }
         pos = end;
     }
+}
+
+/// Profiles larger than this are no colour profile a photo needs.
+const MAX_ICC: u64 = 4 << 20;
+const ICC_KEYWORD: &[u8] = b"ICC Profile";
+
+/// `iCCP`: keyword, NUL, compression method 0, a zlib stream of the profile.
+fn keep_iccp(whole: &[u8], out: &mut Vec<u8>, report: &mut Report) {
+    use std::io::{Read as _, Write as _};
+    let data = &whole[8..whole.len() - 4];
+    let Some(nul) = data.iter().position(|&b| b == 0) else {
+        return report.remove("iCCP chunk (unreadable)", whole.len() as u64);
+    };
+    let (keyword, rest) = (&data[..nul], &data[nul + 1..]);
+    if rest.first() != Some(&0) {
+        return report.remove("iCCP chunk (unknown compression)", whole.len() as u64);
+    }
+    let mut profile = Vec::new();
+    let inflated = flate2::read::ZlibDecoder::new(&rest[1..]).take(MAX_ICC + 1).read_to_end(&mut profile);
+    if inflated.is_err() || profile.len() as u64 > MAX_ICC {
+        return report.remove("iCCP chunk (does not inflate)", whole.len() as u64);
+    }
+    let changed = match super::icc::blank(&mut profile) {
+        Ok(n) => n,
+        Err(e) => return report.remove(format!("iCCP chunk ({e})"), whole.len() as u64),
+    };
+    if changed == 0 && keyword == ICC_KEYWORD {
+        out.extend_from_slice(whole);
+        return;
+    }
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    if z.write_all(&profile).is_err() {
+        return report.remove("iCCP chunk (does not deflate)", whole.len() as u64);
+    }
+    let Ok(deflated) = z.finish() else {
+        return report.remove("iCCP chunk (does not deflate)", whole.len() as u64);
+    };
+    let mut body = b"iCCP".to_vec();
+    body.extend_from_slice(ICC_KEYWORD);
+    body.extend_from_slice(&[0, 0]);
+    body.extend_from_slice(&deflated);
+    let mut crc = flate2::Crc::new();
+    crc.update(&body);
+    out.extend_from_slice(&((body.len() - 4) as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc.sum().to_be_bytes());
+    report.remove("iCCP profile name, device, description and text tags", changed.max(1));
 }
 
 fn chunk_name(kind: &[u8], whole: &[u8]) -> String {
@@ -103,10 +154,14 @@ mod tests {
 
     #[test]
     fn drops_text_and_exif_even_after_idat() {
+        use std::io::Write as _;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&crate::privacy::media::icc::sample_profile()).unwrap();
+        let iccp = [&b"Marker-X1 display\0\0"[..], &z.finish().unwrap()].concat();
         let mut png = SIGNATURE.to_vec();
         for c in [
             chunk(b"IHDR", &[0; 13]),
-            chunk(b"iCCP", b"icc"),
+            chunk(b"iCCP", &iccp),
             chunk(b"iTXt", b"XML:com.adobe.xmp\0GPS"),
             chunk(b"IDAT", b"pixels"),
             chunk(b"eXIf", b"MM\0*GPS"),
@@ -119,7 +174,12 @@ mod tests {
         let out = scrub(&png, &mut r).unwrap();
         assert!(!out.windows(3).any(|w| w == b"GPS"));
         assert!(out.windows(4).any(|w| w == b"iCCP"));
-        assert_eq!(r.removed.len(), 3, "{r:?}");
+        assert!(out.windows(12).any(|w| w == b"ICC Profile\0"), "the profile kept, under a neutral name");
+        assert!(!out.windows(9).any(|w| w == b"Marker-X1"));
+        assert_eq!(r.removed.len(), 4, "{r:?}");
+        let mut again = Report::default();
+        assert_eq!(scrub(&out, &mut again).unwrap(), out);
+        assert!(again.removed.is_empty(), "{again:?}");
         assert!(scrub(&png[..png.len() - 20], &mut Report::default()).is_err());
     }
 }

@@ -12,7 +12,9 @@
 //!   `audio/*` body (which must be media pavise can scrub).
 //!
 //! Federation deliveries (`RouteClass::Inbox`) are signed JSON and are never touched:
-//! changing one byte would break their signature. A request with no body and no query
+//! changing one byte would break their signature. A multipart body there is refused
+//! (415): no server delivers one, and Rack would still write its file parts, unread by
+//! pavise, to the instance's temp dir when Rails reads the params. A request with no body and no query
 //! string costs two checks.
 //!
 //! A refused file ends the request with 422 and a Mastodon-style `{"error": ...}` that
@@ -40,18 +42,23 @@ use super::{
     MediaMetrics,
     body::{BodyKind, encoding_refusal},
     datauri::{self, Content},
-    multipart::{MultipartError, Scrubber, Segment, TextBody, segments_body},
-    spill::{HEAD, Spooled},
+    multipart::{MultipartError, Scrubber, Segment, TextBody, held_in_memory, segments_body},
+    spill::{HEAD, RequestMem, Spooled},
+    text::Charset,
 };
 use crate::{
     config::Config,
     proxy::{
-        Body, BoxError, Flow, ProxyError, Request, RequestCtx, RouteClass, Stage, StageFuture, error::json_error, full,
+        Body, BoxError, Flow, ProxyError, Request, RequestCtx, Route, RouteClass, Stage, StageFuture,
+        error::json_error, full,
     },
 };
 
 pub struct MediaStage {
     scrubber: Scrubber,
+    /// Whether pseudonyms tell clients apart (not in `drop` mode), so that each gets its
+    /// share of the spooling budgets.
+    per_client: bool,
 }
 
 type Parts = http::request::Parts;
@@ -59,14 +66,17 @@ type Parts = http::request::Parts;
 impl MediaStage {
     /// Prepares `<data_dir>/media-tmp` (emptied of anything a crash left behind).
     pub fn new(config: &Config) -> std::io::Result<MediaStage> {
-        Ok(MediaStage { scrubber: Scrubber::new(config.file.media.clone(), &config.file.data_dir)? })
+        Ok(MediaStage {
+            scrubber: Scrubber::new(config.file.media.clone(), &config.file.data_dir)?,
+            per_client: config.file.client_ip.mode != crate::config::ClientIpMode::Drop,
+        })
     }
 
     pub fn metrics(&self) -> Arc<MediaMetrics> {
         self.scrubber.metrics.clone()
     }
 
-    async fn handle(&self, req: Request) -> Result<Flow, ProxyError> {
+    async fn handle(&self, ctx: &RequestCtx, req: Request) -> Result<Flow, ProxyError> {
         let (mut parts, body) = req.into_parts();
         if let Some(query) = parts.uri.query() {
             match self.scrubber.rewrite_text_now(query.as_bytes(), TextBody::Form) {
@@ -85,9 +95,16 @@ impl MediaStage {
         let (boundary, subtype) = match kind {
             BodyKind::Multipart { boundary, subtype } => (boundary, subtype),
             BodyKind::Unreadable(why) => return Err(ProxyError::BadRequest(why.to_owned())),
-            kind => return self.single(parts, body, kind).await,
+            kind => {
+                // One body is at most one file, whatever the route.
+                let mem = self.scrubber.request(self.client(ctx), true);
+                return self.single(parts, body, kind, mem).await;
+            }
         };
-        match self.scrubber.rewrite_multipart(body, &boundary, &subtype).await {
+        // Parts go to temp files only where the instance takes uploads; elsewhere a
+        // multipart body is judged in memory, and a large one is refused.
+        let mut mem = self.scrubber.request(self.client(ctx), takes_uploads(&ctx.route));
+        match self.scrubber.rewrite_multipart(body, &boundary, &subtype, &mut mem).await {
             Ok(r) => {
                 for (field, format, report) in &r.files {
                     tracing::debug!(
@@ -98,21 +115,25 @@ impl MediaStage {
                         "scrubbed upload"
                     );
                 }
-                Ok(forward(parts, r.segments, r.len, Some(&r.content_type)))
+                Ok(forward(parts, r.segments, r.len, Some(&r.content_type), mem))
             }
             Err(e) => refusal(e),
         }
     }
 
+    fn client(&self, ctx: &RequestCtx) -> Option<std::net::IpAddr> {
+        self.per_client.then_some(ctx.pseudonym)
+    }
+
     /// A body that is one thing: media, JSON, a form, or something else.
-    async fn single(&self, parts: Parts, body: Body, kind: BodyKind) -> Result<Flow, ProxyError> {
+    async fn single(&self, parts: Parts, body: Body, kind: BodyKind, mut mem: RequestMem) -> Result<Flow, ProxyError> {
         let (head, body) = match peek(body).await {
             Ok(p) => p,
             Err(e) => return refusal(e),
         };
-        let media = matches!(datauri::content_of(&head), Content::Media(_) | Content::Refused(_));
+        let media = matches!(datauri::content_of(&head, Charset::Utf8), Content::Media(_) | Content::Refused(_));
         if media || kind == BodyKind::DeclaredMedia {
-            return match self.scrubber.scrub_body(body).await {
+            return match self.scrubber.scrub_body(body, &mut mem).await {
                 Ok(done) => {
                     tracing::debug!(
                         format = done.format.name(),
@@ -120,7 +141,7 @@ impl MediaStage {
                         "scrubbed raw upload"
                     );
                     let len = done.segment.len();
-                    Ok(forward(parts, vec![done.segment], len, None))
+                    Ok(forward(parts, vec![done.segment], len, None, mem))
                 }
                 Err(e) => refusal(e),
             };
@@ -130,36 +151,46 @@ impl MediaStage {
             BodyKind::Form => TextBody::Form,
             _ => return Ok(Flow::Continue(Request::from_parts(parts, body))),
         };
-        let spooled = match self.scrubber.collect(body, u64::MAX).await {
+        let spooled = match self.scrubber.collect(body, u64::MAX, &mut mem).await {
             Ok(s) => s,
             Err(e) => return refusal(e),
         };
         match self.scrubber.rewrite_text(&spooled, text).await {
             Ok(Some(new)) => {
                 let len = new.len() as u64;
-                Ok(forward(parts, vec![Segment::Mem(Bytes::from(new))], len, None))
+                mem.replace(held_in_memory(&spooled), len);
+                drop(spooled);
+                Ok(forward(parts, vec![Segment::Mem(Bytes::from(new))], len, None, mem))
             }
             Ok(None) => {
                 let len = spooled.len();
                 let segment = match spooled {
-                    Spooled::Mem(v) => Segment::Mem(Bytes::from(v)),
+                    Spooled::Mem(v) => Segment::Mem(v.into_bytes()),
                     Spooled::File(f, n, _) => Segment::File(f, n),
                 };
-                Ok(forward(parts, vec![segment], len, None))
+                Ok(forward(parts, vec![segment], len, None, mem))
             }
             Err(e) => refusal(e),
         }
     }
 }
 
-/// The request with its new body, framed by an exact `Content-Length`.
-fn forward(mut parts: Parts, segments: Vec<Segment>, len: u64, content_type: Option<&str>) -> Flow {
+/// Whether the instance takes file uploads on this route: media, avatar and header,
+/// the web UI's profile, imports and admin forms (branding, emoji, domain-block imports).
+pub fn takes_uploads(route: &Route) -> bool {
+    let path = route.path.as_str();
+    route.class == RouteClass::MediaUpload || path.starts_with("/settings/") || path.starts_with("/admin/")
+}
+
+/// The request with its new body, framed by an exact `Content-Length`; the memory it
+/// holds stays charged until the body has gone.
+fn forward(mut parts: Parts, segments: Vec<Segment>, len: u64, content_type: Option<&str>, mem: RequestMem) -> Flow {
     if let Some(ct) = content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
         parts.headers.insert(header::CONTENT_TYPE, ct);
     }
     parts.headers.remove(header::TRANSFER_ENCODING);
     parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    let body = if len == 0 { full(Bytes::new()) } else { segments_body(segments) };
+    let body = if len == 0 { full(Bytes::new()) } else { segments_body(segments, Some(mem.into_charge())) };
     Flow::Continue(Request::from_parts(parts, body))
 }
 
@@ -179,8 +210,14 @@ fn refusal(e: MultipartError) -> Result<Flow, ProxyError> {
         }
         MultipartError::Body(guard) => Err(guard),
         MultipartError::TooMany(msg) => respond(StatusCode::PAYLOAD_TOO_LARGE, &msg),
+        MultipartError::Exhausted(e) if e.is_transient() => {
+            tracing::warn!(error = %e, "memory for waiting bodies is short");
+            let mut resp = json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            Ok(Flow::Respond(resp))
+        }
         MultipartError::Exhausted(e) => {
-            tracing::warn!(error = %e, "media temp space cap reached");
+            tracing::warn!(error = %e, "media spooling cap reached");
             respond(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
         }
         MultipartError::Encoding(msg) => respond(StatusCode::UNSUPPORTED_MEDIA_TYPE, &msg),
@@ -270,10 +307,22 @@ impl Stage for MediaStage {
     fn on_request<'a>(&'a self, ctx: &'a mut RequestCtx, req: Request) -> StageFuture<'a, Result<Flow, ProxyError>> {
         Box::pin(async move {
             // Signed deliveries are never changed; a request with nothing to read passes.
-            if ctx.route.class == RouteClass::Inbox || (req.uri().query().is_none() && req.body().is_end_stream()) {
+            if ctx.route.class == RouteClass::Inbox {
+                let multipart =
+                    matches!(BodyKind::of(req.headers()), BodyKind::Multipart { .. } | BodyKind::Unreadable(_));
+                if multipart && !req.body().is_end_stream() {
+                    let why = "deliveries to an inbox are JSON; a multipart body is not accepted";
+                    return Ok(Flow::Respond(json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, why)));
+                }
                 return Ok(Flow::Continue(req));
             }
-            self.handle(req).await
+            if req.uri().query().is_none() && req.body().is_end_stream() {
+                return Ok(Flow::Continue(req));
+            }
+            // What is spooled in memory (up to the spill threshold) is charged to the
+            // relay's body budget too, like every body a stage holds (proxy::budget).
+            let req = req.map(|body| ctx.hold_body(body, self.scrubber.config.spill_threshold.0));
+            self.handle(ctx, req).await
         })
     }
 }

@@ -113,7 +113,7 @@ async fn verify_with(verifier: &Verifier, h: &HeaderMap, path: &str, body: &[u8]
         Err(why) => return Verdict::Unverified(why),
     };
     let req = Signed { method: &Method::POST, uri: &uri, headers: h, host: "local.example", https: true, body };
-    verifier.verify(&by, &req, at).await
+    verifier.verify(&by, &req, at, None).await
 }
 
 fn verified() -> Verdict {
@@ -267,10 +267,45 @@ async fn a_mastodon_delivery_verifies_and_each_forgery_fails_for_its_reason() {
     let mut md5 = good.clone();
     md5.insert("digest", "MD5=abc".parse().unwrap());
     assert_eq!(verify_with(&verifier, &md5, "/inbox", BODY, now()).await, Verdict::Unverified(Rejection::Digest));
+    // A covered `date` with no Date header: no time at all. Mastodon may take it, so it is
+    // not "refused", only too weak to count.
+    let mut timeless = good.clone();
+    timeless.remove("date");
+    assert_eq!(verify_with(&verifier, &timeless, "/inbox", BODY, now()).await, Verdict::Unverified(Rejection::Weak));
     // The first fetch, and one more for the first bad signature (the actor might have
     // rotated its key); the stale, digest and coverage failures cost none: cheap checks
     // come before the key.
     assert_eq!(fetcher.fetches(), 2);
+}
+
+#[test]
+fn only_what_the_instance_refuses_is_called_refused() {
+    let refused: Vec<Rejection> = Rejection::ALL.into_iter().filter(|r| r.instance_refuses()).collect();
+    assert_eq!(
+        refused,
+        [Rejection::Unsigned, Rejection::Stale, Rejection::Digest, Rejection::ForeignHost, Rejection::DomainBlocked]
+    );
+}
+
+#[tokio::test]
+async fn a_fetch_the_budget_does_not_admit_is_not_cached_as_a_failure() {
+    let fetcher = Fixed::new(TEST_KEY_PEM);
+    let budget =
+        crate::shield::budget::FetchBudget::new((1, Duration::from_secs(3600)), (100, Duration::from_secs(60)));
+    let verifier = Verifier::new(fetcher.clone(), 100, Duration::from_secs(60)).with_budget(budget);
+    let good = mastodon_delivery(now(), BODY, "/inbox");
+    let uri: Uri = "/inbox".parse().unwrap();
+    let by = parse(&good).unwrap();
+    let req =
+        Signed { method: &Method::POST, uri: &uri, headers: &good, host: "local.example", https: true, body: BODY };
+    // Client 1 spends its one fetch on another key; client 1 again: not admitted.
+    let mut other = good.clone();
+    other.insert("signature", good["signature"].to_str().unwrap().replace("#main-key", "#other").parse().unwrap());
+    let other_by = parse(&other).unwrap();
+    assert_ne!(verifier.verify(&other_by, &req, now(), Some(1)).await, Verdict::Unverified(Rejection::FetchRefused));
+    assert_eq!(verifier.verify(&by, &req, now(), Some(1)).await, Verdict::Unverified(Rejection::FetchRefused));
+    // Another client's delivery of the same key is fetched: nothing bad was cached.
+    assert_eq!(verifier.verify(&by, &req, now(), Some(2)).await, verified());
 }
 
 #[tokio::test]

@@ -1,0 +1,610 @@
+//! The inbox path, phase by phase, cheapest first:
+//!
+//! 1. the client-keyed `[[limit]]` rules, before the body is read or any key fetched;
+//! 2. the body, exactly as received (≤ 1 MiB);
+//! 3. what the instance will refuse anyway — another `Host`, no signature, a signature
+//!    outside its window or over another body — is forwarded as it is, costing nothing
+//!    more: no parse, no key fetch, no lookup;
+//! 4. a replayed signature gets the first copy's answer;
+//! 5. the body read as the instance reads it ([`super::document`], [`super::mention`]; on
+//!    the blocking pool when large), the key fetched within its budgets and the
+//!    signature verified, the signer's domain checked against the instance's blocks;
+//! 6. the signer-keyed `[[limit]]` rules;
+//! 7. unverifiable-now deliveries that address a member are held, whatever the shields;
+//!    verified ones meet familiarity, follows, the wave detector, the hellthread rule and
+//!    the per-delivery deferral cap, in that order.
+
+use std::{
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::{Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+
+use super::{
+    AcceptedFrom, Active, MAX_DELIVERY, MAX_ID_LOOKUPS, Outcome, Rules, Shield, Tally,
+    accounts::{self, Key},
+    document::{self, Reading},
+    mention::{self, Addressed, InboxPath, LocalHosts, LocalRef},
+    ns,
+    policy::{WaveAction, WavePolicy},
+    quarantine::{ANY_SHIELDED, Hold, HoldRequest},
+    signature::{self, Rejection, SignedBy, Verdict},
+    too_many, wave,
+};
+use crate::{
+    proxy::{Flow, OnBehalfOf, ProxyError, Request, RequestCtx, Response, RouteClass, error::json_error},
+    store::now_ms,
+};
+
+/// One inbox delivery as the shield sees it, once examined.
+pub(super) struct Delivery {
+    parts: http::request::Parts,
+    body: Bytes,
+    /// The body as the instance reads it (None: never read, the instance refuses it).
+    reading: Option<Reading>,
+    /// Whom it addresses (read with the body).
+    addressed: Addressed,
+    verdict: Verdict,
+    /// A replayed signature: what became of its first copy.
+    replay: Option<Outcome>,
+    /// The signature's replay key, to record this delivery's outcome under.
+    signature_key: Option<u64>,
+    /// For the tallies: the verified domain, or what an unverified one claimed.
+    domain_label: String,
+    /// The connecting client (keyed hash): whose share of the quarantine an unverified
+    /// delivery uses.
+    client: u64,
+    /// Whom the instance reads pavise does because of this delivery are for: the sending
+    /// server's pseudonym, so the instance's own throttles count them (issue 16, F4).
+    behalf: OnBehalfOf,
+}
+
+/// Reads the body whole (its digest covers every byte), capped at Mastodon's own limit
+/// and charged to the relay's body budget like every body a stage holds.
+async fn read_body(ctx: &RequestCtx, req: Request) -> Result<(http::request::Parts, Bytes), ProxyError> {
+    let (parts, body) = req.into_parts();
+    let cap = MAX_DELIVERY as u64;
+    let body = crate::proxy::budget::read_whole(ctx.hold_body(body, cap), cap).await?;
+    Ok((parts, body))
+}
+
+/// Reads a body and whom it addresses; large bodies on the blocking pool, so that no async
+/// worker is tied up by one delivery.
+async fn read_document(body: &Bytes, locals: &LocalHosts) -> (Reading, Addressed) {
+    let work = |body: &[u8], locals: &LocalHosts| {
+        let reading = document::read(body);
+        let addressed = match &reading {
+            Reading::Exact(doc) => mention::read(doc, locals),
+            Reading::Opaque(_) => Addressed { opaque: true, ..Addressed::default() },
+        };
+        (reading, addressed)
+    };
+    if body.len() <= document::INLINE_LIMIT {
+        return work(body, locals);
+    }
+    let (body, locals) = (body.clone(), locals.clone());
+    tokio::task::spawn_blocking(move || work(&body, &locals)).await.unwrap_or_else(|_| {
+        (Reading::Opaque(document::Unreadable::NotStrictJson), Addressed { opaque: true, ..Addressed::default() })
+    })
+}
+
+fn deferral(wave: &WavePolicy) -> Response {
+    let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
+    let secs = wave.retry_after.as_secs().max(1);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// A key fetch that was not admitted: try again in a while (the budgets refill).
+fn fetch_later() -> Response {
+    let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    resp
+}
+
+fn accepted() -> Response {
+    let mut resp = Response::new(crate::proxy::empty());
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    resp
+}
+
+impl Shield {
+    pub(super) async fn inbox(
+        &self,
+        ctx: &mut RequestCtx,
+        req: Request,
+        active: Arc<Active>,
+        inbox: InboxPath,
+    ) -> Result<Flow, ProxyError> {
+        // 1. Limits that need no signature: before the body, before any fetch.
+        let request_parts = (req.method(), ctx.route.path.as_str(), req.headers());
+        if let Err(denied) =
+            self.check_limits(&active, RouteClass::Inbox, request_parts, ctx.pseudonym, None, Rules::Local)
+        {
+            self.stats.limited.fetch_add(1, Relaxed);
+            return Ok(Flow::Respond(too_many(&denied)));
+        }
+        // 2–5.
+        let (parts, body) = read_body(ctx, req).await?;
+        let d = self.examine(ctx, parts, body).await;
+        // 6.
+        let request_parts = (&d.parts.method, ctx.route.path.as_str(), &d.parts.headers);
+        if let Err(denied) =
+            self.check_limits(&active, RouteClass::Inbox, request_parts, ctx.pseudonym, Some(&d.verdict), Rules::Signer)
+        {
+            self.stats.limited.fetch_add(1, Relaxed);
+            Self::tally(&self.domain_tallies, &d.domain_label).limited.fetch_add(1, Relaxed);
+            if let Some(key) = d.signature_key {
+                self.seen_signatures.insert(key, Outcome::Deferred);
+            }
+            return Ok(Flow::Respond(too_many(&denied)));
+        }
+        let wave = &active.policy.wave;
+        // 7.
+        let signature_key = d.signature_key;
+        let (flow, outcome) = match (&d.verdict, d.replay) {
+            _ if !wave.enabled => (self.forward(ctx, d), Outcome::Forwarded),
+            (_, Some(first)) => self.replayed(d, first, wave),
+            (Verdict::Unverified(why), None) if why.instance_refuses() => (self.forward(ctx, d), Outcome::Forwarded),
+            (Verdict::Unverified(_), None) => self.unverifiable(ctx, d, &inbox, wave).await,
+            (Verdict::Verified { .. }, None) => self.verified(ctx, d, &inbox, &active).await?,
+        };
+        if let Some(key) = signature_key {
+            self.seen_signatures.insert(key, outcome);
+        }
+        Ok(flow)
+    }
+
+    /// Phases 2–5: what the delivery is, as cheaply as that can be told.
+    async fn examine(&self, ctx: &RequestCtx, parts: http::request::Parts, body: Bytes) -> Delivery {
+        let client = self.hasher.hash(ns::CLIENT, ctx.pseudonym);
+        let mut d = Delivery {
+            parts,
+            body,
+            reading: None,
+            addressed: Addressed::default(),
+            verdict: Verdict::Unverified(Rejection::Unsigned),
+            replay: None,
+            signature_key: None,
+            domain_label: "(unsigned)".to_owned(),
+            client,
+            behalf: OnBehalfOf::Client(ctx.pseudonym),
+        };
+        let host = ctx.host.as_deref().unwrap_or("");
+        // Rails refuses any other Host: a delivery signed for another instance (relayed
+        // here by it) is not this instance's, whoever signed it.
+        if !self.domains.accepts_host(host) {
+            d.domain_label = "(another host)".to_owned();
+            d.verdict = self.count(Verdict::Unverified(Rejection::ForeignHost));
+            return d;
+        }
+        let by = signature::parse(&d.parts.headers);
+        let now = SystemTime::now();
+        let early = match &by {
+            Err(why) => Some(*why),
+            Ok(by) => {
+                d.domain_label = format!("{} (unverified)", by.domain);
+                let signed = signed_parts(&d.parts, host, &d.body);
+                signature::check_request(by, &signed, now).err()
+            }
+        };
+        if let Some(why) = early
+            && why.instance_refuses()
+        {
+            d.verdict = self.count(Verdict::Unverified(why));
+            return d;
+        }
+        // A replay (the very same signature, over the very same body) is not a new delivery.
+        if early.is_none()
+            && let Ok(by) = &by
+        {
+            let key = self.hasher.hash(ns::SIGNATURE, (&by.key_id, signature_bytes(by)));
+            let mut fresh = false;
+            let first = self.seen_signatures.get_with(key, || {
+                fresh = true;
+                Outcome::Pending
+            });
+            if !fresh {
+                d.replay = Some(first);
+                d.verdict = self.count(Verdict::Unverified(Rejection::Replayed));
+                return d;
+            }
+            d.signature_key = Some(key);
+        }
+        let (reading, addressed) = read_document(&d.body, self.domains.locals()).await;
+        d.addressed = addressed;
+        let verdict = match (early, &by) {
+            (Some(why), _) => Verdict::Unverified(why),
+            (None, Err(why)) => Verdict::Unverified(*why),
+            (None, Ok(by)) => {
+                let signed = signed_parts(&d.parts, host, &d.body);
+                match self.verifier.verify(by, &signed, now, Some(client)).await {
+                    Verdict::Verified { actor, domain } => {
+                        // Mastodon processes an activity as the signer's only when it names
+                        // the signer as its actor (or names none); another actor's needs a
+                        // Linked Data signature pavise does not check, so it proves nothing.
+                        let named = match &reading {
+                            Reading::Exact(doc) => doc.get("actor").and_then(mention::id_of),
+                            Reading::Opaque(_) => None,
+                        };
+                        if named.is_some_and(|a| a != actor) {
+                            Verdict::Unverified(Rejection::ForeignActor)
+                        } else if self.blocks.is_blocked(&domain) {
+                            d.domain_label = format!("{domain} (suspended)");
+                            Verdict::Unverified(Rejection::DomainBlocked)
+                        } else {
+                            d.domain_label.clone_from(&domain);
+                            Verdict::Verified { actor, domain }
+                        }
+                    }
+                    other => other,
+                }
+            }
+        };
+        d.reading = Some(reading);
+        d.verdict = self.count(verdict);
+        d
+    }
+
+    /// Verifies a signed GET (authorized fetch) for the per-signer limits.
+    pub(super) async fn verify_fetch(&self, ctx: &RequestCtx, parts: &http::request::Parts) -> Verdict {
+        let host = ctx.host.as_deref().unwrap_or("");
+        if !self.domains.accepts_host(host) {
+            return self.count(Verdict::Unverified(Rejection::ForeignHost));
+        }
+        let verdict = match signature::parse(&parts.headers) {
+            Err(why) => Verdict::Unverified(why),
+            Ok(by) => {
+                let signed = signed_parts(parts, host, b"");
+                let client = self.hasher.hash(ns::CLIENT, ctx.pseudonym);
+                match self.verifier.verify(&by, &signed, SystemTime::now(), Some(client)).await {
+                    Verdict::Verified { domain, .. } if self.blocks.is_blocked(&domain) => {
+                        Verdict::Unverified(Rejection::DomainBlocked)
+                    }
+                    v => v,
+                }
+            }
+        };
+        self.count(verdict)
+    }
+
+    /// Forwards the delivery as it came; a verified one is watched: if the instance accepts
+    /// it, its sender was seen delivering.
+    fn forward(&self, ctx: &mut RequestCtx, d: Delivery) -> Flow {
+        self.stats.passed.fetch_add(1, Relaxed);
+        if let Verdict::Verified { actor, .. } = d.verdict {
+            ctx.extensions.insert(AcceptedFrom(actor));
+        }
+        Flow::Continue(Request::from_parts(d.parts, crate::proxy::full(d.body)))
+    }
+
+    /// A replayed signature: the first copy's answer.
+    fn replayed(&self, d: Delivery, first: Outcome, wave: &WavePolicy) -> (Flow, Outcome) {
+        match first {
+            Outcome::Forwarded => {
+                self.stats.passed.fetch_add(1, Relaxed);
+                (Flow::Continue(Request::from_parts(d.parts, crate::proxy::full(d.body))), first)
+            }
+            Outcome::Held => (Flow::Respond(accepted()), first),
+            Outcome::Deferred | Outcome::Pending => {
+                self.stats.deferred.fetch_add(1, Relaxed);
+                (Flow::Respond(deferral(wave)), first)
+            }
+        }
+    }
+
+    /// The local accounts (or [`ANY_SHIELDED`]) a delivery addresses, including the owner
+    /// of a personal inbox it carries a post to. Ids are looked up only when `lookups`.
+    async fn targets_of(&self, d: &Delivery, inbox: &InboxPath, lookups: bool) -> (Vec<String>, bool) {
+        let mut refs: Vec<LocalRef> = d.addressed.local.clone();
+        // A post delivered to a member's own inbox reaches the member whatever its
+        // addressing (Mastodon's `delivered_to_account_id` silent mention); an unreadable
+        // body there may be one.
+        let post = match &d.reading {
+            Some(Reading::Exact(doc)) => mention::carries_a_post(doc),
+            _ => true,
+        };
+        if let InboxPath::Personal(owner) = inbox
+            && post
+            && !refs.contains(owner)
+        {
+            refs.push(owner.clone());
+        }
+        let host = self.domains.primary().unwrap_or("");
+        let mut names: Vec<String> = Vec::with_capacity(refs.len());
+        let mut any = d.addressed.opaque;
+        let mut looked_up = 0;
+        for r in &refs {
+            let key = match r {
+                LocalRef::Name(name) => Key::Member(name.clone()),
+                // Only verified deliveries are worth a question to the instance.
+                _ if !lookups => Key::Unknown,
+                LocalRef::Id(id) if looked_up >= MAX_ID_LOOKUPS => Key::Member(accounts::unnamed(*id)),
+                LocalRef::StatusOwner(_) if looked_up >= MAX_ID_LOOKUPS => Key::Unknown,
+                _ => {
+                    looked_up += 1;
+                    self.accounts.key(r, host, d.behalf).await
+                }
+            };
+            match key {
+                Key::Member(name) if !names.contains(&name) => names.push(name),
+                Key::Member(_) | Key::Nobody => {}
+                Key::Unknown => any = true,
+            }
+        }
+        (names, any)
+    }
+
+    /// A delivery pavise cannot verify now, but the instance may accept: if it addresses a
+    /// member it is held (202), whatever the shields say — so it cannot probe them — and
+    /// released at once when no shield covers it; it never counts toward a wave.
+    async fn unverifiable(
+        &self,
+        ctx: &RequestCtx,
+        d: Delivery,
+        inbox: &InboxPath,
+        wave: &WavePolicy,
+    ) -> (Flow, Outcome) {
+        let (mut targets, any) = self.targets_of(&d, inbox, false).await;
+        if any {
+            targets.push(ANY_SHIELDED.to_owned());
+        }
+        if targets.is_empty() {
+            return (self.forward_plain(d), Outcome::Forwarded);
+        }
+        // Not fetched now (the client's or the host's budget, or a busy fetcher): come back
+        // later — an answer that depends on the budget, never on a shield.
+        if d.verdict == Verdict::Unverified(Rejection::FetchRefused) {
+            self.stats.deferred.fetch_add(1, Relaxed);
+            return (Flow::Respond(fetch_later()), Outcome::Deferred);
+        }
+        // A hellthread is deferred like a verified one's: its deferral ends first (or its
+        // signature window closes).
+        let hellthread = wave.hellthread > 0 && d.addressed.total > wave.hellthread;
+        let not_before = hellthread.then(|| now_ms() + wave.shield_for.as_millis() as u64);
+        let share = (d.client, 0);
+        match self.hold(ctx, &d, targets.clone(), None, share, not_before).await {
+            Ok(Hold::Held(_)) => {
+                self.stats.held_unverified.fetch_add(1, Relaxed);
+                if not_before.is_none() && !self.held_back(&targets, None, Instant::now()) {
+                    self.release_soon.notify_one();
+                }
+                (Flow::Respond(accepted()), Outcome::Held)
+            }
+            Ok(Hold::Full) => {
+                self.stats.deferred.fetch_add(1, Relaxed);
+                (Flow::Respond(deferral(wave)), Outcome::Deferred)
+            }
+            Err(e) => (Flow::Respond(store_failed(&e)), Outcome::Deferred),
+        }
+    }
+
+    fn forward_plain(&self, d: Delivery) -> Flow {
+        self.stats.passed.fetch_add(1, Relaxed);
+        Flow::Continue(Request::from_parts(d.parts, crate::proxy::full(d.body)))
+    }
+
+    /// A verified delivery: familiarity, follows, the wave, hellthreads, deferral.
+    async fn verified(
+        &self,
+        ctx: &mut RequestCtx,
+        d: Delivery,
+        inbox: &InboxPath,
+        active: &Active,
+    ) -> Result<(Flow, Outcome), ProxyError> {
+        let wave = &active.policy.wave;
+        let (actor, domain) = match &d.verdict {
+            Verdict::Verified { actor, domain } => (actor.clone(), domain.clone()),
+            Verdict::Unverified(_) => return Ok((self.forward(ctx, d), Outcome::Forwarded)),
+        };
+        if self.familiar.is_familiar(&actor, now_ms(), wave.familiar_after).await {
+            return Ok((self.forward(ctx, d), Outcome::Forwarded));
+        }
+        let (accounts, any) = self.targets_of(&d, inbox, true).await;
+        let now = Instant::now();
+        let host = self.domains.primary().unwrap_or("").to_owned();
+        if let Some(Reading::Exact(doc)) = &d.reading
+            && let Some(member) = super::follows::accept_hint(doc, self.domains.locals())
+            && self.waves.shield_until(&member, now).is_some()
+        {
+            // Only a hint: the instance's collection is read again, and only it is believed.
+            self.follows.hint(&member, &host);
+        }
+        // A member's own follows are wanted by that member: never counted, never deferred.
+        let mut followed_by_any = false;
+        let mut strangers_to = Vec::with_capacity(accounts.len());
+        for account in accounts {
+            if self.follows.follows(&account, &actor) {
+                followed_by_any = true;
+            } else {
+                strangers_to.push(account);
+            }
+        }
+        let sender = self.hasher.hash(ns::SENDER, actor.as_str());
+        let params = active.wave_params();
+        // Only members count: a made-up name is asked about once (a few per delivery).
+        let mut asked = 0;
+        let mut members = Vec::with_capacity(strangers_to.len());
+        for account in &strangers_to {
+            if !self.accounts.knows(account) {
+                if asked >= MAX_ID_LOOKUPS {
+                    continue;
+                }
+                asked += 1;
+            }
+            if self.accounts.exists(account, &host, d.behalf).await {
+                members.push(account.as_str());
+            }
+        }
+        for account in members {
+            if self.waves.observe(account, sender, &domain, now, &params).outcome == wave::Observed::ShieldRaised {
+                self.stats.shields_raised.fetch_add(1, Relaxed);
+                if self.cfg.learn_following {
+                    self.follows.learn_from_instance(account, &host);
+                }
+            }
+        }
+        let mut targets: Vec<String> =
+            strangers_to.iter().filter(|a| self.waves.shield_until(a, now).is_some()).cloned().collect();
+        if any && targets.is_empty() {
+            // The instance will fetch the object (or reads what pavise cannot) and may find
+            // any member mentioned in it.
+            targets = self.waves.shielded(now).into_iter().filter(|a| !self.follows.follows(a, &actor)).collect();
+        }
+        let hellthread = wave.hellthread > 0 && d.addressed.total > wave.hellthread && !followed_by_any;
+        if targets.is_empty() && !hellthread {
+            if followed_by_any {
+                self.stats.followed_passed.fetch_add(1, Relaxed);
+            }
+            return Ok((self.forward(ctx, d), Outcome::Forwarded));
+        }
+        // The same activity comes back with every retry: no delivery is deferred longer
+        // than `shield_for` from its first attempt, whatever the shields do.
+        let first = self.deferrals.get_with(self.hasher.hash(ns::BODY, &d.body[..]), || now);
+        if now.saturating_duration_since(first) >= wave.shield_for {
+            self.stats.deferred_enough.fetch_add(1, Relaxed);
+            return Ok((self.forward(ctx, d), Outcome::Forwarded));
+        }
+        let hellthread_only = targets.is_empty();
+        if hellthread_only {
+            targets = strangers_to;
+        }
+        // The wave's own actors hold nothing: their deliveries are deferred.
+        let wave_actor = targets.iter().any(|t| self.waves.is_wave_actor(t, sender));
+        let not_before = hellthread_only.then(|| {
+            now_ms() + wave.shield_for.saturating_sub(now.saturating_duration_since(first)).as_millis() as u64
+        });
+        let flow = self.hold_back(ctx, d, targets, wave, (&actor, &domain), wave_actor, not_before).await;
+        Ok(flow)
+    }
+
+    /// Defers, holds or rejects a verified delivery addressed to shielded `targets` (or a
+    /// hellthread, held no earlier than `not_before`).
+    #[allow(clippy::too_many_arguments)]
+    async fn hold_back(
+        &self,
+        ctx: &RequestCtx,
+        d: Delivery,
+        targets: Vec<String>,
+        wave: &WavePolicy,
+        (actor, domain): (&str, &str),
+        wave_actor: bool,
+        not_before: Option<u64>,
+    ) -> (Flow, Outcome) {
+        let tally = |f: fn(&Tally) -> &std::sync::atomic::AtomicU64| {
+            f(&Self::tally(&self.domain_tallies, &d.domain_label)).fetch_add(1, Relaxed);
+            for t in &targets {
+                f(&Self::tally(&self.targets, t)).fetch_add(1, Relaxed);
+            }
+        };
+        let short_retry = d
+            .parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ua| wave.is_short_retry(ua));
+        match wave.action {
+            WaveAction::Reject => {
+                self.stats.rejected.fetch_add(1, Relaxed);
+                tally(|t| &t.rejected);
+                let resp = json_error(
+                    StatusCode::FORBIDDEN,
+                    "this account is not accepting mentions from new senders right now",
+                );
+                (Flow::Respond(resp), Outcome::Deferred)
+            }
+            // A User-Agent claim alone earns no place: the sender is verified, not one of
+            // the wave's own actors, and within its domain's and its own share.
+            WaveAction::Defer if short_retry && !wave_actor => {
+                let share = (self.hasher.hash(ns::DOMAIN, domain), self.hasher.hash(ns::ACTOR, actor));
+                match self.hold(ctx, &d, targets.clone(), Some(actor), share, not_before).await {
+                    Ok(Hold::Held(_)) => {
+                        self.stats.held.fetch_add(1, Relaxed);
+                        tally(|t| &t.held);
+                        (Flow::Respond(accepted()), Outcome::Held)
+                    }
+                    Ok(Hold::Full) => {
+                        self.stats.deferred.fetch_add(1, Relaxed);
+                        tally(|t| &t.deferred);
+                        (Flow::Respond(deferral(wave)), Outcome::Deferred)
+                    }
+                    Err(e) => (Flow::Respond(store_failed(&e)), Outcome::Deferred),
+                }
+            }
+            WaveAction::Defer => {
+                self.stats.deferred.fetch_add(1, Relaxed);
+                tally(|t| &t.deferred);
+                (Flow::Respond(deferral(wave)), Outcome::Deferred)
+            }
+        }
+    }
+
+    /// Puts one delivery in the quarantine (client-IP headers replaced by the pseudonym).
+    async fn hold(
+        &self,
+        ctx: &RequestCtx,
+        d: &Delivery,
+        targets: Vec<String>,
+        actor: Option<&str>,
+        share_keys: (u64, u64),
+        not_before: Option<u64>,
+    ) -> Result<Hold, super::ShieldError> {
+        let mut headers = d.parts.headers.clone();
+        crate::privacy::headers::strip_client_ip_and_geo(&mut headers);
+        crate::privacy::headers::set_forwarded(&mut headers, ctx.pseudonym, ctx.https, ctx.host.as_deref());
+        let path = d.parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        self.quarantine
+            .hold(HoldRequest {
+                method: &d.parts.method,
+                path_and_query: path,
+                headers: &headers,
+                body: &d.body,
+                domain: &d.domain_label,
+                targets,
+                actor,
+                share_keys,
+                not_before,
+            })
+            .await
+    }
+
+    /// Whether a delivery addressed to `targets` (and from `actor`, if known) is held back
+    /// by a shield now: some target shielded and not following the actor ([`ANY_SHIELDED`]:
+    /// any shielded member).
+    pub(super) fn held_back(&self, targets: &[String], actor: Option<&str>, now: Instant) -> bool {
+        let covers =
+            |t: &str| self.waves.shield_until(t, now).is_some() && !actor.is_some_and(|a| self.follows.follows(t, a));
+        targets
+            .iter()
+            .any(|t| if t == ANY_SHIELDED { self.waves.shielded(now).iter().any(|s| covers(s)) } else { covers(t) })
+    }
+}
+
+/// The request parts a signature covers, as the instance will see them.
+pub(super) fn signed_parts<'a>(
+    parts: &'a http::request::Parts,
+    host: &'a str,
+    body: &'a [u8],
+) -> signature::Signed<'a> {
+    // Federation is https end to end even when a TLS edge talks plain HTTP to us: RFC
+    // 9421 senders sign an https `@target-uri`.
+    signature::Signed { method: &parts.method, uri: &parts.uri, headers: &parts.headers, host, https: true, body }
+}
+
+fn signature_bytes(by: &SignedBy) -> &[u8] {
+    match &by.format {
+        signature::Format::Cavage { signature, .. } | signature::Format::Rfc9421 { signature, .. } => signature,
+    }
+}
+
+/// Could not keep it: let the sender keep it (503 is retried by all).
+fn store_failed(e: &super::ShieldError) -> Response {
+    tracing::error!(error = %e, "quarantine write failed; answering 503 so the sender keeps the delivery");
+    let mut resp = json_error(StatusCode::SERVICE_UNAVAILABLE, "try again later");
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    resp
+}
