@@ -14,7 +14,7 @@
 //! searched for it (created after its due time, with the same text and content warning,
 //! compared through the digest of its `/source`, and not a status pavise already has a
 //! record of: two posts with the same text are two). That status is then scheduled like
-//! any other, its deadline counted from its `created_at` (a publication) or from when it
+//! any other (only if it still has no record: two looks side by side cannot both take it), its deadline counted from its `created_at` (a publication) or from when it
 //! was sent. A post that never turns up is given up after [`MAX_SEARCHES`] looks.
 //!
 //! The author's account is taken from a credential pavise already holds for the token, or
@@ -208,11 +208,15 @@ pub async fn look(core: &Expiry, instance: &Instance, item: &Scheduled, token: &
             } else {
                 None
             };
-            match core.schedule_items(vec![(planned, cred)]).await {
-                Ok(_) => {
+            // Only if no record of it was made meanwhile: two publications with the same
+            // text, looked for side by side, may both have picked the same status. The
+            // one that loses looks again at once, and that status is no longer a candidate.
+            match core.schedule_new_items(vec![(planned, cred)]).await {
+                Ok(1) => {
                     core.stats.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     Outcome::Cancelled("found, and scheduled under its own id".into())
                 }
+                Ok(_) => Outcome::Defer { at: now },
                 Err(e) => retry(&e),
             }
         }
