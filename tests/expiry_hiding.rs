@@ -1211,6 +1211,11 @@ async fn finding_1_a_seized_data_dir_and_its_key_file_open_no_deleted_post_and_n
             ids.push(dm["id"].as_str().unwrap().to_owned());
         }
     }
+    // A post still waiting for its deadline: its record must open (the walk below reads
+    // what it should), and nothing else may.
+    let (code, live) = post(&p, "carol-token", "status=later&visibility=public&expires_in=3600", FORM).await;
+    assert_eq!(code, 200);
+    let live = live["id"].as_str().unwrap().to_owned();
     let mut report = admin(&p).await;
     for _ in 0..200 {
         if report["counts"]["gone"] == 8 {
@@ -1236,13 +1241,16 @@ async fn finding_1_a_seized_data_dir_and_its_key_file_open_no_deleted_post_and_n
     assert!(!seals.is_empty(), "the key file opens the current epoch");
     seals.push(store_key.legacy_seal());
     let bytes = std::fs::read(data.join("pavise.redb")).unwrap();
+    let mut opened_live = false;
     for seal in &seals {
         for record in forensic(&bytes, seal) {
             let text = record.to_string();
+            opened_live |= text.contains(live.as_str());
             assert!(!ids.iter().any(|id| text.contains(id.as_str())), "a deleted post's record opened: {text}");
             assert!(!text.contains("erin") && !text.contains("alice"), "a record naming a member opened: {text}");
         }
     }
+    assert!(opened_live, "the walk opens the live record with the current epoch's key");
 }
 
 /// Finding 1, the other half: pavise will not run (in Tor mode, i.e. for real) with the key
