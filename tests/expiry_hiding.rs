@@ -1447,6 +1447,43 @@ async fn finding_5_the_poll_and_media_of_an_expired_post_are_hidden_with_it() {
     p.stop().await;
 }
 
+/// Finding 5, the class: media pavise did not see attached (a record from before it
+/// learned them, an edit made past it) is learned when the due post is read again before
+/// its deletion, and hidden with it from then on.
+#[tokio::test]
+async fn finding_5_media_the_record_does_not_name_is_learned_at_the_re_check() {
+    let s = setup(POLICY, true).await;
+    let p = s.pavise(None).await;
+    let (code, dm) = post(&p, "alice-token", "status=no+media+yet&visibility=direct", FORM).await;
+    assert_eq!(code, 200);
+    let id = dm["id"].as_str().unwrap().to_owned();
+    let media = "777".to_owned();
+    {
+        let mut i = s.instance.lock().unwrap();
+        let m = serde_json::json!({"id": media, "type": "image",
+            "url": format!("https://{DOMAIN}/system/media_attachments/files/000/000/{media}/original/p.png"),
+            "text_url": format!("https://{DOMAIN}/media/late{media}")});
+        i.media.insert(media.clone(), m.clone());
+        i.statuses.get_mut(&id).unwrap()["media_attachments"] = serde_json::json!([m]);
+    }
+    let file = format!("/system/media_attachments/files/000/000/{media}/original/p.png");
+    assert_eq!(call(&p, "GET", &file, None, None, &[]).await.0, 200, "before the deadline");
+    // Due, re-read by the scheduler (its DELETE keeps failing), learned.
+    let mut codes = Vec::new();
+    for _ in 0..60 {
+        codes = Vec::new();
+        for u in [format!("/api/v1/media/{media}"), format!("/media/late{media}"), file.clone()] {
+            codes.push(call(&p, "GET", &u, Some("alice-token"), None, &[]).await.0);
+        }
+        if codes == [404, 404, 404] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(codes, [404, 404, 404], "{}", admin(&p).await);
+    p.stop().await;
+}
+
 /// Finding 6: a report (Mastodon keeps a reported post for good), a filter or a moderator's
 /// batch action cannot name an expired post, in any body shape.
 #[tokio::test]

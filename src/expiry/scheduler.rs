@@ -310,6 +310,9 @@ impl Scheduler {
             let policies = self.core.policies();
             let named = policies.rule(&item.rule).cloned();
             let read = if fresh && named.is_some() { Read::Skipped } else { self.read_post(item, host, &token).await };
+            if let Read::Post(post) = &read {
+                self.learn_attachments(item, post).await;
+            }
             let (rule, post, judged_on_record) = match (read, named) {
                 (Read::Failed(outcome), _) => return outcome,
                 (Read::Post(post), Some(rule)) => (rule, *post, None),
@@ -354,6 +357,19 @@ impl Scheduler {
             }
         }
         self.delete(item, host, &token).await
+    }
+
+    /// A poll or media the record does not name yet (a record from before pavise learned
+    /// them, an edit it did not see): hidden with the post from now on, and stored with it.
+    async fn learn_attachments(&self, item: &Scheduled, post: &crate::expiry::policy::PostFacts) {
+        if post.attachments.is_empty() || post.attachments == item.attachments {
+            return;
+        }
+        let mut learned = item.clone();
+        learned.attachments = post.attachments.clone();
+        if let Err(e) = self.core.schedule_items(vec![(learned, None)]).await {
+            tracing::warn!(error = %e, "expiry: could not record a due post's poll and media");
+        }
     }
 
     /// The post as its author sees it now: with the item's token, or (when the instance
