@@ -24,8 +24,8 @@
 //! Tables, one set per concern (a feature adds its own, prefixed by its name, and lists it
 //! in [`KNOWN_TABLES`] and the rotation's copy); "key" below is the status id (or account)
 //! itself in a clear store and its keyed hash in a sealed one:
-//! - `store_meta`: `format` (clear | sealed), the epoch and its key's check value, and
-//!   `forgot` while something was purged since the last rotation;
+//! - `store_meta`: `format` (clear | sealed), the epoch and its key's check value, the
+//!   shield tables' format, and `forgot` while something was purged since the last rotation;
 //! - `expiry_items`: item key → the [`Scheduled`] item (JSON, sealed);
 //! - `expiry_due`: (next attempt, item key) → () — pending, claimed and deleted items (the
 //!   last wait for their confirmation), so the next due item is the first key and a lapsed
@@ -38,15 +38,22 @@
 //! - `expiry_credentials`: credential key → sealed token, account and reference count;
 //! - `expiry_account_credential`: account key → the newest credential key seen for it;
 //! - `expiry_sweeps`: account key → the [`SweepProgress`] of that member's archive sweep;
-//! - `shield_first_seen`: remote actor URL → when it was first seen delivering;
-//! - `shield_follows`: (local account, remote actor URL) → when the follow was learned;
-//! - `shield_held`: held delivery id → the [`HeldDelivery`] (JSON, body base64);
-//! - `shield_audit`: sequence number → one [`AuditRecord`] (JSON);
-//! - `shield_sealed_held`: held delivery id → the sealed [`HeldDelivery`] (opaque bytes).
+//! - `shield_seen`: the sender's key (`accepted:<actor URL>`, ...) → when it was first seen;
+//! - `shield_follow`: (local account, remote actor URL) → when the follow was learned;
+//! - `shield_held`: held delivery id → the [`HeldDelivery`] (JSON, body base64; only what
+//!   an older version left, until the quarantine seals it at start);
+//! - `shield_audit`: sequence number → one [`AuditRecord`] (JSON), the newest
+//!   [`MAX_AUDIT_RECORDS`] and none older than eight days;
+//! - `shield_sealed_held`: held delivery id → the [`HeldDelivery`] as the quarantine sealed
+//!   it (with the key file's sealer).
 //!
-//! The shield's tables are copied into each fresh file as they are (the file's freed pages
-//! go, but their values are not under the epoch keys yet: see [`super::seal`], "For other
-//! features' tables").
+//! The shield's tables go through the same codec: values sealed under the epoch key (a
+//! held delivery that left, a trimmed audit record, goes for good with the next rotation);
+//! the first-seen and follow keys are [`StableIndex`] hashes, the same in every epoch, so
+//! their values need not carry the actor's URL and a seizure, key file included, cannot
+//! list whom pavise has seen write. An older version kept these tables in clear
+//! (`shield_first_seen`, `shield_follows`, and the three others unsealed); the first open
+//! converts them through a fresh file (`store_meta` then says `shield = 2`).
 
 use std::{
     path::{Path, PathBuf},
@@ -68,7 +75,7 @@ use super::{
     AuditRecord, CredentialStore, ExpiryState, FollowChange, HeldDelivery, KeepFlags, Outcome, RecordSeal,
     ScheduleCounts, ScheduleStore, Scheduled, SealedCredential, ShieldStore, StoreError, StoreFuture, StoreKey,
     SweepProgress, UnixMs, now_ms,
-    seal::{EPOCH_FILE, EpochFile},
+    seal::{EPOCH_FILE, EpochFile, StableIndex},
 };
 
 const META: TableDefinition<'static, &str, &str> = TableDefinition::new("store_meta");
@@ -82,16 +89,28 @@ const ACCOUNT_CREDENTIAL: TableDefinition<'static, &str, &str> = TableDefinition
 const SWEEPS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("expiry_sweeps");
 
 // Shield tables: see the shield section at the end of this file.
-const SHIELD_FIRST_SEEN: TableDefinition<'static, &str, u64> = TableDefinition::new("shield_first_seen");
-const SHIELD_FOLLOWS: TableDefinition<'static, (&str, &str), u64> = TableDefinition::new("shield_follows");
+const SHIELD_SEEN: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("shield_seen");
+const SHIELD_FOLLOW: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("shield_follow");
 const SHIELD_HELD: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("shield_held");
 const SHIELD_AUDIT: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("shield_audit");
 const SHIELD_SEALED_HELD: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("shield_sealed_held");
+// What older versions kept in clear, converted at the first open (see `settle_format`).
+const LEGACY_FIRST_SEEN: TableDefinition<'static, &str, u64> = TableDefinition::new("shield_first_seen");
+const LEGACY_FOLLOWS: TableDefinition<'static, (&str, &str), u64> = TableDefinition::new("shield_follows");
+
+/// The `store_meta` entry that says the shield's tables are keyed and sealed like the
+/// expiry tables (absent: an older version's store, its shield tables in clear).
+const SHIELD_FORMAT: (&str, &str) = ("shield", "2");
+/// The shield's audit trail keeps at most this many records, none older than
+/// [`AUDIT_KEPT_MS`]: it says which domains sent what was held, and must not outlive its use
+/// (the quarantine keeps a refused delivery seven days for the admin).
+const MAX_AUDIT_RECORDS: u64 = 10_000;
+const AUDIT_KEPT_MS: u64 = 8 * 86_400_000;
 
 /// Every table a rotation knows how to carry into a fresh file. A store holding any other
 /// is not rotated (nothing is ever dropped by a copy): add a new table here *and* to
 /// [`copy_into`].
-pub const KNOWN_TABLES: [&str; 14] = [
+pub const KNOWN_TABLES: [&str; 16] = [
     "store_meta",
     "expiry_items",
     "expiry_due",
@@ -101,11 +120,13 @@ pub const KNOWN_TABLES: [&str; 14] = [
     "expiry_credentials",
     "expiry_account_credential",
     "expiry_sweeps",
-    "shield_first_seen",
-    "shield_follows",
+    "shield_seen",
+    "shield_follow",
     "shield_held",
     "shield_audit",
     "shield_sealed_held",
+    "shield_first_seen",
+    "shield_follows",
 ];
 
 /// How many waiting writes one commit may carry.
@@ -258,10 +279,41 @@ struct CredentialRow {
 #[derive(Clone)]
 struct Codec {
     seal: Option<Arc<RecordSeal>>,
+    /// Keys that outlive epochs (sealed stores only): see [`StableIndex`].
+    stable: Option<Arc<StableIndex>>,
     forgot: Arc<AtomicBool>,
 }
 
 impl Codec {
+    fn clear(forgot: &Arc<AtomicBool>) -> Codec {
+        Codec { seal: None, stable: None, forgot: forgot.clone() }
+    }
+
+    /// A row key that stays the same across epochs (the plain value in a clear store).
+    fn stable_key(&self, domain: &str, plain: &str) -> String {
+        match &self.stable {
+            Some(index) => index.key(domain, plain),
+            None => plain.to_owned(),
+        }
+    }
+
+    /// Seals opaque bytes for the row `key` of `table` (as they are in a clear store).
+    fn put_raw(&self, table: &str, key: &str, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+        match &self.seal {
+            Some(seal) => seal.seal(table, key, plain).map_err(|e| StoreError::Backend(e.to_string())),
+            None => Ok(plain.to_vec()),
+        }
+    }
+
+    fn get_raw(&self, table: &str, key: &str, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+        match &self.seal {
+            Some(seal) => seal
+                .open(table, key, bytes)
+                .map_err(|e| StoreError::Corrupt { key: format!("{table}/{key}"), message: e.to_string() }),
+            None => Ok(bytes.to_vec()),
+        }
+    }
+
     fn row_key(&self, domain: &str, plain: &str) -> String {
         match &self.seal {
             Some(seal) => seal.key(domain, plain),
@@ -287,23 +339,11 @@ impl Codec {
     }
 
     fn put<T: Serialize>(&self, table: &str, key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
-        let plain = encode(value)?;
-        match &self.seal {
-            Some(seal) => seal.seal(table, key, &plain).map_err(|e| StoreError::Backend(e.to_string())),
-            None => Ok(plain),
-        }
+        self.put_raw(table, key, &encode(value)?)
     }
 
     fn get<T: for<'de> Deserialize<'de>>(&self, table: &str, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
-        match &self.seal {
-            Some(seal) => {
-                let plain = seal
-                    .open(table, key, bytes)
-                    .map_err(|e| StoreError::Corrupt { key: format!("{table}/{key}"), message: e.to_string() })?;
-                decode(key, &plain)
-            }
-            None => decode(key, bytes),
-        }
+        decode(key, &self.get_raw(table, key, bytes)?)
     }
 
     /// Something left the store (a purge, a dropped token, a replaced record): the next
@@ -404,21 +444,6 @@ impl EmbeddedStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// A write to tables that are not sealed (the shield's). Counted as forgetting
-    /// something: a replaced or removed row leaves its old page behind, and only a rotation
-    /// takes the file's freed pages away.
-    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.write_with(move |txn, codec| {
-            codec.forgot();
-            f(txn)
-        })
-        .await
-    }
-
     /// A read with the codec of the snapshot it reads.
     async fn read_with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -480,10 +505,11 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(CREDENTIALS).map_err(backend)?;
     txn.open_table(ACCOUNT_CREDENTIAL).map_err(backend)?;
     txn.open_table(SWEEPS).map_err(backend)?;
-    txn.open_table(SHIELD_FIRST_SEEN).map_err(backend)?;
-    txn.open_table(SHIELD_FOLLOWS).map_err(backend)?;
+    txn.open_table(SHIELD_SEEN).map_err(backend)?;
+    txn.open_table(SHIELD_FOLLOW).map_err(backend)?;
     txn.open_table(SHIELD_HELD).map_err(backend)?;
     txn.open_table(SHIELD_AUDIT).map_err(backend)?;
+    txn.open_table(SHIELD_SEALED_HELD).map_err(backend)?;
     Ok(())
 }
 
@@ -517,6 +543,9 @@ struct Meta {
     epoch: Option<u64>,
     forgot: bool,
     has_data: bool,
+    /// The shield's tables are still as an older version wrote them (in clear), and hold
+    /// something: the open converts them through a fresh file.
+    shield_legacy: bool,
 }
 
 fn read_meta(db: &Database) -> Result<Meta, StoreError> {
@@ -540,12 +569,28 @@ fn read_meta(db: &Database) -> Result<Meta, StoreError> {
         Err(redb::TableError::TableDoesNotExist(_)) => false,
         Err(e) => return Err(backend(e)),
     };
+    fn rows<K: redb::Key + 'static, V: redb::Value + 'static>(
+        txn: &ReadTransaction,
+        def: TableDefinition<'static, K, V>,
+    ) -> Result<bool, StoreError> {
+        match txn.open_table(def) {
+            Ok(t) => Ok(!t.is_empty().map_err(backend)?),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+    let shield_rows = rows(&txn, LEGACY_FIRST_SEEN)?
+        || rows(&txn, LEGACY_FOLLOWS)?
+        || rows(&txn, SHIELD_HELD)?
+        || rows(&txn, SHIELD_AUDIT)?
+        || rows(&txn, SHIELD_SEALED_HELD)?;
     Ok(Meta {
         format: get("format")?,
         check: get("check")?,
         epoch: get("epoch")?.and_then(|e| e.parse().ok()),
         forgot: get("forgot")?.is_some(),
         has_data: non_empty(ITEMS)? || non_empty(CREDENTIALS)? || by_account,
+        shield_legacy: shield_rows && get(SHIELD_FORMAT.0)?.as_deref() != Some(SHIELD_FORMAT.1),
     })
 }
 
@@ -561,21 +606,31 @@ fn settle_format(
 ) -> Result<Opened, StoreError> {
     let meta = read_meta(&db)?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let clear = Codec { seal: None, forgot: forgot.clone() };
+    let clear = Codec::clear(forgot);
+    let stable = key.as_ref().map(|k| Arc::new(k.stable_index()));
     let epoch_codec = |epoch: u64, secret: &[u8; 32]| Codec {
         seal: Some(Arc::new(RecordSeal::for_epoch(epoch, secret))),
+        stable: stable.clone(),
         forgot: forgot.clone(),
     };
+    let shield = Shield { legacy: meta.shield_legacy, path, cache_bytes: opts.cache_bytes };
     match (meta.format.as_deref(), key) {
         (Some("sealed"), None) => {
             Err(StoreError::Backend("the store is sealed; open it with its key (expiry.key_file)".into()))
         }
-        (Some("clear"), None) => Ok(Opened { generation: init(db, clear)?, keys: None, marked: meta.forgot }),
+        (Some("clear"), None) => Ok(Opened { generation: shield.init(db, clear)?, keys: None, marked: meta.forgot }),
         (Some(other), None) => Err(StoreError::Backend(format!("unknown store format {other:?}"))),
-        (None, None) if !meta.has_data => Ok(Opened { generation: init(db, clear)?, keys: None, marked: false }),
+        (None, None) if !meta.has_data => Ok(Opened { generation: shield.init(db, clear)?, keys: None, marked: false }),
         // Unmarked data opened clear: an older version's store, its final items purged.
         (None, None) => {
-            let db = fresh_copy(path, &db, &clear, &clear, true, opts.cache_bytes)?;
+            let db = fresh_copy(
+                path,
+                &db,
+                &clear,
+                &clear,
+                Legacy { items: true, shield: meta.shield_legacy },
+                opts.cache_bytes,
+            )?;
             Ok(Opened { generation: Arc::new(Generation { db, codec: clear }), keys: None, marked: false })
         }
         (Some("sealed"), Some(store_key)) if meta.epoch.is_some() => {
@@ -601,7 +656,11 @@ fn settle_format(
             if slots.iter().any(|(s, e, k)| *s != slot && (*e != epoch || *k != secret)) || slots.len() < 2 {
                 keys.unsettled = keys.file.write(&keys.store_key, 1 - slot, epoch, &secret).is_err();
             }
-            Ok(Opened { generation: init(db, epoch_codec(epoch, &secret))?, keys: Some(keys), marked: meta.forgot })
+            Ok(Opened {
+                generation: shield.init(db, epoch_codec(epoch, &secret))?,
+                keys: Some(keys),
+                marked: meta.forgot,
+            })
         }
         (format, Some(store_key)) => {
             let file = EpochFile::open_or_create(&dir.join(EPOCH_FILE)).map_err(|e| io_err("the epoch file", e))?;
@@ -621,7 +680,7 @@ fn settle_format(
                                 .into(),
                         ));
                     }
-                    Some(Codec { seal: Some(Arc::new(legacy)), forgot: forgot.clone() })
+                    Some(Codec { seal: Some(Arc::new(legacy)), stable: None, forgot: forgot.clone() })
                 }
                 Some("clear") => Some(clear.clone()),
                 None if meta.has_data => Some(clear.clone()),
@@ -630,11 +689,12 @@ fn settle_format(
             };
             let generation = match source {
                 Some(source) => {
-                    let db = fresh_copy(path, &db, &source, &target, format.is_none(), opts.cache_bytes)?;
+                    let legacy = Legacy { items: format.is_none(), shield: meta.shield_legacy };
+                    let db = fresh_copy(path, &db, &source, &target, legacy, opts.cache_bytes)?;
                     tracing::info!("store: converted to sealed epochs (the old file is gone)");
                     Arc::new(Generation { db, codec: target })
                 }
-                None => init(db, target)?,
+                None => shield.init(db, target)?,
             };
             Ok(Opened {
                 generation,
@@ -643,6 +703,35 @@ fn settle_format(
             })
         }
     }
+}
+
+/// What an older version left of the shield's tables, and how to convert it.
+struct Shield<'a> {
+    legacy: bool,
+    path: &'a Path,
+    cache_bytes: usize,
+}
+
+impl Shield<'_> {
+    /// [`init`], or, when the shield's tables are an older version's (in clear), a fresh
+    /// file with them keyed and sealed (nothing of them survives in freed pages).
+    fn init(&self, db: Database, codec: Codec) -> Result<Arc<Generation>, StoreError> {
+        if !self.legacy {
+            return init(db, codec);
+        }
+        let db = fresh_copy(self.path, &db, &codec, &codec, Legacy { items: false, shield: true }, self.cache_bytes)?;
+        tracing::info!("store: the shield's tables are sealed now (the old file is gone)");
+        Ok(Arc::new(Generation { db, codec }))
+    }
+}
+
+/// What a fresh copy converts from an older version's store.
+#[derive(Debug, Clone, Copy, Default)]
+struct Legacy {
+    /// Ended items (deleted, cancelled) are purged on the way.
+    items: bool,
+    /// The shield's tables are in clear.
+    shield: bool,
 }
 
 /// Creates every table (so readers never meet a missing one) and records the format.
@@ -657,6 +746,7 @@ fn init(db: Database, codec: Codec) -> Result<Arc<Generation>, StoreError> {
 fn write_meta(txn: &WriteTransaction, codec: &Codec) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META).map_err(backend)?;
     meta.insert("format", codec.format()).map_err(backend)?;
+    meta.insert(SHIELD_FORMAT.0, SHIELD_FORMAT.1).map_err(backend)?;
     if let Some(seal) = &codec.seal {
         meta.insert("check", seal.check_value().as_str()).map_err(backend)?;
         if let Some(epoch) = seal.epoch() {
@@ -672,15 +762,14 @@ fn write_meta(txn: &WriteTransaction, codec: &Codec) -> Result<(), StoreError> {
 
 /// Writes every live row of `src` into a fresh `pavise.redb.next` in `dst`'s format, fsyncs
 /// it, renames it over `path` and fsyncs the directory; returns the new file, open. The old
-/// file (and every freed page in it) goes with its last open handle. `legacy`: the source
-/// is an older version's store, whose ended items (deleted, cancelled) are purged on the
-/// way.
+/// file (and every freed page in it) goes with its last open handle. `legacy`: what of the
+/// source is an older version's (see [`Legacy`]).
 fn fresh_copy(
     path: &Path,
     src: &Database,
     src_codec: &Codec,
     dst_codec: &Codec,
-    legacy: bool,
+    legacy: Legacy,
     cache_bytes: usize,
 ) -> Result<Database, StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -717,13 +806,14 @@ fn fresh_copy(
 
 /// Copies what is live: items (their indexes, counts and credential references rebuilt in
 /// the target format), credentials still referenced, each account's newest credential,
-/// sweeps, the `gone` count, and the shield's tables as they are.
+/// sweeps, the `gone` count, and the shield's tables (re-sealed; an older version's
+/// converted).
 fn copy_into(
     src: &ReadTransaction,
     src_codec: &Codec,
     dst: &WriteTransaction,
     dst_codec: &Codec,
-    legacy: bool,
+    legacy: Legacy,
 ) -> Result<(), StoreError> {
     let exists =
         |name: &str| -> Result<bool, StoreError> { Ok(src.list_tables().map_err(backend)?.any(|t| t.name() == name)) };
@@ -751,7 +841,7 @@ fn copy_into(
         for row in table.iter().map_err(backend)? {
             let (k, v) = row.map_err(backend)?;
             let item: Scheduled = src_codec.get("expiry_items", k.value(), v.value())?;
-            if item.state == ExpiryState::Cancelled || (legacy && item.state == ExpiryState::Deleted) {
+            if item.state == ExpiryState::Cancelled || (legacy.items && item.state == ExpiryState::Deleted) {
                 gone += 1;
                 continue;
             }
@@ -799,36 +889,74 @@ fn copy_into(
         }
     }
     dst.open_table(COUNTS).map_err(backend)?.insert(GONE, gone).map_err(backend)?;
-    // The shield's tables, as they are.
-    if exists("shield_first_seen")? {
-        copy_table(src, dst, SHIELD_FIRST_SEEN)?;
-    }
-    if exists("shield_follows")? {
-        copy_table(src, dst, SHIELD_FOLLOWS)?;
-    }
-    if exists("shield_held")? {
-        copy_table(src, dst, SHIELD_HELD)?;
-    }
-    if exists("shield_audit")? {
-        copy_table(src, dst, SHIELD_AUDIT)?;
-    }
-    if exists("shield_sealed_held")? {
-        copy_table(src, dst, SHIELD_SEALED_HELD)?;
-    }
-    Ok(())
+    copy_shield(src, src_codec, dst, dst_codec, legacy.shield, &exists)
 }
 
-/// Copies one table row by row, as it is.
-fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+/// The shield's tables into the fresh file: values re-sealed under the target's epoch;
+/// first-seen and follow keys kept (they are [`StableIndex`] hashes, the same in every
+/// epoch), or hashed now when the source kept them in clear. `legacy`: the source's shield
+/// tables are an older version's, all in clear.
+fn copy_shield(
     src: &ReadTransaction,
+    src_codec: &Codec,
     dst: &WriteTransaction,
-    def: TableDefinition<'static, K, V>,
+    dst_codec: &Codec,
+    legacy: bool,
+    exists: &dyn Fn(&str) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
-    let table = src.open_table(def).map_err(backend)?;
-    let mut out = dst.open_table(def).map_err(backend)?;
-    for row in table.iter().map_err(backend)? {
-        let (k, v) = row.map_err(backend)?;
-        out.insert(k.value(), v.value()).map_err(backend)?;
+    let clear = Codec::clear(&src_codec.forgot);
+    let src_codec = if legacy { &clear } else { src_codec };
+    // A stable key from the source, as the target writes it.
+    let rekey = |domain: &str, key: &str| {
+        if src_codec.stable.is_some() { key.to_owned() } else { dst_codec.stable_key(domain, key) }
+    };
+    for (name, def, domain) in [("shield_seen", SHIELD_SEEN, "seen"), ("shield_follow", SHIELD_FOLLOW, "follow")] {
+        if !exists(name)? {
+            continue;
+        }
+        let table = src.open_table(def).map_err(backend)?;
+        let mut out = dst.open_table(def).map_err(backend)?;
+        for row in table.iter().map_err(backend)? {
+            let (k, v) = row.map_err(backend)?;
+            let at: UnixMs = src_codec.get(name, k.value(), v.value())?;
+            let key = rekey(domain, k.value());
+            out.insert(key.as_str(), dst_codec.put(name, &key, &at)?.as_slice()).map_err(backend)?;
+        }
+    }
+    // An older version's first-seen and follows, in tables of their own.
+    if exists("shield_first_seen")? {
+        let table = src.open_table(LEGACY_FIRST_SEEN).map_err(backend)?;
+        let seen: Vec<(String, UnixMs)> = table
+            .iter()
+            .map_err(backend)?
+            .map(|row| row.map(|(k, v)| (k.value().to_owned(), v.value())).map_err(backend))
+            .collect::<Result<_, _>>()?;
+        first_seen_in(dst, dst_codec, &seen)?;
+    }
+    if exists("shield_follows")? {
+        let table = src.open_table(LEGACY_FOLLOWS).map_err(backend)?;
+        let mut out = dst.open_table(SHIELD_FOLLOW).map_err(backend)?;
+        for row in table.iter().map_err(backend)? {
+            let (k, v) = row.map_err(backend)?;
+            let (account, actor) = k.value();
+            let key = dst_codec.stable_key("follow", &follow_key(account, actor));
+            out.insert(key.as_str(), dst_codec.put("shield_follow", &key, &v.value())?.as_slice()).map_err(backend)?;
+        }
+    }
+    for (name, def) in
+        [("shield_held", SHIELD_HELD), ("shield_audit", SHIELD_AUDIT), ("shield_sealed_held", SHIELD_SEALED_HELD)]
+    {
+        if !exists(name)? {
+            continue;
+        }
+        let table = src.open_table(def).map_err(backend)?;
+        let mut out = dst.open_table(def).map_err(backend)?;
+        for row in table.iter().map_err(backend)? {
+            let (k, v) = row.map_err(backend)?;
+            let key = k.value().to_string();
+            let plain = src_codec.get_raw(name, &key, v.value())?;
+            out.insert(k.value(), dst_codec.put_raw(name, &key, &plain)?.as_slice()).map_err(backend)?;
+        }
     }
     Ok(())
 }
@@ -931,8 +1059,12 @@ impl Writer {
             None => None,
         };
         let codec = match &next {
-            Some((epoch, secret, _)) => Codec { seal: Some(Arc::new(RecordSeal::for_epoch(*epoch, secret))), forgot },
-            None => Codec { seal: None, forgot },
+            Some((epoch, secret, _)) => Codec {
+                seal: Some(Arc::new(RecordSeal::for_epoch(*epoch, secret))),
+                stable: self.generation.codec.stable.clone(),
+                forgot,
+            },
+            None => Codec { seal: None, stable: None, forgot },
         };
         // Taken now: whatever is purged from here on belongs to the fresh file.
         self.forgot.store(false, Ordering::Release);
@@ -941,7 +1073,7 @@ impl Writer {
             &self.generation.db,
             &self.generation.codec,
             &codec,
-            false,
+            Legacy::default(),
             self.opts.cache_bytes,
         ) {
             Ok(db) => db,
@@ -1578,53 +1710,143 @@ impl CredentialStore for EmbeddedStore {
 // Shield: first-seen senders and the quarantine.
 // ---------------------------------------------------------------------------------------
 
-fn append_audit(txn: &WriteTransaction, record: &AuditRecord) -> Result<(), StoreError> {
-    let mut audit = txn.open_table(SHIELD_AUDIT).map_err(backend)?;
-    let next = audit.last().map_err(backend)?.map_or(0, |(k, _)| k.value() + 1);
-    audit.insert(next, encode(record)?.as_slice()).map_err(backend)?;
+/// A follow's plain key: one member's, of one actor.
+fn follow_key(account: &str, actor: &str) -> String {
+    format!("{account}\n{actor}")
+}
+
+/// Records first-seen times; an existing, older one wins.
+fn first_seen_in(txn: &WriteTransaction, codec: &Codec, seen: &[(String, UnixMs)]) -> Result<(), StoreError> {
+    let mut table = txn.open_table(SHIELD_SEEN).map_err(backend)?;
+    for (actor, at) in seen {
+        let key = codec.stable_key("seen", actor);
+        let existing: Option<UnixMs> = match table.get(key.as_str()).map_err(backend)? {
+            Some(v) => Some(codec.get("shield_seen", &key, v.value())?),
+            None => None,
+        };
+        if existing.is_none_or(|old| *at < old) {
+            if existing.is_some() {
+                codec.forgot();
+            }
+            table.insert(key.as_str(), codec.put("shield_seen", &key, at)?.as_slice()).map_err(backend)?;
+        }
+    }
     Ok(())
 }
 
+/// Appends one audit record, and lets the oldest go (see [`MAX_AUDIT_RECORDS`]).
+fn append_audit(txn: &WriteTransaction, codec: &Codec, record: &AuditRecord) -> Result<(), StoreError> {
+    let mut audit = txn.open_table(SHIELD_AUDIT).map_err(backend)?;
+    let next = audit.last().map_err(backend)?.map_or(0, |(k, _)| k.value() + 1);
+    audit.insert(next, codec.put("shield_audit", &next.to_string(), record)?.as_slice()).map_err(backend)?;
+    let too_old = record.at.saturating_sub(AUDIT_KEPT_MS);
+    loop {
+        let Some((seq, at)) = (match audit.first().map_err(backend)? {
+            Some((k, v)) => {
+                let seq = k.value();
+                let old: AuditRecord = codec.get("shield_audit", &seq.to_string(), v.value())?;
+                Some((seq, old.at))
+            }
+            None => None,
+        }) else {
+            break;
+        };
+        if seq == next || (next - seq < MAX_AUDIT_RECORDS && at >= too_old) {
+            break;
+        }
+        audit.remove(seq).map_err(backend)?;
+        codec.forgot();
+    }
+    Ok(())
+}
+
+/// Removes a row of a table keyed by a held delivery's id; whether it was there.
+fn remove_by_id(
+    txn: &WriteTransaction,
+    codec: &Codec,
+    def: TableDefinition<'static, u64, &[u8]>,
+    id: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut table = txn.open_table(def).map_err(backend)?;
+    let removed = table.remove(id).map_err(backend)?.map(|v| v.value().to_vec());
+    if removed.is_some() {
+        codec.forgot();
+    }
+    Ok(removed)
+}
+
+/// Inserts or replaces a row of a table keyed by a held delivery's id.
+fn put_by_id(
+    txn: &WriteTransaction,
+    codec: &Codec,
+    def: TableDefinition<'static, u64, &[u8]>,
+    id: u64,
+    sealed: &[u8],
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(def).map_err(backend)?;
+    if table.insert(id, sealed).map_err(backend)?.is_some() {
+        codec.forgot();
+    }
+    Ok(())
+}
+
+/// Every row of a table keyed by a held delivery's id, opened, lowest id first.
+fn all_by_id(
+    txn: &ReadTransaction,
+    codec: &Codec,
+    name: &str,
+    def: TableDefinition<'static, u64, &[u8]>,
+) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    let table = txn.open_table(def).map_err(backend)?;
+    let mut out = Vec::new();
+    for row in table.iter().map_err(backend)? {
+        let (k, v) = row.map_err(backend)?;
+        out.push((k.value(), codec.get_raw(name, &k.value().to_string(), v.value())?));
+    }
+    Ok(out)
+}
+
+/// The shield's rows, as the expiry's: in a sealed store, values sealed under the epoch key
+/// (so a removed held delivery or audit record goes for good with the next rotation) and
+/// the first-seen and follow keys [`StableIndex`] hashes (a seizure cannot list who wrote).
+/// Only a removal or a replacement counts as forgetting something (an insert frees pages
+/// that hold other, live rows).
 impl ShieldStore for EmbeddedStore {
     fn first_seen<'a>(&'a self, actor: &'a str) -> StoreFuture<'a, Option<UnixMs>> {
         let actor = actor.to_owned();
-        Box::pin(self.read(move |txn| {
-            let table = txn.open_table(SHIELD_FIRST_SEEN).map_err(backend)?;
-            Ok(table.get(actor.as_str()).map_err(backend)?.map(|v| v.value()))
+        Box::pin(self.read_with(move |txn, codec| {
+            let key = codec.stable_key("seen", &actor);
+            let table = txn.open_table(SHIELD_SEEN).map_err(backend)?;
+            let found = table.get(key.as_str()).map_err(backend)?;
+            found.map(|v| codec.get("shield_seen", &key, v.value())).transpose()
         }))
     }
 
     fn record_first_seen(&self, seen: Vec<(String, UnixMs)>) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |txn| {
-            let mut table = txn.open_table(SHIELD_FIRST_SEEN).map_err(backend)?;
-            for (actor, at) in &seen {
-                let existing = table.get(actor.as_str()).map_err(backend)?.map(|v| v.value());
-                if existing.is_none_or(|old| *at < old) {
-                    table.insert(actor.as_str(), *at).map_err(backend)?;
-                }
-            }
-            Ok(())
-        }))
+        Box::pin(self.write_with(move |txn, codec| first_seen_in(txn, codec, &seen)))
     }
 
     fn follows<'a>(&'a self, account: &'a str, actor: &'a str) -> StoreFuture<'a, bool> {
-        let (account, actor) = (account.to_owned(), actor.to_owned());
-        Box::pin(self.read(move |txn| {
-            let table = txn.open_table(SHIELD_FOLLOWS).map_err(backend)?;
-            Ok(table.get((account.as_str(), actor.as_str())).map_err(backend)?.is_some())
+        let key = follow_key(account, actor);
+        Box::pin(self.read_with(move |txn, codec| {
+            let table = txn.open_table(SHIELD_FOLLOW).map_err(backend)?;
+            Ok(table.get(codec.stable_key("follow", &key).as_str()).map_err(backend)?.is_some())
         }))
     }
 
     fn record_follows(&self, changes: Vec<FollowChange>) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |txn| {
-            let mut table = txn.open_table(SHIELD_FOLLOWS).map_err(backend)?;
+        Box::pin(self.write_with(move |txn, codec| {
+            let mut table = txn.open_table(SHIELD_FOLLOW).map_err(backend)?;
             let now = now_ms();
             for c in &changes {
-                let key = (c.account.as_str(), c.actor.as_str());
-                if c.following {
-                    table.insert(key, now).map_err(backend)?;
+                let key = codec.stable_key("follow", &follow_key(&c.account, &c.actor));
+                let replaced = if c.following {
+                    table.insert(key.as_str(), codec.put("shield_follow", &key, &now)?.as_slice()).map_err(backend)?
                 } else {
-                    table.remove(key).map_err(backend)?;
+                    table.remove(key.as_str()).map_err(backend)?
+                };
+                if replaced.is_some() {
+                    codec.forgot();
                 }
             }
             Ok(())
@@ -1632,109 +1854,89 @@ impl ShieldStore for EmbeddedStore {
     }
 
     fn put_held(&self, held: HeldDelivery, audit: AuditRecord) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |txn| {
-            let mut table = txn.open_table(SHIELD_HELD).map_err(backend)?;
-            table.insert(held.id, encode(&held)?.as_slice()).map_err(backend)?;
-            append_audit(txn, &audit)
+        Box::pin(self.write_with(move |txn, codec| {
+            let sealed = codec.put("shield_held", &held.id.to_string(), &held)?;
+            put_by_id(txn, codec, SHIELD_HELD, held.id, &sealed)?;
+            append_audit(txn, codec, &audit)
         }))
     }
 
     fn remove_held(&self, id: u64, audit: AuditRecord) -> StoreFuture<'_, Option<HeldDelivery>> {
-        Box::pin(self.write(move |txn| {
-            let mut table = txn.open_table(SHIELD_HELD).map_err(backend)?;
-            let removed = table.remove(id).map_err(backend)?;
-            let held: Option<HeldDelivery> =
-                removed.map(|v| decode(&format!("shield_held/{id}"), v.value())).transpose()?;
-            if held.is_some() {
-                append_audit(txn, &audit)?;
-            }
-            Ok(held)
+        Box::pin(self.write_with(move |txn, codec| {
+            let Some(removed) = remove_by_id(txn, codec, SHIELD_HELD, id)? else { return Ok(None) };
+            let held: HeldDelivery = codec.get("shield_held", &id.to_string(), &removed)?;
+            append_audit(txn, codec, &audit)?;
+            Ok(Some(held))
         }))
     }
 
     fn held(&self, id: u64) -> StoreFuture<'_, Option<HeldDelivery>> {
-        Box::pin(self.read(move |txn| {
+        Box::pin(self.read_with(move |txn, codec| {
             let table = txn.open_table(SHIELD_HELD).map_err(backend)?;
             let found = table.get(id).map_err(backend)?;
-            found.map(|v| decode(&format!("shield_held/{id}"), v.value())).transpose()
+            found.map(|v| codec.get("shield_held", &id.to_string(), v.value())).transpose()
         }))
     }
 
     fn list_held(&self) -> StoreFuture<'_, Vec<HeldDelivery>> {
-        Box::pin(self.read(|txn| {
-            let table = txn.open_table(SHIELD_HELD).map_err(backend)?;
-            let mut out = Vec::new();
-            for row in table.iter().map_err(backend)? {
-                let (k, v) = row.map_err(backend)?;
-                out.push(decode(&format!("shield_held/{}", k.value()), v.value())?);
-            }
-            Ok(out)
+        Box::pin(self.read_with(|txn, codec| {
+            all_by_id(txn, codec, "shield_held", SHIELD_HELD)?
+                .into_iter()
+                .map(|(id, plain)| decode(&format!("shield_held/{id}"), &plain))
+                .collect()
         }))
     }
 
     fn audit_log(&self, limit: usize) -> StoreFuture<'_, Vec<AuditRecord>> {
-        Box::pin(self.read(move |txn| {
+        Box::pin(self.read_with(move |txn, codec| {
             let table = txn.open_table(SHIELD_AUDIT).map_err(backend)?;
             let mut out = Vec::new();
             for row in table.iter().map_err(backend)?.rev().take(limit) {
                 let (k, v) = row.map_err(backend)?;
-                out.push(decode(&format!("shield_audit/{}", k.value()), v.value())?);
+                out.push(codec.get("shield_audit", &k.value().to_string(), v.value())?);
             }
             Ok(out)
         }))
     }
 
     fn put_sealed_held(&self, id: u64, sealed: Vec<u8>, audit: AuditRecord) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |txn| {
-            let mut table = txn.open_table(SHIELD_SEALED_HELD).map_err(backend)?;
-            table.insert(id, sealed.as_slice()).map_err(backend)?;
-            append_audit(txn, &audit)
+        Box::pin(self.write_with(move |txn, codec| {
+            let sealed = codec.put_raw("shield_sealed_held", &id.to_string(), &sealed)?;
+            put_by_id(txn, codec, SHIELD_SEALED_HELD, id, &sealed)?;
+            append_audit(txn, codec, &audit)
         }))
     }
 
     fn remove_sealed_held(&self, id: u64, audit: AuditRecord) -> StoreFuture<'_, bool> {
-        Box::pin(self.write(move |txn| {
-            let mut table = txn.open_table(SHIELD_SEALED_HELD).map_err(backend)?;
-            let removed = table.remove(id).map_err(backend)?.is_some();
+        Box::pin(self.write_with(move |txn, codec| {
+            let removed = remove_by_id(txn, codec, SHIELD_SEALED_HELD, id)?.is_some();
             if removed {
-                append_audit(txn, &audit)?;
+                append_audit(txn, codec, &audit)?;
             }
             Ok(removed)
         }))
     }
 
     fn sealed_held(&self, id: u64) -> StoreFuture<'_, Option<Vec<u8>>> {
-        Box::pin(self.read(move |txn| {
-            let table = match txn.open_table(SHIELD_SEALED_HELD) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(backend(e)),
-            };
-            Ok(table.get(id).map_err(backend)?.map(|v| v.value().to_vec()))
+        Box::pin(self.read_with(move |txn, codec| {
+            let table = txn.open_table(SHIELD_SEALED_HELD).map_err(backend)?;
+            let found = table.get(id).map_err(backend)?;
+            found.map(|v| codec.get_raw("shield_sealed_held", &id.to_string(), v.value())).transpose()
         }))
     }
 
     fn list_sealed_held(&self) -> StoreFuture<'_, Vec<(u64, Vec<u8>)>> {
-        Box::pin(self.read(|txn| {
-            let table = match txn.open_table(SHIELD_SEALED_HELD) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(backend(e)),
-            };
-            let mut out = Vec::new();
-            for row in table.iter().map_err(backend)? {
-                let (k, v) = row.map_err(backend)?;
-                out.push((k.value(), v.value().to_vec()));
-            }
-            Ok(out)
-        }))
+        Box::pin(self.read_with(|txn, codec| all_by_id(txn, codec, "shield_sealed_held", SHIELD_SEALED_HELD)))
     }
 
     fn forget_follows(&self) -> StoreFuture<'_, u64> {
-        Box::pin(self.write(|txn| {
-            let mut table = txn.open_table(SHIELD_FOLLOWS).map_err(backend)?;
+        Box::pin(self.write_with(|txn, codec| {
+            let mut table = txn.open_table(SHIELD_FOLLOW).map_err(backend)?;
             let n = table.len().map_err(backend)?;
-            table.retain(|_, _| false).map_err(backend)?;
+            if n > 0 {
+                table.retain(|_, _| false).map_err(backend)?;
+                codec.forgot();
+            }
             Ok(n)
         }))
     }
@@ -1804,6 +2006,253 @@ mod shield_tests {
         assert_eq!(store.remove_held(7, audit(7, "released")).await.unwrap(), None);
         let log = store.audit_log(10).await.unwrap();
         assert_eq!(log.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(), ["released", "held"]);
+    }
+
+    fn key() -> StoreKey {
+        StoreKey::new(&[42; 32])
+    }
+
+    fn contains(bytes: &[u8], needle: &[u8]) -> bool {
+        bytes.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// Every row of every redb leaf page in `bytes`, live or freed, read both ways redb lays
+    /// a leaf out (variable-width keys, and fixed 8-byte keys): what a forensic read of a
+    /// seized file gets to try keys on.
+    fn leaf_rows(bytes: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        const PAGE: usize = 4096;
+        let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let ordered = |v: &[usize]| v.windows(2).all(|w| w[0] <= w[1]);
+        let mut rows = Vec::new();
+        for page in (0..bytes.len().saturating_sub(PAGE - 1)).step_by(PAGE) {
+            if bytes[page] != 1 {
+                continue;
+            }
+            let n = usize::from(u16::from_le_bytes([bytes[page + 2], bytes[page + 3]]));
+            if n == 0 || n > 500 {
+                continue;
+            }
+            let ends = |from: usize| (0..n).map(|i| u32_at(page + from + 4 * i)).collect::<Option<Vec<_>>>();
+            // Fixed 8-byte keys: value ends, keys, values.
+            if let Some(vends) = ends(4) {
+                let start = 4 + 12 * n;
+                if ordered(&vends) && vends[0] >= start && vends[n - 1] <= PAGE * 16 {
+                    let mut prev = start;
+                    for (i, &end) in vends.iter().enumerate() {
+                        let key = bytes.get(page + 4 + 4 * n + 8 * i..page + 4 + 4 * n + 8 * (i + 1));
+                        let value = bytes.get(page + prev..page + end);
+                        if let (Some(k), Some(v)) = (key, value) {
+                            rows.push((k.to_vec(), v.to_vec()));
+                        }
+                        prev = end;
+                    }
+                }
+            }
+            // Variable-width keys: key ends, value ends, keys, values.
+            if let (Some(kends), Some(vends)) = (ends(4), ends(4 + 4 * n)) {
+                let start = 4 + 8 * n;
+                if ordered(&kends) && kends[0] >= start && ordered(&vends) && vends[0] >= kends[n - 1] {
+                    let (mut kprev, mut vprev) = (start, kends[n - 1]);
+                    for (&kend, &vend) in kends.iter().zip(&vends) {
+                        if let (Some(k), Some(v)) =
+                            (bytes.get(page + kprev..page + kend), bytes.get(page + vprev..page + vend))
+                        {
+                            rows.push((k.to_vec(), v.to_vec()));
+                        }
+                        (kprev, vprev) = (kend, vend);
+                    }
+                }
+            }
+        }
+        rows
+    }
+
+    /// The sealed held deliveries a seizure of the data dir and the key file opens in
+    /// `bytes`: their ids.
+    fn seized_held(dir: &Path, bytes: &[u8]) -> Vec<u64> {
+        let file = EpochFile::open_or_create(&dir.join(EPOCH_FILE)).unwrap();
+        let seals: Vec<RecordSeal> =
+            file.read(&key()).unwrap().into_iter().map(|(_, e, k)| RecordSeal::for_epoch(e, &k)).collect();
+        let mut ids = Vec::new();
+        for (k, v) in leaf_rows(bytes) {
+            let Ok(k) = <[u8; 8]>::try_from(k.as_slice()) else { continue };
+            let id = u64::from_le_bytes(k);
+            if seals.iter().any(|s| s.open("shield_sealed_held", &id.to_string(), &v).is_ok()) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// The shield's leftover from earlier red-team passes: its tables were in clear, so a
+    /// seized disk listed the senders pavise had seen, the domains of held deliveries and
+    /// who followed whom. Now: nothing of it in the file, and a delivery that left the
+    /// quarantine cannot be opened once the store has rotated, even with the key file.
+    #[tokio::test]
+    async fn a_sealed_store_names_no_sender_and_what_left_the_quarantine_goes_with_the_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_sealed(dir.path(), 1 << 20, key()).unwrap();
+        let troll = "accepted:https://troll.example/users/t0";
+        store.record_first_seen(vec![(troll.into(), 5)]).await.unwrap();
+        store
+            .record_follows(vec![FollowChange {
+                account: "alice".into(),
+                actor: "https://friend.example/users/f".into(),
+                following: true,
+            }])
+            .await
+            .unwrap();
+        let sent = |id: u64, action: &str| AuditRecord {
+            at: now_ms(),
+            id,
+            domain: "troll.example".into(),
+            action: action.into(),
+            detail: "held for a while".into(),
+        };
+        // What the quarantine hands over is sealed already; the store seals it again,
+        // under the epoch.
+        store.put_sealed_held(7, b"quarantine-record-seven".to_vec(), sent(7, "held")).await.unwrap();
+        store.put_sealed_held(8, b"quarantine-record-eight".to_vec(), sent(8, "held")).await.unwrap();
+        assert_eq!(store.first_seen(troll).await.unwrap(), Some(5));
+        assert!(store.follows("alice", "https://friend.example/users/f").await.unwrap());
+        assert!(!store.follows("bob", "https://friend.example/users/f").await.unwrap());
+        assert_eq!(store.sealed_held(7).await.unwrap().as_deref(), Some(&b"quarantine-record-seven"[..]));
+        assert_eq!(store.audit_log(10).await.unwrap()[0].domain, "troll.example");
+
+        assert!(store.remove_sealed_held(7, sent(7, "released")).await.unwrap());
+        let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        for clear in [&b"troll.example"[..], b"friend.example", b"alice", b"quarantine-record", b"held for a while"] {
+            assert!(!contains(&bytes, clear), "{} is in the file", String::from_utf8_lossy(clear));
+        }
+        // Before a rotation the released delivery is still in a freed page, and opens with
+        // the seized keys (so the reader can fail) ...
+        assert_eq!(seized_held(dir.path(), &bytes), [7, 8]);
+        store.rotate().await.unwrap();
+        // ... after it, only what is still held does.
+        let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        assert_eq!(seized_held(dir.path(), &bytes), [8]);
+        // The keys outlive the epoch: everything reads as before, also after a reopen.
+        drop(store);
+        let store = EmbeddedStore::open_sealed(dir.path(), 1 << 20, key()).unwrap();
+        assert_eq!(store.first_seen(troll).await.unwrap(), Some(5));
+        assert!(store.follows("alice", "https://friend.example/users/f").await.unwrap());
+        assert_eq!(store.list_sealed_held().await.unwrap(), vec![(8, b"quarantine-record-eight".to_vec())]);
+        let log = store.audit_log(10).await.unwrap();
+        assert_eq!(
+            log.iter().map(|a| (a.id, a.action.as_str())).collect::<Vec<_>>(),
+            [(7, "released"), (8, "held"), (7, "held")]
+        );
+        assert_eq!(store.forget_follows().await.unwrap(), 1);
+        assert!(!store.follows("alice", "https://friend.example/users/f").await.unwrap());
+    }
+
+    /// What an older version wrote in clear (first-seen senders, follows, the audit trail,
+    /// held deliveries) is carried into a fresh file at the first open, keyed and sealed;
+    /// the old file, and what it said, is gone. A clear store (tests) converts its tables
+    /// the same way.
+    #[tokio::test]
+    async fn an_older_versions_clear_shield_tables_are_sealed_at_the_first_open() {
+        let held = HeldDelivery {
+            id: 4,
+            received: 1,
+            date: None,
+            method: "POST".into(),
+            path_and_query: "/inbox".into(),
+            headers: vec![],
+            body: b"a private word".to_vec(),
+            domain: "troll.example".into(),
+            targets: vec!["alice".into()],
+            state: HeldState::Held,
+        };
+        for sealed in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+                let txn = db.begin_write().unwrap();
+                if !sealed {
+                    txn.open_table(META).unwrap().insert("format", "clear").unwrap();
+                }
+                txn.open_table(LEGACY_FIRST_SEEN).unwrap().insert("accepted:https://troll.example/u", 5).unwrap();
+                txn.open_table(LEGACY_FOLLOWS).unwrap().insert(("alice", "https://friend.example/u"), 6).unwrap();
+                let record = AuditRecord {
+                    at: now_ms(),
+                    id: 3,
+                    domain: "troll.example".into(),
+                    action: "held".into(),
+                    detail: String::new(),
+                };
+                txn.open_table(SHIELD_AUDIT).unwrap().insert(0, encode(&record).unwrap().as_slice()).unwrap();
+                txn.open_table(SHIELD_SEALED_HELD).unwrap().insert(3, &b"opaque troll.example"[..]).unwrap();
+                txn.open_table(SHIELD_HELD).unwrap().insert(4, encode(&held).unwrap().as_slice()).unwrap();
+                txn.commit().unwrap();
+            }
+            let store = if sealed {
+                EmbeddedStore::open_sealed(dir.path(), 1 << 20, key()).unwrap()
+            } else {
+                EmbeddedStore::open(dir.path(), 1 << 20).unwrap()
+            };
+            assert_eq!(store.first_seen("accepted:https://troll.example/u").await.unwrap(), Some(5));
+            assert!(store.follows("alice", "https://friend.example/u").await.unwrap());
+            assert_eq!(store.audit_log(10).await.unwrap()[0].domain, "troll.example");
+            assert_eq!(store.sealed_held(3).await.unwrap().as_deref(), Some(&b"opaque troll.example"[..]));
+            assert_eq!(store.list_held().await.unwrap(), vec![held.clone()]);
+            if sealed {
+                let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+                for clear in [&b"troll.example"[..], b"friend.example", b"alice", b"a private word"] {
+                    assert!(!contains(&bytes, clear), "{} is in the file", String::from_utf8_lossy(clear));
+                }
+            }
+            // Converted once: the next open reads the new tables as they are.
+            drop(store);
+            let store = if sealed {
+                EmbeddedStore::open_sealed(dir.path(), 1 << 20, key()).unwrap()
+            } else {
+                EmbeddedStore::open(dir.path(), 1 << 20).unwrap()
+            };
+            assert_eq!(
+                store.first_seen("accepted:https://troll.example/u").await.unwrap(),
+                Some(5),
+                "sealed: {sealed}"
+            );
+            assert_eq!(store.list_held().await.unwrap(), vec![held.clone()]);
+        }
+    }
+
+    /// The audit trail does not outlive its use: the newest `MAX_AUDIT_RECORDS`, none older
+    /// than `AUDIT_KEPT_MS`.
+    #[test]
+    fn the_audit_trail_keeps_its_newest_records_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        let codec = Codec::clear(&Arc::default());
+        let record = |at: UnixMs, id: u64| AuditRecord {
+            at,
+            id,
+            domain: "r.example".into(),
+            action: "held".into(),
+            detail: String::new(),
+        };
+        let now = now_ms();
+        let txn = db.begin_write().unwrap();
+        create_tables(&txn).unwrap();
+        append_audit(&txn, &codec, &record(now - AUDIT_KEPT_MS - 1, 0)).unwrap();
+        append_audit(&txn, &codec, &record(now - AUDIT_KEPT_MS + 60_000, 1)).unwrap();
+        append_audit(&txn, &codec, &record(now, 2)).unwrap();
+        {
+            let table = txn.open_table(SHIELD_AUDIT).unwrap();
+            let ids: Vec<u64> =
+                table.iter().unwrap().map(|r| decode::<AuditRecord>("a", r.unwrap().1.value()).unwrap().id).collect();
+            assert_eq!(ids, [1, 2], "older than the trail is kept: gone");
+        }
+        for i in 0..MAX_AUDIT_RECORDS + 5 {
+            append_audit(&txn, &codec, &record(now, 10 + i)).unwrap();
+        }
+        let table = txn.open_table(SHIELD_AUDIT).unwrap();
+        assert_eq!(table.len().unwrap(), MAX_AUDIT_RECORDS);
+        let (_, last) = table.last().unwrap().unwrap();
+        assert_eq!(decode::<AuditRecord>("a", last.value()).unwrap().id, 10 + MAX_AUDIT_RECORDS + 4);
     }
 }
 
@@ -2345,7 +2794,7 @@ mod tests {
         let key = seal();
         {
             let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
-            let legacy = Codec { seal: Some(Arc::new(key.legacy_seal())), forgot: Arc::default() };
+            let legacy = Codec { seal: Some(Arc::new(key.legacy_seal())), stable: None, forgot: Arc::default() };
             let txn = db.begin_write().unwrap();
             create_tables(&txn).unwrap();
             write_meta(&txn, &legacy).unwrap();

@@ -504,7 +504,9 @@ pub struct FollowChange {
 
 /// The shield's durable state. Every write is durable when its future resolves.
 pub trait ShieldStore: Send + Sync {
-    /// When a remote actor (its URL) was first seen delivering, if ever.
+    /// When a remote actor (its URL) was first seen delivering, if ever. A sealed store
+    /// keys these by a keyed hash and never stores the URL itself: it can answer for an
+    /// actor, not list them.
     fn first_seen<'a>(&'a self, actor: &'a str) -> StoreFuture<'a, Option<UnixMs>>;
     /// Records first-seen times in one commit; an existing, older record wins.
     fn record_first_seen(&self, seen: Vec<(String, UnixMs)>) -> StoreFuture<'_, ()>;
@@ -520,7 +522,9 @@ pub trait ShieldStore: Send + Sync {
     fn held(&self, id: u64) -> StoreFuture<'_, Option<HeldDelivery>>;
     /// Every held delivery, oldest first.
     fn list_held(&self) -> StoreFuture<'_, Vec<HeldDelivery>>;
-    /// The newest `limit` audit records, newest first.
+    /// The newest `limit` audit records, newest first. The trail is bounded (the embedded
+    /// store keeps ten thousand records, none older than eight days): it names the domains
+    /// of held deliveries and must not outlive them by much.
     fn audit_log(&self, limit: usize) -> StoreFuture<'_, Vec<AuditRecord>>;
 
     /// Inserts or replaces a *sealed* held delivery (opaque bytes: the quarantine seals

@@ -33,7 +33,9 @@
 //! `Codec::row_key(domain, plain)`, values via `Codec::put`/`Codec::get`, and one entry in
 //! the rotation's copy (a row's value must carry what its key was hashed from, so the
 //! rotation can hash it again under the next epoch). Nothing sealed here is ever sealed
-//! under the key file's secret directly.
+//! under the key file's secret directly. A row that is never purged and whose key names
+//! someone (a sender the shield has seen) may instead be keyed by the [`StableIndex`], so
+//! its value need not say what its key was hashed from.
 
 use std::{
     io,
@@ -175,6 +177,42 @@ impl StoreKey {
     /// The record keys of a store sealed before epochs.
     pub fn legacy_seal(&self) -> RecordSeal {
         RecordSeal::new(&self.legacy)
+    }
+}
+
+/// Keyed hashes that stay the same from one epoch to the next (derived from the key
+/// file's secret, never from an epoch key), for rows whose key must not be listable but
+/// whose plain key the store does not keep anywhere: the shield's first-seen senders and
+/// follows. A rotation re-seals such a row's value under the new epoch and keeps its key,
+/// so the value need not carry the actor's URL. A seizure of the data dir and the key file
+/// can then test whether a given actor is there (by hashing a guess), but not list them.
+pub struct StableIndex {
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for StableIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StableIndex([key])")
+    }
+}
+
+impl StableIndex {
+    /// The keyed hash of `value` in `domain`, as 32 hex digits.
+    pub fn key(&self, domain: &str, value: &str) -> String {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(domain.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(value.as_bytes());
+        hex(&ctx.sign().as_ref()[..16])
+    }
+}
+
+impl StoreKey {
+    /// The store's [`StableIndex`].
+    pub fn stable_index(&self) -> StableIndex {
+        let master = hmac::Key::new(hmac::HMAC_SHA256, &self.legacy);
+        let derived = hmac::sign(&master, b"pavise store stable index v1");
+        StableIndex { key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()) }
     }
 }
 
