@@ -247,7 +247,8 @@ mod tests {
             policies: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
             ..FileConfig::default()
         };
-        // The default key file sits in the data dir: refused, and the way out named.
+        // A key file in the data dir is refused, and the way out named.
+        file.expiry.key_file = Some(file.data_dir.join("expiry.key"));
         let config = Config::validate(file.clone(), &Overrides::default(), None).unwrap();
         let refused = summary(&config).unwrap_err().to_string();
         assert!(refused.contains("expiry.key_file") && refused.contains("inside the data dir"), "{refused}");

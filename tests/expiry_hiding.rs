@@ -1254,11 +1254,12 @@ async fn finding_1_a_seized_data_dir_and_its_key_file_open_no_deleted_post_and_n
 }
 
 /// Finding 1, the other half: pavise will not run (in Tor mode, i.e. for real) with the key
-/// file inside the data dir, and says what to do.
+/// file inside the data dir, nor with an older version's default key still there, and says
+/// what to do. (Refused before anything listens or dials: no Tor is started.)
 #[tokio::test]
 async fn finding_1_the_key_file_is_refused_beside_the_data() {
     let data = tempfile::tempdir().unwrap();
-    let file = pavise::config::FileConfig {
+    let mut file = pavise::config::FileConfig {
         data_dir: data.path().to_owned(),
         policies: data.path().join("policies"),
         public: pavise::config::PublicConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() },
@@ -1266,13 +1267,24 @@ async fn finding_1_the_key_file_is_refused_beside_the_data() {
         egress: pavise::config::EgressConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() },
         ..Default::default()
     };
-    let config = pavise::config::Config::validate(file, &Default::default(), None).unwrap();
-    let err = match pavise::server::start(config, tokio_util::sync::CancellationToken::new()).await {
-        Err(e) => e.to_string(),
-        Ok(_) => panic!("pavise started with its key in the data dir"),
+    let refused = |file: pavise::config::FileConfig| async move {
+        let config = pavise::config::Config::validate(file, &Default::default(), None).unwrap();
+        match pavise::server::start(config, tokio_util::sync::CancellationToken::new()).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("pavise started with its key in the data dir"),
+        }
     };
+    let mut inside = file.clone();
+    inside.expiry.key_file = Some(data.path().join("keys/expiry.key"));
+    let err = refused(inside).await;
     assert!(err.contains("inside the data dir") && err.contains("PAVISE_EXPIRY_KEY_FILE"), "{err}");
-    assert!(!data.path().join("expiry.key").exists(), "refused before a key was made");
+    assert!(!data.path().join("keys/expiry.key").exists(), "refused before a key was made");
+    // The default is beside the data dir; an older version's default, in it, is moved by
+    // the admin, never replaced by a new key that would open nothing.
+    std::fs::write(data.path().join("expiry.key"), [7u8; 32]).unwrap();
+    file.expiry.key_file = None;
+    let err = refused(file).await;
+    assert!(err.contains("Move it to") && err.contains("-expiry.key"), "{err}");
 }
 
 /// Finding 2: the instance answers a creation late (past the client's timeout), too late

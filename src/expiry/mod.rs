@@ -91,13 +91,14 @@ pub struct ExpiryConfig {
     /// Off: no stage, no scheduler (policies are still checked by `pavise check`).
     pub enabled: bool,
     /// The key that seals authors' tokens and unlocks the store's epoch keys (CLI:
-    /// `--expiry-key-file`, env `PAVISE_EXPIRY_KEY_FILE`). Default `<data_dir>/expiry.key`,
-    /// which pavise refuses: beside the data, a seized data dir would open itself. Put it on
-    /// another volume (or a tmpfs filled at boot, or pass it as `/dev/fd/N`); it is only
-    /// read after its creation.
+    /// `--expiry-key-file`, env `PAVISE_EXPIRY_KEY_FILE`). Default: beside the data dir,
+    /// never in it (`./data` → `./data-expiry.key`), so a copy of the data dir alone opens
+    /// nothing; on the same disk, though, which pavise warns about at every start. Put it
+    /// on another volume (or a tmpfs filled at boot); it is only read after its creation.
+    /// Inside the data dir it is refused: a seized data dir would open itself.
     pub key_file: Option<PathBuf>,
-    /// Lets the key file sit inside the data dir (tests, development): a loud warning at
-    /// every start instead of a refusal.
+    /// Lets the key file sit inside the data dir (tests, development), and puts it there by
+    /// default (`<data_dir>/expiry.key`): a loud warning at every start instead of a refusal.
     pub allow_key_in_data_dir: bool,
     /// A record purged from the store (a deleted post's, a dropped token) can be opened,
     /// by someone holding both the data dir and the key file, for at most this long: the
@@ -162,7 +163,11 @@ impl Default for ExpiryConfig {
 
 impl ExpiryConfig {
     pub fn key_file(&self, data_dir: &std::path::Path) -> PathBuf {
-        self.key_file.clone().unwrap_or_else(|| data_dir.join("expiry.key"))
+        match &self.key_file {
+            Some(path) => path.clone(),
+            None if self.allow_key_in_data_dir => data_dir.join(KEY_IN_DATA_DIR),
+            None => key_beside(data_dir),
+        }
     }
 
     /// What `Config::validate` checks beyond the types.
@@ -190,6 +195,16 @@ impl ExpiryConfig {
     /// is for the start log and `pavise check`.
     pub fn check_key_placement(&self, data_dir: &std::path::Path, development: bool) -> Result<Option<String>, String> {
         let key = self.key_file(data_dir);
+        let older = data_dir.join(KEY_IN_DATA_DIR);
+        if self.key_file.is_none() && !self.allow_key_in_data_dir && !key.exists() && older.exists() {
+            // An older version's default: moved by the admin, never silently replaced (a new
+            // key would not open the store, nor the tokens sealed with the old one).
+            return Err(format!(
+                "expiry.key_file: the expiry key is at {}, inside the data dir, where older versions kept it; a seized data dir would hold the key that opens it. Move it to {} (the default now), or to another volume and point expiry.key_file, --expiry-key-file or PAVISE_EXPIRY_KEY_FILE at it (README: \"Where the key lives\")",
+                older.display(),
+                key.display()
+            ));
+        }
         let (key_abs, dir_abs) = (resolved(&key), resolved(data_dir));
         if key_abs.starts_with(&dir_abs) {
             let why = format!(
@@ -210,6 +225,21 @@ impl ExpiryConfig {
             )));
         }
         Ok(None)
+    }
+}
+
+/// The key file's name inside the data dir (where older versions kept it by default, and
+/// where `expiry.allow_key_in_data_dir` still puts it).
+const KEY_IN_DATA_DIR: &str = "expiry.key";
+
+/// The default key file: beside the data dir, named after it (`/var/lib/pavise` →
+/// `/var/lib/pavise-expiry.key`).
+fn key_beside(data_dir: &std::path::Path) -> PathBuf {
+    let dir = resolved(data_dir);
+    match (dir.parent(), dir.file_name()) {
+        (Some(parent), Some(name)) => parent.join(format!("{}-expiry.key", name.to_string_lossy())),
+        // The data dir is `/`: there is no beside (and inside is refused).
+        _ => data_dir.join(KEY_IN_DATA_DIR),
     }
 }
 
@@ -669,5 +699,55 @@ impl crate::metrics::MetricsSource for Expiry {
             let _ = writeln!(out, "# TYPE pavise_expiry_{name}_total counter");
             let _ = writeln!(out, "pavise_expiry_{name}_total {}", v.load(Relaxed));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Red-team finding 1 (second pass): the key file beside the data let a seized data dir
+    /// open itself. The default is beside the data dir now, never in it; a key put inside,
+    /// under any spelling of the path, is refused outside development; an older version's
+    /// key in the data dir is never silently replaced by a new one.
+    #[test]
+    fn the_key_file_lives_beside_the_data_dir_never_in_it() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let config = ExpiryConfig::default();
+        let key = config.key_file(&data);
+        assert_eq!(key, resolved(root.path()).join("data-expiry.key"));
+        let warning = config.check_key_placement(&data, false).unwrap().unwrap();
+        assert!(warning.contains("same filesystem"), "{warning}");
+        assert_eq!(config.key_file(&root.path().join("data/")), key, "a trailing slash names the same dir");
+
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&data, root.path().join("link")).unwrap();
+        let inside = [
+            data.join("expiry.key"),
+            root.path().join("elsewhere/../data/keys/expiry.key"),
+            #[cfg(unix)]
+            root.path().join("link/expiry.key"),
+        ];
+        for path in inside {
+            let mut c = ExpiryConfig { key_file: Some(path.clone()), ..ExpiryConfig::default() };
+            let refused = c.check_key_placement(&data, false).unwrap_err();
+            assert!(refused.contains("inside the data dir") && refused.contains("PAVISE_EXPIRY_KEY_FILE"), "{refused}");
+            let warned = c.check_key_placement(&data, true).unwrap().unwrap();
+            assert!(warned.starts_with("INSECURE"), "direct egress is development: {warned}");
+            c.allow_key_in_data_dir = true;
+            assert!(c.check_key_placement(&data, false).unwrap().unwrap().starts_with("INSECURE"));
+        }
+
+        // An older version's default key, still in the data dir: the admin moves it.
+        std::fs::write(data.join("expiry.key"), b"k").unwrap();
+        let refused = config.check_key_placement(&data, false).unwrap_err();
+        assert!(refused.contains("Move it to") && refused.contains("data-expiry.key"), "{refused}");
+        let allowed = ExpiryConfig { allow_key_in_data_dir: true, ..ExpiryConfig::default() };
+        assert_eq!(allowed.key_file(&data), data.join("expiry.key"), "tests keep theirs in the data dir");
+        std::fs::write(&key, b"k").unwrap();
+        assert!(config.check_key_placement(&data, false).is_ok(), "moved: the old copy is the admin's to wipe");
     }
 }
