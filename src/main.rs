@@ -128,7 +128,7 @@ struct RunFlags {
     /// Extra arti configuration in arti's own TOML format.
     #[arg(long)]
     arti_config: Option<PathBuf>,
-    /// The expiry key file (kept off the data disk; pavise refuses one inside the data dir).
+    /// The expiry key file [default: beside the data dir, `<data_dir>-expiry.key`; refused inside it].
     #[arg(long, env = "PAVISE_EXPIRY_KEY_FILE")]
     expiry_key_file: Option<PathBuf>,
 }
