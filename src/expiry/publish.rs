@@ -17,10 +17,11 @@
 //! any other (only if it still has no record: two looks side by side cannot both take it), its deadline counted from its `created_at` (a publication) or from when it
 //! was sent. A post that never turns up is given up after [`MAX_SEARCHES`] looks.
 //!
-//! The author's account is taken from a credential pavise already holds for the token, or
-//! asked of the instance (`verify_credentials`); when neither answers at once, the record
-//! is made without it and the scheduler finds it out when it looks: a post is never
-//! answered `200` without its record.
+//! The author's account is asked of the instance (`verify_credentials`), or, when it does
+//! not answer, taken from a credential pavise already holds for the token; when neither
+//! answers at once, the record is made without it and the scheduler finds it out when it
+//! looks: a post is never answered `200` without its record. Scheduled posts are recorded
+//! even while no rule is loaded (the rules in force at publication decide).
 
 use super::{EXPIRES_IN_RULE, Expiry, ExpiryError, instance::Instance, observe::ScheduledFacts, seal::Token};
 use crate::store::{ExpiryState, Outcome, Publication, PublicationKind, Scheduled, UnixMs, now_ms};
@@ -37,22 +38,21 @@ pub fn item_id(scheduled_id: &str) -> String {
     format!("scheduled/{scheduled_id}")
 }
 
-/// The account a token belongs to, as far as pavise can tell now: a credential it already
-/// holds for the token, else the instance's word. Empty when neither answers (then the
+/// The account a token belongs to, as far as pavise can tell now: the instance's word, else
+/// a credential pavise already holds for the token. Empty when neither answers (then the
 /// scheduler asks again when it looks).
 pub async fn account_of(core: &Expiry, instance: &Instance, host: Option<&str>, token: &Token) -> String {
+    let asked = match instance.verify_credentials(host, token).await {
+        Ok((_, account)) => return account,
+        Err(e) => e,
+    };
     if let Ok(Some(cred)) = core.store.credential(&core.sealer.credential_id(token)).await
         && !cred.account.is_empty()
     {
         return cred.account;
     }
-    match instance.verify_credentials(host, token).await {
-        Ok((_, account)) => account,
-        Err(e) => {
-            tracing::info!(error = %e, "expiry: whose post this is is asked again when it is looked for");
-            String::new()
-        }
-    }
+    tracing::info!(error = %asked, "expiry: whose post this is is asked again when it is looked for");
+    String::new()
 }
 
 /// Records a scheduled post, durably, with the author's token (needed to find it later).

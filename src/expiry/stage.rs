@@ -644,9 +644,9 @@ impl Exchange {
                 None => pipeline::not_found(),
             };
         }
-        if let Some(facts) = observe::scheduled_from(&json)
-            && (core.has_rules() || self.lost.expires_in.is_some())
-        {
+        // Recorded even while no rule is loaded: the rules in force at its publication
+        // decide, and a reload may come before it.
+        if let Some(facts) = observe::scheduled_from(&json) {
             let recorded = match &self.token {
                 Some(t) => {
                     let account = publish::account_of(core, &self.instance, self.host.as_deref(), t).await;
