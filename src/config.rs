@@ -388,6 +388,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub policies: Option<PathBuf>,
     pub arti_config: Option<PathBuf>,
+    /// `--expiry-key-file` / `PAVISE_EXPIRY_KEY_FILE`.
+    pub expiry_key_file: Option<PathBuf>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -469,6 +471,9 @@ impl Config {
         }
         if let Some(path) = &o.arti_config {
             file.egress.tor.arti_config = Some(path.clone());
+        }
+        if let Some(path) = &o.expiry_key_file {
+            file.expiry.key_file = Some(path.clone());
         }
 
         let upstream = UpstreamUrl::parse("upstream.url", &file.upstream.url)?;
@@ -608,6 +613,7 @@ impl Config {
         if let Err((key, why)) = file.expiry.validate() {
             return Err(invalid(key, why));
         }
+
         if !is_loopback(file.admin.listen.ip()) {
             return Err(invalid(
                 "admin.listen",

@@ -35,6 +35,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod auth;
 pub mod check;
 pub mod config;
 pub mod conn;

@@ -128,6 +128,9 @@ struct RunFlags {
     /// Extra arti configuration in arti's own TOML format.
     #[arg(long)]
     arti_config: Option<PathBuf>,
+    /// The expiry key file [default: beside the data dir, `<data_dir>-expiry.key`; refused inside it].
+    #[arg(long, env = "PAVISE_EXPIRY_KEY_FILE")]
+    expiry_key_file: Option<PathBuf>,
 }
 
 fn parse_egress_mode(s: &str) -> Result<EgressMode, String> {
@@ -150,6 +153,7 @@ impl RunFlags {
             data_dir: self.data_dir,
             policies: self.policies,
             arti_config: self.arti_config,
+            expiry_key_file: self.expiry_key_file,
         }
     }
 }

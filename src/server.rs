@@ -83,15 +83,26 @@ pub async fn start(
     // Background work that must stop (between items) before the store closes.
     let tasks = TaskTracker::new();
 
-    // The key that seals authors' tokens also seals the store's expiry records at rest.
+    // The key that seals authors' tokens also unlocks the store's epoch keys: it must not
+    // sit beside the data it opens (refused, but in development).
+    let development = config.file.egress.mode == crate::config::EgressMode::Direct;
+    match config.file.expiry.check_key_placement(data_dir, development) {
+        Ok(None) => {}
+        Ok(Some(warning)) => tracing::warn!("{warning}"),
+        Err(why) => return Err(ExpiryError::Invalid(why).into()),
+    }
     let sealer = Sealer::load_or_create(&config.file.expiry.key_file(data_dir)).map_err(ExpiryError::from)?;
 
     // One durable store for every feature: the expiry schedule, sealed credentials, the
     // shield's first-seen senders and quarantine. redb allows one open per file.
     let store: Arc<EmbeddedStore> = {
-        let (dir, cache, seal) = (data_dir.clone(), config.file.expiry.store_cache.0 as usize, sealer.record_seal());
+        let opts = crate::store::StoreOptions {
+            cache_bytes: config.file.expiry.store_cache.0 as usize,
+            forget_within: config.file.expiry.forget_within.get(),
+        };
+        let (dir, key) = (data_dir.clone(), sealer.store_key());
         Arc::new(
-            tokio::task::spawn_blocking(move || EmbeddedStore::open_sealed(&dir, cache, seal))
+            tokio::task::spawn_blocking(move || EmbeddedStore::open_with(&dir, opts, Some(key)))
                 .await
                 .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??,
         )
