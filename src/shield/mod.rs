@@ -331,6 +331,9 @@ pub struct Shield {
     /// Hellthread deliveries (body hash) → first seen: deferred for `shield_for` at most,
     /// so a sender that retries for days gets through in the end.
     hellthreads: moka::sync::Cache<u64, Instant>,
+    /// `[cluster]`: the wave windows, shields and limit budgets shared through Redis, on
+    /// top of this node's own (which decide alone when Redis does not answer in time).
+    shared: std::sync::OnceLock<Arc<crate::cluster::redis::Shared>>,
 }
 
 /// Key namespaces, so a domain and a pseudonym never share a bucket.
@@ -400,8 +403,14 @@ impl Shield {
             .map_err(|e| ShieldError::Seal(e.to_string()))?;
         let max_shield = policy.wave.shield_for.max(policy.wave.window).max(Duration::from_secs(60));
         let reader = InstanceReader::new(config.upstream.authority.clone());
+        // Nodes of one cluster name a limit key alike (in Redis): a hash keyed by the key file.
+        let hasher = if config.file.cluster.enabled() {
+            KeyHasher::keyed(sealer.store_key().derive_secret(crate::cluster::node::HASH_LABEL))
+        } else {
+            KeyHasher::default()
+        };
         Ok(Arc::new(Shield {
-            hasher: KeyHasher::default(),
+            hasher,
             verifier: Verifier::new(fetcher, cfg.key_cache_entries, cfg.key_cache_ttl.get()),
             seen_signatures: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(REPLAY_MEMORY).build(),
             waves: WaveDetector::new(cfg.wave_accounts, sender_memory(&policy), max_shield),
@@ -428,7 +437,96 @@ impl Shield {
             policies_dir: config.file.policies.clone(),
             local_domain: config.file.local_domain.clone(),
             cfg,
+            shared: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// `[cluster]`: shares waves, shields and limits with the other nodes through Redis.
+    pub fn share_through(&self, shared: Arc<crate::cluster::redis::Shared>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// The limits of the rules `check_limits` just passed, for the shared decision (empty
+    /// without a cluster).
+    fn shared_limits(
+        &self,
+        active: &Active,
+        class: RouteClass,
+        (method, path, headers): (&Method, &str, &http::HeaderMap),
+        pseudonym: IpAddr,
+        signer: Option<&Verdict>,
+    ) -> Vec<(usize, crate::cluster::redis::SharedLimit)> {
+        if self.shared.get().is_none() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for &i in &active.by_route[class.index()] {
+            let Some(limiter) = active.limiters.get(i) else { continue };
+            if !limiter.rule.matches(method, path) {
+                continue;
+            }
+            let rule = &limiter.rule;
+            out.push((
+                i,
+                crate::cluster::redis::SharedLimit {
+                    rule: rule.name.clone(),
+                    key: self.limit_key(rule.key, headers, pseudonym, signer),
+                    interval: (rule.per / rule.count.max(1)).max(Duration::from_nanos(1)),
+                    burst: rule.burst.max(1),
+                },
+            ));
+        }
+        out
+    }
+
+    /// The shared decision over what this node's limiters allowed: the budget is the
+    /// cluster's. Redis silent past its budget → this node's decision stands (degraded).
+    async fn check_shared_limits(
+        &self,
+        active: &Active,
+        limits: Vec<(usize, crate::cluster::redis::SharedLimit)>,
+    ) -> Result<(), Denied> {
+        let Some(shared) = self.shared.get() else { return Ok(()) };
+        if limits.is_empty() {
+            return Ok(());
+        }
+        let rules: Vec<_> = limits.iter().map(|(_, l)| l.clone()).collect();
+        match shared.check_limits(&rules).await {
+            Some(Err(denied)) => {
+                let (i, _) = &limits[denied.index.min(limits.len() - 1)];
+                let rule = active.limiters.get(*i).map(|l| &l.rule);
+                let limit = rule.map_or(1, |r| r.burst);
+                let full_after = rule.map_or(Duration::ZERO, |r| (r.per / r.count.max(1)) * r.burst);
+                Err(Denied {
+                    rule: rule.map_or_else(String::new, |r| r.name.clone()),
+                    limit,
+                    retry_after: denied.retry_after,
+                    reset_after: denied.retry_after.max(full_after),
+                })
+            }
+            Some(Ok(())) | None => Ok(()),
+        }
+    }
+
+    /// The limiter key of one rule's kind for this request.
+    fn limit_key(&self, kind: KeyKind, headers: &http::HeaderMap, pseudonym: IpAddr, signer: Option<&Verdict>) -> u64 {
+        let client = || self.hasher.hash(ns::CLIENT, pseudonym);
+        match kind {
+            KeyKind::Global => 0,
+            KeyKind::Client => client(),
+            KeyKind::Token => match bearer(headers) {
+                Some(token) => self.hasher.hash(ns::TOKEN, token),
+                None => client(),
+            },
+            KeyKind::RemoteDomain => match signer {
+                Some(Verdict::Verified { domain, .. }) => self.hasher.hash(ns::DOMAIN, domain),
+                _ => self.hasher.hash(ns::UNVERIFIED, pseudonym),
+            },
+            KeyKind::RemoteActor => match signer {
+                Some(Verdict::Verified { actor, .. }) => self.hasher.hash(ns::ACTOR, actor),
+                _ => self.hasher.hash(ns::UNVERIFIED, pseudonym),
+            },
+        }
     }
 
     fn active(&self) -> Arc<Active> {
@@ -455,24 +553,7 @@ impl Shield {
             if !rule.matches(method, path) {
                 continue;
             }
-            let client = || self.hasher.hash(ns::CLIENT, pseudonym);
-            let key = match rule.key {
-                KeyKind::Global => 0,
-                KeyKind::Client => client(),
-                KeyKind::Token => match bearer(headers) {
-                    Some(token) => self.hasher.hash(ns::TOKEN, token),
-                    None => client(),
-                },
-                KeyKind::RemoteDomain => match signer {
-                    Some(Verdict::Verified { domain, .. }) => self.hasher.hash(ns::DOMAIN, domain),
-                    _ => self.hasher.hash(ns::UNVERIFIED, pseudonym),
-                },
-                KeyKind::RemoteActor => match signer {
-                    Some(Verdict::Verified { actor, .. }) => self.hasher.hash(ns::ACTOR, actor),
-                    _ => self.hasher.hash(ns::UNVERIFIED, pseudonym),
-                },
-            };
-            limiter.check(key)?;
+            limiter.check(self.limit_key(rule.key, headers, pseudonym, signer))?;
         }
         Ok(())
     }
@@ -611,9 +692,16 @@ impl Shield {
     ) -> Result<Flow, ProxyError> {
         let d = self.read_delivery(ctx, req).await?;
         let request_parts = (&d.parts.method, ctx.route.path.as_str(), &d.parts.headers);
-        if let Err(denied) =
-            self.check_limits(&active, RouteClass::Inbox, request_parts, ctx.pseudonym, Some(&d.verdict))
-        {
+        let checked =
+            match self.check_limits(&active, RouteClass::Inbox, request_parts, ctx.pseudonym, Some(&d.verdict)) {
+                Ok(()) => {
+                    let limits =
+                        self.shared_limits(&active, RouteClass::Inbox, request_parts, ctx.pseudonym, Some(&d.verdict));
+                    self.check_shared_limits(&active, limits).await
+                }
+                Err(denied) => Err(denied),
+            };
+        if let Err(denied) = checked {
             self.stats.limited.fetch_add(1, Relaxed);
             Self::tally(&self.domains, &d.domain_label).limited.fetch_add(1, Relaxed);
             return Ok(Flow::Respond(too_many(&denied)));
@@ -668,7 +756,17 @@ impl Shield {
             let sender = self.hasher.hash(ns::SENDER, actor.as_str());
             let params = active.wave_params();
             for account in &strangers_to {
-                if self.waves.observe(account, sender, domain, now, &params) == wave::Observed::ShieldRaised {
+                let mut raised =
+                    self.waves.observe(account, sender, domain, now, &params) == wave::Observed::ShieldRaised;
+                // Counted across every node too (this node's own count stays the fallback).
+                if let Some(shared) = self.shared.get()
+                    && let Some(crate::cluster::redis::SharedWave::Raised { senders }) =
+                        shared.observe_wave(account, actor, &params).await
+                {
+                    tracing::warn!(account, actors = senders, "mention wave (across the cluster): account shielded");
+                    raised = true;
+                }
+                if raised {
                     self.stats.shields_raised.fetch_add(1, Relaxed);
                     if self.cfg.learn_following {
                         self.follows.learn_from_instance(account, &host);
@@ -676,13 +774,27 @@ impl Shield {
                 }
             }
         }
-        let mut targets: Vec<String> =
-            strangers_to.iter().filter(|a| self.waves.shield_until(a, now).is_some()).cloned().collect();
+        let shared_shields = match self.shared.get() {
+            Some(shared) => shared.shielded(&strangers_to).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mut targets: Vec<String> = strangers_to
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| self.waves.shield_until(a, now).is_some() || shared_shields.get(*i) == Some(&true))
+            .map(|(_, a)| a.clone())
+            .collect();
         if addressed.opaque && targets.is_empty() {
             // The instance will fetch the object and may find any member mentioned in it.
-            targets = self
-                .waves
-                .shielded(now)
+            let mut shielded = self.waves.shielded(now);
+            if let Some(shared) = self.shared.get()
+                && let Some(more) = shared.shielded_accounts().await
+            {
+                shielded.extend(more);
+                shielded.sort();
+                shielded.dedup();
+            }
+            targets = shielded
                 .into_iter()
                 .filter(|a| !d.actor().is_some_and(|actor| self.follows.follows(a, actor)))
                 .collect();
@@ -1011,15 +1123,27 @@ impl Stage for ShieldStage {
             if inbox_work || active.needs_signer[class.index()] {
                 None
             } else if active.by_route[class.index()].is_empty() {
-                Some(Ok(()))
+                Some(Ok(Vec::new()))
             } else {
                 let parts = (req.method(), ctx.route.path.as_str(), req.headers());
-                Some(shield.check_limits(&active, class, parts, ctx.pseudonym, None))
+                Some(shield.check_limits(&active, class, parts, ctx.pseudonym, None).map(|()| {
+                    // `[cluster]`: the rules this request matched, for one shared decision.
+                    shield.shared_limits(&active, class, parts, ctx.pseudonym, None)
+                }))
             }
         };
         match (decision, inbox) {
-            // A few hash lookups, no body, no allocation beyond the stage's future.
+            // A few hash lookups, no body, no allocation beyond the stage's future (and,
+            // in a cluster, one Redis round trip when a rule matched).
             (Some(decision), _) => Box::pin(async move {
+                let decision = match decision {
+                    Ok(limits) if !limits.is_empty() => {
+                        let active = shield.active();
+                        shield.check_shared_limits(&active, limits).await
+                    }
+                    Ok(_) => Ok(()),
+                    Err(denied) => Err(denied),
+                };
                 match decision {
                     Ok(()) => Ok(Flow::Continue(req)),
                     Err(denied) => {
@@ -1038,13 +1162,17 @@ impl Stage for ShieldStage {
                 Box::pin(async move {
                     let (parts, body) = req.into_parts();
                     let (_, verdict) = shield.verify(ctx, &parts, b"", None).await;
-                    match shield.check_limits(
-                        &active,
-                        class,
-                        (&parts.method, ctx.route.path.as_str(), &parts.headers),
-                        ctx.pseudonym,
-                        Some(&verdict),
-                    ) {
+                    let request_parts = (&parts.method, ctx.route.path.as_str(), &parts.headers);
+                    let checked =
+                        match shield.check_limits(&active, class, request_parts, ctx.pseudonym, Some(&verdict)) {
+                            Ok(()) => {
+                                let limits =
+                                    shield.shared_limits(&active, class, request_parts, ctx.pseudonym, Some(&verdict));
+                                shield.check_shared_limits(&active, limits).await
+                            }
+                            Err(denied) => Err(denied),
+                        };
+                    match checked {
                         Ok(()) => Ok(Flow::Continue(Request::from_parts(parts, body))),
                         Err(denied) => {
                             shield.stats.limited.fetch_add(1, Relaxed);
@@ -1104,6 +1232,9 @@ impl AdminHandler for ShieldAdmin {
                 }
                 (&Method::POST, ["lift", account]) => {
                     self.0.waves.lift(&account.to_ascii_lowercase(), Instant::now());
+                    if let Some(shared) = self.0.shared.get() {
+                        shared.lift(&account.to_ascii_lowercase()).await;
+                    }
                     json(StatusCode::OK, serde_json::json!({ "lifted": account }))
                 }
                 _ => json_error(StatusCode::NOT_FOUND, "no such shield endpoint"),
