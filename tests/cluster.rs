@@ -534,6 +534,10 @@ paths = ["/auth/sign_in"]
             .body(Full::new(Bytes::from_static(b"username=x&password=y")))
             .unwrap()
     };
+    // `pavise check`'s section: both servers found, what they run, nothing refused.
+    let check = pavise::cluster::check::summary(&cluster_cfg(&pg, &redis, "solo")).await.unwrap();
+    assert!(check.contains("postgresql") && check.contains("schema 1 (current)"), "{check}");
+    assert!(check.contains("redis") && check.contains("persistence off"), "{check}");
     redis.kill();
     // Requests keep being served; the limit still holds (this node's own budget), nothing
     // fails open.
