@@ -64,6 +64,8 @@ pub struct FileConfig {
     pub expiry: crate::expiry::ExpiryConfig,
     /// Rate limits and the wave shield: machinery here, rules in `policies/`.
     pub shield: crate::shield::ShieldConfig,
+    /// Several nodes sharing state through PostgreSQL and Redis (absent: one node).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Default for FileConfig {
@@ -84,6 +86,7 @@ impl Default for FileConfig {
             media: crate::privacy::media::MediaConfig::default(),
             expiry: crate::expiry::ExpiryConfig::default(),
             shield: crate::shield::ShieldConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }
@@ -475,6 +478,9 @@ impl Config {
         if let Some(path) = &o.expiry_key_file {
             file.expiry.key_file = Some(path.clone());
         }
+
+        file.cluster.apply_env(|name| std::env::var(name).ok());
+        file.cluster.validate().map_err(|(key, message)| invalid(key, message))?;
 
         let upstream = UpstreamUrl::parse("upstream.url", &file.upstream.url)?;
         let streaming_upstream = UpstreamUrl::parse("upstream.streaming_url", &file.upstream.streaming_url)?;

@@ -29,6 +29,8 @@
 //!   sweeps, and hiding an expired post from every answer and stream at once.
 //! - [`store`]: durable state (the expiry schedule, sealed credentials) behind one trait,
 //!   sealed at rest.
+//! - [`cluster`]: several nodes sharing state through PostgreSQL (the store) and Redis
+//!   (limits, waves, shields, the pseudonym key).
 //! - [`metrics`], [`telemetry`], [`shutdown`], [`units`]: the small shared pieces.
 //!
 //! Dependencies point one way: `server` → `proxy` → stage modules → `store`, `config`.
@@ -37,6 +39,7 @@ pub mod accept;
 pub mod admin;
 pub mod auth;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod egress;

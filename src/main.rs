@@ -186,6 +186,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Command::Check { common, flags, sample_post } => {
             let config = Config::load(common.config.as_deref(), &flags.overrides())?;
             print!("{}", pavise::check::summary(&config)?);
+            if config.file.cluster.enabled() {
+                let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+                let cluster = runtime.block_on(pavise::cluster::check::summary(&config.file.cluster));
+                print!("{}", cluster.map_err(anyhow::Error::msg)?);
+            }
             if let Some(sample) = sample_post {
                 print!("{}", pavise::check::sample_post(&config, &sample)?);
             }

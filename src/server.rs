@@ -47,6 +47,8 @@ pub enum ServerError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Shield(#[from] crate::shield::ShieldError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::node::JoinError),
 }
 
 /// Addresses actually bound (port 0 in config → the port the OS chose).
@@ -108,8 +110,27 @@ pub async fn start(
         )
     };
 
+    // `[cluster]`: PostgreSQL is the store (this node's redb file becomes its journal) and
+    // Redis the shared counters; see `cluster`.
+    let cluster = if config.file.cluster.enabled() {
+        let node = crate::cluster::Node::join(&config.file.cluster, &sealer.store_key(), (*store).clone()).await?;
+        admin.add_check(node.readiness());
+        metrics.register(node.metrics());
+        tasks.spawn(crate::cluster::journal::replay(node.store.clone(), shutdown.clone()));
+        Some(node)
+    } else {
+        None
+    };
+    let durable: Arc<dyn crate::store::Store> = match &cluster {
+        Some(node) => node.store.clone(),
+        None => store.clone(),
+    };
+
     let shield = if config.file.shield.enabled {
-        let shield = crate::shield::Shield::new(&config, store.clone(), None)?;
+        let shield = crate::shield::Shield::new(&config, durable.clone(), None)?;
+        if let Some(node) = &cluster {
+            shield.share_through(node.shared.clone());
+        }
         admin.add_handler(Arc::new(crate::shield::ShieldAdmin(shield.clone())));
         admin.add_check(Arc::new(crate::shield::ShieldReadiness(shield.clone())));
         admin.add_reload(shield.clone());
@@ -129,7 +150,7 @@ pub async fn start(
 
     let expiry = if config.file.expiry.enabled {
         let expiry =
-            Arc::new(Expiry::new(store.clone(), config.file.policies.clone(), sealer, config.file.expiry.clone())?);
+            Arc::new(Expiry::new(durable.clone(), config.file.policies.clone(), sealer, config.file.expiry.clone())?);
         // Before the first request: every post hidden now is known to the index.
         let hidden = crate::expiry::index::rebuild(&expiry).await?;
         tracing::info!(hidden, "expiry: index of hidden posts built");
@@ -182,6 +203,19 @@ pub async fn start(
     let tunnel_cut = CancellationToken::new();
     let upstream = Upstream::new(&config, metrics.clone(), tunnels.clone(), tunnel_cut.clone());
     let pseudonymizer = Arc::new(Pseudonymizer::new(&config.file.client_ip));
+    if let Some(node) = &cluster {
+        // The cluster's pseudonym key before the first request, then at every period.
+        let rotate = config.file.client_ip.rotate.get();
+        if let Ok((key, left)) = node.shared.pseudonym_key(rotate).await {
+            pseudonymizer.install_shared_key(&key, left + std::time::Duration::from_millis(100));
+        }
+        tasks.spawn(crate::cluster::redis::sync_pseudonym_key(
+            node.shared.clone(),
+            pseudonymizer.clone(),
+            rotate,
+            shutdown.clone(),
+        ));
+    }
     let pipeline = Arc::new(Pipeline::new(&config, stages, upstream, pseudonymizer, metrics.clone()));
     // One budget of body memory (and of streams) for every public connection; the stages
     // charge it through the request context (`proxy::budget`).

@@ -28,18 +28,18 @@ use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 
 use crate::support::{Pavise, RecordingUpstream, TestBody, files_under, send_from, text};
 
-const LOCAL: &str = "local.example";
-const MASTODON_UA: &str = "http.rb/5.2.0 (Mastodon/4.3.0; +https://remote.example/)";
+pub const LOCAL: &str = "local.example";
+pub const MASTODON_UA: &str = "http.rb/5.2.0 (Mastodon/4.3.0; +https://remote.example/)";
 const GTS_UA: &str = "gotosocial/0.17.3 (+https://gts.example/)";
 
 /// An RSA key pair made once per test run with `openssl genpkey` (ring cannot generate
 /// RSA keys), plus its SPKI PEM as actors publish it.
-struct TestKey {
+pub struct TestKey {
     pair: RsaKeyPair,
     pem: String,
 }
 
-fn rsa_key(slot: usize) -> &'static TestKey {
+pub fn rsa_key(slot: usize) -> &'static TestKey {
     static KEYS: OnceLock<Vec<TestKey>> = OnceLock::new();
     let keys = KEYS.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -98,7 +98,7 @@ fn activity_json(status: u16, doc: &serde_json::Value) -> http::Response<TestBod
 
 /// A remote server on its own loopback address. By default it serves `GET /users/NAME` as
 /// an actor document with `key`'s public half (404 for names starting with `ghost`).
-struct ActorServer {
+pub struct ActorServer {
     addr: SocketAddr,
     fetches: Arc<AtomicU64>,
     stop: tokio_util::sync::CancellationToken,
@@ -107,7 +107,7 @@ struct ActorServer {
 type Serve = Arc<dyn Fn(SocketAddr, &str) -> http::Response<TestBody> + Send + Sync>;
 
 impl ActorServer {
-    async fn start(ip: &str, key: &'static TestKey) -> ActorServer {
+    pub async fn start(ip: &str, key: &'static TestKey) -> ActorServer {
         Self::serving(
             ip,
             Arc::new(move |addr, path| {
@@ -147,7 +147,7 @@ impl ActorServer {
         ActorServer { addr, fetches, stop }
     }
 
-    fn actor(&self, name: &str) -> String {
+    pub fn actor(&self, name: &str) -> String {
         format!("http://{}/users/{name}", self.addr)
     }
 
@@ -189,7 +189,7 @@ fn note_to(actor: &str, mentions: &[String], marker: &str) -> Vec<u8> {
 }
 
 /// A Create/Note from `actor` mentioning the local `accounts`, with a unique marker.
-fn note(actor: &str, accounts: &[&str], marker: &str) -> Vec<u8> {
+pub fn note(actor: &str, accounts: &[&str], marker: &str) -> Vec<u8> {
     let mentions: Vec<String> = accounts.iter().map(|a| format!("https://{LOCAL}/users/{a}")).collect();
     note_to(actor, &mentions, marker)
 }
@@ -252,7 +252,7 @@ fn signed(key: &TestKey, key_id: &str, path: &str, body: &[u8], user_agent: &str
 
 /// Delivers `body` to `/inbox`, signed with `key` as `actor`'s main key, from the
 /// loopback address `from` (each test "domain" has its own).
-async fn deliver(
+pub async fn deliver(
     pavise: &Pavise,
     from: &str,
     key: &TestKey,
@@ -267,7 +267,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn policies(dir: &Path, text: &str) {
+pub fn policies(dir: &Path, text: &str) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("shield.toml"), text).unwrap();
 }
@@ -276,7 +276,7 @@ async fn start(upstream: &RecordingUpstream, policy_dir: &Path) -> Pavise {
     start_with(upstream, policy_dir, |_| {}).await
 }
 
-async fn start_with(
+pub async fn start_with(
     upstream: &RecordingUpstream,
     policy_dir: &Path,
     tweak: impl FnOnce(&mut pavise::config::FileConfig),
@@ -295,7 +295,7 @@ async fn start_with(
     .await
 }
 
-async fn admin_get(p: &Pavise, path: &str) -> serde_json::Value {
+pub async fn admin_get(p: &Pavise, path: &str) -> serde_json::Value {
     let client = reqwest::Client::new();
     let resp = client.get(p.admin_url(path)).bearer_auth(&p.token).send().await.unwrap();
     assert_eq!(resp.status(), 200);

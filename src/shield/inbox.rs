@@ -133,9 +133,29 @@ impl Shield {
         let d = self.examine(ctx, parts, body).await;
         // 6.
         let request_parts = (&d.parts.method, ctx.route.path.as_str(), &d.parts.headers);
-        if let Err(denied) =
-            self.check_limits(&active, RouteClass::Inbox, request_parts, ctx.pseudonym, Some(&d.verdict), Rules::Signer)
-        {
+        let checked = match self.check_limits(
+            &active,
+            RouteClass::Inbox,
+            request_parts,
+            ctx.pseudonym,
+            Some(&d.verdict),
+            Rules::Signer,
+        ) {
+            // `[cluster]`: every rule the delivery matched, decided once across the nodes.
+            Ok(()) => {
+                let limits = self.shared_limits(
+                    &active,
+                    RouteClass::Inbox,
+                    request_parts,
+                    ctx.pseudonym,
+                    Some(&d.verdict),
+                    Rules::All,
+                );
+                self.check_shared_limits(&active, limits).await
+            }
+            Err(denied) => Err(denied),
+        };
+        if let Err(denied) = checked {
             self.stats.limited.fetch_add(1, Relaxed);
             Self::tally(&self.domain_tallies, &d.domain_label).limited.fetch_add(1, Relaxed);
             if let Some(key) = d.signature_key {
@@ -441,19 +461,38 @@ impl Shield {
             }
         }
         for account in members {
-            if self.waves.observe(account, sender, &domain, now, &params).outcome == wave::Observed::ShieldRaised {
+            let mut raised =
+                self.waves.observe(account, sender, &domain, now, &params).outcome == wave::Observed::ShieldRaised;
+            // Counted across every node too (this node's own count stays the fallback).
+            if let Some(shared) = self.shared.get()
+                && let Some(crate::cluster::redis::SharedWave::Raised { senders }) =
+                    shared.observe_wave(account, &actor, &params).await
+            {
+                tracing::warn!(account, actors = senders, "mention wave (across the cluster): account shielded");
+                raised = true;
+            }
+            if raised {
                 self.stats.shields_raised.fetch_add(1, Relaxed);
                 if self.cfg.learn_following {
                     self.follows.learn_from_instance(account, &host);
                 }
             }
         }
-        let mut targets: Vec<String> =
-            strangers_to.iter().filter(|a| self.waves.shield_until(a, now).is_some()).cloned().collect();
+        let shared_shields = match self.shared.get() {
+            Some(shared) => shared.shielded(&strangers_to).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mut targets: Vec<String> = strangers_to
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| self.waves.shield_until(a, now).is_some() || shared_shields.get(*i) == Some(&true))
+            .map(|(_, a)| a.clone())
+            .collect();
         if any && targets.is_empty() {
             // The instance will fetch the object (or reads what pavise cannot) and may find
             // any member mentioned in it.
-            targets = self.waves.shielded(now).into_iter().filter(|a| !self.follows.follows(a, &actor)).collect();
+            targets =
+                self.shielded_everywhere(now).await.into_iter().filter(|a| !self.follows.follows(a, &actor)).collect();
         }
         let hellthread = wave.hellthread > 0 && d.addressed.total > wave.hellthread && !followed_by_any;
         if targets.is_empty() && !hellthread {

@@ -408,6 +408,9 @@ pub struct Shield {
     /// Wakes the housekeeping task for a quarantine pass (a held delivery that no shield
     /// covers goes out at once).
     release_soon: tokio::sync::Notify,
+    /// `[cluster]`: the wave windows, shields and limit budgets shared through Redis, on
+    /// top of this node's own (which decide alone when Redis does not answer in time).
+    shared: std::sync::OnceLock<Arc<crate::cluster::redis::Shared>>,
 }
 
 /// Key namespaces, so a domain and a pseudonym never share a bucket.
@@ -454,6 +457,12 @@ impl Shield {
             .map_err(|e| ShieldError::Seal(e.to_string()))?;
         let longest_shield = policy.wave.max_shield.max(policy.wave.window).max(Duration::from_secs(60));
         let reader = InstanceReader::new(config.upstream.authority.clone());
+        // Nodes of one cluster name a limit key alike (in Redis): a hash keyed by the key file.
+        let hasher = if config.file.cluster.enabled() {
+            KeyHasher::keyed(sealer.store_key().derive_secret(crate::cluster::node::HASH_LABEL))
+        } else {
+            KeyHasher::default()
+        };
         let rate = |text: &str| policy::parse_rate(text).map_err(ShieldError::Config);
         let budget = FetchBudget::new(rate(&cfg.key_fetches_per_client)?, rate(&cfg.key_fetches_per_host)?);
         let domains = InstanceDomains::new(
@@ -468,7 +477,7 @@ impl Shield {
             );
         }
         Ok(Arc::new(Shield {
-            hasher: KeyHasher::default(),
+            hasher,
             verifier: Verifier::new(fetcher, cfg.key_cache_entries, cfg.key_cache_ttl.get()).with_budget(budget),
             blocks: DomainBlocks::new(
                 cfg.domain_blocks,
@@ -506,7 +515,110 @@ impl Shield {
             active: RwLock::new(Arc::new(Active::new(policy, cfg.max_keys))),
             policies_dir: config.file.policies.clone(),
             cfg,
+            shared: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// `[cluster]`: shares waves, shields and limits with the other nodes through Redis.
+    pub fn share_through(&self, shared: Arc<crate::cluster::redis::Shared>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// The limits of the rules `check_limits` just passed, for the shared decision (empty
+    /// without a cluster).
+    fn shared_limits(
+        &self,
+        active: &Active,
+        class: RouteClass,
+        (method, path, headers): (&Method, &str, &http::HeaderMap),
+        pseudonym: IpAddr,
+        signer: Option<&Verdict>,
+        rules: Rules,
+    ) -> Vec<(usize, crate::cluster::redis::SharedLimit)> {
+        if self.shared.get().is_none() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for &i in &active.by_route[class.index()] {
+            let Some(limiter) = active.limiters.get(i) else { continue };
+            if !rules.runs(limiter.rule.key) || !limiter.rule.matches(method, path) {
+                continue;
+            }
+            let rule = &limiter.rule;
+            out.push((
+                i,
+                crate::cluster::redis::SharedLimit {
+                    rule: rule.name.clone(),
+                    key: self.limit_key(rule.key, headers, pseudonym, signer),
+                    interval: (rule.per / rule.count.max(1)).max(Duration::from_nanos(1)),
+                    burst: rule.burst.max(1),
+                },
+            ));
+        }
+        out
+    }
+
+    /// The shared decision over what this node's limiters allowed: the budget is the
+    /// cluster's. Redis silent past its budget → this node's decision stands (degraded).
+    async fn check_shared_limits(
+        &self,
+        active: &Active,
+        limits: Vec<(usize, crate::cluster::redis::SharedLimit)>,
+    ) -> Result<(), Denied> {
+        let Some(shared) = self.shared.get() else { return Ok(()) };
+        if limits.is_empty() {
+            return Ok(());
+        }
+        let rules: Vec<_> = limits.iter().map(|(_, l)| l.clone()).collect();
+        match shared.check_limits(&rules).await {
+            Some(Err(denied)) => {
+                let (i, _) = &limits[denied.index.min(limits.len() - 1)];
+                let rule = active.limiters.get(*i).map(|l| &l.rule);
+                let limit = rule.map_or(1, |r| r.burst);
+                let full_after = rule.map_or(Duration::ZERO, |r| (r.per / r.count.max(1)) * r.burst);
+                Err(Denied {
+                    rule: rule.map_or_else(String::new, |r| r.name.clone()),
+                    limit,
+                    retry_after: denied.retry_after,
+                    reset_after: denied.retry_after.max(full_after),
+                })
+            }
+            Some(Ok(())) | None => Ok(()),
+        }
+    }
+
+    /// The members shielded now: this node's, and in a cluster every node's.
+    async fn shielded_everywhere(&self, now: Instant) -> Vec<String> {
+        let mut shielded = self.waves.shielded(now);
+        if let Some(shared) = self.shared.get()
+            && let Some(more) = shared.shielded_accounts().await
+        {
+            shielded.extend(more);
+            shielded.sort();
+            shielded.dedup();
+        }
+        shielded
+    }
+
+    /// The limiter key of one rule's kind for this request.
+    fn limit_key(&self, kind: KeyKind, headers: &http::HeaderMap, pseudonym: IpAddr, signer: Option<&Verdict>) -> u64 {
+        let client = || self.hasher.hash(ns::CLIENT, pseudonym);
+        match kind {
+            KeyKind::Global => 0,
+            KeyKind::Client => client(),
+            KeyKind::Token => match bearer(headers) {
+                Some(token) => self.hasher.hash(ns::TOKEN, token),
+                None => client(),
+            },
+            KeyKind::RemoteDomain => match signer {
+                Some(Verdict::Verified { domain, .. }) => self.hasher.hash(ns::DOMAIN, domain),
+                _ => self.hasher.hash(ns::UNVERIFIED, pseudonym),
+            },
+            KeyKind::RemoteActor => match signer {
+                Some(Verdict::Verified { actor, .. }) => self.hasher.hash(ns::ACTOR, actor),
+                _ => self.hasher.hash(ns::UNVERIFIED, pseudonym),
+            },
+        }
     }
 
     fn active(&self) -> Arc<Active> {
@@ -534,24 +646,7 @@ impl Shield {
             if !rules.runs(rule.key) || !rule.matches(method, path) {
                 continue;
             }
-            let client = || self.hasher.hash(ns::CLIENT, pseudonym);
-            let key = match rule.key {
-                KeyKind::Global => 0,
-                KeyKind::Client => client(),
-                KeyKind::Token => match bearer(headers) {
-                    Some(token) => self.hasher.hash(ns::TOKEN, token),
-                    None => client(),
-                },
-                KeyKind::RemoteDomain => match signer {
-                    Some(Verdict::Verified { domain, .. }) => self.hasher.hash(ns::DOMAIN, domain),
-                    _ => self.hasher.hash(ns::UNVERIFIED, pseudonym),
-                },
-                KeyKind::RemoteActor => match signer {
-                    Some(Verdict::Verified { actor, .. }) => self.hasher.hash(ns::ACTOR, actor),
-                    _ => self.hasher.hash(ns::UNVERIFIED, pseudonym),
-                },
-            };
-            limiter.check(key)?;
+            limiter.check(self.limit_key(rule.key, headers, pseudonym, signer))?;
         }
         Ok(())
     }
@@ -825,15 +920,27 @@ impl Stage for ShieldStage {
             if inbox_work || active.needs_signer[class.index()] {
                 None
             } else if active.by_route[class.index()].is_empty() {
-                Some(Ok(()))
+                Some(Ok(Vec::new()))
             } else {
                 let parts = (req.method(), ctx.route.path.as_str(), req.headers());
-                Some(shield.check_limits(&active, class, parts, ctx.pseudonym, None, Rules::All))
+                Some(shield.check_limits(&active, class, parts, ctx.pseudonym, None, Rules::All).map(|()| {
+                    // `[cluster]`: the rules this request matched, for one shared decision.
+                    shield.shared_limits(&active, class, parts, ctx.pseudonym, None, Rules::All)
+                }))
             }
         };
         match (decision, inbox) {
-            // A few hash lookups, no body, no allocation beyond the stage's future.
+            // A few hash lookups, no body, no allocation beyond the stage's future (and,
+            // in a cluster, one Redis round trip when a rule matched).
             (Some(decision), _) => Box::pin(async move {
+                let decision = match decision {
+                    Ok(limits) if !limits.is_empty() => {
+                        let active = shield.active();
+                        shield.check_shared_limits(&active, limits).await
+                    }
+                    Ok(_) => Ok(()),
+                    Err(denied) => Err(denied),
+                };
                 match decision {
                     Ok(()) => Ok(Flow::Continue(req)),
                     Err(denied) => {
@@ -857,14 +964,30 @@ impl Stage for ShieldStage {
                     }
                     let (parts, body) = req.into_parts();
                     let verdict = shield.verify_fetch(ctx, &parts).await;
-                    match shield.check_limits(
+                    let request_parts = (&parts.method, ctx.route.path.as_str(), &parts.headers);
+                    let checked = match shield.check_limits(
                         &active,
                         class,
-                        (&parts.method, ctx.route.path.as_str(), &parts.headers),
+                        request_parts,
                         ctx.pseudonym,
                         Some(&verdict),
                         Rules::Signer,
                     ) {
+                        // `[cluster]`: every rule this request matched, decided once across the nodes.
+                        Ok(()) => {
+                            let limits = shield.shared_limits(
+                                &active,
+                                class,
+                                request_parts,
+                                ctx.pseudonym,
+                                Some(&verdict),
+                                Rules::All,
+                            );
+                            shield.check_shared_limits(&active, limits).await
+                        }
+                        Err(denied) => Err(denied),
+                    };
+                    match checked {
                         Ok(()) => Ok(Flow::Continue(Request::from_parts(parts, body))),
                         Err(denied) => {
                             shield.stats.limited.fetch_add(1, Relaxed);
@@ -944,6 +1067,9 @@ impl AdminHandler for ShieldAdmin {
                 }
                 (&Method::POST, ["lift", account]) => {
                     self.0.waves.lift(&account.to_ascii_lowercase(), Instant::now());
+                    if let Some(shared) = self.0.shared.get() {
+                        shared.lift(&account.to_ascii_lowercase()).await;
+                    }
                     json(StatusCode::OK, serde_json::json!({ "lifted": account }))
                 }
                 _ => json_error(StatusCode::NOT_FOUND, "no such shield endpoint"),

@@ -21,6 +21,7 @@
 
 pub mod embedded;
 pub mod perms;
+pub mod postgres;
 pub mod seal;
 
 use std::{future::Future, pin::Pin};

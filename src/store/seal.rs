@@ -178,6 +178,16 @@ impl StoreKey {
     pub fn legacy_seal(&self) -> RecordSeal {
         RecordSeal::new(&self.legacy)
     }
+
+    /// A secret for one other purpose (`label` names it), one-way from the key file's
+    /// store secret: what nodes sharing the key file share (the PostgreSQL store's epoch
+    /// wrap, the cluster's keyed hashes) without any of them being the secret itself.
+    pub fn derive_secret(&self, label: &[u8]) -> [u8; 32] {
+        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &self.legacy), label);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
 }
 
 /// Keyed hashes that stay the same from one epoch to the next (derived from the key
