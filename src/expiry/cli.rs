@@ -167,7 +167,7 @@ pub async fn bench_store(dir: &std::path::Path, count: u64) -> Result<String, Ex
     }
     let mut out = String::new();
     // Sealed, as the relay keeps it, under the key file `pavise run --data-dir DIR` will use.
-    let sealer = Sealer::load_or_create(&dir.join("expiry.key"))?;
+    let sealer = Sealer::load_or_create(&super::ExpiryConfig::default().key_file(dir))?;
     let store = Arc::new(EmbeddedStore::open_sealed(dir, 16 << 20, sealer.store_key())?);
     let base = now_ms();
     store.schedule(vec![(item(0, base), Some(cred()))]).await?;
