@@ -500,7 +500,7 @@ impl Shield {
             targets: moka::sync::Cache::new(10_000),
             deferrals: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(policy.wave.shield_for.max(Duration::from_secs(60)) * 4)
+                .time_to_live((policy.wave.shield_for.max(Duration::from_secs(60)) * 4).max(inbox::WAVE_ACTOR_DEFERRAL))
                 .build(),
             release_soon: tokio::sync::Notify::new(),
             active: RwLock::new(Arc::new(Active::new(policy, cfg.max_keys))),
