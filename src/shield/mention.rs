@@ -8,7 +8,8 @@
 //! context (`JsonLdHelper#supported_context?`), then dispatches on the activity's `type`
 //! compared as an exact string (`ActivityPub::Activity.klass_for`: `["Create"]` is
 //! nothing). A `Collection`/`OrderedCollection` (or page) at the top level has its items
-//! dispatched one by one (Mastodon ≤ 4.5); nested collections are not. Of the activities
+//! dispatched one by one (until mid-2026: "Remove processing of collections of
+//! activities", #39932); nested collections never were. Of the activities
 //! it dispatches, these reach a member:
 //! - `Create`/`Update` of a post: an embedded object of a supported type (`Note`,
 //!   `Question`; converted: `Image`, `Audio`, `Video`, `Article`, `Page`, `Event`) whose
@@ -41,10 +42,11 @@
 //! instance's; its path is read by Rails' router (repeated and trailing slashes ignored, a
 //! `.format` suffix split off, parameters percent-decoded): `/users/:username`,
 //! `/@:username` (and its `/with_replies`, `/media`, `/featured`, `/tagged/:tag` views),
-//! `/ap/users/:id` (Mastodon ≥ 4.5; the id cast as ActiveRecord casts it, one reading
-//! with the route's: [`crate::proxy::route::record_id_of`], so `1-alice`, `1abc`, `%2B1`
-//! and `%201` are account 1), and the old OStatus
-//! `tag:DOMAIN,...:objectId=ID:objectType=Account`. Usernames are case-insensitive.
+//! `/ap/users/:id` (Mastodon ≥ 4.5, no constraint on the id before #39523; the id cast as
+//! ActiveRecord casts it, one reading with the route's:
+//! [`crate::proxy::route::record_id_of`], so `1-alice`, `1abc`, `%2B1` and `%201` are
+//! account 1), and the old OStatus `tag:DOMAIN,...:objectId=ID:objectType=Account`.
+//! Usernames are case-insensitive.
 //! Pavise is a little more inclusive than Mastodon where counting more is the safe side: a
 //! default (or any) port on the local host, several trailing dots, and the `acct:`,
 //! `@user@host` and `user@host` forms count as the local account too. Numeric ids are
@@ -67,9 +69,10 @@
 //!   `ProcessStatusUpdateService#fetch_and_verify_quote!` → `VerifyQuoteService
 //!   #fetch_quoted_post_if_needed!`, and through `quoteAuthorization` its
 //!   `interactionTarget`, which must be the same post);
-//! - a `QuoteRequest`'s `instrument` not on this instance: fetched by reference, or taken
-//!   as embedded when it is on the sender's host (`QuoteRequest#accept_quote_request!`,
-//!   `#import_instrument`: then it is read here as the post it is);
+//! - a `QuoteRequest`'s `instrument` not on this instance: fetched, unless (in newer
+//!   versions) embedded from the sender's host and imported as it is
+//!   (`QuoteRequest#accept_quote_request!`, `#import_instrument`) — so it is opaque, and
+//!   an embedded one is read as the post it is as well;
 //! - the object of an `Announce` or `Add` that is not a local post nor the sender's own
 //!   embedded post (`Activity#status_from_object` → `#fetch_remote_original_status`);
 //! - an `Update` of the sender's actor naming a `featured` collection: its pinned posts
@@ -168,7 +171,7 @@ pub struct Addressed {
 const PUBLIC: [&str; 3] = ["https://www.w3.org/ns/activitystreams#Public", "as:Public", "Public"];
 /// `ActivityPub::TagManager::CONTEXT`, which `supported_context?` looks for.
 const AS_CONTEXT: &str = "https://www.w3.org/ns/activitystreams";
-/// `Activity::SUPPORTED_TYPES` and `CONVERTED_TYPES` (`Event` since 4.4).
+/// `Activity::SUPPORTED_TYPES` and `CONVERTED_TYPES`.
 const POST_TYPES: [&str; 8] = ["Note", "Question", "Image", "Audio", "Video", "Article", "Page", "Event"];
 /// The object types `Update#perform` treats as an account.
 const ACTOR_TYPES: [&str; 5] = ["Application", "Group", "Organization", "Person", "Service"];
@@ -261,6 +264,8 @@ impl<'v> Reader<'v, '_> {
                     self.reshared(object, kind == "Announce");
                 }
             }
+            // `FeatureRequest#perform` ignores a request whose id is on another host.
+            Some("FeatureRequest") if self.foreign_id(v.get("id")) => {}
             Some("Follow" | "FeatureRequest") => {
                 for id in objects.iter().filter_map(id_of) {
                     if let Some(r) = local_ref(id, self.locals) {
@@ -295,7 +300,8 @@ impl<'v> Reader<'v, '_> {
     /// The object of a `Create` or an `Update`.
     fn created(&mut self, activity: &'v Value, object: &'v Value, update: bool) {
         match object {
-            // Fetched from the sender (a local object is not the sender's: rejected).
+            // Fetched from the sender, bearcaps too (a local object is not the sender's:
+            // rejected).
             Value::String(reference) if self.fetched(reference) => {
                 self.out.opaque = true;
                 self.out.post = true;
@@ -348,20 +354,22 @@ impl<'v> Reader<'v, '_> {
         }
     }
 
-    /// A `QuoteRequest`'s `instrument`: the quoting post.
+    /// A `QuoteRequest`'s `instrument`: the quoting post. Not on this instance, it is
+    /// fetched (Mastodon ≤ 4.5 always; later ones when it is not embedded from the
+    /// sender's host, or its import fails): opaque. Embedded from the sender's host, it
+    /// may be imported as it is, so whom it mentions counts too.
     fn instrument(&mut self, request: &'v Value) {
         for instrument in as_array(request.get("instrument")) {
             let Some(id) = id_of(instrument) else { continue };
             if self.is_local(id) {
                 continue;
             }
-            // Embedded and on the sender's host, it is imported as it is; else fetched.
-            if instrument.is_object() && !self.foreign_id(instrument.get("id")) {
-                if includes_any(instrument.get("type"), &POST_TYPES) {
-                    self.post(None, instrument);
-                }
-            } else {
-                self.out.opaque = true;
+            self.out.opaque = true;
+            if instrument.is_object()
+                && !self.foreign_id(instrument.get("id"))
+                && includes_any(instrument.get("type"), &POST_TYPES)
+            {
+                self.post(None, instrument);
             }
         }
     }
@@ -401,12 +409,11 @@ impl<'v> Reader<'v, '_> {
         }
     }
 
-    /// Whether `id` is an object Mastodon would fetch: an http(s) URL not on this instance.
+    /// Whether Mastodon may fetch `id`: a URL (any scheme: a `bear:` capability is fetched
+    /// too) not on this instance. Something that is no URL at all is never fetched.
     fn fetched(&self, id: &str) -> bool {
         let id = id.trim();
-        url::Url::parse(id)
-            .ok()
-            .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && !self.is_local(id))
+        url::Url::parse(id).is_ok() && !self.is_local(id)
     }
 
     fn is_local(&self, url: &str) -> bool {
@@ -911,6 +918,7 @@ mod tests {
         assert!(opaque(create(json!({"inReplyTo": {"id": theirs, "type": "Note"}}))));
         assert!(!opaque(create(json!({"inReplyTo": hers}))));
         assert!(!opaque(create(json!({"inReplyTo": "not a url"}))));
+        assert!(!opaque(create(json!({"inReplyTo": ""}))));
         // Replies: fetched unless an embedded collection whose first page lists nothing.
         let mastodon_replies = json!({"id": "https://r.example/notes/1/replies", "type": "Collection",
             "first": {"type": "CollectionPage", "next": "https://r.example/notes/1/replies?page=true",
@@ -935,12 +943,16 @@ mod tests {
         let qr = |instrument: Value| activity("QuoteRequest", json!({"object": hers, "instrument": instrument}));
         assert!(opaque(qr(json!(theirs))));
         assert!(opaque(qr(json!({"id": theirs, "type": "Note", "content": "x"}))));
-        // Embedded from the sender's host, it is imported as it is: read, not opaque.
+        // Embedded from the sender's host, it may be imported as it is: whom it mentions
+        // counts too (and older versions fetch it anyway).
         let inst = json!({"id": "https://r.example/notes/q", "type": "Note", "quote": hers,
             "tag": [{"type": "Mention", "href": "https://local.example/users/bob"}]});
         let a = read_json(qr(inst));
-        assert!(!a.opaque);
+        assert!(a.opaque);
         assert_eq!(a.local, [LocalRef::StatusOwner(111), name("bob")]);
+        assert!(!opaque(qr(json!("https://local.example/users/alice/statuses/5"))), "a local instrument is found");
+        // A bearcap is fetched too.
+        assert!(opaque(activity("Create", json!({"object": "bear:?u=https://r.example/n/1&t=x"}))));
         // An account update naming its pinned posts: they are fetched.
         let person = |featured: Value| {
             activity("Update", json!({"object": {"id": SENDER, "type": "Person", "featured": featured}}))
@@ -967,6 +979,10 @@ mod tests {
         let a =
             read_json(activity("QuoteRequest", json!({"object": hers, "instrument": "https://local.example/@x/1"})));
         assert_eq!((a.local.as_slice(), a.opaque), (&[LocalRef::StatusOwner(111)][..], false));
+        // A FeatureRequest from another host is ignored.
+        let mut fr = activity("FeatureRequest", json!({"object": "https://local.example/users/alice"}));
+        fr["id"] = json!("https://elsewhere.example/f/1");
+        assert!(read_json(fr).local.is_empty());
     }
 
     #[test]
