@@ -488,14 +488,15 @@ impl Shield {
             targets = strangers_to;
         }
         // The wave's own actors hold nothing: their deliveries are deferred.
-        let wave_actor = !hellthread_only && targets.iter().any(|t| self.waves.is_wave_actor(t, sender));
+        let wave_actor = targets.iter().any(|t| self.waves.is_wave_actor(t, sender));
         // The same activity comes back with every retry: no delivery is deferred longer
         // than `shield_for` from its first attempt, whatever the shields do — except the
         // wave's own: those are deferred while the shield that counted them is up (the
         // admin lifts it, or suspends them on the instance, which then refuses them), a
         // day at most, within every sender's retries. Deferred, never dropped.
         let first = self.deferrals.get_with(self.hasher.hash(ns::BODY, &d.body[..]), || now);
-        let cap = if wave_actor { wave.shield_for.max(WAVE_ACTOR_DEFERRAL) } else { wave.shield_for };
+        let cap =
+            if wave_actor && !hellthread_only { wave.shield_for.max(WAVE_ACTOR_DEFERRAL) } else { wave.shield_for };
         if now.saturating_duration_since(first) >= cap {
             self.stats.deferred_enough.fetch_add(1, Relaxed);
             return Ok((self.forward(ctx, d), Outcome::Forwarded));
