@@ -809,12 +809,12 @@ retry_after        = "1s"
     let trolls = ActorServer::start("127.0.0.3", key).await;
     let gts = ActorServer::start("127.0.0.5", key).await;
 
-    // A friend delivers before the wave (no mentions), twice, a second apart (half of
+    // A friend writes to bob before the wave, twice, a second apart (half of
     // familiar_after), and the instance accepts both: the friend becomes familiar once the
     // first is familiar_after old.
     let friend = friends.actor("friend");
     for (i, pause) in [(0, 1100), (1, 1200)] {
-        let hello = note(&friend, &[], &format!("hello{i}"));
+        let hello = note(&friend, &["bob"], &format!("hello{i}"));
         let (resp, _) = deliver(&pavise, "127.0.0.4", key, &friend, &hello, MASTODON_UA).await;
         assert_eq!(resp.status, 202);
         tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -1725,10 +1725,11 @@ async fn one_domain_cannot_keep_a_member_shielded_and_deferred_mail_gets_through
     pavise.stop().await;
 }
 
-/// F8: familiarity is earned by mail the instance accepted, twice, apart in time — not by
-/// one ping, and not by mail the instance refused.
+/// F8, N6: familiarity is earned by mail the instance accepted that carried something to a
+/// member, twice, apart in time — not by one ping, not by no-ops however well timed (a
+/// `Delete` of nothing, a post to nobody), and not by mail the instance refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_ping_makes_nobody_familiar_and_refused_mail_teaches_nothing() {
+async fn no_ops_make_nobody_familiar_and_refused_mail_teaches_nothing() {
     let key = rsa_key(0);
     let upstream = RecordingUpstream::with_handler(|r| {
         if r.body.windows(8).any(|w| w == b"refused-") { text(401, r#"{"error":"no"}"#) } else { text(202, "") }
@@ -1742,25 +1743,29 @@ async fn one_ping_makes_nobody_familiar_and_refused_mail_teaches_nothing() {
     let pavise = start(&upstream, policy_dir.path()).await;
     let sleepers = ActorServer::start("127.0.0.104", key).await;
     let friends = ActorServer::start("127.0.0.105", key).await;
-    for i in 0..6 {
-        let a = sleepers.actor(&format!("sleeper{i}"));
-        let ping = serde_json::json!({"@context": "https://www.w3.org/ns/activitystreams", "id": format!("{a}#ping"),
-            "type": "Delete", "actor": a, "object": format!("{a}/statuses/none")});
-        assert_eq!(
-            deliver(&pavise, "127.0.0.104", key, &a, ping.to_string().as_bytes(), MASTODON_UA).await.0.status,
-            202
-        );
-    }
     let (friend, refused) = (friends.actor("friend"), friends.actor("refused"));
+    // Two rounds, half of familiar_after apart: what would earn familiarity if anything did.
     for round in 0..2 {
+        for i in 0..6 {
+            let a = sleepers.actor(&format!("sleeper{i}"));
+            let no_op = if i < 3 {
+                serde_json::json!({"@context": "https://www.w3.org/ns/activitystreams", "id": format!("{a}#ping{round}"),
+                    "type": "Delete", "actor": a, "object": format!("{a}/statuses/none{round}")})
+                .to_string()
+                .into_bytes()
+            } else {
+                note(&a, &[], &format!("to-nobody-{i}-{round}"))
+            };
+            assert_eq!(deliver(&pavise, "127.0.0.104", key, &a, &no_op, MASTODON_UA).await.0.status, 202);
+        }
         for (who, marker) in [(&friend, "hello-"), (&refused, "refused-")] {
-            let body = note(who, &[], &format!("{marker}{round}"));
+            let body = note(who, &["bob"], &format!("{marker}{round}"));
             deliver(&pavise, "127.0.0.105", key, who, &body, MASTODON_UA).await;
         }
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     let statuses = raise_wave(&pavise, &sleepers, "127.0.0.104", "sleeper", 6, "alice").await;
-    assert_eq!(statuses, [202, 202, 202, 429, 429, 429], "a ping a while ago makes nobody familiar");
+    assert_eq!(statuses, [202, 202, 202, 429, 429, 429], "no-ops days apart make nobody familiar");
     let mail = note(&friend, &["alice"], "friend-mail");
     assert_eq!(deliver(&pavise, "127.0.0.105", key, &friend, &mail, MASTODON_UA).await.0.status, 202, "familiar");
     let mail = note(&refused, &["alice"], "a-mail");
@@ -1901,3 +1906,5 @@ async fn pile_ons_count_like_mentions_and_unverified_ids_cost_no_lookups() {
     }
     pavise.stop().await;
 }
+
+mod reach;

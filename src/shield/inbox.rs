@@ -10,9 +10,14 @@
 //!    the blocking pool when large), the key fetched within its budgets and the
 //!    signature verified, the signer's domain checked against the instance's blocks;
 //! 6. the signer-keyed `[[limit]]` rules;
-//! 7. unverifiable-now deliveries that address a member are held, whatever the shields;
+//! 7. unverifiable-now deliveries that reach a member are held, whatever the shields;
 //!    verified ones meet familiarity, follows, the wave detector, the hellthread rule and
 //!    the per-delivery deferral cap, in that order.
+//!
+//! "Reach" is [`super::mention`]'s reading: what the instance drops (a ghost) reaches
+//! nobody — it is forwarded, counted toward nothing, and teaches no familiarity; what
+//! makes the instance fetch a post may reach anyone, so during a shield it is held back
+//! from every shielded member who does not follow its sender.
 
 use std::{
     sync::{Arc, atomic::Ordering::Relaxed},
@@ -59,6 +64,11 @@ pub(super) struct Delivery {
     /// Whom the instance reads pavise does because of this delivery are for: the sending
     /// server's pseudonym, so the instance's own throttles count them (issue 16, F4).
     behalf: OnBehalfOf,
+    /// It carried something to a member (named an existing member in what reaches her, or
+    /// came from an account a member it addresses follows): only such a delivery, accepted
+    /// by the instance, teaches familiarity ([`super::familiar`]). A `Delete` of nothing,
+    /// a ghost, a post to nobody teach nothing.
+    earns_familiarity: bool,
 }
 
 /// Reads the body whole (its digest covers every byte), capped at Mastodon's own limit
@@ -89,6 +99,12 @@ async fn read_document(body: &Bytes, locals: &LocalHosts) -> (Reading, Addressed
         (Reading::Opaque(document::Unreadable::NotStrictJson), Addressed { opaque: true, ..Addressed::default() })
     })
 }
+
+/// How long a delivery from one of a wave's own actors (the actors that raised the shield)
+/// is deferred at most while that shield is up: well inside the day or more every sender
+/// retries for (Mastodon: 16 retries over about two days), so even a real correspondent
+/// who happened to be counted loses nothing.
+pub(super) const WAVE_ACTOR_DEFERRAL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 fn deferral(wave: &WavePolicy) -> Response {
     let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
@@ -193,6 +209,7 @@ impl Shield {
             domain_label: "(unsigned)".to_owned(),
             client,
             behalf: OnBehalfOf::Client(ctx.pseudonym),
+            earns_familiarity: false,
         };
         let host = ctx.host.as_deref().unwrap_or("");
         // Rails refuses any other Host: a delivery signed for another instance (relayed
@@ -292,11 +309,13 @@ impl Shield {
         self.count(verdict)
     }
 
-    /// Forwards the delivery as it came; a verified one is watched: if the instance accepts
-    /// it, its sender was seen delivering.
+    /// Forwards the delivery as it came; a verified one that carried something to a member
+    /// is watched: if the instance accepts it, its sender was seen delivering.
     fn forward(&self, ctx: &mut RequestCtx, d: Delivery) -> Flow {
         self.stats.passed.fetch_add(1, Relaxed);
-        if let Verdict::Verified { actor, .. } = d.verdict {
+        if let Verdict::Verified { actor, .. } = d.verdict
+            && d.earns_familiarity
+        {
             ctx.extensions.insert(AcceptedFrom(actor));
         }
         Flow::Continue(Request::from_parts(d.parts, crate::proxy::full(d.body)))
@@ -325,7 +344,7 @@ impl Shield {
         // addressing (Mastodon's `delivered_to_account_id` silent mention); an unreadable
         // body there may be one.
         let post = match &d.reading {
-            Some(Reading::Exact(doc)) => mention::carries_a_post(doc),
+            Some(Reading::Exact(_)) => d.addressed.post,
             _ => true,
         };
         if let InboxPath::Personal(owner) = inbox
@@ -416,6 +435,7 @@ impl Shield {
         inbox: &InboxPath,
         active: &Active,
     ) -> Result<(Flow, Outcome), ProxyError> {
+        let mut d = d;
         let wave = &active.policy.wave;
         let (actor, domain) = match &d.verdict {
             Verdict::Verified { actor, domain } => (actor.clone(), domain.clone()),
@@ -460,6 +480,7 @@ impl Shield {
                 members.push(account.as_str());
             }
         }
+        d.earns_familiarity = followed_by_any || !members.is_empty();
         for account in members {
             let mut raised =
                 self.waves.observe(account, sender, &domain, now, &params).outcome == wave::Observed::ShieldRaised;
@@ -501,19 +522,24 @@ impl Shield {
             }
             return Ok((self.forward(ctx, d), Outcome::Forwarded));
         }
-        // The same activity comes back with every retry: no delivery is deferred longer
-        // than `shield_for` from its first attempt, whatever the shields do.
-        let first = self.deferrals.get_with(self.hasher.hash(ns::BODY, &d.body[..]), || now);
-        if now.saturating_duration_since(first) >= wave.shield_for {
-            self.stats.deferred_enough.fetch_add(1, Relaxed);
-            return Ok((self.forward(ctx, d), Outcome::Forwarded));
-        }
         let hellthread_only = targets.is_empty();
         if hellthread_only {
             targets = strangers_to;
         }
         // The wave's own actors hold nothing: their deliveries are deferred.
         let wave_actor = targets.iter().any(|t| self.waves.is_wave_actor(t, sender));
+        // The same activity comes back with every retry: no delivery is deferred longer
+        // than `shield_for` from its first attempt, whatever the shields do — except the
+        // wave's own: those are deferred while the shield that counted them is up (the
+        // admin lifts it, or suspends them on the instance, which then refuses them), a
+        // day at most, within every sender's retries. Deferred, never dropped.
+        let first = self.deferrals.get_with(self.hasher.hash(ns::BODY, &d.body[..]), || now);
+        let cap =
+            if wave_actor && !hellthread_only { wave.shield_for.max(WAVE_ACTOR_DEFERRAL) } else { wave.shield_for };
+        if now.saturating_duration_since(first) >= cap {
+            self.stats.deferred_enough.fetch_add(1, Relaxed);
+            return Ok((self.forward(ctx, d), Outcome::Forwarded));
+        }
         let not_before = hellthread_only.then(|| {
             now_ms() + wave.shield_for.saturating_sub(now.saturating_duration_since(first)).as_millis() as u64
         });

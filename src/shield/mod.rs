@@ -31,11 +31,13 @@
 //!   never raise, extend or prolong one;
 //! - **verified** as the instance would accept them: only these count toward a wave, a
 //!   domain's budget, familiarity, and only a verified delivery the instance accepted
-//!   (2xx) makes its sender familiar. Follows are believed from the instance only.
+//!   (2xx) that carried something to a member makes its sender familiar. Follows are
+//!   believed from the instance only. What reaches a member is [`mention`]'s to say.
 //!
 //! Nothing held back is lost: a deferral (429) is retried by the sender, and any one
-//! delivery is deferred at most `shield_for` from its first attempt; a held delivery is
-//! released at the latest before its signature window closes.
+//! delivery is deferred at most `shield_for` from its first attempt (a wave's own actors:
+//! while their shield is up, a day at most); a held delivery is released at the latest
+//! before its signature window closes.
 //!
 //! Durable state (first-seen senders, sealed held deliveries) goes through
 //! [`crate::store::ShieldStore`].
@@ -509,7 +511,7 @@ impl Shield {
             targets: moka::sync::Cache::new(10_000),
             deferrals: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(policy.wave.shield_for.max(Duration::from_secs(60)) * 4)
+                .time_to_live((policy.wave.shield_for.max(Duration::from_secs(60)) * 4).max(inbox::WAVE_ACTOR_DEFERRAL))
                 .build(),
             release_soon: tokio::sync::Notify::new(),
             active: RwLock::new(Arc::new(Active::new(policy, cfg.max_keys))),
@@ -1215,7 +1217,7 @@ pub fn check_summary(config: &Config) -> Result<String, ShieldError> {
         );
         let _ = writeln!(
             out,
-            "  familiar after {} (accepted twice, {} apart); hellthread above {} mentions; held deliveries released within {} of their Date",
+            "  familiar after {} (mail to members accepted twice, {} apart); hellthread above {} mentions; held deliveries released within {} of their Date",
             Span(w.familiar_after),
             Span(w.familiar_after / 2),
             w.hellthread,
