@@ -1426,44 +1426,10 @@ fn claim_in(
 
 fn settle_in(txn: &WriteTransaction, codec: &Codec, id: &str, outcome: &Outcome) -> Result<bool, StoreError> {
     let Some(old) = get_item(txn, codec, id)? else { return Ok(false) };
-    let now = now_ms();
-    let mut new = Scheduled { updated_at: now, ..old.clone() };
-    match outcome {
-        Outcome::Deleted { confirm_at } => {
-            new.state = ExpiryState::Deleted;
-            new.next_attempt = *confirm_at;
-            new.reason = None;
-        }
-        Outcome::Gone | Outcome::Cancelled(_) => {
-            purge(txn, codec, &old)?;
-            return Ok(true);
-        }
-        Outcome::Kept(reason) => {
-            new.state = ExpiryState::Kept;
-            new.reason = Some(reason.clone());
-        }
-        Outcome::Retry { at, reason } => {
-            // A deleted item whose confirmation failed stays deleted (the instance answered).
-            if old.state != ExpiryState::Deleted {
-                new.state = ExpiryState::Pending;
-            }
-            new.next_attempt = *at;
-            new.attempts = old.attempts.saturating_add(1);
-            new.reason = Some(reason.clone());
-        }
-        Outcome::Defer { at } => {
-            if old.state != ExpiryState::Deleted {
-                new.state = ExpiryState::Pending;
-            }
-            new.next_attempt = *at;
-        }
-        Outcome::Failed(reason) => {
-            new.state = ExpiryState::Failed;
-            new.attempts = old.attempts.saturating_add(1);
-            new.reason = Some(reason.clone());
-        }
+    match outcome.settle(&old, now_ms()) {
+        Some(new) => replace(txn, codec, Some(&old), &new)?,
+        None => purge(txn, codec, &old)?,
     }
-    replace(txn, codec, Some(&old), &new)?;
     Ok(true)
 }
 

@@ -361,6 +361,47 @@ pub enum Outcome {
     Cancelled(String),
 }
 
+impl Outcome {
+    /// What `old` becomes when it ends this way at `now`: `None` when it is to be purged.
+    /// One transition for every backend, so they cannot drift apart.
+    pub fn settle(&self, old: &Scheduled, now: UnixMs) -> Option<Scheduled> {
+        let mut new = Scheduled { updated_at: now, ..old.clone() };
+        match self {
+            Outcome::Deleted { confirm_at } => {
+                new.state = ExpiryState::Deleted;
+                new.next_attempt = *confirm_at;
+                new.reason = None;
+            }
+            Outcome::Gone | Outcome::Cancelled(_) => return None,
+            Outcome::Kept(reason) => {
+                new.state = ExpiryState::Kept;
+                new.reason = Some(reason.clone());
+            }
+            Outcome::Retry { at, reason } => {
+                // A deleted item whose confirmation failed stays deleted (the instance answered).
+                if old.state != ExpiryState::Deleted {
+                    new.state = ExpiryState::Pending;
+                }
+                new.next_attempt = *at;
+                new.attempts = old.attempts.saturating_add(1);
+                new.reason = Some(reason.clone());
+            }
+            Outcome::Defer { at } => {
+                if old.state != ExpiryState::Deleted {
+                    new.state = ExpiryState::Pending;
+                }
+                new.next_attempt = *at;
+            }
+            Outcome::Failed(reason) => {
+                new.state = ExpiryState::Failed;
+                new.attempts = old.attempts.saturating_add(1);
+                new.reason = Some(reason.clone());
+            }
+        }
+        Some(new)
+    }
+}
+
 /// Counts by state plus the earliest pending deadline, for `/admin/expiry` and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ScheduleCounts {

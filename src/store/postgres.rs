@@ -551,43 +551,10 @@ impl PostgresStore {
 
     async fn settle_in(&self, t: &Tx<'_>, id: &str, outcome: &Outcome) -> Result<bool, Fail> {
         let Some(old) = self.get_item(t, id).await? else { return Ok(false) };
-        let now = now_ms();
-        let mut new = Scheduled { updated_at: now, ..old.clone() };
-        match outcome {
-            Outcome::Deleted { confirm_at } => {
-                new.state = ExpiryState::Deleted;
-                new.next_attempt = *confirm_at;
-                new.reason = None;
-            }
-            Outcome::Gone | Outcome::Cancelled(_) => {
-                self.purge(t, &old).await?;
-                return Ok(true);
-            }
-            Outcome::Kept(reason) => {
-                new.state = ExpiryState::Kept;
-                new.reason = Some(reason.clone());
-            }
-            Outcome::Retry { at, reason } => {
-                if old.state != ExpiryState::Deleted {
-                    new.state = ExpiryState::Pending;
-                }
-                new.next_attempt = *at;
-                new.attempts = old.attempts.saturating_add(1);
-                new.reason = Some(reason.clone());
-            }
-            Outcome::Defer { at } => {
-                if old.state != ExpiryState::Deleted {
-                    new.state = ExpiryState::Pending;
-                }
-                new.next_attempt = *at;
-            }
-            Outcome::Failed(reason) => {
-                new.state = ExpiryState::Failed;
-                new.attempts = old.attempts.saturating_add(1);
-                new.reason = Some(reason.clone());
-            }
+        match outcome.settle(&old, now_ms()) {
+            Some(new) => self.replace(t, Some(&old), &new).await?,
+            None => self.purge(t, &old).await?,
         }
-        self.replace(t, Some(&old), &new).await?;
         Ok(true)
     }
 
