@@ -538,17 +538,24 @@ fn acct_ref(acct: &str, locals: &LocalHosts) -> Option<LocalRef> {
 
 /// `tag:local.example,2016-10-03:objectId=123:objectType=Account`.
 fn ostatus_tag(tag: &str, locals: &LocalHosts) -> Option<LocalRef> {
-    let host = tag.split([',', ':']).next()?;
-    if !locals.contains(host) {
+    ostatus_id(tag, locals, "Account").map(LocalRef::Id)
+}
+
+/// An old OStatus id, read as Mastodon's `OStatus::TagManager#unique_tag_to_local_id` reads
+/// it (`uri_to_resource` still takes this branch for accounts and statuses): `tag:` and a
+/// local domain as a plain prefix (`tag:local.examplex,…` passes), then the *first* match of
+/// `objectId=(\d+):objectType=<kind>` anywhere in the string (unanchored, so
+/// `objectId=9:objectId=1:objectType=Account` is account 1). `after_tag` follows `tag:`.
+fn ostatus_id(after_tag: &str, locals: &LocalHosts, kind: &str) -> Option<u64> {
+    if !locals.0.iter().any(|host| after_tag.get(..host.len()).is_some_and(|h| h.eq_ignore_ascii_case(host))) {
         return None;
     }
-    let (_, after) = tag.split_once("objectId=")?;
-    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-    let rest = &after[digits.len()..];
-    if digits.is_empty() || !rest.starts_with(":objectType=Account") {
-        return None;
-    }
-    digits.parse().ok().map(LocalRef::Id)
+    let suffix = format!(":objectType={kind}");
+    after_tag.match_indices("objectId=").find_map(|(at, key)| {
+        let after = &after_tag[at + key.len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        (digits > 0 && after[digits..].starts_with(&suffix)).then(|| after[..digits].parse().ok())?
+    })
 }
 
 /// An http(s) URL on the instance that Rails routes to `accounts#show`.
@@ -568,7 +575,11 @@ fn url_ref(url: &str, locals: &LocalHosts) -> Option<LocalRef> {
 /// A local post's URL as Rails routes it to `statuses#show` (`/users/:name/statuses/:id`,
 /// `/@:name/:id`, `/ap/users/:id/statuses/:id`): the post's owner, found by the post's id.
 pub fn status_ref(url: &str, locals: &LocalHosts) -> Option<LocalRef> {
-    let parsed = url::Url::parse(url.trim()).ok()?;
+    let url = url.trim();
+    if let Some(tag) = url.get(..4).filter(|p| p.eq_ignore_ascii_case("tag:")).map(|_| &url[4..]) {
+        return ostatus_id(tag, locals, "Status").map(LocalRef::StatusOwner);
+    }
+    let parsed = url::Url::parse(url).ok()?;
     if !matches!(parsed.scheme(), "http" | "https") || !locals.contains(parsed.host_str()?) {
         return None;
     }
@@ -748,6 +759,27 @@ mod tests {
         assert_eq!(one("https://local.example/ap/users/0123"), Some(LocalRef::Id(123)));
         assert_eq!(one("https://local.example/ap/users/42.json"), Some(LocalRef::Id(42)));
         assert_eq!(one("tag:local.example,2016-10-03:objectId=7:objectType=Account"), Some(LocalRef::Id(7)));
+    }
+
+    /// Mastodon reads an OStatus `tag:` id with a prefix check and the first unanchored
+    /// regex match: both looser spellings name account 1, and a status's owner is found too.
+    #[test]
+    fn ostatus_tags_are_read_as_loosely_as_mastodon_reads_them() {
+        for tag in [
+            "tag:local.example,2016-10-03:objectId=1:objectType=Account",
+            "tag:local.example,2016-10-03:objectId=9:objectId=1:objectType=Account",
+            "tag:local.examplex,2016-10-03:objectId=1:objectType=Account",
+            "tag:local.example:objectId=1:objectType=Accounts",
+        ] {
+            assert_eq!(one(tag), Some(LocalRef::Id(1)), "{tag}");
+        }
+        assert_eq!(one("tag:elsewhere.example,2016:objectId=1:objectType=Account"), None);
+        assert_eq!(one("tag:local.example,2016:objectId=1:objectType=Status"), None);
+        assert_eq!(
+            status_ref("tag:local.example,2016-10-03:objectId=111:objectType=Status", &locals()),
+            Some(LocalRef::StatusOwner(111))
+        );
+        assert_eq!(status_ref("tag:local.example,2016:objectId=111:objectType=Account", &locals()), None);
     }
 
     /// N4: `uris_to_local_accounts` looks `/ap/users/:id` up with `Account.local.where(id:)`,
