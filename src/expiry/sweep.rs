@@ -141,6 +141,9 @@ async fn sweep_account(
             Ok(()) => {
                 progress.state = SweepState::Done;
                 progress.finished_at = Some(progress.updated_at);
+                // The cursor is a post id, often a DM's the sweep is about to delete: a done
+                // sweep never resumes, so it keeps none (a failed one needs it to resume).
+                progress.cursor = None;
             }
             Err(e) => {
                 progress.state = SweepState::Failed;

@@ -619,6 +619,13 @@ impl Shield {
         not_before: Option<u64>,
     ) -> Result<Hold, super::ShieldError> {
         let mut headers = d.parts.headers.clone();
+        // Over HTTP/2 the Host the sender signed came as `:authority`: keep it as `Host`, or
+        // the replay would carry the upstream's address and fail the instance's signature check.
+        if !headers.contains_key(header::HOST)
+            && let Some(host) = ctx.host.as_deref().and_then(|h| HeaderValue::from_str(h).ok())
+        {
+            headers.insert(header::HOST, host);
+        }
         crate::privacy::headers::strip_client_ip_and_geo(&mut headers);
         crate::privacy::headers::set_forwarded(&mut headers, ctx.pseudonym, ctx.https, ctx.host.as_deref());
         let path = d.parts.uri.path_and_query().map_or("/", |p| p.as_str());
