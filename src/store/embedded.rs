@@ -1370,18 +1370,7 @@ fn put_credential(
     let mut n = 0;
     for key in waiting {
         let Some(old) = get_item_by_key(txn, codec, &key)? else { continue };
-        if old.credential.as_deref() == Some(cred.id.as_str()) {
-            // The token it failed with: nothing new to try.
-            continue;
-        }
-        let new = Scheduled {
-            state: ExpiryState::Pending,
-            next_attempt: now,
-            credential: Some(cred.id.clone()),
-            reason: Some("re-queued: a new token for the account appeared".into()),
-            updated_at: now,
-            ..old.clone()
-        };
+        let Some(new) = super::requeued(&old, cred, now) else { continue };
         replace(txn, codec, Some(&old), &new)?;
         n += 1;
     }

@@ -361,6 +361,19 @@ pub enum Outcome {
     Cancelled(String),
 }
 
+/// A failed item re-queued with a new credential for its account, or `None` when it failed
+/// with that very credential (nothing new to try). Shared by every backend.
+pub fn requeued(old: &Scheduled, cred: &SealedCredential, now: UnixMs) -> Option<Scheduled> {
+    (old.credential.as_deref() != Some(cred.id.as_str())).then(|| Scheduled {
+        state: ExpiryState::Pending,
+        next_attempt: now,
+        credential: Some(cred.id.clone()),
+        reason: Some("re-queued: a new token for the account appeared".into()),
+        updated_at: now,
+        ..old.clone()
+    })
+}
+
 impl Outcome {
     /// What `old` becomes when it ends this way at `now`: `None` when it is to be purged.
     /// One transition for every backend, so they cannot drift apart.

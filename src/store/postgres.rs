@@ -491,17 +491,7 @@ impl PostgresStore {
         for row in waiting {
             let key: String = row.get(0);
             let old: Scheduled = self.get("expiry_items", &key, row.get(1))?;
-            if old.credential.as_deref() == Some(cred.id.as_str()) {
-                continue;
-            }
-            let new = Scheduled {
-                state: ExpiryState::Pending,
-                next_attempt: now,
-                credential: Some(cred.id.clone()),
-                reason: Some("re-queued: a new token for the account appeared".into()),
-                updated_at: now,
-                ..old.clone()
-            };
+            let Some(new) = super::requeued(&old, cred, now) else { continue };
             self.replace(t, Some(&old), &new).await?;
             n += 1;
         }
