@@ -141,7 +141,7 @@ fn main() {
     let cc: Vec<String> = (0..55_000).map(|i| format!("http://r/{i}")).collect();
     let body = serde_json::json!({
         "@context": "https://www.w3.org/ns/activitystreams", "type": "Create", "actor": "https://r0.x/a",
-        "cc": cc, "object": {"type": "Note", "content": "x"},
+        "cc": cc, "object": {"id": "https://r0.x/a/notes/1", "type": "Note", "content": "x"},
     })
     .to_string();
     let locals = pavise::shield::mention::LocalHosts::new(["local.example"]);

@@ -55,6 +55,8 @@ pub enum AppError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Shield(#[from] crate::shield::ShieldError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::node::JoinError),
 }
 
 /// Starts every listener and background task, returns once they are accepting.
@@ -123,26 +125,56 @@ impl App {
         admin.add_check(Arc::new(UpstreamCheck::new(instance.clone())));
         let tasks = TaskTracker::new();
 
-        // The key that seals authors' tokens also seals the store's expiry records at rest.
+        // The key that seals authors' tokens also unlocks the store's epoch keys: it must not
+        // sit beside the data it opens (refused, but in development).
+        let development = f.egress.mode == crate::config::EgressMode::Direct;
+        match f.expiry.check_key_placement(data_dir, development) {
+            Ok(None) => {}
+            Ok(Some(warning)) => tracing::warn!("{warning}"),
+            Err(why) => return Err(ExpiryError::Invalid(why).into()),
+        }
         let key_file = f.expiry.key_file(data_dir);
         let sealer = Sealer::load_or_create(&key_file).map_err(ExpiryError::from)?;
 
         // One durable store for every feature: the expiry schedule, sealed credentials, the
         // shield's first-seen senders and quarantine. redb allows one open per file.
         let store: Arc<EmbeddedStore> = {
-            let (dir, cache, seal) = (data_dir.clone(), f.expiry.store_cache.0 as usize, sealer.record_seal());
+            let opts = crate::store::StoreOptions {
+                cache_bytes: f.expiry.store_cache.0 as usize,
+                forget_within: f.expiry.forget_within.get(),
+            };
+            let (dir, key) = (data_dir.clone(), sealer.store_key());
             Arc::new(
-                tokio::task::spawn_blocking(move || EmbeddedStore::open_sealed(&dir, cache, seal))
+                tokio::task::spawn_blocking(move || EmbeddedStore::open_with(&dir, opts, Some(key)))
                     .await
                     .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??,
             )
+        };
+
+        // `[cluster]`: PostgreSQL is the store (this node's redb file becomes its journal) and
+        // Redis the shared counters; see `cluster`.
+        let cluster = if f.cluster.enabled() {
+            let node = crate::cluster::Node::join(&f.cluster, &sealer.store_key(), (*store).clone()).await?;
+            admin.add_check(node.readiness());
+            metrics.register(node.metrics());
+            tasks.spawn(crate::cluster::journal::replay(node.store.clone(), shutdown.clone()));
+            Some(node)
+        } else {
+            None
+        };
+        let durable: Arc<dyn crate::store::Store> = match &cluster {
+            Some(node) => node.store.clone(),
+            None => store.clone(),
         };
 
         let shield = if f.shield.enabled {
             // The quarantine seals what it holds with the same key.
             let sealer =
                 Sealer::load_or_create(&key_file).map_err(|e| crate::shield::ShieldError::Seal(e.to_string()))?;
-            let shield = Shield::new(config.shield_setup(), store.clone(), Arc::new(sealer), instance.clone(), None)?;
+            let shield = Shield::new(config.shield_setup(), durable.clone(), Arc::new(sealer), instance.clone(), None)?;
+            if let Some(node) = &cluster {
+                shield.share_through(node.shared.clone());
+            }
             admin.add_handler(Arc::new(ShieldAdmin(shield.clone())));
             admin.add_check(Arc::new(ShieldReadiness(shield.clone())));
             admin.add_reload(shield.clone());
@@ -162,7 +194,7 @@ impl App {
         metrics.register(media.metrics());
 
         let expiry = if f.expiry.enabled {
-            let expiry = Arc::new(Expiry::new(store.clone(), f.policies.clone(), sealer, f.expiry.clone())?);
+            let expiry = Arc::new(Expiry::new(durable.clone(), f.policies.clone(), sealer, f.expiry.clone())?);
             // Before the first request: every post hidden now is known to the index.
             let hidden = crate::expiry::index::rebuild(&expiry).await?;
             tracing::info!(hidden, "expiry: index of hidden posts built");
@@ -224,6 +256,19 @@ impl App {
             upstream = upstream.with_tunnel_filter(Arc::new(ExpiryTunnels));
         }
         let pseudonymizer = Arc::new(Pseudonymizer::new(&f.client_ip));
+        if let Some(node) = &cluster {
+            // The cluster's pseudonym key before the first request, then at every period.
+            let rotate = f.client_ip.rotate.get();
+            if let Ok((key, left)) = node.shared.pseudonym_key(rotate).await {
+                pseudonymizer.install_shared_key(&key, left + std::time::Duration::from_millis(100));
+            }
+            tasks.spawn(crate::cluster::redis::sync_pseudonym_key(
+                node.shared.clone(),
+                pseudonymizer.clone(),
+                rotate,
+                shutdown.clone(),
+            ));
+        }
         let pipeline_config = PipelineConfig {
             trusted_proxies: f.client_ip.trusted_proxies.clone(),
             client_ip_header: f.client_ip.header,

@@ -16,6 +16,8 @@ pub enum CheckError {
     Sample(String),
     #[error("{0}")]
     Egress(String),
+    #[error("{0}")]
+    Expiry(String),
 }
 
 /// The egress details under its one-line summary: what the instance may reach, and how.
@@ -171,6 +173,10 @@ fn expiry_section(config: &Config, out: &mut String) -> Result<(), CheckError> {
         f.expiry.min_expires_in,
         f.expiry.key_file(&f.data_dir).display()
     );
+    let development = f.egress.mode == EgressMode::Direct;
+    if let Some(warning) = f.expiry.check_key_placement(&f.data_dir, development).map_err(CheckError::Expiry)? {
+        let _ = writeln!(out, "  WARNING: {warning}");
+    }
     let _ = writeln!(
         out,
         "  archive sweeps on a member's first request: {}; deletions confirmed after {}, then purged",
@@ -236,10 +242,17 @@ mod tests {
 
     #[test]
     fn lists_rules_and_explains_a_sample_post() {
-        let file = FileConfig {
+        let keys = tempfile::tempdir().unwrap();
+        let mut file = FileConfig {
             policies: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
             ..FileConfig::default()
         };
+        // A key file in the data dir is refused, and the way out named.
+        file.expiry.key_file = Some(file.data_dir.join("expiry.key"));
+        let config = Config::validate(file.clone(), &Overrides::default(), None).unwrap();
+        let refused = summary(&config).unwrap_err().to_string();
+        assert!(refused.contains("expiry.key_file") && refused.contains("inside the data dir"), "{refused}");
+        file.expiry.key_file = Some(keys.path().join("expiry.key"));
         let config = Config::validate(file, &Overrides::default(), None).unwrap();
         let out = summary(&config).unwrap();
         assert!(out.contains("\"direct-messages\" after 1w"), "{out}");

@@ -67,6 +67,8 @@ pub struct FileConfig {
     pub expiry: crate::expiry::ExpiryConfig,
     /// Rate limits and the wave shield: machinery here, rules in `policies/`.
     pub shield: crate::shield::ShieldConfig,
+    /// Several nodes sharing state through PostgreSQL and Redis (absent: one node).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Default for FileConfig {
@@ -87,6 +89,7 @@ impl Default for FileConfig {
             media: crate::privacy::media::MediaConfig::default(),
             expiry: crate::expiry::ExpiryConfig::default(),
             shield: crate::shield::ShieldConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }
@@ -322,6 +325,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub policies: Option<PathBuf>,
     pub arti_config: Option<PathBuf>,
+    /// `--expiry-key-file` / `PAVISE_EXPIRY_KEY_FILE`.
+    pub expiry_key_file: Option<PathBuf>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -404,6 +409,12 @@ impl Config {
         if let Some(path) = &o.arti_config {
             file.egress.tor.arti_config = Some(path.clone());
         }
+        if let Some(path) = &o.expiry_key_file {
+            file.expiry.key_file = Some(path.clone());
+        }
+
+        file.cluster.apply_env(|name| std::env::var(name).ok());
+        file.cluster.validate().map_err(|(key, message)| invalid(key, message))?;
 
         let upstream = UpstreamUrl::parse("upstream.url", &file.upstream.url)?;
         let streaming_upstream = UpstreamUrl::parse("upstream.streaming_url", &file.upstream.streaming_url)?;
@@ -527,6 +538,7 @@ impl Config {
         if let Err((key, why)) = file.expiry.validate() {
             return Err(invalid(key, why));
         }
+
         if !is_loopback(file.admin.listen.ip()) {
             return Err(invalid(
                 "admin.listen",
@@ -587,6 +599,7 @@ impl Config {
             egress_listen: f.egress.listen,
             egress_auth: f.egress.proxy_auth.clone(),
             egress_over_tor: f.egress.mode == EgressMode::Tor,
+            clustered: f.cluster.enabled(),
         }
     }
 }

@@ -35,6 +35,8 @@
 //!   (features plug in through [`admin::hooks`]).
 //! - [`store`]: durable state (the expiry schedule, sealed credentials) behind one trait,
 //!   sealed at rest.
+//! - [`cluster`]: several nodes sharing state through PostgreSQL (the store) and Redis
+//!   (limits, waves, shields, the pseudonym key).
 //! - [`metrics`], [`telemetry`], [`shutdown`], [`units`]: the small shared pieces.
 //!
 //! Dependencies point one way: `app` → `server` → `proxy` (the pipeline) → the stage
@@ -49,7 +51,9 @@
 pub mod accept;
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod egress;

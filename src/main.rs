@@ -128,6 +128,9 @@ struct RunFlags {
     /// Extra arti configuration in arti's own TOML format.
     #[arg(long)]
     arti_config: Option<PathBuf>,
+    /// The expiry key file [default: beside the data dir, `<data_dir>-expiry.key`; refused inside it].
+    #[arg(long, env = "PAVISE_EXPIRY_KEY_FILE")]
+    expiry_key_file: Option<PathBuf>,
 }
 
 fn parse_egress_mode(s: &str) -> Result<EgressMode, String> {
@@ -150,6 +153,7 @@ impl RunFlags {
             data_dir: self.data_dir,
             policies: self.policies,
             arti_config: self.arti_config,
+            expiry_key_file: self.expiry_key_file,
         }
     }
 }
@@ -182,6 +186,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Command::Check { common, flags, sample_post } => {
             let config = Config::load(common.config.as_deref(), &flags.overrides())?;
             print!("{}", pavise::check::summary(&config)?);
+            if config.file.cluster.enabled() {
+                let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+                let cluster = runtime.block_on(pavise::cluster::check::summary(&config.file.cluster));
+                print!("{}", cluster.map_err(anyhow::Error::msg)?);
+            }
             if let Some(sample) = sample_post {
                 print!("{}", pavise::check::sample_post(&config, &sample)?);
             }

@@ -1305,3 +1305,225 @@ async fn icc_profiles_lose_the_device_and_jpeg_segments_carry_nothing_extra() {
     }
     oracle.check();
 }
+
+/// A QuickTime user-data string atom (`©xyz`, `©mak`, ...): length, language, text.
+fn ud_string(tag: &[u8; 4], text: &str) -> Vec<u8> {
+    let body = [&(text.len() as u16).to_be_bytes()[..], &[0x15, 0xC7], text.as_bytes()].concat();
+    [&((body.len() + 8) as u32).to_be_bytes()[..], tag, &body].concat()
+}
+
+fn mp4_box(kind: &[u8], body: &[u8]) -> Vec<u8> {
+    [&((body.len() + 8) as u32).to_be_bytes()[..], kind, body].concat()
+}
+
+/// What the red team planted (F1): a `udta` with a location, a make naming the place it
+/// hides in, a model and a capture date; and an iTunes-style `ilst` with the same.
+fn planted_udta(place: &str) -> Vec<u8> {
+    let strings = [
+        ud_string(b"\xa9xyz", "+48.8584+002.2945/"),
+        ud_string(b"\xa9mak", &format!("PaviseCam-{place}")),
+        ud_string(b"\xa9mod", "Marker-X1"),
+        ud_string(b"\xa9day", "2024-06-04T14:02:00Z"),
+    ];
+    mp4_box(b"udta", &strings.concat())
+}
+
+fn planted_ilst(place: &str) -> Vec<u8> {
+    let item = |tag: &[u8; 4], text: &str| {
+        mp4_box(tag, &mp4_box(b"data", &[&[0, 0, 0, 1, 0, 0, 0, 0][..], text.as_bytes()].concat()))
+    };
+    mp4_box(
+        b"ilst",
+        &[item(b"\xa9xyz", "+48.8584+002.2945/"), item(b"\xa9mak", &format!("PaviseCam-ilst-{place}"))].concat(),
+    )
+}
+
+/// Appends `extra(path)` inside every box at `path` (`/moov/trak/edts`,
+/// `/moov/trak/mdia/minf/stbl/stsd/avc1`), descending into containers and sample
+/// descriptions past their fixed fields and fixing every size above, as the red team's
+/// m1_stsd_udta.py does. ffmpeg writes `moov` after `mdat`, so no chunk offset moves.
+fn plant(b: &[u8], parent: &str, extra: &dyn Fn(&str) -> Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 8 <= b.len() {
+        let size = u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        if size < 8 || at + size > b.len() {
+            break;
+        }
+        let kind = &b[at + 4..at + 8];
+        let path = format!("{parent}/{}", String::from_utf8_lossy(kind));
+        let body = &b[at + 8..at + size];
+        let fixed = match kind {
+            b"moov" | b"trak" | b"mdia" | b"minf" | b"stbl" | b"edts" | b"dinf" | b"wave" => Some(0),
+            b"stsd" => Some(8),
+            b"avc1" => Some(78),
+            b"mp4a" if parent.ends_with("/stsd") => Some(match u16::from_be_bytes([body[8], body[9]]) {
+                1 => 44,
+                2 => 64,
+                _ => 28,
+            }),
+            _ => None,
+        };
+        let mut new_body = match fixed {
+            Some(n) => [&body[..n], &plant(&body[n..], &path, extra)[..]].concat(),
+            None => body.to_vec(),
+        };
+        new_body.extend(extra(&path));
+        out.extend(mp4_box(kind, &new_body));
+        at += size;
+    }
+    out.extend_from_slice(&b[at..]);
+    out
+}
+
+/// Every place of the red team's class: inside the video and sound descriptions, a
+/// QuickTime `wave`, `edts`, `dinf`, and in each track a `tref`, `tapt`, `load`, `imap`,
+/// `clip`, `matt` and `kmat` holding a `udta`.
+fn plant_everywhere(mp4: &[u8]) -> Vec<u8> {
+    plant(mp4, "", &|path| {
+        let leaf = path.rsplit('/').next().unwrap();
+        match leaf {
+            "avc1" | "mp4a" if path.ends_with(&format!("/stsd/{leaf}")) => {
+                [planted_udta(leaf), planted_ilst(leaf)].concat()
+            }
+            "wave" | "edts" | "dinf" => planted_udta(leaf),
+            "trak" => ["tref", "tapt", "load", "imap", "clip", "matt", "kmat"]
+                .iter()
+                .flat_map(|c| mp4_box(c.as_bytes(), &planted_udta(c)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    })
+}
+
+/// What ffprobe reads in a file: every format and stream tag, and each stream's type.
+fn ffprobe(path: &std::path::Path) -> (Vec<(String, String)>, Vec<String>) {
+    let out = run(Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format_tags:stream_tags:stream=codec_type", "-of", "json"])
+        .arg(path));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut tags = Vec::new();
+    let mut types = Vec::new();
+    let mut take = |o: &Value| {
+        for (k, v) in o.get("tags").and_then(Value::as_object).into_iter().flatten() {
+            tags.push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
+        }
+    };
+    for s in v["streams"].as_array().into_iter().flatten() {
+        types.push(s["codec_type"].as_str().unwrap_or_default().to_owned());
+        take(s);
+    }
+    take(&v["format"]);
+    (tags, types)
+}
+
+/// md5 of every decoded frame or sample of the video (`v`) or sound (`a`) streams.
+fn decoded(path: &std::path::Path, streams: &str) -> String {
+    let out = run(Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(path).args([
+        "-map",
+        &format!("0:{streams}?"),
+        "-f",
+        "md5",
+        "-",
+    ]));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The red team's second pass (issue 10, F1 and F2): metadata where pavise used to keep
+/// bytes without reading them. F1: a `udta`/`ilst` inside sample descriptions, `wave`,
+/// `edts`, `dinf`, `tref`, `tapt` and QuickTime track boxes of an MP4, a MOV and an M4A,
+/// which ffmpeg reads as the file's location, make, model and date. F2: WebM and MKV
+/// subtitle tracks (WebVTT, SRT, ASS with a script title) whose cues carry GPS text, as
+/// drones and dashcams write them, and an attachment. Through pavise, ffprobe (and
+/// exiftool) must find none of it in what the instance received; the subtitle tracks
+/// must be gone; every video frame and audio sample must decode as before.
+#[tokio::test]
+async fn metadata_where_pavise_kept_bytes_unread_never_reaches_the_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let ff = |args: &[&str]| {
+        run(Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args));
+    };
+    let av = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-f", "lavfi", "-i", "sine=f=440", "-t", "1"];
+    let h264 = ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac"];
+    ff(&[&av[..], &h264, &[p("a.mov").to_str().unwrap()]].concat());
+    ff(&["-i", p("a.mov").to_str().unwrap(), "-c", "copy", "-f", "mp4", p("a.mp4").to_str().unwrap()]);
+    ff(&["-i", p("a.mov").to_str().unwrap(), "-vn", "-c", "copy", p("a.m4a").to_str().unwrap()]);
+    let cue = "GPS(48.8584,2.2945,30) F/2.8 ISO100 PaviseCam 2024-06-04 14:02:00";
+    std::fs::write(p("s.srt"), format!("1\n00:00:00,000 --> 00:00:01,000\n{cue}\n")).unwrap();
+    std::fs::write(
+        p("s.ass"),
+        format!(
+            "[Script Info]\nTitle: Paris Marker-X1\nScriptType: v4.00+\n\n[V4+ Styles]\nFormat: Name, Fontname, \
+             Fontsize\nStyle: Default,Arial,20\n\n[Events]\nFormat: Layer, Start, End, Style, Text\nDialogue: \
+             0,0:00:00.00,0:00:01.00,Default,{cue}\n"
+        ),
+    )
+    .unwrap();
+    let (srt, ass) = (p("s.srt"), p("s.ass"));
+    let (srt, ass) = (srt.to_str().unwrap(), ass.to_str().unwrap());
+    let vp8 = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-t", "1", "-c:v", "libvpx", "-b:v", "100k"];
+    ff(&[&vp8[..], &[p("v.webm").to_str().unwrap()]].concat());
+    let (webm, mov) = (p("v.webm"), p("a.mov"));
+    ff(&["-i", webm.to_str().unwrap(), "-i", srt, "-map", "0", "-map", "1", "-c:v", "copy", "-c:s", "webvtt"]
+        .into_iter()
+        .chain([p("subs.webm").to_str().unwrap()])
+        .collect::<Vec<_>>());
+    ff(&["-i", mov.to_str().unwrap(), "-i", ass, "-i", srt, "-map", "0", "-map", "1", "-map", "2", "-c:v", "copy"]
+        .into_iter()
+        .chain(["-c:a", "libopus", "-c:s:0", "ass", "-c:s:1", "srt", "-attach", srt])
+        .chain(["-metadata:s:t", "mimetype=text/plain", p("subs.mkv").to_str().unwrap()])
+        .collect::<Vec<_>>());
+    let mut fixtures: Vec<(&str, Vec<u8>)> = Vec::new();
+    for name in ["a.mp4", "a.mov", "a.m4a"] {
+        let planted = plant_everywhere(&std::fs::read(p(name)).unwrap());
+        fixtures.push((name, planted));
+    }
+    for name in ["subs.webm", "subs.mkv"] {
+        fixtures.push((name, std::fs::read(p(name)).unwrap()));
+    }
+    // The fixtures carry what must not arrive, as ffprobe reads it, or this proves nothing.
+    for (name, bytes) in &fixtures {
+        let path = p(&format!("planted-{name}"));
+        std::fs::write(&path, bytes).unwrap();
+        let (tags, types) = ffprobe(&path);
+        if name.starts_with("subs") {
+            assert!(types.iter().filter(|t| *t == "subtitle").count() >= 1, "{name}: {types:?}");
+            assert!(contains(bytes, b"48.8584") && contains(bytes, b"PaviseCam"), "{name}");
+        } else {
+            let location = tags.iter().any(|(k, v)| k == "location" && v.contains("48.8584"));
+            let make = tags.iter().any(|(k, v)| k == "make" && v.starts_with("PaviseCam-"));
+            assert!(location && make, "{name}: ffprobe reads no planted location: {tags:?}");
+        }
+    }
+
+    let upstream = RecordingUpstream::start().await;
+    let pavise = Pavise::start(&upstream.url(), |_| {}).await;
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    let mut oracle = Oracle::new();
+    for (name, bytes) in &fixtures {
+        let head = format!("Content-Disposition: form-data; name=\"file\"; filename=\"{name}\"");
+        let (status, said) =
+            send(&pavise, request("POST", "/api/v2/media", Some(&ct), multipart(&[(&head, bytes)]))).await;
+        assert_eq!(status, 200, "{name}: {said}");
+        let arrived = recorded_parts(&upstream.last()).await.remove(0).1;
+        assert_eq!(arrived.len(), bytes.len(), "{name}: patched in place");
+        oracle.clean(&arrived, &format!("arrived-{name}"));
+        let path = oracle.files.last().unwrap().clone();
+        let (tags, types) = ffprobe(&path);
+        for (k, v) in &tags {
+            let k = k.to_ascii_lowercase();
+            let named =
+                ["location", "make", "model", "date", "creation_time", "title"].iter().any(|n| k.starts_with(n));
+            assert!(!named || v.is_empty(), "{name} arrived with {k} = {v}");
+            assert!(!v.contains("48.8584") && !v.contains("PaviseCam"), "{name} arrived with {k} = {v}");
+        }
+        assert!(types.iter().all(|t| t == "video" || t == "audio"), "{name} arrived with streams {types:?}");
+        let before = p(&format!("planted-{name}"));
+        for streams in ["v", "a"] {
+            assert_eq!(decoded(&before, streams), decoded(&path, streams), "{name}: the {streams} stream changed");
+        }
+    }
+    pavise.stop().await;
+    oracle.check();
+}

@@ -9,6 +9,7 @@
 mod support;
 
 mod attack;
+mod cluster;
 mod egress;
 mod expiry;
 mod expiry_hiding;

@@ -28,18 +28,18 @@ use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 
 use crate::support::{Pavise, RecordingUpstream, TestBody, files_under, send_from, text};
 
-const LOCAL: &str = "local.example";
-const MASTODON_UA: &str = "http.rb/5.2.0 (Mastodon/4.3.0; +https://remote.example/)";
+pub const LOCAL: &str = "local.example";
+pub const MASTODON_UA: &str = "http.rb/5.2.0 (Mastodon/4.3.0; +https://remote.example/)";
 const GTS_UA: &str = "gotosocial/0.17.3 (+https://gts.example/)";
 
 /// An RSA key pair made once per test run with `openssl genpkey` (ring cannot generate
 /// RSA keys), plus its SPKI PEM as actors publish it.
-struct TestKey {
+pub struct TestKey {
     pair: RsaKeyPair,
     pem: String,
 }
 
-fn rsa_key(slot: usize) -> &'static TestKey {
+pub fn rsa_key(slot: usize) -> &'static TestKey {
     static KEYS: OnceLock<Vec<TestKey>> = OnceLock::new();
     let keys = KEYS.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -98,7 +98,7 @@ fn activity_json(status: u16, doc: &serde_json::Value) -> http::Response<TestBod
 
 /// A remote server on its own loopback address. By default it serves `GET /users/NAME` as
 /// an actor document with `key`'s public half (404 for names starting with `ghost`).
-struct ActorServer {
+pub struct ActorServer {
     addr: SocketAddr,
     fetches: Arc<AtomicU64>,
     stop: tokio_util::sync::CancellationToken,
@@ -107,7 +107,7 @@ struct ActorServer {
 type Serve = Arc<dyn Fn(SocketAddr, &str) -> http::Response<TestBody> + Send + Sync>;
 
 impl ActorServer {
-    async fn start(ip: &str, key: &'static TestKey) -> ActorServer {
+    pub async fn start(ip: &str, key: &'static TestKey) -> ActorServer {
         Self::serving(
             ip,
             Arc::new(move |addr, path| {
@@ -147,7 +147,7 @@ impl ActorServer {
         ActorServer { addr, fetches, stop }
     }
 
-    fn actor(&self, name: &str) -> String {
+    pub fn actor(&self, name: &str) -> String {
         format!("http://{}/users/{name}", self.addr)
     }
 
@@ -189,7 +189,7 @@ fn note_to(actor: &str, mentions: &[String], marker: &str) -> Vec<u8> {
 }
 
 /// A Create/Note from `actor` mentioning the local `accounts`, with a unique marker.
-fn note(actor: &str, accounts: &[&str], marker: &str) -> Vec<u8> {
+pub fn note(actor: &str, accounts: &[&str], marker: &str) -> Vec<u8> {
     let mentions: Vec<String> = accounts.iter().map(|a| format!("https://{LOCAL}/users/{a}")).collect();
     note_to(actor, &mentions, marker)
 }
@@ -252,7 +252,7 @@ fn signed(key: &TestKey, key_id: &str, path: &str, body: &[u8], user_agent: &str
 
 /// Delivers `body` to `/inbox`, signed with `key` as `actor`'s main key, from the
 /// loopback address `from` (each test "domain" has its own).
-async fn deliver(
+pub async fn deliver(
     pavise: &Pavise,
     from: &str,
     key: &TestKey,
@@ -267,7 +267,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn policies(dir: &Path, text: &str) {
+pub fn policies(dir: &Path, text: &str) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("shield.toml"), text).unwrap();
 }
@@ -276,7 +276,7 @@ async fn start(upstream: &RecordingUpstream, policy_dir: &Path) -> Pavise {
     start_with(upstream, policy_dir, |_| {}).await
 }
 
-async fn start_with(
+pub async fn start_with(
     upstream: &RecordingUpstream,
     policy_dir: &Path,
     tweak: impl FnOnce(&mut pavise::config::FileConfig),
@@ -295,7 +295,7 @@ async fn start_with(
     .await
 }
 
-async fn admin_get(p: &Pavise, path: &str) -> serde_json::Value {
+pub async fn admin_get(p: &Pavise, path: &str) -> serde_json::Value {
     let client = reqwest::Client::new();
     let resp = client.get(p.admin_url(path)).bearer_auth(&p.token).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -809,12 +809,12 @@ retry_after        = "1s"
     let trolls = ActorServer::start("127.0.0.3", key).await;
     let gts = ActorServer::start("127.0.0.5", key).await;
 
-    // A friend delivers before the wave (no mentions), twice, a second apart (half of
+    // A friend writes to bob before the wave, twice, a second apart (half of
     // familiar_after), and the instance accepts both: the friend becomes familiar once the
     // first is familiar_after old.
     let friend = friends.actor("friend");
     for (i, pause) in [(0, 1100), (1, 1200)] {
-        let hello = note(&friend, &[], &format!("hello{i}"));
+        let hello = note(&friend, &["bob"], &format!("hello{i}"));
         let (resp, _) = deliver(&pavise, "127.0.0.4", key, &friend, &hello, MASTODON_UA).await;
         assert_eq!(resp.status, 202);
         tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -1725,10 +1725,11 @@ async fn one_domain_cannot_keep_a_member_shielded_and_deferred_mail_gets_through
     pavise.stop().await;
 }
 
-/// F8: familiarity is earned by mail the instance accepted, twice, apart in time — not by
-/// one ping, and not by mail the instance refused.
+/// F8, N6: familiarity is earned by mail the instance accepted that carried something to a
+/// member, twice, apart in time — not by one ping, not by no-ops however well timed (a
+/// `Delete` of nothing, a post to nobody), and not by mail the instance refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_ping_makes_nobody_familiar_and_refused_mail_teaches_nothing() {
+async fn no_ops_make_nobody_familiar_and_refused_mail_teaches_nothing() {
     let key = rsa_key(0);
     let upstream = RecordingUpstream::with_handler(|r| {
         if r.body.windows(8).any(|w| w == b"refused-") { text(401, r#"{"error":"no"}"#) } else { text(202, "") }
@@ -1742,25 +1743,29 @@ async fn one_ping_makes_nobody_familiar_and_refused_mail_teaches_nothing() {
     let pavise = start(&upstream, policy_dir.path()).await;
     let sleepers = ActorServer::start("127.0.0.104", key).await;
     let friends = ActorServer::start("127.0.0.105", key).await;
-    for i in 0..6 {
-        let a = sleepers.actor(&format!("sleeper{i}"));
-        let ping = serde_json::json!({"@context": "https://www.w3.org/ns/activitystreams", "id": format!("{a}#ping"),
-            "type": "Delete", "actor": a, "object": format!("{a}/statuses/none")});
-        assert_eq!(
-            deliver(&pavise, "127.0.0.104", key, &a, ping.to_string().as_bytes(), MASTODON_UA).await.0.status,
-            202
-        );
-    }
     let (friend, refused) = (friends.actor("friend"), friends.actor("refused"));
+    // Two rounds, half of familiar_after apart: what would earn familiarity if anything did.
     for round in 0..2 {
+        for i in 0..6 {
+            let a = sleepers.actor(&format!("sleeper{i}"));
+            let no_op = if i < 3 {
+                serde_json::json!({"@context": "https://www.w3.org/ns/activitystreams", "id": format!("{a}#ping{round}"),
+                    "type": "Delete", "actor": a, "object": format!("{a}/statuses/none{round}")})
+                .to_string()
+                .into_bytes()
+            } else {
+                note(&a, &[], &format!("to-nobody-{i}-{round}"))
+            };
+            assert_eq!(deliver(&pavise, "127.0.0.104", key, &a, &no_op, MASTODON_UA).await.0.status, 202);
+        }
         for (who, marker) in [(&friend, "hello-"), (&refused, "refused-")] {
-            let body = note(who, &[], &format!("{marker}{round}"));
+            let body = note(who, &["bob"], &format!("{marker}{round}"));
             deliver(&pavise, "127.0.0.105", key, who, &body, MASTODON_UA).await;
         }
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     let statuses = raise_wave(&pavise, &sleepers, "127.0.0.104", "sleeper", 6, "alice").await;
-    assert_eq!(statuses, [202, 202, 202, 429, 429, 429], "a ping a while ago makes nobody familiar");
+    assert_eq!(statuses, [202, 202, 202, 429, 429, 429], "no-ops days apart make nobody familiar");
     let mail = note(&friend, &["alice"], "friend-mail");
     assert_eq!(deliver(&pavise, "127.0.0.105", key, &friend, &mail, MASTODON_UA).await.0.status, 202, "familiar");
     let mail = note(&refused, &["alice"], "a-mail");
@@ -1901,3 +1906,5 @@ async fn pile_ons_count_like_mentions_and_unverified_ids_cost_no_lookups() {
     }
     pavise.stop().await;
 }
+
+mod reach;

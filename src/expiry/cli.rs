@@ -47,11 +47,12 @@ async fn admin_call(
 
 fn local_core(config: &Config) -> Result<Arc<Expiry>, ExpiryError> {
     let sealer = Sealer::load_or_create(&config.file.expiry.key_file(&config.file.data_dir))?;
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open_sealed(
-        &config.file.data_dir,
-        config.file.expiry.store_cache.0 as usize,
-        sealer.record_seal(),
-    )?);
+    let opts = crate::store::StoreOptions {
+        cache_bytes: config.file.expiry.store_cache.0 as usize,
+        forget_within: config.file.expiry.forget_within.get(),
+    };
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open_with(&config.file.data_dir, opts, Some(sealer.store_key()))?);
     Ok(Arc::new(Expiry::new(store, config.file.policies.clone(), sealer, config.file.expiry.clone())?))
 }
 
@@ -166,8 +167,8 @@ pub async fn bench_store(dir: &std::path::Path, count: u64) -> Result<String, Ex
     }
     let mut out = String::new();
     // Sealed, as the relay keeps it, under the key file `pavise run --data-dir DIR` will use.
-    let sealer = Sealer::load_or_create(&dir.join("expiry.key"))?;
-    let store = Arc::new(EmbeddedStore::open_sealed(dir, 16 << 20, sealer.record_seal())?);
+    let sealer = Sealer::load_or_create(&super::ExpiryConfig::default().key_file(dir))?;
+    let store = Arc::new(EmbeddedStore::open_sealed(dir, 16 << 20, sealer.store_key())?);
     let base = now_ms();
     store.schedule(vec![(item(0, base), Some(cred()))]).await?;
     let mut next = 1u64;

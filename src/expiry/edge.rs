@@ -12,9 +12,10 @@
 //!   pavise cannot apply, get a Mastodon-style 422: a post is never created without the
 //!   expiry its author asked for.
 
-use std::ops::Range;
-
 use bytes::Bytes;
+
+pub use super::params::BodyKind;
+use super::params::{multipart_parts, top_key_is, without_parts};
 
 /// Why a status creation body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,64 +28,12 @@ pub enum ExpiresInError {
     BadBody(&'static str),
     #[error("expires_in is given twice, with different values")]
     Conflicting,
+    #[error("the query string separates expires_in with ';', which servers read differently; use '&'")]
+    Ambiguous,
 }
 
-/// How a body is encoded, from its `Content-Type`, the way Rails and Rack read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BodyKind {
-    /// `application/x-www-form-urlencoded`, or a `POST` with no `Content-Type` at all
-    /// (Rack parses that as a form too).
-    Form,
-    /// Every type Rails' JSON parameter parser takes (`application/json`, `text/x-json`,
-    /// `application/jsonrequest`, and the `+json` types Mastodon registers).
-    Json,
-    /// Any `multipart/*`, with its boundary.
-    Multipart(String),
-    /// Anything else: Rails reads no parameters from it.
-    Other,
-}
-
-impl BodyKind {
-    pub fn from_content_type(ct: Option<&str>) -> BodyKind {
-        let Some(raw) = ct else { return BodyKind::Form };
-        let media = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        match media.as_str() {
-            "" => BodyKind::Form,
-            "application/x-www-form-urlencoded" => BodyKind::Form,
-            "application/json" | "text/x-json" | "application/jsonrequest" => BodyKind::Json,
-            _ if media.ends_with("+json") => BodyKind::Json,
-            _ if media.starts_with("multipart/") => match multipart_boundary(raw) {
-                Some(b) => BodyKind::Multipart(b),
-                None => BodyKind::Other,
-            },
-            _ => BodyKind::Other,
-        }
-    }
-}
-
-/// Rack's `boundary=\"?([^\";,]+)\"?` (case-insensitive).
-fn multipart_boundary(ct: &str) -> Option<String> {
-    let lower = ct.to_ascii_lowercase();
-    let at = lower.find("boundary=")? + "boundary=".len();
-    let rest = ct[at..].strip_prefix('"').unwrap_or(&ct[at..]);
-    let end = rest.find(['"', ';', ',']).unwrap_or(rest.len());
-    let b = &rest[..end];
-    (!b.is_empty()).then(|| b.to_owned())
-}
-
-/// Whether a parameter name is, to Rack (2 or 3), the top-level key `expires_in`:
-/// `expires_in`, `expires_in[]`, `expires_in[x]`, and (Rack 2) `[expires_in]`.
 fn names_expires_in(name: &str) -> bool {
-    const KEY: &str = "expires_in";
-    // Rack 3: the part before the first `[` after position 0.
-    let rack3 = match name.get(1..).and_then(|r| r.find('[')) {
-        Some(i) => &name[..i + 1],
-        None => name,
-    };
-    // Rack 2: leading brackets skipped, then up to the next bracket.
-    let trimmed = name.trim_start_matches(['[', ']']);
-    let rack2 = &trimmed[..trimmed.find(['[', ']']).unwrap_or(trimmed.len())];
-    rack3 == KEY || rack2 == KEY
+    top_key_is(name, "expires_in")
 }
 
 /// What pavise reads from a status creation besides the post itself.
@@ -95,6 +44,11 @@ pub struct CreateParams {
     /// `in_reply_to_id`, `quoted_status_id`, `quote_id` as sent: a post that refers to a
     /// hidden one is refused like a reference to a deleted one.
     pub references: Vec<String>,
+    /// The text and content warning (`status`, `spoiler_text`), to recognise the post
+    /// among the author's statuses when the instance's answer is lost (only a keyed digest
+    /// of them is ever kept).
+    pub text: String,
+    pub spoiler_text: String,
 }
 
 /// The parameters that name another post.
@@ -124,6 +78,15 @@ pub fn take_create_params(
         Some(q) => {
             let (rest, found, refs) = take_from_form(q.as_bytes())?;
             params.references.extend(refs);
+            // Rack 2 also splits the query on `;`: what only that reading finds is either
+            // refused (expires_in) or checked too (a reference).
+            for part in q.split(';').skip(1) {
+                let (_, also, more) = take_from_form(part.as_bytes())?;
+                if also.is_some() {
+                    return Err(ExpiresInError::Ambiguous);
+                }
+                params.references.extend(more);
+            }
             (found.is_some().then(|| String::from_utf8_lossy(&rest).into_owned()), found)
         }
         None => (None, None),
@@ -138,6 +101,9 @@ pub fn take_create_params(
         BodyKind::Json => take_from_json(body, &mut params.references)?,
         BodyKind::Multipart(boundary) => take_from_multipart(body, boundary, &mut params.references)?,
     };
+    let text = |name: &str| super::params::body_param(kind, &body, name).unwrap_or_default();
+    params.text = text("status");
+    params.spoiler_text = text("spoiler_text");
     // Rails lets the query win; two different values are a mistake to refuse, not guess.
     let raw = match (from_query, from_body) {
         (Some(q), Some(b)) if q != b => return Err(ExpiresInError::Conflicting),
@@ -204,73 +170,6 @@ fn take_from_json(body: &Bytes, refs: &mut Vec<String>) -> Result<(Bytes, Raw), 
     Ok((Bytes::from(out), Some(text)))
 }
 
-/// One part of a multipart body: its whole span (from its delimiter) and what Rack names it.
-struct Part {
-    span: Range<usize>,
-    name: Option<String>,
-    is_file: bool,
-    headers: String,
-    value: Range<usize>,
-}
-
-fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    memchr::memmem::find(hay.get(from..)?, needle).map(|i| i + from)
-}
-
-/// Splits a multipart body at its delimiters (RFC 2046 §5.1.1, CRLF line ends as Rack
-/// wants them). `None` when it does not frame.
-fn multipart_parts(body: &[u8], boundary: &str) -> Option<Vec<Part>> {
-    let dash = format!("--{boundary}");
-    let delim = format!("\r\n--{boundary}");
-    let mut at = if body.starts_with(dash.as_bytes()) { 0 } else { find(body, delim.as_bytes(), 0)? + 2 };
-    let mut parts = Vec::new();
-    loop {
-        let after = at + dash.len();
-        if body.get(after..after + 2) == Some(b"--") {
-            return Some(parts);
-        }
-        let head_start = find(body, b"\r\n", after)? + 2;
-        let head_end = find(body, b"\r\n\r\n", head_start.saturating_sub(2))?;
-        let next = find(body, delim.as_bytes(), head_end)?;
-        let headers = String::from_utf8_lossy(&body[head_start.min(head_end)..head_end]).into_owned();
-        let disposition = headers
-            .split("\r\n")
-            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
-            .unwrap_or("")
-            .to_owned();
-        parts.push(Part {
-            span: at..next + 2,
-            name: disposition_param(&disposition, "name"),
-            is_file: disposition_param(&disposition, "filename").is_some(),
-            headers,
-            value: head_end + 4..next,
-        });
-        at = next + 2;
-    }
-}
-
-/// A `;`-separated parameter of a Content-Disposition (`name="x"` or `name=x`), matched the
-/// way Rack matches it (the parameter name whole, case-insensitive).
-fn disposition_param(disposition: &str, param: &str) -> Option<String> {
-    let lower = disposition.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(i) = lower[from..].find(&format!("{param}=")) {
-        let at = from + i;
-        let before = lower[..at].chars().next_back();
-        from = at + param.len() + 1;
-        if !matches!(before, Some(';' | ' ' | '\t')) {
-            continue;
-        }
-        let rest = &disposition[from..];
-        let value = match rest.strip_prefix('"') {
-            Some(q) => &q[..q.find('"').unwrap_or(q.len())],
-            None => &rest[..rest.find([';', ' ', '\t']).unwrap_or(rest.len())],
-        };
-        return Some(value.to_owned());
-    }
-    None
-}
-
 fn take_from_multipart(body: &Bytes, boundary: &str, refs: &mut Vec<String>) -> Result<(Bytes, Raw), ExpiresInError> {
     let mentions = memchr::memmem::find(body, b"expires_in").is_some();
     let Some(parts) = multipart_parts(body, boundary) else {
@@ -278,7 +177,7 @@ fn take_from_multipart(body: &Bytes, boundary: &str, refs: &mut Vec<String>) -> 
         return if mentions { Err(ExpiresInError::BadBody("multipart")) } else { Ok((body.clone(), None)) };
     };
     let mut found: Raw = None;
-    let mut cut: Vec<Range<usize>> = Vec::new();
+    let mut cut: Vec<usize> = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         let value = || String::from_utf8_lossy(&body[part.value.clone()]).into_owned();
         match &part.name {
@@ -287,8 +186,7 @@ fn take_from_multipart(body: &Bytes, boundary: &str, refs: &mut Vec<String>) -> 
                     return Err(ExpiresInError::NotANumber);
                 }
                 found = Some(value());
-                // The first part owns the leading delimiter: take the next one's CRLF with it.
-                cut.push(if i == 0 { part.span.clone() } else { part.span.start - 2..part.span.end - 2 });
+                cut.push(i);
             }
             Some(name) if REFERENCES.contains(&name.as_str()) && !part.is_file => refs.push(value()),
             // A name pavise could not read the way Rack does (`name*=...`): never guess.
@@ -299,19 +197,7 @@ fn take_from_multipart(body: &Bytes, boundary: &str, refs: &mut Vec<String>) -> 
     if cut.is_empty() {
         return Ok((body.clone(), None));
     }
-    if cut.len() == parts.len() {
-        // Nothing else in it: an empty multipart body.
-        return Ok((Bytes::from(format!("--{boundary}--\r\n")), found));
-    }
-    let mut out = Vec::with_capacity(body.len());
-    let mut pos = 0;
-    for range in cut {
-        let start = range.start.max(pos);
-        out.extend_from_slice(&body[pos..start]);
-        pos = pos.max(range.end);
-    }
-    out.extend_from_slice(&body[pos..]);
-    Ok((Bytes::from(out), found))
+    Ok((without_parts(body, boundary, &parts, &cut), found))
 }
 
 fn parse_secs(s: &str) -> Result<Option<u64>, ExpiresInError> {
@@ -332,8 +218,16 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn kind(ct: Option<&str>) -> BodyKind {
+        let mut h = http::HeaderMap::new();
+        if let Some(ct) = ct {
+            h.insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
+        }
+        BodyKind::of(&h).unwrap()
+    }
+
     fn take(ct: Option<&str>, body: &'static [u8], query: Option<&str>) -> Result<TakenCreate, ExpiresInError> {
-        take_create_params(&BodyKind::from_content_type(ct), &Bytes::from_static(body), query, 60)
+        take_create_params(&kind(ct), &Bytes::from_static(body), query, 60)
     }
 
     const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
@@ -381,6 +275,9 @@ mod tests {
             take(FORM, b"status=x&expires_in=91", Some("expires_in=90")).unwrap_err(),
             ExpiresInError::Conflicting
         );
+        // Rack 2 splits the query on `;` too: never read one way and forwarded to the other.
+        assert_eq!(take(FORM, b"status=x", Some("a=1;expires_in=90")).unwrap_err(), ExpiresInError::Ambiguous);
+        assert_eq!(take(FORM, b"status=x", Some("a=1;in_reply_to_id=7")).unwrap().params.references, ["7"]);
     }
 
     #[test]
@@ -412,7 +309,22 @@ mod tests {
         }
         assert!(matches!(take(json, b"{not json", None), Err(ExpiresInError::BadBody(_))));
         assert_eq!(take(json, br#"[{"expires_in":60}]"#, None).unwrap().params.expires_in, None, "_json to Rails");
-        assert_eq!(BodyKind::from_content_type(Some("text/plain")), BodyKind::Other);
+        assert_eq!(kind(Some("text/plain")), BodyKind::Other);
+        // Rails reads the media type up to `;` or `,`: one reader for the whole crate.
+        for ct in ["application/json, text/plain", "application/json,text/plain; charset=utf-8"] {
+            let t = take(Some(ct), br#"{"status":"hi","spoiler_text":"cw","expires_in":120}"#, None).unwrap();
+            assert_eq!(
+                (t.params.expires_in, t.params.text.as_str(), t.params.spoiler_text.as_str()),
+                (Some(120), "hi", "cw")
+            );
+        }
+        assert_eq!(
+            take(Some("application/x-www-form-urlencoded, text/plain"), b"status=x&expires_in=90", None)
+                .unwrap()
+                .params
+                .expires_in,
+            Some(90)
+        );
     }
 
     #[test]

@@ -143,6 +143,9 @@ fn collect_status_id_spans(src: &[u8], node: &Node, hidden: &dyn Fn(&str) -> boo
     }
 }
 
+/// Fields through which an ActivityPub activity (or authorization) is about another object.
+const AP_OBJECTS: [&str; 2] = ["object", "interactionTarget"];
+
 /// Fields of an ActivityPub object that name a quoted post.
 const AP_QUOTES: [&str; 5] = ["quote", "quoteUrl", "quoteUri", "_misskey_quote", "quoteURL"];
 
@@ -155,9 +158,8 @@ pub fn activitypub_hidden(src: &[u8], node: &Node, hidden: &dyn Fn(&str) -> bool
             if node.get(src, "id").is_some_and(names_hidden) {
                 return true;
             }
-            if let Some(object) = node.get(src, "object")
-                && activitypub_hidden(src, object, hidden)
-            {
+            // The activity's object, and what a quote authorization (FEP-044f) authorizes.
+            if AP_OBJECTS.iter().any(|k| node.get(src, k).is_some_and(|o| activitypub_hidden(src, o, hidden))) {
                 return true;
             }
             AP_QUOTES.iter().any(|k| node.get(src, k).is_some_and(|q| activitypub_hidden(src, q, hidden)))
@@ -419,6 +421,10 @@ mod tests {
         let quoting =
             format!(r#"{{"id":"https://r.example/n/2","type":"Note","quoteUrl":"https://i.example/@alice/{H}"}}"#);
         assert_eq!(activitypub(quoting.as_bytes(), &hidden).unwrap(), Filtered::Hidden);
+        let authorization = format!(
+            r#"{{"type":"QuoteAuthorization","id":"https://i.example/users/alice/quote_authorizations/9","interactingObject":"https://r.example/notes/1","interactionTarget":"https://i.example/users/alice/statuses/{H}"}}"#
+        );
+        assert_eq!(activitypub(authorization.as_bytes(), &hidden).unwrap(), Filtered::Hidden, "a quote authorization");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use super::Expiry;
-use crate::store::{UnixMs, now_ms};
+use crate::store::{Attachments, Scheduled, UnixMs, now_ms};
 
 /// How far ahead of a deadline a post enters the index.
 pub const LOOKAHEAD_MS: u64 = 60_000;
@@ -40,13 +40,39 @@ const MAX_IDLE: Duration = Duration::from_secs(30);
 /// digit runs are looked up instead (one pass, whatever the index holds).
 const SEARCH_EACH_UP_TO: usize = 16;
 
-/// Ids of posts that are (or are about to be) hidden, with their deadlines.
+/// Something with a URL of its own that a post carries (see [`super::resource`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Resource {
+    Poll(String),
+    Media(String),
+    Shortcode(String),
+}
+
+impl Resource {
+    fn all(a: &Attachments) -> Vec<Resource> {
+        let mut out: Vec<Resource> = a.poll.iter().cloned().map(Resource::Poll).collect();
+        out.extend(a.media.iter().cloned().map(Resource::Media));
+        out.extend(a.shortcodes.iter().cloned().map(Resource::Shortcode));
+        out
+    }
+}
+
+/// Ids of posts that are (or are about to be) hidden, with their deadlines, and what
+/// those posts carry (their polls and media).
 #[derive(Debug, Default)]
 pub struct HiddenIndex {
     len: AtomicUsize,
-    ids: RwLock<HashMap<Box<str>, UnixMs>>,
+    ids: RwLock<Ids>,
     /// Everything with a deadline at or below this is in the index (see the module docs).
     watermark: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Ids {
+    deadlines: HashMap<Box<str>, UnixMs>,
+    /// Resource → the post it belongs to; and each post's resources, to remove them with it.
+    resources: HashMap<Resource, Box<str>>,
+    carried: HashMap<Box<str>, Vec<Resource>>,
 }
 
 impl HiddenIndex {
@@ -64,7 +90,44 @@ impl HiddenIndex {
         if self.is_empty() {
             return false;
         }
-        self.read().get(id).is_some_and(|deadline| *deadline <= now)
+        self.read().deadlines.get(id).is_some_and(|deadline| *deadline <= now)
+    }
+
+    /// Whether a poll or a file belongs to a post that must not be served at `now`.
+    pub fn is_hidden_resource(&self, resource: &Resource, now: UnixMs) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let ids = self.read();
+        ids.resources.get(resource).and_then(|id| ids.deadlines.get(id)).is_some_and(|deadline| *deadline <= now)
+    }
+
+    /// Whether `text` names a hidden post's id as a number of its own (a run of digits,
+    /// leading zeros aside): for documents that are not JSON (a server-rendered page).
+    pub fn names_hidden(&self, text: &[u8], now: UnixMs) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let ids = self.read();
+        let mut i = 0;
+        while i < text.len() {
+            if !text[i].is_ascii_digit() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < text.len() && text[i].is_ascii_digit() {
+                i += 1;
+            }
+            let run = &text[start..i];
+            let trimmed = &run[run.iter().take_while(|b| **b == b'0').count()..];
+            if let Ok(s) = std::str::from_utf8(trimmed)
+                && ids.deadlines.get(s).is_some_and(|d| *d <= now)
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// A predicate over ids for the filters, bound to one instant.
@@ -79,7 +142,8 @@ impl HiddenIndex {
         if self.is_empty() {
             return false;
         }
-        let ids = self.read();
+        let guard = self.read();
+        let ids = &guard.deadlines;
         if ids.len() <= SEARCH_EACH_UP_TO {
             return ids.keys().any(|id| memchr::memmem::find(body, id.as_bytes()).is_some());
         }
@@ -114,15 +178,39 @@ impl HiddenIndex {
 
     /// Adds (or re-times) one post.
     pub fn insert(&self, id: &str, deadline: UnixMs) {
+        self.insert_with(id, deadline, &Attachments::default());
+    }
+
+    /// Adds (or re-times) one post with what it carries.
+    pub fn insert_with(&self, id: &str, deadline: UnixMs, attachments: &Attachments) {
         let mut ids = self.write();
-        ids.insert(id.into(), deadline);
-        self.len.store(ids.len(), Ordering::Release);
+        ids.deadlines.insert(id.into(), deadline);
+        let resources = Resource::all(attachments);
+        if !resources.is_empty() {
+            for r in &resources {
+                ids.resources.insert(r.clone(), id.into());
+            }
+            ids.carried.insert(id.into(), resources);
+        }
+        self.len.store(ids.deadlines.len(), Ordering::Release);
+    }
+
+    /// Adds one stored item.
+    pub fn insert_item(&self, item: &Scheduled) {
+        self.insert_with(&item.status_id, item.deadline, &item.attachments);
     }
 
     pub fn remove(&self, id: &str) {
         let mut ids = self.write();
-        if ids.remove(id).is_some() {
-            self.len.store(ids.len(), Ordering::Release);
+        if ids.deadlines.remove(id).is_some() {
+            if let Some(resources) = ids.carried.remove(id) {
+                for r in resources {
+                    if ids.resources.get(&r).is_some_and(|owner| &**owner == id) {
+                        ids.resources.remove(&r);
+                    }
+                }
+            }
+            self.len.store(ids.deadlines.len(), Ordering::Release);
         }
     }
 
@@ -135,11 +223,11 @@ impl HiddenIndex {
         self.watermark.fetch_max(t, Ordering::AcqRel);
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, UnixMs>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Ids> {
         self.ids.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Box<str>, UnixMs>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Ids> {
         self.ids.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -150,7 +238,7 @@ pub async fn rebuild(core: &Expiry) -> Result<usize, crate::store::StoreError> {
     core.hidden.set_watermark(horizon);
     let items = core.store.hidden_between(0, horizon).await?;
     for item in &items {
-        core.hidden.insert(&item.status_id, item.deadline);
+        core.hidden.insert_item(item);
     }
     Ok(items.len())
 }
@@ -166,7 +254,7 @@ pub async fn run_promoter(core: Arc<Expiry>, shutdown: CancellationToken) {
         match core.store.hidden_between(from, horizon).await {
             Ok(items) => {
                 for item in items {
-                    core.hidden.insert(&item.status_id, item.deadline);
+                    core.hidden.insert_item(&item);
                 }
                 if let Ok(Some(next)) = core.store.next_deadline_after(horizon).await {
                     let enters = next.saturating_sub(LOOKAHEAD_MS);
@@ -201,6 +289,23 @@ mod tests {
         assert!(!index.is_hidden("11000000000000000", 5000));
         index.remove("110000000000000001");
         assert!(index.is_empty());
+    }
+
+    #[test]
+    fn what_a_post_carries_is_hidden_with_it_and_numbers_are_read_whole() {
+        let index = HiddenIndex::default();
+        let a = Attachments { poll: Some("77".into()), media: vec!["555".into()], shortcodes: vec!["Sh".into()] };
+        index.insert_with("110000000000000001", 1000, &a);
+        assert!(!index.is_hidden_resource(&Resource::Poll("77".into()), 999));
+        for r in [Resource::Poll("77".into()), Resource::Media("555".into()), Resource::Shortcode("Sh".into())] {
+            assert!(index.is_hidden_resource(&r, 1000), "{r:?}");
+        }
+        assert!(!index.is_hidden_resource(&Resource::Media("556".into()), 1000));
+        assert!(index.names_hidden(b"<a href='/@alice/110000000000000001'>", 1000));
+        assert!(index.names_hidden(b"status-0110000000000000001\"", 1000));
+        assert!(!index.names_hidden(b"2110000000000000001", 1000), "inside a longer number");
+        index.remove("110000000000000001");
+        assert!(!index.is_hidden_resource(&Resource::Poll("77".into()), 5000));
     }
 
     #[test]

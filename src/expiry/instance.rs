@@ -129,12 +129,13 @@ pub type ScheduledList = Vec<(String, Option<UnixMs>)>;
 impl Instance {
     /// Sends a client's request (its head already through the request stages, its body
     /// read whole) to the instance and reads the whole answer (capped at 4 MiB: a status
-    /// creation's answer is one Status). Hop-by-hop headers go both ways, as in the
-    /// pipeline's own upstream.
+    /// creation's answer is one Status), waiting at most `timeout` for it. Hop-by-hop
+    /// headers go both ways, as in the pipeline's own upstream.
     pub async fn forward(
         &self,
         mut parts: http::request::Parts,
         body: Bytes,
+        timeout: Duration,
     ) -> Result<(http::response::Parts, Bytes), InstanceError> {
         let path_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         parts.uri = http::Uri::builder()
@@ -160,7 +161,12 @@ impl Instance {
             crate::proxy::contract::hop::strip_hop_by_hop(&mut parts.headers, false);
             Ok::<_, InstanceError>((parts, body))
         };
-        tokio::time::timeout(self.timeout, fut).await.map_err(|_| InstanceError::Timeout)?
+        tokio::time::timeout(timeout, fut).await.map_err(|_| InstanceError::Timeout)?
+    }
+
+    /// The timeout for pavise's own requests (`expiry.request_timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn new(authority: http::uri::Authority, timeout: Duration) -> Instance {
@@ -296,6 +302,11 @@ impl Instance {
             return Ok(None);
         };
         Ok(Some(found.iter().filter_map(|s| s.get("id")?.as_str().map(str::to_owned)).collect()))
+    }
+
+    /// Cancels a scheduled status (one pavise could not record, so it must not be published).
+    pub async fn delete_scheduled(&self, id: &str, host: Option<&str>, token: &Token) -> Result<(), InstanceError> {
+        self.call(Method::DELETE, &format!("/api/v1/scheduled_statuses/{}", enc(id)), host, token).await.map(|_| ())
     }
 
     /// Deletes the status; the instance federates the `Delete`.

@@ -30,8 +30,10 @@ pub mod index;
 pub mod instance;
 pub mod json;
 pub mod observe;
+pub mod params;
 pub mod policy;
 pub mod publish;
+pub mod resource;
 pub mod scheduler;
 pub mod seal;
 pub mod sse;
@@ -88,10 +90,25 @@ pub enum ExpiryError {
 pub struct ExpiryConfig {
     /// Off: no stage, no scheduler (policies are still checked by `pavise check`).
     pub enabled: bool,
-    /// The key that seals authors' tokens and the store's records. Default
-    /// `<data_dir>/expiry.key`; put it on another disk (or a tmpfs filled at boot) so a
-    /// seized data dir is not enough.
+    /// The key that seals authors' tokens and unlocks the store's epoch keys (CLI:
+    /// `--expiry-key-file`, env `PAVISE_EXPIRY_KEY_FILE`). Default: beside the data dir,
+    /// never in it (`./data` → `./data-expiry.key`), so a copy of the data dir alone opens
+    /// nothing; on the same disk, though, which pavise warns about at every start. Put it
+    /// on another volume (or a tmpfs filled at boot); it is only read after its creation.
+    /// Inside the data dir it is refused: a seized data dir would open itself.
     pub key_file: Option<PathBuf>,
+    /// Lets the key file sit inside the data dir (tests, development), and puts it there by
+    /// default (`<data_dir>/expiry.key`): a loud warning at every start instead of a refusal.
+    pub allow_key_in_data_dir: bool,
+    /// A record purged from the store (a deleted post's, a dropped token) can be opened,
+    /// by someone holding both the data dir and the key file, for at most this long: the
+    /// store then moves to a new epoch key, rewrites itself into a fresh file and destroys
+    /// the old key. Rotations are at least this far apart.
+    pub forget_within: Span,
+    /// How long the task that sends a status creation waits for the instance's answer (the
+    /// client gets its `504` after `request_timeout`; the post is learned either way). When
+    /// the answer is lost, the post is looked for among the author's newest statuses.
+    pub create_timeout: Span,
     /// The shortest `expires_in` accepted (Akkoma's is 600 s).
     pub min_expires_in: Span,
     /// Deletions of each account's rate-limit window left for the author's own use
@@ -126,6 +143,9 @@ impl Default for ExpiryConfig {
         ExpiryConfig {
             enabled: true,
             key_file: None,
+            allow_key_in_data_dir: false,
+            forget_within: Span::secs(600),
+            create_timeout: Span::secs(300),
             min_expires_in: Span::secs(60),
             reserve_deletes: 5,
             lease: Span::secs(300),
@@ -143,7 +163,11 @@ impl Default for ExpiryConfig {
 
 impl ExpiryConfig {
     pub fn key_file(&self, data_dir: &std::path::Path) -> PathBuf {
-        self.key_file.clone().unwrap_or_else(|| data_dir.join("expiry.key"))
+        match &self.key_file {
+            Some(path) => path.clone(),
+            None if self.allow_key_in_data_dir => data_dir.join(KEY_IN_DATA_DIR),
+            None => key_beside(data_dir),
+        }
     }
 
     /// What `Config::validate` checks beyond the types.
@@ -154,8 +178,115 @@ impl ExpiryConfig {
         if self.filter_max_body.0 < 64 << 10 {
             return Err(("expiry.filter_max_body", "must be at least 64KiB"));
         }
+        let forget = self.forget_within.get().as_secs();
+        if !(1..=86_400).contains(&forget) {
+            return Err(("expiry.forget_within", "must be between 1s and 1d"));
+        }
+        if self.create_timeout < self.request_timeout {
+            return Err(("expiry.create_timeout", "must not be shorter than expiry.request_timeout"));
+        }
         Ok(())
     }
+
+    /// Where the key file is, against the data dir. Inside it: refused (`Err`, for `pavise
+    /// run` and `pavise check` to say), unless `development` (direct egress: pavise is not
+    /// protecting anyone then, and says so) or `expiry.allow_key_in_data_dir`, which turn
+    /// the refusal into a warning. On the same filesystem: a warning. `Ok(Some(warning))`
+    /// is for the start log and `pavise check`.
+    pub fn check_key_placement(&self, data_dir: &std::path::Path, development: bool) -> Result<Option<String>, String> {
+        let key = self.key_file(data_dir);
+        let older = data_dir.join(KEY_IN_DATA_DIR);
+        if self.key_file.is_none() && !self.allow_key_in_data_dir && !key.exists() && older.exists() {
+            // An older version's default: moved by the admin, never silently replaced (a new
+            // key would not open the store, nor the tokens sealed with the old one).
+            return Err(format!(
+                "expiry.key_file: the expiry key is at {}, inside the data dir, where older versions kept it; a seized data dir would hold the key that opens it. Move it to {} (the default now), or to another volume and point expiry.key_file, --expiry-key-file or PAVISE_EXPIRY_KEY_FILE at it (README: \"Where the key lives\")",
+                older.display(),
+                key.display()
+            ));
+        }
+        let (key_abs, dir_abs) = (resolved(&key), resolved(data_dir));
+        if key_abs.starts_with(&dir_abs) {
+            let why = format!(
+                "expiry.key_file: {} is inside the data dir {}: a seized data dir would hold the key that opens it. Put the key on another volume (a tmpfs filled at boot, a separate disk) with expiry.key_file, --expiry-key-file or PAVISE_EXPIRY_KEY_FILE (README: \"Where the key lives\")",
+                key.display(),
+                data_dir.display()
+            );
+            if development || self.allow_key_in_data_dir {
+                return Ok(Some(format!("INSECURE, for development only: {why}")));
+            }
+            return Err(format!("{why}; for a test setup, expiry.allow_key_in_data_dir = true"));
+        }
+        if same_filesystem(&key_abs, &dir_abs) {
+            return Ok(Some(format!(
+                "the expiry key file {} is on the same filesystem as the data dir {}: whoever takes that disk takes both",
+                key.display(),
+                data_dir.display()
+            )));
+        }
+        Ok(None)
+    }
+}
+
+/// The key file's name inside the data dir (where older versions kept it by default, and
+/// where `expiry.allow_key_in_data_dir` still puts it).
+const KEY_IN_DATA_DIR: &str = "expiry.key";
+
+/// The default key file: beside the data dir, named after it (`/var/lib/pavise` →
+/// `/var/lib/pavise-expiry.key`).
+fn key_beside(data_dir: &std::path::Path) -> PathBuf {
+    let dir = resolved(data_dir);
+    match (dir.parent(), dir.file_name()) {
+        (Some(parent), Some(name)) => parent.join(format!("{}-expiry.key", name.to_string_lossy())),
+        // The data dir is `/`: there is no beside (and inside is refused).
+        _ => data_dir.join(KEY_IN_DATA_DIR),
+    }
+}
+
+/// An absolute path with symlinks resolved as far as it exists (the rest appended as
+/// written, `.` and `..` folded), so two spellings of one place compare equal.
+fn resolved(path: &std::path::Path) -> PathBuf {
+    let absolute = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_owned())
+    };
+    let mut normal = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => normal.push(other),
+        }
+    }
+    let mut existing = normal.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name().map(|n| n.to_owned()), existing.parent().map(|p| p.to_owned())) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return normal,
+        }
+    }
+    let mut out = std::fs::canonicalize(&existing).unwrap_or(existing);
+    out.extend(rest.iter().rev());
+    out
+}
+
+#[cfg(unix)]
+fn same_filesystem(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &std::path::Path| p.ancestors().find_map(|a| std::fs::metadata(a).ok()).map(|m| m.dev());
+    matches!((dev(a), dev(b)), (Some(x), Some(y)) if x == y)
+}
+
+#[cfg(not(unix))]
+fn same_filesystem(_a: &std::path::Path, _b: &std::path::Path) -> bool {
+    false
 }
 
 /// Counters for `/metrics`.
@@ -294,6 +425,8 @@ impl Expiry {
         };
         let mut item = Scheduled::pending(&post.id, &post.account, rule, created, deadline);
         item.flags = KeepFlags { pinned: post.pinned, favourited: post.favourited, bookmarked: post.bookmarked };
+        item.tags = post.tags.clone();
+        item.attachments = post.attachments.clone();
         Some(item)
     }
 
@@ -312,19 +445,17 @@ impl Expiry {
     /// index of hidden posts in step. Returns how many failed items a new credential
     /// re-queued.
     pub async fn schedule_items(&self, items: Vec<(Scheduled, Option<SealedCredential>)>) -> Result<u64, ExpiryError> {
-        let notes: Vec<(String, UnixMs, bool)> = items
-            .iter()
-            .map(|(i, _)| (i.status_id.clone(), i.deadline, i.publication.is_none() && i.state.hides()))
-            .collect();
+        let notes: Vec<(Scheduled, bool)> =
+            items.iter().map(|(i, _)| (i.clone(), i.publication.is_none() && i.state.hides())).collect();
         let n = items.len() as u64;
         let requeued = self.store.schedule(items).await.map_err(ExpiryError::Store)?;
         // After the commit, against the watermark read now: see index's module docs.
         let watermark = self.hidden.watermark();
-        for (id, deadline, hides) in notes {
-            if hides && deadline <= watermark {
-                self.hidden.insert(&id, deadline);
+        for (item, hides) in notes {
+            if hides && item.deadline <= watermark {
+                self.hidden.insert_item(&item);
             } else {
-                self.hidden.remove(&id);
+                self.hidden.remove(&item.status_id);
             }
         }
         self.stats.scheduled.fetch_add(n, Relaxed);
@@ -339,20 +470,18 @@ impl Expiry {
         &self,
         items: Vec<(Scheduled, Option<SealedCredential>)>,
     ) -> Result<u64, ExpiryError> {
-        let notes: Vec<(String, UnixMs, bool)> = items
-            .iter()
-            .map(|(i, _)| (i.status_id.clone(), i.deadline, i.publication.is_none() && i.state.hides()))
-            .collect();
+        let notes: Vec<(Scheduled, bool)> =
+            items.iter().map(|(i, _)| (i.clone(), i.publication.is_none() && i.state.hides())).collect();
         let inserted = self.store.schedule_new(items).await.map_err(ExpiryError::Store)?;
         let watermark = self.hidden.watermark();
         let mut n = 0;
-        for ((id, deadline, hides), new) in notes.into_iter().zip(inserted) {
+        for ((item, hides), new) in notes.into_iter().zip(inserted) {
             if !new {
                 continue;
             }
             n += 1;
-            if hides && deadline <= watermark {
-                self.hidden.insert(&id, deadline);
+            if hides && item.deadline <= watermark {
+                self.hidden.insert_item(&item);
             }
         }
         self.stats.scheduled.fetch_add(n, Relaxed);
@@ -373,15 +502,23 @@ impl Expiry {
     }
 
     /// Records the author's keep flags; a kept item they no longer hold is hidden again
-    /// until the scheduler has looked.
-    pub async fn set_flags(&self, status_id: &str, flags: KeepFlags) -> Result<(), StoreError> {
-        self.store.set_flags(status_id, flags).await?;
+    /// until the scheduler has looked, and takes `token` (the author's, on the request
+    /// that changed them) to delete it with.
+    pub async fn set_flags(
+        &self,
+        status_id: &str,
+        account: &str,
+        flags: KeepFlags,
+        token: Option<&Token>,
+    ) -> Result<(), ExpiryError> {
+        let cred = token.map(|t| self.sealer.seal(account, t)).transpose()?;
+        self.store.set_flags(status_id, flags, cred).await?;
         if let Some(item) = self.store.lookup(status_id).await?
             && item.publication.is_none()
             && item.state.hides()
             && item.deadline <= self.hidden.watermark()
         {
-            self.hidden.insert(status_id, item.deadline);
+            self.hidden.insert_item(&item);
         }
         self.wake.notify_one();
         Ok(())
@@ -562,5 +699,55 @@ impl crate::metrics::MetricsSource for Expiry {
             let _ = writeln!(out, "# TYPE pavise_expiry_{name}_total counter");
             let _ = writeln!(out, "pavise_expiry_{name}_total {}", v.load(Relaxed));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Red-team finding 1 (second pass): the key file beside the data let a seized data dir
+    /// open itself. The default is beside the data dir now, never in it; a key put inside,
+    /// under any spelling of the path, is refused outside development; an older version's
+    /// key in the data dir is never silently replaced by a new one.
+    #[test]
+    fn the_key_file_lives_beside_the_data_dir_never_in_it() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let config = ExpiryConfig::default();
+        let key = config.key_file(&data);
+        assert_eq!(key, resolved(root.path()).join("data-expiry.key"));
+        let warning = config.check_key_placement(&data, false).unwrap().unwrap();
+        assert!(warning.contains("same filesystem"), "{warning}");
+        assert_eq!(config.key_file(&root.path().join("data/")), key, "a trailing slash names the same dir");
+
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&data, root.path().join("link")).unwrap();
+        let inside = [
+            data.join("expiry.key"),
+            root.path().join("elsewhere/../data/keys/expiry.key"),
+            #[cfg(unix)]
+            root.path().join("link/expiry.key"),
+        ];
+        for path in inside {
+            let mut c = ExpiryConfig { key_file: Some(path.clone()), ..ExpiryConfig::default() };
+            let refused = c.check_key_placement(&data, false).unwrap_err();
+            assert!(refused.contains("inside the data dir") && refused.contains("PAVISE_EXPIRY_KEY_FILE"), "{refused}");
+            let warned = c.check_key_placement(&data, true).unwrap().unwrap();
+            assert!(warned.starts_with("INSECURE"), "direct egress is development: {warned}");
+            c.allow_key_in_data_dir = true;
+            assert!(c.check_key_placement(&data, false).unwrap().unwrap().starts_with("INSECURE"));
+        }
+
+        // An older version's default key, still in the data dir: the admin moves it.
+        std::fs::write(data.join("expiry.key"), b"k").unwrap();
+        let refused = config.check_key_placement(&data, false).unwrap_err();
+        assert!(refused.contains("Move it to") && refused.contains("data-expiry.key"), "{refused}");
+        let allowed = ExpiryConfig { allow_key_in_data_dir: true, ..ExpiryConfig::default() };
+        assert_eq!(allowed.key_file(&data), data.join("expiry.key"), "tests keep theirs in the data dir");
+        std::fs::write(&key, b"k").unwrap();
+        assert!(config.check_key_placement(&data, false).is_ok(), "moved: the old copy is the admin's to wipe");
     }
 }

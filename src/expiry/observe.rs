@@ -66,6 +66,7 @@ pub fn facts_from_status(v: &serde_json::Value) -> Option<PostFacts> {
         bookmarked: flag("bookmarked"),
         favourites_count: count("favourites_count"),
         reblogs_count: count("reblogs_count"),
+        attachments: super::resource::attachments_of(v),
     })
 }
 

@@ -115,6 +115,8 @@ pub struct PostFacts {
     pub bookmarked: bool,
     pub favourites_count: u64,
     pub reblogs_count: u64,
+    /// Its poll and media (hidden with it; no rule matches on them).
+    pub attachments: crate::store::Attachments,
 }
 
 impl PostFacts {
@@ -165,6 +167,7 @@ impl PostFacts {
             bookmarked: flag("bookmarked"),
             favourites_count: count("favourites_count"),
             reblogs_count: count("reblogs_count"),
+            attachments: Default::default(),
         })
     }
 }

@@ -48,6 +48,34 @@ const DEFAULT_RATE_WAIT_MS: u64 = 60_000;
 /// How recent a sweep's reading of a post must be for the deletion to trust it.
 const FRESH_CHECK_MS: u64 = 10 * 60 * 1000;
 
+/// What re-reading a due post gave.
+enum Read {
+    Post(Box<crate::expiry::policy::PostFacts>),
+    /// A sweep read it moments ago.
+    Skipped,
+    /// The instance answered 404 to the author.
+    Missing,
+    /// No token pavise holds may read it (why).
+    Refused(String),
+    /// Try again later (how).
+    Failed(Outcome),
+}
+
+/// The post as pavise recorded it: the keep flags its author set through pavise, its
+/// hashtags as last read.
+fn recorded(item: &Scheduled) -> crate::expiry::policy::PostFacts {
+    crate::expiry::policy::PostFacts {
+        id: item.status_id.clone(),
+        account: item.account.clone(),
+        tags: item.tags.clone(),
+        created_at: Some(item.created_at),
+        pinned: item.flags.pinned,
+        favourited: item.flags.favourited,
+        bookmarked: item.flags.bookmarked,
+        ..Default::default()
+    }
+}
+
 /// The scheduler; [`Scheduler::run`] until shutdown.
 pub struct Scheduler {
     core: Arc<Expiry>,
@@ -275,46 +303,43 @@ impl Scheduler {
         }
         let host = item.host.as_deref();
 
-        // Re-check keep rules against the instance's view now (or a sweep's, just taken).
+        // Re-check keep rules against the instance's view now (or a sweep's, just taken; or,
+        // when the instance shows the post to no token pavise holds, what pavise recorded).
         let fresh = item.checked_at.is_some_and(|t| now.saturating_sub(t) < FRESH_CHECK_MS);
         if item.rule != EXPIRES_IN_RULE {
             let policies = self.core.policies();
-            let (rule, mut post) = match policies.rule(&item.rule) {
-                Some(rule) => (rule.clone(), None),
+            let named = policies.rule(&item.rule).cloned();
+            let read = if fresh && named.is_some() { Read::Skipped } else { self.read_post(item, host, &token).await };
+            if let Read::Post(post) = &read {
+                self.learn_attachments(item, post).await;
+            }
+            let (rule, post, judged_on_record) = match (read, named) {
+                (Read::Failed(outcome), _) => return outcome,
+                (Read::Post(post), Some(rule)) => (rule, *post, None),
                 // Renamed or removed by a reload: whichever rule matches the post now.
-                None => {
-                    let post = match self.instance.status(&item.status_id, host, &token).await {
-                        Ok(post) => post,
-                        Err(InstanceError::NotFound) => return Outcome::Gone,
-                        Err(e) => return self.fetch_failed(item, e),
-                    };
-                    match policies.evaluate(&post) {
-                        Some(rule) => (rule.clone(), Some(post)),
-                        None => return Outcome::Cancelled("no expiry rule matches it any more".into()),
-                    }
+                (Read::Post(post), None) => match policies.evaluate(&post) {
+                    Some(rule) => (rule.clone(), *post, None),
+                    None => return Outcome::Cancelled("no expiry rule matches it any more".into()),
+                },
+                (Read::Skipped, Some(rule)) => (rule, recorded(item), None),
+                (Read::Refused(why), Some(rule)) => (rule, recorded(item), Some(why)),
+                // Not shown to its author: it may still be there for everyone else (a moved
+                // account's posts are hidden from it); the deletion says for sure.
+                (Read::Missing, Some(rule)) => (rule, recorded(item), Some("the instance answered 404".to_owned())),
+                (Read::Skipped | Read::Missing | Read::Refused(_), None) => {
+                    return Outcome::Cancelled(
+                        "its rule was removed and the instance will not show the post to match another".into(),
+                    );
                 }
             };
-            if fresh && post.is_none() {
-                let (flags, k) = (item.flags, &rule.keep);
-                if (k.pinned && flags.pinned)
-                    || (k.self_favourited && flags.favourited)
-                    || (k.self_bookmarked && flags.bookmarked)
-                {
-                    return Outcome::Kept("a keep flag its author set".into());
-                }
-            } else {
-                if post.is_none() {
-                    post = match self.instance.status(&item.status_id, host, &token).await {
-                        Ok(post) => Some(post),
-                        Err(InstanceError::NotFound) => return Outcome::Gone,
-                        Err(e) => return self.fetch_failed(item, e),
-                    };
-                }
-                let Some(post) = post else { return Outcome::Gone };
-                if let Some(reason) = rule.keep.reason(&post) {
-                    return Outcome::Kept(reason);
-                }
-                // A lengthened rule (after a reload) moves the deadline out, not in.
+            if let Some(reason) = rule.keep.reason(&post) {
+                return Outcome::Kept(match judged_on_record {
+                    Some(why) => format!("{reason} (judged on what pavise recorded: {why})"),
+                    None => reason,
+                });
+            }
+            // A lengthened rule (after a reload) moves the deadline out, not in.
+            if judged_on_record.is_none() && !fresh {
                 let created = post.created_at.unwrap_or(item.created_at);
                 let deadline = created.saturating_add(rule.after.get().as_millis() as u64);
                 if deadline > now.saturating_add(1000) && rule.name == item.rule {
@@ -327,27 +352,82 @@ impl Scheduler {
                     }
                 }
             }
-        }
-
-        match self.instance.delete(&item.status_id, host, &token).await {
-            Ok(rate) => {
-                self.note_rate(&item.account, rate);
-                Outcome::Deleted { confirm_at: self.confirm_at(item) }
+            if let Some(why) = judged_on_record {
+                tracing::info!(reason = %why, "expiry: a due post could not be read; its keep rules were judged on what pavise recorded");
             }
-            // Already gone: nothing more to wait for.
-            Err(InstanceError::NotFound) => Outcome::Gone,
-            Err(e @ (InstanceError::Unauthorized(_) | InstanceError::Forbidden(_))) => Outcome::Failed(e.to_string()),
-            Err(InstanceError::RateLimited(rate)) => self.rate_limited(&item.account, rate),
-            Err(e) => self.retry(item, &e),
+        }
+        self.delete(item, host, &token).await
+    }
+
+    /// A poll or media the record does not name yet (a record from before pavise learned
+    /// them, an edit it did not see): hidden with the post from now on, and stored with it.
+    async fn learn_attachments(&self, item: &Scheduled, post: &crate::expiry::policy::PostFacts) {
+        if post.attachments.is_empty() || post.attachments == item.attachments {
+            return;
+        }
+        let mut learned = item.clone();
+        learned.attachments = post.attachments.clone();
+        if let Err(e) = self.core.schedule_items(vec![(learned, None)]).await {
+            tracing::warn!(error = %e, "expiry: could not record a due post's poll and media");
         }
     }
 
-    fn fetch_failed(&self, item: &Scheduled, e: InstanceError) -> Outcome {
-        match e {
-            InstanceError::Unauthorized(_) => Outcome::Failed(e.to_string()),
-            InstanceError::RateLimited(rate) => self.rate_limited(&item.account, rate),
-            e => self.retry(item, &e),
+    /// The post as its author sees it now: with the item's token, or (when the instance
+    /// refuses that one, say a token with only the `write` scope) with the newest other
+    /// token pavise holds for the account.
+    async fn read_post(&self, item: &Scheduled, host: Option<&str>, token: &Token) -> Read {
+        let first = match self.instance.status(&item.status_id, host, token).await {
+            Ok(post) => return Read::Post(Box::new(post)),
+            Err(InstanceError::NotFound) => return Read::Missing,
+            Err(e @ (InstanceError::Unauthorized(_) | InstanceError::Forbidden(_))) => e,
+            Err(InstanceError::RateLimited(rate)) => return Read::Failed(self.rate_limited(&item.account, rate)),
+            Err(e) => return Read::Failed(self.retry(item, &e)),
+        };
+        if let Some(other) = self.other_token(item, token).await {
+            match self.instance.status(&item.status_id, host, &other).await {
+                Ok(post) => return Read::Post(Box::new(post)),
+                Err(InstanceError::NotFound) => return Read::Missing,
+                Err(InstanceError::RateLimited(rate)) => return Read::Failed(self.rate_limited(&item.account, rate)),
+                Err(_) => {}
+            }
         }
+        Read::Refused(format!("the instance would not show it to any token pavise holds ({first})"))
+    }
+
+    /// Another token for the item's account than `token`, if pavise holds one.
+    async fn other_token(&self, item: &Scheduled, token: &Token) -> Option<Token> {
+        let cred = self.core.store.account_credential(&item.account).await.ok().flatten()?;
+        if cred.id == self.core.sealer.credential_id(token) {
+            return None;
+        }
+        self.core.sealer.open(&cred).ok()
+    }
+
+    /// Sends the `DELETE` (with another token of the account's when the item's is refused).
+    async fn delete(&self, item: &Scheduled, host: Option<&str>, token: &Token) -> Outcome {
+        let refused = match self.instance.delete(&item.status_id, host, token).await {
+            Ok(rate) => {
+                self.note_rate(&item.account, rate);
+                return Outcome::Deleted { confirm_at: self.confirm_at(item) };
+            }
+            // Already gone: nothing more to wait for.
+            Err(InstanceError::NotFound) => return Outcome::Gone,
+            Err(e @ (InstanceError::Unauthorized(_) | InstanceError::Forbidden(_))) => e,
+            Err(InstanceError::RateLimited(rate)) => return self.rate_limited(&item.account, rate),
+            Err(e) => return self.retry(item, &e),
+        };
+        if let Some(other) = self.other_token(item, token).await {
+            match self.instance.delete(&item.status_id, host, &other).await {
+                Ok(rate) => {
+                    self.note_rate(&item.account, rate);
+                    return Outcome::Deleted { confirm_at: self.confirm_at(item) };
+                }
+                Err(InstanceError::NotFound) => return Outcome::Gone,
+                Err(InstanceError::RateLimited(rate)) => return self.rate_limited(&item.account, rate),
+                Err(_) => {}
+            }
+        }
+        Outcome::Failed(format!("the instance refused its deletion: {refused}"))
     }
 
     /// Deleted posts of one account, looked at again together; an instance without a

@@ -1,12 +1,16 @@
 //! Sealing authors' bearer tokens: the scheduler needs the token it saw at creation to
 //! delete a post days later, and a seized data dir must not hand those tokens over.
 //!
-//! A 32-byte master key lives in its own file (created 0600 on first run; by default
-//! `<data_dir>/expiry.key`, and `expiry.key_file` can move it off the data disk). Two keys
+//! A 32-byte master key lives in its own file (created 0600 on first run, read only after
+//! that), `expiry.key_file`: kept off the data disk (pavise refuses to start with it inside
+//! the data dir unless told it is a test), so a seized data dir alone opens nothing. Keys
 //! are derived from it: one seals tokens with ChaCha20-Poly1305 (ring; a random 96-bit
 //! nonce each, the credential id and account bound as associated data), the other makes
 //! the credential id, an HMAC of the token, so the same token is stored once and
-//! recognised again without being kept in clear. [`Token`] never prints its value.
+//! recognised again without being kept in clear; a third unlocks the store's epoch keys
+//! ([`Sealer::store_key`]). A sealed token only ever reaches the store inside a row sealed
+//! under the current epoch, so once its row is purged and the epoch has moved on, not even
+//! this key file opens it again. [`Token`] never prints its value.
 
 use std::{io::Write as _, path::Path};
 
@@ -18,6 +22,9 @@ use ring::{
 
 use crate::store::SealedCredential;
 
+/// The bearer token type lives with the one reader of tokens the crate has.
+pub use crate::auth::Token;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
     #[error("key file {path}: {message}")]
@@ -28,38 +35,8 @@ pub enum SealError {
     Random,
 }
 
-/// A bearer token. Its `Debug` is redacted and it has no `Display`: it cannot end up in a
-/// log line by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    pub fn new(value: impl Into<String>) -> Token {
-        Token(value.into())
-    }
-
-    /// The raw value, for the `Authorization` header only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// From an `Authorization: Bearer ...` header value.
-    pub fn from_authorization(value: &http::HeaderValue) -> Option<Token> {
-        let v = value.to_str().ok()?;
-        let (scheme, token) = v.split_once(' ')?;
-        let token = token.trim();
-        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| Token(token.to_owned()))
-    }
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token([redacted])")
-    }
-}
-
-/// Seals and opens tokens under the key file's key; derives the store's record keys
-/// ([`Sealer::record_seal`]) and keyed digests from the same key.
+/// Seals and opens tokens under the key file's key; derives the store's key
+/// ([`Sealer::store_key`]) and keyed digests from the same key.
 pub struct Sealer {
     aead: LessSafeKey,
     id_key: hmac::Key,
@@ -118,9 +95,16 @@ impl Sealer {
         })
     }
 
-    /// The keys the store seals its records with (see [`crate::store::seal`]).
-    pub fn record_seal(&self) -> crate::store::RecordSeal {
-        crate::store::RecordSeal::new(&self.store_secret)
+    /// What the store needs from the key file: the key that seals its epoch keys (see
+    /// [`crate::store::seal`]). The store's records are never sealed under the key file's
+    /// own secret.
+    pub fn store_key(&self) -> crate::store::StoreKey {
+        crate::store::StoreKey::new(&self.store_secret)
+    }
+
+    /// [`Sealer::store_key`], by its older name.
+    pub fn record_seal(&self) -> crate::store::StoreKey {
+        self.store_key()
     }
 
     /// A keyed digest of `parts` (to recognise a text later without keeping it).
@@ -135,7 +119,7 @@ impl Sealer {
 
     /// The stable, non-reversible id of a token.
     pub fn credential_id(&self, token: &Token) -> String {
-        let tag = hmac::sign(&self.id_key, token.0.as_bytes());
+        let tag = hmac::sign(&self.id_key, token.expose().as_bytes());
         tag.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
 
@@ -143,7 +127,7 @@ impl Sealer {
         let id = self.credential_id(token);
         let mut nonce = [0u8; aead::NONCE_LEN];
         self.rng.fill(&mut nonce).map_err(|_| SealError::Random)?;
-        let mut data = token.0.as_bytes().to_vec();
+        let mut data = token.expose().as_bytes().to_vec();
         let aad = format!("{id}\n{account}");
         self.aead
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad.as_bytes()), &mut data)
@@ -163,7 +147,7 @@ impl Sealer {
         let aad = format!("{}\n{}", cred.id, cred.account);
         let plain =
             self.aead.open_in_place(nonce, Aad::from(aad.as_bytes()), &mut data).map_err(|_| SealError::Open)?;
-        String::from_utf8(plain.to_vec()).map(Token).map_err(|_| SealError::Open)
+        String::from_utf8(plain.to_vec()).map(Token::new).map_err(|_| SealError::Open)
     }
 }
 
@@ -198,12 +182,5 @@ mod tests {
         assert!(again.open(&moved).is_err());
         let other = Sealer::load_or_create(&dir.path().join("other.key")).unwrap();
         assert!(other.open(&sealed).is_err());
-    }
-
-    #[test]
-    fn bearer_header() {
-        let h = http::HeaderValue::from_static("Bearer abc");
-        assert_eq!(Token::from_authorization(&h).unwrap().expose(), "abc");
-        assert!(Token::from_authorization(&http::HeaderValue::from_static("Basic abc")).is_none());
     }
 }

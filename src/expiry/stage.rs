@@ -7,16 +7,25 @@
 //!    anything is hidden, never a `304` for an old cached copy) — [`super::hide`];
 //! 3. a request that names a hidden post — any spelling of its URL (the route carries the
 //!    id as ActiveRecord reads it), any sub-resource, any method but its deletion — is
-//!    answered as for a deleted post, before the instance is asked; a batch lookup
-//!    (`GET /api/v1/statuses?id[]=`, read the way Rack reads a query) loses the hidden ids,
-//!    and oEmbed by URL (`/api/oembed?url=`) is refused for any spelling of a hidden
-//!    post's URL;
-//! 4. a status creation is read (`expires_in`, references to hidden posts) and then sent
-//!    by a task of its own ([`Instance::forward`]): whether or not the client is still
-//!    there when the instance answers, the answer is learned and the post scheduled.
+//!    answered as for a deleted post, before the instance is asked; so is one for its poll
+//!    or its media ([`super::resource`]); a batch lookup (`GET /api/v1/statuses?id[]=`,
+//!    read the way Rack reads a query, `;` included) loses the hidden ids, oEmbed by URL
+//!    (`/api/oembed?url=`) is refused for any spelling of a hidden post's URL, and the
+//!    writes that name statuses by id (a report, a filter, a moderator's batch action)
+//!    lose the hidden ones, or are refused when none is left ([`WRITES_NAMING_STATUSES`]);
+//! 4. a status creation is read (`expires_in`, references to hidden posts, the author's
+//!    token wherever Doorkeeper would find it) and then sent by a task of its own: whether
+//!    or not the client is still there when the instance answers, and whether or not it
+//!    answers at all, the post is scheduled (a lost answer is looked for among the
+//!    author's statuses: [`super::publish`]).
 //!
 //! Response phase: actions on a post (pin, favourite, bookmark, delete) and edits update
-//! the schedule; then every answer that can carry a post is filtered ([`super::hide`]).
+//! the schedule; then every answer that can carry a post is filtered ([`super::hide`]),
+//! creation and edit answers included.
+//!
+//! Request bodies are read in one place ([`read_body`]), and only for the requests above
+//! that need them: a request that concerns no hidden post costs no store lookup and no
+//! body read.
 
 use std::sync::{Arc, atomic::Ordering::Relaxed};
 
@@ -26,15 +35,18 @@ use http_body_util::BodyExt;
 
 use super::{
     EXPIRES_IN_RULE, Expiry, ExpiryError, edge,
-    hide::{self, FilterOutcome, Surface},
+    hide::{self, FilterOutcome, Follow, RequestHead, Surface},
     instance::{Instance, InstanceError},
     observe::{self, StatusAction},
+    params::{self, BodyKind},
     policy::PostFacts,
-    publish, sse,
+    publish::{self, LostCreation},
+    resource, sse,
     sweep::Sweeper,
     ws,
 };
 use crate::{
+    auth,
     proxy::contract::{
         Flow, ProxyError, Request, RequestCtx, Response, RouteClass, Stage, StageFuture, error::json_error, full,
         route::status_id_of,
@@ -71,47 +83,92 @@ pub struct ExpiryStage {
 }
 
 impl ExpiryStage {
-    /// `instance` sends status creations (see the module docs); `sweeper`, when archive
-    /// sweeps are on, is told about every token seen.
+    /// `instance` sends status creations (see the module docs) and fetches the next page
+    /// of a listing that filtered to nothing; `sweeper`, when archive sweeps are on, is
+    /// told about every token seen.
     pub fn new(core: Arc<Expiry>, instance: Instance, sweeper: Option<Arc<Sweeper>>) -> ExpiryStage {
         ExpiryStage { core, instance, sweeper }
     }
 }
 
-fn bearer(req: &Request) -> Option<Token> {
-    req.headers().get(header::AUTHORIZATION).and_then(Token::from_authorization)
+/// A 404 in the instance's style, for what pavise hides (an expired post).
+fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "Record not found")
 }
 
 fn unprocessable(message: &str) -> Flow {
     Flow::Respond(json_error(StatusCode::UNPROCESSABLE_ENTITY, message))
 }
 
+/// Reads a request body whole: the one place this stage buffers a client's body. Held
+/// whole, so charged to the relay's body budget (`proxy::budget`); the route's body cap
+/// already bounds it.
+pub async fn read_body(ctx: &RequestCtx, body: crate::proxy::contract::Body) -> Result<Bytes, ProxyError> {
+    crate::proxy::contract::budget::read_whole(ctx.hold_body(body, u64::MAX), u64::MAX).await
+}
+
+/// The writes that name statuses by id (Mastodon's `config/routes/api.rb` and
+/// `config/routes/admin.rb`), the parameter that does, and whether the write means
+/// nothing without every one of them. A hidden id is dropped; a write left naming none it
+/// named is refused as for a deleted post. (`in_reply_to_id`/`quoted_status_id` of a
+/// status creation are checked with the creation; the status routes themselves by the
+/// route's own id.)
+const WRITES_NAMING_STATUSES: [(&[&str], &str, bool); 3] = [
+    // A report keeps a reported post's row and media in Mastodon's database for good.
+    (&["api", "v1", "reports"], "status_ids", false),
+    (&["api", "v2", "filters", "*", "statuses"], "status_id", true),
+    // A moderator's batch action ("report" included) on an account's statuses.
+    (&["admin", "accounts", "*", "statuses", "batch"], "status_ids", false),
+];
+
+fn names_statuses(method: &Method, route: &crate::proxy::contract::Route) -> Option<(&'static str, bool)> {
+    if method != Method::POST {
+        return None;
+    }
+    let segments: Vec<&str> = route.path.segments().collect();
+    WRITES_NAMING_STATUSES.iter().find_map(|(pattern, key, all)| {
+        (pattern.len() == segments.len() && pattern.iter().zip(&segments).all(|(p, s)| *p == "*" || p == s))
+            .then_some((*key, *all))
+    })
+}
+
 /// Whether a query parameter name is, to Rack, the top-level key `name` (`id`, `id[]`).
 fn rack_key_is(key: &str, name: &str) -> bool {
-    let base = key.get(1..).and_then(|r| r.find('[')).map_or(key, |i| &key[..i + 1]);
-    let trimmed = key.trim_start_matches(['[', ']']);
-    let rack2 = &trimmed[..trimmed.find(['[', ']']).unwrap_or(trimmed.len())];
-    base == name || rack2 == name
+    params::top_key_is(key, name)
 }
 
 /// `GET /api/v1/statuses?id[]=...`: the query without the hidden ids, or `None` when none
-/// of its ids is hidden. Rack decodes keys and values (`id%5B%5D`, `+`), and every
-/// spelling of an id ActiveRecord would find counts.
+/// of its ids is hidden. Rack decodes keys and values (`id%5B%5D`, `+`), Rack 2 splits on
+/// `;` as well as `&`, and every spelling of an id ActiveRecord would find counts.
 fn batch_without_hidden(query: &str, hidden: &dyn Fn(&str) -> bool) -> Option<(String, usize)> {
     let mut dropped = false;
     let mut kept_ids = 0;
     let mut out = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        if rack_key_is(&k, "id") {
-            if status_id_of(&v).is_some_and(|id| hidden(&id)) {
-                dropped = true;
-                continue;
+    for part in query.split(';') {
+        for (k, v) in url::form_urlencoded::parse(part.as_bytes()) {
+            if rack_key_is(&k, "id") {
+                if status_id_of(&v).is_some_and(|id| hidden(&id)) {
+                    dropped = true;
+                    continue;
+                }
+                kept_ids += 1;
             }
-            kept_ids += 1;
+            out.append_pair(&k, &v);
         }
-        out.append_pair(&k, &v);
     }
     dropped.then(|| (out.finish(), kept_ids))
+}
+
+/// `GET /api/oembed?url=` read the Rack 2 way (`;` separating too): the route reads it the
+/// Rack 3 way.
+fn oembed_names_hidden(query: &str, hidden: &dyn Fn(&str) -> bool) -> bool {
+    query.split([';', '&']).any(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        crate::proxy::contract::route::form_decode(k.as_bytes()).as_deref() == Some(b"url".as_slice())
+            && crate::proxy::contract::route::form_decode(v.as_bytes())
+                .and_then(|url| crate::proxy::contract::route::status_of_url(&String::from_utf8_lossy(&url)))
+                .is_some_and(|id| hidden(&id))
+    })
 }
 
 fn with_query(uri: &http::Uri, query: &str) -> Result<http::Uri, ProxyError> {
@@ -120,6 +177,25 @@ fn with_query(uri: &http::Uri, query: &str) -> Result<http::Uri, ProxyError> {
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(pq.parse().map_err(|_| ProxyError::BadRequest("bad query".into()))?);
     http::Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("bad query".into()))
+}
+
+/// The author's token of a request that names one post (an action, an edit): from the
+/// head, or from a small body when Doorkeeper would take it from there.
+async fn token_of(ctx: &RequestCtx, req: Request) -> Result<(Request, Option<Token>), ProxyError> {
+    if let Some(t) = auth::bearer_token_in_head(req.headers(), req.uri().query()) {
+        return Ok((req, Some(t)));
+    }
+    let has_body =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_none_or(|v| v.trim() != "0")
+            && !http_body::Body::is_end_stream(req.body());
+    let Ok(kind) = BodyKind::of(req.headers()) else { return Ok((req, None)) };
+    if !has_body || kind == BodyKind::Other {
+        return Ok((req, None));
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(ctx, body).await?;
+    let token = auth::bearer_token(&parts.headers, parts.uri.query(), &|name| params::body_param(&kind, &bytes, name));
+    Ok((http::Request::from_parts(parts, full(bytes)), token))
 }
 
 impl Stage for ExpiryStage {
@@ -135,11 +211,20 @@ impl Stage for ExpiryStage {
         Box::pin(async move {
             let core = &self.core;
             if let Some(sweeper) = &self.sweeper {
-                sweeper.sight(req.headers(), ctx.host.as_deref());
+                sweeper.sight(req.headers(), req.uri().query(), ctx.host.as_deref());
             }
             match Surface::of(&ctx.route) {
                 Surface::None => {}
-                Surface::Document => hide::prepare_request(&mut req, &core.hidden),
+                Surface::Document => {
+                    hide::prepare_request(&mut req, &core.hidden);
+                    if !core.hidden.is_empty() && req.method() == Method::GET {
+                        ctx.extensions.insert(RequestHead {
+                            headers: req.headers().clone(),
+                            path: ctx.route.path.clone(),
+                            query: req.uri().query().map(str::to_owned),
+                        });
+                    }
+                }
                 Surface::Streaming => {
                     hide::prepare_request(&mut req, &core.hidden);
                     // No permessage-deflate: the tunnel must be able to read every message.
@@ -158,8 +243,16 @@ impl Stage for ExpiryStage {
                 core.stats.hidden.fetch_add(1, Relaxed);
                 return Ok(Flow::Respond(hide::hidden_answer(&ctx.route)));
             }
-            if !core.hidden.is_empty() && ctx.route.class == RouteClass::Api {
-                let hidden = core.hidden.hidden_at(now_ms());
+            if !core.hidden.is_empty() {
+                let now = now_ms();
+                let hidden = core.hidden.hidden_at(now);
+                // Its poll and its media go with it.
+                if let Some(r) = resource::resource_of(&method, &ctx.route.path)
+                    && core.hidden.is_hidden_resource(&r, now)
+                {
+                    core.stats.hidden.fetch_add(1, Relaxed);
+                    return Ok(Flow::Respond(not_found()));
+                }
                 match (ctx.route.path.as_str(), req.uri().query()) {
                     ("/api/v1/statuses", Some(q)) if method == Method::GET || method == Method::HEAD => {
                         if let Some((rest, kept)) = batch_without_hidden(q, &hidden) {
@@ -172,7 +265,17 @@ impl Stage for ExpiryStage {
                             *req.uri_mut() = with_query(req.uri(), &rest)?;
                         }
                     }
+                    ("/api/oembed", Some(q)) if oembed_names_hidden(q, &hidden) => {
+                        core.stats.hidden.fetch_add(1, Relaxed);
+                        return Ok(Flow::Respond(not_found()));
+                    }
                     _ => {}
+                }
+                if let Some((key, all)) = names_statuses(&method, &ctx.route) {
+                    match self.drop_hidden_ids(ctx, req, key, all).await? {
+                        Flow::Continue(next) => req = next,
+                        answered => return Ok(answered),
+                    }
                 }
             }
 
@@ -180,7 +283,7 @@ impl Stage for ExpiryStage {
             match (ctx.route.class, &method, &status_id) {
                 (RouteClass::StatusCreate, &Method::POST, None) => self.create(ctx, req).await,
                 (RouteClass::StatusCreate, &Method::PUT | &Method::PATCH, Some(id)) => {
-                    let token = bearer(&req);
+                    let (req, token) = token_of(ctx, req).await?;
                     let (mut parts, body) = req.into_parts();
                     parts.headers.remove(header::ACCEPT_ENCODING);
                     ctx.extensions.insert(Pending::Edit { token, status_id: id.clone() });
@@ -192,10 +295,14 @@ impl Stage for ExpiryStage {
                         (&Method::POST, Some(segment)) => StatusAction::from_segment(segment),
                         _ => None,
                     };
-                    if let Some(action) = action {
-                        ctx.extensions.insert(Pending::Action { token: bearer(&req), status_id: id.clone(), action });
+                    match action {
+                        Some(action) => {
+                            let (req, token) = token_of(ctx, req).await?;
+                            ctx.extensions.insert(Pending::Action { token, status_id: id.clone(), action });
+                            Ok(Flow::Continue(req))
+                        }
+                        None => Ok(Flow::Continue(req)),
                     }
-                    Ok(Flow::Continue(req))
                 }
                 (RouteClass::Api, &Method::PUT | &Method::DELETE, None) => {
                     let mut segments = ctx.route.path.segments();
@@ -244,12 +351,14 @@ impl Stage for ExpiryStage {
 
 impl ExpiryStage {
     /// Takes hidden posts out of an answer that can carry them (see [`super::hide`]).
-    async fn filter(&self, ctx: &RequestCtx, resp: Response) -> Result<Response, ProxyError> {
+    async fn filter(&self, ctx: &mut RequestCtx, resp: Response) -> Result<Response, ProxyError> {
         match Surface::of(&ctx.route) {
             Surface::None => Ok(resp),
             Surface::Document => {
                 let limit = self.core.config.filter_max_body.0 as usize;
-                let (resp, outcome) = hide::filter_document(resp, &ctx.route, &self.core.hidden, limit).await?;
+                let head = ctx.extensions.remove::<RequestHead>();
+                let follow = head.as_ref().map(|head| Follow { instance: &self.instance, head });
+                let (resp, outcome) = hide::filter_document(resp, &ctx.route, &self.core.hidden, limit, follow).await?;
                 match outcome {
                     FilterOutcome::Removed => self.core.stats.filtered.fetch_add(1, Relaxed),
                     FilterOutcome::WholeHidden => self.core.stats.hidden.fetch_add(1, Relaxed),
@@ -261,8 +370,7 @@ impl ExpiryStage {
                 let is_sse = resp
                     .headers()
                     .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+                    .is_some_and(|v| crate::privacy::media::body::media_type(v.as_bytes()) == "text/event-stream");
                 if !is_sse {
                     return Ok(resp);
                 }
@@ -272,21 +380,52 @@ impl ExpiryStage {
             }
         }
     }
-}
 
-impl ExpiryStage {
+    /// A write that names statuses (see [`WRITES_NAMING_STATUSES`]), without the hidden
+    /// ones.
+    async fn drop_hidden_ids(&self, ctx: &RequestCtx, req: Request, key: &str, all: bool) -> Result<Flow, ProxyError> {
+        let kind = match BodyKind::of(req.headers()) {
+            Ok(kind) => kind,
+            Err(why) => return Ok(Flow::Respond(json_error(StatusCode::BAD_REQUEST, why))),
+        };
+        let (mut parts, body) = req.into_parts();
+        let bytes = read_body(ctx, body).await?;
+        let now = now_ms();
+        let hidden = |v: &str| status_id_of(v).is_some_and(|id| self.core.hidden.is_hidden(&id, now));
+        let dropped = match params::drop_values(&kind, &bytes, parts.uri.query(), key, &hidden) {
+            Ok(d) => d,
+            Err(e) => return Ok(unprocessable(&format!("Validation failed: {e}"))),
+        };
+        if dropped.dropped == 0 {
+            return Ok(Flow::Continue(http::Request::from_parts(parts, full(bytes))));
+        }
+        self.core.stats.filtered.fetch_add(1, Relaxed);
+        if all || dropped.kept == 0 {
+            // As the instance answers for a post that no longer exists.
+            return Ok(Flow::Respond(not_found()));
+        }
+        if let Some(q) = &dropped.query {
+            parts.uri = with_query(&parts.uri, q)?;
+        }
+        let body = dropped.body.unwrap_or(bytes);
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        Ok(Flow::Continue(http::Request::from_parts(parts, full(body))))
+    }
+
     /// `POST /api/v1/statuses`: read, check, then hand the exchange to a task of its own.
     async fn create(&self, ctx: &mut RequestCtx, req: Request) -> Result<Flow, ProxyError> {
         let core = &self.core;
-        let token = bearer(&req);
+        let kind = match BodyKind::of(req.headers()) {
+            Ok(kind) => kind,
+            Err(why) => return Ok(Flow::Respond(json_error(StatusCode::BAD_REQUEST, why))),
+        };
         let (mut parts, body) = req.into_parts();
         // The answer must be readable JSON, not a compressed stream.
         parts.headers.remove(header::ACCEPT_ENCODING);
-        let kind =
-            edge::BodyKind::from_content_type(parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
-        // Held whole, so charged to the relay's body budget (proxy::budget); the route's
-        // body cap already bounds it.
-        let bytes = crate::proxy::contract::budget::read_whole(ctx.hold_body(body, u64::MAX), u64::MAX).await?;
+        let bytes = read_body(ctx, body).await?;
+        let token =
+            auth::bearer_token(&parts.headers, parts.uri.query(), &|name| params::body_param(&kind, &bytes, name));
         let min = core.config.min_expires_in.get().as_secs();
         let taken = match edge::take_create_params(&kind, &bytes, parts.uri.query(), min) {
             Ok(t) => t,
@@ -323,17 +462,21 @@ impl ExpiryStage {
         crate::proxy::contract::hop::last_word(&mut parts.headers, ctx);
 
         // From here the exchange is not the client's to cancel: a phone that loses its
-        // network after sending still gets its post scheduled. What the exchange asks of
-        // the instance besides (a failed post's deletion, a scheduled post's account) is
-        // the client's doing too, and carries its pseudonym.
-        let (core, host) = (self.core.clone(), ctx.host.clone());
+        // network after sending still gets its post scheduled, and so does one whose
+        // instance is slow to answer (the task waits up to `expiry.create_timeout`). What
+        // the exchange asks of the instance besides (a failed post's deletion, a scheduled
+        // post's account, a lost answer's look-up) is the client's doing too, and carries
+        // its pseudonym.
+        let lost =
+            LostCreation { sent_at: now, text: taken.params.text, spoiler_text: taken.params.spoiler_text, expires_in };
         let instance = self.instance.for_client(ctx.pseudonym);
-        let body = taken.body;
-        let task =
-            tokio::spawn(async move { exchange_and_learn(core, instance, parts, body, token, expires_in, host).await });
-        match task.await {
-            Ok(resp) => Ok(Flow::Respond(resp)),
-            Err(e) => Err(ProxyError::Internal(format!("status creation: {e}"))),
+        let exchange = Exchange { core: self.core.clone(), instance, token, host: ctx.host.clone(), lost };
+        let task = tokio::spawn(exchange.run(parts, taken.body));
+        match tokio::time::timeout(core.config.request_timeout.get(), task).await {
+            Ok(Ok(resp)) => Ok(Flow::Respond(resp)),
+            Ok(Err(e)) => Err(ProxyError::Internal(format!("status creation: {e}"))),
+            // The client's answer is late; the task goes on and learns the post.
+            Err(_) => Ok(Flow::Respond(ProxyError::UpstreamTimeout.into_response())),
         }
     }
 
@@ -349,14 +492,22 @@ impl ExpiryStage {
             Ok(c) => c.to_bytes(),
             Err(e) => return Err(ProxyError::Internal(format!("reading the instance's answer: {e}"))),
         };
-        if let Some(post) = read_json(&parts.headers, &bytes).as_ref().and_then(observe::facts_from_status)
+        if let Some(json) = read_json(&parts.headers, &bytes)
+            && let Some(post) = observe::facts_from_status(&json)
             && post.id == status_id
             && let Err(e) = record_edit(&self.core, &post, token.as_ref(), host).await
         {
             self.core.stats.schedule_errors.fetch_add(1, Relaxed);
             tracing::error!(error = %e, "could not re-plan an edited post's expiry");
         }
-        Ok(rebuilt(parts, bytes))
+        // The edited post may quote a hidden one: its answer is filtered like a read.
+        Ok(match hide::filter_status_answer(&bytes, &self.core.hidden) {
+            Some(out) => rebuilt(parts, out),
+            None => {
+                self.core.stats.hidden.fetch_add(1, Relaxed);
+                not_found()
+            }
+        })
     }
 
     async fn observe_scheduled(
@@ -400,7 +551,7 @@ impl ExpiryStage {
                 } else {
                     Outcome::Cancelled("deleted by its author".into())
                 };
-                self.core.settle(status_id, outcome).await.map(|_| ())
+                self.core.settle(status_id, outcome).await.map(|_| ()).map_err(ExpiryError::from)
             }
             StatusAction::Pin(on) | StatusAction::Favourite(on) | StatusAction::Bookmark(on) => {
                 // Only the author's own pin/favourite/bookmark are keep conditions.
@@ -417,7 +568,7 @@ impl ExpiryStage {
                     StatusAction::Favourite(_) => flags.favourited = on,
                     _ => flags.bookmarked = on,
                 }
-                self.core.set_flags(status_id, flags).await
+                self.core.set_flags(status_id, &item.account, flags, Some(token)).await
             }
         };
         if let Err(e) = result {
@@ -442,85 +593,144 @@ fn rebuilt(mut parts: http::response::Parts, bytes: Bytes) -> Response {
     http::Response::from_parts(parts, full(bytes))
 }
 
-/// The detached half of a status creation: send it, read the answer, schedule what it
-/// says, durably, then give the client its answer (if it is still there).
-async fn exchange_and_learn(
+/// The detached half of a status creation.
+struct Exchange {
     core: Arc<Expiry>,
     instance: Instance,
-    parts: http::request::Parts,
-    body: Bytes,
     token: Option<Token>,
-    expires_in: Option<u64>,
     host: Option<String>,
-) -> Response {
-    let (rparts, rbody) = match instance.forward(parts, body).await {
-        Ok(answer) => answer,
-        Err(InstanceError::Timeout) => return ProxyError::UpstreamTimeout.into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "status creation: the instance did not answer");
-            return json_error(StatusCode::BAD_GATEWAY, "the instance is not reachable right now");
-        }
-    };
-    if !rparts.status.is_success() {
-        return rebuilt(rparts, rbody);
-    }
-    let Some(json) = read_json(&rparts.headers, &rbody) else {
-        if expires_in.is_some() {
-            tracing::error!("a post with expires_in was created but its answer is unreadable; it cannot expire");
-        }
-        return rebuilt(rparts, rbody);
-    };
-    if let Some(post) = observe::facts_from_status(&json) {
-        match record_created(&core, &post, token.as_ref(), expires_in, host.clone()).await {
-            Ok(()) => return rebuilt(rparts, rbody),
-            Err(e) => {
-                core.stats.schedule_errors.fetch_add(1, Relaxed);
-                tracing::error!(error = %e, "could not record a post's expiry");
-                if expires_in.is_some()
-                    && let Some(t) = &token
-                {
-                    // The author asked for it to expire; a post that cannot is not kept.
-                    return match instance.delete(&post.id, host.as_deref(), t).await {
-                        Ok(_) | Err(InstanceError::NotFound) => json_error(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "Validation failed: the post's expiry could not be recorded, so it was not kept; try again",
-                        ),
-                        Err(_) => json_error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "the post was created, but its expiry could not be recorded; delete it or try again",
-                        ),
-                    };
-                }
-                return json_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the post was created, but its expiry could not be recorded; delete it or try again",
-                );
-            }
-        }
-    }
-    if let Some(facts) = observe::scheduled_from(&json) {
-        let recorded = match &token {
-            Some(t) => match instance.verify_credentials(host.as_deref(), t).await {
-                Ok((_, account)) => publish::record(&core, &facts, &account, t, expires_in, host.clone()).await,
-                Err(e) => Err(ExpiryError::from(e)),
-            },
-            None => Err(ExpiryError::Invalid("no token to find its publication with".into())),
-        };
-        if let Err(e) = recorded {
-            core.stats.schedule_errors.fetch_add(1, Relaxed);
-            tracing::error!(error = %e, "could not record a scheduled post for expiry");
-            if expires_in.is_some() {
-                return json_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the post was scheduled, but its expiry could not be recorded; cancel it or try again",
-                );
-            }
-        }
-    }
-    rebuilt(rparts, rbody)
+    lost: LostCreation,
 }
 
-/// Schedules a newly created post, or offers its token to parked deletions.
+impl Exchange {
+    /// Sends the creation, reads the answer, schedules what it says (or, when the answer
+    /// is lost, records the post to be looked for), durably, then gives the client its
+    /// answer (if it is still there).
+    async fn run(self, parts: http::request::Parts, body: Bytes) -> Response {
+        let core = &self.core;
+        let (rparts, rbody) = match self.instance.forward(parts, body, core.config.create_timeout.get()).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(error = %e, "status creation: the instance's answer was lost; the post is looked for");
+                self.record_lost().await;
+                return match e {
+                    InstanceError::Timeout => ProxyError::UpstreamTimeout.into_response(),
+                    _ => json_error(StatusCode::BAD_GATEWAY, "the instance is not reachable right now"),
+                };
+            }
+        };
+        if rparts.status.is_server_error() {
+            // The instance may have created it before failing.
+            self.record_lost().await;
+            return rebuilt(rparts, rbody);
+        }
+        if !rparts.status.is_success() {
+            return rebuilt(rparts, rbody);
+        }
+        let Some(json) = read_json(&rparts.headers, &rbody) else {
+            self.record_lost().await;
+            return rebuilt(rparts, rbody);
+        };
+        if let Some(post) = observe::facts_from_status(&json) {
+            if core.hidden.is_hidden(&post.id, now_ms()) {
+                // A replay (`Idempotency-Key`) of a post past its deadline: deleted, to us.
+                core.stats.hidden.fetch_add(1, Relaxed);
+                return not_found();
+            }
+            if let Err(e) =
+                record_created(core, &post, self.token.as_ref(), self.lost.expires_in, self.host.clone()).await
+            {
+                core.stats.schedule_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, "could not record a post's expiry");
+                return self.undo(&post).await;
+            }
+            return match hide::filter_status_answer(&rbody, &core.hidden) {
+                Some(out) => rebuilt(rparts, out),
+                None => not_found(),
+            };
+        }
+        // Recorded even while no rule is loaded: the rules in force at its publication
+        // decide, and a reload may come before it.
+        if let Some(facts) = observe::scheduled_from(&json) {
+            let recorded = match &self.token {
+                Some(t) => {
+                    let account = publish::account_of(core, &self.instance, self.host.as_deref(), t).await;
+                    publish::record(core, &facts, &account, t, self.lost.expires_in, self.host.clone()).await
+                }
+                None => Err(ExpiryError::Invalid("no token to find its publication with".into())),
+            };
+            if let Err(e) = recorded {
+                core.stats.schedule_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, "could not record a scheduled post for expiry");
+                // Never a `200` without a record: the scheduled post is cancelled.
+                let cancelled = match &self.token {
+                    Some(t) => self.instance.delete_scheduled(&facts.id, self.host.as_deref(), t).await.is_ok(),
+                    None => false,
+                };
+                return if cancelled {
+                    json_error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "Validation failed: the scheduled post's expiry could not be recorded, so it was cancelled; try again",
+                    )
+                } else {
+                    json_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the post was scheduled, but its expiry could not be recorded; cancel it or try again",
+                    )
+                };
+            }
+        }
+        rebuilt(rparts, rbody)
+    }
+
+    /// The creation's answer never came: the post may exist. Recorded to be looked for
+    /// among the author's statuses, when anything could make it expire.
+    async fn record_lost(&self) {
+        let core = &self.core;
+        if self.lost.expires_in.is_none() && !core.has_rules() {
+            return;
+        }
+        let Some(token) = &self.token else {
+            tracing::error!("a status creation's answer was lost and it carried no token: it cannot be looked for");
+            return;
+        };
+        let account = publish::account_of(core, &self.instance, self.host.as_deref(), token).await;
+        if let Err(e) = publish::record_lost(core, &self.lost, &account, token, self.host.clone()).await {
+            core.stats.schedule_errors.fetch_add(1, Relaxed);
+            tracing::error!(error = %e, "could not record a status creation whose answer was lost");
+        }
+    }
+
+    /// A post was created whose expiry could not be recorded (the store refused: a full
+    /// disk): it is not kept, and the client is told.
+    async fn undo(&self, post: &PostFacts) -> Response {
+        let planned = self.core.plan(post, self.lost.expires_in, now_ms()).is_some();
+        let deleted = match (&self.token, planned) {
+            (Some(t), true) => {
+                matches!(
+                    self.instance.delete(&post.id, self.host.as_deref(), t).await,
+                    Ok(_) | Err(InstanceError::NotFound)
+                )
+            }
+            _ => false,
+        };
+        if deleted {
+            json_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Validation failed: the post's expiry could not be recorded, so it was not kept; try again",
+            )
+        } else {
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the post was created, but its expiry could not be recorded; delete it or try again",
+            )
+        }
+    }
+}
+
+/// Schedules a newly created post, or offers its token to parked deletions. A post pavise
+/// already has a record of (the same creation replayed by the instance for an
+/// `Idempotency-Key`) keeps its record.
 async fn record_created(
     core: &Expiry,
     post: &PostFacts,
@@ -528,6 +738,9 @@ async fn record_created(
     expires_in: Option<u64>,
     host: Option<String>,
 ) -> Result<(), ExpiryError> {
+    if core.store.lookup(&post.id).await?.is_some() {
+        return core.offer_token(&post.account, token).await;
+    }
     match core.plan(post, expires_in, now_ms()) {
         Some(mut item) => {
             item.host = host;

@@ -23,14 +23,14 @@
 //! is left, as before.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     fmt::Write as _,
     hash::BuildHasher,
     sync::{Arc, RwLock},
     time::Duration,
 };
 
-use http::{HeaderMap, header};
+use http::HeaderMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -141,6 +141,9 @@ async fn sweep_account(
             Ok(()) => {
                 progress.state = SweepState::Done;
                 progress.finished_at = Some(progress.updated_at);
+                // The cursor is a post id, often a DM's the sweep is about to delete: a done
+                // sweep never resumes, so it keeps none (a failed one needs it to resume).
+                progress.cursor = None;
             }
             Err(e) => {
                 progress.state = SweepState::Failed;
@@ -230,8 +233,28 @@ async fn sweep_pages(
 
 /// A token seen on a request, for the worker.
 struct Sighting {
+    key: u64,
     token: Token,
     host: Option<String>,
+}
+
+/// What pavise remembers of a token it saw.
+#[derive(Debug, Clone, Copy)]
+enum Seen {
+    /// Looked at (swept, being swept, or not a member's token): nothing more to do.
+    Done,
+    /// Queued for the worker.
+    Queued,
+    /// The last look failed for a reason that may pass (the instance restarting, a 503):
+    /// the next sighting from `at` on tries again.
+    RetryAt { at: tokio::time::Instant, failures: u32 },
+}
+
+/// How a look at a token ended.
+enum Looked {
+    Done,
+    /// Worth trying again (why).
+    Again(String),
 }
 
 /// Notices members' tokens and sweeps their archives in the background.
@@ -241,7 +264,7 @@ pub struct Sweeper {
     /// The instance's domain, when configured (else the `Host` the token came with).
     local_domain: Option<String>,
     hasher: std::collections::hash_map::RandomState,
-    seen: RwLock<HashSet<u64>>,
+    seen: RwLock<HashMap<u64, Seen>>,
     /// The policy generation `seen` belongs to: new rules, new look at every token.
     seen_generation: std::sync::atomic::AtomicU64,
     queue: mpsc::Sender<Sighting>,
@@ -256,7 +279,7 @@ impl Sweeper {
             instance,
             local_domain,
             hasher: std::collections::hash_map::RandomState::new(),
-            seen: RwLock::new(HashSet::new()),
+            seen: RwLock::new(HashMap::new()),
             seen_generation: std::sync::atomic::AtomicU64::new(0),
             queue,
             receiver: std::sync::Mutex::new(Some(receiver)),
@@ -264,37 +287,69 @@ impl Sweeper {
     }
 
     /// The hot path: called for every request. A token seen before costs one hash and one
-    /// read-locked set lookup; a new one is queued for the worker.
-    pub fn sight(&self, headers: &HeaderMap, host: Option<&str>) {
-        let Some(value) = headers.get(header::AUTHORIZATION) else { return };
+    /// read-locked map lookup; a new one (or one whose last look failed, once its back-off
+    /// has passed) is queued for the worker. The token is read the way the instance reads
+    /// it ([`crate::auth`]): the header, or `access_token`/`bearer_token` in the query.
+    pub fn sight(&self, headers: &HeaderMap, query: Option<&str>, host: Option<&str>) {
         // Without a rule there is nothing to sweep for, and no request of pavise's own to make.
         if !self.core.has_rules() {
             return;
         }
+        let Some(token) = crate::auth::bearer_token_in_head(headers, query) else { return };
         let generation = self.core.policy_generation();
         if self.seen_generation.swap(generation, std::sync::atomic::Ordering::Relaxed) != generation {
             // Reloaded rules may match posts an earlier sweep passed over.
             self.seen.write().unwrap_or_else(|e| e.into_inner()).clear();
         }
-        let key = self.hasher.hash_one(value.as_bytes());
-        if self.seen.read().unwrap_or_else(|e| e.into_inner()).contains(&key) {
+        let key = self.hasher.hash_one(token.expose());
+        let now = tokio::time::Instant::now();
+        let due = |seen: Option<&Seen>| match seen {
+            None => true,
+            Some(Seen::Done | Seen::Queued) => false,
+            Some(Seen::RetryAt { at, .. }) => *at <= now,
+        };
+        if !due(self.seen.read().unwrap_or_else(|e| e.into_inner()).get(&key)) {
             return;
         }
-        let token = Token::from_authorization(value);
         {
             let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
+            if !due(seen.get(&key)) {
+                return;
+            }
             if seen.len() >= MAX_SEEN {
                 seen.clear();
             }
-            if !seen.insert(key) {
-                return;
-            }
+            seen.insert(key, Seen::Queued);
         }
-        let Some(token) = token else { return };
-        let sighting = Sighting { token, host: self.local_domain.clone().or_else(|| host.map(str::to_owned)) };
+        let sighting = Sighting { key, token, host: self.local_domain.clone().or_else(|| host.map(str::to_owned)) };
         if self.queue.try_send(sighting).is_err() {
             // The worker is busy: forget it, so the next request with it tries again.
             self.seen.write().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        }
+    }
+
+    /// Records how a look at a token ended: done, or again after a back-off that doubles
+    /// with each failure (`expiry.backoff` up to `expiry.max_backoff`).
+    fn looked(&self, key: u64, looked: Looked) {
+        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
+        match looked {
+            Looked::Done => {
+                seen.insert(key, Seen::Done);
+            }
+            Looked::Again(why) => {
+                let failures = match seen.get(&key) {
+                    Some(Seen::RetryAt { failures, .. }) => failures + 1,
+                    _ => 0,
+                };
+                let base = self.core.config.backoff.get();
+                let wait = base.saturating_mul(1u32 << failures.min(16)).min(self.core.config.max_backoff.get());
+                seen.insert(key, Seen::RetryAt { at: tokio::time::Instant::now() + wait, failures });
+                tracing::warn!(
+                    error = %why,
+                    retry_in_secs = wait.as_secs(),
+                    "expiry: an archive sweep could not run; it is tried again on the member's next request after the back-off"
+                );
+            }
         }
     }
 
@@ -310,10 +365,12 @@ impl Sweeper {
                 _ = shutdown.cancelled() => return,
                 s = receiver.recv() => match s { Some(s) => s, None => return },
             };
-            tokio::select! {
+            let key = sighting.key;
+            let looked = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.first_sighting(sighting) => {}
-            }
+                l = self.first_sighting(sighting) => l,
+            };
+            self.looked(key, looked);
         }
     }
 
@@ -328,12 +385,18 @@ impl Sweeper {
         }
     }
 
-    async fn first_sighting(&self, sighting: Sighting) {
+    async fn first_sighting(&self, sighting: Sighting) -> Looked {
         let host = sighting.host.as_deref();
         let (_, username) = match self.instance.verify_credentials(host, &sighting.token).await {
             Ok(who) => who,
+            Err(e) if e.is_transient() || matches!(e, super::instance::InstanceError::RateLimited(_)) => {
+                return Looked::Again(e.to_string());
+            }
             // Not a member's token (an app token, revoked, lacking the scope): nothing to do.
-            Err(e) => return tracing::debug!(error = %e, "expiry: a token pavise saw does not name an account"),
+            Err(e) => {
+                tracing::debug!(error = %e, "expiry: a token pavise saw does not name an account");
+                return Looked::Done;
+            }
         };
         // A new token re-queues deletions parked on a revoked one.
         if let Err(e) = self.core.offer_token(&username, Some(&sighting.token)).await {
@@ -341,9 +404,9 @@ impl Sweeper {
         }
         let resume = match self.core.store.sweep(&username).await {
             // Swept under the rules in force (or being swept): nothing to do.
-            Ok(Some(p)) if p.state == SweepState::Running => return,
+            Ok(Some(p)) if p.state == SweepState::Running => return Looked::Done,
             Ok(Some(p)) if p.state == SweepState::Done && p.rules.as_deref() == Some(&self.core.rules_digest()) => {
-                return;
+                return Looked::Done;
             }
             // New rules, or a failed sweep: again from the newest post (what is known stays).
             Ok(Some(mut p)) => {
@@ -355,12 +418,12 @@ impl Sweeper {
                 Some(p)
             }
             Ok(None) => None,
-            Err(e) => return tracing::warn!(error = %e, "expiry: cannot read sweep progress"),
+            Err(e) => return Looked::Again(format!("cannot read sweep progress: {e}")),
         };
-        self.sweep(&sighting.token, host, resume).await;
+        self.sweep(&sighting.token, host, resume).await
     }
 
-    async fn sweep(&self, token: &Token, host: Option<&str>, resume: Option<SweepProgress>) {
+    async fn sweep(&self, token: &Token, host: Option<&str>, resume: Option<SweepProgress>) -> Looked {
         let started = std::time::Instant::now();
         let result = async {
             let (account_id, username) = self.instance.verify_credentials(host, token).await?;
@@ -368,16 +431,24 @@ impl Sweeper {
         }
         .await;
         match result {
-            Ok(report) => tracing::info!(
-                seen = report.seen,
-                scheduled = report.scheduled,
-                already_due = report.already_due,
-                secs = started.elapsed().as_secs_f64(),
-                "expiry: a member's archive was swept"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "expiry: an archive sweep stopped; it is retried when the member's token is next seen")
+            Ok(report) => {
+                tracing::info!(
+                    seen = report.seen,
+                    scheduled = report.scheduled,
+                    already_due = report.already_due,
+                    secs = started.elapsed().as_secs_f64(),
+                    "expiry: a member's archive was swept"
+                );
+                Looked::Done
             }
+            // The token cannot read the archive: a retry would not change that.
+            Err(ExpiryError::Instance(
+                e @ (super::instance::InstanceError::Unauthorized(_) | super::instance::InstanceError::Forbidden(_)),
+            )) => {
+                tracing::warn!(error = %e, "expiry: an archive sweep stopped: the token may not read the member's statuses");
+                Looked::Done
+            }
+            Err(e) => Looked::Again(e.to_string()),
         }
     }
 }

@@ -270,6 +270,15 @@ impl Pseudonymizer {
         *epoch = fresh_epoch();
     }
 
+    /// Takes the key several nodes share (`[cluster]`, from Redis) for the `valid_for` left
+    /// of its period: after that, unless a newer one is installed, the usual lazy rotation
+    /// replaces it with a fresh key of this node's own.
+    pub fn install_shared_key(&self, secret: &[u8; 32], valid_for: Duration) {
+        let born = Instant::now().checked_sub(self.rotate.saturating_sub(valid_for)).unwrap_or_else(Instant::now);
+        let mut epoch = self.epoch.write().unwrap_or_else(|e| e.into_inner());
+        *epoch = Epoch { key: hmac::Key::new(hmac::HMAC_SHA256, secret), born };
+    }
+
     fn hash(&self, ip: IpAddr) -> Ipv6Addr {
         let input = hash_input(ip);
         {

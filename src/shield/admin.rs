@@ -180,6 +180,9 @@ impl AdminHandler for ShieldAdmin {
                 }
                 (&Method::POST, ["lift", account]) => {
                     self.0.waves.lift(&account.to_ascii_lowercase(), super::clock::now());
+                    if let Some(shared) = self.0.shared.get() {
+                        shared.lift(&account.to_ascii_lowercase()).await;
+                    }
                     json(StatusCode::OK, serde_json::json!({ "lifted": account }))
                 }
                 _ => json_error(StatusCode::NOT_FOUND, "no such shield endpoint"),

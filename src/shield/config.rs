@@ -157,6 +157,9 @@ pub struct ShieldSetup {
     pub egress_auth: Option<String>,
     /// `egress.mode = "tor"`: direct key fetches would reveal what Tor hides.
     pub egress_over_tor: bool,
+    /// `[cluster]` is on: limit keys are hashed alike on every node (keyed by the shared
+    /// key file), so the nodes name one budget alike in Redis.
+    pub clustered: bool,
 }
 
 impl ShieldSetup {
@@ -219,7 +222,7 @@ pub fn check_summary(setup: &ShieldSetup) -> Result<String, ShieldError> {
         );
         let _ = writeln!(
             out,
-            "  familiar after {} (accepted twice, {} apart); hellthread above {} mentions; held deliveries released within {} of their Date",
+            "  familiar after {} (mail to members accepted twice, {} apart); hellthread above {} mentions; held deliveries released within {} of their Date",
             Span(w.familiar_after),
             Span(w.familiar_after / 2),
             w.hellthread,

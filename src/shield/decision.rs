@@ -51,6 +51,11 @@ pub(super) struct Weighed {
     pub(super) domain: String,
     /// A member it addresses follows the sender (as the instance lists).
     pub(super) followed: bool,
+    /// It carried something to a member (named an existing member in what reaches her, or
+    /// came from an account a member it addresses follows): only such a delivery, accepted
+    /// by the instance, teaches familiarity ([`super::familiar`]). A `Delete` of nothing,
+    /// a ghost, a post to nobody teach nothing.
+    pub(super) earns_familiarity: bool,
     /// What holds it back, if anything does.
     pub(super) cover: Option<Cover>,
 }
@@ -112,6 +117,20 @@ pub(super) struct Hold {
     pub(super) not_before: Option<u64>,
 }
 
+/// How long a delivery from one of a wave's own actors (the actors that raised the shield)
+/// is deferred at most while that shield is up: well inside the day or more every sender
+/// retries for (Mastodon: 16 retries over about two days), so even a real correspondent
+/// who happened to be counted loses nothing.
+pub(super) const WAVE_ACTOR_DEFERRAL: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest one activity is deferred: `shield_for` — except the wave's own: those are
+/// deferred while the shield that counted them is up (the admin lifts it, or suspends
+/// them on the instance, which then refuses them), a day at most, within every sender's
+/// retries. Deferred, never dropped.
+fn deferral_cap(c: &Cover, wave: &WavePolicy) -> Duration {
+    if c.wave_actor && !c.hellthread_only { wave.shield_for.max(WAVE_ACTOR_DEFERRAL) } else { wave.shield_for }
+}
+
 /// The shields' policy over one delivery: pure, so it is tested on its own.
 pub(super) fn decide(d: &Delivery, wave: &WavePolicy) -> Decision {
     let shield_for_ms = wave.shield_for.as_millis() as u64;
@@ -135,9 +154,9 @@ pub(super) fn decide(d: &Delivery, wave: &WavePolicy) -> Decision {
         }
         Standing::Stranger(w) => match &w.cover {
             None => Decision::Forward(if w.followed { Pass::Followed } else { Pass::Clear }),
-            // No delivery is deferred longer than `shield_for` from its first attempt,
-            // whatever the shields do.
-            Some(c) if c.deferred_for >= wave.shield_for => Decision::Forward(Pass::DeferredEnough),
+            // No delivery is deferred longer than its cap from its first attempt, whatever
+            // the shields do.
+            Some(c) if c.deferred_for >= deferral_cap(c, wave) => Decision::Forward(Pass::DeferredEnough),
             Some(c) => match wave.action {
                 WaveAction::Reject => Decision::Reject { targets: c.targets.clone() },
                 // A User-Agent claim alone earns no place: the sender is verified, not
@@ -256,6 +275,7 @@ mod tests {
             actor: "https://remote.example/users/troll".into(),
             domain: "remote.example".into(),
             followed: false,
+            earns_familiarity: true,
             cover,
         })
     }
@@ -277,8 +297,13 @@ mod tests {
             let d = delivery(standing, verified(), MASTODON, 1);
             assert_eq!(decide(&d, &w), Decision::Forward(Pass::Clear));
         }
-        let followed =
-            Standing::Stranger(Weighed { actor: "a".into(), domain: "d".into(), followed: true, cover: None });
+        let followed = Standing::Stranger(Weighed {
+            actor: "a".into(),
+            domain: "d".into(),
+            followed: true,
+            earns_familiarity: true,
+            cover: None,
+        });
         assert_eq!(decide(&delivery(followed, verified(), MASTODON, 1), &w), Decision::Forward(Pass::Followed));
     }
 

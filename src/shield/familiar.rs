@@ -2,17 +2,24 @@
 //! over time — not anyone who once sent a ping.
 //!
 //! A familiar sender passes every shield, so familiarity must cost what a real
-//! correspondent has and a sock puppet does not: a history. An actor becomes familiar
-//! only when
-//! - its deliveries were *accepted by the instance* (the instance answered 2xx to a
-//!   verified delivery pavise forwarded: a delivery pavise deferred, or the instance
-//!   refused, teaches nothing), and
-//! - the first accepted delivery is at least `familiar_after` old, and another was accepted
-//!   at least `familiar_after / 2` after the first.
+//! correspondent has and a sock puppet does not: a history with the instance's members.
+//! An actor becomes familiar only when
+//! - its deliveries *carried something to a member*: a post that mentions her (or went to
+//!   her own inbox), a follow of her, a like, boost or quote of her post — read as the
+//!   instance reads it ([`super::mention`]), naming an account the instance has — or came
+//!   from an account a member it addresses follows. A `Delete` of nothing, a `Block`, a
+//!   post to nobody, anything the instance drops (a *ghost*) teaches nothing, however
+//!   often it is sent;
+//! - the instance *accepted* them (it answered 2xx to a verified delivery pavise
+//!   forwarded: a delivery pavise deferred, or the instance refused, teaches nothing);
+//! - the first such delivery is at least `familiar_after` old, and another was accepted at
+//!   least `familiar_after / 2` after the first.
 //!
-//! So one no-op delivery per puppet, a week before the wave, buys nothing; a puppet must
-//! be kept alive with accepted mail across days. (A member's own follows, as the instance
-//! lists them, are familiar to that member at once: [`super::follows`].)
+//! So no-op deliveries buy nothing; a puppet must mention (or follow, or like) members, in
+//! their sight, across days — each mention a notification she can report or block. That
+//! is still calendar time an attacker can pay (README says so). Familiarity is learned
+//! while the wave detector is on. (A member's own follows, as the instance lists them, are
+//! familiar to that member at once: [`super::follows`].)
 //!
 //! The two times are durable, in the store's first-seen table under keys of their own
 //! (`accepted:<actor>`, `again:<actor>`); first-seen records written by older versions for

@@ -11,10 +11,15 @@
 //!    signature verified, the signer's domain checked against the instance's blocks;
 //! 6. the signer-keyed `[[limit]]` rules;
 //! 7. what the shields say is gathered ([`Shield::assess`]: unverifiable-now deliveries,
-//!    whom they address; verified ones, familiarity, follows, the wave detector, the
+//!    whom they reach; verified ones, familiarity, follows, the wave detector, the
 //!    hellthread rule and the per-delivery deferral cap, in that order), decided by
 //!    [`super::decision::decide`], applied (the quarantine, the counters) and answered
 //!    through [`super::decision::answer`].
+//!
+//! "Reach" is [`super::mention`]'s reading: what the instance drops (a ghost) reaches
+//! nobody — it is forwarded, counted toward nothing, and teaches no familiarity; what
+//! makes the instance fetch a post may reach anyone, so during a shield it is held back
+//! from every shielded member who does not follow its sender.
 
 use std::{
     sync::{Arc, atomic::Ordering::Relaxed},
@@ -116,9 +121,29 @@ impl Shield {
         let mut d = self.examine(ctx, parts, body).await;
         // 6.
         let request_parts = (&d.parts.method, ctx.route.path.as_str(), &d.parts.headers);
-        if let Err(denied) =
-            self.check_limits(&active, RouteClass::Inbox, request_parts, ctx.pseudonym, Some(&d.verdict), Rules::Signer)
-        {
+        let checked = match self.check_limits(
+            &active,
+            RouteClass::Inbox,
+            request_parts,
+            ctx.pseudonym,
+            Some(&d.verdict),
+            Rules::Signer,
+        ) {
+            // `[cluster]`: every rule the delivery matched, decided once across the nodes.
+            Ok(()) => {
+                let limits = self.shared_limits(
+                    &active,
+                    RouteClass::Inbox,
+                    request_parts,
+                    ctx.pseudonym,
+                    Some(&d.verdict),
+                    Rules::All,
+                );
+                self.check_shared_limits(&active, limits).await
+            }
+            Err(denied) => Err(denied),
+        };
+        if let Err(denied) = checked {
             self.stats.limited.fetch_add(1, Relaxed);
             Self::tally(&self.domain_tallies, &d.domain_label).limited.fetch_add(1, Relaxed);
             if let Some(key) = d.signature_key {
@@ -260,7 +285,7 @@ impl Shield {
         // addressing (Mastodon's `delivered_to_account_id` silent mention); an unreadable
         // body there may be one.
         let post = match &d.reading {
-            Some(Reading::Exact(doc)) => mention::carries_a_post(doc),
+            Some(Reading::Exact(_)) => d.addressed.post,
             _ => true,
         };
         if let InboxPath::Personal(owner) = inbox
@@ -357,20 +382,40 @@ impl Shield {
                 members.push(account.as_str());
             }
         }
+        let earns_familiarity = followed || !members.is_empty();
         for account in members {
-            if self.waves.observe(account, sender, domain, now, &params).outcome == wave::Observed::ShieldRaised {
+            let mut raised =
+                self.waves.observe(account, sender, domain, now, &params).outcome == wave::Observed::ShieldRaised;
+            // Counted across every node too (this node's own count stays the fallback).
+            if let Some(shared) = self.shared.get()
+                && let Some(crate::cluster::redis::SharedWave::Raised { senders }) =
+                    shared.observe_wave(account, actor, &params).await
+            {
+                tracing::warn!(account, actors = senders, "mention wave (across the cluster): account shielded");
+                raised = true;
+            }
+            if raised {
                 self.stats.shields_raised.fetch_add(1, Relaxed);
                 if self.cfg.learn_following {
                     self.follows.learn_from_instance(account, &host);
                 }
             }
         }
-        let mut shielded: Vec<String> =
-            strangers_to.iter().filter(|a| self.waves.shield_until(a, now).is_some()).cloned().collect();
+        let shared_shields = match self.shared.get() {
+            Some(shared) => shared.shielded(&strangers_to).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mut shielded: Vec<String> = strangers_to
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| self.waves.shield_until(a, now).is_some() || shared_shields.get(*i) == Some(&true))
+            .map(|(_, a)| a.clone())
+            .collect();
         if any && shielded.is_empty() {
             // The instance will fetch the object (or reads what pavise cannot) and may find
             // any member mentioned in it.
-            shielded = self.waves.shielded(now).into_iter().filter(|a| !self.follows.follows(a, actor)).collect();
+            shielded =
+                self.shielded_everywhere(now).await.into_iter().filter(|a| !self.follows.follows(a, actor)).collect();
         }
         let hellthread = wave.hellthread > 0 && d.addressed.total > wave.hellthread && !followed;
         let cover = (!shielded.is_empty() || hellthread).then(|| {
@@ -389,7 +434,13 @@ impl Shield {
                 now_ms: now_ms(),
             }
         });
-        Standing::Stranger(Weighed { actor: actor.to_owned(), domain: domain.to_owned(), followed, cover })
+        Standing::Stranger(Weighed {
+            actor: actor.to_owned(),
+            domain: domain.to_owned(),
+            followed,
+            earns_familiarity,
+            cover,
+        })
     }
 
     /// Does what `decision` says: the quarantine, the counters, the familiarity watch.
@@ -420,9 +471,12 @@ impl Shield {
                     }
                 }
                 self.stats.passed.fetch_add(1, Relaxed);
-                // Watched: if the instance accepts it, its sender was seen delivering.
-                if let Verdict::Verified { actor, .. } = &d.verdict {
-                    ctx.extensions.insert(AcceptedFrom(actor.clone()));
+                // Watched when it carried something to a member: if the instance accepts
+                // it, its sender was seen delivering ([`super::familiar`]).
+                if let Standing::Stranger(w) = &d.standing
+                    && w.earns_familiarity
+                {
+                    ctx.extensions.insert(AcceptedFrom(w.actor.clone()));
                 }
                 Answer::Forward
             }
@@ -488,6 +542,13 @@ impl Shield {
         not_before: Option<u64>,
     ) -> Result<Hold, ShieldError> {
         let mut headers = d.parts.headers.clone();
+        // Over HTTP/2 the Host the sender signed came as `:authority`: keep it as `Host`, or
+        // the replay would carry the upstream's address and fail the instance's signature check.
+        if !headers.contains_key(http::header::HOST)
+            && let Some(host) = ctx.host.as_deref().and_then(|h| http::HeaderValue::from_str(h).ok())
+        {
+            headers.insert(http::header::HOST, host);
+        }
         crate::privacy::headers::strip_client_ip_and_geo(&mut headers);
         crate::privacy::headers::set_forwarded(&mut headers, ctx.pseudonym, ctx.https, ctx.host.as_deref());
         let path = d.parts.uri.path_and_query().map_or("/", |p| p.as_str());

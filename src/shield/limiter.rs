@@ -175,13 +175,29 @@ impl Limiter {
 
 /// Hashes limiter keys under a per-process random key, so the tables hold no token,
 /// actor or pseudonym in the clear and an attacker cannot aim for hash collisions.
+///
+/// Several nodes (`[cluster]`) must name one key alike in Redis: [`KeyHasher::keyed`]
+/// seeds the hash with a secret every node derives from the shared key file instead.
 #[derive(Clone, Default)]
-pub struct KeyHasher(std::hash::RandomState);
+pub struct KeyHasher(std::hash::RandomState, Option<[u8; 32]>);
 
 impl KeyHasher {
+    /// The same hashes on every node that has `secret` (and runs the same pavise build:
+    /// std's SipHash is stable within one).
+    pub fn keyed(secret: [u8; 32]) -> KeyHasher {
+        KeyHasher(std::hash::RandomState::new(), Some(secret))
+    }
+
     /// `namespace` separates e.g. verified domains from unverified clients.
     pub fn hash(&self, namespace: u8, key: impl Hash) -> u64 {
-        let mut h = self.0.build_hasher();
+        let mut h = match &self.1 {
+            Some(secret) => {
+                let mut h = std::hash::DefaultHasher::new();
+                secret.hash(&mut h);
+                h
+            }
+            None => self.0.build_hasher(),
+        };
         namespace.hash(&mut h);
         key.hash(&mut h);
         h.finish()

@@ -1,39 +1,98 @@
-//! Whom a delivery addresses, read the way Mastodon reads it — every spelling of a member
-//! that the instance would resolve to that member is that member here.
+//! Whom a delivery reaches, read the way Mastodon reads it — every spelling of a member
+//! that the instance would resolve to that member is that member here, and only what
+//! the instance turns into something a member sees counts at all.
 //!
-//! Mastodon (`ActivityPub::Activity::Create#process_tags` and `#process_audience`,
-//! `ActivityPub::TagManager#uri_to_resource`, `JsonLdHelper`) accepts:
-//! - `tag` as one object or an array; a tag's `type` as a string or an array containing
-//!   `Mention`; its `href` as any URL the instance resolves to a local account;
-//! - `to`/`cc` entries as strings or objects with an `id`: a local account there becomes
-//!   a *silent* mention (the status reaches the account even without a tag);
-//! - a post (`Create`, `Update`) delivered to a member's own inbox (`/users/NAME/inbox`):
-//!   the inbox owner gets a silent mention whatever the addressing
+//! # What reaches a member
+//! Mastodon processes an inbox body (`ActivityPub::ProcessCollectionService`, since 4.6
+//! `ProcessActivityService`) only when its `@context` is, or includes, the ActivityStreams
+//! context (`JsonLdHelper#supported_context?`), then dispatches on the activity's `type`
+//! compared as an exact string (`ActivityPub::Activity.klass_for`: `["Create"]` is
+//! nothing). A `Collection`/`OrderedCollection` (or page) at the top level has its items
+//! dispatched one by one (until mid-2026: "Remove processing of collections of
+//! activities", #39932); nested collections never were. Of the activities
+//! it dispatches, these reach a member:
+//! - `Create`/`Update` of a post: an embedded object of a supported type (`Note`,
+//!   `Question`; converted: `Image`, `Audio`, `Video`, `Article`, `Page`, `Event`) whose
+//!   `id` is on the sender's host (`unsupported_object_type?`, `non_matching_uri_hosts?`
+//!   in `create.rb`/`update.rb`: anything else is rejected), or an object given by
+//!   reference (fetched). The post mentions its `Mention` tags (`tag` one object or an
+//!   array, `type` a string or an array containing `Mention`, `href` any URL the instance
+//!   resolves to a local account) and, silently, the local accounts of its audience —
+//!   the object's `to`/`cc`, or the activity's when the object has none
+//!   (`StatusParser#audience_to`/`#audience_cc`; `bto`, `bcc` and `audience` are never
+//!   read) — and, delivered to a member's own inbox (`/users/NAME/inbox`), that member
 //!   (`delivered_to_account_id`);
-//! - a local URL is one whose host, as Addressable normalizes it (case-folded,
-//!   percent-decoded, IDNA-mapped, one trailing dot dropped, userinfo ignored), is the
-//!   instance's; its path is read by Rails' router (repeated and trailing slashes ignored,
-//!   a `.format` suffix split off, parameters percent-decoded): `/users/:username`,
-//!   `/@:username` (and its `/with_replies`, `/media`, `/featured`, `/tagged/:tag`
-//!   views), `/ap/users/:id` (numeric ids, Mastodon ≥ 4.4), and the old OStatus
-//!   `tag:DOMAIN,...:objectId=ID:objectType=Account`. Usernames are case-insensitive.
+//! - a quote of a member's post (`quote`, `_misskey_quote`, `quoteUrl`, `quoteUri` on the
+//!   post: `StatusParser#quote_uri`; a `QuoteRequest` of it: `quote_request.rb` sends her
+//!   a `quote` notification), a `Follow` of a member (`follow`/`follow_request`), a
+//!   `Like` of her post (`favourite`; `EmojiReact` too, which Mastodon's forks notify), an
+//!   `Announce` of it (`reblog`), a `FeatureRequest` naming her (`added_to_collection`);
+//! - an `Announce` or `Add` embedding the sender's own post: Mastodon handles it like a
+//!   `Create` of that post (`Activity#status_from_object`).
 //!
-//! Pavise is a little more inclusive than Mastodon where counting more is the safe side:
-//! a default (or any) port on the local host, several trailing dots, and the `acct:`,
+//! Nothing else reaches a member, whoever it addresses: `Delete`, `Block`, `Undo`,
+//! `Accept`, `Reject`, `Flag` (it notifies moderators, not the reported member), `Remove`,
+//! `Move`, an unknown type, a post of an unsupported type or from another host, a body
+//! without the ActivityStreams context. Such *ghosts* count toward nothing (a wave of them
+//! would shield a member though the instance shows nothing) and are never held back.
+//!
+//! # Spellings
+//! A local URL is one whose host, as Addressable normalizes it (case-folded,
+//! percent-decoded, IDNA-mapped, one trailing dot dropped, userinfo ignored), is the
+//! instance's; its path is read by Rails' router (repeated and trailing slashes ignored, a
+//! `.format` suffix split off, parameters percent-decoded): `/users/:username`,
+//! `/@:username` (and its `/with_replies`, `/media`, `/featured`, `/tagged/:tag` views),
+//! `/ap/users/:id` (Mastodon ≥ 4.5, no constraint on the id before #39523; the id cast as
+//! ActiveRecord casts it, one reading with the route's:
+//! [`crate::proxy::contract::route::record_id_of`], so `1-alice`, `1abc`, `%2B1` and `%201` are
+//! account 1), and the old OStatus `tag:DOMAIN,...:objectId=ID:objectType=Account`.
+//! Usernames are case-insensitive.
+//! Pavise is a little more inclusive than Mastodon where counting more is the safe side: a
+//! default (or any) port on the local host, several trailing dots, and the `acct:`,
 //! `@user@host` and `user@host` forms count as the local account too. Numeric ids are
-//! turned into names by asking the instance ([`super::accounts`]).
+//! turned into names by asking the instance ([`super::accounts`]). A document with a
+//! Linked Data signature is compacted by the instance, which turns one-element arrays into
+//! their element: so there, `"type": ["Create"]` is a `Create`.
 //!
-//! An activity whose object the instance will *fetch* (`Create`, `Update` or `Announce`
-//! of a remote object given by reference) may mention anyone, and pavise cannot see whom:
-//! it is marked [`Addressed::opaque`], and the stage treats it as addressing every member
-//! under a shield.
+//! # What the instance fetches
+//! What an object the instance *fetches* mentions, pavise cannot see: a delivery that makes
+//! the instance fetch a post is marked [`Addressed::opaque`], and the stage holds it back
+//! from every member under a shield. Mastodon fetches, while processing one delivery:
+//! - the object of a `Create`/`Update` given by reference (`Activity#dereference_object!`);
+//! - the parent of a post that replies to a post not on this instance (`inReplyTo`:
+//!   `Create#resolve_thread` → `ThreadResolveWorker` → `FetchRemoteStatusService`);
+//! - a post's `replies`, unless it is an embedded collection whose (embedded) first page
+//!   lists nothing (`Create#fetch_replies` → `FetchRepliesService` / `FetchRepliesWorker`
+//!   → `FetchReplyWorker`; `JsonLdHelper#collection_items`) — Mastodon's own posts carry
+//!   an empty first page, which fetches nothing;
+//! - the quoted post of a quote not of a local post (`Create#fetch_and_verify_quote`,
+//!   `ProcessStatusUpdateService#fetch_and_verify_quote!` → `VerifyQuoteService
+//!   #fetch_quoted_post_if_needed!`, and through `quoteAuthorization` its
+//!   `interactionTarget`, which must be the same post);
+//! - a `QuoteRequest`'s `instrument` not on this instance: fetched, unless (in newer
+//!   versions) embedded from the sender's host and imported as it is
+//!   (`QuoteRequest#accept_quote_request!`, `#import_instrument`) — so it is opaque, and
+//!   an embedded one is read as the post it is as well;
+//! - the object of an `Announce` or `Add` that is not a local post nor the sender's own
+//!   embedded post (`Activity#status_from_object` → `#fetch_remote_original_status`);
+//! - an `Update` of the sender's actor naming a `featured` collection: its pinned posts
+//!   (`ProcessAccountService#check_featured_collection!` →
+//!   `FetchFeaturedCollectionService#process_note_items` → `FetchRemoteStatusService`).
+//!
+//! A fetched post within Mastodon's real-time window notifies whom it mentions
+//! (`Create#distribute` → `FanOutOnWriteService#notify_mentioned_accounts!`). What pavise
+//! does *not* see: the pinned posts of an account the instance fetches for other reasons —
+//! the sender at first contact or on a refresh, an unknown account a `Mention` tag names
+//! (`Create#process_mention` → `FetchRemoteAccountService`), a `Move`'s target — and the
+//! replies Mastodon fetches when a member opens a thread. README ("What the shield cannot
+//! do") says so.
 
 use std::collections::HashSet;
 
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
-use crate::proxy::contract::{Route, RouteClass};
+use crate::proxy::contract::{Route, RouteClass, route::record_id_of};
 
 /// A local account as the instance would find it: by username or by numeric id — or the
 /// owner of a local post, found by the post's id.
@@ -43,8 +102,9 @@ pub enum LocalRef {
     Name(String),
     /// A numeric account id (`/ap/users/ID`, OStatus tags).
     Id(u64),
-    /// Whoever owns the local status with this id (a `Like` or `Announce` of it notifies
-    /// them). Rails finds a status by its id alone: the username in its URL proves nothing.
+    /// Whoever owns the local status with this id (a `Like`, `Announce` or quote of it
+    /// notifies them). Rails finds a status by its id alone: the username in its URL
+    /// proves nothing.
     StatusOwner(u64),
 }
 
@@ -88,39 +148,60 @@ pub fn canonical_host(authority: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_owned())
 }
 
-/// Whom one delivery addresses.
+/// Whom one delivery reaches.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Addressed {
-    /// Local accounts (and owners of local posts), each once: tags, `to`/`cc`/`bto`/
-    /// `bcc`/`audience`, the object of a `Follow`, `Like` or `Announce`.
+    /// Local accounts (and owners of local posts), each once: a post's `Mention` tags and
+    /// audience, the object of a `Follow`, `Like`, `Announce`, the post a quote quotes.
     pub local: Vec<LocalRef>,
     /// Distinct addressed actors, local and remote (public and collections excluded):
     /// the hellthread count.
     pub total: usize,
-    /// Whom it mentions is unknown: the instance will fetch the object from elsewhere, or
-    /// the body is one pavise cannot read exactly ([`super::document`]).
+    /// Whom it mentions is unknown: the instance will fetch a post from elsewhere, or the
+    /// body is one pavise cannot read exactly ([`super::document`]).
     pub opaque: bool,
     /// More addressees than pavise reads ([`MAX_ADDRESSEES`]): a hellthread, and opaque.
     pub truncated: bool,
+    /// It creates or edits a post (a `Create`/`Update` the instance does not reject): sent
+    /// to a member's own inbox, it reaches her (`delivered_to_account_id`). A `Follow`,
+    /// `Like` or `Accept` sent there mentions nobody.
+    pub post: bool,
 }
 
 const PUBLIC: [&str; 3] = ["https://www.w3.org/ns/activitystreams#Public", "as:Public", "Public"];
-const AUDIENCE: [&str; 5] = ["to", "cc", "bto", "bcc", "audience"];
+/// `ActivityPub::TagManager::CONTEXT`, which `supported_context?` looks for.
+const AS_CONTEXT: &str = "https://www.w3.org/ns/activitystreams";
+/// `Activity::SUPPORTED_TYPES` and `CONVERTED_TYPES`.
+const POST_TYPES: [&str; 8] = ["Note", "Question", "Image", "Audio", "Video", "Article", "Page", "Event"];
+/// The object types `Update#perform` treats as an account.
+const ACTOR_TYPES: [&str; 5] = ["Application", "Group", "Organization", "Person", "Service"];
+/// `StatusParser#quote?` / `#quote_uri`.
+const QUOTE_KEYS: [&str; 4] = ["quote", "_misskey_quote", "quoteUrl", "quoteUri"];
 /// Distinct addressees read at most; past it the delivery is a hellthread by any measure.
 pub const MAX_ADDRESSEES: usize = 1000;
 /// Addressing entries looked at at most (duplicates included): the work one delivery can
 /// cost is bounded whatever its shape.
 pub const MAX_ENTRIES: usize = 5000;
-/// Collections inside collections read at most this deep (Mastodon reads one level).
-const MAX_NESTING: usize = 3;
 
-/// Reads the addressing of an activity, as Mastodon processes it: the activity and its
-/// embedded object, and — for a `Collection`/`OrderedCollection` (or page) — every item
-/// (`ActivityPub::ProcessCollectionService#process_items`), recursively.
+/// Reads whom a delivery reaches, as Mastodon processes it (see the module docs).
 pub fn read(doc: &Value, locals: &LocalHosts) -> Addressed {
-    let mut r =
-        Reader { locals, seen_local: HashSet::new(), remote: HashSet::new(), entries: 0, out: Addressed::default() };
-    r.activity(doc, 0);
+    // Mastodon compacts a document with a Linked Data signature before reading it.
+    let compacted = doc.get("signature").is_some_and(Value::is_object);
+    let sender = doc.get("actor").and_then(|a| first_id(a, compacted));
+    let mut r = Reader {
+        locals,
+        compacted,
+        sender,
+        seen_local: HashSet::new(),
+        remote: HashSet::new(),
+        entries: 0,
+        out: Addressed::default(),
+    };
+    // Without the ActivityStreams context Mastodon reads nothing of it. (A compacted
+    // document gets the instance's own context, so there the test is compaction's.)
+    if doc.is_object() && (compacted || includes(doc.get("@context"), AS_CONTEXT)) {
+        r.delivery(doc);
+    }
     let mut out = r.out;
     out.total = out.local.len() + r.remote.len();
     if out.truncated {
@@ -132,6 +213,10 @@ pub fn read(doc: &Value, locals: &LocalHosts) -> Addressed {
 
 struct Reader<'v, 'l> {
     locals: &'l LocalHosts,
+    /// One-element arrays read as their element (JSON-LD compaction).
+    compacted: bool,
+    /// The activity's `actor` (for a verified delivery, the signer: the stage checks).
+    sender: Option<&'v str>,
     seen_local: HashSet<LocalRef>,
     remote: HashSet<&'v str>,
     entries: usize,
@@ -139,65 +224,217 @@ struct Reader<'v, 'l> {
 }
 
 impl<'v> Reader<'v, '_> {
-    fn activity(&mut self, v: &'v Value, depth: usize) {
+    /// The top level: a collection's items one by one (`process_items`), or the activity.
+    fn delivery(&mut self, doc: &'v Value) {
+        let items = match self.kind(doc) {
+            Some("Collection" | "CollectionPage") => "items",
+            Some("OrderedCollection" | "OrderedCollectionPage") => "orderedItems",
+            _ => return self.activity(doc),
+        };
+        for item in as_array(doc.get(items)) {
+            self.activity(item);
+        }
+    }
+
+    /// An activity's `type`, as `klass_for` compares it: an exact string.
+    fn kind(&self, v: &'v Value) -> Option<&'v str> {
+        match v.get("type") {
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Array(one)) if self.compacted && one.len() == 1 => one[0].as_str(),
+            _ => None,
+        }
+    }
+
+    fn activity(&mut self, v: &'v Value) {
         // Mastodon processes Hash items only; anything else is ignored.
         if !v.is_object() {
             return;
         }
-        for key in ["items", "orderedItems"] {
-            for item in as_array(v.get(key)) {
-                if depth >= MAX_NESTING {
-                    self.out.opaque = true;
-                    break;
+        let objects = as_array(v.get("object"));
+        match self.kind(v) {
+            Some(kind @ ("Create" | "Update")) => {
+                for object in objects {
+                    self.created(v, object, kind == "Update");
                 }
-                self.activity(item, depth + 1);
             }
-        }
-        self.addressing(v);
-        for object in as_array(v.get("object")) {
-            if object.is_object() {
-                self.addressing(object);
+            // `Add#perform` does nothing without a `target`.
+            Some("Add") if v.get("target").is_none_or(blank) => {}
+            Some(kind @ ("Announce" | "Add")) => {
+                for object in objects {
+                    self.reshared(object, kind == "Announce");
+                }
             }
+            // `FeatureRequest#perform` ignores a request whose id is on another host.
+            Some("FeatureRequest") if self.foreign_id(v.get("id")) => {}
+            Some("Follow" | "FeatureRequest") => {
+                for id in objects.iter().filter_map(id_of) {
+                    if let Some(r) = local_ref(id, self.locals) {
+                        self.local(r);
+                    }
+                }
+            }
+            Some("Like" | "EmojiReact") => self.own_posts(objects),
+            Some("QuoteRequest") => {
+                // `QuoteRequest#perform` ignores a request whose id is on another host.
+                if self.foreign_id(v.get("id")) {
+                    return;
+                }
+                self.own_posts(objects);
+                self.instrument(v);
+            }
+            // Delete, Block, Undo, Accept, Reject, Flag, Remove, Move, the unknown: they
+            // reach no member, whoever they address.
+            _ => {}
         }
-        if fetched_object(v, self.locals) || foreign_boost(v, self.locals) {
-            self.out.opaque = true;
-        }
-        self.notified(v);
     }
 
-    /// `to`/`cc`/... and `Mention` tags of one object.
-    fn addressing(&mut self, v: &'v Value) {
-        for field in AUDIENCE {
-            for item in as_array(v.get(field)) {
+    /// The owners of the local posts `objects` name (a like, a boost, a quote of them).
+    fn own_posts(&mut self, objects: &'v [Value]) {
+        for id in objects.iter().filter_map(id_of) {
+            if let Some(r) = status_ref(id, self.locals) {
+                self.local(r);
+            }
+        }
+    }
+
+    /// The object of a `Create` or an `Update`.
+    fn created(&mut self, activity: &'v Value, object: &'v Value, update: bool) {
+        match object {
+            // Fetched from the sender, bearcaps too (a local object is not the sender's:
+            // rejected).
+            Value::String(reference) if self.fetched(reference) => {
+                self.out.opaque = true;
+                self.out.post = true;
+            }
+            Value::Object(fields) => {
+                if update && includes_any(object.get("type"), &ACTOR_TYPES) {
+                    // An account update: its pinned posts are fetched.
+                    if fields.get("featured").is_some_and(|f| !blank(f)) {
+                        self.out.opaque = true;
+                    }
+                    return;
+                }
+                if !includes_any(object.get("type"), &POST_TYPES) || self.foreign_id(object.get("id")) {
+                    return;
+                }
+                self.out.post = true;
+                self.post(Some(activity), object);
+            }
+            _ => {}
+        }
+    }
+
+    /// The object of an `Announce` (which notifies the owner of a local post) or an `Add`.
+    fn reshared(&mut self, object: &'v Value, announce: bool) {
+        let Some(id) = id_of(object) else { return };
+        // A local post is found by its id, never fetched.
+        if self.is_local(id) {
+            if announce && let Some(r) = status_ref(id, self.locals) {
+                self.local(r);
+            }
+            return;
+        }
+        // A hashtag added to the featured tags fetches nothing.
+        if !announce && object.get("type").and_then(Value::as_str) == Some("Hashtag") {
+            return;
+        }
+        // The sender's own embedded post is handled as a `Create` of it; anything else is
+        // fetched from its origin (by its id, or its `url`).
+        let author = object.get("attributedTo").and_then(|a| first_id(a, true));
+        let own_post = object.is_object()
+            && includes_any(object.get("type"), &POST_TYPES)
+            && author.is_some()
+            && author == self.sender;
+        if own_post {
+            if !self.foreign_id(object.get("id")) {
+                self.post(None, object);
+            }
+        } else if object.is_object() || self.fetched(id) {
+            self.out.opaque = true;
+        }
+    }
+
+    /// A `QuoteRequest`'s `instrument`: the quoting post. Not on this instance, it is
+    /// fetched (Mastodon ≤ 4.5 always; later ones when it is not embedded from the
+    /// sender's host, or its import fails): opaque. Embedded from the sender's host, it
+    /// may be imported as it is, so whom it mentions counts too.
+    fn instrument(&mut self, request: &'v Value) {
+        for instrument in as_array(request.get("instrument")) {
+            let Some(id) = id_of(instrument) else { continue };
+            if self.is_local(id) {
+                continue;
+            }
+            self.out.opaque = true;
+            if instrument.is_object()
+                && !self.foreign_id(instrument.get("id"))
+                && includes_any(instrument.get("type"), &POST_TYPES)
+            {
+                self.post(None, instrument);
+            }
+        }
+    }
+
+    /// One post the instance keeps: whom it mentions, and what it makes the instance fetch.
+    fn post(&mut self, activity: Option<&'v Value>, object: &'v Value) {
+        for field in ["to", "cc"] {
+            // `@object['to'] || @json['to']`.
+            let own = object.get(field).filter(|v| !matches!(v, Value::Null | Value::Bool(false)));
+            for item in as_array(own.or_else(|| activity.and_then(|a| a.get(field)))) {
                 if let Some(id) = id_of(item) {
                     self.reference(id);
                 }
             }
         }
-        for tag in as_array(v.get("tag")) {
+        for tag in as_array(object.get("tag")) {
             if includes(tag.get("type"), "Mention")
                 && let Some(href) = tag.get("href").and_then(Value::as_str)
             {
                 self.reference(href);
             }
         }
+        for key in QUOTE_KEYS {
+            for quoted in as_array(object.get(key)).iter().filter_map(id_of) {
+                match status_ref(quoted, self.locals) {
+                    Some(owner) => self.local(owner),
+                    None if self.fetched(quoted) => self.out.opaque = true,
+                    None => {}
+                }
+            }
+        }
+        if as_array(object.get("inReplyTo")).iter().filter_map(id_of).any(|parent| self.fetched(parent)) {
+            self.out.opaque = true;
+        }
+        if replies_fetched(object.get("replies")) {
+            self.out.opaque = true;
+        }
     }
 
-    /// Whom a `Follow`, `Like` (or `EmojiReact`) and `Announce` notify: the followed
-    /// member, the owner of the liked or boosted post.
-    fn notified(&mut self, v: &'v Value) {
-        let kind = v.get("type");
-        let follow = includes(kind, "Follow");
-        let reaction = ["Like", "EmojiReact", "Announce"].iter().any(|t| includes(kind, t));
-        if !follow && !reaction {
-            return;
+    /// Whether Mastodon may fetch `id`: a URL (any scheme: a `bear:` capability is fetched
+    /// too) not on this instance. Something that is no URL at all is never fetched.
+    fn fetched(&self, id: &str) -> bool {
+        let id = id.trim();
+        url::Url::parse(id).is_ok() && !self.is_local(id)
+    }
+
+    fn is_local(&self, url: &str) -> bool {
+        is_local_url(url, self.locals)
+    }
+
+    /// `non_matching_uri_hosts?(@account.uri, id)`, where pavise can be sure of it: no id, an
+    /// id that is not an http(s) URL, or one on a host other than the sender's. (A bearcap,
+    /// or a URL pavise cannot parse, may well be the sender's: not foreign.)
+    fn foreign_id(&self, id: Option<&'v Value>) -> bool {
+        let Some(id) = id.and_then(|v| first_id(v, self.compacted)) else { return true };
+        if id.starts_with("bear:") {
+            return false;
         }
-        for object in as_array(v.get("object")) {
-            let Some(id) = id_of(object) else { continue };
-            let found = if follow { local_ref(id, self.locals) } else { status_ref(id, self.locals) };
-            if let Some(r) = found {
-                self.local(r);
-            }
+        if !id.starts_with("http://") && !id.starts_with("https://") {
+            return true;
+        }
+        let host = |u: &str| url::Url::parse(u).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        match (self.sender.and_then(host), host(id)) {
+            (Some(sender), Some(object)) => sender != object,
+            _ => false,
         }
     }
 
@@ -239,60 +476,36 @@ impl<'v> Reader<'v, '_> {
     }
 }
 
-/// Whether an activity creates or edits a post (`Create`, `Update`): the kinds a personal
-/// inbox turns into a silent mention of its owner. A `Follow`, `Like` or `Accept` sent
-/// there mentions nobody.
-pub fn carries_a_post(doc: &Value) -> bool {
-    fn at(doc: &Value, depth: usize) -> bool {
-        ["Create", "Update"].iter().any(|t| includes(doc.get("type"), t))
-            // A collection's items are processed each with the same inbox owner.
-            || (depth < MAX_NESTING
-                && ["items", "orderedItems"].iter().any(|k| as_array(doc.get(*k)).iter().any(|i| at(i, depth + 1))))
+/// Whether a post's `replies` makes Mastodon fetch anything (`Create#fetch_replies`): not
+/// when blank, nor when it is an embedded collection whose first page (itself, or an
+/// embedded `first`) lists no items. A collection or first page by reference is fetched
+/// (`FetchRepliesWorker`), and so are the items listed.
+fn replies_fetched(replies: Option<&Value>) -> bool {
+    let Some(replies) = replies.filter(|r| !blank(r)) else { return false };
+    if !replies.is_object() {
+        return true;
     }
-    // Deeper than pavise reads, the body is opaque anyway.
-    at(doc, 0)
+    let page = match replies.get("first").filter(|f| !blank(f)) {
+        None => replies,
+        Some(first) if first.is_object() => first,
+        Some(_) => return true,
+    };
+    ["items", "orderedItems"].iter().any(|k| page.get(*k).is_some_and(|items| !blank(items)))
 }
 
-/// `Create`/`Update`/`Announce` of an object the instance must fetch from a remote server.
-fn fetched_object(doc: &Value, locals: &LocalHosts) -> bool {
-    let kind = doc.get("type");
-    if !["Create", "Update", "Announce"].iter().any(|t| includes(kind, t)) {
-        return false;
+/// Ruby's `blank?` for JSON: null, false, an empty or all-whitespace string, `[]`, `{}`.
+fn blank(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => true,
+        Value::String(s) => s.trim().is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
     }
-    as_array(doc.get("object")).iter().any(|object| {
-        let reference = match object {
-            Value::String(s) => s.as_str(),
-            // An object without a type is only a reference to one.
-            o @ Value::Object(_) if o.get("type").is_none() => match id_of(o) {
-                Some(id) => id,
-                None => return false,
-            },
-            _ => return false,
-        };
-        !is_local_url(reference, locals)
-    })
-}
-
-/// An `Announce` embedding a post someone else wrote: Mastodon reads an embedded post only
-/// for a self-boost, and otherwise fetches the original from its server
-/// (`ActivityPub::Activity#status_from_object`), so whom it mentions is the fetched copy's.
-fn foreign_boost(doc: &Value, locals: &LocalHosts) -> bool {
-    if !includes(doc.get("type"), "Announce") {
-        return false;
-    }
-    let actor = doc.get("actor").and_then(id_of);
-    as_array(doc.get("object")).iter().any(|object| {
-        // A local post is found by its id (`status_from_uri`), never fetched.
-        let local = id_of(object).is_some_and(|id| is_local_url(id, locals));
-        object.is_object() && object.get("type").is_some() && !local && {
-            let author = as_array(object.get("attributedTo")).first().and_then(id_of);
-            author.is_none() || author != actor
-        }
-    })
 }
 
 fn is_local_url(url: &str, locals: &LocalHosts) -> bool {
-    url::Url::parse(url).ok().and_then(|u| u.host_str().map(|h| locals.contains(h))).unwrap_or(false)
+    url::Url::parse(url.trim()).ok().and_then(|u| u.host_str().map(|h| locals.contains(h))).unwrap_or(false)
 }
 
 /// The local account a reference names, if the instance would resolve it to one.
@@ -325,17 +538,24 @@ fn acct_ref(acct: &str, locals: &LocalHosts) -> Option<LocalRef> {
 
 /// `tag:local.example,2016-10-03:objectId=123:objectType=Account`.
 fn ostatus_tag(tag: &str, locals: &LocalHosts) -> Option<LocalRef> {
-    let host = tag.split([',', ':']).next()?;
-    if !locals.contains(host) {
+    ostatus_id(tag, locals, "Account").map(LocalRef::Id)
+}
+
+/// An old OStatus id, read as Mastodon's `OStatus::TagManager#unique_tag_to_local_id` reads
+/// it (`uri_to_resource` still takes this branch for accounts and statuses): `tag:` and a
+/// local domain as a plain prefix (`tag:local.examplex,…` passes), then the *first* match of
+/// `objectId=(\d+):objectType=<kind>` anywhere in the string (unanchored, so
+/// `objectId=9:objectId=1:objectType=Account` is account 1). `after_tag` follows `tag:`.
+fn ostatus_id(after_tag: &str, locals: &LocalHosts, kind: &str) -> Option<u64> {
+    if !locals.0.iter().any(|host| after_tag.get(..host.len()).is_some_and(|h| h.eq_ignore_ascii_case(host))) {
         return None;
     }
-    let (_, after) = tag.split_once("objectId=")?;
-    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-    let rest = &after[digits.len()..];
-    if digits.is_empty() || !rest.starts_with(":objectType=Account") {
-        return None;
-    }
-    digits.parse().ok().map(LocalRef::Id)
+    let suffix = format!(":objectType={kind}");
+    after_tag.match_indices("objectId=").find_map(|(at, key)| {
+        let after = &after_tag[at + key.len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        (digits > 0 && after[digits..].starts_with(&suffix)).then(|| after[..digits].parse().ok())?
+    })
 }
 
 /// An http(s) URL on the instance that Rails routes to `accounts#show`.
@@ -355,7 +575,11 @@ fn url_ref(url: &str, locals: &LocalHosts) -> Option<LocalRef> {
 /// A local post's URL as Rails routes it to `statuses#show` (`/users/:name/statuses/:id`,
 /// `/@:name/:id`, `/ap/users/:id/statuses/:id`): the post's owner, found by the post's id.
 pub fn status_ref(url: &str, locals: &LocalHosts) -> Option<LocalRef> {
-    let parsed = url::Url::parse(url.trim()).ok()?;
+    let url = url.trim();
+    if let Some(tag) = url.get(..4).filter(|p| p.eq_ignore_ascii_case("tag:")).map(|_| &url[4..]) {
+        return ostatus_id(tag, locals, "Status").map(LocalRef::StatusOwner);
+    }
+    let parsed = url::Url::parse(url).ok()?;
     if !matches!(parsed.scheme(), "http" | "https") || !locals.contains(parsed.host_str()?) {
         return None;
     }
@@ -370,9 +594,8 @@ pub fn status_ref(url: &str, locals: &LocalHosts) -> Option<LocalRef> {
         [at, id] if at.starts_with('@') => *id,
         _ => return None,
     };
-    // ActiveRecord casts the leading digits ("0123", "123.json", "123-x" are 123).
-    let digits: String = id.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse::<u64>().ok().filter(|n| *n > 0).map(LocalRef::StatusOwner)
+    // ActiveRecord casts the id ("0123", "123.json", "123-x", "+123" are 123).
+    record_id_of(id).map(LocalRef::StatusOwner)
 }
 
 /// Rails' reading of a (percent-decoded, slash-squeezed) account path.
@@ -381,7 +604,7 @@ fn account_path(segments: &[String]) -> Option<LocalRef> {
     let last_without_format = |s: &str| s.split('.').next().unwrap_or(s).to_owned();
     match seg.as_slice() {
         ["users", name] => username(&last_without_format(name)),
-        ["ap", "users", id] => numeric(&last_without_format(id)),
+        ["ap", "users", id] => record_id_of(id).map(LocalRef::Id),
         [at] if at.starts_with('@') => username(&last_without_format(&at[1..])),
         [at, view] if at.starts_with('@') => {
             matches!(last_without_format(view).as_str(), "with_replies" | "media" | "featured")
@@ -396,10 +619,6 @@ fn username(name: &str) -> Option<LocalRef> {
     (!name.is_empty() && !name.contains(['@', '.'])).then(|| LocalRef::Name(name.to_lowercase()))
 }
 
-fn numeric(id: &str) -> Option<LocalRef> {
-    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then(|| id.parse().ok().map(LocalRef::Id))?
-}
-
 /// Which inbox a delivery reaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InboxPath {
@@ -411,20 +630,22 @@ pub enum InboxPath {
 
 impl InboxPath {
     /// The inbox of an `Inbox` route, read from the route's canonical path (slashes
-    /// squeezed, format suffix split, segments decoded once, as Rails routes it).
+    /// squeezed, format suffix split, segments decoded once, as Rails routes it). Every
+    /// `Inbox` route is an inbox here: one whose owner no account can be (`/ap/users/abc/
+    /// inbox`, which Rails routes too) is read as the shared inbox — never as no inbox.
     pub fn of(route: &Route) -> Option<InboxPath> {
         if route.class != RouteClass::Inbox {
             return None;
         }
         let mut segments = route.path.segments();
-        match (segments.next(), segments.next(), segments.next(), segments.next()) {
-            (Some("users"), Some(_), Some("inbox"), None) => {
-                route.account.as_deref().and_then(username).map(InboxPath::Personal)
-            }
-            (Some("ap"), Some("users"), Some(id), Some("inbox")) => numeric(id).map(InboxPath::Personal),
+        let owner = match (segments.next(), segments.next(), segments.next(), segments.next()) {
+            (Some("users"), Some(_), Some("inbox"), None) => route.account.as_deref().and_then(username),
+            // The route's own cast of the id: `1abc`, `%2B1`, `2-x` name accounts 1 and 2.
+            (Some("ap"), Some("users"), Some(_), Some("inbox")) => route.account_id.map(LocalRef::Id),
             // `/inbox`, `/actor/inbox`, and any other spelling the route calls an inbox.
-            _ => Some(InboxPath::Shared),
-        }
+            _ => None,
+        };
+        Some(owner.map_or(InboxPath::Shared, InboxPath::Personal))
     }
 }
 
@@ -446,14 +667,29 @@ fn includes(v: Option<&Value>, needle: &str) -> bool {
     }
 }
 
+/// `equals_or_includes_any?`.
+fn includes_any(v: Option<&Value>, needles: &[&str]) -> bool {
+    needles.iter().any(|n| includes(v, n))
+}
+
 /// `value_or_id`.
 pub fn id_of(v: &Value) -> Option<&str> {
     v.as_str().or_else(|| v.get("id")?.as_str())
 }
 
+/// `value_or_id(first_of_value(v))` when `first` (or the document is compacted), else
+/// `value_or_id(v)`.
+fn first_id(v: &Value, first: bool) -> Option<&str> {
+    match v {
+        Value::Array(items) if first => items.first().and_then(id_of),
+        other => id_of(other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn locals() -> LocalHosts {
         LocalHosts::new(["local.example", "local.example:8443"])
@@ -465,6 +701,31 @@ mod tests {
 
     fn alice() -> Option<LocalRef> {
         Some(LocalRef::Name("alice".into()))
+    }
+
+    fn name(n: &str) -> LocalRef {
+        LocalRef::Name(n.into())
+    }
+
+    const CTX: &str = "https://www.w3.org/ns/activitystreams";
+    const SENDER: &str = "https://r.example/users/troll";
+
+    /// A `Create` of a Note by [`SENDER`], with `note` merged into the Note.
+    fn create(note: Value) -> Value {
+        let mut object = json!({"id": "https://r.example/notes/1", "type": "Note", "content": "hi"});
+        object.as_object_mut().unwrap().extend(note.as_object().unwrap().clone());
+        json!({"@context": CTX, "type": "Create", "actor": SENDER, "object": object})
+    }
+
+    /// An activity of `kind` by [`SENDER`], with `fields` merged in.
+    fn activity(kind: &str, fields: Value) -> Value {
+        let mut doc = json!({"@context": CTX, "id": "https://r.example/activities/1", "type": kind, "actor": SENDER});
+        doc.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+        doc
+    }
+
+    fn mention(href: &str) -> Value {
+        json!({"tag": [{"type": "Mention", "href": href}]})
     }
 
     #[test]
@@ -500,6 +761,45 @@ mod tests {
         assert_eq!(one("tag:local.example,2016-10-03:objectId=7:objectType=Account"), Some(LocalRef::Id(7)));
     }
 
+    /// Mastodon reads an OStatus `tag:` id with a prefix check and the first unanchored
+    /// regex match: both looser spellings name account 1, and a status's owner is found too.
+    #[test]
+    fn ostatus_tags_are_read_as_loosely_as_mastodon_reads_them() {
+        for tag in [
+            "tag:local.example,2016-10-03:objectId=1:objectType=Account",
+            "tag:local.example,2016-10-03:objectId=9:objectId=1:objectType=Account",
+            "tag:local.examplex,2016-10-03:objectId=1:objectType=Account",
+            "tag:local.example:objectId=1:objectType=Accounts",
+        ] {
+            assert_eq!(one(tag), Some(LocalRef::Id(1)), "{tag}");
+        }
+        assert_eq!(one("tag:elsewhere.example,2016:objectId=1:objectType=Account"), None);
+        assert_eq!(one("tag:local.example,2016:objectId=1:objectType=Status"), None);
+        assert_eq!(
+            status_ref("tag:local.example,2016-10-03:objectId=111:objectType=Status", &locals()),
+            Some(LocalRef::StatusOwner(111))
+        );
+        assert_eq!(status_ref("tag:local.example,2016:objectId=111:objectType=Account", &locals()), None);
+    }
+
+    /// N4: `uris_to_local_accounts` looks `/ap/users/:id` up with `Account.local.where(id:)`,
+    /// which casts the id with `String#to_i`: each of these is account 1.
+    #[test]
+    fn numeric_ids_are_cast_as_active_record_casts_them() {
+        for id in ["1", "01", "1-alice", "1abc", "%2B1", "%201", "%091", "1.json", "1%2Fx", "+1"] {
+            assert_eq!(one(&format!("https://local.example/ap/users/{id}")), Some(LocalRef::Id(1)), "{id}");
+        }
+        assert_eq!(one("https://local.example/ap/users/1_0"), Some(LocalRef::Id(10)), "another account");
+        for id in ["abc", "-1", "0", "%2D1", "_1"] {
+            assert_eq!(one(&format!("https://local.example/ap/users/{id}")), None, "{id}");
+        }
+        // Statuses are found the same way.
+        for id in ["42", "042", "+42", "%2042", "42-x", "4_2"] {
+            let url = format!("https://local.example/users/x/statuses/{id}");
+            assert_eq!(status_ref(&url, &locals()), Some(LocalRef::StatusOwner(42)), "{url}");
+        }
+    }
+
     #[test]
     fn other_urls_are_not_members() {
         for r in [
@@ -526,79 +826,242 @@ mod tests {
 
     #[test]
     fn tags_and_audience_in_every_shape() {
-        let a = read_json(serde_json::json!({
-            "type": "Create", "actor": "https://r.example/users/troll",
+        let a = read_json(json!({
+            "@context": CTX, "type": "Create", "actor": SENDER,
             "to": ["https://www.w3.org/ns/activitystreams#Public"],
             "cc": ["https://r.example/users/troll/followers", "https://local.example/users/Alice"],
-            "object": {"type": "Note", "content": "hi",
+            "object": {"id": "https://r.example/notes/1", "type": "Note", "content": "hi",
                 "to": {"id": "https://local.example/users/carol"},
-                "cc": ["https://other.example/users/x"],
                 "tag": {"type": ["Mention"], "href": "https://local.example/@bob"}}
         }));
-        assert_eq!(
-            a.local,
-            [LocalRef::Name("alice".into()), LocalRef::Name("carol".into()), LocalRef::Name("bob".into())]
-        );
-        assert_eq!(a.total, 4);
-        assert!(!a.opaque);
+        // The object's `to`; without a `cc` of its own, the activity's.
+        assert_eq!(a.local, [name("carol"), name("alice"), name("bob")]);
+        assert_eq!(a.total, 3);
+        assert!(!a.opaque && a.post);
         // Only Mention tags count; hashtags do not.
-        let a = read_json(serde_json::json!({"type":"Create","object":{"type":"Note",
-            "tag":[{"type":"Hashtag","href":"https://local.example/users/nothere"},{"type":"Mention","href":"https://local.example/users/dave"}]}}));
-        assert_eq!(a.local, [LocalRef::Name("dave".into())]);
-        assert_eq!(read_json(serde_json::json!([1, 2])), Addressed::default());
+        let a = read_json(create(json!({"tag": [{"type":"Hashtag","href":"https://local.example/users/nothere"},
+            {"type":"Mention","href":"https://local.example/users/dave"}]})));
+        assert_eq!(a.local, [name("dave")]);
+        assert_eq!(read_json(json!([1, 2])), Addressed::default());
+    }
+
+    /// N5: Mastodon reads a post's audience from the object's `to`/`cc` (the activity's
+    /// only when the object has none), and never `bto`, `bcc` or `audience`.
+    #[test]
+    fn only_the_audience_mastodon_reads_counts() {
+        let a = read_json(json!({"@context": CTX, "type": "Create", "actor": SENDER,
+            "to": ["https://local.example/users/alice"], "cc": ["https://local.example/users/bob"],
+            "object": {"id": "https://r.example/notes/1", "type": "Note", "to": [], "cc": ["https://local.example/users/carol"],
+                "bto": ["https://local.example/users/dave"], "bcc": ["https://local.example/users/erin"],
+                "audience": ["https://local.example/users/frank"]}}));
+        assert_eq!(a.local, [name("carol")]);
+    }
+
+    /// N5: what Mastodon drops without a trace reaches nobody, whoever it addresses.
+    #[test]
+    fn ghosts_reach_nobody() {
+        let alice = "https://local.example/users/alice";
+        let to_alice = json!({"to": [alice], "cc": [alice], "object": alice});
+        let mut no_context = create(mention(alice));
+        no_context.as_object_mut().unwrap().remove("@context");
+        let mut http_context = create(mention(alice));
+        http_context["@context"] = json!("http://www.w3.org/ns/activitystreams");
+        let mut as_array_type = create(mention(alice));
+        as_array_type["type"] = json!(["Create"]);
+        let mut foreign_note = create(mention(alice));
+        foreign_note["object"]["id"] = json!("https://elsewhere.example/notes/1");
+        let mut no_id = create(mention(alice));
+        no_id["object"].as_object_mut().unwrap().remove("id");
+        let mut untyped = create(mention(alice));
+        untyped["object"].as_object_mut().unwrap().remove("type");
+        let mut local_id = create(mention(alice));
+        local_id["object"]["id"] = json!("https://local.example/users/alice/statuses/1");
+        let mut nested = json!({"@context": CTX, "type": "Collection", "items": [
+            {"type": "Collection", "items": [create(mention(alice))]}]});
+        nested["items"][0]["items"][0].as_object_mut().unwrap().remove("@context");
+        let mut note_items = json!({"@context": CTX, "type": "Note", "items": [create(mention(alice))]});
+        note_items["items"][0].as_object_mut().unwrap().remove("@context");
+        for (what, doc) in [
+            ("no @context", no_context),
+            ("the http context", http_context),
+            ("a type array", as_array_type),
+            ("a Note on another host", foreign_note),
+            ("a Note without id", no_id),
+            ("an object without type", untyped),
+            ("a Note with a local id", local_id),
+            ("an unsupported type", create(json!({"type": "Foo", "tag": [{"type": "Mention", "href": alice}]}))),
+            ("a collection in a collection", nested),
+            ("items of a Note", note_items),
+            (
+                "a Delete of nothing",
+                activity("Delete", json!({"object": "https://r.example/notes/none", "to": [alice]})),
+            ),
+            ("a Block", activity("Block", to_alice.clone())),
+            ("an Undo", activity("Undo", to_alice.clone())),
+            ("a Flag", activity("Flag", to_alice.clone())),
+            ("a Move", activity("Move", to_alice.clone())),
+            ("an Accept", activity("Accept", to_alice.clone())),
+            ("a Remove", activity("Remove", to_alice.clone())),
+            ("an unknown type", activity("Wave", to_alice.clone())),
+            ("a QuoteRequest with an id elsewhere", {
+                let mut q = activity("QuoteRequest", json!({"object": "https://local.example/users/alice/statuses/7"}));
+                q["id"] = json!("https://elsewhere.example/q/1");
+                q
+            }),
+        ] {
+            let a = read_json(doc);
+            assert_eq!((a.local.as_slice(), a.opaque, a.post, a.total), (&[][..], false, false, 0), "{what}");
+        }
+        // The same document, compacted because it carries a Linked Data signature, is read.
+        let mut signed = create(mention(alice));
+        signed["type"] = json!(["Create"]);
+        signed["signature"] = json!({"type": "RsaSignature2017", "signatureValue": "AAAA"});
+        assert_eq!(read_json(signed).local, [name("alice")]);
+        // A bearcap id may be the sender's: counted.
+        let mut bearcap = create(mention(alice));
+        bearcap["object"]["id"] = json!("bear:?u=https://r.example/notes/1&t=x");
+        assert_eq!(read_json(bearcap).local, [name("alice")]);
+        // A port or the case of the host does not make it another host.
+        let mut same = create(mention(alice));
+        same["object"]["id"] = json!("https://R.EXAMPLE:8443/notes/1");
+        assert_eq!(read_json(same).local, [name("alice")]);
+    }
+
+    /// N3: whatever makes the instance fetch a post may mention anyone.
+    #[test]
+    fn what_the_instance_fetches_is_opaque() {
+        let opaque = |v: Value| read_json(v).opaque;
+        let theirs = "https://evil.example/notes/mentions-alice";
+        let hers = "https://local.example/users/alice/statuses/111";
+        // Objects by reference.
+        assert!(opaque(activity("Create", json!({"object": theirs}))));
+        assert!(opaque(activity("Update", json!({"object": theirs}))));
+        assert!(opaque(activity("Announce", json!({"object": theirs}))));
+        assert!(opaque(activity("Add", json!({"object": theirs, "target": format!("{SENDER}/collections/featured")}))));
+        assert!(!opaque(activity("Announce", json!({"object": hers}))));
+        assert!(!opaque(activity("Like", json!({"object": theirs}))));
+        assert!(!opaque(activity("Add", json!({"object": theirs}))), "no target: Add does nothing");
+        assert!(!opaque(activity(
+            "Add",
+            json!({"object": {"type": "Hashtag", "name": "#x"}, "target": format!("{SENDER}/collections/tags")})
+        )));
+        // A reply to a post elsewhere: its parent is fetched. A local parent is not.
+        assert!(opaque(create(json!({"inReplyTo": theirs}))));
+        assert!(opaque(create(json!({"inReplyTo": {"id": theirs, "type": "Note"}}))));
+        assert!(!opaque(create(json!({"inReplyTo": hers}))));
+        assert!(!opaque(create(json!({"inReplyTo": "not a url"}))));
+        assert!(!opaque(create(json!({"inReplyTo": ""}))));
+        // Replies: fetched unless an embedded collection whose first page lists nothing.
+        let mastodon_replies = json!({"id": "https://r.example/notes/1/replies", "type": "Collection",
+            "first": {"type": "CollectionPage", "next": "https://r.example/notes/1/replies?page=true",
+                "partOf": "https://r.example/notes/1/replies", "items": []}});
+        assert!(!opaque(create(json!({"replies": mastodon_replies}))), "Mastodon's own posts");
+        assert!(!opaque(create(json!({"replies": {"type": "Collection", "totalItems": 0}}))));
+        assert!(!opaque(create(json!({"replies": ""}))));
+        for replies in [
+            json!("https://r.example/notes/1/replies"),
+            json!({"id": "https://r.example/notes/1/replies", "type": "Collection", "first": "https://r.example/p1"}),
+            json!({"type": "Collection", "first": {"type": "CollectionPage", "items": ["https://r.example/n/2"]}}),
+            json!({"type": "OrderedCollection", "orderedItems": [{"id": "https://r.example/n/2"}]}),
+        ] {
+            assert!(opaque(create(json!({"replies": replies.clone()}))), "{replies}");
+        }
+        // A quote of a post elsewhere is fetched (and counted for nobody).
+        for key in QUOTE_KEYS {
+            assert!(opaque(create(json!({key: theirs}))), "{key}");
+            assert!(opaque(create(json!({key: {"id": theirs, "type": "Note"}}))), "{key} embedded");
+        }
+        // A QuoteRequest's instrument: by reference, or embedded from another host, fetched.
+        let qr = |instrument: Value| activity("QuoteRequest", json!({"object": hers, "instrument": instrument}));
+        assert!(opaque(qr(json!(theirs))));
+        assert!(opaque(qr(json!({"id": theirs, "type": "Note", "content": "x"}))));
+        // Embedded from the sender's host, it may be imported as it is: whom it mentions
+        // counts too (and older versions fetch it anyway).
+        let inst = json!({"id": "https://r.example/notes/q", "type": "Note", "quote": hers,
+            "tag": [{"type": "Mention", "href": "https://local.example/users/bob"}]});
+        let a = read_json(qr(inst));
+        assert!(a.opaque);
+        assert_eq!(a.local, [LocalRef::StatusOwner(111), name("bob")]);
+        assert!(!opaque(qr(json!("https://local.example/users/alice/statuses/5"))), "a local instrument is found");
+        // A bearcap is fetched too.
+        assert!(opaque(activity("Create", json!({"object": "bear:?u=https://r.example/n/1&t=x"}))));
+        // An account update naming its pinned posts: they are fetched.
+        let person = |featured: Value| {
+            activity("Update", json!({"object": {"id": SENDER, "type": "Person", "featured": featured}}))
+        };
+        assert!(opaque(person(json!(format!("{SENDER}/collections/featured")))));
+        assert!(!opaque(person(Value::Null)));
+        // An embedded post the sender did not write is fetched from its origin.
+        assert!(opaque(activity(
+            "Add",
+            json!({"target": "t", "object": {"id": theirs, "type": "Note", "attributedTo": "https://evil.example/u"}})
+        )));
+    }
+
+    /// N2: a quote of a member's post reaches her like a mention; so does a QuoteRequest.
+    #[test]
+    fn quotes_reach_the_quoted_member() {
+        let hers = "https://local.example/users/alice/statuses/111";
+        for key in QUOTE_KEYS {
+            let a = read_json(create(json!({key: hers})));
+            assert_eq!((a.local.as_slice(), a.opaque), (&[LocalRef::StatusOwner(111)][..], false), "{key}");
+            let a = read_json(create(json!({key: [{"id": format!("{hers}.json")}]})));
+            assert_eq!(a.local, [LocalRef::StatusOwner(111)], "{key} as an array");
+        }
+        let a =
+            read_json(activity("QuoteRequest", json!({"object": hers, "instrument": "https://local.example/@x/1"})));
+        assert_eq!((a.local.as_slice(), a.opaque), (&[LocalRef::StatusOwner(111)][..], false));
+        // A FeatureRequest from another host is ignored.
+        let mut fr = activity("FeatureRequest", json!({"object": "https://local.example/users/alice"}));
+        fr["id"] = json!("https://elsewhere.example/f/1");
+        assert!(read_json(fr).local.is_empty());
     }
 
     #[test]
     fn objects_the_instance_must_fetch_are_opaque() {
         let opaque = |v: Value| read_json(v).opaque;
-        assert!(opaque(serde_json::json!({"type":"Create","object":"https://r.example/notes/1"})));
-        assert!(opaque(serde_json::json!({"type":"Announce","object":"https://r.example/notes/1"})));
-        assert!(opaque(serde_json::json!({"type":["Update"],"object":{"id":"https://r.example/notes/1"}})));
+        assert!(opaque(json!({"@context":CTX,"type":"Create","object":"https://r.example/notes/1"})));
+        assert!(opaque(json!({"@context":CTX,"type":"Announce","object":"https://r.example/notes/1"})));
+        assert!(opaque(json!({"@context":CTX,"type":"Announce","object":{"id":"https://r.example/notes/1"}})));
         assert!(!opaque(
-            serde_json::json!({"type":"Announce","object":"https://local.example/users/alice/statuses/1"})
+            json!({"@context":CTX,"type":"Announce","object":"https://local.example/users/alice/statuses/1"})
         ));
         assert!(!opaque(
-            serde_json::json!({"type":"Create","object":{"type":"Note","id":"https://r.example/notes/1"}})
+            json!({"@context":CTX,"type":"Create","object":{"type":"Note","id":"https://r.example/notes/1"}})
         ));
-        assert!(!opaque(serde_json::json!({"type":"Like","object":"https://r.example/notes/1"})));
+        assert!(!opaque(json!({"@context":CTX,"type":"Like","object":"https://r.example/notes/1"})));
     }
 
     #[test]
-    fn collections_are_read_item_by_item() {
-        let create = serde_json::json!({"type":"Create","object":{"type":"Note","tag":{"type":"Mention","href":"https://local.example/users/alice"}}});
+    fn top_level_collections_are_read_item_by_item() {
+        let mut item = create(mention("https://local.example/users/alice"));
+        item.as_object_mut().unwrap().remove("@context");
         for (kind, key) in [
             ("Collection", "items"),
+            ("CollectionPage", "items"),
             ("OrderedCollection", "orderedItems"),
             ("OrderedCollectionPage", "orderedItems"),
-            ("Note", "items"),
         ] {
-            let a = read_json(serde_json::json!({"type": kind, key: [create.clone()]}));
-            assert_eq!(a.local, [LocalRef::Name("alice".into())], "{kind}");
+            let a = read_json(json!({"@context": CTX, "type": kind, key: [item.clone()]}));
+            assert_eq!(a.local, [name("alice")], "{kind}");
+            assert!(a.post, "a collection sent to a member's own inbox carries its items' posts to her");
         }
-        // A collection sent to a member's own inbox carries its items' posts to her.
-        assert!(carries_a_post(
-            &serde_json::json!({"type":"OrderedCollectionPage","orderedItems":[{"type":"Create"}]})
-        ));
-        assert!(!carries_a_post(&serde_json::json!({"type":"Collection","items":[{"type":"Like"}]})));
-        // Nested collections are read too, a few levels deep; deeper ones are opaque.
-        let nested = serde_json::json!({"type":"Collection","items":[{"type":"Collection","items":[create.clone()]}]});
-        assert_eq!(read_json(nested).local, [LocalRef::Name("alice".into())]);
-        let mut deep = create.clone();
-        for _ in 0..5 {
-            deep = serde_json::json!({"type":"Collection","items":[deep]});
-        }
-        assert!(read_json(deep).opaque);
+        // `process_items` of the other key, or of a non-collection, reads nothing.
+        let a = read_json(json!({"@context": CTX, "type": "Collection", "orderedItems": [item.clone()]}));
+        assert!(a.local.is_empty());
+        let likes = json!({"@context": CTX, "type": "Collection", "items": [{"type": "Like", "object": "https://r.example/n"}]});
+        assert!(!read_json(likes).post);
     }
 
     #[test]
     fn a_boost_of_someone_elses_post_is_opaque() {
         let actor = "https://r.example/users/booster";
         let boost = |author: Option<&str>, id: &str| {
-            let mut note = serde_json::json!({"id": id, "type": "Note", "content": "x"});
+            let mut note = json!({"id": id, "type": "Note", "content": "x"});
             if let Some(a) = author {
                 note["attributedTo"] = a.into();
             }
-            read_json(serde_json::json!({"type":"Announce","actor":actor,"object":note})).opaque
+            read_json(json!({"@context": CTX, "type":"Announce","actor":actor,"object":note})).opaque
         };
         assert!(boost(Some("https://evil.example/users/sock"), "https://evil.example/notes/1"));
         assert!(boost(None, "https://evil.example/notes/1"));
@@ -607,16 +1070,25 @@ mod tests {
             !boost(Some("https://x.example/u"), "https://local.example/users/alice/statuses/1"),
             "a local post is found, not fetched"
         );
+        // An unsupported type is fetched from its origin even when it is the sender's.
+        let foo = json!({"@context": CTX, "type": "Announce", "actor": actor,
+            "object": {"id": "https://r.example/x/1", "type": "Foo", "attributedTo": actor}});
+        assert!(read_json(foo).opaque);
+        // A self-boost is read like a Create of the post: its mentions count.
+        let own = json!({"@context": CTX, "type": "Announce", "actor": actor, "object": {"id": "https://r.example/n/1",
+            "type": "Note", "attributedTo": [actor], "tag": {"type": "Mention", "href": "https://local.example/@carol"}}});
+        assert_eq!(read_json(own).local, [name("carol")]);
     }
 
     #[test]
     fn follows_likes_and_boosts_address_the_member() {
-        let a = read_json(serde_json::json!({"type":"Follow","object":"https://local.example/users/alice"}));
-        assert_eq!(a.local, [LocalRef::Name("alice".into())]);
+        let a = read_json(activity("Follow", json!({"object": "https://local.example/users/alice"})));
+        assert_eq!(a.local, [name("alice")]);
+        assert!(!a.post);
+        let a = read_json(activity("FeatureRequest", json!({"object": "https://local.example/ap/users/1abc"})));
+        assert_eq!(a.local, [LocalRef::Id(1)]);
         for kind in ["Like", "Announce", "EmojiReact"] {
-            let a = read_json(
-                serde_json::json!({"type": kind, "object": "https://local.example/users/anyone/statuses/0123"}),
-            );
+            let a = read_json(activity(kind, json!({"object": "https://local.example/users/anyone/statuses/0123"})));
             assert_eq!(a.local, [LocalRef::StatusOwner(123)], "{kind}");
         }
         for url in [
@@ -634,28 +1106,28 @@ mod tests {
             assert_eq!(status_ref(url, &locals()), None, "{url}");
         }
         // A Like of a remote post addresses nobody here.
-        assert!(read_json(serde_json::json!({"type":"Like","object":"https://r.example/notes/1"})).local.is_empty());
+        assert!(read_json(activity("Like", json!({"object": "https://r.example/notes/1"}))).local.is_empty());
     }
 
     #[test]
     fn reading_is_bounded_whatever_the_shape() {
         let many: Vec<String> = (0..60_000).map(|i| format!("http://r/{i}")).collect();
-        let a = read_json(serde_json::json!({"type":"Create","cc": many, "object":{"type":"Note"}}));
+        let a = read_json(create(json!({"cc": many})));
         assert!(a.truncated && a.opaque && a.total > MAX_ADDRESSEES);
         // Duplicates cost entries, not addressees.
         let same: Vec<&str> = vec!["https://local.example/users/alice"; 10_000];
-        let a = read_json(serde_json::json!({"type":"Create","to": same}));
-        assert_eq!(a.local, [LocalRef::Name("alice".into())]);
+        let a = read_json(create(json!({"to": same})));
+        assert_eq!(a.local, [name("alice")]);
         assert!(a.truncated, "past MAX_ENTRIES");
         let few: Vec<String> = (0..100).map(|i| format!("https://r{i}.example/u")).collect();
-        let a = read_json(serde_json::json!({"type":"Create","to": few}));
+        let a = read_json(create(json!({"to": few})));
         assert_eq!((a.total, a.truncated), (100, false));
     }
 
     #[test]
     fn inbox_paths_as_rails_routes_them() {
         let inbox = |path: &str| InboxPath::of(&Route::classify(&http::Method::POST, path, None));
-        let personal = |n: &str| Some(InboxPath::Personal(LocalRef::Name(n.into())));
+        let personal = |n: &str| Some(InboxPath::Personal(name(n)));
         assert_eq!(inbox("/inbox"), Some(InboxPath::Shared));
         assert_eq!(inbox("//inbox/"), Some(InboxPath::Shared));
         assert_eq!(inbox("/inbox.json"), Some(InboxPath::Shared));
@@ -664,7 +1136,12 @@ mod tests {
         assert_eq!(inbox("/users/%41lice//inbox.json"), personal("alice"));
         assert_eq!(inbox("/ap/users/12/inbox"), Some(InboxPath::Personal(LocalRef::Id(12))));
         assert_eq!(inbox("/users/alice/outbox"), None);
-        assert_eq!(inbox("/users/a.b/inbox"), None);
+        // N1: Rails routes `/ap/users/:id/inbox` whatever the id, and casts it: never "no inbox".
+        for (path, id) in [("/ap/users/1abc/inbox", 1), ("/ap/users/2-x/inbox", 2), ("/ap/users/%2B1/inbox", 1)] {
+            assert_eq!(inbox(path), Some(InboxPath::Personal(LocalRef::Id(id))), "{path}");
+        }
+        assert_eq!(inbox("/ap/users/abc/inbox"), Some(InboxPath::Shared));
+        assert_eq!(inbox("/users/a.b/inbox"), Some(InboxPath::Shared));
     }
 
     #[test]

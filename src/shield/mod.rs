@@ -36,11 +36,13 @@
 //!   never raise, extend or prolong one;
 //! - **verified** as the instance would accept them: only these count toward a wave, a
 //!   domain's budget, familiarity, and only a verified delivery the instance accepted
-//!   (2xx) makes its sender familiar. Follows are believed from the instance only.
+//!   (2xx) that carried something to a member makes its sender familiar. Follows are
+//!   believed from the instance only. What reaches a member is [`mention`]'s to say.
 //!
 //! Nothing held back is lost: a deferral (429) is retried by the sender, and any one
-//! delivery is deferred at most `shield_for` from its first attempt; a held delivery is
-//! released at the latest before its signature window closes.
+//! delivery is deferred at most `shield_for` from its first attempt (a wave's own actors:
+//! while their shield is up, a day at most); a held delivery is released at the latest
+//! before its signature window closes.
 //!
 //! Durable state (first-seen senders, sealed held deliveries) goes through
 //! [`crate::store::ShieldStore`].
@@ -89,7 +91,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use http::{Method, header};
+use http::Method;
 
 use self::{
     accounts::LocalAccounts,
@@ -284,6 +286,9 @@ pub struct Shield {
     /// Wakes the housekeeping task for a quarantine pass (a held delivery that no shield
     /// covers goes out at once).
     release_soon: tokio::sync::Notify,
+    /// `[cluster]`: the wave windows, shields and limit budgets shared through Redis, on
+    /// top of this node's own (which decide alone when Redis does not answer in time).
+    shared: std::sync::OnceLock<Arc<crate::cluster::redis::Shared>>,
 }
 
 /// Key namespaces, so a domain and a pseudonym never share a bucket.
@@ -332,6 +337,12 @@ impl Shield {
         };
         let longest_shield = policy.wave.max_shield.max(policy.wave.window).max(Duration::from_secs(60));
         let reader = InstanceReader::new(instance.clone());
+        // Nodes of one cluster name a limit key alike (in Redis): a hash keyed by the key file.
+        let hasher = if setup.clustered {
+            KeyHasher::keyed(sealer.store_key().derive_secret(crate::cluster::node::HASH_LABEL))
+        } else {
+            KeyHasher::default()
+        };
         let rate = |text: &str| policy::parse_rate(text).map_err(ShieldError::Config);
         let budget = FetchBudget::new(rate(&cfg.key_fetches_per_client)?, rate(&cfg.key_fetches_per_host)?);
         let domains = setup.domains();
@@ -342,7 +353,7 @@ impl Shield {
             );
         }
         Ok(Arc::new(Shield {
-            hasher: KeyHasher::default(),
+            hasher,
             verifier: Verifier::new(fetcher, cfg.key_cache_entries, cfg.key_cache_ttl.get()).with_budget(budget),
             blocks: DomainBlocks::new(
                 cfg.domain_blocks,
@@ -374,13 +385,119 @@ impl Shield {
             targets: moka::sync::Cache::new(10_000),
             deferrals: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(policy.wave.shield_for.max(Duration::from_secs(60)) * 4)
+                .time_to_live(
+                    (policy.wave.shield_for.max(Duration::from_secs(60)) * 4).max(decision::WAVE_ACTOR_DEFERRAL),
+                )
                 .build(),
             release_soon: tokio::sync::Notify::new(),
             active: RwLock::new(Arc::new(Active::new(policy, cfg.max_keys))),
             policies_dir: setup.policies,
             cfg,
+            shared: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// `[cluster]`: shares waves, shields and limits with the other nodes through Redis.
+    pub fn share_through(&self, shared: Arc<crate::cluster::redis::Shared>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// The limits of the rules `check_limits` just passed, for the shared decision (empty
+    /// without a cluster).
+    fn shared_limits(
+        &self,
+        active: &Active,
+        class: RouteClass,
+        (method, path, headers): (&Method, &str, &http::HeaderMap),
+        pseudonym: IpAddr,
+        signer: Option<&Verdict>,
+        rules: Rules,
+    ) -> Vec<(usize, crate::cluster::redis::SharedLimit)> {
+        if self.shared.get().is_none() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for &i in &active.by_route[class.index()] {
+            let Some(limiter) = active.limiters.get(i) else { continue };
+            if !rules.runs(limiter.rule.key) || !limiter.rule.matches(method, path) {
+                continue;
+            }
+            let rule = &limiter.rule;
+            out.push((
+                i,
+                crate::cluster::redis::SharedLimit {
+                    rule: rule.name.clone(),
+                    key: self.limit_key(rule.key, headers, pseudonym, signer),
+                    interval: (rule.per / rule.count.max(1)).max(Duration::from_nanos(1)),
+                    burst: rule.burst.max(1),
+                },
+            ));
+        }
+        out
+    }
+
+    /// The shared decision over what this node's limiters allowed: the budget is the
+    /// cluster's. Redis silent past its budget → this node's decision stands (degraded).
+    async fn check_shared_limits(
+        &self,
+        active: &Active,
+        limits: Vec<(usize, crate::cluster::redis::SharedLimit)>,
+    ) -> Result<(), Denied> {
+        let Some(shared) = self.shared.get() else { return Ok(()) };
+        if limits.is_empty() {
+            return Ok(());
+        }
+        let rules: Vec<_> = limits.iter().map(|(_, l)| l.clone()).collect();
+        match shared.check_limits(&rules).await {
+            Some(Err(denied)) => {
+                let (i, _) = &limits[denied.index.min(limits.len() - 1)];
+                let rule = active.limiters.get(*i).map(|l| &l.rule);
+                let limit = rule.map_or(1, |r| r.burst);
+                let full_after = rule.map_or(Duration::ZERO, |r| (r.per / r.count.max(1)) * r.burst);
+                Err(Denied {
+                    rule: rule.map_or_else(String::new, |r| r.name.clone()),
+                    limit,
+                    retry_after: denied.retry_after,
+                    reset_after: denied.retry_after.max(full_after),
+                })
+            }
+            Some(Ok(())) | None => Ok(()),
+        }
+    }
+
+    /// The members shielded now: this node's, and in a cluster every node's.
+    async fn shielded_everywhere(&self, now: Instant) -> Vec<String> {
+        let mut shielded = self.waves.shielded(now);
+        if let Some(shared) = self.shared.get()
+            && let Some(more) = shared.shielded_accounts().await
+        {
+            shielded.extend(more);
+            shielded.sort();
+            shielded.dedup();
+        }
+        shielded
+    }
+
+    /// The limiter key of one rule's kind for this request.
+    fn limit_key(&self, kind: KeyKind, headers: &http::HeaderMap, pseudonym: IpAddr, signer: Option<&Verdict>) -> u64 {
+        let client = || self.hasher.hash(ns::CLIENT, pseudonym);
+        match kind {
+            KeyKind::Global => 0,
+            KeyKind::Client => client(),
+            // The header form only: a token in the query or body is the client's.
+            KeyKind::Token => match crate::auth::bearer_token_in_head(headers, None) {
+                Some(token) => self.hasher.hash(ns::TOKEN, token.expose()),
+                None => client(),
+            },
+            KeyKind::RemoteDomain => match signer {
+                Some(Verdict::Verified { domain, .. }) => self.hasher.hash(ns::DOMAIN, domain),
+                _ => self.hasher.hash(ns::UNVERIFIED, pseudonym),
+            },
+            KeyKind::RemoteActor => match signer {
+                Some(Verdict::Verified { actor, .. }) => self.hasher.hash(ns::ACTOR, actor),
+                _ => self.hasher.hash(ns::UNVERIFIED, pseudonym),
+            },
+        }
     }
 
     fn active(&self) -> Arc<Active> {
@@ -408,24 +525,7 @@ impl Shield {
             if !rules.runs(rule.key) || !rule.matches(method, path) {
                 continue;
             }
-            let client = || self.hasher.hash(ns::CLIENT, pseudonym);
-            let key = match rule.key {
-                KeyKind::Global => 0,
-                KeyKind::Client => client(),
-                KeyKind::Token => match bearer(headers) {
-                    Some(token) => self.hasher.hash(ns::TOKEN, token),
-                    None => client(),
-                },
-                KeyKind::RemoteDomain => match signer {
-                    Some(Verdict::Verified { domain, .. }) => self.hasher.hash(ns::DOMAIN, domain),
-                    _ => self.hasher.hash(ns::UNVERIFIED, pseudonym),
-                },
-                KeyKind::RemoteActor => match signer {
-                    Some(Verdict::Verified { actor, .. }) => self.hasher.hash(ns::ACTOR, actor),
-                    _ => self.hasher.hash(ns::UNVERIFIED, pseudonym),
-                },
-            };
-            limiter.check(key)?;
+            limiter.check(self.limit_key(rule.key, headers, pseudonym, signer))?;
         }
         Ok(())
     }
@@ -506,27 +606,5 @@ impl Shield {
             Ok(blocks) => Readiness::Ready(format!("wave shield for {}; {blocks}", self.domains.names().join(", "))),
             Err(reason) => Readiness::Degraded(reason),
         }
-    }
-}
-
-/// The bearer token of a request, if any (never logged; only hashed).
-// TODO(issue 13): one bearer_token() for the crate lives in src/auth.rs (branch expiry2);
-// use it here once merged.
-fn bearer(headers: &http::HeaderMap) -> Option<&[u8]> {
-    let v = headers.get(header::AUTHORIZATION)?.as_bytes();
-    let token = v.strip_prefix(b"Bearer ").or_else(|| v.strip_prefix(b"bearer "))?;
-    (!token.is_empty()).then_some(token)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bearer_tokens() {
-        let mut h = http::HeaderMap::new();
-        assert!(bearer(&h).is_none());
-        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
-        assert_eq!(bearer(&h), Some(&b"abc"[..]));
     }
 }

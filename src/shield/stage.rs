@@ -64,15 +64,27 @@ impl Stage for ShieldStage {
             if inbox_work || active.needs_signer[class.index()] {
                 None
             } else if active.by_route[class.index()].is_empty() {
-                Some(Ok(()))
+                Some(Ok(Vec::new()))
             } else {
                 let parts = (req.method(), ctx.route.path.as_str(), req.headers());
-                Some(shield.check_limits(&active, class, parts, ctx.pseudonym, None, Rules::All))
+                Some(shield.check_limits(&active, class, parts, ctx.pseudonym, None, Rules::All).map(|()| {
+                    // `[cluster]`: the rules this request matched, for one shared decision.
+                    shield.shared_limits(&active, class, parts, ctx.pseudonym, None, Rules::All)
+                }))
             }
         };
         match (decision, inbox) {
-            // A few hash lookups, no body, no allocation beyond the stage's future.
+            // A few hash lookups, no body, no allocation beyond the stage's future (and,
+            // in a cluster, one Redis round trip when a rule matched).
             (Some(decision), _) => Box::pin(async move {
+                let decision = match decision {
+                    Ok(limits) if !limits.is_empty() => {
+                        let active = shield.active();
+                        shield.check_shared_limits(&active, limits).await
+                    }
+                    Ok(_) => Ok(()),
+                    Err(denied) => Err(denied),
+                };
                 match decision {
                     Ok(()) => Ok(Flow::Continue(req)),
                     Err(denied) => {
@@ -96,14 +108,30 @@ impl Stage for ShieldStage {
                     }
                     let (parts, body) = req.into_parts();
                     let verdict = shield.verify_fetch(ctx, &parts).await;
-                    match shield.check_limits(
+                    let request_parts = (&parts.method, ctx.route.path.as_str(), &parts.headers);
+                    let checked = match shield.check_limits(
                         &active,
                         class,
-                        (&parts.method, ctx.route.path.as_str(), &parts.headers),
+                        request_parts,
                         ctx.pseudonym,
                         Some(&verdict),
                         Rules::Signer,
                     ) {
+                        // `[cluster]`: every rule this request matched, decided once across the nodes.
+                        Ok(()) => {
+                            let limits = shield.shared_limits(
+                                &active,
+                                class,
+                                request_parts,
+                                ctx.pseudonym,
+                                Some(&verdict),
+                                Rules::All,
+                            );
+                            shield.check_shared_limits(&active, limits).await
+                        }
+                        Err(denied) => Err(denied),
+                    };
+                    match checked {
                         Ok(()) => Ok(Flow::Continue(Request::from_parts(parts, body))),
                         Err(denied) => {
                             shield.stats.limited.fetch_add(1, Relaxed);

@@ -21,14 +21,15 @@
 
 pub mod embedded;
 pub mod perms;
+pub mod postgres;
 pub mod seal;
 
 use std::{future::Future, pin::Pin};
 
 use serde::{Deserialize, Serialize};
 
-pub use embedded::EmbeddedStore;
-pub use seal::RecordSeal;
+pub use embedded::{EmbeddedStore, Rotation, StoreOptions};
+pub use seal::{RecordSeal, StoreKey};
 
 /// Milliseconds since the Unix epoch: the one time unit stored (portable across nodes,
 /// unlike `Instant`).
@@ -113,16 +114,12 @@ impl ExpiryState {
         Self::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    /// Whether the item still needs the author's credential (a deleted item: to confirm).
+    /// Whether the item still needs the author's credential: only while a deletion is on
+    /// its way (pending, claimed; a deleted item, to confirm it). A kept or failed item does
+    /// not hold the author's token: a kept post that becomes due again (its author unpins it
+    /// through pavise) takes the token of that request, a failed one the next new token.
     pub fn needs_credential(self) -> bool {
-        matches!(
-            self,
-            ExpiryState::Pending
-                | ExpiryState::Claimed
-                | ExpiryState::Failed
-                | ExpiryState::Kept
-                | ExpiryState::Deleted
-        )
+        matches!(self, ExpiryState::Pending | ExpiryState::Claimed | ExpiryState::Deleted)
     }
 
     /// Whether a post in this state must not be served once its deadline has passed.
@@ -172,19 +169,53 @@ pub struct Scheduled {
     /// just did): the scheduler need not fetch it again right away.
     #[serde(default)]
     pub checked_at: Option<UnixMs>,
-    /// Set while the post does not exist yet: a `scheduled_at` post the instance publishes
-    /// later. `status_id` is then `scheduled/<its ScheduledStatus id>`, and the item is never
-    /// hidden; once the published status is found, it is scheduled under its own id.
+    /// Set while the post's own id is not known yet: a `scheduled_at` post the instance
+    /// publishes later, or a creation whose answer was lost. `status_id` is then
+    /// `scheduled/<ScheduledStatus id>` (or `creation/<random>`), and the item is never
+    /// hidden; once the status is found, it is scheduled under its own id.
     #[serde(default)]
     pub publication: Option<Publication>,
+    /// The post's hashtags as pavise last read them: the keep rules are judged on these
+    /// (and the keep flags) when the instance will not let pavise read the post again (a
+    /// token without a read scope).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The post's poll and media, hidden with it.
+    #[serde(default, skip_serializing_if = "Attachments::is_empty")]
+    pub attachments: Attachments,
 }
 
-/// A post the instance will publish later (`scheduled_at`), whose expiry is counted from
-/// its publication.
+/// What a post carries that has URLs of its own: its poll and media attachments (Mastodon
+/// serves them at `/api/v1/polls/:id`, `/api/v1/media/:id`, `/media/:shortcode`,
+/// `/media_proxy/:id/...` and `/system/.../<id partition>/...`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachments {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<String>,
+    /// Media attachment ids (canonical decimal).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<String>,
+    /// Media shortcodes (`/media/:shortcode`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shortcodes: Vec<String>,
+}
+
+impl Attachments {
+    pub fn is_empty(&self) -> bool {
+        self.poll.is_none() && self.media.is_empty() && self.shortcodes.is_empty()
+    }
+}
+
+/// A post whose own status id pavise does not know yet: one the instance will publish later
+/// (`scheduled_at`, its expiry counted from publication), or one whose creation answer was
+/// lost (timeout, reset, 5xx after the instance may have created it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Publication {
-    /// The instance's `ScheduledStatus` id.
+    /// The instance's `ScheduledStatus` id (empty for a lost creation).
     pub scheduled_id: String,
+    /// Which of the two it is.
+    #[serde(default)]
+    pub kind: PublicationKind,
     /// When the instance said it will publish it.
     pub scheduled_at: UnixMs,
     /// The author's `expires_in`, if any (otherwise the policies decide at publication).
@@ -195,6 +226,19 @@ pub struct Publication {
     /// Looks at the author's statuses so far that did not find it.
     #[serde(default)]
     pub searches: u32,
+}
+
+/// What a [`Publication`] waits for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublicationKind {
+    /// A `ScheduledStatus` the instance publishes at `scheduled_at`.
+    #[default]
+    Scheduled,
+    /// A creation the instance may have carried out though its answer never came: looked
+    /// for among the author's newest statuses, created after `scheduled_at` (when it was
+    /// sent).
+    LostAnswer,
 }
 
 /// Where the sweep of one member's archive (the posts from before pavise) stands.
@@ -270,6 +314,8 @@ impl Scheduled {
             host: None,
             checked_at: None,
             publication: None,
+            tags: Vec::new(),
+            attachments: Attachments::default(),
         }
     }
 
@@ -315,6 +361,60 @@ pub enum Outcome {
     Cancelled(String),
 }
 
+/// A failed item re-queued with a new credential for its account, or `None` when it failed
+/// with that very credential (nothing new to try). Shared by every backend.
+pub fn requeued(old: &Scheduled, cred: &SealedCredential, now: UnixMs) -> Option<Scheduled> {
+    (old.credential.as_deref() != Some(cred.id.as_str())).then(|| Scheduled {
+        state: ExpiryState::Pending,
+        next_attempt: now,
+        credential: Some(cred.id.clone()),
+        reason: Some("re-queued: a new token for the account appeared".into()),
+        updated_at: now,
+        ..old.clone()
+    })
+}
+
+impl Outcome {
+    /// What `old` becomes when it ends this way at `now`: `None` when it is to be purged.
+    /// One transition for every backend, so they cannot drift apart.
+    pub fn settle(&self, old: &Scheduled, now: UnixMs) -> Option<Scheduled> {
+        let mut new = Scheduled { updated_at: now, ..old.clone() };
+        match self {
+            Outcome::Deleted { confirm_at } => {
+                new.state = ExpiryState::Deleted;
+                new.next_attempt = *confirm_at;
+                new.reason = None;
+            }
+            Outcome::Gone | Outcome::Cancelled(_) => return None,
+            Outcome::Kept(reason) => {
+                new.state = ExpiryState::Kept;
+                new.reason = Some(reason.clone());
+            }
+            Outcome::Retry { at, reason } => {
+                // A deleted item whose confirmation failed stays deleted (the instance answered).
+                if old.state != ExpiryState::Deleted {
+                    new.state = ExpiryState::Pending;
+                }
+                new.next_attempt = *at;
+                new.attempts = old.attempts.saturating_add(1);
+                new.reason = Some(reason.clone());
+            }
+            Outcome::Defer { at } => {
+                if old.state != ExpiryState::Deleted {
+                    new.state = ExpiryState::Pending;
+                }
+                new.next_attempt = *at;
+            }
+            Outcome::Failed(reason) => {
+                new.state = ExpiryState::Failed;
+                new.attempts = old.attempts.saturating_add(1);
+                new.reason = Some(reason.clone());
+            }
+        }
+        Some(new)
+    }
+}
+
 /// Counts by state plus the earliest pending deadline, for `/admin/expiry` and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ScheduleCounts {
@@ -353,8 +453,14 @@ pub trait ScheduleStore: Send + Sync {
     fn settle<'a>(&'a self, status_id: &'a str, outcome: Outcome) -> StoreFuture<'a, bool>;
 
     /// Records keep flags the author changed through pavise. A kept item whose flags
-    /// changed goes back to pending (due now) so the scheduler re-checks it.
-    fn set_flags<'a>(&'a self, status_id: &'a str, flags: KeepFlags) -> StoreFuture<'a, bool>;
+    /// changed goes back to pending (due now) so the scheduler re-checks it, with `cred`
+    /// (the author's token on that request) as its credential.
+    fn set_flags<'a>(
+        &'a self,
+        status_id: &'a str,
+        flags: KeepFlags,
+        cred: Option<SealedCredential>,
+    ) -> StoreFuture<'a, bool>;
 
     /// Counts by state and the next due time.
     fn counts(&self) -> StoreFuture<'_, ScheduleCounts>;
@@ -453,7 +559,9 @@ pub struct FollowChange {
 
 /// The shield's durable state. Every write is durable when its future resolves.
 pub trait ShieldStore: Send + Sync {
-    /// When a remote actor (its URL) was first seen delivering, if ever.
+    /// When a remote actor (its URL) was first seen delivering, if ever. A sealed store
+    /// keys these by a keyed hash and never stores the URL itself: it can answer for an
+    /// actor, not list them.
     fn first_seen<'a>(&'a self, actor: &'a str) -> StoreFuture<'a, Option<UnixMs>>;
     /// Records first-seen times in one commit; an existing, older record wins.
     fn record_first_seen(&self, seen: Vec<(String, UnixMs)>) -> StoreFuture<'_, ()>;
@@ -469,7 +577,9 @@ pub trait ShieldStore: Send + Sync {
     fn held(&self, id: u64) -> StoreFuture<'_, Option<HeldDelivery>>;
     /// Every held delivery, oldest first.
     fn list_held(&self) -> StoreFuture<'_, Vec<HeldDelivery>>;
-    /// The newest `limit` audit records, newest first.
+    /// The newest `limit` audit records, newest first. The trail is bounded (the embedded
+    /// store keeps ten thousand records, none older than eight days): it names the domains
+    /// of held deliveries and must not outlive them by much.
     fn audit_log(&self, limit: usize) -> StoreFuture<'_, Vec<AuditRecord>>;
 
     /// Inserts or replaces a *sealed* held delivery (opaque bytes: the quarantine seals

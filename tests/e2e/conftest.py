@@ -277,7 +277,10 @@ def start_pavise(workdir: Path, upstream: str, streaming_upstream: str | None = 
         args += ["--config", str(config)]
     args += list(extra_args)
     log = workdir / "pavise.log"
-    proc_env = {**os.environ, "RUST_LOG": os.environ.get("PAVISE_E2E_LOG", "info,pavise=debug"), **(env or {})}
+    # The expiry key apart from the data dir, as in production (a seized data dir alone
+    # must open nothing); the same path on a restart in the same workdir.
+    proc_env = {**os.environ, "RUST_LOG": os.environ.get("PAVISE_E2E_LOG", "info,pavise=debug"),
+                "PAVISE_EXPIRY_KEY_FILE": str(workdir / "keys" / "expiry.key"), **(env or {})}
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env=proc_env)
     p = PaviseProcess(f"http://127.0.0.1:{port}", port, f"http://127.0.0.1:{admin_port}", admin_port,

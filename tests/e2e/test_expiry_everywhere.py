@@ -19,6 +19,10 @@ upstream (tests/expiry_hiding.rs).
 
 from __future__ import annotations
 
+import base64
+import email.utils
+import hashlib
+import http.server
 import json
 import queue
 import socket
@@ -29,6 +33,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from mastodon import Mastodon, MastodonAPIError, MastodonNetworkError, MastodonNotFoundError, StreamListener
 from mastodon_mock.config import SeedAccount, SeedConfig, SeedStatus
 from mastodon_mock.testing import MockServer
@@ -58,7 +64,7 @@ def free_port() -> int:
 class Relay:
     """One `pavise run` with its own data dir and policies, in front of `upstream`."""
 
-    def __init__(self, tmp: Path, upstream: str, policy: str, extra: str = ""):
+    def __init__(self, tmp: Path, upstream: str, policy: str, extra: str = "", top: str = ""):
         self.tmp = tmp
         self.port, self.admin_port = free_port(), free_port()
         self.data = tmp / "data"
@@ -69,6 +75,7 @@ class Relay:
             f"""
 data_dir = "{self.data}"
 policies = "{tmp / 'policies'}"
+{top}
 [public]
 listen = "127.0.0.1:{self.port}"
 [upstream]
@@ -112,9 +119,9 @@ confirm_after = "1s"
             self.proc.terminate()
             self.proc.wait(timeout=20)
 
-    def admin(self) -> dict:
+    def admin(self, what: str = "expiry") -> dict:
         token = (self.data / "admin.token").read_text().strip()
-        r = requests.get(f"http://127.0.0.1:{self.admin_port}/admin/expiry", headers={"Authorization": f"Bearer {token}"},
+        r = requests.get(f"http://127.0.0.1:{self.admin_port}/admin/{what}", headers={"Authorization": f"Bearer {token}"},
                          timeout=5)
         r.raise_for_status()
         return r.json()
@@ -375,17 +382,101 @@ def test_an_archive_is_swept_from_the_first_sighting_of_a_token(tmp_path):
             relay.stop()
 
 
+# The seizure test's wave: real senders on loopback addresses of their own, each serving
+# its actors' documents (and keys), signing their deliveries the way Mastodon does.
+SENDER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+SENDER_PEM = SENDER_KEY.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+LOCAL = "social.example"
+MASTODON_UA = "http.rb/5.2.0 (Mastodon/4.3.0; +https://troll.example/)"
+GTS_UA = "gotosocial/0.17.3 (+https://gts.example/)"
+
+
+class ActorServer:
+    """A remote server on `ip`: `GET /users/NAME` is NAME's actor document with the key."""
+
+    def __init__(self, ip: str):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                host, port = self.server.server_address[:2]
+                actor = f"http://{host}:{port}{self.path}"
+                doc = json.dumps({
+                    "@context": ["https://www.w3.org/ns/activitystreams", "https://w3id.org/security/v1"],
+                    "id": actor, "type": "Person", "inbox": f"{actor}/inbox",
+                    "publicKey": {"id": f"{actor}#main-key", "owner": actor, "publicKeyPem": SENDER_PEM},
+                }).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/activity+json")
+                self.send_header("Content-Length", str(len(doc)))
+                self.end_headers()
+                self.wfile.write(doc)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((ip, 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def actor(self, name: str) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/users/{name}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def deliver_signed(relay: "Relay", source: str, actor: str, body: bytes, user_agent: str) -> int:
+    """POSTs `body` to alice's inbox from `source`, signed as `actor` (draft-cavage rsa-sha256)."""
+    path = "/users/alice/inbox"
+    date = email.utils.formatdate(usegmt=True)
+    digest = "SHA-256=" + base64.b64encode(hashlib.sha256(body).digest()).decode()
+    signed = f"(request-target): post {path}\nhost: {LOCAL}\ndate: {date}\ndigest: {digest}\ncontent-type: application/activity+json"
+    signature = base64.b64encode(SENDER_KEY.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: {LOCAL}\r\nDate: {date}\r\nDigest: {digest}\r\n"
+            f"Content-Type: application/activity+json\r\nUser-Agent: {user_agent}\r\n"
+            f'Signature: keyId="{actor}#main-key",algorithm="rsa-sha256",'
+            f'headers="(request-target) host date digest content-type",signature="{signature}"\r\n'
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", relay.port), source_address=(source, 0), timeout=30) as s:
+        s.sendall(head.encode() + body)
+        return int(s.recv(64).split(b" ")[1])
+
+
+def mention_of_alice(actor: str, text: str) -> bytes:
+    alice = f"https://{LOCAL}/users/alice"
+    return json.dumps({
+        "@context": "https://www.w3.org/ns/activitystreams", "type": "Create", "id": f"{actor}/notes/1/activity",
+        "actor": actor, "to": [alice], "cc": [],
+        "object": {"id": f"{actor}/notes/1", "type": "Note", "attributedTo": actor, "content": f"<p>{text}</p>",
+                   "to": [alice], "tag": [{"type": "Mention", "href": alice}]},
+    }).encode()
+
+
 def test_a_seized_data_dir_names_no_member_no_deleted_post_no_message_and_no_address(tmp_path, mock):
     wave = """
 [wave]
 window           = "10m"
-distinct_senders = 5
+distinct_senders = 3
+per_domain       = 10
 familiar_after   = "1h"
 shield_for       = "1m"
+hellthread       = 0
 action           = "defer"
 """
     policy = EPHEMERAL + '\n[[expire]]\nname = "everything-else"\nafter = "30d"\n' + wave
-    relay = Relay(tmp_path, mock.base_url, policy).start()
+    # The instance takes federation deliveries (mastodon-mock has no inbox: a fault stands
+    # in), so the senders it accepted are remembered as first seen.
+    requests.post(f"{mock.base_url}/api/v1/_mock/faults", timeout=5, json={
+        "match": {"methods": ["POST"], "path_regex": r"^/users/[^/]+/inbox$"},
+        "effect": {"type": "status", "status": 202, "body": {}},
+    }).raise_for_status()
+    keys = tmp_path / "keys"
+    shield = ('[shield]\nkey_fetch = "direct"\nkey_fetch_allow_private = true\ndomain_blocks = "off"\n'
+              'housekeeping = "200ms"\n')
+    relay = Relay(tmp_path, mock.base_url, policy, extra=f'key_file = "{keys / "expiry.key"}"\n{shield}',
+                  top=f'local_domain = "{LOCAL}"').start()
+    trolls, gts = ActorServer("127.0.0.77"), ActorServer("127.0.0.78")
     try:
         alice, bob = login(relay.url, "alice"), login(relay.url, "bob")
         secrets = ["meet at the usual place at nine", "the files are under the floor", "burn this after reading"]
@@ -393,36 +484,37 @@ action           = "defer"
                    bob.status_post(f"@alice {secrets[1]}", visibility="direct"),
                    alice.status_post(f"{secrets[2]} #ephemeral")]
         later = bob.status_post("a post that expires in a month")
-        # A harassment wave of unsigned mentions of alice, from many addresses.
-        host = f"127.0.0.1:{relay.port}"
-        codes = []
-        for i in range(12):
-            note = {
-                "@context": "https://www.w3.org/ns/activitystreams", "type": "Create",
-                "id": f"https://troll{i}.example/notes/{i}/activity", "actor": f"https://troll{i}.example/users/t{i}",
-                "object": {"id": f"https://troll{i}.example/notes/{i}", "type": "Note",
-                           "content": f"<p>wave message {i}</p>", "cc": [f"http://{host}/users/alice"],
-                           "tag": [{"type": "Mention", "href": f"http://{host}/users/alice"}]},
-            }
-            s = socket.create_connection(("127.0.0.1", relay.port), source_address=(f"127.13.37.{i + 1}", 0))
-            body = json.dumps(note).encode()
-            s.sendall(f"POST /users/alice/inbox HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/activity+json\r\n"
-                      f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-            codes.append(s.recv(64).split(b" ")[1])
-            s.close()
-        # Unsigned mentions never count toward a wave (only deliveries the instance would
-        # accept do); what the store keeps of them is what this test looks for.
-        assert not [c for c in codes if c.startswith(b"5")], f"the wave broke the relay: {codes}"
+        # A harassment wave: fresh, verified senders mention alice, each from an address of
+        # its own. The first ones reach the instance, then the shield over alice goes up.
+        codes = [deliver_signed(relay, f"127.13.37.{i + 1}", trolls.actor(f"troll{i}"),
+                                mention_of_alice(trolls.actor(f"troll{i}"), f"wave message {i}"), MASTODON_UA)
+                 for i in range(5)]
+        assert codes == [202, 202, 202, 429, 429], codes
+        # A sender that gives up within minutes (GoToSocial) is answered 202 and its
+        # delivery held, sealed, in the store: what a seizure finds of it is the test.
+        held = [deliver_signed(relay, f"127.13.38.{i + 1}", gts.actor(f"gts{i}"),
+                               mention_of_alice(gts.actor(f"gts{i}"), f"wave message held {i}"), GTS_UA)
+                for i in range(3)]
+        assert held == [202, 202, 202], held
+        shield_report = relay.admin("shield")
+        totals = shield_report["totals"]
+        assert totals["signatures_verified"] == 8, totals
+        assert len(shield_report["held"]) == 3, shield_report
         # Deletions go through, are confirmed, and their records purged.
         assert wait_until(lambda: relay.admin()["counts"]["gone"] == 3, 30), relay.admin()
         report = relay.admin()
         assert report["counts"]["pending"] == 1, report
+        # The senders the instance took are remembered (flushed by the housekeeping pass).
+        time.sleep(0.5)
     finally:
         relay.stop()
+        trolls.close()
+        gts.close()
 
     files = [p for p in relay.data.rglob("*") if p.is_file()]
     assert any(p.name == "pavise.redb" for p in files)
-    needles = ["alice", "bob", *secrets, "wave message", "127.13.37", "usual place", str(later["id"])]
+    needles = ["alice", "bob", *secrets, "wave message", "127.13.37", "127.13.38", "usual place", str(later["id"]),
+               "127.0.0.77", "127.0.0.78", "users/troll", "users/gts", LOCAL]
     needles += [str(s["id"]) for s in deleted]
     for path in files:
         data = path.read_bytes()

@@ -37,6 +37,7 @@ INSTANCE_HOST = "social.example"
 BODY = (
     '{"@context":"https://www.w3.org/ns/activitystreams",  "type":"Create",\r\n'
     ' "actor":"https://remote.example/users/mallory", "object":{"type":"Note",'
+    '"id":"https://remote.example/users/mallory/statuses/1",'
     '"content":"caf\u00e9 \u2014 \u00fcber \U0001F30D  ","to":["https://social.example/users/alice"]}}  \n'
 ).encode("utf-8")
 

@@ -149,6 +149,9 @@ impl Pavise {
         file.egress.mode = pavise::config::EgressMode::Direct;
         file.data_dir = data_dir.path().to_owned();
         file.policies = data_dir.path().join("policies");
+        // A test's key may sit in its temp data dir (in Tor mode too, against scripts/tornet);
+        // the expiry tests that seize a data dir keep it apart, as production must.
+        file.expiry.allow_key_in_data_dir = true;
         file.upstream.url = upstream.to_owned();
         file.upstream.streaming_url = upstream.to_owned();
         tweak(&mut file);

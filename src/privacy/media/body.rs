@@ -59,8 +59,7 @@ impl BodyKind {
             return BodyKind::Unreadable("the request has more than one Content-Type");
         }
         let raw = raw.trim_ascii();
-        let end = raw.iter().position(|&b| b == b';' || b == b',').unwrap_or(raw.len());
-        let media_type = String::from_utf8_lossy(raw[..end].trim_ascii()).to_ascii_lowercase();
+        let media_type = media_type(raw);
         if media_type.is_empty() {
             return BodyKind::Form;
         }
@@ -81,6 +80,15 @@ impl BodyKind {
         }
         BodyKind::Other
     }
+}
+
+/// The media type of a `Content-Type` value as Rails and Rack read it: up to the first `;`
+/// or `,`, trimmed, lowercased (empty when there is none). The one reader of media types
+/// in the crate: requests and answers alike.
+pub fn media_type(raw: &[u8]) -> String {
+    let raw = raw.trim_ascii();
+    let end = raw.iter().position(|&b| b == b';' || b == b',').unwrap_or(raw.len());
+    String::from_utf8_lossy(raw[..end].trim_ascii()).to_ascii_lowercase()
 }
 
 /// The boundary as Rack reads it, or why pavise will not read one.

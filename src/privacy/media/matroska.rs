@@ -16,18 +16,28 @@
 //!   with its version) are required elements, so their text is zeroed in place (an empty
 //!   string) rather than removed. `Info`'s CRC-32, when it has one, is recomputed;
 //! - unknown elements at the Segment's top level, and the contents of existing `Void`s
-//!   there or in `Info` (a tag editor that shrank `Tags` leaves the old bytes in a Void).
-//!
-//! - in `Tracks`, each track's `Name` and `CodecName` (free text: "Pixel 8 camera",
-//!   "LEAKMARKtrackname"), with the CRC-32s of `Tracks` and its entries recomputed.
+//!   there, in `Info`, `Tracks` and Clusters (a tag editor that shrank `Tags` leaves the
+//!   old bytes in a Void);
+//! - **every track that is neither video nor audio** (subtitles: SRT, WebVTT, ASS with
+//!   its script header; the telemetry subtitles drones and dashcams write, `GPS(48.85,
+//!   2.29)` in every cue; buttons, metadata and control tracks), the same rule as MP4: its
+//!   `TrackEntry` and **every one of its blocks** (`SimpleBlock`, `BlockGroup`, laced or
+//!   not) become Voids where they lie; so do blocks of a track no `TrackEntry` declares;
+//! - in each kept track, the free text: `Name`, `CodecName`, `CodecSettings`,
+//!   `CodecInfoURL`, `CodecDownloadURL`, an `AttachmentLink`, and any element a track
+//!   entry does not define;
+//! - unknown elements in `Tracks` and in Clusters. The CRC-32s of `Info`, `Tracks`, its
+//!   entries and of each Cluster changed are recomputed.
 //!
 //! Kept byte for byte: the EBML header, `SeekHead`, `TimestampScale` and `Duration`,
-//! the rest of `Tracks`, `Cluster`s and `Cues`.
+//! the rest of the video and audio tracks (codec, codec private data, sizes, colour),
+//! their blocks (every frame) and `Cues` (seek points: times and positions).
 //!
 //! Refused: a DocType other than `webm` or `matroska`; an element running past its parent
 //! or the end of the file; IDs and sizes that are not valid EBML variable-length
 //! integers; an unknown size anywhere but on the Segment and its Clusters (which live
-//! recordings, Chrome's MediaRecorder among them, leave unknown).
+//! recordings, Chrome's MediaRecorder among them, leave unknown); Clusters without a
+//! `Tracks` element to say whose blocks they hold.
 
 use std::io;
 
@@ -83,14 +93,28 @@ pub fn scrub(store: &mut impl Store, report: &mut Report) -> Result<(), MediaErr
             Action::Crc { .. } => {}
         }
     }
+    // In plan order: an inner element's CRC before the CRC of the element around it.
     for action in &plan {
         if let Action::Crc { at, from, to } = *action {
-            let mut covered = vec![0u8; usize::try_from(to - from).map_err(|_| malformed("a CRC-32 range"))?];
-            store.read_at(from, &mut covered)?;
-            store.write_at(at, &crc32(&covered).to_le_bytes())?;
+            let crc = crc32_of(store, from, to)?;
+            store.write_at(at, &crc.to_le_bytes())?;
         }
     }
     Ok(())
+}
+
+/// The CRC-32 of `from..to` in the store, read a megabyte at a time (a Cluster can be
+/// tens of megabytes).
+fn crc32_of(store: &mut impl Store, mut from: u64, to: u64) -> io::Result<u32> {
+    let mut crc = !0u32;
+    let mut buf = vec![0u8; usize::try_from((to - from).min(1 << 20)).unwrap_or(1 << 20)];
+    while from < to {
+        let n = usize::try_from((to - from).min(buf.len() as u64)).unwrap_or(buf.len());
+        store.read_at(from, &mut buf[..n])?;
+        crc = crc32_update(crc, &buf[..n]);
+        from += n as u64;
+    }
+    Ok(!crc)
 }
 
 /// The same plan, applied to nothing: what would still change. Empty means clean.
@@ -99,8 +123,8 @@ pub fn audit(store: &mut impl Store, report: &mut Report) -> Result<(), MediaErr
         match action {
             Action::Void { len, what, .. } => report.remove(what, len),
             Action::ZeroVoid { data, end, what } => report.remove(what, end - data),
-            // Only planned alongside a change inside `Info`.
-            Action::Crc { .. } => report.remove("Info CRC-32", 4),
+            // Only planned alongside another change inside the same element.
+            Action::Crc { .. } => report.remove("CRC-32", 4),
         }
     }
     Ok(())
@@ -214,6 +238,8 @@ fn check_doc_type(store: &mut impl Store, head: &Element, end: u64) -> Result<()
 }
 
 fn segment(store: &mut impl Store, seg: &Element, end: u64, plan: &mut Vec<Action>) -> Result<(), MediaError> {
+    // Tracks first, wherever they are: a Cluster's blocks are kept or voided by track.
+    let mut kids = Vec::new();
     let mut at = seg.data;
     while at < end {
         let el = header(store, at, end)?;
@@ -222,17 +248,105 @@ fn segment(store: &mut impl Store, seg: &Element, end: u64, plan: &mut Vec<Actio
             None if el.id == CLUSTER => cluster_end(store, &el, end)?,
             None => return Err(malformed(format!("{} of unknown size", name(el.id)))),
         };
+        kids.push((at, el, next));
+        at = next;
+    }
+    let mut kept: Option<Vec<u64>> = None;
+    for &(_, el, next) in kids.iter().filter(|k| k.1.id == TRACKS) {
+        kept.get_or_insert_with(Vec::new).extend(tracks(store, &el, next, plan)?);
+    }
+    for (at, el, next) in kids {
         match el.id {
             TAGS | ATTACHMENTS | CHAPTERS => plan.push(Action::Void { at, len: next - at, what: name(el.id) }),
             INFO => info(store, &el, next, plan)?,
-            TRACKS => tracks(store, &el, next, plan)?,
+            TRACKS => {}
+            CLUSTER => {
+                let kept = kept.as_deref().ok_or_else(|| malformed("Clusters but no Tracks element"))?;
+                cluster(store, &el, next, kept, plan)?;
+            }
             VOID => void_contents(store, &el, next, "a Void in the Segment", plan)?,
-            SEEK_HEAD | CLUSTER | CUES | CRC32 => {}
+            SEEK_HEAD | CUES | CRC32 => {}
             other => plan.push(Action::Void { at, len: next - at, what: format!("unknown Segment {}", name(other)) }),
+        }
+    }
+    Ok(())
+}
+
+const TIMESTAMP: u32 = 0xE7;
+const SILENT_TRACKS: u32 = 0x5854;
+const POSITION: u32 = 0xA7;
+const PREV_SIZE: u32 = 0xAB;
+const SIMPLE_BLOCK: u32 = 0xA3;
+const BLOCK_GROUP: u32 = 0xA0;
+const BLOCK: u32 = 0xA1;
+const ENCRYPTED_BLOCK: u32 = 0xAF;
+
+/// A Cluster: each block of a track that is not kept (a subtitle or metadata track, or
+/// one no TrackEntry declares) becomes a Void where it lies, as do unknown elements; the
+/// Cluster's CRC-32, if it has one, is recomputed.
+fn cluster(
+    store: &mut impl Store,
+    el: &Element,
+    end: u64,
+    kept: &[u64],
+    plan: &mut Vec<Action>,
+) -> Result<(), MediaError> {
+    let before = plan.len();
+    let (mut at, mut crc) = (el.data, None);
+    while at < end {
+        let child = header(store, at, end)?;
+        let next = child.end.ok_or_else(|| malformed(format!("{} of unknown size in a Cluster", name(child.id))))?;
+        match child.id {
+            CRC32 if at == el.data => {
+                if next - child.data != 4 {
+                    return Err(malformed("a CRC-32 that is not 4 bytes"));
+                }
+                crc = Some((child.data, next));
+            }
+            TIMESTAMP | SILENT_TRACKS | POSITION | PREV_SIZE => {}
+            SIMPLE_BLOCK | ENCRYPTED_BLOCK => {
+                let track = block_track(store, child.data, next)?;
+                if !track.is_some_and(|t| kept.contains(&t)) {
+                    plan.push(Action::Void { at, len: next - at, what: dropped_block(track) });
+                }
+            }
+            BLOCK_GROUP => {
+                let mut track = None;
+                let mut inner = child.data;
+                while inner < next {
+                    let field = header(store, inner, next)?;
+                    let field_end = field.end.ok_or_else(|| malformed("a block field of unknown size"))?;
+                    if field.id == BLOCK {
+                        track = block_track(store, field.data, field_end)?;
+                    }
+                    inner = field_end;
+                }
+                if !track.is_some_and(|t| kept.contains(&t)) {
+                    plan.push(Action::Void { at, len: next - at, what: dropped_block(track) });
+                }
+            }
+            VOID => void_contents(store, &child, next, "a Void in a Cluster", plan)?,
+            other => plan.push(Action::Void { at, len: next - at, what: format!("unknown Cluster {}", name(other)) }),
         }
         at = next;
     }
+    push_crc(plan, before, crc, end);
     Ok(())
+}
+
+fn dropped_block(track: Option<u64>) -> String {
+    match track {
+        Some(t) => format!("blocks of track {t} (not video or audio)"),
+        None => "a block with no track number".into(),
+    }
+}
+
+/// The track number a Block or SimpleBlock starts with (an EBML variable-length integer).
+fn block_track(store: &mut impl Store, data: u64, end: u64) -> Result<Option<u64>, MediaError> {
+    let mut buf = [0u8; 8];
+    let n = usize::try_from((end - data).min(8)).unwrap_or(8);
+    store.read_at(data, &mut buf[..n])?;
+    Ok(vint_size(&buf[..n]).ok().and_then(|(v, _)| v))
 }
 
 /// Where an unknown-size Cluster ends: at the next Segment-level element, or `limit`.
@@ -287,38 +401,133 @@ fn info(store: &mut impl Store, el: &Element, end: u64, plan: &mut Vec<Action>) 
 }
 
 const TRACK_ENTRY: u32 = 0xAE;
+const TRACK_NUMBER: u32 = 0xD7;
+const TRACK_TYPE: u32 = 0x83;
+const CODEC_ID: u32 = 0x86;
 const TRACK_NAME: u32 = 0x536E;
 const CODEC_NAME: u32 = 0x25_8688;
 
-/// `Tracks`, and in each `TrackEntry` the free-text `Name` and `CodecName` (both
-/// optional, so voided); a CRC-32 of either level is recomputed.
-fn tracks(store: &mut impl Store, el: &Element, end: u64, plan: &mut Vec<Action>) -> Result<(), MediaError> {
+/// TrackEntry fields that describe how to decode and show a track (RFC 9559 §5.1.4.1):
+/// numbers, flags, durations, languages, the codec and its private data, block
+/// additions, `Video`, `Audio`, operations and content encodings.
+const TRACK_FIELDS: &[u32] = &[
+    TRACK_NUMBER,
+    0x73C5,
+    TRACK_TYPE,
+    0xB9,
+    0x88,
+    0x55AA,
+    0x55AB,
+    0x55AC,
+    0x55AD,
+    0x55AE,
+    0x55AF,
+    0x9C,
+    0x6DE7,
+    0x6DF8,
+    0x23_E383,
+    0x23_4E7A,
+    0x23_314F,
+    0x537F,
+    0x55EE,
+    0x41E4,
+    0x22_B59C,
+    0x22_B59D,
+    CODEC_ID,
+    0x63A2,
+    0xAA,
+    0x6FAB,
+    0x56AA,
+    0x56BB,
+    0x6624,
+    0xE0,
+    0xE1,
+    0xE2,
+    0xC0,
+    0xC1,
+    0xC6,
+    0xC7,
+    0xC4,
+    0x6D80,
+];
+
+/// What a track's free-text fields are called, for the report.
+fn track_field(id: u32) -> String {
+    match id {
+        TRACK_NAME => "Tracks/Name".into(),
+        CODEC_NAME => "Tracks/CodecName".into(),
+        0x3A_9697 => "Tracks/CodecSettings".into(),
+        0x3B_4040 => "Tracks/CodecInfoURL".into(),
+        0x26_B240 => "Tracks/CodecDownloadURL".into(),
+        0x7446 => "Tracks/AttachmentLink".into(),
+        other => format!("unknown track field {other:#X}"),
+    }
+}
+
+/// `Tracks`. A track that is neither video (1) nor audio (2) is voided whole (its blocks
+/// go in [`cluster`]); in the others, every field but those a decoder reads (free text:
+/// `Name`, `CodecName`, `CodecSettings`, URLs). A CRC-32 of either level is recomputed.
+/// Returns the numbers of the tracks kept.
+fn tracks(store: &mut impl Store, el: &Element, end: u64, plan: &mut Vec<Action>) -> Result<Vec<u64>, MediaError> {
     if end - el.data > MAX_HEADER * 16 {
         return Err(malformed("a Tracks element over 16 MiB"));
     }
     let (crc, kids) = master_children(store, el, end)?;
     let before = plan.len();
-    for (_, child, next) in kids {
+    let mut kept = Vec::new();
+    for (at, child, next) in kids {
         match child.id {
             TRACK_ENTRY => {
                 let (entry_crc, fields) = master_children(store, &child, next)?;
+                let (mut number, mut kind, mut codec) = (None, None, String::new());
+                for &(_, field, field_end) in &fields {
+                    match field.id {
+                        TRACK_NUMBER => number = Some(uint(store, &field, field_end)?),
+                        TRACK_TYPE => kind = Some(uint(store, &field, field_end)?),
+                        CODEC_ID => {
+                            codec = String::from_utf8_lossy(&read(store, field.data, field_end)?)
+                                .trim_end_matches('\0')
+                                .chars()
+                                .take(32)
+                                .collect();
+                        }
+                        _ => {}
+                    }
+                }
+                if !matches!(kind, Some(1 | 2)) {
+                    let what = match kind {
+                        Some(0x11) => format!("a subtitle track ({codec}) and its text"),
+                        Some(0x21) => format!("a metadata track ({codec})"),
+                        _ => format!("a track that is not video or audio ({codec})"),
+                    };
+                    plan.push(Action::Void { at, len: next - at, what });
+                    continue;
+                }
+                kept.push(number.ok_or_else(|| malformed("a track without a TrackNumber"))?);
                 let entry_before = plan.len();
                 for (at, field, next) in fields {
                     match field.id {
-                        TRACK_NAME => plan.push(Action::Void { at, len: next - at, what: "Tracks/Name".into() }),
-                        CODEC_NAME => plan.push(Action::Void { at, len: next - at, what: "Tracks/CodecName".into() }),
                         VOID => void_contents(store, &field, next, "a Void in a track", plan)?,
-                        _ => {}
+                        id if TRACK_FIELDS.contains(&id) => {}
+                        other => plan.push(Action::Void { at, len: next - at, what: track_field(other) }),
                     }
                 }
                 push_crc(plan, entry_before, entry_crc, next);
             }
             VOID => void_contents(store, &child, next, "a Void in Tracks", plan)?,
-            _ => {}
+            other => plan.push(Action::Void { at, len: next - at, what: format!("unknown Tracks {}", name(other)) }),
         }
     }
     push_crc(plan, before, crc, end);
-    Ok(())
+    Ok(kept)
+}
+
+/// An unsigned integer element (at most 8 bytes, big-endian).
+fn uint(store: &mut impl Store, el: &Element, end: u64) -> Result<u64, MediaError> {
+    if end - el.data > 8 {
+        return Err(malformed(format!("{} longer than 8 bytes", name(el.id))));
+    }
+    Ok(read(store, el.data, end)?.iter().fold(0u64, |v, &b| (v << 8) | u64::from(b)))
 }
 
 /// A master element's CRC-32 (its first child, if any) and its other children, each with
@@ -440,16 +649,20 @@ fn write_void(store: &mut impl Store, at: u64, len: u64) -> io::Result<()> {
     zero(store, at + 1 + width as u64, payload)
 }
 
-/// CRC-32 as Matroska uses it (IEEE 802.3, as zlib); only `Info` is ever recomputed.
+/// CRC-32 as Matroska uses it (IEEE 802.3, as zlib).
+#[cfg(test)]
 fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
+    !crc32_update(!0, bytes)
+}
+
+fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
             crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
         }
     }
-    !crc
+    crc
 }
 
 #[cfg(test)]
@@ -492,8 +705,14 @@ mod tests {
         el(INFO, &[crc, fields].concat())
     }
 
+    /// A Cluster's children: its timestamp and one SimpleBlock of track 1 (a key frame).
     fn cluster(frames: &[u8]) -> Vec<u8> {
-        [el(0xE7, &[0]), el(0xA3, frames)].concat()
+        [el(0xE7, &[0]), el(0xA3, &[&[0x81, 0, 0, 0x80][..], frames].concat())].concat()
+    }
+
+    /// One video track, number 1.
+    fn video_tracks() -> Vec<u8> {
+        el(TRACKS, &el(TRACK_ENTRY, &[el(TRACK_NUMBER, &[1]), el(TRACK_TYPE, &[1]), el(CODEC_ID, b"V_VP8")].concat()))
     }
 
     fn scrubbed(mut file: Vec<u8>) -> (Vec<u8>, Report) {
@@ -514,12 +733,12 @@ mod tests {
 
     #[test]
     fn tags_title_and_attachments_become_voids_in_place() {
-        let frames = b"\x81\x00\x00\x80VP8-frame-bytes";
+        let frames = b"VP8-frame-bytes";
         let attachment = el(0x61A7, &[el(0x466E, b"cover.jpg"), el(0x465C, b"\xFF\xD8\xFF Exif GPS")].concat());
         let segment = [
             el(SEEK_HEAD, &el(0x4DBB, &[el(0x53AB, &TAGS.to_be_bytes()), el(0x53AC, &[0x40])].concat())),
             info_with_crc(),
-            el(TRACKS, &el(0xAE, &el(0xD7, &[1]))),
+            video_tracks(),
             el(CLUSTER, &cluster(frames)),
             el(ATTACHMENTS, &attachment),
             tags(),
@@ -548,6 +767,7 @@ mod tests {
         // MediaRecorder: Segment and Clusters of unknown size; Tags after the last Cluster.
         let segment = [
             info_with_crc(),
+            video_tracks(),
             open_el(CLUSTER, &cluster(b"frame-one")),
             open_el(CLUSTER, &cluster(b"frame-two")),
             tags(),
@@ -576,8 +796,11 @@ mod tests {
             el(0x6A6A, b"an unknown Paris field"),
         ]
         .concat();
-        let file =
-            [ebml_header("webm"), el(SEGMENT, &[el(INFO, &fields), el(CLUSTER, &cluster(b"f"))].concat())].concat();
+        let file = [
+            ebml_header("webm"),
+            el(SEGMENT, &[el(INFO, &fields), video_tracks(), el(CLUSTER, &cluster(b"f"))].concat()),
+        ]
+        .concat();
         let (mut out, report) = scrubbed(file.clone());
         assert_eq!(out.len(), file.len());
         for gone in [&b"Paris"[..], b"Lavf", b"Pixel", &0x0A2B_3C4D_5E6F_7081u64.to_be_bytes(), &[0xAB; 16]] {
@@ -651,20 +874,98 @@ mod tests {
     fn track_names_go_and_the_tracks_crc_is_recomputed() {
         let entry = el(
             TRACK_ENTRY,
-            &[el(0xD7, &[1]), el(0x86, b"V_VP8"), el(TRACK_NAME, b"Pixel 8 Paris"), el(CODEC_NAME, b"PaviseCam")]
-                .concat(),
+            &[
+                el(TRACK_NUMBER, &[1]),
+                el(TRACK_TYPE, &[1]),
+                el(CODEC_ID, b"V_VP8"),
+                el(TRACK_NAME, b"Pixel 8 Paris"),
+                el(CODEC_NAME, b"PaviseCam"),
+                el(0x3A_9697, b"--gps 48.85"),
+                el(0x6A6B, b"Marker-X1"),
+            ]
+            .concat(),
         );
         let mut crc = vec![0xBF, 0x84];
         crc.extend_from_slice(&crc32(&entry).to_le_bytes());
         let tracks = el(TRACKS, &[crc, entry].concat());
         let file = [ebml_header("webm"), el(SEGMENT, &[tracks, el(CLUSTER, &cluster(b"frames"))].concat())].concat();
         let (mut out, report) = scrubbed(file);
-        assert!(!contains(&out, b"Paris") && !contains(&out, b"PaviseCam"), "{report:?}");
+        for gone in [&b"Paris"[..], b"PaviseCam", b"48.85", b"Marker-X1"] {
+            assert!(!contains(&out, gone), "{:?} survived: {report:?}", String::from_utf8_lossy(gone));
+        }
         assert!(contains(&out, b"V_VP8") && contains(&out, b"frames"));
         // The CRC stored in Tracks matches what follows it.
         let at = out.windows(2).position(|w| w == [0xBF, 0x84]).unwrap() + 2;
         let tracks_end = out.windows(4).position(|w| w == CLUSTER.to_be_bytes()).unwrap();
         assert_eq!(out[at..at + 4], crc32(&out[at + 4..tracks_end]).to_le_bytes());
         assert_clean(&mut out);
+    }
+
+    /// The red team's F2: a WebVTT (or SRT, ASS) track with GPS text in its cues, as
+    /// drones and dashcams write them. Its TrackEntry and every block, simple or in a
+    /// group, laced or not, become Voids where they lie; the video blocks stay bit for
+    /// bit; the Cluster's CRC-32 matches its new contents. Blocks of a track no entry
+    /// declares go too.
+    #[test]
+    fn subtitle_and_metadata_tracks_and_their_blocks_become_voids() {
+        let entry = |n: u8, kind: u8, codec: &[u8], private: &[u8]| {
+            el(
+                TRACK_ENTRY,
+                &[el(TRACK_NUMBER, &[n]), el(TRACK_TYPE, &[kind]), el(CODEC_ID, codec), el(0x63A2, private)].concat(),
+            )
+        };
+        let tracks = el(
+            TRACKS,
+            &[
+                entry(1, 1, b"V_VP8", b""),
+                entry(2, 0x11, b"D_WEBVTT/SUBTITLES", b"WEBVTT Paris"),
+                entry(3, 0x11, b"S_TEXT/ASS", b"[Script Info]\nTitle: Marker-X1"),
+                entry(4, 0x21, b"M_GPS", b""),
+                entry(5, 2, b"A_OPUS", b"OpusHead"),
+            ]
+            .concat(),
+        );
+        let block = |track: u8, flags: u8, data: &[u8]| [&[0x80 | track, 0, 0, flags][..], data].concat();
+        let cue = b"GPS(48.8584,2.2945,30) F/2.8 ISO100 2024-06-04 14:02:00";
+        // Xiph lacing: two frames, the first 10 bytes long.
+        let laced = block(3, 0x02, &[&[1, 10][..], b"Dialogue:1", b"Paris, 14:02"].concat());
+        let fields = [
+            el(0xE7, &[0]),
+            el(0xA3, &block(1, 0x80, b"video-key-frame")),
+            el(0xA3, &block(2, 0x80, cue)),
+            el(0xA0, &[el(0xA1, &block(2, 0, cue)), el(0x9B, &[10])].concat()),
+            el(0xA3, &laced),
+            el(0xA3, &block(4, 0x80, b"+48.8584+002.2945/")),
+            el(0xA3, &block(9, 0x80, b"undeclared Marker-X1")),
+            el(0xA3, &block(5, 0x80, b"opus-packet")),
+            el(0xA0, &[el(0xA1, &block(1, 0, b"video-inter-frame")), el(0xFB, &[0x81])].concat()),
+        ]
+        .concat();
+        let mut crc = vec![0xBF, 0x84];
+        crc.extend_from_slice(&crc32(&fields).to_le_bytes());
+        let file =
+            [ebml_header("webm"), el(SEGMENT, &[tracks, el(CLUSTER, &[crc, fields].concat())].concat())].concat();
+        let (mut out, report) = scrubbed(file.clone());
+        assert_eq!(out.len(), file.len());
+        for gone in [&b"48.8584"[..], b"Paris", b"Marker-X1", b"WEBVTT", b"D_WEBVTT", b"S_TEXT", b"M_GPS", b"14:02"] {
+            assert!(!contains(&out, gone), "{:?} survived: {report:#?}", String::from_utf8_lossy(gone));
+        }
+        for kept in [&b"video-key-frame"[..], b"video-inter-frame", b"opus-packet", b"V_VP8", b"A_OPUS", b"OpusHead"] {
+            assert!(contains(&out, kept), "{:?} is gone: {report:#?}", String::from_utf8_lossy(kept));
+        }
+        let cluster_at = out.windows(4).position(|w| w == CLUSTER.to_be_bytes()).unwrap();
+        let c = header(&mut MemStore(&mut out), cluster_at as u64, file.len() as u64).unwrap();
+        let (data, end) = (c.data as usize, c.end.unwrap() as usize);
+        assert_eq!(out[data..data + 2], [0xBF, 0x84]);
+        assert_eq!(out[data + 2..data + 6], crc32(&out[data + 6..end]).to_le_bytes(), "the Cluster CRC is recomputed");
+        assert_clean(&mut out);
+    }
+
+    #[test]
+    fn clusters_without_tracks_are_refused() {
+        let file =
+            [ebml_header("webm"), el(SEGMENT, &[info_with_crc(), el(CLUSTER, &cluster(b"f"))].concat())].concat();
+        let err = scrub(&mut MemStore(&mut file.clone()), &mut Report::default()).unwrap_err();
+        assert!(err.to_string().contains("no Tracks"), "{err}");
     }
 }

@@ -166,11 +166,19 @@ fn decode(segment: &str) -> Cow<'_, str> {
     Cow::Owned(percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned())
 }
 
-/// What ActiveRecord finds for `Status.find(param)`: Ruby's `String#to_i` (leading
-/// whitespace, an optional sign, digits with single underscores between them, anything
-/// after ignored), in canonical decimal. `None` where no status can match (no digits,
-/// zero, negative, or beyond a bigint).
+/// What ActiveRecord finds for `Status.find(param)`, in canonical decimal: [`record_id_of`].
 pub fn status_id_of(param: &str) -> Option<String> {
+    record_id_of(param).map(|id| id.to_string())
+}
+
+/// The one reading of a record id from a path parameter, for statuses and accounts alike:
+/// ActiveModel's integer type casts a string with Ruby's `String#to_i` (leading whitespace,
+/// an optional sign, digits with single underscores between them, anything after ignored),
+/// so `Status.find("0123")`, `Account.local.find("1abc")` and the
+/// `Account.local.where(id: ["+1", " 1", "1-alice"])` of Mastodon's
+/// `ActivityPub::TagManager#uris_to_local_accounts` all find record 1 or 123. `None` where
+/// no record can match (no digits, zero, negative, or beyond a bigint).
+pub fn record_id_of(param: &str) -> Option<u64> {
     let s = param.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
     let (negative, s) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
@@ -191,7 +199,7 @@ pub fn status_id_of(param: &str) -> Option<String> {
             _ => break,
         }
     }
-    (digits > 0 && !negative && value > 0).then(|| value.to_string())
+    (digits > 0 && !negative && value > 0).then_some(value as u64)
 }
 
 /// A classified request: the class plus what a stage would otherwise re-parse.
@@ -211,6 +219,11 @@ pub struct Route {
     /// Mastodon looks local usernames up case-insensitively. `None` for the numeric
     /// `/ap/users/ID/...` routes, which name an account id, not a username.
     pub account: Option<String>,
+    /// The local account id a numeric `/ap/users/ID/...` path names, cast as ActiveRecord
+    /// casts it ([`record_id_of`]: `1abc`, `+1`, `%201` and `1-alice` are account 1). Rails
+    /// routes such a path whatever the segment holds (no constraint on `:id` before
+    /// Mastodon 4.6), so the route is what it is however the id is spelled.
+    pub account_id: Option<u64>,
 }
 
 impl Route {
@@ -235,6 +248,7 @@ impl Route {
         let mut status_action: Option<&str> = None;
         let mut queried_status: Option<String> = None;
         let mut account: Option<&str> = None;
+        let mut account_id: Option<u64> = None;
         // `/users/NAME/...` and Mastodon 4.4's numeric `/ap/users/ID/...` take the same
         // sub-routes: the inbox, statuses and their collections, outbox, followers, ...
         let actor_base = match (at(0), at(1), at(2)) {
@@ -242,7 +256,10 @@ impl Route {
                 account = Some(name);
                 Some(1)
             }
-            (Some("ap"), Some("users"), Some(_)) => Some(2),
+            (Some("ap"), Some("users"), Some(id)) => {
+                account_id = record_id_of(id);
+                Some(2)
+            }
             _ => None,
         };
         let class = match (at(0), at(1), at(2)) {
@@ -323,6 +340,7 @@ impl Route {
             status_action: status_id.as_ref().and(status_action).map(str::to_owned),
             status_id,
             account: account.map(str::to_lowercase),
+            account_id,
             path,
         }
     }
@@ -436,6 +454,29 @@ mod tests {
                 assert_eq!(route.account.as_deref(), Some("alice"), "{path}");
             }
         }
+    }
+
+    /// N1/N4: `/ap/users/:id/...` is routed whatever the id holds, and the id is cast as
+    /// ActiveRecord casts it — the reading mentions of `/ap/users/ID` share.
+    #[test]
+    fn numeric_actor_routes_carry_the_cast_account_id() {
+        for (path, id) in [
+            ("/ap/users/1/inbox", Some(1)),
+            ("/ap/users/01/inbox", Some(1)),
+            ("/ap/users/1abc/inbox", Some(1)),
+            ("/ap/users/2-x/inbox", Some(2)),
+            ("/ap/users/%2B1/inbox", Some(1)),
+            ("/ap/users/%201/inbox", Some(1)),
+            ("/ap/users/1_0/inbox", Some(10)),
+            ("/ap/users/abc/inbox", None),
+            ("/ap/users/-1/inbox", None),
+            ("/ap/users/0/inbox", None),
+        ] {
+            let r = Route::classify(&Method::POST, path, None);
+            assert_eq!((r.class, r.account_id), (RouteClass::Inbox, id), "{path}");
+        }
+        assert_eq!(Route::classify(&Method::GET, "/ap/users/7.json", None).account_id, Some(7));
+        assert_eq!(Route::classify(&Method::GET, "/users/alice", None).account_id, None);
     }
 
     #[test]

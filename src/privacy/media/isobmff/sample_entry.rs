@@ -1,0 +1,160 @@
+//! Sample descriptions (`stsd`): how each track's samples are coded. A description is a
+//! box of fixed fields followed by child boxes (the codec configuration, colour, pixel
+//! aspect, a QuickTime `wave`); ffmpeg reads those children with the table it uses for
+//! the whole file, so a `udta`, `meta` or `ilst` there is read as the file's own
+//! location, make, model and date. Pavise walks each description past its fixed fields
+//! and keeps only the children a decoder reads ([`VISUAL`], [`AUDIO`], [`WAVE`]); the
+//! rest is freed. Bytes that are not boxes (other than zero padding) are refused: the
+//! boundary between fields and boxes is where readers disagree.
+//!
+//! Fixed fields after the 8-byte header (ISO 14496-12 §12.1.3, §12.2.3; QuickTime File
+//! Format "Sound sample description"):
+//! - a VisualSampleEntry: 78 bytes (the compressor name among them, blanked);
+//! - an AudioSampleEntry: 28 bytes; as QuickTime lays it out, 44 (version 1: samples
+//!   per packet, bytes per packet, frame and sample) or 64 (version 2: the size of the
+//!   structure, a 64-bit sample rate, channels, bits, flags, bytes and frames per
+//!   packet). Which one applies is decided as ffmpeg decides it: QuickTime when the
+//!   brands say `qt  ` (or there is no `ftyp`) or the `stsd` is version 0.
+//!
+//! The 4-byte vendor of each description (`appl`, `FFMP`: who wrote the file) is zeroed.
+//! Encrypted descriptions (`encv`, `enca`, a `sinf`) are refused: their protection
+//! boxes are containers too, and Mastodon cannot play them.
+
+use super::{Action, BoxAt, Ctx, MediaError, Walk, blank_payload, fourcc, free, parse_header, plan_colr};
+use crate::privacy::media::be16;
+
+/// What kind of samples a track's descriptions describe (from its handler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Entries {
+    /// `vide`, `pict`, `auxv`: VisualSampleEntry.
+    Visual,
+    /// `soun`: AudioSampleEntry.
+    Audio,
+}
+
+const VISUAL_FIELDS: u64 = 78;
+
+/// Children of a video description: codec configurations (AVC, HEVC and its layers,
+/// VVC, EVC, AV1, VP8/9, Dolby Vision, MPEG-4 Part 2, H.263, JPEG 2000, SVQ3, VC-1, Avid
+/// and ffmpeg's own `glbl`), bit rate, and how to show the pictures (field order,
+/// colour, pixel aspect, clean aperture, gamma, HDR mastering and light levels).
+pub(super) const VISUAL: &[&[u8; 4]] = &[
+    b"avcC", b"hvcC", b"lhvC", b"vvcC", b"evcC", b"av1C", b"vpcC", b"dvcC", b"dvvC", b"dvwC", b"esds", b"d263",
+    b"glbl", b"SMI ", b"jp2h", b"dvc1", b"ACLR", b"APRG", b"AALP", b"ARES", b"avss", b"strf", b"fiel", b"colr",
+    b"pasp", b"clap", b"gama", b"btrt", b"mdcv", b"clli", b"SmDm", b"CoLL", b"cclv", b"amve", b"ccst",
+];
+
+/// Children of a sound description: codec configurations (AAC and MPEG audio, ALAC,
+/// Opus, FLAC, AC-3, E-AC-3, AC-4, DTS, TrueHD, AMR, MPEG-H, PCM), a QuickTime `wave`,
+/// channel layouts, sample rate, bit rate, byte order and ambisonics.
+pub(super) const AUDIO: &[&[u8; 4]] = &[
+    b"esds", b"wave", b"alac", b"dOps", b"dfLa", b"dac3", b"dec3", b"dac4", b"ddts", b"dmlp", b"damr", b"mhaC",
+    b"pcmC", b"wfex", b"chan", b"chnl", b"srat", b"btrt", b"enda", b"SA3D", b"SAND",
+];
+
+/// Children of a QuickTime `wave` (sound decompression parameters): the original format,
+/// the codec configuration, byte order, and the 8-byte zero terminator.
+pub(super) const WAVE: &[&[u8; 4]] = &[b"frma", b"mp4a", b"esds", b"alac", b"enda", b"\0\0\0\0"];
+
+/// Descriptions of encrypted samples (Common Encryption, Apple FairPlay).
+const ENCRYPTED: &[&[u8; 4]] = &[b"encv", b"enca", b"enct", b"encs", b"drms", b"drmi", b"drmt"];
+
+/// Plans one `stsd`: a FullBox, an entry count, then the descriptions.
+pub(super) fn plan_stsd(
+    walk: Walk<'_>,
+    stsd: &BoxAt,
+    entries: Entries,
+    ctx: Ctx,
+    actions: &mut Vec<Action>,
+) -> Result<(), MediaError> {
+    let format = walk.format;
+    let p = walk.payload(stsd);
+    let short = || MediaError::malformed(format, "a short sample description box (stsd)");
+    let version = *p.first().ok_or_else(short)?;
+    let count = super::be32(p, 4).ok_or_else(short)?;
+    for (i, entry) in walk.kids(stsd, 8)?.iter().enumerate() {
+        let kind = fourcc(&entry.kind);
+        if matches!(&entry.kind, b"free" | b"skip" | b"wide") {
+            actions.push(blank_payload(entry, "stsd"));
+            continue;
+        }
+        if i as u64 >= u64::from(count) {
+            actions.push(free(entry, "a sample description beyond stsd's entry count"));
+            continue;
+        }
+        if ENCRYPTED.contains(&&entry.kind) {
+            return Err(MediaError::Unsupported("encrypted (DRM-protected) video or audio"));
+        }
+        let q = walk.payload(entry);
+        let fields = match entries {
+            Entries::Visual => VISUAL_FIELDS,
+            Entries::Audio => audio_fields(q, version, ctx.quicktime),
+        };
+        if (q.len() as u64) < fields {
+            return Err(MediaError::malformed(
+                format,
+                format!("a '{kind}' sample description shorter than its fields"),
+            ));
+        }
+        actions.push(Action::Blank { off: entry.payload + 12, len: 4, what: "sample description vendor".into() });
+        if entries == Entries::Visual {
+            actions.push(Action::Blank { off: entry.payload + 42, len: 32, what: "video compressor name".into() });
+        }
+        let allowed = match entries {
+            Entries::Visual => VISUAL,
+            Entries::Audio => AUDIO,
+        };
+        for child in extensions(walk, entry, entry.payload + fields)? {
+            match &child.kind {
+                b"free" | b"skip" | b"wide" => actions.push(blank_payload(&child, &kind)),
+                b"sinf" => return Err(MediaError::Unsupported("encrypted (DRM-protected) video or audio")),
+                b"colr" if entries == Entries::Visual => plan_colr(walk, &child, actions),
+                b"wave" if entries == Entries::Audio => {
+                    walk.level(&child, WAVE, "wave", actions, |_, _| Ok(()))?;
+                }
+                c if allowed.contains(&c) => {}
+                other => actions.push(free(
+                    &child,
+                    &format!("'{}' box in a '{kind}' sample description (not needed to decode)", fourcc(other)),
+                )),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The fixed fields of a sound description: 28 bytes, or QuickTime's version 1 (44) or
+/// version 2 (64), as ffmpeg's mov demuxer reads them.
+fn audio_fields(q: &[u8], stsd_version: u8, quicktime: bool) -> u64 {
+    let version = be16(q, 8).unwrap_or(0);
+    match version {
+        1 if quicktime || stsd_version == 0 => 44,
+        2 if quicktime || stsd_version == 0 => 64,
+        _ => 28,
+    }
+}
+
+/// The child boxes of a description, from `from` to its end. Zero bytes at the end are
+/// padding (QuickTime's terminator); anything else that is not a box, or a box of size 0
+/// ("to the end", which readers bound differently), is refused.
+fn extensions(walk: Walk<'_>, entry: &BoxAt, from: u64) -> Result<Vec<BoxAt>, MediaError> {
+    let bad = |what: &str| {
+        MediaError::malformed(walk.format, format!("a '{}' sample description: {what}", fourcc(&entry.kind)))
+    };
+    let mut out = Vec::new();
+    let mut at = from;
+    while at < entry.end {
+        let rest = walk.buf.get((at - walk.base) as usize..(entry.end - walk.base) as usize).unwrap_or_default();
+        if rest.iter().all(|&b| b == 0) {
+            break;
+        }
+        if super::be32(rest, 0) == Some(0) {
+            return Err(bad("a box of size 0 after its fields"));
+        }
+        let b = parse_header(&rest[..rest.len().min(32)], at, entry.end, walk.format)
+            .map_err(|_| bad("bytes after its fields that are not boxes"))?;
+        at = b.end;
+        out.push(b);
+    }
+    Ok(out)
+}

@@ -1,0 +1,88 @@
+//! Bytes of `mdat` that nothing points at. A player reads `mdat` only where a sample
+//! table (or a HEIF item location) sends it, so bytes between and after the samples are
+//! never seen, and can hold anything: an XMP packet, the old location an editor did not
+//! bother to overwrite. Where every track's tables were read, those bytes are zeroed.
+//!
+//! Only where the map can be trusted: a fragmented file (samples located by each
+//! `moof`), data in another file (`dref`), an item built from other items, or a table
+//! pavise could not read leaves `mdat` as it is (`pavise scrub -v` says so). QuickTime
+//! sound with one uniform sample size counts audio frames, not bytes; such a chunk is
+//! taken to run up to the next chunk of any track, so no sample byte is ever zeroed.
+
+/// Where samples and items lie in the file.
+#[derive(Debug, Default)]
+pub(super) struct DataMap {
+    /// (start, end) of each chunk or extent whose length is known.
+    exact: Vec<(u64, u64)>,
+    /// Starts of chunks whose length is not known.
+    open: Vec<u64>,
+    /// Why the map cannot be trusted, if it cannot.
+    distrust: Option<String>,
+}
+
+impl DataMap {
+    pub(super) fn exact(&mut self, off: u64, len: u64) {
+        self.exact.push((off, off.saturating_add(len)));
+    }
+
+    pub(super) fn open(&mut self, off: u64) {
+        self.open.push(off);
+    }
+
+    pub(super) fn distrust(&mut self, why: impl Into<String>) {
+        self.distrust.get_or_insert_with(|| why.into());
+    }
+
+    /// The (offset, length) of every run of bytes in the `mdat` payloads (start, end)
+    /// that no sample or item covers; `Err(why)` when the map cannot be trusted.
+    pub(super) fn gaps(&self, mdats: &[(u64, u64)]) -> Result<Vec<(u64, u64)>, String> {
+        if let Some(why) = &self.distrust {
+            return Err(why.clone());
+        }
+        let mut starts: Vec<u64> = self.exact.iter().map(|r| r.0).chain(self.open.iter().copied()).collect();
+        starts.sort_unstable();
+        starts.dedup();
+        let mut covered = self.exact.clone();
+        for &s in &self.open {
+            let next = starts.get(starts.partition_point(|&n| n <= s)).copied().unwrap_or(u64::MAX);
+            if let Some(&(_, end)) = mdats.iter().find(|&&(from, to)| from <= s && s < to) {
+                covered.push((s, next.min(end)));
+            }
+        }
+        covered.sort_unstable();
+        let mut gaps = Vec::new();
+        for &(from, to) in mdats {
+            let mut at = from;
+            for &(a, z) in covered.iter().filter(|&&(a, z)| a < to && z > from) {
+                if a > at {
+                    gaps.push((at, a - at));
+                }
+                at = at.max(z);
+            }
+            if at < to {
+                gaps.push((at, to - at));
+            }
+        }
+        Ok(gaps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_are_what_no_chunk_covers_and_open_chunks_run_to_the_next_start() {
+        let mut map = DataMap::default();
+        map.exact(110, 10); // 110..120
+        map.exact(115, 10); // overlapping: 115..125
+        map.open(140); // runs to 160, where the next chunk starts
+        map.exact(160, 5); // 160..165
+        map.open(180); // runs to the end of the mdat
+        assert_eq!(map.gaps(&[(100, 200)]).unwrap(), [(100, 10), (125, 15), (165, 15)]);
+        assert_eq!(map.gaps(&[(100, 200), (300, 310)]).unwrap().last(), Some(&(300, 10)), "an mdat nothing points at");
+        map.distrust("a fragmented file");
+        map.distrust("later reasons do not replace the first");
+        assert_eq!(map.gaps(&[(100, 200)]).unwrap_err(), "a fragmented file");
+    }
+}
