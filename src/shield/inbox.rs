@@ -33,7 +33,7 @@ use super::{
     accounts::{self, Key},
     decision::{self, Answer, Cover, Decision, Pass, Standing, Weighed},
     document::{self, Reading},
-    mention::{self, Addressed, InboxPath, LocalHosts, LocalRef},
+    mention::{self, Addressed, InboxPath, LocalHosts, LocalRef, Reach},
     ns,
     quarantine::{ANY_SHIELDED, Hold, HoldRequest},
     signature::{self, Rejection, SignedBy, Verdict},
@@ -277,28 +277,35 @@ impl Shield {
         self.count(verdict)
     }
 
-    /// The local accounts (or [`ANY_SHIELDED`]) a delivery addresses, including the owner
-    /// of a personal inbox it carries a post to. Ids are looked up only when `lookups`.
-    async fn targets_of(&self, d: &Delivery, inbox: &InboxPath, lookups: bool) -> (Vec<String>, bool) {
-        let mut refs: Vec<LocalRef> = d.addressed.local.clone();
+    /// The local accounts a delivery reaches, each with how it reaches her (every way
+    /// together, [`Reach::with`]), including the owner of a personal inbox it carries a post to;
+    /// and whether it may reach others pavise cannot name ([`ANY_SHIELDED`]). Ids are looked
+    /// up only when `lookups`.
+    async fn targets_of(&self, d: &Delivery, inbox: &InboxPath, lookups: bool) -> (Vec<(String, Reach)>, bool) {
+        let mut refs: Vec<(LocalRef, Reach)> =
+            d.addressed.local.iter().cloned().zip(d.addressed.reach.iter().copied()).collect();
         // A post delivered to a member's own inbox reaches the member whatever its
-        // addressing (Mastodon's `delivered_to_account_id` silent mention); an unreadable
-        // body there may be one.
+        // addressing (Mastodon's `delivered_to_account_id` puts her in its audience: a
+        // silent mention, or a notified one when it tags her); an unreadable body there may
+        // be anything.
         let post = match &d.reading {
-            Some(Reading::Exact(_)) => d.addressed.post,
-            _ => true,
+            Some(Reading::Exact(_)) => Some(d.addressed.post),
+            _ => None,
         };
-        if let InboxPath::Personal(owner) = inbox
-            && post
-            && !refs.contains(owner)
-        {
-            refs.push(owner.clone());
+        if let InboxPath::Personal(owner) = inbox {
+            match (refs.iter_mut().find(|(r, _)| r == owner), post) {
+                // Tagged and now in the audience: notified.
+                (Some((_, reach @ Reach::TagOnly)), Some(true)) => *reach = Reach::Notified,
+                (None, Some(true)) => refs.push((owner.clone(), Reach::Silent)),
+                (None, None) => refs.push((owner.clone(), Reach::Notified)),
+                _ => {}
+            }
         }
         let host = self.domains.primary().unwrap_or("");
-        let mut names: Vec<String> = Vec::with_capacity(refs.len());
+        let mut names: Vec<(String, Reach)> = Vec::with_capacity(refs.len());
         let mut any = d.addressed.opaque;
         let mut looked_up = 0;
-        for r in &refs {
+        for (r, reach) in &refs {
             let key = match r {
                 LocalRef::Name(name) => Key::Member(name.clone()),
                 // Only verified deliveries are worth a question to the instance.
@@ -311,8 +318,11 @@ impl Shield {
                 }
             };
             match key {
-                Key::Member(name) if !names.contains(&name) => names.push(name),
-                Key::Member(_) | Key::Nobody => {}
+                Key::Member(name) => match names.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, known)) => *known = known.with(*reach),
+                    None => names.push((name, *reach)),
+                },
+                Key::Nobody => {}
                 Key::Unknown => any = true,
             }
         }
@@ -330,7 +340,8 @@ impl Shield {
             (Verdict::Unverified(why), None) if why.instance_refuses() => Standing::Unweighed,
             // Never counted toward a wave, never a lookup: whom it names, as it names them.
             (Verdict::Unverified(_), None) => {
-                let (mut targets, any) = self.targets_of(d, inbox, false).await;
+                let (targets, any) = self.targets_of(d, inbox, false).await;
+                let mut targets: Vec<String> = targets.into_iter().map(|(name, _)| name).collect();
                 if any {
                     targets.push(ANY_SHIELDED.to_owned());
                 }
@@ -359,11 +370,13 @@ impl Shield {
         // A member's own follows are wanted by that member: never counted, never deferred.
         let mut followed = false;
         let mut strangers_to = Vec::with_capacity(accounts.len());
-        for account in accounts {
+        let mut reach = Vec::with_capacity(accounts.len());
+        for (account, how) in accounts {
             if self.follows.follows(&account, actor) {
                 followed = true;
             } else {
                 strangers_to.push(account);
+                reach.push(how);
             }
         }
         let sender = self.hasher.hash(ns::SENDER, actor);
@@ -371,7 +384,7 @@ impl Shield {
         // Only members count: a made-up name is asked about once (a few per delivery).
         let mut asked = 0;
         let mut members = Vec::with_capacity(strangers_to.len());
-        for account in &strangers_to {
+        for (account, how) in strangers_to.iter().zip(&reach) {
             if !self.accounts.knows(account) {
                 if asked >= MAX_ID_LOOKUPS {
                     continue;
@@ -379,11 +392,34 @@ impl Shield {
                 asked += 1;
             }
             if self.accounts.exists(account, &host, d.behalf).await {
-                members.push(account.as_str());
+                members.push((account.as_str(), *how));
             }
         }
-        let earns_familiarity = followed || !members.is_empty();
-        for account in members {
+        // Only what a member is shown counts ([`Reach`]): a silent mention never; a tag
+        // outside the audience when the instance takes the post at all (it came to a
+        // personal inbox, replies to a local post, addresses a member, or a member follows
+        // its sender). Anything else is dropped or shown to nobody: a ghost.
+        let mut taken = matches!(inbox, InboxPath::Personal(_))
+            || followed
+            || members.iter().any(|(_, how)| *how != Reach::TagOnly);
+        if !taken
+            && members.iter().any(|(_, how)| *how == Reach::TagOnly)
+            && let Some(parent) = &d.addressed.reply_to
+        {
+            // A reply to a post that does not exist is rejected like any other stranger's.
+            taken = matches!(self.accounts.key(parent, &host, d.behalf).await, Key::Member(_));
+        }
+        let counted: Vec<&str> = members
+            .iter()
+            .filter(|(_, how)| match how {
+                Reach::Notified => true,
+                Reach::TagOnly => taken,
+                Reach::Silent => false,
+            })
+            .map(|(account, _)| *account)
+            .collect();
+        let earns_familiarity = followed || !counted.is_empty();
+        for account in counted {
             let mut raised =
                 self.waves.observe(account, sender, domain, now, &params).outcome == wave::Observed::ShieldRaised;
             // Counted across every node too (this node's own count stays the fallback).

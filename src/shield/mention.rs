@@ -30,6 +30,15 @@
 //! - an `Announce` or `Add` embedding the sender's own post: Mastodon handles it like a
 //!   `Create` of that post (`Activity#status_from_object`).
 //!
+//! Of a post, only some of that is shown to her ([`Reach`]): a tag that is also in the
+//! audience (`to`/`cc`, or her own inbox) is notified; a tag alone is notified only when
+//! the instance takes the post at all (`Create#related_to_local_activity?`: it replies to
+//! a local post, addresses a member, came to a personal inbox, or a member follows the
+//! sender; current Mastodon then files it as a "silenced" notification); the audience
+//! alone is a silent mention (`FanOutOnWriteService#notify_mentioned_accounts!` notifies
+//! `active_mentions` only), shown to no stranger's target. The wave detector counts what
+//! she is shown; a shield holds back all of it.
+//!
 //! Nothing else reaches a member, whoever it addresses: `Delete`, `Block`, `Undo`,
 //! `Accept`, `Reject`, `Flag` (it notifies moderators, not the reported member), `Remove`,
 //! `Move`, an unknown type, a post of an unsupported type or from another host, a body
@@ -87,7 +96,7 @@
 //! replies Mastodon fetches when a member opens a thread. README ("What the shield cannot
 //! do") says so.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
@@ -166,6 +175,47 @@ pub struct Addressed {
     /// to a member's own inbox, it reaches her (`delivered_to_account_id`). A `Follow`,
     /// `Like` or `Accept` sent there mentions nobody.
     pub post: bool,
+    /// How each of `local` is reached (same order): what the instance shows her of it.
+    pub reach: Vec<Reach>,
+    /// The post on this instance a post it carries replies to: if that post exists,
+    /// Mastodon accepts the reply from anyone (`responds_to_followed_account?`) and
+    /// notifies whom it tags.
+    pub reply_to: Option<LocalRef>,
+}
+
+/// How a delivery reaches one local account, by what Mastodon shows her of it
+/// (`Create#process_audience`, `FanOutOnWriteService#notify_mentioned_accounts!`). The
+/// wave detector counts only what she is shown; a shield holds back all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reach {
+    /// In a post's `to`/`cc` without a `Mention` tag: a silent mention, which notifies
+    /// nobody and shows a stranger's post in no timeline of hers.
+    Silent,
+    /// Tagged, but not in the post's `to`/`cc`: notified only when the instance accepts
+    /// the post at all — it replies to a local post, addresses another member, came to a
+    /// personal inbox (or its sender is followed here, which pavise cannot see) — and then,
+    /// in current Mastodon, as a "silenced" notification her notification policy filters.
+    TagOnly,
+    /// Notified: tagged and in the audience; or followed, liked, boosted, quoted.
+    Notified,
+}
+
+impl Reach {
+    /// Two readings of one account, e.g. two spellings of her in one post: tagged under
+    /// one and in the audience under the other is both, so notified.
+    pub fn with(self, other: Reach) -> Reach {
+        match (self, other) {
+            (Reach::Silent, Reach::TagOnly) | (Reach::TagOnly, Reach::Silent) => Reach::Notified,
+            (a, b) => a.max(b),
+        }
+    }
+}
+
+impl Addressed {
+    /// How `r` is reached, if at all.
+    pub fn reach_of(&self, r: &LocalRef) -> Option<Reach> {
+        self.local.iter().position(|l| l == r).and_then(|i| self.reach.get(i).copied())
+    }
 }
 
 const PUBLIC: [&str; 3] = ["https://www.w3.org/ns/activitystreams#Public", "as:Public", "Public"];
@@ -192,7 +242,7 @@ pub fn read(doc: &Value, locals: &LocalHosts) -> Addressed {
         locals,
         compacted,
         sender,
-        seen_local: HashSet::new(),
+        seen_local: HashMap::new(),
         remote: HashSet::new(),
         entries: 0,
         out: Addressed::default(),
@@ -217,7 +267,8 @@ struct Reader<'v, 'l> {
     compacted: bool,
     /// The activity's `actor` (for a verified delivery, the signer: the stage checks).
     sender: Option<&'v str>,
-    seen_local: HashSet<LocalRef>,
+    /// Each local account seen, and its index in `out.local`.
+    seen_local: HashMap<LocalRef, usize>,
     remote: HashSet<&'v str>,
     entries: usize,
     out: Addressed,
@@ -269,7 +320,7 @@ impl<'v> Reader<'v, '_> {
             Some("Follow" | "FeatureRequest") => {
                 for id in objects.iter().filter_map(id_of) {
                     if let Some(r) = local_ref(id, self.locals) {
-                        self.local(r);
+                        self.local(r, Reach::Notified);
                     }
                 }
             }
@@ -292,7 +343,7 @@ impl<'v> Reader<'v, '_> {
     fn own_posts(&mut self, objects: &'v [Value]) {
         for id in objects.iter().filter_map(id_of) {
             if let Some(r) = status_ref(id, self.locals) {
-                self.local(r);
+                self.local(r, Reach::Notified);
             }
         }
     }
@@ -330,7 +381,7 @@ impl<'v> Reader<'v, '_> {
         // A local post is found by its id, never fetched.
         if self.is_local(id) {
             if announce && let Some(r) = status_ref(id, self.locals) {
-                self.local(r);
+                self.local(r, Reach::Notified);
             }
             return;
         }
@@ -374,28 +425,45 @@ impl<'v> Reader<'v, '_> {
         }
     }
 
-    /// One post the instance keeps: whom it mentions, and what it makes the instance fetch.
+    /// One post the instance keeps: whom it mentions (and how, [`Reach`]), and what it
+    /// makes the instance fetch.
     fn post(&mut self, activity: Option<&'v Value>, object: &'v Value) {
+        let mut audience = Vec::new();
         for field in ["to", "cc"] {
             // `@object['to'] || @json['to']`.
             let own = object.get(field).filter(|v| !matches!(v, Value::Null | Value::Bool(false)));
             for item in as_array(own.or_else(|| activity.and_then(|a| a.get(field)))) {
-                if let Some(id) = id_of(item) {
-                    self.reference(id);
+                if let Some(local) = id_of(item).and_then(|id| self.reference(id)) {
+                    audience.push(local);
                 }
             }
         }
+        let mut tagged = Vec::new();
         for tag in as_array(object.get("tag")) {
             if includes(tag.get("type"), "Mention")
-                && let Some(href) = tag.get("href").and_then(Value::as_str)
+                && let Some(local) = tag.get("href").and_then(Value::as_str).and_then(|href| self.reference(href))
             {
-                self.reference(href);
+                tagged.push(local);
             }
+        }
+        for local in &audience {
+            let reach = if tagged.contains(local) { Reach::Notified } else { Reach::Silent };
+            self.local(local.clone(), reach);
+        }
+        for local in tagged {
+            if !audience.contains(&local) {
+                self.local(local, Reach::TagOnly);
+            }
+        }
+        if let Some(parent) =
+            as_array(object.get("inReplyTo")).iter().filter_map(id_of).find_map(|p| status_ref(p, self.locals))
+        {
+            self.out.reply_to.get_or_insert(parent);
         }
         for key in QUOTE_KEYS {
             for quoted in as_array(object.get(key)).iter().filter_map(id_of) {
                 match status_ref(quoted, self.locals) {
-                    Some(owner) => self.local(owner),
+                    Some(owner) => self.local(owner, Reach::Notified),
                     None if self.fetched(quoted) => self.out.opaque = true,
                     None => {}
                 }
@@ -438,41 +506,49 @@ impl<'v> Reader<'v, '_> {
         }
     }
 
-    fn reference(&mut self, r: &'v str) {
+    /// An addressee: counted toward the hellthread total; the local account it names, if
+    /// any, for the caller to record with its [`Reach`].
+    fn reference(&mut self, r: &'v str) -> Option<LocalRef> {
         if self.out.truncated {
-            return;
+            return None;
         }
         self.entries += 1;
         if self.entries > MAX_ENTRIES {
             self.out.truncated = true;
-            return;
+            return None;
         }
         let r = r.trim();
         if r.is_empty() || PUBLIC.contains(&r) || r.ends_with("/followers") || r.ends_with("/following") {
-            return;
+            return None;
         }
         match local_ref(r, self.locals) {
-            Some(local) => self.local(local),
+            Some(local) => Some(local),
             None => {
                 if self.remote.len() + self.out.local.len() >= MAX_ADDRESSEES {
                     self.out.truncated = true;
                 } else {
                     self.remote.insert(r);
                 }
+                None
             }
         }
     }
 
-    fn local(&mut self, r: LocalRef) {
-        if self.seen_local.contains(&r) {
+    /// Records a local account reached, with every way it is reached ([`Reach::with`]).
+    fn local(&mut self, r: LocalRef, reach: Reach) {
+        if let Some(&i) = self.seen_local.get(&r) {
+            if let Some(known) = self.out.reach.get_mut(i) {
+                *known = known.with(reach);
+            }
             return;
         }
         if self.remote.len() + self.out.local.len() >= MAX_ADDRESSEES {
             self.out.truncated = true;
             return;
         }
-        self.seen_local.insert(r.clone());
+        self.seen_local.insert(r.clone(), self.out.local.len());
         self.out.local.push(r);
+        self.out.reach.push(reach);
     }
 }
 
@@ -726,6 +802,47 @@ mod tests {
 
     fn mention(href: &str) -> Value {
         json!({"tag": [{"type": "Mention", "href": href}]})
+    }
+
+    /// How each local account `note` names is reached, by name.
+    fn reach(note: Value) -> Vec<(LocalRef, Reach)> {
+        let a = read(&create(note), &locals());
+        a.local.iter().cloned().zip(a.reach.iter().copied()).collect()
+    }
+
+    #[test]
+    fn only_a_tag_in_the_audience_is_notified() {
+        let alice = "https://local.example/users/alice";
+        let tag = json!([{"type": "Mention", "href": alice}]);
+        assert_eq!(reach(json!({"tag": tag, "cc": [alice]})), [(name("alice"), Reach::Notified)]);
+        assert_eq!(reach(json!({"tag": tag, "to": [alice]})), [(name("alice"), Reach::Notified)]);
+        assert_eq!(reach(json!({"tag": tag})), [(name("alice"), Reach::TagOnly)]);
+        assert_eq!(reach(json!({"cc": [alice]})), [(name("alice"), Reach::Silent)]);
+        assert_eq!(reach(json!({"cc": [{"id": alice}]})), [(name("alice"), Reach::Silent)]);
+        // Two spellings of her, one tagged and one in the audience: both.
+        let spelled = json!([{"type": "Mention", "href": "https://LOCAL.example./@alice"}]);
+        assert_eq!(reach(json!({"tag": spelled, "cc": [alice]})), [(name("alice"), Reach::Notified)]);
+        // A quote of her post notifies her whatever the addressing.
+        let quoted = reach(json!({"quote": "https://local.example/users/alice/statuses/7", "cc": [alice]}));
+        assert_eq!(quoted, [(name("alice"), Reach::Silent), (LocalRef::StatusOwner(7), Reach::Notified)]);
+    }
+
+    #[test]
+    fn a_reply_to_a_local_post_is_marked() {
+        let r = |note: Value| read(&create(note), &locals()).reply_to;
+        let post88 = Some(LocalRef::StatusOwner(88));
+        assert_eq!(r(json!({"inReplyTo": "https://local.example/users/carol/statuses/88"})), post88);
+        assert_eq!(r(json!({"inReplyTo": {"id": "https://local.example/@carol/88"}})), post88);
+        assert_eq!(r(json!({"inReplyTo": "https://elsewhere.example/notes/1"})), None);
+        assert_eq!(r(json!({})), None);
+    }
+
+    #[test]
+    fn reach_of_two_readings() {
+        assert_eq!(Reach::Silent.with(Reach::TagOnly), Reach::Notified);
+        assert_eq!(Reach::TagOnly.with(Reach::TagOnly), Reach::TagOnly);
+        assert_eq!(Reach::Silent.with(Reach::Silent), Reach::Silent);
+        assert_eq!(Reach::Notified.with(Reach::Silent), Reach::Notified);
     }
 
     #[test]

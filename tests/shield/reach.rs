@@ -107,6 +107,29 @@ async fn what_reaches_a_member_is_counted_and_what_the_instance_fetches_is_held_
             assert!(at_instance(&upstream, &body), "forwarded as it is: {doc}");
         }
     }
+    // Third pass, M3: what the instance takes but shows carol nothing of, from four
+    // fresh verified actors. Tagged only, on the shared inbox, from a sender nobody here
+    // follows: rejected. In the audience only, or a post to her own inbox that does not tag
+    // her: a silent mention, which notifies nobody.
+    let silent_to_carol = |a: &str, i: usize| {
+        [
+            (
+                "/inbox",
+                post_with(a, &format!("tagonly{i}"), serde_json::json!({"tag": [{"type": "Mention", "href": carol}]})),
+            ),
+            ("/inbox", post_with(a, &format!("cconly{i}"), serde_json::json!({"cc": [carol]}))),
+            ("/inbox", post_with(a, &format!("dm{i}"), serde_json::json!({"to": [carol], "cc": []}))),
+            ("/users/carol/inbox", post_with(a, &format!("inbox{i}"), serde_json::json!({}))),
+        ]
+    };
+    for i in 0..4 {
+        let a = ghost_server.actor(&format!("unseen{i}"));
+        for (path, doc) in silent_to_carol(&a, i) {
+            let body = doc.to_string().into_bytes();
+            assert_eq!(deliver_to(&pavise, ghosts, &a, path, &body).await, 202, "{doc}");
+            assert!(at_instance(&upstream, &body), "forwarded as it is: {doc}");
+        }
+    }
     let report = admin_get(&pavise, "/admin/shield").await;
     assert!(shielded(&report).is_empty(), "ghosts raised a shield: {report}");
     let a = probe_server.actor("carols-stranger");
@@ -266,6 +289,23 @@ async fn what_reaches_a_member_is_counted_and_what_the_instance_fetches_is_held_
     }
     let report = admin_get(&pavise, "/admin/shield").await;
     assert_eq!(shielded(&report), ["alice", "dave"], "{report}");
+    // A tag alone counts when the instance takes the post anyway, and notifies her (older
+    // Mastodon) or files it under her filtered notifications (newer): a reply to a local
+    // post, to her own inbox.
+    let frank = format!("https://{LOCAL}/users/frank");
+    let mut taken = Vec::new();
+    for i in 0..4 {
+        let a = troll_server.actor(&format!("replier{i}"));
+        let tag = serde_json::json!([{"type": "Mention", "href": frank}]);
+        let (fields, path) = if i % 2 == 0 {
+            (serde_json::json!({"tag": tag, "inReplyTo": CAROL_POST}), "/inbox")
+        } else {
+            (serde_json::json!({"tag": tag}), "/users/frank/inbox")
+        };
+        let body = post_with(&a, &format!("replier{i}"), fields).to_string().into_bytes();
+        taken.push(deliver_to(&pavise, trolls, &a, path, &body).await);
+    }
+    assert_eq!(taken, [202, 202, 202, 429], "tagged replies to a local post raise a shield");
     pavise.stop().await;
 }
 
