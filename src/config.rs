@@ -587,6 +587,20 @@ impl Config {
         self.file.public.tls_cert.is_some()
     }
 
+    /// What `pavise expiry list|sweep` needs of the file.
+    pub fn expiry_cli(&self) -> crate::expiry::cli::CliSetup {
+        let f = &self.file;
+        crate::expiry::cli::CliSetup {
+            expiry: f.expiry.clone(),
+            admin_listen: f.admin.listen,
+            admin_token_file: self.admin_token_file(),
+            data_dir: f.data_dir.clone(),
+            policies: f.policies.clone(),
+            instance: self.upstream.authority.clone(),
+            local_domain: f.local_domain.clone(),
+        }
+    }
+
     /// The shield's section and what it needs from the rest of the file.
     pub fn shield_setup(&self) -> crate::shield::ShieldSetup {
         let f = &self.file;

@@ -14,8 +14,7 @@ const LEAVES: &[&str] = &["src/proxy/contract", "src/admin/hooks.rs"];
 /// The stage modules.
 const STAGE_MODULES: &[&str] = &["src/shield", "src/privacy", "src/expiry"];
 /// Stage modules built from their own config section, never from the whole `Config`.
-/// (Expiry's CLI still reads it: src/expiry/ is being rewritten on its own branch.)
-const SECTION_BUILT: &[&str] = &["src/shield", "src/privacy"];
+const SECTION_BUILT: &[&str] = &["src/shield", "src/privacy", "src/expiry"];
 
 /// Every `crate::` path in `code`, without the `crate::` (`proxy::contract::Flow`).
 fn crate_paths(code: &str) -> Vec<String> {

@@ -201,13 +201,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let out = match action {
                 ExpiryCommand::List { state, limit } => {
-                    runtime.block_on(pavise::expiry::cli::list(&config, &state, limit))?
+                    runtime.block_on(pavise::expiry::cli::list(&config.expiry_cli(), &state, limit))?
                 }
                 ExpiryCommand::Sweep { account, token_file, dry_run } => {
                     let token = std::fs::read_to_string(&token_file)
                         .with_context(|| format!("reading {}", token_file.display()))?;
                     let token = pavise::expiry::seal::Token::new(token.trim());
-                    runtime.block_on(pavise::expiry::cli::sweep(&config, &account, token, dry_run))?
+                    runtime.block_on(pavise::expiry::cli::sweep(&config.expiry_cli(), &account, token, dry_run))?
                 }
                 ExpiryCommand::BenchStore { dir, count } => {
                     runtime.block_on(pavise::expiry::cli::bench_store(&dir, count))?

@@ -464,16 +464,16 @@ async fn sweep_schedules_old_posts_through_the_running_relay() {
     let token = || pavise::expiry::seal::Token::new("bob-token");
 
     // Dry run: 46 DMs would go (two pages of 40), the public post stays, nothing changes.
-    let out = pavise::expiry::cli::sweep(&config, "bob", token(), true).await.unwrap();
+    let out = pavise::expiry::cli::sweep(&config.expiry_cli(), "bob", token(), true).await.unwrap();
     assert!(out.contains("47 statuses seen, would schedule 46 (45 already past"), "{out}");
     assert!(out.contains(&old_dms[0]) && !out.contains(&public), "{out}");
     assert_eq!(admin(&p).await["counts"]["pending"], 0);
 
     // The wrong account's token is refused.
-    let err = pavise::expiry::cli::sweep(&config, "alice", token(), true).await.unwrap_err().to_string();
+    let err = pavise::expiry::cli::sweep(&config.expiry_cli(), "alice", token(), true).await.unwrap_err().to_string();
     assert!(err.contains("belongs to"), "{err}");
 
-    let out = pavise::expiry::cli::sweep(&config, "bob", token(), false).await.unwrap();
+    let out = pavise::expiry::cli::sweep(&config.expiry_cli(), "bob", token(), false).await.unwrap();
     assert!(out.contains("scheduled 46"), "{out}");
     let gone = wait_for(60, || old_dms.iter().all(|id| !s.exists(id))).await;
     assert!(gone, "old DMs were not deleted: {}", admin(&p).await);
@@ -486,7 +486,7 @@ async fn sweep_schedules_old_posts_through_the_running_relay() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let listing = pavise::expiry::cli::list(&config, "deleted", 100).await.unwrap();
+    let listing = pavise::expiry::cli::list(&config.expiry_cli(), "deleted", 100).await.unwrap();
     assert!(!listing.contains(&old_dms[0]) && listing.contains("\"gone\":46"), "{listing}");
     assert!(listing.contains("@bob  done  seen 47  scheduled 46"), "the sweep's progress is listed: {listing}");
     p.stop().await;

@@ -10,25 +10,37 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
-use super::{Expiry, ExpiryAdmin, ExpiryError, instance::Instance, seal::Sealer, seal::Token};
-use crate::{
-    config::Config,
-    store::{EmbeddedStore, ExpiryState, Scheduled, Store, now_ms},
-};
+use super::{Expiry, ExpiryAdmin, ExpiryConfig, ExpiryError, instance::Instance, seal::Sealer, seal::Token};
+use crate::store::{EmbeddedStore, ExpiryState, Scheduled, Store, now_ms};
+
+/// What the commands need of the configuration (the composition of `main` gathers it,
+/// as the relay's gathers each feature's): where the running relay's admin API is, and
+/// else where the store, its key and the policies are.
+#[derive(Debug, Clone)]
+pub struct CliSetup {
+    pub expiry: ExpiryConfig,
+    pub admin_listen: std::net::SocketAddr,
+    pub admin_token_file: std::path::PathBuf,
+    pub data_dir: std::path::PathBuf,
+    pub policies: std::path::PathBuf,
+    /// The instance (`upstream`) and its `LOCAL_DOMAIN`, for a sweep run here.
+    pub instance: http::uri::Authority,
+    pub local_domain: Option<String>,
+}
 
 pub use super::sweep::{SweepReport, run_sweep};
 
 async fn admin_call(
-    config: &Config,
+    config: &CliSetup,
     method: http::Method,
     path_query: &str,
     body: Option<serde_json::Value>,
 ) -> Option<Result<serde_json::Value, String>> {
-    let token = std::fs::read_to_string(config.admin_token_file()).ok()?;
+    let token = std::fs::read_to_string(&config.admin_token_file).ok()?;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let req = http::Request::builder()
         .method(method)
-        .uri(format!("http://{}{}", config.file.admin.listen, path_query))
+        .uri(format!("http://{}{}", config.admin_listen, path_query))
         .header(http::header::AUTHORIZATION, format!("Bearer {}", token.trim()))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body.map(|b| b.to_string()).unwrap_or_default())))
@@ -45,19 +57,18 @@ async fn admin_call(
     })
 }
 
-fn local_core(config: &Config) -> Result<Arc<Expiry>, ExpiryError> {
-    let sealer = Sealer::load_or_create(&config.file.expiry.key_file(&config.file.data_dir))?;
+fn local_core(config: &CliSetup) -> Result<Arc<Expiry>, ExpiryError> {
+    let sealer = Sealer::load_or_create(&config.expiry.key_file(&config.data_dir))?;
     let opts = crate::store::StoreOptions {
-        cache_bytes: config.file.expiry.store_cache.0 as usize,
-        forget_within: config.file.expiry.forget_within.get(),
+        cache_bytes: config.expiry.store_cache.0 as usize,
+        forget_within: config.expiry.forget_within.get(),
     };
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open_with(&config.file.data_dir, opts, Some(sealer.store_key()))?);
-    Ok(Arc::new(Expiry::new(store, config.file.policies.clone(), sealer, config.file.expiry.clone())?))
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open_with(&config.data_dir, opts, Some(sealer.store_key()))?);
+    Ok(Arc::new(Expiry::new(store, config.policies.clone(), sealer, config.expiry.clone())?))
 }
 
 /// `pavise expiry list`.
-pub async fn list(config: &Config, state: &str, limit: usize) -> Result<String, ExpiryError> {
+pub async fn list(config: &CliSetup, state: &str, limit: usize) -> Result<String, ExpiryError> {
     let parsed = ExpiryState::from_name(state).ok_or_else(|| {
         ExpiryError::Invalid(format!(
             "unknown state {state:?}; use pending, claimed, deleted, kept, failed or cancelled"
@@ -129,7 +140,7 @@ pub async fn list(config: &Config, state: &str, limit: usize) -> Result<String, 
 }
 
 /// `pavise expiry sweep`.
-pub async fn sweep(config: &Config, account: &str, token: Token, dry_run: bool) -> Result<String, ExpiryError> {
+pub async fn sweep(config: &CliSetup, account: &str, token: Token, dry_run: bool) -> Result<String, ExpiryError> {
     let body = serde_json::json!({ "account": account, "token": token.expose(), "dry_run": dry_run });
     if let Some(r) = admin_call(config, http::Method::POST, "/admin/expiry/sweep", Some(body)).await {
         let v = r.map_err(ExpiryError::Invalid)?;
@@ -137,8 +148,8 @@ pub async fn sweep(config: &Config, account: &str, token: Token, dry_run: bool) 
         return Ok(report.render());
     }
     let core = local_core(config)?;
-    let instance = Instance::new(config.upstream.authority.clone(), config.file.expiry.request_timeout.get());
-    let report = run_sweep(&core, &instance, config.file.local_domain.as_deref(), account, &token, dry_run).await?;
+    let instance = Instance::new(config.instance.clone(), config.expiry.request_timeout.get());
+    let report = run_sweep(&core, &instance, config.local_domain.as_deref(), account, &token, dry_run).await?;
     Ok(report.render())
 }
 

@@ -615,7 +615,7 @@ impl Exchange {
                 self.record_lost().await;
                 return match e {
                     InstanceError::Timeout => ProxyError::UpstreamTimeout.into_response(),
-                    _ => json_error(StatusCode::BAD_GATEWAY, "the instance is not reachable right now"),
+                    _ => ProxyError::UpstreamMisbehaved("the instance is not reachable right now").into_response(),
                 };
             }
         };
