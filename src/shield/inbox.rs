@@ -287,19 +287,25 @@ impl Shield {
         // A post delivered to a member's own inbox reaches the member whatever its
         // addressing (Mastodon's `delivered_to_account_id` puts her in its audience: a
         // silent mention, or a notified one when it tags her); an unreadable body there may
-        // be anything.
+        // be anything. Only `/users/NAME/inbox` is hers: Rails routes `/ap/users/ID/inbox`
+        // to the shared inbox (`InboxesController#account_required?` reads the username
+        // only), so there the owner is held back for, never counted.
         let post = match &d.reading {
             Some(Reading::Exact(_)) => Some(d.addressed.post),
             _ => None,
         };
-        if let InboxPath::Personal(owner) = inbox {
-            match (refs.iter_mut().find(|(r, _)| r == owner), post) {
+        match inbox {
+            InboxPath::Personal(owner @ LocalRef::Name(_)) => match (refs.iter_mut().find(|(r, _)| r == owner), post) {
                 // Tagged and now in the audience: notified.
                 (Some((_, reach @ Reach::TagOnly)), Some(true)) => *reach = Reach::Notified,
                 (None, Some(true)) => refs.push((owner.clone(), Reach::Silent)),
                 (None, None) => refs.push((owner.clone(), Reach::Notified)),
                 _ => {}
+            },
+            InboxPath::Personal(owner) if post != Some(false) && !refs.iter().any(|(r, _)| r == owner) => {
+                refs.push((owner.clone(), Reach::Unresolved));
             }
+            _ => {}
         }
         let host = self.domains.primary().unwrap_or("");
         let mut names: Vec<(String, Reach)> = Vec::with_capacity(refs.len());
@@ -395,15 +401,26 @@ impl Shield {
                 members.push((account.as_str(), *how));
             }
         }
-        // Only what a member is shown counts ([`Reach`]): a silent mention never; a tag
-        // outside the audience when the instance takes the post at all (it came to a
-        // personal inbox, replies to a local post, addresses a member, or a member follows
-        // its sender). Anything else is dropped or shown to nobody: a ghost.
-        let mut taken = matches!(inbox, InboxPath::Personal(_))
-            || followed
-            || members.iter().any(|(_, how)| *how != Reach::TagOnly);
-        if !taken
-            && members.iter().any(|(_, how)| *how == Reach::TagOnly)
+        // Only what a member is shown counts ([`Reach`]): a silent mention never, nor a
+        // spelling Mastodon resolves to nobody; a tag outside the audience when the
+        // instance takes the post at all (it came to an existing member's own inbox,
+        // replies publicly to an existing local post, addresses a member or the instance's
+        // actor, or a member it addresses follows its sender). Anything else is dropped or
+        // shown to nobody: a ghost.
+        let tag_only = members.iter().any(|(_, how)| *how == Reach::TagOnly);
+        let mut taken = tag_only
+            && (followed
+                || d.addressed.addresses_instance
+                || members.iter().any(|(_, how)| matches!(how, Reach::Silent | Reach::Notified)));
+        // Her own inbox (`/users/NAME/inbox`): Rails answers 404 when NAME is no account.
+        if tag_only
+            && !taken
+            && let InboxPath::Personal(LocalRef::Name(owner)) = inbox
+        {
+            taken = self.accounts.exists(owner, &host, d.behalf).await;
+        }
+        if tag_only
+            && !taken
             && let Some(parent) = &d.addressed.reply_to
         {
             // A reply to a post that does not exist is rejected like any other stranger's.
@@ -414,7 +431,7 @@ impl Shield {
             .filter(|(_, how)| match how {
                 Reach::Notified => true,
                 Reach::TagOnly => taken,
-                Reach::Silent => false,
+                Reach::Silent | Reach::Unresolved => false,
             })
             .map(|(account, _)| *account)
             .collect();

@@ -56,9 +56,12 @@
 //! [`crate::proxy::contract::route::record_id_of`], so `1-alice`, `1abc`, `%2B1` and `%201` are
 //! account 1), and the old OStatus `tag:DOMAIN,...:objectId=ID:objectType=Account`.
 //! Usernames are case-insensitive.
-//! Pavise is a little more inclusive than Mastodon where counting more is the safe side: a
-//! default (or any) port on the local host, several trailing dots, and the `acct:`,
-//! `@user@host` and `user@host` forms count as the local account too. Numeric ids are
+//! Pavise reads a little more generously than Mastodon where holding back more is the safe
+//! side: a port on the local host, several trailing dots, a `tag:` domain in other case, and
+//! the `acct:`, `@user@host` and `user@host` forms name the local account too — but
+//! Mastodon resolves those to nobody, so they only hold a delivery back under a shield and
+//! never count toward one ([`exact`], [`Reach::Unresolved`]): over-counting would let
+//! ghosts raise a shield. Numeric ids are
 //! turned into names by asking the instance ([`super::accounts`]). A document with a
 //! Linked Data signature is compacted by the instance, which turns one-element arrays into
 //! their element: so there, `"type": ["Create"]` is a `Create`.
@@ -177,10 +180,13 @@ pub struct Addressed {
     pub post: bool,
     /// How each of `local` is reached (same order): what the instance shows her of it.
     pub reach: Vec<Reach>,
-    /// The post on this instance a post it carries replies to: if that post exists,
-    /// Mastodon accepts the reply from anyone (`responds_to_followed_account?`) and
-    /// notifies whom it tags.
+    /// The post on this instance a public or unlisted post it carries replies to: if that
+    /// post exists, Mastodon accepts the reply from anyone (`responds_to_followed_account?`,
+    /// for those visibilities only) and notifies whom it tags.
     pub reply_to: Option<LocalRef>,
+    /// A post it carries has the instance's own actor (`/actor`) in its audience, which
+    /// Mastodon counts as addressing a local account (`addresses_local_accounts?`).
+    pub addresses_instance: bool,
 }
 
 /// How a delivery reaches one local account, by what Mastodon shows her of it
@@ -188,6 +194,9 @@ pub struct Addressed {
 /// wave detector counts only what she is shown; a shield holds back all three.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Reach {
+    /// Named in a spelling pavise reads generously but Mastodon resolves to nobody
+    /// ([`exact`]: `acct:`, an explicit port, ...): held back under a shield, never counted.
+    Unresolved,
     /// In a post's `to`/`cc` without a `Mention` tag: a silent mention, which notifies
     /// nobody and shows a stranger's post in no timeline of hers.
     Silent,
@@ -196,7 +205,8 @@ pub enum Reach {
     /// personal inbox (or its sender is followed here, which pavise cannot see) — and then,
     /// in current Mastodon, as a "silenced" notification her notification policy filters.
     TagOnly,
-    /// Notified: tagged and in the audience; or followed, liked, boosted, quoted.
+    /// Notified: tagged and in the audience, or tagged in an `Update` (Mastodon notifies a
+    /// mention an edit adds, whatever the audience); or followed, liked, boosted, quoted.
     Notified,
 }
 
@@ -227,6 +237,9 @@ const POST_TYPES: [&str; 8] = ["Note", "Question", "Image", "Audio", "Video", "A
 const ACTOR_TYPES: [&str; 5] = ["Application", "Group", "Organization", "Person", "Service"];
 /// `StatusParser#quote?` / `#quote_uri`.
 const QUOTE_KEYS: [&str; 4] = ["quote", "_misskey_quote", "quoteUrl", "quoteUri"];
+/// `Status::REAL_TIME_WINDOW`: a post created (`published`) longer ago than this is stored
+/// but never distributed, so it notifies nobody.
+const REAL_TIME_WINDOW: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 /// Distinct addressees read at most; past it the delivery is a hellthread by any measure.
 pub const MAX_ADDRESSEES: usize = 1000;
 /// Addressing entries looked at at most (duplicates included): the work one delivery can
@@ -235,6 +248,11 @@ pub const MAX_ENTRIES: usize = 5000;
 
 /// Reads whom a delivery reaches, as Mastodon processes it (see the module docs).
 pub fn read(doc: &Value, locals: &LocalHosts) -> Addressed {
+    read_at(doc, locals, std::time::SystemTime::now())
+}
+
+/// [`read`], with the time a post's `published` is compared with.
+pub fn read_at(doc: &Value, locals: &LocalHosts, now: std::time::SystemTime) -> Addressed {
     // Mastodon compacts a document with a Linked Data signature before reading it.
     let compacted = doc.get("signature").is_some_and(Value::is_object);
     let sender = doc.get("actor").and_then(|a| first_id(a, compacted));
@@ -245,6 +263,8 @@ pub fn read(doc: &Value, locals: &LocalHosts) -> Addressed {
         seen_local: HashMap::new(),
         remote: HashSet::new(),
         entries: 0,
+        now,
+        quiet: false,
         out: Addressed::default(),
     };
     // Without the ActivityStreams context Mastodon reads nothing of it. (A compacted
@@ -271,6 +291,10 @@ struct Reader<'v, 'l> {
     seen_local: HashMap<LocalRef, usize>,
     remote: HashSet<&'v str>,
     entries: usize,
+    now: std::time::SystemTime,
+    /// Reading a post Mastodon stores but does not distribute (too old): it notifies
+    /// nobody, whatever it names.
+    quiet: bool,
     out: Addressed,
 }
 
@@ -320,7 +344,7 @@ impl<'v> Reader<'v, '_> {
             Some("Follow" | "FeatureRequest") => {
                 for id in objects.iter().filter_map(id_of) {
                     if let Some(r) = local_ref(id, self.locals) {
-                        self.local(r, Reach::Notified);
+                        self.local(r, exactly(id, self.locals, Reach::Notified));
                     }
                 }
             }
@@ -343,7 +367,7 @@ impl<'v> Reader<'v, '_> {
     fn own_posts(&mut self, objects: &'v [Value]) {
         for id in objects.iter().filter_map(id_of) {
             if let Some(r) = status_ref(id, self.locals) {
-                self.local(r, Reach::Notified);
+                self.local(r, exactly(id, self.locals, Reach::Notified));
             }
         }
     }
@@ -369,10 +393,25 @@ impl<'v> Reader<'v, '_> {
                     return;
                 }
                 self.out.post = true;
-                self.post(Some(activity), object);
+                // A post created longer ago than the real-time window is stored, never
+                // distributed: nobody is notified (`Create#distribute`). An edit notifies
+                // what it adds however old the post is.
+                self.quiet = !update && self.published_long_ago(object);
+                self.post(Some(activity), object, update);
+                self.quiet = false;
             }
             _ => {}
         }
+    }
+
+    /// Whether `published` says the post is older than [`REAL_TIME_WINDOW`] (a date
+    /// pavise cannot read counts as now, as a status without one is created now).
+    fn published_long_ago(&self, object: &Value) -> bool {
+        let Some(published) = object.get("published").and_then(Value::as_str) else { return false };
+        humantime::parse_rfc3339_weak(published.trim())
+            .ok()
+            .and_then(|at| self.now.duration_since(at).ok())
+            .is_some_and(|age| age > REAL_TIME_WINDOW)
     }
 
     /// The object of an `Announce` (which notifies the owner of a local post) or an `Add`.
@@ -381,7 +420,7 @@ impl<'v> Reader<'v, '_> {
         // A local post is found by its id, never fetched.
         if self.is_local(id) {
             if announce && let Some(r) = status_ref(id, self.locals) {
-                self.local(r, Reach::Notified);
+                self.local(r, exactly(id, self.locals, Reach::Notified));
             }
             return;
         }
@@ -398,7 +437,7 @@ impl<'v> Reader<'v, '_> {
             && author == self.sender;
         if own_post {
             if !self.foreign_id(object.get("id")) {
-                self.post(None, object);
+                self.post(None, object, false);
             }
         } else if object.is_object() || self.fetched(id) {
             self.out.opaque = true;
@@ -420,30 +459,39 @@ impl<'v> Reader<'v, '_> {
                 && !self.foreign_id(instrument.get("id"))
                 && includes_any(instrument.get("type"), &POST_TYPES)
             {
-                self.post(None, instrument);
+                self.post(None, instrument, false);
             }
         }
     }
 
-    /// One post the instance keeps: whom it mentions (and how, [`Reach`]), and what it
-    /// makes the instance fetch.
-    fn post(&mut self, activity: Option<&'v Value>, object: &'v Value) {
+    /// One post the instance keeps (or, `update`, edits): whom it mentions (and how,
+    /// [`Reach`]), and what it makes the instance fetch.
+    fn post(&mut self, activity: Option<&'v Value>, object: &'v Value, update: bool) {
         let mut audience = Vec::new();
+        let mut public = false;
         for field in ["to", "cc"] {
             // `@object['to'] || @json['to']`.
             let own = object.get(field).filter(|v| !matches!(v, Value::Null | Value::Bool(false)));
-            for item in as_array(own.or_else(|| activity.and_then(|a| a.get(field)))) {
-                if let Some(local) = id_of(item).and_then(|id| self.reference(id)) {
-                    audience.push(local);
+            for id in as_array(own.or_else(|| activity.and_then(|a| a.get(field)))).iter().filter_map(id_of) {
+                public |= PUBLIC.contains(&id.trim());
+                self.out.addresses_instance |= is_instance_actor(id, self.locals);
+                match self.reference(id) {
+                    Some(local) if exact(id, self.locals) => audience.push(local),
+                    Some(local) => self.local(local, Reach::Unresolved),
+                    None => {}
                 }
             }
         }
         let mut tagged = Vec::new();
         for tag in as_array(object.get("tag")) {
             if includes(tag.get("type"), "Mention")
-                && let Some(local) = tag.get("href").and_then(Value::as_str).and_then(|href| self.reference(href))
+                && let Some(href) = tag.get("href").and_then(Value::as_str)
             {
-                tagged.push(local);
+                match self.reference(href) {
+                    Some(local) if exact(href, self.locals) => tagged.push(local),
+                    Some(local) => self.local(local, Reach::Unresolved),
+                    None => {}
+                }
             }
         }
         for local in &audience {
@@ -452,18 +500,22 @@ impl<'v> Reader<'v, '_> {
         }
         for local in tagged {
             if !audience.contains(&local) {
-                self.local(local, Reach::TagOnly);
+                self.local(local, if update { Reach::Notified } else { Reach::TagOnly });
             }
         }
-        if let Some(parent) =
-            as_array(object.get("inReplyTo")).iter().filter_map(id_of).find_map(|p| status_ref(p, self.locals))
+        // Mastodon takes a stranger's reply to a local post when it is public or unlisted.
+        if public
+            && let Some(parent) = as_array(object.get("inReplyTo"))
+                .iter()
+                .filter_map(id_of)
+                .find_map(|p| status_ref(p, self.locals).filter(|_| exact(p, self.locals)))
         {
             self.out.reply_to.get_or_insert(parent);
         }
         for key in QUOTE_KEYS {
             for quoted in as_array(object.get(key)).iter().filter_map(id_of) {
                 match status_ref(quoted, self.locals) {
-                    Some(owner) => self.local(owner, Reach::Notified),
+                    Some(owner) => self.local(owner, exactly(quoted, self.locals, Reach::Notified)),
                     None if self.fetched(quoted) => self.out.opaque = true,
                     None => {}
                 }
@@ -536,6 +588,7 @@ impl<'v> Reader<'v, '_> {
 
     /// Records a local account reached, with every way it is reached ([`Reach::with`]).
     fn local(&mut self, r: LocalRef, reach: Reach) {
+        let reach = if self.quiet { reach.min(Reach::Silent) } else { reach };
         if let Some(&i) = self.seen_local.get(&r) {
             if let Some(known) = self.out.reach.get_mut(i) {
                 *known = known.with(reach);
@@ -601,6 +654,42 @@ pub fn local_ref(reference: &str, locals: &LocalHosts) -> Option<LocalRef> {
         return acct_ref(r.strip_prefix('@').unwrap_or(r), locals);
     }
     None
+}
+
+/// Whether Mastodon itself resolves `reference` (one [`local_ref`] or [`status_ref`]
+/// reads as local), not only pavise's generous reading of it: not `acct:`, `@user@host` or
+/// `user@host` (no host for `local_uri?`); no explicit port (`local_uri?` compares
+/// `host:port` with the domain); at most one trailing dot (Addressable drops one); a
+/// `tag:` id only with the domain written as configured (`local_id?` is a case-sensitive
+/// prefix). The generous readings hold a delivery back under a shield; only exact ones
+/// count toward one.
+pub fn exact(reference: &str, locals: &LocalHosts) -> bool {
+    let r = reference.trim();
+    if let Some(after_tag) = r.strip_prefix("tag:") {
+        return locals.0.iter().any(|host| after_tag.starts_with(host.as_str()));
+    }
+    let Some((scheme, rest)) = r.split_once("://") else { return false };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return false;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    !host.contains(':') && !host.ends_with("..")
+}
+
+/// [`exact`]'s verdict on how `reference` reaches its account: `reach`, or
+/// [`Reach::Unresolved`].
+fn exactly(reference: &str, locals: &LocalHosts, reach: Reach) -> Reach {
+    if exact(reference, locals) { reach } else { Reach::Unresolved }
+}
+
+/// The instance's own actor (`/actor`), which `addresses_local_accounts?` finds as a local
+/// account.
+fn is_instance_actor(reference: &str, locals: &LocalHosts) -> bool {
+    exact(reference, locals)
+        && url::Url::parse(reference.trim()).is_ok_and(|u| {
+            u.host_str().is_some_and(|h| locals.contains(h)) && u.path().trim_end_matches('/') == "/actor"
+        })
 }
 
 /// `user@host`.
@@ -828,13 +917,77 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_to_a_local_post_is_marked() {
+    fn a_public_reply_to_a_local_post_is_marked() {
+        let public = "https://www.w3.org/ns/activitystreams#Public";
         let r = |note: Value| read(&create(note), &locals()).reply_to;
         let post88 = Some(LocalRef::StatusOwner(88));
-        assert_eq!(r(json!({"inReplyTo": "https://local.example/users/carol/statuses/88"})), post88);
-        assert_eq!(r(json!({"inReplyTo": {"id": "https://local.example/@carol/88"}})), post88);
-        assert_eq!(r(json!({"inReplyTo": "https://elsewhere.example/notes/1"})), None);
-        assert_eq!(r(json!({})), None);
+        let to_88 = "https://local.example/users/carol/statuses/88";
+        assert_eq!(r(json!({"inReplyTo": to_88, "to": [public]})), post88);
+        assert_eq!(r(json!({"inReplyTo": {"id": "https://local.example/@carol/88"}, "cc": [public]})), post88);
+        assert_eq!(r(json!({"inReplyTo": "https://elsewhere.example/notes/1", "to": [public]})), None);
+        assert_eq!(r(json!({"to": [public]})), None);
+        // Private and direct replies are taken from followed senders only.
+        assert_eq!(r(json!({"inReplyTo": to_88, "to": ["https://r.example/users/troll/followers"]})), None);
+        assert_eq!(r(json!({"inReplyTo": to_88})), None);
+        // A spelling Mastodon resolves to nobody.
+        assert_eq!(r(json!({"inReplyTo": "https://local.example:443/users/carol/statuses/88", "to": [public]})), None);
+    }
+
+    #[test]
+    fn spellings_mastodon_resolves_to_nobody_are_held_not_counted() {
+        for generous in [
+            "acct:alice@local.example",
+            "@alice@local.example",
+            "alice@local.example",
+            "https://local.example:443/users/alice",
+            "https://local.example:8443/users/alice",
+            "https://local.example../users/alice",
+            "tag:LOCAL.EXAMPLE,2016-10-03:objectId=1:objectType=Account",
+        ] {
+            assert!(!exact(generous, &locals()), "{generous}");
+            let tag = json!([{"type": "Mention", "href": generous}]);
+            let reached = reach(json!({"tag": tag, "cc": [generous]}));
+            assert_eq!(reached.len(), 1, "{generous}");
+            assert_eq!(reached[0].1, Reach::Unresolved, "{generous}");
+        }
+        for exact_spelling in [
+            "https://local.example/users/alice",
+            "https://LOCAL.example./users/alice",
+            "https://x@local.example/@alice",
+            "http://local.example/ap/users/1",
+            "tag:local.example,2016-10-03:objectId=1:objectType=Account",
+        ] {
+            assert!(exact(exact_spelling, &locals()), "{exact_spelling}");
+        }
+    }
+
+    #[test]
+    fn an_edit_notifies_the_tag_it_adds_and_an_old_post_nobody() {
+        let alice = "https://local.example/users/alice";
+        let tag = json!([{"type": "Mention", "href": alice}]);
+        let mut update = create(json!({"tag": tag}));
+        update["type"] = "Update".into();
+        let a = read(&update, &locals());
+        assert_eq!(a.reach, [Reach::Notified]);
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let at = |published: &str| {
+            let doc = create(json!({"tag": tag, "cc": [alice], "published": published}));
+            read_at(&doc, &locals(), now).reach
+        };
+        // 2027-01-15T08:00:00Z is `now`: five hours before is live, seven is not.
+        assert_eq!(at("2027-01-15T03:00:00Z"), [Reach::Notified]);
+        assert_eq!(at("2027-01-15T01:00:00Z"), [Reach::Silent]);
+        assert_eq!(at("not a date"), [Reach::Notified]);
+        // An edit of an old post still notifies what it adds.
+        let mut edit = create(json!({"tag": tag, "published": "2020-01-01T00:00:00Z"}));
+        edit["type"] = "Update".into();
+        assert_eq!(read_at(&edit, &locals(), now).reach, [Reach::Notified]);
+    }
+
+    #[test]
+    fn the_instance_actor_in_the_audience_is_seen() {
+        assert!(read(&create(json!({"cc": ["https://local.example/actor"]})), &locals()).addresses_instance);
+        assert!(!read(&create(json!({"cc": ["https://elsewhere.example/actor"]})), &locals()).addresses_instance);
     }
 
     #[test]

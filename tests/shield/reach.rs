@@ -24,6 +24,9 @@ async fn instance() -> RecordingUpstream {
         let account = |id: &str, name: &str| format!(r#"{{"id":"{id}","username":"{name}","acct":"{name}"}}"#);
         let post = |id: &str, owner: &str| format!(r#"{{"id":"{id}","account":{}}}"#, account("9", owner));
         match r.uri.path() {
+            "/api/v1/accounts/lookup" if r.uri.query() == Some("acct=nobody") => {
+                text(404, r#"{"error":"Record not found"}"#)
+            }
             "/api/v1/accounts/1" => text(200, &account("1", "alice")),
             "/api/v1/accounts/2" => text(200, &account("2", "bob")),
             "/api/v1/statuses/77" => text(200, &post("77", "alice")),
@@ -111,15 +114,46 @@ async fn what_reaches_a_member_is_counted_and_what_the_instance_fetches_is_held_
     // fresh verified actors. Tagged only, on the shared inbox, from a sender nobody here
     // follows: rejected. In the audience only, or a post to her own inbox that does not tag
     // her: a silent mention, which notifies nobody.
+    // Fourth pass: a tag alone where the instance does not take the post (the inbox of no
+    // account, the `/ap/users/ID/inbox` route Rails serves as the shared inbox, a private
+    // reply to her post), a spelling Mastodon resolves to nobody (an explicit port), and a
+    // post published long ago (stored, never distributed).
+    let tag = serde_json::json!([{"type": "Mention", "href": carol}]);
     let silent_to_carol = |a: &str, i: usize| {
         [
-            (
-                "/inbox",
-                post_with(a, &format!("tagonly{i}"), serde_json::json!({"tag": [{"type": "Mention", "href": carol}]})),
-            ),
+            ("/inbox", post_with(a, &format!("tagonly{i}"), serde_json::json!({"tag": tag}))),
             ("/inbox", post_with(a, &format!("cconly{i}"), serde_json::json!({"cc": [carol]}))),
             ("/inbox", post_with(a, &format!("dm{i}"), serde_json::json!({"to": [carol], "cc": []}))),
             ("/users/carol/inbox", post_with(a, &format!("inbox{i}"), serde_json::json!({}))),
+            ("/users/nobody/inbox", post_with(a, &format!("nobody{i}"), serde_json::json!({"tag": tag}))),
+            ("/ap/users/2/inbox", post_with(a, &format!("ap{i}"), serde_json::json!({"tag": tag}))),
+            (
+                "/inbox",
+                post_with(
+                    a,
+                    &format!("private{i}"),
+                    serde_json::json!({"tag": tag, "inReplyTo": CAROL_POST, "to": [format!("{a}/followers")], "cc": []}),
+                ),
+            ),
+            (
+                "/inbox",
+                post_with(
+                    a,
+                    &format!("port{i}"),
+                    serde_json::json!({
+                        "tag": [{"type": "Mention", "href": "https://local.example:443/users/carol"}],
+                        "cc": ["https://local.example:443/users/carol"],
+                    }),
+                ),
+            ),
+            (
+                "/inbox",
+                post_with(
+                    a,
+                    &format!("old{i}"),
+                    serde_json::json!({"tag": tag, "cc": [carol], "published": "2020-01-01T00:00:00Z"}),
+                ),
+            ),
         ]
     };
     for i in 0..4 {
@@ -293,19 +327,23 @@ async fn what_reaches_a_member_is_counted_and_what_the_instance_fetches_is_held_
     // Mastodon) or files it under her filtered notifications (newer): a reply to a local
     // post, to her own inbox.
     let frank = format!("https://{LOCAL}/users/frank");
+    // And an edit that adds a tag: Mastodon notifies the mention an `Update` adds.
     let mut taken = Vec::new();
     for i in 0..4 {
         let a = troll_server.actor(&format!("replier{i}"));
         let tag = serde_json::json!([{"type": "Mention", "href": frank}]);
-        let (fields, path) = if i % 2 == 0 {
-            (serde_json::json!({"tag": tag, "inReplyTo": CAROL_POST}), "/inbox")
-        } else {
-            (serde_json::json!({"tag": tag}), "/users/frank/inbox")
+        let (fields, path) = match i {
+            0 => (serde_json::json!({"tag": tag, "inReplyTo": CAROL_POST}), "/inbox"),
+            1 => (serde_json::json!({"tag": tag}), "/users/frank/inbox"),
+            _ => (serde_json::json!({"tag": tag}), "/inbox"),
         };
-        let body = post_with(&a, &format!("replier{i}"), fields).to_string().into_bytes();
-        taken.push(deliver_to(&pavise, trolls, &a, path, &body).await);
+        let mut doc = post_with(&a, &format!("replier{i}"), fields);
+        if i >= 2 {
+            doc["type"] = "Update".into();
+        }
+        taken.push(deliver_to(&pavise, trolls, &a, path, doc.to_string().as_bytes()).await);
     }
-    assert_eq!(taken, [202, 202, 202, 429], "tagged replies to a local post raise a shield");
+    assert_eq!(taken, [202, 202, 202, 429], "tags the instance shows her raise a shield");
     pavise.stop().await;
 }
 
