@@ -52,6 +52,7 @@ fn forwarded(buf: &[u8], base: u64, actions: &[Action]) -> Vec<u8> {
             Action::ItemType { at, .. } => write(*at, Some(b"free"), 4),
             Action::Zero { off, len, .. } | Action::Blank { off, len, .. } => write(*off, None, *len),
             Action::Patch { off, bytes, .. } => write(*off, Some(bytes), bytes.len() as u64),
+            Action::Fill { off, filler } => write(*off, Some(&filler.bytes()), filler.len as u64),
             Action::Note(_) => {}
         }
     }
