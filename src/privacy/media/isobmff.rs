@@ -856,7 +856,9 @@ fn plan_trak(
         map.distrust("a track's data lies in another file");
     }
     if let Some(id) = id {
-        data.tracks.entry(id).or_default().codecs = codecs.clone();
+        let track = data.tracks.entry(id).or_default();
+        track.codecs = codecs.clone();
+        track.declared = true;
     }
     match stbl()?.map(|stbl| sample_table(buf, base, &stbl, &handler == b"soun", walked, format)) {
         Some(Ok(table)) => {
@@ -1761,6 +1763,12 @@ mod tests {
         let err = refused(fragmented(&sample, b"", &runs, 1, b""), Format::Video);
         assert!(err.to_string().contains("second run without a data offset"), "{err}");
         let err = refused(fragmented(&sample, b"", &[trun(Some(o), len)], 7, b""), Format::Video);
+        assert!(err.to_string().contains("does not declare"), "{err}");
+        // A trex names track 2, but no trak: ffmpeg skips its fragments, so its bytes would stay unread.
+        let mut file = fragmented(&sample, b"", &[trun(Some(o), len)], 2, b"");
+        let at = contains_at(&file, b"trex").unwrap() + 8;
+        file[at..at + 4].copy_from_slice(&2u32.to_be_bytes());
+        let err = refused(file, Format::Video);
         assert!(err.to_string().contains("does not declare"), "{err}");
         let err = refused(fragmented(&sample, b"", &[trun(Some(o), len + 4096)], 1, b""), Format::Video);
         assert!(err.to_string().contains("past the end"), "{err}");

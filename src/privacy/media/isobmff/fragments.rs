@@ -24,6 +24,8 @@ use crate::privacy::media::bitstream::Codec;
 /// What a fragment needs to know of a track of the movie.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Track {
+    /// Whether the movie has a `trak` of this ID (a `trex` alone does not declare one).
+    pub(super) declared: bool,
     /// The codec of each sample description (`None`: samples not walked).
     pub(super) codecs: Vec<Option<Codec>>,
     /// `trex` defaults: sample description index and sample size.
@@ -69,6 +71,7 @@ pub(super) fn map_moof(
         let id = be32(p, 4).ok_or_else(|| bad("a short tfhd"))?;
         let track = tracks
             .get(&id)
+            .filter(|t| t.declared)
             .ok_or_else(|| bad(&format!("a fragment of track {id}, which the movie does not declare")))?;
         let mut at = 8;
         let mut field = |present: bool, len: usize| -> Result<Option<u64>, MediaError> {
