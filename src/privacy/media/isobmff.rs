@@ -63,7 +63,7 @@ mod hidden;
 mod sample_entry;
 mod unreferenced;
 
-use super::bitstream::Filler;
+use super::bitstream::{self, Filler};
 use super::{
     Format, MediaError, Report, be16, be32, be64, fourcc,
     inplace::{Store, is_zero, zero},
@@ -363,7 +363,8 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
             }
             b"meta" => {
                 let buf = read_box(store, &b, format)?;
-                if plan_heif_meta(&buf, &b, len, format, &mut actions, &mut media_data, &mut map)? {
+                let mut data = Data { map: &mut map, coded: &mut coded, tracks: &mut tracks };
+                if plan_heif_meta(&buf, &b, len, format, &mut actions, &mut media_data, &mut data)? {
                     saw_image_meta = true;
                     hidden::check(&buf, &b, &actions, format)?;
                 } else {
@@ -1022,8 +1023,9 @@ fn plan_heif_meta(
     format: Format,
     actions: &mut Vec<Action>,
     media_data: &mut Vec<(u64, u64)>,
-    map: &mut DataMap,
+    data: &mut Data<'_>,
 ) -> Result<bool, MediaError> {
+    let map = &mut *data.map;
     let base = meta.start;
     let walk = Walk { buf, base, format };
     let bad = |what: &str| MediaError::malformed(format, format!("image metadata: {what}"));
@@ -1083,6 +1085,29 @@ fn plan_heif_meta(
             }
             1 => {}
             _ => map.distrust("an item built from other items' data (iloc construction method 2)"),
+        }
+    }
+    // The coded data of each H.264, HEVC or AV1 image item is walked like a video sample.
+    let codecs = match kids.iter().find(|k| &k.kind == b"iprp") {
+        Some(iprp) => coded::item_codecs(walk, iprp)?,
+        None => Default::default(),
+    };
+    for &(id, _, kind) in &items {
+        let Some(codec) = codecs.get(&id).copied().or((&kind == b"av01").then_some(bitstream::Codec::Av1)) else {
+            continue;
+        };
+        for loc in locations.iter().filter(|l| l.id == id) {
+            let [(off, len)] = loc.extents[..] else {
+                return Err(bad("a coded image item in several extents, which pavise cannot check"));
+            };
+            let (start, limit) = match loc.method {
+                0 => (0, file_len),
+                1 => idat.map(|(o, l)| (o, o + l)).ok_or_else(|| bad("an item in idat without an idat box"))?,
+                _ => return Err(bad("a coded image item built from other items' data")),
+            };
+            let off = start.saturating_add(loc.base).saturating_add(off);
+            let len = if len == 0 { limit.saturating_sub(off) } else { len };
+            data.coded.push(Sample { off, len, codec }, format)?;
         }
     }
     const IMAGE_ITEMS: &[&[u8; 4]] = &[
@@ -1839,7 +1864,8 @@ mod tests {
 
     /// HEIF boxes ffmpeg reads with its one table (`iref`'s children, every property of
     /// the primary item) keep only what they need; an essential property pavise does not
-    /// know is a refusal; item names go.
+    /// know is a refusal; item names go; SEI in the image's HEVC data and in its `hvcC`
+    /// becomes filler.
     #[test]
     fn heif_item_boxes_keep_only_what_a_viewer_needs() {
         // An hvcC with a VPS and a prefix SEI array (the SEI holds a location).
@@ -1852,7 +1878,9 @@ mod tests {
         hvcc.extend_from_slice(b"+48.8584\x80");
         let props = [bx(b"hvcC", &hvcc), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48]), udta()].concat();
         let iref = [bx(b"dimg", &[0, 1, 0, 1, 0, 1]), udta()].concat();
-        let file = heif(b"IMG_20240604_Paris", &iref, &props, &[0x81, 0x02, 0x03], b"pixels");
+        // The image's own HEVC data carries a prefix SEI with a time: it becomes filler.
+        let pixels = nals(&[b"\x4E\x01\x05\x0B2024-06-04Z\x80", b"\x26\x01pixels"]);
+        let file = heif(b"IMG_20240604_Paris", &iref, &props, &[0x81, 0x02, 0x03], &pixels);
         let (out, report) = scrubbed(file, Format::Heif);
         for gone in [&b"+48.8584"[..], b"PaviseCam", b"Paris", b"2024-06-04"] {
             assert!(!contains(&out, gone), "{:?} survived: {report:#?}", String::from_utf8_lossy(gone));
@@ -1861,9 +1889,9 @@ mod tests {
             assert!(contains(&out, kept), "{:?} is gone: {report:#?}", String::from_utf8_lossy(kept));
         }
         let unknown = [&props[..], &bx(b"xyzw", b"vendor")].concat();
-        let err = refused(heif(b"", &[], &unknown, &[0x81, 0x84], b"pixels"), Format::Heif);
+        let err = refused(heif(b"", &[], &unknown, &[0x81, 0x84], &nals(&[b"\x26\x01pixels"])), Format::Heif);
         assert!(err.to_string().contains("needs item property 'xyzw'"), "{err}");
-        let (out, _) = scrubbed(heif(b"", &[], &unknown, &[0x81, 0x04], b"pixels"), Format::Heif);
+        let (out, _) = scrubbed(heif(b"", &[], &unknown, &[0x81, 0x04], &nals(&[b"\x26\x01pixels"])), Format::Heif);
         assert!(!contains(&out, b"vendor"), "a property no item needs is freed");
     }
 

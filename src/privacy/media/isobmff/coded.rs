@@ -3,13 +3,17 @@
 //! sample is metadata every copy of the video keeps (Mastodon's passthrough copies the
 //! stream), so it becomes padding of its own length where it lies.
 //!
-//! The samples come from the sample tables of `moov` and from every fragment's `trun`
-//! ([`super::fragments`]). A sample that does not lie inside an `mdat` (or cannot be
+//! The samples come from the sample tables of `moov`, from every fragment's `trun`
+//! ([`super::fragments`]) and from the extents of HEIF image items ([`item_codecs`]:
+//! an HEIC tile is an HEVC sample too). A sample that does not lie inside an `mdat` (or cannot be
 //! walked) refuses the file: rewriting it would patch the file's own structure, and
 //! leaving it would forward it unchecked.
 
-use super::{Action, Format, MediaError};
+use std::collections::HashMap;
+
+use super::{Action, BoxAt, Format, MediaError, Walk, sample_entry};
 use crate::privacy::media::{
+    be16, be32,
     bitstream::{self, Codec},
     inplace::Store,
 };
@@ -88,4 +92,41 @@ pub(super) fn codec_of(codecs: &[Option<Codec>], sdi: u32, format: Format) -> Re
             MediaError::malformed(format, format!("samples of sample description {sdi}, which is not there"))
         }),
     }
+}
+
+/// The codec of each HEIF item with an `avcC`, `hvcC` or `av1C` property (by `ipma`).
+pub(super) fn item_codecs(walk: Walk<'_>, iprp: &BoxAt) -> Result<HashMap<u32, Codec>, MediaError> {
+    let bad = || MediaError::malformed(walk.format, "image metadata: unreadable ipma");
+    let kids = walk.kids(iprp, 0)?;
+    let Some(ipco) = kids.iter().find(|k| &k.kind == b"ipco") else { return Ok(HashMap::new()) };
+    let props = walk.kids(ipco, 0)?;
+    let mut out = HashMap::new();
+    for ipma in kids.iter().filter(|k| &k.kind == b"ipma") {
+        let p = walk.payload(ipma);
+        let (version, wide) = (*p.first().ok_or_else(bad)?, p.get(3).ok_or_else(bad)? & 1 == 1);
+        let mut at = 8;
+        for _ in 0..be32(p, 4).ok_or_else(bad)? {
+            let id = if version < 1 { be16(p, at).map(u32::from) } else { be32(p, at) }.ok_or_else(bad)?;
+            at += if version < 1 { 2 } else { 4 };
+            let n = *p.get(at).ok_or_else(bad)?;
+            at += 1;
+            for _ in 0..n {
+                let index = if wide {
+                    at += 2;
+                    usize::from(be16(p, at - 2).ok_or_else(bad)? & 0x7FFF)
+                } else {
+                    at += 1;
+                    usize::from(p.get(at - 1).ok_or_else(bad)? & 0x7F)
+                };
+                let Some(prop) = index.checked_sub(1).and_then(|i| props.get(i)) else { continue };
+                if matches!(&prop.kind, b"avcC" | b"hvcC" | b"av1C") {
+                    let kind = sample_entry::config_kind(&prop.kind);
+                    let config = bitstream::scrub_config(kind, walk.payload(prop))
+                        .map_err(|e| MediaError::malformed(walk.format, e.to_string()))?;
+                    out.insert(id, config.codec);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
