@@ -37,7 +37,9 @@
 //!   and `TrackTranslate`;
 //! - in the frames and `CodecPrivate` of H.264, HEVC and AV1 tracks, every SEI NAL unit
 //!   and AV1 metadata OBU, rewritten as padding of the same length
-//!   ([`super::bitstream`]); bytes after `CodecPrivate`'s fields are zeroed.
+//!   ([`super::bitstream`]); bytes after `CodecPrivate`'s fields are zeroed;
+//! - the comment header (and FLAC's picture, application and cue sheet blocks) in the
+//!   `CodecPrivate` of Vorbis, Theora and FLAC tracks ([`codec_private`]).
 //!
 //! Kept byte for byte: `TimestampScale` and `Duration`, the defined fields of the video
 //! and audio tracks (codec, codec private data of other codecs, sizes, colour), their
@@ -52,6 +54,7 @@
 //! be walked (laced, compressed or encrypted, a NAL unit length past the frame, no
 //! `CodecPrivate` for H.264 or HEVC).
 
+mod codec_private;
 mod masters;
 
 use std::io;
@@ -110,6 +113,10 @@ pub fn scrub(store: &mut impl Store, report: &mut Report) -> Result<(), MediaErr
                 store.write_at(at, &filler.bytes())?;
                 report.remove(filler.what.clone(), filler.len as u64);
             }
+            Action::Patch { at, ref bytes, ref what } => {
+                store.write_at(at, bytes)?;
+                report.remove(what.clone(), bytes.len() as u64);
+            }
             Action::Crc { .. } => {}
         }
     }
@@ -144,6 +151,7 @@ pub fn audit(store: &mut impl Store, report: &mut Report) -> Result<(), MediaErr
             Action::Void { len, what, .. } => report.remove(what, len),
             Action::ZeroVoid { data, end, what } => report.remove(what, end - data),
             Action::Fill { filler, .. } => report.remove(filler.what, filler.len as u64),
+            Action::Patch { bytes, what, .. } => report.remove(what, bytes.len() as u64),
             // Only planned alongside another change inside the same element.
             Action::Crc { .. } => report.remove("CRC-32", 4),
         }
@@ -160,6 +168,8 @@ enum Action {
     /// Overwrite a NAL unit or OBU inside a frame or `CodecPrivate` with padding of its
     /// length ([`bitstream`]: an SEI, an AV1 metadata OBU). Planned only when it differs.
     Fill { at: u64, filler: Filler },
+    /// Write these bytes where they lie (a `CodecPrivate` with its tags emptied).
+    Patch { at: u64, bytes: Vec<u8>, what: String },
     /// Recompute the CRC-32 stored at `at` over `from..to`.
     Crc { at: u64, from: u64, to: u64 },
 }
@@ -437,7 +447,8 @@ fn frames(store: &mut impl Store, data: u64, end: u64, codec: Codec, plan: &mut 
 
 /// The codec a kept track's frames are walked with, from its `CodecID`; its
 /// `CodecPrivate` (the `avcC`, `hvcC` or `av1C` record) is walked too: SEI in it
-/// becomes padding, bytes after its fields are zeroed.
+/// becomes padding, bytes after its fields are zeroed. A Vorbis, Theora or FLAC
+/// track's `CodecPrivate` loses its comments and pictures ([`codec_private`]).
 fn track_codec(
     store: &mut impl Store,
     codec_id: &str,
@@ -449,7 +460,19 @@ fn track_codec(
         "V_MPEG4/ISO/AVC" => ConfigKind::Avc,
         "V_MPEGH/ISO/HEVC" => ConfigKind::Hevc,
         "V_AV1" => ConfigKind::Av1,
-        _ => return Ok(None),
+        _ => {
+            if let Some((data, end)) = private {
+                let record = read(store, data, end)?;
+                if let Some(clean) = codec_private::scrub(codec_id, &record).map_err(malformed)? {
+                    plan.push(Action::Patch {
+                        at: data,
+                        bytes: clean,
+                        what: format!("tags in {codec_id} CodecPrivate"),
+                    });
+                }
+            }
+            return Ok(None);
+        }
     };
     if encoded {
         return Err(malformed(format!(
@@ -1209,6 +1232,35 @@ mod tests {
         for kept in [&el(DOC_TYPE, b"webm")[..], &el(0x53AB, &TRACKS.to_be_bytes()), &el(0xF1, &[0x20]), b"frames"] {
             assert!(contains(&out, kept), "{kept:?} is gone: {report:#?}");
         }
+        assert_clean(&mut out);
+    }
+
+    /// A Vorbis track's comment header in `CodecPrivate` (ffmpeg's `-metadata:s:a`
+    /// spelling) loses its comments in place; the track entry's CRC follows.
+    #[test]
+    fn vorbis_comments_in_codec_private_are_emptied() {
+        let id = [&b"\x01vorbis"[..], &[0; 23]].concat();
+        let comment = [
+            &b"\x03vorbis"[..],
+            &0u32.to_le_bytes(),
+            &1u32.to_le_bytes(),
+            &13u32.to_le_bytes(),
+            b"LOCATION=Kyiv",
+            &[1],
+        ]
+        .concat();
+        let private = [&[2, id.len() as u8, comment.len() as u8][..], &id, &comment, b"\x05vorbis"].concat();
+        let fields =
+            [el(TRACK_NUMBER, &[1]), el(TRACK_TYPE, &[2]), el(CODEC_ID, b"A_VORBIS"), el(CODEC_PRIVATE, &private)];
+        let mut crc = vec![0xBF, 0x84];
+        crc.extend_from_slice(&crc32(&fields.concat()).to_le_bytes());
+        let tracks = el(TRACKS, &el(TRACK_ENTRY, &[crc, fields.concat()].concat()));
+        let file = [ebml_header("webm"), el(SEGMENT, &[tracks, el(CLUSTER, &cluster(b"audio"))].concat())].concat();
+        let (mut out, report) = scrubbed(file);
+        assert!(!contains(&out, b"Kyiv") && contains(&out, b"\x05vorbis") && contains(&out, &id), "{report:#?}");
+        let at = out.windows(2).position(|w| w == [0xBF, 0x84]).unwrap() + 2;
+        let end = out.windows(4).position(|w| w == CLUSTER.to_be_bytes()).unwrap();
+        assert_eq!(out[at..at + 4], crc32(&out[at + 4..end]).to_le_bytes(), "the entry's CRC is recomputed");
         assert_clean(&mut out);
     }
 
