@@ -51,7 +51,9 @@
 //!
 //! Then the result is searched as a reader would ([`hidden`]): a `udta`, `meta`, `ilst`,
 //! `keys`, `uuid`, `cmov` or `©…` box header anywhere in the boxes pavise keeps means
-//! something was missed, and the file is refused rather than forwarded.
+//! something was missed, and the file is refused rather than forwarded; so does a GPS
+//! record (`freeGPS`, MISB KLV) left anywhere in `mdat` (in an audio frame, say), which
+//! exiftool finds by scanning the media data.
 //!
 //! A truncated top-level box (`moov`, `meta`, even `mdat`) is refused, not guessed at.
 //! Planning only reads; the same plan run on the output must find nothing to change,
@@ -395,6 +397,7 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
         Err(why) if !mdats.is_empty() => actions.push(Action::Note(format!("bytes in mdat not checked: {why}"))),
         Err(_) => {}
     }
+    hidden::scan_media(store, &mdats, &actions, format)?;
     match format {
         Format::Heif if !saw_image_meta => Err(MediaError::malformed(format, "no image item information (meta)")),
         Format::Video | Format::M4a if !saw_moov => Err(MediaError::malformed(format, "no movie header (moov)")),
