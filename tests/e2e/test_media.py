@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -72,3 +73,34 @@ def test_malformed_upload_is_refused_and_nothing_arrives(mastodon_app, mastodon_
     assert "422" in str(refused.value), refused.value
     after = {p for p in mastodon_mock.media_dir.rglob("*") if p.is_file()}
     assert after == before, "a refused upload must not reach the instance"
+
+
+def test_video_with_gps_inside_its_frames_arrives_without_it(mastodon_app, mastodon_mock, tmp_path):
+    """The third media red-team pass: a dashcam `freeGPS` block in the user-data SEI of
+    the first H.264 frame (Mastodon's passthrough copies frames as they are). The
+    instance gets a video that still decodes, and exiftool -ee finds no position in it."""
+    assert shutil.which("ffmpeg"), "ffmpeg is missing: run scripts/deps"
+    clip = tmp_path / "dashcam.mp4"
+    subprocess.run(
+        # Large enough (about 95 KB) for the block's stated length to fit in mdat, as exiftool requires.
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "3",
+         "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "1M", "-pix_fmt", "yuv420p", str(clip)],
+        check=True,
+    )
+    data = bytearray(clip.read_bytes())
+    # NextBase-style block (lat 48.8584, lon 2.2945, 2024-06-04 14:02:05Z) over x264's SEI text, in place.
+    block = bytearray(b"\x00\x01\x01\x00freeGPS " + b"x" * (0x50 - 12))
+    block[0x32:0x32 + 20] = struct.pack(">HHHBBBBHBii", 0x0101, 0x0101, 2024, 6, 4, 14, 2, 0x32, 2, 488584000, 22945000)
+    at = data.index(b"x264 - core")
+    data[at:at + len(block)] = block
+    assert _location_tags(bytes(data), tmp_path), "the fixture must carry GPS in its frame, or this test proves nothing"
+    before = {p for p in mastodon_mock.media_dir.rglob("*") if p.is_file()}
+    mastodon_app.media_post(bytes(data), mime_type="video/mp4", file_name="dashcam.mp4", synchronous=True)
+    new = [p for p in mastodon_mock.media_dir.rglob("*") if p.is_file() and p not in before]
+    assert new, "the upload reached the instance"
+    for path in new:
+        stored = path.read_bytes()
+        assert _location_tags(stored, tmp_path) == {}, f"{path} still carries GPS"
+        assert b"freeGPS" not in stored and len(stored) == len(data)
+        decode = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True)
+        assert decode.returncode == 0 and decode.stderr == "", decode.stderr

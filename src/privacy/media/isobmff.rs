@@ -20,7 +20,12 @@
 //!   `stsc` and `stco`/`co64` say they are, then the `trak` is freed. Freeing only the
 //!   `trak` would leave the GPS samples orphaned but present in `mdat`;
 //! - bytes inside `mdat` that no sample (and no HEIF item) points at, where every
-//!   track's sample tables could be read ([`unreferenced`]);
+//!   track's sample tables could be read ([`unreferenced`]), a fragmented file's runs
+//!   included ([`fragments`]);
+//! - inside the coded video of H.264, HEVC and AV1 tracks, every SEI NAL unit and AV1
+//!   metadata OBU (dashcam `freeGPS`, drone KLV, timing SEI), in every sample and in the
+//!   codec configuration, rewritten as padding of its length ([`coded`],
+//!   [`super::bitstream`]): Mastodon's passthrough copies the stream as it is;
 //! - HEIF/AVIF items that are not images (`Exif`, `mime` XMP, `uri `): their `iloc`
 //!   extents are zeroed and their `infe` type renamed, so no reader looks for them; every
 //!   item's name; item properties pavise does not know (a refusal if one is essential);
@@ -41,24 +46,31 @@
 //! configurations a decoder needs, a QuickTime `wave` in turn), `mvex`, `moof`, `traf`,
 //! and in a HEIF `meta`: `iinf`, `iref`, `iprp`/`ipco`, `grpl`. Kept as they are:
 //! `ftyp`/`styp` (brands, read by [`sniff`]), the sample tables and codec configurations,
-//! and the index boxes (`sidx`, `ssix`, `mfra`: offsets and sizes).
+//! and the fields of the index boxes (`sidx`, `ssix`; `mfra` walked: `tfra`, `mfro`),
+//! whose trailing bytes are zeroed.
 //!
 //! Then the result is searched as a reader would ([`hidden`]): a `udta`, `meta`, `ilst`,
 //! `keys`, `uuid`, `cmov` or `©…` box header anywhere in the boxes pavise keeps means
-//! something was missed, and the file is refused rather than forwarded.
+//! something was missed, and the file is refused rather than forwarded; so does a GPS
+//! record (`freeGPS`, MISB KLV) left anywhere in `mdat` (in an audio frame, say), which
+//! exiftool finds by scanning the media data.
 //!
 //! A truncated top-level box (`moov`, `meta`, even `mdat`) is refused, not guessed at.
 //! Planning only reads; the same plan run on the output must find nothing to change,
 //! which is how [`audit`] proves the result clean.
 
+mod coded;
+mod fragments;
 mod hidden;
 mod sample_entry;
 mod unreferenced;
 
+use super::bitstream::{self, Filler};
 use super::{
     Format, MediaError, Report, be16, be32, be64, fourcc,
     inplace::{Store, is_zero, zero},
 };
+use coded::{Coded, Sample, codec_of};
 use unreferenced::DataMap;
 
 /// Largest `moov` or `meta` read into memory; real ones are kilobytes to a few MB.
@@ -140,6 +152,9 @@ enum Action {
     Blank { off: u64, len: u64, what: String },
     /// Write these bytes where they lie (an ICC profile with its device blanked).
     Patch { off: u64, bytes: Vec<u8>, what: String },
+    /// Overwrite a NAL unit or OBU at `off` with padding of its length (an SEI in a
+    /// sample or a codec configuration).
+    Fill { off: u64, filler: Filler },
     /// Nothing to change; a note for `pavise scrub -v` (what was not examined, and why).
     Note(String),
 }
@@ -167,6 +182,11 @@ pub fn audit(store: &mut impl Store, format: Format, report: &mut Report) -> Res
             Action::Patch { off, bytes, what } => {
                 if differs(store, off, &bytes)? {
                     report.remove(what, bytes.len() as u64);
+                }
+            }
+            Action::Fill { off, filler } => {
+                if differs(store, off, &filler.bytes())? {
+                    report.remove(filler.what, filler.len as u64);
                 }
             }
             Action::Note(_) => {}
@@ -204,6 +224,13 @@ fn apply(store: &mut impl Store, action: Action, report: &mut Report) -> Result<
             if differs(store, off, &bytes)? {
                 store.write_at(off, &bytes)?;
                 report.remove(what, bytes.len() as u64);
+            }
+        }
+        Action::Fill { off, filler } => {
+            let bytes = filler.bytes();
+            if differs(store, off, &bytes)? {
+                store.write_at(off, &bytes)?;
+                report.remove(filler.what, bytes.len() as u64);
             }
         }
         Action::Note(note) => report.kept.push(note),
@@ -286,6 +313,10 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
     let mut mdats: Vec<(u64, u64)> = Vec::new();
     // Where samples and items lie, to find the bytes of `mdat` nothing points at.
     let mut map = DataMap::default();
+    // The samples of H.264, HEVC and AV1 tracks, walked once every box is planned.
+    let mut coded = Coded::default();
+    // The movie's tracks, for its fragments.
+    let mut tracks = fragments::Tracks::new();
     while pos < len {
         let mut h = [0u8; 32];
         let n = (len - pos).min(32) as usize;
@@ -303,25 +334,39 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
                     ctx.quicktime = quicktime;
                 }
             }
-            b"mfra" | b"sidx" | b"ssix" => {}
+            b"sidx" | b"ssix" => {
+                let buf = read_box(store, &b, format)?;
+                Walk { buf: &buf, base: b.start, format }.slack(&b, &mut actions);
+            }
+            b"mfra" => {
+                let buf = read_box(store, &b, format)?;
+                let walk = Walk { buf: &buf, base: b.start, format };
+                walk.level(&b, &[b"tfra", b"mfro"], "mfra", &mut actions, |k, actions| {
+                    walk.slack(k, actions);
+                    Ok(())
+                })?;
+                hidden::check(&buf, &b, &actions, format)?;
+            }
             b"free" | b"skip" | b"wide" => actions.push(blank_payload(&b, "top-level")),
             b"prft" => actions.push(free(&b, "top-level prft (the wall-clock time it was produced)")),
             b"emsg" | b"pdin" => actions.push(free(&b, &format!("top-level {}", fourcc(&b.kind)))),
             b"moof" => {
-                map.distrust("a fragmented file: its samples are located by each fragment");
                 let buf = read_box(store, &b, format)?;
                 plan_moof(&buf, &b, format, &mut actions)?;
+                fragments::map_moof(&buf, &b, format, &tracks, len, &mut map, &mut coded)?;
                 hidden::check(&buf, &b, &actions, format)?;
             }
             b"moov" => {
                 saw_moov = true;
                 let buf = read_box(store, &b, format)?;
-                plan_moov(&buf, &b, ctx, &mut actions, &mut map)?;
+                let mut data = Data { map: &mut map, coded: &mut coded, tracks: &mut tracks };
+                plan_moov(&buf, &b, ctx, &mut actions, &mut data)?;
                 hidden::check(&buf, &b, &actions, format)?;
             }
             b"meta" => {
                 let buf = read_box(store, &b, format)?;
-                if plan_heif_meta(&buf, &b, len, format, &mut actions, &mut media_data, &mut map)? {
+                let mut data = Data { map: &mut map, coded: &mut coded, tracks: &mut tracks };
+                if plan_heif_meta(&buf, &b, len, format, &mut actions, &mut media_data, &mut data)? {
                     saw_image_meta = true;
                     hidden::check(&buf, &b, &actions, format)?;
                 } else {
@@ -342,6 +387,7 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
             return Err(MediaError::malformed(format, format!("{what} at byte {off} lies outside the media data")));
         }
     }
+    coded.plan(store, format, &media_data, &mut actions)?;
     match map.gaps(&mdats) {
         Ok(gaps) => actions.extend(gaps.into_iter().map(|(off, len)| Action::Zero {
             off,
@@ -351,6 +397,7 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
         Err(why) if !mdats.is_empty() => actions.push(Action::Note(format!("bytes in mdat not checked: {why}"))),
         Err(_) => {}
     }
+    hidden::scan_media(store, &mdats, &actions, format)?;
     match format {
         Format::Heif if !saw_image_meta => Err(MediaError::malformed(format, "no image item information (meta)")),
         Format::Video | Format::M4a if !saw_moov => Err(MediaError::malformed(format, "no movie header (moov)")),
@@ -520,6 +567,30 @@ fn fields_len(kind: &[u8; 4], p: &[u8]) -> Option<usize> {
         b"ispe" => 12,
         b"irot" | b"imir" => 1,
         b"pixi" => usize::from(*p.get(4)?) + 5,
+        b"mfro" => 8,
+        // reference_ID, timescale, two times (32- or 64-bit), a count, 12 bytes each.
+        b"sidx" => {
+            let head = [24, 32][usize::from(v == 1)];
+            usize::from(be16(p, head - 2)?).checked_mul(12)?.checked_add(head)?
+        }
+        b"ssix" => {
+            let mut at = 8;
+            for _ in 0..count(4)? {
+                at = count(at)?.checked_mul(4)?.checked_add(at + 4)?;
+            }
+            at
+        }
+        // track_ID, the three field sizes, a count; each entry two times or offsets and
+        // three numbers of those sizes.
+        b"tfra" => {
+            let sizes = be32(p, 8)?;
+            let entry = [8, 16][usize::from(v == 1)]
+                + (sizes as usize & 3)
+                + ((sizes as usize >> 2) & 3)
+                + ((sizes as usize >> 4) & 3)
+                + 3;
+            count(12)?.checked_mul(entry)?.checked_add(16)?
+        }
         b"elst" => table(8, [12, 20][usize::from(v == 1)])?,
         b"stts" | b"ctts" | b"co64" => table(8, 8)?,
         b"stss" | b"stps" | b"stco" => table(8, 4)?,
@@ -605,21 +676,26 @@ fn track_identity(walk: Walk<'_>, trak: &BoxAt) -> Result<([u8; 4], Option<u32>)
     Ok((handler, id))
 }
 
+/// Where planning records what the sample tables say: the data map, the samples to
+/// walk, and each track's codecs and fragment defaults.
+struct Data<'a> {
+    map: &'a mut DataMap,
+    coded: &'a mut Coded,
+    tracks: &'a mut fragments::Tracks,
+}
+
 fn plan_moov(
     buf: &[u8],
     moov: &BoxAt,
     ctx: Ctx,
     actions: &mut Vec<Action>,
-    map: &mut DataMap,
+    data: &mut Data<'_>,
 ) -> Result<(), MediaError> {
     let base = moov.start;
     let format = ctx.format;
     let walk = Walk { buf, base, format };
     let kids = children(buf, base, (moov.payload - base) as usize, buf.len(), format)?;
     let fragmented = kids.iter().any(|k| &k.kind == b"mvex");
-    if fragmented {
-        map.distrust("a fragmented file: its samples are located by each fragment");
-    }
     // Track references may name only the tracks that stay.
     let mut kept_tracks = Vec::new();
     for k in kids.iter().filter(|k| &k.kind == b"trak") {
@@ -645,10 +721,13 @@ fn plan_moov(
                 walk.slack(k, actions);
             }
             b"mvex" => walk.level(k, &[b"mehd", b"trex", b"leva"], "mvex", actions, |k, actions| {
+                if &k.kind == b"trex" {
+                    fragments::read_trex(walk.payload(k), data.tracks);
+                }
                 walk.slack(k, actions);
                 Ok(())
             })?,
-            b"trak" => plan_trak(walk, k, ctx, tracks, actions, map)?,
+            b"trak" => plan_trak(walk, k, ctx, tracks, actions, data)?,
             b"udta" => actions.push(free(k, "moov/udta (user data: ©xyz, loci, GPMF, ...)")),
             b"meta" => actions.push(free(k, "moov/meta (keys/ilst, e.g. ISO6709 location)")),
             b"uuid" => actions.push(free(k, "moov/uuid")),
@@ -681,10 +760,11 @@ fn plan_trak(
     ctx: Ctx,
     tracks: Tracks<'_>,
     actions: &mut Vec<Action>,
-    map: &mut DataMap,
+    data: &mut Data<'_>,
 ) -> Result<(), MediaError> {
     let (buf, base, format) = (walk.buf, walk.base, walk.format);
-    let (handler, _) = track_identity(walk, trak)?;
+    let map = &mut *data.map;
+    let (handler, id) = track_identity(walk, trak)?;
     let stbl = || -> Result<Option<BoxAt>, MediaError> {
         let Some(mdia) = walk.kids(trak, 0)?.into_iter().find(|k| &k.kind == b"mdia") else { return Ok(None) };
         let Some(minf) = walk.kids(&mdia, 0)?.into_iter().find(|k| &k.kind == b"minf") else { return Ok(None) };
@@ -698,7 +778,7 @@ fn plan_trak(
             return Err(MediaError::Unsupported("fragmented videos with a timed-metadata track"));
         }
         if let Some(stbl) = stbl()? {
-            let table = sample_table(buf, base, &stbl, false, format)?;
+            let table = sample_table(buf, base, &stbl, false, false, format)?;
             for &(off, len) in &table.chunks {
                 map.exact(off, len);
             }
@@ -718,6 +798,7 @@ fn plan_trak(
     ];
     let entries = if &handler == b"soun" { sample_entry::Entries::Audio } else { sample_entry::Entries::Visual };
     let mut external = false;
+    let mut codecs = Vec::new();
     walk.level(trak, TRAK, "trak", actions, |k, actions| match &k.kind {
         b"tkhd" => {
             walk.slack(k, actions);
@@ -755,7 +836,8 @@ fn plan_trak(
                 }
                 b"stbl" => walk.level(k, STBL, "stbl", actions, |k, actions| {
                     if &k.kind == b"stsd" {
-                        sample_entry::plan_stsd(walk, k, entries, ctx, actions)
+                        codecs = sample_entry::plan_stsd(walk, k, entries, ctx, actions)?;
+                        Ok(())
                     } else {
                         walk.slack(k, actions);
                         Ok(())
@@ -770,10 +852,19 @@ fn plan_trak(
         }),
         _ => Ok(()),
     })?;
+    let walked = codecs.iter().any(Option::is_some);
     if external {
+        if walked {
+            return Err(MediaError::Unsupported("videos whose frames lie in another file"));
+        }
         map.distrust("a track's data lies in another file");
     }
-    match stbl()?.map(|stbl| sample_table(buf, base, &stbl, &handler == b"soun", format)) {
+    if let Some(id) = id {
+        let track = data.tracks.entry(id).or_default();
+        track.codecs = codecs.clone();
+        track.declared = true;
+    }
+    match stbl()?.map(|stbl| sample_table(buf, base, &stbl, &handler == b"soun", walked, format)) {
         Some(Ok(table)) => {
             for &(off, len) in &table.chunks {
                 if table.exact {
@@ -782,7 +873,14 @@ fn plan_trak(
                     map.open(off);
                 }
             }
+            for &(off, len, sdi) in &table.samples {
+                if let Some(codec) = codec_of(&codecs, sdi, format)? {
+                    data.coded.push(Sample { off, len, codec }, format)?;
+                }
+            }
         }
+        // The samples of a walked track must be found, or they would pass unchecked.
+        Some(Err(e)) if walked => return Err(e),
         Some(Err(e)) => map.distrust(format!("a track's sample table could not be read ({e})")),
         None => map.distrust("a track without a sample table"),
     }
@@ -806,6 +904,8 @@ fn plan_tref(walk: Walk<'_>, tref: &BoxAt, kept: &[u32], actions: &mut Vec<Actio
 /// Where a track's samples lie: each chunk's offset and length.
 struct SampleTable {
     chunks: Vec<(u64, u64)>,
+    /// Each sample's offset, length and sample description index, when asked for.
+    samples: Vec<(u64, u64, u32)>,
     /// False for sound with one uniform sample size, where QuickTime counts audio frames,
     /// not bytes, so a chunk's length is not the sum of its "samples".
     exact: bool,
@@ -823,8 +923,16 @@ fn merged(chunks: &[(u64, u64)]) -> Vec<(u64, u64)> {
     out
 }
 
-/// Byte ranges of every chunk of a track (none without a sample size table).
-fn sample_table(buf: &[u8], base: u64, stbl: &BoxAt, sound: bool, format: Format) -> Result<SampleTable, MediaError> {
+/// Byte ranges of every chunk of a track (none without a sample size table), and of
+/// every sample when `each` is set.
+fn sample_table(
+    buf: &[u8],
+    base: u64,
+    stbl: &BoxAt,
+    sound: bool,
+    each: bool,
+    format: Format,
+) -> Result<SampleTable, MediaError> {
     let bad = |what: &str| MediaError::malformed(format, format!("sample table: {what}"));
     let kids = children(buf, base, (stbl.payload - base) as usize, (stbl.end - base) as usize, format)?;
     let find = |t: &[u8; 4]| kids.iter().find(|k| &k.kind == t).map(|k| payload(buf, base, k));
@@ -843,7 +951,7 @@ fn sample_table(buf: &[u8], base: u64, stbl: &BoxAt, sound: bool, format: Format
         }
         (0, be32(p, 8).ok_or_else(|| bad("stz2"))?, p.get(12..).unwrap_or_default(), bits)
     } else {
-        return Ok(SampleTable { chunks: Vec::new(), exact: true });
+        return Ok(SampleTable { chunks: Vec::new(), samples: Vec::new(), exact: true });
     };
     let size_of = |i: u32| -> Option<u64> {
         if uniform != 0 {
@@ -859,8 +967,8 @@ fn sample_table(buf: &[u8], base: u64, stbl: &BoxAt, sound: bool, format: Format
     };
     let stsc = find(b"stsc").ok_or_else(|| bad("no stsc"))?;
     let stsc_n = be32(stsc, 4).ok_or_else(|| bad("stsc"))? as usize;
-    let stsc_entries: Vec<(u32, u32)> = (0..stsc_n)
-        .map(|i| Some((be32(stsc, 8 + i * 12)?, be32(stsc, 12 + i * 12)?)))
+    let stsc_entries: Vec<(u32, u32, u32)> = (0..stsc_n)
+        .map(|i| Some((be32(stsc, 8 + i * 12)?, be32(stsc, 12 + i * 12)?, be32(stsc, 16 + i * 12)?)))
         .collect::<Option<_>>()
         .ok_or_else(|| bad("stsc runs past its box"))?;
     let offsets: Vec<u64> = if let Some(p) = find(b"stco") {
@@ -873,6 +981,7 @@ fn sample_table(buf: &[u8], base: u64, stbl: &BoxAt, sound: bool, format: Format
         return Err(bad("no chunk offsets"));
     };
     let mut chunks: Vec<(u64, u64)> = Vec::new();
+    let mut samples = Vec::new();
     let mut sample = 0u32;
     let mut entry = 0usize;
     for (ci, &chunk_off) in offsets.iter().enumerate() {
@@ -880,8 +989,19 @@ fn sample_table(buf: &[u8], base: u64, stbl: &BoxAt, sound: bool, format: Format
         while entry + 1 < stsc_entries.len() && u64::from(stsc_entries[entry + 1].0) <= chunk_no {
             entry += 1;
         }
-        let per_chunk = stsc_entries.get(entry).map_or(0, |e| e.1);
+        let (per_chunk, sdi) = stsc_entries.get(entry).map_or((0, 1), |e| (e.1, e.2));
         let n = per_chunk.min(count - sample);
+        if each {
+            let mut off = chunk_off;
+            for i in sample..sample + n {
+                if samples.len() >= 16 << 20 {
+                    return Err(bad("more samples than any real recording has"));
+                }
+                let len = size_of(i).ok_or_else(|| bad("sample size table too short"))?;
+                samples.push((off, len, sdi));
+                off = off.checked_add(len).ok_or_else(|| bad("a chunk larger than a file"))?;
+            }
+        }
         let bytes = if uniform != 0 {
             u64::from(uniform) * u64::from(n)
         } else {
@@ -895,7 +1015,7 @@ fn sample_table(buf: &[u8], base: u64, stbl: &BoxAt, sound: bool, format: Format
             break;
         }
     }
-    Ok(SampleTable { chunks, exact: !(sound && uniform != 0) })
+    Ok(SampleTable { chunks, samples, exact: !(sound && uniform != 0) })
 }
 
 /// Plans a top-level `meta`. Returns false when it is not an image `meta` (`pict`).
@@ -906,8 +1026,9 @@ fn plan_heif_meta(
     format: Format,
     actions: &mut Vec<Action>,
     media_data: &mut Vec<(u64, u64)>,
-    map: &mut DataMap,
+    data: &mut Data<'_>,
 ) -> Result<bool, MediaError> {
+    let map = &mut *data.map;
     let base = meta.start;
     let walk = Walk { buf, base, format };
     let bad = |what: &str| MediaError::malformed(format, format!("image metadata: {what}"));
@@ -967,6 +1088,29 @@ fn plan_heif_meta(
             }
             1 => {}
             _ => map.distrust("an item built from other items' data (iloc construction method 2)"),
+        }
+    }
+    // The coded data of each H.264, HEVC or AV1 image item is walked like a video sample.
+    let codecs = match kids.iter().find(|k| &k.kind == b"iprp") {
+        Some(iprp) => coded::item_codecs(walk, iprp)?,
+        None => Default::default(),
+    };
+    for &(id, _, kind) in &items {
+        let Some(codec) = codecs.get(&id).copied().or((&kind == b"av01").then_some(bitstream::Codec::Av1)) else {
+            continue;
+        };
+        for loc in locations.iter().filter(|l| l.id == id) {
+            let [(off, len)] = loc.extents[..] else {
+                return Err(bad("a coded image item in several extents, which pavise cannot check"));
+            };
+            let (start, limit) = match loc.method {
+                0 => (0, file_len),
+                1 => idat.map(|(o, l)| (o, o + l)).ok_or_else(|| bad("an item in idat without an idat box"))?,
+                _ => return Err(bad("a coded image item built from other items' data")),
+            };
+            let off = start.saturating_add(loc.base).saturating_add(off);
+            let len = if len == 0 { limit.saturating_sub(off) } else { len };
+            data.coded.push(Sample { off, len, codec }, format)?;
         }
     }
     const IMAGE_ITEMS: &[&[u8; 4]] = &[
@@ -1117,6 +1261,10 @@ fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, actions: &mut Vec<Action>) -> Result<
                             })
                         }
                         b"colr" => plan_colr(walk, prop, actions),
+                        // The image's codec configuration: SEI in its arrays goes.
+                        b"avcC" | b"hvcC" | b"lhvC" | b"av1C" => {
+                            sample_entry::plan_config(walk, prop, sample_entry::config_kind(&prop.kind), actions)?;
+                        }
                         b"free" | b"skip" | b"wide" => actions.push(blank_payload(prop, "ipco")),
                         kind if ITEM_PROPERTIES.contains(&kind) => walk.slack(prop, actions),
                         other if essential.contains(&(i + 1)) => {
@@ -1424,7 +1572,7 @@ mod tests {
 
     #[test]
     fn frees_udta_and_meta_in_place() {
-        let video = trak(1, b"vide", &visual_entry(b"avc1", &bx(b"avcC", b"\x01SPS")), 0, (FTYP_LEN + 8, 6), &[]);
+        let video = trak(1, b"vide", &visual_entry(b"mp4v", &bx(b"esds", b"\x01SPS")), 0, (FTYP_LEN + 8, 6), &[]);
         let moov = [video, udta(), bx(b"meta", b"ISO6709")].concat();
         let (file, report) = scrubbed(movie(b"isomisom", b"frames", &moov), Format::Video);
         assert!(!contains(&file, b"+48.") && !contains(&file, b"ISO6709"), "{report:?}");
@@ -1461,7 +1609,7 @@ mod tests {
                 1,
             ),
         ] {
-            let entry = visual_entry(b"avc1", &[&bx(b"avcC", b"\x01SPS")[..], &hidden].concat());
+            let entry = visual_entry(b"mp4v", &[&bx(b"esds", b"\x01SPS")[..], &hidden].concat());
             let video = trak(1, b"vide", &entry, 0, (o, 6), &[edts.clone(), tapt.clone()].concat());
             // ... and one in the video track's dinf, beside its dref.
             let dref_end = contains_at(&video, b"url ").unwrap() + 8;
@@ -1489,8 +1637,8 @@ mod tests {
     /// inside a codec configuration pavise keeps as it is, is a refusal, not a leak.
     #[test]
     fn a_metadata_box_left_anywhere_in_moov_is_a_refusal() {
-        let avcc = bx(b"avcC", &[&b"\x01SPS"[..], &udta()].concat());
-        let video = trak(1, b"vide", &visual_entry(b"avc1", &avcc), 0, (FTYP_LEN + 8, 6), &[]);
+        let esds = bx(b"esds", &[&b"\x01SPS"[..], &udta()].concat());
+        let video = trak(1, b"vide", &visual_entry(b"mp4v", &esds), 0, (FTYP_LEN + 8, 6), &[]);
         let err = refused(movie(b"isomisom", b"frames", &video), Format::Video);
         assert_eq!(err.reason(), "not_clean", "{err}");
         assert!(err.to_string().contains("'udta' box at byte"), "{err}");
@@ -1503,12 +1651,11 @@ mod tests {
     }
 
     /// Bytes of `mdat` no sample points at (between and after samples) are zeroed; every
-    /// sample byte stays. A fragmented file's samples are not mapped: `mdat` is kept, and
-    /// the report says so.
+    /// sample byte stays.
     #[test]
     fn bytes_in_mdat_no_sample_points_at_are_zeroed() {
         let o = FTYP_LEN + 8;
-        let video = trak(1, b"vide", &visual_entry(b"avc1", &bx(b"avcC", b"\x01SPS")), 0, (o + 4, 6), &[]);
+        let video = trak(1, b"vide", &visual_entry(b"mp4v", &bx(b"esds", b"\x01SPS")), 0, (o + 4, 6), &[]);
         let sound = trak(2, b"soun", &audio_entry(b"mp4a", 0, 28, &[]), 0, (o + 19, 4), &[]);
         let mdat = b"XMP:frames<x:Paris>AAAA+48.8584";
         let (file, report) = scrubbed(movie(b"isomisom", mdat, &[video, sound].concat()), Format::Video);
@@ -1517,11 +1664,177 @@ mod tests {
             !contains(&file, b"XMP:") && !contains(&file, b"Paris") && !contains(&file, b"+48.8584"),
             "{report:#?}"
         );
+    }
 
-        let fragmented = movie(b"isomisom", mdat, &bx(b"mvex", &full(b"trex", 0, &[0; 20])));
-        let (file, report) = scrubbed(fragmented, Format::Video);
-        assert!(contains(&file, b"Paris"), "a fragmented file's mdat is not mapped");
-        assert!(report.kept.iter().any(|k| k.contains("fragmented")), "{report:?}");
+    /// Length-prefixed (4-byte) NAL units, as an `avcC`/`hvcC` track's samples hold them.
+    fn nals(units: &[&[u8]]) -> Vec<u8> {
+        units.iter().flat_map(|n| [&(n.len() as u32).to_be_bytes()[..], n].concat()).collect()
+    }
+
+    /// An `avcC` with one SPS and one PPS (and `extra` NAL units in the SPS array).
+    fn avcc(extra: &[&[u8]]) -> Vec<u8> {
+        let mut r = vec![1, 66, 0, 30, 0xFF, 0xE0 | (1 + extra.len() as u8)];
+        for n in [&b"\x67\x42\x00\x1ESPS"[..]].iter().chain(extra) {
+            r.extend_from_slice(&(n.len() as u16).to_be_bytes());
+            r.extend_from_slice(n);
+        }
+        r.extend_from_slice(&[1, 0, 4, 0x68, 0xCE, 0x3C, 0x80]);
+        bx(b"avcC", &r)
+    }
+
+    const SEI_GPS: &[u8] = b"\x06\x05\x20\0\x01\x01\0freeGPS 48.8584N 2.2945E 20240604\x80";
+    const SLICE: &[u8] = b"\x65\x88\x84\x00\x21slice-data";
+
+    /// The red team's N1 and its class: an SEI inside a referenced H.264 or HEVC sample,
+    /// an SEI in the codec configuration's arrays, AV1 metadata OBUs: each becomes
+    /// padding of its own length; slices and parameter sets stay byte for byte.
+    #[test]
+    fn sei_in_samples_and_codec_configurations_becomes_padding() {
+        let o = FTYP_LEN + 8;
+        let sample = nals(&[b"\x09\xF0", SEI_GPS, SLICE]);
+        let entry = visual_entry(b"avc1", &avcc(&[b"\x06\x05\x04x264"]));
+        let video = trak(1, b"vide", &entry, 0, (o, sample.len() as u32), &[]);
+        let (file, report) = scrubbed(movie(b"isomisom", &sample, &video), Format::Video);
+        assert!(!contains(&file, b"freeGPS") && !contains(&file, b"x264"), "{report:#?}");
+        assert!(contains(&file, SLICE) && contains(&file, b"\x67\x42\x00\x1ESPS"), "slices and SPS stay");
+        let filler = [&[0x0C][..], &vec![0xFF; SEI_GPS.len() - 2], &[0x80]].concat();
+        assert!(contains(&file, &[&(SEI_GPS.len() as u32).to_be_bytes()[..], &filler].concat()), "same length");
+        assert!(report.removed.iter().any(|r| r.what.contains("H.264 SEI")), "{report:#?}");
+
+        let hvcc = {
+            let mut r = vec![1u8; 23];
+            r[21] = 0x0F;
+            r[22] = 1;
+            r.extend_from_slice(&[0x27, 0, 1, 0, 8, 0x4E, 0x01, 0x05, 3, b'G', b'P', b'S', 0x80]);
+            bx(b"hvcC", &r)
+        };
+        let sample = nals(&[b"\x4E\x01\x05\x04LEAK\x80", b"\x26\x01\xAFslice-data"]);
+        let video = trak(1, b"vide", &visual_entry(b"hvc1", &hvcc), 0, (o, sample.len() as u32), &[]);
+        let (file, report) = scrubbed(movie(b"isomisom", &sample, &video), Format::Video);
+        assert!(!contains(&file, b"LEAK") && !contains(&file, b"GPS"), "{report:#?}");
+        assert!(contains(&file, b"\x26\x01\xAFslice-data"));
+
+        let av1c = bx(
+            b"av1C",
+            &[&[0x81, 0, 0x0C, 0][..], &[0x0A, 0x02, 0xAA, 0xBB], &[0x2A, 0x03, 0x04, b'G', b'P']].concat(),
+        );
+        let sample =
+            [&[0x12, 0x00][..], &[0x2A, 0x05, 0x05, b'L', b'E', b'A', b'K'], &[0x32, 0x02, 0xAA, 0xBB]].concat();
+        let video = trak(1, b"vide", &visual_entry(b"av01", &av1c), 0, (o, sample.len() as u32), &[]);
+        let (file, report) = scrubbed(movie(b"isomisom", &sample, &video), Format::Video);
+        assert!(!contains(&file, b"LEAK") && !contains(&file, b"GPS"), "{report:#?}");
+    }
+
+    /// A sample that cannot be walked with certainty, or an H.264 track whose samples
+    /// cannot be cut into NAL units (no `avcC`), is a refusal, never forwarded unchecked.
+    #[test]
+    fn video_samples_that_cannot_be_walked_are_refused() {
+        let o = FTYP_LEN + 8;
+        let overrun = [&[0, 0, 0, 99][..], SEI_GPS].concat();
+        let video = trak(1, b"vide", &visual_entry(b"avc1", &avcc(&[])), 0, (o, overrun.len() as u32), &[]);
+        let err = refused(movie(b"isomisom", &overrun, &video), Format::Video);
+        assert!(err.to_string().contains("runs past its sample"), "{err}");
+        let sample = nals(&[SEI_GPS]);
+        let video = trak(1, b"vide", &visual_entry(b"avc1", &bx(b"btrt", &[0; 12])), 0, (o, sample.len() as u32), &[]);
+        let err = refused(movie(b"isomisom", &sample, &video), Format::Video);
+        assert!(err.to_string().contains("without its configuration"), "{err}");
+        // A "sample" pointing into moov would have pavise patch the file's structure.
+        let video = trak(1, b"vide", &visual_entry(b"avc1", &avcc(&[])), 0, (4, 8), &[]);
+        let err = refused(movie(b"isomisom", &sample, &video), Format::Video);
+        assert!(err.to_string().contains("outside the media data"), "{err}");
+    }
+
+    /// A fragmented movie: ftyp, an mdat of the fragment's sample and `junk`, moov
+    /// (track 1 declared, no samples of its own; trex), a moof whose one run points at
+    /// the sample (explicit base 0, data offset), and `tail` as one more mdat.
+    fn fragmented(sample: &[u8], junk: &[u8], truns: &[Vec<u8>], track: u32, tail: &[u8]) -> Vec<u8> {
+        let o = FTYP_LEN + 8;
+        let video = trak(1, b"vide", &visual_entry(b"avc1", &avcc(&[])), 0, (o, 0), &[]);
+        let trex =
+            full(b"trex", 0, &[&1u32.to_be_bytes()[..], &1u32.to_be_bytes(), &[0; 4], &[0; 4], &[0; 4]].concat());
+        let mut file = movie(b"isomisom", &[sample, junk].concat(), &[video, bx(b"mvex", &trex)].concat());
+        let tfhd = [&[0, 0, 0, 1][..], &track.to_be_bytes(), &0u64.to_be_bytes()].concat();
+        let traf = bx(b"traf", &[bx(b"tfhd", &tfhd), truns.concat()].concat());
+        file.extend(bx(b"moof", &[full(b"mfhd", 0, &[0, 0, 0, 1]), traf].concat()));
+        if !tail.is_empty() {
+            file.extend(bx(b"mdat", tail));
+        }
+        file
+    }
+
+    /// A run of one sample of `len` bytes at absolute offset `off` (data offset, sizes).
+    fn trun(off: Option<u32>, len: u32) -> Vec<u8> {
+        match off {
+            Some(off) => bx(
+                b"trun",
+                &[&[0, 0, 0x02, 0x01][..], &1u32.to_be_bytes(), &off.to_be_bytes(), &len.to_be_bytes()].concat(),
+            ),
+            None => bx(b"trun", &[&[0, 0, 0x02, 0x00][..], &1u32.to_be_bytes(), &len.to_be_bytes()].concat()),
+        }
+    }
+
+    /// The red team's N2: bytes of a fragmented file's mdat that no run points at are
+    /// zeroed as in a plain file, and the fragments' samples are walked for SEI.
+    #[test]
+    fn fragmented_files_are_mapped_by_their_runs_and_their_samples_walked() {
+        let o = FTYP_LEN + 8;
+        let sample = nals(&[SEI_GPS, SLICE]);
+        let len = sample.len() as u32;
+        let file = fragmented(&sample, b"freeGPS between", &[trun(Some(o), len)], 1, b"freeGPS in a tail mdat");
+        let (file, report) = scrubbed(file, Format::Video);
+        assert!(!contains(&file, b"freeGPS") && !contains(&file, b"48.8584"), "{report:#?}");
+        assert!(contains(&file, SLICE), "{report:#?}");
+        assert!(!report.kept.iter().any(|k| k.contains("not checked")), "{report:?}");
+
+        // Readers disagree where a second run without a data offset starts.
+        let runs = [trun(Some(o), 6), trun(None, len - 6)];
+        let err = refused(fragmented(&sample, b"", &runs, 1, b""), Format::Video);
+        assert!(err.to_string().contains("second run without a data offset"), "{err}");
+        let err = refused(fragmented(&sample, b"", &[trun(Some(o), len)], 7, b""), Format::Video);
+        assert!(err.to_string().contains("does not declare"), "{err}");
+        // A trex names track 2, but no trak: ffmpeg skips its fragments, so its bytes would stay unread.
+        let mut file = fragmented(&sample, b"", &[trun(Some(o), len)], 2, b"");
+        let at = contains_at(&file, b"trex").unwrap() + 8;
+        file[at..at + 4].copy_from_slice(&2u32.to_be_bytes());
+        let err = refused(file, Format::Video);
+        assert!(err.to_string().contains("does not declare"), "{err}");
+        let err = refused(fragmented(&sample, b"", &[trun(Some(o), len + 4096)], 1, b""), Format::Video);
+        assert!(err.to_string().contains("past the end"), "{err}");
+    }
+
+    /// The red team's N4: `mfra` keeps only `tfra` and `mfro`; bytes after the fields of
+    /// `sidx` (and of each of them) are zeroed.
+    #[test]
+    fn index_boxes_are_walked() {
+        let video = trak(1, b"vide", &visual_entry(b"mp4v", &[]), 0, (FTYP_LEN + 8, 6), &[]);
+        let mut file = movie(b"isomisom", b"frames", &video);
+        let refs = [&[0, 0, 0, 1][..], &[0, 0, 0x03, 0xE8], &[0; 8], &[0, 0, 0, 1], &[0; 12]].concat();
+        file.extend(full(b"sidx", 0, &[refs, udta()].concat()));
+        let tfra = full(b"tfra", 0, &[&[0, 0, 0, 1][..], &[0; 4], &[0, 0, 0, 1], &[0; 8], &[1, 1, 1]].concat());
+        file.extend(bx(b"mfra", &[tfra, udta(), full(b"mfro", 0, &[0, 0, 0, 16])].concat()));
+        let (out, report) = scrubbed(file, Format::Video);
+        assert!(!contains(&out, b"+48.8584") && !contains(&out, b"PaviseCam"), "{report:#?}");
+        assert!(contains(&out, b"tfra") && contains(&out, b"mfro") && contains(&out, b"sidx"));
+    }
+
+    /// A real x264 file (a 0.5 s 64x48 clip made with ffmpeg), plain and fragmented,
+    /// with x264's own user-data SEI overwritten by a dashcam `freeGPS` block as the red
+    /// team did: the block and the encoder string go, every other byte stays.
+    #[test]
+    fn a_real_h264_file_loses_its_user_data_sei() {
+        for input in
+            [&include_bytes!("testdata/h264-x264-sei.mp4")[..], include_bytes!("testdata/h264-x264-sei-fragmented.mp4")]
+        {
+            let mut file = input.to_vec();
+            let at = contains_at(&file, b"x264 - core").unwrap();
+            let gps = b"\0\x01\x01\0freeGPS 48.8584N 2.2945E ";
+            file[at..at + gps.len()].copy_from_slice(gps);
+            let (out, report) = scrubbed(file.clone(), Format::Video);
+            assert!(!contains(&out, b"freeGPS") && !contains(&out, b"x264"), "{report:#?}");
+            let changed: usize = out.iter().zip(&file).filter(|(a, b)| a != b).count();
+            let sei = report.removed.iter().find(|r| r.what.contains("H.264 SEI")).expect("the SEI is reported");
+            assert!(changed as u64 <= sei.bytes + 200, "only the SEI and header fields change: {changed}, {report:#?}");
+        }
     }
 
     /// A camera maker's own brand names the maker; it becomes the file's major brand.
@@ -1554,12 +1867,23 @@ mod tests {
 
     /// HEIF boxes ffmpeg reads with its one table (`iref`'s children, every property of
     /// the primary item) keep only what they need; an essential property pavise does not
-    /// know is a refusal; item names go.
+    /// know is a refusal; item names go; SEI in the image's HEVC data and in its `hvcC`
+    /// becomes filler.
     #[test]
     fn heif_item_boxes_keep_only_what_a_viewer_needs() {
-        let props = [bx(b"hvcC", b"\x01HEVC-config"), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48]), udta()].concat();
+        // An hvcC with a VPS and a prefix SEI array (the SEI holds a location).
+        let mut hvcc = vec![1u8; 23];
+        hvcc[21] = 0x0F;
+        hvcc[22] = 2;
+        hvcc.extend_from_slice(&[0xA0, 0, 1, 0, 13, 0x40, 0x01]);
+        hvcc.extend_from_slice(b"HEVC-config");
+        hvcc.extend_from_slice(&[0x27, 0, 1, 0, 13, 0x4E, 0x01, 0x05, 9]);
+        hvcc.extend_from_slice(b"+48.8584\x80");
+        let props = [bx(b"hvcC", &hvcc), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48]), udta()].concat();
         let iref = [bx(b"dimg", &[0, 1, 0, 1, 0, 1]), udta()].concat();
-        let file = heif(b"IMG_20240604_Paris", &iref, &props, &[0x81, 0x02, 0x03], b"pixels");
+        // The image's own HEVC data carries a prefix SEI with a time: it becomes filler.
+        let pixels = nals(&[b"\x4E\x01\x05\x0B2024-06-04Z\x80", b"\x26\x01pixels"]);
+        let file = heif(b"IMG_20240604_Paris", &iref, &props, &[0x81, 0x02, 0x03], &pixels);
         let (out, report) = scrubbed(file, Format::Heif);
         for gone in [&b"+48.8584"[..], b"PaviseCam", b"Paris", b"2024-06-04"] {
             assert!(!contains(&out, gone), "{:?} survived: {report:#?}", String::from_utf8_lossy(gone));
@@ -1568,9 +1892,9 @@ mod tests {
             assert!(contains(&out, kept), "{:?} is gone: {report:#?}", String::from_utf8_lossy(kept));
         }
         let unknown = [&props[..], &bx(b"xyzw", b"vendor")].concat();
-        let err = refused(heif(b"", &[], &unknown, &[0x81, 0x84], b"pixels"), Format::Heif);
+        let err = refused(heif(b"", &[], &unknown, &[0x81, 0x84], &nals(&[b"\x26\x01pixels"])), Format::Heif);
         assert!(err.to_string().contains("needs item property 'xyzw'"), "{err}");
-        let (out, _) = scrubbed(heif(b"", &[], &unknown, &[0x81, 0x04], b"pixels"), Format::Heif);
+        let (out, _) = scrubbed(heif(b"", &[], &unknown, &[0x81, 0x04], &nals(&[b"\x26\x01pixels"])), Format::Heif);
         assert!(!contains(&out, b"vendor"), "a property no item needs is freed");
     }
 

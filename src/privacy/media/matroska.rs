@@ -29,20 +29,39 @@
 //! - unknown elements in `Tracks` and in Clusters. The CRC-32s of `Info`, `Tracks`, its
 //!   entries and of each Cluster changed are recomputed.
 //!
-//! Kept byte for byte: the EBML header, `SeekHead`, `TimestampScale` and `Duration`,
-//! the rest of the video and audio tracks (codec, codec private data, sizes, colour),
-//! their blocks (every frame) and `Cues` (seek points: times and positions).
+//! - inside the kept masters (the EBML header, `SeekHead`/`Seek`, `Cues`/`CuePoint`, a
+//!   track's `Video`, `Colour`, `Projection`, `Audio`, `ContentEncodings`,
+//!   `TrackOperation`, a Cluster's `SilentTracks` and `BlockGroup`), every child its
+//!   specification does not define there ([`masters`]), since exiftool reads a `Title`
+//!   or `DateUTC` anywhere; a block's `BlockAdditions`, a track's `BlockAdditionMapping`
+//!   and `TrackTranslate`;
+//! - in the frames and `CodecPrivate` of H.264, HEVC and AV1 tracks, every SEI NAL unit
+//!   and AV1 metadata OBU, rewritten as padding of the same length
+//!   ([`super::bitstream`]); bytes after `CodecPrivate`'s fields are zeroed;
+//! - the comment header (and FLAC's picture, application and cue sheet blocks) in the
+//!   `CodecPrivate` of Vorbis, Theora and FLAC tracks ([`codec_private`]).
+//!
+//! Kept byte for byte: `TimestampScale` and `Duration`, the defined fields of the video
+//! and audio tracks (codec, codec private data of other codecs, sizes, colour), their
+//! blocks (every frame) and the defined fields of `SeekHead` and `Cues` (seek points:
+//! times and positions).
 //!
 //! Refused: a DocType other than `webm` or `matroska`; an element running past its parent
 //! or the end of the file; IDs and sizes that are not valid EBML variable-length
 //! integers; an unknown size anywhere but on the Segment and its Clusters (which live
 //! recordings, Chrome's MediaRecorder among them, leave unknown); Clusters without a
-//! `Tracks` element to say whose blocks they hold.
+//! `Tracks` element to say whose blocks they hold; H.264, HEVC or AV1 frames that cannot
+//! be walked (laced, compressed or encrypted, a NAL unit length past the frame, no
+//! `CodecPrivate` for H.264 or HEVC).
+
+mod codec_private;
+mod masters;
 
 use std::io;
 
 use super::{
     Format, MediaError, Report,
+    bitstream::{self, Codec, ConfigKind, Filler},
     inplace::{Store, is_zero, zero},
 };
 
@@ -90,6 +109,14 @@ pub fn scrub(store: &mut impl Store, report: &mut Report) -> Result<(), MediaErr
                 zero(store, data, end - data)?;
                 report.remove(what.clone(), end - data);
             }
+            Action::Fill { at, ref filler } => {
+                store.write_at(at, &filler.bytes())?;
+                report.remove(filler.what.clone(), filler.len as u64);
+            }
+            Action::Patch { at, ref bytes, ref what } => {
+                store.write_at(at, bytes)?;
+                report.remove(what.clone(), bytes.len() as u64);
+            }
             Action::Crc { .. } => {}
         }
     }
@@ -123,6 +150,8 @@ pub fn audit(store: &mut impl Store, report: &mut Report) -> Result<(), MediaErr
         match action {
             Action::Void { len, what, .. } => report.remove(what, len),
             Action::ZeroVoid { data, end, what } => report.remove(what, end - data),
+            Action::Fill { filler, .. } => report.remove(filler.what, filler.len as u64),
+            Action::Patch { bytes, what, .. } => report.remove(what, bytes.len() as u64),
             // Only planned alongside another change inside the same element.
             Action::Crc { .. } => report.remove("CRC-32", 4),
         }
@@ -136,6 +165,11 @@ enum Action {
     Void { at: u64, len: u64, what: String },
     /// Zero the payload of an element that stays (an old Void, an application name).
     ZeroVoid { data: u64, end: u64, what: String },
+    /// Overwrite a NAL unit or OBU inside a frame or `CodecPrivate` with padding of its
+    /// length ([`bitstream`]: an SEI, an AV1 metadata OBU). Planned only when it differs.
+    Fill { at: u64, filler: Filler },
+    /// Write these bytes where they lie (a `CodecPrivate` with its tags emptied).
+    Patch { at: u64, bytes: Vec<u8>, what: String },
     /// Recompute the CRC-32 stored at `at` over `from..to`.
     Crc { at: u64, from: u64, to: u64 },
 }
@@ -172,6 +206,8 @@ fn name(id: u32) -> String {
         MUXING_APP => "Info/MuxingApp".into(),
         WRITING_APP => "Info/WritingApp".into(),
         TAGS => "Tags".into(),
+        0x7373 => "Tag".into(),
+        0x67C8 => "SimpleTag".into(),
         ATTACHMENTS => "Attachments".into(),
         CHAPTERS => "Chapters".into(),
         INFO => "Info".into(),
@@ -190,6 +226,7 @@ fn plan(store: &mut impl Store) -> Result<Vec<Action>, MediaError> {
     }
     let head_end = head.end.ok_or_else(|| malformed("an EBML header of unknown size"))?;
     check_doc_type(store, &head, head_end)?;
+    masters::walk(store, &head, head_end, &masters::EBML_HEADER, &mut plan)?;
     let mut at = head_end;
     let mut segments = 0;
     while at < len {
@@ -251,7 +288,7 @@ fn segment(store: &mut impl Store, seg: &Element, end: u64, plan: &mut Vec<Actio
         kids.push((at, el, next));
         at = next;
     }
-    let mut kept: Option<Vec<u64>> = None;
+    let mut kept: Option<Vec<Kept>> = None;
     for &(_, el, next) in kids.iter().filter(|k| k.1.id == TRACKS) {
         kept.get_or_insert_with(Vec::new).extend(tracks(store, &el, next, plan)?);
     }
@@ -265,7 +302,9 @@ fn segment(store: &mut impl Store, seg: &Element, end: u64, plan: &mut Vec<Actio
                 cluster(store, &el, next, kept, plan)?;
             }
             VOID => void_contents(store, &el, next, "a Void in the Segment", plan)?,
-            SEEK_HEAD | CUES | CRC32 => {}
+            SEEK_HEAD => masters::walk(store, &el, next, &masters::SEEK_HEAD, plan)?,
+            CUES => masters::walk(store, &el, next, &masters::CUES, plan)?,
+            CRC32 => {}
             other => plan.push(Action::Void { at, len: next - at, what: format!("unknown Segment {}", name(other)) }),
         }
     }
@@ -288,10 +327,11 @@ fn cluster(
     store: &mut impl Store,
     el: &Element,
     end: u64,
-    kept: &[u64],
+    kept: &[Kept],
     plan: &mut Vec<Action>,
 ) -> Result<(), MediaError> {
     let before = plan.len();
+    let find = |track: Option<u64>| track.and_then(|t| kept.iter().find(|k| k.number == t));
     let (mut at, mut crc) = (el.data, None);
     while at < end {
         let child = header(store, at, end)?;
@@ -303,26 +343,58 @@ fn cluster(
                 }
                 crc = Some((child.data, next));
             }
-            TIMESTAMP | SILENT_TRACKS | POSITION | PREV_SIZE => {}
+            TIMESTAMP | POSITION | PREV_SIZE => {}
+            SILENT_TRACKS => masters::walk(store, &child, next, &masters::SILENT_TRACKS, plan)?,
             SIMPLE_BLOCK | ENCRYPTED_BLOCK => {
                 let track = block_track(store, child.data, next)?;
-                if !track.is_some_and(|t| kept.contains(&t)) {
-                    plan.push(Action::Void { at, len: next - at, what: dropped_block(track) });
+                match find(track) {
+                    None => plan.push(Action::Void { at, len: next - at, what: dropped_block(track) }),
+                    Some(Kept { codec: Some(codec), .. }) => {
+                        if child.id == ENCRYPTED_BLOCK {
+                            return Err(MediaError::Unsupported("encrypted (DRM-protected) video or audio"));
+                        }
+                        frames(store, child.data, next, *codec, plan)?;
+                    }
+                    Some(_) => {}
                 }
             }
             BLOCK_GROUP => {
-                let mut track = None;
+                let (mut track, mut block) = (None, None);
+                let mut fields = Vec::new();
                 let mut inner = child.data;
                 while inner < next {
                     let field = header(store, inner, next)?;
                     let field_end = field.end.ok_or_else(|| malformed("a block field of unknown size"))?;
                     if field.id == BLOCK {
                         track = block_track(store, field.data, field_end)?;
+                        block = Some((field.data, field_end));
                     }
+                    fields.push((inner, field, field_end));
                     inner = field_end;
                 }
-                if !track.is_some_and(|t| kept.contains(&t)) {
-                    plan.push(Action::Void { at, len: next - at, what: dropped_block(track) });
+                match find(track) {
+                    None => plan.push(Action::Void { at, len: next - at, what: dropped_block(track) }),
+                    Some(k) => {
+                        for (at, field, end) in fields {
+                            match field.id {
+                                BLOCK | BLOCK_DURATION | REFERENCE_PRIORITY | REFERENCE_BLOCK | DISCARD_PADDING => {}
+                                VOID => void_contents(store, &field, end, "a Void in a BlockGroup", plan)?,
+                                BLOCK_ADDITIONS => plan.push(Action::Void {
+                                    at,
+                                    len: end - at,
+                                    what: "BlockAdditions (data beside a frame no player needs)".into(),
+                                }),
+                                other => plan.push(Action::Void {
+                                    at,
+                                    len: end - at,
+                                    what: format!("{} in a BlockGroup (not needed to play)", name(other)),
+                                }),
+                            }
+                        }
+                        if let (Some(codec), Some((data, end))) = (k.codec, block) {
+                            frames(store, data, end, codec, plan)?;
+                        }
+                    }
                 }
             }
             VOID => void_contents(store, &child, next, "a Void in a Cluster", plan)?,
@@ -332,6 +404,98 @@ fn cluster(
     }
     push_crc(plan, before, crc, end);
     Ok(())
+}
+
+const BLOCK_DURATION: u32 = 0x9B;
+const REFERENCE_PRIORITY: u32 = 0xFA;
+const REFERENCE_BLOCK: u32 = 0xFB;
+const DISCARD_PADDING: u32 = 0x75A2;
+const BLOCK_ADDITIONS: u32 = 0x75A1;
+
+/// Largest block read to walk its frame; real ones are kilobytes to a few MB.
+const MAX_FRAME: u64 = 64 << 20;
+
+/// A track that stays, and the codec its frames are walked with ([`bitstream`]).
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    number: u64,
+    codec: Option<Codec>,
+}
+
+/// The frame of a (Simple)Block of an H.264, HEVC or AV1 track: an SEI NAL unit or a
+/// metadata OBU becomes padding of its length. Laced blocks (several frames, sizes in
+/// the lace header) are refused for these codecs: no muxer laces video.
+fn frames(store: &mut impl Store, data: u64, end: u64, codec: Codec, plan: &mut Vec<Action>) -> Result<(), MediaError> {
+    if end - data > MAX_FRAME {
+        return Err(malformed(format!("a {} block of {} bytes", codec.name(), end - data)));
+    }
+    let mut buf = vec![0u8; (end - data) as usize];
+    store.read_at(data, &mut buf)?;
+    let number_len = buf.first().map_or(9, |b| b.leading_zeros() as usize + 1);
+    let head = number_len + 3;
+    if number_len > 8 || buf.len() < head {
+        return Err(malformed(format!("a {} block shorter than its header", codec.name())));
+    }
+    if buf[head - 1] & 0x06 != 0 {
+        return Err(malformed(format!("laced {} frames, which pavise cannot check", codec.name())));
+    }
+    let fillers = bitstream::scrub_sample(codec, &buf[head..])
+        .map_err(|e| malformed(format!("the block at byte {data} cannot be checked: {e}")))?;
+    plan.extend(fillers.into_iter().map(|filler| Action::Fill { at: data + (head + filler.at) as u64, filler }));
+    Ok(())
+}
+
+/// The codec a kept track's frames are walked with, from its `CodecID`; its
+/// `CodecPrivate` (the `avcC`, `hvcC` or `av1C` record) is walked too: SEI in it
+/// becomes padding, bytes after its fields are zeroed. A Vorbis, Theora or FLAC
+/// track's `CodecPrivate` loses its comments and pictures ([`codec_private`]).
+fn track_codec(
+    store: &mut impl Store,
+    codec_id: &str,
+    private: Option<(u64, u64)>,
+    encoded: bool,
+    plan: &mut Vec<Action>,
+) -> Result<Option<Codec>, MediaError> {
+    let kind = match codec_id {
+        "V_MPEG4/ISO/AVC" => ConfigKind::Avc,
+        "V_MPEGH/ISO/HEVC" => ConfigKind::Hevc,
+        "V_AV1" => ConfigKind::Av1,
+        _ => {
+            if let Some((data, end)) = private {
+                let record = read(store, data, end)?;
+                if let Some(clean) = codec_private::scrub(codec_id, &record).map_err(malformed)? {
+                    plan.push(Action::Patch {
+                        at: data,
+                        bytes: clean,
+                        what: format!("tags in {codec_id} CodecPrivate"),
+                    });
+                }
+            }
+            return Ok(None);
+        }
+    };
+    if encoded {
+        return Err(malformed(format!(
+            "a {codec_id} track with compressed or encrypted frames, which pavise cannot check"
+        )));
+    }
+    let Some((data, end)) = private else {
+        return match kind {
+            ConfigKind::Av1 => Ok(Some(Codec::Av1)),
+            _ => Err(malformed(format!("a {codec_id} track without CodecPrivate, so its frames cannot be checked"))),
+        };
+    };
+    let record = read(store, data, end)?;
+    let config = bitstream::scrub_config(kind, &record).map_err(|e| malformed(e.to_string()))?;
+    plan.extend(config.fillers.into_iter().map(|filler| Action::Fill { at: data + filler.at as u64, filler }));
+    if record[config.fields_len..].iter().any(|&b| b != 0) {
+        plan.push(Action::ZeroVoid {
+            data: data + config.fields_len as u64,
+            end,
+            what: "bytes after the fields of CodecPrivate".into(),
+        });
+    }
+    Ok(Some(config.codec))
 }
 
 fn dropped_block(track: Option<u64>) -> String {
@@ -406,6 +570,11 @@ const TRACK_TYPE: u32 = 0x83;
 const CODEC_ID: u32 = 0x86;
 const TRACK_NAME: u32 = 0x536E;
 const CODEC_NAME: u32 = 0x25_8688;
+const CODEC_PRIVATE: u32 = 0x63A2;
+const VIDEO: u32 = 0xE0;
+const AUDIO: u32 = 0xE1;
+const TRACK_OPERATION: u32 = 0xE2;
+const CONTENT_ENCODINGS: u32 = 0x6D80;
 
 /// TrackEntry fields that describe how to decode and show a track (RFC 9559 §5.1.4.1):
 /// numbers, flags, durations, languages, the codec and its private data, block
@@ -430,7 +599,6 @@ const TRACK_FIELDS: &[u32] = &[
     0x23_314F,
     0x537F,
     0x55EE,
-    0x41E4,
     0x22_B59C,
     0x22_B59D,
     CODEC_ID,
@@ -439,16 +607,11 @@ const TRACK_FIELDS: &[u32] = &[
     0x6FAB,
     0x56AA,
     0x56BB,
-    0x6624,
-    0xE0,
-    0xE1,
-    0xE2,
     0xC0,
     0xC1,
     0xC6,
     0xC7,
     0xC4,
-    0x6D80,
 ];
 
 /// What a track's free-text fields are called, for the report.
@@ -460,6 +623,8 @@ fn track_field(id: u32) -> String {
         0x3B_4040 => "Tracks/CodecInfoURL".into(),
         0x26_B240 => "Tracks/CodecDownloadURL".into(),
         0x7446 => "Tracks/AttachmentLink".into(),
+        0x41E4 => "Tracks/BlockAdditionMapping (for BlockAdditions, which go)".into(),
+        0x6624 => "Tracks/TrackTranslate (for Chapters, which go)".into(),
         other => format!("unknown track field {other:#X}"),
     }
 }
@@ -468,7 +633,7 @@ fn track_field(id: u32) -> String {
 /// go in [`cluster`]); in the others, every field but those a decoder reads (free text:
 /// `Name`, `CodecName`, `CodecSettings`, URLs). A CRC-32 of either level is recomputed.
 /// Returns the numbers of the tracks kept.
-fn tracks(store: &mut impl Store, el: &Element, end: u64, plan: &mut Vec<Action>) -> Result<Vec<u64>, MediaError> {
+fn tracks(store: &mut impl Store, el: &Element, end: u64, plan: &mut Vec<Action>) -> Result<Vec<Kept>, MediaError> {
     if end - el.data > MAX_HEADER * 16 {
         return Err(malformed("a Tracks element over 16 MiB"));
     }
@@ -480,10 +645,13 @@ fn tracks(store: &mut impl Store, el: &Element, end: u64, plan: &mut Vec<Action>
             TRACK_ENTRY => {
                 let (entry_crc, fields) = master_children(store, &child, next)?;
                 let (mut number, mut kind, mut codec) = (None, None, String::new());
+                let (mut private, mut encoded) = (None, false);
                 for &(_, field, field_end) in &fields {
                     match field.id {
                         TRACK_NUMBER => number = Some(uint(store, &field, field_end)?),
                         TRACK_TYPE => kind = Some(uint(store, &field, field_end)?),
+                        CODEC_PRIVATE => private = Some((field.data, field_end)),
+                        CONTENT_ENCODINGS => encoded = true,
                         CODEC_ID => {
                             codec = String::from_utf8_lossy(&read(store, field.data, field_end)?)
                                 .trim_end_matches('\0')
@@ -503,15 +671,21 @@ fn tracks(store: &mut impl Store, el: &Element, end: u64, plan: &mut Vec<Action>
                     plan.push(Action::Void { at, len: next - at, what });
                     continue;
                 }
-                kept.push(number.ok_or_else(|| malformed("a track without a TrackNumber"))?);
+                let number = number.ok_or_else(|| malformed("a track without a TrackNumber"))?;
                 let entry_before = plan.len();
                 for (at, field, next) in fields {
                     match field.id {
                         VOID => void_contents(store, &field, next, "a Void in a track", plan)?,
+                        VIDEO => masters::walk(store, &field, next, &masters::VIDEO, plan)?,
+                        AUDIO => masters::walk(store, &field, next, &masters::AUDIO, plan)?,
+                        TRACK_OPERATION => masters::walk(store, &field, next, &masters::TRACK_OPERATION, plan)?,
+                        CONTENT_ENCODINGS => masters::walk(store, &field, next, &masters::CONTENT_ENCODINGS, plan)?,
                         id if TRACK_FIELDS.contains(&id) => {}
                         other => plan.push(Action::Void { at, len: next - at, what: track_field(other) }),
                     }
                 }
+                let codec = track_codec(store, &codec, private, encoded, plan)?;
+                kept.push(Kept { number, codec });
                 push_crc(plan, entry_before, entry_crc, next);
             }
             VOID => void_contents(store, &child, next, "a Void in Tracks", plan)?,
@@ -958,6 +1132,135 @@ mod tests {
         let (data, end) = (c.data as usize, c.end.unwrap() as usize);
         assert_eq!(out[data..data + 2], [0xBF, 0x84]);
         assert_eq!(out[data + 2..data + 6], crc32(&out[data + 6..end]).to_le_bytes(), "the Cluster CRC is recomputed");
+        assert_clean(&mut out);
+    }
+
+    /// An `avcC` record with an SPS, a PPS and an x264-style SEI in the SPS array.
+    fn avcc() -> Vec<u8> {
+        let mut r = vec![1, 66, 0, 30, 0xFF, 0xE2];
+        for n in [&b"\x67\x42\x00\x1ESPS"[..], b"\x06\x05\x04x264"] {
+            r.extend_from_slice(&(n.len() as u16).to_be_bytes());
+            r.extend_from_slice(n);
+        }
+        r.extend_from_slice(&[1, 0, 4, 0x68, 0xCE, 0x3C, 0x80]);
+        r
+    }
+
+    /// Length-prefixed (4-byte) NAL units: a frame of an `avcC` track.
+    fn nals(units: &[&[u8]]) -> Vec<u8> {
+        units.iter().flat_map(|n| [&(n.len() as u32).to_be_bytes()[..], n].concat()).collect()
+    }
+
+    const SEI_GPS: &[u8] = b"\x06\x05\x20\0\x01\x01\0freeGPS 48.8584N 2.2945E 20240604\x80";
+    const SLICE: &[u8] = b"\x65\x88\x84\x00\x21slice-data";
+
+    fn avc_tracks(private: Option<&[u8]>, video: &[u8]) -> Vec<u8> {
+        let mut fields = [el(TRACK_NUMBER, &[1]), el(TRACK_TYPE, &[1]), el(CODEC_ID, b"V_MPEG4/ISO/AVC")].concat();
+        if let Some(p) = private {
+            fields.extend(el(CODEC_PRIVATE, p));
+        }
+        fields.extend(el(VIDEO, video));
+        el(TRACKS, &el(TRACK_ENTRY, &fields))
+    }
+
+    /// The red team's N1 class in Matroska: an SEI inside an H.264 frame (simple block or
+    /// block group) and inside `CodecPrivate` becomes filler of its length; the frame's
+    /// slices and the parameter sets stay. `BlockAdditions` go, and a `Title` or
+    /// `DateUTC` inside the track's `Video` (N3) becomes a Void.
+    #[test]
+    fn sei_in_h264_frames_and_codec_private_becomes_filler() {
+        let video = [el(0xB0, &[64]), el(0xBA, &[48]), el(TITLE, b"LEAKMARK title"), el(0x4461, &[1; 8])].concat();
+        let tracks = avc_tracks(Some(&avcc()), &video);
+        let frame = nals(&[b"\x09\xF0", SEI_GPS, SLICE]);
+        let additions = el(0x75A1, &el(0xA6, &[el(0xEE, &[1]), el(0xA5, b"LEAKMARK addition")].concat()));
+        let fields = [
+            el(0xE7, &[0]),
+            el(SIMPLE_BLOCK, &[&[0x81, 0, 0, 0x80][..], &frame].concat()),
+            el(BLOCK_GROUP, &[el(BLOCK, &[&[0x81, 0, 1, 0][..], &frame].concat()), additions].concat()),
+        ]
+        .concat();
+        let mut crc = vec![0xBF, 0x84];
+        crc.extend_from_slice(&crc32(&fields).to_le_bytes());
+        let file =
+            [ebml_header("matroska"), el(SEGMENT, &[tracks, el(CLUSTER, &[crc, fields].concat())].concat())].concat();
+        let (mut out, report) = scrubbed(file.clone());
+        assert_eq!(out.len(), file.len());
+        for gone in [&b"freeGPS"[..], b"x264", b"LEAKMARK"] {
+            assert!(!contains(&out, gone), "{:?} survived: {report:#?}", String::from_utf8_lossy(gone));
+        }
+        assert!(contains(&out, SLICE) && contains(&out, b"\x67\x42\x00\x1ESPS") && contains(&out, &el(0xB0, &[64])));
+        let cluster_at = out.windows(4).position(|w| w == CLUSTER.to_be_bytes()).unwrap();
+        let c = header(&mut MemStore(&mut out), cluster_at as u64, file.len() as u64).unwrap();
+        let (data, end) = (c.data as usize, c.end.unwrap() as usize);
+        assert_eq!(out[data + 2..data + 6], crc32(&out[data + 6..end]).to_le_bytes(), "the Cluster CRC is recomputed");
+        assert_clean(&mut out);
+    }
+
+    /// Frames that cannot be walked with certainty are a refusal: laced H.264, a frame
+    /// whose NAL length overruns it, an H.264 track without its configuration.
+    #[test]
+    fn h264_frames_that_cannot_be_walked_are_refused() {
+        let refuse = |tracks: Vec<u8>, block: Vec<u8>| {
+            let file =
+                [ebml_header("webm"), el(SEGMENT, &[tracks, el(CLUSTER, &el(SIMPLE_BLOCK, &block))].concat())].concat();
+            scrub(&mut MemStore(&mut file.clone()), &mut Report::default()).unwrap_err().to_string()
+        };
+        let frame = nals(&[SEI_GPS]);
+        let laced = [&[0x81, 0, 0, 0x82, 1, 4][..], &frame].concat();
+        assert!(refuse(avc_tracks(Some(&avcc()), &[]), laced).contains("laced"));
+        let overrun = [&[0x81, 0, 0, 0x80][..], &[0, 0, 1, 0], SLICE].concat();
+        assert!(refuse(avc_tracks(Some(&avcc()), &[]), overrun).contains("runs past"));
+        let err = refuse(avc_tracks(None, &[]), [&[0x81, 0, 0, 0x80][..], &frame].concat());
+        assert!(err.contains("without CodecPrivate"), "{err}");
+    }
+
+    /// The red team's N3: Title, DateUTC and a SimpleTag in the EBML header, a Seek and
+    /// a CuePoint become Voids; what each defines stays.
+    #[test]
+    fn ebml_header_seekhead_and_cues_keep_only_what_they_define() {
+        let title = el(TITLE, b"LEAKMARK title");
+        let head = el(EBML, &[el(0x4286, &[1]), el(DOC_TYPE, b"webm"), title.clone()].concat());
+        let seek = el(0x4DBB, &[el(0x53AB, &TRACKS.to_be_bytes()), el(0x53AC, &[0x40]), title.clone()].concat());
+        let simple = el(0x67C8, &[el(0x45A3, b"LOCATION"), el(0x4487, b"+48.8584+002.2945/")].concat());
+        let cue = el(0xBB, &[el(0xB3, &[0]), el(0xB7, &[el(0xF7, &[1]), el(0xF1, &[0x20]), simple].concat())].concat());
+        let segment = [el(SEEK_HEAD, &seek), video_tracks(), el(CLUSTER, &cluster(b"frames")), el(CUES, &cue)].concat();
+        let file = [head, el(SEGMENT, &segment)].concat();
+        let (mut out, report) = scrubbed(file.clone());
+        for gone in [&b"LEAKMARK"[..], b"48.8584", b"LOCATION"] {
+            assert!(!contains(&out, gone), "{:?} survived: {report:#?}", String::from_utf8_lossy(gone));
+        }
+        for kept in [&el(DOC_TYPE, b"webm")[..], &el(0x53AB, &TRACKS.to_be_bytes()), &el(0xF1, &[0x20]), b"frames"] {
+            assert!(contains(&out, kept), "{kept:?} is gone: {report:#?}");
+        }
+        assert_clean(&mut out);
+    }
+
+    /// A Vorbis track's comment header in `CodecPrivate` (ffmpeg's `-metadata:s:a`
+    /// spelling) loses its comments in place; the track entry's CRC follows.
+    #[test]
+    fn vorbis_comments_in_codec_private_are_emptied() {
+        let id = [&b"\x01vorbis"[..], &[0; 23]].concat();
+        let comment = [
+            &b"\x03vorbis"[..],
+            &0u32.to_le_bytes(),
+            &1u32.to_le_bytes(),
+            &13u32.to_le_bytes(),
+            b"LOCATION=Kyiv",
+            &[1],
+        ]
+        .concat();
+        let private = [&[2, id.len() as u8, comment.len() as u8][..], &id, &comment, b"\x05vorbis"].concat();
+        let fields =
+            [el(TRACK_NUMBER, &[1]), el(TRACK_TYPE, &[2]), el(CODEC_ID, b"A_VORBIS"), el(CODEC_PRIVATE, &private)];
+        let mut crc = vec![0xBF, 0x84];
+        crc.extend_from_slice(&crc32(&fields.concat()).to_le_bytes());
+        let tracks = el(TRACKS, &el(TRACK_ENTRY, &[crc, fields.concat()].concat()));
+        let file = [ebml_header("webm"), el(SEGMENT, &[tracks, el(CLUSTER, &cluster(b"audio"))].concat())].concat();
+        let (mut out, report) = scrubbed(file);
+        assert!(!contains(&out, b"Kyiv") && contains(&out, b"\x05vorbis") && contains(&out, &id), "{report:#?}");
+        let at = out.windows(2).position(|w| w == [0xBF, 0x84]).unwrap() + 2;
+        let end = out.windows(4).position(|w| w == CLUSTER.to_be_bytes()).unwrap();
+        assert_eq!(out[at..at + 4], crc32(&out[at + 4..end]).to_le_bytes(), "the entry's CRC is recomputed");
         assert_clean(&mut out);
     }
 

@@ -35,6 +35,7 @@
 //! ([`part_head`]).
 //! Bodies and parts wait in memory or in counted temp files ([`spill`]).
 
+pub mod bitstream;
 pub mod body;
 pub mod datauri;
 pub mod flac;

@@ -10,7 +10,50 @@
 //! type, so the sizes and offsets of a sample table do not look like boxes by chance.
 
 use super::{Action, BoxAt, Format, MediaError, fourcc};
-use crate::privacy::media::be32;
+use crate::privacy::media::{be32, inplace::Store};
+
+/// Signatures of GPS records readers find anywhere in `mdat`: the NextBase-style
+/// `freeGPS ` block exiftool `-ee` decodes by scanning the media data, and the universal
+/// key of a MISB ST 0601 UAS Datalink local set (drone position and time, KLV).
+const GPS_SIGNATURES: &[&[u8]] =
+    &[b"freeGPS ", &[0x06, 0x0E, 0x2B, 0x34, 0x02, 0x0B, 0x01, 0x01, 0x0E, 0x01, 0x03, 0x01]];
+
+/// The last backstop, over the media data as it will be forwarded: a GPS record that
+/// survived (inside an audio frame, or any sample pavise keeps without walking) is a
+/// refusal. exiftool finds a `freeGPS` block at any offset, so pavise looks there too.
+pub(super) fn scan_media(
+    store: &mut impl Store,
+    mdats: &[(u64, u64)],
+    actions: &[Action],
+    format: Format,
+) -> Result<(), MediaError> {
+    const CHUNK: u64 = 1 << 20;
+    let overlap = GPS_SIGNATURES.iter().map(|s| s.len()).max().unwrap_or(1) as u64 - 1;
+    let mut buf = Vec::new();
+    for &(from, to) in mdats {
+        let mut at = from;
+        while at < to {
+            let end = (at + CHUNK + overlap).min(to);
+            buf.resize((end - at) as usize, 0);
+            store.read_at(at, &mut buf)?;
+            let out = forwarded(&buf, at, actions);
+            // One pass, comparing only where a signature's first byte is.
+            let hit = (0..out.len())
+                .find(|&i| matches!(out[i], b'f' | 0x06) && GPS_SIGNATURES.iter().any(|sig| out[i..].starts_with(sig)));
+            if let Some(i) = hit {
+                return Err(MediaError::NotClean {
+                    format,
+                    what: format!(
+                        "a GPS record at byte {} of the media data, inside data pavise cannot walk",
+                        at + i as u64
+                    ),
+                });
+            }
+            at += CHUNK;
+        }
+    }
+    Ok(())
+}
 
 /// Box types that carry metadata in every reader's table (ffmpeg `mov.c`, exiftool).
 const METADATA_BOXES: &[&[u8; 4]] =
@@ -52,6 +95,7 @@ fn forwarded(buf: &[u8], base: u64, actions: &[Action]) -> Vec<u8> {
             Action::ItemType { at, .. } => write(*at, Some(b"free"), 4),
             Action::Zero { off, len, .. } | Action::Blank { off, len, .. } => write(*off, None, *len),
             Action::Patch { off, bytes, .. } => write(*off, Some(bytes), bytes.len() as u64),
+            Action::Fill { off, filler } => write(*off, Some(&filler.bytes()), filler.len as u64),
             Action::Note(_) => {}
         }
     }
@@ -90,6 +134,19 @@ mod tests {
         assert_eq!(find(&b, 0), None, "not a QuickTime user data key");
         b[25..29].copy_from_slice(b"ilst");
         assert_eq!(find(&b, 0), Some((21, *b"ilst")));
+    }
+
+    #[test]
+    fn a_gps_record_left_in_the_media_data_is_a_refusal_unless_the_plan_removes_it() {
+        let mut file = vec![0u8; 3 << 20];
+        let at = (1 << 20) - 3; // across a chunk boundary
+        file[at..at + 8].copy_from_slice(b"freeGPS ");
+        let mdats = [(16, file.len() as u64)];
+        let mut store = crate::privacy::media::inplace::MemStore(&mut file);
+        let err = scan_media(&mut store, &mdats, &[], Format::Video).unwrap_err();
+        assert!(err.to_string().contains(&format!("byte {at}")), "{err}");
+        let zero = Action::Zero { off: at as u64 + 2, len: 1, what: String::new() };
+        assert!(scan_media(&mut store, &mdats, &[zero], Format::Video).is_ok());
     }
 
     #[test]

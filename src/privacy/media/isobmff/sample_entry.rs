@@ -16,12 +16,20 @@
 //!   packet). Which one applies is decided as ffmpeg decides it: QuickTime when the
 //!   brands say `qt  ` (or there is no `ftyp`) or the `stsd` is version 0.
 //!
+//! The codec configurations of H.264, HEVC and AV1 (`avcC`, `hvcC`, `lhvC`, `av1C`) are
+//! walked by [`crate::privacy::media::bitstream`]: an SEI or metadata unit in them
+//! becomes padding, bytes after their fields are zeroed, and the codec they declare is
+//! returned, so the track's samples can be walked too ([`super::coded`]).
+//!
 //! The 4-byte vendor of each description (`appl`, `FFMP`: who wrote the file) is zeroed.
 //! Encrypted descriptions (`encv`, `enca`, a `sinf`) are refused: their protection
 //! boxes are containers too, and Mastodon cannot play them.
 
 use super::{Action, BoxAt, Ctx, MediaError, Walk, blank_payload, fourcc, free, parse_header, plan_colr};
-use crate::privacy::media::be16;
+use crate::privacy::media::{
+    be16,
+    bitstream::{self, Codec, ConfigKind},
+};
 
 /// What kind of samples a track's descriptions describe (from its handler).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,14 +67,27 @@ pub(super) const WAVE: &[&[u8; 4]] = &[b"frma", b"mp4a", b"esds", b"alac", b"end
 /// Descriptions of encrypted samples (Common Encryption, Apple FairPlay).
 const ENCRYPTED: &[&[u8; 4]] = &[b"encv", b"enca", b"enct", b"encs", b"drms", b"drmi", b"drmt"];
 
-/// Plans one `stsd`: a FullBox, an entry count, then the descriptions.
+/// Sample description types ffmpeg decodes as H.264 (its `mov` and RIFF tag tables)
+/// and as HEVC. Their samples are walked with the codec configuration; without one
+/// (Annex B start codes) they cannot be, and are refused.
+const H264_TYPES: &[&[u8; 4]] = &[
+    b"avc1", b"avc2", b"avc3", b"avc4", b"ai5p", b"ai5q", b"ai52", b"ai53", b"ai55", b"ai56", b"ai1p", b"ai1q",
+    b"ai12", b"ai13", b"ai15", b"ai16", b"AVin", b"aivx", b"rv64", b"xalg", b"avlg", b"dva1", b"dvav", b"H264",
+    b"h264", b"X264", b"x264", b"DAVC", b"davc",
+];
+const HEVC_TYPES: &[&[u8; 4]] =
+    &[b"hvc1", b"hev1", b"hvc2", b"hev2", b"dvh1", b"dvhe", b"lhv1", b"lhe1", b"HEVC", b"H265", b"hevc", b"h265"];
+
+/// Plans one `stsd`: a FullBox, an entry count, then the descriptions. Returns, for each
+/// description in order, the codec its samples are walked with (`None`: not walked).
 pub(super) fn plan_stsd(
     walk: Walk<'_>,
     stsd: &BoxAt,
     entries: Entries,
     ctx: Ctx,
     actions: &mut Vec<Action>,
-) -> Result<(), MediaError> {
+) -> Result<Vec<Option<Codec>>, MediaError> {
+    let mut codecs = Vec::new();
     let format = walk.format;
     let p = walk.payload(stsd);
     let short = || MediaError::malformed(format, "a short sample description box (stsd)");
@@ -82,6 +103,7 @@ pub(super) fn plan_stsd(
             actions.push(free(entry, "a sample description beyond stsd's entry count"));
             continue;
         }
+        codecs.push(None);
         if ENCRYPTED.contains(&&entry.kind) {
             return Err(MediaError::Unsupported("encrypted (DRM-protected) video or audio"));
         }
@@ -104,7 +126,16 @@ pub(super) fn plan_stsd(
             Entries::Visual => VISUAL,
             Entries::Audio => AUDIO,
         };
+        let mut declared: Option<Codec> = None;
         for child in extensions(walk, entry, entry.payload + fields)? {
+            if matches!(&child.kind, b"avcC" | b"hvcC" | b"lhvC" | b"av1C") {
+                let config = config_kind(&child.kind);
+                let codec = plan_config(walk, &child, config, actions)?;
+                // An `hvc1` with an `lhvC` (MV-HEVC): the `hvcC` says how samples are cut.
+                if config != ConfigKind::LayeredHevc || declared.is_none() {
+                    declared = Some(codec);
+                }
+            }
             match &child.kind {
                 b"free" | b"skip" | b"wide" => actions.push(blank_payload(&child, &kind)),
                 b"sinf" => return Err(MediaError::Unsupported("encrypted (DRM-protected) video or audio")),
@@ -119,8 +150,81 @@ pub(super) fn plan_stsd(
                 )),
             }
         }
+        let family = |c: Option<Codec>| match c {
+            Some(Codec::H264 { .. }) => "H.264",
+            Some(Codec::Hevc { .. }) => "HEVC",
+            Some(Codec::Av1) => "AV1",
+            None => "",
+        };
+        let named = if H264_TYPES.contains(&&entry.kind) {
+            "H.264"
+        } else if HEVC_TYPES.contains(&&entry.kind) {
+            "HEVC"
+        } else if &entry.kind == b"av01" {
+            "AV1"
+        } else {
+            ""
+        };
+        let walked = match (named, declared) {
+            ("", _) => None,
+            // AV1 samples are OBUs with or without an `av1C`.
+            ("AV1", None) => Some(Codec::Av1),
+            (name, None) => {
+                return Err(MediaError::malformed(
+                    format,
+                    format!(
+                        "a '{kind}' ({name}) sample description without its configuration box, so its samples cannot be checked"
+                    ),
+                ));
+            }
+            (name, Some(c)) if family(Some(c)) != name => {
+                return Err(MediaError::malformed(
+                    format,
+                    format!("a '{kind}' sample description with a {} configuration", c.name()),
+                ));
+            }
+            (_, c) => c,
+        };
+        if let Some(last) = codecs.last_mut() {
+            *last = walked;
+        }
     }
-    Ok(())
+    Ok(codecs)
+}
+
+/// The record a configuration box holds (`avcC`, `hvcC`, `lhvC`, else `av1C`).
+pub(super) fn config_kind(kind: &[u8; 4]) -> ConfigKind {
+    match kind {
+        b"avcC" => ConfigKind::Avc,
+        b"hvcC" => ConfigKind::Hevc,
+        b"lhvC" => ConfigKind::LayeredHevc,
+        _ => ConfigKind::Av1,
+    }
+}
+
+/// A codec configuration box: its SEI or metadata units become padding, bytes after its
+/// fields are zeroed. Returns the codec it declares.
+pub(super) fn plan_config(
+    walk: Walk<'_>,
+    b: &BoxAt,
+    kind: ConfigKind,
+    actions: &mut Vec<Action>,
+) -> Result<Codec, MediaError> {
+    let record = walk.payload(b);
+    let config =
+        bitstream::scrub_config(kind, record).map_err(|e| MediaError::malformed(walk.format, e.to_string()))?;
+    for filler in config.fillers {
+        actions.push(Action::Fill { off: b.payload + filler.at as u64, filler });
+    }
+    if config.fields_len < record.len() {
+        let off = b.payload + config.fields_len as u64;
+        actions.push(Action::Blank {
+            off,
+            len: b.end - off,
+            what: format!("bytes after the fields of {}", fourcc(&b.kind)),
+        });
+    }
+    Ok(config.codec)
 }
 
 /// The fixed fields of a sound description: 28 bytes, or QuickTime's version 1 (44) or

@@ -3,9 +3,10 @@
 //! never seen, and can hold anything: an XMP packet, the old location an editor did not
 //! bother to overwrite. Where every track's tables were read, those bytes are zeroed.
 //!
-//! Only where the map can be trusted: a fragmented file (samples located by each
-//! `moof`), data in another file (`dref`), an item built from other items, or a table
-//! pavise could not read leaves `mdat` as it is (`pavise scrub -v` says so). QuickTime
+//! A fragmented file's samples are mapped from each `moof`'s runs ([`super::fragments`]).
+//! Only where the map can be trusted: data in another file (`dref`), an item built from
+//! other items, or a table pavise could not read leaves `mdat` as it is (`pavise scrub
+//! -v` says so). QuickTime
 //! sound with one uniform sample size counts audio frames, not bytes; such a chunk is
 //! taken to run up to the next chunk of any track, so no sample byte is ever zeroed.
 
