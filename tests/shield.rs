@@ -587,11 +587,7 @@ async fn every_spelling_of_a_mention_is_held_back_during_a_real_wave() {
         ("host with a trailing dot", "/inbox", Box::new(mention(href("https://local.example./users/alice"))) as Body),
         ("host in capitals", "/inbox", Box::new(mention(href("https://LOCAL.EXAMPLE/users/Alice"))) as Body),
         ("default port", "/inbox", Box::new(mention(href("https://local.example:443/users/alice"))) as Body),
-        (
-            "format suffix and slashes",
-            "/inbox",
-            Box::new(mention(href("https://local.example//users/alice.json"))) as Body,
-        ),
+        ("format suffix", "/inbox", Box::new(mention(href("https://local.example/users/alice.json"))) as Body),
         ("the /@ profile URL", "/inbox", Box::new(mention(href("https://local.example/@alice"))) as Body),
         ("a profile view", "/inbox", Box::new(mention(href("https://local.example/@alice/with_replies"))) as Body),
         ("acct: URI", "/inbox", Box::new(mention(href("acct:alice@local.example"))) as Body),
@@ -1454,7 +1450,11 @@ async fn held_mail_is_released_before_its_window_closes_and_unfetchable_senders_
     }
     assert!(!at_instance(&upstream, &dm), "held while the shield is up");
     let report =
-        report_when(&pavise, "all three released as their windows close", |r| r["totals"]["released"] == 3).await;
+        // Released, and gone from the quarantine (the count comes first, the delete a moment after).
+        report_when(&pavise, "all three released as their windows close", |r| {
+            r["totals"]["released"] == 3 && r["held"].as_array().is_some_and(Vec::is_empty)
+        })
+        .await;
     assert_eq!(report["shields"][0]["account"], "alice", "the shield is still up: {report}");
     assert_eq!(report["totals"]["released_at_window"], 3, "{report}");
     assert_eq!(report["totals"]["expired_from_quarantine"], 0, "{report}");

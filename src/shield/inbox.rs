@@ -35,9 +35,10 @@ use super::{
     document::{self, Reading},
     mention::{self, Addressed, InboxPath, LocalHosts, LocalRef, Reach},
     ns,
+    posts::SeenPosts,
     quarantine::{ANY_SHIELDED, Hold, HoldRequest},
     signature::{self, Rejection, SignedBy, Verdict},
-    stage::{AcceptedFrom, too_many},
+    stage::{AcceptedFrom, PostedBy, too_many},
     wave,
 };
 use crate::{
@@ -82,20 +83,22 @@ async fn read_body(ctx: &RequestCtx, req: Request) -> Result<(http::request::Par
 
 /// Reads a body and whom it addresses; large bodies on the blocking pool, so that no async
 /// worker is tied up by one delivery.
-async fn read_document(body: &Bytes, locals: &LocalHosts) -> (Reading, Addressed) {
-    let work = |body: &[u8], locals: &LocalHosts| {
+async fn read_document(body: &Bytes, locals: &LocalHosts, posts: &SeenPosts) -> (Reading, Addressed) {
+    let work = |body: &[u8], locals: &LocalHosts, posts: &SeenPosts| {
         let reading = document::read(body);
         let addressed = match &reading {
-            Reading::Exact(doc) => mention::read(doc, locals),
+            Reading::Exact(doc) => {
+                mention::read_at(doc, locals, std::time::SystemTime::now(), &|sender, id| posts.has(sender, id))
+            }
             Reading::Opaque(_) => Addressed { opaque: true, ..Addressed::default() },
         };
         (reading, addressed)
     };
     if body.len() <= document::INLINE_LIMIT {
-        return work(body, locals);
+        return work(body, locals, posts);
     }
-    let (body, locals) = (body.clone(), locals.clone());
-    tokio::task::spawn_blocking(move || work(&body, &locals)).await.unwrap_or_else(|_| {
+    let (body, locals, posts) = (body.clone(), locals.clone(), posts.clone());
+    tokio::task::spawn_blocking(move || work(&body, &locals, &posts)).await.unwrap_or_else(|_| {
         (Reading::Opaque(document::Unreadable::NotStrictJson), Addressed { opaque: true, ..Addressed::default() })
     })
 }
@@ -220,7 +223,7 @@ impl Shield {
             }
             d.signature_key = Some(key);
         }
-        let (reading, addressed) = read_document(&d.body, self.domains.locals()).await;
+        let (reading, addressed) = read_document(&d.body, self.domains.locals(), &self.posts).await;
         d.addressed = addressed;
         let verdict = match (early, &by) {
             (Some(why), _) => Verdict::Unverified(why),
@@ -524,6 +527,10 @@ impl Shield {
                     }
                 }
                 self.stats.passed.fetch_add(1, Relaxed);
+                // A post the instance takes: an `Update` of it is an edit from now on.
+                if let (Verdict::Verified { actor, .. }, Some(id)) = (&d.verdict, &d.addressed.posted) {
+                    ctx.extensions.insert(PostedBy(self.posts.key(actor, id)));
+                }
                 // Watched when it carried something to a member: if the instance accepts
                 // it, its sender was seen delivering ([`super::familiar`]).
                 if let Standing::Stranger(w) = &d.standing

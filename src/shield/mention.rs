@@ -184,6 +184,9 @@ pub struct Addressed {
     /// post exists, Mastodon accepts the reply from anyone (`responds_to_followed_account?`,
     /// for those visibilities only) and notifies whom it tags.
     pub reply_to: Option<LocalRef>,
+    /// The id of the post a `Create`/`Update` carries: once the instance takes it, an
+    /// `Update` of it is an edit ([`read_at`]'s `has_post`).
+    pub posted: Option<String>,
     /// A post it carries has the instance's own actor (`/actor`) in its audience, which
     /// Mastodon counts as addressing a local account (`addresses_local_accounts?`).
     pub addresses_instance: bool,
@@ -246,13 +249,21 @@ pub const MAX_ADDRESSEES: usize = 1000;
 /// cost is bounded whatever its shape.
 pub const MAX_ENTRIES: usize = 5000;
 
-/// Reads whom a delivery reaches, as Mastodon processes it (see the module docs).
+/// Reads whom a delivery reaches, as Mastodon processes it (see the module docs), knowing
+/// no post the instance has.
 pub fn read(doc: &Value, locals: &LocalHosts) -> Addressed {
-    read_at(doc, locals, std::time::SystemTime::now())
+    read_at(doc, locals, std::time::SystemTime::now(), &|_, _| false)
 }
 
-/// [`read`], with the time a post's `published` is compared with.
-pub fn read_at(doc: &Value, locals: &LocalHosts, now: std::time::SystemTime) -> Addressed {
+/// [`read`], with the time a post's `published` is compared with, and which posts the
+/// instance has (`has_post(sender, id)`): an `Update` of one is an edit, which notifies
+/// every mention it adds; of any other, Mastodon reads it as a `Create`.
+pub fn read_at(
+    doc: &Value,
+    locals: &LocalHosts,
+    now: std::time::SystemTime,
+    has_post: &dyn Fn(&str, &str) -> bool,
+) -> Addressed {
     // Mastodon compacts a document with a Linked Data signature before reading it.
     let compacted = doc.get("signature").is_some_and(Value::is_object);
     let sender = doc.get("actor").and_then(|a| first_id(a, compacted));
@@ -265,6 +276,7 @@ pub fn read_at(doc: &Value, locals: &LocalHosts, now: std::time::SystemTime) -> 
         entries: 0,
         now,
         quiet: false,
+        has_post,
         out: Addressed::default(),
     };
     // Without the ActivityStreams context Mastodon reads nothing of it. (A compacted
@@ -295,6 +307,7 @@ struct Reader<'v, 'l> {
     /// Reading a post Mastodon stores but does not distribute (too old): it notifies
     /// nobody, whatever it names.
     quiet: bool,
+    has_post: &'l dyn Fn(&str, &str) -> bool,
     out: Addressed,
 }
 
@@ -393,11 +406,19 @@ impl<'v> Reader<'v, '_> {
                     return;
                 }
                 self.out.post = true;
+                let id = object.get("id").and_then(|v| first_id(v, self.compacted));
+                if self.out.posted.is_none() {
+                    self.out.posted = id.map(str::to_owned);
+                }
+                // An `Update` of a post the instance has is an edit; of any other, it is
+                // read as a `Create` (`Update#update_status`).
+                let edit = update && id.is_some_and(|id| self.sender.is_some_and(|s| (self.has_post)(s, id)));
                 // A post created longer ago than the real-time window is stored, never
-                // distributed: nobody is notified (`Create#distribute`). An edit notifies
-                // what it adds however old the post is.
-                self.quiet = !update && self.published_long_ago(object);
-                self.post(Some(activity), object, update);
+                // distributed: nobody is notified (`Create#distribute`); an `Update` of an
+                // unknown one a day old is ignored. An edit notifies what it adds however
+                // old the post is.
+                self.quiet = !edit && self.published_long_ago(object);
+                self.post(Some(activity), object, edit);
                 self.quiet = false;
             }
             _ => {}
@@ -407,11 +428,13 @@ impl<'v> Reader<'v, '_> {
     /// Whether `published` says the post is older than [`REAL_TIME_WINDOW`] (a date
     /// pavise cannot read counts as now, as a status without one is created now).
     fn published_long_ago(&self, object: &Value) -> bool {
-        let Some(published) = object.get("published").and_then(Value::as_str) else { return false };
-        humantime::parse_rfc3339_weak(published.trim())
-            .ok()
-            .and_then(|at| self.now.duration_since(at).ok())
-            .is_some_and(|age| age > REAL_TIME_WINDOW)
+        match object.get("published") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(published)) => published_at(published)
+                .is_some_and(|at| self.now.duration_since(at).is_ok_and(|age| age > REAL_TIME_WINDOW)),
+            // A number, an array, an object: Mastodon fails to store the post at all.
+            Some(_) => true,
+        }
     }
 
     /// The object of an `Announce` (which notifies the owner of a local post) or an `Add`.
@@ -436,8 +459,13 @@ impl<'v> Reader<'v, '_> {
             && author.is_some()
             && author == self.sender;
         if own_post {
+            // A stranger's boost of its own post is rejected (`Announce` takes one only from
+            // a followed sender, or of a local post), and an `Add` to featured notifies
+            // nobody: whom it names is reached silently at most.
             if !self.foreign_id(object.get("id")) {
+                self.quiet = true;
                 self.post(None, object, false);
+                self.quiet = false;
             }
         } else if object.is_object() || self.fetched(id) {
             self.out.opaque = true;
@@ -504,11 +532,10 @@ impl<'v> Reader<'v, '_> {
             }
         }
         // Mastodon takes a stranger's reply to a local post when it is public or unlisted.
+        // `inReplyTo` as an array makes Mastodon raise: the post is never stored.
         if public
-            && let Some(parent) = as_array(object.get("inReplyTo"))
-                .iter()
-                .filter_map(id_of)
-                .find_map(|p| status_ref(p, self.locals).filter(|_| exact(p, self.locals)))
+            && let Some(parent) = object.get("inReplyTo").filter(|v| !v.is_array()).and_then(id_of)
+            && let Some(parent) = status_ref(parent, self.locals).filter(|_| exact(parent, self.locals))
         {
             self.out.reply_to.get_or_insert(parent);
         }
@@ -668,13 +695,42 @@ pub fn exact(reference: &str, locals: &LocalHosts) -> bool {
     if let Some(after_tag) = r.strip_prefix("tag:") {
         return locals.0.iter().any(|host| after_tag.starts_with(host.as_str()));
     }
+    // Rails' router and Addressable take RFC 3986 characters only: whitespace, `\`,
+    // anything non-ASCII make the lookup fail (or find nobody).
+    if !r.bytes().all(|b| b.is_ascii_graphic() && b != b'\\' && !b"<>\"{}|^`".contains(&b)) {
+        return false;
+    }
     let Some((scheme, rest)) = r.split_once("://") else { return false };
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
         return false;
     }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
     let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    !host.contains(':') && !host.ends_with("..")
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    // A route matches `/users/alice`, not `/users/alice/` or `//users/alice`.
+    !host.contains(':') && !host.ends_with("..") && !path.contains("//") && (path.len() <= 1 || !path.ends_with('/'))
+}
+
+/// A `published` date, in the forms Rails reads that pavise can read too: RFC 3339 (any
+/// case, a space for the `T`), a date alone (midnight UTC), an HTTP/RFC 2822 date. Before
+/// 1970 counts as long ago. `None`: pavise cannot tell (the post counts as new).
+fn published_at(published: &str) -> Option<std::time::SystemTime> {
+    let p = published.trim().to_ascii_uppercase();
+    if let Ok(at) = humantime::parse_rfc3339_weak(&p) {
+        return Some(at);
+    }
+    if p.len() == 10
+        && p.as_bytes()[4] == b'-'
+        && let Ok(at) = humantime::parse_rfc3339_weak(&format!("{p}T00:00:00Z"))
+    {
+        return Some(at);
+    }
+    if let Ok(at) = httpdate::parse_http_date(published.trim()) {
+        return Some(at);
+    }
+    // A year before 1970 (which the parsers above refuse).
+    let year: Option<i32> = p.get(..4).filter(|y| y.bytes().all(|b| b.is_ascii_digit())).and_then(|y| y.parse().ok());
+    year.filter(|y| *y < 1970).map(|_| std::time::UNIX_EPOCH)
 }
 
 /// [`exact`]'s verdict on how `reference` reaches its account: `reach`, or
@@ -688,7 +744,10 @@ fn exactly(reference: &str, locals: &LocalHosts, reach: Reach) -> Reach {
 fn is_instance_actor(reference: &str, locals: &LocalHosts) -> bool {
     exact(reference, locals)
         && url::Url::parse(reference.trim()).is_ok_and(|u| {
-            u.host_str().is_some_and(|h| locals.contains(h)) && u.path().trim_end_matches('/') == "/actor"
+            u.host_str().is_some_and(|h| locals.contains(h))
+                && u.path().strip_prefix("/actor").is_some_and(|rest| {
+                    rest.is_empty() || rest.strip_prefix('.').is_some_and(|f| !f.is_empty() && !f.contains(['/', '.']))
+                })
         })
 }
 
@@ -965,14 +1024,10 @@ mod tests {
     fn an_edit_notifies_the_tag_it_adds_and_an_old_post_nobody() {
         let alice = "https://local.example/users/alice";
         let tag = json!([{"type": "Mention", "href": alice}]);
-        let mut update = create(json!({"tag": tag}));
-        update["type"] = "Update".into();
-        let a = read(&update, &locals());
-        assert_eq!(a.reach, [Reach::Notified]);
         let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
         let at = |published: &str| {
             let doc = create(json!({"tag": tag, "cc": [alice], "published": published}));
-            read_at(&doc, &locals(), now).reach
+            read_at(&doc, &locals(), now, &|_, _| false).reach
         };
         // 2027-01-15T08:00:00Z is `now`: five hours before is live, seven is not.
         assert_eq!(at("2027-01-15T03:00:00Z"), [Reach::Notified]);
@@ -981,11 +1036,75 @@ mod tests {
         // An edit of an old post still notifies what it adds.
         let mut edit = create(json!({"tag": tag, "published": "2020-01-01T00:00:00Z"}));
         edit["type"] = "Update".into();
-        assert_eq!(read_at(&edit, &locals(), now).reach, [Reach::Notified]);
+        assert_eq!(read_at(&edit, &locals(), now, &|_, _| true).reach, [Reach::Notified]);
+        // An `Update` of a post the instance never had is read as a `Create` of it.
+        assert_eq!(read_at(&edit, &locals(), now, &|_, _| false).reach, [Reach::Silent]);
+        let fresh = create(json!({"tag": tag}));
+        let mut unknown = fresh.clone();
+        unknown["type"] = "Update".into();
+        assert_eq!(read_at(&unknown, &locals(), now, &|_, _| false).reach, [Reach::TagOnly]);
+        let known = |sender: &str, id: &str| sender == SENDER && id == "https://r.example/notes/1";
+        assert_eq!(read_at(&unknown, &locals(), now, &known).reach, [Reach::Notified]);
+        assert_eq!(read(&fresh, &locals()).posted.as_deref(), Some("https://r.example/notes/1"));
+    }
+
+    #[test]
+    fn only_what_rails_routes_is_exact() {
+        for nobody in [
+            "https://local.ex\tample/users/alice",
+            "https://local.example\\users\\alice",
+            "https://ｌocal.example/users/alice",
+            "https://local.example/users/alice?x=é",
+            "https://local.example/users/alice#a b",
+            "https://local.example/users/alice/",
+            "https://local.example//users/alice",
+        ] {
+            assert!(!exact(nobody, &locals()), "{nobody:?}");
+        }
+        assert!(exact("https://local.example/", &locals()));
+        assert!(exact("https://local.example/users/alice?x=1#top", &locals()));
+    }
+
+    #[test]
+    fn published_is_read_in_the_forms_rails_reads() {
+        let day = |s: &str| {
+            published_at(s).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs() / 86_400)
+        };
+        let jan_2020 = Some(18_262);
+        assert_eq!(day("2020-01-01T00:00:00Z"), jan_2020);
+        assert_eq!(day("2020-01-01t00:00:00z"), jan_2020);
+        assert_eq!(day("2020-01-01 00:00:00Z"), jan_2020);
+        assert_eq!(day("2020-01-01"), jan_2020);
+        assert_eq!(day("Wed, 01 Jan 2020 00:00:00 GMT"), jan_2020);
+        assert_eq!(day("1969-07-20T20:17:00Z"), Some(0));
+        assert_eq!(day("soon"), None);
+        let note = |published: Value| {
+            read(&create(json!({"cc": ["https://local.example/users/alice"], "tag": [{"type": "Mention", "href": "https://local.example/users/alice"}], "published": published})), &locals()).reach
+        };
+        assert_eq!(note(json!(1_577_836_800)), [Reach::Silent], "a number: never stored");
+        assert_eq!(note(json!(["2020-01-01"])), [Reach::Silent]);
+    }
+
+    #[test]
+    fn a_reply_given_as_an_array_is_none() {
+        let public = "https://www.w3.org/ns/activitystreams#Public";
+        let to_88 = "https://local.example/users/carol/statuses/88";
+        assert_eq!(read(&create(json!({"inReplyTo": [to_88], "to": [public]})), &locals()).reply_to, None);
+    }
+
+    #[test]
+    fn a_strangers_boost_of_its_own_post_notifies_nobody() {
+        let alice = "https://local.example/users/alice";
+        let own = json!({"id": "https://r.example/notes/9", "type": "Note", "attributedTo": SENDER,
+            "cc": [alice], "tag": [{"type": "Mention", "href": alice}]});
+        let a = read(&activity("Announce", json!({"object": own})), &locals());
+        assert_eq!(a.reach, [Reach::Silent]);
     }
 
     #[test]
     fn the_instance_actor_in_the_audience_is_seen() {
+        assert!(read(&create(json!({"cc": ["https://local.example/actor.json"]})), &locals()).addresses_instance);
+        assert!(!read(&create(json!({"cc": ["https://local.example/actor/"]})), &locals()).addresses_instance);
         assert!(read(&create(json!({"cc": ["https://local.example/actor"]})), &locals()).addresses_instance);
         assert!(!read(&create(json!({"cc": ["https://elsewhere.example/actor"]})), &locals()).addresses_instance);
     }
