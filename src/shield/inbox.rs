@@ -411,18 +411,22 @@ impl Shield {
         // actor, or a member it addresses follows its sender). Anything else is dropped or
         // shown to nobody: a ghost.
         let tag_only = members.iter().any(|(_, how)| *how == Reach::TagOnly);
-        let mut taken = tag_only
+        // Whether the instance takes the post at all (`Create#related_to_local_activity?`;
+        // it answers 202 either way): it decides whether a tag alone counts, and whether a
+        // later `Update` of the post is an edit ([`super::posts`]).
+        let ask = tag_only || d.addressed.posted.is_some();
+        let mut taken = ask
             && (followed
                 || d.addressed.addresses_instance
                 || members.iter().any(|(_, how)| matches!(how, Reach::Silent | Reach::Notified)));
         // Her own inbox (`/users/NAME/inbox`): Rails answers 404 when NAME is no account.
-        if tag_only
+        if ask
             && !taken
             && let InboxPath::Personal(LocalRef::Name(owner)) = inbox
         {
             taken = self.accounts.exists(owner, &host, d.behalf).await;
         }
-        if tag_only
+        if ask
             && !taken
             && let Some(parent) = &d.addressed.reply_to
         {
@@ -495,6 +499,7 @@ impl Shield {
             domain: domain.to_owned(),
             followed,
             earns_familiarity,
+            records_post: taken && d.addressed.posted.is_some(),
             cover,
         })
     }
@@ -527,9 +532,14 @@ impl Shield {
                     }
                 }
                 self.stats.passed.fetch_add(1, Relaxed);
+                if let (Verdict::Verified { actor, .. }, Some(id)) = (&d.verdict, &d.addressed.deleted) {
+                    self.posts.forget(self.posts.key(actor, id));
+                }
                 // A post the instance takes: an `Update` of it is an edit from now on.
-                if let (Verdict::Verified { actor, .. }, Some(id)) = (&d.verdict, &d.addressed.posted) {
-                    ctx.extensions.insert(PostedBy(self.posts.key(actor, id)));
+                if let (Standing::Stranger(w), Some(id)) = (&d.standing, &d.addressed.posted)
+                    && w.records_post
+                {
+                    ctx.extensions.insert(PostedBy(self.posts.key(&w.actor, id)));
                 }
                 // Watched when it carried something to a member: if the instance accepts
                 // it, its sender was seen delivering ([`super::familiar`]).

@@ -187,6 +187,8 @@ pub struct Addressed {
     /// The id of the post a `Create`/`Update` carries: once the instance takes it, an
     /// `Update` of it is an edit ([`read_at`]'s `has_post`).
     pub posted: Option<String>,
+    /// The id of the post a `Delete` deletes: an `Update` of it is no edit any more.
+    pub deleted: Option<String>,
     /// A post it carries has the instance's own actor (`/actor`) in its audience, which
     /// Mastodon counts as addressing a local account (`addresses_local_accounts?`).
     pub addresses_instance: bool,
@@ -276,6 +278,7 @@ pub fn read_at(
         entries: 0,
         now,
         quiet: false,
+        names_posts: false,
         has_post,
         out: Addressed::default(),
     };
@@ -308,6 +311,9 @@ struct Reader<'v, 'l> {
     /// nobody, whatever it names.
     quiet: bool,
     has_post: &'l dyn Fn(&str, &str) -> bool,
+    /// The delivery is one activity with one object: the post it creates or deletes can
+    /// be named ([`Addressed::posted`], [`Addressed::deleted`]).
+    names_posts: bool,
     out: Addressed,
 }
 
@@ -317,7 +323,13 @@ impl<'v> Reader<'v, '_> {
         let items = match self.kind(doc) {
             Some("Collection" | "CollectionPage") => "items",
             Some("OrderedCollection" | "OrderedCollectionPage") => "orderedItems",
-            _ => return self.activity(doc),
+            _ => {
+                // Only a lone activity with one embedded object becomes (or deletes) a post
+                // pavise can name: an `object` array makes Mastodon raise, and newer
+                // Mastodon processes no collection.
+                self.names_posts = doc.get("object").is_some_and(|o| !o.is_array());
+                return self.activity(doc);
+            }
         };
         for item in as_array(doc.get(items)) {
             self.activity(item);
@@ -370,8 +382,13 @@ impl<'v> Reader<'v, '_> {
                 self.own_posts(objects);
                 self.instrument(v);
             }
-            // Delete, Block, Undo, Accept, Reject, Flag, Remove, Move, the unknown: they
-            // reach no member, whoever they address.
+            // It reaches no member; but a deleted post is one the instance no longer has (a
+            // tombstone stays): an `Update` of it is no edit.
+            Some("Delete") if self.names_posts => {
+                self.out.deleted = objects.first().and_then(id_of).map(str::to_owned);
+            }
+            // Block, Undo, Accept, Reject, Flag, Remove, Move, the unknown: they reach no
+            // member, whoever they address.
             _ => {}
         }
     }
@@ -407,7 +424,7 @@ impl<'v> Reader<'v, '_> {
                 }
                 self.out.post = true;
                 let id = object.get("id").and_then(|v| first_id(v, self.compacted));
-                if self.out.posted.is_none() {
+                if self.names_posts && self.out.posted.is_none() {
                     self.out.posted = id.map(str::to_owned);
                 }
                 // An `Update` of a post the instance has is an edit; of any other, it is
@@ -727,6 +744,15 @@ fn published_at(published: &str) -> Option<std::time::SystemTime> {
     }
     if let Ok(at) = httpdate::parse_http_date(published.trim()) {
         return Some(at);
+    }
+    // ISO 8601's basic form, `20200101T000000Z`.
+    let b = p.as_bytes();
+    if b.len() >= 15 && b[8] == b'T' && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit) {
+        let extended =
+            format!("{}-{}-{}T{}:{}:{}{}", &p[..4], &p[4..6], &p[6..8], &p[9..11], &p[11..13], &p[13..15], &p[15..]);
+        if let Ok(at) = humantime::parse_rfc3339_weak(&extended) {
+            return Some(at);
+        }
     }
     // A year before 1970 (which the parsers above refuse).
     let year: Option<i32> = p.get(..4).filter(|y| y.bytes().all(|b| b.is_ascii_digit())).and_then(|y| y.parse().ok());
@@ -1076,6 +1102,7 @@ mod tests {
         assert_eq!(day("2020-01-01 00:00:00Z"), jan_2020);
         assert_eq!(day("2020-01-01"), jan_2020);
         assert_eq!(day("Wed, 01 Jan 2020 00:00:00 GMT"), jan_2020);
+        assert_eq!(day("20200101T000000Z"), jan_2020);
         assert_eq!(day("1969-07-20T20:17:00Z"), Some(0));
         assert_eq!(day("soon"), None);
         let note = |published: Value| {

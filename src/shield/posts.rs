@@ -1,5 +1,7 @@
 //! The posts the instance has from each sender, as far as pavise saw it take them: a
-//! verified `Create` (or `Update`) of a post that the instance answered 2xx.
+//! verified `Create` (or `Update`) of a post that pavise reads as one the instance takes
+//! (`Create#related_to_local_activity?`: never the 202 alone, which Mastodon answers to any
+//! signed delivery), forwarded and answered 2xx; forgotten on its `Delete`.
 //!
 //! Why: Mastodon treats an `Update` of a post it has as an edit, and notifies every
 //! mention the edit adds whoever the post addresses; an `Update` of a post it never had
@@ -29,12 +31,19 @@ impl SeenPosts {
     }
 
     pub(super) fn key(&self, sender: &str, id: &str) -> u64 {
-        self.hasher.hash(ns::POST, (sender, id.trim()))
+        // Exactly as Mastodon matches a status's `uri`.
+        self.hasher.hash(ns::POST, (sender, id))
     }
 
     /// The instance took this post from `sender`.
     pub(super) fn taken(&self, key: u64) {
         self.taken.insert(key, ());
+    }
+
+    /// The instance no longer has it (deleted: a tombstone stays, and an `Update` of it is
+    /// refused).
+    pub(super) fn forget(&self, key: u64) {
+        self.taken.invalidate(&key);
     }
 
     /// Whether the instance has this post from `sender` (as far as pavise saw).

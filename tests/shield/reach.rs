@@ -126,6 +126,9 @@ async fn what_reaches_a_member_is_counted_and_what_the_instance_fetches_is_held_
             ("/inbox", post_with(a, &format!("dm{i}"), serde_json::json!({"to": [carol], "cc": []}))),
             ("/users/carol/inbox", post_with(a, &format!("inbox{i}"), serde_json::json!({}))),
             ("/users/nobody/inbox", post_with(a, &format!("nobody{i}"), serde_json::json!({"tag": tag}))),
+            // A post to nobody (answered 202, rejected), then its "edit" tagging her: the
+            // instance never had it, so the `Update` is read as a `Create` of it.
+            ("/inbox", post_with(a, &format!("unknown{i}"), serde_json::json!({}))),
             // An `Update` of a post the instance never had: read as a `Create` of it.
             ("/inbox", {
                 let mut update = post_with(a, &format!("unknown{i}"), serde_json::json!({"tag": tag}));
@@ -345,8 +348,13 @@ async fn what_reaches_a_member_is_counted_and_what_the_instance_fetches_is_held_
         };
         let mut doc = post_with(&a, &format!("replier{i}"), fields);
         if i >= 2 {
-            // The post first, naming nobody (the instance takes it), then the edit.
-            let plain = post_with(&a, &format!("replier{i}"), serde_json::json!({}));
+            // The post first, naming erin silently (the instance takes it: it addresses a
+            // member), then the edit; a post to nobody would be rejected, and its edit too.
+            let plain = post_with(
+                &a,
+                &format!("replier{i}"),
+                serde_json::json!({"cc": [format!("https://{LOCAL}/users/erin")]}),
+            );
             assert_eq!(deliver_to(&pavise, trolls, &a, "/inbox", plain.to_string().as_bytes()).await, 202);
             doc["type"] = "Update".into();
         }
