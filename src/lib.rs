@@ -52,6 +52,7 @@ pub mod app;
 pub mod check;
 pub mod config;
 pub mod conn;
+pub mod cores;
 pub mod egress;
 pub mod expiry;
 pub mod instance;

@@ -21,6 +21,7 @@ use crate::{
     admin::Admin,
     config::Config,
     conn,
+    cores::Cores,
     egress::Egress,
     metrics::Metrics,
     proxy::{contract::budget::Budgets, pipeline::Pipeline},
@@ -129,8 +130,18 @@ pub(crate) async fn run(listeners: Listeners, services: Services, shutdown: Canc
         upgrades: false,
         // Admin bodies are read by the admin API itself (1 MiB each, 64 connections).
         budgets: Budgets::unlimited(),
+        cores: None,
     };
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, services.admin, shutdown.clone()));
+    // One runtime per core for the public listener's connections (see `crate::cores`);
+    // without them (the OS refused a thread), the main runtime serves them.
+    let cores = match Cores::start(grace) {
+        Ok(cores) => Some(cores),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not start the per-core runtimes; serving on the main one");
+            None
+        }
+    };
     let public = conn::Listener {
         acceptor: Acceptor::new(public, max_public, "public"),
         tls,
@@ -138,6 +149,7 @@ pub(crate) async fn run(listeners: Listeners, services: Services, shutdown: Canc
         metrics: Some(services.metrics),
         upgrades: true,
         budgets: services.budgets,
+        cores: cores.clone(),
     };
     let pipeline = services.pipeline;
     let tunnels = pipeline.tunnels();
@@ -148,6 +160,9 @@ pub(crate) async fn run(listeners: Listeners, services: Services, shutdown: Canc
     .await;
     // Listener closed and every plain connection drained (or cut); now the tunnels.
     tunnels.drain(grace).await;
+    if let Some(cores) = cores {
+        cores.stop().await;
+    }
     let _ = admin_task.await;
     let _ = egress_task.await;
 }
