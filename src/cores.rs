@@ -7,10 +7,12 @@
 //! a context switch: on a busy 2-core machine that cost more CPU per request than
 //! everything pavise does to the request. Here a connection is accepted once, on the
 //! main runtime, and handed whole to one core's runtime (round robin); it never leaves
-//! it, and neither do the connections to the instance it draws from (each core has its
-//! own pool, see [`current`] and `proxy::upstream`). Nothing else changes: the caps are
-//! the same atomics and semaphores, shared by every core; background work, the admin
-//! and egress listeners stay on the main runtime.
+//! it, and the connection to the instance it opens runs there too. The pool of those
+//! stays one for all cores (`proxy::upstream`): a pool per core kept idle connections,
+//! and their permits of `upstream.max_connections`, that the other cores could not use,
+//! and opened more connections to the instance than one pool. Nothing else changes: the
+//! caps are the same atomics and semaphores, shared by every core; background work, the
+//! admin and egress listeners stay on the main runtime.
 //!
 //! Connections are handed over rather than accepted on per-core `SO_REUSEPORT` sockets:
 //! accepting is once per connection and cheap, round robin spreads a few keep-alive
@@ -63,7 +65,7 @@ impl Cores {
         let mut handles = Vec::new();
         let mut threads = Vec::new();
         for core in 0..count() {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
             handles.push(runtime.handle().clone());
             let stop = stop.clone();
             let thread = std::thread::Builder::new().name(format!("pavise-core-{core}")).spawn(move || {

@@ -57,6 +57,9 @@ pub(crate) struct Listeners {
     max_admin: usize,
     /// `[public]`'s connection rules, which the admin listener shares.
     limits: conn::Limits,
+    /// The runtimes the public listener's connections run on (see `crate::cores`),
+    /// started with the sockets: a fixed cost, paid before the first connection.
+    cores: Option<Arc<Cores>>,
 }
 
 impl Listeners {
@@ -77,12 +80,21 @@ impl Listeners {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
             _ => None,
         };
+        // Without them (the OS refused a thread), the main runtime serves the connections.
+        let cores = match Cores::start(f.public.shutdown_grace.get()) {
+            Ok(cores) => Some(cores),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start the per-core runtimes; serving on the main one");
+                None
+            }
+        };
         Ok(Listeners {
             public,
             admin,
             egress,
             socks,
             tls,
+            cores,
             max_public: f.public.max_connections,
             max_admin: f.admin.max_connections,
             limits: conn::Limits::public(&f.public),
@@ -119,7 +131,7 @@ pub(crate) struct Services {
 /// plain connections within the grace period (`public.shutdown_grace`), then the
 /// WebSocket tunnels within it again (cut after), then the admin and egress listeners.
 pub(crate) async fn run(listeners: Listeners, services: Services, shutdown: CancellationToken) {
-    let Listeners { public, admin, egress, socks, tls, max_public, max_admin, limits } = listeners;
+    let Listeners { public, admin, egress, socks, tls, max_public, max_admin, limits, cores } = listeners;
     let grace = limits.grace;
     let egress_task = tokio::spawn(crate::egress::serve(services.egress, egress, socks, grace, shutdown.clone()));
     let admin_listener = conn::Listener {
@@ -133,15 +145,6 @@ pub(crate) async fn run(listeners: Listeners, services: Services, shutdown: Canc
         cores: None,
     };
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, services.admin, shutdown.clone()));
-    // One runtime per core for the public listener's connections (see `crate::cores`);
-    // without them (the OS refused a thread), the main runtime serves them.
-    let cores = match Cores::start(grace) {
-        Ok(cores) => Some(cores),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not start the per-core runtimes; serving on the main one");
-            None
-        }
-    };
     let public = conn::Listener {
         acceptor: Acceptor::new(public, max_public, "public"),
         tls,

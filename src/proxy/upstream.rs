@@ -96,9 +96,10 @@ pub(crate) trait TunnelFilter: Send + Sync {
 
 /// The instance behind pavise.
 pub struct Upstream {
-    /// One pool per core runtime (`crate::cores`), then one for every other thread: a
-    /// request uses connections its own core drives, never another core's.
-    clients: Box<[Client<CappedConnector, Body>]>,
+    /// One pool for every core runtime (`crate::cores`): a pool per core would keep
+    /// idle connections (and their permits) that the other cores cannot use, and open
+    /// more connections to the instance than one pool does.
+    client: Client<CappedConnector, Body>,
     web: Authority,
     streaming: Authority,
     metrics: Arc<Metrics>,
@@ -199,23 +200,19 @@ impl Upstream {
             caps: caps.clone(),
             wait: u.connect_timeout.get(),
         };
-        let pools = crate::cores::count() + 1;
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
+        let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(u.pool_idle_timeout.get())
             .pool_timer(TokioTimer::new())
             // Idle connections hold connection permits too: leave most of them for work.
-            .pool_max_idle_per_host((u.max_connections / 4 / pools).max(1))
+            .pool_max_idle_per_host((u.max_connections / 4).max(1))
             // A response the client does not read stops being read from the instance
             // after one buffer, not after hyper's default 400 KB.
             .http1_max_buf_size(64 * 1024)
-            .set_host(false);
-        // Clones of a legacy client share its pool: each core gets a client of its own
-        // (the connectors share the caps).
-        let clients = (0..pools).map(|_| builder.build(connector.clone())).collect();
+            .set_host(false)
+            .build(connector);
         metrics.register(Arc::new(CapsView(caps.clone())));
         Upstream {
-            clients,
+            client,
             web,
             streaming,
             metrics,
@@ -223,12 +220,6 @@ impl Upstream {
             tunnels: Tunnels { tracker: TaskTracker::new(), cut: CancellationToken::new(), idle: p.idle_timeout.get() },
             tunnel_filter: None,
         }
-    }
-
-    /// The pool of the core this request runs on (the last one off the cores).
-    fn client(&self) -> &Client<CappedConnector, Body> {
-        let last = self.clients.len() - 1;
-        &self.clients[crate::cores::current().map_or(last, |core| core.min(last))]
     }
 
     /// The tunnels this upstream spliced, for the shutdown drain.
@@ -302,7 +293,7 @@ impl Upstream {
 
         let started = Instant::now();
         let mut pending = Pending {
-            response: Some(self.client().request(req)),
+            response: Some(self.client.request(req)),
             held: Some(Held { _in_flight: in_flight, _running: running, long_lived }),
             wait: self.tunnels.idle,
         };
