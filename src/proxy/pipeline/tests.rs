@@ -124,6 +124,7 @@ fn conn() -> Arc<ClientConn> {
         https: false,
         slot: Arc::new(()),
         share: ConnShare::detached(),
+        peer_pseudonym: Default::default(),
     })
 }
 
