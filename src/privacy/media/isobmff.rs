@@ -795,8 +795,11 @@ fn plan_moov(
                 walk.slack(k, actions);
             }
             b"mvex" => walk.level(k, &[b"mehd", b"trex", b"leva"], "mvex", actions, |k, actions| {
-                if &k.kind == b"trex" {
-                    fragments::read_trex(walk.payload(k), data.tracks);
+                if &k.kind == b"trex" && !fragments::read_trex(walk.payload(k), data.tracks) {
+                    return Err(MediaError::malformed(
+                        format,
+                        "two 'trex' boxes for one track (readers take different ones)",
+                    ));
                 }
                 walk.slack(k, actions);
                 Ok(())
@@ -1948,6 +1951,21 @@ mod tests {
             file.extend(bx(b"mdat", tail));
         }
         file
+    }
+
+    /// ffmpeg takes a track's first `trex`: a second one (another default sample size,
+    /// so other sample boundaries) is refused.
+    #[test]
+    fn a_second_trex_for_one_track_is_refused() {
+        let sample = nals(&[SLICE]);
+        let file = fragmented(&sample, &[], &[trun(None, sample.len() as u32)], 1, &[]);
+        let trex = full(
+            b"trex",
+            0,
+            &[&1u32.to_be_bytes()[..], &1u32.to_be_bytes(), &[0; 4], &5u32.to_be_bytes(), &[0; 4]].concat(),
+        );
+        let err = refused(with_box_in(&file, b"trex", &trex, &[b"moov", b"mvex"]), Format::Video);
+        assert!(err.to_string().contains("two 'trex'"), "{err}");
     }
 
     /// A run of one sample of `len` bytes at absolute offset `off` (data offset, sizes).
