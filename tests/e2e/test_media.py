@@ -104,3 +104,10 @@ def test_video_with_gps_inside_its_frames_arrives_without_it(mastodon_app, masto
         assert b"freeGPS" not in stored and len(stored) == len(data)
         decode = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True)
         assert decode.returncode == 0 and decode.stderr == "", decode.stderr
+    # The same frames under a fourcc ffmpeg also decodes as H.264 (GeoVision's `GAVC`) are walked too.
+    entry = data.index(b"avc1", data.index(b"stsd"))
+    data[entry:entry + 4] = b"GAVC"
+    before = {p for p in mastodon_mock.media_dir.rglob("*") if p.is_file()}
+    mastodon_app.media_post(bytes(data), mime_type="video/mp4", file_name="cctv.mp4", synchronous=True)
+    renamed = [p for p in mastodon_mock.media_dir.rglob("*") if p.is_file() and p not in before]
+    assert renamed and all(_location_tags(p.read_bytes(), tmp_path) == {} for p in renamed), renamed

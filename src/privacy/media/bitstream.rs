@@ -120,7 +120,7 @@ pub fn scrub_sample(codec: Codec, sample: &[u8]) -> Result<Vec<Filler>, Unwalkab
         }
         Codec::Hevc { length_size } => {
             for (at, len) in nal_units(sample, length_size, "HEVC")? {
-                out.extend(hevc::padding(at, &sample[at..at + len], hevc::in_samples)?);
+                out.extend(hevc::padding(at, &sample[at..at + len], hevc::in_samples, true)?);
             }
         }
         Codec::Av1 => av1::obus(sample, 0, &mut out)?,

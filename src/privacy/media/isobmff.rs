@@ -657,18 +657,92 @@ fn plays(handler: &[u8]) -> bool {
     matches!(handler, b"vide" | b"soun" | b"auxv" | b"pict")
 }
 
+/// Boxes of a track that ffmpeg reads once (the first, or each one over the last), at
+/// each level pavise reads them, and the pairs that are two spellings of one table.
+/// A second copy is refused: pavise would walk one and a reader the other (two chunk
+/// offset tables 5 bytes apart shift every sample). Sample groups, sub-sample and
+/// auxiliary-information boxes repeat by design (one per grouping or aux type).
+const READ_ONCE: &[(&[u8; 4], &[&[u8; 4]])] = &[
+    (b"trak", &[b"tkhd", b"mdia", b"edts", b"tref", b"tapt"]),
+    (b"mdia", &[b"mdhd", b"hdlr", b"minf"]),
+    (b"minf", &[b"vmhd", b"smhd", b"hmhd", b"nmhd", b"sthd", b"dinf", b"stbl", b"hdlr"]),
+    (
+        b"stbl",
+        &[
+            b"stsd", b"stts", b"ctts", b"cslg", b"stss", b"stps", b"stsc", b"stsz", b"stz2", b"stco", b"co64", b"sdtp",
+            b"stsh", b"padb", b"stdp",
+        ],
+    ),
+];
+const SPELLINGS: &[[&[u8; 4]; 2]] = &[[b"stco", b"co64"], [b"stsz", b"stz2"]];
+
+/// Refuses a second copy of a [`READ_ONCE`] box among `kids` of a `level` box.
+fn refuse_repeats(kids: &[BoxAt], level: &[u8; 4], format: Format) -> Result<(), MediaError> {
+    let Some((_, once)) = READ_ONCE.iter().find(|(l, _)| *l == level) else { return Ok(()) };
+    let count = |t: &[u8; 4]| kids.iter().filter(|k| &k.kind == t).count();
+    for t in once.iter().copied() {
+        if count(t) > 1 {
+            return Err(MediaError::malformed(
+                format,
+                format!("two '{}' boxes in one '{}' (readers take different ones)", fourcc(t), fourcc(level)),
+            ));
+        }
+    }
+    for [a, b] in SPELLINGS {
+        if count(a) > 0 && count(b) > 0 {
+            return Err(MediaError::malformed(
+                format,
+                format!(
+                    "both '{}' and '{}' in one '{}' (readers take different ones)",
+                    fourcc(*a),
+                    fourcc(*b),
+                    fourcc(level)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The handler type of an `hdlr` payload.
+fn handler_type(walk: Walk<'_>, h: &BoxAt) -> Option<[u8; 4]> {
+    walk.payload(h).get(8..12).and_then(|h| h.try_into().ok())
+}
+
 /// A track's handler type and its `tkhd` track ID (`None` when it has no readable one).
+/// Each box ffmpeg reads once is there once ([`READ_ONCE`]), and a `minf/hdlr` is a
+/// QuickTime data handler (`alis`, `url `, `rsrc`) or says what `mdia/hdlr` says:
+/// exiftool takes the track's kind from every `hdlr` and ffmpeg from each one it meets,
+/// so a `vide` track with a `meta` handler below it is GPS telemetry to them.
 fn track_identity(walk: Walk<'_>, trak: &BoxAt) -> Result<([u8; 4], Option<u32>), MediaError> {
     let bad = |what: &str| MediaError::malformed(walk.format, what.to_owned());
     let kids = walk.kids(trak, 0)?;
+    refuse_repeats(&kids, b"trak", walk.format)?;
     let mdia = kids.iter().find(|k| &k.kind == b"mdia").ok_or_else(|| bad("a track has no media box (mdia)"))?;
-    let handler: [u8; 4] = walk
-        .kids(mdia, 0)?
+    let mdia_kids = walk.kids(mdia, 0)?;
+    refuse_repeats(&mdia_kids, b"mdia", walk.format)?;
+    let handler: [u8; 4] = mdia_kids
         .iter()
         .find(|k| &k.kind == b"hdlr")
-        .and_then(|h| walk.payload(h).get(8..12))
-        .and_then(|h| h.try_into().ok())
+        .and_then(|h| handler_type(walk, h))
         .ok_or_else(|| bad("a track has no handler (hdlr)"))?;
+    if let Some(minf) = mdia_kids.iter().find(|k| &k.kind == b"minf") {
+        let minf_kids = walk.kids(minf, 0)?;
+        refuse_repeats(&minf_kids, b"minf", walk.format)?;
+        for h in minf_kids.iter().filter(|k| &k.kind == b"hdlr") {
+            let inner = handler_type(walk, h).unwrap_or_default();
+            if !matches!(&inner, b"alis" | b"url " | b"rsrc" | b"\0\0\0\0") && inner != handler {
+                return Err(bad(&format!(
+                    "a '{}' track whose minf handler says '{}' (readers take different ones)",
+                    fourcc(&handler),
+                    fourcc(&inner)
+                )));
+            }
+        }
+        if let Some(stbl) = minf_kids.iter().find(|k| &k.kind == b"stbl") {
+            refuse_repeats(&walk.kids(stbl, 0)?, b"stbl", walk.format)?;
+        }
+    }
     let id = kids.iter().find(|k| &k.kind == b"tkhd").and_then(|t| {
         let p = walk.payload(t);
         be32(p, if p.first() == Some(&1) { 20 } else { 12 })
@@ -721,8 +795,11 @@ fn plan_moov(
                 walk.slack(k, actions);
             }
             b"mvex" => walk.level(k, &[b"mehd", b"trex", b"leva"], "mvex", actions, |k, actions| {
-                if &k.kind == b"trex" {
-                    fragments::read_trex(walk.payload(k), data.tracks);
+                if &k.kind == b"trex" && !fragments::read_trex(walk.payload(k), data.tracks) {
+                    return Err(MediaError::malformed(
+                        format,
+                        "two 'trex' boxes for one track (readers take different ones)",
+                    ));
                 }
                 walk.slack(k, actions);
                 Ok(())
@@ -1090,6 +1167,15 @@ fn plan_heif_meta(
             _ => map.distrust("an item built from other items' data (iloc construction method 2)"),
         }
     }
+    // Image items coded in a format pavise does not walk in place: a JPEG item (the
+    // preview or `thmb` thumbnail of a Fujifilm HIF, exiftool's PreviewImage) keeps its
+    // own Exif APP1 with GPS, make and date; JPEG 2000 keeps its comments, VVC its SEI.
+    if let Some(&(_, _, kind)) = items.iter().find(|(_, _, k)| UNWALKED_ITEMS.contains(&k)) {
+        return Err(MediaError::Unsupported(match &kind {
+            b"jpeg" => "HEIF images with a JPEG preview or thumbnail inside (its own Exif would stay)",
+            _ => "HEIF images coded as JPEG 2000 or VVC (their metadata cannot be checked)",
+        }));
+    }
     // The coded data of each H.264, HEVC or AV1 image item is walked like a video sample.
     let codecs = match kids.iter().find(|k| &k.kind == b"iprp") {
         Some(iprp) => coded::item_codecs(walk, iprp)?,
@@ -1113,6 +1199,7 @@ fn plan_heif_meta(
             data.coded.push(Sample { off, len, codec }, format)?;
         }
     }
+    const UNWALKED_ITEMS: &[&[u8; 4]] = &[b"jpeg", b"j2k1", b"vvc1", b"vvi1"];
     const IMAGE_ITEMS: &[&[u8; 4]] = &[
         b"hvc1", b"hev1", b"av01", b"grid", b"iovl", b"iden", b"jpeg", b"avc1", b"hvt1", b"lhv1", b"unci", b"j2k1",
         b"tmap", b"vvc1", b"vvi1", b"mski",
@@ -1744,6 +1831,110 @@ mod tests {
         assert!(err.to_string().contains("outside the media data"), "{err}");
     }
 
+    /// Red team F1: ffmpeg decodes as H.264 more names than the usual ones (its RIFF
+    /// table: `Q264`, `GAVC`, ...) and any `mp4v` whose `esds` says object type 0x21.
+    /// Such a track is walked, or refused; a video codec pavise does not know is refused.
+    #[test]
+    fn every_name_ffmpeg_decodes_as_h264_is_walked_and_unknown_video_is_refused() {
+        let o = FTYP_LEN + 8;
+        let sample = nals(&[SEI_GPS, SLICE]);
+        for name in [b"Q264", b"GAVC", b"V264", b"SMV2", b"VSSH", b"UMSV", b"tshd", b"INMC"] {
+            let video = trak(1, b"vide", &visual_entry(name, &avcc(&[])), 0, (o, sample.len() as u32), &[]);
+            let (file, report) = scrubbed(movie(b"isomisom", &sample, &video), Format::Video);
+            assert!(!contains(&file, b"freeGPS") && contains(&file, SLICE), "{}: {report:#?}", fourcc(name));
+        }
+        // esds: ES_Descriptor (tag 3, ES_ID, flags), DecoderConfigDescriptor (tag 4, OTI).
+        let esds = |oti: u8| full(b"esds", 0, &[3, 0x80, 0x80, 0x80, 20, 0, 1, 0, 4, 13, oti, 0x11]);
+        for (name, oti) in [(b"mp4v", 0x21), (b"mp4v", 0x23), (b"vp09", 0x21), (b"avc1", 0x20)] {
+            let entry = visual_entry(name, &esds(oti));
+            let video = trak(1, b"vide", &entry, 0, (o, sample.len() as u32), &[]);
+            let err = refused(movie(b"isomisom", &sample, &video), Format::Video);
+            assert!(err.to_string().contains("esds names another codec"), "{}/{oti:#x}: {err}", fourcc(name));
+        }
+        let video = trak(1, b"vide", &visual_entry(b"mp4v", &esds(0x20)), 0, (o, 6), &[]);
+        let (file, _) = scrubbed(movie(b"isomisom", b"frames", &video), Format::Video);
+        assert!(contains(&file, b"frames"), "MPEG-4 Part 2 passes as it is");
+        for name in [b"jpeg", b"mjpa", b"dvc ", b"png ", b"tiff", b"gpmd", b"XVID", b"zzzz"] {
+            let video = trak(1, b"vide", &visual_entry(name, &avcc(&[])), 0, (o, sample.len() as u32), &[]);
+            let err = refused(movie(b"isomisom", &sample, &video), Format::Video);
+            assert_eq!(err.reason(), "unsupported", "{}: {err}", fourcc(name));
+        }
+        let video = trak(1, b"vide", &visual_entry(b"vp09", &bx(b"vpcC", &[1, 0, 0, 0, 0, 0, 0, 0])), 0, (o, 6), &[]);
+        let (file, _) = scrubbed(movie(b"isomisom", b"frames", &video), Format::Video);
+        assert!(contains(&file, b"frames"), "VP9 passes as it is");
+    }
+
+    /// Red team F2: two `avcC` (NAL length sizes 2 and 4); ffmpeg takes the first. Two
+    /// configuration boxes of one description, of one type or two, are refused.
+    #[test]
+    fn a_description_with_two_codec_configurations_is_refused() {
+        let o = FTYP_LEN + 8;
+        let sample = nals(&[SLICE]);
+        let mut short = avcc(&[]);
+        short[12] = 0xFD; // lengthSizeMinusOne = 1
+        for children in [[short.clone(), avcc(&[])].concat(), [avcc(&[]), bx(b"glbl", b"extradata")].concat()] {
+            let video = trak(1, b"vide", &visual_entry(b"avc1", &children), 0, (o, sample.len() as u32), &[]);
+            let err = refused(movie(b"isomisom", &sample, &video), Format::Video);
+            assert!(err.to_string().contains("readers take different ones"), "{err}");
+        }
+        let children = [avcc(&[]), bx(b"btrt", &[0; 12]), bx(b"btrt", &[0; 12])].concat();
+        let video = trak(1, b"vide", &visual_entry(b"avc1", &children), 0, (o, sample.len() as u32), &[]);
+        assert!(
+            refused(movie(b"isomisom", &sample, &video), Format::Video).to_string().contains("'btrt' and a 'btrt'")
+        );
+    }
+
+    /// The table boxes of `trak`, `mdia`, `minf` and `stbl` that pavise walks with one and
+    /// a reader with another (red team F3: `co64` then `stco`, 5 bytes apart).
+    fn with_box_in(tree: &[u8], parent: &[u8; 4], extra: &[u8], enclosing: &[&[u8; 4]]) -> Vec<u8> {
+        let at = contains_at(tree, parent).expect("parent box") - 4;
+        let end = at + be32(tree, at).unwrap() as usize;
+        with_box_after(tree, end, extra, enclosing)
+    }
+
+    #[test]
+    fn a_second_copy_of_a_table_a_reader_takes_once_is_refused() {
+        let o = FTYP_LEN + 8;
+        let sample = nals(&[SLICE]);
+        let video = trak(1, b"vide", &visual_entry(b"avc1", &avcc(&[])), 0, (o, sample.len() as u32), &[]);
+        let u32s = |v: &[u32]| v.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<u8>>();
+        let cases: Vec<(&[u8; 4], Vec<u8>, &str)> = vec![
+            (b"stco", full(b"co64", 0, &[&u32s(&[1, 0])[..], &u32s(&[o - 5])].concat()), "both 'stco' and 'co64'"),
+            (b"stco", full(b"stco", 0, &u32s(&[1, o - 5])), "two 'stco'"),
+            (b"stsz", full(b"stz2", 0, &[0, 0, 0, 8, 0, 0, 0, 1, 9]), "both 'stsz' and 'stz2'"),
+            (b"stsc", full(b"stsc", 0, &u32s(&[1, 1, 1, 1])), "two 'stsc'"),
+            (b"stts", full(b"stts", 0, &u32s(&[1, 1, 1])), "two 'stts'"),
+            (b"mdhd", full(b"hdlr", 0, &[&[0u8; 4][..], b"soun", &[0; 12], b"\0"].concat()), "two 'hdlr'"),
+        ];
+        for (after, extra, what) in cases {
+            let enclosing: &[&[u8; 4]] = if after == b"mdhd" {
+                &[b"moov", b"trak", b"mdia"]
+            } else {
+                &[b"moov", b"trak", b"mdia", b"minf", b"stbl"]
+            };
+            let file = with_box_in(&movie(b"isomisom", &sample, &video), after, &extra, enclosing);
+            let err = refused(file, Format::Video);
+            assert!(err.to_string().contains(what), "{what}: {err}");
+        }
+    }
+
+    /// Red team F6: `mdia/hdlr vide` with `minf/hdlr meta` on a GoPro GPMF track; exiftool
+    /// reads it as telemetry. A `minf/hdlr` is a data handler or agrees.
+    #[test]
+    fn a_track_whose_handlers_disagree_is_refused() {
+        let o = FTYP_LEN + 8;
+        let sample = nals(&[SLICE]);
+        let video = trak(1, b"vide", &visual_entry(b"avc1", &avcc(&[])), 0, (o, sample.len() as u32), &[]);
+        let minf_hdlr = |h: &[u8; 4]| full(b"hdlr", 0, &[&b"dhlr"[..], h, &[0; 12], b"\0"].concat());
+        let enclosing: &[&[u8; 4]] = &[b"moov", b"trak", b"mdia", b"minf"];
+        let file = with_box_in(&movie(b"isomisom", &sample, &video), b"vmhd", &minf_hdlr(b"meta"), enclosing);
+        let err = refused(file, Format::Video);
+        assert!(err.to_string().contains("minf handler says 'meta'"), "{err}");
+        let file = with_box_in(&movie(b"isomisom", &sample, &video), b"vmhd", &minf_hdlr(b"alis"), enclosing);
+        let (file, _) = scrubbed(file, Format::Video);
+        assert!(contains(&file, SLICE), "QuickTime's data handler is what minf/hdlr should be");
+    }
+
     /// A fragmented movie: ftyp, an mdat of the fragment's sample and `junk`, moov
     /// (track 1 declared, no samples of its own; trex), a moof whose one run points at
     /// the sample (explicit base 0, data offset), and `tail` as one more mdat.
@@ -1760,6 +1951,21 @@ mod tests {
             file.extend(bx(b"mdat", tail));
         }
         file
+    }
+
+    /// ffmpeg takes a track's first `trex`: a second one (another default sample size,
+    /// so other sample boundaries) is refused.
+    #[test]
+    fn a_second_trex_for_one_track_is_refused() {
+        let sample = nals(&[SLICE]);
+        let file = fragmented(&sample, &[], &[trun(None, sample.len() as u32)], 1, &[]);
+        let trex = full(
+            b"trex",
+            0,
+            &[&1u32.to_be_bytes()[..], &1u32.to_be_bytes(), &[0; 4], &5u32.to_be_bytes(), &[0; 4]].concat(),
+        );
+        let err = refused(with_box_in(&file, b"trex", &trex, &[b"moov", b"mvex"]), Format::Video);
+        assert!(err.to_string().contains("two 'trex'"), "{err}");
     }
 
     /// A run of one sample of `len` bytes at absolute offset `off` (data offset, sizes).
@@ -1869,6 +2075,20 @@ mod tests {
     /// the primary item) keep only what they need; an essential property pavise does not
     /// know is a refusal; item names go; SEI in the image's HEVC data and in its `hvcC`
     /// becomes filler.
+    /// Red team F5: a JPEG item (a preview or thumbnail) keeps its own Exif; pavise does
+    /// not walk JPEG in place, so such a file is refused, as are JPEG 2000 and VVC items.
+    #[test]
+    fn heif_items_in_codecs_pavise_does_not_walk_are_refused() {
+        let exif_jpeg = b"\xFF\xD8\xFF\xE1\x00\x10Exif\0\0GPS+48.8\xFF\xD9";
+        for kind in [b"jpeg", b"j2k1", b"vvc1"] {
+            let mut file = heif(b"thumb", &[], &[], &[], exif_jpeg);
+            let at = contains_at(&file, b"hvc1").unwrap();
+            file[at..at + 4].copy_from_slice(kind);
+            let err = refused(file, Format::Heif);
+            assert_eq!(err.reason(), "unsupported", "{}: {err}", fourcc(kind));
+        }
+    }
+
     #[test]
     fn heif_item_boxes_keep_only_what_a_viewer_needs() {
         // An hvcC with a VPS and a prefix SEI array (the SEI holds a location).

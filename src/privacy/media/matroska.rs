@@ -445,6 +445,15 @@ fn frames(store: &mut impl Store, data: u64, end: u64, codec: Codec, plan: &mut 
     Ok(())
 }
 
+/// Video `CodecID`s whose frames are kept without being walked, because their bitstream
+/// has no place for user data a reader turns into a location, a time or a device (VP8,
+/// VP9, ProRes; Theora's comments are in its `CodecPrivate`, scrubbed; MPEG-4 Part 2 user
+/// data holds an encoder string, a documented limit). Any other video codec is refused:
+/// `V_MS/VFW/FOURCC` and `V_QUICKTIME` carry a fourcc ffmpeg may decode as H.264 (its RIFF
+/// and mov tables), `V_MJPEG` frames keep their Exif, MPEG-1/2 their user data.
+const PASSED_VIDEO: &[&str] =
+    &["V_VP8", "V_VP9", "V_THEORA", "V_PRORES", "V_MPEG4/ISO/SP", "V_MPEG4/ISO/ASP", "V_MPEG4/ISO/AP"];
+
 /// The codec a kept track's frames are walked with, from its `CodecID`; its
 /// `CodecPrivate` (the `avcC`, `hvcC` or `av1C` record) is walked too: SEI in it
 /// becomes padding, bytes after its fields are zeroed. A Vorbis, Theora or FLAC
@@ -684,7 +693,16 @@ fn tracks(store: &mut impl Store, el: &Element, end: u64, plan: &mut Vec<Action>
                         other => plan.push(Action::Void { at, len: next - at, what: track_field(other) }),
                     }
                 }
-                let codec = track_codec(store, &codec, private, encoded, plan)?;
+                let codec_id = codec;
+                let codec = track_codec(store, &codec_id, private, encoded, plan)?;
+                if codec.is_none()
+                    && (kind == Some(1) || codec_id.starts_with("V_"))
+                    && !PASSED_VIDEO.contains(&codec_id.as_str())
+                {
+                    return Err(MediaError::Unsupported(
+                        "videos in a codec pavise cannot check for hidden metadata (use H.264, HEVC, AV1, VP8 or VP9)",
+                    ));
+                }
                 kept.push(Kept { number, codec });
                 push_crc(plan, entry_before, entry_crc, next);
             }
@@ -1037,6 +1055,28 @@ mod tests {
         assert!(matches!(refuse(junk_after), MediaError::Malformed { .. }));
         let zero_size_byte = [ebml_header("webm"), vec![0x18, 0x53, 0x80, 0x67, 0x00]].concat();
         assert!(matches!(refuse(zero_size_byte), MediaError::Malformed { .. }));
+    }
+
+    /// Red team F1 in Matroska: a video codec pavise neither walks nor knows to be clean
+    /// (`V_MS/VFW/FOURCC` holding an H.264 fourcc, Motion JPEG and its Exif) is refused,
+    /// whatever the track type says; VP8/VP9 pass as they are.
+    #[test]
+    fn video_in_a_codec_pavise_does_not_walk_is_refused() {
+        let file = |codec: &[u8], kind: u8| {
+            let entry =
+                el(TRACK_ENTRY, &[el(TRACK_NUMBER, &[1]), el(TRACK_TYPE, &[kind]), el(CODEC_ID, codec)].concat());
+            [ebml_header("matroska"), el(SEGMENT, &[el(TRACKS, &entry), el(CLUSTER, &cluster(b"frames"))].concat())]
+                .concat()
+        };
+        for (codec, kind) in [(&b"V_MS/VFW/FOURCC"[..], 1), (b"V_MJPEG", 1), (b"V_QUICKTIME", 2), (b"X_UNKNOWN", 1)] {
+            let mut f = file(codec, kind);
+            let err = scrub(&mut MemStore(&mut f), &mut Report::default()).unwrap_err();
+            assert!(matches!(err, MediaError::Unsupported(_)), "{}: {err}", String::from_utf8_lossy(codec));
+        }
+        for codec in [&b"V_VP8"[..], b"V_VP9"] {
+            let (out, _) = scrubbed(file(codec, 1));
+            assert!(contains(&out, b"frames"));
+        }
     }
 
     #[test]

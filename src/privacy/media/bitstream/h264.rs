@@ -7,17 +7,21 @@ use super::{Codec, Config, Filler, Unwalkable, nal_array};
 
 const FILLER: u8 = 12;
 
-/// NAL unit types a decoder reads in a sample: slices (1–5), parameter sets (7, 8, the
-/// SPS extension 13, subset SPS 15, depth parameter set 16), access unit delimiters and
-/// end of sequence or stream (9–11), SVC/MVC prefixes and extension slices (14, 20, 21)
-/// and auxiliary slices (19).
+/// NAL unit types the base picture needs, kept in a sample: slices and data partitions
+/// (1–5), sequence and picture parameter sets (7, 8), access unit delimiters and end of
+/// sequence or stream (9–11). Everything else becomes filler: the SPS extension (13)
+/// and auxiliary (alpha) slices (19), the SVC/MVC/3D prefix, subset SPS, depth
+/// parameter set and extension slices (14–16, 20, 21) are read only by decoders of
+/// those extensions (ffmpeg, and so Mastodon, skips them), so their bytes are free for
+/// anything: an Insta360 GPS trailer inside a type 14 unit ends the stored file. Those
+/// extra layers (a second MVC view, an alpha plane) are lost; the base picture stays.
 pub(super) fn in_samples(t: u8) -> bool {
-    matches!(t, 1..=5 | 7..=11 | 13..=16 | 19..=21)
+    matches!(t, 1..=5 | 7..=11)
 }
 
-/// In `avcC`'s arrays: sequence and picture parameter sets and SPS extensions only.
+/// In `avcC`'s arrays: sequence and picture parameter sets only.
 fn in_config(t: u8) -> bool {
-    matches!(t, 7 | 8 | 13)
+    matches!(t, 7 | 8)
 }
 
 /// The filler a NAL unit (`nal`, at `at`) becomes, or `None` when it is kept.
@@ -77,7 +81,8 @@ mod tests {
     #[test]
     fn sei_and_unread_units_become_filler_of_the_same_length() {
         let sei = b"\x06\x05\x10freeGPS LEAKMARK 48.8584\x80";
-        let s = sample(&[b"\x09\xF0", sei, b"\x65\x88\x84slice", b"\x18unspecified", b"\x0Cfill"]);
+        let s =
+            sample(&[b"\x09\xF0", sei, b"\x65\x88\x84slice", b"\x18unspecified", b"\x0Cfill", b"\x0E\x8D\xB4-iLEAK"]);
         let fillers = scrub_sample(Codec::H264 { length_size: 4 }, &s).unwrap();
         let mut out = s.clone();
         for f in &fillers {
@@ -85,10 +90,11 @@ mod tests {
         }
         assert_eq!(out.len(), s.len());
         assert_eq!(&out[10..10 + sei.len()], [&[0x0C][..], &vec![0xFF; sei.len() - 2], &[0x80]].concat().as_slice());
-        assert!(!String::from_utf8_lossy(&out).contains("freeGPS") && !String::from_utf8_lossy(&out).contains("spec"));
+        assert!(["freeGPS", "spec", "LEAK"].iter().all(|m| !String::from_utf8_lossy(&out).contains(m)));
         assert!(out.windows(7).any(|w| w == b"\x65\x88\x84slice".get(..7).unwrap()), "slices stay");
         assert!(out.starts_with(&[0, 0, 0, 2, 0x09, 0xF0]), "the access unit delimiter stays");
-        assert_eq!(fillers.len(), 3, "{fillers:?}");
+        assert_eq!(fillers.len(), 4, "{fillers:?}");
+        assert!(fillers[3].what.contains("type 14"), "an SVC prefix no base decoder reads: {:?}", fillers[3].what);
         assert!(scrub_sample(Codec::H264 { length_size: 4 }, &out).unwrap().is_empty(), "a second pass finds nothing");
     }
 

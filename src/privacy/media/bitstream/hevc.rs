@@ -10,7 +10,11 @@ use super::{Codec, Config, Filler, Unwalkable};
 const FD_NUT: u8 = 38;
 
 /// NAL unit types a decoder reads in a sample: the VCL types (0–9, 16–21), VPS, SPS,
-/// PPS, access unit delimiter, end of sequence and of bitstream (32–37).
+/// PPS, access unit delimiter, end of sequence and of bitstream (32–37). Reserved types
+/// (10–15, 22–31, 41–47) and unspecified ones (48–63) are read by no decoder. A unit of
+/// a layer above the base (`nuh_layer_id` > 0: the second view of MV-HEVC spatial video,
+/// scalable or 3D layers) is skipped by ffmpeg's decoder, so it too becomes filler
+/// ([`padding`]): the base picture stays, the extra view is lost.
 pub(super) fn in_samples(t: u8) -> bool {
     matches!(t, 0..=9 | 16..=21 | 32..=37)
 }
@@ -21,16 +25,27 @@ fn in_config(t: u8) -> bool {
 }
 
 /// The filler a NAL unit (`nal`, at `at`) becomes, or `None` when it is kept.
-pub(super) fn padding(at: usize, nal: &[u8], keep: fn(u8) -> bool) -> Result<Option<Filler>, Unwalkable> {
+/// `base_only`: in a sample, where units of upper layers go too.
+pub(super) fn padding(
+    at: usize,
+    nal: &[u8],
+    keep: fn(u8) -> bool,
+    base_only: bool,
+) -> Result<Option<Filler>, Unwalkable> {
     let [h0, h1, ..] = *nal else {
         return Err(Unwalkable::new("HEVC", "NAL unit shorter than its header"));
     };
     let t = (h0 >> 1) & 0x3F;
-    if h0 & 0x80 == 0 && keep(t) {
+    // In samples only: an `lhvC` holds the upper layers' parameter sets on purpose.
+    let upper_layer = base_only && ((h0 & 1) << 5 | h1 >> 3) != 0;
+    if h0 & 0x80 == 0 && keep(t) && !upper_layer {
         return Ok(None);
     }
     let what = match t {
         _ if h0 & 0x80 != 0 => "HEVC NAL unit with its forbidden bit set".to_owned(),
+        _ if upper_layer => {
+            format!("HEVC NAL unit of type {t} in a layer above the base (no decoder Mastodon runs reads it)")
+        }
         39 | 40 => "HEVC SEI (user data, timing; not needed to decode)".to_owned(),
         FD_NUT => "HEVC filler data with content".to_owned(),
         t => format!("HEVC NAL unit of type {t} (no decoder reads it)"),
@@ -61,7 +76,7 @@ pub(super) fn config(r: &[u8], layered: bool) -> Result<Config, Unwalkable> {
         let count = usize::from(u16::from_be_bytes([count[0], count[1]]));
         let (units, end) = super::nal_array(r, at + 3, count, "HEVC")?;
         for (from, len) in units {
-            fillers.extend(padding(from, &r[from..from + len], in_config)?);
+            fillers.extend(padding(from, &r[from..from + len], in_config, false)?);
         }
         at = end;
     }
@@ -78,12 +93,14 @@ mod tests {
         let prefix = b"\x4E\x01\x05\x10freeGPS 48.8584\x80";
         let suffix = b"\x50\x0B\x05time";
         let slice = b"\x26\x01\xAFslice";
-        let s: Vec<u8> = [&prefix[..], slice, suffix, b"\x7C\x01RPU"]
+        let upper = b"\x26\x09\xAFsecond view";
+        let s: Vec<u8> = [&prefix[..], slice, suffix, b"\x7C\x01RPU", upper]
             .iter()
             .flat_map(|n| [&(n.len() as u32).to_be_bytes()[..], n].concat())
             .collect();
         let fillers = scrub_sample(Codec::Hevc { length_size: 4 }, &s).unwrap();
-        assert_eq!(fillers.len(), 3, "{fillers:?}");
+        assert_eq!(fillers.len(), 4, "{fillers:?}");
+        assert_eq!(&fillers[3].bytes()[..2], [0x4C, 0x09], "a slice of layer 1 becomes filler of layer 1");
         assert_eq!(fillers[0].bytes(), [&[0x4C, 0x01][..], &vec![0xFF; prefix.len() - 3], &[0x80]].concat());
         assert_eq!(&fillers[1].bytes()[..2], [0x4C, 0x0B], "a suffix SEI of layer 1, temporal ID 2");
         assert!(fillers[2].what.contains("type 62"), "Dolby Vision RPU: {:?}", fillers[2].what);

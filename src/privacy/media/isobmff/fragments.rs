@@ -37,12 +37,18 @@ pub(super) struct Track {
 pub(super) type Tracks = HashMap<u32, Track>;
 
 /// Reads a `trex` (in `mvex`) into the track it names.
-pub(super) fn read_trex(p: &[u8], tracks: &mut Tracks) {
+/// Returns false for a second `trex` of one track: ffmpeg takes the first, and a
+/// different default sample size would cut every run differently.
+pub(super) fn read_trex(p: &[u8], tracks: &mut Tracks) -> bool {
     if let (Some(id), Some(sdi), Some(size)) = (be32(p, 4), be32(p, 8), be32(p, 16)) {
         let track = tracks.entry(id).or_default();
+        if track.default_size.is_some() {
+            return false;
+        }
         track.default_sdi = sdi;
         track.default_size = Some(size);
     }
+    true
 }
 
 /// Maps the samples of one `moof` (whose bytes are `buf`).

@@ -13,10 +13,15 @@ use super::{Action, BoxAt, Format, MediaError, fourcc};
 use crate::privacy::media::{be32, inplace::Store};
 
 /// Signatures of GPS records readers find anywhere in `mdat`: the NextBase-style
-/// `freeGPS ` block exiftool `-ee` decodes by scanning the media data, and the universal
-/// key of a MISB ST 0601 UAS Datalink local set (drone position and time, KLV).
+/// `freeGPS ` block exiftool `-ee` decodes by scanning the media data, the universal
+/// key of a MISB ST 0601 UAS Datalink local set (drone position and time, KLV), and the
+/// magic of an Insta360 trailer (exiftool reads GPS fixes and times from the last 78
+/// bytes of any MP4 that end with it; in `mdat` it is the end of the file once a
+/// faststart copy puts that sample last).
 const GPS_SIGNATURES: &[&[u8]] =
-    &[b"freeGPS ", &[0x06, 0x0E, 0x2B, 0x34, 0x02, 0x0B, 0x01, 0x01, 0x0E, 0x01, 0x03, 0x01]];
+    &[b"freeGPS ", &[0x06, 0x0E, 0x2B, 0x34, 0x02, 0x0B, 0x01, 0x01, 0x0E, 0x01, 0x03, 0x01], &INSTA360_MAGIC];
+const INSTA360_MAGIC: [u8; 16] =
+    [0x8D, 0xB4, 0x2D, 0x69, 0x4C, 0xCC, 0x41, 0x87, 0x90, 0xED, 0xFF, 0x43, 0x9F, 0xE0, 0x26, 0xBF];
 
 /// The last backstop, over the media data as it will be forwarded: a GPS record that
 /// survived (inside an audio frame, or any sample pavise keeps without walking) is a
@@ -38,8 +43,9 @@ pub(super) fn scan_media(
             store.read_at(at, &mut buf)?;
             let out = forwarded(&buf, at, actions);
             // One pass, comparing only where a signature's first byte is.
-            let hit = (0..out.len())
-                .find(|&i| matches!(out[i], b'f' | 0x06) && GPS_SIGNATURES.iter().any(|sig| out[i..].starts_with(sig)));
+            let hit = (0..out.len()).find(|&i| {
+                matches!(out[i], b'f' | 0x06 | 0x8D) && GPS_SIGNATURES.iter().any(|sig| out[i..].starts_with(sig))
+            });
             if let Some(i) = hit {
                 return Err(MediaError::NotClean {
                     format,
@@ -145,8 +151,14 @@ mod tests {
         let mut store = crate::privacy::media::inplace::MemStore(&mut file);
         let err = scan_media(&mut store, &mdats, &[], Format::Video).unwrap_err();
         assert!(err.to_string().contains(&format!("byte {at}")), "{err}");
-        let zero = Action::Zero { off: at as u64 + 2, len: 1, what: String::new() };
-        assert!(scan_media(&mut store, &mdats, &[zero], Format::Video).is_ok());
+        let zero = || Action::Zero { off: at as u64 + 2, len: 1, what: String::new() };
+        assert!(scan_media(&mut store, &mdats, &[zero()], Format::Video).is_ok());
+        // An Insta360 trailer's magic (what exiftool looks for at the end of the file).
+        let magic = 2 << 20;
+        file[magic..magic + 16].copy_from_slice(&INSTA360_MAGIC);
+        let mut store = crate::privacy::media::inplace::MemStore(&mut file);
+        let err = scan_media(&mut store, &mdats, &[zero()], Format::Video).unwrap_err();
+        assert!(err.to_string().contains(&format!("byte {magic}")), "{err}");
     }
 
     #[test]

@@ -67,13 +67,37 @@ pub(super) const WAVE: &[&[u8; 4]] = &[b"frma", b"mp4a", b"esds", b"alac", b"end
 /// Descriptions of encrypted samples (Common Encryption, Apple FairPlay).
 const ENCRYPTED: &[&[u8; 4]] = &[b"encv", b"enca", b"enct", b"encs", b"drms", b"drmi", b"drmt"];
 
-/// Sample description types ffmpeg decodes as H.264 (its `mov` and RIFF tag tables)
-/// and as HEVC. Their samples are walked with the codec configuration; without one
-/// (Annex B start codes) they cannot be, and are refused.
+/// Sample description types ffmpeg decodes as H.264 (its `mov` table, then the RIFF
+/// `ff_codec_bmp_tags` it falls back to: QNAP, GeoVision, CCTV and camera recorders) and
+/// as HEVC. Their samples are walked with the codec configuration; without one (Annex B
+/// start codes) they cannot be, and are refused.
 const H264_TYPES: &[&[u8; 4]] = &[
     b"avc1", b"avc2", b"avc3", b"avc4", b"ai5p", b"ai5q", b"ai52", b"ai53", b"ai55", b"ai56", b"ai1p", b"ai1q",
     b"ai12", b"ai13", b"ai15", b"ai16", b"AVin", b"aivx", b"rv64", b"xalg", b"avlg", b"dva1", b"dvav", b"H264",
-    b"h264", b"X264", b"x264", b"DAVC", b"davc",
+    b"h264", b"X264", b"x264", b"DAVC", b"davc", b"SMV2", b"VSSH", b"Q264", b"V264", b"GAVC", b"UMSV", b"tshd",
+    b"INMC",
+];
+
+/// Video codecs whose samples are kept without being walked, because their bitstream has
+/// no place for user data a reader turns into a location, a time or a device: VP8 and
+/// VP9 (no SEI; metadata lives in the container), H.263 (only PEI spare bits), ProRes
+/// (fixed frame headers). MPEG-4 Part 2 (`mp4v`) keeps its user data start codes (an
+/// encoder string, documented as a limit); Mastodon transcodes it. Every other video
+/// description (Motion JPEG and its Exif, DV and its recording-date packs, PNG and TIFF
+/// frames, any tag ffmpeg may add tomorrow) is refused: a name pavise does not know fails
+/// closed.
+const PASSED_VIDEO: &[&[u8; 4]] =
+    &[b"vp08", b"vp09", b"mp4v", b"s263", b"h263", b"apcn", b"apch", b"apcs", b"apco", b"ap4h", b"ap4x"];
+
+/// Children of a description ffmpeg reads as the track's one codec configuration
+/// (`extradata`: `mov_read_glbl`, `mov_read_esds`, `mov_read_extradata`) and keeps the
+/// first of ("ignoring multiple glbl"). Two of them, of one type or of two, are refused:
+/// pavise would walk with another than the decoder. An `lhvC` (the layers of MV-HEVC)
+/// sits beside its `hvcC` and is not one of them; nor are Dolby Vision's side records.
+const EXTRADATA: &[&[u8; 4]] = &[
+    b"avcC", b"hvcC", b"vvcC", b"evcC", b"av1C", b"vpcC", b"esds", b"d263", b"glbl", b"SMI ", b"jp2h", b"dvc1",
+    b"strf", b"avss", b"ACLR", b"APRG", b"AALP", b"ARES", b"alac", b"dOps", b"dfLa", b"dac3", b"dec3", b"dac4",
+    b"ddts", b"dmlp", b"damr", b"mhaC", b"wfex",
 ];
 const HEVC_TYPES: &[&[u8; 4]] =
     &[b"hvc1", b"hev1", b"hvc2", b"hev2", b"dvh1", b"dvhe", b"lhv1", b"lhe1", b"HEVC", b"H265", b"hevc", b"h265"];
@@ -127,7 +151,13 @@ pub(super) fn plan_stsd(
             Entries::Audio => AUDIO,
         };
         let mut declared: Option<Codec> = None;
-        for child in extensions(walk, entry, entry.payload + fields)? {
+        let children = extensions(walk, entry, entry.payload + fields)?;
+        refuse_repeats(&children, &kind, format)?;
+        let mut esds_codec = None;
+        for child in children {
+            if &child.kind == b"esds" && entries == Entries::Visual {
+                esds_codec = esds_object_type(walk.payload(&child));
+            }
             if matches!(&child.kind, b"avcC" | b"hvcC" | b"lhvC" | b"av1C") {
                 let config = config_kind(&child.kind);
                 let codec = plan_config(walk, &child, config, actions)?;
@@ -165,7 +195,22 @@ pub(super) fn plan_stsd(
         } else {
             ""
         };
+        // ffmpeg lets an `esds` name the codec whatever the description's type
+        // (`ff_mp4_read_dec_config_descr`: object type 0x21 is H.264, 0x23 HEVC).
+        if let Some(oti) = esds_codec
+            && !(&entry.kind == b"mp4v" && oti == MPEG4_VISUAL)
+        {
+            return Err(MediaError::malformed(
+                format,
+                format!("a '{kind}' sample description whose esds names another codec (object type 0x{oti:02X})"),
+            ));
+        }
         let walked = match (named, declared) {
+            ("", _) if entries == Entries::Visual && !PASSED_VIDEO.contains(&&entry.kind) => {
+                return Err(MediaError::Unsupported(
+                    "videos in a codec pavise cannot check for hidden metadata (use H.264, HEVC, AV1, VP8 or VP9)",
+                ));
+            }
             ("", _) => None,
             // AV1 samples are OBUs with or without an `av1C`.
             ("AV1", None) => Some(Codec::Av1),
@@ -190,6 +235,70 @@ pub(super) fn plan_stsd(
         }
     }
     Ok(codecs)
+}
+
+/// `objectTypeIndication` of MPEG-4 Part 2 video.
+const MPEG4_VISUAL: u8 = 0x20;
+
+/// Refuses a description with two children of one type (a decoder reads one, pavise
+/// might walk the other), or two codec configurations ([`EXTRADATA`]). Colour boxes may
+/// repeat (`nclx` and an ICC profile), padding too.
+fn refuse_repeats(children: &[BoxAt], kind: &str, format: super::Format) -> Result<(), MediaError> {
+    let mut seen: Vec<[u8; 4]> = Vec::new();
+    for c in children {
+        if matches!(&c.kind, b"free" | b"skip" | b"wide" | b"colr") {
+            continue;
+        }
+        let config = EXTRADATA.contains(&&c.kind);
+        if let Some(other) = seen.iter().find(|s| **s == c.kind || (config && EXTRADATA.contains(s))) {
+            return Err(MediaError::malformed(
+                format,
+                format!(
+                    "a '{kind}' sample description with both a '{}' and a '{}' (readers take different ones)",
+                    fourcc(other),
+                    fourcc(&c.kind)
+                ),
+            ));
+        }
+        seen.push(c.kind);
+    }
+    Ok(())
+}
+
+/// The `objectTypeIndication` of an `esds`'s DecoderConfigDescriptor, read as ffmpeg's
+/// `ff_mov_read_esds` reads it (`None` where ffmpeg finds none and keeps the type's codec).
+fn esds_object_type(p: &[u8]) -> Option<u8> {
+    // A descriptor: a tag, then a length in up to four 7-bit groups.
+    let descr = |at: usize| -> Option<(u8, usize)> {
+        let tag = *p.get(at)?;
+        let mut at = at + 1;
+        for _ in 0..4 {
+            let b = *p.get(at)?;
+            at += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        Some((tag, at))
+    };
+    let (tag, mut at) = descr(4)?;
+    if tag == 0x03 {
+        let flags = *p.get(at + 2)?;
+        at += 3;
+        if flags & 0x80 != 0 {
+            at += 2;
+        }
+        if flags & 0x40 != 0 {
+            at += 1 + usize::from(*p.get(at)?);
+        }
+        if flags & 0x20 != 0 {
+            at += 2;
+        }
+    } else {
+        at += 2;
+    }
+    let (tag, at) = descr(at)?;
+    (tag == 0x04).then(|| p.get(at).copied()).flatten()
 }
 
 /// The record a configuration box holds (`avcC`, `hvcC`, `lhvC`, else `av1C`).
