@@ -357,6 +357,14 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
                 hidden::check(&buf, &b, &actions, format)?;
             }
             b"moov" => {
+                // ffmpeg reads the first movie box and skips another; pavise must read the
+                // one it does, so there is one.
+                if saw_moov {
+                    return Err(MediaError::malformed(
+                        format,
+                        "a second movie box (moov): readers take different ones".to_owned(),
+                    ));
+                }
                 saw_moov = true;
                 let buf = read_box(store, &b, format)?;
                 let mut data = Data { map: &mut map, coded: &mut coded, tracks: &mut tracks };
@@ -772,10 +780,17 @@ fn plan_moov(
     let fragmented = kids.iter().any(|k| &k.kind == b"mvex");
     // Track references may name only the tracks that stay.
     let mut kept_tracks = Vec::new();
+    let mut ids = Vec::new();
     for k in kids.iter().filter(|k| &k.kind == b"trak") {
-        if let (handler, Some(id)) = track_identity(walk, k)?
-            && plays(&handler)
-        {
+        let (handler, id) = track_identity(walk, k)?;
+        let Some(id) = id else { continue };
+        // Fragments name their track by id: two tracks of one id are read as different
+        // tracks by different readers (ffmpeg takes the first).
+        if ids.contains(&id) {
+            return Err(MediaError::malformed(format, format!("two tracks with id {id}: readers take different ones")));
+        }
+        ids.push(id);
+        if plays(&handler) {
             kept_tracks.push(id);
         }
     }
@@ -1655,6 +1670,22 @@ mod tests {
 
     fn refused(mut file: Vec<u8>, format: Format) -> MediaError {
         scrub(&mut MemStore(&mut file), format, &mut Report::default()).unwrap_err()
+    }
+
+    /// The fifth media pass's G1: ffmpeg takes the first movie box, and the first track of
+    /// an id; a second of either would let pavise walk one while the instance keeps the other.
+    #[test]
+    fn a_second_movie_box_or_track_id_is_refused() {
+        let video = |id| trak(id, b"vide", &visual_entry(b"mp4v", &bx(b"esds", b"\x01SPS")), 0, (FTYP_LEN + 8, 6), &[]);
+        let err = refused(movie(b"isomisom", b"frames", &[video(1), video(1)].concat()), Format::Video);
+        assert!(err.to_string().contains("two tracks with id 1"), "{err}");
+        let mut two_movies = movie(b"isomisom", b"frames", &video(1));
+        two_movies.extend(bx(b"moov", &[full(b"mvhd", 0, &[0; 96]), video(2)].concat()));
+        let err = refused(two_movies, Format::Video);
+        assert!(err.to_string().contains("a second movie box"), "{err}");
+        // Two tracks of two ids pass.
+        let (file, _) = scrubbed(movie(b"isomisom", b"frames", &[video(1), video(2)].concat()), Format::Video);
+        assert!(contains(&file, b"frames"));
     }
 
     #[test]
