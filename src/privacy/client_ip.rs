@@ -302,9 +302,7 @@ impl Pseudonymizer {
     pub fn install_shared_key(&self, secret: &[u8; 32], valid_for: Duration) {
         let born = Instant::now().checked_sub(self.rotate.saturating_sub(valid_for)).unwrap_or_else(Instant::now);
         let mut epoch = self.epoch.write().unwrap_or_else(|e| e.into_inner());
-        // A new generation: no connection keeps a pseudonym made under the key it replaces.
-        let generation = GENERATIONS.fetch_add(1, Relaxed);
-        *epoch = Epoch { key: hmac::Key::new(hmac::HMAC_SHA256, secret), born, generation };
+        *epoch = Epoch { key: hmac::Key::new(hmac::HMAC_SHA256, secret), born };
     }
 
     fn hash(&self, ip: IpAddr) -> Ipv6Addr {
@@ -324,15 +322,13 @@ impl Pseudonymizer {
     }
 }
 
-/// Each key's number, so a pseudonym kept per connection is never served under another key.
-static GENERATIONS: AtomicU64 = AtomicU64::new(0);
-
 fn fresh_epoch() -> Epoch {
     let mut secret = [0u8; 32];
     // SystemRandom only fails when the OS has no entropy source at all; a relay that
     // cannot make a secret key must not run with a guessable one.
     #[allow(clippy::expect_used)]
     ring::rand::SystemRandom::new().fill(&mut secret).expect("the OS random source failed");
+    static GENERATIONS: AtomicU64 = AtomicU64::new(0);
     let generation = GENERATIONS.fetch_add(1, Relaxed);
     Epoch { key: hmac::Key::new(hmac::HMAC_SHA256, &secret), born: Instant::now(), generation }
 }
