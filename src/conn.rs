@@ -57,7 +57,6 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     accept::Acceptor,
     config::PublicConfig,
-    cores::Cores,
     metrics::Metrics,
     proxy::contract::{
         BoxError, ClientConn, ConnShare, Request, Response, Slot, boxed, budget::Budgets, error::BodyTooSlow,
@@ -157,9 +156,6 @@ pub struct Listener {
     pub upgrades: bool,
     /// The budgets every connection of this listener shares.
     pub budgets: Arc<Budgets>,
-    /// The core runtimes connections are handed to (the public listener); `None`: they
-    /// run where the listener does.
-    pub cores: Option<Arc<Cores>>,
 }
 
 /// Accepts and serves until `shutdown`, then lets open connections finish for up to
@@ -169,35 +165,15 @@ where
     H: Fn(Arc<ClientConn>, Request) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
-    let Listener { acceptor, tls, limits, metrics, upgrades, budgets, cores } = listener;
+    let Listener { acceptor, tls, limits, metrics, upgrades, budgets } = listener;
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(limits.builder());
     while let Some((stream, peer, permit)) = acceptor.next(&shutdown).await {
         let slot: Slot = Arc::new(ConnSlot::new(permit, metrics.clone()));
         let share = ConnShare::new(budgets.clone());
-        let conn = Arc::new(ClientConn {
-            peer: peer.ip(),
-            https: tls.is_some(),
-            slot,
-            share,
-            peer_pseudonym: Default::default(),
-        });
+        let conn = Arc::new(ClientConn { peer: peer.ip(), https: tls.is_some(), slot, share });
         let one = One { builder: builder.clone(), limits, upgrades, watcher: graceful.watcher() };
-        let (tls, handler) = (tls.clone(), handler.clone());
-        let Some(cores) = &cores else {
-            tokio::spawn(one.serve(stream, tls, conn, handler));
-            continue;
-        };
-        // The socket moves to the core's own reactor (and the connection stays there).
-        match stream.into_std() {
-            Ok(stream) => cores.spawn(async move {
-                match TcpStream::from_std(stream) {
-                    Ok(stream) => one.serve(stream, tls, conn, handler).await,
-                    Err(e) => tracing::debug!(error = %e, "could not hand a connection to a core"),
-                }
-            }),
-            Err(e) => tracing::debug!(error = %e, "could not hand a connection to a core"),
-        }
+        tokio::spawn(one.serve(stream, tls.clone(), conn, handler.clone()));
     }
     drop(acceptor);
     if tokio::time::timeout(limits.grace, graceful.shutdown()).await.is_err() {

@@ -56,7 +56,6 @@ pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod conn;
-pub mod cores;
 pub mod egress;
 pub mod expiry;
 pub mod instance;

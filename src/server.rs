@@ -21,7 +21,6 @@ use crate::{
     admin::Admin,
     config::Config,
     conn,
-    cores::Cores,
     egress::Egress,
     metrics::Metrics,
     proxy::{contract::budget::Budgets, pipeline::Pipeline},
@@ -57,9 +56,6 @@ pub(crate) struct Listeners {
     max_admin: usize,
     /// `[public]`'s connection rules, which the admin listener shares.
     limits: conn::Limits,
-    /// The runtimes the public listener's connections run on (see `crate::cores`),
-    /// started with the sockets: a fixed cost, paid before the first connection.
-    cores: Option<Arc<Cores>>,
 }
 
 impl Listeners {
@@ -80,21 +76,12 @@ impl Listeners {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
             _ => None,
         };
-        // Without them (the OS refused a thread), the main runtime serves the connections.
-        let cores = match Cores::start(f.public.shutdown_grace.get()) {
-            Ok(cores) => Some(cores),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not start the per-core runtimes; serving on the main one");
-                None
-            }
-        };
         Ok(Listeners {
             public,
             admin,
             egress,
             socks,
             tls,
-            cores,
             max_public: f.public.max_connections,
             max_admin: f.admin.max_connections,
             limits: conn::Limits::public(&f.public),
@@ -131,7 +118,7 @@ pub(crate) struct Services {
 /// plain connections within the grace period (`public.shutdown_grace`), then the
 /// WebSocket tunnels within it again (cut after), then the admin and egress listeners.
 pub(crate) async fn run(listeners: Listeners, services: Services, shutdown: CancellationToken) {
-    let Listeners { public, admin, egress, socks, tls, max_public, max_admin, limits, cores } = listeners;
+    let Listeners { public, admin, egress, socks, tls, max_public, max_admin, limits } = listeners;
     let grace = limits.grace;
     let egress_task = tokio::spawn(crate::egress::serve(services.egress, egress, socks, grace, shutdown.clone()));
     let admin_listener = conn::Listener {
@@ -142,7 +129,6 @@ pub(crate) async fn run(listeners: Listeners, services: Services, shutdown: Canc
         upgrades: false,
         // Admin bodies are read by the admin API itself (1 MiB each, 64 connections).
         budgets: Budgets::unlimited(),
-        cores: None,
     };
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, services.admin, shutdown.clone()));
     let public = conn::Listener {
@@ -152,7 +138,6 @@ pub(crate) async fn run(listeners: Listeners, services: Services, shutdown: Canc
         metrics: Some(services.metrics),
         upgrades: true,
         budgets: services.budgets,
-        cores: cores.clone(),
     };
     let pipeline = services.pipeline;
     let tunnels = pipeline.tunnels();
@@ -163,9 +148,6 @@ pub(crate) async fn run(listeners: Listeners, services: Services, shutdown: Canc
     .await;
     // Listener closed and every plain connection drained (or cut); now the tunnels.
     tunnels.drain(grace).await;
-    if let Some(cores) = cores {
-        cores.stop().await;
-    }
     let _ = admin_task.await;
     let _ = egress_task.await;
 }

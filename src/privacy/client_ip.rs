@@ -16,10 +16,7 @@
 use std::{
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::{
-        RwLock,
-        atomic::{AtomicU64, Ordering::Relaxed},
-    },
+    sync::RwLock,
     time::{Duration, Instant},
 };
 
@@ -29,7 +26,7 @@ use ring::{hmac, rand::SecureRandom};
 
 use serde::Deserialize;
 
-use crate::{proxy::contract::PeerPseudonym, units::Span};
+use crate::units::Span;
 
 /// `[client_ip]` in the config file.
 /// What the instance learns instead of a member's IP address.
@@ -214,11 +211,10 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     None
 }
 
-/// One HMAC key, when it was made, and which one it is (for [`PeerPseudonym`]).
+/// One HMAC key and when it was made.
 struct Epoch {
     key: hmac::Key,
     born: Instant,
-    generation: u64,
 }
 
 /// Maps client addresses to what the instance is told. Shared by all connections.
@@ -253,28 +249,6 @@ impl Pseudonymizer {
             ClientIpMode::Truncate => truncate(addr.0),
             ClientIpMode::Pseudonym => IpAddr::V6(self.hash(addr.0)),
         }
-    }
-
-    /// [`Pseudonymizer::pseudonym`], made once per key for a connection's own peer:
-    /// `memo` keeps it on the connection. A client named by a trusted proxy (it may
-    /// differ per request) is hashed every time.
-    pub fn pseudonym_on(&self, addr: &ClientAddr, peer: IpAddr, memo: &PeerPseudonym) -> IpAddr {
-        if self.mode != ClientIpMode::Pseudonym || addr.0 != peer.to_canonical() {
-            return self.pseudonym(addr);
-        }
-        {
-            let epoch = self.epoch.read().unwrap_or_else(|e| e.into_inner());
-            if epoch.born.elapsed() < self.rotate {
-                if let Some(pseudonym) = memo.get(epoch.generation) {
-                    return pseudonym;
-                }
-                let pseudonym = IpAddr::V6(to_documentation_range(&hmac::sign(&epoch.key, &hash_input(addr.0))));
-                memo.set(epoch.generation, pseudonym);
-                return pseudonym;
-            }
-        }
-        // The key is due for rotation: the plain path replaces it.
-        self.pseudonym(addr)
     }
 
     /// How a client is written in pavise's own logs, given what the instance was told.
@@ -328,9 +302,7 @@ fn fresh_epoch() -> Epoch {
     // cannot make a secret key must not run with a guessable one.
     #[allow(clippy::expect_used)]
     ring::rand::SystemRandom::new().fill(&mut secret).expect("the OS random source failed");
-    static GENERATIONS: AtomicU64 = AtomicU64::new(0);
-    let generation = GENERATIONS.fetch_add(1, Relaxed);
-    Epoch { key: hmac::Key::new(hmac::HMAC_SHA256, &secret), born: Instant::now(), generation }
+    Epoch { key: hmac::Key::new(hmac::HMAC_SHA256, &secret), born: Instant::now() }
 }
 
 /// IPv4: the whole address. IPv6: the /64 a device's privacy addresses rotate inside.
@@ -365,7 +337,7 @@ fn truncate(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{proxy::contract::PeerPseudonym, units::Span};
+    use crate::units::Span;
 
     fn cfg(mode: ClientIpMode) -> ClientIpConfig {
         ClientIpConfig { mode, rotate: Span::secs(3600), ..ClientIpConfig::default() }
@@ -404,25 +376,6 @@ mod tests {
         let before = p.pseudonym(&c);
         p.rotate_now();
         assert_ne!(before, p.pseudonym(&c));
-    }
-
-    #[test]
-    fn a_connection_remembers_its_peer_pseudonym_for_one_key_only() {
-        let p = Pseudonymizer::new(&cfg(ClientIpMode::Pseudonym));
-        let peer = ip("198.51.100.7");
-        let memo = PeerPseudonym::default();
-        let c = ClientAddr::from_ip(peer);
-        let first = p.pseudonym_on(&c, peer, &memo);
-        assert_eq!(first, p.pseudonym(&c), "the same pseudonym as without the memo");
-        assert_eq!(p.pseudonym_on(&c, peer, &memo), first);
-        p.rotate_now();
-        let rotated = p.pseudonym_on(&c, peer, &memo);
-        assert_ne!(rotated, first, "a new key, a new pseudonym: the memo is not reused");
-        assert_eq!(rotated, p.pseudonym(&c));
-        // A client a trusted proxy named is not the peer: hashed as itself, not memoized.
-        let named = ClientAddr::from_ip(ip("203.0.113.9"));
-        assert_eq!(p.pseudonym_on(&named, peer, &memo), p.pseudonym(&named));
-        assert_eq!(p.pseudonym_on(&c, peer, &memo), rotated);
     }
 
     #[test]

@@ -221,7 +221,7 @@ impl<O: Origin> Pipeline<O> {
         if websocket && route.class == RouteClass::Streaming && parts.method == http::Method::GET {
             hop::ask_for_websocket(&mut parts.headers);
         }
-        let pseudonym = self.pseudonymizer.pseudonym_on(&client, conn.peer, &conn.peer_pseudonym);
+        let pseudonym = self.pseudonymizer.pseudonym(&client);
         let host = request_host(&parts.headers, &parts.uri);
         let mut ctx = RequestCtx::new(route, pseudonym, https, host, conn.share.clone());
         ctx.started = started;

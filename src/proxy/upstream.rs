@@ -96,9 +96,6 @@ pub(crate) trait TunnelFilter: Send + Sync {
 
 /// The instance behind pavise.
 pub struct Upstream {
-    /// One pool for every core runtime (`crate::cores`): a pool per core would keep
-    /// idle connections (and their permits) that the other cores cannot use, and open
-    /// more connections to the instance than one pool does.
     client: Client<CappedConnector, Body>,
     web: Authority,
     streaming: Authority,

@@ -84,28 +84,6 @@ pub struct ClientConn {
     pub slot: Slot,
     /// The connection's share of the relay's budgets (see [`budget`]).
     pub share: Arc<ConnShare>,
-    /// The peer's pseudonym, once made (`privacy::Pseudonymizer::pseudonym_on`).
-    pub peer_pseudonym: PeerPseudonym,
-}
-
-/// The pseudonym of a connection's own peer under one key (by the key's generation):
-/// the peer cannot change on a connection, so its HMAC is made once per key, not once
-/// per request. Holds no address but the pseudonym.
-#[derive(Debug, Default)]
-pub struct PeerPseudonym(std::sync::Mutex<Option<(u64, IpAddr)>>);
-
-impl PeerPseudonym {
-    /// The pseudonym made under key `generation`, if it was.
-    pub fn get(&self, generation: u64) -> Option<IpAddr> {
-        match *self.0.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some((g, pseudonym)) if g == generation => Some(pseudonym),
-            _ => None,
-        }
-    }
-
-    pub fn set(&self, generation: u64, pseudonym: IpAddr) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, pseudonym));
-    }
 }
 
 /// Something kept alive for as long as it is held (see [`ClientConn::slot`]).

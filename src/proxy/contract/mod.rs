@@ -27,7 +27,7 @@ pub mod stage;
 
 pub use body::{Body, BoxError, Request, Response, boxed, empty, full};
 pub use budget::ConnShare;
-pub use ctx::{ClientConn, PeerPseudonym, RequestCtx, Slot};
+pub use ctx::{ClientConn, RequestCtx, Slot};
 pub use error::ProxyError;
 pub use route::{Route, RouteClass};
 pub use stage::{Flow, Stage, StageFuture};

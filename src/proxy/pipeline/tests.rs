@@ -124,7 +124,6 @@ fn conn() -> Arc<ClientConn> {
         https: false,
         slot: Arc::new(()),
         share: ConnShare::detached(),
-        peer_pseudonym: Default::default(),
     })
 }
 
