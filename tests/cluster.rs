@@ -249,7 +249,8 @@ async fn postgres_store_claims_each_due_item_once_across_nodes_and_a_dead_nodes_
     assert_eq!(a.credential_count().await.unwrap(), 0, "no token outlives what needed it");
 
     // Node a claims, then dies before settling (its claims are leases, nothing else).
-    a.schedule((0..5).map(|i| (item(&format!("22{i}"), now - 10, None), None)).collect()).await.unwrap();
+    // Ids long enough that no key check or ciphertext in the dump below holds one by chance.
+    a.schedule((0..5).map(|i| (item(&format!("11000000000022{i}"), now - 10, None), None)).collect()).await.unwrap();
     let held = a.claim_due(now_ms(), 100, 1500).await.unwrap();
     assert_eq!(held.len(), 5);
     drop(a);
@@ -261,7 +262,7 @@ async fn postgres_store_claims_each_due_item_once_across_nodes_and_a_dead_nodes_
     for id in &taken {
         b.settle(id, Outcome::Deleted { confirm_at: now_ms() + 60_000 }).await.unwrap();
     }
-    assert_eq!(b.lookup("220").await.unwrap().unwrap().state, ExpiryState::Deleted);
+    assert_eq!(b.lookup("110000000000220").await.unwrap().unwrap().state, ExpiryState::Deleted);
 
     // Sealed at rest: no status id, account name or token in any row.
     let raw = pg.client().await;
@@ -278,7 +279,7 @@ async fn postgres_store_claims_each_due_item_once_across_nodes_and_a_dead_nodes_
         }
     }
     let dump = String::from_utf8_lossy(&dump);
-    for clear in ["220", "alice", "dm-7d", "sealed-token-bytes"] {
+    for clear in ["110000000000220", "alice", "dm-7d", "sealed-token-bytes"] {
         assert!(!dump.contains(clear), "{clear:?} is in the database in clear");
     }
     let version: i32 = raw.query_one("SELECT version FROM pavise_schema", &[]).await.unwrap().get(0);
