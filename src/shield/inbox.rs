@@ -411,28 +411,10 @@ impl Shield {
         // actor, or a member it addresses follows its sender). Anything else is dropped or
         // shown to nobody: a ghost.
         let tag_only = members.iter().any(|(_, how)| *how == Reach::TagOnly);
-        // Whether the instance takes the post at all (`Create#related_to_local_activity?`;
-        // it answers 202 either way): it decides whether a tag alone counts, and whether a
-        // later `Update` of the post is an edit ([`super::posts`]).
-        let ask = tag_only || d.addressed.posted.is_some();
-        let mut taken = ask
-            && (followed
-                || d.addressed.addresses_instance
-                || members.iter().any(|(_, how)| matches!(how, Reach::Silent | Reach::Notified)));
-        // Her own inbox (`/users/NAME/inbox`): Rails answers 404 when NAME is no account.
-        if ask
-            && !taken
-            && let InboxPath::Personal(LocalRef::Name(owner)) = inbox
-        {
-            taken = self.accounts.exists(owner, &host, d.behalf).await;
-        }
-        if ask
-            && !taken
-            && let Some(parent) = &d.addressed.reply_to
-        {
-            // A reply to a post that does not exist is rejected like any other stranger's.
-            taken = matches!(self.accounts.key(parent, &host, d.behalf).await, Key::Member(_));
-        }
+        // It decides whether a tag alone counts, and whether a later `Update` of the post is
+        // an edit ([`super::posts`]): asked only when one of those depends on it.
+        let taken =
+            (tag_only || d.addressed.posted.is_some()) && self.takes_post(d, inbox, &members, followed, &host).await;
         let counted: Vec<&str> = members
             .iter()
             .filter(|(_, how)| match how {
@@ -502,6 +484,37 @@ impl Shield {
             records_post: taken && d.addressed.posted.is_some(),
             cover,
         })
+    }
+
+    /// Whether the instance takes the post at all (`Create#related_to_local_activity?`; it
+    /// answers 202 either way): a member it addresses follows the sender, it addresses a
+    /// member or the instance's actor, it came to an existing member's own inbox, or it
+    /// replies publicly to an existing local post. Lookups only as far as needed.
+    async fn takes_post(
+        &self,
+        d: &Delivery,
+        inbox: &InboxPath,
+        members: &[(&str, Reach)],
+        followed: bool,
+        host: &str,
+    ) -> bool {
+        if followed
+            || d.addressed.addresses_instance
+            || members.iter().any(|(_, how)| matches!(how, Reach::Silent | Reach::Notified))
+        {
+            return true;
+        }
+        // Her own inbox (`/users/NAME/inbox`): Rails answers 404 when NAME is no account.
+        if let InboxPath::Personal(LocalRef::Name(owner)) = inbox
+            && self.accounts.exists(owner, host, d.behalf).await
+        {
+            return true;
+        }
+        // A reply to a post that does not exist is rejected like any other stranger's.
+        match &d.addressed.reply_to {
+            Some(parent) => matches!(self.accounts.key(parent, host, d.behalf).await, Key::Member(_)),
+            None => false,
+        }
     }
 
     /// Does what `decision` says: the quarantine, the counters, the familiarity watch.

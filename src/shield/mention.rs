@@ -226,13 +226,6 @@ impl Reach {
     }
 }
 
-impl Addressed {
-    /// How `r` is reached, if at all.
-    pub fn reach_of(&self, r: &LocalRef) -> Option<Reach> {
-        self.local.iter().position(|l| l == r).and_then(|i| self.reach.get(i).copied())
-    }
-}
-
 const PUBLIC: [&str; 3] = ["https://www.w3.org/ns/activitystreams#Public", "as:Public", "Public"];
 /// `ActivityPub::TagManager::CONTEXT`, which `supported_context?` looks for.
 const AS_CONTEXT: &str = "https://www.w3.org/ns/activitystreams";
@@ -520,10 +513,8 @@ impl<'v> Reader<'v, '_> {
             for id in as_array(own.or_else(|| activity.and_then(|a| a.get(field)))).iter().filter_map(id_of) {
                 public |= PUBLIC.contains(&id.trim());
                 self.out.addresses_instance |= is_instance_actor(id, self.locals);
-                match self.reference(id) {
-                    Some(local) if exact(id, self.locals) => audience.push(local),
-                    Some(local) => self.local(local, Reach::Unresolved),
-                    None => {}
+                if let Some(local) = self.exact_reference(id) {
+                    audience.push(local);
                 }
             }
         }
@@ -531,12 +522,9 @@ impl<'v> Reader<'v, '_> {
         for tag in as_array(object.get("tag")) {
             if includes(tag.get("type"), "Mention")
                 && let Some(href) = tag.get("href").and_then(Value::as_str)
+                && let Some(local) = self.exact_reference(href)
             {
-                match self.reference(href) {
-                    Some(local) if exact(href, self.locals) => tagged.push(local),
-                    Some(local) => self.local(local, Reach::Unresolved),
-                    None => {}
-                }
+                tagged.push(local);
             }
         }
         for local in &audience {
@@ -628,6 +616,17 @@ impl<'v> Reader<'v, '_> {
                 None
             }
         }
+    }
+
+    /// [`Self::reference`], for a post's audience and tags: the local account, when Mastodon
+    /// resolves the spelling too; a generous spelling is recorded as [`Reach::Unresolved`].
+    fn exact_reference(&mut self, r: &'v str) -> Option<LocalRef> {
+        let local = self.reference(r)?;
+        if exact(r, self.locals) {
+            return Some(local);
+        }
+        self.local(local, Reach::Unresolved);
+        None
     }
 
     /// Records a local account reached, with every way it is reached ([`Reach::with`]).
