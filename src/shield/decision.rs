@@ -56,9 +56,6 @@ pub(super) struct Weighed {
     /// by the instance, teaches familiarity ([`super::familiar`]). A `Delete` of nothing,
     /// a ghost, a post to nobody teach nothing.
     pub(super) earns_familiarity: bool,
-    /// It carries a post the instance takes (not only answers 202 to): an `Update` of it
-    /// is an edit from then on ([`super::posts`]).
-    pub(super) records_post: bool,
     /// What holds it back, if anything does.
     pub(super) cover: Option<Cover>,
 }
@@ -279,7 +276,6 @@ mod tests {
             domain: "remote.example".into(),
             followed: false,
             earns_familiarity: true,
-            records_post: false,
             cover,
         })
     }
@@ -306,7 +302,6 @@ mod tests {
             domain: "d".into(),
             followed: true,
             earns_familiarity: true,
-            records_post: false,
             cover: None,
         });
         assert_eq!(decide(&delivery(followed, verified(), MASTODON, 1), &w), Decision::Forward(Pass::Followed));

@@ -35,10 +35,9 @@ use super::{
     document::{self, Reading},
     mention::{self, Addressed, InboxPath, LocalHosts, LocalRef, Reach},
     ns,
-    posts::SeenPosts,
     quarantine::{ANY_SHIELDED, Hold, HoldRequest},
     signature::{self, Rejection, SignedBy, Verdict},
-    stage::{AcceptedFrom, PostedBy, too_many},
+    stage::{AcceptedFrom, too_many},
     wave,
 };
 use crate::{
@@ -83,22 +82,20 @@ async fn read_body(ctx: &RequestCtx, req: Request) -> Result<(http::request::Par
 
 /// Reads a body and whom it addresses; large bodies on the blocking pool, so that no async
 /// worker is tied up by one delivery.
-async fn read_document(body: &Bytes, locals: &LocalHosts, posts: &SeenPosts) -> (Reading, Addressed) {
-    let work = |body: &[u8], locals: &LocalHosts, posts: &SeenPosts| {
+async fn read_document(body: &Bytes, locals: &LocalHosts) -> (Reading, Addressed) {
+    let work = |body: &[u8], locals: &LocalHosts| {
         let reading = document::read(body);
         let addressed = match &reading {
-            Reading::Exact(doc) => {
-                mention::read_at(doc, locals, std::time::SystemTime::now(), &|sender, id| posts.has(sender, id))
-            }
+            Reading::Exact(doc) => mention::read(doc, locals),
             Reading::Opaque(_) => Addressed { opaque: true, ..Addressed::default() },
         };
         (reading, addressed)
     };
     if body.len() <= document::INLINE_LIMIT {
-        return work(body, locals, posts);
+        return work(body, locals);
     }
-    let (body, locals, posts) = (body.clone(), locals.clone(), posts.clone());
-    tokio::task::spawn_blocking(move || work(&body, &locals, &posts)).await.unwrap_or_else(|_| {
+    let (body, locals) = (body.clone(), locals.clone());
+    tokio::task::spawn_blocking(move || work(&body, &locals)).await.unwrap_or_else(|_| {
         (Reading::Opaque(document::Unreadable::NotStrictJson), Addressed { opaque: true, ..Addressed::default() })
     })
 }
@@ -223,7 +220,7 @@ impl Shield {
             }
             d.signature_key = Some(key);
         }
-        let (reading, addressed) = read_document(&d.body, self.domains.locals(), &self.posts).await;
+        let (reading, addressed) = read_document(&d.body, self.domains.locals()).await;
         d.addressed = addressed;
         let verdict = match (early, &by) {
             (Some(why), _) => Verdict::Unverified(why),
@@ -404,22 +401,14 @@ impl Shield {
                 members.push((account.as_str(), *how));
             }
         }
-        // Only what a member is shown counts ([`Reach`]): a silent mention never, nor a
-        // spelling Mastodon resolves to nobody; a tag outside the audience when the
-        // instance takes the post at all (it came to an existing member's own inbox,
-        // replies publicly to an existing local post, addresses a member or the instance's
-        // actor, or a member it addresses follows its sender). Anything else is dropped or
-        // shown to nobody: a ghost.
-        let tag_only = members.iter().any(|(_, how)| *how == Reach::TagOnly);
-        // It decides whether a tag alone counts, and whether a later `Update` of the post is
-        // an edit ([`super::posts`]): asked only when one of those depends on it.
-        let taken =
-            (tag_only || d.addressed.posted.is_some()) && self.takes_post(d, inbox, &members, followed, &host).await;
+        // What a member may be shown counts ([`Reach`]): a tag, alone too (whether the
+        // instance takes such a post depends on its follows and relays, which pavise
+        // cannot see: [`super::mention`]'s "where pavise cannot see, it counts"); a silent
+        // mention never, nor a spelling Mastodon resolves to nobody.
         let counted: Vec<&str> = members
             .iter()
             .filter(|(_, how)| match how {
-                Reach::Notified => true,
-                Reach::TagOnly => taken,
+                Reach::Notified | Reach::TagOnly => true,
                 Reach::Silent | Reach::Unresolved => false,
             })
             .map(|(account, _)| *account)
@@ -481,40 +470,8 @@ impl Shield {
             domain: domain.to_owned(),
             followed,
             earns_familiarity,
-            records_post: taken && d.addressed.posted.is_some(),
             cover,
         })
-    }
-
-    /// Whether the instance takes the post at all (`Create#related_to_local_activity?`; it
-    /// answers 202 either way): a member it addresses follows the sender, it addresses a
-    /// member or the instance's actor, it came to an existing member's own inbox, or it
-    /// replies publicly to an existing local post. Lookups only as far as needed.
-    async fn takes_post(
-        &self,
-        d: &Delivery,
-        inbox: &InboxPath,
-        members: &[(&str, Reach)],
-        followed: bool,
-        host: &str,
-    ) -> bool {
-        if followed
-            || d.addressed.addresses_instance
-            || members.iter().any(|(_, how)| matches!(how, Reach::Silent | Reach::Notified))
-        {
-            return true;
-        }
-        // Her own inbox (`/users/NAME/inbox`): Rails answers 404 when NAME is no account.
-        if let InboxPath::Personal(LocalRef::Name(owner)) = inbox
-            && self.accounts.exists(owner, host, d.behalf).await
-        {
-            return true;
-        }
-        // A reply to a post that does not exist is rejected like any other stranger's.
-        match &d.addressed.reply_to {
-            Some(parent) => matches!(self.accounts.key(parent, host, d.behalf).await, Key::Member(_)),
-            None => false,
-        }
     }
 
     /// Does what `decision` says: the quarantine, the counters, the familiarity watch.
@@ -545,15 +502,6 @@ impl Shield {
                     }
                 }
                 self.stats.passed.fetch_add(1, Relaxed);
-                if let (Verdict::Verified { actor, .. }, Some(id)) = (&d.verdict, &d.addressed.deleted) {
-                    self.posts.forget(self.posts.key(actor, id));
-                }
-                // A post the instance takes: an `Update` of it is an edit from now on.
-                if let (Standing::Stranger(w), Some(id)) = (&d.standing, &d.addressed.posted)
-                    && w.records_post
-                {
-                    ctx.extensions.insert(PostedBy(self.posts.key(&w.actor, id)));
-                }
                 // Watched when it carried something to a member: if the instance accepts
                 // it, its sender was seen delivering ([`super::familiar`]).
                 if let Standing::Stranger(w) = &d.standing

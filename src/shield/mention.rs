@@ -31,13 +31,27 @@
 //!   `Create` of that post (`Activity#status_from_object`).
 //!
 //! Of a post, only some of that is shown to her ([`Reach`]): a tag that is also in the
-//! audience (`to`/`cc`, or her own inbox) is notified; a tag alone is notified only when
-//! the instance takes the post at all (`Create#related_to_local_activity?`: it replies to
-//! a local post, addresses a member, came to a personal inbox, or a member follows the
-//! sender; current Mastodon then files it as a "silenced" notification); the audience
-//! alone is a silent mention (`FanOutOnWriteService#notify_mentioned_accounts!` notifies
-//! `active_mentions` only), shown to no stranger's target. The wave detector counts what
-//! she is shown; a shield holds back all of it.
+//! audience (`to`/`cc`, or her own inbox) is notified; a tag alone is notified when the
+//! instance takes the post at all (`Create#related_to_local_activity?`: it replies to a
+//! local post or to a followed author's, addresses a member, came to a personal inbox,
+//! came through a relay, or *any* local account follows the sender; current Mastodon
+//! then files it as a "silenced" notification); the audience alone is a silent mention
+//! (`FanOutOnWriteService#notify_mentioned_accounts!` notifies `active_mentions` only),
+//! shown to no stranger's target. An `Update` of a post the instance has is an edit,
+//! which notifies every mention it adds; of one it lacks, a `Create`. The wave detector
+//! counts what she may be shown; a shield holds back all of it.
+//!
+//! # Where pavise cannot see, it counts
+//! Whether the instance takes a tag-only post (its follows, its relays, the posts it
+//! has) and whether an `Update` is an edit (the instance may have the post by a route
+//! pavise never sees: fetched by reference or for a reply, released from the
+//! quarantine, taken before a restart or through another node) depend on the
+//! instance's state, not on the delivery. Pavise cannot read that state, and every
+//! guess at it (earlier versions kept a memory of the posts it saw taken) left a route
+//! a real wave came through uncounted. So a tag alone counts, and a tag in an `Update`
+//! counts as an edit's. A wave raised where the instance shows nothing (a *ghost*)
+//! still costs the attacker one verified actor per count, exactly what a real wave of
+//! the same size costs; sending the real one instead is no harder.
 //!
 //! Nothing else reaches a member, whoever it addresses: `Delete`, `Block`, `Undo`,
 //! `Accept`, `Reject`, `Flag` (it notifies moderators, not the reported member), `Remove`,
@@ -180,18 +194,6 @@ pub struct Addressed {
     pub post: bool,
     /// How each of `local` is reached (same order): what the instance shows her of it.
     pub reach: Vec<Reach>,
-    /// The post on this instance a public or unlisted post it carries replies to: if that
-    /// post exists, Mastodon accepts the reply from anyone (`responds_to_followed_account?`,
-    /// for those visibilities only) and notifies whom it tags.
-    pub reply_to: Option<LocalRef>,
-    /// The id of the post a `Create`/`Update` carries: once the instance takes it, an
-    /// `Update` of it is an edit ([`read_at`]'s `has_post`).
-    pub posted: Option<String>,
-    /// The id of the post a `Delete` deletes: an `Update` of it is no edit any more.
-    pub deleted: Option<String>,
-    /// A post it carries has the instance's own actor (`/actor`) in its audience, which
-    /// Mastodon counts as addressing a local account (`addresses_local_accounts?`).
-    pub addresses_instance: bool,
 }
 
 /// How a delivery reaches one local account, by what Mastodon shows her of it
@@ -207,8 +209,9 @@ pub enum Reach {
     Silent,
     /// Tagged, but not in the post's `to`/`cc`: notified only when the instance accepts
     /// the post at all — it replies to a local post, addresses another member, came to a
-    /// personal inbox (or its sender is followed here, which pavise cannot see) — and then,
-    /// in current Mastodon, as a "silenced" notification her notification policy filters.
+    /// personal inbox or a relay, or any local account follows its sender — and then, in
+    /// current Mastodon, as a "silenced" notification her notification policy filters.
+    /// Pavise cannot see the instance's follows and relays: counted like `Notified`.
     TagOnly,
     /// Notified: tagged and in the audience, or tagged in an `Update` (Mastodon notifies a
     /// mention an edit adds, whatever the audience); or followed, liked, boosted, quoted.
@@ -244,21 +247,13 @@ pub const MAX_ADDRESSEES: usize = 1000;
 /// cost is bounded whatever its shape.
 pub const MAX_ENTRIES: usize = 5000;
 
-/// Reads whom a delivery reaches, as Mastodon processes it (see the module docs), knowing
-/// no post the instance has.
+/// Reads whom a delivery reaches, as Mastodon processes it (see the module docs).
 pub fn read(doc: &Value, locals: &LocalHosts) -> Addressed {
-    read_at(doc, locals, std::time::SystemTime::now(), &|_, _| false)
+    read_at(doc, locals, std::time::SystemTime::now())
 }
 
-/// [`read`], with the time a post's `published` is compared with, and which posts the
-/// instance has (`has_post(sender, id)`): an `Update` of one is an edit, which notifies
-/// every mention it adds; of any other, Mastodon reads it as a `Create`.
-pub fn read_at(
-    doc: &Value,
-    locals: &LocalHosts,
-    now: std::time::SystemTime,
-    has_post: &dyn Fn(&str, &str) -> bool,
-) -> Addressed {
+/// [`read`], with the time a post's `published` is compared with.
+pub fn read_at(doc: &Value, locals: &LocalHosts, now: std::time::SystemTime) -> Addressed {
     // Mastodon compacts a document with a Linked Data signature before reading it.
     let compacted = doc.get("signature").is_some_and(Value::is_object);
     let sender = doc.get("actor").and_then(|a| first_id(a, compacted));
@@ -271,8 +266,6 @@ pub fn read_at(
         entries: 0,
         now,
         quiet: false,
-        names_posts: false,
-        has_post,
         out: Addressed::default(),
     };
     // Without the ActivityStreams context Mastodon reads nothing of it. (A compacted
@@ -303,10 +296,6 @@ struct Reader<'v, 'l> {
     /// Reading a post Mastodon stores but does not distribute (too old): it notifies
     /// nobody, whatever it names.
     quiet: bool,
-    has_post: &'l dyn Fn(&str, &str) -> bool,
-    /// The delivery is one activity with one object: the post it creates or deletes can
-    /// be named ([`Addressed::posted`], [`Addressed::deleted`]).
-    names_posts: bool,
     out: Addressed,
 }
 
@@ -316,13 +305,7 @@ impl<'v> Reader<'v, '_> {
         let items = match self.kind(doc) {
             Some("Collection" | "CollectionPage") => "items",
             Some("OrderedCollection" | "OrderedCollectionPage") => "orderedItems",
-            _ => {
-                // Only a lone activity with one embedded object becomes (or deletes) a post
-                // pavise can name: an `object` array makes Mastodon raise, and newer
-                // Mastodon processes no collection.
-                self.names_posts = doc.get("object").is_some_and(|o| !o.is_array());
-                return self.activity(doc);
-            }
+            _ => return self.activity(doc),
         };
         for item in as_array(doc.get(items)) {
             self.activity(item);
@@ -375,11 +358,6 @@ impl<'v> Reader<'v, '_> {
                 self.own_posts(objects);
                 self.instrument(v);
             }
-            // It reaches no member; but a deleted post is one the instance no longer has (a
-            // tombstone stays): an `Update` of it is no edit.
-            Some("Delete") if self.names_posts => {
-                self.out.deleted = objects.first().and_then(id_of).map(str::to_owned);
-            }
             // Block, Undo, Accept, Reject, Flag, Remove, Move, the unknown: they reach no
             // member, whoever they address.
             _ => {}
@@ -416,19 +394,13 @@ impl<'v> Reader<'v, '_> {
                     return;
                 }
                 self.out.post = true;
-                let id = object.get("id").and_then(|v| first_id(v, self.compacted));
-                if self.names_posts && self.out.posted.is_none() {
-                    self.out.posted = id.map(str::to_owned);
-                }
-                // An `Update` of a post the instance has is an edit; of any other, it is
-                // read as a `Create` (`Update#update_status`).
-                let edit = update && id.is_some_and(|id| self.sender.is_some_and(|s| (self.has_post)(s, id)));
-                // A post created longer ago than the real-time window is stored, never
-                // distributed: nobody is notified (`Create#distribute`); an `Update` of an
-                // unknown one a day old is ignored. An edit notifies what it adds however
-                // old the post is.
-                self.quiet = !edit && self.published_long_ago(object);
-                self.post(Some(activity), object, edit);
+                // Whether the instance has the post (an edit) or not (read as a `Create`,
+                // `Update#update_status`) pavise cannot see: an `Update` is read as an edit,
+                // which notifies every mention it adds however old the post is. A `Create`
+                // of a post created longer ago than the real-time window is stored, never
+                // distributed: nobody is notified (`Create#distribute`).
+                self.quiet = !update && self.published_long_ago(object);
+                self.post(Some(activity), object, update);
                 self.quiet = false;
             }
             _ => {}
@@ -469,11 +441,11 @@ impl<'v> Reader<'v, '_> {
             && author.is_some()
             && author == self.sender;
         if own_post {
-            // A stranger's boost of its own post is rejected (`Announce` takes one only from
-            // a followed sender, or of a local post), and an `Add` to featured notifies
-            // nobody: whom it names is reached silently at most.
+            // Handled as a `Create` of it with no activity around it (its own audience
+            // only): an `Add` always (whatever its target, as far as pavise can see), an
+            // `Announce` when any local account follows the sender, which pavise cannot see.
             if !self.foreign_id(object.get("id")) {
-                self.quiet = true;
+                self.quiet = self.published_long_ago(object);
                 self.post(None, object, false);
                 self.quiet = false;
             }
@@ -506,13 +478,10 @@ impl<'v> Reader<'v, '_> {
     /// [`Reach`]), and what it makes the instance fetch.
     fn post(&mut self, activity: Option<&'v Value>, object: &'v Value, update: bool) {
         let mut audience = Vec::new();
-        let mut public = false;
         for field in ["to", "cc"] {
             // `@object['to'] || @json['to']`.
             let own = object.get(field).filter(|v| !matches!(v, Value::Null | Value::Bool(false)));
             for id in as_array(own.or_else(|| activity.and_then(|a| a.get(field)))).iter().filter_map(id_of) {
-                public |= PUBLIC.contains(&id.trim());
-                self.out.addresses_instance |= is_instance_actor(id, self.locals);
                 if let Some(local) = self.exact_reference(id) {
                     audience.push(local);
                 }
@@ -535,14 +504,6 @@ impl<'v> Reader<'v, '_> {
             if !audience.contains(&local) {
                 self.local(local, if update { Reach::Notified } else { Reach::TagOnly });
             }
-        }
-        // Mastodon takes a stranger's reply to a local post when it is public or unlisted.
-        // `inReplyTo` as an array makes Mastodon raise: the post is never stored.
-        if public
-            && let Some(parent) = object.get("inReplyTo").filter(|v| !v.is_array()).and_then(id_of)
-            && let Some(parent) = status_ref(parent, self.locals).filter(|_| exact(parent, self.locals))
-        {
-            self.out.reply_to.get_or_insert(parent);
         }
         for key in QUOTE_KEYS {
             for quoted in as_array(object.get(key)).iter().filter_map(id_of) {
@@ -762,18 +723,6 @@ fn published_at(published: &str) -> Option<std::time::SystemTime> {
 /// [`Reach::Unresolved`].
 fn exactly(reference: &str, locals: &LocalHosts, reach: Reach) -> Reach {
     if exact(reference, locals) { reach } else { Reach::Unresolved }
-}
-
-/// The instance's own actor (`/actor`), which `addresses_local_accounts?` finds as a local
-/// account.
-fn is_instance_actor(reference: &str, locals: &LocalHosts) -> bool {
-    exact(reference, locals)
-        && url::Url::parse(reference.trim()).is_ok_and(|u| {
-            u.host_str().is_some_and(|h| locals.contains(h))
-                && u.path().strip_prefix("/actor").is_some_and(|rest| {
-                    rest.is_empty() || rest.strip_prefix('.').is_some_and(|f| !f.is_empty() && !f.contains(['/', '.']))
-                })
-        })
 }
 
 /// `user@host`.
@@ -1001,23 +950,6 @@ mod tests {
     }
 
     #[test]
-    fn a_public_reply_to_a_local_post_is_marked() {
-        let public = "https://www.w3.org/ns/activitystreams#Public";
-        let r = |note: Value| read(&create(note), &locals()).reply_to;
-        let post88 = Some(LocalRef::StatusOwner(88));
-        let to_88 = "https://local.example/users/carol/statuses/88";
-        assert_eq!(r(json!({"inReplyTo": to_88, "to": [public]})), post88);
-        assert_eq!(r(json!({"inReplyTo": {"id": "https://local.example/@carol/88"}, "cc": [public]})), post88);
-        assert_eq!(r(json!({"inReplyTo": "https://elsewhere.example/notes/1", "to": [public]})), None);
-        assert_eq!(r(json!({"to": [public]})), None);
-        // Private and direct replies are taken from followed senders only.
-        assert_eq!(r(json!({"inReplyTo": to_88, "to": ["https://r.example/users/troll/followers"]})), None);
-        assert_eq!(r(json!({"inReplyTo": to_88})), None);
-        // A spelling Mastodon resolves to nobody.
-        assert_eq!(r(json!({"inReplyTo": "https://local.example:443/users/carol/statuses/88", "to": [public]})), None);
-    }
-
-    #[test]
     fn spellings_mastodon_resolves_to_nobody_are_held_not_counted() {
         for generous in [
             "acct:alice@local.example",
@@ -1052,25 +984,18 @@ mod tests {
         let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
         let at = |published: &str| {
             let doc = create(json!({"tag": tag, "cc": [alice], "published": published}));
-            read_at(&doc, &locals(), now, &|_, _| false).reach
+            read_at(&doc, &locals(), now).reach
         };
         // 2027-01-15T08:00:00Z is `now`: five hours before is live, seven is not.
         assert_eq!(at("2027-01-15T03:00:00Z"), [Reach::Notified]);
         assert_eq!(at("2027-01-15T01:00:00Z"), [Reach::Silent]);
         assert_eq!(at("not a date"), [Reach::Notified]);
-        // An edit of an old post still notifies what it adds.
+        // An `Update` is read as an edit (pavise cannot see whether the instance has the
+        // post): it notifies what it adds, however old the post and whoever it addresses.
         let mut edit = create(json!({"tag": tag, "published": "2020-01-01T00:00:00Z"}));
         edit["type"] = "Update".into();
-        assert_eq!(read_at(&edit, &locals(), now, &|_, _| true).reach, [Reach::Notified]);
-        // An `Update` of a post the instance never had is read as a `Create` of it.
-        assert_eq!(read_at(&edit, &locals(), now, &|_, _| false).reach, [Reach::Silent]);
-        let fresh = create(json!({"tag": tag}));
-        let mut unknown = fresh.clone();
-        unknown["type"] = "Update".into();
-        assert_eq!(read_at(&unknown, &locals(), now, &|_, _| false).reach, [Reach::TagOnly]);
-        let known = |sender: &str, id: &str| sender == SENDER && id == "https://r.example/notes/1";
-        assert_eq!(read_at(&unknown, &locals(), now, &known).reach, [Reach::Notified]);
-        assert_eq!(read(&fresh, &locals()).posted.as_deref(), Some("https://r.example/notes/1"));
+        assert_eq!(read_at(&edit, &locals(), now).reach, [Reach::Notified]);
+        assert_eq!(read(&create(json!({"tag": tag})), &locals()).reach, [Reach::TagOnly]);
     }
 
     #[test]
@@ -1112,27 +1037,23 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_given_as_an_array_is_none() {
-        let public = "https://www.w3.org/ns/activitystreams#Public";
-        let to_88 = "https://local.example/users/carol/statuses/88";
-        assert_eq!(read(&create(json!({"inReplyTo": [to_88], "to": [public]})), &locals()).reply_to, None);
-    }
-
-    #[test]
-    fn a_strangers_boost_of_its_own_post_notifies_nobody() {
+    fn a_boost_or_add_of_the_senders_own_post_is_read_as_a_create_of_it() {
         let alice = "https://local.example/users/alice";
-        let own = json!({"id": "https://r.example/notes/9", "type": "Note", "attributedTo": SENDER,
-            "cc": [alice], "tag": [{"type": "Mention", "href": alice}]});
-        let a = read(&activity("Announce", json!({"object": own})), &locals());
-        assert_eq!(a.reach, [Reach::Silent]);
-    }
-
-    #[test]
-    fn the_instance_actor_in_the_audience_is_seen() {
-        assert!(read(&create(json!({"cc": ["https://local.example/actor.json"]})), &locals()).addresses_instance);
-        assert!(!read(&create(json!({"cc": ["https://local.example/actor/"]})), &locals()).addresses_instance);
-        assert!(read(&create(json!({"cc": ["https://local.example/actor"]})), &locals()).addresses_instance);
-        assert!(!read(&create(json!({"cc": ["https://elsewhere.example/actor"]})), &locals()).addresses_instance);
+        let own = |extra: Value| {
+            let mut post = json!({"id": "https://r.example/notes/9", "type": "Note", "attributedTo": SENDER,
+                "tag": [{"type": "Mention", "href": alice}]});
+            post.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            post
+        };
+        for kind in ["Announce", "Add"] {
+            let a = |post: Value| {
+                read(&activity(kind, json!({"object": post, "target": format!("{SENDER}/featured")})), &locals()).reach
+            };
+            // Its own audience only: the activity's `to`/`cc` are not the post's.
+            assert_eq!(a(own(json!({"cc": [alice]}))), [Reach::Notified], "{kind}");
+            assert_eq!(a(own(json!({}))), [Reach::TagOnly], "{kind}");
+            assert_eq!(a(own(json!({"cc": [alice], "published": "2020-01-01T00:00:00Z"}))), [Reach::Silent], "{kind}");
+        }
     }
 
     #[test]

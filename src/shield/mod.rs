@@ -75,7 +75,6 @@ pub mod limiter;
 pub mod mention;
 mod metrics;
 pub mod policy;
-mod posts;
 pub mod quarantine;
 mod release;
 pub mod signature;
@@ -284,8 +283,6 @@ pub struct Shield {
     /// than `shield_for`, so a sender that retries gets through in the end, whatever the
     /// shields do.
     deferrals: moka::sync::Cache<u64, Instant>,
-    /// The posts the instance took from each sender: an `Update` of one is an edit.
-    posts: posts::SeenPosts,
     /// Wakes the housekeeping task for a quarantine pass (a held delivery that no shield
     /// covers goes out at once).
     release_soon: tokio::sync::Notify,
@@ -304,7 +301,6 @@ mod ns {
     pub(super) const SENDER: u8 = 6;
     pub(super) const SIGNATURE: u8 = 7;
     pub(super) const BODY: u8 = 8;
-    pub(super) const POST: u8 = 9;
 }
 
 impl Shield {
@@ -356,7 +352,6 @@ impl Shield {
                  Mastodon's .env) so pavise knows which deliveries are the instance's"
             );
         }
-        let seen_posts = posts::SeenPosts::new(hasher.clone());
         Ok(Arc::new(Shield {
             hasher,
             verifier: Verifier::new(fetcher, cfg.key_cache_entries, cfg.key_cache_ttl.get()).with_budget(budget),
@@ -388,7 +383,6 @@ impl Shield {
             stats: Stats::default(),
             domain_tallies: moka::sync::Cache::new(10_000),
             targets: moka::sync::Cache::new(10_000),
-            posts: seen_posts,
             deferrals: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(

@@ -46,11 +46,6 @@ pub struct ShieldStage(pub Arc<Shield>);
 #[derive(Clone)]
 pub(super) struct AcceptedFrom(pub(super) String);
 
-/// Set on a forwarded, verified post: if the instance takes it (2xx), it has the post
-/// ([`super::posts`]).
-#[derive(Clone, Copy)]
-pub(super) struct PostedBy(pub(super) u64);
-
 impl Stage for ShieldStage {
     fn name(&self) -> &'static str {
         "shield"
@@ -154,11 +149,6 @@ impl Stage for ShieldStage {
         resp: Response,
     ) -> StageFuture<'a, Result<Response, ProxyError>> {
         let accepted = ctx.extensions.remove::<AcceptedFrom>();
-        if let Some(PostedBy(key)) = ctx.extensions.remove::<PostedBy>()
-            && resp.status().is_success()
-        {
-            self.0.posts.taken(key);
-        }
         Box::pin(async move {
             if let Some(AcceptedFrom(actor)) = accepted
                 && resp.status().is_success()
