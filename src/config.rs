@@ -598,6 +598,10 @@ impl Config {
             policies: f.policies.clone(),
             instance: self.upstream.authority.clone(),
             local_domain: f.local_domain.clone(),
+            postgres: f.cluster.enabled().then(|| crate::expiry::cli::ClusterStore {
+                url: f.cluster.postgres.clone().unwrap_or_default(),
+                node: f.cluster.node_name(),
+            }),
         }
     }
 

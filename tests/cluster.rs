@@ -332,6 +332,42 @@ async fn postgres_stopped_posts_are_journaled_locally_and_replayed_when_it_retur
     replay.await.unwrap();
 }
 
+/// `pavise expiry list` on a stopped node of a cluster reads PostgreSQL, where the schedule
+/// is, not the node's own redb file (only a journal there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_list_on_a_cluster_node_reads_the_shared_schedule() {
+    let Some(pg) = Postgres::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("expiry.key");
+    let key = pavise::expiry::seal::Sealer::load_or_create(&key_file).unwrap().store_key();
+    let other_node = PostgresStore::connect(&pg.url(), &key, "node-b").await.unwrap();
+    let deadline = now_ms() + 3_600_000;
+    let items = (0..3).map(|i| (item(&format!("70{i}"), deadline, None), None)).collect();
+    other_node.schedule(items).await.unwrap();
+    let config = dir.path().join("pavise.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[admin]\nlisten = \"127.0.0.1:{port}\"\n[expiry]\nkey_file = {key:?}\n\
+             [cluster]\npostgres = {pg:?}\nredis = \"redis://127.0.0.1:1\"\nnode = \"node-a\"\n",
+            data = dir.path().join("data"),
+            port = free_port(),
+            key = key_file,
+            pg = pg.url(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pavise"))
+        .args(["expiry", "--config"])
+        .arg(&config)
+        .arg("list")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(r#""pending":3"#), "the shared schedule: {stdout}");
+}
+
 fn cluster_cfg(pg: &Postgres, redis: &Redis, node: &str) -> ClusterConfig {
     ClusterConfig {
         postgres: Some(pg.url()),

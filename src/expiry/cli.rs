@@ -2,7 +2,9 @@
 //!
 //! While pavise runs it holds the store open (redb takes an exclusive lock), so both
 //! commands talk to the running relay's admin API first, with the admin token file; when
-//! nothing answers there, they open the store themselves.
+//! nothing answers there, they open the store themselves: with `[cluster]` on, the
+//! schedule is PostgreSQL's (this node's redb file is only a journal of what PostgreSQL
+//! missed, replayed when the node next runs), so that is what they open.
 
 use std::{fmt::Write as _, sync::Arc, time::Duration};
 
@@ -11,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
 use super::{Expiry, ExpiryAdmin, ExpiryConfig, ExpiryError, instance::Instance, seal::Sealer, seal::Token};
-use crate::store::{EmbeddedStore, ExpiryState, Scheduled, Store, now_ms};
+use crate::store::{EmbeddedStore, ExpiryState, Scheduled, Store, now_ms, postgres::PostgresStore};
 
 /// What the commands need of the configuration (the composition of `main` gathers it,
 /// as the relay's gathers each feature's): where the running relay's admin API is, and
@@ -26,6 +28,16 @@ pub struct CliSetup {
     /// The instance (`upstream`) and its `LOCAL_DOMAIN`, for a sweep run here.
     pub instance: http::uri::Authority,
     pub local_domain: Option<String>,
+    /// `[cluster]`'s PostgreSQL, when the cluster is on.
+    pub postgres: Option<ClusterStore>,
+}
+
+/// The cluster's shared store, as a command opens it.
+#[derive(Debug, Clone)]
+pub struct ClusterStore {
+    pub url: String,
+    /// The name this node claims under (a command claims nothing, but says who it is).
+    pub node: String,
 }
 
 pub use super::sweep::{SweepReport, run_sweep};
@@ -57,13 +69,18 @@ async fn admin_call(
     })
 }
 
-fn local_core(config: &CliSetup) -> Result<Arc<Expiry>, ExpiryError> {
+async fn local_core(config: &CliSetup) -> Result<Arc<Expiry>, ExpiryError> {
     let sealer = Sealer::load_or_create(&config.expiry.key_file(&config.data_dir))?;
-    let opts = crate::store::StoreOptions {
-        cache_bytes: config.expiry.store_cache.0 as usize,
-        forget_within: config.expiry.forget_within.get(),
+    let store: Arc<dyn Store> = match &config.postgres {
+        Some(pg) => Arc::new(PostgresStore::connect(&pg.url, &sealer.store_key(), &pg.node).await?),
+        None => {
+            let opts = crate::store::StoreOptions {
+                cache_bytes: config.expiry.store_cache.0 as usize,
+                forget_within: config.expiry.forget_within.get(),
+            };
+            Arc::new(EmbeddedStore::open_with(&config.data_dir, opts, Some(sealer.store_key()))?)
+        }
     };
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open_with(&config.data_dir, opts, Some(sealer.store_key()))?);
     Ok(Arc::new(Expiry::new(store, config.policies.clone(), sealer, config.expiry.clone())?))
 }
 
@@ -84,7 +101,7 @@ pub async fn list(config: &CliSetup, state: &str, limit: usize) -> Result<String
     {
         Some(r) => r.map_err(ExpiryError::Invalid)?,
         None => {
-            let core = local_core(config)?;
+            let core = local_core(config).await?;
             ExpiryAdmin::new(core, None).report(Some(parsed), limit).await?
         }
     };
@@ -147,7 +164,7 @@ pub async fn sweep(config: &CliSetup, account: &str, token: Token, dry_run: bool
         let report: SweepReport = serde_json::from_value(v).map_err(|e| ExpiryError::Invalid(e.to_string()))?;
         return Ok(report.render());
     }
-    let core = local_core(config)?;
+    let core = local_core(config).await?;
     let instance = Instance::new(config.instance.clone(), config.expiry.request_timeout.get());
     let report = run_sweep(&core, &instance, config.local_domain.as_deref(), account, &token, dry_run).await?;
     Ok(report.render())
