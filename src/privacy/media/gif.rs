@@ -1,8 +1,19 @@
 //! GIF: a block walk. Comments and application extensions can carry anything (XMP in
-//! `XMP DataXMP`, editor tags); only the looping extensions (`NETSCAPE2.0`,
-//! `ANIMEXTS1.0`) are needed to play the animation, so every other application
-//! extension and every comment is dropped. Image data, colour tables, graphic-control
-//! and plain-text extensions are copied unchanged. Nothing after the trailer is kept.
+//! `XMP DataXMP`, an ICC profile, editor tags); only the looping extensions
+//! (`NETSCAPE2.0`, `ANIMEXTS1.0`) are needed to play the animation, so every other
+//! application extension, every comment and every unknown extension is dropped.
+//!
+//! An extension kept is rebuilt with only its defined fields, because its data
+//! sub-blocks are a chain any number of which a writer may append (`strings` finds a
+//! `LEAKMARK` in a second `NETSCAPE2.0` sub-block): a looping extension keeps its 3-byte
+//! loop-count sub-block alone, a graphic-control extension its 4 bytes. A plain-text
+//! extension keeps its 12-byte header and loses its text (exiftool's `GIF:Text`, any
+//! words): it stays as an empty block rather than going, because the graphic-control
+//! extension before it belongs to it by the specification and to the next image for
+//! browsers, which skip plain text; dropping it would move that timing and transparency
+//! for one reader or the other. An extension whose fixed block has another length than
+//! its specification's is refused (readers would disagree on where its data starts).
+//! Image data and colour tables are copied unchanged. Nothing after the trailer is kept.
 
 use super::{Format, MediaError, Report};
 
@@ -52,21 +63,25 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
             0x21 => {
                 let label =
                     *input.get(pos + 1).ok_or_else(|| MediaError::truncated(F, "an extension is incomplete"))?;
-                let end = sub_blocks_end(input, pos + 2)?;
+                let blocks = sub_blocks(input, pos + 2)?;
+                let end = blocks.end;
                 let whole = &input[pos..end];
-                let keep = match label {
-                    // Graphic control (timing, transparency) and plain text (drawn pixels).
-                    0xF9 | 0x01 => true,
-                    0xFF => {
-                        let id = input.get(pos + 2..pos + 14);
-                        matches!(id, Some(b"\x0bNETSCAPE2.0") | Some(b"\x0bANIMEXTS1.0"))
-                    }
-                    _ => false,
+                let kept = match label {
+                    // Graphic control: timing, transparency, disposal.
+                    0xF9 => Some(defined_fields(&blocks, label, 4, "a graphic-control")?),
+                    // Plain text: where the text goes and its colours, without the text.
+                    0x01 => Some(defined_fields(&blocks, label, 12, "a plain-text")?),
+                    0xFF if matches!(blocks.data.first(), Some(id) if LOOPING.contains(id)) => loop_count(&blocks),
+                    _ => None,
                 };
-                if keep {
-                    out.extend_from_slice(whole);
-                } else {
-                    report.remove(extension_name(label, input.get(pos + 3..pos + 14)), whole.len() as u64);
+                match kept {
+                    Some(kept) => {
+                        if kept.len() < whole.len() {
+                            report.remove(dropped_part(label), (whole.len() - kept.len()) as u64);
+                        }
+                        out.extend_from_slice(&kept);
+                    }
+                    None => report.remove(extension_name(label, input.get(pos + 3..pos + 14)), whole.len() as u64),
                 }
                 pos = end;
             }
@@ -79,6 +94,61 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
 
 fn color_table(packed: u8) -> usize {
     if packed & 0x80 != 0 { 3 << ((packed & 0x07) + 1) } else { 0 }
+}
+
+/// The identifiers (and authentication codes) of the application extensions that loop
+/// an animation.
+const LOOPING: &[&[u8]] = &[b"NETSCAPE2.0", b"ANIMEXTS1.0"];
+
+/// An extension's chain of data sub-blocks.
+struct SubBlocks<'a> {
+    /// Each sub-block's data, without its length byte.
+    data: Vec<&'a [u8]>,
+    /// The position after the zero-length block that ends the chain.
+    end: usize,
+}
+
+fn sub_blocks(input: &[u8], mut pos: usize) -> Result<SubBlocks<'_>, MediaError> {
+    let mut data = Vec::new();
+    loop {
+        let Some(&n) = input.get(pos) else {
+            return Err(MediaError::truncated(F, "the file ends inside a data block"));
+        };
+        if n == 0 {
+            return Ok(SubBlocks { data, end: pos + 1 });
+        }
+        let block = input
+            .get(pos + 1..pos + 1 + n as usize)
+            .ok_or_else(|| MediaError::truncated(F, "the file ends inside a data block"))?;
+        data.push(block);
+        pos += 1 + n as usize;
+    }
+}
+
+/// An extension with only its first sub-block, which must be the `len` bytes of fields
+/// its specification defines; every sub-block after it is dropped.
+fn defined_fields(blocks: &SubBlocks<'_>, label: u8, len: usize, what: &str) -> Result<Vec<u8>, MediaError> {
+    match blocks.data.first() {
+        Some(fields) if fields.len() == len => Ok([&[0x21, label, len as u8][..], fields, &[0]].concat()),
+        _ => Err(MediaError::malformed(F, format!("{what} extension whose fields are not {len} bytes"))),
+    }
+}
+
+/// A looping extension with its identifier and its first loop-count sub-block (3 bytes,
+/// sub-block ID 1) alone; `None` (dropped) when it has no loop count.
+fn loop_count(blocks: &SubBlocks<'_>) -> Option<Vec<u8>> {
+    let id = blocks.data.first()?;
+    let count = blocks.data[1..].iter().find(|b| b.len() == 3 && b[0] == 1)?;
+    Some([&[0x21, 0xFF, 11][..], id, &[3], count, &[0]].concat())
+}
+
+/// What rebuilding a kept extension of `label` dropped.
+fn dropped_part(label: u8) -> &'static str {
+    match label {
+        0x01 => "the text of a plain-text extension",
+        0xF9 => "data after a graphic-control extension's fields",
+        _ => "sub-blocks of a looping extension other than its loop count",
+    }
 }
 
 /// The position after a chain of data sub-blocks ending in a zero-length block.
@@ -116,21 +186,81 @@ fn extension_name(label: u8, id: Option<&[u8]>) -> String {
 mod tests {
     use super::*;
 
+    const HEAD: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff";
+    const IMAGE: &[u8] = b"\x2C\0\0\0\0\x01\0\x01\0\0\x02\x02\x44\x01\x00";
+    const LOOP: &[u8] = b"\x21\xFF\x0bNETSCAPE2.0\x03\x01\x00\x00\x00";
+    const CONTROL: &[u8] = b"\x21\xF9\x04\x04\x32\x00\x00\x00";
+
+    fn gif(blocks: &[&[u8]]) -> Vec<u8> {
+        [&[HEAD][..], blocks, &[b";"]].concat().concat()
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// Scrubs, and checks the result is its own scrub (what the verify pass does).
+    fn scrubbed(gif: &[u8]) -> (Vec<u8>, Report) {
+        let mut report = Report::default();
+        let out = scrub(gif, &mut report).unwrap();
+        let mut again = Report::default();
+        assert_eq!(scrub(&out, &mut again).unwrap(), out);
+        assert!(again.removed.is_empty(), "{again:?}");
+        (out, report)
+    }
+
     #[test]
-    fn drops_comments_and_xmp_keeps_looping() {
-        let mut gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00".to_vec();
-        gif.extend_from_slice(&[0, 0, 0, 255, 255, 255]);
-        gif.extend_from_slice(b"\x21\xFF\x0bNETSCAPE2.0\x03\x01\x00\x00\x00");
-        gif.extend_from_slice(b"\x21\xFE\x05Paris\x00");
-        gif.extend_from_slice(b"\x21\xFF\x0bXMP DataXMP\x03GPS\x00");
-        gif.extend_from_slice(b"\x2C\0\0\0\0\x01\0\x01\0\0\x02\x02\x44\x01\x00");
-        gif.push(0x3B);
-        let mut r = Report::default();
-        let out = scrub(&gif, &mut r).unwrap();
-        assert!(!out.windows(5).any(|w| w == b"Paris"));
-        assert!(!out.windows(3).any(|w| w == b"GPS"));
-        assert!(out.windows(8).any(|w| w == b"NETSCAPE"));
-        assert_eq!(r.removed.len(), 2);
-        assert!(scrub(&gif[..gif.len() - 4], &mut Report::default()).is_err());
+    fn drops_comments_xmp_icc_and_unknown_extensions_keeps_looping() {
+        let file = gif(&[
+            LOOP,
+            b"\x21\xFE\x05Paris\x00",
+            b"\x21\xFF\x0bXMP DataXMP\x03GPS\x00",
+            b"\x21\xFF\x0bICCRGBG1012\x08acspMake\x00",
+            b"\x21\x02\x04Oslo\x00",
+            IMAGE,
+        ]);
+        let (out, r) = scrubbed(&file);
+        for gone in [&b"Paris"[..], b"GPS", b"acspMake", b"Oslo"] {
+            assert!(!contains(&out, gone), "{}: {r:?}", String::from_utf8_lossy(gone));
+        }
+        assert_eq!(out, gif(&[LOOP, IMAGE]));
+        assert_eq!(r.removed.len(), 4);
+        assert!(scrub(&file[..file.len() - 4], &mut Report::default()).is_err());
+    }
+
+    /// Red team F7 (passes 4 and 5): a plain-text extension's text is exiftool's
+    /// `GIF:Text`, and a looping extension or a graphic control may carry more sub-blocks
+    /// than their fields. Each keeps its defined fields and nothing else; the plain text
+    /// stays as an empty block, so the graphic control before it still belongs to it.
+    #[test]
+    fn kept_extensions_keep_only_their_defined_fields() {
+        let text_header: &[u8] = b"\x21\x01\x0c\0\0\0\0\x01\0\x01\0\x01\x01\0\x01";
+        let file = gif(&[
+            &[&LOOP[..LOOP.len() - 1], b"\x10LEAKMARK-NS-GPS!\x05\x02\0\x10\0\0\x00"].concat(),
+            CONTROL,
+            &[text_header, b"\x20LEAKMARK GPS 48.8584N 2.2945E 24\x00"].concat(),
+            &[&CONTROL[..CONTROL.len() - 1], b"\x08LEAKMARK\x00"].concat(),
+            IMAGE,
+        ]);
+        let (out, r) = scrubbed(&file);
+        assert!(!contains(&out, b"LEAKMARK"), "{r:?}");
+        assert_eq!(out, gif(&[LOOP, CONTROL, &[text_header, b"\x00"].concat(), CONTROL, IMAGE]), "{r:?}");
+        assert_eq!(r.removed.len(), 3, "{r:?}");
+
+        // The loop count is found after other sub-blocks; with none, the extension goes.
+        let buffering = b"\x21\xFF\x0bANIMEXTS1.0\x05\x02\0\x10\0\0\x00";
+        let (out, _) = scrubbed(&gif(&[&[&buffering[..buffering.len() - 1], b"\x03\x01\x05\x00\x00"].concat(), IMAGE]));
+        assert_eq!(out, gif(&[b"\x21\xFF\x0bANIMEXTS1.0\x03\x01\x05\x00\x00", IMAGE]));
+        let (out, _) = scrubbed(&gif(&[buffering, IMAGE]));
+        assert_eq!(out, gif(&[IMAGE]));
+
+        // Fields of another length than the specification's: readers would disagree.
+        for (bad, what) in [
+            (&b"\x21\xF9\x05\x04\x32\x00\x00\x00\x00"[..], "graphic-control extension whose fields are not 4 bytes"),
+            (b"\x21\x01\x04Oslo\x00", "plain-text extension whose fields are not 12 bytes"),
+        ] {
+            let err = scrub(&gif(&[bad, IMAGE]), &mut Report::default()).unwrap_err();
+            assert!(err.to_string().contains(what), "{err}");
+        }
     }
 }

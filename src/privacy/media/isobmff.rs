@@ -55,7 +55,11 @@
 //! record (`freeGPS`, MISB KLV) left anywhere in `mdat` (in an audio frame, say), which
 //! exiftool finds by scanning the media data.
 //!
-//! A truncated top-level box (`moov`, `meta`, even `mdat`) is refused, not guessed at.
+//! A truncated top-level box (`moov`, `meta`, even `mdat`) is refused, not guessed at, and
+//! so is a second copy of a box a reader takes once ([`READ_ONCE`]: a track's tables, a
+//! HEIF `meta`'s `iinf`, `iloc`, `iprp`…, a top-level `moov` or image `meta`), or an id
+//! listed twice where a reader keeps one entry (two tracks of one id, an item twice in
+//! `infe`, `iloc` or `ipma`): pavise must walk the copy the decoder reads.
 //! Planning only reads; the same plan run on the output must find nothing to change,
 //! which is how [`audit`] proves the result clean.
 
@@ -306,6 +310,7 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
     let mut actions = Vec::new();
     let mut pos = 0u64;
     let mut saw_moov = false;
+    let mut saw_meta = false;
     let mut saw_image_meta = false;
     let mut ctx = Ctx { format, quicktime: true };
     // Where media payloads may lie: `mdat` boxes, and a HEIF `idat`.
@@ -374,7 +379,17 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
             b"meta" => {
                 let buf = read_box(store, &b, format)?;
                 let mut data = Data { map: &mut map, coded: &mut coded, tracks: &mut tracks };
-                if plan_heif_meta(&buf, &b, len, format, &mut actions, &mut media_data, &mut data)? {
+                let image = plan_heif_meta(&buf, &b, len, format, &mut actions, &mut media_data, &mut data)?;
+                // libheif and ffmpeg read the first top-level meta; the one pavise reads
+                // as the image's must be the only one.
+                if saw_meta && (image || saw_image_meta) {
+                    return Err(MediaError::malformed(
+                        format,
+                        "a second top-level 'meta' box: readers take different ones".to_owned(),
+                    ));
+                }
+                saw_meta = true;
+                if image {
                     saw_image_meta = true;
                     hidden::check(&buf, &b, &actions, format)?;
                 } else {
@@ -665,12 +680,18 @@ fn plays(handler: &[u8]) -> bool {
     matches!(handler, b"vide" | b"soun" | b"auxv" | b"pict")
 }
 
-/// Boxes of a track that ffmpeg reads once (the first, or each one over the last), at
-/// each level pavise reads them, and the pairs that are two spellings of one table.
-/// A second copy is refused: pavise would walk one and a reader the other (two chunk
-/// offset tables 5 bytes apart shift every sample). Sample groups, sub-sample and
-/// auxiliary-information boxes repeat by design (one per grouping or aux type).
+/// Boxes of a track that ffmpeg reads once (the first, or each one over the last), and
+/// boxes of a HEIF `meta` that libheif and ffmpeg read once (the first: libheif's
+/// `get_child_box`, ffmpeg's "duplicate iloc" guard), at each level pavise reads them,
+/// and the pairs that are two spellings of one table. A second copy is refused: pavise
+/// would walk one and a reader the other (two chunk offset tables 5 bytes apart shift
+/// every sample; a second `iinf` that names the Exif item an image hides it from pavise
+/// while libheif exports it). Sample groups, sub-sample and auxiliary-information boxes
+/// repeat by design (one per grouping or aux type), and so may `ipma` (libheif merges
+/// them; [`associations`] refuses an item in two).
 const READ_ONCE: &[(&[u8; 4], &[&[u8; 4]])] = &[
+    (b"meta", &[b"hdlr", b"pitm", b"iloc", b"iinf", b"iprp", b"iref", b"idat", b"dinf", b"grpl"]),
+    (b"iprp", &[b"ipco"]),
     (b"trak", &[b"tkhd", b"mdia", b"edts", b"tref", b"tapt"]),
     (b"mdia", &[b"mdhd", b"hdlr", b"minf"]),
     (b"minf", &[b"vmhd", b"smhd", b"hmhd", b"nmhd", b"sthd", b"dinf", b"stbl", b"hdlr"]),
@@ -1134,6 +1155,7 @@ fn plan_heif_meta(
     if handler != Some(b"pict") {
         return Ok(false);
     }
+    refuse_repeats(&kids, b"meta", format)?;
     let mut items: Vec<(u32, u64, [u8; 4])> = Vec::new(); // id, file offset of type, type
     let mut locations: Option<Vec<Location>> = None;
     let mut idat: Option<(u64, u64)> = None;
@@ -1152,7 +1174,9 @@ fn plan_heif_meta(
             b"free" | b"skip" | b"wide" => actions.push(blank_payload(k, "meta")),
             b"iinf" => items = parse_iinf(walk, k, actions)?,
             b"iloc" => {
-                locations = Some(parse_iloc(payload(buf, base, k)).ok_or_else(|| bad("unreadable iloc"))?);
+                let parsed = parse_iloc(payload(buf, base, k)).ok_or_else(|| bad("unreadable iloc"))?;
+                refuse_repeated_items(parsed.iter().map(|l| l.id), "iloc", format)?;
+                locations = Some(parsed);
             }
             b"idat" => {
                 idat = Some((k.payload, k.end - k.payload));
@@ -1342,13 +1366,11 @@ const ITEM_PROPERTIES: &[&[u8; 4]] = &[
 /// (`essential` in `ipma`): an image without it could not be shown.
 fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, actions: &mut Vec<Action>) -> Result<(), MediaError> {
     let kids = walk.kids(iprp, 0)?;
-    let mut essential: Vec<usize> = Vec::new();
-    for ipma in kids.iter().filter(|k| &k.kind == b"ipma") {
-        essential.extend(
-            essential_properties(walk.payload(ipma))
-                .ok_or_else(|| MediaError::malformed(walk.format, "image metadata: unreadable ipma"))?,
-        );
-    }
+    refuse_repeats(&kids, b"iprp", walk.format)?;
+    let essential: Vec<usize> = associations(walk, &kids)?
+        .iter()
+        .flat_map(|a| a.properties.iter().filter(|p| p.essential).map(|p| p.index))
+        .collect();
     for k in &kids {
         match &k.kind {
             b"ipma" => {}
@@ -1387,17 +1409,46 @@ fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, actions: &mut Vec<Action>) -> Result<
     Ok(())
 }
 
-/// The 1-based positions `ipma` marks essential for some item.
-fn essential_properties(p: &[u8]) -> Option<Vec<usize>> {
+/// One `ipma` entry: an item and the properties associated with it.
+struct Association {
+    item: u32,
+    properties: Vec<Property>,
+}
+
+/// A property of an item: its 1-based position in `ipco`, and whether the item needs it.
+struct Property {
+    index: usize,
+    essential: bool,
+}
+
+/// The entries of every `ipma` among an `iprp`'s `kids`. libheif merges the boxes and
+/// takes an item's first entry; an item in two entries is refused, so that the
+/// properties pavise checks (the codec configuration its data is walked with) are the
+/// ones a reader uses.
+fn associations(walk: Walk<'_>, kids: &[BoxAt]) -> Result<Vec<Association>, MediaError> {
+    let mut out = Vec::new();
+    for ipma in kids.iter().filter(|k| &k.kind == b"ipma") {
+        out.extend(
+            parse_ipma(walk.payload(ipma))
+                .ok_or_else(|| MediaError::malformed(walk.format, "image metadata: unreadable ipma"))?,
+        );
+    }
+    refuse_repeated_items(out.iter().map(|a| a.item), "ipma", walk.format)?;
+    Ok(out)
+}
+
+fn parse_ipma(p: &[u8]) -> Option<Vec<Association>> {
     let (version, wide) = (*p.first()?, p.get(3)? & 1 == 1);
     let mut pos = 4;
     let count = be32(p, pos)?;
     pos += 4;
     let mut out = Vec::new();
     for _ in 0..count {
+        let item = if version < 1 { be16(p, pos).map(u32::from) } else { be32(p, pos) }?;
         pos += if version < 1 { 2 } else { 4 };
         let n = *p.get(pos)?;
         pos += 1;
+        let mut properties = Vec::with_capacity(usize::from(n));
         for _ in 0..n {
             let (essential, index) = if wide {
                 let v = be16(p, pos)?;
@@ -1408,12 +1459,27 @@ fn essential_properties(p: &[u8]) -> Option<Vec<usize>> {
                 pos += 1;
                 (v & 0x80 != 0, usize::from(v & 0x7F))
             };
-            if essential {
-                out.push(index);
-            }
+            properties.push(Property { index, essential });
         }
+        out.push(Association { item, properties });
     }
     Some(out)
+}
+
+/// Refuses an item listed twice in a table keyed by item (`infe`, `iloc`, `ipma`):
+/// libheif and ffmpeg read one entry (libheif the first), and pavise must not zero or
+/// walk by another.
+fn refuse_repeated_items(ids: impl IntoIterator<Item = u32>, table: &str, format: Format) -> Result<(), MediaError> {
+    let mut seen = std::collections::HashSet::new();
+    for id in ids {
+        if !seen.insert(id) {
+            return Err(MediaError::malformed(
+                format,
+                format!("two '{table}' entries for item {id} (readers take different ones)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A `colr` box (HEIF property or video sample description): an ICC profile in it
@@ -1478,6 +1544,7 @@ fn parse_iinf(walk: Walk<'_>, iinf: &BoxAt, actions: &mut Vec<Action>) -> Result
             actions.push(Action::Blank { off, len: infe.end - off, what: "item name".into() });
         }
     }
+    refuse_repeated_items(out.iter().map(|&(id, _, _)| id), "infe", format)?;
     Ok(out)
 }
 
@@ -2147,6 +2214,187 @@ mod tests {
         assert!(err.to_string().contains("needs item property 'xyzw'"), "{err}");
         let (out, _) = scrubbed(heif(b"", &[], &unknown, &[0x81, 0x04], &nals(&[b"\x26\x01pixels"])), Format::Heif);
         assert!(!contains(&out, b"vendor"), "a property no item needs is freed");
+    }
+
+    /// The payload of an Exif item, with a marker that must not survive.
+    const HEIF_EXIF: &[u8] = b"\0\0\0\x06Exif\0\0MM\0*LEAKMARK-GPS+48.8584";
+
+    /// An `hvcC` with no parameter-set arrays and NAL lengths of `length_size` bytes.
+    fn hvcc(length_size: u8) -> Vec<u8> {
+        let mut h = vec![1u8; 23];
+        h[21] = 0x0C | (length_size - 1);
+        h[22] = 0;
+        h
+    }
+
+    fn infe(id: u16, kind: &[u8; 4]) -> Vec<u8> {
+        full(b"infe", 2, &[&id.to_be_bytes()[..], &[0, 0], kind, b"\0"].concat())
+    }
+
+    fn heif_iinf(entries: &[Vec<u8>]) -> Vec<u8> {
+        full(b"iinf", 0, &[&(entries.len() as u16).to_be_bytes()[..], &entries.concat()].concat())
+    }
+
+    /// An `iloc` (version 0, 4-byte offsets and lengths) of one extent per (item, offset, length).
+    fn heif_iloc(extents: &[(u16, u32, u32)]) -> Vec<u8> {
+        let entries: Vec<u8> = extents
+            .iter()
+            .flat_map(|(id, off, len)| {
+                [&id.to_be_bytes()[..], &[0, 0, 0, 1], &off.to_be_bytes(), &len.to_be_bytes()].concat()
+            })
+            .collect();
+        full(b"iloc", 0, &[&[0x44, 0x00][..], &(extents.len() as u16).to_be_bytes(), &entries].concat())
+    }
+
+    /// An `ipma` of `version` (0: 2-byte item ids, 1: 4-byte) with the (item, associations) entries.
+    fn heif_ipma(version: u8, entries: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = (entries.len() as u32).to_be_bytes().to_vec();
+        for (id, assoc) in entries {
+            match version {
+                0 => body.extend_from_slice(&id.to_be_bytes()),
+                _ => body.extend_from_slice(&u32::from(*id).to_be_bytes()),
+            }
+            body.push(assoc.len() as u8);
+            body.extend_from_slice(assoc);
+        }
+        full(b"ipma", version, &body)
+    }
+
+    /// A HEIF image: an HEVC item 1 (its `hvcC` and `ispe` associated) and an Exif item 2
+    /// ([`HEIF_EXIF`]), both in `mdat`. `lead` goes between `ftyp` and `meta`; `edit`
+    /// changes the `meta`'s children (hdlr, pitm, iinf, iprp, iloc), given where `mdat`'s
+    /// payload starts (the image, then the Exif).
+    fn heif_laid_out(lead: &[u8], edit: impl Fn(&mut Vec<Vec<u8>>, u32)) -> Vec<u8> {
+        let pixels = nals(&[b"\x26\x01pixels"]);
+        let ftyp = bx(b"ftyp", b"heic\0\0\0\0mif1heic");
+        let meta = |at: u32| {
+            let hdlr = full(b"hdlr", 0, &[&[0u8; 4][..], b"pict", &[0; 12], b"\0"].concat());
+            let iinf = heif_iinf(&[infe(1, b"hvc1"), infe(2, b"Exif")]);
+            let ipco = bx(b"ipco", &[bx(b"hvcC", &hvcc(4)), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48])].concat());
+            let iprp = bx(b"iprp", &[ipco, heif_ipma(0, &[(1, &[0x81, 0x02])])].concat());
+            let exif_at = at + pixels.len() as u32;
+            let iloc = heif_iloc(&[(1, at, pixels.len() as u32), (2, exif_at, HEIF_EXIF.len() as u32)]);
+            let mut kids = vec![hdlr, full(b"pitm", 0, &[0, 1]), iinf, iprp, iloc];
+            edit(&mut kids, at);
+            full(b"meta", 0, &kids.concat())
+        };
+        let at = (ftyp.len() + lead.len() + meta(0).len() + 8) as u32;
+        [ftyp, lead.to_vec(), meta(at), bx(b"mdat", &[&pixels[..], HEIF_EXIF].concat())].concat()
+    }
+
+    fn heif_with_exif(edit: impl Fn(&mut Vec<Vec<u8>>, u32)) -> Vec<u8> {
+        heif_laid_out(&[], edit)
+    }
+
+    /// The fifth media pass's G2 and its class: libheif (and ffmpeg) take the first of a
+    /// `meta`'s `iinf`, `iloc`, `pitm`, `iprp`, `iref`, `idat`, `hdlr`, `dinf`, `grpl` and
+    /// an `iprp`'s `ipco`. A second `iinf` that calls the Exif item `unci` hid it from
+    /// pavise, which read the last, while libheif exported its GPS. A second copy of any
+    /// of them is refused.
+    #[test]
+    fn a_second_copy_of_a_heif_box_a_reader_takes_once_is_refused() {
+        let (file, report) = scrubbed(heif_with_exif(|_, _| {}), Format::Heif);
+        assert!(!contains(&file, b"LEAKMARK"), "the Exif item is zeroed: {report:#?}");
+        assert!(contains(&file, b"pixels"), "the image stays");
+
+        // G2 as the red team made it: the copy, after the original, renames the Exif item.
+        let renamed = |kids: &mut Vec<Vec<u8>>, _| kids.insert(3, heif_iinf(&[infe(1, b"hvc1"), infe(2, b"unci")]));
+        let err = refused(heif_with_exif(renamed), Format::Heif);
+        assert!(err.to_string().contains("two 'iinf' boxes in one 'meta'"), "{err}");
+        assert_eq!(err.reason(), "malformed");
+        // A second iloc that points the Exif item at the image's bytes.
+        let err = refused(heif_with_exif(|kids, at| kids.push(heif_iloc(&[(1, at, 4), (2, at, 4)]))), Format::Heif);
+        assert!(err.to_string().contains("two 'iloc' boxes in one 'meta'"), "{err}");
+        let dinf = bx(b"dinf", &full(b"dref", 0, &[&[0, 0, 0, 1][..], &full(b"url ", 0, &[])].concat()));
+        let twice: [(&[u8; 4], Vec<u8>); 6] = [
+            (b"pitm", full(b"pitm", 0, &[0, 2])),
+            (b"iref", full(b"iref", 0, &bx(b"cdsc", &[0, 2, 0, 1, 0, 1]))),
+            (b"idat", bx(b"idat", b"item-data")),
+            (b"dinf", dinf),
+            (b"grpl", bx(b"grpl", &[])),
+            (b"hdlr", full(b"hdlr", 0, &[&[0u8; 4][..], b"pict", &[0; 12], b"\0"].concat())),
+        ];
+        for (kind, copy) in twice {
+            let err = refused(heif_with_exif(|kids, _| kids.extend([copy.clone(), copy.clone()])), Format::Heif);
+            let what = format!("two '{}' boxes in one 'meta'", fourcc(kind));
+            assert!(err.to_string().contains(&what), "{what}: {err}");
+        }
+        let err = refused(heif_with_exif(|kids, _| kids.push(kids[3].clone())), Format::Heif);
+        assert!(err.to_string().contains("two 'iprp' boxes in one 'meta'"), "{err}");
+        let second_ipco = |kids: &mut Vec<Vec<u8>>, _| {
+            let ipco = bx(b"ipco", &bx(b"hvcC", &hvcc(2)));
+            kids[3] = with_box_after(&kids[3], 8, &ipco, &[b"iprp"]);
+        };
+        let err = refused(heif_with_exif(second_ipco), Format::Heif);
+        assert!(err.to_string().contains("two 'ipco' boxes in one 'iprp'"), "{err}");
+    }
+
+    /// The tables keyed by item id: libheif takes an item's first `infe`, `iloc` and
+    /// `ipma` entry (`ipma` merged over every box) and the first codec configuration of
+    /// its type; pavise zeroed or walked by every entry, or the last. An item listed
+    /// twice in one of them, or with two codec configurations, is refused.
+    #[test]
+    fn an_item_listed_twice_in_a_table_is_refused() {
+        let unci_too =
+            |kids: &mut Vec<Vec<u8>>, _| kids[2] = heif_iinf(&[infe(1, b"hvc1"), infe(2, b"Exif"), infe(2, b"unci")]);
+        let err = refused(heif_with_exif(unci_too), Format::Heif);
+        assert!(err.to_string().contains("two 'infe' entries for item 2"), "{err}");
+        // The standard entries, then item 2 again, at the image's first bytes.
+        let pixels = nals(&[b"\x26\x01pixels"]).len() as u32;
+        let exif_elsewhere = |kids: &mut Vec<Vec<u8>>, at: u32| {
+            kids[4] = heif_iloc(&[(1, at, pixels), (2, at + pixels, HEIF_EXIF.len() as u32), (2, at, 4)]);
+        };
+        let err = refused(heif_with_exif(exif_elsewhere), Format::Heif);
+        assert!(err.to_string().contains("two 'iloc' entries for item 2"), "{err}");
+
+        let ipco = || bx(b"ipco", &[bx(b"hvcC", &hvcc(4)), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48])].concat());
+        let one_box = |kids: &mut Vec<Vec<u8>>, _| {
+            kids[3] = bx(b"iprp", &[ipco(), heif_ipma(0, &[(1, &[0x81, 0x02]), (1, &[0x02])])].concat());
+        };
+        let two_boxes = |kids: &mut Vec<Vec<u8>>, _| {
+            let ipmas = [heif_ipma(0, &[(1, &[0x81, 0x02])]), heif_ipma(1, &[(1, &[0x02])])].concat();
+            kids[3] = bx(b"iprp", &[ipco(), ipmas].concat());
+        };
+        for shape in [heif_with_exif(one_box), heif_with_exif(two_boxes)] {
+            let err = refused(shape, Format::Heif);
+            assert!(err.to_string().contains("two 'ipma' entries for item 1"), "{err}");
+        }
+        // Two ipma boxes that name different items are what libheif merges: they pass.
+        let merged = |kids: &mut Vec<Vec<u8>>, _| {
+            let ipmas = [heif_ipma(0, &[(1, &[0x81, 0x02])]), heif_ipma(1, &[(2, &[0x02])])].concat();
+            kids[3] = bx(b"iprp", &[ipco(), ipmas].concat());
+        };
+        let (file, report) = scrubbed(heif_with_exif(merged), Format::Heif);
+        assert!(!contains(&file, b"LEAKMARK") && contains(&file, b"pixels"), "{report:#?}");
+
+        // A second hvcC whose NAL lengths are 2 bytes: pavise walked the data with the last.
+        let two_configs = |kids: &mut Vec<Vec<u8>>, _| {
+            let ipco = bx(
+                b"ipco",
+                &[bx(b"hvcC", &hvcc(4)), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48]), bx(b"hvcC", &hvcc(2))].concat(),
+            );
+            kids[3] = bx(b"iprp", &[ipco, heif_ipma(0, &[(1, &[0x81, 0x02, 0x83])])].concat());
+        };
+        let err = refused(heif_with_exif(two_configs), Format::Heif);
+        assert!(err.to_string().contains("image item 1 has two codec configurations"), "{err}");
+    }
+
+    /// libheif reads the first top-level `meta`; the image's must be the only one, before
+    /// or after another (an MP4-style `mdir` tag box, say).
+    #[test]
+    fn a_second_top_level_meta_is_refused() {
+        let tags = full(b"meta", 0, &full(b"hdlr", 0, &[&[0u8; 4][..], b"mdir", &[0; 12], b"\0"].concat()));
+        let mut after = heif_with_exif(|_, _| {});
+        after.extend_from_slice(&tags);
+        for file in [after, heif_laid_out(&tags, |_, _| {})] {
+            let err = refused(file, Format::Heif);
+            assert!(err.to_string().contains("a second top-level 'meta' box"), "{err}");
+        }
+        // A video may carry two tag boxes: both are freed, neither is read.
+        let video = trak(1, b"vide", &visual_entry(b"mp4v", &bx(b"esds", b"\x01SPS")), 0, (FTYP_LEN + 8, 6), &[]);
+        let mut file = movie(b"isomisom", b"frames", &video);
+        file.extend([tags.clone(), tags].concat());
+        scrubbed(file, Format::Video);
     }
 
     #[test]

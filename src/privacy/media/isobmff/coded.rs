@@ -11,9 +11,8 @@
 
 use std::collections::HashMap;
 
-use super::{Action, BoxAt, Format, MediaError, Walk, sample_entry};
+use super::{Action, BoxAt, Format, MediaError, Walk, associations, sample_entry};
 use crate::privacy::media::{
-    be16, be32,
     bitstream::{self, Codec},
     inplace::Store,
 };
@@ -95,36 +94,33 @@ pub(super) fn codec_of(codecs: &[Option<Codec>], sdi: u32, format: Format) -> Re
 }
 
 /// The codec of each HEIF item with an `avcC`, `hvcC` or `av1C` property (by `ipma`).
+/// An item with two of them is refused: libheif takes the first of its type, and two
+/// `hvcC` of different NAL length sizes would have pavise walk the data one way and the
+/// decoder read it another.
 pub(super) fn item_codecs(walk: Walk<'_>, iprp: &BoxAt) -> Result<HashMap<u32, Codec>, MediaError> {
-    let bad = || MediaError::malformed(walk.format, "image metadata: unreadable ipma");
     let kids = walk.kids(iprp, 0)?;
     let Some(ipco) = kids.iter().find(|k| &k.kind == b"ipco") else { return Ok(HashMap::new()) };
     let props = walk.kids(ipco, 0)?;
     let mut out = HashMap::new();
-    for ipma in kids.iter().filter(|k| &k.kind == b"ipma") {
-        let p = walk.payload(ipma);
-        let (version, wide) = (*p.first().ok_or_else(bad)?, p.get(3).ok_or_else(bad)? & 1 == 1);
-        let mut at = 8;
-        for _ in 0..be32(p, 4).ok_or_else(bad)? {
-            let id = if version < 1 { be16(p, at).map(u32::from) } else { be32(p, at) }.ok_or_else(bad)?;
-            at += if version < 1 { 2 } else { 4 };
-            let n = *p.get(at).ok_or_else(bad)?;
-            at += 1;
-            for _ in 0..n {
-                let index = if wide {
-                    at += 2;
-                    usize::from(be16(p, at - 2).ok_or_else(bad)? & 0x7FFF)
-                } else {
-                    at += 1;
-                    usize::from(p.get(at - 1).ok_or_else(bad)? & 0x7F)
-                };
-                let Some(prop) = index.checked_sub(1).and_then(|i| props.get(i)) else { continue };
-                if matches!(&prop.kind, b"avcC" | b"hvcC" | b"av1C") {
-                    let kind = sample_entry::config_kind(&prop.kind);
-                    let config = bitstream::scrub_config(kind, walk.payload(prop))
-                        .map_err(|e| MediaError::malformed(walk.format, e.to_string()))?;
-                    out.insert(id, config.codec);
+    for association in associations(walk, &kids)? {
+        let mut configured_by = None;
+        for index in association.properties.iter().map(|p| p.index) {
+            let Some(prop) = index.checked_sub(1).and_then(|i| props.get(i)) else { continue };
+            if matches!(&prop.kind, b"avcC" | b"hvcC" | b"av1C") {
+                if configured_by.is_some_and(|first| first != index) {
+                    return Err(MediaError::malformed(
+                        walk.format,
+                        format!(
+                            "image item {} has two codec configurations (readers take different ones)",
+                            association.item
+                        ),
+                    ));
                 }
+                configured_by = Some(index);
+                let kind = sample_entry::config_kind(&prop.kind);
+                let config = bitstream::scrub_config(kind, walk.payload(prop))
+                    .map_err(|e| MediaError::malformed(walk.format, e.to_string()))?;
+                out.insert(association.item, config.codec);
             }
         }
     }
