@@ -1609,7 +1609,7 @@ async fn key_fetches_are_budgeted_per_client_and_per_host() {
     let key = rsa_key(0);
     let upstream = RecordingUpstream::with_handler(|_| text(202, "")).await;
     let policy_dir = tempfile::tempdir().unwrap();
-    policies(policy_dir.path(), WAVE3);
+    policies(policy_dir.path(), &WAVE3.replace(r#"shield_for = "10m""#, r#"shield_for = "2s""#));
     let pavise = start_with(&upstream, policy_dir.path(), |f| {
         f.shield.key_fetches_per_client = "3/min".into();
         f.shield.key_fetches_per_host = "5/min".into();
@@ -1646,6 +1646,11 @@ async fn key_fetches_are_budgeted_per_client_and_per_host() {
     }
     assert_eq!(second, [202, 202, 429], "five fetches to this host in all");
     assert_eq!(looping.fetches(), 5 * 4);
+    // Whoever spent the host's budget cannot keep a delivery out: `shield_for` after its
+    // first attempt it is held (and goes to the instance, which verifies it itself).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(send("127.0.0.97", 2).await, 202, "held once turned away for shield_for");
+    assert_eq!(looping.fetches(), 5 * 4, "and still no fetch past the budget");
 
     // A slow keyId host: one client's deliveries tie up four fetches at most, the rest
     // are told at once to come back; a real sender meanwhile is verified.
@@ -1752,16 +1757,29 @@ async fn no_ops_make_nobody_familiar_and_refused_mail_teaches_nothing() {
     let friends = ActorServer::start("127.0.0.105", key).await;
     let (friend, refused) = (friends.actor("friend"), friends.actor("refused"));
     // Two rounds, half of familiar_after apart: what would earn familiarity if anything did.
+    // A post that tags a member without addressing her, or an `Update` tagging her, counts
+    // toward a wave (whether the instance shows it to her pavise cannot see), but is not
+    // surely shown to her, so it earns no trust.
     for round in 0..2 {
-        for i in 0..6 {
+        for i in 0..8 {
             let a = sleepers.actor(&format!("sleeper{i}"));
-            let no_op = if i < 3 {
-                serde_json::json!({"@context": "https://www.w3.org/ns/activitystreams", "id": format!("{a}#ping{round}"),
-                    "type": "Delete", "actor": a, "object": format!("{a}/statuses/none{round}")})
+            let tag_only = |kind: &str| {
+                let mut doc: serde_json::Value =
+                    serde_json::from_slice(&note(&a, &[], &format!("tag-{i}-{round}"))).unwrap();
+                doc["type"] = kind.into();
+                doc["object"]["tag"] =
+                    serde_json::json!([{"type": "Mention", "href": format!("https://{LOCAL}/users/member{i}")}]);
+                doc.to_string().into_bytes()
+            };
+            let no_op = match i {
+                0..2 => serde_json::json!({"@context": "https://www.w3.org/ns/activitystreams",
+                    "id": format!("{a}#ping{round}"), "type": "Delete", "actor": a,
+                    "object": format!("{a}/statuses/none{round}")})
                 .to_string()
-                .into_bytes()
-            } else {
-                note(&a, &[], &format!("to-nobody-{i}-{round}"))
+                .into_bytes(),
+                2..4 => note(&a, &[], &format!("to-nobody-{i}-{round}")),
+                4..6 => tag_only("Create"),
+                _ => tag_only("Update"),
             };
             assert_eq!(deliver(&pavise, "127.0.0.104", key, &a, &no_op, MASTODON_UA).await.0.status, 202);
         }
@@ -1771,8 +1789,8 @@ async fn no_ops_make_nobody_familiar_and_refused_mail_teaches_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
-    let statuses = raise_wave(&pavise, &sleepers, "127.0.0.104", "sleeper", 6, "alice").await;
-    assert_eq!(statuses, [202, 202, 202, 429, 429, 429], "no-ops days apart make nobody familiar");
+    let statuses = raise_wave(&pavise, &sleepers, "127.0.0.104", "sleeper", 8, "alice").await;
+    assert_eq!(statuses, [202, 202, 202, 429, 429, 429, 429, 429], "no-ops days apart make nobody familiar");
     let mail = note(&friend, &["alice"], "friend-mail");
     assert_eq!(deliver(&pavise, "127.0.0.105", key, &friend, &mail, MASTODON_UA).await.0.status, 202, "familiar");
     let mail = note(&refused, &["alice"], "a-mail");

@@ -37,7 +37,9 @@ pub(super) enum Standing {
     Replay(Outcome),
     /// Not verifiable now, but the instance may accept it: the members it addresses
     /// (`ANY_SHIELDED` when that cannot be told). Its answer never depends on a shield.
-    Unverifiable { targets: Vec<String>, now_ms: u64 },
+    /// `deferred_for`: since its first attempt, when its key was not fetched for the
+    /// budget (else zero).
+    Unverifiable { targets: Vec<String>, now_ms: u64, deferred_for: Duration },
     /// Verified, from a sender the instance accepted mail from before.
     Familiar,
     /// Verified, from a stranger.
@@ -141,11 +143,16 @@ pub(super) fn decide(d: &Delivery, wave: &WavePolicy) -> Decision {
         Standing::Replay(Outcome::Deferred | Outcome::Pending) => Decision::Defer { counted: None },
         Standing::Unverifiable { targets, .. } if targets.is_empty() => Decision::Forward(Pass::Clear),
         // Not fetched now (the client's or the host's budget, or a busy fetcher): come
-        // back later — an answer that depends on the budget, never on a shield.
-        Standing::Unverifiable { .. } if d.verdict == Verdict::Unverified(Rejection::FetchRefused) => {
+        // back later — an answer that depends on the budget, never on a shield. Not for
+        // longer than `shield_for`: whoever spends a host's budget (forged key ids on that
+        // host, from many addresses) would else keep its real senders' mail out until
+        // their retries end. Past it, the delivery is held like any other unverifiable one.
+        Standing::Unverifiable { deferred_for, .. }
+            if d.verdict == Verdict::Unverified(Rejection::FetchRefused) && *deferred_for < wave.shield_for =>
+        {
             Decision::FetchLater
         }
-        Standing::Unverifiable { targets, now_ms } => {
+        Standing::Unverifiable { targets, now_ms, .. } => {
             // A hellthread is deferred like a verified one's: its deferral ends first (or
             // its signature window closes).
             let hellthread = wave.hellthread > 0 && d.addressed.total > wave.hellthread;
@@ -327,6 +334,7 @@ mod tests {
         let unverifiable = |targets: &[&str]| Standing::Unverifiable {
             targets: targets.iter().map(|t| (*t).to_owned()).collect(),
             now_ms: 5_000,
+            deferred_for: Duration::ZERO,
         };
         let no_key = Verdict::Unverified(Rejection::KeyUnavailable);
         assert_eq!(
@@ -338,7 +346,16 @@ mod tests {
             Decision::Hold(Hold { targets: vec!["alice".into()], signer: None, not_before: None })
         );
         let refused = Verdict::Unverified(Rejection::FetchRefused);
-        assert_eq!(decide(&delivery(unverifiable(&["alice"]), refused, MASTODON, 1), &w), Decision::FetchLater);
+        assert_eq!(decide(&delivery(unverifiable(&["alice"]), refused.clone(), MASTODON, 1), &w), Decision::FetchLater);
+        // Turned away for the budget no longer than `shield_for`: then held.
+        let mut long = unverifiable(&["alice"]);
+        if let Standing::Unverifiable { deferred_for, .. } = &mut long {
+            *deferred_for = w.shield_for;
+        }
+        assert_eq!(
+            decide(&delivery(long, refused, MASTODON, 1), &w),
+            Decision::Hold(Hold { targets: vec!["alice".into()], signer: None, not_before: None })
+        );
         // A hellthread is held until its deferral would have ended.
         assert_eq!(
             decide(&delivery(unverifiable(&["alice"]), no_key, MASTODON, 11), &w),

@@ -1,8 +1,9 @@
 //! The delivery's body as the instance will read it — exactly, or not at all.
 //!
-//! Mastodon reads an inbox body with Oj (`Oj.load(body, mode: :strict)`, in
-//! `ActivityPub::ProcessCollectionService`), which is more lenient than strict JSON: it
-//! takes `/* */` and `//` comments, numbers out of any float's range (`1e400`), and more.
+//! Mastodon reads an inbox body with the `json` gem (`JSON.parse`, in
+//! `ActivityPub::ProcessActivityService`; Oj's `Oj.load(body, mode: :strict)` in older
+//! versions), which is more lenient than strict JSON: it keeps the last of two keys, takes
+//! numbers out of any float's range (`1e400`, infinity), and (Oj) comments.
 //! Whatever pavise reads must be what the instance reads, or a second spelling of a
 //! mention slips past a shield. So pavise reads strict JSON only, and when it cannot be
 //! *sure* its reading is the instance's, it says so ([`Reading::Opaque`]): the stage then
@@ -25,8 +26,9 @@
 //!   outside `@context`: meaningless to Mastodon's raw reading, but a reading of the same
 //!   document by a JSON-LD processor differs, and no real server needs one.
 //!
-//! Opaque costs nothing while no member is shielded; it only means "do not pretend to know
-//! whom this addresses".
+//! Opaque means "do not pretend to know whom this addresses": such a body is read for
+//! every local name any of its strings holds instead ([`super::mention::read_opaque`]),
+//! each counted toward a wave, and held back from every shielded member.
 
 use std::fmt;
 

@@ -87,7 +87,7 @@ async fn read_document(body: &Bytes, locals: &LocalHosts) -> (Reading, Addressed
         let reading = document::read(body);
         let addressed = match &reading {
             Reading::Exact(doc) => mention::read(doc, locals),
-            Reading::Opaque(_) => Addressed { opaque: true, ..Addressed::default() },
+            Reading::Opaque(_) => mention::read_opaque(body, locals),
         };
         (reading, addressed)
     };
@@ -297,7 +297,7 @@ impl Shield {
         match inbox {
             InboxPath::Personal(owner @ LocalRef::Name(_)) => match (refs.iter_mut().find(|(r, _)| r == owner), post) {
                 // Tagged and now in the audience: notified.
-                (Some((_, reach @ Reach::TagOnly)), Some(true)) => *reach = Reach::Notified,
+                (Some((_, reach @ Reach::Possible)), Some(true)) => *reach = Reach::Notified,
                 (None, Some(true)) => refs.push((owner.clone(), Reach::Silent)),
                 (None, None) => refs.push((owner.clone(), Reach::Notified)),
                 _ => {}
@@ -351,7 +351,17 @@ impl Shield {
                 if any {
                     targets.push(ANY_SHIELDED.to_owned());
                 }
-                Standing::Unverifiable { targets, now_ms: now_ms() }
+                // Its first attempt is remembered, as a deferred verified one's is.
+                let deferred_for = match d.verdict {
+                    Verdict::Unverified(Rejection::FetchRefused) if !targets.is_empty() => {
+                        let now = super::clock::now();
+                        now.saturating_duration_since(
+                            self.deferrals.get_with(self.hasher.hash(ns::BODY, &d.body[..]), || now),
+                        )
+                    }
+                    _ => std::time::Duration::ZERO,
+                };
+                Standing::Unverifiable { targets, now_ms: now_ms(), deferred_for }
             }
             (Verdict::Verified { actor, domain }, None) => self.weigh(d, inbox, active, actor, domain).await,
         }
@@ -408,12 +418,15 @@ impl Shield {
         let counted: Vec<&str> = members
             .iter()
             .filter(|(_, how)| match how {
-                Reach::Notified | Reach::TagOnly => true,
+                Reach::Notified | Reach::Possible => true,
                 Reach::Silent | Reach::Unresolved => false,
             })
             .map(|(account, _)| *account)
             .collect();
-        let earns_familiarity = followed || !counted.is_empty();
+        // Familiarity is earned only by what she was surely shown: counting where pavise
+        // cannot see is safe for a wave (a ghost costs the attacker real actors), not for
+        // trust (puppets warmed on posts the instance drops would pass a later wave).
+        let earns_familiarity = followed || members.iter().any(|(_, how)| *how == Reach::Notified);
         for account in counted {
             let mut raised =
                 self.waves.observe(account, sender, domain, now, &params).outcome == wave::Observed::ShieldRaised;
@@ -442,11 +455,14 @@ impl Shield {
             .filter(|(i, a)| self.waves.shield_until(a, now).is_some() || shared_shields.get(*i) == Some(&true))
             .map(|(_, a)| a.clone())
             .collect();
-        if any && shielded.is_empty() {
+        if any {
             // The instance will fetch the object (or reads what pavise cannot) and may find
-            // any member mentioned in it.
-            shielded =
-                self.shielded_everywhere(now).await.into_iter().filter(|a| !self.follows.follows(a, actor)).collect();
+            // any member mentioned in it, besides those pavise found named.
+            for account in self.shielded_everywhere(now).await {
+                if !shielded.contains(&account) && !self.follows.follows(&account, actor) {
+                    shielded.push(account);
+                }
+            }
         }
         let hellthread = wave.hellthread > 0 && d.addressed.total > wave.hellthread && !followed;
         let cover = (!shielded.is_empty() || hellthread).then(|| {

@@ -64,7 +64,8 @@
 //! percent-decoded, IDNA-mapped, one trailing dot dropped, userinfo ignored), is the
 //! instance's; its path is read by Rails' router (repeated and trailing slashes ignored, a
 //! `.format` suffix split off, parameters percent-decoded): `/users/:username`,
-//! `/@:username` (and its `/with_replies`, `/media`, `/featured`, `/tagged/:tag` views),
+//! `/@:username` (and its `/with_replies`, `/media`, `/featured`, `/collections`,
+//! `/tagged/:tag` views),
 //! `/ap/users/:id` (Mastodon ≥ 4.5, no constraint on the id before #39523; the id cast as
 //! ActiveRecord casts it, one reading with the route's:
 //! [`crate::proxy::contract::route::record_id_of`], so `1-alice`, `1abc`, `%2B1` and `%201` are
@@ -207,14 +208,18 @@ pub enum Reach {
     /// In a post's `to`/`cc` without a `Mention` tag: a silent mention, which notifies
     /// nobody and shows a stranger's post in no timeline of hers.
     Silent,
-    /// Tagged, but not in the post's `to`/`cc`: notified only when the instance accepts
-    /// the post at all — it replies to a local post, addresses another member, came to a
-    /// personal inbox or a relay, or any local account follows its sender — and then, in
-    /// current Mastodon, as a "silenced" notification her notification policy filters.
-    /// Pavise cannot see the instance's follows and relays: counted like `Notified`.
-    TagOnly,
-    /// Notified: tagged and in the audience, or tagged in an `Update` (Mastodon notifies a
-    /// mention an edit adds, whatever the audience); or followed, liked, boosted, quoted.
+    /// Shown to her or not depending on what pavise cannot see: tagged, but not in the
+    /// post's `to`/`cc` (notified only when the instance takes the post at all — it
+    /// replies to a local post, addresses another member, came to a personal inbox or a
+    /// relay, or any local account follows its sender — and then, in current Mastodon, as
+    /// a "silenced" notification her notification policy filters); or tagged in an
+    /// `Update` (an edit if the instance has the post, which notifies every mention it
+    /// adds) or in the sender's own post inside an `Announce` or `Add` (taken if a local
+    /// account follows the sender, or the target is its featured collection). Counted
+    /// toward a wave; never teaches familiarity, which needs what she was surely shown.
+    Possible,
+    /// Notified: tagged and in the audience (or her own inbox) of a post the instance
+    /// takes; or followed, liked, boosted, quoted.
     Notified,
 }
 
@@ -223,7 +228,7 @@ impl Reach {
     /// one and in the audience under the other is both, so notified.
     pub fn with(self, other: Reach) -> Reach {
         match (self, other) {
-            (Reach::Silent, Reach::TagOnly) | (Reach::TagOnly, Reach::Silent) => Reach::Notified,
+            (Reach::Silent, Reach::Possible) | (Reach::Possible, Reach::Silent) => Reach::Notified,
             (a, b) => a.max(b),
         }
     }
@@ -266,6 +271,7 @@ pub fn read_at(doc: &Value, locals: &LocalHosts, now: std::time::SystemTime) -> 
         entries: 0,
         now,
         quiet: false,
+        unsure: false,
         out: Addressed::default(),
     };
     // Without the ActivityStreams context Mastodon reads nothing of it. (A compacted
@@ -278,6 +284,67 @@ pub fn read_at(doc: &Value, locals: &LocalHosts, now: std::time::SystemTime) -> 
     if out.truncated {
         out.total = out.total.max(MAX_ADDRESSEES + 1);
         out.opaque = true;
+    }
+    out
+}
+
+/// Strings looked at at most in a body read by [`read_opaque`]; past it the delivery is
+/// a hellthread by any measure.
+pub const MAX_OPAQUE_STRINGS: usize = 50_000;
+
+/// Whom a body pavise cannot read exactly may reach ([`super::document::Reading::Opaque`]:
+/// not strict JSON, a key twice, a JSON-LD signature or IRI key that makes a JSON-LD
+/// reading differ from a raw one). The instance reads it anyway, its own way (it keeps
+/// the last of two keys, reads `1e400` as infinity, compacts what has a signature), so
+/// every local account, and the owner of every local post, that any string in the body
+/// names — a value or a key, anywhere, as the instance would resolve it — may be reached:
+/// [`Reach::Possible`], counted toward a wave like a tag pavise cannot see the fate of.
+/// A spelling Mastodon resolves to nobody stays [`Reach::Unresolved`]. The body is also
+/// [`Addressed::opaque`]: it may reach anyone else, so a shield holds it back from every
+/// shielded member.
+pub fn read_opaque(body: &[u8], locals: &LocalHosts) -> Addressed {
+    let mut r = Reader {
+        locals,
+        compacted: false,
+        sender: None,
+        seen_local: HashMap::new(),
+        remote: HashSet::new(),
+        entries: 0,
+        now: std::time::SystemTime::now(),
+        quiet: false,
+        unsure: true,
+        out: Addressed::default(),
+    };
+    let mut strings = 0;
+    let mut rest = body;
+    while let Some(start) = rest.iter().position(|&b| b == b'"') {
+        let literal = &rest[start..];
+        // The closing quote: the first one no backslash escapes.
+        let mut end = 1;
+        while end < literal.len() && literal[end] != b'"' {
+            end += if literal[end] == b'\\' { 2 } else { 1 };
+        }
+        let Some(literal) = literal.get(..=end) else { break };
+        rest = &rest[start + literal.len()..];
+        strings += 1;
+        if strings > MAX_OPAQUE_STRINGS {
+            r.out.truncated = true;
+            break;
+        }
+        // Its JSON escapes undone (`\u002f` is `/`); invalid UTF-8 is read as the
+        // instance's parser reads it at best: replaced.
+        let text = serde_json::from_slice::<String>(literal)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&literal[1..literal.len() - 1]).into_owned());
+        if let Some(local) = local_ref(&text, locals).or_else(|| status_ref(&text, locals)) {
+            let reach = exactly(&text, locals, Reach::Possible);
+            r.local(local, reach);
+        }
+    }
+    let mut out = r.out;
+    out.opaque = true;
+    out.total = out.local.len();
+    if out.truncated {
+        out.total = out.total.max(MAX_ADDRESSEES + 1);
     }
     out
 }
@@ -296,6 +363,10 @@ struct Reader<'v, 'l> {
     /// Reading a post Mastodon stores but does not distribute (too old): it notifies
     /// nobody, whatever it names.
     quiet: bool,
+    /// Reading a post the instance may or may not take, or may already have (an `Update`,
+    /// the sender's own post in an `Announce` or `Add`): what it shows her is at most
+    /// [`Reach::Possible`].
+    unsure: bool,
     out: Addressed,
 }
 
@@ -400,8 +471,9 @@ impl<'v> Reader<'v, '_> {
                 // of a post created longer ago than the real-time window is stored, never
                 // distributed: nobody is notified (`Create#distribute`).
                 self.quiet = !update && self.published_long_ago(object);
-                self.post(Some(activity), object, update);
-                self.quiet = false;
+                self.unsure = update;
+                self.post(Some(activity), object);
+                (self.quiet, self.unsure) = (false, false);
             }
             _ => {}
         }
@@ -446,8 +518,9 @@ impl<'v> Reader<'v, '_> {
             // `Announce` when any local account follows the sender, which pavise cannot see.
             if !self.foreign_id(object.get("id")) {
                 self.quiet = self.published_long_ago(object);
-                self.post(None, object, false);
-                self.quiet = false;
+                self.unsure = true;
+                self.post(None, object);
+                (self.quiet, self.unsure) = (false, false);
             }
         } else if object.is_object() || self.fetched(id) {
             self.out.opaque = true;
@@ -469,14 +542,14 @@ impl<'v> Reader<'v, '_> {
                 && !self.foreign_id(instrument.get("id"))
                 && includes_any(instrument.get("type"), &POST_TYPES)
             {
-                self.post(None, instrument, false);
+                self.post(None, instrument);
             }
         }
     }
 
     /// One post the instance keeps (or, `update`, edits): whom it mentions (and how,
     /// [`Reach`]), and what it makes the instance fetch.
-    fn post(&mut self, activity: Option<&'v Value>, object: &'v Value, update: bool) {
+    fn post(&mut self, activity: Option<&'v Value>, object: &'v Value) {
         let mut audience = Vec::new();
         for field in ["to", "cc"] {
             // `@object['to'] || @json['to']`.
@@ -502,7 +575,7 @@ impl<'v> Reader<'v, '_> {
         }
         for local in tagged {
             if !audience.contains(&local) {
-                self.local(local, if update { Reach::Notified } else { Reach::TagOnly });
+                self.local(local, Reach::Possible);
             }
         }
         for key in QUOTE_KEYS {
@@ -592,7 +665,11 @@ impl<'v> Reader<'v, '_> {
 
     /// Records a local account reached, with every way it is reached ([`Reach::with`]).
     fn local(&mut self, r: LocalRef, reach: Reach) {
-        let reach = if self.quiet { reach.min(Reach::Silent) } else { reach };
+        let reach = match (self.quiet, self.unsure) {
+            (true, _) => reach.min(Reach::Silent),
+            (false, true) => reach.min(Reach::Possible),
+            (false, false) => reach,
+        };
         if let Some(&i) = self.seen_local.get(&r) {
             if let Some(known) = self.out.reach.get_mut(i) {
                 *known = known.with(reach);
@@ -805,7 +882,7 @@ fn account_path(segments: &[String]) -> Option<LocalRef> {
         ["ap", "users", id] => record_id_of(id).map(LocalRef::Id),
         [at] if at.starts_with('@') => username(&last_without_format(&at[1..])),
         [at, view] if at.starts_with('@') => {
-            matches!(last_without_format(view).as_str(), "with_replies" | "media" | "featured")
+            matches!(last_without_format(view).as_str(), "with_replies" | "media" | "featured" | "collections")
                 .then(|| username(&at[1..]))?
         }
         [at, "tagged", _] if at.starts_with('@') => username(&at[1..]),
@@ -938,7 +1015,7 @@ mod tests {
         let tag = json!([{"type": "Mention", "href": alice}]);
         assert_eq!(reach(json!({"tag": tag, "cc": [alice]})), [(name("alice"), Reach::Notified)]);
         assert_eq!(reach(json!({"tag": tag, "to": [alice]})), [(name("alice"), Reach::Notified)]);
-        assert_eq!(reach(json!({"tag": tag})), [(name("alice"), Reach::TagOnly)]);
+        assert_eq!(reach(json!({"tag": tag})), [(name("alice"), Reach::Possible)]);
         assert_eq!(reach(json!({"cc": [alice]})), [(name("alice"), Reach::Silent)]);
         assert_eq!(reach(json!({"cc": [{"id": alice}]})), [(name("alice"), Reach::Silent)]);
         // Two spellings of her, one tagged and one in the audience: both.
@@ -990,12 +1067,15 @@ mod tests {
         assert_eq!(at("2027-01-15T03:00:00Z"), [Reach::Notified]);
         assert_eq!(at("2027-01-15T01:00:00Z"), [Reach::Silent]);
         assert_eq!(at("not a date"), [Reach::Notified]);
-        // An `Update` is read as an edit (pavise cannot see whether the instance has the
-        // post): it notifies what it adds, however old the post and whoever it addresses.
-        let mut edit = create(json!({"tag": tag, "published": "2020-01-01T00:00:00Z"}));
-        edit["type"] = "Update".into();
-        assert_eq!(read_at(&edit, &locals(), now).reach, [Reach::Notified]);
-        assert_eq!(read(&create(json!({"tag": tag})), &locals()).reach, [Reach::TagOnly]);
+        // An `Update` may be an edit (pavise cannot see whether the instance has the post),
+        // which notifies what it adds however old the post and whoever it addresses: every
+        // tag in it may reach her, none surely.
+        for fields in [json!({"tag": tag, "published": "2020-01-01T00:00:00Z"}), json!({"tag": tag, "cc": [alice]})] {
+            let mut edit = create(fields);
+            edit["type"] = "Update".into();
+            assert_eq!(read_at(&edit, &locals(), now).reach, [Reach::Possible]);
+        }
+        assert_eq!(read(&create(json!({"tag": tag})), &locals()).reach, [Reach::Possible]);
     }
 
     #[test]
@@ -1037,6 +1117,42 @@ mod tests {
     }
 
     #[test]
+    fn a_body_read_its_own_way_reaches_whoever_any_string_names() {
+        let opaque = |body: &str| {
+            let a = read_opaque(body.as_bytes(), &locals());
+            assert!(a.opaque, "{body}");
+            a.local.into_iter().zip(a.reach).collect::<Vec<_>>()
+        };
+        let alice = (name("alice"), Reach::Possible);
+        // A key twice, a number no float holds, a comment, an IRI key, an alias a JSON-LD
+        // compaction turns into `tag`: the instance reads each its own way.
+        for body in [
+            r#"{"tag": [], "tag": [{"type": "Mention", "href": "https://local.example/users/alice"}]}"#,
+            r#"{"n": 1e400, "cc": ["https://local.example/users/alice"]}"#,
+            r#"{/* hi */ "cc": ["https://local.example/@alice"]}"#,
+            r#"{"ext:flag": true, "object": {"tag": {"href": "https:\/\/local.example\/users\/\u0061lice"}}}"#,
+            r#"{"signature": {}, "@context": [{"mentions": "as:tag"}], "mentions": {"href": "https://local.example/users/alice"}}"#,
+            r#"{"https://local.example/users/alice": 1}"#,
+        ] {
+            assert_eq!(opaque(body), std::slice::from_ref(&alice), "{body}");
+        }
+        // Her post's owner, asked of the instance; a spelling Mastodon resolves to nobody;
+        // remote accounts: nobody here.
+        assert_eq!(
+            opaque(
+                r#"{"object": "https://local.example/users/carol/statuses/88", "x": "https://local.example:443/users/bob"}"#
+            ),
+            [(LocalRef::StatusOwner(88), Reach::Possible), (name("bob"), Reach::Unresolved)]
+        );
+        assert_eq!(opaque(r#"{"cc": ["https://r.example/users/alice"], "bad": "\ud800"}"#), []);
+        // An unterminated string ends the reading; bounded however many strings there are.
+        assert_eq!(opaque(r#"{"cc": ["https://local.example/users/alice"#), []);
+        let many = format!("[{}\"https://local.example/users/alice\"]", "\"x\",".repeat(MAX_OPAQUE_STRINGS));
+        let a = read_opaque(many.as_bytes(), &locals());
+        assert!(a.truncated && a.local.is_empty() && a.total > MAX_ADDRESSEES);
+    }
+
+    #[test]
     fn a_boost_or_add_of_the_senders_own_post_is_read_as_a_create_of_it() {
         let alice = "https://local.example/users/alice";
         let own = |extra: Value| {
@@ -1049,17 +1165,22 @@ mod tests {
             let a = |post: Value| {
                 read(&activity(kind, json!({"object": post, "target": format!("{SENDER}/featured")})), &locals()).reach
             };
+            // Whether the instance takes it pavise cannot see: at most possible.
+            assert_eq!(a(own(json!({"cc": [alice]}))), [Reach::Possible], "{kind}");
+            assert_eq!(a(own(json!({"published": "2020-01-01T00:00:00Z"}))), [Reach::Silent], "{kind}");
             // Its own audience only: the activity's `to`/`cc` are not the post's.
-            assert_eq!(a(own(json!({"cc": [alice]}))), [Reach::Notified], "{kind}");
-            assert_eq!(a(own(json!({}))), [Reach::TagOnly], "{kind}");
-            assert_eq!(a(own(json!({"cc": [alice], "published": "2020-01-01T00:00:00Z"}))), [Reach::Silent], "{kind}");
+            let mut untagged = own(json!({}));
+            untagged.as_object_mut().unwrap().remove("tag");
+            let around =
+                activity(kind, json!({"object": untagged, "cc": [alice], "target": format!("{SENDER}/featured")}));
+            assert_eq!(read(&around, &locals()).reach, [], "{kind}");
         }
     }
 
     #[test]
     fn reach_of_two_readings() {
-        assert_eq!(Reach::Silent.with(Reach::TagOnly), Reach::Notified);
-        assert_eq!(Reach::TagOnly.with(Reach::TagOnly), Reach::TagOnly);
+        assert_eq!(Reach::Silent.with(Reach::Possible), Reach::Notified);
+        assert_eq!(Reach::Possible.with(Reach::Possible), Reach::Possible);
         assert_eq!(Reach::Silent.with(Reach::Silent), Reach::Silent);
         assert_eq!(Reach::Notified.with(Reach::Silent), Reach::Notified);
     }
@@ -1082,6 +1203,8 @@ mod tests {
             "https://ｌｏｃａｌ.example/users/alice",
             "https://local.example/@alice",
             "https://local.example/@Alice/with_replies",
+            "https://local.example/@alice/collections",
+            "https://local.example/@alice/collections.json",
             "https://local.example/@alice/media",
             "https://local.example/@alice/tagged/hello",
             "acct:alice@local.example",

@@ -168,6 +168,24 @@ async fn what_reaches_a_member_is_counted_and_what_the_instance_fetches_is_held_
         202
     );
 
+    // Bodies pavise cannot read exactly (a key twice, a number no float holds, an IRI as a
+    // key) the instance reads its own way: whoever any string in them names may be reached,
+    // so they count (and, being opaque, are held from every shielded member during a shield).
+    let olga = format!("https://{LOCAL}/users/olga");
+    let odd = "127.0.0.123";
+    let odd_server = ActorServer::start(odd, rsa_key(0)).await;
+    let mut opaque = Vec::new();
+    for i in 0..4 {
+        let a = odd_server.actor(&format!("opaque{i}"));
+        let body = post_with(&a, &format!("opaque{i}"), tagging_json(&olga)).to_string();
+        let body = match i {
+            0 => body.replacen(r#""object":{"#, r#""object":{"tag":[],"#, 1),
+            1 => body.replacen('{', r#"{"n":1e400,"#, 1),
+            _ => body.replacen('{', r#"{"ext:flag":true,"#, 1),
+        };
+        opaque.push(deliver_to(&pavise, odd, &a, "/inbox", body.as_bytes()).await);
+    }
+    assert_eq!(opaque, [202, 202, 202, 429], "bodies read their own way count toward a wave");
     // N2: a quote pile-on counts like mentions: dave's post quoted by fresh actors.
     let mut quotes = Vec::new();
     for (i, key) in ["quote", "_misskey_quote", "quoteUrl", "quoteUri"].iter().enumerate() {
@@ -317,7 +335,7 @@ async fn what_reaches_a_member_is_counted_and_what_the_instance_fetches_is_held_
         assert_eq!(deliver_to(&pavise, probes, &a, "/inbox", &body).await, 202, "control {i}");
     }
     let report = admin_get(&pavise, "/admin/shield").await;
-    assert_eq!(shielded(&report), ["alice", "dave"], "{report}");
+    assert_eq!(shielded(&report), ["alice", "dave", "olga"], "{report}");
     // Where whether the instance shows her a post depends on what pavise cannot see, it
     // counts (`mention`'s module docs): a tag alone (any local account may follow the
     // sender, a relay may carry it, a remote post it replies to may be a followed author's
