@@ -14,6 +14,15 @@
 //! for one reader or the other. An extension whose fixed block has another length than
 //! its specification's is refused (readers would disagree on where its data starts).
 //! Image data and colour tables are copied unchanged. Nothing after the trailer is kept.
+//!
+//! Kept fields are still chosen by the sender, and a writer may repeat an extension: the
+//! red team spelled `48.8584N2.2945E_` two bytes at a time in the loop counts of eight
+//! `NETSCAPE2.0` blocks. So only the first looping extension of the file stays (the one
+//! browsers and exiftool read); a plain-text header, which draws nothing once its text is
+//! gone, is written as a fixed empty grid; a graphic control keeps its disposal, input
+//! and transparency flags, its delay and (when transparency is on) its transparent
+//! index, with the reserved bits and an unused index cleared; and two graphic controls
+//! for one graphic are refused (browsers apply the last, giflib the first).
 
 use super::{Format, MediaError, Report};
 
@@ -26,10 +35,17 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     let mut out = Vec::with_capacity(input.len());
     out.extend_from_slice(head);
     let mut images = 0usize;
+    let mut looped = false;
+    // A graphic control kept for the next image or plain text: (where it starts in `out`).
+    let mut control: Option<usize> = None;
     loop {
         let Some(&introducer) = input.get(pos) else {
             if images > 0 {
                 // The trailer byte alone is missing; the blocks before it are whole.
+                if let Some(at) = control {
+                    report.remove("a graphic-control extension with no image after it", (out.len() - at) as u64);
+                    out.truncate(at);
+                }
                 out.push(0x3B);
                 return Ok(out);
             }
@@ -39,6 +55,10 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
             0x3B => {
                 if images == 0 {
                     return Err(MediaError::malformed(F, "no image before the trailer"));
+                }
+                if let Some(at) = control {
+                    report.remove("a graphic-control extension with no image after it", (out.len() - at) as u64);
+                    out.truncate(at);
                 }
                 out.push(0x3B);
                 if pos + 1 < input.len() {
@@ -58,6 +78,7 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                 let end = sub_blocks_end(input, data_start + 1)?;
                 out.extend_from_slice(&input[pos..end]);
                 images += 1;
+                control = None;
                 pos = end;
             }
             0x21 => {
@@ -68,16 +89,34 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                 let whole = &input[pos..end];
                 let kept = match label {
                     // Graphic control: timing, transparency, disposal.
-                    0xF9 => Some(defined_fields(&blocks, label, 4, "a graphic-control")?),
-                    // Plain text: where the text goes and its colours, without the text.
-                    0x01 => Some(defined_fields(&blocks, label, 12, "a plain-text")?),
-                    0xFF if matches!(blocks.data.first(), Some(id) if LOOPING.contains(id)) => loop_count(&blocks),
+                    0xF9 => {
+                        if control.is_some() {
+                            return Err(MediaError::malformed(
+                                F,
+                                "two graphic-control extensions for one image (readers apply different ones)",
+                            ));
+                        }
+                        control = Some(out.len());
+                        Some(graphic_control(defined_fields(&blocks, label, 4, "a graphic-control")?))
+                    }
+                    // Plain text: an empty grid, without the text (readers skip it, and
+                    // with no text it draws nothing).
+                    0x01 => {
+                        defined_fields(&blocks, label, 12, "a plain-text")?;
+                        control = None;
+                        Some(EMPTY_PLAIN_TEXT.to_vec())
+                    }
+                    0xFF if matches!(blocks.data.first(), Some(id) if LOOPING.contains(id)) => {
+                        let first = !looped;
+                        looped = true;
+                        loop_count(&blocks).filter(|_| first)
+                    }
                     _ => None,
                 };
                 match kept {
                     Some(kept) => {
-                        if kept.len() < whole.len() {
-                            report.remove(dropped_part(label), (whole.len() - kept.len()) as u64);
+                        if kept[..] != whole[..] {
+                            report.remove(dropped_part(label), whole.len().saturating_sub(kept.len()).max(1) as u64);
                         }
                         out.extend_from_slice(&kept);
                     }
@@ -90,6 +129,19 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
             }
         }
     }
+}
+
+/// A plain-text extension with a 0×0 grid at the origin, 1×1 cells, colours 0, no text.
+const EMPTY_PLAIN_TEXT: &[u8] = b"\x21\x01\x0c\0\0\0\0\0\0\0\0\x01\x01\0\0\0";
+
+/// A graphic-control extension (`21 F9 04 packed delay delay index 00`) with its three
+/// reserved bits cleared, and its transparent index when transparency is off.
+fn graphic_control(mut block: Vec<u8>) -> Vec<u8> {
+    block[3] &= 0x1F;
+    if block[3] & 1 == 0 {
+        block[6] = 0;
+    }
+    block
 }
 
 fn color_table(packed: u8) -> usize {
@@ -145,8 +197,8 @@ fn loop_count(blocks: &SubBlocks<'_>) -> Option<Vec<u8>> {
 /// What rebuilding a kept extension of `label` dropped.
 fn dropped_part(label: u8) -> &'static str {
     match label {
-        0x01 => "the text of a plain-text extension",
-        0xF9 => "data after a graphic-control extension's fields",
+        0x01 => "the text and grid of a plain-text extension",
+        0xF9 => "reserved bits, an unused index or data after a graphic-control extension's fields",
         _ => "sub-blocks of a looping extension other than its loop count",
     }
 }
@@ -209,6 +261,38 @@ mod tests {
         (out, report)
     }
 
+    /// Red team pass 6, F8: each looping extension keeps a 2-byte loop count its sender
+    /// picks, and eight of them spelled a position. Only the file's first looping
+    /// extension stays; the class around it: a plain-text header becomes a fixed empty
+    /// grid, a graphic control loses its reserved bits and an unused transparent index,
+    /// one with no image after it goes, and two for one image are refused.
+    #[test]
+    fn repeated_and_spare_fields_carry_nothing() {
+        let looping = |count: &[u8; 2], id: &[u8; 11]| [&b"\x21\xFF\x0b"[..], id, b"\x03\x01", count, b"\x00"].concat();
+        let mut blocks: Vec<Vec<u8>> =
+            b"48.8584N2.2945E_".chunks(2).map(|c| looping(&[c[0], c[1]], b"NETSCAPE2.0")).collect();
+        blocks.push(looping(b"LK", b"ANIMEXTS1.0"));
+        let spare_control = b"\x21\xF9\x04\xE4\x32\x00\x4C\x00"; // reserved bits set, index 'L' unused
+        let plain_text = b"\x21\x01\x0c\x30\x30\x2E\x38\x35\x38\x34\x4E\x32\x2E\x32\x39\x00";
+        let mut file: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();
+        file.extend([&spare_control[..], IMAGE, CONTROL, plain_text, IMAGE, CONTROL]);
+        let (out, r) = scrubbed(&gif(&file));
+        assert_eq!(
+            out,
+            gif(&[&looping(b"48", b"NETSCAPE2.0"), CONTROL, IMAGE, CONTROL, EMPTY_PLAIN_TEXT, IMAGE]),
+            "{r:?}"
+        );
+        for gone in [&b".8"[..], b"LK", b"0.8584", b"L"] {
+            assert!(!contains(&out[HEAD.len()..], gone), "{}: {r:?}", String::from_utf8_lossy(gone));
+        }
+        // A transparent index in use stays.
+        let transparent = b"\x21\xF9\x04\x05\x32\x00\x07\x00";
+        assert_eq!(scrubbed(&gif(&[transparent, IMAGE])).0, gif(&[transparent, IMAGE]));
+
+        let err = scrub(&gif(&[CONTROL, transparent, IMAGE]), &mut Report::default()).unwrap_err();
+        assert!(err.to_string().contains("two graphic-control extensions for one image"), "{err}");
+    }
+
     #[test]
     fn drops_comments_xmp_icc_and_unknown_extensions_keeps_looping() {
         let file = gif(&[
@@ -244,7 +328,7 @@ mod tests {
         ]);
         let (out, r) = scrubbed(&file);
         assert!(!contains(&out, b"LEAKMARK"), "{r:?}");
-        assert_eq!(out, gif(&[LOOP, CONTROL, &[text_header, b"\x00"].concat(), CONTROL, IMAGE]), "{r:?}");
+        assert_eq!(out, gif(&[LOOP, CONTROL, EMPTY_PLAIN_TEXT, CONTROL, IMAGE]), "{r:?}");
         assert_eq!(r.removed.len(), 3, "{r:?}");
 
         // The loop count is found after other sub-blocks; with none, the extension goes.

@@ -588,8 +588,28 @@ fn fields_len(kind: &[u8; 4], p: &[u8]) -> Option<usize> {
         b"mfhd" => 8,
         b"pitm" => [6, 8][usize::from(v == 1)],
         b"ispe" => 12,
-        b"irot" | b"imir" => 1,
+        b"irot" | b"imir" | b"a1op" => 1,
         b"pixi" => usize::from(*p.get(4)?) + 5,
+        // HEIF item properties (ISO 23008-12, AV1-ISOBMFF, ISO 23001-17), their fields
+        // after the version and flags for those that are FullBoxes.
+        b"lsel" => 2,
+        b"clli" => 4,
+        b"cloc" => 5,
+        b"tols" => 6,
+        b"pasp" | b"amve" => 8,
+        b"rloc" | b"iscl" => 12,
+        b"mdcv" => 24,
+        b"clap" => 32,
+        // A size-width flag, then three layer sizes of 2 or 4 bytes.
+        b"a1lx" => [7, 13][usize::from(v & 1)],
+        // Flags saying which of the primaries (24 bytes) and three luminances follow.
+        b"cclv" => {
+            1 + [0, 24][usize::from(v & 0x20 != 0)] + [0x10, 0x08, 0x04].iter().filter(|&&f| v & f != 0).count() * 4
+        }
+        b"cmpd" => count(0)?.checked_mul(2)?.checked_add(4)?,
+        // Version 1 is a profile alone; version 0 lists its components (5 bytes each).
+        b"uncC" if v == 1 => 8,
+        b"uncC" => count(8)?.checked_mul(5)?.checked_add(36)?,
         b"mfro" => 8,
         // reference_ID, timescale, two times (32- or 64-bit), a count, 12 bytes each.
         b"sidx" => {
@@ -1161,8 +1181,14 @@ fn plan_heif_meta(
     let mut idat: Option<(u64, u64)> = None;
     for k in &kids {
         match &k.kind {
-            b"pitm" => walk.slack(k, actions),
-            b"iref" => plan_iref(walk, k, actions)?,
+            b"pitm" => {
+                defined_version(walk, k, 1)?;
+                walk.slack(k, actions);
+            }
+            b"iref" => {
+                defined_version(walk, k, 1)?;
+                plan_iref(walk, k, actions)?;
+            }
             b"grpl" => walk.level(k, ENTITY_GROUPS, "grpl", actions, |_, _| Ok(()))?,
             b"iprp" => plan_iprp(walk, k, actions)?,
             b"dinf" => {
@@ -1174,6 +1200,7 @@ fn plan_heif_meta(
             b"free" | b"skip" | b"wide" => actions.push(blank_payload(k, "meta")),
             b"iinf" => items = parse_iinf(walk, k, actions)?,
             b"iloc" => {
+                defined_version(walk, k, 2)?;
                 let parsed = parse_iloc(payload(buf, base, k)).ok_or_else(|| bad("unreadable iloc"))?;
                 refuse_repeated_items(parsed.iter().map(|l| l.id), "iloc", format)?;
                 locations = Some(parsed);
@@ -1350,33 +1377,68 @@ const ENTITY_GROUPS: &[&[u8; 4]] = &[
 
 /// Item properties a decoder or viewer reads (ISO 23008-12, MIAF, AVIF, HEVC, VVC,
 /// uncompressed): codec configurations, sizes, colour, rotation, crops, alpha/depth.
+/// The configurations of JPEG, JPEG 2000 and VVC items (`jpgC`, `j2kH`, `vvcC`) are not
+/// kept: pavise refuses those items, so no image it lets through needs them, and a `jpgC`
+/// is a JPEG header that may hold comment or APP segments.
 const ITEM_PROPERTIES: &[&[u8; 4]] = &[
-    b"hvcC", b"av1C", b"vvcC", b"avcC", b"lhvC", b"jpgC", b"j2kH", b"uncC", b"cmpd", b"cmpC", b"icef", b"cpal",
-    b"splz", b"sbpm", b"snuc", b"cloc", b"ispe", b"pixi", b"colr", b"irot", b"imir", b"clap", b"pasp", b"rloc",
-    b"lsel", b"iscl", b"auxC", b"clli", b"mdcv", b"cclv", b"amve", b"reve", b"ndwt", b"a1op", b"a1lx", b"oinf",
-    b"tols", b"udes", b"altt", b"crtt", b"mdft",
+    b"hvcC", b"av1C", b"avcC", b"lhvC", b"uncC", b"cmpd", b"cmpC", b"icef", b"cpal", b"splz", b"sbpm", b"snuc",
+    b"cloc", b"ispe", b"pixi", b"colr", b"irot", b"imir", b"clap", b"pasp", b"rloc", b"lsel", b"iscl", b"auxC",
+    b"clli", b"mdcv", b"cclv", b"amve", b"reve", b"ndwt", b"a1op", b"a1lx", b"oinf", b"tols", b"udes", b"altt",
+    b"crtt", b"mdft",
+];
+
+/// Auxiliary image types (`auxC`) the standards define (HEIF's AVC and HEVC alpha and
+/// depth, MIAF's CICP alpha and depth) and the ones Apple's cameras write (portrait and
+/// semantic mattes, the HDR gain map, the 2023 linear thumbnail and style delta map,
+/// as libheif and exiftool list them). Any other type is text a sender chose
+/// (exiftool prints it as `AuxiliaryImageType`).
+const AUX_TYPES: &[&[u8]] = &[
+    b"urn:mpeg:avc:2015:auxid:1",
+    b"urn:mpeg:avc:2015:auxid:2",
+    b"urn:mpeg:hevc:2015:auxid:1",
+    b"urn:mpeg:hevc:2015:auxid:2",
+    b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha",
+    b"urn:mpeg:mpegB:cicp:systems:auxiliary:depth",
+    b"urn:com:apple:photo:2018:aux:portraiteffectsmatte",
+    b"urn:com:apple:photo:2019:aux:semanticskinmatte",
+    b"urn:com:apple:photo:2019:aux:semantichairmatte",
+    b"urn:com:apple:photo:2019:aux:semanticteethmatte",
+    b"urn:com:apple:photo:2020:aux:semanticglassesmatte",
+    b"urn:com:apple:photo:2020:aux:semanticskymatte",
+    b"urn:com:apple:photo:2020:aux:hdrgainmap",
+    b"tag:apple.com,2023:photo:aux:linearthumbnail",
+    b"tag:apple.com,2023:photo:aux:styledeltamap",
 ];
 
 /// HEIF item properties: `ipma` refers to them by position, so each stays a box where it
-/// is. A user description or alternative text (`udes`, `altt`), a creation or
-/// modification time (`crtt`, `mdft`) has its contents blanked, an ICC colour profile
-/// (`colr` of type `prof`/`rICC`) loses what is not colour ([`super::icc`]), and a
-/// property pavise does not know is freed (ffmpeg reads a property with its one table,
-/// so a `udta` there is a location) — or the file refused, if an item needs it
-/// (`essential` in `ipma`): an image without it could not be shown.
+/// is. A property no `ipma` entry associates with an item is freed, whatever it is:
+/// no viewer applies it, but exiftool prints every property of `ipco`. A user
+/// description or alternative text (`udes`, `altt`), a creation or modification time
+/// (`crtt`, `mdft`) has its contents blanked, an ICC colour profile (`colr` of type
+/// `prof`/`rICC`) loses what is not colour ([`super::icc`]), an `auxC` keeps its type only
+/// when it is one of [`AUX_TYPES`] and never its subtype bytes, and every other kept
+/// property loses what follows its fields. A property pavise does not know is freed
+/// (ffmpeg reads a property with its one table, so a `udta` there is a location) — or
+/// the file refused, if an item needs it (`essential` in `ipma`): an image without it
+/// could not be shown.
 fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, actions: &mut Vec<Action>) -> Result<(), MediaError> {
     let kids = walk.kids(iprp, 0)?;
     refuse_repeats(&kids, b"iprp", walk.format)?;
-    let essential: Vec<usize> = associations(walk, &kids)?
-        .iter()
-        .flat_map(|a| a.properties.iter().filter(|p| p.essential).map(|p| p.index))
-        .collect();
+    let associations = associations(walk, &kids)?;
+    let linked: std::collections::HashSet<usize> =
+        associations.iter().flat_map(|a| a.properties.iter().map(|p| p.index)).collect();
+    let essential: Vec<usize> =
+        associations.iter().flat_map(|a| a.properties.iter().filter(|p| p.essential).map(|p| p.index)).collect();
     for k in &kids {
         match &k.kind {
             b"ipma" => {}
             b"ipco" => {
                 for (i, prop) in walk.kids(k, 0)?.iter().enumerate() {
                     match &prop.kind {
+                        b"free" | b"skip" | b"wide" => actions.push(blank_payload(prop, "ipco")),
+                        other if !linked.contains(&(i + 1)) => {
+                            actions.push(free(prop, &format!("ipco/{} (a property of no item)", fourcc(other))))
+                        }
                         b"udes" | b"altt" | b"crtt" | b"mdft" if prop.end > prop.payload + 4 => {
                             actions.push(Action::Blank {
                                 off: prop.payload + 4,
@@ -1389,7 +1451,12 @@ fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, actions: &mut Vec<Action>) -> Result<
                         b"avcC" | b"hvcC" | b"lhvC" | b"av1C" => {
                             sample_entry::plan_config(walk, prop, sample_entry::config_kind(&prop.kind), actions)?;
                         }
-                        b"free" | b"skip" | b"wide" => actions.push(blank_payload(prop, "ipco")),
+                        b"auxC" => plan_auxc(walk, prop, actions),
+                        b"irot" | b"imir" => blank_reserved_bits(walk, prop, actions),
+                        b"cmpd" => {
+                            refuse_component_uris(walk, prop)?;
+                            walk.slack(prop, actions);
+                        }
                         kind if ITEM_PROPERTIES.contains(&kind) => walk.slack(prop, actions),
                         other if essential.contains(&(i + 1)) => {
                             return Err(MediaError::malformed(
@@ -1405,6 +1472,53 @@ fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, actions: &mut Vec<Action>) -> Result<
             b"free" | b"skip" | b"wide" => actions.push(blank_payload(k, "iprp")),
             other => actions.push(free(k, &format!("iprp/{} box", fourcc(other)))),
         }
+    }
+    Ok(())
+}
+
+/// `auxC`: a version and flags, the auxiliary type (a NUL-terminated URN), then subtype
+/// bytes. A type of [`AUX_TYPES`] stays and the bytes after its NUL are zeroed; any other
+/// is blanked whole and reads as an empty type. The box stays: libheif refuses the whole
+/// file when an auxiliary image (`auxl`) has no `auxC`, and reads an empty type as an
+/// auxiliary image of no known kind, so the main image still shows.
+fn plan_auxc(walk: Walk<'_>, auxc: &BoxAt, actions: &mut Vec<Action>) {
+    let p = walk.payload(auxc);
+    let text = p.get(4..).unwrap_or_default();
+    let known = text.iter().position(|&c| c == 0).filter(|&nul| AUX_TYPES.contains(&&text[..nul]));
+    let (from, what) = match known {
+        Some(nul) => (4 + nul + 1, "auxC subtype bytes"),
+        None => (4, "auxC type of no standard or camera maker"),
+    };
+    if from < p.len() {
+        let off = auxc.payload + from as u64;
+        actions.push(Action::Blank { off, len: auxc.end - off, what: what.to_owned() });
+    }
+}
+
+/// `irot` (2 bits of angle) and `imir` (1 bit of axis) fill their byte with reserved
+/// bits, which a sender may set as it likes; they are cleared.
+fn blank_reserved_bits(walk: Walk<'_>, b: &BoxAt, actions: &mut Vec<Action>) {
+    let mask = if &b.kind == b"irot" { 0x03 } else { 0x01 };
+    if let Some(&v) = walk.payload(b).first()
+        && v & !mask != 0
+    {
+        let what = format!("reserved bits of {}", fourcc(&b.kind));
+        actions.push(Action::Patch { off: b.payload, bytes: vec![v & mask], what });
+    }
+    walk.slack(b, actions);
+}
+
+/// `cmpd` (uncompressed images): a component type of 0x8000 or more is named by a URI,
+/// free text that cannot be blanked without changing what the component is.
+fn refuse_component_uris(walk: Walk<'_>, cmpd: &BoxAt) -> Result<(), MediaError> {
+    let p = walk.payload(cmpd);
+    let count = be32(p, 0).unwrap_or(0) as usize;
+    let named = (0..count).any(|i| be16(p, 4 + 2 * i).is_none_or(|t| t >= 0x8000));
+    if named {
+        return Err(MediaError::malformed(
+            walk.format,
+            "image metadata: a 'cmpd' component named by a URI (free text), which pavise cannot check",
+        ));
     }
     Ok(())
 }
@@ -1428,6 +1542,7 @@ struct Property {
 fn associations(walk: Walk<'_>, kids: &[BoxAt]) -> Result<Vec<Association>, MediaError> {
     let mut out = Vec::new();
     for ipma in kids.iter().filter(|k| &k.kind == b"ipma") {
+        defined_version(walk, ipma, 1)?;
         out.extend(
             parse_ipma(walk.payload(ipma))
                 .ok_or_else(|| MediaError::malformed(walk.format, "image metadata: unreadable ipma"))?,
@@ -1466,6 +1581,25 @@ fn parse_ipma(p: &[u8]) -> Option<Vec<Association>> {
     Some(out)
 }
 
+/// Refuses a HEIF table of a version its specification does not define (`iloc` above 2,
+/// `iinf`, `ipma`, `iref` and `pitm` above 1, `infe` above 3): readers guess at such a
+/// layout differently (exiftool reads a version-3 `iloc` without the construction
+/// method and extent indexes pavise reads), so pavise would zero by one reading while a
+/// reader takes another.
+fn defined_version(walk: Walk<'_>, b: &BoxAt, max: u8) -> Result<(), MediaError> {
+    match walk.payload(b).first() {
+        Some(&v) if v > max => Err(undefined_version(walk.format, b, v)),
+        _ => Ok(()),
+    }
+}
+
+fn undefined_version(format: Format, b: &BoxAt, v: u8) -> MediaError {
+    MediaError::malformed(
+        format,
+        format!("image metadata: '{}' version {v}, which no specification defines", fourcc(&b.kind)),
+    )
+}
+
 /// Refuses an item listed twice in a table keyed by item (`infe`, `iloc`, `ipma`):
 /// libheif and ffmpeg read one entry (libheif the first), and pavise must not zero or
 /// walk by another.
@@ -1486,6 +1620,21 @@ fn refuse_repeated_items(ids: impl IntoIterator<Item = u32>, table: &str, format
 /// (`prof`/`rICC`) loses its device, description and text tags.
 fn plan_colr(walk: Walk<'_>, colr: &BoxAt, actions: &mut Vec<Action>) {
     let p = walk.payload(colr);
+    // nclx: three code points of 2 bytes and a range flag; QuickTime's nclc has no flag.
+    // Bytes after them, or after the type of a colour type no reader knows, are zeroed.
+    let fields = match p.get(..4) {
+        Some(b"prof" | b"rICC") => None,
+        Some(b"nclx") => Some(11),
+        Some(b"nclc") => Some(10),
+        _ => Some(4),
+    };
+    if let Some(fields) = fields
+        && fields < p.len()
+    {
+        let off = colr.payload + fields as u64;
+        let what = "bytes after the fields of colr".to_owned();
+        actions.push(Action::Blank { off, len: colr.end - off, what });
+    }
     if matches!(p.get(..4), Some(b"prof" | b"rICC")) {
         let mut icc = p[4..].to_vec();
         let what = "ICC profile device, description and text tags".to_owned();
@@ -1505,6 +1654,7 @@ fn parse_iinf(walk: Walk<'_>, iinf: &BoxAt, actions: &mut Vec<Action>) -> Result
     let format = walk.format;
     let p = walk.payload(iinf);
     let version = *p.first().ok_or_else(|| MediaError::malformed(format, "empty iinf"))?;
+    defined_version(walk, iinf, 1)?;
     let skip = if version == 0 { 6 } else { 8 };
     let mut out = Vec::new();
     for infe in walk.kids(iinf, skip)? {
@@ -1525,7 +1675,8 @@ fn parse_iinf(walk: Walk<'_>, iinf: &BoxAt, actions: &mut Vec<Action>) -> Result
         let (id, type_off) = match v {
             0 | 1 => (u32::from(be16(q, 4).ok_or_else(short)?), None),
             2 => (u32::from(be16(q, 4).ok_or_else(short)?), Some(8)),
-            _ => (be32(q, 4).ok_or_else(short)?, Some(10)),
+            3 => (be32(q, 4).ok_or_else(short)?, Some(10)),
+            _ => return Err(undefined_version(format, &infe, v)),
         };
         let name_at = match type_off {
             Some(t) => {
@@ -2216,6 +2367,107 @@ mod tests {
         assert!(!contains(&out, b"vendor"), "a property no item needs is freed");
     }
 
+    /// The pixels of the one-item HEIF files of [`heif`].
+    fn heif_pixels() -> Vec<u8> {
+        nals(&[b"\x26\x01pixels"])
+    }
+
+    /// Red team pass 6, H1: an `auxC`'s type is exiftool's `AuxiliaryImageType`, kept
+    /// whole whether or not an item used it. The class: a property of no item goes,
+    /// whatever it is; an `auxC` keeps a type the standards or Apple define and never
+    /// its subtype bytes; any other type is blanked and the box stays, because libheif
+    /// refuses a file whose auxiliary image has no `auxC`.
+    #[test]
+    fn an_auxc_keeps_only_a_known_type_and_a_property_of_no_item_goes() {
+        let auxc = |text: &[u8]| full(b"auxC", 0, text);
+        let base = [bx(b"hvcC", &hvcc(4)), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48])].concat();
+        // The red team's craft: an auxC no ipma entry names, and an unlinked clli and hvcC too.
+        let unlinked = [
+            &base[..],
+            &auxc(b"LEAKMARK GPS 48.8584N 2.2945E\0"),
+            &bx(b"clli", b"LEAKMARK-clli"),
+            &bx(b"hvcC", &[&hvcc(4)[..], b"LEAKMARK-hvcC"].concat()),
+        ]
+        .concat();
+        let (out, report) = scrubbed(heif(b"", &[], &unlinked, &[0x81, 0x02], &heif_pixels()), Format::Heif);
+        assert!(!contains(&out, b"LEAKMARK"), "{report:#?}");
+        assert!(!contains(&out, b"auxC") && contains(&out, b"ispe") && contains(&out, b"pixels"), "{report:#?}");
+
+        // Associated: an unknown type is blanked whole and the box stays an auxC.
+        let marked = [&base[..], &auxc(b"LEAKMARK GPS 48.8584N\0sub")].concat();
+        let (out, report) = scrubbed(heif(b"", &[], &marked, &[0x81, 0x02, 0x03], &heif_pixels()), Format::Heif);
+        assert!(!contains(&out, b"LEAKMARK") && !contains(&out, b"sub"), "{report:#?}");
+        assert!(contains(&out, b"auxC"), "the property stays where ipma points: {report:#?}");
+        // A type with no NUL (libheif reads up to the last byte) is blanked too.
+        let open_ended = [&base[..], &auxc(b"urn:mpeg:hevc:2015:auxid:1LEAKMARK")].concat();
+        let (out, _) = scrubbed(heif(b"", &[], &open_ended, &[0x81, 0x02, 0x03], &heif_pixels()), Format::Heif);
+        assert!(!contains(&out, b"LEAKMARK") && !contains(&out, b"urn:mpeg"));
+
+        // iPhone's gain map and the standard alpha keep their type; their subtypes go.
+        for urn in [&b"urn:com:apple:photo:2020:aux:hdrgainmap"[..], b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha"] {
+            let known = [&base[..], &auxc(&[urn, b"\0LEAKMARK-subtype"].concat())].concat();
+            let (out, report) = scrubbed(heif(b"", &[], &known, &[0x81, 0x02, 0x03], &heif_pixels()), Format::Heif);
+            assert!(contains(&out, &[urn, b"\0"].concat()), "{report:#?}");
+            assert!(!contains(&out, b"LEAKMARK"), "{report:#?}");
+        }
+    }
+
+    /// The rest of H1's class: every property pavise keeps loses what follows its fields
+    /// (a colour box of a type no reader knows keeps only its type), `irot`/`imir` lose
+    /// their reserved bits, and a `cmpd` component named by a URI is refused.
+    #[test]
+    fn kept_item_properties_keep_only_their_fields() {
+        let marker = b"LEAKMARK GPS 48.8584N";
+        let with = |fields: &[u8]| [fields, &marker[..]].concat();
+        let props = [
+            bx(b"hvcC", &hvcc(4)),
+            full(b"ispe", 0, &with(&[0, 0, 0, 64, 0, 0, 0, 48])),
+            bx(b"clli", &with(&[0, 1, 0, 2])),
+            bx(b"mdcv", &with(&[7; 24])),
+            bx(b"clap", &with(&[1; 32])),
+            full(b"rloc", 0, &with(&[0; 8])),
+            bx(b"lsel", &with(&[0, 1])),
+            bx(b"a1lx", &with(&[0; 7])),
+            bx(b"colr", &with(b"nclx\0\x01\0\x0d\0\x06\x80")),
+            bx(b"colr", &with(b"LEAK")),
+            bx(b"irot", &[0xFC | 3]),
+            bx(b"imir", &[0xFE | 1]),
+            full(b"uncC", 1, &with(b"rgb3")),
+            bx(b"cmpd", &with(&[0, 0, 0, 1, 0, 4])),
+        ]
+        .concat();
+        let assoc: Vec<u8> = (1..=14).map(|i| if i == 1 { 0x81 } else { i }).collect();
+        let (out, report) = scrubbed(heif(b"", &[], &props, &assoc, &heif_pixels()), Format::Heif);
+        assert!(!contains(&out, b"LEAKMARK"), "{report:#?}");
+        assert!(contains(&out, b"nclx\0\x01\0\x0d\0\x06\x80") && contains(&out, b"rgb3"), "{report:#?}");
+        assert!(contains(&out, b"irot\x03") && contains(&out, b"imir\x01"), "the angle and axis stay: {report:#?}");
+
+        let named =
+            [bx(b"hvcC", &hvcc(4)), bx(b"cmpd", &[&[0, 0, 0, 1, 0x80, 0][..], b"urn:x:GPS 48.8584N\0"].concat())];
+        let err = refused(heif(b"", &[], &named.concat(), &[0x81, 0x02], &heif_pixels()), Format::Heif);
+        assert!(err.to_string().contains("'cmpd' component named by a URI"), "{err}");
+    }
+
+    /// The attacker's rule after pass 6: exiftool reads a version-3 `iloc` without the
+    /// construction method pavise reads, and a version-4 `infe` by another layout. A
+    /// HEIF table of a version no specification defines is refused.
+    #[test]
+    fn heif_tables_of_undefined_versions_are_refused() {
+        let file = || {
+            let props = [bx(b"hvcC", &hvcc(4)), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48])].concat();
+            heif(b"", &bx(b"dimg", &[0, 1, 0, 1, 0, 1]), &props, &[0x81, 0x02], &heif_pixels())
+        };
+        scrubbed(file(), Format::Heif);
+        for (kind, version) in [(b"iloc", 3), (b"iinf", 2), (b"infe", 4), (b"ipma", 2), (b"iref", 2), (b"pitm", 2)] {
+            let mut bad = file();
+            let at = contains_at(&bad, kind).unwrap() + 4;
+            bad[at] = version;
+            let err = refused(bad, Format::Heif);
+            let what = format!("'{}' version {version}, which no specification defines", fourcc(kind));
+            assert!(err.to_string().contains(&what), "{what}: {err}");
+        }
+    }
+
     /// The payload of an Exif item, with a marker that must not survive.
     const HEIF_EXIF: &[u8] = b"\0\0\0\x06Exif\0\0MM\0*LEAKMARK-GPS+48.8584";
 
@@ -2460,7 +2712,8 @@ mod tests {
             ]
             .concat(),
         );
-        let meta = bx(b"meta", &[&[0u8; 4][..], &hdlr(b"pict"), &bx(b"iprp", &ipco)].concat());
+        let ipma = full(b"ipma", 0, &[0, 0, 0, 1, 0, 1, 4, 1, 2, 3, 4]);
+        let meta = bx(b"meta", &[&[0u8; 4][..], &hdlr(b"pict"), &bx(b"iprp", &[ipco, ipma].concat())].concat());
         let mut file = bx(b"ftyp", b"heic\0\0\0\0mif1heic");
         file.extend(meta);
         file.extend(bx(b"mdat", b"pixels"));

@@ -9,6 +9,14 @@
 //! profile is inflated, stripped of everything that is not colour ([`super::icc`]),
 //! and deflated again under the keyword `ICC Profile` (the keyword is free text too); one
 //! that does not inflate or parse is dropped.
+//!
+//! A suggested palette (`sPLT`) goes: its name is free text (exiftool prints it as
+//! `SuggestedPalette`) and no decoder draws with it; so does `hIST`, a palette histogram
+//! for quantisers, up to 512 bytes the sender picks. A kept chunk keeps only its
+//! defined fields: one of a fixed size whose length is another (a `gAMA` with text after
+//! its 4 bytes) is dropped, as decoders ignore it, and `IEND` is written empty. Every
+//! kept chunk gets its CRC computed afresh, since a wrong CRC is 4 bytes a sender chooses
+//! per chunk, and `IDAT` may be split into any number of chunks.
 
 use super::{Format, MediaError, Report, be32, fourcc};
 
@@ -18,8 +26,27 @@ const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 /// Ancillary chunks that describe pixels, not the photo's circumstances.
 const KEEP: &[&[u8; 4]] = &[
     b"tRNS", b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB", b"cICP", b"mDCV", b"mDCv", b"cLLI", b"cLLi", b"bKGD",
-    b"hIST", b"pHYs", b"sPLT", b"acTL", b"fcTL", b"fdAT",
+    b"pHYs", b"acTL", b"fcTL", b"fdAT",
 ];
+
+/// The length the PNG (third edition) and APNG specifications give a kept ancillary chunk, for
+/// the image's colour type; `None` for a chunk of variable length.
+fn defined_len(kind: &[u8], color_type: u8) -> Option<usize> {
+    Some(match kind {
+        b"sRGB" => 1,
+        b"gAMA" | b"cICP" => 4,
+        b"acTL" => 8,
+        b"pHYs" => 9,
+        b"cLLI" | b"cLLi" => 8,
+        b"mDCV" | b"mDCv" => 24,
+        b"cHRM" => 32,
+        b"fcTL" => 26,
+        b"bKGD" => [2, 0, 6, 1, 2, 0, 6].get(usize::from(color_type)).copied()?,
+        b"sBIT" => [1, 0, 3, 3, 2, 0, 4].get(usize::from(color_type)).copied()?,
+        b"tRNS" if color_type != 3 => [2, 0, 6].get(usize::from(color_type)).copied()?,
+        _ => return None,
+    })
+}
 
 pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     if !input.starts_with(SIGNATURE) {
@@ -30,6 +57,8 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     let mut pos = SIGNATURE.len();
     let mut first = true;
     let mut saw_idat = false;
+    let mut color_type = 0u8;
+    let mut palette = 0usize;
     loop {
         let len = be32(input, pos).ok_or_else(|| MediaError::truncated(F, "the file ends before IEND"))? as usize;
         if len > 0x7FFF_FFFF {
@@ -50,17 +79,32 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
             return Err(MediaError::malformed(F, format!("invalid chunk type {:?}", fourcc(kind))));
         }
         let critical = kind[0].is_ascii_uppercase();
+        let data = &whole[8..8 + len];
+        // Decoders refuse these too; readers would disagree on where the next chunk starts.
+        if (kind == b"IHDR" && len != 13) || (kind == b"PLTE" && (!len.is_multiple_of(3) || len > 768)) {
+            return Err(MediaError::malformed(F, format!("a {} chunk of {len} bytes", fourcc(kind))));
+        }
         match kind {
-            b"IHDR" | b"PLTE" => out.extend_from_slice(whole),
+            b"IHDR" => {
+                color_type = data[9];
+                keep(&mut out, kind, data);
+            }
+            b"PLTE" => {
+                palette = len / 3;
+                keep(&mut out, kind, data);
+            }
             b"IDAT" => {
                 saw_idat = true;
-                out.extend_from_slice(whole);
+                keep(&mut out, kind, data);
             }
             b"IEND" => {
                 if !saw_idat {
                     return Err(MediaError::malformed(F, "no image data (IDAT) before IEND"));
                 }
-                out.extend_from_slice(whole);
+                if len > 0 {
+                    report.remove("data inside IEND", len as u64);
+                }
+                keep(&mut out, kind, &[]);
                 if end < input.len() {
                     report.remove("data after IEND", (input.len() - end) as u64);
                 }
@@ -70,11 +114,33 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                 return Err(MediaError::malformed(F, format!("unknown critical chunk {}", fourcc(kind))));
             }
             b"iCCP" => keep_iccp(whole, &mut out, report),
-            _ if KEEP.iter().any(|k| k.as_slice() == kind) => out.extend_from_slice(whole),
+            _ if KEEP.iter().any(|k| k.as_slice() == kind) => {
+                let fits = match defined_len(kind, color_type) {
+                    Some(l) => l == len,
+                    None if kind == b"tRNS" => len <= palette,
+                    None => true,
+                };
+                if fits {
+                    keep(&mut out, kind, data);
+                } else {
+                    report.remove(format!("{} chunk of the wrong length", fourcc(kind)), whole.len() as u64);
+                }
+            }
             _ => report.remove(chunk_name(kind, whole), whole.len() as u64),
         }
         pos = end;
     }
+}
+
+/// Writes a chunk with its CRC computed afresh.
+fn keep(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+    let mut crc = flate2::Crc::new();
+    crc.update(kind);
+    crc.update(data);
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    out.extend_from_slice(&crc.sum().to_be_bytes());
 }
 
 /// Profiles larger than this are no colour profile a photo needs.
@@ -150,6 +216,86 @@ mod tests {
         c.extend_from_slice(data);
         c.extend_from_slice(&[0, 0, 0, 0]);
         c
+    }
+
+    /// The chunks of a PNG file, each with whether its CRC is right.
+    fn chunks(png: &[u8]) -> Vec<([u8; 4], Vec<u8>, bool)> {
+        let mut out = Vec::new();
+        let mut pos = SIGNATURE.len();
+        while pos < png.len() {
+            let len = be32(png, pos).unwrap() as usize;
+            let kind: [u8; 4] = png[pos + 4..pos + 8].try_into().unwrap();
+            let data = png[pos + 8..pos + 8 + len].to_vec();
+            let mut crc = flate2::Crc::new();
+            crc.update(&png[pos + 4..pos + 8 + len]);
+            out.push((kind, data, be32(png, pos + 8 + len) == Some(crc.sum())));
+            pos += 12 + len;
+        }
+        out
+    }
+
+    /// Red team pass 6, P1: a suggested palette's name is free text (exiftool's
+    /// `SuggestedPalette`). The class: every ancillary chunk a decoder does not draw with
+    /// goes (sPLT, hIST, the text, time, calibration, stereo, signature, provenance and
+    /// private chunks), a kept chunk of a fixed size keeps no bytes past its fields,
+    /// `IEND` is empty, and every CRC is written afresh.
+    #[test]
+    fn only_what_draws_the_image_is_kept_each_chunk_only_its_fields() {
+        let rgb_header = [0, 0, 0, 1, 0, 0, 0, 1, 8, 2, 0, 0, 0];
+        let marker = b"LEAKMARK GPS 48.8584N 2.2945E";
+        let with = |fields: &[u8]| [fields, &marker[..]].concat();
+        let mut bad_crc = chunk(b"IDAT", b"pixels");
+        let at = bad_crc.len() - 4;
+        bad_crc[at..].copy_from_slice(b"LK48");
+        let mut png = SIGNATURE.to_vec();
+        for c in [
+            chunk(b"IHDR", &rgb_header),
+            chunk(b"gAMA", &[0, 0, 0xB1, 0x8F]),
+            chunk(b"sRGB", &with(&[0])),
+            chunk(b"sPLT", &with(b"\0\x08\x10\x20\x30\xFF\0\x01")),
+            chunk(b"hIST", marker),
+            chunk(b"tIME", &with(&[7, 0xE8, 6, 4, 14, 2, 0])),
+            chunk(b"pCAL", &with(b"\0")),
+            chunk(b"sCAL", &with(b"\x01")),
+            chunk(b"sTER", marker),
+            chunk(b"dSIG", marker),
+            chunk(b"caBX", marker),
+            chunk(b"tEXt", &with(b"Comment\0")),
+            chunk(b"zTXt", &with(b"Raw profile type exif\0\0")),
+            chunk(b"prVt", marker),
+            chunk(b"pHYs", &[0, 0, 0x0B, 0x13, 0, 0, 0x0B, 0x13, 1]),
+            bad_crc,
+            chunk(b"IEND", marker),
+        ] {
+            png.extend_from_slice(&c);
+        }
+        let mut r = Report::default();
+        let out = scrub(&png, &mut r).unwrap();
+        assert!(!out.windows(8).any(|w| w == b"LEAKMARK") && !out.windows(4).any(|w| w == b"LK48"), "{r:?}");
+        let kept = chunks(&out);
+        let kinds: Vec<&[u8]> = kept.iter().map(|(k, _, _)| &k[..]).collect();
+        assert_eq!(kinds, [&b"IHDR"[..], b"gAMA", b"pHYs", b"IDAT", b"IEND"], "{r:?}");
+        assert!(kept.iter().all(|(_, _, crc_ok)| *crc_ok), "every CRC is right");
+        assert!(kept[3].1 == b"pixels" && kept[4].1.is_empty(), "{r:?}");
+        let mut again = Report::default();
+        assert_eq!(scrub(&out, &mut again).unwrap(), out);
+        assert!(again.removed.is_empty(), "{again:?}");
+
+        // A header or palette of another length: decoders refuse it, and so does pavise.
+        let image = |header: &[u8], palette: &[u8]| {
+            let mut file = [SIGNATURE, &chunk(b"IHDR", header)[..]].concat();
+            if !palette.is_empty() {
+                file.extend(chunk(b"PLTE", palette));
+            }
+            [file, chunk(b"IDAT", b"pixels"), chunk(b"IEND", b"")].concat()
+        };
+        scrub(&image(&rgb_header, &[0; 6]), &mut Report::default()).unwrap();
+        for (bad, what) in
+            [(image(&with(&rgb_header), b""), "IHDR chunk of 42"), (image(&rgb_header, &[0; 4]), "PLTE chunk of 4")]
+        {
+            let err = scrub(&bad, &mut Report::default()).unwrap_err();
+            assert!(err.to_string().contains(what), "{err}");
+        }
     }
 
     #[test]
