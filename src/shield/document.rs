@@ -97,6 +97,31 @@ const KNOWN_CONTEXTS: [&str; 6] = [
     "https://w3id.org/security/multikey/v1",
     "https://w3id.org/identity/v1",
 ];
+/// The terms whose values say whom a post addresses or what it names: an inline context may
+/// not redefine them (only map them to their ActivityStreams name).
+const ADDRESSING_TERMS: [&str; 17] = [
+    "id",
+    "type",
+    "actor",
+    "object",
+    "target",
+    "to",
+    "cc",
+    "bto",
+    "bcc",
+    "audience",
+    "tag",
+    "href",
+    "inReplyTo",
+    "attributedTo",
+    "instrument",
+    "items",
+    "orderedItems",
+];
+/// The quote terms of Mastodon's context, by the fragment of the IRI each maps to
+/// (`https://w3id.org/fep/044f#quote`, ...): another term mapped there compacts into it.
+const QUOTE_FRAGMENTS: [&str; 4] = ["quote", "quoteUri", "quoteUrl", "_misskey_quote"];
+
 /// JSON-LD keywords a document may use without changing what compaction makes of it.
 const PLAIN_KEYWORDS: [&str; 5] = ["@context", "@id", "@type", "@value", "@language"];
 
@@ -116,11 +141,22 @@ fn compaction_keeps_addressing(doc: &Value) -> bool {
                 for (term, def) in terms {
                     let iri = match def {
                         Value::String(iri) => iri.as_str(),
-                        Value::Object(d) if d.contains_key("@reverse") => return false,
-                        Value::Object(d) => match d.get("@id").and_then(Value::as_str) {
-                            Some(iri) => iri,
-                            None => continue,
-                        },
+                        // Only the shapes Mastodon's own context uses: an IRI, a list or set
+                        // container, values that are ids. A scoped context, `@prefix`,
+                        // `@type: @vocab` (a value expands as a term), a reverse property,
+                        // a language or nesting all change what compaction makes of a value.
+                        Value::Object(d) => {
+                            let plain_def = d.iter().all(|(k, v)| match k.as_str() {
+                                "@id" => v.is_string(),
+                                "@type" => v == "@id",
+                                "@container" => v == "@list" || v == "@set",
+                                _ => false,
+                            });
+                            match d.get("@id").and_then(Value::as_str) {
+                                Some(iri) if plain_def => iri,
+                                _ => return false,
+                            }
+                        }
                         Value::Null => continue,
                         _ => return false,
                     };
@@ -128,13 +164,23 @@ fn compaction_keeps_addressing(doc: &Value) -> bool {
                     if term.starts_with('@') || iri.starts_with('@') {
                         return false;
                     }
+                    // A term for what pavise reads for addressing may only be that term.
                     let expanded = iri.strip_prefix("as:").map_or_else(|| iri.to_owned(), |l| format!("{AS_NS}{l}"));
-                    if let Some(local) = expanded.strip_prefix(AS_NS)
-                        && local != term
+                    match expanded.strip_prefix(AS_NS) {
+                        Some(local) if local != term => return false,
+                        None if ADDRESSING_TERMS.contains(&term.as_str()) => return false,
+                        _ => {}
+                    }
+                    if let Some((_, fragment)) = iri.rsplit_once('#')
+                        && QUOTE_FRAGMENTS.contains(&fragment)
+                        && fragment != term
                     {
                         return false;
                     }
-                    if !term.contains(':') && (iri.ends_with('#') || iri.ends_with('/') || iri.ends_with(':')) {
+                    // Any term may prefix a compact IRI (JSON-LD takes an IRI ending in any
+                    // gen-delim, `: / ? # [ ] @`, and `@prefix` makes any one a prefix), so
+                    // every one is a prefix no value may use.
+                    if !term.contains(':') {
                         prefixes.push(term);
                     }
                 }
@@ -343,6 +389,21 @@ mod tests {
         let nested = serde_json::json!({"@context": {"m": "as:tag"}, "m": []});
         assert_eq!(ld(base(serde_json::json!({})), nested), lds, "a nested context");
         assert_eq!(ld(base(serde_json::json!({})), serde_json::json!({"@nest": {"tag": []}})), lds, "@nest");
+        // Seventh/eighth red-team passes: any term may prefix (an IRI ending in `@`, or
+        // `@prefix`), `@type: @vocab` makes a value a term, an addressing term redefined,
+        // another term mapped to a quote's IRI.
+        let cc = |v: &str| serde_json::json!({"type": "Note", "cc": [v]});
+        assert_eq!(ld(base(serde_json::json!({"l": "https://local.example/@"})), cc("l:bob")), lds, "X1");
+        let at_prefix = serde_json::json!({"p": {"@id": "https://local.example/users/b", "@prefix": true}});
+        assert_eq!(ld(base(at_prefix), cc("p:ob")), lds, "X2");
+        let vocab =
+            serde_json::json!({"cc": {"@id": "as:cc", "@type": "@vocab"}, "friend": "https://local.example/users/bob"});
+        assert_eq!(ld(base(vocab), cc("friend")), lds, "X3");
+        assert_eq!(ld(base(serde_json::json!({"cc": {"@id": "https://evil.example/cc"}})), note()), lds);
+        let quote = serde_json::json!({"q": "https://w3id.org/fep/044f#quote"});
+        assert_eq!(ld(base(quote), note()), lds, "another term compacted into quote");
+        let scoped = serde_json::json!({"x": {"@id": "toot:x", "@context": {"m": "as:tag"}}});
+        assert_eq!(ld(base(scoped), note()), lds, "a scoped context");
         // Without a context the instance reads nothing of it (not a supported context).
         assert_eq!(opaque(r#"{"type":"Create","signature":{"type":"RsaSignature2017"}}"#), None);
 

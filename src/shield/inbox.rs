@@ -86,7 +86,12 @@ async fn read_document(body: &Bytes, locals: &LocalHosts) -> (Reading, Addressed
     let work = |body: &[u8], locals: &LocalHosts| {
         let reading = document::read(body);
         let addressed = match &reading {
-            Reading::Exact(doc) => mention::read(doc, locals),
+            // Too long to read in full (a hellthread, past 1,000 addressees): every name in
+            // it is found the way an opaque body's are, so none hides behind the others.
+            Reading::Exact(doc) => match mention::read(doc, locals) {
+                exact if exact.truncated => Addressed { total: exact.total, ..mention::read_opaque(body, locals) },
+                exact => exact,
+            },
             Reading::Opaque(_) => mention::read_opaque(body, locals),
         };
         (reading, addressed)
@@ -296,10 +301,11 @@ impl Shield {
         };
         match inbox {
             InboxPath::Personal(owner @ LocalRef::Name(_)) => match (refs.iter_mut().find(|(r, _)| r == owner), post) {
-                // Tagged and now in the audience: notified.
-                (Some((_, reach @ Reach::Possible)), Some(true)) => *reach = Reach::Notified,
+                // Tagged and now in the audience stays possible: whether the post is taken
+                // (an `Update` of an old unknown one is not) pavise cannot see.
                 (None, Some(true)) => refs.push((owner.clone(), Reach::Silent)),
-                (None, None) => refs.push((owner.clone(), Reach::Notified)),
+                // What an opaque body brings to her own inbox may be anything.
+                (None, None) => refs.push((owner.clone(), Reach::Possible)),
                 _ => {}
             },
             InboxPath::Personal(owner) if post != Some(false) && !refs.iter().any(|(r, _)| r == owner) => {

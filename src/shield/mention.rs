@@ -224,13 +224,11 @@ pub enum Reach {
 }
 
 impl Reach {
-    /// Two readings of one account, e.g. two spellings of her in one post: tagged under
-    /// one and in the audience under the other is both, so notified.
+    /// Two readings of one account, e.g. two spellings of her in one post: the stronger.
+    /// (Tagged under one spelling and in the audience under another would be notified if
+    /// the instance takes the post, which is what `Possible` cannot tell: possible.)
     pub fn with(self, other: Reach) -> Reach {
-        match (self, other) {
-            (Reach::Silent, Reach::Possible) | (Reach::Possible, Reach::Silent) => Reach::Notified,
-            (a, b) => a.max(b),
-        }
+        self.max(other)
     }
 }
 
@@ -288,20 +286,19 @@ pub fn read_at(doc: &Value, locals: &LocalHosts, now: std::time::SystemTime) -> 
     out
 }
 
-/// Strings looked at at most in a body read by [`read_opaque`]; past it the delivery is
-/// a hellthread by any measure.
-pub const MAX_OPAQUE_STRINGS: usize = 50_000;
-
 /// Whom a body pavise cannot read exactly may reach ([`super::document::Reading::Opaque`]:
 /// not strict JSON, a key twice, a JSON-LD signature or IRI key that makes a JSON-LD
-/// reading differ from a raw one). The instance reads it anyway, its own way (it keeps
-/// the last of two keys, reads `1e400` as infinity, compacts what has a signature), so
-/// every local account, and the owner of every local post, that any string in the body
-/// names — a value or a key, anywhere, as the instance would resolve it — may be reached:
-/// [`Reach::Possible`], counted toward a wave like a tag pavise cannot see the fate of.
-/// A spelling Mastodon resolves to nobody stays [`Reach::Unresolved`]. The body is also
-/// [`Addressed::opaque`]: it may reach anyone else, so a shield holds it back from every
-/// shielded member.
+/// reading differ from a raw one), or one too long to read in full. The instance reads it
+/// anyway, its own way (it keeps the last of two keys, reads `1e400` as infinity, skips
+/// comments, compacts what has a signature), so every local account, and the owner of
+/// every local post, that the body names anywhere — in a value, a key, a comment, as the
+/// instance would resolve it — may be reached: [`Reach::Possible`], counted toward a wave
+/// like a tag pavise cannot see the fate of. The body is read without its JSON structure,
+/// so no comment, stray quote or nesting changes what is found: every JSON escape is
+/// undone (`\u0061`, `\/`), then every run of characters that can be part of a reference
+/// is a candidate. A spelling Mastodon resolves to nobody stays [`Reach::Unresolved`]. The
+/// body is also [`Addressed::opaque`]: it may reach anyone else (a name JSON-LD compaction
+/// builds from parts, say), so a shield holds it back from every shielded member.
 pub fn read_opaque(body: &[u8], locals: &LocalHosts) -> Addressed {
     let mut r = Reader {
         locals,
@@ -315,28 +312,22 @@ pub fn read_opaque(body: &[u8], locals: &LocalHosts) -> Addressed {
         unsure: true,
         out: Addressed::default(),
     };
-    let mut strings = 0;
-    let mut rest = body;
-    while let Some(start) = rest.iter().position(|&b| b == b'"') {
-        let literal = &rest[start..];
-        // The closing quote: the first one no backslash escapes.
-        let mut end = 1;
-        while end < literal.len() && literal[end] != b'"' {
-            end += if literal[end] == b'\\' { 2 } else { 1 };
+    let text = unescape_json(&String::from_utf8_lossy(body));
+    // Only a run that names a local host in some spelling can resolve to a local account:
+    // the host itself (any case), or percent-encoded, or in other Unicode (IDNA).
+    let hosts: Vec<String> = locals
+        .names()
+        .iter()
+        .map(|h| h.split_once(':').filter(|_| !h.starts_with('[')).map_or(h.as_str(), |(h, _)| h).to_owned())
+        .collect();
+    let delimiter = |c: char| c.is_whitespace() || c.is_control() || "\"',{}[]<>()\\".contains(c);
+    for run in text.split(delimiter).filter(|run| run.len() > 3) {
+        let lower = run.to_ascii_lowercase();
+        if !(hosts.iter().any(|h| lower.contains(h.as_str())) || run.contains('%') || !run.is_ascii()) {
+            continue;
         }
-        let Some(literal) = literal.get(..=end) else { break };
-        rest = &rest[start + literal.len()..];
-        strings += 1;
-        if strings > MAX_OPAQUE_STRINGS {
-            r.out.truncated = true;
-            break;
-        }
-        // Its JSON escapes undone (`\u002f` is `/`); invalid UTF-8 is read as the
-        // instance's parser reads it at best: replaced.
-        let text = serde_json::from_slice::<String>(literal)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&literal[1..literal.len() - 1]).into_owned());
-        if let Some(local) = local_ref(&text, locals).or_else(|| status_ref(&text, locals)) {
-            let reach = exactly(&text, locals, Reach::Possible);
+        if let Some(local) = local_ref(run, locals).or_else(|| status_ref(run, locals)) {
+            let reach = exactly(run, locals, Reach::Possible);
             r.local(local, reach);
         }
     }
@@ -345,6 +336,55 @@ pub fn read_opaque(body: &[u8], locals: &LocalHosts) -> Addressed {
     out.total = out.local.len();
     if out.truncated {
         out.total = out.total.max(MAX_ADDRESSEES + 1);
+    }
+    out
+}
+
+/// `text` with every JSON string escape undone, wherever it stands (a lone surrogate
+/// becomes U+FFFD, an unknown escape stays as it is).
+fn unescape_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let hex4 = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| -> Option<u32> {
+        let digits: String = (0..4).map_while(|_| chars.next_if(char::is_ascii_hexdigit)).collect();
+        (digits.len() == 4).then(|| u32::from_str_radix(&digits, 16).ok()).flatten()
+    };
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('u') => match hex4(&mut chars) {
+                Some(high @ 0xD800..=0xDBFF) => {
+                    let low = (chars.peek() == Some(&'\\'))
+                        .then(|| {
+                            let mut ahead = chars.clone();
+                            ahead.next();
+                            (ahead.next() == Some('u')).then(|| hex4(&mut ahead).map(|l| (l, ahead))).flatten()
+                        })
+                        .flatten()
+                        .filter(|(l, _)| (0xDC00..=0xDFFF).contains(l));
+                    match low {
+                        Some((low, ahead)) => {
+                            chars = ahead;
+                            let code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
+                            out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
+                        }
+                        None => out.push('\u{fffd}'),
+                    }
+                }
+                Some(code) => out.push(char::from_u32(code).unwrap_or('\u{fffd}')),
+                None => out.push_str("\\u"),
+            },
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
     }
     out
 }
@@ -1133,6 +1173,11 @@ mod tests {
             r#"{"ext:flag": true, "object": {"tag": {"href": "https:\/\/local.example\/users\/\u0061lice"}}}"#,
             r#"{"signature": {}, "@context": [{"mentions": "as:tag"}], "mentions": {"href": "https://local.example/users/alice"}}"#,
             r#"{"https://local.example/users/alice": 1}"#,
+            // A quote in a comment flips no reading; nor does a string left open.
+            r#"{/* " */ "cc": ["https://local.example/users/alice"]}"#,
+            "{// \"\n \"cc\": [\"https://local.example/users/alice\"]}",
+            r#"{"cc": ["https://local.example/users/alice"#,
+            r#"{"x": "\ud83d\ude00\ud800", "to": "https:\/\/local.example\/users\/ali\u0063e"}"#,
         ] {
             assert_eq!(opaque(body), std::slice::from_ref(&alice), "{body}");
         }
@@ -1145,11 +1190,9 @@ mod tests {
             [(LocalRef::StatusOwner(88), Reach::Possible), (name("bob"), Reach::Unresolved)]
         );
         assert_eq!(opaque(r#"{"cc": ["https://r.example/users/alice"], "bad": "\ud800"}"#), []);
-        // An unterminated string ends the reading; bounded however many strings there are.
-        assert_eq!(opaque(r#"{"cc": ["https://local.example/users/alice"#), []);
-        let many = format!("[{}\"https://local.example/users/alice\"]", "\"x\",".repeat(MAX_OPAQUE_STRINGS));
-        let a = read_opaque(many.as_bytes(), &locals());
-        assert!(a.truncated && a.local.is_empty() && a.total > MAX_ADDRESSEES);
+        // However long the body, a name in it is found (the reading is linear).
+        let many = format!("[{}\"https://local.example/users/alice\"]", "\"x\",".repeat(100_000));
+        assert_eq!(opaque(&many), std::slice::from_ref(&alice));
     }
 
     #[test]
@@ -1179,7 +1222,7 @@ mod tests {
 
     #[test]
     fn reach_of_two_readings() {
-        assert_eq!(Reach::Silent.with(Reach::Possible), Reach::Notified);
+        assert_eq!(Reach::Silent.with(Reach::Possible), Reach::Possible);
         assert_eq!(Reach::Possible.with(Reach::Possible), Reach::Possible);
         assert_eq!(Reach::Silent.with(Reach::Silent), Reach::Silent);
         assert_eq!(Reach::Notified.with(Reach::Silent), Reach::Notified);

@@ -18,7 +18,7 @@
 //!
 //! **Nobody can fill it.** At most `max_held` deliveries and `max_held_bytes` in all; of
 //! those, at most `max_held_per_domain` per verified domain and `max_held_per_actor` per
-//! verified actor; unverified ones at most half of `max_held`, and `max_held_per_domain`
+//! verified actor; unverified ones at most half of `max_held` (and of `max_held_bytes`), and `max_held_per_domain`
 //! per connecting client. The stage adds: the wave's own actors hold nothing.
 //!
 //! Held deliveries can be direct messages, so they are **sealed at rest** exactly like
@@ -321,8 +321,13 @@ impl Quarantine {
                 count(&|s| matches!(s, Share::Verified { domain: d, .. } if *d == domain)) < l.per_domain
                     && count(&|s| matches!(s, Share::Verified { actor: a, .. } if *a == actor)) < l.per_actor
             }
+            // Half of the room by count *and* by bytes: a flood of large unverifiable
+            // deliveries must leave room for the verified mail the shield holds back.
             Share::Unverified { client } => {
+                let unverified_bytes: u64 =
+                    index.values().filter(|m| matches!(m.share, Share::Unverified { .. })).map(|m| m.bytes).sum();
                 count(&|s| matches!(s, Share::Unverified { .. })) < l.max_held / 2
+                    && unverified_bytes.saturating_add(new.bytes) <= l.max_bytes / 2
                     && count(&|s| matches!(s, Share::Unverified { client: c } if *c == client)) < l.per_domain
             }
         }
@@ -585,7 +590,8 @@ mod tests {
         assert_eq!(hold(Some("a"), (1, 10), body.clone()).await, Hold::Full, "per actor");
         assert!(matches!(hold(Some("b"), (1, 11), body.clone()).await, Hold::Held(_)));
         assert_eq!(hold(Some("c"), (1, 12), body.clone()).await, Hold::Full, "per domain");
-        // Unverified: per client, and half of the whole at most.
+        // Unverified: per client, and half of the whole at most (by count and by bytes).
+        assert_eq!(hold(None, (49, 0), Bytes::from(vec![b' '; 2100])).await, Hold::Full, "half the bytes");
         for _ in 0..3 {
             assert!(matches!(hold(None, (50, 0), body.clone()).await, Hold::Held(_)));
         }
