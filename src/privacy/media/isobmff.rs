@@ -602,6 +602,18 @@ fn fields_len(kind: &[u8; 4], p: &[u8]) -> Option<usize> {
         b"clap" => 32,
         // A size-width flag, then three layer sizes of 2 or 4 bytes.
         b"a1lx" => [7, 13][usize::from(v & 1)],
+        // FullBoxes of version 0 only (as libheif reads them): a luminance; a compression
+        // of the three libheif decodes and a unit type up to "pixel" (4); a code byte for
+        // the widths of each unit's offset (0, 16, 24, 32 or 64 bits) and size (8 to 64
+        // bits), a count, then the units.
+        b"ndwt" if v == 0 => 8,
+        b"cmpC" if v == 0 && matches!(p.get(4..8)?, b"defl" | b"zlib" | b"brot") && *p.get(8)? <= 4 => 9,
+        b"icef" if v == 0 => {
+            let codes = *p.get(4)?;
+            let offset_bits = [0, 16, 24, 32, 64].get(usize::from(codes >> 5))?;
+            let size_bits = [8, 16, 24, 32, 64].get(usize::from((codes >> 2) & 7))?;
+            count(5)?.checked_mul((offset_bits + size_bits) / 8)?.checked_add(9)?
+        }
         // Flags saying which of the primaries (24 bytes) and three luminances follow.
         b"cclv" => {
             1 + [0, 24][usize::from(v & 0x20 != 0)] + [0x10, 0x08, 0x04].iter().filter(|&&f| v & f != 0).count() * 4
@@ -1379,12 +1391,15 @@ const ENTITY_GROUPS: &[&[u8; 4]] = &[
 /// uncompressed): codec configurations, sizes, colour, rotation, crops, alpha/depth.
 /// The configurations of JPEG, JPEG 2000 and VVC items (`jpgC`, `j2kH`, `vvcC`) are not
 /// kept: pavise refuses those items, so no image it lets through needs them, and a `jpgC`
-/// is a JPEG header that may hold comment or APP segments.
+/// is a JPEG header that may hold comment or APP segments. Nor are the properties
+/// libheif does not read (`reve`, `oinf`, the palette `cpal`) or reads only for sensor
+/// data of uncompressed images (`splz`, `sbpm`, `snuc`: a bad-pixel or non-uniformity
+/// map also tells one camera sensor from another): they are freed, or the file refused
+/// when an image marks one essential.
 const ITEM_PROPERTIES: &[&[u8; 4]] = &[
-    b"hvcC", b"av1C", b"avcC", b"lhvC", b"uncC", b"cmpd", b"cmpC", b"icef", b"cpal", b"splz", b"sbpm", b"snuc",
-    b"cloc", b"ispe", b"pixi", b"colr", b"irot", b"imir", b"clap", b"pasp", b"rloc", b"lsel", b"iscl", b"auxC",
-    b"clli", b"mdcv", b"cclv", b"amve", b"reve", b"ndwt", b"a1op", b"a1lx", b"oinf", b"tols", b"udes", b"altt",
-    b"crtt", b"mdft",
+    b"hvcC", b"av1C", b"avcC", b"lhvC", b"uncC", b"cmpd", b"cmpC", b"icef", b"cloc", b"ispe", b"pixi", b"colr",
+    b"irot", b"imir", b"clap", b"pasp", b"rloc", b"lsel", b"iscl", b"auxC", b"clli", b"mdcv", b"cclv", b"amve",
+    b"ndwt", b"a1op", b"a1lx", b"tols", b"udes", b"altt", b"crtt", b"mdft",
 ];
 
 /// Auxiliary image types (`auxC`) the standards define (HEIF's AVC and HEVC alpha and
@@ -1417,7 +1432,8 @@ const AUX_TYPES: &[&[u8]] = &[
 /// (`crtt`, `mdft`) has its contents blanked, an ICC colour profile (`colr` of type
 /// `prof`/`rICC`) loses what is not colour ([`super::icc`]), an `auxC` keeps its type only
 /// when it is one of [`AUX_TYPES`] and never its subtype bytes, and every other kept
-/// property loses what follows its fields. A property pavise does not know is freed
+/// property loses what follows its fields. A property pavise does not know, or cannot
+/// read by the layout libheif reads (a version or value it refuses), is freed
 /// (ffmpeg reads a property with its one table, so a `udta` there is a location) — or
 /// the file refused, if an item needs it (`essential` in `ipma`): an image without it
 /// could not be shown.
@@ -1457,7 +1473,15 @@ fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, actions: &mut Vec<Action>) -> Result<
                             refuse_component_uris(walk, prop)?;
                             walk.slack(prop, actions);
                         }
-                        kind if ITEM_PROPERTIES.contains(&kind) => walk.slack(prop, actions),
+                        b"icef" if fields_len(b"icef", walk.payload(prop)).is_some() => {
+                            clear_bits(walk, prop, 4, 0xFC, actions);
+                            walk.slack(prop, actions);
+                        }
+                        // A property with no layout pavise knows (an undefined version, a
+                        // value libheif refuses, a box too short for its fields) is not kept.
+                        kind if ITEM_PROPERTIES.contains(&kind) && fields_len(kind, walk.payload(prop)).is_some() => {
+                            walk.slack(prop, actions)
+                        }
                         other if essential.contains(&(i + 1)) => {
                             return Err(MediaError::malformed(
                                 walk.format,
@@ -1498,14 +1522,18 @@ fn plan_auxc(walk: Walk<'_>, auxc: &BoxAt, actions: &mut Vec<Action>) {
 /// `irot` (2 bits of angle) and `imir` (1 bit of axis) fill their byte with reserved
 /// bits, which a sender may set as it likes; they are cleared.
 fn blank_reserved_bits(walk: Walk<'_>, b: &BoxAt, actions: &mut Vec<Action>) {
-    let mask = if &b.kind == b"irot" { 0x03 } else { 0x01 };
-    if let Some(&v) = walk.payload(b).first()
+    clear_bits(walk, b, 0, if &b.kind == b"irot" { 0x03 } else { 0x01 }, actions);
+    walk.slack(b, actions);
+}
+
+/// Clears the bits outside `mask` of the payload byte at `at` (reserved bits).
+fn clear_bits(walk: Walk<'_>, b: &BoxAt, at: usize, mask: u8, actions: &mut Vec<Action>) {
+    if let Some(&v) = walk.payload(b).get(at)
         && v & !mask != 0
     {
         let what = format!("reserved bits of {}", fourcc(&b.kind));
-        actions.push(Action::Patch { off: b.payload, bytes: vec![v & mask], what });
+        actions.push(Action::Patch { off: b.payload + at as u64, bytes: vec![v & mask], what });
     }
-    walk.slack(b, actions);
 }
 
 /// `cmpd` (uncompressed images): a component type of 0x8000 or more is named by a URI,
@@ -2446,6 +2474,51 @@ mod tests {
             [bx(b"hvcC", &hvcc(4)), bx(b"cmpd", &[&[0, 0, 0, 1, 0x80, 0][..], b"urn:x:GPS 48.8584N\0"].concat())];
         let err = refused(heif(b"", &[], &named.concat(), &[0x81, 0x02], &heif_pixels()), Format::Heif);
         assert!(err.to_string().contains("'cmpd' component named by a URI"), "{err}");
+    }
+
+    /// Red team pass 7, H3: `ndwt`, `reve`, `oinf`, `cmpC`, `icef`, `cpal`, `splz`, `sbpm`
+    /// and `snuc` were on the kept list with no layout, so each was kept whole, any length
+    /// (exiftool `-U` printed all nine). No property is kept without being read: those
+    /// libheif reads keep their fields (and `icef` loses its reserved bits), the rest are
+    /// freed, or refused when an image marks one essential, and so is a kept type of a
+    /// version or value libheif refuses.
+    #[test]
+    fn item_properties_pavise_cannot_read_are_not_kept() {
+        let marker = b"LEAKMARK GPS 48.8584N 2.2945E Pixel8Pro";
+        let with = |fields: &[u8]| [fields, &marker[..]].concat();
+        let unread = [b"reve", b"oinf", b"cpal", b"splz", b"sbpm", b"snuc"];
+        let mut props = vec![
+            bx(b"hvcC", &hvcc(4)),
+            full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48]),
+            full(b"ndwt", 0, &with(&[0, 0, 0, 203])),
+            full(b"cmpC", 0, &with(b"zlib\x01")),
+            // 16-bit offsets and 8-bit sizes (0x20), two reserved bits set, two units.
+            full(b"icef", 0, &with(&[0x23, 0, 0, 0, 2, 0, 0, 9, 0, 9, 9])),
+        ];
+        props.extend(unread.iter().map(|kind| full(kind, 0, marker)));
+        let assoc: Vec<u8> = (1..=props.len() as u8).map(|i| if i == 1 { 0x81 } else { i }).collect();
+        let (out, report) = scrubbed(heif(b"", &[], &props.concat(), &assoc, &heif_pixels()), Format::Heif);
+        assert!(!contains(&out, b"LEAKMARK"), "{report:#?}");
+        assert!(contains(&out, b"ndwt\0\0\0\0\0\0\0\xCB") && contains(&out, b"cmpC\0\0\0\0zlib\x01"), "{report:#?}");
+        assert!(contains(&out, b"icef\0\0\0\0\x20\0\0\0\x02\0\0\x09\0\x09\x09"), "{report:#?}");
+        for kind in unread {
+            assert!(!contains(&out, kind), "{} kept: {report:#?}", fourcc(kind));
+        }
+        assert!(contains(&out, b"pixels"), "the image stays");
+
+        // A kept type pavise cannot read: of a version libheif refuses, or a compression it does not know.
+        let odd =
+            [(b"ndwt", full(b"ndwt", 1, &with(&[0, 0, 0, 203]))), (b"cmpC", full(b"cmpC", 0, &with(b"LEAK\x01")))];
+        for (kind, odd) in odd {
+            let props = [bx(b"hvcC", &hvcc(4)), odd].concat();
+            let (out, report) = scrubbed(heif(b"", &[], &props, &[0x81, 0x02], &heif_pixels()), Format::Heif);
+            assert!(!contains(&out, b"LEAKMARK") && !contains(&out, kind), "{report:#?}");
+            let err = refused(heif(b"", &[], &props, &[0x81, 0x82], &heif_pixels()), Format::Heif);
+            assert!(err.to_string().contains(&format!("needs item property '{}'", fourcc(kind))), "{err}");
+        }
+        let props = [bx(b"hvcC", &hvcc(4)), full(b"sbpm", 0, marker)].concat();
+        let err = refused(heif(b"", &[], &props, &[0x81, 0x82], &heif_pixels()), Format::Heif);
+        assert!(err.to_string().contains("needs item property 'sbpm'"), "{err}");
     }
 
     /// The attacker's rule after pass 6: exiftool reads a version-3 `iloc` without the
