@@ -75,6 +75,7 @@ use super::{
     inplace::{Store, is_zero, zero},
 };
 use coded::{Coded, Sample, codec_of};
+use std::collections::HashSet;
 use unreferenced::DataMap;
 
 /// Largest `moov` or `meta` read into memory; real ones are kilobytes to a few MB.
@@ -1191,6 +1192,8 @@ fn plan_heif_meta(
     let mut items: Vec<(u32, u64, [u8; 4])> = Vec::new(); // id, file offset of type, type
     let mut locations: Option<Vec<Location>> = None;
     let mut idat: Option<(u64, u64)> = None;
+    // Planned once the items are known: a property counts only for an image pavise keeps.
+    let mut iprp = None;
     for k in &kids {
         match &k.kind {
             b"pitm" => {
@@ -1202,7 +1205,7 @@ fn plan_heif_meta(
                 plan_iref(walk, k, actions)?;
             }
             b"grpl" => walk.level(k, ENTITY_GROUPS, "grpl", actions, |_, _| Ok(()))?,
-            b"iprp" => plan_iprp(walk, k, actions)?,
+            b"iprp" => iprp = Some(k),
             b"dinf" => {
                 if plan_dinf(buf, base, k, format, actions)? {
                     map.distrust("an item's data lies in another file");
@@ -1224,6 +1227,10 @@ fn plan_heif_meta(
             b"ipro" => actions.push(free(k, "meta/ipro (item protection: DRM)")),
             other => actions.push(free(k, &format!("meta/{} box (XML/XMP or vendor data)", fourcc(other)))),
         }
+    }
+    if let Some(iprp) = iprp {
+        let images = items.iter().filter(|(_, _, kind)| IMAGE_ITEMS.contains(&kind)).map(|&(id, _, _)| id).collect();
+        plan_iprp(walk, iprp, &images, actions)?;
     }
     let Some(locations) = locations else {
         map.distrust("no item locations (iloc)");
@@ -1278,10 +1285,6 @@ fn plan_heif_meta(
         }
     }
     const UNWALKED_ITEMS: &[&[u8; 4]] = &[b"jpeg", b"j2k1", b"vvc1", b"vvi1"];
-    const IMAGE_ITEMS: &[&[u8; 4]] = &[
-        b"hvc1", b"hev1", b"av01", b"grid", b"iovl", b"iden", b"jpeg", b"avc1", b"hvt1", b"lhv1", b"unci", b"j2k1",
-        b"tmap", b"vvc1", b"vvi1", b"mski",
-    ];
     for (id, type_at, kind) in items {
         if IMAGE_ITEMS.contains(&&kind) {
             continue;
@@ -1362,6 +1365,12 @@ fn plan_dinf(
 }
 
 /// Item reference types (ISO 23008-12); each is a from-ID, a count and to-IDs.
+/// The item types that are images (the rest, Exif, XMP and any `mime` item, are zeroed).
+const IMAGE_ITEMS: &[&[u8; 4]] = &[
+    b"hvc1", b"hev1", b"av01", b"grid", b"iovl", b"iden", b"jpeg", b"avc1", b"hvt1", b"lhv1", b"unci", b"j2k1",
+    b"tmap", b"vvc1", b"vvi1", b"mski",
+];
+
 const ITEM_REFERENCES: &[&[u8; 4]] = &[
     b"dimg", b"thmb", b"auxl", b"cdsc", b"base", b"prem", b"exbl", b"pred", b"tbas", b"mask", b"eroi", b"font",
     b"iloc", b"fdel", b"evir",
@@ -1426,8 +1435,8 @@ const AUX_TYPES: &[&[u8]] = &[
 ];
 
 /// HEIF item properties: `ipma` refers to them by position, so each stays a box where it
-/// is. A property no `ipma` entry associates with an item is freed, whatever it is:
-/// no viewer applies it, but exiftool prints every property of `ipco`. A user
+/// is. A property no image pavise keeps uses is freed, whatever it is: no viewer
+/// applies it, but exiftool prints every property of `ipco` ([`used_properties`]). A user
 /// description or alternative text (`udes`, `altt`), a creation or modification time
 /// (`crtt`, `mdft`) has its contents blanked, an ICC colour profile (`colr` of type
 /// `prof`/`rICC`) loses what is not colour ([`super::icc`]), an `auxC` keeps its type only
@@ -1437,14 +1446,14 @@ const AUX_TYPES: &[&[u8]] = &[
 /// (ffmpeg reads a property with its one table, so a `udta` there is a location) — or
 /// the file refused, if an item needs it (`essential` in `ipma`): an image without it
 /// could not be shown.
-fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, actions: &mut Vec<Action>) -> Result<(), MediaError> {
+fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, images: &HashSet<u32>, actions: &mut Vec<Action>) -> Result<(), MediaError> {
     let kids = walk.kids(iprp, 0)?;
     refuse_repeats(&kids, b"iprp", walk.format)?;
-    let associations = associations(walk, &kids)?;
-    let linked: std::collections::HashSet<usize> =
-        associations.iter().flat_map(|a| a.properties.iter().map(|p| p.index)).collect();
-    let essential: Vec<usize> =
-        associations.iter().flat_map(|a| a.properties.iter().filter(|p| p.essential).map(|p| p.index)).collect();
+    let props = match kids.iter().find(|k| &k.kind == b"ipco") {
+        Some(ipco) => walk.kids(ipco, 0)?,
+        None => Vec::new(),
+    };
+    let (linked, essential) = used_properties(walk, &associations(walk, &kids)?, &props, images)?;
     for k in &kids {
         match &k.kind {
             b"ipma" => {}
@@ -1452,9 +1461,10 @@ fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, actions: &mut Vec<Action>) -> Result<
                 for (i, prop) in walk.kids(k, 0)?.iter().enumerate() {
                     match &prop.kind {
                         b"free" | b"skip" | b"wide" => actions.push(blank_payload(prop, "ipco")),
-                        other if !linked.contains(&(i + 1)) => {
-                            actions.push(free(prop, &format!("ipco/{} (a property of no item)", fourcc(other))))
-                        }
+                        other if !linked.contains(&(i + 1)) => actions.push(free(
+                            prop,
+                            &format!("ipco/{} (a property no image uses, or a second copy)", fourcc(other)),
+                        )),
                         b"udes" | b"altt" | b"crtt" | b"mdft" if prop.end > prop.payload + 4 => {
                             actions.push(Action::Blank {
                                 off: prop.payload + 4,
@@ -1498,6 +1508,52 @@ fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, actions: &mut Vec<Action>) -> Result<
         }
     }
     Ok(())
+}
+
+/// The properties (1-based `ipco` positions) of the images pavise keeps, and those of
+/// them an image marks essential. An `ipma` entry counts only for an item `iinf`
+/// declares as an image: an entry for an item that does not exist, for the Exif item
+/// pavise hides or for any other item links nothing a viewer shows (red team pass 7,
+/// H2: such an entry kept a `pixi` of 255 sender-chosen bytes). Of two properties of one
+/// type an image takes the first, as libheif does (`get_property`), and the others are
+/// not counted; two of a type libheif applies one after the other (`irot`, `imir`,
+/// `clap`) or of which it takes the last (two `colr` of one kind) are refused, since
+/// readers then show different images.
+fn used_properties(
+    walk: Walk<'_>,
+    associations: &[Association],
+    props: &[BoxAt],
+    images: &HashSet<u32>,
+) -> Result<(HashSet<usize>, HashSet<usize>), MediaError> {
+    let (mut used, mut essential) = (HashSet::new(), HashSet::new());
+    for association in associations.iter().filter(|a| images.contains(&a.item)) {
+        let mut first_of_kind: Vec<([u8; 4], Option<bool>, usize)> = Vec::new();
+        for p in &association.properties {
+            let Some(prop) = p.index.checked_sub(1).and_then(|i| props.get(i)) else { continue };
+            // A colour box of an ICC profile and one of code points are two kinds.
+            let class = (&prop.kind == b"colr").then(|| walk.payload(prop).get(..4) == Some(b"nclx"));
+            match first_of_kind.iter().find(|(kind, c, _)| kind == &prop.kind && *c == class) {
+                Some(&(_, _, index)) if index == p.index => {}
+                Some(_) if matches!(&prop.kind, b"irot" | b"imir" | b"clap" | b"colr") => {
+                    return Err(MediaError::malformed(
+                        walk.format,
+                        format!(
+                            "image item {} has two '{}' properties (readers apply different ones)",
+                            association.item,
+                            fourcc(&prop.kind)
+                        ),
+                    ));
+                }
+                Some(_) => continue,
+                None => first_of_kind.push((prop.kind, class, p.index)),
+            }
+            used.insert(p.index);
+            if p.essential {
+                essential.insert(p.index);
+            }
+        }
+    }
+    Ok((used, essential))
 }
 
 /// `auxC`: a version and flags, the auxiliary type (a NUL-terminated URN), then subtype
@@ -2521,6 +2577,50 @@ mod tests {
         assert!(err.to_string().contains("needs item property 'sbpm'"), "{err}");
     }
 
+    /// Red team pass 7, H2: an `ipma` entry for an item that does not exist (19531) or for
+    /// the Exif item pavise hides kept its `pixi`, 255 bytes exiftool prints as numbers,
+    /// and so did a second `pixi` of the image. A property counts only for an image item
+    /// pavise keeps, and only the first of its type (libheif's); two rotations, mirrors,
+    /// crops or colour boxes of one kind, which readers apply differently, are refused.
+    #[test]
+    fn only_the_first_property_of_each_type_of_a_kept_image_counts() {
+        let marker = b"LEAKMARK GPS 48.8584N 2.2945E Pixel8Pro";
+        let pixi = full(b"pixi", 0, &[&[marker.len() as u8][..], marker].concat());
+        let with_props = |extra: Vec<Vec<u8>>, entries: Vec<(u16, Vec<u8>)>| {
+            heif_with_exif(move |kids, _| {
+                let mut props = vec![bx(b"hvcC", &hvcc(4)), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48])];
+                props.extend(extra.iter().cloned());
+                let entries: Vec<(u16, &[u8])> = entries.iter().map(|(id, a)| (*id, &a[..])).collect();
+                kids[3] = bx(b"iprp", &[bx(b"ipco", &props.concat()), heif_ipma(0, &entries)].concat());
+            })
+        };
+        for ghost in [19531, 2] {
+            let file = with_props(vec![pixi.clone()], vec![(1, vec![0x81, 0x02]), (ghost, vec![0x83])]);
+            let (out, report) = scrubbed(file, Format::Heif);
+            assert!(!contains(&out, b"LEAKMARK") && !contains(&out, b"pixi"), "item {ghost}: {report:#?}");
+            assert!(contains(&out, b"ispe") && contains(&out, b"pixels"), "{report:#?}");
+        }
+        let own = full(b"pixi", 0, &[3, 8, 8, 8]);
+        let file = with_props(vec![own.clone(), pixi.clone()], vec![(1, vec![0x81, 0x02, 0x03, 0x04])]);
+        let (out, report) = scrubbed(file, Format::Heif);
+        assert!(!contains(&out, b"LEAKMARK") && contains(&out, &own), "the first pixi stays: {report:#?}");
+
+        for kind in [b"irot", b"imir", b"clap"] {
+            let twice = vec![bx(kind, &[0; 32]), bx(kind, &[1; 32])];
+            let err = refused(with_props(twice, vec![(1, vec![0x81, 0x02, 0x03, 0x04])]), Format::Heif);
+            assert!(err.to_string().contains(&format!("two '{}' properties", fourcc(kind))), "{err}");
+        }
+        let nclx = bx(b"colr", b"nclx\0\x01\0\x0d\0\x06\x80");
+        let twice = vec![nclx.clone(), bx(b"colr", b"nclx\0\x09\0\x10\0\x09\x80")];
+        let err = refused(with_props(twice, vec![(1, vec![0x81, 0x02, 0x03, 0x04])]), Format::Heif);
+        assert!(err.to_string().contains("two 'colr' properties"), "{err}");
+        // Code points and an ICC profile are two kinds; a camera writes both.
+        let icc = bx(b"colr", &[&b"prof"[..], &crate::privacy::media::icc::sample_profile()].concat());
+        let both = with_props(vec![nclx.clone(), icc], vec![(1, vec![0x81, 0x02, 0x03, 0x04])]);
+        let (out, report) = scrubbed(both, Format::Heif);
+        assert!(contains(&out, &nclx) && contains(&out, b"acsp"), "{report:#?}");
+    }
+
     /// The attacker's rule after pass 6: exiftool reads a version-3 `iloc` without the
     /// construction method pavise reads, and a version-4 `infe` by another layout. A
     /// HEIF table of a version no specification defines is refused.
@@ -2786,7 +2886,8 @@ mod tests {
             .concat(),
         );
         let ipma = full(b"ipma", 0, &[0, 0, 0, 1, 0, 1, 4, 1, 2, 3, 4]);
-        let meta = bx(b"meta", &[&[0u8; 4][..], &hdlr(b"pict"), &bx(b"iprp", &[ipco, ipma].concat())].concat());
+        let iinf = heif_iinf(&[infe(1, b"hvc1")]);
+        let meta = bx(b"meta", &[&[0u8; 4][..], &hdlr(b"pict"), &iinf, &bx(b"iprp", &[ipco, ipma].concat())].concat());
         let mut file = bx(b"ftyp", b"heic\0\0\0\0mif1heic");
         file.extend(meta);
         file.extend(bx(b"mdat", b"pixels"));
