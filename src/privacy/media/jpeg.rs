@@ -11,7 +11,8 @@
 //! FLIR), APP13 (IPTC), every other APPn, COM, and everything after EOI (MPF images,
 //! Samsung/Google trailers, Motion Photo MP4s, UltraHDR gain maps). If the Exif said
 //! Orientation ≠ 1, a minimal Exif with only that tag is written back so the photo is
-//! not shown sideways. A file that ends before EOI is refused.
+//! not shown sideways. A file that ends before EOI is refused, and so is a JPEG-LS or
+//! hierarchical file (libjpeg decodes neither, and pavise does not read their segments).
 
 use super::{Format, MediaError, Report, be16};
 
@@ -184,21 +185,23 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                         pos = data_end;
                         continue;
                     }
+                    // Hierarchical frames and their DHP/EXP, JPEG-LS frames (SOF55) and
+                    // its parameters (LSE): libjpeg refuses them all, so the instance
+                    // could not show the image, and pavise cannot tell what their data holds.
+                    0xC5..=0xC7 | 0xCD..=0xCF | 0xDE | 0xDF | 0xF7 | 0xF8 => {
+                        return Err(MediaError::Unsupported(
+                            "hierarchical and JPEG-LS JPEG files (no decoder the instance uses reads them)",
+                        ));
+                    }
                     0xC0..=0xCF if !matches!(marker, 0xC4 | 0xCC) => {
                         saw_frame = true;
                         exact_length(marker, payload)?;
                         out.extend_from_slice(whole);
                     }
-                    0xF7 => {
-                        // JPEG-LS frame header.
-                        saw_frame = true;
-                        out.extend_from_slice(whole);
-                    }
-                    0xC4 | 0xCC | 0xDB..=0xDF => {
+                    0xC4 | 0xCC | 0xDB..=0xDD => {
                         exact_length(marker, payload)?;
                         out.extend_from_slice(whole);
                     }
-                    0xF8 => out.extend_from_slice(whole),
                     other => {
                         return Err(MediaError::malformed(F, format!("unknown marker 0xFF{other:02X}")));
                     }
@@ -411,6 +414,30 @@ mod tests {
             assert!(matches!(scrub(&tiny(&[&bad], b""), &mut Report::default()), Err(MediaError::Malformed { .. })));
         }
         assert!(scrub(&tiny(&[&seg(0xDB, &[0u8; 65]), &seg(0xDD, &[0, 1])], b""), &mut Report::default()).is_ok());
+    }
+
+    /// Red team pass 7, J2: an LSE (FFF8) or SOF55 (FFF7) segment was kept unread, any
+    /// length, though libjpeg refuses the file. JPEG-LS and hierarchical frames (SOF5-7,
+    /// SOF13-15, DHP, EXP) are refused; the frames libjpeg decodes still pass.
+    #[test]
+    fn jpeg_ls_and_hierarchical_jpeg_are_refused() {
+        let with_frame = |sof: u8| {
+            let mut file = tiny(&[], b"");
+            file[3] = sof;
+            file
+        };
+        for sof in [0xC0, 0xC1, 0xC2, 0xC3, 0xC9, 0xCA, 0xCB] {
+            assert!(scrub(&with_frame(sof), &mut Report::default()).is_ok(), "SOF 0x{sof:02X}");
+        }
+        for sof in [0xC5, 0xC6, 0xC7, 0xCD, 0xCE, 0xCF, 0xF7] {
+            let err = scrub(&with_frame(sof), &mut Report::default()).unwrap_err();
+            assert_eq!(err.reason(), "unsupported", "SOF 0x{sof:02X}: {err}");
+        }
+        for marker in [0xF8, 0xF7, 0xDE, 0xDF] {
+            let file = tiny(&[&seg(marker, b"LEAKMARK GPS 48.8584N 2.2945E")], b"");
+            let err = scrub(&file, &mut Report::default()).unwrap_err();
+            assert_eq!(err.reason(), "unsupported", "0xFF{marker:02X}: {err}");
+        }
     }
 
     #[test]
