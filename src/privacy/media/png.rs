@@ -18,7 +18,8 @@
 //! kept chunk gets its CRC computed afresh, since a wrong CRC is 4 bytes a sender chooses
 //! per chunk, and `IDAT` may be split into any number of chunks. A chunk a PNG holds
 //! once ([`ONCE`]: the colour and pixel descriptions, `acTL`) is kept once, before the
-//! image data, as libpng reads it: a repeat or a copy after `IDAT` goes.
+//! image data, as libpng reads it: a repeat or a copy after `IDAT` goes. APNG frames
+//! (`fcTL`, `fdAT`) stay only after an `acTL`: without one no reader animates them.
 
 use super::{Format, MediaError, Report, be32, fourcc};
 
@@ -118,6 +119,11 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
             }
             _ if let Some(why) = once.refuse(kind, saw_idat) => {
                 report.remove(format!("{} chunk {why}", fourcc(kind)), whole.len() as u64);
+            }
+            // APNG frames draw nothing without an animation control chunk before the
+            // image data: no reader looks at them, and each can be any length.
+            b"fcTL" | b"fdAT" if !once.0.contains(b"acTL") => {
+                report.remove(format!("{} chunk of no animation (no acTL)", fourcc(kind)), whole.len() as u64);
             }
             b"iCCP" => {
                 let before = out.len();
@@ -401,6 +407,39 @@ mod tests {
         let mut again = Report::default();
         assert_eq!(scrub(&out, &mut again).unwrap(), out);
         assert!(again.removed.is_empty(), "{again:?}");
+    }
+
+    /// Red team pass 7, P3: `fcTL` and `fdAT` chunks in a PNG with no `acTL` were kept
+    /// whole, though no reader animates such a file. They go; with an `acTL` before the
+    /// image data they stay (an APNG's frames and their delays are its content).
+    #[test]
+    fn animation_frames_stay_only_in_an_animated_png() {
+        let marker = b"LEAKMARK GPS 48.8584N 2.2945E Pixel8Pro";
+        let fctl = |seq: u8| chunk(b"fcTL", &[&[0, 0, 0, seq, 0, 0, 0, 1, 0, 0, 0, 1][..], &[0; 14]].concat());
+        let png = |actl: Option<Vec<u8>>| {
+            let mut file = [SIGNATURE, &chunk(b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 2, 0, 0, 0])].concat();
+            file.extend(actl.unwrap_or_default());
+            file.extend(fctl(0));
+            file.extend(chunk(b"IDAT", b"pixels"));
+            file.extend(fctl(1));
+            file.extend(chunk(b"fdAT", &[&[0, 0, 0, 2][..], marker].concat()));
+            file.extend(chunk(b"IEND", b""));
+            file
+        };
+        let mut r = Report::default();
+        let out = scrub(&png(None), &mut r).unwrap();
+        assert!(!out.windows(8).any(|w| w == b"LEAKMARK"), "{r:?}");
+        assert!(!out.windows(4).any(|w| w == b"fcTL" || w == b"fdAT"), "{r:?}");
+        let animated = png(Some(chunk(b"acTL", &[0, 0, 0, 2, 0, 0, 0, 0])));
+        let out = scrub(&animated, &mut Report::default()).unwrap();
+        assert_eq!(out.windows(4).filter(|w| *w == b"fcTL").count(), 2);
+        assert!(out.windows(8).any(|w| w == b"LEAKMARK"), "an APNG's frame data is its content");
+        // An acTL after the image data animates nothing (libpng ignores it there).
+        let mut late = png(None);
+        let at = late.len() - 12;
+        late.splice(at..at, chunk(b"acTL", &[0, 0, 0, 2, 0, 0, 0, 0]));
+        let out = scrub(&late, &mut Report::default()).unwrap();
+        assert!(!out.windows(4).any(|w| w == b"acTL" || w == b"fdAT"));
     }
 
     #[test]
