@@ -75,6 +75,7 @@ use super::{
     inplace::{Store, is_zero, zero},
 };
 use coded::{Coded, Sample, codec_of};
+use std::collections::HashSet;
 use unreferenced::DataMap;
 
 /// Largest `moov` or `meta` read into memory; real ones are kilobytes to a few MB.
@@ -602,6 +603,18 @@ fn fields_len(kind: &[u8; 4], p: &[u8]) -> Option<usize> {
         b"clap" => 32,
         // A size-width flag, then three layer sizes of 2 or 4 bytes.
         b"a1lx" => [7, 13][usize::from(v & 1)],
+        // FullBoxes of version 0 only (as libheif reads them): a luminance; a compression
+        // of the three libheif decodes and a unit type up to "pixel" (4); a code byte for
+        // the widths of each unit's offset (0, 16, 24, 32 or 64 bits) and size (8 to 64
+        // bits), a count, then the units.
+        b"ndwt" if v == 0 => 8,
+        b"cmpC" if v == 0 && matches!(p.get(4..8)?, b"defl" | b"zlib" | b"brot") && *p.get(8)? <= 4 => 9,
+        b"icef" if v == 0 => {
+            let codes = *p.get(4)?;
+            let offset_bits = [0, 16, 24, 32, 64].get(usize::from(codes >> 5))?;
+            let size_bits = [8, 16, 24, 32, 64].get(usize::from((codes >> 2) & 7))?;
+            count(5)?.checked_mul((offset_bits + size_bits) / 8)?.checked_add(9)?
+        }
         // Flags saying which of the primaries (24 bytes) and three luminances follow.
         b"cclv" => {
             1 + [0, 24][usize::from(v & 0x20 != 0)] + [0x10, 0x08, 0x04].iter().filter(|&&f| v & f != 0).count() * 4
@@ -1179,6 +1192,8 @@ fn plan_heif_meta(
     let mut items: Vec<(u32, u64, [u8; 4])> = Vec::new(); // id, file offset of type, type
     let mut locations: Option<Vec<Location>> = None;
     let mut idat: Option<(u64, u64)> = None;
+    // Planned once the items are known: a property counts only for an image pavise keeps.
+    let mut iprp = None;
     for k in &kids {
         match &k.kind {
             b"pitm" => {
@@ -1190,7 +1205,7 @@ fn plan_heif_meta(
                 plan_iref(walk, k, actions)?;
             }
             b"grpl" => walk.level(k, ENTITY_GROUPS, "grpl", actions, |_, _| Ok(()))?,
-            b"iprp" => plan_iprp(walk, k, actions)?,
+            b"iprp" => iprp = Some(k),
             b"dinf" => {
                 if plan_dinf(buf, base, k, format, actions)? {
                     map.distrust("an item's data lies in another file");
@@ -1212,6 +1227,10 @@ fn plan_heif_meta(
             b"ipro" => actions.push(free(k, "meta/ipro (item protection: DRM)")),
             other => actions.push(free(k, &format!("meta/{} box (XML/XMP or vendor data)", fourcc(other)))),
         }
+    }
+    if let Some(iprp) = iprp {
+        let images = items.iter().filter(|(_, _, kind)| IMAGE_ITEMS.contains(&kind)).map(|&(id, _, _)| id).collect();
+        plan_iprp(walk, iprp, &images, actions)?;
     }
     let Some(locations) = locations else {
         map.distrust("no item locations (iloc)");
@@ -1266,10 +1285,6 @@ fn plan_heif_meta(
         }
     }
     const UNWALKED_ITEMS: &[&[u8; 4]] = &[b"jpeg", b"j2k1", b"vvc1", b"vvi1"];
-    const IMAGE_ITEMS: &[&[u8; 4]] = &[
-        b"hvc1", b"hev1", b"av01", b"grid", b"iovl", b"iden", b"jpeg", b"avc1", b"hvt1", b"lhv1", b"unci", b"j2k1",
-        b"tmap", b"vvc1", b"vvi1", b"mski",
-    ];
     for (id, type_at, kind) in items {
         if IMAGE_ITEMS.contains(&&kind) {
             continue;
@@ -1350,6 +1365,12 @@ fn plan_dinf(
 }
 
 /// Item reference types (ISO 23008-12); each is a from-ID, a count and to-IDs.
+/// The item types that are images (the rest, Exif, XMP and any `mime` item, are zeroed).
+const IMAGE_ITEMS: &[&[u8; 4]] = &[
+    b"hvc1", b"hev1", b"av01", b"grid", b"iovl", b"iden", b"jpeg", b"avc1", b"hvt1", b"lhv1", b"unci", b"j2k1",
+    b"tmap", b"vvc1", b"vvi1", b"mski",
+];
+
 const ITEM_REFERENCES: &[&[u8; 4]] = &[
     b"dimg", b"thmb", b"auxl", b"cdsc", b"base", b"prem", b"exbl", b"pred", b"tbas", b"mask", b"eroi", b"font",
     b"iloc", b"fdel", b"evir",
@@ -1379,12 +1400,15 @@ const ENTITY_GROUPS: &[&[u8; 4]] = &[
 /// uncompressed): codec configurations, sizes, colour, rotation, crops, alpha/depth.
 /// The configurations of JPEG, JPEG 2000 and VVC items (`jpgC`, `j2kH`, `vvcC`) are not
 /// kept: pavise refuses those items, so no image it lets through needs them, and a `jpgC`
-/// is a JPEG header that may hold comment or APP segments.
+/// is a JPEG header that may hold comment or APP segments. Nor are the properties
+/// libheif does not read (`reve`, `oinf`, the palette `cpal`) or reads only for sensor
+/// data of uncompressed images (`splz`, `sbpm`, `snuc`: a bad-pixel or non-uniformity
+/// map also tells one camera sensor from another): they are freed, or the file refused
+/// when an image marks one essential.
 const ITEM_PROPERTIES: &[&[u8; 4]] = &[
-    b"hvcC", b"av1C", b"avcC", b"lhvC", b"uncC", b"cmpd", b"cmpC", b"icef", b"cpal", b"splz", b"sbpm", b"snuc",
-    b"cloc", b"ispe", b"pixi", b"colr", b"irot", b"imir", b"clap", b"pasp", b"rloc", b"lsel", b"iscl", b"auxC",
-    b"clli", b"mdcv", b"cclv", b"amve", b"reve", b"ndwt", b"a1op", b"a1lx", b"oinf", b"tols", b"udes", b"altt",
-    b"crtt", b"mdft",
+    b"hvcC", b"av1C", b"avcC", b"lhvC", b"uncC", b"cmpd", b"cmpC", b"icef", b"cloc", b"ispe", b"pixi", b"colr",
+    b"irot", b"imir", b"clap", b"pasp", b"rloc", b"lsel", b"iscl", b"auxC", b"clli", b"mdcv", b"cclv", b"amve",
+    b"ndwt", b"a1op", b"a1lx", b"tols", b"udes", b"altt", b"crtt", b"mdft",
 ];
 
 /// Auxiliary image types (`auxC`) the standards define (HEIF's AVC and HEVC alpha and
@@ -1411,24 +1435,25 @@ const AUX_TYPES: &[&[u8]] = &[
 ];
 
 /// HEIF item properties: `ipma` refers to them by position, so each stays a box where it
-/// is. A property no `ipma` entry associates with an item is freed, whatever it is:
-/// no viewer applies it, but exiftool prints every property of `ipco`. A user
+/// is. A property no image pavise keeps uses is freed, whatever it is: no viewer
+/// applies it, but exiftool prints every property of `ipco` ([`used_properties`]). A user
 /// description or alternative text (`udes`, `altt`), a creation or modification time
 /// (`crtt`, `mdft`) has its contents blanked, an ICC colour profile (`colr` of type
 /// `prof`/`rICC`) loses what is not colour ([`super::icc`]), an `auxC` keeps its type only
 /// when it is one of [`AUX_TYPES`] and never its subtype bytes, and every other kept
-/// property loses what follows its fields. A property pavise does not know is freed
+/// property loses what follows its fields. A property pavise does not know, or cannot
+/// read by the layout libheif reads (a version or value it refuses), is freed
 /// (ffmpeg reads a property with its one table, so a `udta` there is a location) — or
 /// the file refused, if an item needs it (`essential` in `ipma`): an image without it
 /// could not be shown.
-fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, actions: &mut Vec<Action>) -> Result<(), MediaError> {
+fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, images: &HashSet<u32>, actions: &mut Vec<Action>) -> Result<(), MediaError> {
     let kids = walk.kids(iprp, 0)?;
     refuse_repeats(&kids, b"iprp", walk.format)?;
-    let associations = associations(walk, &kids)?;
-    let linked: std::collections::HashSet<usize> =
-        associations.iter().flat_map(|a| a.properties.iter().map(|p| p.index)).collect();
-    let essential: Vec<usize> =
-        associations.iter().flat_map(|a| a.properties.iter().filter(|p| p.essential).map(|p| p.index)).collect();
+    let props = match kids.iter().find(|k| &k.kind == b"ipco") {
+        Some(ipco) => walk.kids(ipco, 0)?,
+        None => Vec::new(),
+    };
+    let (linked, essential) = used_properties(walk, &associations(walk, &kids)?, &props, images)?;
     for k in &kids {
         match &k.kind {
             b"ipma" => {}
@@ -1436,9 +1461,10 @@ fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, actions: &mut Vec<Action>) -> Result<
                 for (i, prop) in walk.kids(k, 0)?.iter().enumerate() {
                     match &prop.kind {
                         b"free" | b"skip" | b"wide" => actions.push(blank_payload(prop, "ipco")),
-                        other if !linked.contains(&(i + 1)) => {
-                            actions.push(free(prop, &format!("ipco/{} (a property of no item)", fourcc(other))))
-                        }
+                        other if !linked.contains(&(i + 1)) => actions.push(free(
+                            prop,
+                            &format!("ipco/{} (a property no image uses, or a second copy)", fourcc(other)),
+                        )),
                         b"udes" | b"altt" | b"crtt" | b"mdft" if prop.end > prop.payload + 4 => {
                             actions.push(Action::Blank {
                                 off: prop.payload + 4,
@@ -1457,7 +1483,15 @@ fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, actions: &mut Vec<Action>) -> Result<
                             refuse_component_uris(walk, prop)?;
                             walk.slack(prop, actions);
                         }
-                        kind if ITEM_PROPERTIES.contains(&kind) => walk.slack(prop, actions),
+                        b"icef" if fields_len(b"icef", walk.payload(prop)).is_some() => {
+                            clear_bits(walk, prop, 4, 0xFC, actions);
+                            walk.slack(prop, actions);
+                        }
+                        // A property with no layout pavise knows (an undefined version, a
+                        // value libheif refuses, a box too short for its fields) is not kept.
+                        kind if ITEM_PROPERTIES.contains(&kind) && fields_len(kind, walk.payload(prop)).is_some() => {
+                            walk.slack(prop, actions)
+                        }
                         other if essential.contains(&(i + 1)) => {
                             return Err(MediaError::malformed(
                                 walk.format,
@@ -1474,6 +1508,52 @@ fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, actions: &mut Vec<Action>) -> Result<
         }
     }
     Ok(())
+}
+
+/// The properties (1-based `ipco` positions) of the images pavise keeps, and those of
+/// them an image marks essential. An `ipma` entry counts only for an item `iinf`
+/// declares as an image: an entry for an item that does not exist, for the Exif item
+/// pavise hides or for any other item links nothing a viewer shows (red team pass 7,
+/// H2: such an entry kept a `pixi` of 255 sender-chosen bytes). Of two properties of one
+/// type an image takes the first, as libheif does (`get_property`), and the others are
+/// not counted; two of a type libheif applies one after the other (`irot`, `imir`,
+/// `clap`) or of which it takes the last (two `colr` of one kind) are refused, since
+/// readers then show different images.
+fn used_properties(
+    walk: Walk<'_>,
+    associations: &[Association],
+    props: &[BoxAt],
+    images: &HashSet<u32>,
+) -> Result<(HashSet<usize>, HashSet<usize>), MediaError> {
+    let (mut used, mut essential) = (HashSet::new(), HashSet::new());
+    for association in associations.iter().filter(|a| images.contains(&a.item)) {
+        let mut first_of_kind: Vec<([u8; 4], Option<bool>, usize)> = Vec::new();
+        for p in &association.properties {
+            let Some(prop) = p.index.checked_sub(1).and_then(|i| props.get(i)) else { continue };
+            // A colour box of an ICC profile and one of code points are two kinds.
+            let class = (&prop.kind == b"colr").then(|| walk.payload(prop).get(..4) == Some(b"nclx"));
+            match first_of_kind.iter().find(|(kind, c, _)| kind == &prop.kind && *c == class) {
+                Some(&(_, _, index)) if index == p.index => {}
+                Some(_) if matches!(&prop.kind, b"irot" | b"imir" | b"clap" | b"colr") => {
+                    return Err(MediaError::malformed(
+                        walk.format,
+                        format!(
+                            "image item {} has two '{}' properties (readers apply different ones)",
+                            association.item,
+                            fourcc(&prop.kind)
+                        ),
+                    ));
+                }
+                Some(_) => continue,
+                None => first_of_kind.push((prop.kind, class, p.index)),
+            }
+            used.insert(p.index);
+            if p.essential {
+                essential.insert(p.index);
+            }
+        }
+    }
+    Ok((used, essential))
 }
 
 /// `auxC`: a version and flags, the auxiliary type (a NUL-terminated URN), then subtype
@@ -1498,14 +1578,18 @@ fn plan_auxc(walk: Walk<'_>, auxc: &BoxAt, actions: &mut Vec<Action>) {
 /// `irot` (2 bits of angle) and `imir` (1 bit of axis) fill their byte with reserved
 /// bits, which a sender may set as it likes; they are cleared.
 fn blank_reserved_bits(walk: Walk<'_>, b: &BoxAt, actions: &mut Vec<Action>) {
-    let mask = if &b.kind == b"irot" { 0x03 } else { 0x01 };
-    if let Some(&v) = walk.payload(b).first()
+    clear_bits(walk, b, 0, if &b.kind == b"irot" { 0x03 } else { 0x01 }, actions);
+    walk.slack(b, actions);
+}
+
+/// Clears the bits outside `mask` of the payload byte at `at` (reserved bits).
+fn clear_bits(walk: Walk<'_>, b: &BoxAt, at: usize, mask: u8, actions: &mut Vec<Action>) {
+    if let Some(&v) = walk.payload(b).get(at)
         && v & !mask != 0
     {
         let what = format!("reserved bits of {}", fourcc(&b.kind));
-        actions.push(Action::Patch { off: b.payload, bytes: vec![v & mask], what });
+        actions.push(Action::Patch { off: b.payload + at as u64, bytes: vec![v & mask], what });
     }
-    walk.slack(b, actions);
 }
 
 /// `cmpd` (uncompressed images): a component type of 0x8000 or more is named by a URI,
@@ -2448,6 +2532,95 @@ mod tests {
         assert!(err.to_string().contains("'cmpd' component named by a URI"), "{err}");
     }
 
+    /// Red team pass 7, H3: `ndwt`, `reve`, `oinf`, `cmpC`, `icef`, `cpal`, `splz`, `sbpm`
+    /// and `snuc` were on the kept list with no layout, so each was kept whole, any length
+    /// (exiftool `-U` printed all nine). No property is kept without being read: those
+    /// libheif reads keep their fields (and `icef` loses its reserved bits), the rest are
+    /// freed, or refused when an image marks one essential, and so is a kept type of a
+    /// version or value libheif refuses.
+    #[test]
+    fn item_properties_pavise_cannot_read_are_not_kept() {
+        let marker = b"LEAKMARK GPS 48.8584N 2.2945E Pixel8Pro";
+        let with = |fields: &[u8]| [fields, &marker[..]].concat();
+        let unread = [b"reve", b"oinf", b"cpal", b"splz", b"sbpm", b"snuc"];
+        let mut props = vec![
+            bx(b"hvcC", &hvcc(4)),
+            full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48]),
+            full(b"ndwt", 0, &with(&[0, 0, 0, 203])),
+            full(b"cmpC", 0, &with(b"zlib\x01")),
+            // 16-bit offsets and 8-bit sizes (0x20), two reserved bits set, two units.
+            full(b"icef", 0, &with(&[0x23, 0, 0, 0, 2, 0, 0, 9, 0, 9, 9])),
+        ];
+        props.extend(unread.iter().map(|kind| full(kind, 0, marker)));
+        let assoc: Vec<u8> = (1..=props.len() as u8).map(|i| if i == 1 { 0x81 } else { i }).collect();
+        let (out, report) = scrubbed(heif(b"", &[], &props.concat(), &assoc, &heif_pixels()), Format::Heif);
+        assert!(!contains(&out, b"LEAKMARK"), "{report:#?}");
+        assert!(contains(&out, b"ndwt\0\0\0\0\0\0\0\xCB") && contains(&out, b"cmpC\0\0\0\0zlib\x01"), "{report:#?}");
+        assert!(contains(&out, b"icef\0\0\0\0\x20\0\0\0\x02\0\0\x09\0\x09\x09"), "{report:#?}");
+        for kind in unread {
+            assert!(!contains(&out, kind), "{} kept: {report:#?}", fourcc(kind));
+        }
+        assert!(contains(&out, b"pixels"), "the image stays");
+
+        // A kept type pavise cannot read: of a version libheif refuses, or a compression it does not know.
+        let odd =
+            [(b"ndwt", full(b"ndwt", 1, &with(&[0, 0, 0, 203]))), (b"cmpC", full(b"cmpC", 0, &with(b"LEAK\x01")))];
+        for (kind, odd) in odd {
+            let props = [bx(b"hvcC", &hvcc(4)), odd].concat();
+            let (out, report) = scrubbed(heif(b"", &[], &props, &[0x81, 0x02], &heif_pixels()), Format::Heif);
+            assert!(!contains(&out, b"LEAKMARK") && !contains(&out, kind), "{report:#?}");
+            let err = refused(heif(b"", &[], &props, &[0x81, 0x82], &heif_pixels()), Format::Heif);
+            assert!(err.to_string().contains(&format!("needs item property '{}'", fourcc(kind))), "{err}");
+        }
+        let props = [bx(b"hvcC", &hvcc(4)), full(b"sbpm", 0, marker)].concat();
+        let err = refused(heif(b"", &[], &props, &[0x81, 0x82], &heif_pixels()), Format::Heif);
+        assert!(err.to_string().contains("needs item property 'sbpm'"), "{err}");
+    }
+
+    /// Red team pass 7, H2: an `ipma` entry for an item that does not exist (19531) or for
+    /// the Exif item pavise hides kept its `pixi`, 255 bytes exiftool prints as numbers,
+    /// and so did a second `pixi` of the image. A property counts only for an image item
+    /// pavise keeps, and only the first of its type (libheif's); two rotations, mirrors,
+    /// crops or colour boxes of one kind, which readers apply differently, are refused.
+    #[test]
+    fn only_the_first_property_of_each_type_of_a_kept_image_counts() {
+        let marker = b"LEAKMARK GPS 48.8584N 2.2945E Pixel8Pro";
+        let pixi = full(b"pixi", 0, &[&[marker.len() as u8][..], marker].concat());
+        let with_props = |extra: Vec<Vec<u8>>, entries: Vec<(u16, Vec<u8>)>| {
+            heif_with_exif(move |kids, _| {
+                let mut props = vec![bx(b"hvcC", &hvcc(4)), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48])];
+                props.extend(extra.iter().cloned());
+                let entries: Vec<(u16, &[u8])> = entries.iter().map(|(id, a)| (*id, &a[..])).collect();
+                kids[3] = bx(b"iprp", &[bx(b"ipco", &props.concat()), heif_ipma(0, &entries)].concat());
+            })
+        };
+        for ghost in [19531, 2] {
+            let file = with_props(vec![pixi.clone()], vec![(1, vec![0x81, 0x02]), (ghost, vec![0x83])]);
+            let (out, report) = scrubbed(file, Format::Heif);
+            assert!(!contains(&out, b"LEAKMARK") && !contains(&out, b"pixi"), "item {ghost}: {report:#?}");
+            assert!(contains(&out, b"ispe") && contains(&out, b"pixels"), "{report:#?}");
+        }
+        let own = full(b"pixi", 0, &[3, 8, 8, 8]);
+        let file = with_props(vec![own.clone(), pixi.clone()], vec![(1, vec![0x81, 0x02, 0x03, 0x04])]);
+        let (out, report) = scrubbed(file, Format::Heif);
+        assert!(!contains(&out, b"LEAKMARK") && contains(&out, &own), "the first pixi stays: {report:#?}");
+
+        for kind in [b"irot", b"imir", b"clap"] {
+            let twice = vec![bx(kind, &[0; 32]), bx(kind, &[1; 32])];
+            let err = refused(with_props(twice, vec![(1, vec![0x81, 0x02, 0x03, 0x04])]), Format::Heif);
+            assert!(err.to_string().contains(&format!("two '{}' properties", fourcc(kind))), "{err}");
+        }
+        let nclx = bx(b"colr", b"nclx\0\x01\0\x0d\0\x06\x80");
+        let twice = vec![nclx.clone(), bx(b"colr", b"nclx\0\x09\0\x10\0\x09\x80")];
+        let err = refused(with_props(twice, vec![(1, vec![0x81, 0x02, 0x03, 0x04])]), Format::Heif);
+        assert!(err.to_string().contains("two 'colr' properties"), "{err}");
+        // Code points and an ICC profile are two kinds; a camera writes both.
+        let icc = bx(b"colr", &[&b"prof"[..], &crate::privacy::media::icc::sample_profile()].concat());
+        let both = with_props(vec![nclx.clone(), icc], vec![(1, vec![0x81, 0x02, 0x03, 0x04])]);
+        let (out, report) = scrubbed(both, Format::Heif);
+        assert!(contains(&out, &nclx) && contains(&out, b"acsp"), "{report:#?}");
+    }
+
     /// The attacker's rule after pass 6: exiftool reads a version-3 `iloc` without the
     /// construction method pavise reads, and a version-4 `infe` by another layout. A
     /// HEIF table of a version no specification defines is refused.
@@ -2713,7 +2886,8 @@ mod tests {
             .concat(),
         );
         let ipma = full(b"ipma", 0, &[0, 0, 0, 1, 0, 1, 4, 1, 2, 3, 4]);
-        let meta = bx(b"meta", &[&[0u8; 4][..], &hdlr(b"pict"), &bx(b"iprp", &[ipco, ipma].concat())].concat());
+        let iinf = heif_iinf(&[infe(1, b"hvc1")]);
+        let meta = bx(b"meta", &[&[0u8; 4][..], &hdlr(b"pict"), &iinf, &bx(b"iprp", &[ipco, ipma].concat())].concat());
         let mut file = bx(b"ftyp", b"heic\0\0\0\0mif1heic");
         file.extend(meta);
         file.extend(bx(b"mdat", b"pixels"));

@@ -1,17 +1,18 @@
 //! JPEG: a segment walk that rebuilds the file from the segments worth keeping.
 //!
 //! Segment lengths are local, so dropping one moves no offset. Kept: the frame and scan
-//! (SOFn, DHT, DQT, DRI, SOS and its entropy-coded data), APP0 JFIF (without its
-//! thumbnail: a thumbnail can show what a crop removed), APP2 `ICC_PROFILE` with
+//! (SOFn, DHT, DQT, DRI, SOS and its entropy-coded data), the first APP0 JFIF (without
+//! its thumbnail: a thumbnail can show what a crop removed), APP2 `ICC_PROFILE` with
 //! everything in it that is not colour zeroed ([`super::icc`]: the device maker, model,
-//! description and copyright; an incomplete or unreadable profile is dropped) and APP14
-//! `Adobe` cut to its 12 defined bytes (CMYK/YCCK decoders need it). Every table and
+//! description and copyright; an incomplete or unreadable profile is dropped) and the
+//! first APP14 `Adobe` cut to its 12 defined bytes (CMYK/YCCK decoders need it). Every table and
 //! header segment must be exactly as long as its structure (as libjpeg requires), so no
 //! bytes ride along in a kept segment's tail. Dropped: every APP1 (Exif, XMP, extended XMP,
 //! FLIR), APP13 (IPTC), every other APPn, COM, and everything after EOI (MPF images,
 //! Samsung/Google trailers, Motion Photo MP4s, UltraHDR gain maps). If the Exif said
 //! Orientation ≠ 1, a minimal Exif with only that tag is written back so the photo is
-//! not shown sideways. A file that ends before EOI is refused.
+//! not shown sideways. A file that ends before EOI is refused, and so is a JPEG-LS or
+//! hierarchical file (libjpeg decodes neither, and pavise does not read their segments).
 
 use super::{Format, MediaError, Report, be16};
 
@@ -83,6 +84,9 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     let mut wrote_orientation = false;
     let mut saw_frame = false;
     let mut saw_scan = false;
+    let mut saw_jfif = false;
+    // The colour transform of the APP14 Adobe kept, once one is.
+    let mut adobe_transform: Option<u8> = None;
     // APP2 ICC chunks in `out`: (segment start, data start, segment end, seq, count).
     let mut icc: Vec<(usize, usize, usize, u8, u8)> = Vec::new();
 
@@ -144,8 +148,14 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                     wrote_orientation = true;
                 }
                 match marker {
-                    0xE0 if payload.starts_with(b"JFIF\0") && payload.len() >= 14 => {
+                    0xE0 if payload.starts_with(b"JFIF\0") && payload.len() >= 14 && !saw_jfif => {
+                        saw_jfif = true;
                         keep_jfif(payload, &mut out, report);
+                    }
+                    // libjpeg reads every copy and keeps the last one's fields; exiftool
+                    // prints them all. The first one stays, alone.
+                    0xE0 if payload.starts_with(b"JFIF\0") && saw_jfif => {
+                        report.remove("a second APP0 JFIF", whole.len() as u64);
                     }
                     0xE1 if payload.starts_with(b"Exif\0\0") && !saw_exif => {
                         saw_exif = true;
@@ -160,15 +170,7 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                         out.extend_from_slice(whole);
                     }
                     0xEE if payload.starts_with(b"Adobe") => {
-                        // Adobe, version, flags0, flags1, transform: 12 bytes, nothing more.
-                        if payload.len() < 12 {
-                            return Err(MediaError::malformed(F, "a short APP14 Adobe segment"));
-                        }
-                        out.extend_from_slice(&[0xFF, 0xEE, 0, 14]);
-                        out.extend_from_slice(&payload[..12]);
-                        if payload.len() > 12 {
-                            report.remove("bytes after APP14 Adobe's fields", (payload.len() - 12) as u64);
-                        }
+                        keep_adobe(payload, &mut adobe_transform, &mut out, report)?
                     }
                     0xE0..=0xEF | 0xFE => report.remove(app_name(marker, payload), whole.len() as u64),
                     0xC8 => return Err(MediaError::malformed(F, "reserved JPG marker 0xFFC8")),
@@ -184,21 +186,23 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                         pos = data_end;
                         continue;
                     }
+                    // Hierarchical frames and their DHP/EXP, JPEG-LS frames (SOF55) and
+                    // its parameters (LSE): libjpeg refuses them all, so the instance
+                    // could not show the image, and pavise cannot tell what their data holds.
+                    0xC5..=0xC7 | 0xCD..=0xCF | 0xDE | 0xDF | 0xF7 | 0xF8 => {
+                        return Err(MediaError::Unsupported(
+                            "hierarchical and JPEG-LS JPEG files (no decoder the instance uses reads them)",
+                        ));
+                    }
                     0xC0..=0xCF if !matches!(marker, 0xC4 | 0xCC) => {
                         saw_frame = true;
                         exact_length(marker, payload)?;
                         out.extend_from_slice(whole);
                     }
-                    0xF7 => {
-                        // JPEG-LS frame header.
-                        saw_frame = true;
-                        out.extend_from_slice(whole);
-                    }
-                    0xC4 | 0xCC | 0xDB..=0xDF => {
+                    0xC4 | 0xCC | 0xDB..=0xDD => {
                         exact_length(marker, payload)?;
                         out.extend_from_slice(whole);
                     }
-                    0xF8 => out.extend_from_slice(whole),
                     other => {
                         return Err(MediaError::malformed(F, format!("unknown marker 0xFF{other:02X}")));
                     }
@@ -283,18 +287,61 @@ fn exact_length(marker: u8, p: &[u8]) -> Result<(), MediaError> {
     if ok { Ok(()) } else { Err(bad()) }
 }
 
-/// APP0 JFIF without its thumbnail (X/Y thumbnail sizes set to 0).
+/// APP0 JFIF without its thumbnail (X/Y thumbnail sizes set to 0), of version 1.00 to
+/// 1.02 (any other is written as 1.02: libjpeg warns on it, exiftool prints it) and with
+/// a density unit of the three defined (any other reads as an aspect ratio of 1:1).
 fn keep_jfif(payload: &[u8], out: &mut Vec<u8>, report: &mut Report) {
-    let (tx, ty) = (payload[12] as usize, payload[13] as usize);
-    if tx == 0 && ty == 0 && payload.len() == 14 {
-        out.extend_from_slice(&[0xFF, 0xE0, 0, 16]);
-        out.extend_from_slice(payload);
-        return;
+    let mut fields = payload[..14].to_vec();
+    if fields[5] != 1 || fields[6] > 2 {
+        fields[5..7].copy_from_slice(&[1, 2]);
     }
+    if fields[7] > 2 {
+        fields[7..12].copy_from_slice(&[0, 0, 1, 0, 1]);
+    }
+    fields[12..14].copy_from_slice(&[0, 0]);
     out.extend_from_slice(&[0xFF, 0xE0, 0, 16]);
-    out.extend_from_slice(&payload[..12]);
-    out.extend_from_slice(&[0, 0]);
-    report.remove("JFIF thumbnail", (payload.len() - 14) as u64);
+    out.extend_from_slice(&fields);
+    if payload.len() > 14 || payload[12..14] != [0, 0] {
+        report.remove("JFIF thumbnail", (payload.len() - 12) as u64);
+    }
+    if payload[5..12] != fields[5..12] {
+        report.remove("JFIF version or density unit of no specification", 7);
+    }
+}
+
+/// APP14 `Adobe`: the 12 bytes of its fields and nothing more. libjpeg reads only the
+/// colour transform (0 to 2), so the version is written as 100 and both flag words as 0
+/// (exiftool prints them as DCTEncodeVersion, APP14Flags0/1). libjpeg takes the last of
+/// several copies and exiftool prints each: one stays, a repeat with the same transform
+/// is dropped and one with another transform is refused, as decoders then disagree.
+fn keep_adobe(payload: &[u8], kept: &mut Option<u8>, out: &mut Vec<u8>, report: &mut Report) -> Result<(), MediaError> {
+    let transform = *payload.get(11).ok_or_else(|| MediaError::malformed(F, "a short APP14 Adobe segment"))?;
+    if transform > 2 {
+        return Err(MediaError::malformed(
+            F,
+            format!("APP14 Adobe colour transform {transform}, which no decoder knows"),
+        ));
+    }
+    match *kept {
+        Some(first) if first == transform => {
+            report.remove("a second APP14 Adobe", payload.len() as u64 + 4);
+            return Ok(());
+        }
+        Some(_) => {
+            return Err(MediaError::malformed(F, "two APP14 Adobe segments with different colour transforms"));
+        }
+        None => *kept = Some(transform),
+    }
+    let fields = [&b"Adobe"[..], &[0, 100, 0, 0, 0, 0, transform]].concat();
+    out.extend_from_slice(&[0xFF, 0xEE, 0, 14]);
+    out.extend_from_slice(&fields);
+    if payload.len() > 12 {
+        report.remove("bytes after APP14 Adobe's fields", (payload.len() - 12) as u64);
+    }
+    if payload[5..11] != fields[5..11] {
+        report.remove("APP14 Adobe version and flags", 6);
+    }
+    Ok(())
 }
 
 fn app_name(marker: u8, payload: &[u8]) -> String {
@@ -411,6 +458,62 @@ mod tests {
             assert!(matches!(scrub(&tiny(&[&bad], b""), &mut Report::default()), Err(MediaError::Malformed { .. })));
         }
         assert!(scrub(&tiny(&[&seg(0xDB, &[0u8; 65]), &seg(0xDD, &[0, 1])], b""), &mut Report::default()).is_ok());
+    }
+
+    /// Red team pass 7, J2: an LSE (FFF8) or SOF55 (FFF7) segment was kept unread, any
+    /// length, though libjpeg refuses the file. JPEG-LS and hierarchical frames (SOF5-7,
+    /// SOF13-15, DHP, EXP) are refused; the frames libjpeg decodes still pass.
+    #[test]
+    fn jpeg_ls_and_hierarchical_jpeg_are_refused() {
+        let with_frame = |sof: u8| {
+            let mut file = tiny(&[], b"");
+            file[3] = sof;
+            file
+        };
+        for sof in [0xC0, 0xC1, 0xC2, 0xC3, 0xC9, 0xCA, 0xCB] {
+            assert!(scrub(&with_frame(sof), &mut Report::default()).is_ok(), "SOF 0x{sof:02X}");
+        }
+        for sof in [0xC5, 0xC6, 0xC7, 0xCD, 0xCE, 0xCF, 0xF7] {
+            let err = scrub(&with_frame(sof), &mut Report::default()).unwrap_err();
+            assert_eq!(err.reason(), "unsupported", "SOF 0x{sof:02X}: {err}");
+        }
+        for marker in [0xF8, 0xF7, 0xDE, 0xDF] {
+            let file = tiny(&[&seg(marker, b"LEAKMARK GPS 48.8584N 2.2945E")], b"");
+            let err = scrub(&file, &mut Report::default()).unwrap_err();
+            assert_eq!(err.reason(), "unsupported", "0xFF{marker:02X}: {err}");
+        }
+    }
+
+    /// Red team pass 7, J1: every APP0 JFIF and APP14 Adobe was kept, 7 sender-chosen
+    /// bytes each (exiftool `-a` printed five JFIF versions of "LEAKMARK"). One of each
+    /// stays, with a defined version, unit and transform; Adobe's version and flags are
+    /// fixed; a repeat goes, and an Adobe of another transform is refused.
+    #[test]
+    fn one_jfif_and_one_adobe_stay_with_only_their_fields() {
+        let jfif = seg(0xE0, b"JFIF\0LEAKMAR\0\0");
+        let adobe = seg(0xEE, b"AdobeLEAKMA\x01");
+        let input = tiny(&[&jfif, &jfif, &seg(0xE0, b"JFIF\0\x01\x01\x01\0\x48\0\x48\0\0"), &adobe, &adobe], b"");
+        let mut r = Report::default();
+        let out = scrub(&input, &mut r).unwrap();
+        let count = |needle: &[u8]| out.windows(needle.len()).filter(|w| *w == needle).count();
+        assert_eq!(count(b"JFIF\0"), 1, "{r:?}");
+        assert_eq!(count(b"Adobe"), 1, "{r:?}");
+        assert_eq!(count(b"JFIF\0\x01\x02\0\0\x01\0\x01\0\0"), 1, "{r:?}");
+        assert_eq!(count(b"Adobe\0\x64\0\0\0\0\x01"), 1, "{r:?}");
+        assert_eq!(count(b"LEAK"), 0, "{r:?}");
+        let mut again = Report::default();
+        assert_eq!(scrub(&out, &mut again).unwrap(), out);
+        assert!(again.removed.is_empty(), "{again:?}");
+        // A real camera's JFIF (1.01, dots per inch, 72x72) stays as it is.
+        let camera = seg(0xE0, b"JFIF\0\x01\x01\x01\0\x48\0\x48\0\0");
+        let out = scrub(&tiny(&[&camera], b""), &mut Report::default()).unwrap();
+        assert!(out.windows(camera.len()).any(|w| w == camera));
+
+        for bad in
+            [[adobe.clone(), seg(0xEE, b"Adobe\0\x64\0\0\0\0\x02")].concat(), seg(0xEE, b"Adobe\0\x64\0\0\0\0\x07")]
+        {
+            assert!(matches!(scrub(&tiny(&[&bad], b""), &mut Report::default()), Err(MediaError::Malformed { .. })));
+        }
     }
 
     #[test]

@@ -16,7 +16,10 @@
 //! defined fields: one of a fixed size whose length is another (a `gAMA` with text after
 //! its 4 bytes) is dropped, as decoders ignore it, and `IEND` is written empty. Every
 //! kept chunk gets its CRC computed afresh, since a wrong CRC is 4 bytes a sender chooses
-//! per chunk, and `IDAT` may be split into any number of chunks.
+//! per chunk, and `IDAT` may be split into any number of chunks. A chunk a PNG holds
+//! once ([`ONCE`]: the colour and pixel descriptions, `acTL`) is kept once, before the
+//! image data, as libpng reads it: a repeat or a copy after `IDAT` goes. APNG frames
+//! (`fcTL`, `fdAT`) stay only after an `acTL`: without one no reader animates them.
 
 use super::{Format, MediaError, Report, be32, fourcc};
 
@@ -59,6 +62,7 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     let mut saw_idat = false;
     let mut color_type = 0u8;
     let mut palette = 0usize;
+    let mut once = Once::default();
     loop {
         let len = be32(input, pos).ok_or_else(|| MediaError::truncated(F, "the file ends before IEND"))? as usize;
         if len > 0x7FFF_FFFF {
@@ -113,7 +117,21 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
             _ if critical => {
                 return Err(MediaError::malformed(F, format!("unknown critical chunk {}", fourcc(kind))));
             }
-            b"iCCP" => keep_iccp(whole, &mut out, report),
+            _ if let Some(why) = once.refuse(kind, saw_idat) => {
+                report.remove(format!("{} chunk {why}", fourcc(kind)), whole.len() as u64);
+            }
+            // APNG frames draw nothing without an animation control chunk before the
+            // image data: no reader looks at them, and each can be any length.
+            b"fcTL" | b"fdAT" if !once.0.contains(b"acTL") => {
+                report.remove(format!("{} chunk of no animation (no acTL)", fourcc(kind)), whole.len() as u64);
+            }
+            b"iCCP" => {
+                let before = out.len();
+                keep_iccp(whole, &mut out, report);
+                if out.len() > before {
+                    once.kept(kind);
+                }
+            }
             _ if KEEP.iter().any(|k| k.as_slice() == kind) => {
                 let fits = match defined_len(kind, color_type) {
                     Some(l) => l == len,
@@ -122,6 +140,7 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                 };
                 if fits {
                     keep(&mut out, kind, data);
+                    once.kept(kind);
                 } else {
                     report.remove(format!("{} chunk of the wrong length", fourcc(kind)), whole.len() as u64);
                 }
@@ -129,6 +148,44 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
             _ => report.remove(chunk_name(kind, whole), whole.len() as u64),
         }
         pos = end;
+    }
+}
+
+/// The chunks a PNG may hold once, before its image data: the colour and pixel
+/// descriptions (`cLLi` and `mDCv` are the draft spellings of `cLLI` and `mDCV`) and
+/// `acTL`. libpng reads the first copy and calls a later one "duplicate", and one after
+/// `IDAT` "out of place", ignoring both; exiftool prints every copy. Those go.
+const ONCE: &[&[u8; 4]] =
+    &[b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB", b"cICP", b"mDCV", b"cLLI", b"bKGD", b"tRNS", b"pHYs", b"acTL"];
+
+/// Which of the [`ONCE`] chunks are kept already.
+#[derive(Default)]
+struct Once(Vec<[u8; 4]>);
+
+impl Once {
+    fn spelling(kind: &[u8]) -> Option<[u8; 4]> {
+        let kind: [u8; 4] = match kind {
+            b"cLLi" => *b"cLLI",
+            b"mDCv" => *b"mDCV",
+            other => other.try_into().ok()?,
+        };
+        ONCE.contains(&&kind).then_some(kind)
+    }
+
+    /// Why a chunk of `kind` no decoder reads is dropped, if it is one.
+    fn refuse(&self, kind: &[u8], after_idat: bool) -> Option<&'static str> {
+        let kind = Self::spelling(kind)?;
+        if self.0.contains(&kind) {
+            Some("repeated (decoders read the first)")
+        } else if after_idat {
+            Some("after the image data (decoders ignore it there)")
+        } else {
+            None
+        }
+    }
+
+    fn kept(&mut self, kind: &[u8]) {
+        self.0.extend(Self::spelling(kind));
     }
 }
 
@@ -296,6 +353,93 @@ mod tests {
             let err = scrub(&bad, &mut Report::default()).unwrap_err();
             assert!(err.to_string().contains(what), "{err}");
         }
+    }
+
+    /// Red team pass 7, P2: every copy of a fixed-size chunk was kept (two `cHRM` of 32
+    /// bytes spelling "LEAK", two `pHYs`...), and exiftool `-a` prints each. libpng reads
+    /// the first and ignores a repeat or one after `IDAT`: those go, for every chunk a PNG
+    /// holds once, whatever its spelling (`cLLi` is `cLLI`'s draft name).
+    #[test]
+    fn a_chunk_decoders_read_once_is_kept_once_and_only_before_the_image_data() {
+        use std::io::Write as _;
+        let marker = b"LEAKMARK GPS 48.8584N 2.2945E Pixel8";
+        let iccp = |name: &[u8]| {
+            let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            z.write_all(&crate::privacy::media::icc::sample_profile()).unwrap();
+            [name, b"\0\0", &z.finish().unwrap()].concat()
+        };
+        let first = [
+            chunk(b"cHRM", &[1; 32]),
+            chunk(b"gAMA", &[0, 0, 0xB1, 0x8F]),
+            chunk(b"pHYs", &[0, 0, 0x0B, 0x13, 0, 0, 0x0B, 0x13, 1]),
+            chunk(b"sBIT", &[8, 8, 8]),
+            chunk(b"cICP", &[1, 13, 0, 1]),
+            chunk(b"cLLI", &[0, 0, 1, 0, 0, 0, 2, 0]),
+            chunk(b"iCCP", &iccp(b"ICC Profile")),
+        ];
+        let again = [
+            chunk(b"cHRM", &marker[..32]),
+            chunk(b"gAMA", &marker[..4]),
+            chunk(b"pHYs", &marker[8..17]),
+            chunk(b"sBIT", &marker[17..20]),
+            chunk(b"cICP", &marker[20..24]),
+            chunk(b"cLLi", &marker[24..32]),
+            chunk(b"iCCP", &iccp(b"LEAKMARK")),
+        ];
+        let mut png = [SIGNATURE, &chunk(b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 2, 0, 0, 0])].concat();
+        png.extend(first.concat());
+        png.extend(again.concat());
+        png.extend(chunk(b"IDAT", b"pixels"));
+        png.extend(chunk(b"bKGD", &marker[..6]));
+        png.extend(chunk(b"IEND", b""));
+        let mut r = Report::default();
+        let out = scrub(&png, &mut r).unwrap();
+        assert!(!out.windows(4).any(|w| w == b"LEAK" || w == b"MARK" || w == b"48.8"), "{r:?}");
+        let kinds: Vec<[u8; 4]> = chunks(&out).into_iter().map(|(k, _, _)| k).collect();
+        let want: Vec<[u8; 4]> = ["IHDR", "cHRM", "gAMA", "pHYs", "sBIT", "cICP", "cLLI", "iCCP", "IDAT", "IEND"]
+            .iter()
+            .map(|k| k.as_bytes().try_into().unwrap())
+            .collect();
+        assert_eq!(kinds, want, "{r:?}");
+        for c in &first[..6] {
+            assert!(out.windows(c.len() - 4).any(|w| w == &c[..c.len() - 4]), "the first copy stays: {r:?}");
+        }
+        let mut again = Report::default();
+        assert_eq!(scrub(&out, &mut again).unwrap(), out);
+        assert!(again.removed.is_empty(), "{again:?}");
+    }
+
+    /// Red team pass 7, P3: `fcTL` and `fdAT` chunks in a PNG with no `acTL` were kept
+    /// whole, though no reader animates such a file. They go; with an `acTL` before the
+    /// image data they stay (an APNG's frames and their delays are its content).
+    #[test]
+    fn animation_frames_stay_only_in_an_animated_png() {
+        let marker = b"LEAKMARK GPS 48.8584N 2.2945E Pixel8Pro";
+        let fctl = |seq: u8| chunk(b"fcTL", &[&[0, 0, 0, seq, 0, 0, 0, 1, 0, 0, 0, 1][..], &[0; 14]].concat());
+        let png = |actl: Option<Vec<u8>>| {
+            let mut file = [SIGNATURE, &chunk(b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 2, 0, 0, 0])].concat();
+            file.extend(actl.unwrap_or_default());
+            file.extend(fctl(0));
+            file.extend(chunk(b"IDAT", b"pixels"));
+            file.extend(fctl(1));
+            file.extend(chunk(b"fdAT", &[&[0, 0, 0, 2][..], marker].concat()));
+            file.extend(chunk(b"IEND", b""));
+            file
+        };
+        let mut r = Report::default();
+        let out = scrub(&png(None), &mut r).unwrap();
+        assert!(!out.windows(8).any(|w| w == b"LEAKMARK"), "{r:?}");
+        assert!(!out.windows(4).any(|w| w == b"fcTL" || w == b"fdAT"), "{r:?}");
+        let animated = png(Some(chunk(b"acTL", &[0, 0, 0, 2, 0, 0, 0, 0])));
+        let out = scrub(&animated, &mut Report::default()).unwrap();
+        assert_eq!(out.windows(4).filter(|w| *w == b"fcTL").count(), 2);
+        assert!(out.windows(8).any(|w| w == b"LEAKMARK"), "an APNG's frame data is its content");
+        // An acTL after the image data animates nothing (libpng ignores it there).
+        let mut late = png(None);
+        let at = late.len() - 12;
+        late.splice(at..at, chunk(b"acTL", &[0, 0, 0, 2, 0, 0, 0, 0]));
+        let out = scrub(&late, &mut Report::default()).unwrap();
+        assert!(!out.windows(4).any(|w| w == b"acTL" || w == b"fdAT"));
     }
 
     #[test]

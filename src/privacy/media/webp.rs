@@ -5,15 +5,34 @@
 //! `ANMF`). Dropped: `EXIF`, `XMP `, and any chunk the spec does not define (readers
 //! ignore them, so they could only carry something). The VP8X flags that announce EXIF
 //! and XMP are cleared and the RIFF size rewritten; bytes past the RIFF size are dropped.
+//!
+//! Each kept chunk is kept once and with only its fields, as libwebp reads them: one
+//! `VP8X` (first, 10 bytes, its reserved bits and bytes zero), one `ICCP`, one `ANIM` of
+//! 6 bytes, one still bitstream, an `ALPH` only right before the `VP8 ` of an image whose
+//! `VP8X` says it has alpha, and in each frame one bitstream and the blending and
+//! disposal bits of its flags. Frame positions and durations are content, and stay.
 
 use super::{Format, MediaError, Report, fourcc, le32};
 
 const F: Format = Format::Webp;
-const KEEP: &[&[u8; 4]] = &[b"VP8 ", b"VP8L", b"VP8X", b"ALPH", b"ANIM", b"ANMF", b"ICCP"];
 /// VP8X flag bits for "has EXIF" and "has XMP".
 const EXIF_FLAG: u8 = 0x08;
 const XMP_FLAG: u8 = 0x04;
 const ICC_FLAG: u8 = 0x20;
+const ALPHA_FLAG: u8 = 0x10;
+/// The VP8X flags the specification defines (ICC, alpha, EXIF, XMP, animation); the
+/// other three bits are reserved.
+const VP8X_FLAGS: u8 = 0x3E;
+
+/// Writes a chunk, padded to an even length.
+fn put(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+    out.extend_from_slice(kind);
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(data);
+    if data.len() & 1 == 1 {
+        out.push(0);
+    }
+}
 
 pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     let riff = le32(input, 4).ok_or_else(|| MediaError::truncated(F, "no RIFF header"))? as usize;
@@ -30,8 +49,8 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     out.extend_from_slice(b"RIFF\0\0\0\0WEBP");
     let mut pos = 12;
     let mut vp8x_at = None;
-    let mut saw_bitstream = false;
-    let mut saw_icc = false;
+    let (mut saw_still, mut saw_frame, mut saw_icc, mut saw_anim, mut alpha_flag) = (false, false, false, false, false);
+    let mut pending_alpha: Option<&[u8]> = None;
     while pos < end {
         let Some(kind) = input.get(pos..pos + 4) else {
             return Err(MediaError::truncated(F, "the file ends inside a chunk header"));
@@ -46,47 +65,76 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
             return Err(MediaError::truncated(F, format!("chunk {} runs past the end", fourcc(kind))));
         }
         let whole = &input[pos..chunk_end];
-        if kind == b"ICCP" {
-            // The profile keeps its colour and loses the device (super::icc), in place.
-            let mut chunk = whole.to_vec();
-            let end_of_data = (8 + len).min(chunk.len());
-            match super::icc::blank(&mut chunk[8..end_of_data]) {
-                Ok(changed) => {
-                    if changed > 0 {
-                        report.remove("ICCP device, description and text tags", changed);
+        let data = &input[pos + 8..(pos + 8 + len).min(chunk_end)];
+        // An ALPH counts only right before the VP8 it is the alpha of.
+        if let Some(alpha) = pending_alpha.take_if(|_| kind != b"VP8 ") {
+            report.remove("ALPH chunk of no VP8 bitstream", alpha.len() as u64);
+        }
+        match kind {
+            b"ICCP" if saw_icc => report.remove("a second ICCP chunk", whole.len() as u64),
+            b"ICCP" => {
+                // The profile keeps its colour and loses the device (super::icc), in place.
+                let mut profile = data.to_vec();
+                match super::icc::blank(&mut profile) {
+                    Ok(changed) => {
+                        if changed > 0 {
+                            report.remove("ICCP device, description and text tags", changed);
+                        }
+                        put(&mut out, kind, &profile);
+                        saw_icc = true;
                     }
-                    out.extend_from_slice(&chunk);
-                    if chunk.len() & 1 == 1 {
-                        out.push(0);
-                    }
-                    saw_icc = true;
+                    Err(e) => report.remove(format!("ICCP chunk ({e})"), whole.len() as u64),
                 }
-                Err(e) => report.remove(format!("ICCP chunk ({e})"), whole.len() as u64),
             }
-        } else if KEEP.iter().any(|k| k.as_slice() == kind) {
-            if kind == b"VP8X" {
-                if len < 10 || vp8x_at.is_some() {
+            b"VP8X" => {
+                if len < 10 || vp8x_at.is_some() || pos != 12 {
                     return Err(MediaError::malformed(F, "bad VP8X chunk"));
                 }
                 vp8x_at = Some(out.len());
+                alpha_flag = data[0] & ALPHA_FLAG != 0;
+                // The defined flags, the reserved bits and bytes zero, the canvas size.
+                let fields = [&[data[0] & VP8X_FLAGS, 0, 0, 0][..], &data[4..10]].concat();
+                if fields[..] != data[..] {
+                    report.remove("VP8X reserved bits and bytes", (len - 6) as u64);
+                }
+                put(&mut out, kind, &fields);
             }
-            if matches!(kind, b"VP8 " | b"VP8L" | b"ANMF") {
-                saw_bitstream = true;
+            b"ANIM" if saw_anim => report.remove("a second ANIM chunk", whole.len() as u64),
+            b"ANIM" => {
+                // Background colour (4 bytes) and loop count (2), nothing more.
+                let fields = data.get(..6).ok_or_else(|| MediaError::malformed(F, "a short ANIM chunk"))?;
+                if len > 6 {
+                    report.remove("bytes after ANIM's fields", (len - 6) as u64);
+                }
+                put(&mut out, kind, fields);
+                saw_anim = true;
             }
-            if kind == b"ANMF" {
-                keep_frame(&whole[8..8 + len], &mut out, report)?;
-                pos = chunk_end;
-                continue;
+            b"ALPH" if saw_still || !alpha_flag => {
+                report.remove("ALPH chunk where no decoder reads it", whole.len() as u64);
             }
-            out.extend_from_slice(whole);
-            if whole.len() & 1 == 1 {
-                out.push(0);
+            b"ALPH" => pending_alpha = Some(data),
+            b"VP8 " | b"VP8L" if saw_still => {
+                report.remove(format!("a second {} bitstream", fourcc(kind).trim_end()), whole.len() as u64);
             }
-        } else {
-            report.remove(format!("{} chunk", fourcc(kind).trim_end()), whole.len() as u64);
+            b"VP8 " | b"VP8L" => {
+                if let Some(alpha) = pending_alpha.take() {
+                    put(&mut out, b"ALPH", alpha);
+                }
+                put(&mut out, kind, data);
+                saw_still = true;
+            }
+            b"ANMF" => {
+                keep_frame(data, &mut out, report)?;
+                saw_frame = true;
+            }
+            _ => report.remove(format!("{} chunk", fourcc(kind).trim_end()), whole.len() as u64),
         }
         pos = chunk_end;
     }
+    if let Some(alpha) = pending_alpha {
+        report.remove("ALPH chunk of no VP8 bitstream", alpha.len() as u64);
+    }
+    let saw_bitstream = saw_still || saw_frame;
     if !saw_bitstream {
         return Err(MediaError::malformed(F, "no image data"));
     }
@@ -103,29 +151,49 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     Ok(out)
 }
 
-/// An animation frame: its 16-byte header, then only the sub-chunks that draw it
-/// (`ALPH`, `VP8 `, `VP8L`); anything else riding inside a frame is dropped.
+/// An animation frame: its 16-byte header (position, size and duration, and of its
+/// flags byte only the blending and disposal bits), then only the sub-chunks that draw
+/// it: one `VP8 ` or `VP8L`, and an `ALPH` right before a `VP8 `. Anything else riding
+/// inside a frame is dropped.
 fn keep_frame(data: &[u8], out: &mut Vec<u8>, report: &mut Report) -> Result<(), MediaError> {
     let header = data.get(..16).ok_or_else(|| MediaError::truncated(F, "an ANMF frame header"))?;
     let mut frame = header.to_vec();
+    if frame[15] & !0x03 != 0 {
+        frame[15] &= 0x03;
+        report.remove("reserved bits of an animation frame", 1);
+    }
     let mut pos = 16;
     let mut drew = false;
+    let mut alpha: Option<&[u8]> = None;
     while pos < data.len() {
         let kind = data.get(pos..pos + 4).ok_or_else(|| MediaError::truncated(F, "a frame's sub-chunk header"))?;
         let len = le32(data, pos + 4).ok_or_else(|| MediaError::truncated(F, "a frame's sub-chunk header"))? as usize;
         let end = pos.checked_add(8 + len + (len & 1)).ok_or_else(|| MediaError::malformed(F, "sub-chunk size"))?;
         let end = if end == data.len() + 1 && len & 1 == 1 { data.len() } else { end };
         let whole = data.get(pos..end).ok_or_else(|| MediaError::truncated(F, "a frame's sub-chunk runs past it"))?;
-        if matches!(kind, b"ALPH" | b"VP8 " | b"VP8L") {
-            drew |= kind != b"ALPH";
-            frame.extend_from_slice(whole);
-            if whole.len() & 1 == 1 {
-                frame.push(0);
+        let body = &whole[8..(8 + len).min(whole.len())];
+        if let Some(unused) = alpha.take_if(|_| kind != b"VP8 ") {
+            report.remove("ALPH chunk of no VP8 bitstream in an animation frame", unused.len() as u64);
+        }
+        match kind {
+            b"ALPH" | b"VP8 " | b"VP8L" if drew => {
+                report.remove(format!("a second {} in an animation frame", fourcc(kind).trim_end()), whole.len() as u64)
             }
-        } else {
-            report.remove(format!("{} chunk inside an animation frame", fourcc(kind).trim_end()), whole.len() as u64);
+            b"ALPH" => alpha = Some(body),
+            b"VP8 " | b"VP8L" => {
+                if let Some(alpha) = alpha.take() {
+                    put(&mut frame, b"ALPH", alpha);
+                }
+                put(&mut frame, kind, body);
+                drew = true;
+            }
+            _ => report
+                .remove(format!("{} chunk inside an animation frame", fourcc(kind).trim_end()), whole.len() as u64),
         }
         pos = end;
+    }
+    if let Some(unused) = alpha {
+        report.remove("ALPH chunk of no VP8 bitstream in an animation frame", unused.len() as u64);
     }
     if !drew {
         return Err(MediaError::malformed(F, "an animation frame without image data"));
@@ -171,6 +239,68 @@ mod tests {
         assert_eq!(le32(&out, 4).unwrap() as usize, out.len() - 8);
         assert_eq!(r.removed.len(), 3, "{r:?}");
         assert!(scrub(&webp[..webp.len() - 3], &mut Report::default()).is_err());
+    }
+
+    fn riff(chunks: &[Vec<u8>]) -> Vec<u8> {
+        let body = [&b"WEBP"[..], &chunks.concat()].concat();
+        [&b"RIFF"[..], &(body.len() as u32).to_le_bytes(), &body].concat()
+    }
+
+    /// Red team pass 7, W1: a second `ANIM`, the bytes past an `ANIM`'s 6, a second
+    /// top-level `VP8L`, an `ALPH` no decoder reads and the `VP8X` reserved bits and bytes
+    /// ("LKM") were all kept. One of each stays, with only its defined fields; an `ALPH`
+    /// only right before the `VP8 ` of an image with the alpha flag.
+    #[test]
+    fn one_copy_of_each_chunk_and_only_its_fields() {
+        let count = |out: &[u8], needle: &[u8]| out.windows(needle.len()).filter(|w| *w == needle).count();
+        // A still image: VP8X (alpha, reserved bits, "LKM"), ALPH + VP8, then copies.
+        let still = riff(&[
+            chunk(b"VP8X", &[0xD1, b'L', b'K', b'M', 1, 0, 0, 1, 0, 0]),
+            chunk(b"ALPH", b"alpha-of-frame"),
+            chunk(b"VP8 ", b"frame"),
+            chunk(b"VP8L", b"LEAKMARK GPS 48.8584N"),
+            chunk(b"ALPH", b"LEAKMARK GPS 2.2945E"),
+            chunk(b"ICCP", &crate::privacy::media::icc::sample_profile()),
+        ]);
+        let mut r = Report::default();
+        let out = scrub(&still, &mut r).unwrap();
+        assert!(!out.windows(8).any(|w| w == b"LEAKMARK") && !out.windows(3).any(|w| w == b"LKM"), "{r:?}");
+        assert_eq!(&out[12..30], b"VP8X\x0a\0\0\0\x10\0\0\0\x01\0\0\x01\0\0", "{r:?}");
+        assert!(count(&out, b"ALPH\x0e\0\0\0alpha-of-frameVP8 ") == 1, "{r:?}");
+        let mut again = Report::default();
+        assert_eq!(scrub(&out, &mut again).unwrap(), out);
+        assert!(again.removed.is_empty(), "{again:?}");
+        // Without the alpha flag, or before a lossless bitstream, no decoder reads an ALPH.
+        for (flags, bitstream) in [(0x00, b"VP8 "), (0x10, b"VP8L")] {
+            let file = riff(&[
+                chunk(b"VP8X", &[flags, 0, 0, 0, 1, 0, 0, 1, 0, 0]),
+                chunk(b"ALPH", b"LEAKMARK"),
+                chunk(bitstream, b"frame"),
+            ]);
+            let out = scrub(&file, &mut Report::default()).unwrap();
+            assert!(!out.windows(4).any(|w| w == b"ALPH") && count(&out, b"frame") == 1);
+        }
+
+        // An animation: two ANIM (the first with 39 bytes too many), a frame with reserved bits.
+        let mut frame = vec![0u8; 15];
+        frame.push(0xFF);
+        frame.extend(chunk(b"VP8L", b"frame"));
+        frame.extend(chunk(b"VP8L", b"LEAKMARK"));
+        let animated = riff(&[
+            chunk(b"VP8X", &[0x02, 0, 0, 0, 1, 0, 0, 1, 0, 0]),
+            chunk(b"ANIM", b"\xFF\xFF\xFF\xFF\0\0LEAKMARK GPS 48.8584N 2.2945E Pixel8Pro"),
+            chunk(b"ANIM", b"LEAKMA"),
+            chunk(b"ANMF", &frame),
+        ]);
+        let mut r = Report::default();
+        let out = scrub(&animated, &mut r).unwrap();
+        assert!(!out.windows(4).any(|w| w == b"LEAK"), "{r:?}");
+        assert_eq!(count(&out, b"ANIM\x06\0\0\0\xFF\xFF\xFF\xFF\0\0"), 1, "{r:?}");
+        assert_eq!(count(&out, b"ANIM"), 1, "{r:?}");
+        assert_eq!(count(&out, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x03, b'V']), 1, "{r:?}");
+        let mut again = Report::default();
+        assert_eq!(scrub(&out, &mut again).unwrap(), out);
+        assert!(again.removed.is_empty(), "{again:?}");
     }
 
     #[test]
