@@ -30,7 +30,7 @@
 //! every local name any of its strings holds instead ([`super::mention::read_opaque`]),
 //! each counted toward a wave, and held back from every shielded member.
 
-use std::fmt;
+use std::{collections::HashMap, fmt};
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -89,13 +89,15 @@ pub fn read(body: &[u8]) -> Reading {
 
 const AS_NS: &str = "https://www.w3.org/ns/activitystreams#";
 /// Remote contexts whose terms are known: they alias nothing Mastodon reads for addressing.
-const KNOWN_CONTEXTS: [&str; 6] = [
+const KNOWN_CONTEXTS: [&str; 7] = [
     "https://www.w3.org/ns/activitystreams",
     "http://www.w3.org/ns/activitystreams",
     "https://w3id.org/security/v1",
     "https://w3id.org/security/data-integrity/v1",
     "https://w3id.org/security/multikey/v1",
     "https://w3id.org/identity/v1",
+    // Mastodon's own `webfinger:` context (`ContextHelper`), in every actor document.
+    "https://purl.archive.org/socialweb/webfinger",
 ];
 /// The terms whose values say whom a post addresses or what it names: an inline context may
 /// not redefine them (only map them to their ActivityStreams name).
@@ -134,6 +136,21 @@ fn compaction_keeps_addressing(doc: &Value) -> bool {
         Some(one) => vec![one],
         None => vec![],
     };
+    // Every inline term's IRI, so a definition is judged by what it expands to (a term
+    // may name another term, or use a prefix the same context defines).
+    let inline: HashMap<&str, &str> = contexts
+        .iter()
+        .filter_map(|c| c.as_object())
+        .flat_map(|terms| terms.iter())
+        .filter_map(|(term, def)| {
+            let iri = match def {
+                Value::String(iri) => iri.as_str(),
+                Value::Object(d) => d.get("@id")?.as_str()?,
+                _ => return None,
+            };
+            Some((term.as_str(), iri))
+        })
+        .collect();
     for ctx in contexts {
         match ctx {
             Value::String(url) if KNOWN_CONTEXTS.contains(&url.as_str()) => {}
@@ -165,13 +182,13 @@ fn compaction_keeps_addressing(doc: &Value) -> bool {
                         return false;
                     }
                     // A term for what pavise reads for addressing may only be that term.
-                    let expanded = iri.strip_prefix("as:").map_or_else(|| iri.to_owned(), |l| format!("{AS_NS}{l}"));
+                    let Some(expanded) = expand(iri, &inline) else { return false };
                     match expanded.strip_prefix(AS_NS) {
                         Some(local) if local != term => return false,
                         None if ADDRESSING_TERMS.contains(&term.as_str()) => return false,
                         _ => {}
                     }
-                    if let Some((_, fragment)) = iri.rsplit_once('#')
+                    if let Some((_, fragment)) = expanded.rsplit_once('#')
                         && QUOTE_FRAGMENTS.contains(&fragment)
                         && fragment != term
                     {
@@ -191,9 +208,39 @@ fn compaction_keeps_addressing(doc: &Value) -> bool {
     plain(doc, &prefixes, true)
 }
 
-/// No nested context, no keyword that moves keys (`@nest`, `@graph`, ...), no value that
-/// a defined prefix would expand, no `type` that is an IRI.
+/// The absolute IRI a term definition's `iri` expands to, through the inline terms: `as:`
+/// is ActivityStreams, another defined prefix is replaced (a few levels at most). Not an
+/// absolute or compact IRI (a bare term, a relative IRI, a keyword): `None`, since what
+/// JSON-LD makes of it depends on the rest of the context.
+fn expand(iri: &str, inline: &HashMap<&str, &str>) -> Option<String> {
+    let mut iri = iri.to_owned();
+    for _ in 0..4 {
+        let (prefix, suffix) = iri.split_once(':')?;
+        if prefix == "as" {
+            return Some(format!("{AS_NS}{suffix}"));
+        }
+        match inline.get(prefix) {
+            Some(base) if !suffix.starts_with("//") => iri = format!("{base}{suffix}"),
+            _ => return Some(iri),
+        }
+    }
+    None
+}
+
+/// No nested context, no keyword that moves keys (`@nest`, `@graph`, ...), no value of an
+/// IRI-valued key that a defined prefix would expand, no `type` that is an IRI. (Text
+/// fields are never expanded: a content warning `sensitive: politics` is only text.)
 fn plain(v: &Value, prefixes: &[&str], top: bool) -> bool {
+    plain_as(v, prefixes, top, false)
+}
+
+/// The keys whose string values JSON-LD expands as IRIs (ActivityStreams' `@id`-typed
+/// terms and the keywords): only there can a prefix change what a value names.
+fn iri_valued(key: &str) -> bool {
+    ADDRESSING_TERMS.contains(&key) || QUOTE_FRAGMENTS.contains(&key) || matches!(key, "@id" | "@type" | "url")
+}
+
+fn plain_as(v: &Value, prefixes: &[&str], top: bool, iri: bool) -> bool {
     let prefixed = |s: &str| s.split_once(':').is_some_and(|(p, _)| prefixes.contains(&p));
     match v {
         Value::Object(map) => map.iter().all(|(k, v)| {
@@ -211,11 +258,11 @@ fn plain(v: &Value, prefixes: &[&str], top: bool) -> bool {
             if (k == "type" || k == "@type") && iri_type {
                 return false;
             }
-            k == "signature" || plain(v, prefixes, false)
+            k == "signature" || plain_as(v, prefixes, false, iri_valued(k))
         }),
-        Value::Array(items) => items.iter().all(|i| plain(i, prefixes, false)),
+        Value::Array(items) => items.iter().all(|i| plain_as(i, prefixes, false, iri)),
         // `as:Public` is what Mastodon itself reads as public.
-        Value::String(s) => s == "as:Public" || !prefixed(s),
+        Value::String(s) => !iri || s == "as:Public" || !prefixed(s),
         _ => true,
     }
 }
@@ -404,6 +451,23 @@ mod tests {
         assert_eq!(ld(base(quote), note()), lds, "another term compacted into quote");
         let scoped = serde_json::json!({"x": {"@id": "toot:x", "@context": {"m": "as:tag"}}});
         assert_eq!(ld(base(scoped), note()), lds, "a scoped context");
+        // Ninth pass (X4): a term naming another term, or a prefix the same context defines.
+        for terms in [
+            serde_json::json!({"mention": "tag"}),
+            serde_json::json!({"h": {"@id": "href", "@type": "@id"}}),
+            serde_json::json!({"t": "type"}),
+            serde_json::json!({"M": "Mention"}),
+            serde_json::json!({"w": "https://www.w3.org/ns/", "mention": "w:activitystreams#tag"}),
+            serde_json::json!({"w": "https://www.w3.org/ns/activitystreams#", "m": "w:tag"}),
+        ] {
+            assert_eq!(ld(base(terms.clone()), note()), lds, "{terms}");
+        }
+        // Text is never expanded: a content warning or alt text that starts like a prefix
+        // keeps the post exact (M2/M3).
+        let mut cw = mastodon.clone();
+        cw["object"]["summary"] = "sensitive: politics".into();
+        cw["object"]["attachment"] = serde_json::json!([{"type": "Document", "name": "toot: my cat"}]);
+        assert_eq!(opaque(&cw.to_string()), None);
         // Without a context the instance reads nothing of it (not a supported context).
         assert_eq!(opaque(r#"{"type":"Create","signature":{"type":"RsaSignature2017"}}"#), None);
 

@@ -89,7 +89,7 @@ async fn read_document(body: &Bytes, locals: &LocalHosts) -> (Reading, Addressed
             // Too long to read in full (a hellthread, past 1,000 addressees): every name in
             // it is found the way an opaque body's are, so none hides behind the others.
             Reading::Exact(doc) => match mention::read(doc, locals) {
-                exact if exact.truncated => Addressed { total: exact.total, ..mention::read_opaque(body, locals) },
+                exact if exact.truncated => exact.joined(mention::read_opaque(body, locals)),
                 exact => exact,
             },
             Reading::Opaque(_) => mention::read_opaque(body, locals),

@@ -223,6 +223,27 @@ pub enum Reach {
     Notified,
 }
 
+impl Addressed {
+    /// This reading, and every account `other` found that it did not (a reading that
+    /// stopped at [`MAX_ADDRESSEES`] joined with [`read_opaque`]'s of the same body).
+    pub fn joined(mut self, other: Addressed) -> Addressed {
+        let mut index: HashMap<LocalRef, usize> = self.local.iter().cloned().enumerate().map(|(i, l)| (l, i)).collect();
+        for (local, reach) in other.local.into_iter().zip(other.reach) {
+            match index.get(&local) {
+                Some(&i) => self.reach[i] = self.reach[i].with(reach),
+                None => {
+                    index.insert(local.clone(), self.local.len());
+                    self.local.push(local);
+                    self.reach.push(reach);
+                }
+            }
+        }
+        self.opaque |= other.opaque;
+        self.total = self.total.max(other.total);
+        self
+    }
+}
+
 impl Reach {
     /// Two readings of one account, e.g. two spellings of her in one post: the stronger.
     /// (Tagged under one spelling and in the audience under another would be notified if
@@ -295,8 +316,8 @@ pub fn read_at(doc: &Value, locals: &LocalHosts, now: std::time::SystemTime) -> 
 /// instance would resolve it — may be reached: [`Reach::Possible`], counted toward a wave
 /// like a tag pavise cannot see the fate of. The body is read without its JSON structure,
 /// so no comment, stray quote or nesting changes what is found: every JSON escape is
-/// undone (`\u0061`, `\/`), then every run of characters that can be part of a reference
-/// is a candidate. A spelling Mastodon resolves to nobody stays [`Reach::Unresolved`]. The
+/// undone (`\u0061`, `\/`), then every run of characters between quotes, white space
+/// and control characters is a candidate. A spelling Mastodon resolves to nobody stays [`Reach::Unresolved`]. The
 /// body is also [`Addressed::opaque`]: it may reach anyone else (a name JSON-LD compaction
 /// builds from parts, say), so a shield holds it back from every shielded member.
 pub fn read_opaque(body: &[u8], locals: &LocalHosts) -> Addressed {
@@ -320,10 +341,13 @@ pub fn read_opaque(body: &[u8], locals: &LocalHosts) -> Addressed {
         .iter()
         .map(|h| h.split_once(':').filter(|_| !h.starts_with('[')).map_or(h.as_str(), |(h, _)| h).to_owned())
         .collect();
-    let delimiter = |c: char| c.is_whitespace() || c.is_control() || "\"',{}[]<>()\\".contains(c);
+    // Only what no reference Mastodon resolves can hold ends a run: a quote (JSON's own
+    // delimiter), white space, a control character. A comma, an apostrophe or a bracket
+    // may stand in one (an OStatus `tag:host,2016:...` id, a userinfo `x'y@`).
+    let delimiter = |c: char| c == '"' || c.is_whitespace() || c.is_control();
     for run in text.split(delimiter).filter(|run| run.len() > 3) {
-        let lower = run.to_ascii_lowercase();
-        if !(hosts.iter().any(|h| lower.contains(h.as_str())) || run.contains('%') || !run.is_ascii()) {
+        let names_host = |h: &String| run.as_bytes().windows(h.len()).any(|w| w.eq_ignore_ascii_case(h.as_bytes()));
+        if !(hosts.iter().any(names_host) || run.contains('%') || !run.is_ascii()) {
             continue;
         }
         if let Some(local) = local_ref(run, locals).or_else(|| status_ref(run, locals)) {
@@ -1178,6 +1202,8 @@ mod tests {
             "{// \"\n \"cc\": [\"https://local.example/users/alice\"]}",
             r#"{"cc": ["https://local.example/users/alice"#,
             r#"{"x": "\ud83d\ude00\ud800", "to": "https:\/\/local.example\/users\/ali\u0063e"}"#,
+            // Ninth pass: a comma or an apostrophe inside a reference does not end it.
+            r#"{"n": 1e400, "cc": ["https://x'y@local.example/users/alice"]}"#,
         ] {
             assert_eq!(opaque(body), std::slice::from_ref(&alice), "{body}");
         }
@@ -1190,6 +1216,26 @@ mod tests {
             [(LocalRef::StatusOwner(88), Reach::Possible), (name("bob"), Reach::Unresolved)]
         );
         assert_eq!(opaque(r#"{"cc": ["https://r.example/users/alice"], "bad": "\ud800"}"#), []);
+        assert_eq!(
+            opaque(r#"{"n": 1e400, "cc": ["tag:local.example,2016-10-03:objectId=7:objectType=Account"]}"#),
+            [(LocalRef::Id(7), Reach::Possible)]
+        );
+        // A reading that stopped at its cap, joined with this one, keeps both its own
+        // findings and every name found past the cap.
+        let exact = Addressed {
+            local: vec![name("bob")],
+            reach: vec![Reach::Notified],
+            total: 1001,
+            truncated: true,
+            ..Addressed::default()
+        };
+        let joined = exact.joined(read_opaque(
+            br#"{"a": "https://local.example/users/bob", "z": "https://local.example/@alice"}"#,
+            &locals(),
+        ));
+        assert_eq!(joined.local, [name("bob"), name("alice")]);
+        assert_eq!(joined.reach, [Reach::Notified, Reach::Possible]);
+        assert!(joined.opaque && joined.total == 1001);
         // However long the body, a name in it is found (the reading is linear).
         let many = format!("[{}\"https://local.example/users/alice\"]", "\"x\",".repeat(100_000));
         assert_eq!(opaque(&many), std::slice::from_ref(&alice));
