@@ -1194,15 +1194,20 @@ fn plan_heif_meta(
     let mut idat: Option<(u64, u64)> = None;
     // Planned once the items are known: a property counts only for an image pavise keeps.
     let mut iprp = None;
+    let mut primary = None;
+    let mut references = Vec::new();
     for k in &kids {
         match &k.kind {
             b"pitm" => {
                 defined_version(walk, k, 1)?;
+                let p = walk.payload(k);
+                primary = if p.first() == Some(&0) { be16(p, 4).map(u32::from) } else { be32(p, 4) };
                 walk.slack(k, actions);
             }
             b"iref" => {
                 defined_version(walk, k, 1)?;
                 plan_iref(walk, k, actions)?;
+                references = parse_references(walk, k)?;
             }
             b"grpl" => walk.level(k, ENTITY_GROUPS, "grpl", actions, |_, _| Ok(()))?,
             b"iprp" => iprp = Some(k),
@@ -1228,9 +1233,13 @@ fn plan_heif_meta(
             other => actions.push(free(k, &format!("meta/{} box (XML/XMP or vendor data)", fourcc(other)))),
         }
     }
+    let primary = primary.ok_or_else(|| bad("no primary item (pitm)"))?;
+    if !items.iter().any(|&(id, _, kind)| id == primary && IMAGE_ITEMS.contains(&&kind)) {
+        return Err(bad(&format!("the primary item {primary} is not an image item")));
+    }
+    let shown = shown_images(primary, &items, &references);
     if let Some(iprp) = iprp {
-        let images = items.iter().filter(|(_, _, kind)| IMAGE_ITEMS.contains(&kind)).map(|&(id, _, _)| id).collect();
-        plan_iprp(walk, iprp, &images, actions)?;
+        plan_iprp(walk, iprp, &shown, actions)?;
     }
     let Some(locations) = locations else {
         map.distrust("no item locations (iloc)");
@@ -1255,7 +1264,7 @@ fn plan_heif_meta(
     // Image items coded in a format pavise does not walk in place: a JPEG item (the
     // preview or `thmb` thumbnail of a Fujifilm HIF, exiftool's PreviewImage) keeps its
     // own Exif APP1 with GPS, make and date; JPEG 2000 keeps its comments, VVC its SEI.
-    if let Some(&(_, _, kind)) = items.iter().find(|(_, _, k)| UNWALKED_ITEMS.contains(&k)) {
+    if let Some(&(_, _, kind)) = items.iter().find(|(id, _, k)| shown.contains(id) && UNWALKED_ITEMS.contains(&k)) {
         return Err(MediaError::Unsupported(match &kind {
             b"jpeg" => "HEIF images with a JPEG preview or thumbnail inside (its own Exif would stay)",
             _ => "HEIF images coded as JPEG 2000 or VVC (their metadata cannot be checked)",
@@ -1266,7 +1275,7 @@ fn plan_heif_meta(
         Some(iprp) => coded::item_codecs(walk, iprp)?,
         None => Default::default(),
     };
-    for &(id, _, kind) in &items {
+    for &(id, _, kind) in items.iter().filter(|(id, _, _)| shown.contains(id)) {
         let Some(codec) = codecs.get(&id).copied().or((&kind == b"av01").then_some(bitstream::Codec::Av1)) else {
             continue;
         };
@@ -1285,12 +1294,25 @@ fn plan_heif_meta(
         }
     }
     const UNWALKED_ITEMS: &[&[u8; 4]] = &[b"jpeg", b"j2k1", b"vvc1", b"vvi1"];
+    // An image item no reader reaches is zeroed like Exif, unless its bytes are also
+    // those of an image a reader shows: zeroing them would blank that image.
+    let mut shown_data = Vec::new();
+    for loc in locations.iter().filter(|l| shown.contains(&l.id)) {
+        for &(off, len) in &loc.extents {
+            if let Some(range) = item_extent(loc, off, len, idat, file_len) {
+                shown_data.push(range);
+            }
+        }
+    }
     for (id, type_at, kind) in items {
-        if IMAGE_ITEMS.contains(&&kind) {
+        if shown.contains(&id) {
             continue;
         }
+        let image = IMAGE_ITEMS.contains(&&kind);
         let what = if &kind == ITEM_GONE {
             "an item pavise already neutralised".to_owned()
+        } else if image {
+            format!("'{}' image item {id} that no reader shows", fourcc(&kind))
         } else {
             format!("'{}' item {id} (Exif/XMP)", fourcc(&kind))
         };
@@ -1310,6 +1332,9 @@ fn plan_heif_meta(
                 if off.checked_add(len).is_none_or(|end| end > start + limit) {
                     return Err(MediaError::truncated(format, format!("{what} extends past the end of the file")));
                 }
+                if image && shown_data.iter().any(|&(o, l)| off < o.saturating_add(l) && o < off + len) {
+                    return Err(bad(&format!("{what} shares its data with an image that is shown")));
+                }
                 actions.push(Action::Zero { off, len, what: what.clone() });
             }
         }
@@ -1318,6 +1343,77 @@ fn plan_heif_meta(
         }
     }
     Ok(true)
+}
+
+/// The absolute (offset, length) of one extent of an item, for construction methods 0
+/// (the file) and 1 (`idat`); `None` for one pavise cannot place.
+fn item_extent(loc: &Location, off: u64, len: u64, idat: Option<(u64, u64)>, file_len: u64) -> Option<(u64, u64)> {
+    let (start, limit) = match loc.method {
+        0 => (0, file_len),
+        1 => idat?,
+        _ => return None,
+    };
+    let off = start.checked_add(loc.base)?.checked_add(off)?;
+    Some((off, if len == 0 { (start + limit).saturating_sub(off) } else { len }))
+}
+
+/// The image items a reader can reach (red team pass 8, H2b): the primary item, the
+/// inputs (`dimg`) of a reached grid, overlay or identity image, and the thumbnails and
+/// auxiliary images (`thmb`, `auxl`: alpha, depth, gain map) of a reached image, as a
+/// closure. Any other item is one libheif never decodes: its properties (a `pixi` of
+/// 255 sender-chosen bytes, an `rloc`) would be kept only for exiftool to print, and its
+/// data only for someone to read by hand. A reached item whose type is not an image
+/// (a `dimg` to the Exif item) is not an image either.
+fn shown_images(primary: u32, items: &[(u32, u64, [u8; 4])], references: &[Reference]) -> HashSet<u32> {
+    let kind_of = |id: u32| items.iter().find(|(i, _, _)| *i == id).map(|(_, _, k)| k);
+    let is_image = |id: u32| kind_of(id).is_some_and(|k| IMAGE_ITEMS.contains(&k));
+    let mut shown = HashSet::from([primary]);
+    loop {
+        let before = shown.len();
+        for r in references {
+            let reached = match &r.kind {
+                b"dimg" if shown.contains(&r.from) && kind_of(r.from).is_some_and(|k| DERIVED.contains(&k)) => {
+                    r.to.clone()
+                }
+                b"thmb" | b"auxl" if r.to.iter().any(|t| shown.contains(t)) => vec![r.from],
+                _ => continue,
+            };
+            shown.extend(reached.into_iter().filter(|&id| is_image(id)));
+        }
+        if shown.len() == before {
+            return shown;
+        }
+    }
+}
+
+/// Derived images whose `dimg` inputs libheif decodes to draw them.
+const DERIVED: &[&[u8; 4]] = &[b"grid", b"iovl", b"iden"];
+
+/// One `iref` entry a reader follows from an item to others.
+struct Reference {
+    kind: [u8; 4],
+    from: u32,
+    to: Vec<u32>,
+}
+
+/// The `dimg`, `thmb` and `auxl` entries of an `iref` (the ones [`plan_iref`] keeps).
+fn parse_references(walk: Walk<'_>, iref: &BoxAt) -> Result<Vec<Reference>, MediaError> {
+    let wide = walk.payload(iref).first() != Some(&0);
+    let id = |p: &[u8], at: usize| if wide { be32(p, at) } else { be16(p, at).map(u32::from) };
+    let id_len = if wide { 4 } else { 2 };
+    let mut out = Vec::new();
+    for k in walk.kids(iref, 4)? {
+        if !matches!(&k.kind, b"dimg" | b"thmb" | b"auxl") {
+            continue;
+        }
+        let p = walk.payload(&k);
+        let (Some(from), Some(count)) = (id(p, 0), be16(p, id_len).map(usize::from)) else { continue };
+        let to: Option<Vec<u32>> = (0..count).map(|i| id(p, id_len + 2 + i * id_len)).collect();
+        if let Some(to) = to.filter(|_| p.len() == id_len + 2 + count * id_len) {
+            out.push(Reference { kind: k.kind, from, to });
+        }
+    }
+    Ok(out)
 }
 
 /// `dinf/dref`: a data reference that is not "in this file" names where the media is
@@ -1512,7 +1608,7 @@ fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, images: &HashSet<u32>, actions: &mut 
 
 /// The properties (1-based `ipco` positions) of the images pavise keeps, and those of
 /// them an image marks essential. An `ipma` entry counts only for an item `iinf`
-/// declares as an image: an entry for an item that does not exist, for the Exif item
+/// declares as an image and a reader reaches ([`shown_images`]): an entry for an item that does not exist, for the Exif item
 /// pavise hides or for any other item links nothing a viewer shows (red team pass 7,
 /// H2: such an entry kept a `pixi` of 255 sender-chosen bytes). Of two properties of one
 /// type an image takes the first, as libheif does (`get_property`), and the others are
@@ -2621,6 +2717,57 @@ mod tests {
         assert!(contains(&out, &nclx) && contains(&out, b"acsp"), "{report:#?}");
     }
 
+    /// Red team pass 8, H2b: an extra `mski` item (libheif ignores the type) with no data
+    /// kept a marker `pixi` linked to it, one per such item. Only items a reader reaches
+    /// from the primary (`dimg` of a grid, `thmb`/`auxl` of a reached image) keep their
+    /// properties; any other item is freed like the Exif item, or the file refused when
+    /// its data is also the shown image's.
+    #[test]
+    fn only_images_a_reader_reaches_keep_their_properties() {
+        let marker = b"LEAKMARK GPS 48.8584N 2.2945E Pixel8Pro";
+        let pixi = full(b"pixi", 0, &[&[marker.len() as u8][..], marker].concat());
+        let extra = |kind: &'static [u8; 4], iref: Option<Vec<u8>>, extent: Option<(u32, u32)>| {
+            let pixi = pixi.clone();
+            heif_with_exif(move |kids, at| {
+                kids[2] = heif_iinf(&[infe(1, b"hvc1"), infe(2, b"Exif"), infe(3, kind)]);
+                let props = [bx(b"hvcC", &hvcc(4)), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48]), pixi.clone()];
+                let ipma = heif_ipma(0, &[(1, &[0x81, 0x02]), (3, &[0x83])]);
+                kids[3] = bx(b"iprp", &[bx(b"ipco", &props.concat()), ipma].concat());
+                if let Some((off, len)) = extent {
+                    let pixels = nals(&[b"\x26\x01pixels"]).len() as u32;
+                    let exif = HEIF_EXIF.len() as u32;
+                    kids[4] = heif_iloc(&[(1, at, pixels), (2, at + pixels, exif), (3, at + off, len)]);
+                }
+                if let Some(iref) = &iref {
+                    kids.push(full(b"iref", 0, iref));
+                }
+            })
+        };
+        for kind in [b"mski", b"tmap", b"hvt1", b"lhv1", b"unci", b"avc1", b"hvc1"] {
+            let (out, report) = scrubbed(extra(kind, None, None), Format::Heif);
+            assert!(!contains(&out, b"LEAKMARK") && !contains(&out, b"pixi"), "{}: {report:#?}", fourcc(kind));
+            assert!(!contains(&out, kind) || kind == b"hvc1", "its type is renamed: {report:#?}");
+            assert!(contains(&out, b"ispe") && contains(&out, b"pixels"), "{report:#?}");
+        }
+        // A thumbnail of the primary is shown (exiftool, Finder); so are its properties.
+        let thumbnail = extra(b"hvc1", Some(bx(b"thmb", &[0, 3, 0, 1, 0, 1])), None);
+        let (out, report) = scrubbed(thumbnail, Format::Heif);
+        assert!(contains(&out, b"pixi") && contains(&out, b"LEAKMARK"), "{report:#?}");
+        // A thumbnail of an unreached item is not.
+        let orphan = extra(b"hvc1", Some(bx(b"thmb", &[0, 3, 0, 1, 0, 2])), None);
+        let (out, report) = scrubbed(orphan, Format::Heif);
+        assert!(!contains(&out, b"pixi"), "{report:#?}");
+        // An unreached item's own data is zeroed; one whose data is the shown image's is refused.
+        let pixels = nals(&[b"\x26\x01pixels"]).len() as u32;
+        let (out, report) = scrubbed(extra(b"mski", None, Some((pixels, HEIF_EXIF.len() as u32))), Format::Heif);
+        assert!(!contains(&out, b"LEAKMARK") && contains(&out, b"pixels"), "{report:#?}");
+        let err = refused(extra(b"mski", None, Some((0, pixels))), Format::Heif);
+        assert!(err.to_string().contains("shares its data with an image that is shown"), "{err}");
+        // No primary item: nothing a reader shows.
+        let err = refused(heif_with_exif(|kids, _| drop(kids.remove(1))), Format::Heif);
+        assert!(err.to_string().contains("no primary item"), "{err}");
+    }
+
     /// The attacker's rule after pass 6: exiftool reads a version-3 `iloc` without the
     /// construction method pavise reads, and a version-4 `infe` by another layout. A
     /// HEIF table of a version no specification defines is refused.
@@ -2887,7 +3034,9 @@ mod tests {
         );
         let ipma = full(b"ipma", 0, &[0, 0, 0, 1, 0, 1, 4, 1, 2, 3, 4]);
         let iinf = heif_iinf(&[infe(1, b"hvc1")]);
-        let meta = bx(b"meta", &[&[0u8; 4][..], &hdlr(b"pict"), &iinf, &bx(b"iprp", &[ipco, ipma].concat())].concat());
+        let pitm = full(b"pitm", 0, &[0, 1]);
+        let meta =
+            bx(b"meta", &[&[0u8; 4][..], &hdlr(b"pict"), &pitm, &iinf, &bx(b"iprp", &[ipco, ipma].concat())].concat());
         let mut file = bx(b"ftyp", b"heic\0\0\0\0mif1heic");
         file.extend(meta);
         file.extend(bx(b"mdat", b"pixels"));

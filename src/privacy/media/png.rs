@@ -12,9 +12,10 @@
 //!
 //! A suggested palette (`sPLT`) goes: its name is free text (exiftool prints it as
 //! `SuggestedPalette`) and no decoder draws with it; so does `hIST`, a palette histogram
-//! for quantisers, up to 512 bytes the sender picks. A kept chunk keeps only its
-//! defined fields: one of a fixed size whose length is another (a `gAMA` with text after
-//! its 4 bytes) is dropped, as decoders ignore it, and `IEND` is written empty. Every
+//! for quantisers, up to 512 bytes the sender picks, and the suggested `PLTE` of a
+//! truecolour image (only a palette image, colour type 3, draws with its `PLTE`). A
+//! kept chunk keeps only its defined fields: one of a fixed size whose length is
+//! another (a `gAMA` with text after its 4 bytes) is dropped, as decoders ignore it, and `IEND` is written empty. Every
 //! kept chunk gets its CRC computed afresh, since a wrong CRC is 4 bytes a sender chooses
 //! per chunk, and `IDAT` may be split into any number of chunks. A chunk a PNG holds
 //! once ([`ONCE`]: the colour and pixel descriptions, `acTL`) is kept once, before the
@@ -92,6 +93,13 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
             b"IHDR" => {
                 color_type = data[9];
                 keep(&mut out, kind, data);
+            }
+            // A truecolour image may carry a suggested palette for displays of few colours:
+            // no decoder of today draws with it, and it is 768 bytes the sender picks
+            // (exiftool prints `Palette`). Only a palette image (colour type 3) needs one;
+            // libpng ignores one in a greyscale image.
+            b"PLTE" if color_type != 3 => {
+                report.remove("PLTE chunk of an image that is not a palette image", whole.len() as u64);
             }
             b"PLTE" => {
                 palette = len / 3;
@@ -471,5 +479,30 @@ mod tests {
         assert_eq!(scrub(&out, &mut again).unwrap(), out);
         assert!(again.removed.is_empty(), "{again:?}");
         assert!(scrub(&png[..png.len() - 20], &mut Report::default()).is_err());
+    }
+
+    /// Red team pass 8, P5: an RGB image's optional suggested `PLTE` was kept whole, 768
+    /// bytes the sender chose (exiftool's `Palette`). A truecolour (types 2, 6) or
+    /// greyscale image loses it; a palette image (type 3) keeps its own.
+    #[test]
+    fn only_a_palette_image_keeps_its_palette() {
+        let marker = b"LEAKMARK GPS 48.8584N 2.2945E Pixel8Pro ";
+        let image = |color_type: u8| {
+            let header = [0, 0, 0, 1, 0, 0, 0, 1, 8, color_type, 0, 0, 0];
+            [SIGNATURE, &chunk(b"IHDR", &header), &chunk(b"PLTE", &marker.repeat(6)[..240])[..]].concat()
+        };
+        for color_type in [0, 2, 4, 6] {
+            let png = [image(color_type), chunk(b"IDAT", b"pixels"), chunk(b"IEND", b"")].concat();
+            let mut r = Report::default();
+            let out = scrub(&png, &mut r).unwrap();
+            let kinds: Vec<[u8; 4]> = chunks(&out).into_iter().map(|(k, _, _)| k).collect();
+            assert_eq!(kinds, [*b"IHDR", *b"IDAT", *b"IEND"], "colour type {color_type}: {r:?}");
+        }
+        let palette = [image(3), chunk(b"tRNS", &[0, 0x80]), chunk(b"IDAT", b"pixels"), chunk(b"IEND", b"")].concat();
+        let out = scrub(&palette, &mut Report::default()).unwrap();
+        let kept = chunks(&out);
+        assert_eq!(kept[1].0, *b"PLTE", "a palette image draws with its palette");
+        assert_eq!(kept[1].1, marker.repeat(6)[..240], "kept whole");
+        assert_eq!(kept[2].0, *b"tRNS", "its transparency indexes the palette");
     }
 }
