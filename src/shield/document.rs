@@ -18,10 +18,11 @@
 //!   Linked Data signature — Mastodon signs every public post so), and compaction can
 //!   turn a context's own term (`"mention": "as:tag"`), a prefixed value (`"loc:alice"`
 //!   with `"loc": "https://local.example/users/"`), `"type": "as:Mention"` or a keyword
-//!   alias into what Mastodon reads. So such a document is read as it is only when its
-//!   context is the usual one: the standard remote contexts, and inline terms that keep
-//!   the ActivityStreams names they map to (`"sensitive": "as:sensitive"`) — anything
-//!   else in it is opaque;
+//!   alias into what Mastodon reads, and turns `@type`/`@id` keys into `type`/`id`. So
+//!   such a document is read as it is only when its context is the one Mastodon writes:
+//!   the standard remote contexts, and inline terms each exactly as Mastodon defines it
+//!   ([`mastodon_terms`]), no keyword in the body, no IRI-valued field spelled with a
+//!   prefix — anything else in it is opaque;
 //! - any key that is a compact or full IRI (`as:tag`, `https://www.w3.org/ns/activitystreams#tag`)
 //!   outside `@context`: meaningless to Mastodon's raw reading, but a reading of the same
 //!   document by a JSON-LD processor differs, and no real server needs one.
@@ -30,7 +31,7 @@
 //! every local name any of its strings holds instead ([`super::mention::read_opaque`]),
 //! each counted toward a wave, and held back from every shielded member.
 
-use std::{collections::HashMap, fmt};
+use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -87,9 +88,8 @@ pub fn read(body: &[u8]) -> Reading {
     Reading::Exact(doc)
 }
 
-const AS_NS: &str = "https://www.w3.org/ns/activitystreams#";
 /// Remote contexts whose terms are known: they alias nothing Mastodon reads for addressing.
-const KNOWN_CONTEXTS: [&str; 7] = [
+const KNOWN_CONTEXTS: [&str; 8] = [
     "https://www.w3.org/ns/activitystreams",
     "http://www.w3.org/ns/activitystreams",
     "https://w3id.org/security/v1",
@@ -98,6 +98,7 @@ const KNOWN_CONTEXTS: [&str; 7] = [
     "https://w3id.org/identity/v1",
     // Mastodon's own `webfinger:` context (`ContextHelper`), in every actor document.
     "https://purl.archive.org/socialweb/webfinger",
+    "https://www.w3.org/ns/cid/v1",
 ];
 /// The terms whose values say whom a post addresses or what it names: an inline context may
 /// not redefine them (only map them to their ActivityStreams name).
@@ -125,107 +126,103 @@ const ADDRESSING_TERMS: [&str; 17] = [
 const QUOTE_FRAGMENTS: [&str; 4] = ["quote", "quoteUri", "quoteUrl", "_misskey_quote"];
 
 /// JSON-LD keywords a document may use without changing what compaction makes of it.
-const PLAIN_KEYWORDS: [&str; 5] = ["@context", "@id", "@type", "@value", "@language"];
+const PLAIN_KEYWORDS: [&str; 1] = ["@context"];
+
+/// `ContextHelper::CONTEXT_EXTENSION_MAP`'s terms, merged (each has one definition there).
+const MASTODON_TERMS: &str = r#"{
+    "manuallyApprovesFollowers": "as:manuallyApprovesFollowers",
+    "sensitive": "as:sensitive",
+    "Hashtag": "as:Hashtag",
+    "movedTo": {"@id": "as:movedTo", "@type": "@id"},
+    "alsoKnownAs": {"@id": "as:alsoKnownAs", "@type": "@id"},
+    "toot": "http://joinmastodon.org/ns#",
+    "Emoji": "toot:Emoji",
+    "featured": {"@id": "toot:featured", "@type": "@id"},
+    "featuredTags": {"@id": "toot:featuredTags", "@type": "@id"},
+    "schema": "http://schema.org#",
+    "PropertyValue": "schema:PropertyValue",
+    "value": "schema:value",
+    "ostatus": "http://ostatus.org#",
+    "atomUri": "ostatus:atomUri",
+    "inReplyToAtomUri": "ostatus:inReplyToAtomUri",
+    "conversation": "ostatus:conversation",
+    "focalPoint": {"@container": "@list", "@id": "toot:focalPoint"},
+    "blurhash": "toot:blurhash",
+    "discoverable": "toot:discoverable",
+    "indexable": "toot:indexable",
+    "memorial": "toot:memorial",
+    "votersCount": "toot:votersCount",
+    "suspended": "toot:suspended",
+    "attributionDomains": {"@id": "toot:attributionDomains", "@container": "@set"},
+    "showFeatured": "toot:showFeatured",
+    "showMedia": "toot:showMedia",
+    "showRepliesInMedia": "toot:showRepliesInMedia",
+    "QuoteRequest": "https://w3id.org/fep/044f#QuoteRequest",
+    "quote": {"@id": "https://w3id.org/fep/044f#quote", "@type": "@id"},
+    "quoteUri": "http://fedibird.com/ns#quoteUri",
+    "_misskey_quote": "https://misskey-hub.net/ns#_misskey_quote",
+    "quoteAuthorization": {"@id": "https://w3id.org/fep/044f#quoteAuthorization", "@type": "@id"},
+    "gts": "https://gotosocial.org/ns#",
+    "interactionPolicy": {"@id": "gts:interactionPolicy", "@type": "@id"},
+    "canFeature": {"@id": "https://w3id.org/fep/7aa9#canFeature", "@type": "@id"},
+    "canQuote": {"@id": "gts:canQuote", "@type": "@id"},
+    "automaticApproval": {"@id": "gts:automaticApproval", "@type": "@id"},
+    "manualApproval": {"@id": "gts:manualApproval", "@type": "@id"},
+    "QuoteAuthorization": "https://w3id.org/fep/044f#QuoteAuthorization",
+    "interactingObject": {"@id": "gts:interactingObject", "@type": "@id"},
+    "interactionTarget": {"@id": "gts:interactionTarget", "@type": "@id"},
+    "FeatureRequest": "https://w3id.org/fep/7aa9#FeatureRequest",
+    "FeaturedCollection": "https://w3id.org/fep/7aa9#FeaturedCollection",
+    "FeaturedItem": "https://w3id.org/fep/7aa9#FeaturedItem",
+    "FeatureAuthorization": "https://w3id.org/fep/7aa9#FeatureAuthorization",
+    "topic": {"@id": "https://w3id.org/fep/7aa9#topic", "@type": "@id"},
+    "featuredObject": {"@id": "https://w3id.org/fep/7aa9#featuredObject", "@type": "@id"},
+    "featureAuthorization": {"@id": "https://w3id.org/fep/7aa9#featureAuthorization", "@type": "@id"}
+}"#;
+
+/// The inline context terms Mastodon writes (`ContextHelper::CONTEXT_EXTENSION_MAP`), each
+/// with the one definition it has there. An LD-signed body is read as it is only when
+/// every inline term is one of these, defined exactly so: any other term may alias,
+/// prefix or redefine what compaction turns into addressing (a term naming another, a
+/// prefix defined twice, `as` itself redefined), and following JSON-LD's rules for each
+/// is a second reader pavise would have to get exactly right. Another server's own
+/// extensions make its LD-signed posts opaque: held back during a shield, never lost.
+fn mastodon_terms() -> &'static Map<String, Value> {
+    static TERMS: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    TERMS.get_or_init(|| {
+        // As written there (`{"@id": ..., "@type": "@id"}` where it says so).
+        let terms: Value = serde_json::from_str(MASTODON_TERMS).unwrap_or_default();
+        match terms {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        }
+    })
+}
 
 /// Whether compacting `doc` against Mastodon's context leaves every key and value that
-/// says whom it addresses as pavise reads it (see the module docs).
+/// says whom it addresses as pavise reads it (see the module docs and [`mastodon_terms`]).
 fn compaction_keeps_addressing(doc: &Value) -> bool {
-    let mut prefixes: Vec<&str> = vec!["as"];
     let contexts: Vec<&Value> = match doc.get("@context") {
         Some(Value::Array(items)) => items.iter().collect(),
         Some(one) => vec![one],
         None => vec![],
     };
-    // Every inline term's IRI, so a definition is judged by what it expands to (a term
-    // may name another term, or use a prefix the same context defines).
-    let inline: HashMap<&str, &str> = contexts
-        .iter()
-        .filter_map(|c| c.as_object())
-        .flat_map(|terms| terms.iter())
-        .filter_map(|(term, def)| {
-            let iri = match def {
-                Value::String(iri) => iri.as_str(),
-                Value::Object(d) => d.get("@id")?.as_str()?,
-                _ => return None,
-            };
-            Some((term.as_str(), iri))
-        })
-        .collect();
+    let known = mastodon_terms();
     for ctx in contexts {
         match ctx {
             Value::String(url) if KNOWN_CONTEXTS.contains(&url.as_str()) => {}
-            Value::Object(terms) => {
-                for (term, def) in terms {
-                    let iri = match def {
-                        Value::String(iri) => iri.as_str(),
-                        // Only the shapes Mastodon's own context uses: an IRI, a list or set
-                        // container, values that are ids. A scoped context, `@prefix`,
-                        // `@type: @vocab` (a value expands as a term), a reverse property,
-                        // a language or nesting all change what compaction makes of a value.
-                        Value::Object(d) => {
-                            let plain_def = d.iter().all(|(k, v)| match k.as_str() {
-                                "@id" => v.is_string(),
-                                "@type" => v == "@id",
-                                "@container" => v == "@list" || v == "@set",
-                                _ => false,
-                            });
-                            match d.get("@id").and_then(Value::as_str) {
-                                Some(iri) if plain_def => iri,
-                                _ => return false,
-                            }
-                        }
-                        Value::Null => continue,
-                        _ => return false,
-                    };
-                    // `@vocab`, `@base` and aliases of keywords change how every key expands.
-                    if term.starts_with('@') || iri.starts_with('@') {
-                        return false;
-                    }
-                    // A term for what pavise reads for addressing may only be that term.
-                    let Some(expanded) = expand(iri, &inline) else { return false };
-                    match expanded.strip_prefix(AS_NS) {
-                        Some(local) if local != term => return false,
-                        None if ADDRESSING_TERMS.contains(&term.as_str()) => return false,
-                        _ => {}
-                    }
-                    if let Some((_, fragment)) = expanded.rsplit_once('#')
-                        && QUOTE_FRAGMENTS.contains(&fragment)
-                        && fragment != term
-                    {
-                        return false;
-                    }
-                    // Any term may prefix a compact IRI (JSON-LD takes an IRI ending in any
-                    // gen-delim, `: / ? # [ ] @`, and `@prefix` makes any one a prefix), so
-                    // every one is a prefix no value may use.
-                    if !term.contains(':') {
-                        prefixes.push(term);
-                    }
-                }
-            }
+            Value::Object(terms) if terms.iter().all(|(term, def)| known.get(term) == Some(def)) => {}
             _ => return false,
         }
     }
-    plain(doc, &prefixes, true)
+    // The prefixes those terms and the remote contexts define: a value of an IRI-valued
+    // field spelled with one would be expanded.
+    plain(doc, &PREFIXES, true)
 }
 
-/// The absolute IRI a term definition's `iri` expands to, through the inline terms: `as:`
-/// is ActivityStreams, another defined prefix is replaced (a few levels at most). Not an
-/// absolute or compact IRI (a bare term, a relative IRI, a keyword): `None`, since what
-/// JSON-LD makes of it depends on the rest of the context.
-fn expand(iri: &str, inline: &HashMap<&str, &str>) -> Option<String> {
-    let mut iri = iri.to_owned();
-    for _ in 0..4 {
-        let (prefix, suffix) = iri.split_once(':')?;
-        if prefix == "as" {
-            return Some(format!("{AS_NS}{suffix}"));
-        }
-        match inline.get(prefix) {
-            Some(base) if !suffix.starts_with("//") => iri = format!("{base}{suffix}"),
-            _ => return Some(iri),
-        }
-    }
-    None
-}
+/// Prefixes the known contexts define (ActivityStreams', the security vocabulary's,
+/// Mastodon's extensions).
+const PREFIXES: [&str; 8] = ["as", "toot", "schema", "ostatus", "gts", "sec", "ldp", "vcard"];
 
 /// No nested context, no keyword that moves keys (`@nest`, `@graph`, ...), no value of an
 /// IRI-valued key that a defined prefix would expand, no `type` that is an IRI. (Text
@@ -462,6 +459,21 @@ mod tests {
         ] {
             assert_eq!(ld(base(terms.clone()), note()), lds, "{terms}");
         }
+        // Tenth pass: `as` redefined, a term spelled like an IRI, a prefix defined twice,
+        // and keywords in the body itself, which compaction turns into `type`/`id`.
+        for terms in [
+            serde_json::json!({"as": "https://local.example/users/alice#"}),
+            serde_json::json!({"as": "https://www.w3.org/ns/", "activitystreams#tag": "as:activitystreams#tag"}),
+            serde_json::json!({"toot": "https://local.example/users/"}),
+        ] {
+            assert_eq!(ld(base(terms.clone()), note()), lds, "{terms}");
+        }
+        let twice = serde_json::json!(["https://www.w3.org/ns/activitystreams",
+            {"toot": "http://joinmastodon.org/ns#", "Emoji": "toot:Emoji"}, {"toot": "https://example.com/"}]);
+        assert_eq!(ld(twice, note()), lds, "a prefix defined again");
+        let keywords = serde_json::json!({"type": "Note",
+            "tag": [{"@type": "Mention", "href": {"@id": "https://local.example/users/alice"}}]});
+        assert_eq!(ld(base(serde_json::json!({})), keywords), lds, "@type/@id in the body");
         // Text is never expanded: a content warning or alt text that starts like a prefix
         // keeps the post exact (M2/M3).
         let mut cw = mastodon.clone();
