@@ -35,7 +35,7 @@ use super::{
     document::{self, Reading},
     mention::{self, Addressed, InboxPath, LocalHosts, LocalRef, Reach},
     ns,
-    quarantine::{ANY_SHIELDED, Hold, HoldRequest},
+    quarantine::{ANY_SHIELDED, Hold, HoldRequest, UNREADABLE},
     signature::{self, Rejection, SignedBy, Verdict},
     stage::{AcceptedFrom, too_many},
     wave,
@@ -429,6 +429,17 @@ impl Shield {
             })
             .map(|(account, _)| *account)
             .collect();
+        // A body pavise cannot read may address anyone, by names no string in it holds
+        // whole: distinct verified actors sending them count toward a wave of their own,
+        // whose shield holds back every such body (and nothing else).
+        if matches!(d.reading, Some(Reading::Opaque(_))) && !followed {
+            let raised =
+                self.waves.observe(UNREADABLE, sender, domain, now, &params).outcome == wave::Observed::ShieldRaised;
+            if raised {
+                tracing::warn!("a wave of deliveries pavise cannot read: such deliveries are shielded");
+                self.stats.shields_raised.fetch_add(1, Relaxed);
+            }
+        }
         // Familiarity is earned only by what she was surely shown: counting where pavise
         // cannot see is safe for a wave (a ghost costs the attacker real actors), not for
         // trust (puppets warmed on posts the instance drops would pass a later wave).

@@ -61,6 +61,10 @@ impl From<StoreError> for ShieldError {
 pub const KEPT_FOR: Duration = Duration::from_secs(7 * 86_400);
 /// The target that stands for "every member under a shield" (whom it mentions is unknown).
 pub const ANY_SHIELDED: &str = "*";
+/// The target that stands for "deliveries pavise cannot read" (an opaque body: whom it
+/// addresses may be built by JSON-LD compaction from parts no string holds whole). A wave
+/// of them shields this target, and so every such delivery; no account has this name.
+pub const UNREADABLE: &str = "(unreadable deliveries)";
 
 /// What a replay to the instance came to.
 #[derive(Debug, Clone, PartialEq, Eq)]

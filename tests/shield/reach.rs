@@ -186,6 +186,15 @@ async fn what_reaches_a_member_is_counted_and_what_the_instance_fetches_is_held_
         opaque.push(deliver_to(&pavise, odd, &a, "/inbox", body.as_bytes()).await);
     }
     assert_eq!(opaque, [202, 202, 202, 429], "bodies read their own way count toward a wave");
+    // Three actors sending bodies pavise cannot read are a wave of their own: now every
+    // such body is held, even one that names nobody pavise can see (a name JSON-LD would
+    // build from parts), while readable mail to others still passes.
+    let a = odd_server.actor("opaque-nobody");
+    let body = post_with(&a, "opaque-nobody", serde_json::json!({})).to_string().replacen('{', r#"{"n":1e400,"#, 1);
+    assert_eq!(deliver_to(&pavise, odd, &a, "/inbox", body.as_bytes()).await, 429, "a wave of unreadable bodies");
+    let a = odd_server.actor("readable");
+    let body = post_with(&a, "readable", tagging_json(&format!("https://{LOCAL}/users/quinn"))).to_string();
+    assert_eq!(deliver_to(&pavise, odd, &a, "/inbox", body.as_bytes()).await, 202);
     // N2: a quote pile-on counts like mentions: dave's post quoted by fresh actors.
     let mut quotes = Vec::new();
     for (i, key) in ["quote", "_misskey_quote", "quoteUrl", "quoteUri"].iter().enumerate() {
@@ -335,7 +344,7 @@ async fn what_reaches_a_member_is_counted_and_what_the_instance_fetches_is_held_
         assert_eq!(deliver_to(&pavise, probes, &a, "/inbox", &body).await, 202, "control {i}");
     }
     let report = admin_get(&pavise, "/admin/shield").await;
-    assert_eq!(shielded(&report), ["alice", "dave", "olga"], "{report}");
+    assert_eq!(shielded(&report), ["(unreadable deliveries)", "alice", "dave", "olga"], "{report}");
     // Where whether the instance shows her a post depends on what pavise cannot see, it
     // counts (`mention`'s module docs): a tag alone (any local account may follow the
     // sender, a relay may carry it, a remote post it replies to may be a followed author's
