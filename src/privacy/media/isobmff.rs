@@ -1366,7 +1366,9 @@ fn item_extent(loc: &Location, off: u64, len: u64, idat: Option<(u64, u64)>, fil
 /// (a `dimg` to the Exif item) is not an image either.
 fn shown_images(primary: u32, items: &[(u32, u64, [u8; 4])], references: &[Reference]) -> HashSet<u32> {
     let kind_of = |id: u32| items.iter().find(|(i, _, _)| *i == id).map(|(_, _, k)| k);
-    let is_image = |id: u32| kind_of(id).is_some_and(|k| IMAGE_ITEMS.contains(&k));
+    // libheif makes no image of the other image types (mski, tmap, unci, avc1, ...), so it
+    // never shows one as a thumbnail, an auxiliary image or a derived image's input.
+    let is_image = |id: u32| kind_of(id).is_some_and(|k| DECODED.contains(&k));
     let mut shown = HashSet::from([primary]);
     loop {
         let before = shown.len();
@@ -1389,6 +1391,10 @@ fn shown_images(primary: u32, items: &[(u32, u64, [u8; 4])], references: &[Refer
 /// Derived images whose `dimg` inputs libheif decodes to draw them.
 const DERIVED: &[&[u8; 4]] = &[b"grid", b"iovl", b"iden"];
 
+/// The item types a reader decodes when a reference leads to them: the coded images
+/// pavise walks, and the derived images, which pass on to their inputs.
+const DECODED: &[&[u8; 4]] = &[b"hvc1", b"hev1", b"av01", b"grid", b"iovl", b"iden"];
+
 /// One `iref` entry a reader follows from an item to others.
 struct Reference {
     kind: [u8; 4],
@@ -1397,6 +1403,8 @@ struct Reference {
 }
 
 /// The `dimg`, `thmb` and `auxl` entries of an `iref` (the ones [`plan_iref`] keeps).
+/// libheif follows only the first box of a type from an item, exiftool prints every item:
+/// two boxes of one type from one item are refused.
 fn parse_references(walk: Walk<'_>, iref: &BoxAt) -> Result<Vec<Reference>, MediaError> {
     let wide = walk.payload(iref).first() != Some(&0);
     let id = |p: &[u8], at: usize| if wide { be32(p, at) } else { be16(p, at).map(u32::from) };
@@ -1410,6 +1418,12 @@ fn parse_references(walk: Walk<'_>, iref: &BoxAt) -> Result<Vec<Reference>, Medi
         let (Some(from), Some(count)) = (id(p, 0), be16(p, id_len).map(usize::from)) else { continue };
         let to: Option<Vec<u32>> = (0..count).map(|i| id(p, id_len + 2 + i * id_len)).collect();
         if let Some(to) = to.filter(|_| p.len() == id_len + 2 + count * id_len) {
+            if out.iter().any(|r: &Reference| r.kind == k.kind && r.from == from) {
+                return Err(MediaError::malformed(
+                    walk.format,
+                    format!("two '{}' references from item {from} (readers follow different ones)", fourcc(&k.kind)),
+                ));
+            }
             out.push(Reference { kind: k.kind, from, to });
         }
     }
@@ -2722,27 +2736,30 @@ mod tests {
     /// from the primary (`dimg` of a grid, `thmb`/`auxl` of a reached image) keep their
     /// properties; any other item is freed like the Exif item, or the file refused when
     /// its data is also the shown image's.
-    #[test]
-    fn only_images_a_reader_reaches_keep_their_properties() {
+    /// A HEIF file whose item 3, of type `kind`, has a marker `pixi`, the `iref` children
+    /// `iref` and, given an offset and length into the media data, an extent.
+    fn heif_with_extra_item(kind: &'static [u8; 4], iref: Option<Vec<u8>>, extent: Option<(u32, u32)>) -> Vec<u8> {
         let marker = b"LEAKMARK GPS 48.8584N 2.2945E Pixel8Pro";
         let pixi = full(b"pixi", 0, &[&[marker.len() as u8][..], marker].concat());
-        let extra = |kind: &'static [u8; 4], iref: Option<Vec<u8>>, extent: Option<(u32, u32)>| {
-            let pixi = pixi.clone();
-            heif_with_exif(move |kids, at| {
-                kids[2] = heif_iinf(&[infe(1, b"hvc1"), infe(2, b"Exif"), infe(3, kind)]);
-                let props = [bx(b"hvcC", &hvcc(4)), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48]), pixi.clone()];
-                let ipma = heif_ipma(0, &[(1, &[0x81, 0x02]), (3, &[0x83])]);
-                kids[3] = bx(b"iprp", &[bx(b"ipco", &props.concat()), ipma].concat());
-                if let Some((off, len)) = extent {
-                    let pixels = nals(&[b"\x26\x01pixels"]).len() as u32;
-                    let exif = HEIF_EXIF.len() as u32;
-                    kids[4] = heif_iloc(&[(1, at, pixels), (2, at + pixels, exif), (3, at + off, len)]);
-                }
-                if let Some(iref) = &iref {
-                    kids.push(full(b"iref", 0, iref));
-                }
-            })
-        };
+        heif_with_exif(move |kids, at| {
+            kids[2] = heif_iinf(&[infe(1, b"hvc1"), infe(2, b"Exif"), infe(3, kind)]);
+            let props = [bx(b"hvcC", &hvcc(4)), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48]), pixi.clone()];
+            let ipma = heif_ipma(0, &[(1, &[0x81, 0x02]), (3, &[0x83])]);
+            kids[3] = bx(b"iprp", &[bx(b"ipco", &props.concat()), ipma].concat());
+            if let Some((off, len)) = extent {
+                let pixels = nals(&[b"\x26\x01pixels"]).len() as u32;
+                let exif = HEIF_EXIF.len() as u32;
+                kids[4] = heif_iloc(&[(1, at, pixels), (2, at + pixels, exif), (3, at + off, len)]);
+            }
+            if let Some(iref) = &iref {
+                kids.push(full(b"iref", 0, iref));
+            }
+        })
+    }
+
+    #[test]
+    fn only_images_a_reader_reaches_keep_their_properties() {
+        let extra = heif_with_extra_item;
         for kind in [b"mski", b"tmap", b"hvt1", b"lhv1", b"unci", b"avc1", b"hvc1"] {
             let (out, report) = scrubbed(extra(kind, None, None), Format::Heif);
             assert!(!contains(&out, b"LEAKMARK") && !contains(&out, b"pixi"), "{}: {report:#?}", fourcc(kind));
@@ -2766,6 +2783,52 @@ mod tests {
         // No primary item: nothing a reader shows.
         let err = refused(heif_with_exif(|kids, _| drop(kids.remove(1))), Format::Heif);
         assert!(err.to_string().contains("no primary item"), "{err}");
+    }
+
+    /// Red team pass 9, H2c: a `thmb` or `auxl` of the primary made an item of any image
+    /// type reachable, so an `mski` (or `tmap`, `unci`, ...) "thumbnail" with no data kept
+    /// its marker `pixi`; libheif makes no image of those types and shows none of them.
+    /// Only the types a reader decodes are reached through a reference.
+    #[test]
+    fn a_reference_reaches_only_images_a_reader_decodes() {
+        let pixels = nals(&[b"\x26\x01pixels"]).len() as u32;
+        let exif = HEIF_EXIF.len() as u32;
+        for reference in [b"thmb", b"auxl"] {
+            let to_primary = || Some(bx(reference, &[0, 3, 0, 1, 0, 1]));
+            for kind in [b"mski", b"tmap", b"unci", b"hvt1", b"lhv1", b"avc1", b"jpeg", b"vvc1"] {
+                let what = format!("{} {}", fourcc(reference), fourcc(kind));
+                let (out, report) = scrubbed(heif_with_extra_item(kind, to_primary(), None), Format::Heif);
+                assert!(!contains(&out, b"LEAKMARK") && !contains(&out, b"pixi"), "{what}: {report:#?}");
+                assert!(contains(&out, b"ispe") && contains(&out, b"pixels"), "{what}: {report:#?}");
+                // Its data is unreached: zeroed, or the file refused when it is the shown image's.
+                let (out, report) =
+                    scrubbed(heif_with_extra_item(kind, to_primary(), Some((pixels, exif))), Format::Heif);
+                assert!(!contains(&out, b"LEAKMARK") && contains(&out, b"pixels"), "{what}: {report:#?}");
+                let err = refused(heif_with_extra_item(kind, to_primary(), Some((0, pixels))), Format::Heif);
+                assert!(err.to_string().contains("shares its data with an image that is shown"), "{what}: {err}");
+            }
+            for kind in [b"hvc1", b"hev1", b"av01"] {
+                let (out, report) = scrubbed(heif_with_extra_item(kind, to_primary(), None), Format::Heif);
+                assert!(contains(&out, b"pixi"), "{} {}: {report:#?}", fourcc(reference), fourcc(kind));
+            }
+        }
+    }
+
+    /// Red team pass 9, H2d: libheif follows the first `dimg`/`thmb`/`auxl` box from an
+    /// item, pavise followed every one (and exiftool prints every item): a second box of
+    /// one type from one item is refused, naming it.
+    #[test]
+    fn two_references_of_one_type_from_one_item_are_refused() {
+        for reference in [b"thmb", b"auxl", b"dimg"] {
+            let twice = [bx(reference, &[0, 3, 0, 1, 0, 1]), bx(reference, &[0, 3, 0, 1, 0, 1])].concat();
+            let err = refused(heif_with_extra_item(b"hvc1", Some(twice), None), Format::Heif);
+            let what = format!("two '{}' references from item 3", fourcc(reference));
+            assert!(err.to_string().contains(&what), "{what}: {err}");
+        }
+        // Two types from one item, or one type from two items, are what phones write.
+        let (thmb, auxl) = (bx(b"thmb", &[0, 3, 0, 1, 0, 1]), bx(b"auxl", &[0, 3, 0, 1, 0, 1]));
+        let (out, report) = scrubbed(heif_with_extra_item(b"hvc1", Some([thmb, auxl].concat()), None), Format::Heif);
+        assert!(contains(&out, b"pixi"), "{report:#?}");
     }
 
     /// The attacker's rule after pass 6: exiftool reads a version-3 `iloc` without the

@@ -62,6 +62,8 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     let mut first = true;
     let mut saw_idat = false;
     let mut color_type = 0u8;
+    let mut bit_depth = 0u8;
+    let mut saw_plte = false;
     let mut palette = 0usize;
     let mut once = Once::default();
     loop {
@@ -89,8 +91,16 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
         if (kind == b"IHDR" && len != 13) || (kind == b"PLTE" && (!len.is_multiple_of(3) || len > 768)) {
             return Err(MediaError::malformed(F, format!("a {} chunk of {len} bytes", fourcc(kind))));
         }
+        // libpng refuses a second palette ("duplicate") and one after the image data; readers
+        // that take the last would draw other colours than those that take the first.
+        if kind == b"PLTE" && (saw_plte || saw_idat) {
+            let why = if saw_plte { "a second PLTE chunk" } else { "a PLTE chunk after the image data" };
+            return Err(MediaError::malformed(F, format!("{why} (decoders refuse it)")));
+        }
+        saw_plte |= kind == b"PLTE";
         match kind {
             b"IHDR" => {
+                bit_depth = data[8];
                 color_type = data[9];
                 keep(&mut out, kind, data);
             }
@@ -101,9 +111,14 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
             b"PLTE" if color_type != 3 => {
                 report.remove("PLTE chunk of an image that is not a palette image", whole.len() as u64);
             }
+            // A palette image indexes at most `1 << bit_depth` colours; libpng cuts the rest
+            // off, so they draw nothing, and they are bytes the sender picks.
             b"PLTE" => {
-                palette = len / 3;
-                keep(&mut out, kind, data);
+                palette = (len / 3).min(1 << bit_depth.min(8));
+                if palette < len / 3 {
+                    report.remove("PLTE entries past the image's bit depth", (len - palette * 3) as u64);
+                }
+                keep(&mut out, kind, &data[..palette * 3]);
             }
             b"IDAT" => {
                 saw_idat = true;
@@ -504,5 +519,56 @@ mod tests {
         assert_eq!(kept[1].0, *b"PLTE", "a palette image draws with its palette");
         assert_eq!(kept[1].1, marker.repeat(6)[..240], "kept whole");
         assert_eq!(kept[2].0, *b"tRNS", "its transparency indexes the palette");
+    }
+
+    /// Red team pass 9, P8: a second `PLTE`, before or after `IDAT`, was kept (exiftool
+    /// prints it, libpng refuses the file: "duplicate"); so was one after the image data.
+    #[test]
+    fn a_second_or_late_palette_is_refused() {
+        let header = chunk(b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 3, 0, 0, 0]);
+        let plte = chunk(b"PLTE", &[1, 2, 3]);
+        let (idat, iend) = (chunk(b"IDAT", b"pixels"), chunk(b"IEND", b""));
+        let cases = [
+            ([&plte, &plte, &idat].map(|c| c.to_vec()), "a second PLTE chunk"),
+            ([&plte, &idat, &plte].map(|c| c.to_vec()), "a second PLTE chunk"),
+            ([&idat, &plte, &idat].map(|c| c.to_vec()), "a PLTE chunk after the image data"),
+        ];
+        for (body, what) in cases {
+            let png = [SIGNATURE.to_vec(), header.clone(), body.concat(), iend.clone()].concat();
+            let err = scrub(&png, &mut Report::default()).unwrap_err();
+            assert!(matches!(err, MediaError::Malformed { .. }) && err.to_string().contains(what), "{what}: {err}");
+        }
+        let once = [SIGNATURE.to_vec(), header, plte, idat, iend].concat();
+        assert_eq!(chunks(&scrub(&once, &mut Report::default()).unwrap())[1].0, *b"PLTE");
+    }
+
+    /// Red team pass 9, P9: a palette longer than the bit depth indexes kept every entry,
+    /// up to 765 bytes the sender picks (libpng cuts them off, exiftool prints them). The
+    /// palette is cut to `1 << bit_depth` colours, and `tRNS` is checked against the cut.
+    #[test]
+    fn a_palette_is_cut_to_the_colours_its_bit_depth_indexes() {
+        let contains = |out: &[u8], what: &[u8]| out.windows(what.len()).any(|w| w == what);
+        let marker = b"LEAKMARK GPS 48.8584N 2.2945E Pixel8Pro ";
+        let colours = [&[10, 20, 30, 40, 50, 60][..], &marker.repeat(6)[..234]].concat();
+        let png = |bit_depth: u8, trns: usize| {
+            let header = [0, 0, 0, 1, 0, 0, 0, 1, bit_depth, 3, 0, 0, 0];
+            let mut file = [SIGNATURE, &chunk(b"IHDR", &header), &chunk(b"PLTE", &colours)[..]].concat();
+            file.extend(chunk(b"tRNS", &vec![0x80; trns]));
+            [file, chunk(b"IDAT", b"pixels"), chunk(b"IEND", b"")].concat()
+        };
+        for (bit_depth, kept) in [(1, 2), (2, 4), (4, 16), (8, 80)] {
+            let mut r = Report::default();
+            let out = scrub(&png(bit_depth, kept), &mut r).unwrap();
+            let chunks = chunks(&out);
+            assert_eq!(chunks[1].0, *b"PLTE");
+            assert_eq!(chunks[1].1, colours[..kept * 3], "bit depth {bit_depth}: the first colours stay: {r:?}");
+            assert_eq!(chunks[2].0, *b"tRNS", "one alpha per kept colour: {r:?}");
+            if bit_depth < 8 {
+                assert!(!contains(&out, &colours[kept * 3..]), "bit depth {bit_depth}: {r:?}");
+                assert!(bit_depth == 4 || !contains(&out, marker), "bit depth {bit_depth}: {r:?}");
+                let out = scrub(&png(bit_depth, kept + 1), &mut Report::default()).unwrap();
+                assert!(!contains(&out, b"tRNS"), "more alphas than kept colours: bit depth {bit_depth}");
+            }
+        }
     }
 }
