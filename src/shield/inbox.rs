@@ -430,9 +430,10 @@ impl Shield {
             .map(|(account, _)| *account)
             .collect();
         // A body pavise cannot read may address anyone, by names no string in it holds
-        // whole: distinct verified actors sending them count toward a wave of their own,
-        // whose shield holds back every such body (and nothing else).
-        if matches!(d.reading, Some(Reading::Opaque(_))) && !followed {
+        // whole, and so may a post given by reference: distinct verified actors sending
+        // them count toward a wave of their own, whose shield holds back every delivery
+        // whom pavise cannot name (and nothing else).
+        if (matches!(d.reading, Some(Reading::Opaque(_))) || d.addressed.by_reference) && !followed {
             let raised =
                 self.waves.observe(UNREADABLE, sender, domain, now, &params).outcome == wave::Observed::ShieldRaised;
             if raised {

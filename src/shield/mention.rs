@@ -189,6 +189,10 @@ pub struct Addressed {
     pub opaque: bool,
     /// More addressees than pavise reads ([`MAX_ADDRESSEES`]): a hellthread, and opaque.
     pub truncated: bool,
+    /// A `Create`/`Update` whose post is given by reference: the instance fetches it from
+    /// the sender, who may show pavise's fetch another post. Rare in real mail (every
+    /// server embeds the post), so a wave of them counts on its own.
+    pub by_reference: bool,
     /// It creates or edits a post (a `Create`/`Update` the instance does not reject): sent
     /// to a member's own inbox, it reaches her (`delivered_to_account_id`). A `Follow`,
     /// `Like` or `Accept` sent there mentions nobody.
@@ -515,6 +519,7 @@ impl<'v> Reader<'v, '_> {
             // rejected).
             Value::String(reference) if self.fetched(reference) => {
                 self.out.opaque = true;
+                self.out.by_reference = true;
                 self.out.post = true;
             }
             Value::Object(fields) => {
@@ -1484,6 +1489,9 @@ mod tests {
         // Objects by reference.
         assert!(opaque(activity("Create", json!({"object": theirs}))));
         assert!(opaque(activity("Update", json!({"object": theirs}))));
+        // A post by reference is a wave of its own; a boost by reference (every boost) is not.
+        assert!(read_json(activity("Create", json!({"object": theirs}))).by_reference);
+        assert!(!read_json(activity("Announce", json!({"object": theirs}))).by_reference);
         assert!(opaque(activity("Announce", json!({"object": theirs}))));
         assert!(opaque(activity("Add", json!({"object": theirs, "target": format!("{SENDER}/collections/featured")}))));
         assert!(!opaque(activity("Announce", json!({"object": hers}))));
