@@ -179,9 +179,16 @@ impl AdminHandler for ShieldAdmin {
                     }
                 }
                 (&Method::POST, ["lift", account]) => {
-                    self.0.waves.lift(&account.to_ascii_lowercase(), super::clock::now());
-                    if let Some(shared) = self.0.shared.get() {
-                        shared.lift(&account.to_ascii_lowercase()).await;
+                    let account = account.to_ascii_lowercase();
+                    let now = super::clock::now();
+                    // Told "lifted" only when a shield was up (here, or across the cluster).
+                    let shared = self.0.shared.get();
+                    if self.0.waves.shield_until(&account, now).is_none() && shared.is_none() {
+                        return json_error(StatusCode::NOT_FOUND, "no shield is up for that account");
+                    }
+                    self.0.waves.lift(&account, now);
+                    if let Some(shared) = shared {
+                        shared.lift(&account).await;
                     }
                     json(StatusCode::OK, serde_json::json!({ "lifted": account }))
                 }

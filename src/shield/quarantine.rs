@@ -63,8 +63,9 @@ pub const KEPT_FOR: Duration = Duration::from_secs(7 * 86_400);
 pub const ANY_SHIELDED: &str = "*";
 /// The target that stands for "deliveries pavise cannot read" (an opaque body: whom it
 /// addresses may be built by JSON-LD compaction from parts no string holds whole). A wave
-/// of them shields this target, and so every such delivery; no account has this name.
-pub const UNREADABLE: &str = "(unreadable deliveries)";
+/// of them shields this target, and so every such delivery; no account has this name,
+/// and it needs no escaping in `/admin/shield/lift/(unreadable)`.
+pub const UNREADABLE: &str = "(unreadable)";
 
 /// What a replay to the instance came to.
 #[derive(Debug, Clone, PartialEq, Eq)]

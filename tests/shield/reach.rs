@@ -344,7 +344,7 @@ async fn what_reaches_a_member_is_counted_and_what_the_instance_fetches_is_held_
         assert_eq!(deliver_to(&pavise, probes, &a, "/inbox", &body).await, 202, "control {i}");
     }
     let report = admin_get(&pavise, "/admin/shield").await;
-    assert_eq!(shielded(&report), ["(unreadable deliveries)", "alice", "dave", "olga"], "{report}");
+    assert_eq!(shielded(&report), ["(unreadable)", "alice", "dave", "olga"], "{report}");
     // Where whether the instance shows her a post depends on what pavise cannot see, it
     // counts (`mention`'s module docs): a tag alone (any local account may follow the
     // sender, a relay may carry it, a remote post it replies to may be a followed author's
@@ -385,6 +385,11 @@ async fn what_reaches_a_member_is_counted_and_what_the_instance_fetches_is_held_
         }
         assert_eq!(statuses, [202, 202, 202, 429], "{what}: counted toward a wave");
     }
+    // The admin lifts the unreadable wave's shield like any other; lifting one that is not
+    // up says so.
+    assert_eq!(admin_post(&pavise, "/admin/shield/lift/(unreadable)").await, 200);
+    assert!(!shielded(&admin_get(&pavise, "/admin/shield").await).contains(&"(unreadable)".to_owned()));
+    assert_eq!(admin_post(&pavise, "/admin/shield/lift/(unreadable)").await, 404);
     pavise.stop().await;
 }
 
