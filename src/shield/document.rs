@@ -100,8 +100,8 @@ const KNOWN_CONTEXTS: [&str; 8] = [
     "https://purl.archive.org/socialweb/webfinger",
     "https://www.w3.org/ns/cid/v1",
 ];
-/// The terms whose values say whom a post addresses or what it names: an inline context may
-/// not redefine them (only map them to their ActivityStreams name).
+/// The terms whose values say whom a post addresses or what it names: IRI-valued, so a
+/// prefix in their values would be expanded ([`iri_valued`]).
 const ADDRESSING_TERMS: [&str; 17] = [
     "id",
     "type",
@@ -121,8 +121,7 @@ const ADDRESSING_TERMS: [&str; 17] = [
     "items",
     "orderedItems",
 ];
-/// The quote terms of Mastodon's context, by the fragment of the IRI each maps to
-/// (`https://w3id.org/fep/044f#quote`, ...): another term mapped there compacts into it.
+/// The quote terms pavise reads (IRI-valued too).
 const QUOTE_FRAGMENTS: [&str; 4] = ["quote", "quoteUri", "quoteUrl", "_misskey_quote"];
 
 /// JSON-LD keywords a document may use without changing what compaction makes of it.
@@ -189,14 +188,7 @@ const MASTODON_TERMS: &str = r#"{
 /// extensions make its LD-signed posts opaque: held back during a shield, never lost.
 fn mastodon_terms() -> &'static Map<String, Value> {
     static TERMS: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-    TERMS.get_or_init(|| {
-        // As written there (`{"@id": ..., "@type": "@id"}` where it says so).
-        let terms: Value = serde_json::from_str(MASTODON_TERMS).unwrap_or_default();
-        match terms {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        }
-    })
+    TERMS.get_or_init(|| serde_json::from_str(MASTODON_TERMS).unwrap_or_default())
 }
 
 /// Whether compacting `doc` against Mastodon's context leaves every key and value that

@@ -360,10 +360,7 @@ impl Shield {
                 // Its first attempt is remembered, as a deferred verified one's is.
                 let deferred_for = match d.verdict {
                     Verdict::Unverified(Rejection::FetchRefused) if !targets.is_empty() => {
-                        let now = super::clock::now();
-                        now.saturating_duration_since(
-                            self.deferrals.get_with(self.hasher.hash(ns::BODY, &d.body[..]), || now),
-                        )
+                        self.deferred_for(d, super::clock::now())
                     }
                     _ => std::time::Duration::ZERO,
                 };
@@ -371,6 +368,13 @@ impl Shield {
             }
             (Verdict::Verified { actor, domain }, None) => self.weigh(d, inbox, active, actor, domain).await,
         }
+    }
+
+    /// How long ago this delivery was first turned away. The same activity comes back with
+    /// every retry: its first deferral is remembered (by its body), so none is deferred
+    /// longer than its cap.
+    fn deferred_for(&self, d: &Delivery, now: std::time::Instant) -> std::time::Duration {
+        now.saturating_duration_since(self.deferrals.get_with(self.hasher.hash(ns::BODY, &d.body[..]), || now))
     }
 
     /// A verified delivery: familiarity, follows, the wave, hellthreads, the deferral cap.
@@ -484,20 +488,12 @@ impl Shield {
         }
         let hellthread = wave.hellthread > 0 && d.addressed.total > wave.hellthread && !followed;
         let cover = (!shielded.is_empty() || hellthread).then(|| {
-            // The same activity comes back with every retry: its first deferral is
-            // remembered, so none is deferred longer than `shield_for`.
-            let first = self.deferrals.get_with(self.hasher.hash(ns::BODY, &d.body[..]), || now);
+            let deferred_for = self.deferred_for(d, now);
             let hellthread_only = shielded.is_empty();
             let targets = if hellthread_only { strangers_to } else { shielded };
             // The wave's own actors hold nothing: their deliveries are deferred.
             let wave_actor = targets.iter().any(|t| self.waves.is_wave_actor(t, sender));
-            Cover {
-                targets,
-                hellthread_only,
-                deferred_for: now.saturating_duration_since(first),
-                wave_actor,
-                now_ms: now_ms(),
-            }
+            Cover { targets, hellthread_only, deferred_for, wave_actor, now_ms: now_ms() }
         });
         Standing::Stranger(Weighed {
             actor: actor.to_owned(),

@@ -539,10 +539,8 @@ impl<'v> Reader<'v, '_> {
                 // which notifies every mention it adds however old the post is. A `Create`
                 // of a post created longer ago than the real-time window is stored, never
                 // distributed: nobody is notified (`Create#distribute`).
-                self.quiet = !update && self.published_long_ago(object);
-                self.unsure = update;
-                self.post(Some(activity), object);
-                (self.quiet, self.unsure) = (false, false);
+                let quiet = !update && self.published_long_ago(object);
+                self.post_reading(Some(activity), object, quiet, update);
             }
             _ => {}
         }
@@ -586,10 +584,8 @@ impl<'v> Reader<'v, '_> {
             // only): an `Add` always (whatever its target, as far as pavise can see), an
             // `Announce` when any local account follows the sender, which pavise cannot see.
             if !self.foreign_id(object.get("id")) {
-                self.quiet = self.published_long_ago(object);
-                self.unsure = true;
-                self.post(None, object);
-                (self.quiet, self.unsure) = (false, false);
+                let quiet = self.published_long_ago(object);
+                self.post_reading(None, object, quiet, true);
             }
         } else if object.is_object() || self.fetched(id) {
             self.out.opaque = true;
@@ -616,7 +612,15 @@ impl<'v> Reader<'v, '_> {
         }
     }
 
-    /// One post the instance keeps (or, `update`, edits): whom it mentions (and how,
+    /// [`Reader::post`] of a post Mastodon stores but does not distribute (`quiet`), or may
+    /// not take or may already have (`unsure`).
+    fn post_reading(&mut self, activity: Option<&'v Value>, object: &'v Value, quiet: bool, unsure: bool) {
+        (self.quiet, self.unsure) = (quiet, unsure);
+        self.post(activity, object);
+        (self.quiet, self.unsure) = (false, false);
+    }
+
+    /// One post the instance keeps (or edits): whom it mentions (and how,
     /// [`Reach`]), and what it makes the instance fetch.
     fn post(&mut self, activity: Option<&'v Value>, object: &'v Value) {
         let mut audience = Vec::new();
