@@ -7,12 +7,6 @@ use clap::{Parser, Subcommand};
 use pavise::config::{Config, EgressMode, Overrides};
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc, not glibc's malloc: every proxied request allocates and frees small buffers
-/// (heads, header maps, boxed futures) on whichever worker runs it, and glibc's arenas
-/// took ~7% of that request's CPU (issue 15).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "pavise", version, about = "A privacy relay in front of a fediverse instance")]
 struct Cli {
