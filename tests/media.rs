@@ -510,7 +510,7 @@ async fn multipart_upload_arrives_upstream_clean_with_the_right_length() {
     assert_eq!(parts.len(), 3, "every part arrives, in order");
     assert_eq!(parts[0].0, "description");
     assert_eq!(&parts[0].2[..], b"A view of the tower");
-    assert_eq!(parts[1].1.as_deref(), Some("IMG_0001.jpg"));
+    assert_eq!(parts[1].1.as_deref(), Some("file.jpg"), "the device's name for the photo stays behind");
     assert_eq!(&parts[2].2[..], b"0.0,0.0");
     oracle_clean(&parts[1].2, "arrived.jpg");
 

@@ -120,7 +120,7 @@ impl Scrubber {
                     self.config.max_parts
                 )));
             }
-            let part = PartHead::read(field.headers()).map_err(|e| MultipartError::Framing(e.to_string()))?;
+            let mut part = PartHead::read(field.headers()).map_err(|e| MultipartError::Framing(e.to_string()))?;
             let name = part.display_name();
             if let Some(cte) = part.transfer_encoding.as_deref().filter(|c| !matches!(*c, "7bit" | "8bit" | "binary")) {
                 return Err(MultipartError::Encoding(format!(
@@ -142,11 +142,6 @@ impl Scrubber {
             if let Some(e) = too_many_files(file_parts) {
                 return Err(e);
             }
-            // The head the instance reads is the one pavise parsed, and nothing else.
-            let mut head = format!("--{new_boundary}\r\n").into_bytes();
-            part.write(&mut head);
-            req.hold(head.len() as u64 + 2)?;
-            out.bytes(Bytes::from(head));
             let mut spool = Spool::new();
             while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
                 spool.write(&chunk, req).await?;
@@ -165,35 +160,42 @@ impl Scrubber {
             }
             let spooled = spool.finish().await?;
             let refused = |source: MediaError| MultipartError::Refused { field: name.clone(), source };
+            let media = !matches!(super::sniff(spooled.head()), Err(MediaError::UnknownFormat));
+            if media {
+                // A camera's file name is its capture time (`PXL_20241007_142045194.jpg`).
+                part.neutralize_filename();
+            }
+            // The head the instance reads is the one pavise parsed, and nothing else.
+            let mut head = format!("--{new_boundary}\r\n").into_bytes();
+            part.write(&mut head);
+            req.hold(head.len() as u64 + 2)?;
+            out.bytes(Bytes::from(head));
             if spooled.is_empty() {
                 out.segment(Segment::Mem(Bytes::new()));
                 out.text("\r\n");
                 continue;
             }
             let held = held_in_memory(&spooled);
-            match super::sniff(spooled.head()) {
-                Err(MediaError::UnknownFormat) => {
-                    let segment = self.judge_text_part(spooled, &part).await;
-                    let (segment, scrubbed) = segment.map_err(|e| match e {
-                        PartError::Refused(source) => {
-                            self.metrics.refused(&source);
-                            refused(source)
-                        }
-                        PartError::Io(e) => MultipartError::Io(e),
-                    })?;
-                    if let Some((format, report)) = scrubbed {
-                        files.push((name, format, report));
-                    }
-                    req.replace(held, held_in_memory_segment(&segment));
-                    out.segment(segment);
-                }
+            if media {
                 // Media, or a format pavise refuses (which the scrub names).
-                _ => {
-                    let done = self.scrub(spooled).await.map_err(refused)?;
-                    files.push((name, done.format, done.report));
-                    req.replace(held, held_in_memory_segment(&done.segment));
-                    out.segment(done.segment);
+                let done = self.scrub(spooled).await.map_err(refused)?;
+                files.push((name, done.format, done.report));
+                req.replace(held, held_in_memory_segment(&done.segment));
+                out.segment(done.segment);
+            } else {
+                let segment = self.judge_text_part(spooled, &part).await;
+                let (segment, scrubbed) = segment.map_err(|e| match e {
+                    PartError::Refused(source) => {
+                        self.metrics.refused(&source);
+                        refused(source)
+                    }
+                    PartError::Io(e) => MultipartError::Io(e),
+                })?;
+                if let Some((format, report)) = scrubbed {
+                    files.push((name, format, report));
                 }
+                req.replace(held, held_in_memory_segment(&segment));
+                out.segment(segment);
             }
             out.text("\r\n");
         }

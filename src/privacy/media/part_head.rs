@@ -168,6 +168,24 @@ impl PartHead {
         out.extend_from_slice(b"\r\n");
     }
 
+    /// The filename of a part pavise scrubbed as media: `file` and the sent extension
+    /// (Paperclip checks the extension against the content), nothing of the device's
+    /// name for it, which is often when and with what app the photo was taken.
+    pub fn neutralize_filename(&mut self) {
+        let Some(sent) = self.filename.take() else { return };
+        let extension = sent
+            .rsplit(|b| *b == b'.')
+            .next()
+            .filter(|ext| ext.len() < sent.len() && (1..=8).contains(&ext.len()))
+            .filter(|ext| ext.iter().all(u8::is_ascii_alphanumeric));
+        let mut neutral = b"file".to_vec();
+        if let Some(ext) = extension {
+            neutral.push(b'.');
+            neutral.extend(ext.iter().map(u8::to_ascii_lowercase));
+        }
+        self.filename = Some(neutral);
+    }
+
     /// A printable name for messages.
     pub fn display_name(&self) -> String {
         String::from_utf8_lossy(self.name.as_deref().or(self.filename.as_deref()).unwrap_or_default()).into_owned()
@@ -269,6 +287,24 @@ mod tests {
             h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
         PartHead::read(&h)
+    }
+
+    #[test]
+    fn a_media_part_keeps_only_its_extension_of_the_name_it_was_sent_with() {
+        let named = |f: &str| {
+            let mut h = head(&[("content-disposition", &format!("form-data; name=file; filename=\"{f}\""))]).unwrap();
+            h.neutralize_filename();
+            String::from_utf8(h.filename.unwrap()).unwrap()
+        };
+        assert_eq!(named("PXL_20241007_142045194.jpg"), "file.jpg");
+        assert_eq!(named("Screenshot_20240101-101010_WhatsApp.PNG"), "file.png");
+        assert_eq!(named("IMG 0001.heic"), "file.heic");
+        assert_eq!(named("20240101_101010"), "file", "no extension: none invented");
+        assert_eq!(named(".jpg"), "file.jpg");
+        assert_eq!(named("x.2024-01-01 10:10"), "file", "only a plain extension is kept");
+        let mut unnamed = head(&[("content-disposition", "form-data; name=file")]).unwrap();
+        unnamed.neutralize_filename();
+        assert_eq!(unnamed.filename, None, "a part sent without a name gets none");
     }
 
     fn written(h: &PartHead) -> String {
