@@ -146,18 +146,19 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
 /// encoders write them (red team pass 7, G9: the aspect-ratio byte, the colour
 /// resolution and the sort flag were kept as sent, exiftool's `PixelAspectRatio` and
 /// `ColorResolutionDepth`): the aspect ratio 0 (none given), the sort flag clear, the
-/// colour resolution that of the global table, and with no global table, its size and
+/// colour resolution 8 bits (what ImageMagick, giflib and browsers write), and with no
+/// global table, its size and
 /// the background index 0; a background index past the table's end is 0 too.
 fn screen_descriptor(lsd: &mut [u8], report: &mut Report) {
     let before: [u8; 3] = [lsd[10], lsd[11], lsd[12]];
     let packed = lsd[10];
     if packed & 0x80 != 0 {
-        lsd[10] = (packed & 0x87) | ((packed & 0x07) << 4);
+        lsd[10] = (packed & 0x87) | 0x70;
         if usize::from(lsd[11]) >= color_table(packed) / 3 {
             lsd[11] = 0;
         }
     } else {
-        lsd[10] = 0;
+        lsd[10] = 0x70;
         lsd[11] = 0;
     }
     lsd[12] = 0;
@@ -273,7 +274,7 @@ fn extension_name(label: u8, id: Option<&[u8]>) -> String {
 mod tests {
     use super::*;
 
-    const HEAD: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff";
+    const HEAD: &[u8] = b"GIF89a\x01\x00\x01\x00\xF0\x00\x00\x00\x00\x00\xff\xff\xff";
     const IMAGE: &[u8] = b"\x2C\0\0\0\0\x01\0\x01\0\0\x02\x02\x44\x01\x00";
     const LOOP: &[u8] = b"\x21\xFF\x0bNETSCAPE2.0\x03\x01\x00\x00\x00";
     const CONTROL: &[u8] = b"\x21\xF9\x04\x04\x32\x00\x00\x00";
@@ -333,9 +334,9 @@ mod tests {
     /// were kept as the sender set them. Each is written the one way encoders write it.
     #[test]
     fn descriptor_fields_no_decoder_draws_with_are_canonical() {
-        // Global table of 2 entries, colour resolution 8 bits, sorted; background 'L'
+        // Global table of 2 entries, colour resolution 3 bits, sorted; background 'L'
         // (past the table), aspect 'L'; an image with reserved bits 0x18 and the sort flag.
-        let head = b"GIF89a\x01\x00\x01\x00\xF8\x4C\x4C\x00\x00\x00\xff\xff\xff";
+        let head = b"GIF89a\x01\x00\x01\x00\xA8\x4C\x4C\x00\x00\x00\xff\xff\xff";
         let image = b"\x2C\0\0\0\0\x01\0\x01\0\x3B\x02\x02\x44\x01\x00";
         let file = [&head[..], image, b";"].concat();
         let (out, r) = scrubbed(&file);
@@ -346,7 +347,7 @@ mod tests {
         let (out, _) = scrubbed(&[&b"GIF89a\x01\x00\x01\x00\x03\x05\x00"[..], &local[..], b";"].concat());
         let mut want = local.to_vec();
         want[9] = 0xC0; // the sort flag goes
-        assert_eq!(out, [&b"GIF89a\x01\x00\x01\x00\x00\x00\x00"[..], &want[..], b";"].concat());
+        assert_eq!(out, [&b"GIF89a\x01\x00\x01\x00\x70\x00\x00"[..], &want[..], b";"].concat());
     }
 
     #[test]
