@@ -1427,16 +1427,17 @@ fn refuse_unreadable_references(
     format: Format,
 ) -> Result<(), MediaError> {
     let bad = |what: String| Err(MediaError::malformed(format, format!("image metadata: {what}")));
+    let thumbnails: HashSet<u32> = references.iter().filter(|r| &r.kind == b"thmb").map(|r| r.from).collect();
+    let derived: HashSet<u32> = items.iter().filter(|(_, _, k)| DERIVED.contains(&k)).map(|(id, _, _)| *id).collect();
     for r in references {
         let kind = fourcc(&r.kind);
-        let derived = items.iter().any(|(id, _, k)| *id == r.from && DERIVED.contains(&k));
-        if r.to.contains(&r.from) && (derived || &r.kind != b"dimg") {
+        if r.to.contains(&r.from) && (derived.contains(&r.from) || &r.kind != b"dimg") {
             return bad(format!("a '{kind}' reference from item {} to itself", r.from));
         }
         if matches!(&r.kind, b"thmb" | b"auxl") && r.to.len() != 1 {
             return bad(format!("a '{kind}' reference from item {} names {} images, not one", r.from, r.to.len()));
         }
-        if &r.kind == b"thmb" && references.iter().any(|m| &m.kind == b"thmb" && r.to.contains(&m.from)) {
+        if &r.kind == b"thmb" && r.to.iter().any(|t| thumbnails.contains(t)) {
             return bad(format!("item {} is a thumbnail of a thumbnail", r.from));
         }
     }
@@ -1795,8 +1796,9 @@ fn pixel_depths(
     references: &[Reference],
 ) -> Result<HashMap<usize, Vec<u8>>, MediaError> {
     let bad = |what: String| MediaError::malformed(walk.format, format!("image metadata: {what}"));
+    let by_item: HashMap<u32, &Association> = associations.iter().map(|a| (a.item, a)).collect();
     let first = |item: u32, kinds: &[&[u8; 4]]| {
-        let association = associations.iter().find(|a| a.item == item)?;
+        let association = by_item.get(&item)?;
         association.properties.iter().find_map(|p| {
             let prop = p.index.checked_sub(1).and_then(|i| props.get(i))?;
             kinds.contains(&&prop.kind).then_some((p.index, prop))
