@@ -13,7 +13,9 @@
 //! browsers, which skip plain text; dropping it would move that timing and transparency
 //! for one reader or the other. An extension whose fixed block has another length than
 //! its specification's is refused (readers would disagree on where its data starts).
-//! Image data and colour tables are copied unchanged. Nothing after the trailer is kept.
+//! Image data and colour tables are copied unchanged; the descriptors' fields that draw
+//! nothing (aspect ratio, sort flags, reserved bits) are written as encoders write them.
+//! Nothing after the trailer is kept.
 //!
 //! Kept fields are still chosen by the sender, and a writer may repeat an extension: the
 //! red team spelled `48.8584N2.2945E_` two bytes at a time in the loop counts of eight
@@ -34,6 +36,7 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     let head = input.get(..pos).ok_or_else(|| MediaError::truncated(F, "the global colour table is incomplete"))?;
     let mut out = Vec::with_capacity(input.len());
     out.extend_from_slice(head);
+    screen_descriptor(&mut out[..13], report);
     let mut images = 0usize;
     let mut looped = false;
     // A graphic control kept for the next image or plain text: (where it starts in `out`).
@@ -76,7 +79,15 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                     return Err(MediaError::truncated(F, "an image has no data"));
                 }
                 let end = sub_blocks_end(input, data_start + 1)?;
+                let at = out.len();
                 out.extend_from_slice(&input[pos..end]);
+                let packed = &mut out[at + 9];
+                // Sort and reserved bits, and a table size with no local table, draw nothing.
+                let canonical = if *packed & 0x80 != 0 { *packed & 0xC7 } else { *packed & 0x40 };
+                if *packed != canonical {
+                    *packed = canonical;
+                    report.remove("an image descriptor's sort and reserved bits", 1);
+                }
                 images += 1;
                 control = None;
                 pos = end;
@@ -128,6 +139,31 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                 return Err(MediaError::malformed(F, format!("unknown block 0x{other:02X} at byte {pos}")));
             }
         }
+    }
+}
+
+/// The logical screen descriptor's fields no decoder draws with, written the one way
+/// encoders write them (red team pass 7, G9: the aspect-ratio byte, the colour
+/// resolution and the sort flag were kept as sent, exiftool's `PixelAspectRatio` and
+/// `ColorResolutionDepth`): the aspect ratio 0 (none given), the sort flag clear, the
+/// colour resolution 8 bits (what ImageMagick, giflib and browsers write), and with no
+/// global table, its size and
+/// the background index 0; a background index past the table's end is 0 too.
+fn screen_descriptor(lsd: &mut [u8], report: &mut Report) {
+    let before: [u8; 3] = [lsd[10], lsd[11], lsd[12]];
+    let packed = lsd[10];
+    if packed & 0x80 != 0 {
+        lsd[10] = (packed & 0x87) | 0x70;
+        if usize::from(lsd[11]) >= color_table(packed) / 3 {
+            lsd[11] = 0;
+        }
+    } else {
+        lsd[10] = 0x70;
+        lsd[11] = 0;
+    }
+    lsd[12] = 0;
+    if lsd[10..13] != before {
+        report.remove("the screen descriptor's aspect ratio, colour resolution or sort flag", 3);
     }
 }
 
@@ -238,7 +274,7 @@ fn extension_name(label: u8, id: Option<&[u8]>) -> String {
 mod tests {
     use super::*;
 
-    const HEAD: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff";
+    const HEAD: &[u8] = b"GIF89a\x01\x00\x01\x00\xF0\x00\x00\x00\x00\x00\xff\xff\xff";
     const IMAGE: &[u8] = b"\x2C\0\0\0\0\x01\0\x01\0\0\x02\x02\x44\x01\x00";
     const LOOP: &[u8] = b"\x21\xFF\x0bNETSCAPE2.0\x03\x01\x00\x00\x00";
     const CONTROL: &[u8] = b"\x21\xF9\x04\x04\x32\x00\x00\x00";
@@ -291,6 +327,27 @@ mod tests {
 
         let err = scrub(&gif(&[CONTROL, transparent, IMAGE]), &mut Report::default()).unwrap_err();
         assert!(err.to_string().contains("two graphic-control extensions for one image"), "{err}");
+    }
+
+    /// Red team pass 7, G9: the screen's aspect-ratio byte (`PixelAspectRatio : 1.42`),
+    /// colour resolution and sort flag, and an image descriptor's sort and reserved bits,
+    /// were kept as the sender set them. Each is written the one way encoders write it.
+    #[test]
+    fn descriptor_fields_no_decoder_draws_with_are_canonical() {
+        // Global table of 2 entries, colour resolution 3 bits, sorted; background 'L'
+        // (past the table), aspect 'L'; an image with reserved bits 0x18 and the sort flag.
+        let head = b"GIF89a\x01\x00\x01\x00\xA8\x4C\x4C\x00\x00\x00\xff\xff\xff";
+        let image = b"\x2C\0\0\0\0\x01\0\x01\0\x3B\x02\x02\x44\x01\x00";
+        let file = [&head[..], image, b";"].concat();
+        let (out, r) = scrubbed(&file);
+        assert_eq!(out, gif(&[IMAGE]), "{r:?}");
+        assert_eq!(r.removed.len(), 2, "{r:?}");
+        // A local table keeps its flag, size and the interlace bit; no global table, no size.
+        let local = b"\x2C\0\0\0\0\x01\0\x01\0\xE0\0\0\0\xff\xff\xff\x02\x02\x44\x01\x00";
+        let (out, _) = scrubbed(&[&b"GIF89a\x01\x00\x01\x00\x03\x05\x00"[..], &local[..], b";"].concat());
+        let mut want = local.to_vec();
+        want[9] = 0xC0; // the sort flag goes
+        assert_eq!(out, [&b"GIF89a\x01\x00\x01\x00\x70\x00\x00"[..], &want[..], b";"].concat());
     }
 
     #[test]

@@ -75,7 +75,7 @@ use super::{
     inplace::{Store, is_zero, zero},
 };
 use coded::{Coded, Sample, codec_of};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use unreferenced::DataMap;
 
 /// Largest `moov` or `meta` read into memory; real ones are kilobytes to a few MB.
@@ -323,6 +323,7 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
     let mut coded = Coded::default();
     // The movie's tracks, for its fragments.
     let mut tracks = fragments::Tracks::new();
+    let mut grids = Vec::new();
     while pos < len {
         let mut h = [0u8; 32];
         let n = (len - pos).min(32) as usize;
@@ -373,13 +374,13 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
                 }
                 saw_moov = true;
                 let buf = read_box(store, &b, format)?;
-                let mut data = Data { map: &mut map, coded: &mut coded, tracks: &mut tracks };
+                let mut data = Data { map: &mut map, coded: &mut coded, tracks: &mut tracks, grids: &mut grids };
                 plan_moov(&buf, &b, ctx, &mut actions, &mut data)?;
                 hidden::check(&buf, &b, &actions, format)?;
             }
             b"meta" => {
                 let buf = read_box(store, &b, format)?;
-                let mut data = Data { map: &mut map, coded: &mut coded, tracks: &mut tracks };
+                let mut data = Data { map: &mut map, coded: &mut coded, tracks: &mut tracks, grids: &mut grids };
                 let image = plan_heif_meta(&buf, &b, len, format, &mut actions, &mut media_data, &mut data)?;
                 // libheif and ffmpeg read the first top-level meta; the one pavise reads
                 // as the image's must be the only one.
@@ -410,6 +411,9 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
         {
             return Err(MediaError::malformed(format, format!("{what} at byte {off} lies outside the media data")));
         }
+    }
+    for grid in &grids {
+        grid.check(store, format)?;
     }
     coded.plan(store, format, &media_data, &mut actions)?;
     match map.gaps(&mdats) {
@@ -818,6 +822,8 @@ struct Data<'a> {
     map: &'a mut DataMap,
     coded: &'a mut Coded,
     tracks: &'a mut fragments::Tracks,
+    /// The shown grid images, checked against their tile counts once the file is read.
+    grids: &'a mut Vec<Grid>,
 }
 
 fn plan_moov(
@@ -1238,8 +1244,9 @@ fn plan_heif_meta(
         return Err(bad(&format!("the primary item {primary} is not an image item")));
     }
     let shown = shown_images(primary, &items, &references);
+    refuse_unreadable_references(&items, &references, &shown, format)?;
     if let Some(iprp) = iprp {
-        plan_iprp(walk, iprp, &shown, actions)?;
+        plan_iprp(walk, iprp, &shown, &references, actions)?;
     }
     let Some(locations) = locations else {
         map.distrust("no item locations (iloc)");
@@ -1294,6 +1301,16 @@ fn plan_heif_meta(
         }
     }
     const UNWALKED_ITEMS: &[&[u8; 4]] = &[b"jpeg", b"j2k1", b"vvc1", b"vvi1"];
+    for &(id, _, _) in items.iter().filter(|(id, _, kind)| shown.contains(id) && kind == b"grid") {
+        let tiles = references.iter().find(|r| &r.kind == b"dimg" && r.from == id).map_or(0, |r| r.to.len());
+        let Some(&(off, len)) = locations.iter().find(|l| l.id == id).and_then(|l| l.extents.first()) else {
+            return Err(bad(&format!("grid image {id} has no data")));
+        };
+        let loc = locations.iter().find(|l| l.id == id).expect("found above");
+        let (off, len) = item_extent(loc, off, len, idat, file_len)
+            .ok_or_else(|| bad(&format!("grid image {id} built from other items' data")))?;
+        data.grids.push(Grid { id, off, len, tiles });
+    }
     // An image item no reader reaches is zeroed like Exif, unless its bytes are also
     // those of an image a reader shows: zeroing them would blank that image.
     let mut shown_data = Vec::new();
@@ -1385,6 +1402,89 @@ fn shown_images(primary: u32, items: &[(u32, u64, [u8; 4])], references: &[Refer
         if shown.len() == before {
             return shown;
         }
+    }
+}
+
+/// At most this many thumbnails (`thmb`) are kept of the images a reader reaches: phones
+/// and cameras write one (exiftool's ThumbnailImage), and each kept thumbnail keeps its
+/// properties (`rloc`, `pasp`, `clap`: a few dozen bytes a sender chooses).
+const MAX_THUMBNAILS: usize = 4;
+
+/// At most this many auxiliary images (`auxl`). Apple's portrait photos carry a depth
+/// map, a portrait matte, up to five semantic mattes and an HDR gain map: ten leaves room.
+const MAX_AUXILIARY: usize = 10;
+
+/// Reference shapes libheif refuses (it then shows no image, and every item's properties
+/// would be forwarded only for exiftool to print), refused here too: a `thmb` or `auxl`
+/// that names other than one master, a thumbnail of itself or of a thumbnail, a reference
+/// from an image to itself (a derived image made of itself), a shown `iden` of other than one input, and more thumbnails or
+/// auxiliary images than [`MAX_THUMBNAILS`] and [`MAX_AUXILIARY`] (a file of a hundred
+/// thumbnails is a channel, not a photo). Red team pass 9, H2e and H2f.
+fn refuse_unreadable_references(
+    items: &[(u32, u64, [u8; 4])],
+    references: &[Reference],
+    shown: &HashSet<u32>,
+    format: Format,
+) -> Result<(), MediaError> {
+    let bad = |what: String| Err(MediaError::malformed(format, format!("image metadata: {what}")));
+    let thumbnails: HashSet<u32> = references.iter().filter(|r| &r.kind == b"thmb").map(|r| r.from).collect();
+    let derived: HashSet<u32> = items.iter().filter(|(_, _, k)| DERIVED.contains(&k)).map(|(id, _, _)| *id).collect();
+    for r in references {
+        let kind = fourcc(&r.kind);
+        if r.to.contains(&r.from) && (derived.contains(&r.from) || &r.kind != b"dimg") {
+            return bad(format!("a '{kind}' reference from item {} to itself", r.from));
+        }
+        if matches!(&r.kind, b"thmb" | b"auxl") && r.to.len() != 1 {
+            return bad(format!("a '{kind}' reference from item {} names {} images, not one", r.from, r.to.len()));
+        }
+        if &r.kind == b"thmb" && r.to.iter().any(|t| thumbnails.contains(t)) {
+            return bad(format!("item {} is a thumbnail of a thumbnail", r.from));
+        }
+    }
+    for &(id, _, _) in items.iter().filter(|(id, _, kind)| shown.contains(id) && kind == b"iden") {
+        let inputs = references.iter().find(|r| &r.kind == b"dimg" && r.from == id).map_or(0, |r| r.to.len());
+        if inputs != 1 {
+            return bad(format!("identity image {id} has {inputs} inputs, not one"));
+        }
+    }
+    for (kind, cap) in [(b"thmb", MAX_THUMBNAILS), (b"auxl", MAX_AUXILIARY)] {
+        let kept: HashSet<u32> = references
+            .iter()
+            .filter(|r| &r.kind == kind && shown.contains(&r.from) && r.to.iter().any(|t| shown.contains(t)))
+            .map(|r| r.from)
+            .collect();
+        if kept.len() > cap {
+            let what = if kind == b"thmb" { "thumbnails" } else { "auxiliary images" };
+            return bad(format!("{} {what}; pavise keeps at most {cap}", kept.len()));
+        }
+    }
+    Ok(())
+}
+
+/// A shown grid image: where its data (the rows and columns) lies and how many tiles its
+/// `dimg` lists. libheif draws nothing when the two disagree.
+struct Grid {
+    id: u32,
+    off: u64,
+    len: u64,
+    tiles: usize,
+}
+
+impl Grid {
+    fn check(&self, store: &mut impl Store, format: Format) -> Result<(), MediaError> {
+        let mut head = [0u8; 4];
+        if self.len < 4 || self.off.checked_add(4).is_none_or(|end| end > store.len()) {
+            return Err(MediaError::truncated(format, format!("grid image {} has no rows and columns", self.id)));
+        }
+        store.read_at(self.off, &mut head)?;
+        let cells = (usize::from(head[2]) + 1) * (usize::from(head[3]) + 1);
+        if cells != self.tiles {
+            return Err(MediaError::malformed(
+                format,
+                format!("image metadata: grid image {} has {cells} cells and {} tiles", self.id, self.tiles),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -1556,14 +1656,22 @@ const AUX_TYPES: &[&[u8]] = &[
 /// (ffmpeg reads a property with its one table, so a `udta` there is a location) — or
 /// the file refused, if an item needs it (`essential` in `ipma`): an image without it
 /// could not be shown.
-fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, images: &HashSet<u32>, actions: &mut Vec<Action>) -> Result<(), MediaError> {
+fn plan_iprp(
+    walk: Walk<'_>,
+    iprp: &BoxAt,
+    images: &HashSet<u32>,
+    references: &[Reference],
+    actions: &mut Vec<Action>,
+) -> Result<(), MediaError> {
     let kids = walk.kids(iprp, 0)?;
     refuse_repeats(&kids, b"iprp", walk.format)?;
     let props = match kids.iter().find(|k| &k.kind == b"ipco") {
         Some(ipco) => walk.kids(ipco, 0)?,
         None => Vec::new(),
     };
-    let (linked, essential) = used_properties(walk, &associations(walk, &kids)?, &props, images)?;
+    let associations = associations(walk, &kids)?;
+    let (linked, essential) = used_properties(walk, &associations, &props, images)?;
+    let pixels = pixel_depths(walk, &associations, &props, images, references)?;
     for k in &kids {
         match &k.kind {
             b"ipma" => {}
@@ -1583,6 +1691,11 @@ fn plan_iprp(walk: Walk<'_>, iprp: &BoxAt, images: &HashSet<u32>, actions: &mut 
                             })
                         }
                         b"colr" => plan_colr(walk, prop, actions),
+                        b"pixi" if let Some(bytes) = pixels.get(&(i + 1)) => actions.push(Action::Patch {
+                            off: prop.payload,
+                            bytes: bytes.clone(),
+                            what: "ipco/pixi depths that are not the image's codec's".into(),
+                        }),
                         // The image's codec configuration: SEI in its arrays goes.
                         b"avcC" | b"hvcC" | b"lhvC" | b"av1C" => {
                             sample_entry::plan_config(walk, prop, sample_entry::config_kind(&prop.kind), actions)?;
@@ -1664,6 +1777,90 @@ fn used_properties(
         }
     }
     Ok((used, essential))
+}
+
+/// The `pixi` (bits per channel) each shown image must have, by `ipco` position: the
+/// whole payload, rewritten where it differs. libheif and libavif read the depth from
+/// the codec configuration and use `pixi` at most to check it, while exiftool prints
+/// every byte (red team pass 9, H2e: 255 sender-chosen "channels" on the primary or a
+/// thumbnail). So a coded image's `pixi` is what its `hvcC` or `av1C` says (one channel
+/// for monochrome, else three, each of the luma or chroma depth), a derived image's that
+/// of its first input, and an image with neither must have one a codec could produce
+/// (one or three channels of one depth, 8 to 16 bits). A `pixi` too short for the
+/// channels, or shared by two images that disagree, is refused.
+fn pixel_depths(
+    walk: Walk<'_>,
+    associations: &[Association],
+    props: &[BoxAt],
+    images: &HashSet<u32>,
+    references: &[Reference],
+) -> Result<HashMap<usize, Vec<u8>>, MediaError> {
+    let bad = |what: String| MediaError::malformed(walk.format, format!("image metadata: {what}"));
+    let by_item: HashMap<u32, &Association> = associations.iter().map(|a| (a.item, a)).collect();
+    let first = |item: u32, kinds: &[&[u8; 4]]| {
+        let association = by_item.get(&item)?;
+        association.properties.iter().find_map(|p| {
+            let prop = p.index.checked_sub(1).and_then(|i| props.get(i))?;
+            kinds.contains(&&prop.kind).then_some((p.index, prop))
+        })
+    };
+    let implied = |mut item: u32| {
+        for _ in 0..8 {
+            if let Some((_, config)) = first(item, &[b"hvcC", b"av1C"]) {
+                return codec_depths(&config.kind, walk.payload(config));
+            }
+            item = *references.iter().find(|r| &r.kind == b"dimg" && r.from == item)?.to.first()?;
+        }
+        None
+    };
+    let mut out: HashMap<usize, Vec<u8>> = HashMap::new();
+    for &item in images {
+        let Some((index, pixi)) = first(item, &[b"pixi"]) else { continue };
+        let p = walk.payload(pixi);
+        let have = p.get(4).map(|&n| usize::from(n)).and_then(|n| p.get(5..5 + n));
+        let depths = match (implied(item), have) {
+            (Some(depths), _) => depths,
+            (None, Some(have))
+                if matches!(have.len(), 1 | 3) && (8..=16).contains(&have[0]) && have.iter().all(|&d| d == have[0]) =>
+            {
+                have.to_vec()
+            }
+            (None, _) => return Err(bad(format!("image item {item} has a 'pixi' no codec configuration explains"))),
+        };
+        let mut bytes = vec![0u8; p.len()];
+        let Some(fields) = bytes.get_mut(4..5 + depths.len()) else {
+            return Err(bad(format!("image item {item} has a 'pixi' too short for its {} channels", depths.len())));
+        };
+        fields[0] = depths.len() as u8;
+        fields[1..].copy_from_slice(&depths);
+        if out.get(&index).is_some_and(|other| *other != bytes) {
+            return Err(bad(format!("a 'pixi' shared by images of different depths (item {item})")));
+        }
+        out.insert(index, bytes);
+    }
+    Ok(out)
+}
+
+/// The bits per channel an `hvcC` or `av1C` codes: one channel for monochrome (HEVC
+/// chroma format 0, AV1's monochrome flag), else luma and two chroma channels.
+fn codec_depths(kind: &[u8; 4], config: &[u8]) -> Option<Vec<u8>> {
+    match kind {
+        b"hvcC" => {
+            let (chroma, luma, chroma_depth) =
+                (config.get(16)? & 3, (config.get(17)? & 7) + 8, (config.get(18)? & 7) + 8);
+            Some(if chroma == 0 { vec![luma] } else { vec![luma, chroma_depth, chroma_depth] })
+        }
+        b"av1C" => {
+            let (profile, flags) = (config.get(1)? >> 5, *config.get(2)?);
+            let depth = match (flags & 0x40 != 0, flags & 0x20 != 0) {
+                (false, _) => 8,
+                (true, true) if profile == 2 => 12,
+                (true, _) => 10,
+            };
+            Some(if flags & 0x10 != 0 { vec![depth] } else { vec![depth; 3] })
+        }
+        _ => None,
+    }
 }
 
 /// `auxC`: a version and flags, the auxiliary type (a NUL-terminated URN), then subtype
@@ -2744,7 +2941,7 @@ mod tests {
         heif_with_exif(move |kids, at| {
             kids[2] = heif_iinf(&[infe(1, b"hvc1"), infe(2, b"Exif"), infe(3, kind)]);
             let props = [bx(b"hvcC", &hvcc(4)), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48]), pixi.clone()];
-            let ipma = heif_ipma(0, &[(1, &[0x81, 0x02]), (3, &[0x83])]);
+            let ipma = heif_ipma(0, &[(1, &[0x81, 0x02]), (3, &[0x81, 0x83])]);
             kids[3] = bx(b"iprp", &[bx(b"ipco", &props.concat()), ipma].concat());
             if let Some((off, len)) = extent {
                 let pixels = nals(&[b"\x26\x01pixels"]).len() as u32;
@@ -2766,10 +2963,11 @@ mod tests {
             assert!(!contains(&out, kind) || kind == b"hvc1", "its type is renamed: {report:#?}");
             assert!(contains(&out, b"ispe") && contains(&out, b"pixels"), "{report:#?}");
         }
-        // A thumbnail of the primary is shown (exiftool, Finder); so are its properties.
+        // A thumbnail of the primary is shown (exiftool, Finder); so are its properties,
+        // its `pixi` rewritten to what its `hvcC` says (8-bit 4:2:0).
         let thumbnail = extra(b"hvc1", Some(bx(b"thmb", &[0, 3, 0, 1, 0, 1])), None);
         let (out, report) = scrubbed(thumbnail, Format::Heif);
-        assert!(contains(&out, b"pixi") && contains(&out, b"LEAKMARK"), "{report:#?}");
+        assert!(contains(&out, b"pixi\0\0\0\0\x03\x08\x08\x08\0") && !contains(&out, b"LEAKMARK"), "{report:#?}");
         // A thumbnail of an unreached item is not.
         let orphan = extra(b"hvc1", Some(bx(b"thmb", &[0, 3, 0, 1, 0, 2])), None);
         let (out, report) = scrubbed(orphan, Format::Heif);
@@ -2831,6 +3029,166 @@ mod tests {
         assert!(contains(&out, b"pixi"), "{report:#?}");
     }
 
+    /// Red team pass 9, H2e: a `pixi` of 255 sender-chosen "channels" on the primary (or on
+    /// each thumbnail) was kept whole. A `pixi` now says what the codec configuration
+    /// says: rewritten in place, or refused when too short for the image's channels.
+    #[test]
+    fn a_pixi_says_what_the_codec_configuration_says() {
+        let marker = b"LEAKMARK GPS 48.8584N 2.2945E Pixel8Pro";
+        let with_pixi = |config: Vec<u8>, pixi: Vec<u8>| {
+            heif_with_exif(move |kids, _| {
+                let props =
+                    [bx(b"hvcC", &config), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48]), full(b"pixi", 0, &pixi)];
+                kids[3] =
+                    bx(b"iprp", &[bx(b"ipco", &props.concat()), heif_ipma(0, &[(1, &[0x81, 0x02, 0x03])])].concat());
+            })
+        };
+        let long = [&[marker.len() as u8][..], marker].concat();
+        for (pixi, want) in [
+            (long.clone(), &b"pixi\0\0\0\0\x03\x08\x08\x08\0"[..]),
+            (vec![3, 10, 10, 10], b"pixi\0\0\0\0\x03\x08\x08\x08"),
+        ] {
+            let (out, report) = scrubbed(with_pixi(hvcc(4), pixi), Format::Heif);
+            assert!(contains(&out, want) && !contains(&out, b"LEAKMARK"), "{report:#?}");
+            assert!(contains(&out, b"pixels"), "the image stays");
+        }
+        // The same 8 8 8 on a colour image is left as it is.
+        let (out, report) = scrubbed(with_pixi(hvcc(4), vec![3, 8, 8, 8]), Format::Heif);
+        let untouched = !report.removed.iter().any(|r| r.what.contains("pixi"));
+        assert!(contains(&out, b"pixi\0\0\0\0\x03\x08\x08\x08") && untouched, "{report:#?}");
+        // A monochrome image has one channel.
+        let mut mono = hvcc(4);
+        mono[16] = 0xFC;
+        let (out, report) = scrubbed(with_pixi(mono, vec![3, 8, 8, 8]), Format::Heif);
+        assert!(contains(&out, b"pixi\0\0\0\0\x01\x08\0\0"), "{report:#?}");
+        let err = refused(with_pixi(hvcc(4), vec![1, 8]), Format::Heif);
+        assert!(err.to_string().contains("a 'pixi' too short for its 3 channels"), "{err}");
+        // av1C: the high-bit-depth and twelve-bit flags (12 bits in the professional
+        // profile only), and monochrome.
+        assert_eq!(codec_depths(b"av1C", &[0x81, 0x00, 0x0C, 0]), Some(vec![8, 8, 8]));
+        assert_eq!(codec_depths(b"av1C", &[0x81, 0x00, 0x6C, 0]), Some(vec![10, 10, 10]));
+        assert_eq!(codec_depths(b"av1C", &[0x81, 0x40, 0x6C, 0]), Some(vec![12, 12, 12]));
+        assert_eq!(codec_depths(b"av1C", &[0x81, 0x00, 0x1C, 0]), Some(vec![8]));
+    }
+
+    /// A HEIF file with items 1 (the HEVC image) and 2 (Exif) and `extra` items: each an
+    /// HEVC image with item 1's `hvcC`, `ispe` and `pixi` of 8 8 8 (a derived one without
+    /// the `hvcC`), the `iref` children `iref`, the primary `primary`, and, given an item
+    /// and its data, that item's data in `idat`.
+    fn heif_graph(extra: &[(u16, &[u8; 4])], iref: &[u8], primary: u16, idat: Option<(u16, &[u8])>) -> Vec<u8> {
+        heif_with_exif(|kids, at| {
+            let mut entries = vec![infe(1, b"hvc1"), infe(2, b"Exif")];
+            entries.extend(extra.iter().map(|(id, kind)| infe(*id, kind)));
+            kids[2] = heif_iinf(&entries);
+            kids[1] = full(b"pitm", 0, &primary.to_be_bytes());
+            let pixi = full(b"pixi", 0, &[3, 8, 8, 8]);
+            let props = [bx(b"hvcC", &hvcc(4)), full(b"ispe", 0, &[0, 0, 0, 64, 0, 0, 0, 48]), pixi].concat();
+            let mut assoc: Vec<(u16, &[u8])> = vec![(1, &[0x81, 0x02, 0x03])];
+            for (id, kind) in extra {
+                assoc.push((*id, if DERIVED.contains(kind) { &[0x02, 0x03] } else { &[0x81, 0x02, 0x03] }));
+            }
+            kids[3] = bx(b"iprp", &[bx(b"ipco", &props), heif_ipma(0, &assoc)].concat());
+            if let Some((id, data)) = idat {
+                let pixels = heif_pixels().len() as u32;
+                let entry = |id: u16, method: u8, off: u32, len: u32| {
+                    [&id.to_be_bytes()[..], &[0, method, 0, 0, 0, 1], &off.to_be_bytes(), &len.to_be_bytes()].concat()
+                };
+                let entries = [entry(1, 0, at, pixels), entry(id, 1, 0, data.len() as u32)].concat();
+                kids[4] = full(b"iloc", 1, &[&[0x44, 0x00, 0, 2][..], &entries].concat());
+                kids.push(bx(b"idat", data));
+            }
+            kids.push(full(b"iref", 0, iref));
+        })
+    }
+
+    /// Red team pass 9, H2e: thirty thumbnails of the primary kept thirty sets of
+    /// properties. Phones write one thumbnail and a few auxiliary images; past
+    /// [`MAX_THUMBNAILS`] or [`MAX_AUXILIARY`] the file is refused, naming the cap.
+    #[test]
+    fn thumbnails_and_auxiliary_images_are_capped() {
+        for (reference, cap, what) in
+            [(b"thmb", MAX_THUMBNAILS, "thumbnails"), (b"auxl", MAX_AUXILIARY, "auxiliary images")]
+        {
+            let file = |n: u16| {
+                let extra: Vec<(u16, &[u8; 4])> = (3..3 + n).map(|id| (id, b"hvc1")).collect();
+                let iref: Vec<u8> =
+                    (3..3 + n).flat_map(|id| bx(reference, &[&id.to_be_bytes()[..], &[0, 1, 0, 1]].concat())).collect();
+                heif_graph(&extra, &iref, 1, None)
+            };
+            let (out, report) = scrubbed(file(cap as u16), Format::Heif);
+            assert!(contains(&out, b"pixels") && contains(&out, reference), "{report:#?}");
+            let err = refused(file(cap as u16 + 1), Format::Heif);
+            let want = format!("{} {what}; pavise keeps at most {cap}", cap + 1);
+            assert!(err.to_string().contains(&want), "{want}: {err}");
+        }
+    }
+
+    /// Red team pass 9, H2f: shapes libheif refuses (it then shows nothing) were forwarded
+    /// with the properties of every item: a `thmb`/`auxl` naming two masters, a thumbnail
+    /// of a thumbnail or of itself, an `iden` of two inputs, a grid whose `dimg` lists
+    /// more tiles than its rows and columns hold. Each is refused, naming the shape.
+    #[test]
+    fn reference_shapes_libheif_refuses_are_refused() {
+        let refs = |list: &[(&[u8; 4], &[u16])]| -> Vec<u8> {
+            list.iter()
+                .flat_map(|(kind, ids)| {
+                    let body: Vec<u8> = ids
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(i, id)| {
+                            let id = id.to_be_bytes();
+                            if i == 0 {
+                                [&id[..], &((ids.len() - 1) as u16).to_be_bytes()].concat()
+                            } else {
+                                id.to_vec()
+                            }
+                        })
+                        .collect();
+                    bx(kind, &body)
+                })
+                .collect()
+        };
+        let hevc: &[(u16, &[u8; 4])] = &[(3, b"hvc1"), (4, b"hvc1")];
+        type References<'a> = &'a [(&'a [u8; 4], &'a [u16])];
+        let shapes: [(References<'_>, &str); 5] = [
+            (&[(b"thmb", &[3, 1, 4])], "a 'thmb' reference from item 3 names 2 images, not one"),
+            (&[(b"auxl", &[3, 1, 4])], "a 'auxl' reference from item 3 names 2 images, not one"),
+            (&[(b"thmb", &[3, 1]), (b"thmb", &[4, 3])], "item 4 is a thumbnail of a thumbnail"),
+            (&[(b"thmb", &[3, 3])], "a 'thmb' reference from item 3 to itself"),
+            (&[(b"auxl", &[3, 1]), (b"thmb", &[4, 1])], ""),
+        ];
+        for (list, want) in shapes {
+            let file = heif_graph(hevc, &refs(list), 1, None);
+            if want.is_empty() {
+                scrubbed(file, Format::Heif);
+            } else {
+                let err = refused(file, Format::Heif);
+                assert!(err.to_string().contains(want), "{want}: {err}");
+            }
+        }
+        // An identity image (the primary, item 5) of exactly one input.
+        let iden: &[(u16, &[u8; 4])] = &[(3, b"hvc1"), (5, b"iden")];
+        let (out, report) = scrubbed(heif_graph(iden, &refs(&[(b"dimg", &[5, 1])]), 5, None), Format::Heif);
+        assert!(contains(&out, b"pixels") && contains(&out, b"iden"), "{report:#?}");
+        for (inputs, want) in [
+            (&[5, 1, 3][..], "identity image 5 has 2 inputs, not one"),
+            (&[5, 5], "a 'dimg' reference from item 5 to itself"),
+        ] {
+            let err = refused(heif_graph(iden, &refs(&[(b"dimg", inputs)]), 5, None), Format::Heif);
+            assert!(err.to_string().contains(want), "{want}: {err}");
+        }
+        // A grid (item 5, its rows and columns in idat) of rows x columns tiles; its pixi
+        // is its first tile's.
+        let grid: &[(u16, &[u8; 4])] = &[(3, b"hvc1"), (5, b"grid")];
+        let one_by_two = [0, 0, 0, 1, 0, 128, 0, 48];
+        let (out, report) =
+            scrubbed(heif_graph(grid, &refs(&[(b"dimg", &[5, 1, 3])]), 5, Some((5, &one_by_two))), Format::Heif);
+        assert!(contains(&out, b"pixels") && contains(&out, b"grid"), "{report:#?}");
+        let err =
+            refused(heif_graph(grid, &refs(&[(b"dimg", &[5, 1, 3, 1])]), 5, Some((5, &one_by_two))), Format::Heif);
+        assert!(err.to_string().contains("grid image 5 has 2 cells and 3 tiles"), "{err}");
+    }
+
     /// The attacker's rule after pass 6: exiftool reads a version-3 `iloc` without the
     /// construction method pavise reads, and a version-4 `infe` by another layout. A
     /// HEIF table of a version no specification defines is refused.
@@ -2857,6 +3215,8 @@ mod tests {
     /// An `hvcC` with no parameter-set arrays and NAL lengths of `length_size` bytes.
     fn hvcc(length_size: u8) -> Vec<u8> {
         let mut h = vec![1u8; 23];
+        // 4:2:0, 8-bit luma and chroma (what a `pixi` of 8 8 8 describes).
+        h[16..19].copy_from_slice(&[0xFD, 0xF8, 0xF8]);
         h[21] = 0x0C | (length_size - 1);
         h[22] = 0;
         h

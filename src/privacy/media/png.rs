@@ -21,6 +21,8 @@
 //! once ([`ONCE`]: the colour and pixel descriptions, `acTL`) is kept once, before the
 //! image data, as libpng reads it: a repeat or a copy after `IDAT` goes. APNG frames
 //! (`fcTL`, `fdAT`) stay only after an `acTL`: without one no reader animates them.
+//! and only as many frames as it announces. A kept pixel description of values its
+//! specification does not allow (libpng ignores it) goes too ([`in_range`]).
 
 use super::{Format, MediaError, Report, be32, fourcc};
 
@@ -66,6 +68,7 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     let mut saw_plte = false;
     let mut palette = 0usize;
     let mut once = Once::default();
+    let mut frames = Frames::default();
     loop {
         let len = be32(input, pos).ok_or_else(|| MediaError::truncated(F, "the file ends before IEND"))? as usize;
         if len > 0x7FFF_FFFF {
@@ -99,6 +102,10 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
         }
         saw_plte |= kind == b"PLTE";
         match kind {
+            // libpng refuses a second header; readers would draw different images.
+            b"IHDR" if pos > SIGNATURE.len() => {
+                return Err(MediaError::malformed(F, "a second IHDR chunk (decoders refuse it)"));
+            }
             b"IHDR" => {
                 bit_depth = data[8];
                 color_type = data[9];
@@ -148,6 +155,9 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
             b"fcTL" | b"fdAT" if !once.0.contains(b"acTL") => {
                 report.remove(format!("{} chunk of no animation (no acTL)", fourcc(kind)), whole.len() as u64);
             }
+            b"fcTL" | b"fdAT" if !frames.counted(kind) => {
+                report.remove(format!("{} chunk past acTL's frame count", fourcc(kind)), whole.len() as u64);
+            }
             b"iCCP" => {
                 let before = out.len();
                 keep_iccp(whole, &mut out, report);
@@ -161,16 +171,70 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                     None if kind == b"tRNS" => len <= palette,
                     None => true,
                 };
-                if fits {
+                if !fits {
+                    report.remove(format!("{} chunk of the wrong length", fourcc(kind)), whole.len() as u64);
+                } else if !in_range(kind, data, color_type, bit_depth, palette) {
+                    report.remove(format!("{} chunk of values out of range", fourcc(kind)), whole.len() as u64);
+                } else {
+                    if kind == b"acTL" {
+                        frames.allowed = be32(data, 0).unwrap_or(0);
+                    }
                     keep(&mut out, kind, data);
                     once.kept(kind);
-                } else {
-                    report.remove(format!("{} chunk of the wrong length", fourcc(kind)), whole.len() as u64);
                 }
             }
             _ => report.remove(chunk_name(kind, whole), whole.len() as u64),
         }
         pos = end;
+    }
+}
+
+/// Whether a kept fixed-size chunk's values are ones its specification allows (red
+/// team pass 8, P7: an `sBIT` of "LEA", a `bKGD` spelling "LEAKMARK", a `cICP` of
+/// primaries 50 were kept as sent, and exiftool prints them). libpng ignores such a
+/// chunk ("invalid"), so dropping it changes nothing a viewer shows: `sBIT` depths of 1
+/// to the sample depth, a `bKGD` within the bit depth (a palette index within the
+/// palette), a `tRNS` colour within the bit depth, `pHYs` units of none or metres, a
+/// `cICP` of code points H.273 defines for RGB (matrix 0, full or narrow range), `cHRM`
+/// chromaticities of at most 1.0.
+fn in_range(kind: &[u8], data: &[u8], color_type: u8, bit_depth: u8, palette: usize) -> bool {
+    let max = if bit_depth >= 16 { u32::from(u16::MAX) } else { (1u32 << bit_depth) - 1 };
+    let samples_fit = || data.chunks(2).all(|s| s.len() == 2 && u32::from(u16::from_be_bytes([s[0], s[1]])) <= max);
+    match kind {
+        b"sBIT" => {
+            let depth = if color_type == 3 { 8 } else { bit_depth };
+            data.iter().all(|&d| (1..=depth).contains(&d))
+        }
+        b"bKGD" if color_type == 3 => usize::from(data[0]) < palette,
+        b"bKGD" => samples_fit(),
+        b"tRNS" if color_type != 3 => samples_fit(),
+        b"pHYs" => data[8] <= 1,
+        b"cICP" => {
+            let primaries = matches!(data[0], 1 | 2 | 4..=12 | 22);
+            let transfer = matches!(data[1], 1 | 2 | 4..=18);
+            primaries && transfer && data[2] == 0 && data[3] <= 1
+        }
+        b"cHRM" => data.chunks(4).all(|v| be32(v, 0).is_some_and(|v| v <= 100_000)),
+        _ => true,
+    }
+}
+
+/// The APNG frames `acTL` announces: each `fcTL` starts one, and the `fdAT` after it
+/// belong to it. Frames past the count draw nothing (libpng and browsers stop there)
+/// and any number of them fit after it: they go (red team pass 8, P6).
+#[derive(Default)]
+struct Frames {
+    allowed: u32,
+    seen: u32,
+}
+
+impl Frames {
+    /// Whether this `fcTL` or `fdAT` belongs to an announced frame.
+    fn counted(&mut self, kind: &[u8]) -> bool {
+        if kind == b"fcTL" {
+            self.seen = self.seen.saturating_add(1);
+        }
+        self.seen <= self.allowed
     }
 }
 
@@ -382,6 +446,89 @@ mod tests {
     /// bytes spelling "LEAK", two `pHYs`...), and exiftool `-a` prints each. libpng reads
     /// the first and ignores a repeat or one after `IDAT`: those go, for every chunk a PNG
     /// holds once, whatever its spelling (`cLLi` is `cLLI`'s draft name).
+    /// The white point and primaries of sRGB, as `cHRM` writes them (times 100,000).
+    const SRGB_CHROMATICITIES: [u32; 8] = [31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000];
+
+    /// Red team pass 8, P7: the one `sBIT`, `bKGD`, `pHYs`, `cICP`, `cHRM` or `tRNS` kept
+    /// kept values no specification allows ("LEA" as significant bits, "LEAKMARK" as a
+    /// background colour, primaries 50), which libpng ignores and exiftool prints. Such
+    /// a chunk goes; one of values in range stays.
+    #[test]
+    fn a_pixel_description_of_values_out_of_range_is_dropped() {
+        let png = |header: [u8; 13], palette: Option<&[u8]>, extra: Vec<u8>| {
+            let mut file = [SIGNATURE, &chunk(b"IHDR", &header)[..]].concat();
+            if let Some(palette) = palette {
+                file.extend(chunk(b"PLTE", palette));
+            }
+            [file, extra, chunk(b"IDAT", b"pixels"), chunk(b"IEND", b"")].concat()
+        };
+        let rgb = [0, 0, 0, 1, 0, 0, 0, 1, 8, 2, 0, 0, 0];
+        let mut grey4 = rgb;
+        grey4[8..10].copy_from_slice(&[4, 0]);
+        let mut indexed = rgb;
+        indexed[9] = 3;
+        let chrm = |v: &[u32]| chunk(b"cHRM", &v.iter().flat_map(|v| v.to_be_bytes()).collect::<Vec<u8>>());
+        let mut wide = SRGB_CHROMATICITIES;
+        wide[0] = 100_001;
+        // (header, palette, a chunk in range, one out of range)
+        type Case<'a> = ([u8; 13], Option<&'a [u8]>, Vec<u8>, Vec<u8>);
+        let cases: [Case<'_>; 7] = [
+            (rgb, None, chunk(b"sBIT", &[8, 8, 8]), chunk(b"sBIT", b"LEA")),
+            (rgb, None, chunk(b"sBIT", &[5, 6, 5]), chunk(b"sBIT", &[0, 8, 8])),
+            (rgb, None, chunk(b"bKGD", &[0, 255, 0, 0, 0, 0]), chunk(b"bKGD", b"LEAKMA")),
+            (grey4, None, chunk(b"tRNS", &[0, 15]), chunk(b"tRNS", &[0, 16])),
+            (indexed, Some(&[0; 6]), chunk(b"bKGD", &[1]), chunk(b"bKGD", &[2])),
+            (
+                rgb,
+                None,
+                chunk(b"pHYs", &[0, 0, 0x0B, 0x13, 0, 0, 0x0B, 0x13, 1]),
+                chunk(b"pHYs", &[0, 0, 0x0B, 0x13, 0, 0, 0x0B, 0x13, 2]),
+            ),
+            (rgb, None, chunk(b"cICP", &[9, 16, 0, 1]), chunk(b"cICP", &[50, 13, 0, 1])),
+        ];
+        for (header, palette, good, bad) in
+            cases.into_iter().chain([(rgb, None, chrm(&SRGB_CHROMATICITIES), chrm(&wide))])
+        {
+            let kind = good[4..8].to_vec();
+            let mut r = Report::default();
+            let out = scrub(&png(header, palette, good.clone()), &mut r).unwrap();
+            let fields = &good[..good.len() - 4]; // its CRC is written afresh
+            assert!(out.windows(fields.len()).any(|w| w == fields), "{}: {r:?}", String::from_utf8_lossy(&kind));
+            let mut r = Report::default();
+            let out = scrub(&png(header, palette, bad), &mut r).unwrap();
+            assert!(!out.windows(4).any(|w| w == kind), "{}: {r:?}", String::from_utf8_lossy(&kind));
+            assert!(r.removed.iter().any(|x| x.what.contains("values out of range")), "{r:?}");
+        }
+        for cicp in [[1, 13, 1, 1], [1, 13, 0, 2], [1, 3, 0, 1]] {
+            let out = scrub(&png(rgb, None, chunk(b"cICP", &cicp)), &mut Report::default()).unwrap();
+            assert!(!out.windows(4).any(|w| w == b"cICP"), "{cicp:?}");
+        }
+    }
+
+    /// Red team pass 8, P6: a second `IHDR` (13 bytes the sender picks; ImageMagick then
+    /// draws nothing) is refused, as libpng refuses it; `fcTL`/`fdAT` past `acTL`'s frame
+    /// count, which no reader plays, go.
+    #[test]
+    fn a_second_header_is_refused_and_frames_past_the_count_go() {
+        let header = chunk(b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 2, 0, 0, 0]);
+        let file = [SIGNATURE, &header, &header, &chunk(b"IDAT", b"pixels"), &chunk(b"IEND", b"")].concat();
+        let err = scrub(&file, &mut Report::default()).unwrap_err();
+        assert!(err.to_string().contains("a second IHDR chunk"), "{err}");
+
+        let fctl = |seq: u8| chunk(b"fcTL", &[&[0, 0, 0, seq, 0, 0, 0, 1, 0, 0, 0, 1][..], &[0; 14]].concat());
+        let fdat = |seq: u8, data: &[u8]| chunk(b"fdAT", &[&[0, 0, 0, seq][..], data].concat());
+        let mut file = [SIGNATURE, &header, &chunk(b"acTL", &[0, 0, 0, 2, 0, 0, 0, 0])].concat();
+        file.extend([fctl(0), chunk(b"IDAT", b"pixels"), fctl(1), fdat(2, b"frame2")].concat());
+        for seq in 3..8 {
+            file.extend([fctl(seq * 2), fdat(seq * 2 + 1, b"LEAKMARK")].concat());
+        }
+        file.extend(chunk(b"IEND", b""));
+        let mut r = Report::default();
+        let out = scrub(&file, &mut r).unwrap();
+        assert_eq!(out.windows(4).filter(|w| *w == b"fcTL").count(), 2, "{r:?}");
+        assert!(out.windows(6).any(|w| w == b"frame2") && !out.windows(8).any(|w| w == b"LEAKMARK"), "{r:?}");
+    }
+
     #[test]
     fn a_chunk_decoders_read_once_is_kept_once_and_only_before_the_image_data() {
         use std::io::Write as _;
@@ -392,7 +539,7 @@ mod tests {
             [name, b"\0\0", &z.finish().unwrap()].concat()
         };
         let first = [
-            chunk(b"cHRM", &[1; 32]),
+            chunk(b"cHRM", &SRGB_CHROMATICITIES.iter().flat_map(|v: &u32| v.to_be_bytes()).collect::<Vec<u8>>()),
             chunk(b"gAMA", &[0, 0, 0xB1, 0x8F]),
             chunk(b"pHYs", &[0, 0, 0x0B, 0x13, 0, 0, 0x0B, 0x13, 1]),
             chunk(b"sBIT", &[8, 8, 8]),

@@ -11,6 +11,8 @@
 //! 6 bytes, one still bitstream, an `ALPH` only right before the `VP8 ` of an image whose
 //! `VP8X` says it has alpha, and in each frame one bitstream and the blending and
 //! disposal bits of its flags. Frame positions and durations are content, and stay.
+//! A still image (no animation flag) keeps no frames, an animation no still bitstream
+//! (libwebp refuses one), and every bitstream kept must start as its codec's does.
 
 use super::{Format, MediaError, Report, fourcc, le32};
 
@@ -20,6 +22,7 @@ const EXIF_FLAG: u8 = 0x08;
 const XMP_FLAG: u8 = 0x04;
 const ICC_FLAG: u8 = 0x20;
 const ALPHA_FLAG: u8 = 0x10;
+const ANIMATION_FLAG: u8 = 0x02;
 /// The VP8X flags the specification defines (ICC, alpha, EXIF, XMP, animation); the
 /// other three bits are reserved.
 const VP8X_FLAGS: u8 = 0x3E;
@@ -49,6 +52,7 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     out.extend_from_slice(b"RIFF\0\0\0\0WEBP");
     let mut pos = 12;
     let mut vp8x_at = None;
+    let mut animated = false;
     let (mut saw_still, mut saw_frame, mut saw_icc, mut saw_anim, mut alpha_flag) = (false, false, false, false, false);
     let mut pending_alpha: Option<&[u8]> = None;
     while pos < end {
@@ -92,12 +96,27 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                 }
                 vp8x_at = Some(out.len());
                 alpha_flag = data[0] & ALPHA_FLAG != 0;
+                animated = data[0] & ANIMATION_FLAG != 0;
                 // The defined flags, the reserved bits and bytes zero, the canvas size.
                 let fields = [&[data[0] & VP8X_FLAGS, 0, 0, 0][..], &data[4..10]].concat();
                 if fields[..] != data[..] {
                     report.remove("VP8X reserved bits and bytes", (len - 6) as u64);
                 }
                 put(&mut out, kind, &fields);
+            }
+            // libwebp refuses an animation with an image outside its frames.
+            b"ALPH" | b"VP8 " | b"VP8L" if animated => {
+                return Err(MediaError::malformed(
+                    F,
+                    format!(
+                        "an animated WebP with a {} outside its frames (decoders refuse it)",
+                        fourcc(kind).trim_end()
+                    ),
+                ));
+            }
+            // A still image (no VP8X animation flag) shows its bitstream, never a frame.
+            b"ANIM" | b"ANMF" if !animated => {
+                report.remove(format!("{} chunk of a still image", fourcc(kind)), whole.len() as u64)
             }
             b"ANIM" if saw_anim => report.remove("a second ANIM chunk", whole.len() as u64),
             b"ANIM" => {
@@ -117,6 +136,7 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                 report.remove(format!("a second {} bitstream", fourcc(kind).trim_end()), whole.len() as u64);
             }
             b"VP8 " | b"VP8L" => {
+                refuse_headless(kind, data)?;
                 if let Some(alpha) = pending_alpha.take() {
                     put(&mut out, b"ALPH", alpha);
                 }
@@ -151,6 +171,22 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     Ok(out)
 }
 
+/// Refuses a bitstream that does not start as its codec's does (red team pass 8, W3: a
+/// `VP8L` of pure marker bytes was forwarded, and libwebp refuses it): a lossless one
+/// with its signature byte and version 0, a lossy one a key frame with its start code.
+/// This reads the header only; it does not decode the image.
+fn refuse_headless(kind: &[u8], data: &[u8]) -> Result<(), MediaError> {
+    let fine = match kind {
+        b"VP8L" => data.len() >= 5 && data[0] == 0x2F && data[4] >> 5 == 0,
+        _ => data.len() >= 10 && data[0] & 1 == 0 && data[3..6] == [0x9D, 0x01, 0x2A],
+    };
+    if fine {
+        Ok(())
+    } else {
+        Err(MediaError::malformed(F, format!("a {} bitstream without its header", fourcc(kind).trim_end())))
+    }
+}
+
 /// An animation frame: its 16-byte header (position, size and duration, and of its
 /// flags byte only the blending and disposal bits), then only the sub-chunks that draw
 /// it: one `VP8 ` or `VP8L`, and an `ALPH` right before a `VP8 `. Anything else riding
@@ -181,6 +217,7 @@ fn keep_frame(data: &[u8], out: &mut Vec<u8>, report: &mut Report) -> Result<(),
             }
             b"ALPH" => alpha = Some(body),
             b"VP8 " | b"VP8L" => {
+                refuse_headless(kind, body)?;
                 if let Some(alpha) = alpha.take() {
                     put(&mut frame, b"ALPH", alpha);
                 }
@@ -219,12 +256,51 @@ mod tests {
         c
     }
 
+    /// A bitstream header of `kind` (a 1x1 image), then `body`.
+    fn stream(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let head: &[u8] = if kind == b"VP8L" { b"\x2F\0\0\0\0" } else { b"\x10\x02\0\x9D\x01\x2A\x01\0\x01\0" };
+        [head, body].concat()
+    }
+
+    /// Red team pass 8, W2/W3: a still WebP kept `ANMF` frames no reader shows (each a
+    /// bitstream of any bytes; exiftool summed their durations), an animated one kept a
+    /// still bitstream beside its frames, and a bitstream of pure marker was forwarded.
+    /// Frames and `ANIM` of a still image go; the other two are refused, as libwebp does.
+    #[test]
+    fn a_still_keeps_no_frames_and_bitstreams_have_their_headers() {
+        let mut frame = vec![0u8; 16];
+        frame.extend(chunk(b"VP8L", &stream(b"VP8L", b"LEAKMARK")));
+        for vp8x in [None, Some(chunk(b"VP8X", &[0, 0, 0, 0, 1, 0, 0, 1, 0, 0]))] {
+            let mut chunks: Vec<Vec<u8>> = vp8x.into_iter().collect();
+            chunks.extend([
+                chunk(b"VP8L", &stream(b"VP8L", b"pixels")),
+                chunk(b"ANIM", b"LEAKMA"),
+                chunk(b"ANMF", &frame),
+            ]);
+            let mut r = Report::default();
+            let out = scrub(&riff(&chunks), &mut r).unwrap();
+            assert!(!out.windows(4).any(|w| w == b"LEAK" || w == b"ANMF" || w == b"ANIM"), "{r:?}");
+            assert!(out.windows(6).any(|w| w == b"pixels"), "{r:?}");
+        }
+        let animated = riff(&[
+            chunk(b"VP8X", &[ANIMATION_FLAG, 0, 0, 0, 1, 0, 0, 1, 0, 0]),
+            chunk(b"VP8L", &stream(b"VP8L", b"LEAKMARK")),
+            chunk(b"ANMF", &frame),
+        ]);
+        let err = scrub(&animated, &mut Report::default()).unwrap_err();
+        assert!(err.to_string().contains("an animated WebP with a VP8L outside its frames"), "{err}");
+        for kind in [b"VP8L", b"VP8 "] {
+            let err = scrub(&riff(&[chunk(kind, b"LEAKMARK GPS 48.8584N")]), &mut Report::default()).unwrap_err();
+            assert!(err.to_string().contains("bitstream without its header"), "{err}");
+        }
+    }
+
     #[test]
     fn drops_exif_and_xmp_and_clears_flags() {
         let mut body = b"WEBP".to_vec();
         body.extend(chunk(b"VP8X", &[0x2C, 0, 0, 0, 1, 0, 0, 1, 0, 0]));
         body.extend(chunk(b"ICCP", &crate::privacy::media::icc::sample_profile()));
-        body.extend(chunk(b"VP8 ", b"frame"));
+        body.extend(chunk(b"VP8 ", &stream(b"VP8 ", b"frame")));
         body.extend(chunk(b"EXIF", b"MM\0*GPS"));
         body.extend(chunk(b"XMP ", b"<x:xmpmeta>GPS"));
         let mut webp = b"RIFF".to_vec();
@@ -257,7 +333,7 @@ mod tests {
         let still = riff(&[
             chunk(b"VP8X", &[0xD1, b'L', b'K', b'M', 1, 0, 0, 1, 0, 0]),
             chunk(b"ALPH", b"alpha-of-frame"),
-            chunk(b"VP8 ", b"frame"),
+            chunk(b"VP8 ", &stream(b"VP8 ", b"frame")),
             chunk(b"VP8L", b"LEAKMARK GPS 48.8584N"),
             chunk(b"ALPH", b"LEAKMARK GPS 2.2945E"),
             chunk(b"ICCP", &crate::privacy::media::icc::sample_profile()),
@@ -275,7 +351,7 @@ mod tests {
             let file = riff(&[
                 chunk(b"VP8X", &[flags, 0, 0, 0, 1, 0, 0, 1, 0, 0]),
                 chunk(b"ALPH", b"LEAKMARK"),
-                chunk(bitstream, b"frame"),
+                chunk(bitstream, &stream(bitstream, b"frame")),
             ]);
             let out = scrub(&file, &mut Report::default()).unwrap();
             assert!(!out.windows(4).any(|w| w == b"ALPH") && count(&out, b"frame") == 1);
@@ -284,7 +360,7 @@ mod tests {
         // An animation: two ANIM (the first with 39 bytes too many), a frame with reserved bits.
         let mut frame = vec![0u8; 15];
         frame.push(0xFF);
-        frame.extend(chunk(b"VP8L", b"frame"));
+        frame.extend(chunk(b"VP8L", &stream(b"VP8L", b"frame")));
         frame.extend(chunk(b"VP8L", b"LEAKMARK"));
         let animated = riff(&[
             chunk(b"VP8X", &[0x02, 0, 0, 0, 1, 0, 0, 1, 0, 0]),
@@ -306,7 +382,7 @@ mod tests {
     #[test]
     fn animation_frames_keep_only_what_draws_them() {
         let mut frame = vec![0u8; 16];
-        frame.extend(chunk(b"VP8 ", b"frame"));
+        frame.extend(chunk(b"VP8 ", &stream(b"VP8 ", b"frame")));
         frame.extend(chunk(b"EXIF", b"48.8584 GPS"));
         let mut body = b"WEBP".to_vec();
         body.extend(chunk(b"VP8X", &[0x02, 0, 0, 0, 1, 0, 0, 1, 0, 0]));
