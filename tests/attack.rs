@@ -172,7 +172,7 @@ async fn send(pavise: &Pavise, req: http::Request<Full<Bytes>>) -> (u16, String)
 }
 
 /// The data: URI payload bytes at `pointer` in a recorded JSON body (strict base64: pavise
-/// re-encodes it), after checking the header is the one sent.
+/// re-encodes it), after checking the header is the one pavise writes (type and encoding).
 fn json_file(rec: &Recorded, pointer: &str, header: &str) -> Vec<u8> {
     // Ruby's parser takes comments (one shape has one); serde_json does not.
     let mut text = String::from_utf8(rec.body.to_vec()).unwrap();
@@ -300,14 +300,15 @@ async fn every_upload_shape_arrives_without_location_or_markers() {
             "/users/alice/outbox",
             format!(r#"{{"icon": "DATA:IMAGE/JPEG;BASE64,{jpeg64}"}}"#),
             "/icon",
-            "DATA:IMAGE/JPEG;BASE64,",
+            "DATA:IMAGE/JPEG;base64,",
         ),
         (
             "application/json",
             "/api/v2/media",
-            format!(r#"{{"file": "data:image/jpeg;charset=utf-8;base64,{jpeg64}"}}"#),
+            format!(r#"{{"file": "data:image/jpeg;charset=utf-8;name=PXL_20241007_142045194.jpg;base64,{jpeg64}"}}"#),
             "/file",
-            "data:image/jpeg;charset=utf-8;base64,",
+            // Only the type and the encoding travel: a `name=` is the capture time.
+            "data:image/jpeg;base64,",
         ),
         (
             "application/json",

@@ -15,7 +15,8 @@
 //! treat as a file is a leak.
 //!
 //! [`scrub_value`] decodes a value, scrubs the media inside, and re-encodes it in the same
-//! encoding under the same header (so the same declared type): the request still works.
+//! encoding under the same declared type, with no other parameter: the request still
+//! works, and a `;name=` the upload library wrote stays behind.
 //! A payload that is media pavise cannot parse with certainty, or binary that is no media
 //! format at all, is refused, as a file part would be.
 
@@ -29,6 +30,10 @@ use super::{
 pub struct DataUri {
     /// Index just after the first `,`: where the payload begins.
     pub payload_at: usize,
+    /// Index just after `data:`.
+    pub scheme_end: usize,
+    /// Where the declared media type (trimmed) starts and ends.
+    pub media_type: (usize, usize),
     /// `;base64` among the parameters; otherwise the payload is percent-encoded.
     pub base64: bool,
     /// The declared media type is `image/*`, `video/*` or `audio/*`.
@@ -50,7 +55,9 @@ pub fn locate(text: &[u8]) -> Option<DataUri> {
     let comma = memchr::memchr(b',', &rest[5..])?;
     let header = &rest[5..5 + comma];
     let mut params = header.split(|&b| b == b';');
-    let media_type = params.next().unwrap_or_default().trim_ascii();
+    let first = params.next().unwrap_or_default();
+    let media_type = first.trim_ascii();
+    let type_start = start + 5 + first.iter().take_while(|b| b.is_ascii_whitespace()).count();
     let (mut base64, mut charset) = (false, Charset::Utf8);
     for p in params {
         let p = p.trim_ascii();
@@ -63,7 +70,14 @@ pub fn locate(text: &[u8]) -> Option<DataUri> {
     let declared_media = ["image/", "video/", "audio/"]
         .iter()
         .any(|p| media_type.len() >= p.len() && media_type[..p.len()].eq_ignore_ascii_case(p.as_bytes()));
-    Some(DataUri { payload_at: start + 5 + comma + 1, base64, declared_media, charset })
+    Some(DataUri {
+        payload_at: start + 5 + comma + 1,
+        scheme_end: start + 5,
+        media_type: (type_start, type_start + media_type.len()),
+        base64,
+        declared_media,
+        charset,
+    })
 }
 
 /// Whether `text` could start a `data:` URI: the cheap test before any decoding.
@@ -238,7 +252,7 @@ pub fn scrub_value(text: &[u8], max: u64) -> Result<Option<Rewritten>, MediaErro
     }
     let scrubbed = super::scrub(&bytes)?;
     let mut out = Vec::with_capacity(uri.payload_at + scrubbed.bytes.len() * 4 / 3 + 4);
-    out.extend_from_slice(&text[..uri.payload_at]);
+    write_header(text, &uri, &mut out);
     if uri.base64 {
         use base64::Engine as _;
         out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&scrubbed.bytes).as_bytes());
@@ -246,6 +260,18 @@ pub fn scrub_value(text: &[u8], max: u64) -> Result<Option<Rewritten>, MediaErro
         percent_encode(&scrubbed.bytes, &mut out);
     }
     Ok(Some(Rewritten { text: out, format: scrubbed.format, report: scrubbed.report }))
+}
+
+/// The scrubbed value's header: `data:`, the declared type if it is a plain one, and the
+/// encoding. No other parameter: `;name=PXL_20241007_142045194.jpg`, which some upload
+/// libraries write, is the photo's capture time.
+fn write_header(text: &[u8], uri: &DataUri, out: &mut Vec<u8>) {
+    out.extend_from_slice(&text[..uri.scheme_end]);
+    let media_type = &text[uri.media_type.0..uri.media_type.1];
+    if media_type.iter().all(|b| b.is_ascii_alphanumeric() || b"-_/+.".contains(b)) {
+        out.extend_from_slice(media_type);
+    }
+    out.extend_from_slice(if uri.base64 { b";base64," } else { b"," });
 }
 
 #[cfg(test)]
@@ -285,6 +311,21 @@ mod tests {
         assert!(jpeg("data:image/jpeg;base64").is_none(), "no comma: no payload");
         assert!(jpeg("see data:image/jpeg;base64,/9j/").is_none(), "must start the value");
         assert!(jpeg("https://example.com/a.jpg").is_none());
+    }
+
+    #[test]
+    fn a_scrubbed_value_keeps_only_its_type_and_encoding() {
+        let header = |s: &str| {
+            let uri = locate(s.as_bytes()).unwrap();
+            let mut out = Vec::new();
+            write_header(s.as_bytes(), &uri, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(header("data:image/jpeg;name=PXL_20241007_142045194.jpg;base64,/9j/"), "data:image/jpeg;base64,");
+        assert_eq!(header(" data:image/png;charset=utf-8,%89PNG"), " data:image/png,");
+        assert_eq!(header("DATA: image/jpeg ;BASE64,/9j/"), "DATA:image/jpeg;base64,");
+        assert_eq!(header("data:image/jpeg PXL_2024;base64,/9j/"), "data:;base64,", "no type that is not a plain one");
+        assert_eq!(header("data:;base64,/9j/"), "data:;base64,");
     }
 
     #[test]

@@ -161,28 +161,17 @@ impl Scrubber {
             let spooled = spool.finish().await?;
             let refused = |source: MediaError| MultipartError::Refused { field: name.clone(), source };
             let media = !matches!(super::sniff(spooled.head()), Err(MediaError::UnknownFormat));
-            if media {
-                // A camera's file name is its capture time (`PXL_20241007_142045194.jpg`).
-                part.neutralize_filename();
-            }
-            // The head the instance reads is the one pavise parsed, and nothing else.
-            let mut head = format!("--{new_boundary}\r\n").into_bytes();
-            part.write(&mut head);
-            req.hold(head.len() as u64 + 2)?;
-            out.bytes(Bytes::from(head));
-            if spooled.is_empty() {
-                out.segment(Segment::Mem(Bytes::new()));
-                out.text("\r\n");
-                continue;
-            }
-            let held = held_in_memory(&spooled);
-            if media {
+            let (segment, plain_text) = if spooled.is_empty() {
+                (Segment::Mem(Bytes::new()), false)
+            } else if media {
                 // Media, or a format pavise refuses (which the scrub names).
+                let held = held_in_memory(&spooled);
                 let done = self.scrub(spooled).await.map_err(refused)?;
                 files.push((name, done.format, done.report));
                 req.replace(held, held_in_memory_segment(&done.segment));
-                out.segment(done.segment);
+                (done.segment, false)
             } else {
+                let held = held_in_memory(&spooled);
                 let segment = self.judge_text_part(spooled, &part).await;
                 let (segment, scrubbed) = segment.map_err(|e| match e {
                     PartError::Refused(source) => {
@@ -191,12 +180,25 @@ impl Scrubber {
                     }
                     PartError::Io(e) => MultipartError::Io(e),
                 })?;
+                let plain_text = scrubbed.is_none();
                 if let Some((format, report)) = scrubbed {
                     files.push((name, format, report));
                 }
                 req.replace(held, held_in_memory_segment(&segment));
-                out.segment(segment);
+                (segment, plain_text)
+            };
+            if !plain_text {
+                // A camera's file name is its capture time (`PXL_20241007_142045194.jpg`);
+                // only text the member chose (a CSV import, whose name Mastodon shows)
+                // keeps its name.
+                part.neutralize_filename();
             }
+            // The head the instance reads is the one pavise parsed, and nothing else.
+            let mut head = format!("--{new_boundary}\r\n").into_bytes();
+            part.write(&mut head);
+            req.hold(head.len() as u64 + 2)?;
+            out.bytes(Bytes::from(head));
+            out.segment(segment);
             out.text("\r\n");
         }
         let end = format!("--{new_boundary}--\r\n");

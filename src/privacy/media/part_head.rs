@@ -269,12 +269,20 @@ fn disposition(value: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     (name, filename)
 }
 
-/// Rack's `normalize_filename`: percent-decoded when every `%` starts an escape.
+/// Rack's `normalize_filename`: percent-decoded when every `%` starts an escape, then only
+/// what follows the last `/` or `\` (Ruby's `split(/[\/\\]/).last`). Rack drops the
+/// directories; forwarding them would hand the instance process `C:\Users\<name>\...`,
+/// which old browsers send.
 fn normalize_filename(f: &[u8]) -> Vec<u8> {
     let all_escapes = f.iter().enumerate().filter(|(_, b)| **b == b'%').all(|(i, _)| {
         f.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && f.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
     });
-    if all_escapes { super::datauri::percent_decode(f) } else { f.to_vec() }
+    let decoded = if all_escapes { super::datauri::percent_decode(f) } else { f.to_vec() };
+    let separator = |b: &u8| matches!(b, b'/' | b'\\');
+    // Ruby's split drops trailing empty fields: `a/` is `a`, `/` is nothing.
+    let Some(last) = decoded.iter().rposition(|b| !separator(b)) else { return Vec::new() };
+    let first = decoded[..last].iter().rposition(separator).map_or(0, |i| i + 1);
+    decoded[first..=last].to_vec()
 }
 
 #[cfg(test)]
@@ -334,6 +342,14 @@ mod tests {
         let h = head(&[("content-disposition", r#"form-data; filename*=UTF-8''IMG%200001.jpg; name=file"#)]).unwrap();
         assert_eq!(h.name.as_deref(), Some(&b"file"[..]));
         assert_eq!(h.filename.as_deref(), Some(&b"IMG 0001.jpg"[..]));
+        let base = |f: &str| {
+            let h = head(&[("content-disposition", &format!("form-data; name=f; filename=\"{f}\""))]).unwrap();
+            String::from_utf8(h.filename.unwrap()).unwrap()
+        };
+        assert_eq!(base(r"C:\\Users\\alice.smith\\Downloads\\contacts.csv"), "contacts.csv", "only the base name");
+        assert_eq!(base("home%2Falice%2Fnotes.txt"), "notes.txt", "decoded first, as Rack does");
+        assert_eq!(base("dir/"), "dir");
+        assert_eq!(base("/"), "");
         assert!(h.has_filename);
         assert_eq!(written(&h), "Content-Disposition: form-data; name=\"file\"; filename=\"IMG%200001.jpg\"\r\n\r\n");
         let h = head(&[(
