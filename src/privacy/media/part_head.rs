@@ -150,7 +150,7 @@ impl PartHead {
             }
             if let Some(filename) = &self.filename {
                 out.extend_from_slice(b"; filename=\"");
-                super::datauri::percent_encode(filename, out);
+                write_filename(filename, out);
                 out.push(b'"');
             }
             out.extend_from_slice(b"\r\n");
@@ -177,7 +177,8 @@ impl PartHead {
             .rsplit(|b| *b == b'.')
             .next()
             .filter(|ext| ext.len() < sent.len() && (1..=8).contains(&ext.len()))
-            .filter(|ext| ext.iter().all(u8::is_ascii_alphanumeric));
+            // A letter, too: `Screenshot 2024-10-07 at 14.20.45` has no extension, only seconds.
+            .filter(|ext| ext.iter().all(u8::is_ascii_alphanumeric) && ext.iter().any(u8::is_ascii_alphabetic));
         let mut neutral = b"file".to_vec();
         if let Some(ext) = extension {
             neutral.push(b'.');
@@ -189,6 +190,22 @@ impl PartHead {
     /// A printable name for messages.
     pub fn display_name(&self) -> String {
         String::from_utf8_lossy(self.name.as_deref().or(self.filename.as_deref()).unwrap_or_default()).into_owned()
+    }
+}
+
+/// A filename as Rack will read it back: raw bytes (UTF-8 names stay one byte a byte:
+/// Rack ignores a disposition past 1,536 bytes, and nine per CJK character would drop a
+/// long import name), with `%` escapes only for what cannot stand in a quoted value.
+/// Every `%` is escaped, so Rack, which decodes a name only when every `%` starts an
+/// escape, decodes exactly these.
+fn write_filename(name: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in name {
+        if matches!(b, b'"' | b'\\' | b'%' | 0x7F) || b < 0x20 {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        } else {
+            out.push(b);
+        }
     }
 }
 
@@ -308,6 +325,8 @@ mod tests {
         assert_eq!(named("Screenshot_20240101-101010_WhatsApp.PNG"), "file.png");
         assert_eq!(named("IMG 0001.heic"), "file.heic");
         assert_eq!(named("20240101_101010"), "file", "no extension: none invented");
+        assert_eq!(named("Screenshot 2024-10-07 at 14.20.45"), "file", "digits are no extension");
+        assert_eq!(named("clip.mp4"), "file.mp4");
         assert_eq!(named(".jpg"), "file.jpg");
         assert_eq!(named("x.2024-01-01 10:10"), "file", "only a plain extension is kept");
         let mut unnamed = head(&[("content-disposition", "form-data; name=file")]).unwrap();
@@ -351,7 +370,7 @@ mod tests {
         assert_eq!(base("dir/"), "dir");
         assert_eq!(base("/"), "");
         assert!(h.has_filename);
-        assert_eq!(written(&h), "Content-Disposition: form-data; name=\"file\"; filename=\"IMG%200001.jpg\"\r\n\r\n");
+        assert_eq!(written(&h), "Content-Disposition: form-data; name=\"file\"; filename=\"IMG 0001.jpg\"\r\n\r\n");
         let h = head(&[(
             "content-disposition",
             r#"form-data; name="f"; filename="100% \"real\".jpg"; filename*=utf-8''x"#,
@@ -364,8 +383,17 @@ mod tests {
         assert_eq!(h.filename.as_deref(), Some(&b"100% \"real\".jpg"[..]), "a lone % is kept");
         assert_eq!(
             written(&h),
-            "Content-Disposition: form-data; name=\"f\"; filename=\"100%25%20%22real%22.jpg\"\r\n\r\n"
+            "Content-Disposition: form-data; name=\"f\"; filename=\"100%25 %22real%22.jpg\"\r\n\r\n"
         );
+        // A long import name in CJK stays one byte per byte, not nine: Rack ignores a
+        // disposition past 1,536 bytes, and the import would arrive without its file.
+        let long = "通讯录".repeat(60);
+        let escaped: String = long.bytes().map(|b| format!("%{b:02X}")).collect();
+        let h =
+            head(&[("content-disposition", &format!("form-data; name=f; filename*=UTF-8''{escaped}.csv"))]).unwrap();
+        let out = written(&h);
+        assert!(out.contains(&format!("filename=\"{long}.csv\"")), "{out}");
+        assert!(out.len() < 1536, "{} bytes", out.len());
         for bad in ["form-data; name=\"a:b\"", "form-data; name=\"Content-Type: text/plain\""] {
             assert_eq!(head(&[("content-disposition", bad)]), Err(HeadError::Name), "{bad}");
         }

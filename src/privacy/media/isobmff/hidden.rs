@@ -42,10 +42,9 @@ pub(super) fn scan_media(
             buf.resize((end - at) as usize, 0);
             store.read_at(at, &mut buf)?;
             let out = forwarded(&buf, at, actions);
-            // One pass, comparing only where a signature's first byte is.
-            let hit = (0..out.len()).find(|&i| {
-                matches!(out[i], b'f' | 0x06 | 0x8D) && GPS_SIGNATURES.iter().any(|sig| out[i..].starts_with(sig))
-            });
+            // One SIMD pass for the signatures' first bytes; only there a comparison.
+            let hit = memchr::memchr3_iter(b'f', 0x06, 0x8D, &out)
+                .find(|&i| GPS_SIGNATURES.iter().any(|sig| out[i..].starts_with(sig)));
             if let Some(i) = hit {
                 return Err(MediaError::NotClean {
                     format,
