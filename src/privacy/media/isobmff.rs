@@ -166,16 +166,19 @@ enum Action {
 
 /// Neutralises every metadata carrier; see the module docs.
 pub fn scrub(store: &mut impl Store, format: Format, report: &mut Report) -> Result<(), MediaError> {
-    let plan = plan(store, format)?;
-    for action in plan {
+    let Plan { actions, mdats } = plan(store, format)?;
+    for action in actions {
         apply(store, action, report)?;
     }
-    Ok(())
+    // The bytes as they will be forwarded, now that they are.
+    hidden::scan_media(store, &mdats, format)
 }
 
 /// The same plan, applied to nothing: what would still change. Empty means clean.
 pub fn audit(store: &mut impl Store, format: Format, report: &mut Report) -> Result<(), MediaError> {
-    for action in plan(store, format)? {
+    let Plan { actions, mdats } = plan(store, format)?;
+    hidden::scan_media(store, &mdats, format)?;
+    for action in actions {
         match action {
             Action::Free { what, at, end, .. } => report.remove(what, end - at),
             Action::ItemType { what, .. } => report.remove(what, 0),
@@ -306,7 +309,14 @@ struct Ctx {
     quicktime: bool,
 }
 
-fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaError> {
+/// What a file needs done, and where its media data lies (for the GPS backstop, which
+/// runs once the plan is applied: [`hidden::scan_media`]).
+struct Plan {
+    actions: Vec<Action>,
+    mdats: Vec<(u64, u64)>,
+}
+
+fn plan(store: &mut impl Store, format: Format) -> Result<Plan, MediaError> {
     let len = store.len();
     let mut actions = Vec::new();
     let mut pos = 0u64;
@@ -425,11 +435,10 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Vec<Action>, MediaErro
         Err(why) if !mdats.is_empty() => actions.push(Action::Note(format!("bytes in mdat not checked: {why}"))),
         Err(_) => {}
     }
-    hidden::scan_media(store, &mdats, &actions, format)?;
     match format {
         Format::Heif if !saw_image_meta => Err(MediaError::malformed(format, "no image item information (meta)")),
         Format::Video | Format::M4a if !saw_moov => Err(MediaError::malformed(format, "no movie header (moov)")),
-        _ => Ok(actions),
+        _ => Ok(Plan { actions, mdats }),
     }
 }
 

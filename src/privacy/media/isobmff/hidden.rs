@@ -9,7 +9,7 @@
 //! A hit needs a plausible size (0, 1 or one that fits in the rest of the box) before the
 //! type, so the sizes and offsets of a sample table do not look like boxes by chance.
 
-use std::{borrow::Cow, sync::LazyLock};
+use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
 
@@ -31,15 +31,11 @@ const INSTA360_MAGIC: [u8; 16] =
 /// for a signature's rarest bytes skips most of it (testing each byte read 300 MB/s).
 static FINDERS: LazyLock<Vec<Finder<'static>>> = LazyLock::new(|| GPS_SIGNATURES.iter().map(Finder::new).collect());
 
-/// The last backstop, over the media data as it will be forwarded: a GPS record that
-/// survived (inside an audio frame, or any sample pavise keeps without walking) is a
-/// refusal. exiftool finds a `freeGPS` block at any offset, so pavise looks there too.
-pub(super) fn scan_media(
-    store: &mut impl Store,
-    mdats: &[(u64, u64)],
-    actions: &[Action],
-    format: Format,
-) -> Result<(), MediaError> {
+/// The last backstop, over the media data as it is forwarded (run once the plan is
+/// applied): a GPS record that survived (inside an audio frame, or any sample pavise
+/// keeps without walking) is a refusal. exiftool finds a `freeGPS` block at any offset,
+/// so pavise looks there too.
+pub(super) fn scan_media(store: &mut impl Store, mdats: &[(u64, u64)], format: Format) -> Result<(), MediaError> {
     const CHUNK: u64 = 1 << 20;
     let overlap = GPS_SIGNATURES.iter().map(|s| s.len()).max().unwrap_or(1) as u64 - 1;
     let mut buf = Vec::new();
@@ -49,13 +45,7 @@ pub(super) fn scan_media(
             let end = (at + CHUNK + overlap).min(to);
             buf.resize((end - at) as usize, 0);
             store.read_at(at, &mut buf)?;
-            // The bytes as forwarded; a chunk no planned change touches is that already.
-            let out = if actions.iter().any(|a| touches(a, at, end)) {
-                Cow::Owned(forwarded(&buf, at, actions))
-            } else {
-                Cow::Borrowed(&buf[..])
-            };
-            let hit = FINDERS.iter().filter_map(|f| f.find(&out)).min();
+            let hit = FINDERS.iter().filter_map(|f| f.find(&buf)).min();
             if let Some(i) = hit {
                 return Err(MediaError::NotClean {
                     format,
@@ -86,19 +76,6 @@ pub(super) fn check(buf: &[u8], b: &BoxAt, actions: &[Action], format: Format) -
         }),
         None => Ok(()),
     }
-}
-
-/// Whether `action` writes any byte in `from..to`.
-fn touches(action: &Action, from: u64, to: u64) -> bool {
-    let (start, end) = match action {
-        Action::Free { at, end, .. } => (at + 4, *end),
-        Action::ItemType { at, .. } => (*at, at + 4),
-        Action::Zero { off, len, .. } | Action::Blank { off, len, .. } => (*off, off.saturating_add(*len)),
-        Action::Patch { off, bytes, .. } => (*off, off + bytes.len() as u64),
-        Action::Fill { off, filler } => (*off, off + filler.len as u64),
-        Action::Note(_) => return false,
-    };
-    start < to && from < end
 }
 
 /// `buf` (the file from offset `base`) with every planned change applied.
@@ -166,21 +143,22 @@ mod tests {
     }
 
     #[test]
-    fn a_gps_record_left_in_the_media_data_is_a_refusal_unless_the_plan_removes_it() {
+    fn a_gps_record_left_in_the_media_data_is_a_refusal() {
         let mut file = vec![0u8; 3 << 20];
         let at = (1 << 20) - 3; // across a chunk boundary
         file[at..at + 8].copy_from_slice(b"freeGPS ");
         let mdats = [(16, file.len() as u64)];
         let mut store = crate::privacy::media::inplace::MemStore(&mut file);
-        let err = scan_media(&mut store, &mdats, &[], Format::Video).unwrap_err();
+        let err = scan_media(&mut store, &mdats, Format::Video).unwrap_err();
         assert!(err.to_string().contains(&format!("byte {at}")), "{err}");
-        let zero = || Action::Zero { off: at as u64 + 2, len: 1, what: String::new() };
-        assert!(scan_media(&mut store, &mdats, &[zero()], Format::Video).is_ok());
+        file[at + 2] = 0;
+        let mut store = crate::privacy::media::inplace::MemStore(&mut file);
+        assert!(scan_media(&mut store, &mdats, Format::Video).is_ok());
         // An Insta360 trailer's magic (what exiftool looks for at the end of the file).
         let magic = 2 << 20;
         file[magic..magic + 16].copy_from_slice(&INSTA360_MAGIC);
         let mut store = crate::privacy::media::inplace::MemStore(&mut file);
-        let err = scan_media(&mut store, &mdats, &[zero()], Format::Video).unwrap_err();
+        let err = scan_media(&mut store, &mdats, Format::Video).unwrap_err();
         assert!(err.to_string().contains(&format!("byte {magic}")), "{err}");
     }
 
