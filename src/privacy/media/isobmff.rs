@@ -1311,11 +1311,12 @@ fn plan_heif_meta(
     }
     const UNWALKED_ITEMS: &[&[u8; 4]] = &[b"jpeg", b"j2k1", b"vvc1", b"vvi1"];
     for &(id, _, _) in items.iter().filter(|(id, _, kind)| shown.contains(id) && kind == b"grid") {
-        let tiles = references.iter().find(|r| &r.kind == b"dimg" && r.from == id).map_or(0, |r| r.to.len());
-        let Some(&(off, len)) = locations.iter().find(|l| l.id == id).and_then(|l| l.extents.first()) else {
+        let tiles = inputs(&references, id).len();
+        let Some((loc, &(off, len))) =
+            locations.iter().find(|l| l.id == id).and_then(|l| Some((l, l.extents.first()?)))
+        else {
             return Err(bad(&format!("grid image {id} has no data")));
         };
-        let loc = locations.iter().find(|l| l.id == id).expect("found above");
         let (off, len) = item_extent(loc, off, len, idat, file_len)
             .ok_or_else(|| bad(&format!("grid image {id} built from other items' data")))?;
         data.grids.push(Grid { id, off, len, tiles });
@@ -1451,7 +1452,7 @@ fn refuse_unreadable_references(
         }
     }
     for &(id, _, _) in items.iter().filter(|(id, _, kind)| shown.contains(id) && kind == b"iden") {
-        let inputs = references.iter().find(|r| &r.kind == b"dimg" && r.from == id).map_or(0, |r| r.to.len());
+        let inputs = inputs(references, id).len();
         if inputs != 1 {
             return bad(format!("identity image {id} has {inputs} inputs, not one"));
         }
@@ -1509,6 +1510,11 @@ struct Reference {
     kind: [u8; 4],
     from: u32,
     to: Vec<u32>,
+}
+
+/// The inputs of a derived image (its `dimg` entry; a second one is refused on reading).
+fn inputs(references: &[Reference], id: u32) -> &[u32] {
+    references.iter().find(|r| &r.kind == b"dimg" && r.from == id).map_or(&[], |r| &r.to)
 }
 
 /// The `dimg`, `thmb` and `auxl` entries of an `iref` (the ones [`plan_iref`] keeps).
@@ -1818,7 +1824,7 @@ fn pixel_depths(
             if let Some((_, config)) = first(item, &[b"hvcC", b"av1C"]) {
                 return codec_depths(&config.kind, walk.payload(config));
             }
-            item = *references.iter().find(|r| &r.kind == b"dimg" && r.from == item)?.to.first()?;
+            item = *inputs(references, item).first()?;
         }
         None
     };

@@ -161,17 +161,16 @@ impl Scrubber {
             let spooled = spool.finish().await?;
             let refused = |source: MediaError| MultipartError::Refused { field: name.clone(), source };
             let media = !matches!(super::sniff(spooled.head()), Err(MediaError::UnknownFormat));
+            let held = held_in_memory(&spooled);
             let (segment, plain_text) = if spooled.is_empty() {
                 (Segment::Mem(Bytes::new()), false)
             } else if media {
                 // Media, or a format pavise refuses (which the scrub names).
-                let held = held_in_memory(&spooled);
                 let done = self.scrub(spooled).await.map_err(refused)?;
                 files.push((name, done.format, done.report));
                 req.replace(held, held_in_memory_segment(&done.segment));
                 (done.segment, false)
             } else {
-                let held = held_in_memory(&spooled);
                 let segment = self.judge_text_part(spooled, &part).await;
                 let (segment, scrubbed) = segment.map_err(|e| match e {
                     PartError::Refused(source) => {

@@ -136,11 +136,7 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
                 report.remove(format!("a second {} bitstream", fourcc(kind).trim_end()), whole.len() as u64);
             }
             b"VP8 " | b"VP8L" => {
-                refuse_headless(kind, data)?;
-                if let Some(alpha) = pending_alpha.take() {
-                    put(&mut out, b"ALPH", alpha);
-                }
-                put(&mut out, kind, data);
+                put_image(&mut out, kind, data, pending_alpha.take())?;
                 saw_still = true;
             }
             b"ANMF" => {
@@ -169,6 +165,16 @@ pub fn scrub(input: &[u8], report: &mut Report) -> Result<Vec<u8>, MediaError> {
     let size = u32::try_from(out.len() - 8).map_err(|_| MediaError::malformed(F, "too large"))?;
     out[4..8].copy_from_slice(&size.to_le_bytes());
     Ok(out)
+}
+
+/// Writes a bitstream (its header checked) after the `ALPH` that goes with it, if any.
+fn put_image(out: &mut Vec<u8>, kind: &[u8], data: &[u8], alpha: Option<&[u8]>) -> Result<(), MediaError> {
+    refuse_headless(kind, data)?;
+    if let Some(alpha) = alpha {
+        put(out, b"ALPH", alpha);
+    }
+    put(out, kind, data);
+    Ok(())
 }
 
 /// Refuses a bitstream that does not start as its codec's does (red team pass 8, W3: a
@@ -217,11 +223,7 @@ fn keep_frame(data: &[u8], out: &mut Vec<u8>, report: &mut Report) -> Result<(),
             }
             b"ALPH" => alpha = Some(body),
             b"VP8 " | b"VP8L" => {
-                refuse_headless(kind, body)?;
-                if let Some(alpha) = alpha.take() {
-                    put(&mut frame, b"ALPH", alpha);
-                }
-                put(&mut frame, kind, body);
+                put_image(&mut frame, kind, body, alpha.take())?;
                 drew = true;
             }
             _ => report
