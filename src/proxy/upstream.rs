@@ -51,26 +51,23 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode, Uri, header, uri::Authority};
-use http_body::{Frame, SizeHint};
-use hyper_util::{
-    client::legacy::{
-        Client,
-        connect::{Connected, Connection, HttpConnector},
-    },
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+use http::{
+    HeaderValue, Method, StatusCode, Uri, header,
+    uri::{Authority, PathAndQuery},
 };
+use http_body::{Frame, SizeHint};
+use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::TcpStream,
     sync::{OwnedSemaphorePermit, Semaphore},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use self::pool::{Pool, PoolConfig, SendError, Sending};
 use super::contract::{
-    Body, BoxError, ClientConn, ProxyError, Request, RequestCtx, Response, RouteClass, boxed,
+    ClientConn, ProxyError, Request, RequestCtx, Response, RouteClass, boxed,
     budget::{ConnStream, ConnUpstream},
-    error::{body_failure, cause_ref},
+    error::body_failure,
     hop::{self, last_word},
 };
 use crate::{
@@ -94,11 +91,14 @@ pub(crate) trait TunnelFilter: Send + Sync {
     fn filter(&self, ctx: &RequestCtx) -> Box<dyn FnOnce(TunnelIo) -> TunnelIo + Send>;
 }
 
+mod pool;
+
 /// The instance behind pavise.
 pub struct Upstream {
-    client: Client<CappedConnector, Body>,
-    web: Authority,
-    streaming: Authority,
+    /// The web process's connections, and the streaming server's (the same pool when
+    /// one upstream is configured twice).
+    web: Arc<Pool>,
+    streaming: Arc<Pool>,
     metrics: Arc<Metrics>,
     caps: Arc<Caps>,
     tunnels: Tunnels,
@@ -187,31 +187,28 @@ impl Upstream {
             refused_connection_streams: AtomicU64::new(0),
             refused_connection_requests: AtomicU64::new(0),
         });
-        // Its own pool, on the connector every client to the instance uses: these
+        // Its own pools, on the connector every client to the instance uses: these
         // connections hold the caps' permits (see `instance::client`).
         let http = crate::instance::client::connector(u.connect_timeout.get());
-        let same = web == streaming;
-        let connector = CappedConnector {
-            http,
-            streaming: (!same).then(|| streaming.clone()),
-            caps: caps.clone(),
-            wait: u.connect_timeout.get(),
-        };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(u.pool_idle_timeout.get())
-            .pool_timer(TokioTimer::new())
+        let config = || PoolConfig {
+            connect_timeout: u.connect_timeout.get(),
+            idle_timeout: u.pool_idle_timeout.get(),
             // Idle connections hold connection permits too: leave most of them for work.
-            .pool_max_idle_per_host((u.max_connections / 4).max(1))
+            max_idle: (u.max_connections / 4).max(1),
             // A response the client does not read stops being read from the instance
             // after one buffer, not after hyper's default 400 KB.
-            .http1_max_buf_size(64 * 1024)
-            .set_host(false)
-            .build(connector);
+            max_buf_size: 64 * 1024,
+        };
+        let same = web == streaming;
+        let web_pool = Arc::new(Pool::new(web, http.clone(), caps.web_connections.clone(), config()));
+        let streaming_pool = match same {
+            true => web_pool.clone(),
+            false => Arc::new(Pool::new(streaming, http, caps.streaming_connections.clone(), config())),
+        };
         metrics.register(Arc::new(CapsView(caps.clone())));
         Upstream {
-            client,
-            web,
-            streaming,
+            web: web_pool,
+            streaming: streaming_pool,
             metrics,
             caps,
             tunnels: Tunnels { tracker: TaskTracker::new(), cut: CancellationToken::new(), idle: p.idle_timeout.get() },
@@ -268,14 +265,12 @@ impl Upstream {
             Err(_) => return Err(self.caps.refused(refused, what)),
         };
 
-        let authority = if streaming { &self.streaming } else { &self.web };
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        *req.uri_mut() = Uri::builder()
-            .scheme("http")
-            .authority(authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        let pool = if streaming { &self.streaming } else { &self.web };
+        // Origin form: the raw path and query, as the client sent them.
+        let mut target = http::uri::Parts::default();
+        target.path_and_query =
+            Some(req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        *req.uri_mut() = Uri::from_parts(target).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
         *req.version_mut() = http::Version::HTTP_11;
         if let Some(method) = wire_method {
             *req.method_mut() = method;
@@ -290,7 +285,7 @@ impl Upstream {
 
         let started = Instant::now();
         let mut pending = Pending {
-            response: Some(self.client.request(req)),
+            response: Some(Box::pin(pool.clone().send(req))),
             held: Some(Held { _in_flight: in_flight, _running: running, long_lived }),
             wait: self.tunnels.idle,
         };
@@ -353,13 +348,13 @@ struct Held {
 /// for at most `wait`, and only then are the permits given back: the instance is doing
 /// the work either way.
 struct Pending {
-    response: Option<hyper_util::client::legacy::ResponseFuture>,
+    response: Option<Sending>,
     held: Option<Held>,
     wait: Duration,
 }
 
 impl Future for Pending {
-    type Output = Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>;
+    type Output = Result<http::Response<hyper::body::Incoming>, SendError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let Some(response) = self.response.as_mut() else { return Poll::Pending };
@@ -521,107 +516,18 @@ where
     }
 }
 
-/// No connection to the instance could be had within `connect_timeout`: every one of
-/// `upstream.max_connections` is busy.
-#[derive(Debug, thiserror::Error)]
-#[error("every connection to the instance is busy")]
-struct ConnectionsBusy;
-
-/// The HTTP connector under `upstream.max_connections`: each connection holds a permit
-/// of its upstream's set for as long as it is open.
-#[derive(Clone)]
-struct CappedConnector {
-    http: HttpConnector,
-    /// The streaming upstream's authority, when it is not the web one.
-    streaming: Option<Authority>,
-    caps: Arc<Caps>,
-    wait: Duration,
-}
-
-impl tower_service::Service<Uri> for CappedConnector {
-    type Response = CappedStream;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<CappedStream, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        tower_service::Service::<Uri>::poll_ready(&mut self.http, cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let streaming = self.streaming.is_some() && uri.authority() == self.streaming.as_ref();
-        let permits =
-            if streaming { self.caps.streaming_connections.clone() } else { self.caps.web_connections.clone() };
-        let (mut http, wait) = (self.http.clone(), self.wait);
-        Box::pin(async move {
-            let permit = match tokio::time::timeout(wait, permits.acquire_owned()).await {
-                Ok(Ok(permit)) => permit,
-                _ => return Err(Box::new(ConnectionsBusy) as BoxError),
-            };
-            let io = tower_service::Service::call(&mut http, uri).await?;
-            Ok(CappedStream { io, _permit: permit })
-        })
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A connection to the instance and its permit.
-    struct CappedStream {
-        #[pin]
-        io: TokioIo<TcpStream>,
-        _permit: OwnedSemaphorePermit,
-    }
-}
-
-impl Connection for CappedStream {
-    fn connected(&self) -> Connected {
-        self.io.connected()
-    }
-}
-
-impl hyper::rt::Read for CappedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.project().io.poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for CappedStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
-
 /// A send error caused by our own body guards is the client's doing (413, 408), a full
 /// connection cap is a 503, anything else is the instance's (502).
-fn classify_send_error(e: hyper_util::client::legacy::Error, metrics: &Metrics, caps: &Caps) -> ProxyError {
+fn classify_send_error(e: SendError, metrics: &Metrics, caps: &Caps) -> ProxyError {
     if let Some(guard) = body_failure(&e) {
         return guard;
     }
-    if cause_ref::<ConnectionsBusy>(&e).is_some() {
+    if let SendError::Busy = e {
         return caps.refused(&caps.refused_connections, "connections to the instance");
     }
     metrics.upstream_error();
     tracing::warn!(error = %e, "upstream request failed");
-    ProxyError::UpstreamUnavailable(e)
+    ProxyError::UpstreamUnavailable(Box::new(e))
 }
 
 struct CapsView(Arc<Caps>);

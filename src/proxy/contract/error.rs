@@ -19,7 +19,7 @@ pub const BUSY_RETRY_AFTER: u32 = 2;
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("the instance is not reachable right now")]
-    UpstreamUnavailable(#[source] hyper_util::client::legacy::Error),
+    UpstreamUnavailable(#[source] BoxError),
     #[error("the instance did not answer in time")]
     UpstreamTimeout,
     #[error("bad gateway: {0}")]
