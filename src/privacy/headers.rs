@@ -394,10 +394,11 @@ pub fn strip_client_ip_and_geo(headers: &mut HeaderMap) {
 }
 
 /// Writes what the instance may know: the pseudonym, the scheme and the host.
-pub fn set_forwarded(headers: &mut HeaderMap, pseudonym: std::net::IpAddr, https: bool, host: Option<&str>) {
-    if let Ok(v) = HeaderValue::from_str(&pseudonym.to_string()) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
-    }
+/// `forwarded_for`: the pseudonym as text ([`RequestCtx::forwarded_for`]).
+///
+/// [`RequestCtx::forwarded_for`]: crate::proxy::contract::RequestCtx::forwarded_for
+pub fn set_forwarded(headers: &mut HeaderMap, forwarded_for: &HeaderValue, https: bool, host: Option<&str>) {
+    headers.insert(HeaderName::from_static("x-forwarded-for"), forwarded_for.clone());
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(if https { "https" } else { "http" }),
@@ -724,7 +725,7 @@ mod tests {
         h.append("x-forwarded-for", "203.0.113.9".parse().unwrap());
         h.append("x-forwarded-for", "198.51.100.1".parse().unwrap());
         RequestHeaders::default().filter(&mut h, true);
-        set_forwarded(&mut h, "2001:db8::5".parse().unwrap(), true, Some("social.example"));
+        set_forwarded(&mut h, &HeaderValue::from_static("2001:db8::5"), true, Some("social.example"));
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "2001:db8::5");
         assert_eq!(h["x-forwarded-proto"], "https");

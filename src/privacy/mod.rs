@@ -54,7 +54,7 @@ impl Stage for ClientIpStage {
     ) -> StageFuture<'a, Result<Flow, ProxyError>> {
         let headers = req.headers_mut();
         self.headers.filter(headers, signatures_verified_on(&ctx.route));
-        headers::set_forwarded(headers, ctx.pseudonym, ctx.https, ctx.host.as_deref());
+        headers::set_forwarded(headers, ctx.forwarded_for(), ctx.https, ctx.host.as_deref());
         Box::pin(async move { Ok(Flow::Continue(req)) })
     }
 }

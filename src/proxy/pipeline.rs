@@ -230,9 +230,19 @@ impl<O: Origin> Pipeline<O> {
         let resp = self.run(&mut ctx, Request::from_parts(parts, body), &conn).await;
         self.metrics.request_done(ctx.route.class, resp.status());
         if self.access_log {
+            // The text the instance got, unless the log must name something else.
+            let logged = self.pseudonymizer.log_form(ctx.pseudonym);
+            let hashed;
+            let client = match logged == ctx.pseudonym {
+                true => ctx.forwarded_for().to_str().unwrap_or_default(),
+                false => {
+                    hashed = logged.to_string();
+                    hashed.as_str()
+                }
+            };
             tracing::info!(
                 target: "pavise::access",
-                client = %self.pseudonymizer.log_form(ctx.pseudonym),
+                client = %client,
                 route = ctx.route.class.config_name(),
                 method = %method,
                 status = resp.status().as_u16(),

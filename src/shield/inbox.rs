@@ -611,7 +611,7 @@ impl Shield {
             headers.insert(http::header::HOST, host);
         }
         crate::privacy::headers::strip_client_ip_and_geo(&mut headers);
-        crate::privacy::headers::set_forwarded(&mut headers, ctx.pseudonym, ctx.https, ctx.host.as_deref());
+        crate::privacy::headers::set_forwarded(&mut headers, ctx.forwarded_for(), ctx.https, ctx.host.as_deref());
         let path = d.parts.uri.path_and_query().map_or("/", |p| p.as_str());
         self.quarantine
             .hold(HoldRequest {

@@ -1,10 +1,13 @@
 //! What pavise knows about one request, and the connection it came on.
 
 use std::{
+    fmt::Write as _,
     net::IpAddr,
     sync::{Arc, OnceLock},
     time::Instant,
 };
+
+use http::HeaderValue;
 
 use super::{
     Body, Route, boxed,
@@ -32,6 +35,8 @@ pub struct RequestCtx {
     pub share: Arc<ConnShare>,
     /// The body bytes this request holds in memory, once a stage holds any.
     held: OnceLock<Arc<budget::Charge>>,
+    /// `pseudonym` as text, once something writes or logs it.
+    forwarded_for: OnceLock<HeaderValue>,
 }
 
 impl RequestCtx {
@@ -52,7 +57,20 @@ impl RequestCtx {
             extensions: http::Extensions::new(),
             share,
             held: OnceLock::new(),
+            forwarded_for: OnceLock::new(),
         }
+    }
+
+    /// `pseudonym` as the instance reads it in `X-Forwarded-For`. Printed once: the
+    /// client-IP stage, the upstream's last word and the access log all need it, and
+    /// IPv6 text costs more than the rest of those steps together.
+    pub fn forwarded_for(&self) -> &HeaderValue {
+        self.forwarded_for.get_or_init(|| {
+            let mut text = IpText::default();
+            let _ = write!(text, "{}", self.pseudonym);
+            // IP text is always a valid header value.
+            HeaderValue::from_bytes(text.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static("::"))
+        })
     }
 
     /// Every stage that keeps body bytes in memory (to read a form, verify a digest,
@@ -88,3 +106,30 @@ pub struct ClientConn {
 
 /// Something kept alive for as long as it is held (see [`ClientConn::slot`]).
 pub type Slot = Arc<dyn std::any::Any + Send + Sync>;
+
+/// An IP address printed on the stack (the longest IPv6 text is 45 bytes).
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for IpText {
+    fn default() -> Self {
+        IpText { buf: [0; 48], len: 0 }
+    }
+}
+
+impl IpText {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}

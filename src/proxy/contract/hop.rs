@@ -33,8 +33,6 @@
 //!   ([`websocket_requested`], [`ask_for_websocket`]); any other token (`h2c`, ...) or
 //!   route would tunnel a connection past every stage.
 
-use std::fmt::Write as _;
-
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use super::RequestCtx;
@@ -171,9 +169,7 @@ pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// stage normally made unnecessary. Every path that sends a client's request to the
 /// instance (the pipeline's upstream, expiry's detached status creation) calls it last.
 pub(crate) fn last_word(headers: &mut HeaderMap, ctx: &RequestCtx) {
-    let mut buf = IpText::default();
-    let _ = write!(buf, "{}", ctx.pseudonym);
-    set_single(headers, HeaderName::from_static("x-forwarded-for"), buf.as_bytes());
+    set_single(headers, HeaderName::from_static("x-forwarded-for"), ctx.forwarded_for().as_bytes());
     let proto: &[u8] = if ctx.https { b"https" } else { b"http" };
     set_single(headers, HeaderName::from_static("x-forwarded-proto"), proto);
     let forwarded_host = HeaderName::from_static("x-forwarded-host");
@@ -194,33 +190,6 @@ fn set_single(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
         headers.insert(name, v);
     } else {
         headers.remove(name);
-    }
-}
-
-/// An IP address printed on the stack (the longest IPv6 text is 45 bytes).
-struct IpText {
-    buf: [u8; 48],
-    len: usize,
-}
-
-impl Default for IpText {
-    fn default() -> Self {
-        IpText { buf: [0; 48], len: 0 }
-    }
-}
-
-impl IpText {
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl std::fmt::Write for IpText {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
     }
 }
 
