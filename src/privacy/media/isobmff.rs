@@ -425,6 +425,12 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Plan, MediaError> {
     for grid in &grids {
         grid.check(store, format)?;
     }
+    if let Some(at) = map.overlap() {
+        return Err(MediaError::malformed(
+            format,
+            format!("two chunks cover the bytes at {at} (readers would read them as two tracks' data)"),
+        ));
+    }
     coded.plan(store, format, &media_data, &mut actions)?;
     match map.gaps(&mdats) {
         Ok(gaps) => actions.extend(gaps.into_iter().map(|(off, len)| Action::Zero {
@@ -941,7 +947,7 @@ fn plan_trak(
         if let Some(stbl) = stbl()? {
             let table = sample_table(buf, base, &stbl, false, false, format)?;
             for &(off, len) in &table.chunks {
-                map.exact(off, len);
+                map.chunk(off, len);
             }
             for (off, len) in merged(&table.chunks) {
                 actions.push(Action::Zero { off, len, what: format!("samples of the {what}") });
@@ -1029,7 +1035,7 @@ fn plan_trak(
         Some(Ok(table)) => {
             for &(off, len) in &table.chunks {
                 if table.exact {
-                    map.exact(off, len);
+                    map.chunk(off, len);
                 } else {
                     map.open(off);
                 }
@@ -1132,6 +1138,8 @@ fn sample_table(
         .map(|i| Some((be32(stsc, 8 + i * 12)?, be32(stsc, 12 + i * 12)?, be32(stsc, 16 + i * 12)?)))
         .collect::<Option<_>>()
         .ok_or_else(|| bad("stsc runs past its box"))?;
+    let descriptions = find(b"stsd").and_then(|p| be32(p, 4)).unwrap_or(0);
+    refuse_repaired_stsc(&stsc_entries, descriptions).map_err(|what| bad(&what))?;
     let offsets: Vec<u64> = if let Some(p) = find(b"stco") {
         let n = be32(p, 4).ok_or_else(|| bad("stco"))? as usize;
         (0..n).map(|i| be32(p, 8 + i * 4).map(u64::from)).collect::<Option<_>>().ok_or_else(|| bad("stco"))?
@@ -1177,6 +1185,29 @@ fn sample_table(
         }
     }
     Ok(SampleTable { chunks, samples, exact: !(sound && uniform != 0) })
+}
+
+/// Refuses a sample-to-chunk table that readers repair, each its own way: an entry of 0
+/// samples per chunk (ffmpeg's `mov_read_stsc` makes it 1 or the next entry's count,
+/// exiftool reads one sample, pavise would read none and leave the chunk unwalked), a
+/// sample description index of 0 or past the `stsd` entry count, a first entry that is
+/// not chunk 1, or a `first_chunk` that does not strictly increase (ffmpeg rewrites it,
+/// a `<=` walk takes the later entry). No muxer writes any of them, so none is guessed.
+fn refuse_repaired_stsc(entries: &[(u32, u32, u32)], descriptions: u32) -> Result<(), String> {
+    let mut previous = 0u32;
+    for (i, &(first, per_chunk, sdi)) in entries.iter().enumerate() {
+        if per_chunk == 0 {
+            return Err(format!("stsc entry {i} has 0 samples per chunk (readers repair it differently)"));
+        }
+        if sdi == 0 || sdi > descriptions {
+            return Err(format!("stsc entry {i} names sample description {sdi} of {descriptions}"));
+        }
+        if (i == 0 && first != 1) || first <= previous {
+            return Err(format!("stsc entry {i} starts at chunk {first}, after {previous} (readers reorder it)"));
+        }
+        previous = first;
+    }
+    Ok(())
 }
 
 /// Plans a top-level `meta`. Returns false when it is not an image `meta` (`pict`).
@@ -2218,6 +2249,23 @@ mod tests {
         (off, len): (u32, u32),
         extra: &[u8],
     ) -> Vec<u8> {
+        let table = Table { stsc: &[(1, 1, 1)], uniform: 0, sizes: &[len], chunks: &[off], descriptions: 1 };
+        track(id, handler, entry, stsd_version, table, extra)
+    }
+
+    /// The sample tables of a [`track`]: `stsc` entries (first chunk, samples per chunk,
+    /// description index), `stsz` (a uniform size, else the sizes), `stco`, and how
+    /// many descriptions `entry` holds.
+    #[derive(Clone, Copy)]
+    struct Table<'a> {
+        stsc: &'a [(u32, u32, u32)],
+        uniform: u32,
+        sizes: &'a [u32],
+        chunks: &'a [u32],
+        descriptions: u32,
+    }
+
+    fn track(id: u32, handler: &[u8; 4], entry: &[u8], stsd_version: u8, table: Table<'_>, extra: &[u8]) -> Vec<u8> {
         let mut tkhd = vec![0u8; 80];
         tkhd[8..12].copy_from_slice(&id.to_be_bytes());
         let u32s = |v: &[u32]| v.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<u8>>();
@@ -2227,11 +2275,27 @@ mod tests {
         let stbl = bx(
             b"stbl",
             &[
-                full(b"stsd", stsd_version, &[&u32s(&[1])[..], entry].concat()),
-                full(b"stts", 0, &u32s(&[1, 1, 1])),
-                full(b"stsc", 0, &u32s(&[1, 1, 1, 1])),
-                full(b"stsz", 0, &u32s(&[0, 1, len])),
-                full(b"stco", 0, &u32s(&[1, off])),
+                full(b"stsd", stsd_version, &[&u32s(&[table.descriptions])[..], entry].concat()),
+                full(b"stts", 0, &u32s(&[1, table.sizes.len() as u32, 1])),
+                full(
+                    b"stsc",
+                    0,
+                    &[
+                        u32s(&[table.stsc.len() as u32]),
+                        table.stsc.iter().flat_map(|&(a, b, c)| u32s(&[a, b, c])).collect(),
+                    ]
+                    .concat(),
+                ),
+                full(
+                    b"stsz",
+                    0,
+                    &[
+                        u32s(&[table.uniform, table.sizes.len() as u32]),
+                        if table.uniform == 0 { u32s(table.sizes) } else { Vec::new() },
+                    ]
+                    .concat(),
+                ),
+                full(b"stco", 0, &[u32s(&[table.chunks.len() as u32]), u32s(table.chunks)].concat()),
             ]
             .concat(),
         );
@@ -2300,7 +2364,11 @@ mod tests {
     /// an id; a second of either would let pavise walk one while the instance keeps the other.
     #[test]
     fn a_second_movie_box_or_track_id_is_refused() {
-        let video = |id| trak(id, b"vide", &visual_entry(b"mp4v", &bx(b"esds", b"\x01SPS")), 0, (FTYP_LEN + 8, 6), &[]);
+        // Each track its own three bytes of "frames" (two tracks' chunks may not overlap).
+        let video = |id: u32| {
+            let entry = visual_entry(b"mp4v", &bx(b"esds", b"\x01SPS"));
+            trak(id, b"vide", &entry, 0, (FTYP_LEN + 8 + 3 * (id - 1) % 6, 3), &[])
+        };
         let err = refused(movie(b"isomisom", b"frames", &[video(1), video(1)].concat()), Format::Video);
         assert!(err.to_string().contains("two tracks with id 1"), "{err}");
         let mut two_movies = movie(b"isomisom", b"frames", &video(1));
@@ -2406,6 +2474,47 @@ mod tests {
             !contains(&file, b"XMP:") && !contains(&file, b"Paris") && !contains(&file, b"+48.8584"),
             "{report:#?}"
         );
+    }
+
+    /// Red team 13's F1: an `stsc` readers repair (0 samples per chunk, a description
+    /// that is not there, chunk numbers out of order) is read by each its own way, and a
+    /// chunk another track's chunk covers keeps bytes the first track's table hides: an
+    /// SEI with GPS that ffmpeg and exiftool find in the video, kept as "audio". Both are
+    /// refused; the tables every muxer writes are read as before.
+    #[test]
+    fn sample_tables_readers_repair_or_chunks_that_overlap_are_refused() {
+        let o = FTYP_LEN + 8;
+        let sample = nals(&[SEI_GPS, SLICE]);
+        let len = sample.len() as u32;
+        let mdat = [&sample[..], &sample, b"AAAA"].concat();
+        let entry = visual_entry(b"avc1", &avcc(&[]));
+        let video = |stsc: &[(u32, u32, u32)]| {
+            let table = Table { stsc, uniform: 0, sizes: &[len, len], chunks: &[o, o + len], descriptions: 1 };
+            track(1, b"vide", &entry, 0, table, &[])
+        };
+        let sound = trak(2, b"soun", &audio_entry(b"mp4a", 0, 28, &[]), 0, (o + 2 * len, 4), &[]);
+        let file = |stsc: &[(u32, u32, u32)]| movie(b"isomisom", &mdat, &[video(stsc), sound.clone()].concat());
+        let (out, report) = scrubbed(file(&[(1, 1, 1)]), Format::Video);
+        assert!(!contains(&out, b"freeGPS") && contains(&out, SLICE) && contains(&out, b"AAAA"), "{report:#?}");
+        for (stsc, why) in [
+            (&[(1, 0, 1)][..], "0 samples per chunk"),
+            (&[(1, 1, 0)], "sample description 0"),
+            (&[(1, 1, 2)], "sample description 2 of 1"),
+            (&[(2, 1, 1)], "starts at chunk 2"),
+            (&[(1, 1, 1), (1, 1, 1)], "starts at chunk 1, after 1"),
+            (&[(1, 2, 1), (3, 1, 1), (2, 1, 1)], "starts at chunk 2, after 3"),
+        ] {
+            let err = refused(file(stsc), Format::Video);
+            assert!(err.to_string().contains(why), "{stsc:?}: {err}");
+        }
+        // The audio chunk pointed at the second video frame.
+        let sound = trak(2, b"soun", &audio_entry(b"mp4a", 0, 28, &[]), 0, (o + len, 4), &[]);
+        let err = refused(movie(b"isomisom", &mdat, &[video(&[(1, 1, 1)]), sound].concat()), Format::Video);
+        assert!(err.to_string().contains(&format!("two chunks cover the bytes at {}", o + len)), "{err}");
+        // Two chunks of one track over the same frame.
+        let table = Table { stsc: &[(1, 1, 1)], uniform: 0, sizes: &[len, len], chunks: &[o, o], descriptions: 1 };
+        let err = refused(movie(b"isomisom", &mdat, &track(1, b"vide", &entry, 0, table, &[])), Format::Video);
+        assert!(err.to_string().contains("two chunks cover"), "{err}");
     }
 
     /// Length-prefixed (4-byte) NAL units, as an `avcC`/`hvcC` track's samples hold them.

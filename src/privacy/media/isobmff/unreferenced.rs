@@ -17,6 +17,8 @@ pub(super) struct DataMap {
     exact: Vec<(u64, u64)>,
     /// Starts of chunks whose length is not known.
     open: Vec<u64>,
+    /// (start, end) of every track chunk and fragment run, which may not overlap.
+    chunks: Vec<(u64, u64)>,
     /// Why the map cannot be trusted, if it cannot.
     distrust: Option<String>,
 }
@@ -24,6 +26,32 @@ pub(super) struct DataMap {
 impl DataMap {
     pub(super) fn exact(&mut self, off: u64, len: u64) {
         self.exact.push((off, off.saturating_add(len)));
+    }
+
+    /// A chunk of a track's sample table or a fragment's run: covered like an exact
+    /// range, and checked by [`Self::overlap`].
+    pub(super) fn chunk(&mut self, off: u64, len: u64) {
+        self.exact(off, len);
+        if len > 0 {
+            self.chunks.push((off, off.saturating_add(len)));
+        }
+    }
+
+    /// Where two chunks (of one track or of two) cover the same bytes, if any do. No
+    /// muxer writes that; a crafted file does it so that bytes one track's table hides
+    /// (an SEI pavise does not walk, a GPS sample it would zero) are kept as another
+    /// track's data, which a reader still finds where the first table sends it.
+    pub(super) fn overlap(&self) -> Option<u64> {
+        let mut chunks = self.chunks.clone();
+        chunks.sort_unstable();
+        let mut end = 0;
+        for &(from, to) in &chunks {
+            if from < end {
+                return Some(from);
+            }
+            end = end.max(to);
+        }
+        None
     }
 
     pub(super) fn open(&mut self, off: u64) {
@@ -85,5 +113,21 @@ mod tests {
         map.distrust("a fragmented file");
         map.distrust("later reasons do not replace the first");
         assert_eq!(map.gaps(&[(100, 200)]).unwrap_err(), "a fragmented file");
+    }
+
+    #[test]
+    fn chunks_that_cover_the_same_bytes_are_found() {
+        let mut map = DataMap::default();
+        map.chunk(100, 10);
+        map.chunk(110, 10); // adjacent, as every muxer writes them
+        map.chunk(130, 0); // an empty chunk covers nothing
+        map.exact(105, 10); // an item extent is not a chunk
+        assert_eq!(map.overlap(), None);
+        map.chunk(50, 51); // 50..101 runs into the first
+        assert_eq!(map.overlap(), Some(100));
+        let mut map = DataMap::default();
+        map.chunk(100, 50);
+        map.chunk(120, 5); // inside another chunk
+        assert_eq!(map.overlap(), Some(120));
     }
 }
