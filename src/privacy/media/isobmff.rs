@@ -1020,6 +1020,16 @@ fn plan_trak(
         _ => Ok(()),
     })?;
     let walked = codecs.iter().any(Option::is_some);
+    // One codec per walked track. exiftool walks every sample of a video track with an
+    // `avcC` as H.264 whatever its description index, ffmpeg decodes only the first
+    // fourcc ("multiple fourcc not supported"): samples of a second, unwalked (or
+    // differently walked) description would reach the instance with their SEI.
+    if walked && codecs.iter().any(|c| *c != codecs[0]) {
+        return Err(MediaError::malformed(
+            format,
+            "a track whose sample descriptions are of different codecs (readers decode its samples as different ones)",
+        ));
+    }
     if external {
         if walked {
             return Err(MediaError::Unsupported("videos whose frames lie in another file"));
@@ -2515,6 +2525,38 @@ mod tests {
         let table = Table { stsc: &[(1, 1, 1)], uniform: 0, sizes: &[len, len], chunks: &[o, o], descriptions: 1 };
         let err = refused(movie(b"isomisom", &mdat, &track(1, b"vide", &entry, 0, table, &[])), Format::Video);
         assert!(err.to_string().contains("two chunks cover"), "{err}");
+    }
+
+    /// Red team 13's F4: samples of a second description (an `mp4v` after the `avc1`)
+    /// were kept unwalked, and exiftool read their SEI as H.264 anyway. A walked track of
+    /// two codecs is refused; two descriptions of one codec (an edit of two recordings)
+    /// have every sample walked, whichever description it names.
+    #[test]
+    fn a_walked_track_of_two_codecs_is_refused() {
+        let o = FTYP_LEN + 8;
+        let sample = nals(&[SEI_GPS, SLICE]);
+        let len = sample.len() as u32;
+        let table = Table { stsc: &[(1, 1, 2)], uniform: 0, sizes: &[len], chunks: &[o], descriptions: 2 };
+        let avc1 = visual_entry(b"avc1", &avcc(&[]));
+        for second in [
+            visual_entry(b"mp4v", &bx(b"esds", b"\x01SPS")),
+            visual_entry(
+                b"hvc1",
+                &bx(b"hvcC", &{
+                    let mut r = vec![1u8; 23];
+                    r[21] = 0x0F;
+                    r[22] = 0;
+                    r
+                }),
+            ),
+        ] {
+            let video = track(1, b"vide", &[&avc1[..], &second].concat(), 0, table, &[]);
+            let err = refused(movie(b"isomisom", &sample, &video), Format::Video);
+            assert!(err.to_string().contains("of different codecs"), "{err}");
+        }
+        let video = track(1, b"vide", &[&avc1[..], &avc1].concat(), 0, table, &[]);
+        let (file, report) = scrubbed(movie(b"isomisom", &sample, &video), Format::Video);
+        assert!(!contains(&file, b"freeGPS") && contains(&file, SLICE), "{report:#?}");
     }
 
     /// Length-prefixed (4-byte) NAL units, as an `avcC`/`hvcC` track's samples hold them.
