@@ -945,7 +945,7 @@ fn plan_trak(
             return Err(MediaError::Unsupported("fragmented videos with a timed-metadata track"));
         }
         if let Some(stbl) = stbl()? {
-            let table = sample_table(buf, base, &stbl, false, false, format)?;
+            let table = sample_table(buf, base, &stbl, None, false, format)?;
             for &(off, len) in &table.chunks {
                 map.chunk(off, len);
             }
@@ -1041,14 +1041,19 @@ fn plan_trak(
         track.codecs = codecs.clone();
         track.declared = true;
     }
-    match stbl()?.map(|stbl| sample_table(buf, base, &stbl, &handler == b"soun", walked, format)) {
+    let table = stbl()?.map(|stbl| {
+        // Sound of one uniform sample size counts frames: its chunks' lengths are read
+        // from its descriptions.
+        let framings = match walk.kids(&stbl, 0)?.iter().find(|k| &k.kind == b"stsd") {
+            Some(stsd) if &handler == b"soun" => sample_entry::sound_framings(walk, stsd, ctx.quicktime)?,
+            _ => Vec::new(),
+        };
+        sample_table(buf, base, &stbl, (&handler == b"soun").then_some(&framings[..]), walked, format)
+    });
+    match table {
         Some(Ok(table)) => {
             for &(off, len) in &table.chunks {
-                if table.exact {
-                    map.chunk(off, len);
-                } else {
-                    map.open(off);
-                }
+                map.chunk(off, len);
             }
             for &(off, len, sdi) in &table.samples {
                 if let Some(codec) = codec_of(&codecs, sdi, format)? {
@@ -1056,10 +1061,13 @@ fn plan_trak(
                 }
             }
         }
-        // The samples of a walked track must be found, or they would pass unchecked.
-        Some(Err(e)) if walked => return Err(e),
-        Some(Err(e)) => map.distrust(format!("a track's sample table could not be read ({e})")),
-        None => map.distrust("a track without a sample table"),
+        // The samples of a walked track must be found, or they would pass unchecked; and
+        // a table pavise cannot read (an `stsc` readers repair, a PCM chunk of unknown
+        // length) would leave every `mdat` unzeroed, whatever it hides.
+        Some(Err(e)) => return Err(e),
+        // No table, no samples: no reader reads anything of it, so it covers nothing
+        // (distrusting the map would leave every other track's gaps as they are).
+        None => {}
     }
     Ok(())
 }
@@ -1083,9 +1091,6 @@ struct SampleTable {
     chunks: Vec<(u64, u64)>,
     /// Each sample's offset, length and sample description index, when asked for.
     samples: Vec<(u64, u64, u32)>,
-    /// False for sound with one uniform sample size, where QuickTime counts audio frames,
-    /// not bytes, so a chunk's length is not the sum of its "samples".
-    exact: bool,
 }
 
 /// Adjacent chunks as one range.
@@ -1101,12 +1106,14 @@ fn merged(chunks: &[(u64, u64)]) -> Vec<(u64, u64)> {
 }
 
 /// Byte ranges of every chunk of a track (none without a sample size table), and of
-/// every sample when `each` is set.
+/// every sample when `each` is set. A sound track's `framings` (one per description)
+/// give the length of its chunks when its sample size is uniform: QuickTime then counts
+/// audio frames, not bytes ([`sample_entry::Framing`]).
 fn sample_table(
     buf: &[u8],
     base: u64,
     stbl: &BoxAt,
-    sound: bool,
+    framings: Option<&[sample_entry::Framing]>,
     each: bool,
     format: Format,
 ) -> Result<SampleTable, MediaError> {
@@ -1128,7 +1135,7 @@ fn sample_table(
         }
         (0, be32(p, 8).ok_or_else(|| bad("stz2"))?, p.get(12..).unwrap_or_default(), bits)
     } else {
-        return Ok(SampleTable { chunks: Vec::new(), samples: Vec::new(), exact: true });
+        return Ok(SampleTable { chunks: Vec::new(), samples: Vec::new() });
     };
     let size_of = |i: u32| -> Option<u64> {
         if uniform != 0 {
@@ -1181,7 +1188,12 @@ fn sample_table(
                 off = off.checked_add(len).ok_or_else(|| bad("a chunk larger than a file"))?;
             }
         }
-        let bytes = if uniform != 0 {
+        let bytes = if let Some(framings) = framings.filter(|_| uniform != 0 && n > 0) {
+            let framing = framings
+                .get(sdi as usize - 1)
+                .ok_or_else(|| bad("samples of a sound description that is not there"))?;
+            framing.chunk_bytes(u64::from(n), u64::from(uniform)).map_err(|why| bad(&why))?
+        } else if uniform != 0 {
             u64::from(uniform) * u64::from(n)
         } else {
             (sample..sample + n).map(size_of).sum::<Option<u64>>().ok_or_else(|| bad("sample size table too short"))?
@@ -1194,7 +1206,7 @@ fn sample_table(
             break;
         }
     }
-    Ok(SampleTable { chunks, samples, exact: !(sound && uniform != 0) })
+    Ok(SampleTable { chunks, samples })
 }
 
 /// Refuses a sample-to-chunk table that readers repair, each its own way: an entry of 0
@@ -2557,6 +2569,34 @@ mod tests {
         let video = track(1, b"vide", &[&avc1[..], &avc1].concat(), 0, table, &[]);
         let (file, report) = scrubbed(movie(b"isomisom", &sample, &video), Format::Video);
         assert!(!contains(&file, b"freeGPS") && contains(&file, SLICE), "{report:#?}");
+    }
+
+    /// Red team 13's F2: a PCM chunk counted as running to the next chunk or the end of
+    /// `mdat`, so an XMP packet or an Insta360 trailer after the last audio chunk reached
+    /// the instance. Its length is now read from the description: what follows is zeroed,
+    /// every audio byte stays, and a description that does not say is refused.
+    #[test]
+    fn bytes_after_a_pcm_chunk_are_zeroed() {
+        let o = FTYP_LEN + 8;
+        let pcm = b"PCM-16-bit-stereo-audio!"; // 6 frames of 4 bytes
+        let mdat = [&pcm[..], b"<x:xmpmeta GPSLatitude=48.8584>"].concat();
+        let table = Table { stsc: &[(1, 6, 1)], uniform: 4, sizes: &[0; 6], chunks: &[o], descriptions: 1 };
+        let sowt = {
+            let mut e = audio_entry(b"sowt", 0, 28, &[]);
+            e[8 + 16..8 + 20].copy_from_slice(&[0, 2, 0, 16]); // stereo, 16 bits
+            e
+        };
+        let sound = track(1, b"soun", &sowt, 0, table, &[]);
+        let (file, report) = scrubbed(movie(b"qt  qt  ", &mdat, &sound), Format::Video);
+        assert!(contains(&file, pcm) && !contains(&file, b"xmpmeta"), "{report:#?}");
+        // QuickTime's own "1 byte per sample" counts frames too.
+        let sound = track(1, b"soun", &sowt, 0, Table { uniform: 1, ..table }, &[]);
+        let (file, report) = scrubbed(movie(b"qt  qt  ", &mdat, &sound), Format::Video);
+        assert!(contains(&file, pcm) && !contains(&file, b"xmpmeta"), "{report:#?}");
+        // IMA ADPCM whose description gives no packet size: ffmpeg supplies its own.
+        let ima4 = track(1, b"soun", &audio_entry(b"ima4", 0, 28, &[]), 0, Table { uniform: 1, ..table }, &[]);
+        let err = refused(movie(b"qt  qt  ", &mdat, &ima4), Format::Video);
+        assert!(err.to_string().contains("'ima4' sound description: no packet size"), "{err}");
     }
 
     /// Length-prefixed (4-byte) NAL units, as an `avcC`/`hvcC` track's samples hold them.
