@@ -1107,8 +1107,8 @@ fn merged(chunks: &[(u64, u64)]) -> Vec<(u64, u64)> {
 
 /// Byte ranges of every chunk of a track (none without a sample size table), and of
 /// every sample when `each` is set. A sound track's `framings` (one per description)
-/// give the length of its chunks when its sample size is uniform: QuickTime then counts
-/// audio frames, not bytes ([`sample_entry::Framing`]).
+/// give the length of its chunks when its sample size is uniform and its `stts` one
+/// duration of 1: QuickTime then counts audio frames, not bytes ([`sample_entry::Framing`]).
 fn sample_table(
     buf: &[u8],
     base: u64,
@@ -1156,6 +1156,10 @@ fn sample_table(
         .collect::<Option<_>>()
         .ok_or_else(|| bad("stsc runs past its box"))?;
     let descriptions = find(b"stsd").and_then(|p| be32(p, 4)).unwrap_or(0);
+    // ffmpeg reads a sound chunk by its description only when `stts` is one entry of
+    // duration 1 (`mov_build_index`'s "old uncompressed audio chunk demuxing"); else each
+    // sample is `stsz`'s size, as in any track.
+    let framings = framings.filter(|_| find(b"stts").is_some_and(|p| be32(p, 4) == Some(1) && be32(p, 12) == Some(1)));
     refuse_repaired_stsc(&stsc_entries, descriptions).map_err(|what| bad(&what))?;
     let offsets: Vec<u64> = if let Some(p) = find(b"stco") {
         let n = be32(p, 4).ok_or_else(|| bad("stco"))? as usize;
@@ -2597,6 +2601,12 @@ mod tests {
         let ima4 = track(1, b"soun", &audio_entry(b"ima4", 0, 28, &[]), 0, Table { uniform: 1, ..table }, &[]);
         let err = refused(movie(b"qt  qt  ", &mdat, &ima4), Format::Video);
         assert!(err.to_string().contains("'ima4' sound description: no packet size"), "{err}");
+        // Samples of other durations are read, by ffmpeg too, as stsz says: 6 × 4 bytes.
+        let mut sound = track(1, b"soun", &audio_entry(b"ima4", 0, 28, &[]), 0, Table { uniform: 4, ..table }, &[]);
+        let stts = contains_at(&sound, b"stts").unwrap();
+        sound[stts + 16..stts + 20].copy_from_slice(&64u32.to_be_bytes());
+        let (file, report) = scrubbed(movie(b"qt  qt  ", &mdat, &sound), Format::Video);
+        assert!(contains(&file, pcm) && !contains(&file, b"xmpmeta"), "{report:#?}");
     }
 
     /// Length-prefixed (4-byte) NAL units, as an `avcC`/`hvcC` track's samples hold them.
