@@ -425,6 +425,12 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Plan, MediaError> {
     for grid in &grids {
         grid.check(store, format)?;
     }
+    if let Some(at) = map.overlap() {
+        return Err(MediaError::malformed(
+            format,
+            format!("two chunks cover the bytes at {at} (readers would read them as two tracks' data)"),
+        ));
+    }
     coded.plan(store, format, &media_data, &mut actions)?;
     match map.gaps(&mdats) {
         Ok(gaps) => actions.extend(gaps.into_iter().map(|(off, len)| Action::Zero {
@@ -939,9 +945,9 @@ fn plan_trak(
             return Err(MediaError::Unsupported("fragmented videos with a timed-metadata track"));
         }
         if let Some(stbl) = stbl()? {
-            let table = sample_table(buf, base, &stbl, false, false, format)?;
+            let table = sample_table(buf, base, &stbl, None, false, format)?;
             for &(off, len) in &table.chunks {
-                map.exact(off, len);
+                map.chunk(off, len);
             }
             for (off, len) in merged(&table.chunks) {
                 actions.push(Action::Zero { off, len, what: format!("samples of the {what}") });
@@ -1014,6 +1020,16 @@ fn plan_trak(
         _ => Ok(()),
     })?;
     let walked = codecs.iter().any(Option::is_some);
+    // One codec per walked track. exiftool walks every sample of a video track with an
+    // `avcC` as H.264 whatever its description index, ffmpeg decodes only the first
+    // fourcc ("multiple fourcc not supported"): samples of a second, unwalked (or
+    // differently walked) description would reach the instance with their SEI.
+    if walked && codecs.iter().any(|c| *c != codecs[0]) {
+        return Err(MediaError::malformed(
+            format,
+            "a track whose sample descriptions are of different codecs (readers decode its samples as different ones)",
+        ));
+    }
     if external {
         if walked {
             return Err(MediaError::Unsupported("videos whose frames lie in another file"));
@@ -1025,14 +1041,19 @@ fn plan_trak(
         track.codecs = codecs.clone();
         track.declared = true;
     }
-    match stbl()?.map(|stbl| sample_table(buf, base, &stbl, &handler == b"soun", walked, format)) {
+    let table = stbl()?.map(|stbl| {
+        // Sound of one uniform sample size counts frames: its chunks' lengths are read
+        // from its descriptions.
+        let framings = match walk.kids(&stbl, 0)?.iter().find(|k| &k.kind == b"stsd") {
+            Some(stsd) if &handler == b"soun" => sample_entry::sound_framings(walk, stsd, ctx.quicktime)?,
+            _ => Vec::new(),
+        };
+        sample_table(buf, base, &stbl, (&handler == b"soun").then_some(&framings[..]), walked, format)
+    });
+    match table {
         Some(Ok(table)) => {
             for &(off, len) in &table.chunks {
-                if table.exact {
-                    map.exact(off, len);
-                } else {
-                    map.open(off);
-                }
+                map.chunk(off, len);
             }
             for &(off, len, sdi) in &table.samples {
                 if let Some(codec) = codec_of(&codecs, sdi, format)? {
@@ -1040,10 +1061,13 @@ fn plan_trak(
                 }
             }
         }
-        // The samples of a walked track must be found, or they would pass unchecked.
-        Some(Err(e)) if walked => return Err(e),
-        Some(Err(e)) => map.distrust(format!("a track's sample table could not be read ({e})")),
-        None => map.distrust("a track without a sample table"),
+        // The samples of a walked track must be found, or they would pass unchecked; and
+        // a table pavise cannot read (an `stsc` readers repair, a PCM chunk of unknown
+        // length) would leave every `mdat` unzeroed, whatever it hides.
+        Some(Err(e)) => return Err(e),
+        // No table, no samples: no reader reads anything of it, so it covers nothing
+        // (distrusting the map would leave every other track's gaps as they are).
+        None => {}
     }
     Ok(())
 }
@@ -1067,9 +1091,6 @@ struct SampleTable {
     chunks: Vec<(u64, u64)>,
     /// Each sample's offset, length and sample description index, when asked for.
     samples: Vec<(u64, u64, u32)>,
-    /// False for sound with one uniform sample size, where QuickTime counts audio frames,
-    /// not bytes, so a chunk's length is not the sum of its "samples".
-    exact: bool,
 }
 
 /// Adjacent chunks as one range.
@@ -1085,12 +1106,14 @@ fn merged(chunks: &[(u64, u64)]) -> Vec<(u64, u64)> {
 }
 
 /// Byte ranges of every chunk of a track (none without a sample size table), and of
-/// every sample when `each` is set.
+/// every sample when `each` is set. A sound track's `framings` (one per description)
+/// give the length of its chunks when its sample size is uniform and its `stts` one
+/// duration of 1: QuickTime then counts audio frames, not bytes ([`sample_entry::Framing`]).
 fn sample_table(
     buf: &[u8],
     base: u64,
     stbl: &BoxAt,
-    sound: bool,
+    framings: Option<&[sample_entry::Framing]>,
     each: bool,
     format: Format,
 ) -> Result<SampleTable, MediaError> {
@@ -1112,7 +1135,7 @@ fn sample_table(
         }
         (0, be32(p, 8).ok_or_else(|| bad("stz2"))?, p.get(12..).unwrap_or_default(), bits)
     } else {
-        return Ok(SampleTable { chunks: Vec::new(), samples: Vec::new(), exact: true });
+        return Ok(SampleTable { chunks: Vec::new(), samples: Vec::new() });
     };
     let size_of = |i: u32| -> Option<u64> {
         if uniform != 0 {
@@ -1132,6 +1155,12 @@ fn sample_table(
         .map(|i| Some((be32(stsc, 8 + i * 12)?, be32(stsc, 12 + i * 12)?, be32(stsc, 16 + i * 12)?)))
         .collect::<Option<_>>()
         .ok_or_else(|| bad("stsc runs past its box"))?;
+    let descriptions = find(b"stsd").and_then(|p| be32(p, 4)).unwrap_or(0);
+    // ffmpeg reads a sound chunk by its description only when `stts` is one entry of
+    // duration 1 (`mov_build_index`'s "old uncompressed audio chunk demuxing"); else each
+    // sample is `stsz`'s size, as in any track.
+    let framings = framings.filter(|_| find(b"stts").is_some_and(|p| be32(p, 4) == Some(1) && be32(p, 12) == Some(1)));
+    refuse_repaired_stsc(&stsc_entries, descriptions).map_err(|what| bad(&what))?;
     let offsets: Vec<u64> = if let Some(p) = find(b"stco") {
         let n = be32(p, 4).ok_or_else(|| bad("stco"))? as usize;
         (0..n).map(|i| be32(p, 8 + i * 4).map(u64::from)).collect::<Option<_>>().ok_or_else(|| bad("stco"))?
@@ -1163,7 +1192,12 @@ fn sample_table(
                 off = off.checked_add(len).ok_or_else(|| bad("a chunk larger than a file"))?;
             }
         }
-        let bytes = if uniform != 0 {
+        let bytes = if let Some(framings) = framings.filter(|_| uniform != 0 && n > 0) {
+            let framing = framings
+                .get(sdi as usize - 1)
+                .ok_or_else(|| bad("samples of a sound description that is not there"))?;
+            framing.chunk_bytes(u64::from(n), u64::from(uniform)).map_err(|why| bad(&why))?
+        } else if uniform != 0 {
             u64::from(uniform) * u64::from(n)
         } else {
             (sample..sample + n).map(size_of).sum::<Option<u64>>().ok_or_else(|| bad("sample size table too short"))?
@@ -1176,7 +1210,30 @@ fn sample_table(
             break;
         }
     }
-    Ok(SampleTable { chunks, samples, exact: !(sound && uniform != 0) })
+    Ok(SampleTable { chunks, samples })
+}
+
+/// Refuses a sample-to-chunk table that readers repair, each its own way: an entry of 0
+/// samples per chunk (ffmpeg's `mov_read_stsc` makes it 1 or the next entry's count,
+/// exiftool reads one sample, pavise would read none and leave the chunk unwalked), a
+/// sample description index of 0 or past the `stsd` entry count, a first entry that is
+/// not chunk 1, or a `first_chunk` that does not strictly increase (ffmpeg rewrites it,
+/// a `<=` walk takes the later entry). No muxer writes any of them, so none is guessed.
+fn refuse_repaired_stsc(entries: &[(u32, u32, u32)], descriptions: u32) -> Result<(), String> {
+    let mut previous = 0u32;
+    for (i, &(first, per_chunk, sdi)) in entries.iter().enumerate() {
+        if per_chunk == 0 {
+            return Err(format!("stsc entry {i} has 0 samples per chunk (readers repair it differently)"));
+        }
+        if sdi == 0 || sdi > descriptions {
+            return Err(format!("stsc entry {i} names sample description {sdi} of {descriptions}"));
+        }
+        if (i == 0 && first != 1) || first <= previous {
+            return Err(format!("stsc entry {i} starts at chunk {first}, after {previous} (readers reorder it)"));
+        }
+        previous = first;
+    }
+    Ok(())
 }
 
 /// Plans a top-level `meta`. Returns false when it is not an image `meta` (`pict`).
@@ -2218,6 +2275,23 @@ mod tests {
         (off, len): (u32, u32),
         extra: &[u8],
     ) -> Vec<u8> {
+        let table = Table { stsc: &[(1, 1, 1)], uniform: 0, sizes: &[len], chunks: &[off], descriptions: 1 };
+        track(id, handler, entry, stsd_version, table, extra)
+    }
+
+    /// The sample tables of a [`track`]: `stsc` entries (first chunk, samples per chunk,
+    /// description index), `stsz` (a uniform size, else the sizes), `stco`, and how
+    /// many descriptions `entry` holds.
+    #[derive(Clone, Copy)]
+    struct Table<'a> {
+        stsc: &'a [(u32, u32, u32)],
+        uniform: u32,
+        sizes: &'a [u32],
+        chunks: &'a [u32],
+        descriptions: u32,
+    }
+
+    fn track(id: u32, handler: &[u8; 4], entry: &[u8], stsd_version: u8, table: Table<'_>, extra: &[u8]) -> Vec<u8> {
         let mut tkhd = vec![0u8; 80];
         tkhd[8..12].copy_from_slice(&id.to_be_bytes());
         let u32s = |v: &[u32]| v.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<u8>>();
@@ -2227,11 +2301,27 @@ mod tests {
         let stbl = bx(
             b"stbl",
             &[
-                full(b"stsd", stsd_version, &[&u32s(&[1])[..], entry].concat()),
-                full(b"stts", 0, &u32s(&[1, 1, 1])),
-                full(b"stsc", 0, &u32s(&[1, 1, 1, 1])),
-                full(b"stsz", 0, &u32s(&[0, 1, len])),
-                full(b"stco", 0, &u32s(&[1, off])),
+                full(b"stsd", stsd_version, &[&u32s(&[table.descriptions])[..], entry].concat()),
+                full(b"stts", 0, &u32s(&[1, table.sizes.len() as u32, 1])),
+                full(
+                    b"stsc",
+                    0,
+                    &[
+                        u32s(&[table.stsc.len() as u32]),
+                        table.stsc.iter().flat_map(|&(a, b, c)| u32s(&[a, b, c])).collect(),
+                    ]
+                    .concat(),
+                ),
+                full(
+                    b"stsz",
+                    0,
+                    &[
+                        u32s(&[table.uniform, table.sizes.len() as u32]),
+                        if table.uniform == 0 { u32s(table.sizes) } else { Vec::new() },
+                    ]
+                    .concat(),
+                ),
+                full(b"stco", 0, &[u32s(&[table.chunks.len() as u32]), u32s(table.chunks)].concat()),
             ]
             .concat(),
         );
@@ -2300,7 +2390,11 @@ mod tests {
     /// an id; a second of either would let pavise walk one while the instance keeps the other.
     #[test]
     fn a_second_movie_box_or_track_id_is_refused() {
-        let video = |id| trak(id, b"vide", &visual_entry(b"mp4v", &bx(b"esds", b"\x01SPS")), 0, (FTYP_LEN + 8, 6), &[]);
+        // Each track its own three bytes of "frames" (two tracks' chunks may not overlap).
+        let video = |id: u32| {
+            let entry = visual_entry(b"mp4v", &bx(b"esds", b"\x01SPS"));
+            trak(id, b"vide", &entry, 0, (FTYP_LEN + 8 + 3 * (id - 1) % 6, 3), &[])
+        };
         let err = refused(movie(b"isomisom", b"frames", &[video(1), video(1)].concat()), Format::Video);
         assert!(err.to_string().contains("two tracks with id 1"), "{err}");
         let mut two_movies = movie(b"isomisom", b"frames", &video(1));
@@ -2406,6 +2500,113 @@ mod tests {
             !contains(&file, b"XMP:") && !contains(&file, b"Paris") && !contains(&file, b"+48.8584"),
             "{report:#?}"
         );
+    }
+
+    /// Red team 13's F1: an `stsc` readers repair (0 samples per chunk, a description
+    /// that is not there, chunk numbers out of order) is read by each its own way, and a
+    /// chunk another track's chunk covers keeps bytes the first track's table hides: an
+    /// SEI with GPS that ffmpeg and exiftool find in the video, kept as "audio". Both are
+    /// refused; the tables every muxer writes are read as before.
+    #[test]
+    fn sample_tables_readers_repair_or_chunks_that_overlap_are_refused() {
+        let o = FTYP_LEN + 8;
+        let sample = nals(&[SEI_GPS, SLICE]);
+        let len = sample.len() as u32;
+        let mdat = [&sample[..], &sample, b"AAAA"].concat();
+        let entry = visual_entry(b"avc1", &avcc(&[]));
+        let video = |stsc: &[(u32, u32, u32)]| {
+            let table = Table { stsc, uniform: 0, sizes: &[len, len], chunks: &[o, o + len], descriptions: 1 };
+            track(1, b"vide", &entry, 0, table, &[])
+        };
+        let sound = trak(2, b"soun", &audio_entry(b"mp4a", 0, 28, &[]), 0, (o + 2 * len, 4), &[]);
+        let file = |stsc: &[(u32, u32, u32)]| movie(b"isomisom", &mdat, &[video(stsc), sound.clone()].concat());
+        let (out, report) = scrubbed(file(&[(1, 1, 1)]), Format::Video);
+        assert!(!contains(&out, b"freeGPS") && contains(&out, SLICE) && contains(&out, b"AAAA"), "{report:#?}");
+        for (stsc, why) in [
+            (&[(1, 0, 1)][..], "0 samples per chunk"),
+            (&[(1, 1, 0)], "sample description 0"),
+            (&[(1, 1, 2)], "sample description 2 of 1"),
+            (&[(2, 1, 1)], "starts at chunk 2"),
+            (&[(1, 1, 1), (1, 1, 1)], "starts at chunk 1, after 1"),
+            (&[(1, 2, 1), (3, 1, 1), (2, 1, 1)], "starts at chunk 2, after 3"),
+        ] {
+            let err = refused(file(stsc), Format::Video);
+            assert!(err.to_string().contains(why), "{stsc:?}: {err}");
+        }
+        // The audio chunk pointed at the second video frame.
+        let sound = trak(2, b"soun", &audio_entry(b"mp4a", 0, 28, &[]), 0, (o + len, 4), &[]);
+        let err = refused(movie(b"isomisom", &mdat, &[video(&[(1, 1, 1)]), sound].concat()), Format::Video);
+        assert!(err.to_string().contains(&format!("two chunks cover the bytes at {}", o + len)), "{err}");
+        // Two chunks of one track over the same frame.
+        let table = Table { stsc: &[(1, 1, 1)], uniform: 0, sizes: &[len, len], chunks: &[o, o], descriptions: 1 };
+        let err = refused(movie(b"isomisom", &mdat, &track(1, b"vide", &entry, 0, table, &[])), Format::Video);
+        assert!(err.to_string().contains("two chunks cover"), "{err}");
+    }
+
+    /// Red team 13's F4: samples of a second description (an `mp4v` after the `avc1`)
+    /// were kept unwalked, and exiftool read their SEI as H.264 anyway. A walked track of
+    /// two codecs is refused; two descriptions of one codec (an edit of two recordings)
+    /// have every sample walked, whichever description it names.
+    #[test]
+    fn a_walked_track_of_two_codecs_is_refused() {
+        let o = FTYP_LEN + 8;
+        let sample = nals(&[SEI_GPS, SLICE]);
+        let len = sample.len() as u32;
+        let table = Table { stsc: &[(1, 1, 2)], uniform: 0, sizes: &[len], chunks: &[o], descriptions: 2 };
+        let avc1 = visual_entry(b"avc1", &avcc(&[]));
+        for second in [
+            visual_entry(b"mp4v", &bx(b"esds", b"\x01SPS")),
+            visual_entry(
+                b"hvc1",
+                &bx(b"hvcC", &{
+                    let mut r = vec![1u8; 23];
+                    r[21] = 0x0F;
+                    r[22] = 0;
+                    r
+                }),
+            ),
+        ] {
+            let video = track(1, b"vide", &[&avc1[..], &second].concat(), 0, table, &[]);
+            let err = refused(movie(b"isomisom", &sample, &video), Format::Video);
+            assert!(err.to_string().contains("of different codecs"), "{err}");
+        }
+        let video = track(1, b"vide", &[&avc1[..], &avc1].concat(), 0, table, &[]);
+        let (file, report) = scrubbed(movie(b"isomisom", &sample, &video), Format::Video);
+        assert!(!contains(&file, b"freeGPS") && contains(&file, SLICE), "{report:#?}");
+    }
+
+    /// Red team 13's F2: a PCM chunk counted as running to the next chunk or the end of
+    /// `mdat`, so an XMP packet or an Insta360 trailer after the last audio chunk reached
+    /// the instance. Its length is now read from the description: what follows is zeroed,
+    /// every audio byte stays, and a description that does not say is refused.
+    #[test]
+    fn bytes_after_a_pcm_chunk_are_zeroed() {
+        let o = FTYP_LEN + 8;
+        let pcm = b"PCM-16-bit-stereo-audio!"; // 6 frames of 4 bytes
+        let mdat = [&pcm[..], b"<x:xmpmeta GPSLatitude=48.8584>"].concat();
+        let table = Table { stsc: &[(1, 6, 1)], uniform: 4, sizes: &[0; 6], chunks: &[o], descriptions: 1 };
+        let sowt = {
+            let mut e = audio_entry(b"sowt", 0, 28, &[]);
+            e[8 + 16..8 + 20].copy_from_slice(&[0, 2, 0, 16]); // stereo, 16 bits
+            e
+        };
+        let sound = track(1, b"soun", &sowt, 0, table, &[]);
+        let (file, report) = scrubbed(movie(b"qt  qt  ", &mdat, &sound), Format::Video);
+        assert!(contains(&file, pcm) && !contains(&file, b"xmpmeta"), "{report:#?}");
+        // QuickTime's own "1 byte per sample" counts frames too.
+        let sound = track(1, b"soun", &sowt, 0, Table { uniform: 1, ..table }, &[]);
+        let (file, report) = scrubbed(movie(b"qt  qt  ", &mdat, &sound), Format::Video);
+        assert!(contains(&file, pcm) && !contains(&file, b"xmpmeta"), "{report:#?}");
+        // IMA ADPCM whose description gives no packet size: ffmpeg supplies its own.
+        let ima4 = track(1, b"soun", &audio_entry(b"ima4", 0, 28, &[]), 0, Table { uniform: 1, ..table }, &[]);
+        let err = refused(movie(b"qt  qt  ", &mdat, &ima4), Format::Video);
+        assert!(err.to_string().contains("'ima4' sound description: no packet size"), "{err}");
+        // Samples of other durations are read, by ffmpeg too, as stsz says: 6 × 4 bytes.
+        let mut sound = track(1, b"soun", &audio_entry(b"ima4", 0, 28, &[]), 0, Table { uniform: 4, ..table }, &[]);
+        let stts = contains_at(&sound, b"stts").unwrap();
+        sound[stts + 16..stts + 20].copy_from_slice(&64u32.to_be_bytes());
+        let (file, report) = scrubbed(movie(b"qt  qt  ", &mdat, &sound), Format::Video);
+        assert!(contains(&file, pcm) && !contains(&file, b"xmpmeta"), "{report:#?}");
     }
 
     /// Length-prefixed (4-byte) NAL units, as an `avcC`/`hvcC` track's samples hold them.

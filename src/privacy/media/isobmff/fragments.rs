@@ -150,7 +150,7 @@ pub(super) fn map_moof(
             if off > file_len {
                 return Err(bad("a run past the end of the file"));
             }
-            map.exact(from, off - from);
+            map.chunk(from, off - from);
             implicit = off;
         }
     }

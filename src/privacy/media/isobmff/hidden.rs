@@ -19,13 +19,13 @@ use crate::privacy::media::{be32, inplace::Store};
 /// Signatures of GPS records readers find anywhere in `mdat`: the NextBase-style
 /// `freeGPS ` block exiftool `-ee` decodes by scanning the media data, the universal
 /// key of a MISB ST 0601 UAS Datalink local set (drone position and time, KLV), and the
-/// magic of an Insta360 trailer (exiftool reads GPS fixes and times from the last 78
-/// bytes of any MP4 that end with it; in `mdat` it is the end of the file once a
-/// faststart copy puts that sample last).
+/// magic of an Insta360 trailer: the 32 ASCII hex digits exiftool's `ProcessInsta360`
+/// compares with the last 32 bytes of any MP4 (the text real INSV files end with), after
+/// which it reads GPS fixes and times from the trailer before it. In `mdat` it is the end
+/// of the file once a faststart copy puts that sample last.
 const GPS_SIGNATURES: &[&[u8]] =
-    &[b"freeGPS ", &[0x06, 0x0E, 0x2B, 0x34, 0x02, 0x0B, 0x01, 0x01, 0x0E, 0x01, 0x03, 0x01], &INSTA360_MAGIC];
-const INSTA360_MAGIC: [u8; 16] =
-    [0x8D, 0xB4, 0x2D, 0x69, 0x4C, 0xCC, 0x41, 0x87, 0x90, 0xED, 0xFF, 0x43, 0x9F, 0xE0, 0x26, 0xBF];
+    &[b"freeGPS ", &[0x06, 0x0E, 0x2B, 0x34, 0x02, 0x0B, 0x01, 0x01, 0x0E, 0x01, 0x03, 0x01], INSTA360_MAGIC];
+const INSTA360_MAGIC: &[u8; 32] = b"8db42d694ccc418790edff439fe026bf";
 
 /// One SIMD searcher per signature: compressed media data is near random, and a search
 /// for a signature's rarest bytes skips most of it (testing each byte read 300 MB/s).
@@ -154,12 +154,20 @@ mod tests {
         file[at + 2] = 0;
         let mut store = crate::privacy::media::inplace::MemStore(&mut file);
         assert!(scan_media(&mut store, &mdats, Format::Video).is_ok());
-        // An Insta360 trailer's magic (what exiftool looks for at the end of the file).
-        let magic = 2 << 20;
-        file[magic..magic + 16].copy_from_slice(&INSTA360_MAGIC);
+        // An Insta360 trailer's magic: the ASCII text exiftool compares with the file's
+        // last 32 bytes, here across a chunk boundary (the overlap is the longest
+        // signature less one byte).
+        let magic = (2 << 20) - 31;
+        file[magic..magic + 32].copy_from_slice(b"8db42d694ccc418790edff439fe026bf");
         let mut store = crate::privacy::media::inplace::MemStore(&mut file);
         let err = scan_media(&mut store, &mdats, Format::Video).unwrap_err();
         assert!(err.to_string().contains(&format!("byte {magic}")), "{err}");
+        // The 16 bytes those digits spell, in binary, are not what exiftool looks for.
+        file[magic..magic + 32].fill(0);
+        let binary = [0x8D, 0xB4, 0x2D, 0x69, 0x4C, 0xCC, 0x41, 0x87, 0x90, 0xED, 0xFF, 0x43, 0x9F, 0xE0, 0x26, 0xBF];
+        file[magic..magic + 16].copy_from_slice(&binary);
+        let mut store = crate::privacy::media::inplace::MemStore(&mut file);
+        assert!(scan_media(&mut store, &mdats, Format::Video).is_ok());
     }
 
     #[test]
