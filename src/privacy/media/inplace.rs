@@ -18,6 +18,12 @@ pub trait Store {
     fn all_zero(&mut self, off: u64, len: u64) -> io::Result<bool> {
         read_zero(self, off, len)
     }
+
+    /// `len` bytes at `off` where they lie, when the store holds them in memory: a
+    /// search over a whole video then reads it without copying it first.
+    fn view(&self, _off: u64, _len: u64) -> Option<&[u8]> {
+        None
+    }
 }
 
 fn read_zero(store: &mut (impl Store + ?Sized), mut off: u64, mut len: u64) -> io::Result<bool> {
@@ -71,6 +77,10 @@ impl Store for MemStore<'_> {
         let len = usize::try_from(len).map_err(|_| out_of_range())?;
         let end = start.checked_add(len).ok_or_else(out_of_range)?;
         Ok(zeros(self.0.get(start..end).ok_or_else(out_of_range)?))
+    }
+    fn view(&self, off: u64, len: u64) -> Option<&[u8]> {
+        let start = usize::try_from(off).ok()?;
+        self.0.get(start..start.checked_add(usize::try_from(len).ok()?)?)
     }
 }
 

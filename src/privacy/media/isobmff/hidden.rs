@@ -43,9 +43,15 @@ pub(super) fn scan_media(store: &mut impl Store, mdats: &[(u64, u64)], format: F
         let mut at = from;
         while at < to {
             let end = (at + CHUNK + overlap).min(to);
-            buf.resize((end - at) as usize, 0);
-            store.read_at(at, &mut buf)?;
-            let hit = FINDERS.iter().filter_map(|f| f.find(&buf)).min();
+            let first = |bytes: &[u8]| FINDERS.iter().filter_map(|f| f.find(bytes)).min();
+            let hit = match store.view(at, end - at) {
+                Some(bytes) => first(bytes),
+                None => {
+                    buf.resize((end - at) as usize, 0);
+                    store.read_at(at, &mut buf)?;
+                    first(&buf)
+                }
+            };
             if let Some(i) = hit {
                 return Err(MediaError::NotClean {
                     format,
