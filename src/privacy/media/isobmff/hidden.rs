@@ -71,6 +71,18 @@ pub(super) fn scan_media(store: &mut impl Store, mdats: &[(u64, u64)], format: F
 const METADATA_BOXES: &[&[u8; 4]] =
     &[b"udta", b"meta", b"ilst", b"keys", b"uuid", b"cmov", b"moov", b"XMP_", b"loci", b"chpl", b"----"];
 
+/// The first bytes of [`METADATA_BOXES`]' types, and `©`.
+static STARTS_A_TYPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < METADATA_BOXES.len() {
+        table[METADATA_BOXES[i][0] as usize] = true;
+        i += 1;
+    }
+    table[0xA9] = true;
+    table
+};
+
 /// Refuses when the header box `b` (whose bytes are `buf`) would still hold a metadata
 /// box once `actions` are applied.
 pub(super) fn check(buf: &[u8], b: &BoxAt, actions: &[Action], format: Format) -> Result<(), MediaError> {
@@ -117,6 +129,10 @@ fn forwarded(buf: &[u8], base: u64, actions: &[Action]) -> Vec<u8> {
 /// The first metadata box header at or after `from`: its offset in `b` and its type.
 fn find(b: &[u8], from: usize) -> Option<(usize, [u8; 4])> {
     (from..b.len().saturating_sub(7)).find_map(|at| {
+        // Most offsets fail on the type's first byte: one table lookup each.
+        if !STARTS_A_TYPE[usize::from(b[at + 4])] {
+            return None;
+        }
         let kind: [u8; 4] = b[at + 4..at + 8].try_into().ok()?;
         let named = METADATA_BOXES.contains(&&kind)
             // The `©` atoms of QuickTime user data: `©xyz`, `©day`, `©mak`, `©mod`, ...
