@@ -1131,7 +1131,13 @@ fn sample_table(
         )
     } else if let Some(p) = find(b"stz2") {
         let bits = u32::from(*p.get(7).ok_or_else(|| bad("stz2"))?);
-        if !matches!(bits, 4 | 8 | 16) {
+        // 4-bit entries: exiftool reads an odd entry as its whole byte (up to 255
+        // where ffmpeg and pavise read 15), so its samples run into bytes pavise keeps
+        // unwalked. No muxer writes them for video or sound.
+        if bits == 4 {
+            return Err(bad("stz2 with 4-bit sizes (readers read them differently)"));
+        }
+        if !matches!(bits, 8 | 16) {
             return Err(bad("stz2 field size"));
         }
         (0, be32(p, 8).ok_or_else(|| bad("stz2"))?, p.get(12..).unwrap_or_default(), bits)
@@ -2574,6 +2580,37 @@ mod tests {
         let video = track(1, b"vide", &[&avc1[..], &avc1].concat(), 0, table, &[]);
         let (file, report) = scrubbed(movie(b"isomisom", &sample, &video), Format::Video);
         assert!(!contains(&file, b"freeGPS") && contains(&file, SLICE), "{report:#?}");
+    }
+
+    /// Red team 14's M3: a 4-bit `stz2`, whose entries exiftool reads as whole bytes.
+    #[test]
+    fn a_compact_size_table_of_4_bit_entries_is_refused() {
+        let o = FTYP_LEN + 8;
+        let sample = nals(&[SLICE]);
+        let table = Table { stsc: &[(1, 1, 1)], uniform: 4, sizes: &[], chunks: &[o], descriptions: 1 };
+        let mut file =
+            movie(b"isomisom", &sample, &track(1, b"vide", &visual_entry(b"avc1", &avcc(&[])), 0, table, &[]));
+        // `stsz` with a uniform size of 4 reads as `stz2` with 4-bit fields.
+        let at = file.windows(4).position(|w| w == b"stsz").unwrap();
+        file[at..at + 4].copy_from_slice(b"stz2");
+        let err = refused(file, Format::Video);
+        assert!(err.to_string().contains("4-bit sizes"), "{err}");
+    }
+
+    /// Red team 14's M2: exiftool reads every sample of a video track with an `avcC` as
+    /// H.264, whatever the description's type; pavise passed an `mp4v` or `vp09` holding
+    /// one without walking its samples.
+    #[test]
+    fn a_codec_configuration_in_another_codecs_description_is_refused() {
+        let o = FTYP_LEN + 8;
+        let sample = nals(&[SEI_GPS, SLICE]);
+        let len = sample.len() as u32;
+        let table = Table { stsc: &[(1, 1, 1)], uniform: 0, sizes: &[len], chunks: &[o], descriptions: 1 };
+        for kind in [b"mp4v", b"vp09"] {
+            let entry = visual_entry(kind, &avcc(&[]));
+            let err = refused(movie(b"isomisom", &sample, &track(1, b"vide", &entry, 0, table, &[])), Format::Video);
+            assert!(err.to_string().contains("H.264 configuration"), "{err}");
+        }
     }
 
     /// Red team 13's F2: a PCM chunk counted as running to the next chunk or the end of

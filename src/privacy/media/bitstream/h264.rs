@@ -40,6 +40,11 @@ pub(super) fn padding(at: usize, nal: &[u8], keep: fn(u8) -> bool) -> Result<Opt
     Ok(Some(Filler { at, len: nal.len(), head: vec![FILLER], fill: 0xFF, last: (nal.len() > 1).then_some(0x80), what }))
 }
 
+/// NAL lengths of 3 bytes: ISO/IEC 14496-15 allows 1, 2 or 4, and readers split such
+/// samples differently (ffmpeg reads 3 bytes, exiftool 1), so a unit one of them reads
+/// is hidden inside a unit the other keeps.
+pub(super) const THREE_BYTE_LENGTHS: &str = "gives NAL units 3-byte lengths, which readers split differently";
+
 /// `avcC`: version 1, profile, compatibility, level, the NAL length size, the SPS and
 /// PPS arrays and, for the High profiles, chroma and bit depth and the SPS extensions.
 /// ffmpeg reads a record whose first byte is not 1 as Annex B start codes: refused.
@@ -52,6 +57,9 @@ pub(super) fn config(r: &[u8]) -> Result<Config, Unwalkable> {
         return Err(bad("is too short"));
     }
     let length_size = (r[4] & 3) + 1;
+    if length_size == 3 {
+        return Err(bad(THREE_BYTE_LENGTHS));
+    }
     let (mut units, at) = nal_array(r, 6, usize::from(r[5] & 0x1F), "H.264")?;
     let pps = usize::from(*r.get(at).ok_or_else(|| bad("has no picture parameter set count"))?);
     let (more, mut at) = nal_array(r, at + 1, pps, "H.264")?;
@@ -113,6 +121,9 @@ mod tests {
         r.extend_from_slice(b"<x:xmpmeta>");
         let c = scrub_config(ConfigKind::Avc, &r).unwrap();
         assert_eq!(c.codec, Codec::H264 { length_size: 4 });
+        let mut three = r.clone();
+        three[4] = (three[4] & !3) | 2;
+        assert!(config(&three).is_err(), "3-byte NAL lengths");
         assert_eq!(c.fields_len, fields, "the XMP after the fields is past them");
         assert_eq!(c.fillers.len(), 1);
         assert_eq!((c.fillers[0].at, c.fillers[0].len), (6 + 2 + sps.len() + 2, sei.len()));

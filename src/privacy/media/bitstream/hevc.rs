@@ -69,6 +69,9 @@ pub(super) fn config(r: &[u8], layered: bool) -> Result<Config, Unwalkable> {
         return Err(bad("starts like Annex B start codes (a decoder would read it so)"));
     }
     let length_size = (r[size_at] & 3) + 1;
+    if length_size == 3 {
+        return Err(bad(super::h264::THREE_BYTE_LENGTHS));
+    }
     let mut at = fields;
     let mut fillers = Vec::new();
     for _ in 0..r[fields - 1] {

@@ -211,7 +211,9 @@ pub(super) fn plan_stsd(
                     "videos in a codec pavise cannot check for hidden metadata (use H.264, HEVC, AV1, VP8 or VP9)",
                 ));
             }
-            ("", _) => None,
+            // An `avcC` (or `hvcC`, `av1C`) in a description of another codec: exiftool
+            // reads the samples of any video track with an `avcC` as H.264.
+            ("", None) => None,
             // AV1 samples are OBUs with or without an `av1C`.
             ("AV1", None) => Some(Codec::Av1),
             (name, None) => {
