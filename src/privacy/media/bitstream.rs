@@ -166,6 +166,9 @@ pub fn scrub_config(kind: ConfigKind, record: &[u8]) -> Result<Config, Unwalkabl
     Ok(config)
 }
 
+static START_CODE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\0\0\x01"));
+
 /// The (offset, length) of each NAL unit of a length-prefixed sample. A zero length, a
 /// length past the end, or bytes left over are refused, unless what is left is zeros
 /// (padding some muxers leave, which carries nothing).
@@ -192,6 +195,12 @@ fn nal_units(sample: &[u8], length_size: u8, codec: &'static str) -> Result<Vec<
                 codec,
                 format!("NAL unit of {len} bytes runs past its sample ({} left)", sample.len() - start),
             ));
+        }
+        // A valid unit never holds `00 00 01` (emulation prevention escapes it), but
+        // exiftool cuts each unit again at every start code inside it: an SEI hidden
+        // after one in a slice or a delimiter pavise keeps would be read there.
+        if START_CODE.find(&sample[start..start + len]).is_some() {
+            return Err(Unwalkable::new(codec, "a NAL unit holds a start code (00 00 01) inside it"));
         }
         out.push((start, len));
         at = start + len;
@@ -237,6 +246,12 @@ mod tests {
         assert!(nal_units(&[0, 0, 0, 0, 0x65], 4, "H.264").unwrap_err().to_string().contains("length 0"));
         assert!(nal_units(&[0, 1, 0x65, 0x01], 2, "H.264").unwrap_err().to_string().contains("inside"));
         assert!(nal_units(&sample, 5, "H.264").is_err());
+        // Red team 15's N1: an access unit delimiter with a start code and an SEI in it.
+        let hidden = [0, 0, 0, 7, 0x09, 0xF0, 0, 0, 1, 0x06, 0x05];
+        assert!(nal_units(&hidden, 4, "H.264").unwrap_err().to_string().contains("start code"));
+        // An escaped one (00 00 03 01) is how a valid unit carries those bytes.
+        let escaped = [0, 0, 0, 6, 0x65, 0, 0, 3, 1, 0x80];
+        assert_eq!(nal_units(&escaped, 4, "H.264").unwrap(), [(4, 6)]);
     }
 
     #[test]

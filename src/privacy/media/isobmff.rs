@@ -1214,6 +1214,11 @@ fn sample_table(
             chunks.push((chunk_off, bytes));
         }
         if sample >= count {
+            // exiftool, its `stts` run out first, reads a chunk past the last sample
+            // as one more; no muxer writes offsets no sample is in.
+            if ci + 1 < offsets.len() {
+                return Err(bad("chunk offsets left after the last sample"));
+            }
             break;
         }
     }
@@ -2580,6 +2585,22 @@ mod tests {
         let video = track(1, b"vide", &[&avc1[..], &avc1].concat(), 0, table, &[]);
         let (file, report) = scrubbed(movie(b"isomisom", &sample, &video), Format::Video);
         assert!(!contains(&file, b"freeGPS") && contains(&file, SLICE), "{report:#?}");
+    }
+
+    /// Red team 15's N2: with `stts` run out, exiftool reads one more chunk offset than
+    /// there are samples for; pavise mapped none there and kept what it pointed at.
+    #[test]
+    fn chunk_offsets_no_sample_is_in_are_refused() {
+        let o = FTYP_LEN + 8;
+        let sample = nals(&[SLICE]);
+        let len = sample.len() as u32;
+        let table = Table { stsc: &[(1, 1, 1)], uniform: 0, sizes: &[len], chunks: &[o, o + len], descriptions: 1 };
+        let mdat = [&sample[..], &nals(&[SEI_GPS])].concat();
+        let err = refused(
+            movie(b"isomisom", &mdat, &track(1, b"vide", &visual_entry(b"avc1", &avcc(&[])), 0, table, &[])),
+            Format::Video,
+        );
+        assert!(err.to_string().contains("chunk offsets left after the last sample"), "{err}");
     }
 
     /// Red team 14's M3: a 4-bit `stz2`, whose entries exiftool reads as whole bytes.
