@@ -226,6 +226,11 @@ fn nal_array(
         if record.len() - at < len {
             return Err(Unwalkable::new(codec, "a NAL unit in the configuration runs past it"));
         }
+        // A parameter set with a start code inside is read as two units once the
+        // stream is carried as Annex B (an MPEG-TS copy): see [`nal_units`].
+        if START_CODE.find(&record[at..at + len]).is_some() {
+            return Err(Unwalkable::new(codec, "a NAL unit in the configuration holds a start code (00 00 01)"));
+        }
         if len > 0 {
             out.push((at, len));
         }
@@ -252,6 +257,10 @@ mod tests {
         // An escaped one (00 00 03 01) is how a valid unit carries those bytes.
         let escaped = [0, 0, 0, 6, 0x65, 0, 0, 3, 1, 0x80];
         assert_eq!(nal_units(&escaped, 4, "H.264").unwrap(), [(4, 6)]);
+        // Red team 16's N4: the same inside a parameter set of a configuration.
+        let record = [0, 6, 0x67, 0x64, 0, 0, 1, 0x06];
+        assert!(nal_array(&record, 0, 1, "H.264").unwrap_err().to_string().contains("start code"));
+        assert_eq!(nal_array(&[0, 3, 0x67, 0x64, 0x1F], 0, 1, "H.264").unwrap(), (vec![(2, 3)], 5));
     }
 
     #[test]

@@ -1168,6 +1168,13 @@ fn sample_table(
     // sample is `stsz`'s size, as in any track.
     let framings = framings.filter(|_| find(b"stts").is_some_and(|p| be32(p, 4) == Some(1) && be32(p, 12) == Some(1)));
     refuse_repaired_stsc(&stsc_entries, descriptions).map_err(|what| bad(&what))?;
+    // exiftool stops reading a track where `stts` runs out, and maps the rest of its
+    // chunks from there, shifted; ffmpeg only warns. Muxers write the two counts equal.
+    let timed = find(b"stts")
+        .and_then(|p| (0..be32(p, 4)? as usize).map(|i| be32(p, 8 + i * 8).map(u64::from)).sum::<Option<u64>>());
+    if timed != Some(u64::from(count)) {
+        return Err(bad("stts times another number of samples than the size table holds"));
+    }
     let offsets: Vec<u64> = if let Some(p) = find(b"stco") {
         let n = be32(p, 4).ok_or_else(|| bad("stco"))? as usize;
         (0..n).map(|i| be32(p, 8 + i * 4).map(u64::from)).collect::<Option<_>>().ok_or_else(|| bad("stco"))?
@@ -2601,6 +2608,17 @@ mod tests {
             Format::Video,
         );
         assert!(err.to_string().contains("chunk offsets left after the last sample"), "{err}");
+        // Red team 16's N3: an `stts` that runs out before the sizes do, so that
+        // exiftool maps the last chunks' samples from shifted places.
+        let table = Table { chunks: &[o], sizes: &[len, len], stsc: &[(1, 2, 1)], ..table };
+        let mdat = [&sample[..], &sample].concat();
+        let mut video = track(1, b"vide", &visual_entry(b"avc1", &avcc(&[])), 0, table, &[]);
+        let fine = movie(b"isomisom", &mdat, &video);
+        scrubbed(fine, Format::Video);
+        let stts = contains_at(&video, b"stts").unwrap();
+        video[stts + 12..stts + 16].copy_from_slice(&1u32.to_be_bytes());
+        let err = refused(movie(b"isomisom", &mdat, &video), Format::Video);
+        assert!(err.to_string().contains("stts times another number of samples"), "{err}");
     }
 
     /// Red team 14's M3: a 4-bit `stz2`, whose entries exiftool reads as whole bytes.
