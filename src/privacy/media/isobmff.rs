@@ -803,6 +803,15 @@ fn track_identity(walk: Walk<'_>, trak: &BoxAt) -> Result<([u8; 4], Option<u32>)
     let mdia = kids.iter().find(|k| &k.kind == b"mdia").ok_or_else(|| bad("a track has no media box (mdia)"))?;
     let mdia_kids = walk.kids(mdia, 0)?;
     refuse_repeats(&mdia_kids, b"mdia", walk.format)?;
+    // exiftool takes a track's kind from the last `hdlr` it has met when it reads the
+    // `minf`: one after the `minf` leaves it the previous track's (an audio description
+    // read as video, its samples walked as H.264). Muxers write `hdlr` first.
+    let at = |kind: &[u8; 4]| mdia_kids.iter().position(|k| &k.kind == kind);
+    if let (Some(hdlr), Some(minf)) = (at(b"hdlr"), at(b"minf"))
+        && minf < hdlr
+    {
+        return Err(bad("a track whose handler (hdlr) comes after its media information (minf)"));
+    }
     let handler: [u8; 4] = mdia_kids
         .iter()
         .find(|k| &k.kind == b"hdlr")

@@ -142,6 +142,20 @@ pub(super) fn plan_stsd(
                 format!("a '{kind}' sample description shorter than its fields"),
             ));
         }
+        // exiftool finds a description's boxes by brute force: the first offset from
+        // which a chain of boxes ends exactly at the description's end. Fixed fields
+        // that spell one (a size in one field, `avcC` in the next) would be read as the
+        // track's configuration, and its samples cut by it.
+        if let Some(at) = brute_force_children(q)
+            && at as u64 != fields
+        {
+            return Err(MediaError::malformed(
+                format,
+                format!(
+                    "a '{kind}' sample description whose fixed fields read as boxes (exiftool looks for them there)"
+                ),
+            ));
+        }
         actions.push(Action::Blank { off: entry.payload + 12, len: 4, what: "sample description vendor".into() });
         if entries == Entries::Visual {
             actions.push(Action::Blank { off: entry.payload + 42, len: 32, what: "video compressor name".into() });
@@ -489,9 +503,53 @@ fn extensions(walk: Walk<'_>, entry: &BoxAt, from: u64) -> Result<Vec<BoxAt>, Me
     Ok(out)
 }
 
+/// Where exiftool's `ProcessHybrid` finds the child boxes of a sample description whose
+/// payload (after size and type) is `q`: the first offset from which boxes with
+/// word-character types chain to exactly the end; `None` when it finds none.
+fn brute_force_children(q: &[u8]) -> Option<usize> {
+    let end = q.len();
+    let (mut pos, mut at) = (0usize, 0usize);
+    while pos + 8 <= end {
+        let tag = q.get(at + 4..at + 8)?;
+        // Perl's `\w`, and Latin-1's letters in case a Perl reads bytes so.
+        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b >= 0xC0 || matches!(b, 0xAA | 0xB5 | 0xBA);
+        if !tag.iter().all(|&b| word(b) || b == b' ') {
+            pos += 1;
+            at = pos;
+            continue;
+        }
+        let size = super::be32(q, at)? as usize;
+        if size + at == end {
+            return Some(pos);
+        }
+        if size < 8 || size + at > end.saturating_sub(8) {
+            pos += 1;
+            at = pos;
+        } else {
+            at += size;
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Red team 17's P1: a size in a video description's temporal quality and `avcC` in
+    /// its spatial quality made a box exiftool took for the track's configuration.
+    #[test]
+    fn exiftool_finds_a_descriptions_boxes_where_they_chain_to_its_end() {
+        let child = [&20u32.to_be_bytes()[..], b"avcC", &[1; 12]].concat();
+        let mut q = [&[0u8; 78][..], &child].concat();
+        assert_eq!(brute_force_children(&q), Some(78), "the real children");
+        assert_eq!(brute_force_children(&q[..78]), None, "no children");
+        let from = 16;
+        let size = (q.len() - from) as u32;
+        q[from..from + 4].copy_from_slice(&size.to_be_bytes());
+        q[from + 4..from + 8].copy_from_slice(b"avcC");
+        assert_eq!(brute_force_children(&q), Some(from), "a box spelled by the fixed fields");
+    }
 
     /// A sound description's payload: `fields` bytes (28, 44, 64) of which the base
     /// channel count and bits per channel are set, and the QuickTime extension `ext`.
