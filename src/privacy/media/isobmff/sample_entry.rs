@@ -145,8 +145,10 @@ pub(super) fn plan_stsd(
         // exiftool finds a description's boxes by brute force: the first offset from
         // which a chain of boxes ends exactly at the description's end. Fixed fields
         // that spell one (a size in one field, `avcC` in the next) would be read as the
-        // track's configuration, and its samples cut by it.
-        if let Some(at) = brute_force_children(q)
+        // track's configuration, and its samples cut by it. Searched as the fields will
+        // be written (the vendor and compressor name blanked), since the instance keeps
+        // those bytes, not the ones sent.
+        if let Some(at) = brute_force_children(&as_written(q, entries == Entries::Visual))
             && at as u64 != fields
         {
             return Err(MediaError::malformed(
@@ -503,6 +505,22 @@ fn extensions(walk: Walk<'_>, entry: &BoxAt, from: u64) -> Result<Vec<BoxAt>, Me
     Ok(out)
 }
 
+/// A description's payload `q` with the fields pavise blanks blanked: the vendor, and a
+/// video description's compressor name.
+fn as_written(q: &[u8], visual: bool) -> Vec<u8> {
+    let mut written = q.to_vec();
+    let mut blank = |from: usize, len: usize| {
+        if let Some(bytes) = written.get_mut(from..from + len) {
+            bytes.fill(0);
+        }
+    };
+    blank(12, 4);
+    if visual {
+        blank(42, 32);
+    }
+    written
+}
+
 /// Where exiftool's `ProcessHybrid` finds the child boxes of a sample description whose
 /// payload (after size and type) is `q`: the first offset from which boxes with
 /// word-character types chain to exactly the end; `None` when it finds none.
@@ -549,6 +567,15 @@ mod tests {
         q[from..from + 4].copy_from_slice(&size.to_be_bytes());
         q[from + 4..from + 8].copy_from_slice(b"avcC");
         assert_eq!(brute_force_children(&q), Some(from), "a box spelled by the fixed fields");
+        // Red team 18's V1: a size whose high half lies in the vendor field, which pavise
+        // blanks: only the bytes as written spell the box.
+        let mut q = [&[0u8; 78][..], &child].concat();
+        let size = (q.len() - 14) as u16;
+        q[14..16].copy_from_slice(&[0xFF, 0xFF]);
+        q[16..18].copy_from_slice(&size.to_be_bytes());
+        q[18..22].copy_from_slice(b"avcC");
+        assert_eq!(brute_force_children(&q), Some(78), "as sent");
+        assert_eq!(brute_force_children(&as_written(&q, true)), Some(14), "as written");
     }
 
     /// A sound description's payload: `fields` bytes (28, 44, 64) of which the base
