@@ -1175,12 +1175,14 @@ fn sample_table(
     // ffmpeg reads a sound chunk by its description only when `stts` is one entry of
     // duration 1 (`mov_build_index`'s "old uncompressed audio chunk demuxing"); else each
     // sample is `stsz`'s size, as in any track.
-    let framings = framings.filter(|_| find(b"stts").is_some_and(|p| be32(p, 4) == Some(1) && be32(p, 12) == Some(1)));
+    // `stts` as (sample count, duration) runs; `None` when absent or past its box.
+    let stts: Option<Vec<(u32, u32)>> = find(b"stts")
+        .and_then(|p| (0..be32(p, 4)? as usize).map(|i| Some((be32(p, 8 + i * 8)?, be32(p, 12 + i * 8)?))).collect());
+    let framings = framings.filter(|_| matches!(stts.as_deref(), Some([(_, 1)])));
     refuse_repaired_stsc(&stsc_entries, descriptions).map_err(|what| bad(&what))?;
     // exiftool stops reading a track where `stts` runs out, and maps the rest of its
     // chunks from there, shifted; ffmpeg only warns. Muxers write the two counts equal.
-    let timed = find(b"stts")
-        .and_then(|p| (0..be32(p, 4)? as usize).map(|i| be32(p, 8 + i * 8).map(u64::from)).sum::<Option<u64>>());
+    let timed = stts.as_ref().map(|runs| runs.iter().map(|&(n, _)| u64::from(n)).sum::<u64>());
     if timed != Some(u64::from(count)) {
         return Err(bad("stts times another number of samples than the size table holds"));
     }

@@ -221,14 +221,11 @@ impl Pool {
         self.reaper.get_or_init(|| spawn_reaper(Arc::downgrade(self), self.config.idle_timeout));
     }
 
-    /// Closes idle connections past the timeout, the oldest first (they sit at the
-    /// bottom of the stack).
+    /// Closes idle connections past the timeout, and forgets those the instance closed.
     fn reap(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let timeout = self.config.idle_timeout;
-        let stale = idle.iter().take_while(|i| i.since.elapsed() >= timeout || i.send.is_closed()).count();
-        idle.drain(..stale);
-        idle.retain(|i| !i.send.is_closed());
+        idle.retain(|i| i.since.elapsed() < timeout && !i.send.is_closed());
     }
 
     #[cfg(test)]
