@@ -7,8 +7,8 @@
 //! ancillary chunk. An unknown *critical* chunk (uppercase first letter) is refused: a
 //! decoder could not draw the image either. Nothing after IEND is kept. An `iCCP` colour
 //! profile is inflated, stripped of everything that is not colour ([`super::icc`]),
-//! and deflated again under the keyword `ICC Profile` (the keyword is free text too); one
-//! that does not inflate or parse is dropped.
+//! and written back, uncompressed ([`zlib`]), under the keyword `ICC Profile` (the
+//! keyword is free text too); one that does not inflate or parse is dropped.
 //!
 //! A suggested palette (`sPLT`) goes: its name is free text (exiftool prints it as
 //! `SuggestedPalette`) and no decoder draws with it; so does `hIST`, a palette histogram
@@ -23,6 +23,8 @@
 //! (`fcTL`, `fdAT`) stay only after an `acTL`: without one no reader animates them.
 //! and only as many frames as it announces. A kept pixel description of values its
 //! specification does not allow (libpng ignores it) goes too ([`in_range`]).
+
+mod zlib;
 
 use super::{Format, MediaError, Report, be32, fourcc};
 
@@ -293,7 +295,6 @@ const ICC_KEYWORD: &[u8] = b"ICC Profile";
 
 /// `iCCP`: keyword, NUL, compression method 0, a zlib stream of the profile.
 fn keep_iccp(whole: &[u8], out: &mut Vec<u8>, report: &mut Report) {
-    use std::io::{Read as _, Write as _};
     let data = &whole[8..whole.len() - 4];
     let Some(nul) = data.iter().position(|&b| b == 0) else {
         return report.remove("iCCP chunk (unreadable)", whole.len() as u64);
@@ -302,11 +303,9 @@ fn keep_iccp(whole: &[u8], out: &mut Vec<u8>, report: &mut Report) {
     if rest.first() != Some(&0) {
         return report.remove("iCCP chunk (unknown compression)", whole.len() as u64);
     }
-    let mut profile = Vec::new();
-    let inflated = flate2::read::ZlibDecoder::new(&rest[1..]).take(MAX_ICC + 1).read_to_end(&mut profile);
-    if inflated.is_err() || profile.len() as u64 > MAX_ICC {
+    let Some(mut profile) = zlib::inflate(&rest[1..], MAX_ICC) else {
         return report.remove("iCCP chunk (does not inflate)", whole.len() as u64);
-    }
+    };
     let changed = match super::icc::blank(&mut profile) {
         Ok(n) => n,
         Err(e) => return report.remove(format!("iCCP chunk ({e})"), whole.len() as u64),
@@ -315,17 +314,11 @@ fn keep_iccp(whole: &[u8], out: &mut Vec<u8>, report: &mut Report) {
         out.extend_from_slice(whole);
         return;
     }
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    if z.write_all(&profile).is_err() {
-        return report.remove("iCCP chunk (does not deflate)", whole.len() as u64);
-    }
-    let Ok(deflated) = z.finish() else {
-        return report.remove("iCCP chunk (does not deflate)", whole.len() as u64);
-    };
+    let stream = zlib::stored(&profile);
     let mut body = b"iCCP".to_vec();
     body.extend_from_slice(ICC_KEYWORD);
     body.extend_from_slice(&[0, 0]);
-    body.extend_from_slice(&deflated);
+    body.extend_from_slice(&stream);
     let mut crc = flate2::Crc::new();
     crc.update(&body);
     out.extend_from_slice(&((body.len() - 4) as u32).to_be_bytes());
