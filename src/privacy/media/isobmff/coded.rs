@@ -70,9 +70,16 @@ impl Coded {
             if s.len > MAX_SAMPLE {
                 return Err(MediaError::malformed(format, format!("a video sample of {} bytes", s.len)));
             }
-            buf.resize(s.len as usize, 0);
-            store.read_at(s.off, &mut buf)?;
-            let fillers = bitstream::scrub_sample(s.codec, &buf).map_err(|e| {
+            // A buffer is walked where it lies; a file is read sample by sample.
+            let walked = match store.view(s.off, s.len) {
+                Some(sample) => bitstream::scrub_sample(s.codec, sample),
+                None => {
+                    buf.resize(s.len as usize, 0);
+                    store.read_at(s.off, &mut buf)?;
+                    bitstream::scrub_sample(s.codec, &buf)
+                }
+            };
+            let fillers = walked.map_err(|e| {
                 MediaError::malformed(format, format!("the video sample at byte {} cannot be checked: {e}", s.off))
             })?;
             actions.extend(fillers.into_iter().map(|filler| Action::Fill { off: s.off + filler.at as u64, filler }));
