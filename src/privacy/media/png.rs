@@ -310,11 +310,13 @@ fn keep_iccp(whole: &[u8], out: &mut Vec<u8>, report: &mut Report) {
         Ok(n) => n,
         Err(e) => return report.remove(format!("iCCP chunk ({e})"), whole.len() as u64),
     };
-    if changed == 0 && keyword == ICC_KEYWORD {
-        out.extend_from_slice(whole);
-        return;
-    }
-    let stream = zlib::stored(&profile);
+    // Written afresh even when nothing in it changed: how it was compressed is bytes the
+    // sender chose too (red team pass 19, F1: a second stream after the first). The
+    // profile ends at its size field; what `blank` zeroed after it does not go on.
+    profile.truncate(super::be32(&profile, 0).map_or(0, |size| size as usize));
+    let Some(stream) = zlib::compress(&profile) else {
+        return report.remove("iCCP chunk (does not deflate)", whole.len() as u64);
+    };
     let mut body = b"iCCP".to_vec();
     body.extend_from_slice(ICC_KEYWORD);
     body.extend_from_slice(&[0, 0]);
@@ -324,7 +326,9 @@ fn keep_iccp(whole: &[u8], out: &mut Vec<u8>, report: &mut Report) {
     out.extend_from_slice(&((body.len() - 4) as u32).to_be_bytes());
     out.extend_from_slice(&body);
     out.extend_from_slice(&crc.sum().to_be_bytes());
-    report.remove("iCCP profile name, device, description and text tags", changed.max(1));
+    if changed > 0 || keyword != ICC_KEYWORD {
+        report.remove("iCCP profile name, device, description and text tags", changed.max(1));
+    }
 }
 
 fn chunk_name(kind: &[u8], whole: &[u8]) -> String {
@@ -634,6 +638,35 @@ mod tests {
         assert_eq!(scrub(&out, &mut again).unwrap(), out);
         assert!(again.removed.is_empty(), "{again:?}");
         assert!(scrub(&png[..png.len() - 20], &mut Report::default()).is_err());
+    }
+
+    /// Red team pass 19, F1: an already clean profile was kept as sent, with whatever
+    /// followed its zlib stream in the chunk (a marker, or a second stream holding a
+    /// whole other profile). Every profile is written afresh; a chunk with bytes after
+    /// its stream goes.
+    #[test]
+    fn a_profile_is_written_afresh_and_bytes_after_its_stream_go() {
+        use std::io::Write as _;
+        let mut clean = crate::privacy::media::icc::sample_profile();
+        crate::privacy::media::icc::blank(&mut clean).unwrap();
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&clean).unwrap();
+        let stream = z.finish().unwrap();
+        let image = |iccp: &[u8]| {
+            [SIGNATURE, &chunk(b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 2, 0, 0, 0]), &chunk(b"iCCP", iccp)[..]]
+                .iter()
+                .flat_map(|c| c.iter().copied())
+                .chain(chunk(b"IDAT", b"pixels"))
+                .chain(chunk(b"IEND", b""))
+                .collect::<Vec<u8>>()
+        };
+        let sent = image(&[&b"ICC Profile\0\0"[..], &stream, b"LEAKMARK GPS 48.8584N"].concat());
+        let out = scrub(&sent, &mut Report::default()).unwrap();
+        assert!(!out.windows(8).any(|w| w == b"LEAKMARK") && !out.windows(4).any(|w| w == b"iCCP"));
+        let out = scrub(&image(&[&b"ICC Profile\0\0"[..], &stream].concat()), &mut Report::default()).unwrap();
+        let (_, data, crc_ok) = chunks(&out).into_iter().find(|(k, _, _)| k == b"iCCP").unwrap();
+        assert!(crc_ok && data.starts_with(b"ICC Profile\0\0\x78\x01"), "stored afresh, not as sent");
+        assert_eq!(zlib::inflate(&data[13..], MAX_ICC).unwrap(), clean);
     }
 
     /// Red team pass 8, P5: an RGB image's optional suggested `PLTE` was kept whole, 768
