@@ -5,46 +5,55 @@
 //! the header names the device maker and model (`APPL`, `iPhone`), the creator, the
 //! platform and the creation date; text tags describe the device ("sRGB Monitor (for
 //! DiMAGE Master)", seen by the red team in a real photo), its maker and model, and the
-//! copyright; `dict`, `data` and private tags can hold anything. [`blank`] keeps the
-//! header fields a colour engine reads (sizes, class, colour spaces, version, flags,
-//! intent, illuminant) and every tag that is colour by both its signature and its type
-//! (the curves, matrices, LUTs, chromaticities, colorants, measurement and viewing
-//! conditions a colour engine reads, `cicp`, `vcgt`), and zeroes the rest in place: the
-//! device fields of the header, the profile ID (an MD5 that no longer holds; zero means
-//! "not computed"), the contents of every other tag (left as valid empty text where the
-//! type has a structure), and every byte no tag points at. Lengths never change, so a
-//! profile split over JPEG `APP2` chunks or lying inside an ISOBMFF `colr` box is
-//! patched where it lies.
+//! copyright; `dict`, `data` and private tags can hold anything. [`blank`] keeps, in
+//! place:
+//! - of the header, what a colour engine reads: size, version 2 or 4, a registered class,
+//!   colour space and connection space (any other header is no profile to keep), the two
+//!   defined flag bits, a rendering intent of 0 to 3 and the D50 illuminant the
+//!   specification requires (written as such); the device fields, dates, creator,
+//!   profile ID (an MD5 that no longer holds; zero means "not computed") and reserved
+//!   bytes are zeroed;
+//! - of the tags, those that are colour by both signature and type (the curves,
+//!   matrices, lookup tables, chromaticities, colorants, measurement and viewing
+//!   conditions a colour engine reads, `cicp`, `vcgt`), and of each only its type's
+//!   fields: reserved bytes, a colorant's 32-byte name and what follows the fields are
+//!   zeroed, and a `sig ` keeps only a value the specification registers;
+//! - a tag table that lists only those; every other byte is zeroed.
 //!
-//! Why the signature too (red team pass 19, F2): exiftool names a tag by its signature
-//! and prints whatever type it has, so a `desc` of type `sig `, a `cprt` of `ui08` bytes
-//! or a thousand private tags of a colour type were text it printed. And a kept tag
-//! keeps only its type's fields: its reserved bytes, a colorant's 32-byte name and the
-//! bytes after a curve's last entry are zeroed, and a `sig ` (technology, image state,
-//! gamut) only a value the specification registers.
+//! Lengths never change, so a profile split over JPEG `APP2` chunks or lying inside an
+//! ISOBMFF `colr` box is patched where it lies.
+//!
+//! Why so narrow (red team passes 19 and 20): exiftool names a tag by its signature and
+//! prints whatever type it has, and prints a dropped entry's signature and type too, so a
+//! `desc` of type `sig `, eight `cprt` entries of four letters each, private tags, a
+//! header's reserved bytes or an illuminant spelling a GPS position were all text it
+//! printed, and ImageMagick's re-encode keeps the profile byte for byte.
+//!
+//! Left as they are: the numbers of a colour tag (curve entries, matrix and LUT values:
+//! any value is a colour to a colour engine, so they can carry bytes as pixels can).
 //!
 //! A profile that does not parse with certainty is not kept at all (the caller drops it;
 //! the image is then shown as sRGB).
 
 use super::be32;
 
-/// Header ranges zeroed: preferred CMM, date and time, platform, device manufacturer,
-/// model and attributes, creator, profile ID.
-const HEADER_BLANK: &[(usize, usize)] = &[(4, 8), (24, 36), (40, 44), (48, 64), (80, 100)];
+/// Header ranges zeroed: preferred CMM, the version's unused bytes, date and time,
+/// platform, device manufacturer, model and attributes, creator, profile ID, and the 28
+/// reserved bytes (red team pass 20, F2: kept, they carried text in a real iPhone HEIC).
+const HEADER_BLANK: &[(usize, usize)] = &[(4, 8), (10, 12), (24, 36), (40, 44), (48, 64), (80, 128)];
 
 /// Tag types that are colour and nothing else.
 const COLOUR_TYPES: &[&[u8; 4]] = &[
     b"curv", b"para", b"XYZ ", b"sf32", b"mft1", b"mft2", b"mAB ", b"mBA ", b"chrm", b"clro", b"clrt", b"meas",
-    b"view", b"cicp", b"mpet", b"vcgt",
+    b"view", b"cicp", b"vcgt",
 ];
 
 /// Tag signatures a colour engine reads (ICC.1:2022, ICC v2; `vcgt` and `arts` of Apple
 /// and ArgyllCMS, which displays and lcms read).
 const COLOUR_SIGNATURES: &[&[u8; 4]] = &[
-    b"A2B0", b"A2B1", b"A2B2", b"A2B3", b"B2A0", b"B2A1", b"B2A2", b"B2A3", b"D2B0", b"D2B1", b"D2B2", b"D2B3",
-    b"B2D0", b"B2D1", b"B2D2", b"B2D3", b"rXYZ", b"gXYZ", b"bXYZ", b"rTRC", b"gTRC", b"bTRC", b"kTRC", b"wtpt",
-    b"bkpt", b"chad", b"chrm", b"clro", b"clrt", b"clot", b"gamt", b"lumi", b"meas", b"pre0", b"pre1", b"pre2",
-    b"view", b"cicp", b"vcgt", b"arts", b"tech", b"ciis", b"rig0", b"rig2",
+    b"A2B0", b"A2B1", b"A2B2", b"A2B3", b"B2A0", b"B2A1", b"B2A2", b"B2A3", b"rXYZ", b"gXYZ", b"bXYZ", b"rTRC",
+    b"gTRC", b"bTRC", b"kTRC", b"wtpt", b"bkpt", b"chad", b"chrm", b"clro", b"clrt", b"clot", b"gamt", b"lumi",
+    b"meas", b"pre0", b"pre1", b"pre2", b"view", b"cicp", b"vcgt", b"arts", b"tech", b"ciis", b"rig0", b"rig2",
 ];
 
 /// The values a `sig ` tag may keep (ICC.1 tables 29 to 31: technology, colorimetric
@@ -63,12 +72,17 @@ fn is_colour(sig: &[u8; 4], t: &[u8]) -> bool {
             && t.len() >= 12
             && SIGNATURE_VALUES.iter().any(|v| v[..] == t[8..12]);
     }
-    COLOUR_SIGNATURES.contains(&sig) && COLOUR_TYPES.iter().any(|c| c[..] == *kind)
+    // A lookup table only where a transform reads one, Apple's gamma only as itself.
+    let lut = matches!(kind, b"mft1" | b"mft2" | b"mAB " | b"mBA ");
+    let lut_signature = matches!(&sig[..3], b"A2B" | b"B2A" | b"pre") || sig == b"gamt";
+    COLOUR_SIGNATURES.contains(&sig)
+        && COLOUR_TYPES.iter().any(|c| c[..] == *kind)
+        && lut == lut_signature
+        && (kind == b"vcgt") == (sig == b"vcgt")
 }
 
-/// Where a kept tag's fields end, for the types whose length its counts fix (`t` is the
-/// whole tag, type and reserved bytes first); `None` keeps all of it (the LUT types,
-/// `vcgt`).
+/// Where a kept tag's fields end (`t` is the whole tag, type and reserved bytes first);
+/// `None` for fields pavise cannot read (an unknown `para` function), and the tag goes.
 fn fields_len(kind: &[u8; 4], t: &[u8]) -> Option<usize> {
     let count = |at: usize| be32(t, at).map(|n| n as usize);
     let half = |at: usize| t.get(at..at + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
@@ -82,6 +96,26 @@ fn fields_len(kind: &[u8; 4], t: &[u8]) -> Option<usize> {
         b"clrt" => table(12, 38, count(8)?),
         b"clro" => table(12, 1, count(8)?),
         b"meas" | b"view" => Some(36),
+        b"mft1" => {
+            let (inputs, outputs, grid) = (usize::from(*t.get(8)?), usize::from(*t.get(9)?), *t.get(10)? as usize);
+            let clut = grid.checked_pow(u32::try_from(inputs).ok()?)?.checked_mul(outputs)?;
+            table(48, 1, clut.checked_add(256 * (inputs + outputs))?)
+        }
+        b"mft2" => {
+            let (inputs, outputs, grid) = (usize::from(*t.get(8)?), usize::from(*t.get(9)?), *t.get(10)? as usize);
+            let (in_entries, out_entries) = (half(48)?, half(50)?);
+            let clut = grid.checked_pow(u32::try_from(inputs).ok()?)?.checked_mul(outputs)?;
+            table(52, 2, clut.checked_add(in_entries * inputs)?.checked_add(out_entries * outputs)?)
+        }
+        // Apple's video card gamma: a table of channels x entries of a given size, or a
+        // formula of three times (gamma, min, max).
+        b"vcgt" => match count(8)? {
+            0 => table(18, half(12)?.checked_mul(half(16)?)?, half(14)?),
+            1 => Some(48),
+            _ => None,
+        },
+        // Its elements lie at offsets, with gaps between them ([`lut_elements`]).
+        b"mAB " | b"mBA " => Some(t.len()),
         b"cicp" | b"sig " => Some(12),
         _ => None,
     }
@@ -101,12 +135,12 @@ pub fn blank(p: &mut [u8]) -> Result<u64, Invalid> {
     if p.get(36..40) != Some(b"acsp") {
         return Err(Invalid("no 'acsp' signature"));
     }
+    check_header(p)?;
     let count = be32(p, 128).ok_or(Invalid("no tag table"))? as usize;
     let table_end = count.checked_mul(12).and_then(|n| n.checked_add(132)).filter(|&e| e <= size);
     let table_end = table_end.ok_or(Invalid("the tag table runs past the end"))?;
-    // Every byte a kept structure covers; the rest is zeroed.
-    let mut covered: Vec<(usize, usize)> = vec![(0, table_end)];
-    let mut tags: Vec<([u8; 4], usize, usize)> = Vec::with_capacity(count);
+    let mut kept: Vec<([u8; 4], usize, usize)> = Vec::with_capacity(count);
+    let mut blanks: Vec<(usize, usize)> = Vec::new();
     for i in 0..count {
         let e = 132 + 12 * i;
         let (off, len) = (be32(p, e + 4).unwrap_or(0) as usize, be32(p, e + 8).unwrap_or(0) as usize);
@@ -114,68 +148,183 @@ pub fn blank(p: &mut [u8]) -> Result<u64, Invalid> {
         if off < table_end || len < 8 {
             return Err(Invalid("a tag overlaps the header or is too short"));
         }
-        covered.push((off, end));
-        tags.push(([p[e], p[e + 1], p[e + 2], p[e + 3]], off, end));
-    }
-    let mut changed = 0u64;
-    let mut set = |p: &mut [u8], at: usize, v: u8| {
-        if p[at] != v {
-            p[at] = v;
-            changed += 1;
-        }
-    };
-    for &(from, to) in HEADER_BLANK {
-        for at in from..to {
-            set(p, at, 0);
-        }
-    }
-    for &(sig, off, end) in &tags {
-        let kind: [u8; 4] = [p[off], p[off + 1], p[off + 2], p[off + 3]];
-        if is_colour(&sig, &p[off..end]) {
-            // Only the type's fields: reserved bytes, a colorant's name and what follows
-            // the fields (or all of a tag too short for them) are zeroed.
-            let blank: Vec<(usize, usize)> = match fields_len(&kind, &p[off..end]).unwrap_or(end - off) {
-                fields if fields > end - off => vec![(off + 4, end)],
-                fields if &kind == b"clrt" => [(off + 4, off + 8), (off + fields, end)]
-                    .into_iter()
-                    .chain((0..(fields - 12) / 38).map(|i| (off + 12 + 38 * i, off + 12 + 38 * i + 32)))
-                    .collect(),
-                fields => vec![(off + 4, off + 8), (off + fields, end)],
-            };
-            for (from, to) in blank {
-                for at in from..to {
-                    set(p, at, 0);
-                }
-            }
+        let sig = [p[e], p[e + 1], p[e + 2], p[e + 3]];
+        let tag = &p[off..end];
+        // A kept tag keeps only its type's fields; one too short for them goes.
+        let Some(fields) = is_colour(&sig, tag).then(|| fields_len(tag[..4].try_into().ok()?, tag)).flatten() else {
+            continue;
+        };
+        if fields > len {
             continue;
         }
-        for at in off + 4..end {
-            set(p, at, 0);
-        }
-        // Empty, but still well-formed, where the type's reader checks a field.
-        let well_formed: &[(usize, u8)] = match &kind {
-            b"mluc" => &[(15, 12)],
-            b"dict" => &[(15, 16)],
-            _ => &[],
-        };
-        for &(rel, v) in well_formed {
-            if off + rel < end {
-                set(p, off + rel, v);
-            }
-        }
+        blanks.push((off + 4, off + 8));
+        blanks.push((off + fields, end));
+        let Some(reserved) = reserved_fields(tag) else { continue };
+        blanks.extend(reserved.into_iter().map(|(from, to)| (off + from, off + to)));
+        kept.push((sig, off, end));
     }
+    let mut changed = 0u64;
+    for &(from, to) in HEADER_BLANK {
+        changed += zero(p, from, to);
+    }
+    changed += fix_header(p);
+    // The table lists the kept tags only: exiftool prints a dropped entry's type and
+    // signature (red team pass 20, F3), and its bytes are no tag's once it is gone.
+    let mut table = Vec::with_capacity(4 + 12 * kept.len());
+    table.extend_from_slice(&(kept.len() as u32).to_be_bytes());
+    for &(sig, off, end) in &kept {
+        table.extend_from_slice(&sig);
+        table.extend_from_slice(&(off as u32).to_be_bytes());
+        table.extend_from_slice(&((end - off) as u32).to_be_bytes());
+    }
+    changed += p[128..128 + table.len()].iter().zip(&table).filter(|(a, b)| a != b).count() as u64;
+    p[128..128 + table.len()].copy_from_slice(&table);
+    for (from, to) in blanks {
+        changed += zero(p, from, to);
+    }
+    // Every byte the header, the table and the kept tags do not cover is zeroed.
+    let mut covered: Vec<(usize, usize)> = kept.iter().map(|&(_, off, end)| (off, end)).collect();
+    covered.push((0, 128 + table.len()));
     covered.sort_unstable();
     let mut pos = 0;
     for (from, to) in covered {
-        for at in pos..from.min(size) {
-            set(p, at, 0);
-        }
+        changed += zero(p, pos, from.min(size));
         pos = pos.max(to);
     }
-    for at in pos..p.len() {
-        set(p, at, 0);
-    }
+    changed += zero(p, pos, p.len());
     Ok(changed)
+}
+
+/// Profile classes, colour spaces and connection spaces ICC.1 registers (tables 18 to 20).
+const CLASSES: &[&[u8; 4]] = &[b"scnr", b"mntr", b"prtr", b"link", b"spac", b"abst", b"nmcl"];
+const SPACES: &[&[u8; 4]] = &[
+    b"XYZ ", b"Lab ", b"Luv ", b"YCbr", b"Yxy ", b"RGB ", b"GRAY", b"HSV ", b"HLS ", b"CMYK", b"CMY ", b"2CLR",
+    b"3CLR", b"4CLR", b"5CLR", b"6CLR", b"7CLR", b"8CLR", b"9CLR", b"ACLR", b"BCLR", b"CCLR", b"DCLR", b"ECLR",
+    b"FCLR",
+];
+
+/// A header a colour engine reads as it is: version 2 or 4 (lcms reads no later one), and
+/// a class, a colour space and a connection space of registered values (red team pass
+/// 20, F2: `Unknown (N48E)` was printed). Anything else is not a profile to keep.
+fn check_header(p: &[u8]) -> Result<(), Invalid> {
+    let registered = |at: usize, values: &[&[u8; 4]]| values.iter().any(|v| v[..] == p[at..at + 4]);
+    if !matches!(p[8], 2 | 4) {
+        return Err(Invalid("a version other than 2 or 4"));
+    }
+    if !registered(12, CLASSES) || !registered(16, SPACES) || !registered(20, SPACES) {
+        return Err(Invalid("a class or colour space ICC does not register"));
+    }
+    Ok(())
+}
+
+/// The header's free values made the ones a colour engine expects: the two flag bits ICC
+/// defines, a rendering intent of 0 to 3, and the D50 illuminant the specification
+/// requires (a GPS position spelled as XYZ was kept; a value within 0.001 of D50 stays as
+/// written). Returns how many bytes changed.
+fn fix_header(p: &mut [u8]) -> u64 {
+    const D50: [u8; 12] = [0, 0, 0xF6, 0xD6, 0, 1, 0, 0, 0, 0, 0xD3, 0x2D];
+    let before: [u8; 80] = p[..80].try_into().unwrap_or([0; 80]);
+    p[44..47].fill(0);
+    p[47] &= 0x03;
+    if be32(p, 64).is_none_or(|intent| intent > 3) {
+        p[64..68].fill(0);
+    }
+    // Profiles round D50 their own way (0.96419 or 0.9642): within 0.001 of it, kept.
+    let near_d50 = (0..3).all(|i| {
+        let (value, d50) = (be32(p, 68 + 4 * i).unwrap_or(0), be32(&D50, 4 * i).unwrap_or(0));
+        value.abs_diff(d50) <= 64
+    });
+    if !near_d50 {
+        p[68..80].copy_from_slice(&D50);
+    }
+    before.iter().zip(&p[..80]).filter(|(a, b)| a != b).count() as u64
+}
+
+/// Reserved bytes and free text inside a kept type's fields (a colorant's 32-byte name,
+/// the gaps between a lookup table's elements), as offsets in the tag, whose fields are
+/// known to fit; `None` when the elements cannot be read, and the tag goes.
+fn reserved_fields(t: &[u8]) -> Option<Vec<(usize, usize)>> {
+    Some(match &t[..4] {
+        b"para" | b"chrm" => vec![(10, 12)],
+        b"mft1" | b"mft2" => vec![(11, 12)],
+        b"mAB " | b"mBA " => {
+            let mut used = lut_elements(t)?;
+            used.push((0, 32));
+            used.sort_unstable();
+            let mut gaps = vec![(10, 12)];
+            let mut pos = 0;
+            for (from, to) in used {
+                gaps.push((pos, from.max(pos)));
+                pos = pos.max(to);
+            }
+            gaps.push((pos, t.len()));
+            gaps
+        }
+        b"clrt" => (0..be32(t, 8).unwrap_or(0) as usize).map(|i| (12 + 38 * i, 12 + 38 * i + 32)).collect(),
+        // Enumerations (observer, geometry, illuminant type) of a value ICC does not define.
+        b"meas" | b"view" => {
+            let enums: &[(usize, u32)] = if &t[..4] == b"meas" { &[(8, 2), (24, 2), (32, 8)] } else { &[(32, 8)] };
+            enums
+                .iter()
+                .filter(|&&(at, max)| be32(t, at).is_none_or(|v| v > max))
+                .map(|&(at, _)| (at, at + 4))
+                .collect()
+        }
+        _ => Vec::new(),
+    })
+}
+
+/// Where the elements of an `mAB `/`mBA ` table lie in it (ICC.1 10.12, 10.13): curve
+/// sets, a matrix and a CLUT, each at the offset the table gives (0: absent).
+fn lut_elements(t: &[u8]) -> Option<Vec<(usize, usize)>> {
+    let (inputs, outputs) = (usize::from(*t.get(8)?), usize::from(*t.get(9)?));
+    let (b_curves, a_curves) = if &t[..4] == b"mAB " { (outputs, inputs) } else { (inputs, outputs) };
+    let offset = |at: usize| be32(t, at).map(|o| o as usize);
+    let fits = |from: usize, len: usize| from.checked_add(len).filter(|&end| end <= t.len()).map(|end| (from, end));
+    let curves = |from: usize, n: usize| -> Option<(usize, usize)> {
+        let mut at = from;
+        for _ in 0..n {
+            let curve = t.get(at..)?;
+            let len = match curve.get(..4)? {
+                b"curv" | b"para" => fields_len(curve[..4].try_into().ok()?, curve)?,
+                _ => return None,
+            };
+            // Each curve starts on a 4-byte boundary; the last one's padding may be cut.
+            at = (fits(at, len)?.1.checked_add(3)? / 4 * 4).min(t.len());
+        }
+        Some((from, at.min(t.len())))
+    };
+    let mut used = Vec::new();
+    for (at, n) in [(12, b_curves), (20, b_curves), (28, a_curves)] {
+        match offset(at)? {
+            0 => {}
+            from => used.push(curves(from, n)?),
+        }
+    }
+    match offset(16)? {
+        0 => {}
+        from => used.push(fits(from, 48)?),
+    }
+    match offset(24)? {
+        0 => {}
+        from => {
+            let grid = t.get(from..from.checked_add(16)?)?;
+            let precision = usize::from(*t.get(from + 16)?);
+            let points = grid[..inputs.min(16)].iter().try_fold(1usize, |n, &g| n.checked_mul(usize::from(g)))?;
+            used.push(fits(from, points.checked_mul(outputs)?.checked_mul(precision)?.checked_add(20)?)?);
+        }
+    }
+    Some(used)
+}
+
+/// Zeroes `p[from..to]` (nothing when `to <= from`); returns how many bytes changed. Whole
+/// ranges at a time: a profile can be most of a photo's bytes, and one byte at a time
+/// was most of the scrub of a JPEG with a large profile.
+fn zero(p: &mut [u8], from: usize, to: usize) -> u64 {
+    let range = &mut p[from..to.max(from)];
+    let changed = range.iter().filter(|&&b| b != 0).count() as u64;
+    range.fill(0);
+    changed
 }
 
 /// A small but complete profile for tests: a description, a copyright, a device
@@ -213,6 +362,7 @@ pub(crate) fn sample_profile() -> Vec<u8> {
     p[20..24].copy_from_slice(b"XYZ ");
     p[24..36].copy_from_slice(&[0x07, 0xE8, 0, 6, 0, 4, 0, 14, 0, 2, 0, 0]);
     p[36..40].copy_from_slice(b"acsp");
+    p[68..80].copy_from_slice(&[0, 0, 0xF6, 0xD6, 0, 1, 0, 0, 0, 0, 0xD3, 0x2D]);
     p[40..44].copy_from_slice(b"APPL");
     p[48..52].copy_from_slice(b"PCAM");
     p[52..56].copy_from_slice(b"MX01");
@@ -268,8 +418,7 @@ mod tests {
             (b"rTRC", [&b"curvLK48\0\0\0\x01\x01\x00"[..], marker].concat()),
             (b"wtpt", [&b"XYZ \0\0\0\0"[..], &[0, 0, 0xF3, 0x51, 0, 1, 0, 0, 0, 1, 0x16, 0xCC], b"LK"].concat()),
         ];
-        let mut p = vec![0u8; 128];
-        p[36..40].copy_from_slice(b"acsp");
+        let mut p = sample_profile()[..128].to_vec();
         p.extend_from_slice(&(tags.len() as u32).to_be_bytes());
         let mut off = 132 + 12 * tags.len();
         let mut data = Vec::new();
@@ -283,7 +432,14 @@ mod tests {
         p.extend(data);
         let size = p.len() as u32;
         p[0..4].copy_from_slice(&size.to_be_bytes());
+        // Red team pass 20, F2: the header's reserved bytes and free values.
+        p[100..128].copy_from_slice(b"LEAKMARK GPS 48.858370N 2.29");
+        p[64..68].copy_from_slice(b"N48E");
         blank(&mut p).unwrap();
+        assert_eq!(be32(&p, 128), Some(4), "only the kept tags are listed");
+        let listed: Vec<&[u8]> = (0..4).map(|i| &p[132 + 12 * i..136 + 12 * i]).collect();
+        assert_eq!(listed, [b"ciis", b"clrt", b"rTRC", b"wtpt"].map(|s| &s[..]));
+        assert!(p[100..128].iter().all(|&b| b == 0) && p[64..68] == [0; 4]);
         for planted in [&b"LEAKMARK"[..], b"48.8", b"N48E", b"N2E ", b"LK"] {
             assert!(!p.windows(planted.len()).any(|w| w == planted), "{}", String::from_utf8_lossy(planted));
         }
@@ -292,6 +448,31 @@ mod tests {
         assert!(p.windows(4).any(|w| w == b"scoe"), "a registered signature value stays");
         assert_eq!(p[at(b"XYZ \0\0\0\0\0\0\xF3")..][8..20], [0, 0, 0xF3, 0x51, 0, 1, 0, 0, 0, 1, 0x16, 0xCC]);
         assert_eq!(blank(&mut p).unwrap(), 0, "a second pass changes nothing");
+    }
+
+    /// Red team pass 20, F1: text in the gaps of a lookup table and after its elements.
+    #[test]
+    fn a_lookup_table_keeps_only_its_elements() {
+        let mut lut = b"mAB \0\0\0\0\x01\x01\0\0".to_vec();
+        lut.extend_from_slice(&[0, 0, 0, 40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        lut.extend_from_slice(b"LEAKMARK");
+        lut.extend_from_slice(b"curv\0\0\0\0\0\0\0\x01\x01\x00\0\0");
+        lut.extend_from_slice(b"GPS 48.8584N");
+        let curve = lut[40..54].to_vec();
+        let mut p = sample_profile();
+        let at = p.len();
+        p.extend_from_slice(&lut);
+        // The red TRC entry points at the table instead, under a signature that reads one.
+        let entry = (132..132 + 12 * 5).step_by(12).find(|&e| &p[e..e + 4] == b"rTRC").unwrap();
+        p[entry..entry + 4].copy_from_slice(b"A2B0");
+        p[entry + 4..entry + 8].copy_from_slice(&(at as u32).to_be_bytes());
+        p[entry + 8..entry + 12].copy_from_slice(&(lut.len() as u32).to_be_bytes());
+        let size = p.len() as u32;
+        p[0..4].copy_from_slice(&size.to_be_bytes());
+        blank(&mut p).unwrap();
+        assert!(!p.windows(4).any(|w| w == b"LEAK" || w == b"GPS "), "{:?}", &p[at..]);
+        assert_eq!(p[at + 40..at + 54], curve, "the element stays");
+        assert_eq!(&p[at..at + 4], b"mAB ");
     }
 
     #[test]

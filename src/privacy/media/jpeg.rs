@@ -225,23 +225,26 @@ fn scrub_icc(out: &mut Vec<u8>, chunks: &[(usize, usize, usize, u8, u8)], report
     let mut order: Vec<&(usize, usize, usize, u8, u8)> = chunks.iter().collect();
     order.sort_by_key(|c| c.3);
     let complete = order.iter().enumerate().all(|(i, c)| usize::from(c.3) == i + 1 && usize::from(c.4) == n);
-    let mut profile: Vec<u8> = order.iter().flat_map(|c| out[c.1..c.2].iter().copied()).collect();
-    let why = if complete { super::icc::blank(&mut profile).err().map(|e| e.0) } else { Some("incomplete chunks") };
-    if let Some(why) = why {
-        let bytes: usize = chunks.iter().map(|c| c.2 - c.0).sum();
-        for c in chunks.iter().rev() {
-            out.drain(c.0..c.2);
-        }
-        report.remove(format!("APP2 ICC_PROFILE ({why})"), bytes as u64);
-        return;
+    let mut profile = Vec::with_capacity(order.iter().map(|c| c.2 - c.1).sum());
+    for c in &order {
+        profile.extend_from_slice(&out[c.1..c.2]);
     }
+    let blanked = if complete { super::icc::blank(&mut profile).map_err(|e| e.0) } else { Err("incomplete chunks") };
+    let changed = match blanked {
+        Ok(changed) => changed,
+        Err(why) => {
+            let bytes: usize = chunks.iter().map(|c| c.2 - c.0).sum();
+            for c in chunks.iter().rev() {
+                out.drain(c.0..c.2);
+            }
+            report.remove(format!("APP2 ICC_PROFILE ({why})"), bytes as u64);
+            return;
+        }
+    };
     let mut at = 0;
-    let mut changed = 0u64;
     for c in order {
         let len = c.2 - c.1;
-        let new = &profile[at..at + len];
-        changed += out[c.1..c.2].iter().zip(new).filter(|(a, b)| a != b).count() as u64;
-        out[c.1..c.2].copy_from_slice(new);
+        out[c.1..c.2].copy_from_slice(&profile[at..at + len]);
         at += len;
     }
     if changed > 0 {
