@@ -163,6 +163,19 @@ pub fn blank(p: &mut [u8]) -> Result<u64, Invalid> {
         blanks.extend(reserved.into_iter().map(|(from, to)| (off + from, off + to)));
         kept.push((sig, off, end));
     }
+    // lcms refuses a tag listed twice, and exiftool prints every copy; two kept tags that
+    // overlap (not one shared copy) would each blank the other's fields.
+    let mut signatures: Vec<[u8; 4]> =
+        (0..count).map(|i| p[132 + 12 * i..136 + 12 * i].try_into().unwrap_or([0; 4])).collect();
+    signatures.sort_unstable();
+    if signatures.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Invalid("a tag listed twice"));
+    }
+    let mut extents: Vec<(usize, usize)> = kept.iter().map(|&(_, off, end)| (off, end)).collect();
+    extents.sort_unstable();
+    if extents.windows(2).any(|w| w[1].0 < w[0].1 && w[1] != w[0]) {
+        return Err(Invalid("two tags overlap"));
+    }
     let mut changed = 0u64;
     for &(from, to) in HEADER_BLANK {
         changed += zero(p, from, to);
@@ -179,8 +192,13 @@ pub fn blank(p: &mut [u8]) -> Result<u64, Invalid> {
     }
     changed += p[128..128 + table.len()].iter().zip(&table).filter(|(a, b)| a != b).count() as u64;
     p[128..128 + table.len()].copy_from_slice(&table);
+    // Each byte once, however many entries share a tag (red team pass 21, F2: 170,000
+    // entries of one 2 MB curve were minutes of zeroing).
+    blanks.sort_unstable();
+    let mut pos = 0;
     for (from, to) in blanks {
-        changed += zero(p, from, to);
+        changed += zero(p, from.max(pos), to);
+        pos = pos.max(to);
     }
     // Every byte the header, the table and the kept tags do not cover is zeroed.
     let mut covered: Vec<(usize, usize)> = kept.iter().map(|&(_, off, end)| (off, end)).collect();
@@ -281,24 +299,32 @@ fn lut_elements(t: &[u8]) -> Option<Vec<(usize, usize)>> {
     let (b_curves, a_curves) = if &t[..4] == b"mAB " { (outputs, inputs) } else { (inputs, outputs) };
     let offset = |at: usize| be32(t, at).map(|o| o as usize);
     let fits = |from: usize, len: usize| from.checked_add(len).filter(|&end| end <= t.len()).map(|end| (from, end));
-    let curves = |from: usize, n: usize| -> Option<(usize, usize)> {
+    let mut used = Vec::new();
+    // Of each curve, its type and its fields (not its reserved bytes or its padding, red
+    // team pass 21, F1); each starts on a 4-byte boundary.
+    let mut curves = |from: usize, n: usize| -> Option<()> {
         let mut at = from;
         for _ in 0..n {
             let curve = t.get(at..)?;
-            let len = match curve.get(..4)? {
-                b"curv" | b"para" => fields_len(curve[..4].try_into().ok()?, curve)?,
+            let kind: &[u8; 4] = curve.get(..4)?.try_into().ok()?;
+            let len = match kind {
+                b"curv" | b"para" => fields_len(kind, curve)?,
                 _ => return None,
             };
-            // Each curve starts on a 4-byte boundary; the last one's padding may be cut.
-            at = (fits(at, len)?.1.checked_add(3)? / 4 * 4).min(t.len());
+            let end = fits(at, len)?.1;
+            used.push((at, at + 4));
+            used.push(if kind == b"para" { (at + 8, at + 10) } else { (at + 8, end) });
+            if kind == b"para" {
+                used.push((at + 12, end));
+            }
+            at = end.checked_add(3)? / 4 * 4;
         }
-        Some((from, at.min(t.len())))
+        Some(())
     };
-    let mut used = Vec::new();
     for (at, n) in [(12, b_curves), (20, b_curves), (28, a_curves)] {
         match offset(at)? {
             0 => {}
-            from => used.push(curves(from, n)?),
+            from => curves(from, n)?,
         }
     }
     match offset(16)? {
@@ -308,10 +334,15 @@ fn lut_elements(t: &[u8]) -> Option<Vec<(usize, usize)>> {
     match offset(24)? {
         0 => {}
         from => {
-            let grid = t.get(from..from.checked_add(16)?)?;
+            // The grid points of the inputs there are, the precision (1 or 2 bytes), the values.
+            let grid = t.get(from..from.checked_add(16)?)?.get(..inputs)?;
             let precision = usize::from(*t.get(from + 16)?);
-            let points = grid[..inputs.min(16)].iter().try_fold(1usize, |n, &g| n.checked_mul(usize::from(g)))?;
-            used.push(fits(from, points.checked_mul(outputs)?.checked_mul(precision)?.checked_add(20)?)?);
+            if !matches!(precision, 1 | 2) {
+                return None;
+            }
+            let points = grid.iter().try_fold(1usize, |n, &g| n.checked_mul(usize::from(g)))?;
+            let (_, end) = fits(from, points.checked_mul(outputs)?.checked_mul(precision)?.checked_add(20)?)?;
+            used.extend([(from, from + inputs), (from + 16, from + 17), (from + 20, end)]);
         }
     }
     Some(used)
@@ -456,9 +487,9 @@ mod tests {
         let mut lut = b"mAB \0\0\0\0\x01\x01\0\0".to_vec();
         lut.extend_from_slice(&[0, 0, 0, 40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         lut.extend_from_slice(b"LEAKMARK");
-        lut.extend_from_slice(b"curv\0\0\0\0\0\0\0\x01\x01\x00\0\0");
+        let curve = b"curv\0\0\0\0\0\0\0\x01\x01\x00".to_vec();
+        lut.extend_from_slice(b"curvLK48\0\0\0\x01\x01\x00LK");
         lut.extend_from_slice(b"GPS 48.8584N");
-        let curve = lut[40..54].to_vec();
         let mut p = sample_profile();
         let at = p.len();
         p.extend_from_slice(&lut);
@@ -471,7 +502,14 @@ mod tests {
         p[0..4].copy_from_slice(&size.to_be_bytes());
         blank(&mut p).unwrap();
         assert!(!p.windows(4).any(|w| w == b"LEAK" || w == b"GPS "), "{:?}", &p[at..]);
-        assert_eq!(p[at + 40..at + 54], curve, "the element stays");
+        assert!(!p.windows(2).any(|w| w == b"LK"), "a curve's reserved bytes and padding: {:?}", &p[at..]);
+        assert_eq!(p[at + 40..at + 54], curve, "the element's fields stay");
+        assert_eq!(blank(&mut p).unwrap(), 0);
+        // A tag listed twice is no profile lcms opens (and the repeats made zeroing slow).
+        let mut twice = p.clone();
+        twice[132 + 4..132 + 12].copy_from_slice(&p.clone()[132 + 16..132 + 24]);
+        twice[132..132 + 4].copy_from_slice(&p.clone()[132 + 12..132 + 16]);
+        assert_eq!(blank(&mut twice), Err(Invalid("a tag listed twice")));
         assert_eq!(&p[at..at + 4], b"mAB ");
     }
 
