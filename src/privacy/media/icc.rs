@@ -139,6 +139,14 @@ pub fn blank(p: &mut [u8]) -> Result<u64, Invalid> {
     let count = be32(p, 128).ok_or(Invalid("no tag table"))? as usize;
     let table_end = count.checked_mul(12).and_then(|n| n.checked_add(132)).filter(|&e| e <= size);
     let table_end = table_end.ok_or(Invalid("the tag table runs past the end"))?;
+    // lcms refuses a tag listed twice, and exiftool prints every copy; checked first, since
+    // each copy of a lookup table would be walked again.
+    let mut signatures: Vec<[u8; 4]> =
+        (0..count).map(|i| p[132 + 12 * i..136 + 12 * i].try_into().unwrap_or([0; 4])).collect();
+    signatures.sort_unstable();
+    if signatures.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Invalid("a tag listed twice"));
+    }
     let mut kept: Vec<([u8; 4], usize, usize)> = Vec::with_capacity(count);
     let mut blanks: Vec<(usize, usize)> = Vec::new();
     for i in 0..count {
@@ -157,20 +165,12 @@ pub fn blank(p: &mut [u8]) -> Result<u64, Invalid> {
         if fields > len {
             continue;
         }
-        blanks.push((off + 4, off + 8));
-        blanks.push((off + fields, end));
         let Some(reserved) = reserved_fields(tag) else { continue };
+        blanks.extend([(off + 4, off + 8), (off + fields, end)]);
         blanks.extend(reserved.into_iter().map(|(from, to)| (off + from, off + to)));
         kept.push((sig, off, end));
     }
-    // lcms refuses a tag listed twice, and exiftool prints every copy; two kept tags that
-    // overlap (not one shared copy) would each blank the other's fields.
-    let mut signatures: Vec<[u8; 4]> =
-        (0..count).map(|i| p[132 + 12 * i..136 + 12 * i].try_into().unwrap_or([0; 4])).collect();
-    signatures.sort_unstable();
-    if signatures.windows(2).any(|w| w[0] == w[1]) {
-        return Err(Invalid("a tag listed twice"));
-    }
+    // Two kept tags that overlap (not one shared copy) would each blank the other's fields.
     let mut extents: Vec<(usize, usize)> = kept.iter().map(|&(_, off, end)| (off, end)).collect();
     extents.sort_unstable();
     if extents.windows(2).any(|w| w[1].0 < w[0].1 && w[1] != w[0]) {
