@@ -300,9 +300,12 @@ fn lut_elements(t: &[u8]) -> Option<Vec<(usize, usize)>> {
     let offset = |at: usize| be32(t, at).map(|o| o as usize);
     let fits = |from: usize, len: usize| from.checked_add(len).filter(|&end| end <= t.len()).map(|end| (from, end));
     let mut used = Vec::new();
+    // Each element's whole extent: elements may share one (a curve set) but not overlap,
+    // or one element's numbers would be another's reserved bytes (red team pass 22, F2).
+    let mut elements = Vec::new();
     // Of each curve, its type and its fields (not its reserved bytes or its padding, red
     // team pass 21, F1); each starts on a 4-byte boundary.
-    let mut curves = |from: usize, n: usize| -> Option<()> {
+    let mut curves = |from: usize, n: usize| -> Option<usize> {
         let mut at = from;
         for _ in 0..n {
             let curve = t.get(at..)?;
@@ -319,17 +322,23 @@ fn lut_elements(t: &[u8]) -> Option<Vec<(usize, usize)>> {
             }
             at = end.checked_add(3)? / 4 * 4;
         }
-        Some(())
+        Some(at.min(t.len()))
     };
     for (at, n) in [(12, b_curves), (20, b_curves), (28, a_curves)] {
         match offset(at)? {
             0 => {}
-            from => curves(from, n)?,
+            from => {
+                let end = curves(from, n)?;
+                elements.push((from, end));
+            }
         }
     }
     match offset(16)? {
         0 => {}
-        from => used.push(fits(from, 48)?),
+        from => {
+            used.push(fits(from, 48)?);
+            elements.push(fits(from, 48)?);
+        }
     }
     match offset(24)? {
         0 => {}
@@ -343,7 +352,12 @@ fn lut_elements(t: &[u8]) -> Option<Vec<(usize, usize)>> {
             let points = grid.iter().try_fold(1usize, |n, &g| n.checked_mul(usize::from(g)))?;
             let (_, end) = fits(from, points.checked_mul(outputs)?.checked_mul(precision)?.checked_add(20)?)?;
             used.extend([(from, from + inputs), (from + 16, from + 17), (from + 20, end)]);
+            elements.push((from, end));
         }
+    }
+    elements.sort_unstable();
+    if elements.windows(2).any(|w| w[1].0 < w[0].1 && w[1] != w[0]) {
+        return None;
     }
     Some(used)
 }
