@@ -300,9 +300,11 @@ fn lut_elements(t: &[u8]) -> Option<Vec<(usize, usize)>> {
     let offset = |at: usize| be32(t, at).map(|o| o as usize);
     let fits = |from: usize, len: usize| from.checked_add(len).filter(|&end| end <= t.len()).map(|end| (from, end));
     let mut used = Vec::new();
-    // Each element's whole extent: elements may share one (a curve set) but not overlap,
-    // or one element's numbers would be another's reserved bytes (red team pass 22, F2).
-    let mut elements = Vec::new();
+    // Each element's whole extent and what it is: two curve sets of one count may share an
+    // extent, nothing else may overlap, or one element's numbers would be another's
+    // reserved bytes (red team passes 22, F2, and 23, F1: a matrix exactly over 48 bytes
+    // of curves). `usize::MAX` marks the matrix, `usize::MAX - 1` the CLUT.
+    let mut elements: Vec<(usize, usize, usize)> = Vec::new();
     // Of each curve, its type and its fields (not its reserved bytes or its padding, red
     // team pass 21, F1); each starts on a 4-byte boundary.
     let mut curves = |from: usize, n: usize| -> Option<usize> {
@@ -329,15 +331,16 @@ fn lut_elements(t: &[u8]) -> Option<Vec<(usize, usize)>> {
             0 => {}
             from => {
                 let end = curves(from, n)?;
-                elements.push((from, end));
+                elements.push((from, end, n));
             }
         }
     }
     match offset(16)? {
         0 => {}
         from => {
-            used.push(fits(from, 48)?);
-            elements.push(fits(from, 48)?);
+            let (from, end) = fits(from, 48)?;
+            used.push((from, end));
+            elements.push((from, end, usize::MAX));
         }
     }
     match offset(24)? {
@@ -352,11 +355,12 @@ fn lut_elements(t: &[u8]) -> Option<Vec<(usize, usize)>> {
             let points = grid.iter().try_fold(1usize, |n, &g| n.checked_mul(usize::from(g)))?;
             let (_, end) = fits(from, points.checked_mul(outputs)?.checked_mul(precision)?.checked_add(20)?)?;
             used.extend([(from, from + inputs), (from + 16, from + 17), (from + 20, end)]);
-            elements.push((from, end));
+            elements.push((from, end, usize::MAX - 1));
         }
     }
     elements.sort_unstable();
-    if elements.windows(2).any(|w| w[1].0 < w[0].1 && w[1] != w[0]) {
+    let shared_curves = |a: (usize, usize, usize), b: (usize, usize, usize)| a == b && a.2 < usize::MAX - 1;
+    if elements.windows(2).any(|w| w[1].0 < w[0].1 && !shared_curves(w[0], w[1])) {
         return None;
     }
     Some(used)
