@@ -171,9 +171,10 @@ pub fn blank(p: &mut [u8]) -> Result<u64, Invalid> {
         kept.push((sig, off, end));
     }
     // Two kept tags that overlap (not one shared copy) would each blank the other's fields.
-    let mut extents: Vec<(usize, usize)> = kept.iter().map(|&(_, off, end)| (off, end)).collect();
-    extents.sort_unstable();
-    if extents.windows(2).any(|w| w[1].0 < w[0].1 && w[1] != w[0]) {
+    // The kept tags' extents, sorted: checked here, and what the last step keeps.
+    let mut covered: Vec<(usize, usize)> = kept.iter().map(|&(_, off, end)| (off, end)).collect();
+    covered.sort_unstable();
+    if covered.windows(2).any(|w| w[1].0 < w[0].1 && w[1] != w[0]) {
         return Err(Invalid("two tags overlap"));
     }
     let mut changed = 0u64;
@@ -201,10 +202,7 @@ pub fn blank(p: &mut [u8]) -> Result<u64, Invalid> {
         pos = pos.max(to);
     }
     // Every byte the header, the table and the kept tags do not cover is zeroed.
-    let mut covered: Vec<(usize, usize)> = kept.iter().map(|&(_, off, end)| (off, end)).collect();
-    covered.push((0, 128 + table.len()));
-    covered.sort_unstable();
-    let mut pos = 0;
+    let mut pos = 128 + table.len();
     for (from, to) in covered {
         changed += zero(p, pos, from.min(size));
         pos = pos.max(to);
@@ -416,17 +414,25 @@ pub(crate) fn sample_profile() -> Vec<u8> {
     p[48..52].copy_from_slice(b"PCAM");
     p[52..56].copy_from_slice(b"MX01");
     p[80..84].copy_from_slice(b"PCAM");
+    with_tags(&p, &tags)
+}
+
+/// A profile of the 128-byte `header` and `tags` (signature, whole tag), laid out in
+/// order after the table, its size field set.
+#[cfg(test)]
+fn with_tags(header: &[u8], tags: &[(&[u8; 4], Vec<u8>)]) -> Vec<u8> {
+    let mut p = header[..128].to_vec();
     p.extend_from_slice(&(tags.len() as u32).to_be_bytes());
     let mut off = 132 + 12 * tags.len();
-    let mut data = Vec::new();
-    for (sig, body) in &tags {
+    for (sig, body) in tags {
         p.extend_from_slice(*sig);
         p.extend_from_slice(&(off as u32).to_be_bytes());
         p.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        data.extend_from_slice(body);
         off += body.len();
     }
-    p.extend(data);
+    for (_, body) in tags {
+        p.extend_from_slice(body);
+    }
     let size = p.len() as u32;
     p[0..4].copy_from_slice(&size.to_be_bytes());
     p
@@ -467,20 +473,7 @@ mod tests {
             (b"rTRC", [&b"curvLK48\0\0\0\x01\x01\x00"[..], marker].concat()),
             (b"wtpt", [&b"XYZ \0\0\0\0"[..], &[0, 0, 0xF3, 0x51, 0, 1, 0, 0, 0, 1, 0x16, 0xCC], b"LK"].concat()),
         ];
-        let mut p = sample_profile()[..128].to_vec();
-        p.extend_from_slice(&(tags.len() as u32).to_be_bytes());
-        let mut off = 132 + 12 * tags.len();
-        let mut data = Vec::new();
-        for (sig, body) in &tags {
-            p.extend_from_slice(*sig);
-            p.extend_from_slice(&(off as u32).to_be_bytes());
-            p.extend_from_slice(&(body.len() as u32).to_be_bytes());
-            data.extend_from_slice(body);
-            off += body.len();
-        }
-        p.extend(data);
-        let size = p.len() as u32;
-        p[0..4].copy_from_slice(&size.to_be_bytes());
+        let mut p = with_tags(&sample_profile(), &tags);
         // Red team pass 20, F2: the header's reserved bytes and free values.
         p[100..128].copy_from_slice(b"LEAKMARK GPS 48.858370N 2.29");
         p[64..68].copy_from_slice(b"N48E");
