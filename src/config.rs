@@ -104,6 +104,9 @@ pub struct PublicConfig {
     pub tls_key: Option<PathBuf>,
     /// Connections beyond this wait in the kernel backlog instead of costing memory.
     pub max_connections: usize,
+    /// Threads that serve the connections, each with a single-threaded runtime; `0`
+    /// (the default): one per core.
+    pub workers: usize,
     /// Largest request head (request line + headers) accepted.
     pub max_header_bytes: Size,
     /// Slowloris guard: the whole request head must arrive within this.
@@ -152,6 +155,7 @@ impl Default for PublicConfig {
             tls_cert: None,
             tls_key: None,
             max_connections: 10_000,
+            workers: 0,
             max_header_bytes: Size(64 * 1024),
             header_read_timeout: Span::secs(10),
             idle_timeout: Span::secs(120),
@@ -437,6 +441,9 @@ impl Config {
         if file.public.max_connections == 0 {
             return Err(invalid("public.max_connections", "must be at least 1"));
         }
+        if file.public.workers > 1024 {
+            return Err(invalid("public.workers", "must be at most 1024 (0: one per core)"));
+        }
         for (key, n) in [
             ("public.max_websockets", file.public.max_websockets),
             ("public.max_sse", file.public.max_sse),
@@ -706,6 +713,7 @@ mod tests {
             ("web_domain = \"a/b\"\n", "web_domain"),
             ("alternate_domains = [\"ok.example\", \"x@example\"]\n", "alternate_domains"),
             ("[public]\nmax_sse = 0\n", "public.max_sse"),
+            ("[public]\nworkers = 5000\n", "public.workers"),
             ("[public]\nmax_streams_per_client = 0\n", "public.max_streams_per_client"),
             ("[public]\nbody_rate_window = \"0s\"\n", "public.body_rate_window"),
             ("[public]\nbody_memory = \"1MiB\"\n", "public.body_memory"),

@@ -61,6 +61,7 @@ use crate::{
     proxy::contract::{
         BoxError, ClientConn, ConnShare, Request, Response, Slot, boxed, budget::Budgets, error::BodyTooSlow,
     },
+    workers::Workers,
 };
 
 /// The per-connection limits of one listener.
@@ -156,6 +157,9 @@ pub struct Listener {
     pub upgrades: bool,
     /// The budgets every connection of this listener shares.
     pub budgets: Arc<Budgets>,
+    /// Where connections are served: these threads ([`crate::workers`]), or the accept
+    /// loop's own runtime.
+    pub workers: Option<Arc<Workers>>,
 }
 
 /// Accepts and serves until `shutdown`, then lets open connections finish for up to
@@ -165,7 +169,7 @@ where
     H: Fn(Arc<ClientConn>, Request) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
-    let Listener { acceptor, tls, limits, metrics, upgrades, budgets } = listener;
+    let Listener { acceptor, tls, limits, metrics, upgrades, budgets, workers } = listener;
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(limits.builder());
     while let Some((stream, peer, permit)) = acceptor.next(&shutdown).await {
@@ -173,7 +177,20 @@ where
         let share = ConnShare::new(budgets.clone());
         let conn = Arc::new(ClientConn { peer: peer.ip(), https: tls.is_some(), slot, share });
         let one = One { builder: builder.clone(), limits, upgrades, watcher: graceful.watcher() };
-        tokio::spawn(one.serve(stream, tls.clone(), conn, handler.clone()));
+        let (tls, handler) = (tls.clone(), handler.clone());
+        match &workers {
+            // The socket leaves this runtime's reactor for the worker's.
+            Some(workers) => match stream.into_std() {
+                Ok(stream) => workers.spawn(async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => one.serve(stream, tls, conn, handler).await,
+                        Err(e) => tracing::debug!(error = %e, "could not hand a connection to a worker"),
+                    }
+                }),
+                Err(e) => tracing::debug!(error = %e, "could not hand a connection to a worker"),
+            },
+            None => drop(tokio::spawn(one.serve(stream, tls, conn, handler))),
+        }
     }
     drop(acceptor);
     if tokio::time::timeout(limits.grace, graceful.shutdown()).await.is_err() {

@@ -68,6 +68,7 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod units;
+pub mod workers;
 
 #[cfg(test)]
 mod dependency_rule;

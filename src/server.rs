@@ -4,6 +4,9 @@
 //! listeners until `shutdown`, then drains them in order. What they serve is built by the
 //! composition root ([`crate::app`]).
 //!
+//! Public connections are served on threads of their own, one single-threaded runtime
+//! each ([`crate::workers`]); the rest runs on the main runtime.
+//!
 //! The connection limits (at most `max_connections` at once, the first request and every
 //! head within `header_read_timeout`, a minimum body rate, HTTP/2 streams and buffers,
 //! no connection without progress for longer than `idle_timeout`) are in [`crate::conn`],
@@ -24,6 +27,7 @@ use crate::{
     egress::Egress,
     metrics::Metrics,
     proxy::{contract::budget::Budgets, pipeline::Pipeline},
+    workers::Workers,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,8 @@ pub enum ServerError {
     TlsRead { path: String, source: io::Error },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("cannot start the serving threads (public.workers)")]
+    Workers(#[source] io::Error),
 }
 
 /// Addresses actually bound (port 0 in config → the port the OS chose).
@@ -56,6 +62,8 @@ pub(crate) struct Listeners {
     max_admin: usize,
     /// `[public]`'s connection rules, which the admin listener shares.
     limits: conn::Limits,
+    /// The threads that serve public connections (`public.workers`).
+    workers: Arc<Workers>,
 }
 
 impl Listeners {
@@ -76,6 +84,7 @@ impl Listeners {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
             _ => None,
         };
+        let workers = Arc::new(Workers::start(f.public.workers).map_err(ServerError::Workers)?);
         Ok(Listeners {
             public,
             admin,
@@ -85,6 +94,7 @@ impl Listeners {
             max_public: f.public.max_connections,
             max_admin: f.admin.max_connections,
             limits: conn::Limits::public(&f.public),
+            workers,
         })
     }
 
@@ -118,7 +128,7 @@ pub(crate) struct Services {
 /// plain connections within the grace period (`public.shutdown_grace`), then the
 /// WebSocket tunnels within it again (cut after), then the admin and egress listeners.
 pub(crate) async fn run(listeners: Listeners, services: Services, shutdown: CancellationToken) {
-    let Listeners { public, admin, egress, socks, tls, max_public, max_admin, limits } = listeners;
+    let Listeners { public, admin, egress, socks, tls, max_public, max_admin, limits, workers } = listeners;
     let grace = limits.grace;
     let egress_task = tokio::spawn(crate::egress::serve(services.egress, egress, socks, grace, shutdown.clone()));
     let admin_listener = conn::Listener {
@@ -129,6 +139,7 @@ pub(crate) async fn run(listeners: Listeners, services: Services, shutdown: Canc
         upgrades: false,
         // Admin bodies are read by the admin API itself (1 MiB each, 64 connections).
         budgets: Budgets::unlimited(),
+        workers: None,
     };
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, services.admin, shutdown.clone()));
     let public = conn::Listener {
@@ -138,6 +149,7 @@ pub(crate) async fn run(listeners: Listeners, services: Services, shutdown: Canc
         metrics: Some(services.metrics),
         upgrades: true,
         budgets: services.budgets,
+        workers: Some(workers.clone()),
     };
     let pipeline = services.pipeline;
     let tunnels = pipeline.tunnels();
@@ -150,6 +162,8 @@ pub(crate) async fn run(listeners: Listeners, services: Services, shutdown: Canc
     tunnels.drain(grace).await;
     let _ = admin_task.await;
     let _ = egress_task.await;
+    // Last: the tunnels and the tasks requests started ran on these threads.
+    drop(workers);
 }
 
 /// A rustls acceptor from PEM files, offering h2 and http/1.1.

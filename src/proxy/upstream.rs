@@ -198,6 +198,7 @@ impl Upstream {
             // A response the client does not read stops being read from the instance
             // after one buffer, not after hyper's default 400 KB.
             max_buf_size: 64 * 1024,
+            threads: crate::workers::count(p.workers),
         };
         let same = web == streaming;
         let web_pool = Arc::new(Pool::new(web, http.clone(), caps.web_connections.clone(), config()));

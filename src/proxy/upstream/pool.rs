@@ -14,6 +14,10 @@
 //! closed by the instance's keep-alive timeout). One idle past `pool_idle_timeout` is
 //! closed and its permit given back.
 //!
+//! Idle connections are kept per serving thread ([`crate::workers`]): a connection's task
+//! runs on the thread that opened it, and a request served there that takes it wakes no
+//! other thread. A thread with none idle takes another's before it opens one.
+//!
 //! A request that finds every permit taken waits for whichever comes first: a permit, or
 //! a connection another request gives back (idle connections hold their permits, so
 //! waiting for a permit alone would wait out `connect_timeout` beside them).
@@ -68,6 +72,8 @@ pub(super) struct PoolConfig {
     /// A response the client does not read stops being read from the instance after
     /// this much is buffered.
     pub max_buf_size: usize,
+    /// Serving threads, each with its stack of idle connections.
+    pub threads: usize,
 }
 
 /// One process of the instance (the web process, or the streaming server) and its
@@ -76,9 +82,10 @@ pub(super) struct Pool {
     http: HttpConnector,
     target: Uri,
     permits: Arc<Semaphore>,
-    idle: Mutex<Vec<Idle>>,
+    /// One stack per serving thread, and a last one for every other thread.
+    idle: Box<[Mutex<Vec<Idle>>]>,
     /// Requests waiting for a permit, which take a connection given back first.
-    waiters: Mutex<VecDeque<oneshot::Sender<SendRequest<Body>>>>,
+    waiters: Mutex<VecDeque<oneshot::Sender<Pooled>>>,
     config: PoolConfig,
     reaper: OnceLock<()>,
 }
@@ -86,6 +93,12 @@ pub(super) struct Pool {
 struct Idle {
     send: SendRequest<Body>,
     since: Instant,
+}
+
+/// A connection, and the idle stack of the thread its task runs on.
+struct Pooled {
+    send: SendRequest<Body>,
+    home: usize,
 }
 
 impl Pool {
@@ -96,7 +109,7 @@ impl Pool {
             http,
             target: target.unwrap_or_default(),
             permits,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..=config.threads).map(|_| Mutex::new(Vec::new())).collect(),
             waiters: Mutex::new(VecDeque::new()),
             config,
             reaper: OnceLock::new(),
@@ -107,10 +120,10 @@ impl Pool {
     /// body streams from the connection's task.
     pub(super) async fn send(self: Arc<Self>, mut req: Request<Body>) -> Result<Response<Incoming>, SendError> {
         loop {
-            let (mut send, reused) = self.connection().await?;
+            let (Pooled { mut send, home }, reused) = self.connection().await?;
             match send.try_send_request(req).await {
                 Ok(resp) => {
-                    self.give_back(send);
+                    self.give_back(Pooled { send, home });
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -125,9 +138,9 @@ impl Pool {
     /// An idle connection; else a new one once a permit of the cap is free, or a
     /// connection another request gives back, whichever comes first (within
     /// `connect_timeout`). `true` for a connection that served a request before.
-    async fn connection(&self) -> Result<(SendRequest<Body>, bool), SendError> {
-        if let Some(send) = self.take_idle() {
-            return Ok((send, true));
+    async fn connection(&self) -> Result<(Pooled, bool), SendError> {
+        if let Some(pooled) = self.take_idle() {
+            return Ok((pooled, true));
         }
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -152,19 +165,30 @@ impl Pool {
         Ok((self.connect(permit).await?, false))
     }
 
-    /// The most recently used idle connection that can take a request now.
-    fn take_idle(&self) -> Option<SendRequest<Body>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(Idle { send, since }) = idle.pop() {
-            if send.is_ready() && since.elapsed() < self.config.idle_timeout {
-                return Some(send);
+    /// This thread's idle stack.
+    fn here(&self) -> usize {
+        let others = self.idle.len() - 1;
+        crate::workers::current().filter(|&i| i < others).unwrap_or(others)
+    }
+
+    /// The most recently used idle connection that can take a request now: this
+    /// thread's first, then any other's.
+    fn take_idle(&self) -> Option<Pooled> {
+        let here = self.here();
+        let stacks = self.idle.len();
+        (0..stacks).map(|i| (here + i) % stacks).find_map(|home| {
+            let mut idle = self.idle[home].lock().unwrap_or_else(|e| e.into_inner());
+            while let Some(Idle { send, since }) = idle.pop() {
+                if send.is_ready() && since.elapsed() < self.config.idle_timeout {
+                    return Some(Pooled { send, home });
+                }
             }
-        }
-        None
+            None
+        })
     }
 
     /// A new connection, holding `permit` for as long as it is open.
-    async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<SendRequest<Body>, SendError> {
+    async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<Pooled, SendError> {
         let mut http = self.http.clone();
         let io = tower_service::Service::call(&mut http, self.target.clone())
             .await
@@ -180,57 +204,60 @@ impl Pool {
                 tracing::debug!(error = %e, "connection to the instance ended");
             }
         });
-        Ok(send)
+        Ok(Pooled { send, home: self.here() })
     }
 
     /// Back on the stack once it can take the next request: at once when the response
     /// was read whole with its head, else from a task that waits for the body's end.
     /// A connection that switched protocols, or closed, is not kept.
-    fn give_back(self: Arc<Self>, mut send: SendRequest<Body>) {
-        if send.is_closed() {
+    fn give_back(self: Arc<Self>, mut pooled: Pooled) {
+        if pooled.send.is_closed() {
             return;
         }
-        if send.is_ready() {
-            return self.keep(send);
+        if pooled.send.is_ready() {
+            return self.keep(pooled);
         }
         tokio::spawn(async move {
-            if send.ready().await.is_ok() {
-                self.keep(send);
+            if pooled.send.ready().await.is_ok() {
+                self.keep(pooled);
             }
         });
     }
 
     /// To the request waiting longest for a connection, else onto the stack.
-    fn keep(self: &Arc<Self>, mut send: SendRequest<Body>) {
+    fn keep(self: &Arc<Self>, mut pooled: Pooled) {
         {
             let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
             while let Some(waiter) = waiters.pop_front() {
-                match waiter.send(send) {
+                match waiter.send(pooled) {
                     Ok(()) => return,
                     // That request got a permit, or went away.
-                    Err(back) => send = back,
+                    Err(back) => pooled = back,
                 }
             }
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() >= self.config.max_idle {
+        let mut idle = self.idle[pooled.home].lock().unwrap_or_else(|e| e.into_inner());
+        // `max_idle` shared out among the stacks.
+        if idle.len() >= self.config.max_idle.div_ceil(self.idle.len()) {
             return;
         }
-        idle.push(Idle { send, since: Instant::now() });
+        idle.push(Idle { send: pooled.send, since: Instant::now() });
         drop(idle);
         self.reaper.get_or_init(|| spawn_reaper(Arc::downgrade(self), self.config.idle_timeout));
     }
 
     /// Closes idle connections past the timeout, and forgets those the instance closed.
     fn reap(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let timeout = self.config.idle_timeout;
-        idle.retain(|i| i.since.elapsed() < timeout && !i.send.is_closed());
+        for stack in &self.idle {
+            let mut idle = stack.lock().unwrap_or_else(|e| e.into_inner());
+            idle.retain(|i| i.since.elapsed() < timeout && !i.send.is_closed());
+        }
     }
 
     #[cfg(test)]
     fn idle_len(&self) -> usize {
-        self.idle.lock().unwrap().len()
+        self.idle.iter().map(|stack| stack.lock().unwrap().len()).sum()
     }
 }
 
@@ -332,8 +359,17 @@ mod tests {
     }
 
     fn pool(authority: Authority, permits: usize, idle_timeout: Duration) -> Arc<Pool> {
-        let config =
-            PoolConfig { connect_timeout: Duration::from_secs(2), idle_timeout, max_idle: 4, max_buf_size: 64 * 1024 };
+        pool_on(authority, permits, idle_timeout, 0)
+    }
+
+    fn pool_on(authority: Authority, permits: usize, idle_timeout: Duration, threads: usize) -> Arc<Pool> {
+        let config = PoolConfig {
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout,
+            max_idle: 4,
+            max_buf_size: 64 * 1024,
+            threads,
+        };
         Arc::new(Pool::new(authority, HttpConnector::new(), Arc::new(Semaphore::new(permits)), config))
     }
 
@@ -398,6 +434,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             max_idle: 4,
             max_buf_size: 65536,
+            threads: 0,
         };
         let pool = Arc::new(Pool::new(authority, HttpConnector::new(), Arc::new(Semaphore::new(0)), config));
         assert!(matches!(pool.send(get()).await, Err(SendError::Busy)));
@@ -412,6 +449,7 @@ mod tests {
             idle_timeout: Duration::from_millis(200),
             max_idle: 4,
             max_buf_size: 65536,
+            threads: 0,
         };
         let pool = Arc::new(Pool::new(authority, HttpConnector::new(), permits.clone(), config));
         let resp = pool.clone().send(get()).await.unwrap();
@@ -427,5 +465,35 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(permits.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_goes_back_to_the_thread_that_opened_it_and_others_borrow_it() {
+        let (authority, accepted) = instance(100).await;
+        let workers = crate::workers::Workers::start(2).unwrap();
+        let pool = pool_on(authority, 4, Duration::from_secs(60), 2);
+        // The workers take tasks in turn: 0, 1, 0.
+        for worker in [0, 1, 0] {
+            let (tx, rx) = oneshot::channel();
+            let sender = pool.clone();
+            workers.spawn(async move {
+                let here = crate::workers::current();
+                let _ = tx.send((here, body(sender.send(get()).await.unwrap()).await));
+            });
+            let (here, got) = rx.await.unwrap();
+            assert_eq!(got, b"ok");
+            // Wherever it ran, the one connection is back on the stack of thread 0,
+            // which opened it (its task runs there).
+            assert_eq!(here, Some(worker));
+            for _ in 0..100 {
+                if pool.idle[0].lock().unwrap().len() == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(pool.idle[0].lock().unwrap().len(), 1);
+            assert_eq!(pool.idle_len(), 1);
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "thread 1 borrowed, it did not connect");
     }
 }
