@@ -11,12 +11,20 @@
 //! waiting), so a crash loses at most that tail; a clean exit writes everything (the
 //! guard). Under overload, past [`MAX_PENDING`] bytes waiting, lines are dropped and the
 //! next batch says how many, rather than blocking a request.
+//!
+//! The access log skips `tracing`'s formatter ([`access`]): one line per request went
+//! through the subscriber's filter, a field visitor, the timestamp and `fmt` machinery,
+//! 2.6 µs of CPU per request against nginx's 0.7 µs for its own log line (issue 15).
+//! The line is written straight into the batch, byte for byte the line `tracing` wrote
+//! (a test holds the two side by side), and still only when `RUST_LOG` lets
+//! `pavise::access` through.
 
 use std::{
+    cell::RefCell,
     io::{self, Write},
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock},
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use tracing_subscriber::{EnvFilter, fmt, fmt::MakeWriter, prelude::*};
@@ -36,17 +44,94 @@ pub fn init(format: LogFormat) -> LogGuard {
     let (writer, guard) = BatchWriter::new(io::stderr());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
+    // Colour only for a person at a terminal; files and journald get plain text.
+    let ansi = format == LogFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let result = match format {
-        LogFormat::Json => registry.with(fmt::layer().json().with_writer(writer)).try_init(),
-        // Colour only for a person at a terminal; files and journald get plain text.
-        LogFormat::Text => {
-            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            registry.with(fmt::layer().with_ansi(ansi).with_writer(writer)).try_init()
+        LogFormat::Json => registry.with(fmt::layer().json().with_writer(writer.clone())).try_init(),
+        LogFormat::Text => registry.with(fmt::layer().with_ansi(ansi).with_writer(writer.clone())).try_init(),
+    };
+    // Already installed (an embedding program set its own): keep theirs, and give the
+    // access log to it too. A terminal gets tracing's colours.
+    if result.is_ok() && !ansi {
+        let _ = ACCESS.set(AccessSink { writer, format });
+    }
+    guard
+}
+
+/// One request, as the access log tells it.
+pub struct Access<'a> {
+    /// The pseudonym (or its log form), never an address.
+    pub client: &'a str,
+    pub route: &'static str,
+    pub method: &'a http::Method,
+    pub status: u16,
+    pub latency_ms: f64,
+}
+
+/// Where [`access`] writes, once [`init`] installed pavise's own subscriber.
+struct AccessSink {
+    writer: BatchWriter,
+    format: LogFormat,
+}
+
+static ACCESS: OnceLock<AccessSink> = OnceLock::new();
+
+thread_local! {
+    /// A line being formatted; each thread reuses its own.
+    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Logs one request (`target: pavise::access`, level info).
+pub fn access(line: &Access<'_>) {
+    let Some(sink) = ACCESS.get() else {
+        return via_tracing(line);
+    };
+    if !tracing::enabled!(target: "pavise::access", tracing::Level::INFO) {
+        return;
+    }
+    LINE.with_borrow_mut(|buf| {
+        buf.clear();
+        format_access(sink.format, line, SystemTime::now(), buf);
+        sink.writer.append(buf);
+    });
+}
+
+/// The event `tracing`'s formatter turns into the same line (another subscriber's).
+fn via_tracing(line: &Access<'_>) {
+    tracing::info!(
+        target: "pavise::access",
+        client = %line.client,
+        route = line.route,
+        method = %line.method,
+        status = line.status,
+        latency_ms = line.latency_ms,
+    );
+}
+
+/// `line` as `tracing_subscriber::fmt` writes it without colour: text, or JSON.
+fn format_access(format: LogFormat, line: &Access<'_>, now: SystemTime, out: &mut Vec<u8>) {
+    let time = humantime::format_rfc3339_micros(now);
+    let Access { client, route, method, status, latency_ms } = line;
+    // Writing to a Vec cannot fail.
+    let _ = match format {
+        LogFormat::Text => writeln!(
+            out,
+            "{time}  INFO pavise::access: client={client} route={route:?} method={method} status={status} \
+             latency_ms={latency_ms:?}"
+        ),
+        LogFormat::Json => {
+            let _ = write!(out, r#"{{"timestamp":"{time}","level":"INFO","fields":{{"client":"#);
+            let _ = serde_json::to_writer(&mut *out, client);
+            out.extend_from_slice(br#","route":"#);
+            let _ = serde_json::to_writer(&mut *out, route);
+            out.extend_from_slice(br#","method":"#);
+            let _ = serde_json::to_writer(&mut *out, method.as_str());
+            let _ = write!(out, r#","status":{status},"latency_ms":"#);
+            let _ = serde_json::to_writer(&mut *out, latency_ms);
+            out.extend_from_slice(b"},\"target\":\"pavise::access\"}\n");
+            Ok(())
         }
     };
-    // Already installed (an embedding program set its own): keep theirs.
-    let _ = result;
-    guard
 }
 
 /// What the request path and the writing thread share.
@@ -185,6 +270,61 @@ impl<'a> MakeWriter<'a> for BatchWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `tracing`'s formatter writes for the access event, with pavise's settings.
+    fn tracing_line(format: LogFormat, line: &Access<'_>) -> String {
+        let out = Captured::default();
+        let writer = {
+            let out = out.clone();
+            move || out.clone()
+        };
+        let dispatch = match format {
+            LogFormat::Text => tracing::Dispatch::new(
+                tracing_subscriber::registry().with(fmt::layer().with_ansi(false).with_writer(writer)),
+            ),
+            LogFormat::Json => {
+                tracing::Dispatch::new(tracing_subscriber::registry().with(fmt::layer().json().with_writer(writer)))
+            }
+        };
+        tracing::dispatcher::with_default(&dispatch, || via_tracing(line));
+        out.text()
+    }
+
+    #[test]
+    fn the_access_line_is_the_one_tracing_writes() {
+        let method = http::Method::POST;
+        for line in [
+            Access {
+                client: "2001:db8:9a5d::3d77",
+                route: "web",
+                method: &http::Method::GET,
+                status: 200,
+                latency_ms: 4.813522,
+            },
+            Access {
+                client: "k3j\"x",
+                route: "media_upload",
+                method: &method,
+                status: 413,
+                latency_ms: 0.7869440000000001,
+            },
+            Access { client: "a", route: "inbox", method: &method, status: 503, latency_ms: 1234.0 },
+        ] {
+            for format in [LogFormat::Text, LogFormat::Json] {
+                let theirs = tracing_line(format, &line);
+                let mut ours = Vec::new();
+                format_access(format, &line, SystemTime::now(), &mut ours);
+                let ours = String::from_utf8(ours).unwrap_or_default();
+                // The timestamps differ by the microseconds between the two calls.
+                let stamp = |s: &str| {
+                    let at = s.find("Z").unwrap_or_default();
+                    (s[..at.saturating_sub(26)].to_owned(), s[at..].to_owned())
+                };
+                assert_eq!(stamp(&ours), stamp(&theirs), "{format:?}:\n ours  {ours}\n theirs {theirs}");
+                assert_eq!(ours.len(), theirs.len(), "{format:?}: the timestamp has the same shape too");
+            }
+        }
+    }
 
     /// An output the test can read back.
     #[derive(Clone, Default)]

@@ -240,14 +240,13 @@ impl<O: Origin> Pipeline<O> {
                     hashed.as_str()
                 }
             };
-            tracing::info!(
-                target: "pavise::access",
-                client = %client,
-                route = ctx.route.class.config_name(),
-                method = %method,
-                status = resp.status().as_u16(),
-                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            );
+            crate::telemetry::access(&crate::telemetry::Access {
+                client,
+                route: ctx.route.class.config_name(),
+                method: &method,
+                status: resp.status().as_u16(),
+                latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            });
         }
         resp
     }
