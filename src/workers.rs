@@ -10,8 +10,10 @@
 //!
 //! The accept loop stays where it is (one loop, one connection cap, one back-off, one
 //! shutdown signal); each accepted socket is handed to the next worker in turn and lives
-//! there until it closes. A connection never moves: the kernel's keep-alive spreads the
-//! load well enough, and a thread that is busy only delays its own clients.
+//! there until it closes. A connection never moves: handing them out in turn spreads
+//! them evenly, and the price is that a thread busy with one long computation delays
+//! the other connections it serves (heavy work, a media scrub or a signature check,
+//! runs on the blocking pool, never on these threads).
 //! Everything else (admin, egress, background work) stays on the main runtime.
 
 use std::{
@@ -85,13 +87,8 @@ impl Workers {
     }
 
     /// How many threads serve.
-    pub fn len(&self) -> usize {
+    pub fn threads(&self) -> usize {
         self.handles.len()
-    }
-
-    /// Always false: a set has at least one thread.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
     }
 }
 
@@ -108,7 +105,7 @@ mod tests {
     #[tokio::test]
     async fn tasks_run_on_the_workers_in_turn_and_stop_with_them() {
         let workers = Workers::start(2).unwrap();
-        assert_eq!(workers.len(), 2);
+        assert_eq!(workers.threads(), 2);
         let mut names = Vec::new();
         for _ in 0..4 {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -134,6 +131,6 @@ mod tests {
     #[test]
     fn zero_means_one_per_core() {
         let cores = thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(Workers::start(0).unwrap().len(), cores);
+        assert_eq!(Workers::start(0).unwrap().threads(), cores);
     }
 }
