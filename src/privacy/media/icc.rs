@@ -13,11 +13,13 @@
 //!   specification requires (written as such); the device fields, dates, creator,
 //!   profile ID (an MD5 that no longer holds; zero means "not computed") and reserved
 //!   bytes are zeroed;
-//! - of the tags, those that are colour by both signature and type (the curves,
-//!   matrices, lookup tables, chromaticities, colorants, measurement and viewing
-//!   conditions a colour engine reads, `cicp`, `vcgt`), and of each only its type's
-//!   fields: reserved bytes, a colorant's 32-byte name and what follows the fields are
-//!   zeroed, and a `sig ` keeps only a value the specification registers;
+//! - of the tags, those whose signature a colour engine reads, in a type ICC defines for
+//!   that signature (the curves, matrices, lookup tables, chromaticities, colorants,
+//!   measurement and viewing conditions, `cicp`, `vcgt`), and of each only its type's
+//!   fields: reserved bytes, a colorant's 32-byte name and what follows the fields (past
+//!   one XYZ number, past a 3x3 matrix) are zeroed, a `sig ` keeps only a value the
+//!   specification registers, a colorant order only a permutation, and a lookup table
+//!   needs 1 to 15 channels and grids of two points or more;
 //! - a tag table that lists only those; every other byte is zeroed.
 //!
 //! Lengths never change, so a profile split over JPEG `APP2` chunks or lying inside an
@@ -42,19 +44,55 @@ use super::be32;
 /// reserved bytes (red team pass 20, F2: kept, they carried text in a real iPhone HEIC).
 const HEADER_BLANK: &[(usize, usize)] = &[(4, 8), (10, 12), (24, 36), (40, 44), (48, 64), (80, 128)];
 
-/// Tag types that are colour and nothing else.
-const COLOUR_TYPES: &[&[u8; 4]] = &[
-    b"curv", b"para", b"XYZ ", b"sf32", b"mft1", b"mft2", b"mAB ", b"mBA ", b"chrm", b"clro", b"clrt", b"meas",
-    b"view", b"cicp", b"vcgt",
+/// The tag signatures a colour engine reads, each with the types ICC defines for it
+/// (ICC.1:2022 section 9, ICC v2; `vcgt` and `arts` of Apple and ArgyllCMS, which displays
+/// and lcms read). A tag is kept only as a pair in this table (red team pass 24, F2: a
+/// `tech` of type `XYZ `, kept by signature and type apart, carried any bytes).
+const COLOUR_TAGS: &[(&[u8; 4], &[&[u8; 4]])] = &[
+    (b"A2B0", A_TO_B),
+    (b"A2B1", A_TO_B),
+    (b"A2B2", A_TO_B),
+    (b"A2B3", A_TO_B),
+    (b"B2A0", B_TO_A),
+    (b"B2A1", B_TO_A),
+    (b"B2A2", B_TO_A),
+    (b"B2A3", B_TO_A),
+    (b"gamt", B_TO_A),
+    (b"pre0", ANY_LUT),
+    (b"pre1", ANY_LUT),
+    (b"pre2", ANY_LUT),
+    (b"rXYZ", &[b"XYZ "]),
+    (b"gXYZ", &[b"XYZ "]),
+    (b"bXYZ", &[b"XYZ "]),
+    (b"wtpt", &[b"XYZ "]),
+    (b"bkpt", &[b"XYZ "]),
+    (b"lumi", &[b"XYZ "]),
+    (b"rTRC", &[b"curv", b"para"]),
+    (b"gTRC", &[b"curv", b"para"]),
+    (b"bTRC", &[b"curv", b"para"]),
+    (b"kTRC", &[b"curv", b"para"]),
+    (b"chad", &[b"sf32"]),
+    (b"arts", &[b"sf32"]),
+    (b"chrm", &[b"chrm"]),
+    (b"clro", &[b"clro"]),
+    (b"clrt", &[b"clrt"]),
+    (b"clot", &[b"clrt"]),
+    (b"meas", &[b"meas"]),
+    (b"view", &[b"view"]),
+    (b"cicp", &[b"cicp"]),
+    (b"vcgt", &[b"vcgt"]),
+    (b"tech", &[b"sig "]),
+    (b"ciis", &[b"sig "]),
+    (b"rig0", &[b"sig "]),
+    (b"rig2", &[b"sig "]),
 ];
+const A_TO_B: &[&[u8; 4]] = &[b"mft1", b"mft2", b"mAB "];
+const B_TO_A: &[&[u8; 4]] = &[b"mft1", b"mft2", b"mBA "];
+const ANY_LUT: &[&[u8; 4]] = &[b"mft1", b"mft2", b"mAB ", b"mBA "];
 
-/// Tag signatures a colour engine reads (ICC.1:2022, ICC v2; `vcgt` and `arts` of Apple
-/// and ArgyllCMS, which displays and lcms read).
-const COLOUR_SIGNATURES: &[&[u8; 4]] = &[
-    b"A2B0", b"A2B1", b"A2B2", b"A2B3", b"B2A0", b"B2A1", b"B2A2", b"B2A3", b"rXYZ", b"gXYZ", b"bXYZ", b"rTRC",
-    b"gTRC", b"bTRC", b"kTRC", b"wtpt", b"bkpt", b"chad", b"chrm", b"clro", b"clrt", b"clot", b"gamt", b"lumi",
-    b"meas", b"pre0", b"pre1", b"pre2", b"view", b"cicp", b"vcgt", b"arts", b"tech", b"ciis", b"rig0", b"rig2",
-];
+/// The most channels a lookup table or colorant list has (`FCLR`, 15 colours); lcms
+/// reads no more.
+const MAX_CHANNELS: usize = 15;
 
 /// The values a `sig ` tag may keep (ICC.1 tables 29 to 31: technology, colorimetric
 /// intent image state, rendering intent gamut); any other is four bytes the sender chose.
@@ -67,18 +105,27 @@ const SIGNATURE_VALUES: &[&[u8; 4]] = &[
 /// Whether a tag of signature `sig` is colour and kept (see the module docs).
 fn is_colour(sig: &[u8; 4], t: &[u8]) -> bool {
     let kind = &t[..4];
-    if kind == b"sig " {
-        return matches!(sig, b"tech" | b"ciis" | b"rig0" | b"rig2")
-            && t.len() >= 12
-            && SIGNATURE_VALUES.iter().any(|v| v[..] == t[8..12]);
-    }
-    // A lookup table only where a transform reads one, Apple's gamma only as itself.
-    let lut = matches!(kind, b"mft1" | b"mft2" | b"mAB " | b"mBA ");
-    let lut_signature = matches!(&sig[..3], b"A2B" | b"B2A" | b"pre") || sig == b"gamt";
-    COLOUR_SIGNATURES.contains(&sig)
-        && COLOUR_TYPES.iter().any(|c| c[..] == *kind)
-        && lut == lut_signature
-        && (kind == b"vcgt") == (sig == b"vcgt")
+    let paired = COLOUR_TAGS.iter().any(|(s, types)| *s == sig && types.iter().any(|k| k[..] == *kind));
+    paired && (kind != b"sig " || t.len() >= 12 && SIGNATURE_VALUES.iter().any(|v| v[..] == t[8..12]))
+}
+
+/// A lookup table's channel counts as ICC allows them: 1 to [`MAX_CHANNELS`] each (a
+/// table of none has header fields nothing reads, red team pass 24, F3).
+fn channels(t: &[u8]) -> Option<(usize, usize)> {
+    let (inputs, outputs) = (usize::from(*t.get(8)?), usize::from(*t.get(9)?));
+    let counts = 1..=MAX_CHANNELS;
+    (counts.contains(&inputs) && counts.contains(&outputs)).then_some((inputs, outputs))
+}
+
+/// A colorant order: a permutation of the colorants' numbers, at most [`MAX_CHANNELS`]
+/// of them (red team pass 24, F1: any bytes at all were kept).
+fn colorant_order(t: &[u8]) -> Option<usize> {
+    let n = be32(t, 8)? as usize;
+    let order = t.get(12..12usize.checked_add(n)?)?;
+    let mut seen = [false; MAX_CHANNELS];
+    let permutation = (1..=MAX_CHANNELS).contains(&n)
+        && order.iter().all(|&c| usize::from(c) < n && !std::mem::replace(&mut seen[usize::from(c)], true));
+    permutation.then_some(12 + n)
 }
 
 /// Where a kept tag's fields end (`t` is the whole tag, type and reserved bytes first);
@@ -90,20 +137,28 @@ fn fields_len(kind: &[u8; 4], t: &[u8]) -> Option<usize> {
     match kind {
         b"curv" => table(12, 2, count(8)?),
         b"para" => table(12, 4, *[1usize, 3, 4, 5, 7].get(half(8)?)?),
-        b"XYZ " => Some(8 + (t.len() - 8) / 12 * 12),
-        b"sf32" => Some(8 + (t.len() - 8) / 4 * 4),
+        // Every tag of these types holds one XYZ number; `chad` and `arts` a 3x3 matrix
+        // (red team pass 24, F4: more entries were kept, and printed).
+        b"XYZ " => Some(20),
+        b"sf32" => Some(44),
         b"chrm" => table(12, 8, half(8)?),
         b"clrt" => table(12, 38, count(8)?),
-        b"clro" => table(12, 1, count(8)?),
+        b"clro" => colorant_order(t),
         b"meas" | b"view" => Some(36),
+        // A grid of fewer than two points, or a table of no channels, leaves header
+        // fields that nothing reads (red team pass 24, F3).
         b"mft1" => {
-            let (inputs, outputs, grid) = (usize::from(*t.get(8)?), usize::from(*t.get(9)?), *t.get(10)? as usize);
+            let ((inputs, outputs), grid) = (channels(t)?, usize::from(*t.get(10)?));
             let clut = grid.checked_pow(u32::try_from(inputs).ok()?)?.checked_mul(outputs)?;
+            (grid >= 2).then_some(())?;
             table(48, 1, clut.checked_add(256 * (inputs + outputs))?)
         }
         b"mft2" => {
-            let (inputs, outputs, grid) = (usize::from(*t.get(8)?), usize::from(*t.get(9)?), *t.get(10)? as usize);
+            let ((inputs, outputs), grid) = (channels(t)?, usize::from(*t.get(10)?));
             let (in_entries, out_entries) = (half(48)?, half(50)?);
+            // lcms reads 2 to 4096 entries a curve.
+            let entries = 2..=4096;
+            (grid >= 2 && entries.contains(&in_entries) && entries.contains(&out_entries)).then_some(())?;
             let clut = grid.checked_pow(u32::try_from(inputs).ok()?)?.checked_mul(outputs)?;
             table(52, 2, clut.checked_add(in_entries * inputs)?.checked_add(out_entries * outputs)?)
         }
@@ -233,26 +288,22 @@ fn check_header(p: &[u8]) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// The header's free values made the ones a colour engine expects: the two flag bits ICC
-/// defines, a rendering intent of 0 to 3, and the D50 illuminant the specification
-/// requires (a GPS position spelled as XYZ was kept; a value within 0.001 of D50 stays as
-/// written). Returns how many bytes changed.
+/// The header's free values made the ones a colour engine expects: the version's minor
+/// number without its bug-fix digit, the two flag bits ICC defines, a rendering intent of
+/// 0 to 3, and the D50 illuminant the specification requires, written as ICC encodes it
+/// (a GPS position spelled as XYZ was kept; so were the last bits of a value near D50,
+/// red team pass 24, F5: colour engines use D50 whatever the header says). Returns how
+/// many bytes changed.
 fn fix_header(p: &mut [u8]) -> u64 {
     const D50: [u8; 12] = [0, 0, 0xF6, 0xD6, 0, 1, 0, 0, 0, 0, 0xD3, 0x2D];
     let before: [u8; 80] = p[..80].try_into().unwrap_or([0; 80]);
+    p[9] &= 0xF0;
     p[44..47].fill(0);
     p[47] &= 0x03;
     if be32(p, 64).is_none_or(|intent| intent > 3) {
         p[64..68].fill(0);
     }
-    // Profiles round D50 their own way (0.96419 or 0.9642): within 0.001 of it, kept.
-    let near_d50 = (0..3).all(|i| {
-        let (value, d50) = (be32(p, 68 + 4 * i).unwrap_or(0), be32(&D50, 4 * i).unwrap_or(0));
-        value.abs_diff(d50) <= 64
-    });
-    if !near_d50 {
-        p[68..80].copy_from_slice(&D50);
-    }
+    p[68..80].copy_from_slice(&D50);
     before.iter().zip(&p[..80]).filter(|(a, b)| a != b).count() as u64
 }
 
@@ -293,7 +344,7 @@ fn reserved_fields(t: &[u8]) -> Option<Vec<(usize, usize)>> {
 /// Where the elements of an `mAB `/`mBA ` table lie in it (ICC.1 10.12, 10.13): curve
 /// sets, a matrix and a CLUT, each at the offset the table gives (0: absent).
 fn lut_elements(t: &[u8]) -> Option<Vec<(usize, usize)>> {
-    let (inputs, outputs) = (usize::from(*t.get(8)?), usize::from(*t.get(9)?));
+    let (inputs, outputs) = channels(t)?;
     let (b_curves, a_curves) = if &t[..4] == b"mAB " { (outputs, inputs) } else { (inputs, outputs) };
     let offset = |at: usize| be32(t, at).map(|o| o as usize);
     let fits = |from: usize, len: usize| from.checked_add(len).filter(|&end| end <= t.len()).map(|end| (from, end));
@@ -347,7 +398,9 @@ fn lut_elements(t: &[u8]) -> Option<Vec<(usize, usize)>> {
             // The grid points of the inputs there are, the precision (1 or 2 bytes), the values.
             let grid = t.get(from..from.checked_add(16)?)?.get(..inputs)?;
             let precision = usize::from(*t.get(from + 16)?);
-            if !matches!(precision, 1 | 2) {
+            // A dimension of fewer than two points makes the others' bytes free (red team
+            // pass 24, F3: a first dimension of 0 left 15 bytes as sent).
+            if !matches!(precision, 1 | 2) || grid.iter().any(|&g| g < 2) {
                 return None;
             }
             let points = grid.iter().try_fold(1usize, |n, &g| n.checked_mul(usize::from(g)))?;
@@ -522,6 +575,56 @@ mod tests {
         twice[132..132 + 4].copy_from_slice(&p.clone()[132 + 12..132 + 16]);
         assert_eq!(blank(&mut twice), Err(Invalid("a tag listed twice")));
         assert_eq!(&p[at..at + 4], b"mAB ");
+    }
+
+    /// Red team pass 24: a tag is kept as a signature-and-type pair, a colorant order only
+    /// as a permutation, a lookup table only with channels and grids, one XYZ number.
+    #[test]
+    fn pairs_permutations_channels_and_single_numbers() {
+        let marker = b"PLANTEDMARKER GPS 48.8584N";
+        let clro = |order: &[u8]| [&b"clro\0\0\0\0"[..], &(order.len() as u32).to_be_bytes(), order].concat();
+        let mft2 = |inputs: u8, grid: u8| {
+            let mut t = b"mft2\0\0\0\0".to_vec();
+            t.extend_from_slice(&[inputs, 1, grid, 0]);
+            t.extend_from_slice(&[0; 36]);
+            t.extend_from_slice(&[0, 2, 0, 2]);
+            let clut = usize::from(grid).pow(u32::from(inputs));
+            t.extend(std::iter::repeat_n(0x11, 2 * (clut + 2 * usize::from(inputs) + 2)));
+            t
+        };
+        let kept = |tags: Vec<(&[u8; 4], Vec<u8>)>| {
+            let mut p = with_tags(&sample_profile(), &tags);
+            blank(&mut p).unwrap();
+            let n = be32(&p, 128).unwrap_or(0) as usize;
+            let listed: Vec<[u8; 4]> = (0..n).map(|i| p[132 + 12 * i..136 + 12 * i].try_into().unwrap()).collect();
+            assert!(!p.windows(8).any(|w| w == &marker[..8]), "{listed:?}");
+            tags.iter().map(|(sig, _)| listed.contains(sig)).collect::<Vec<bool>>()
+        };
+        // F1: a colorant order of text, or under another signature.
+        assert_eq!(kept(vec![(b"clro", clro(&marker[..])), (b"wtpt", clro(&[0, 1, 2]))]), [false, false]);
+        assert_eq!(kept(vec![(b"clro", clro(&[2, 0, 1])), (b"lumi", clro(&[0, 0, 1]))]), [true, false]);
+        // F2: `tech` is a `sig `, never an XYZ number or a curve.
+        let xyz = [&b"XYZ \0\0\0\0"[..], &marker[..12]].concat();
+        let curve = [&b"curv\0\0\0\0\0\0\0\x06"[..], &marker[..12]].concat();
+        assert_eq!(kept(vec![(b"tech", xyz), (b"ciis", curve)]), [false, false]);
+        // F3: no channels, or a grid of fewer than two points.
+        assert_eq!(
+            kept(vec![(b"A2B0", mft2(0, 2)), (b"A2B1", mft2(2, 0)), (b"A2B2", mft2(2, 2))]),
+            [false, false, true]
+        );
+        // F4: one white point, however long the tag says its list is.
+        let mut p = with_tags(
+            &sample_profile(),
+            &[(b"bkpt", [&b"XYZ \0\0\0\0\0\0\0\x01\0\0\0\x01\0\0\0\x01"[..], &marker[..24]].concat())],
+        );
+        blank(&mut p).unwrap();
+        assert!(!p.windows(8).any(|w| w == &marker[..8]), "entries past the first XYZ number are zeroed");
+        // F5: the version's bug-fix digit and an illuminant near D50 are written afresh.
+        let mut p = sample_profile();
+        p[9] = 0x1F;
+        p[79] ^= 0x3F;
+        blank(&mut p).unwrap();
+        assert_eq!((p[9], &p[68..80]), (0x10, &[0, 0, 0xF6, 0xD6, 0, 1, 0, 0, 0, 0, 0xD3, 0x2D][..]));
     }
 
     #[test]
