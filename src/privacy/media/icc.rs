@@ -18,8 +18,9 @@
 //!   measurement and viewing conditions, `cicp`, `vcgt`), and of each only its type's
 //!   fields: reserved bytes, a colorant's 32-byte name and what follows the fields (past
 //!   one XYZ number, past a 3x3 matrix) are zeroed, a `sig ` keeps only a value the
-//!   specification registers, a colorant order only a permutation, and a lookup table
-//!   needs 1 to 15 channels and grids of two points or more;
+//!   specification registers, a colorant order only a permutation, a lookup table needs
+//!   1 to 15 channels and grids of two points or more (and keeps a matrix only where one
+//!   applies), and `chrm`, `clrt`, `cicp` and `vcgt` only the shapes lcms reads;
 //! - a tag table that lists only those; every other byte is zeroed.
 //!
 //! Lengths never change, so a profile split over JPEG `APP2` chunks or lying inside an
@@ -32,7 +33,9 @@
 //! printed, and ImageMagick's re-encode keeps the profile byte for byte.
 //!
 //! Left as they are: the numbers of a colour tag (curve entries, matrix and LUT values:
-//! any value is a colour to a colour engine, so they can carry bytes as pixels can).
+//! any value is a colour to a colour engine, so they can carry bytes as pixels can), and
+//! the layout: where each tag and lookup-table element lies (red team pass 25, F2: a
+//! sender can spell four bytes a tag in its offset and size).
 //!
 //! A profile that does not parse with certainty is not kept at all (the caller drops it;
 //! the image is then shown as sRGB).
@@ -141,8 +144,10 @@ fn fields_len(kind: &[u8; 4], t: &[u8]) -> Option<usize> {
         // (red team pass 24, F4: more entries were kept, and printed).
         b"XYZ " => Some(20),
         b"sf32" => Some(44),
-        b"chrm" => table(12, 8, half(8)?),
-        b"clrt" => table(12, 38, count(8)?),
+        // Three channels (red team pass 25, F4: lcms reads three, more were printed).
+        b"chrm" => (half(8)? == 3).then_some(36),
+        // lcms reads at most 16 colorants (pass 25, F5: any number was kept).
+        b"clrt" => table(12, 38, count(8).filter(|n| (1..=MAX_CHANNELS).contains(n))?),
         b"clro" => colorant_order(t),
         b"meas" | b"view" => Some(36),
         // A grid of fewer than two points, or a table of no channels, leaves header
@@ -162,19 +167,57 @@ fn fields_len(kind: &[u8; 4], t: &[u8]) -> Option<usize> {
             let clut = grid.checked_pow(u32::try_from(inputs).ok()?)?.checked_mul(outputs)?;
             table(52, 2, clut.checked_add(in_entries * inputs)?.checked_add(out_entries * outputs)?)
         }
-        // Apple's video card gamma: a table of channels x entries of a given size, or a
-        // formula of three times (gamma, min, max).
+        // Apple's video card gamma: a table of three channels of 1- or 2-byte entries, as
+        // lcms reads it (red team pass 25, F1: one channel of 13-byte entries carried
+        // text), or a formula of three times (gamma, min, max).
         b"vcgt" => match count(8)? {
-            0 => table(18, half(12)?.checked_mul(half(16)?)?, half(14)?),
+            0 => {
+                let (channels, entries, size) = (half(12)?, half(14)?, half(16)?);
+                (channels == 3 && entries >= 2 && matches!(size, 1 | 2)).then_some(())?;
+                table(18, 3 * size, entries)
+            }
             1 => Some(48),
             _ => None,
         },
         // Its elements lie at offsets, with gaps between them ([`lut_elements`]).
         b"mAB " | b"mBA " => Some(t.len()),
-        b"cicp" | b"sig " => Some(12),
+        // Registered code points only (pass 25, F6: four free bytes).
+        b"cicp" => {
+            let (primaries, transfer, matrix, range) = (*t.get(8)?, *t.get(9)?, *t.get(10)?, *t.get(11)?);
+            let known = code_point_known(0, primaries.into())
+                && code_point_known(1, transfer.into())
+                && code_point_known(2, matrix.into());
+            (known && range <= 1).then_some(12)
+        }
+        b"sig " => Some(12),
         _ => None,
     }
 }
+
+/// Whether an ITU-T H.273 code point is one the standard registers: colour primaries
+/// (`kind` 0), transfer characteristics (1) or matrix coefficients (2). Any other is a
+/// value the sender chose (ICC `cicp`, ISOBMFF `colr nclx`).
+pub(super) fn code_point_known(kind: usize, value: u16) -> bool {
+    match kind {
+        0 => matches!(value, 1 | 2 | 4..=12 | 22),
+        1 => matches!(value, 1 | 2 | 4..=18),
+        _ => matches!(value, 0..=2 | 4..=14),
+    }
+}
+
+/// H.273's "unspecified", for each kind of code point.
+pub(super) const CODE_POINT_UNSPECIFIED: u16 = 2;
+
+/// The identity matrix of an `mft1`/`mft2` table (nine s15Fixed16 numbers), which lcms
+/// applies to three inputs only: with any other number, the 36 bytes are read by no one
+/// (red team pass 25, F3) and are written as the identity.
+const IDENTITY: [u8; 36] = {
+    let mut m = [0u8; 36];
+    m[1] = 1;
+    m[17] = 1;
+    m[33] = 1;
+    m
+};
 
 /// Why a profile is not kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -204,6 +247,7 @@ pub fn blank(p: &mut [u8]) -> Result<u64, Invalid> {
     }
     let mut kept: Vec<([u8; 4], usize, usize)> = Vec::with_capacity(count);
     let mut blanks: Vec<(usize, usize)> = Vec::new();
+    let mut matrices: Vec<usize> = Vec::new();
     for i in 0..count {
         let e = 132 + 12 * i;
         let (off, len) = (be32(p, e + 4).unwrap_or(0) as usize, be32(p, e + 8).unwrap_or(0) as usize);
@@ -221,6 +265,9 @@ pub fn blank(p: &mut [u8]) -> Result<u64, Invalid> {
             continue;
         }
         let Some(reserved) = reserved_fields(tag) else { continue };
+        if matches!(&tag[..4], b"mft1" | b"mft2") && tag[8] != 3 {
+            matrices.push(off + 12);
+        }
         blanks.extend([(off + 4, off + 8), (off + fields, end)]);
         blanks.extend(reserved.into_iter().map(|(from, to)| (off + from, off + to)));
         kept.push((sig, off, end));
@@ -263,6 +310,11 @@ pub fn blank(p: &mut [u8]) -> Result<u64, Invalid> {
         pos = pos.max(to);
     }
     changed += zero(p, pos, p.len());
+    for at in matrices {
+        let matrix = &mut p[at..at + IDENTITY.len()];
+        changed += matrix.iter().zip(&IDENTITY).filter(|(a, b)| a != b).count() as u64;
+        matrix.copy_from_slice(&IDENTITY);
+    }
     Ok(changed)
 }
 
@@ -386,6 +438,9 @@ fn lut_elements(t: &[u8]) -> Option<Vec<(usize, usize)>> {
     }
     match offset(16)? {
         0 => {}
+        // The matrix works on three channels (the outputs of `mAB `, the inputs of
+        // `mBA `); on any other number no engine applies it (red team pass 25, F3).
+        _ if b_curves != 3 => return None,
         from => {
             let (from, end) = fits(from, 48)?;
             used.push((from, end));
@@ -625,6 +680,52 @@ mod tests {
         p[79] ^= 0x3F;
         blank(&mut p).unwrap();
         assert_eq!((p[9], &p[68..80]), (0x10, &[0, 0, 0xF6, 0xD6, 0, 1, 0, 0, 0, 0, 0xD3, 0x2D][..]));
+    }
+
+    /// Red team pass 25: fields no colour engine reads in `vcgt`, lookup-table matrices,
+    /// `chrm`, `clrt` and `cicp`.
+    #[test]
+    fn fields_no_engine_reads_are_not_kept() {
+        let marker = b"PLANTEDMARKER";
+        let vcgt = |channels: u8, size: u8| {
+            let mut t = b"vcgt\0\0\0\0\0\0\0\0\0".to_vec();
+            t.extend_from_slice(&[channels, 0, 2, 0, size]);
+            t.extend(std::iter::repeat_n(0x22, usize::from(channels) * 2 * usize::from(size)));
+            t
+        };
+        let kept = |tags: Vec<(&[u8; 4], Vec<u8>)>| {
+            let mut p = with_tags(&sample_profile(), &tags);
+            blank(&mut p).unwrap();
+            let n = be32(&p, 128).unwrap_or(0) as usize;
+            let listed: Vec<[u8; 4]> = (0..n).map(|i| p[132 + 12 * i..136 + 12 * i].try_into().unwrap()).collect();
+            (tags.iter().map(|(sig, _)| listed.contains(sig)).collect::<Vec<bool>>(), p)
+        };
+        let mut one_channel = vcgt(1, 13);
+        one_channel.extend_from_slice(marker);
+        assert_eq!(kept(vec![(b"vcgt", one_channel)]).0, [false]);
+        assert_eq!(kept(vec![(b"vcgt", vcgt(3, 2))]).0, [true]);
+        let chrm = |n: u8| [&b"chrm\0\0\0\0\0"[..], &[n, 0, 0], &vec![0x33; 8 * usize::from(n)]].concat();
+        let clrt = |n: u8| [&b"clrt\0\0\0\0\0\0\0"[..], &[n], &vec![0; 38 * usize::from(n)]].concat();
+        let cicp = |codes: &[u8; 4]| [&b"cicp\0\0\0\0"[..], codes].concat();
+        let (flags, _) = kept(vec![
+            (b"chrm", chrm(4)),
+            (b"clrt", clrt(20)),
+            (b"cicp", cicp(b"PLAN")),
+            (b"clot", clrt(3)),
+            (b"arts", [&b"sf32\0\0\0\0"[..], &[0x44; 36]].concat()),
+        ]);
+        assert_eq!(flags, [false, false, false, true, true]);
+        assert_eq!(kept(vec![(b"chrm", chrm(3)), (b"cicp", cicp(&[1, 13, 0, 1]))]).0, [true, true]);
+        // A table of one input keeps its curves and grid, and the identity for a matrix.
+        let mut mft1 = b"mft1\0\0\0\0\x01\x01\x02\0".to_vec();
+        mft1.extend_from_slice(&marker[..12]);
+        mft1.extend_from_slice(&[0x55; 24]);
+        mft1.extend(std::iter::repeat_n(0x66, 256 + 2 + 256));
+        let (flags, p) = kept(vec![(b"A2B0", mft1)]);
+        assert_eq!(flags, [true]);
+        let at = p.windows(4).position(|w| w == b"mft1").unwrap();
+        assert_eq!(p[at + 12..at + 48], IDENTITY);
+        assert!(p[at + 48..at + 48 + 514].iter().all(|&b| b == 0x66), "the curves and grid stay");
     }
 
     #[test]

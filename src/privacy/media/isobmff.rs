@@ -2128,6 +2128,26 @@ fn plan_colr(walk: Walk<'_>, colr: &BoxAt, actions: &mut Vec<Action>) {
         let what = "bytes after the fields of colr".to_owned();
         actions.push(Action::Blank { off, len: colr.end - off, what });
     }
+    // A code point H.273 does not register is two bytes the sender chose (red team pass
+    // 25, F7: `Unknown (20556)`); it is written as "unspecified", and the range flag's
+    // seven reserved bits as zero.
+    if let Some(fields @ (10 | 11)) = fields
+        && let Some(sent) = p.get(4..fields)
+    {
+        let mut bytes = sent.to_vec();
+        for (kind, code) in bytes.chunks_exact_mut(2).take(3).enumerate() {
+            if !super::icc::code_point_known(kind, u16::from_be_bytes([code[0], code[1]])) {
+                code.copy_from_slice(&super::icc::CODE_POINT_UNSPECIFIED.to_be_bytes());
+            }
+        }
+        if let Some(range) = bytes.get_mut(6) {
+            *range &= 0x80;
+        }
+        if bytes != sent {
+            let what = "colour code points no standard registers".to_owned();
+            actions.push(Action::Patch { off: colr.payload + 4, bytes, what });
+        }
+    }
     if matches!(p.get(..4), Some(b"prof" | b"rICC")) {
         let mut icc = p[4..].to_vec();
         let what = "ICC profile device, description and text tags".to_owned();
@@ -3136,6 +3156,11 @@ mod tests {
         assert!(!contains(&out, b"LEAKMARK"), "{report:#?}");
         assert!(contains(&out, b"nclx\0\x01\0\x0d\0\x06\x80") && contains(&out, b"rgb3"), "{report:#?}");
         assert!(contains(&out, b"irot\x03") && contains(&out, b"imir\x01"), "the angle and axis stay: {report:#?}");
+
+        // Red team pass 25, F7: code points H.273 does not register, and the reserved bits.
+        let props = [bx(b"hvcC", &hvcc(4)), bx(b"colr", b"nclxPLANTE\xd5")].concat();
+        let (out, report) = scrubbed(heif(b"", &[], &props, &[0x81, 0x02], &heif_pixels()), Format::Heif);
+        assert!(contains(&out, b"nclx\0\x02\0\x02\0\x02\x80"), "written as unspecified: {report:#?}");
 
         let named =
             [bx(b"hvcC", &hvcc(4)), bx(b"cmpd", &[&[0, 0, 0, 1, 0x80, 0][..], b"urn:x:GPS 48.8584N\0"].concat())];
