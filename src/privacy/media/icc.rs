@@ -183,10 +183,8 @@ fn fields_len(kind: &[u8; 4], t: &[u8]) -> Option<usize> {
         b"mAB " | b"mBA " => Some(t.len()),
         // Registered code points only (pass 25, F6: four free bytes).
         b"cicp" => {
-            let (primaries, transfer, matrix, range) = (*t.get(8)?, *t.get(9)?, *t.get(10)?, *t.get(11)?);
-            let known = code_point_known(0, primaries.into())
-                && code_point_known(1, transfer.into())
-                && code_point_known(2, matrix.into());
+            let (codes, range) = (t.get(8..11)?, *t.get(11)?);
+            let known = CodePoint::IN_ORDER.iter().zip(codes).all(|(kind, &code)| kind.known(code.into()));
             (known && range <= 1).then_some(12)
         }
         b"sig " => Some(12),
@@ -194,19 +192,29 @@ fn fields_len(kind: &[u8; 4], t: &[u8]) -> Option<usize> {
     }
 }
 
-/// Whether an ITU-T H.273 code point is one the standard registers: colour primaries
-/// (`kind` 0), transfer characteristics (1) or matrix coefficients (2). Any other is a
-/// value the sender chose (ICC `cicp`, ISOBMFF `colr nclx`).
-pub(super) fn code_point_known(kind: usize, value: u16) -> bool {
-    match kind {
-        0 => matches!(value, 1 | 2 | 4..=12 | 22),
-        1 => matches!(value, 1 | 2 | 4..=18),
-        _ => matches!(value, 0..=2 | 4..=14),
-    }
+/// The three ITU-T H.273 code points that name a colour space (ICC `cicp`, ISOBMFF
+/// `colr nclx`), in the order both write them.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum CodePoint {
+    Primaries,
+    Transfer,
+    Matrix,
 }
 
-/// H.273's "unspecified", for each kind of code point.
-pub(super) const CODE_POINT_UNSPECIFIED: u16 = 2;
+impl CodePoint {
+    pub(super) const IN_ORDER: [CodePoint; 3] = [CodePoint::Primaries, CodePoint::Transfer, CodePoint::Matrix];
+    /// "Unspecified", for each of them.
+    pub(super) const UNSPECIFIED: u16 = 2;
+
+    /// Whether H.273 registers `value`; any other is a value the sender chose.
+    pub(super) fn known(self, value: u16) -> bool {
+        match self {
+            CodePoint::Primaries => matches!(value, 1 | 2 | 4..=12 | 22),
+            CodePoint::Transfer => matches!(value, 1 | 2 | 4..=18),
+            CodePoint::Matrix => matches!(value, 0..=2 | 4..=14),
+        }
+    }
+}
 
 /// The identity matrix of an `mft1`/`mft2` table (nine s15Fixed16 numbers), which lcms
 /// applies to three inputs only: with any other number, the 36 bytes are read by no one

@@ -70,6 +70,7 @@ mod sample_entry;
 mod unreferenced;
 
 use super::bitstream::{self, Filler};
+use super::icc::CodePoint;
 use super::{
     Format, MediaError, Report, be16, be32, be64, fourcc,
     inplace::{Store, is_zero, zero},
@@ -2135,9 +2136,9 @@ fn plan_colr(walk: Walk<'_>, colr: &BoxAt, actions: &mut Vec<Action>) {
         && let Some(sent) = p.get(4..fields)
     {
         let mut bytes = sent.to_vec();
-        for (kind, code) in bytes.chunks_exact_mut(2).take(3).enumerate() {
-            if !super::icc::code_point_known(kind, u16::from_be_bytes([code[0], code[1]])) {
-                code.copy_from_slice(&super::icc::CODE_POINT_UNSPECIFIED.to_be_bytes());
+        for (kind, code) in CodePoint::IN_ORDER.iter().zip(bytes.chunks_exact_mut(2)) {
+            if !kind.known(u16::from_be_bytes([code[0], code[1]])) {
+                code.copy_from_slice(&CodePoint::UNSPECIFIED.to_be_bytes());
             }
         }
         if let Some(range) = bytes.get_mut(6) {
