@@ -2110,17 +2110,29 @@ fn refuse_repeated_items(ids: impl IntoIterator<Item = u32>, table: &str, format
     Ok(())
 }
 
+/// What a `colr` box holds: code points (`nclx`, `nclc`) or an ICC profile (`prof`,
+/// `rICC`); `None` for a type no reader knows.
+fn colr_holds_code_points(payload: &[u8]) -> Option<bool> {
+    match payload.get(..4)? {
+        b"nclx" | b"nclc" => Some(true),
+        b"prof" | b"rICC" => Some(false),
+        _ => None,
+    }
+}
+
 /// A `colr` box (HEIF property or video sample description): an ICC profile in it
 /// (`prof`/`rICC`) loses its device, description and text tags.
 fn plan_colr(walk: Walk<'_>, colr: &BoxAt, actions: &mut Vec<Action>) {
     let p = walk.payload(colr);
     // nclx: three code points of 2 bytes and a range flag; QuickTime's nclc has no flag.
-    // Bytes after them, or after the type of a colour type no reader knows, are zeroed.
+    // Bytes after them are zeroed. A colour type no reader knows, or code points cut
+    // short, is no colour and goes whole (red team pass 26: `colrPLAN` and a 6-byte
+    // `nclx` were kept as sent, ten to a sample description).
     let fields = match p.get(..4) {
         Some(b"prof" | b"rICC") => None,
-        Some(b"nclx") => Some(11),
-        Some(b"nclc") => Some(10),
-        _ => Some(4),
+        Some(b"nclx") if p.len() >= 11 => Some(11),
+        Some(b"nclc") if p.len() >= 10 => Some(10),
+        _ => return actions.push(free(colr, "a colr box of no colour type a reader knows, or cut short")),
     };
     if let Some(fields) = fields
         && fields < p.len()
@@ -2684,6 +2696,26 @@ mod tests {
         }
     }
 
+    /// Red team pass 26: a colour box of no known type, or with its code points cut short,
+    /// goes whole; two of one kind in a sample description are refused.
+    #[test]
+    fn colour_boxes_in_a_sample_description_are_colour_or_gone() {
+        let o = FTYP_LEN + 8;
+        let sample = nals(&[SLICE]);
+        let len = sample.len() as u32;
+        let table = Table { stsc: &[(1, 1, 1)], uniform: 0, sizes: &[len], chunks: &[o], descriptions: 1 };
+        let with = |colours: &[u8]| {
+            let entry = visual_entry(b"avc1", &[avcc(&[]), colours.to_vec()].concat());
+            movie(b"isomisom", &sample, &track(1, b"vide", &entry, 0, table, &[]))
+        };
+        let nclx = bx(b"colr", b"nclx\0\x01\0\x01\0\x01\x80");
+        let colours = [nclx.clone(), bx(b"colr", b"PLAN"), bx(b"colr", b"PLA")].concat();
+        let (out, report) = scrubbed(with(&colours), Format::Video);
+        assert!(contains(&out, &nclx) && !contains(&out, b"PLA"), "{report:#?}");
+        let err = refused(with(&[nclx, bx(b"colr", b"nclxPLANT")].concat()), Format::Video);
+        assert!(err.to_string().contains("two colour boxes of one kind"), "{err}");
+    }
+
     /// Red team 13's F2: a PCM chunk counted as running to the next chunk or the end of
     /// `mdat`, so an XMP packet or an Insta360 trailer after the last audio chunk reached
     /// the instance. Its length is now read from the description: what follows is zeroed,
@@ -3129,7 +3161,7 @@ mod tests {
     }
 
     /// The rest of H1's class: every property pavise keeps loses what follows its fields
-    /// (a colour box of a type no reader knows keeps only its type), `irot`/`imir` lose
+    /// (a colour box of a type no reader knows goes whole), `irot`/`imir` lose
     /// their reserved bits, and a `cmpd` component named by a URI is refused.
     #[test]
     fn kept_item_properties_keep_only_their_fields() {
@@ -3162,6 +3194,10 @@ mod tests {
         let props = [bx(b"hvcC", &hvcc(4)), bx(b"colr", b"nclxPLANTE\xd5")].concat();
         let (out, report) = scrubbed(heif(b"", &[], &props, &[0x81, 0x02], &heif_pixels()), Format::Heif);
         assert!(contains(&out, b"nclx\0\x02\0\x02\0\x02\x80"), "written as unspecified: {report:#?}");
+        // Pass 26: cut short, the code points go with their box.
+        let props = [bx(b"hvcC", &hvcc(4)), bx(b"colr", b"nclxPLANTE")].concat();
+        let (out, report) = scrubbed(heif(b"", &[], &props, &[0x81, 0x02], &heif_pixels()), Format::Heif);
+        assert!(!contains(&out, b"PLANTE"), "{report:#?}");
 
         let named =
             [bx(b"hvcC", &hvcc(4)), bx(b"cmpd", &[&[0, 0, 0, 1, 0x80, 0][..], b"urn:x:GPS 48.8584N\0"].concat())];

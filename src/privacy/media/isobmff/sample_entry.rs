@@ -25,7 +25,9 @@
 //! Encrypted descriptions (`encv`, `enca`, a `sinf`) are refused: their protection
 //! boxes are containers too, and Mastodon cannot play them.
 
-use super::{Action, BoxAt, Ctx, MediaError, Walk, blank_payload, fourcc, free, parse_header, plan_colr};
+use super::{
+    Action, BoxAt, Ctx, MediaError, Walk, blank_payload, colr_holds_code_points, fourcc, free, parse_header, plan_colr,
+};
 use crate::privacy::media::{
     be16,
     bitstream::{self, Codec, ConfigKind},
@@ -170,6 +172,8 @@ pub(super) fn plan_stsd(
         let children = extensions(walk, entry, entry.payload + fields)?;
         refuse_repeats(&children, &kind, format)?;
         let mut esds_codec = None;
+        // One colour box of each kind (code points, profile), as HEIF allows.
+        let mut colours: Vec<bool> = Vec::new();
         for child in children {
             if &child.kind == b"esds" && entries == Entries::Visual {
                 esds_codec = esds_object_type(walk.payload(&child));
@@ -185,7 +189,20 @@ pub(super) fn plan_stsd(
             match &child.kind {
                 b"free" | b"skip" | b"wide" => actions.push(blank_payload(&child, &kind)),
                 b"sinf" => return Err(MediaError::Unsupported("encrypted (DRM-protected) video or audio")),
-                b"colr" if entries == Entries::Visual => plan_colr(walk, &child, actions),
+                b"colr" if entries == Entries::Visual => {
+                    if let Some(code_points) = colr_holds_code_points(walk.payload(&child)) {
+                        if colours.contains(&code_points) {
+                            return Err(MediaError::malformed(
+                                format,
+                                format!(
+                                    "a '{kind}' sample description with two colour boxes of one kind (readers take different ones)"
+                                ),
+                            ));
+                        }
+                        colours.push(code_points);
+                    }
+                    plan_colr(walk, &child, actions);
+                }
                 b"wave" if entries == Entries::Audio => {
                     walk.level(&child, WAVE, "wave", actions, |_, _| Ok(()))?;
                 }
