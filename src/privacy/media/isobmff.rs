@@ -594,6 +594,12 @@ impl<'a> Walk<'a> {
 /// The length of a header or table box's fields, for the boxes whose layout is fixed by
 /// their version and entry counts. `None`: unknown, or the box is shorter (left as it is).
 fn fields_len(kind: &[u8; 4], p: &[u8]) -> Option<usize> {
+    claimed_fields_len(kind, p).filter(|&len| len <= p.len())
+}
+
+/// The length [`fields_len`] reads from the box's own counts, whether or not the box is
+/// that long (a box that claims more than it holds is malformed).
+fn claimed_fields_len(kind: &[u8; 4], p: &[u8]) -> Option<usize> {
     let v = *p.first()?;
     let count = |at: usize| be32(p, at).map(|n| n as usize);
     let table = |head: usize, entry: usize| count(4)?.checked_mul(entry)?.checked_add(head);
@@ -622,6 +628,16 @@ fn fields_len(kind: &[u8; 4], p: &[u8]) -> Option<usize> {
         b"rloc" | b"iscl" => 12,
         b"mdcv" => 24,
         b"clap" => 32,
+        // Sample-description children of a fixed layout (ISO 14496-12 and -14, QuickTime,
+        // VP9's `SmDm`/`CoLL`, the spatial-audio `SA3D`), the FullBoxes with their
+        // version and flags.
+        b"frma" | b"gama" => 4,
+        b"fiel" | b"enda" => 2,
+        b"btrt" => 12,
+        b"SmDm" => 28,
+        b"CoLL" | b"ccst" | b"srat" => 8,
+        b"chan" => count(12).map_or(usize::MAX, |n| n.saturating_mul(20).saturating_add(16)),
+        b"SA3D" => count(8).map_or(usize::MAX, |n| n.saturating_mul(4).saturating_add(12)),
         // A size-width flag, then three layer sizes of 2 or 4 bytes.
         b"a1lx" => [7, 13][usize::from(v & 1)],
         // FullBoxes of version 0 only (as libheif reads them): a luminance; a compression
@@ -677,7 +693,7 @@ fn fields_len(kind: &[u8; 4], p: &[u8]) -> Option<usize> {
         b"stz2" => count(8)?.checked_mul(usize::from(*p.get(7)?))?.div_ceil(8).checked_add(12)?,
         _ => return None,
     };
-    (len <= p.len()).then_some(len)
+    Some(len)
 }
 
 /// Zeroes the creation and modification times of an `mvhd`, `tkhd` or `mdhd`.
@@ -2714,6 +2730,34 @@ mod tests {
         assert!(contains(&out, &nclx) && !contains(&out, b"PLA"), "{report:#?}");
         let err = refused(with(&[nclx, bx(b"colr", b"nclxPLANT")].concat()), Format::Video);
         assert!(err.to_string().contains("two colour boxes of one kind"), "{err}");
+    }
+
+    /// Red team pass 27: a kept child of a sample description loses what follows its
+    /// fields, one shorter than them goes, and a paletted QuickTime description (whose
+    /// children ffmpeg reads from another offset) is refused.
+    #[test]
+    fn sample_description_children_keep_only_their_fields() {
+        let o = FTYP_LEN + 8;
+        let sample = nals(&[SLICE]);
+        let len = sample.len() as u32;
+        let table = Table { stsc: &[(1, 1, 1)], uniform: 0, sizes: &[len], chunks: &[o], descriptions: 1 };
+        let marker = b"PLANTEDMARKER GPS 48.858370N";
+        let with = |entry: Vec<u8>| movie(b"isomisom", &sample, &track(1, b"vide", &entry, 0, table, &[]));
+        let children = [
+            avcc(&[]),
+            bx(b"btrt", &[&[0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3][..], marker].concat()),
+            bx(b"clli", &[&[0, 1, 0, 2][..], marker].concat()),
+            bx(b"pasp", b"PLAN"),
+        ]
+        .concat();
+        let (out, report) = scrubbed(with(visual_entry(b"avc1", &children)), Format::Video);
+        assert!(!contains(&out, b"PLANTED"), "{report:#?}");
+        assert!(contains(&out, b"btrt\0\0\0\x01\0\0\0\x02\0\0\0\x03"), "the fields stay: {report:#?}");
+        assert!(!contains(&out, b"pasp") && !contains(&out, b"PLAN"), "a box short of its fields goes");
+        let mut paletted = visual_entry(b"avc1", &avcc(&[]));
+        paletted[8 + 74..8 + 78].copy_from_slice(&[0, 8, 0, 0]);
+        let err = refused(with(paletted), Format::Video);
+        assert!(err.to_string().contains("paletted"), "{err}");
     }
 
     /// Red team 13's F2: a PCM chunk counted as running to the next chunk or the end of
