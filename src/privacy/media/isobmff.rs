@@ -323,6 +323,7 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Plan, MediaError> {
     let mut actions = Vec::new();
     let mut pos = 0u64;
     let mut saw_moov = false;
+    let mut saw_ftyp = false;
     let mut saw_meta = false;
     let mut saw_image_meta = false;
     let mut ctx = Ctx { format, quicktime: true };
@@ -347,6 +348,12 @@ fn plan(store: &mut impl Store, format: Format) -> Result<Plan, MediaError> {
                 mdats.push((b.payload, b.end));
             }
             b"ftyp" | b"styp" => {
+                // ffmpeg reads the brands of every `ftyp` (and keeps "ISO" once one says
+                // so), pavise those of the last: one, or readers lay out sound
+                // descriptions differently (red team pass 28, F4).
+                if &b.kind == b"ftyp" && std::mem::replace(&mut saw_ftyp, true) {
+                    return Err(MediaError::malformed(format, "a second file type box (ftyp)".to_owned()));
+                }
                 let buf = read_box(store, &b, format)?;
                 let quicktime = plan_brands(&buf, &b, format, &mut actions)?;
                 if &b.kind == b"ftyp" {
@@ -636,8 +643,50 @@ fn claimed_fields_len(kind: &[u8; 4], p: &[u8]) -> Option<usize> {
         b"btrt" => 12,
         b"SmDm" => 28,
         b"CoLL" | b"ccst" | b"srat" => 8,
-        b"chan" => count(12).map_or(usize::MAX, |n| n.saturating_mul(20).saturating_add(16)),
-        b"SA3D" => count(8).map_or(usize::MAX, |n| n.saturating_mul(4).saturating_add(12)),
+        // Channel descriptions only under the tag that says to use them, as ffmpeg reads
+        // them, and for at most 64 channels (red team pass 28, F1: a mono layout with 200
+        // descriptions kept 4,000 bytes).
+        b"chan" => match (count(4), count(12)) {
+            (Some(0), Some(n)) if n <= 64 => 16 + 20 * n,
+            (Some(0), _) | (None, _) => usize::MAX,
+            _ => 16,
+        },
+        // An ambisonic order's (order + 1)² channels, or ffmpeg refuses the box.
+        b"SA3D" => match (count(2), count(8)) {
+            (Some(order), Some(n)) if order < 8 && n == (order + 1) * (order + 1) => 12 + 4 * n,
+            _ => usize::MAX,
+        },
+        // Codec configurations of a fixed or self-stated length (AC-3, AMR, Opus, PCM,
+        // VP9 version 1, Dolby Vision, H.263); red team pass 28, F2: bytes after them were
+        // kept. A `wave`'s `mp4a` holds four zero bytes and its terminator none.
+        // One ES_Descriptor (tag 3), as far as its size (1 to 4 bytes of 7 bits) says.
+        b"esds" => {
+            let mut size = 0usize;
+            let at = (5..9).find(|&at| {
+                let byte = p.get(at).copied().unwrap_or(0);
+                size = (size << 7) | usize::from(byte & 0x7F);
+                byte & 0x80 == 0
+            });
+            match (p.get(4), at) {
+                (Some(3), Some(at)) => at + 1 + size,
+                _ => usize::MAX,
+            }
+        }
+        // FLAC's STREAMINFO block alone, which ffmpeg reads; a VORBIS_COMMENT (text tags)
+        // or a picture after it is zeroed (pass 28, F2).
+        b"dfLa" => match p.get(4..8) {
+            Some(&[kind, 0, 0, 34]) if kind & 0x7F == 0 => 42,
+            _ => usize::MAX,
+        },
+        b"dac3" => 3,
+        b"damr" => 9,
+        b"dOps" => 11 + [0, 2 + usize::from(*p.get(1)?)][usize::from(*p.get(10)? != 0)],
+        b"pcmC" => 6,
+        b"vpcC" if v == 1 => 12 + usize::from(be16(p, 10)?),
+        b"dvcC" | b"dvvC" | b"dvwC" => 24,
+        b"d263" => 7,
+        b"mp4a" => 4,
+        b"\0\0\0\0" => 0,
         // A size-width flag, then three layer sizes of 2 or 4 bytes.
         b"a1lx" => [7, 13][usize::from(v & 1)],
         // FullBoxes of version 0 only (as libheif reads them): a luminance; a compression
@@ -2420,6 +2469,12 @@ mod tests {
         [ftyp, bx(b"mdat", mdat), bx(b"moov", &[&mvhd[..], moov_children].concat())].concat()
     }
 
+    /// An `esds` of one ES_Descriptor holding `body` (its size in one byte).
+    fn es_descriptor(body: &[u8]) -> Vec<u8> {
+        assert!(body.len() < 128);
+        bx(b"esds", &[&[0, 0, 0, 0, 3, body.len() as u8][..], body].concat())
+    }
+
     fn udta() -> Vec<u8> {
         let s = |tag: &[u8; 4], v: &[u8]| bx(tag, &[&(v.len() as u16).to_be_bytes()[..], &[0x15, 0xC7], v].concat());
         bx(
@@ -2471,7 +2526,7 @@ mod tests {
     fn a_second_movie_box_or_track_id_is_refused() {
         // Each track its own three bytes of "frames" (two tracks' chunks may not overlap).
         let video = |id: u32| {
-            let entry = visual_entry(b"mp4v", &bx(b"esds", b"\x01SPS"));
+            let entry = visual_entry(b"mp4v", &es_descriptor(b"\x01SPS"));
             trak(id, b"vide", &entry, 0, (FTYP_LEN + 8 + 3 * (id - 1) % 6, 3), &[])
         };
         let err = refused(movie(b"isomisom", b"frames", &[video(1), video(1)].concat()), Format::Video);
@@ -2487,7 +2542,7 @@ mod tests {
 
     #[test]
     fn frees_udta_and_meta_in_place() {
-        let video = trak(1, b"vide", &visual_entry(b"mp4v", &bx(b"esds", b"\x01SPS")), 0, (FTYP_LEN + 8, 6), &[]);
+        let video = trak(1, b"vide", &visual_entry(b"mp4v", &es_descriptor(b"\x01SPS")), 0, (FTYP_LEN + 8, 6), &[]);
         let moov = [video, udta(), bx(b"meta", b"ISO6709")].concat();
         let (file, report) = scrubbed(movie(b"isomisom", b"frames", &moov), Format::Video);
         assert!(!contains(&file, b"+48.") && !contains(&file, b"ISO6709"), "{report:?}");
@@ -2503,7 +2558,7 @@ mod tests {
     fn metadata_inside_kept_boxes_and_sample_descriptions_is_freed() {
         let ilst = bx(b"ilst", &bx(b"\xa9xyz", &bx(b"data", b"\0\0\0\x01\0\0\0\0+48.8584+002.2945/")));
         let hidden = [udta(), bx(b"meta", &[&[0u8; 4][..], &ilst].concat()), bx(b"uuid", &[0xBE; 24])].concat();
-        let esds = bx(b"esds", b"\0\0\0\0\x03AAC-config");
+        let esds = es_descriptor(b"AAC-config");
         let wave = bx(b"wave", &[bx(b"frma", b"mp4a"), esds.clone(), udta(), bx(b"\0\0\0\0", &[])].concat());
         let edts = bx(b"edts", &[full(b"elst", 0, &[0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 1, 0, 0]), udta()].concat());
         let tapt = bx(b"tapt", &[full(b"clef", 0, &[0, 64, 0, 0, 0, 48, 0, 0]), udta()].concat());
@@ -2524,7 +2579,7 @@ mod tests {
                 1,
             ),
         ] {
-            let entry = visual_entry(b"mp4v", &[&bx(b"esds", b"\x01SPS")[..], &hidden].concat());
+            let entry = visual_entry(b"mp4v", &[&es_descriptor(b"\x01SPS")[..], &hidden].concat());
             let video = trak(1, b"vide", &entry, 0, (o, 6), &[edts.clone(), tapt.clone()].concat());
             // ... and one in the video track's dinf, beside its dref.
             let dref_end = contains_at(&video, b"url ").unwrap() + 8;
@@ -2552,7 +2607,7 @@ mod tests {
     /// inside a codec configuration pavise keeps as it is, is a refusal, not a leak.
     #[test]
     fn a_metadata_box_left_anywhere_in_moov_is_a_refusal() {
-        let esds = bx(b"esds", &[&b"\x01SPS"[..], &udta()].concat());
+        let esds = es_descriptor(&[&b"\x01SPS"[..], &udta()].concat());
         let video = trak(1, b"vide", &visual_entry(b"mp4v", &esds), 0, (FTYP_LEN + 8, 6), &[]);
         let err = refused(movie(b"isomisom", b"frames", &video), Format::Video);
         assert_eq!(err.reason(), "not_clean", "{err}");
@@ -2570,7 +2625,7 @@ mod tests {
     #[test]
     fn bytes_in_mdat_no_sample_points_at_are_zeroed() {
         let o = FTYP_LEN + 8;
-        let video = trak(1, b"vide", &visual_entry(b"mp4v", &bx(b"esds", b"\x01SPS")), 0, (o + 4, 6), &[]);
+        let video = trak(1, b"vide", &visual_entry(b"mp4v", &es_descriptor(b"\x01SPS")), 0, (o + 4, 6), &[]);
         let sound = trak(2, b"soun", &audio_entry(b"mp4a", 0, 28, &[]), 0, (o + 19, 4), &[]);
         let mdat = b"XMP:frames<x:Paris>AAAA+48.8584";
         let (file, report) = scrubbed(movie(b"isomisom", mdat, &[video, sound].concat()), Format::Video);
@@ -2634,7 +2689,7 @@ mod tests {
         let table = Table { stsc: &[(1, 1, 2)], uniform: 0, sizes: &[len], chunks: &[o], descriptions: 2 };
         let avc1 = visual_entry(b"avc1", &avcc(&[]));
         for second in [
-            visual_entry(b"mp4v", &bx(b"esds", b"\x01SPS")),
+            visual_entry(b"mp4v", &es_descriptor(b"\x01SPS")),
             visual_entry(
                 b"hvc1",
                 &bx(b"hvcC", &{
@@ -2758,6 +2813,40 @@ mod tests {
         paletted[8 + 74..8 + 78].copy_from_slice(&[0, 8, 0, 0]);
         let err = refused(with(paletted), Format::Video);
         assert!(err.to_string().contains("paletted"), "{err}");
+    }
+
+    /// Red team pass 28: codec configurations of a stated length, channel layouts and
+    /// `wave` children keep their fields only; a `wave` child repeated, or a second
+    /// `ftyp`, is refused; a description's reserved and unused fields are zeroed.
+    #[test]
+    fn sound_descriptions_keep_their_configurations_fields_only() {
+        let o = FTYP_LEN + 8;
+        let marker = b"PLANTEDMARKER GPS 48.858370N";
+        let table = Table { stsc: &[(1, 1, 1)], uniform: 0, sizes: &[4], chunks: &[o], descriptions: 1 };
+        let sound =
+            |brands: &[u8; 8], entry: Vec<u8>| movie(brands, b"aac!", &track(1, b"soun", &entry, 0, table, &[]));
+        let mono_chan =
+            bx(b"chan", &[&[0u8; 4][..], &[0, 0x64, 0, 1], &[0; 4], &[0, 0, 0, 2], &[0; 40], marker].concat());
+        let flac = bx(b"dfLa", &[&[0u8; 4][..], &[0x00, 0, 0, 34], &[0x11; 34], &[0x84, 0, 0, 28], marker].concat());
+        let aac = [bx(b"esds", &[&[0u8, 0, 0, 0, 3, 10][..], b"AAC-config", marker].concat()), mono_chan].concat();
+        let mut entry = audio_entry(b"mp4a", 0, 28, &aac);
+        entry[8..14].copy_from_slice(b"PLANTE");
+        for (entry, kept) in [(entry, &b"AAC-config"[..]), (audio_entry(b"fLaC", 0, 28, &flac), &[0x11; 34])] {
+            let (out, report) = scrubbed(sound(b"isomisom", entry), Format::Video);
+            assert!(!contains(&out, b"PLANTE"), "{report:#?}");
+            assert!(contains(&out, kept), "the fields stay: {report:#?}");
+        }
+
+        let wave = |children: &[Vec<u8>]| {
+            let wave = bx(b"wave", &[&[bx(b"frma", b"mp4a")], children].concat().concat());
+            sound(b"qt  qt  ", audio_entry(b"mp4a", 1, 44, &wave))
+        };
+        let (out, report) = scrubbed(wave(&[bx(b"mp4a", &[&[0u8; 4][..], marker].concat())]), Format::Video);
+        assert!(!contains(&out, b"PLANTED"), "{report:#?}");
+        let err = refused(wave(&[bx(b"frma", b"PLAN")]), Format::Video);
+        assert!(err.to_string().contains("two 'frma'"), "{err}");
+        let twice = [bx(b"ftyp", b"qt  \0\0\x02\0qt  "), sound(b"isomisom", audio_entry(b"mp4a", 0, 28, &[]))].concat();
+        assert!(refused(twice, Format::Video).to_string().contains("second file type box"));
     }
 
     /// Red team 13's F2: a PCM chunk counted as running to the next chunk or the end of
@@ -3796,7 +3885,7 @@ mod tests {
             assert!(err.to_string().contains("a second top-level 'meta' box"), "{err}");
         }
         // A video may carry two tag boxes: both are freed, neither is read.
-        let video = trak(1, b"vide", &visual_entry(b"mp4v", &bx(b"esds", b"\x01SPS")), 0, (FTYP_LEN + 8, 6), &[]);
+        let video = trak(1, b"vide", &visual_entry(b"mp4v", &es_descriptor(b"\x01SPS")), 0, (FTYP_LEN + 8, 6), &[]);
         let mut file = movie(b"isomisom", b"frames", &video);
         file.extend([tags.clone(), tags].concat());
         scrubbed(file, Format::Video);

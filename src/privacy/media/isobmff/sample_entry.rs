@@ -172,6 +172,17 @@ pub(super) fn plan_stsd(
             }
         }
         actions.push(Action::Blank { off: entry.payload + 12, len: 4, what: "sample description vendor".into() });
+        // Reserved bytes, and fields no reader uses: a video description's version,
+        // revision and qualities, a sound one's revision (its version sets its layout).
+        // Red team pass 28, F5.
+        let unused: &[(u64, u64)] = match entries {
+            Entries::Visual => &[(0, 6), (8, 12), (16, 24)],
+            Entries::Audio => &[(0, 6), (10, 12)],
+        };
+        for &(from, to) in unused {
+            let what = "sample description reserved and unused fields".into();
+            actions.push(Action::Blank { off: entry.payload + from, len: to - from, what });
+        }
         if entries == Entries::Visual {
             actions.push(Action::Blank { off: entry.payload + 42, len: 32, what: "video compressor name".into() });
         }
@@ -215,7 +226,16 @@ pub(super) fn plan_stsd(
                     plan_colr(walk, &child, actions);
                 }
                 b"wave" if entries == Entries::Audio => {
+                    // One of each (pass 28, F3: 100 `frma` boxes carried 4 bytes each).
+                    let mut seen: Vec<[u8; 4]> = Vec::new();
                     walk.level(&child, WAVE, "wave", actions, |k, actions| {
+                        if seen.contains(&k.kind) {
+                            return Err(MediaError::malformed(
+                                format,
+                                format!("a 'wave' with two '{}' boxes", fourcc(&k.kind)),
+                            ));
+                        }
+                        seen.push(k.kind);
                         walk.slack(k, actions);
                         Ok(())
                     })?;
