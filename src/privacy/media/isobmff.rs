@@ -2767,18 +2767,19 @@ mod tests {
         }
     }
 
+    /// A movie of one video track of `entry` and one sample of one slice.
+    fn one_slice_movie(entry: Vec<u8>) -> Vec<u8> {
+        let sample = nals(&[SLICE]);
+        let len = sample.len() as u32;
+        let table = Table { stsc: &[(1, 1, 1)], uniform: 0, sizes: &[len], chunks: &[FTYP_LEN + 8], descriptions: 1 };
+        movie(b"isomisom", &sample, &track(1, b"vide", &entry, 0, table, &[]))
+    }
+
     /// Red team pass 26: a colour box of no known type, or with its code points cut short,
     /// goes whole; two of one kind in a sample description are refused.
     #[test]
     fn colour_boxes_in_a_sample_description_are_colour_or_gone() {
-        let o = FTYP_LEN + 8;
-        let sample = nals(&[SLICE]);
-        let len = sample.len() as u32;
-        let table = Table { stsc: &[(1, 1, 1)], uniform: 0, sizes: &[len], chunks: &[o], descriptions: 1 };
-        let with = |colours: &[u8]| {
-            let entry = visual_entry(b"avc1", &[avcc(&[]), colours.to_vec()].concat());
-            movie(b"isomisom", &sample, &track(1, b"vide", &entry, 0, table, &[]))
-        };
+        let with = |colours: &[u8]| one_slice_movie(visual_entry(b"avc1", &[avcc(&[]), colours.to_vec()].concat()));
         let nclx = bx(b"colr", b"nclx\0\x01\0\x01\0\x01\x80");
         let colours = [nclx.clone(), bx(b"colr", b"PLAN"), bx(b"colr", b"PLA")].concat();
         let (out, report) = scrubbed(with(&colours), Format::Video);
@@ -2792,12 +2793,8 @@ mod tests {
     /// children ffmpeg reads from another offset) is refused.
     #[test]
     fn sample_description_children_keep_only_their_fields() {
-        let o = FTYP_LEN + 8;
-        let sample = nals(&[SLICE]);
-        let len = sample.len() as u32;
-        let table = Table { stsc: &[(1, 1, 1)], uniform: 0, sizes: &[len], chunks: &[o], descriptions: 1 };
         let marker = b"PLANTEDMARKER GPS 48.858370N";
-        let with = |entry: Vec<u8>| movie(b"isomisom", &sample, &track(1, b"vide", &entry, 0, table, &[]));
+        let with = one_slice_movie;
         let children = [
             avcc(&[]),
             bx(b"btrt", &[&[0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3][..], marker].concat()),
