@@ -682,7 +682,10 @@ fn claimed_fields_len(kind: &[u8; 4], p: &[u8]) -> Option<usize> {
         b"damr" => 9,
         b"dOps" => 11 + [0, 2 + usize::from(*p.get(1)?)][usize::from(*p.get(10)? != 0)],
         b"pcmC" => 6,
-        b"vpcC" if v == 1 => 12 + usize::from(be16(p, 10)?),
+        // Version 1 without initialization data, which VP8 and VP9 never have (ffmpeg
+        // refuses a file with it); version 0, a draft's layout, is read by no one (pass 29).
+        b"vpcC" if v == 1 && be16(p, 10)? == 0 => 12,
+        b"vpcC" => usize::MAX,
         b"dvcC" | b"dvvC" | b"dvwC" => 24,
         b"d263" => 7,
         b"mp4a" => 4,
@@ -2469,10 +2472,15 @@ mod tests {
         [ftyp, bx(b"mdat", mdat), bx(b"moov", &[&mvhd[..], moov_children].concat())].concat()
     }
 
-    /// An `esds` of one ES_Descriptor holding `body` (its size in one byte).
-    fn es_descriptor(body: &[u8]) -> Vec<u8> {
-        assert!(body.len() < 128);
-        bx(b"esds", &[&[0, 0, 0, 0, 3, body.len() as u8][..], body].concat())
+    /// An `esds` of one ES_Descriptor: an ES_ID, a DecoderConfigDescriptor (MPEG-4
+    /// Part 2 video, which sound descriptions do not check) whose DecSpecificInfo is
+    /// `config`, and an SLConfigDescriptor.
+    fn es_descriptor(config: &[u8]) -> Vec<u8> {
+        assert!(config.len() < 100);
+        let info = [&[5, config.len() as u8][..], config].concat();
+        let decoder = [&[4, 13 + info.len() as u8, 0x20, 0x11][..], &[0; 11], &info].concat();
+        let es = [&[0, 1, 0][..], &decoder, &[6, 1, 2]].concat();
+        bx(b"esds", &[&[0, 0, 0, 0, 3, es.len() as u8][..], &es].concat())
     }
 
     fn udta() -> Vec<u8> {
@@ -2825,7 +2833,10 @@ mod tests {
         let mono_chan =
             bx(b"chan", &[&[0u8; 4][..], &[0, 0x64, 0, 1], &[0; 4], &[0, 0, 0, 2], &[0; 40], marker].concat());
         let flac = bx(b"dfLa", &[&[0u8; 4][..], &[0x00, 0, 0, 34], &[0x11; 34], &[0x84, 0, 0, 28], marker].concat());
-        let aac = [bx(b"esds", &[&[0u8, 0, 0, 0, 3, 10][..], b"AAC-config", marker].concat()), mono_chan].concat();
+        let mut esds = es_descriptor(b"AAC-config");
+        esds.extend_from_slice(marker);
+        esds[3] += marker.len() as u8;
+        let aac = [esds, mono_chan].concat();
         let mut entry = audio_entry(b"mp4a", 0, 28, &aac);
         entry[8..14].copy_from_slice(b"PLANTE");
         for (entry, kept) in [(entry, &b"AAC-config"[..]), (audio_entry(b"fLaC", 0, 28, &flac), &[0x11; 34])] {
@@ -2833,6 +2844,13 @@ mod tests {
             assert!(!contains(&out, b"PLANTE"), "{report:#?}");
             assert!(contains(&out, kept), "the fields stay: {report:#?}");
         }
+
+        // Pass 29: of an ES_Descriptor, only what ffmpeg reads (not a URL's text, not an
+        // unknown descriptor, not bytes after the SLConfig's one).
+        let es = [&[0, 1, 0x40, 4][..], b"PLAN", &[0x42, 4], b"PLAN", &[6, 2, 2], b"P"].concat();
+        let esds = bx(b"esds", &[&[0, 0, 0, 0, 3, es.len() as u8][..], &es].concat());
+        let (out, report) = scrubbed(sound(b"isomisom", audio_entry(b"mp4a", 0, 28, &esds)), Format::Video);
+        assert!(!contains(&out, b"PLAN") && !contains(&out, b"\x02P"), "{report:#?}");
 
         let wave = |children: &[Vec<u8>]| {
             let wave = bx(b"wave", &[&[bx(b"frma", b"mp4a")], children].concat().concat());

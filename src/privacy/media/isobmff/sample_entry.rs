@@ -175,9 +175,12 @@ pub(super) fn plan_stsd(
         // Reserved bytes, and fields no reader uses: a video description's version,
         // revision and qualities, a sound one's revision (its version sets its layout).
         // Red team pass 28, F5.
-        let unused: &[(u64, u64)] = match entries {
-            Entries::Visual => &[(0, 6), (8, 12), (16, 24)],
-            Entries::Audio => &[(0, 6), (10, 12)],
+        // Pass 29: a video description's data size, a sound one's packet size and the
+        // fraction of its sample rate, QuickTime's bytes per packet and per sample.
+        let unused: &[(u64, u64)] = match (entries, fields) {
+            (Entries::Visual, _) => &[(0, 6), (8, 12), (16, 24), (36, 40)],
+            (Entries::Audio, 44) => &[(0, 6), (10, 12), (22, 24), (26, 28), (32, 36), (40, 44)],
+            (Entries::Audio, _) => &[(0, 6), (10, 12), (22, 24), (26, 28)],
         };
         for &(from, to) in unused {
             let what = "sample description reserved and unused fields".into();
@@ -236,10 +239,14 @@ pub(super) fn plan_stsd(
                             ));
                         }
                         seen.push(k.kind);
-                        walk.slack(k, actions);
+                        match &k.kind {
+                            b"esds" => plan_esds(walk, k, actions),
+                            _ => walk.slack(k, actions),
+                        }
                         Ok(())
                     })?;
                 }
+                b"esds" => plan_esds(walk, &child, actions),
                 // What follows a kept box's fields is no reader's (red team pass 27, F1:
                 // a `btrt` carried 3,800 bytes), and one shorter than its fields is none.
                 c if allowed.contains(&c) => match claimed_fields_len(c, walk.payload(&child)) {
@@ -344,6 +351,90 @@ fn refuse_repeats(children: &[BoxAt], kind: &str, format: super::Format) -> Resu
 
 /// The `objectTypeIndication` of an `esds`'s DecoderConfigDescriptor, read as ffmpeg's
 /// `ff_mov_read_esds` reads it (`None` where ffmpeg finds none and keeps the type's codec).
+/// The bytes of an `esds` (its payload `p`) no reader reads, as ranges of `p`: all but
+/// its ES_Descriptor's ES_ID and flags (with a dependency's id and an OCR stream's, but
+/// not a URL's text), its DecoderConfigDescriptor's 13 bytes and first DecSpecificInfo,
+/// and its SLConfigDescriptor's predefined byte, as ffmpeg reads them. Red team pass 29:
+/// 4,000 bytes after the SLConfig, a URL and unknown descriptors were kept. `None` for
+/// an `esds` that is not one ES_Descriptor.
+fn esds_unread(p: &[u8]) -> Option<Vec<(usize, usize)>> {
+    // A descriptor at `at`: its tag, where its body starts and where it ends.
+    let descriptor = |at: usize| -> Option<(u8, usize, usize)> {
+        let (tag, mut size, mut body) = (*p.get(at)?, 0usize, at + 1);
+        for _ in 0..4 {
+            let b = *p.get(body)?;
+            size = (size << 7) | usize::from(b & 0x7F);
+            body += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let end = body.checked_add(size).filter(|&end| end <= p.len())?;
+        Some((tag, body, end))
+    };
+    let (tag, body, end) = descriptor(4)?;
+    if tag != 0x03 {
+        return None;
+    }
+    let mut read = vec![(4, body + 3)];
+    let flags = *p.get(body + 2)?;
+    let mut at = body + 3;
+    if flags & 0x80 != 0 {
+        read.push((at, at + 2));
+        at += 2;
+    }
+    if flags & 0x40 != 0 {
+        read.push((at, at + 1));
+        at += 1 + usize::from(*p.get(at)?);
+    }
+    if flags & 0x20 != 0 {
+        read.push((at, at + 2));
+        at += 2;
+    }
+    while at < end {
+        let (tag, body, next) = descriptor(at)?;
+        (next <= end).then_some(())?;
+        read.push((at, body));
+        match tag {
+            0x04 => {
+                read.push((body, (body + 13).min(next)));
+                if body + 13 < next
+                    && let Some((0x05, _, info_end)) = descriptor(body + 13)
+                    && info_end <= next
+                {
+                    read.push((body + 13, info_end));
+                }
+            }
+            0x06 => read.push((body, (body + 1).min(next))),
+            _ => {}
+        }
+        at = next;
+    }
+    read.sort_unstable();
+    let mut unread = Vec::new();
+    let mut pos = 0;
+    for (from, to) in read {
+        if from > pos {
+            unread.push((pos, from));
+        }
+        pos = pos.max(to);
+    }
+    unread.push((pos, p.len()));
+    Some(unread.into_iter().filter(|(from, to)| from < to).collect())
+}
+
+/// Zeroes what [`esds_unread`] finds in `esds`, or frees it when it does not parse.
+fn plan_esds(walk: Walk<'_>, esds: &BoxAt, actions: &mut Vec<Action>) {
+    match esds_unread(walk.payload(esds)) {
+        Some(unread) => actions.extend(unread.into_iter().map(|(from, to)| Action::Blank {
+            off: esds.payload + from as u64,
+            len: (to - from) as u64,
+            what: "esds bytes no reader reads".into(),
+        })),
+        None => actions.push(free(esds, "an esds that is not one ES_Descriptor")),
+    }
+}
+
 fn esds_object_type(p: &[u8]) -> Option<u8> {
     // A descriptor: a tag, then a length in up to four 7-bit groups.
     let descr = |at: usize| -> Option<(u8, usize)> {
