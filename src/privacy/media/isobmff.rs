@@ -659,19 +659,6 @@ fn claimed_fields_len(kind: &[u8; 4], p: &[u8]) -> Option<usize> {
         // Codec configurations of a fixed or self-stated length (AC-3, AMR, Opus, PCM,
         // VP9 version 1, Dolby Vision, H.263); red team pass 28, F2: bytes after them were
         // kept. A `wave`'s `mp4a` holds four zero bytes and its terminator none.
-        // One ES_Descriptor (tag 3), as far as its size (1 to 4 bytes of 7 bits) says.
-        b"esds" => {
-            let mut size = 0usize;
-            let at = (5..9).find(|&at| {
-                let byte = p.get(at).copied().unwrap_or(0);
-                size = (size << 7) | usize::from(byte & 0x7F);
-                byte & 0x80 == 0
-            });
-            match (p.get(4), at) {
-                (Some(3), Some(at)) => at + 1 + size,
-                _ => usize::MAX,
-            }
-        }
         // FLAC's STREAMINFO block alone, which ffmpeg reads; a VORBIS_COMMENT (text tags)
         // or a picture after it is zeroed (pass 28, F2).
         b"dfLa" => match p.get(4..8) {

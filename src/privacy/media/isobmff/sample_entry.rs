@@ -358,48 +358,20 @@ fn refuse_repeats(children: &[BoxAt], kind: &str, format: super::Format) -> Resu
 /// 4,000 bytes after the SLConfig, a URL and unknown descriptors were kept. `None` for
 /// an `esds` that is not one ES_Descriptor.
 fn esds_unread(p: &[u8]) -> Option<Vec<(usize, usize)>> {
-    // A descriptor at `at`: its tag, where its body starts and where it ends.
-    let descriptor = |at: usize| -> Option<(u8, usize, usize)> {
-        let (tag, mut size, mut body) = (*p.get(at)?, 0usize, at + 1);
-        for _ in 0..4 {
-            let b = *p.get(body)?;
-            size = (size << 7) | usize::from(b & 0x7F);
-            body += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let end = body.checked_add(size).filter(|&end| end <= p.len())?;
-        Some((tag, body, end))
-    };
-    let (tag, body, end) = descriptor(4)?;
+    let (tag, body, end) = descriptor(p, 4).filter(|&(_, _, end)| end <= p.len())?;
     if tag != 0x03 {
         return None;
     }
-    let mut read = vec![(4, body + 3)];
-    let flags = *p.get(body + 2)?;
-    let mut at = body + 3;
-    if flags & 0x80 != 0 {
-        read.push((at, at + 2));
-        at += 2;
-    }
-    if flags & 0x40 != 0 {
-        read.push((at, at + 1));
-        at += 1 + usize::from(*p.get(at)?);
-    }
-    if flags & 0x20 != 0 {
-        read.push((at, at + 2));
-        at += 2;
-    }
+    let (mut read, mut at) = es_fields(p, body)?;
+    read.push((4, body));
     while at < end {
-        let (tag, body, next) = descriptor(at)?;
-        (next <= end).then_some(())?;
+        let (tag, body, next) = descriptor(p, at).filter(|&(_, _, next)| next <= end)?;
         read.push((at, body));
         match tag {
             0x04 => {
                 read.push((body, (body + 13).min(next)));
                 if body + 13 < next
-                    && let Some((0x05, _, info_end)) = descriptor(body + 13)
+                    && let Some((0x05, _, info_end)) = descriptor(p, body + 13)
                     && info_end <= next
                 {
                     read.push((body + 13, info_end));
@@ -436,37 +408,50 @@ fn plan_esds(walk: Walk<'_>, esds: &BoxAt, actions: &mut Vec<Action>) {
 }
 
 fn esds_object_type(p: &[u8]) -> Option<u8> {
-    // A descriptor: a tag, then a length in up to four 7-bit groups.
-    let descr = |at: usize| -> Option<(u8, usize)> {
-        let tag = *p.get(at)?;
-        let mut at = at + 1;
-        for _ in 0..4 {
-            let b = *p.get(at)?;
-            at += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        Some((tag, at))
+    let (tag, body, _) = descriptor(p, 4)?;
+    let at = match tag {
+        0x03 => es_fields(p, body)?.1,
+        _ => body + 2,
     };
-    let (tag, mut at) = descr(4)?;
-    if tag == 0x03 {
-        let flags = *p.get(at + 2)?;
-        at += 3;
-        if flags & 0x80 != 0 {
-            at += 2;
+    let (tag, at, _) = descriptor(p, at)?;
+    (tag == 0x04).then(|| p.get(at).copied()).flatten()
+}
+
+/// An `esds` descriptor at `at`: its tag, where its body starts (after a size of one to
+/// four 7-bit groups) and where that size says it ends (not checked against `p`).
+fn descriptor(p: &[u8], at: usize) -> Option<(u8, usize, usize)> {
+    let (tag, mut size, mut body) = (*p.get(at)?, 0usize, at + 1);
+    for _ in 0..4 {
+        let b = *p.get(body)?;
+        size = (size << 7) | usize::from(b & 0x7F);
+        body += 1;
+        if b & 0x80 == 0 {
+            break;
         }
-        if flags & 0x40 != 0 {
-            at += 1 + usize::from(*p.get(at)?);
-        }
-        if flags & 0x20 != 0 {
-            at += 2;
-        }
-    } else {
+    }
+    Some((tag, body, body.checked_add(size)?))
+}
+
+/// An ES_Descriptor's own fields, its body starting at `body`: the ranges ffmpeg reads
+/// (ES_ID and flags, a dependency's ES_ID, a URL's length but not its text, an OCR
+/// stream's id), and where its sub-descriptors start.
+fn es_fields(p: &[u8], body: usize) -> Option<(Vec<(usize, usize)>, usize)> {
+    let flags = *p.get(body + 2)?;
+    let mut read = vec![(body, body + 3)];
+    let mut at = body + 3;
+    if flags & 0x80 != 0 {
+        read.push((at, at + 2));
         at += 2;
     }
-    let (tag, at) = descr(at)?;
-    (tag == 0x04).then(|| p.get(at).copied()).flatten()
+    if flags & 0x40 != 0 {
+        read.push((at, at + 1));
+        at += 1 + usize::from(*p.get(at)?);
+    }
+    if flags & 0x20 != 0 {
+        read.push((at, at + 2));
+        at += 2;
+    }
+    Some((read, at))
 }
 
 /// The record a configuration box holds (`avcC`, `hvcC`, `lhvC`, else `av1C`).
