@@ -2838,6 +2838,14 @@ mod tests {
         let esds = bx(b"esds", &[&[0, 0, 0, 0, 3, es.len() as u8][..], &es].concat());
         let (out, report) = scrubbed(sound(b"isomisom", audio_entry(b"mp4a", 0, 28, &esds)), Format::Video);
         assert!(!contains(&out, b"PLAN") && !contains(&out, b"\x02P"), "{report:#?}");
+        // Pass 30: a second DecoderConfig, after the SLConfig, is read by no one.
+        let mut twice = es_descriptor(b"AAC-config");
+        let second = [&[4u8, 13 + 6, 0x40, 0x15][..], &[0; 11], &[5, 4], b"PLAN"].concat();
+        twice.extend_from_slice(&second);
+        twice[3] += second.len() as u8;
+        twice[13] += second.len() as u8;
+        let (out, report) = scrubbed(sound(b"isomisom", audio_entry(b"mp4a", 0, 28, &twice)), Format::Video);
+        assert!(!contains(&out, b"PLAN") && contains(&out, b"AAC-config"), "{report:#?}");
 
         let wave = |children: &[Vec<u8>]| {
             let wave = bx(b"wave", &[&[bx(b"frma", b"mp4a")], children].concat().concat());

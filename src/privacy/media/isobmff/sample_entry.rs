@@ -353,8 +353,8 @@ fn refuse_repeats(children: &[BoxAt], kind: &str, format: super::Format) -> Resu
 /// `ff_mov_read_esds` reads it (`None` where ffmpeg finds none and keeps the type's codec).
 /// The bytes of an `esds` (its payload `p`) no reader reads, as ranges of `p`: all but
 /// its ES_Descriptor's ES_ID and flags (with a dependency's id and an OCR stream's, but
-/// not a URL's text), its DecoderConfigDescriptor's 13 bytes and first DecSpecificInfo,
-/// and its SLConfigDescriptor's predefined byte, as ffmpeg reads them. Red team pass 29:
+/// not a URL's text), and of the descriptor that follows, when it is a
+/// DecoderConfigDescriptor, its 13 bytes and DecSpecificInfo, as ffmpeg reads them. Red team pass 29:
 /// 4,000 bytes after the SLConfig, a URL and unknown descriptors were kept. `None` for
 /// an `esds` that is not one ES_Descriptor.
 fn esds_unread(p: &[u8]) -> Option<Vec<(usize, usize)>> {
@@ -362,25 +362,22 @@ fn esds_unread(p: &[u8]) -> Option<Vec<(usize, usize)>> {
     if tag != 0x03 {
         return None;
     }
-    let (mut read, mut at) = es_fields(p, body)?;
+    let (mut read, at) = es_fields(p, body)?;
     read.push((4, body));
-    while at < end {
-        let (tag, body, next) = descriptor(p, at).filter(|&(_, _, next)| next <= end)?;
-        read.push((at, body));
-        match tag {
-            0x04 => {
-                read.push((body, (body + 13).min(next)));
-                if body + 13 < next
-                    && let Some((0x05, _, info_end)) = descriptor(p, body + 13)
-                    && info_end <= next
-                {
-                    read.push((body + 13, info_end));
-                }
-            }
-            0x06 => read.push((body, (body + 1).min(next))),
-            _ => {}
+    // ffmpeg reads one descriptor after the header, and of a DecoderConfigDescriptor
+    // its 13 bytes and the DecSpecificInfo after them; anything else, a second
+    // configuration or an SLConfig included, is read by no one (red team pass 30: a
+    // second DecoderConfig kept 4,000 bytes).
+    if at < end
+        && let Some((0x04, body, next)) = descriptor(p, at).filter(|&(_, _, next)| next <= end)
+    {
+        read.extend([(at, body), (body, (body + 13).min(next))]);
+        if body + 13 < next
+            && let Some((0x05, _, info_end)) = descriptor(p, body + 13)
+            && info_end <= next
+        {
+            read.push((body + 13, info_end));
         }
-        at = next;
     }
     read.sort_unstable();
     let mut unread = Vec::new();
